@@ -1,0 +1,66 @@
+"""``scope-otel`` command dispatcher.
+
+Each sub-command lives with the layer it belongs to and is imported only when
+used, so ``scope-otel run`` stays fast and a broken optional layer cannot stop
+the others.  A sub-command is ``module:function`` where ``function(argv)``
+parses its own arguments and returns an exit code.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("scope_otel.launcher.run:run_main", "run a command with scope-otel instrumentation"),
+    "config": ("scope_otel.launcher.run:config_main", "print the effective configuration and its sources"),
+    "plan": ("scope_otel.planner.cli:main", "analyse source and write an instrumentation plan"),
+    "compile": ("scope_otel.instrument.cli:main", "pre-build the instrumented bytecode cache"),
+    "query": ("scope_otel.store.cli:query_main", "run SQL against the scope-otel store"),
+    "trace": ("scope_otel.store.cli:trace_main", "print a trace as a call tree"),
+    "graph": ("scope_otel.store.cli:graph_main", "print the service or function graph"),
+    "collect": ("scope_otel.distributed.cli:main", "OTLP receiver that writes into ClickHouse"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: scope-otel COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name.ljust(width)}  {help_}" for name, (_t, help_) in COMMANDS.items()]
+    lines += ["", "`scope-otel COMMAND --help` describes one command."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from scope_otel import __version__
+
+        print(f"scope-otel {__version__}")
+        return 0
+    name = argv[0]
+    if name not in COMMANDS:
+        print(f"scope-otel: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    target, _help = COMMANDS[name]
+    module_name, func_name = target.split(":")
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+    except (ImportError, AttributeError) as exc:
+        print(f"scope-otel: command {name!r} is not available in this build ({exc})", file=sys.stderr)
+        return 2
+    return int(func(argv[1:]) or 0)
+
+
+def instrument_main(argv: list[str] | None = None) -> int:
+    """``scope-otel-instrument [OPTIONS] CMD ...``: the opentelemetry-instrument spelling."""
+    from scope_otel.launcher.run import run_main
+
+    argv = sys.argv[1:] if argv is None else argv
+    return run_main(argv, prog="scope-otel-instrument")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
