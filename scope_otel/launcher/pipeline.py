@@ -1,0 +1,302 @@
+"""Set up scope-otel inside the instrumented program.
+
+Called once per process: by the ``sitecustomize`` bootstrap that ``scope-otel
+run`` puts on ``PYTHONPATH``, or by :class:`ScopeConfigurator` when plain
+``opentelemetry-instrument`` runs with scope-otel installed.  It builds the
+tracer provider (resource, sampler, span processor, exporters), starts the
+capture runtime, applies the instrumentation plan and loads the framework
+instrumentors, in that order: the import hook must be in place before
+frameworks import application modules.
+"""
+from __future__ import annotations
+
+import atexit
+import collections
+import logging
+import os
+import sys
+import threading
+from typing import Any
+
+from opentelemetry.sdk.trace import SpanProcessor
+
+from scope_otel import config as _config
+from scope_otel.version import __version__
+
+logger = logging.getLogger("scope_otel")
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {}
+
+#: Contrib instrumentors that scope-otel's own integrations replace.  When
+#: scope-otel loads instrumentors it skips these so nothing is recorded twice.
+SUPERSEDED = frozenset({"flask", "django", "sqlalchemy", "requests", "urllib", "urllib3", "httpx", "threading"})
+
+
+def initialize(config: _config.Config | None = None, *, load_instrumentors: bool = True) -> bool:
+    """Build the pipeline from ``config`` (default: files and environment).
+
+    Returns False when the SDK is disabled or scope-otel was already set up in
+    this process.  Raises on failure; the bootstrap turns that into a single
+    warning and lets the program run uninstrumented.
+    """
+    with _lock:
+        if _state.get("initialized"):
+            return False
+        config = config or _config.load()
+        _config.set_current(config)
+        _setup_logging(config)
+        if config.sdk_disabled:
+            logger.debug("scope-otel: OTEL_SDK_DISABLED is set; not instrumenting")
+            return False
+        provider = build_tracer_provider(config)
+        from opentelemetry import trace
+
+        trace.set_tracer_provider(provider)
+        _state.update(initialized=True, provider=provider, config=config)
+        _set_propagators(config)
+        _start_capture(config, provider)
+        _apply_plan(config)
+        if load_instrumentors:
+            load_instrumentor_entry_points(config)
+        _config.install_sighup_reload()
+        atexit.register(_at_exit)
+        return True
+
+
+def build_tracer_provider(config: _config.Config):
+    """TracerProvider with scope-otel's resource, sampler and span processor."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from scope_otel.export.factory import FanOutExporter, build_exporters
+
+    attributes = dict(config.resource_attributes)
+    attributes["service.name"] = config.service_name or attributes.get("service.name") or _program_name()
+    attributes["telemetry.distro.name"] = "scope-otel"
+    attributes["telemetry.distro.version"] = __version__
+    provider = TracerProvider(
+        resource=Resource.create(attributes), sampler=_sampler(config), shutdown_on_exit=False
+    )
+    hlc = _optional("scope_otel.distributed.hlc", "HLCSpanProcessor")
+    if hlc is not None:
+        provider.add_span_processor(hlc())
+    if config.summary:
+        summary = _SummaryProcessor()
+        provider.add_span_processor(summary)
+        _state["summary"] = summary
+    exporters = build_exporters(config)
+    if exporters:
+        exporter = exporters[0] if len(exporters) == 1 else FanOutExporter(exporters)
+        processor = _span_processor(config, exporter)
+        provider.add_span_processor(processor)
+        _state["processor"] = processor
+    return provider
+
+
+def _span_processor(config: _config.Config, exporter):
+    try:
+        from scope_otel.capture import RingBufferSpanProcessor
+    except ImportError:  # capture layer absent in this build
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        return BatchSpanProcessor(exporter)
+    return RingBufferSpanProcessor(exporter, overflow=config.overflow)
+
+
+def _sampler(config: _config.Config):
+    from opentelemetry.sdk.trace import sampling
+
+    name, arg = config.traces_sampler, config.traces_sampler_arg
+    ratio = float(arg) if arg is not None else 1.0
+    return {
+        "always_on": lambda: sampling.ALWAYS_ON,
+        "always_off": lambda: sampling.ALWAYS_OFF,
+        "traceidratio": lambda: sampling.TraceIdRatioBased(ratio),
+        "parentbased_always_on": lambda: sampling.ParentBased(sampling.ALWAYS_ON),
+        "parentbased_always_off": lambda: sampling.ParentBased(sampling.ALWAYS_OFF),
+        "parentbased_traceidratio": lambda: sampling.ParentBased(sampling.TraceIdRatioBased(ratio)),
+    }[name]()
+
+
+def _set_propagators(config: _config.Config) -> None:
+    from importlib.metadata import entry_points
+
+    from opentelemetry import propagate
+    from opentelemetry.propagators.composite import CompositePropagator
+
+    names = list(config.propagators)
+    available = {ep.name: ep for ep in entry_points(group="opentelemetry_propagator")}
+    if config.source("propagators") == "default" and "scope_hlc" in available:
+        names.append("scope_hlc")  # causal order across hops, on unless the user chose propagators
+    if names == ["none"]:
+        propagate.set_global_textmap(CompositePropagator([]))
+        return
+    propagate.set_global_textmap(CompositePropagator([available[n].load()() for n in names if n in available]))
+
+
+def _start_capture(config: _config.Config, provider) -> None:
+    runtime = _optional_module("scope_otel.capture.runtime")
+    if runtime is not None and hasattr(runtime, "configure"):
+        runtime.configure(config, processor=_state.get("processor"))
+
+
+def _apply_plan(config: _config.Config) -> None:
+    if not (config.plan or config.instrument) or config.level == "off" and not config.plan:
+        return
+    from scope_otel.planner.plan import Plan, load_plan
+
+    plan = load_plan(config.plan) if config.plan else Plan.from_globs(list(config.instrument), config.level)
+    import scope_otel.instrument as instrument
+
+    instrument.apply(plan)
+    _state["plan"] = plan
+
+
+def load_instrumentor_entry_points(config: _config.Config) -> list[str]:
+    """Instrument every ``opentelemetry_instrumentor`` that applies; return their names.
+
+    ``disabled_instrumentations`` (``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``)
+    is honoured, ``*`` disables all.  Contrib instrumentors that a scope-otel
+    integration replaces are skipped when that integration is installed.
+    """
+    from importlib.metadata import entry_points
+
+    from opentelemetry.instrumentation.dependencies import get_dist_dependency_conflicts
+
+    disabled = set(config.disabled_instrumentations)
+    if "*" in disabled:
+        return []
+    eps = list(entry_points(group="opentelemetry_instrumentor"))
+    ours = {ep.name for ep in eps if ep.value.startswith("scope_otel.")}
+    loaded = []
+    for ep in eps:
+        if ep.name in disabled:
+            continue
+        if not ep.value.startswith("scope_otel.") and ep.name in SUPERSEDED and ours:
+            logger.debug("scope-otel: %s is covered by scope-otel's own integration; skipped", ep.name)
+            continue
+        try:
+            if ep.dist is not None:
+                conflict = get_dist_dependency_conflicts(ep.dist)
+                if conflict:
+                    logger.debug("scope-otel: %s not loaded: %s", ep.name, conflict)
+                    continue
+            instrumentor = ep.load()()
+            instrumentor.instrument(skip_dep_check=not ep.value.startswith("scope_otel."))
+            loaded.append(ep.name)
+        except ImportError as exc:
+            logger.debug("scope-otel: %s not loaded: %s", ep.name, exc)
+        except Exception:
+            logger.warning("scope-otel: instrumentation %s failed and stays off", ep.name, exc_info=True)
+    _state["instrumentors"] = loaded
+    return loaded
+
+
+def shutdown(timeout_millis: int = 10_000) -> None:
+    """Flush and stop the pipeline (also run at interpreter exit)."""
+    provider = _state.get("provider")
+    if provider is None or _state.get("shut_down"):
+        return
+    _state["shut_down"] = True
+    try:
+        provider.force_flush(timeout_millis)
+    finally:
+        provider.shutdown()
+
+
+def _at_exit() -> None:
+    try:
+        shutdown()
+    except Exception:
+        logger.debug("scope-otel: shutdown failed", exc_info=True)
+    summary = _state.get("summary")
+    if summary is not None:
+        print(summary.render(_state), file=sys.stderr)
+
+
+class _SummaryProcessor(SpanProcessor):
+    """Counts finished spans by kind and name for the exit summary."""
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter = collections.Counter()
+        self.traces: set[int] = set()
+        self.errors = 0
+
+    def on_start(self, span, parent_context=None) -> None:
+        pass
+
+    def on_end(self, span) -> None:
+        self.counts[(span.kind.name.lower(), span.name)] += 1
+        self.traces.add(span.context.trace_id)
+        if span.status.status_code.name == "ERROR":
+            self.errors += 1
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+    def render(self, state: dict) -> str:
+        config = state.get("config")
+        total = sum(self.counts.values())
+        lines = [
+            f"scope-otel: recorded {total} spans in {len(self.traces)} traces ({self.errors} with errors)"
+            f" -> {','.join(config.traces_exporter) if config else '?'}"
+        ]
+        for (kind, name), n in self.counts.most_common(12):
+            lines.append(f"  {n:6d}  {kind:8s}  {name}")
+        stats = getattr(state.get("processor"), "stats", None)
+        if callable(stats):
+            try:
+                lines.append(f"  pipeline: {stats()}")
+            except Exception:
+                pass
+        return "\n".join(lines)
+
+
+def _setup_logging(config: _config.Config) -> None:
+    logger.setLevel(config.log_level.upper())
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
+def _program_name() -> str:
+    """The default service name: the script or ``-m`` module being run.
+
+    ``sys.argv`` is still partial while sitecustomize runs (``['-m']``), so
+    read ``sys.orig_argv``.
+    """
+    args = list(getattr(sys, "orig_argv", sys.argv))[1:]
+    while args:
+        arg = args.pop(0)
+        if arg == "-m" and args:
+            return args[0]
+        if arg == "-c":
+            return "python"
+        if arg in ("-W", "-X") and args:
+            args.pop(0)  # the option's own argument
+            continue
+        if arg.startswith("-"):
+            continue
+        name = os.path.basename(arg)
+        return name[:-3] if name.endswith(".py") else name
+    return "python"
+
+
+def _optional_module(name: str):
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+def _optional(module: str, attr: str):
+    mod = _optional_module(module)
+    return getattr(mod, attr, None) if mod is not None else None

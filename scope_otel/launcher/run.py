@@ -1,0 +1,177 @@
+"""``scope-otel run [OPTIONS] -- CMD ...`` and ``scope-otel config``.
+
+``run`` works the way ``opentelemetry-instrument`` does: it turns options into
+environment variables, validates the whole configuration (exit 2 with one
+line naming the key on a bad value), puts the bootstrap ``sitecustomize`` first
+on ``PYTHONPATH`` and ``exec``s the command.  Every Python process started
+from there, the command itself and its children (gunicorn workers, Django's
+reloader, subprocesses), inherits the environment and so the instrumentation.
+
+Options are the ``opentelemetry-instrument`` spellings (``OTEL_X_Y`` ->
+``--x_y``, e.g. ``--service_name``, ``--traces_exporter``,
+``--exporter_otlp_endpoint``) plus scope-otel's own (``--plan``,
+``--instrument`` (repeatable), ``--level``, ``--store``, ``--config``, and every
+key of ``scope-otel config``).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import sys
+from importlib.metadata import entry_points
+
+from scope_otel import config as _config
+
+BOOTSTRAP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootstrap")
+
+
+def _otel_env_flags() -> dict[str, str]:
+    """``flag dest -> OTEL_*`` for every variable the installed OTel packages declare."""
+    flags: dict[str, str] = {}
+    for ep in entry_points(group="opentelemetry_environment_variables"):
+        try:
+            module = ep.load()
+        except Exception:
+            continue
+        for name in dir(module):
+            if name.startswith("OTEL_"):
+                flags[re.sub(r"OTEL_(PYTHON_)?", "", name).lower()] = name
+    # the scope-otel settings that are OTEL_* variables map the same way
+    for s in _config.SETTINGS:
+        for env in s.envs:
+            if env.startswith("OTEL_"):
+                flags.setdefault(re.sub(r"OTEL_(PYTHON_)?", "", env).lower(), env)
+    return flags
+
+
+def _parser(prog: str, otel_flags: dict[str, str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        allow_abbrev=False,
+        description="Run a Python program with scope-otel instrumentation.",
+        epilog="OTEL_* variables have matching options: OTEL_SERVICE_NAME -> --service_name. "
+        "`scope-otel config` lists scope-otel's own keys.",
+    )
+    scope_keys = {s.key for s in _config.SETTINGS if not s.envs[0].startswith("OTEL_")}
+    for key in sorted(scope_keys):
+        s = _config.BY_KEY[key]
+        if key == "instrument":
+            parser.add_argument("--instrument", action="append", metavar="MODULE_GLOB", help=s.doc)
+        else:
+            parser.add_argument(f"--{key}", metavar=key.upper(), help=s.doc)
+    parser.add_argument("--config", metavar="FILE", help="config file (default: scope-otel.toml or pyproject.toml)")
+    for dest in sorted(otel_flags):
+        if dest not in scope_keys and dest != "config":
+            parser.add_argument(f"--{dest}", help=argparse.SUPPRESS)
+    parser.add_argument("command", help="the program to run, e.g. python, gunicorn, flask")
+    parser.add_argument("command_args", nargs=argparse.REMAINDER, help="its arguments")
+    return parser
+
+
+def prepare(argv: list[str], prog: str = "scope-otel run", environ: dict | None = None):
+    """Parse and validate; return ``(executable, args, env)`` or raise ConfigError/SystemExit."""
+    environ = dict(os.environ if environ is None else environ)
+    otel_flags = _otel_env_flags()
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    args = _parser(prog, otel_flags).parse_args(argv)
+    if args.command == "--" and args.command_args:
+        args.command, args.command_args = args.command_args[0], args.command_args[1:]
+
+    # OTEL_* options become environment variables, exactly as opentelemetry-instrument does.
+    flag_sources = {}
+    for dest, env_name in otel_flags.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            environ[env_name] = value
+            flag_sources[env_name] = f"--{dest}"
+
+    scope_flags = {}
+    for s in _config.SETTINGS:
+        if s.envs[0].startswith("OTEL_"):
+            continue
+        value = getattr(args, s.key, None)
+        if value is not None:
+            scope_flags[s.key] = ",".join(value) if isinstance(value, list) else value
+
+    config_file = os.path.abspath(args.config) if args.config else None
+    try:
+        config = _config.load(flags=scope_flags, env=environ, config_file=config_file)
+    except _config.ConfigError as exc:
+        # an OTEL_* value that came from a flag: name the flag, not the variable
+        message = str(exc)
+        for env_name, flag in flag_sources.items():
+            message = message.replace(f"env {env_name}", f"flag {flag}")
+        raise _config.ConfigError(message) from None
+    if config.plan:
+        _check_plan(config.plan)
+
+    # scope-otel flags travel to the program (and its children) as variables
+    for key, value in scope_flags.items():
+        environ[_config.BY_KEY[key].envs[0]] = str(value)
+    if config.file:
+        environ[_config.CONFIG_ENV] = config.file
+    if config.plan:
+        environ["SCOPE_OTEL_PLAN"] = os.path.abspath(config.plan)
+    if "://" not in config.store:
+        # children may chdir; keep them writing to the same store
+        environ["SCOPE_OTEL_STORE"] = os.path.abspath(config.store)
+
+    python_path = [p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != BOOTSTRAP_DIR]
+    cwd = os.getcwd()
+    if cwd not in python_path:
+        python_path.insert(0, cwd)  # like opentelemetry-instrument: `manage.py`-style apps import from cwd
+    environ["PYTHONPATH"] = os.pathsep.join([BOOTSTRAP_DIR] + python_path)
+
+    executable = shutil.which(args.command, path=environ.get("PATH"))
+    if executable is None:
+        raise _config.ConfigError(f"command not found: {args.command!r} (check PATH or give a full path)")
+    return executable, [executable] + list(args.command_args), environ
+
+
+def _check_plan(path: str) -> None:
+    try:
+        from scope_otel.planner.plan import load_plan
+    except ImportError:
+        return
+    try:
+        load_plan(path)
+    except (ValueError, OSError) as exc:
+        raise _config.ConfigError(f"plan = {path!r}: {exc}") from None
+
+
+def run_main(argv: list[str], prog: str = "scope-otel run") -> int:
+    """Validate, set up the environment and ``exec`` the command (never returns on success)."""
+    try:
+        executable, args, environ = prepare(argv, prog=prog)
+    except _config.ConfigError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(executable, args, environ)
+    return 0  # pragma: no cover - execve does not return
+
+
+def config_main(argv: list[str]) -> int:
+    """``scope-otel config [--config FILE]``: the effective configuration and sources."""
+    parser = argparse.ArgumentParser(prog="scope-otel config", description=config_main.__doc__)
+    parser.add_argument("--config", metavar="FILE", help="config file to read")
+    parser.add_argument("--keys", action="store_true", help="list every key with its variable and meaning")
+    args = parser.parse_args(argv)
+    if args.keys:
+        for s in _config.SETTINGS:
+            allowed = f" [{'|'.join(s.allowed)}]" if s.allowed else ""
+            print(f"{s.key:28s} {s.envs[0]:40s} {s.doc}{allowed}")
+        return 0
+    try:
+        config = _config.load(config_file=os.path.abspath(args.config) if args.config else None)
+    except _config.ConfigError as exc:
+        print(f"scope-otel config: error: {exc}", file=sys.stderr)
+        return 2
+    if config.file:
+        print(f"# config file: {config.file}")
+    print(config.describe())
+    return 0
