@@ -1,0 +1,234 @@
+"""`scope-otel run` end to end: real programs, real OTLP receivers."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+
+import pytest
+
+from tests.support.procs import EXAMPLES, clean_env, run, tool
+
+NESTED = textwrap.dedent(
+    """
+    import os, subprocess, sys
+    from opentelemetry import trace
+    tracer = trace.get_tracer("test")
+    with tracer.start_as_current_span("outer"):
+        with tracer.start_as_current_span("inner"):
+            pass
+    if "--child" in sys.argv:
+        subprocess.run([sys.executable, "-c",
+            "from opentelemetry import trace\\n"
+            "with trace.get_tracer('c').start_as_current_span('in-child'): pass"], check=True)
+    print("program output unchanged")
+    """
+)
+
+
+@pytest.fixture
+def nested_script(tmp_path):
+    path = tmp_path / "nested.py"
+    path.write_text(NESTED)
+    return str(path)
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_spans_reach_receiver_with_service_name_and_parent_links(otlp_receiver, nested_script, protocol):
+    env = clean_env(**otlp_receiver.env(protocol))
+    result = run([tool("scope-otel"), "run", "--service_name", "nested-app", "--", sys.executable, nested_script], env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "program output unchanged"
+    spans = {s["name"]: s for s in otlp_receiver.wait_for(2)}
+    assert set(spans) == {"outer", "inner"}
+    assert spans["inner"]["parent_span_id"] == spans["outer"]["span_id"]
+    assert spans["inner"]["trace_id"] == spans["outer"]["trace_id"]
+    assert spans["outer"]["parent_span_id"] is None
+    assert spans["outer"]["service_name"] == "nested-app"
+    assert spans["outer"]["resource"]["telemetry.distro.name"] == "scope-otel"
+    assert spans["outer"]["transport"] == ("grpc" if protocol == "grpc" else "http")
+
+
+def test_child_python_processes_inherit_instrumentation(otlp_receiver, nested_script):
+    env = clean_env(**otlp_receiver.env("grpc"))
+    result = run([tool("scope-otel"), "run", "--service_name", "parent", "--", sys.executable, nested_script, "--child"], env)
+    assert result.returncode == 0, result.stderr
+    names = {s["name"] for s in otlp_receiver.wait_for(3)}
+    assert names == {"outer", "inner", "in-child"}
+
+
+def test_scope_otel_instrument_spelling_runs_without_double_dash(otlp_receiver, nested_script):
+    env = clean_env(**otlp_receiver.env("grpc"), OTEL_SERVICE_NAME="spelled")
+    result = run([tool("scope-otel-instrument"), sys.executable, nested_script], env)
+    assert result.returncode == 0, result.stderr
+    spans = otlp_receiver.wait_for(2)
+    assert {s["service_name"] for s in spans} == {"spelled"}
+
+
+def test_python_dash_m_module_gets_its_name_as_service(otlp_receiver, tmp_path):
+    pkg = tmp_path / "mypkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "__main__.py").write_text(NESTED)
+    env = clean_env(**otlp_receiver.env("grpc"))
+    result = run([tool("scope-otel"), "run", "--", sys.executable, "-m", "mypkg"], env, cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert {s["service_name"] for s in otlp_receiver.wait_for(2)} == {"mypkg"}
+
+
+def test_plain_opentelemetry_instrument_uses_scope_configurator(otlp_receiver, nested_script):
+    env = clean_env(**otlp_receiver.env("grpc"), OTEL_SERVICE_NAME="via-otel-instrument")
+    result = run([tool("opentelemetry-instrument"), sys.executable, nested_script], env)
+    assert result.returncode == 0, result.stderr
+    spans = otlp_receiver.wait_for(2)
+    assert {s["name"] for s in spans} == {"outer", "inner"}
+    # only scope-otel's pipeline stamps the distro name on the resource
+    assert {s["resource"].get("telemetry.distro.name") for s in spans} == {"scope-otel"}
+
+
+def test_users_own_sitecustomize_still_runs(otlp_receiver, nested_script, tmp_path):
+    user_dir = tmp_path / "usersite"
+    user_dir.mkdir()
+    marker = tmp_path / "marker"
+    (user_dir / "sitecustomize.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    env = clean_env(**otlp_receiver.env("grpc"), PYTHONPATH=str(user_dir))
+    result = run([tool("scope-otel"), "run", "--", sys.executable, nested_script], env)
+    assert result.returncode == 0, result.stderr
+    assert marker.read_text() == "ran"
+    assert len(otlp_receiver.wait_for(2)) == 2
+
+
+def test_failed_initialisation_runs_program_uninstrumented_with_one_warning(nested_script):
+    from scope_otel.launcher.run import BOOTSTRAP_DIR
+
+    # bypass the launcher's validation to make set-up fail inside the program
+    env = clean_env(PYTHONPATH=BOOTSTRAP_DIR, SCOPE_OTEL_LEVEL="sideways", OTEL_TRACES_EXPORTER="none")
+    result = run([sys.executable, nested_script], env)
+    assert result.returncode == 0
+    assert result.stdout.strip() == "program output unchanged"
+    warnings = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(warnings) == 1, result.stderr
+    assert "runs uninstrumented" in warnings[0] and "level" in warnings[0]
+
+
+@pytest.mark.parametrize(
+    "env_or_args, key",
+    [
+        ({"SCOPE_OTEL_SAMPLING_RATE": "abc"}, "sampling_rate"),
+        (["--traces_exporter", "zipkin-ish"], "traces_exporter"),
+        ({"OTEL_TRACES_EXPORTER": "zipkin-ish"}, "traces_exporter"),
+        ({"OTEL_RESOURCE_ATTRIBUTES": "team=core,broken"}, "resource_attributes"),
+        ({"SCOPE_OTEL_CONFIG": "/nonexistent/scope-otel.toml"}, "config file"),
+        (["--level", "everything"], "level"),
+    ],
+)
+def test_bad_values_exit_2_with_one_line_naming_the_key(nested_script, env_or_args, key):
+    extra_env = env_or_args if isinstance(env_or_args, dict) else {}
+    args = env_or_args if isinstance(env_or_args, list) else []
+    result = run([tool("scope-otel"), "run", *args, "--", sys.executable, nested_script], clean_env(**extra_env))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert key in lines[0]
+    assert result.stdout == ""  # the program did not run
+
+
+def test_unreadable_config_file_is_named(nested_script, tmp_path):
+    bad_toml = tmp_path / "scope-otel.toml"
+    bad_toml.write_text("level = [unclosed\n")
+    result = run([tool("scope-otel"), "run", "--", sys.executable, nested_script], clean_env(), cwd=str(tmp_path))
+    assert result.returncode == 2
+    assert str(bad_toml) in result.stderr and "invalid TOML" in result.stderr
+    as_dir = tmp_path / "adir"
+    as_dir.mkdir()
+    result = run([tool("scope-otel"), "run", "--config", str(as_dir), "--", sys.executable, nested_script], clean_env())
+    assert result.returncode == 2
+    assert "cannot be read" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_missing_command_is_reported(tmp_path):
+    result = run([tool("scope-otel"), "run", "--", "no-such-program-xyz"], clean_env())
+    assert result.returncode == 2
+    assert "command not found" in result.stderr
+
+
+# ---------------------------------------------------------------------------
+# gunicorn: every worker exports, with and without --preload
+# ---------------------------------------------------------------------------
+
+WSGI_APP = textwrap.dedent(
+    """
+    import os
+    from opentelemetry import trace
+
+    def app(environ, start_response):
+        with trace.get_tracer("wsgi").start_as_current_span("handle") as span:
+            span.set_attribute("worker.pid", os.getpid())
+            body = str(os.getpid()).encode()
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        return [body]
+    """
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.read().decode()
+    except OSError:
+        return None
+
+
+@pytest.mark.parametrize("preload", [False, True], ids=["no-preload", "preload"])
+def test_gunicorn_two_workers_both_export(otlp_receiver, tmp_path, preload):
+    (tmp_path / "wsgiapp.py").write_text(WSGI_APP)
+    port = _free_port()
+    args = [tool("scope-otel"), "run", "--service_name", "guni", "--", tool("gunicorn"),
+            "-w", "2", "-b", f"127.0.0.1:{port}", "--graceful-timeout", "5"]
+    if preload:
+        args.append("--preload")
+    args.append("wsgiapp:app")
+    proc = subprocess.Popen(args, env=clean_env(**otlp_receiver.env("grpc")), cwd=str(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        pids: set[str] = set()
+        deadline = time.monotonic() + 30
+        while len(pids) < 2 and time.monotonic() < deadline:
+            # new connections are spread over the workers; ask until both answered
+            answer = _get(f"http://127.0.0.1:{port}/")
+            if answer:
+                pids.add(answer)
+            else:
+                time.sleep(0.1)
+        assert len(pids) == 2, "gunicorn did not serve from two workers"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    spans = otlp_receiver.wait_for(1, timeout=10, where=lambda s: s["name"] == "handle")
+    exported_pids = {str(s["attributes"]["worker.pid"]) for s in spans}
+    assert pids <= exported_pids, f"workers {pids} but spans only from {exported_pids}\n{err[-2000:]}"
+    assert {s["service_name"] for s in spans} == {"guni"}
+
+
+# ---------------------------------------------------------------------------
+# the example application
+# ---------------------------------------------------------------------------
+
+def test_example_app_runs_unchanged_under_scope_otel(otlp_receiver):
+    demo = os.path.join(EXAMPLES, "shop_demo.py")
+    plain = run([sys.executable, demo], clean_env())
+    scoped = run([tool("scope-otel"), "run", "--service_name", "shop", "--", sys.executable, demo],
+                 clean_env(**otlp_receiver.env("grpc")))
+    assert plain.returncode == scoped.returncode == 0, scoped.stderr
+    assert scoped.stdout == plain.stdout
