@@ -1,0 +1,31 @@
+"""Choose the C accelerator or its pure-Python twin, once, at import.
+
+``scope_otel.capture._speedups`` (built from ``_speedups.c`` where a compiler
+exists) and the pure-Python modules expose the same names and behave the
+same.  ``SCOPE_OTEL_PURE_PYTHON=1`` forces the pure-Python path; the tests
+use :func:`load` to get either explicitly.
+"""
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+
+def load(pure: bool | None = None) -> SimpleNamespace:
+    """The hot-path implementation: ``Ring`` and ``HotPath`` classes and ``name``."""
+    if pure is None:
+        pure = os.environ.get("SCOPE_OTEL_PURE_PYTHON", "").strip().lower() in ("1", "true", "yes", "on")
+    if not pure:
+        try:
+            from scope_otel.capture import _speedups
+        except ImportError:
+            pass
+        else:
+            return SimpleNamespace(name="c", Ring=_speedups.Ring, HotPath=_speedups.HotPath)
+    from scope_otel.capture._pyhot import HotPath
+    from scope_otel.capture._pyring import Ring
+
+    return SimpleNamespace(name="python", Ring=Ring, HotPath=HotPath)
+
+
+IMPL = load()

@@ -1,0 +1,132 @@
+"""Pure-Python twin of ``_speedups.HotPath``: the enter/exit/exception calls.
+
+Built once by :mod:`scope_otel.capture.runtime`, which re-exports the bound
+functions.  Everything the calls need is captured in closure cells so the hot
+path does no attribute or global lookups.  The C version takes the same
+constructor arguments and behaves the same (see ``records.py`` for the token
+and record layout).
+"""
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from contextvars import ContextVar
+from typing import Any, Callable
+
+from scope_otel.capture.records import CAP_ARGS, CAP_RETURN
+
+
+class HotPath:
+    """``enter``/``exit``/``exception`` bound to one set of runtime tables.
+
+    ``levels``, ``rates`` and ``flags`` are lists indexed by function id and
+    are read on every call, so in-place updates take effect immediately.
+    ``cur`` is the ContextVar holding the innermost token (or ``disabled``).
+    ``octx_get()`` returns the current OpenTelemetry Context; ``root_of(ctx)``
+    returns ``(trace_id, parent_span_id)`` for a call with no recorded caller,
+    or ``None`` when the call must not be recorded (unsampled parent).
+    ``snap(obj)`` turns a value into something safe to keep (runs with
+    recording disabled).  ``put(record)`` writes into the ring.
+    """
+
+    def __init__(
+        self,
+        levels: list[int],
+        rates: list[float],
+        flags: list[int],
+        cur: ContextVar,
+        disabled: Any,
+        octx_get: Callable[[], Any],
+        root_of: Callable[[Any], tuple[int, int] | None],
+        snap: Callable[[Any], Any],
+        put: Callable[[Any], int],
+        prefix: int,
+        on_error: Callable[[BaseException], None],
+    ) -> None:
+        self._build(levels, rates, flags, cur, disabled, octx_get, root_of, snap, put, prefix, on_error)
+
+    def set_ring(self, put: Callable[[Any], int]) -> None:
+        """Write records through ``put`` from now on."""
+        self._rebind(put, None)
+
+    def reseed(self, prefix: int) -> None:
+        """New span-id prefix and counter (after fork, so ids stay unique)."""
+        self._rebind(None, prefix)
+
+    def _build(self, levels, rates, flags, cur, disabled, octx_get, root_of, snap, put, prefix, on_error) -> None:
+        # enter/exit/exception are built once and never replaced (callers may
+        # hold them); _rebind swaps the ring and id prefix through nonlocal.
+        cur_get, cur_set = cur.get, cur.set
+        count = itertools.count(1).__next__
+        prefix = prefix << 32
+        clock = time.time_ns
+        rand = random.random
+
+        def enter(fid: int, args: dict | None = None) -> list | None:
+            try:  # zero-cost in 3.11; nothing may reach the application
+                lvl = levels[fid]
+                if not lvl:
+                    return None
+                rate = rates[fid]
+                if rate < 1.0 and rand() >= rate:
+                    return None
+                caller = cur_get()
+                if caller is disabled:
+                    return None
+                octx = octx_get()
+                if caller is not None and caller[5] is octx:
+                    trace_id = caller[1]
+                    parent_id = caller[0]
+                else:
+                    root = root_of(octx)
+                    if root is None:
+                        return None
+                    trace_id, parent_id = root
+                flg = flags[fid]
+                captured = None
+                if args is not None and flg & CAP_ARGS:
+                    cur_set(disabled)  # a repr() must not record itself
+                    captured = {k: snap(v) for k, v in args.items()}
+                token = [prefix | (count() & 0xFFFFFFFF), trace_id, parent_id, fid, clock(),
+                         octx, caller, captured, None, None, lvl, flg]
+                cur_set(token)
+                return token
+            except Exception as exc:
+                on_error(exc)
+                return None
+
+        def exit(token: list | None, value: Any = None) -> None:
+            if token is None:
+                return
+            try:
+                end = clock()
+                if value is not None and token[11] & CAP_RETURN:
+                    cur_set(disabled)
+                    value = snap(value)
+                else:
+                    value = None
+                cur_set(token[6])
+                put((token, end, 0, value))
+            except Exception as exc:
+                on_error(exc)
+
+        def exception(token: list | None, exc: BaseException) -> None:
+            if token is None:
+                return
+            try:
+                cur_set(token[6])
+                put((token, clock(), 1, exc))
+            except Exception as err:
+                on_error(err)
+
+        def rebind(new_put, new_prefix):
+            nonlocal put, count, prefix
+            if new_put is not None:
+                put = new_put
+            if new_prefix is not None:
+                prefix = new_prefix << 32
+                count = itertools.count(1).__next__
+
+        self.enter, self.exit, self.exception = enter, exit, exception
+        self._rebind = rebind

@@ -1,0 +1,424 @@
+"""The function-event runtime: what instrumented code calls.
+
+Instrumented code (the AST rewriter or a wrapt wrapper) does, per function::
+
+    fid = runtime.register("pkg.mod", "Cls.meth", __file__, 42, level="full",
+                           capture=frozenset({"args", "return"}))
+    ...
+    token = runtime.enter(fid, {"x": x})         # None: not recorded
+    try:
+        result = body()
+    except BaseException as exc:
+        runtime.exception(token, exc)
+        raise
+    runtime.exit(token, result)
+
+``enter`` returns a token (or ``None`` when the call is not recorded: level
+off, sampled out, inside :func:`disabled`, breaker open, unsampled parent
+trace); every other call accepts ``None`` and does nothing.  None of them
+raises into the application; internal failures are counted (``stats()``) and
+logged once.  They never block unless the ring was configured with
+``overflow="block"``.
+
+``LEVELS[fid]`` is the effective level code (0 off, 1 boundaries, 2 full);
+instrumented code may read it inline to skip work.  It is updated in place
+when configuration changes at run time (``level``, ``function_levels``,
+``sampling_rate`` through :func:`scope_otel.config.update` or SIGHUP) and when
+the circuit breaker degrades capture.
+
+Effective level of a function: the first ``function_levels`` glob matching
+``module:qualname``; else the configured ``level`` if it was set explicitly
+(file, env, flag or run time); else the level given to :func:`register` (the
+plan's).  The breaker caps it.  Effective sampling is the function's
+``sampling`` times ``sampling_rate``.
+
+What is recorded: one record per call into the ring (see ``records.py``),
+turned into an OpenTelemetry span off the hot path by
+``RingBufferSpanProcessor``.  Calls nest through a per-thread/per-task call
+stack kept in a ContextVar, and trace ids are inherited from the current
+OpenTelemetry span, so a function called in a request span is its child, and
+(through ``context.py``) an SDK span started in a function is the function's.
+
+Generators and coroutines call :func:`suspend` at ``yield``/``await`` and
+:func:`resume` when re-entered.  :func:`state_change`, :func:`send` and
+:func:`recv` add span events.
+"""
+from __future__ import annotations
+
+import fnmatch
+import itertools
+import logging
+import os
+import random
+import threading
+import time
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Iterator
+
+from opentelemetry.trace.propagation import _SPAN_KEY
+
+from scope_otel.capture import context as _context
+from scope_otel.capture._accel import IMPL
+from scope_otel.capture.breaker import CircuitBreaker
+from scope_otel.capture.records import (
+    CAP_ARGS, CAP_EXCEPTIONS, CAP_RETURN, CAP_STATE, EVENTS, FLAGS, OTEL_CTX, OVERLAY, PREV,
+)
+from scope_otel.capture.ring import Ring
+
+__all__ = [
+    "LEVELS", "register", "enter", "exit", "exception", "state_change", "suspend", "resume",
+    "send", "recv", "disabled", "stats", "function_info", "bind_ring", "unbind_ring", "breaker",
+]
+
+_log = logging.getLogger("scope_otel.capture")
+
+LEVEL_CODES = {"off": 0, "boundaries": 1, "full": 2}
+LEVEL_NAMES = ("off", "boundaries", "full")
+_CAPTURE_BITS = {"args": CAP_ARGS, "return": CAP_RETURN, "state": CAP_STATE, "exceptions": CAP_EXCEPTIONS}
+_FULL_BITS = CAP_ARGS | CAP_RETURN | CAP_STATE | CAP_EXCEPTIONS
+
+#: effective level code per function id (read inline by instrumented code)
+LEVELS: list[int] = []
+_RATES: list[float] = []   # effective sampling per fid
+_FLAGS: list[int] = []     # capture bits per fid
+_FUNCS: list[tuple[str, str, str, int, int, frozenset, float]] = []  # register() arguments
+_registry_lock = threading.Lock()
+
+#: innermost recorded call of this thread/task: a token, _DISABLED or None
+_CUR: ContextVar[Any] = ContextVar("scope_otel_call", default=None)
+_DISABLED = object()
+
+# ---------------------------------------------------------------- failures
+
+_errors = itertools.count()
+_errors_seen = 0
+_logged_error = False
+
+
+def _on_error(exc: BaseException) -> None:
+    global _errors_seen, _logged_error
+    _errors_seen = next(_errors) + 1
+    if not _logged_error:
+        _logged_error = True
+        _log.error("scope-otel capture failed internally (logged once, counted in stats): %r", exc)
+
+
+# ---------------------------------------------------------------- values
+
+_MAX_KEEP = 1 << 16  # a repr longer than this is cut here; correlation truncates further
+
+
+def _snap(value: Any) -> Any:
+    """Something safe to keep until the worker formats it: the value if
+    immutable and plain, else its repr (computed now, while it is true)."""
+    t = type(value)
+    if t is int or t is str or t is float or t is bool or value is None:
+        return value
+    try:
+        text = repr(value)
+    except Exception:
+        return f"<unrepresentable {t.__qualname__}>"
+    return text if len(text) <= _MAX_KEEP else text[:_MAX_KEEP]
+
+
+# ---------------------------------------------------------------- ids
+
+_trace_bits = random.getrandbits
+
+
+def _new_prefix() -> int:
+    # 32 random bits, never zero, so span ids (prefix << 32 | counter) are never 0
+    return random.getrandbits(31) | (1 << 31)
+
+
+def _root_of(octx: Any) -> tuple[int, int] | None:
+    span = octx.get(_SPAN_KEY)
+    if span is not None:
+        sc = span.get_span_context()
+        if sc.is_valid:
+            if not sc.trace_flags & 1:
+                return None  # the trace is not sampled: neither are its functions
+            return sc.trace_id, sc.span_id
+    return _trace_bits(128) or 1, 0
+
+
+# ---------------------------------------------------------------- the hot path
+
+_overlay = _context.install(_CUR, _DISABLED)
+_ring = Ring(1 << 16)
+_hot = IMPL.HotPath(
+    LEVELS, _RATES, _FLAGS, _CUR, _DISABLED, _context.raw_getter(_overlay), _root_of, _snap,
+    _ring.put, _new_prefix(), _on_error,
+)
+enter = _hot.enter
+exit = _hot.exit  # noqa: A001 - the contract's name
+exception = _hot.exception
+IMPLEMENTATION: str = IMPL.name
+
+
+def bind_ring(ring: Ring) -> None:
+    """Send function records to ``ring`` (the processor calls this); records
+    already waiting in the previous ring move over."""
+    global _ring
+    old, _ring = _ring, ring
+    _hot.set_ring(ring.put)
+    if old is not ring:
+        for item in old.take(old.capacity):
+            ring.put(item)
+
+
+def unbind_ring(ring: Ring) -> None:
+    """Stop writing into ``ring`` (processor shutdown); a fresh ring takes over."""
+    global _ring
+    if _ring is ring:
+        _ring = Ring(1 << 16)
+        _hot.set_ring(_ring.put)
+
+
+def current_ring() -> Ring:
+    return _ring
+
+
+# ---------------------------------------------------------------- events
+
+
+def _event(token: Any, name: str, attrs: dict | None) -> None:
+    events = token[EVENTS]
+    if events is None:
+        events = token[EVENTS] = []
+    events.append((name, time.time_ns(), attrs))
+
+
+def state_change(token: Any, target: str, value: Any) -> None:
+    """``target`` (e.g. ``"self.total"``) was assigned ``value`` during the call."""
+    if token is None or not token[FLAGS] & CAP_STATE:
+        return
+    try:
+        saved = _CUR.set(_DISABLED)
+        try:
+            snap = _snap(value)
+        finally:
+            _CUR.reset(saved)
+        _event(token, "scope.state_change", {"scope.target": target, "scope.value": snap})
+    except Exception as exc:
+        _on_error(exc)
+
+
+def suspend(token: Any) -> None:
+    """The generator/coroutine of ``token`` leaves the stack (``yield``/``await``)."""
+    if token is None:
+        return
+    try:
+        _event(token, "scope.suspend", None)
+        _CUR.set(token[PREV])
+    except Exception as exc:
+        _on_error(exc)
+
+
+def resume(token: Any) -> None:
+    """The generator/coroutine of ``token`` is re-entered."""
+    if token is None:
+        return
+    try:
+        token[PREV] = _CUR.get()
+        octx = _raw_ctx()
+        if token[OTEL_CTX] is not octx:
+            token[OTEL_CTX] = octx
+            token[OVERLAY] = None
+        _CUR.set(token)
+        _event(token, "scope.resume", None)
+    except Exception as exc:
+        _on_error(exc)
+
+
+_raw_ctx = _context.raw_getter(_overlay)
+_orphans = itertools.count()
+_orphans_seen = 0
+
+
+def _message(kind: str, channel: str, message_id: str) -> None:
+    global _orphans_seen
+    try:
+        token = _CUR.get()
+        attrs = {"messaging.destination.name": str(channel), "messaging.message.id": str(message_id)}
+        if token is not None and token is not _DISABLED:
+            _event(token, kind, attrs)
+            return
+        if token is _DISABLED:
+            return
+        span = _raw_ctx().get(_SPAN_KEY)
+        if span is not None and span.is_recording():
+            span.add_event(kind, attrs)
+        else:
+            _orphans_seen = next(_orphans) + 1
+    except Exception as exc:
+        _on_error(exc)
+
+
+def send(channel: str, message_id: str) -> None:
+    """A message leaves through ``channel`` (a queue, topic, socket...)."""
+    _message("scope.send", channel, message_id)
+
+
+def recv(channel: str, message_id: str) -> None:
+    """A message arrives from ``channel``."""
+    _message("scope.recv", channel, message_id)
+
+
+@contextmanager
+def disabled() -> Iterator[None]:
+    """Nothing is recorded inside (scope-otel's own threads use this)."""
+    saved = _CUR.set(_DISABLED)
+    try:
+        yield
+    finally:
+        _CUR.reset(saved)
+
+
+def disable_current_thread() -> None:
+    """Record nothing more in this thread's context (worker threads)."""
+    _CUR.set(_DISABLED)
+
+
+# ---------------------------------------------------------------- registry and levels
+
+
+def _config() -> Any:
+    try:
+        from scope_otel import config
+
+        return config.current()
+    except Exception as exc:  # a bad config must not break the application
+        _on_error(exc)
+        return None
+
+
+def _effective(fid: int, cfg: Any) -> tuple[int, float, int]:
+    module, qualname, _f, _l, plan_level, capture, sampling = _FUNCS[fid]
+    level = plan_level
+    rate = sampling
+    if cfg is not None:
+        key = f"{module}:{qualname}"
+        for pattern, name in cfg.function_levels.items():
+            if fnmatch.fnmatchcase(key, pattern):
+                level = LEVEL_CODES[name]
+                break
+        else:
+            if cfg.source("level") != "default":
+                level = LEVEL_CODES[cfg.level]
+        rate = sampling * cfg.sampling_rate
+    if not _enabled:
+        level = 0
+    level = min(level, breaker.cap)
+    bits = _FULL_BITS if level == 2 else sum(_CAPTURE_BITS[c] for c in capture if c in _CAPTURE_BITS)
+    return level, rate, bits
+
+
+def _recompute(cfg: Any = None) -> None:
+    cfg = cfg if cfg is not None else _config()
+    with _registry_lock:
+        for fid in range(len(_FUNCS)):
+            LEVELS[fid], _RATES[fid], _FLAGS[fid] = _effective(fid, cfg)
+
+
+def register(
+    module: str,
+    qualname: str,
+    filename: str,
+    firstlineno: int,
+    level: str = "boundaries",
+    capture: frozenset[str] = frozenset(),
+    sampling: float = 1.0,
+) -> int:
+    """Declare an instrumented function; returns its function id (``fid``)."""
+    global _subscribed
+    try:
+        code = LEVEL_CODES.get(level, 1)
+        sampling = min(1.0, max(0.0, float(sampling)))
+    except Exception as exc:
+        _on_error(exc)
+        code, sampling = 1, 1.0
+    cfg = _config()
+    with _registry_lock:
+        fid = len(_FUNCS)
+        _FUNCS.append((str(module), str(qualname), str(filename), int(firstlineno or 0), code,
+                       frozenset(capture or ()), sampling))
+        LEVELS.append(0)
+        _RATES.append(1.0)
+        _FLAGS.append(0)
+        try:
+            LEVELS[fid], _RATES[fid], _FLAGS[fid] = _effective(fid, cfg)
+        except Exception as exc:
+            _on_error(exc)
+        if not _subscribed:
+            _subscribed = True
+            _subscribe()
+    return fid
+
+
+def function_info(fid: int) -> tuple[str, str, str, int]:
+    """``(module, qualname, filename, firstlineno)`` of a registered function."""
+    return _FUNCS[fid][:4]
+
+
+_subscribed = False
+
+
+def _subscribe() -> None:
+    try:
+        from scope_otel import config
+
+        config.subscribe(_on_config_change)
+    except Exception as exc:
+        _on_error(exc)
+
+
+def _on_config_change(cfg: Any, changed: dict) -> None:
+    if changed.keys() & {"level", "function_levels", "sampling_rate"}:
+        _recompute(cfg)
+
+
+_enabled = True
+
+
+def set_enabled(on: bool) -> None:
+    """Turn all function capture on or off (levels become 0 while off)."""
+    global _enabled
+    _enabled = bool(on)
+    _recompute()
+
+
+breaker = CircuitBreaker(lambda cap: _recompute())
+
+
+# ---------------------------------------------------------------- fork and stats
+
+
+def _after_fork_in_child() -> None:
+    global _ring
+    # A worker may have held the old ring's lock at fork time: never touch it.
+    _ring = Ring(_ring.capacity, _ring.overflow, _ring.block_timeout)
+    _hot.set_ring(_ring.put)
+    _hot.reseed(_new_prefix())
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def reseed_after_fork() -> None:
+    """For fork paths without at-fork hooks (uWSGI): fresh span-id prefix."""
+    _hot.reseed(_new_prefix())
+
+
+def stats() -> dict[str, Any]:
+    """Runtime counters: functions, internal errors, breaker state, implementation."""
+    out = {
+        "implementation": IMPLEMENTATION,
+        "functions_registered": len(_FUNCS),
+        "internal_errors": _errors_seen,
+        "orphan_messages": _orphans_seen,
+    }
+    out.update(breaker.stats())
+    return out
