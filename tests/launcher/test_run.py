@@ -232,3 +232,51 @@ def test_example_app_runs_unchanged_under_scope_otel(otlp_receiver):
                  clean_env(**otlp_receiver.env("grpc")))
     assert plain.returncode == scoped.returncode == 0, scoped.stderr
     assert scoped.stdout == plain.stdout
+
+
+# ---------------------------------------------------------------------------
+# standard OTEL_* settings
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_otlp_headers_and_gzip_compression_reach_the_receiver(otlp_receiver, nested_script, protocol):
+    env = clean_env(**otlp_receiver.env(protocol), OTEL_EXPORTER_OTLP_HEADERS="x-team=core",
+                    OTEL_EXPORTER_OTLP_COMPRESSION="gzip")
+    result = run([tool("scope-otel"), "run", "--", sys.executable, nested_script], env)
+    assert result.returncode == 0, result.stderr
+    assert len(otlp_receiver.wait_for(2)) == 2
+    assert otlp_receiver.headers[0]["x-team"] == "core"
+    if protocol != "grpc":  # gRPC consumes its encoding header before the servicer sees metadata
+        assert otlp_receiver.headers[0]["content-encoding"] == "gzip"
+
+
+def test_otlp_endpoint_from_config_file_is_used(otlp_receiver, nested_script, tmp_path):
+    (tmp_path / "scope-otel.toml").write_text(
+        f'traces_exporter = "otlp"\nexporter_otlp_protocol = "http/protobuf"\n'
+        f'exporter_otlp_endpoint = "{otlp_receiver.http_endpoint}"\nservice_name = "from-file"\n'
+    )
+    result = run([tool("scope-otel"), "run", "--", sys.executable, nested_script], clean_env(), cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    spans = otlp_receiver.wait_for(2)
+    assert {s["service_name"] for s in spans} == {"from-file"}
+    assert {s["transport"] for s in spans} == {"http"}
+
+
+@pytest.mark.parametrize("setting", [{"OTEL_SDK_DISABLED": "true"}, {"OTEL_TRACES_SAMPLER": "always_off"}])
+def test_disabled_sdk_or_always_off_sampler_exports_nothing_and_program_runs(otlp_receiver, nested_script, setting):
+    env = clean_env(**otlp_receiver.env("grpc"), **setting)
+    result = run([tool("scope-otel"), "run", "--", sys.executable, nested_script], env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "program output unchanged"
+    # the program has exited, so anything it was going to export has been sent
+    assert otlp_receiver.spans == []
+
+
+def test_resource_attributes_and_ratio_sampler_apply(otlp_receiver, nested_script):
+    env = clean_env(**otlp_receiver.env("grpc"), OTEL_RESOURCE_ATTRIBUTES="team=core,deployment.environment=test",
+                    OTEL_TRACES_SAMPLER="traceidratio", OTEL_TRACES_SAMPLER_ARG="1.0")
+    result = run([tool("scope-otel"), "run", "--", sys.executable, nested_script], env)
+    assert result.returncode == 0, result.stderr
+    spans = otlp_receiver.wait_for(2)
+    assert spans[0]["resource"]["team"] == "core"
+    assert spans[0]["resource"]["deployment.environment"] == "test"

@@ -79,6 +79,7 @@ class OTLPReceiver:
     def __init__(self) -> None:
         self.spans: list[dict] = []
         self.requests = 0
+        self.headers: list[dict[str, str]] = []  # per request, lower-case names
         self._cond = threading.Condition()
         self._grpc_server: grpc.Server | None = None
         self._http_server: ThreadingHTTPServer | None = None
@@ -111,7 +112,7 @@ class OTLPReceiver:
 
         class Servicer(trace_service_pb2_grpc.TraceServiceServicer):
             def Export(self, request, context):  # noqa: N802 - generated API
-                receiver._add(decode(request, "grpc"))
+                receiver._add(decode(request, "grpc"), dict(context.invocation_metadata()))
                 return trace_service_pb2.ExportTraceServiceResponse()
 
         self._grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
@@ -136,7 +137,8 @@ class OTLPReceiver:
                 except Exception as exc:  # malformed body: tell the client
                     self.send_error(400, f"bad protobuf: {exc}")
                     return
-                receiver._add(decode(request, "http"))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                receiver._add(decode(request, "http"), headers)
                 payload = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
@@ -160,9 +162,10 @@ class OTLPReceiver:
             self._http_server.server_close()
 
     # -- data ----------------------------------------------------------------
-    def _add(self, spans: list[dict]) -> None:
+    def _add(self, spans: list[dict], headers: dict[str, str]) -> None:
         with self._cond:
             self.requests += 1
+            self.headers.append(headers)
             self.spans.extend(spans)
             self._cond.notify_all()
 
