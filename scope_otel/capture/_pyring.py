@@ -51,6 +51,7 @@ class Ring:
 
         def put(item: Any) -> int:
             """Store ``item``; return the new size, or -1 if it was not stored."""
+            wake = False
             with lock:
                 size = ring._tail - ring._head
                 if size >= cap:
@@ -58,17 +59,20 @@ class Ring:
                         slots[ring._head % cap] = None
                         ring._head += 1
                         ring._dropped_oldest += 1
+                        wake = ring._dropped_oldest & 1023 == 1
                         size -= 1
                     else:
                         if mode == 1:
                             ring._dropped_newest += 1
-                        return -1
-                slots[ring._tail % cap] = item
-                ring._tail += 1
-                size += 1
-                if size > ring._high_water:
-                    ring._high_water = size
-            if size == ring._wake_at and ring._wake is not None:
+                            wake = ring._dropped_newest & 1023 == 1
+                        size = -1
+                if size >= 0:
+                    slots[ring._tail % cap] = item
+                    ring._tail += 1
+                    size += 1
+                    if size > ring._high_water:
+                        ring._high_water = size
+            if (wake or size == ring._wake_at) and ring._wake is not None:
                 ring._wake()
             return size
 
@@ -89,14 +93,11 @@ class Ring:
         return out
 
     def set_wake(self, callback: Callable[[], None] | None, at_size: int) -> None:
-        """Call ``callback()`` (outside any lock) when a put makes the size ``at_size``."""
+        """Call ``callback()`` (outside any lock) when a put makes the size
+        ``at_size``, and on the 1st, 1025th, ... drop (a consumer that never
+        drains, e.g. in a fork child without at-fork hooks, still hears)."""
         self._wake_at = at_size
         self._wake = callback
-
-    def drop_newest(self, n: int = 1) -> None:
-        """Count items the caller gave up on (the ``block`` timeout path)."""
-        with self._lock:
-            self._dropped_newest += n
 
     def __len__(self) -> int:
         return self._tail - self._head

@@ -1,0 +1,319 @@
+"""``RingBufferSpanProcessor``: the SDK span processor that never waits.
+
+Usage (the launcher does this for you)::
+
+    from scope_otel.capture import RingBufferSpanProcessor
+    provider.add_span_processor(RingBufferSpanProcessor(exporter))
+
+``on_end`` puts the span into a bounded ring and returns; it *is* the ring's
+``put``, so the application thread pays one C call.  Worker thread(s) drain
+batches of ``max_export_batch_size`` every ``schedule_delay_millis`` (or as
+soon as a batch is waiting), turn function-call records from
+:mod:`scope_otel.capture.runtime` into spans (``scope_otel.correlate``) and
+call the exporter.  The same ring carries SDK spans and function records, so
+the runtime writes into the ring of the newest live processor.
+
+Arguments left ``None`` come from ``OTEL_BSP_MAX_QUEUE_SIZE``,
+``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``, ``OTEL_BSP_SCHEDULE_DELAY`` and
+``OTEL_BSP_EXPORT_TIMEOUT``; the queue size otherwise defaults to scope-otel's
+``ring_size`` (65536), the rest to the SDK's defaults.  ``overflow`` is
+``drop_oldest`` (default), ``drop_newest`` or ``block`` (waits up to
+``export_timeout_millis`` for room, then drops).
+
+``force_flush(timeout_millis)`` and ``shutdown(timeout_millis)`` return within
+their timeout even when the exporter hangs: they wait for the worker, never
+for an exporter call.  After ``fork`` the child gets a fresh ring and worker
+(through ``os.register_at_fork`` and, where at-fork hooks do not run, as under
+uWSGI, through a pid check when the ring asks for a drain); locks held by the
+parent's worker at fork time are never touched in the child.
+
+``stats()`` returns the counters; pass ``meter_provider`` to also publish
+them as OpenTelemetry metrics.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from typing import Any
+
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, set_value
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace.export import SpanExporter
+
+from scope_otel.capture import runtime
+from scope_otel.capture.ring import Ring
+
+_log = logging.getLogger("scope_otel.capture")
+
+_DEFAULT_BATCH = 512
+_DEFAULT_DELAY_MS = 5000
+_DEFAULT_TIMEOUT_MS = 30000
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+        if value > 0:
+            return value
+    except ValueError:
+        pass
+    _log.warning("scope-otel: %s=%r is not a positive integer; using %d", name, raw, default)
+    return default
+
+
+def _default_queue_size() -> int:
+    try:
+        from scope_otel import config
+
+        fallback = config.current().ring_size
+    except Exception:
+        fallback = 1 << 16
+    return _env_int("OTEL_BSP_MAX_QUEUE_SIZE", fallback)
+
+
+class RingBufferSpanProcessor(SpanProcessor):
+    """Ring-buffered, batching span processor (see the module docstring)."""
+
+    def __init__(
+        self,
+        exporter: SpanExporter,
+        *,
+        max_queue_size: int | None = None,
+        max_export_batch_size: int | None = None,
+        schedule_delay_millis: float | None = None,
+        export_timeout_millis: float | None = None,
+        overflow: str = "drop_oldest",
+        workers: int = 1,
+        capture_functions: bool = True,
+        meter_provider: Any = None,
+    ) -> None:
+        self.exporter = exporter
+        self.max_queue_size = int(max_queue_size or _default_queue_size())
+        self.max_export_batch_size = int(
+            max_export_batch_size or _env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", _DEFAULT_BATCH)
+        )
+        self.schedule_delay_millis = float(
+            schedule_delay_millis or _env_int("OTEL_BSP_SCHEDULE_DELAY", _DEFAULT_DELAY_MS)
+        )
+        self.export_timeout_millis = float(
+            export_timeout_millis or _env_int("OTEL_BSP_EXPORT_TIMEOUT", _DEFAULT_TIMEOUT_MS)
+        )
+        if self.max_export_batch_size > self.max_queue_size:
+            self.max_export_batch_size = self.max_queue_size
+        self.overflow = overflow
+        self.workers = max(1, int(workers))
+        self.capture_functions = capture_functions
+        # validates overflow before anything starts
+        Ring(1, overflow)
+        self._exported = 0
+        self._export_failures = 0
+        self._unsampled = 0
+        self._forks = 0
+        self._shutdown = False
+        self._correlator = None
+        self._start()
+        if hasattr(os, "register_at_fork"):
+            weak = weakref.WeakMethod(self._after_fork)
+
+            def _child() -> None:
+                method = weak()
+                if method is not None:
+                    method()
+
+            os.register_at_fork(after_in_child=_child)
+        if meter_provider is not None:
+            self._register_metrics(meter_provider)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def _start(self) -> None:
+        """Fresh ring, events and workers (at construction and in a fork child)."""
+        self._pid = os.getpid()
+        self._ring = Ring(self.max_queue_size, self.overflow, self.export_timeout_millis / 1000)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._flush_lock = threading.Lock()
+        self._flush_waiters: list[threading.Event] = []
+        self._ring.set_wake(self._nudge, self.max_export_batch_size)
+        # on_end is the ring's put: nothing else runs on the application thread
+        self.on_end = self._ring.put  # type: ignore[method-assign]
+        if self.capture_functions:
+            runtime.bind_ring(self._ring)
+        self._threads = []
+        for i in range(self.workers):
+            t = threading.Thread(target=self._work, name=f"scope-otel-export-{i}", daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def _nudge(self) -> None:
+        """Called by the ring when a batch is waiting (or drops keep happening)."""
+        if self._pid != os.getpid():
+            self._after_fork()  # at-fork hooks did not run (uWSGI and friends)
+            return
+        self._wake.set()
+
+    def _after_fork(self) -> None:
+        if self._pid == os.getpid():
+            return  # already done by the other path
+        self._forks += 1
+        self._exported = self._export_failures = 0
+        self._correlator = None
+        if self._shutdown:
+            self.on_end = _noop  # type: ignore[method-assign]
+            return
+        runtime.reseed_after_fork()
+        self._start()
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        pass
+
+    def on_end(self, span: ReadableSpan) -> None:  # replaced per instance by ring.put
+        self._ring.put(span)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Export everything queued now; False if not done within the timeout."""
+        if self._shutdown:
+            return False
+        if self._pid != os.getpid():
+            self._after_fork()
+        done = threading.Event()
+        with self._flush_lock:
+            self._flush_waiters.append(done)
+        self._wake.set()
+        return done.wait(max(0.0, timeout_millis / 1000))
+
+    def shutdown(self, timeout_millis: int = 30000) -> None:
+        """Drain what is queued and stop, within ``timeout_millis`` at most."""
+        if self._shutdown:
+            return
+        deadline = time.monotonic() + max(0.0, timeout_millis / 1000)
+        self._shutdown = True
+        self.on_end = _noop  # type: ignore[method-assign]
+        if self.capture_functions:
+            runtime.unbind_ring(self._ring)
+        self._stop.set()
+        self._wake.set()
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        # The exporter's own shutdown may hang too: give it the remaining time.
+        closer = threading.Thread(target=self._close_exporter, name="scope-otel-exporter-shutdown", daemon=True)
+        closer.start()
+        closer.join(max(0.0, deadline - time.monotonic()))
+
+    def _close_exporter(self) -> None:
+        try:
+            self.exporter.shutdown()
+        except Exception:
+            _log.exception("scope-otel: exporter shutdown failed")
+
+    # ------------------------------------------------------------ the worker
+
+    def _work(self) -> None:
+        runtime.disable_current_thread()  # scope-otel never records itself
+        attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        ring, wake, stop = self._ring, self._wake, self._stop
+        delay = self.schedule_delay_millis / 1000
+        limit = self.max_export_batch_size
+        while True:
+            wake.wait(delay)
+            wake.clear()
+            with self._flush_lock:
+                waiters, self._flush_waiters = self._flush_waiters, []
+            while True:
+                batch = ring.take(limit)
+                if batch:
+                    self._export(batch)
+                if len(batch) < limit:
+                    break
+            for w in waiters:
+                w.set()
+            self._observe_drops()
+            if stop.is_set() or ring is not self._ring:
+                return
+
+    def _export(self, batch: list) -> None:
+        spans = []
+        correlator = self._correlator
+        for item in batch:
+            try:
+                if type(item) is tuple:
+                    if correlator is None:
+                        correlator = self._correlator = _new_correlator()
+                    spans.append(correlator.to_span(item))
+                else:
+                    context = item.context
+                    if context is not None and not context.trace_flags.sampled:
+                        self._unsampled += 1
+                        continue
+                    if correlator is None:
+                        correlator = self._correlator = _new_correlator()
+                    if correlator.resource is None:
+                        correlator.learn_resource(item.resource)
+                    spans.append(item)
+            except Exception:
+                self._export_failures += 1
+                _log.exception("scope-otel: could not convert a record; skipped")
+        if not spans:
+            return
+        try:
+            self.exporter.export(spans)
+            self._exported += len(spans)
+        except Exception:
+            self._export_failures += len(spans)
+            _log.exception("scope-otel: exporter failed; %d spans lost", len(spans))
+
+    def _observe_drops(self) -> None:
+        c = self._ring.counters()
+        runtime.breaker.observe(c["written"], c["dropped"])
+
+    # ------------------------------------------------------------ reporting
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: ring (written, read, dropped by reason, high water, size),
+        exported, export failures, function spans, truncations, redactions,
+        breaker and runtime state."""
+        out: dict[str, Any] = dict(self._ring.counters())
+        out.update(
+            exported=self._exported,
+            export_failures=self._export_failures,
+            unsampled=self._unsampled,
+            forks=self._forks,
+            workers_alive=sum(t.is_alive() for t in self._threads),
+        )
+        correlator = self._correlator
+        out.update(correlator.stats() if correlator else {"function_spans": 0, "values_truncated": 0, "values_redacted": 0})
+        out.update(runtime.stats())
+        return out
+
+    def _register_metrics(self, meter_provider: Any) -> None:
+        from opentelemetry.metrics import CallbackOptions, Observation
+
+        meter = meter_provider.get_meter("scope_otel.capture")
+        me = weakref.ref(self)
+
+        def _gauge(key: str):
+            def cb(_options: CallbackOptions):
+                proc = me()
+                return [Observation(proc.stats()[key])] if proc is not None else []
+
+            return cb
+
+        meter.create_observable_counter("scope_otel.spans.exported", [_gauge("exported")], unit="{span}")
+        meter.create_observable_counter("scope_otel.spans.dropped", [_gauge("dropped")], unit="{span}")
+        meter.create_observable_gauge("scope_otel.queue.size", [_gauge("size")], unit="{span}")
+
+
+def _noop(_span: Any) -> None:
+    return None
+
+
+def _new_correlator():
+    from scope_otel.correlate.spans import Correlator  # correlation lives one layer up
+
+    return Correlator()
