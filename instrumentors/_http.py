@@ -1,0 +1,373 @@
+"""HTTP pieces shared by the Flask, Django and HTTP-client integrations.
+
+Written once here so the frameworks cannot drift apart:
+
+* semantic-convention mode (:func:`semconv_mode`): stable attribute names by
+  default; ``OTEL_SEMCONV_STABILITY_OPT_IN`` picks others (``http`` = stable,
+  ``http/dup`` = stable and old, ``http/old`` = old only — the last one is a
+  scope-otel addition for dashboards built on pre-1.0 names; the same with
+  ``database``, ``database/dup``, ``database/old`` for SQL spans);
+* :class:`ServerOptions`: excluded URLs (``OTEL_PYTHON_EXCLUDED_URLS`` and
+  ``OTEL_PYTHON_<FRAMEWORK>_EXCLUDED_URLS``, comma-separated regular
+  expressions searched in the full URL), captured headers
+  (``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST`` /
+  ``..._SERVER_RESPONSE``, names or regular expressions, case-insensitive)
+  with values sanitised (``..._SANITIZE_FIELDS`` plus scope-otel's ``redact``
+  patterns, so ``Authorization`` and ``Cookie`` never leave the process),
+  request and response hooks;
+* :func:`start_server_span` / :func:`set_route` / :func:`set_status` /
+  :func:`record_exception`: a server span from a WSGI environ (or Django's
+  ``request.META``, which has the same keys), with the incoming W3C context
+  extracted through :mod:`opentelemetry.propagate` so ``OTEL_PROPAGATORS``
+  applies;
+* :func:`client_attributes` / :func:`client_status` for outgoing calls.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+from opentelemetry import propagate, trace
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from scope_otel.instrumentors._support import failed
+
+STABLE, OLD, DUP = "stable", "old", "dup"
+_OPT_IN = "OTEL_SEMCONV_STABILITY_OPT_IN"
+
+
+def semconv_mode(signal: str = "http") -> str:
+    """``stable`` (default), ``dup`` or ``old`` for ``http`` or ``database``."""
+    values = {v.strip().lower() for v in os.environ.get(_OPT_IN, "").split(",")}
+    if f"{signal}/dup" in values:
+        return DUP
+    if signal in values:
+        return STABLE
+    if f"{signal}/old" in values:
+        return OLD
+    return STABLE
+
+
+def _names(new: str, old: str | None, mode: str) -> tuple[str, ...]:
+    if mode == STABLE or old is None:
+        return (new,)
+    if mode == OLD:
+        return (old,)
+    return (new, old)
+
+
+class _Attrs:
+    """Attribute-name table for one mode: ``keys["http.request.method"]``
+    gives the names to set (one or two)."""
+
+    _OLD = {
+        "http.request.method": "http.method",
+        "url.scheme": "http.scheme",
+        "url.path": "http.target",
+        "url.full": "http.url",
+        "http.response.status_code": "http.status_code",
+        "server.address": "net.host.name",
+        "server.port": "net.host.port",
+        "client.address": "http.client_ip",
+        "network.peer.address": "net.peer.ip",
+        "user_agent.original": "http.user_agent",
+        "network.protocol.version": "http.flavor",
+        "http.route": "http.route",
+    }
+    _OLD_CLIENT = {"server.address": "net.peer.name", "server.port": "net.peer.port"}
+
+    def __init__(self, mode: str, client: bool = False) -> None:
+        old = dict(self._OLD)
+        if client:
+            old.update(self._OLD_CLIENT)
+        self.mode = mode
+        self.keys: dict[str, tuple[str, ...]] = {}
+        for new in (*old, "url.query", "error.type"):
+            self.keys[new] = _names(new, old.get(new), mode)
+
+    def put(self, attrs: dict, key: str, value: Any) -> None:
+        for name in self.keys[key]:
+            attrs[name] = value
+
+
+# --------------------------------------------------------------------------
+# options
+# --------------------------------------------------------------------------
+
+def _env_list(*names: str) -> list[str]:
+    out: list[str] = []
+    for name in names:
+        out += [p.strip() for p in os.environ.get(name, "").split(",") if p.strip()]
+    return out
+
+
+def _pattern(parts: Iterable[str], whole: bool = False) -> re.Pattern | None:
+    parts = list(parts)
+    if not parts:
+        return None
+    if whole:  # header names: the whole name must match
+        return re.compile("^(?:" + "|".join(parts) + ")$", re.I)
+    return re.compile("|".join(f"(?:{p})" for p in parts), re.I)
+
+
+_CAPTURE = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_"
+
+
+@dataclass
+class ServerOptions:
+    """Everything a server integration decides once, at instrument time."""
+
+    framework: str = "http"
+    mode: str = STABLE
+    excluded: re.Pattern | None = None
+    request_headers: re.Pattern | None = None
+    response_headers: re.Pattern | None = None
+    sanitize: re.Pattern | None = None
+    request_hook: Callable[[Span, Mapping], None] | None = None
+    response_hook: Callable[[Span, str, list], None] | None = None
+    attrs: _Attrs = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.attrs = _Attrs(self.mode)
+
+    @classmethod
+    def from_env(cls, framework: str, **kwargs: Any) -> "ServerOptions":
+        """Options from the standard ``OTEL_*`` variables; keyword arguments win.
+
+        ``excluded_urls`` (comma-separated string), ``request_hook``,
+        ``response_hook`` are accepted as keywords, like the contrib
+        instrumentors.
+        """
+        excluded = kwargs.get("excluded_urls")
+        excluded_parts = (
+            [p.strip() for p in excluded.split(",") if p.strip()]
+            if excluded is not None
+            else _env_list(f"OTEL_PYTHON_{framework.upper()}_EXCLUDED_URLS", "OTEL_PYTHON_EXCLUDED_URLS")
+        )
+        try:
+            from scope_otel.config import current
+
+            redact = list(current().redact)
+        except Exception:
+            from scope_otel.config import DEFAULT_REDACT as redact
+        sanitize = _env_list(_CAPTURE + "SANITIZE_FIELDS") + [re.escape(r) for r in redact]
+        return cls(
+            framework=framework,
+            mode=semconv_mode("http"),
+            excluded=_pattern(excluded_parts),
+            request_headers=_pattern(_env_list(_CAPTURE + "SERVER_REQUEST"), whole=True),
+            response_headers=_pattern(_env_list(_CAPTURE + "SERVER_RESPONSE"), whole=True),
+            sanitize=_pattern(sanitize),
+            request_hook=kwargs.get("request_hook"),
+            response_hook=kwargs.get("response_hook"),
+        )
+
+
+# --------------------------------------------------------------------------
+# server side
+# --------------------------------------------------------------------------
+
+class _EnvironGetter(Getter):
+    """Reads ``traceparent`` from ``HTTP_TRACEPARENT`` in a WSGI environ."""
+
+    def get(self, carrier: Mapping, key: str) -> list[str] | None:
+        value = carrier.get("HTTP_" + key.upper().replace("-", "_"))
+        return [value] if value is not None else None
+
+    def keys(self, carrier: Mapping) -> list[str]:
+        return [k[5:].lower().replace("_", "-") for k in carrier if k.startswith("HTTP_")]
+
+
+_GETTER = _EnvironGetter()
+
+
+def full_url(environ: Mapping, scheme: str | None = None) -> str:
+    scheme = scheme or environ.get("wsgi.url_scheme", "http")
+    host = environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}"
+    path = (environ.get("SCRIPT_NAME") or "") + (environ.get("PATH_INFO") or "")
+    query = environ.get("QUERY_STRING")
+    return f"{scheme}://{host}{path}" + (f"?{query}" if query else "")
+
+
+def is_excluded(environ: Mapping, options: ServerOptions, scheme: str | None = None) -> bool:
+    return options.excluded is not None and options.excluded.search(full_url(environ, scheme)) is not None
+
+
+def start_server_span(
+    tracer: trace.Tracer,
+    environ: Mapping,
+    options: ServerOptions,
+    scheme: str | None = None,
+    start_time: int | None = None,
+) -> Span:
+    """Start (not activate) a SERVER span for the request in ``environ``.
+
+    Its parent is the context extracted from the request headers.  The name
+    is the method until :func:`set_route` knows the route.
+    """
+    method = environ.get("REQUEST_METHOD", "GET")
+    attrs: dict[str, Any] = {}
+    a = options.attrs
+    a.put(attrs, "http.request.method", method)
+    a.put(attrs, "url.scheme", scheme or environ.get("wsgi.url_scheme", "http"))
+    path = (environ.get("SCRIPT_NAME") or "") + (environ.get("PATH_INFO") or "/")
+    query = environ.get("QUERY_STRING")
+    if options.mode == OLD:
+        a.put(attrs, "url.path", path + (f"?{query}" if query else ""))
+    else:
+        attrs["url.path"] = path
+        if query:
+            attrs["url.query"] = query
+        if options.mode == DUP:
+            attrs["http.target"] = path + (f"?{query}" if query else "")
+    host = environ.get("HTTP_HOST")
+    if host:
+        name, _, port = host.rpartition(":") if host.rsplit(":", 1)[-1].isdigit() else (host, "", "")
+        a.put(attrs, "server.address", name)
+        if port:
+            a.put(attrs, "server.port", int(port))
+    else:
+        a.put(attrs, "server.address", environ.get("SERVER_NAME", ""))
+        port = environ.get("SERVER_PORT")
+        if port and str(port).isdigit():
+            a.put(attrs, "server.port", int(port))
+    peer = environ.get("REMOTE_ADDR")
+    forwarded = environ.get("HTTP_X_FORWARDED_FOR")
+    client = forwarded.split(",")[0].strip() if forwarded else peer
+    if client:
+        a.put(attrs, "client.address", client)
+    if peer:
+        a.put(attrs, "network.peer.address", peer)
+    agent = environ.get("HTTP_USER_AGENT")
+    if agent:
+        a.put(attrs, "user_agent.original", agent)
+    protocol = environ.get("SERVER_PROTOCOL", "")
+    if protocol.startswith("HTTP/"):
+        a.put(attrs, "network.protocol.version", protocol[5:])
+    if options.request_headers is not None:
+        _capture_request_headers(attrs, environ, options)
+    parent = propagate.extract(environ, getter=_GETTER)
+    span = tracer.start_span(method, context=parent, kind=SpanKind.SERVER, attributes=attrs, start_time=start_time)
+    if options.request_hook is not None:
+        try:
+            options.request_hook(span, environ)
+        except Exception:
+            failed(f"{options.framework}.request_hook")
+    return span
+
+
+def _capture_request_headers(attrs: dict, environ: Mapping, options: ServerOptions) -> None:
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            name = key[5:].lower().replace("_", "-")
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            name = key.lower().replace("_", "-")
+        else:
+            continue
+        if options.request_headers.match(name):
+            attrs[f"http.request.header.{name}"] = [_sanitized(name, value, options)]
+
+
+def _sanitized(name: str, value: str, options: ServerOptions) -> str:
+    if options.sanitize is not None and options.sanitize.search(name):
+        return "[REDACTED]"
+    return value
+
+
+def capture_response_headers(span: Span, headers: Iterable[tuple[str, str]], options: ServerOptions) -> None:
+    if options.response_headers is None or not span.is_recording():
+        return
+    found: dict[str, list[str]] = {}
+    for name, value in headers:
+        name = name.lower()
+        if options.response_headers.match(name):
+            found.setdefault(f"http.response.header.{name}", []).append(_sanitized(name, value, options))
+    if found:
+        span.set_attributes(found)
+
+
+def set_route(span: Span, method: str, route: str | None, options: ServerOptions) -> None:
+    """Name the span ``METHOD route`` and set ``http.route``."""
+    if route:
+        span.update_name(f"{method} {route}")
+        span.set_attribute("http.route", route)
+
+
+def set_status(span: Span, status_code: int, options: ServerOptions) -> None:
+    """Response status; 5xx marks the server span as an error."""
+    for name in options.attrs.keys["http.response.status_code"]:
+        span.set_attribute(name, status_code)
+    if status_code >= 500:
+        attributes = getattr(span, "attributes", None) or {}
+        if options.mode != OLD and "error.type" not in attributes:  # an exception type says more
+            span.set_attribute("error.type", str(status_code))
+        span.set_status(Status(StatusCode.ERROR))
+
+
+def record_exception(span: Span, exc: BaseException, options: ServerOptions | None = None) -> None:
+    """Exception event (semconv ``exception.*``), ``error.type``, ERROR status."""
+    if not span.is_recording():
+        return
+    span.record_exception(exc)
+    if options is None or options.mode != OLD:
+        span.set_attribute("error.type", type(exc).__qualname__)
+    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+
+
+def call_response_hook(span: Span, status: str, headers: list, options: ServerOptions) -> None:
+    if options.response_hook is None:
+        return
+    try:
+        options.response_hook(span, status, headers)
+    except Exception:
+        failed(f"{options.framework}.response_hook")
+
+
+# --------------------------------------------------------------------------
+# client side
+# --------------------------------------------------------------------------
+
+_CLIENT_ATTRS: dict[str, _Attrs] = {}
+
+
+def client_attrs(mode: str) -> _Attrs:
+    table = _CLIENT_ATTRS.get(mode)
+    if table is None:
+        table = _CLIENT_ATTRS[mode] = _Attrs(mode, client=True)
+    return table
+
+
+def client_attributes(method: str, url: str, mode: str) -> dict[str, Any]:
+    """Attributes of an outgoing request; user:password is removed from the URL."""
+    a = client_attrs(mode)
+    attrs: dict[str, Any] = {}
+    a.put(attrs, "http.request.method", method)
+    try:
+        parts = urlsplit(url)
+        if parts.username or parts.password:
+            netloc = parts.hostname or ""
+            if parts.port:
+                netloc += f":{parts.port}"
+            url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        a.put(attrs, "url.full", url)
+        if parts.hostname:
+            a.put(attrs, "server.address", parts.hostname)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+        if port:
+            a.put(attrs, "server.port", port)
+    except ValueError:
+        a.put(attrs, "url.full", url)
+    return attrs
+
+
+def client_status(span: Span, status_code: int, mode: str) -> None:
+    for name in client_attrs(mode).keys["http.response.status_code"]:
+        span.set_attribute(name, status_code)
+    if status_code >= 400:
+        if mode != OLD:
+            span.set_attribute("error.type", str(status_code))
+        span.set_status(Status(StatusCode.ERROR))

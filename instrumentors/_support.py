@@ -1,0 +1,194 @@
+"""What every integration shares that is not HTTP: patching, failure
+accounting, the "library missing or too old" message, and redacted values.
+
+* :func:`patch` / :func:`unpatch_all` replace attributes on *classes* (so
+  objects created before instrumenting are covered) and put the originals
+  back on uninstrument.
+* :func:`failed` is the one way an integration reports an internal error on
+  the hot path: counted, logged once per place, never raised into the
+  application.  :func:`stats` exposes the counts.
+* :class:`ScopeInstrumentor` is the ``BaseInstrumentor`` base of every
+  integration: it says once, in plain words, why an integration stays off.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from typing import Any, Callable, Collection
+
+from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+
+_LOG = logging.getLogger("scope_otel.instrumentors")
+_FAILURES: Counter = Counter()
+_LOGGED: set[str] = set()
+_SAID: set[str] = set()
+_LOCK = threading.Lock()
+
+
+def failed(where: str) -> None:
+    """Count an internal failure at ``where``; log it (with traceback) once.
+
+    Call from an ``except Exception`` block.  Never raises.
+    """
+    try:
+        _FAILURES[where] += 1
+        if where not in _LOGGED:
+            _LOGGED.add(where)
+            _LOG.warning("scope-otel integration error in %s (logged once, counted)", where, exc_info=True)
+    except Exception:  # pragma: no cover - logging itself broke
+        pass
+
+
+def stats() -> dict[str, int]:
+    """Internal failures per place since start, e.g. ``{"flask.start": 2}``."""
+    return dict(_FAILURES)
+
+
+def say_once(key: str, message: str, level: int = logging.INFO) -> None:
+    """Log ``message`` the first time ``key`` is seen."""
+    with _LOCK:
+        if key in _SAID:
+            return
+        _SAID.add(key)
+    _LOG.log(level, message)
+
+
+# --------------------------------------------------------------------------
+# patching classes
+# --------------------------------------------------------------------------
+
+_ORIGINALS: dict[tuple[int, str], tuple[type, str, Any]] = {}
+_MARK = "__scope_otel_original__"
+
+
+def patch(owner: type, name: str, make: Callable[[Callable], Callable]) -> None:
+    """Replace ``owner.name`` by ``make(original)``; idempotent.
+
+    The replacement remembers the original (``__scope_otel_original__``) so
+    :func:`original` and :func:`unpatch` can find it.
+    """
+    current = owner.__dict__.get(name)
+    if current is None:
+        current = getattr(owner, name)
+    if getattr(current, _MARK, None) is not None:
+        return
+    replacement = make(current)
+    try:
+        setattr(replacement, _MARK, current)
+    except AttributeError:  # pragma: no cover - a builtin replacement
+        pass
+    _ORIGINALS[(id(owner), name)] = (owner, name, owner.__dict__.get(name, _MISSING))
+    setattr(owner, name, replacement)
+
+
+_MISSING = object()
+
+
+def unpatch(owner: type, name: str) -> None:
+    """Undo :func:`patch` for ``owner.name`` (no-op when not patched)."""
+    entry = _ORIGINALS.pop((id(owner), name), None)
+    if entry is None:
+        return
+    _, _, saved = entry
+    if saved is _MISSING:
+        try:
+            delattr(owner, name)
+        except AttributeError:  # pragma: no cover
+            pass
+    else:
+        setattr(owner, name, saved)
+
+
+def is_patched(owner: type, name: str) -> bool:
+    return (id(owner), name) in _ORIGINALS
+
+
+# --------------------------------------------------------------------------
+# the instrumentor base
+# --------------------------------------------------------------------------
+
+class ScopeInstrumentor(BaseInstrumentor):
+    """``BaseInstrumentor`` that says once why it stays off.
+
+    Subclasses set ``_requires`` (pip requirement strings) and ``_what``
+    (a short human name used in messages).
+    """
+
+    _requires: tuple[str, ...] = ()
+    _what = "integration"
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return self._requires
+
+    def _check_dependency_conflicts(self):  # noqa: D401 - BaseInstrumentor hook
+        conflict = get_dependency_conflicts(self._requires)
+        if conflict is not None:
+            found = getattr(conflict, "found", None)
+            if found:
+                say_once(
+                    f"off:{self._what}",
+                    f"scope-otel {self._what} integration is off: needs {conflict.required}, found {found}",
+                    logging.WARNING,
+                )
+            else:
+                say_once(
+                    f"off:{self._what}",
+                    f"scope-otel {self._what} integration is off: {conflict.required} is not installed",
+                )
+        return conflict
+
+
+def level() -> str:
+    """The current capture level (``off``, ``boundaries`` or ``full``)."""
+    try:
+        from scope_otel import config
+
+        return config.current().level
+    except Exception:
+        return "boundaries"
+
+
+def redacted_repr(values: dict[str, Any]) -> str:
+    """``{key: repr(value)}`` with secret-looking keys redacted, length-capped.
+
+    Keys are matched (case-insensitive substring) against the configured
+    ``redact`` patterns; the result is truncated to ``max_value_length``.
+    """
+    try:
+        from scope_otel import config
+
+        cfg = config.current()
+        patterns = tuple(p.lower() for p in cfg.redact)
+        limit = cfg.max_value_length
+    except Exception:
+        from scope_otel.config import DEFAULT_REDACT
+
+        patterns, limit = DEFAULT_REDACT, 512
+    parts = []
+    for key, value in values.items():
+        lowered = key.lower()
+        shown = "[REDACTED]" if any(p in lowered for p in patterns) else _short_repr(value)
+        parts.append(f"{key}={shown}")
+    text = "{" + ", ".join(parts) + "}"
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text
+
+
+def _short_repr(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<unrepresentable {type(value).__name__}>"
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def capture_runtime():
+    """``scope_otel.capture.runtime`` if it is importable, else None."""
+    try:
+        from scope_otel.capture import runtime
+    except Exception:
+        return None
+    return runtime

@@ -1,0 +1,288 @@
+"""Flask integration: one SERVER span per request, whatever the import order.
+
+Usage::
+
+    from scope_otel.instrumentors.flask import ScopeFlaskInstrumentor
+    ScopeFlaskInstrumentor().instrument()      # before or after Flask(...)
+
+or nothing at all under ``scope-otel run`` / ``opentelemetry-instrument``,
+which load the ``opentelemetry_instrumentor`` entry point ``scope_flask``
+(turn it off with ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=scope_flask``).
+
+How it attaches
+    ``Flask.__call__`` is replaced on the *class*, so applications created
+    before instrumenting, applications wrapped in WSGI middleware before
+    instrumenting, and apps loaded by ``gunicorn --preload`` before the fork
+    are all covered.  Flask's signals add what only Flask knows:
+    ``request_started`` (the route → span name ``GET /items/<int:id>`` and
+    ``http.route``), ``request_finished`` (status), ``got_request_exception``
+    and ``request_tearing_down`` (exception event, ``error.type``, ERROR
+    status), ``before_render_template``/``template_rendered`` (an INTERNAL
+    span ``render <template>``).
+
+What the span carries
+    Stable HTTP semantic conventions: ``http.request.method``, ``url.scheme``,
+    ``url.path``, ``url.query``, ``http.route``, ``http.response.status_code``,
+    ``server.address``, ``server.port``, ``client.address`` (first
+    ``X-Forwarded-For`` hop, else the peer), ``network.peer.address``,
+    ``user_agent.original``, ``error.type``.  ``OTEL_SEMCONV_STABILITY_OPT_IN``
+    = ``http/dup`` adds the old names, ``http/old`` uses only them.  The parent
+    is the W3C context of the incoming request (``OTEL_PROPAGATORS``).
+
+Options (environment, or keywords to ``instrument()``)
+    ``OTEL_PYTHON_FLASK_EXCLUDED_URLS`` / ``OTEL_PYTHON_EXCLUDED_URLS`` or
+    ``excluded_urls=``: comma-separated regular expressions searched in the
+    full URL; matching requests get no span.
+    ``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST`` /
+    ``..._SERVER_RESPONSE``: headers recorded as ``http.request.header.<name>``;
+    ``..._SANITIZE_FIELDS`` and scope-otel's ``redact`` patterns replace values
+    with ``[REDACTED]``.
+    ``request_hook(span, environ)`` and ``response_hook(span, status,
+    response_headers)``, as in the contrib instrumentation.
+    ``tracer_provider=``.
+
+Coexistence
+    An app the contrib ``FlaskInstrumentor`` instrumented (it marks the app
+    ``_is_instrumented_by_opentelemetry``) is left to contrib: no second span.
+    A Flask app mounted inside another Flask app gets one span, not two.
+"""
+from __future__ import annotations
+
+from time import time_ns
+from typing import Any, Callable
+
+from opentelemetry import context, trace
+
+from scope_otel.instrumentors import _http
+from scope_otel.instrumentors._support import ScopeInstrumentor, failed, patch, unpatch
+from scope_otel.version import __version__
+
+_SPAN = "scope_otel.span"
+_STATUS_SET = "scope_otel.status_set"
+_TEMPLATES = "scope_otel.templates"
+
+
+class _State:
+    tracer: trace.Tracer
+    options: _http.ServerOptions
+
+
+_state: _State | None = None
+
+
+class ScopeFlaskInstrumentor(ScopeInstrumentor):
+    """Flask ≥ 3.0: SERVER spans via a class-level hook plus Flask's signals."""
+
+    _requires = ("flask >= 3.0",)
+    _what = "Flask"
+
+    def _instrument(self, **kwargs: Any) -> None:
+        import flask
+
+        global _state
+        state = _State()
+        state.tracer = trace.get_tracer(__name__, __version__, kwargs.get("tracer_provider"))
+        state.options = _http.ServerOptions.from_env("flask", **kwargs)
+        _state = state
+        patch(flask.Flask, "__call__", _make_call)
+        for signal, receiver in _receivers():
+            signal.connect(receiver, weak=False)
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        import flask
+
+        global _state
+        unpatch(flask.Flask, "__call__")
+        for signal, receiver in _receivers():
+            signal.disconnect(receiver)
+        _state = None
+
+
+def _make_call(original: Callable) -> Callable:
+    def __call__(self, environ: dict, start_response: Callable) -> Any:
+        state = _state
+        if (
+            state is None
+            or _SPAN in environ  # a Flask app mounted in a traced one
+            or getattr(self, "_is_instrumented_by_opentelemetry", False)  # contrib owns this app
+        ):
+            return original(self, environ, start_response)
+        try:
+            if _http.is_excluded(environ, state.options):
+                return original(self, environ, start_response)
+            span = _http.start_server_span(state.tracer, environ, state.options)
+            environ[_SPAN] = span
+            ctx = trace.set_span_in_context(span)
+            token = context.attach(ctx)
+        except Exception:
+            failed("flask.start")
+            return original(self, environ, start_response)
+
+        def traced_start_response(status: str, headers: list, *exc_info: Any) -> Any:
+            try:
+                if not environ.get(_STATUS_SET):
+                    _http.set_status(span, int(status[:3]), state.options)
+                _http.capture_response_headers(span, headers, state.options)
+                _http.call_response_hook(span, status, headers, state.options)
+            except Exception:
+                failed("flask.start_response")
+            return start_response(status, headers, *exc_info)
+
+        try:
+            body = original(self, environ, traced_start_response)
+        except BaseException as exc:
+            try:
+                _http.record_exception(span, exc, state.options)
+                span.end()
+            except Exception:
+                failed("flask.end")
+            raise
+        finally:
+            context.detach(token)
+        file_wrapper = environ.get("wsgi.file_wrapper")
+        if isinstance(file_wrapper, type) and isinstance(body, file_wrapper):
+            span.end()  # keep the server's sendfile path; the transfer is not timed
+            return body
+        return _Body(body, span, ctx)
+
+    return __call__
+
+
+class _Body:
+    """The response iterable; the span ends when the server closes it.
+
+    Iteration runs in the request's context, so spans made while a streamed
+    response is produced nest under the request span.
+    """
+
+    __slots__ = ("_body", "_it", "_span", "_ctx")
+
+    def __init__(self, body: Any, span: trace.Span, ctx: context.Context) -> None:
+        self._body = body
+        self._it = None
+        self._span = span
+        self._ctx = ctx
+
+    def __iter__(self) -> "_Body":
+        return self
+
+    def __next__(self) -> bytes:
+        token = context.attach(self._ctx)
+        try:
+            if self._it is None:
+                self._it = iter(self._body)
+            return next(self._it)
+        except StopIteration:
+            raise
+        except BaseException as exc:
+            _http.record_exception(self._span, exc)
+            raise
+        finally:
+            context.detach(token)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._span.end()
+
+
+# --------------------------------------------------------------------------
+# signals
+# --------------------------------------------------------------------------
+
+def _request_span() -> trace.Span | None:
+    import flask
+
+    if not flask.has_request_context():
+        return None
+    return flask.request.environ.get(_SPAN)
+
+
+def _on_request_started(sender: Any, **_: Any) -> None:
+    try:
+        span = _request_span()
+        if span is None or _state is None:
+            return
+        import flask
+
+        rule = flask.request.url_rule
+        _http.set_route(span, flask.request.method, rule.rule if rule is not None else None, _state.options)
+    except Exception:
+        failed("flask.request_started")
+
+
+def _on_request_finished(sender: Any, response: Any = None, **_: Any) -> None:
+    try:
+        span = _request_span()
+        if span is None or response is None or _state is None:
+            return
+        import flask
+
+        _http.set_status(span, response.status_code, _state.options)
+        flask.request.environ[_STATUS_SET] = True
+    except Exception:
+        failed("flask.request_finished")
+
+
+def _on_exception(sender: Any, exception: BaseException | None = None, exc: BaseException | None = None, **_: Any) -> None:
+    try:
+        error = exception if exception is not None else exc
+        span = _request_span()
+        if span is None or error is None:
+            return
+        import flask
+
+        environ = flask.request.environ
+        if environ.get("scope_otel.recorded") is error:  # both signals fire for one error
+            return
+        environ["scope_otel.recorded"] = error
+        _http.record_exception(span, error, _state.options if _state else None)
+    except Exception:
+        failed("flask.exception")
+
+
+def _on_before_render(sender: Any, template: Any = None, **_: Any) -> None:
+    try:
+        if _request_span() is None:
+            return
+        import flask
+
+        flask.request.environ.setdefault(_TEMPLATES, []).append(time_ns())
+    except Exception:
+        failed("flask.before_render_template")
+
+
+def _on_rendered(sender: Any, template: Any = None, **_: Any) -> None:
+    try:
+        if _request_span() is None or _state is None:
+            return
+        import flask
+
+        starts = flask.request.environ.get(_TEMPLATES)
+        if not starts:
+            return
+        name = getattr(template, "name", None) or "template"
+        span = _state.tracer.start_span(
+            f"render {name}",
+            start_time=starts.pop(),
+            attributes={"scope.kind": "template", "code.file.path": getattr(template, "filename", None) or name},
+        )
+        span.end()
+    except Exception:
+        failed("flask.template_rendered")
+
+
+def _receivers() -> list[tuple[Any, Callable]]:
+    import flask
+
+    return [
+        (flask.request_started, _on_request_started),
+        (flask.request_finished, _on_request_finished),
+        (flask.got_request_exception, _on_exception),
+        (flask.request_tearing_down, _on_exception),
+        (flask.before_render_template, _on_before_render),
+        (flask.template_rendered, _on_rendered),
+    ]

@@ -1,0 +1,232 @@
+"""Work handed to threads, executors, queues and tasks stays linked to its origin.
+
+Usage::
+
+    from scope_otel.instrumentors.handoff import ScopeHandoffInstrumentor
+    ScopeHandoffInstrumentor().instrument()
+
+or the entry point ``scope_handoff`` (``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=
+scope_handoff`` turns it off).
+
+Threads and executors: *parent*
+    ``threading.Thread.start`` and ``concurrent.futures.ThreadPoolExecutor.
+    submit`` (hence ``Executor.map`` and ``loop.run_in_executor``) copy the
+    caller's :mod:`contextvars` context and run the thread's ``run`` / the
+    job inside that copy.  Everything kept in context variables travels:
+    the OpenTelemetry context (spans made in the thread are children of the
+    span that started it) and the capture runtime's call stack (function
+    spans nest under the caller's function span).  Patched on the classes,
+    so subclasses and executors created before instrumenting are covered.
+
+Queues: *link*
+    ``queue.Queue.put``/``get`` (also ``LifoQueue``, ``PriorityQueue``,
+    ``put_nowait``/``get_nowait``) and ``asyncio.Queue.put_nowait``/
+    ``get_nowait`` (``put``/``get`` go through them).  The producer's span
+    gets a ``scope.send`` event, the consumer side a ``scope.recv`` event and
+    a *span link* to the producer's span, both with
+    ``messaging.destination.name`` (``Queue@<id>``) and
+    ``messaging.message.id``.  When the consumer has no span of its own, a
+    short CONSUMER span ``receive Queue@<id>`` carries the link.  When the
+    capture runtime (``scope_otel.capture.runtime``) is present its
+    ``send``/``recv`` are called with the same channel and message id, so
+    function-level recordings correlate too.  Items are matched by identity;
+    the queued objects themselves are never touched.
+
+asyncio tasks
+    ``asyncio.create_task`` already copies the context into the task, so a
+    task's spans are children of the code that created it without any
+    patching; ``asyncio.to_thread`` copies it as well.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import itertools
+import os
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanKind
+
+from scope_otel.instrumentors._support import ScopeInstrumentor, capture_runtime, failed, patch, unpatch
+from scope_otel.version import __version__
+
+_PENDING = "_scope_otel_sent"
+_LOCK = threading.Lock()
+_ids = itertools.count(1)
+
+
+class _State:
+    tracer: trace.Tracer
+    runtime: Any
+
+
+_state: _State | None = None
+
+
+def _targets() -> list[tuple[type, str, Callable[[Callable], Callable]]]:
+    return [
+        (threading.Thread, "start", _wrap_thread_start),
+        (ThreadPoolExecutor, "submit", _wrap_submit),
+        (queue.Queue, "put", _wrap_put),
+        (queue.Queue, "get", _wrap_get),
+        (asyncio.Queue, "put_nowait", _wrap_put),
+        (asyncio.Queue, "get_nowait", _wrap_get),
+    ]
+
+
+class ScopeHandoffInstrumentor(ScopeInstrumentor):
+    """Thread, executor, queue and asyncio hand-off correlation."""
+
+    _requires = ()
+    _what = "hand-off"
+
+    def _instrument(self, **kwargs: Any) -> None:
+        global _state
+        state = _State()
+        state.tracer = trace.get_tracer(__name__, __version__, kwargs.get("tracer_provider"))
+        state.runtime = capture_runtime()
+        _state = state
+        for owner, name, make in _targets():
+            patch(owner, name, make)
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        global _state
+        for owner, name, _ in _targets():
+            unpatch(owner, name)
+        _state = None
+
+
+# --------------------------------------------------------------------------
+# threads and executors: run in a copy of the caller's context
+# --------------------------------------------------------------------------
+
+def _wrap_thread_start(original: Callable) -> Callable:
+    def start(self) -> None:
+        if _state is not None:
+            try:
+                ctx = contextvars.copy_context()
+                run = self.run
+
+                def run_in_caller_context() -> None:
+                    ctx.run(run)
+
+                self.run = run_in_caller_context
+            except Exception:
+                failed("handoff.thread")
+        return original(self)
+
+    return start
+
+
+def _wrap_submit(original: Callable) -> Callable:
+    def submit(self, fn, /, *args, **kwargs):
+        if _state is None:
+            return original(self, fn, *args, **kwargs)
+        # a fresh copy per job: one Context cannot be entered by two threads
+        return original(self, contextvars.copy_context().run, fn, *args, **kwargs)
+
+    return submit
+
+
+# --------------------------------------------------------------------------
+# queues: send/recv events and a span link
+# --------------------------------------------------------------------------
+
+def _channel(q: Any) -> str:
+    return f"{type(q).__name__}@{id(q):x}"
+
+
+def _wrap_put(original: Callable) -> Callable:
+    def put(self, item, *args, **kwargs):
+        state = _state
+        if state is None:
+            return original(self, item, *args, **kwargs)
+        span = trace.get_current_span()
+        if not span.is_recording() and state.runtime is None:
+            return original(self, item, *args, **kwargs)
+        key = id(item)
+        entry = None
+        try:
+            message_id = f"{os.getpid():x}-{next(_ids):x}"
+            channel = _channel(self)
+            entry = (span.get_span_context(), message_id)
+            with _LOCK:  # recorded before the item is visible to consumers
+                self.__dict__.setdefault(_PENDING, {}).setdefault(key, []).append(entry)
+            attrs = {"messaging.destination.name": channel, "messaging.message.id": message_id}
+            if span.is_recording():
+                span.add_event("scope.send", attrs)
+            if state.runtime is not None:
+                state.runtime.send(channel, message_id)
+        except Exception:
+            failed("handoff.put")
+        try:
+            return original(self, item, *args, **kwargs)
+        except BaseException:
+            if entry is not None:  # queue.Full etc.: nothing was sent
+                _take(self, key, entry)
+            raise
+
+    return put
+
+
+def _take(q: Any, key: int, entry: tuple | None = None) -> tuple | None:
+    with _LOCK:
+        pending = q.__dict__.get(_PENDING)
+        if not pending:
+            return None
+        entries = pending.get(key)
+        if not entries:
+            return None
+        if entry is None:
+            found = entries.pop(0)
+        else:
+            try:
+                entries.remove(entry)
+            except ValueError:
+                return None
+            found = entry
+        if not entries:
+            del pending[key]
+        return found
+
+
+def _wrap_get(original: Callable) -> Callable:
+    def get(self, *args, **kwargs):
+        item = original(self, *args, **kwargs)
+        if _state is not None and _PENDING in self.__dict__:
+            try:
+                found = _take(self, id(item))
+                if found is not None:
+                    _received(_channel(self), *found)
+            except Exception:
+                failed("handoff.get")
+        return item
+
+    return get
+
+
+def _received(channel: str, producer: trace.SpanContext, message_id: str) -> None:
+    state = _state
+    if state is None:
+        return
+    attrs = {"messaging.destination.name": channel, "messaging.message.id": message_id}
+    if state.runtime is not None:
+        state.runtime.recv(channel, message_id)
+    span = trace.get_current_span()
+    if span.is_recording():
+        if producer.is_valid:
+            span.add_link(producer, {"scope.handoff": "queue", **attrs})
+        span.add_event("scope.recv", attrs)
+    elif producer.is_valid:
+        span = state.tracer.start_span(
+            f"receive {channel}",
+            kind=SpanKind.CONSUMER,
+            links=[Link(producer, {"scope.handoff": "queue", **attrs})],
+            attributes={"messaging.operation.type": "receive", **attrs},
+        )
+        span.add_event("scope.recv", attrs)
+        span.end()

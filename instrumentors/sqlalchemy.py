@@ -1,0 +1,321 @@
+"""SQLAlchemy integration: a CLIENT span per statement, ORM flushes as events.
+
+Usage::
+
+    from scope_otel.instrumentors.sqlalchemy import ScopeSQLAlchemyInstrumentor
+    ScopeSQLAlchemyInstrumentor().instrument()   # before or after create_engine()
+
+Under ``scope-otel run`` / ``opentelemetry-instrument`` the entry point
+``scope_sqlalchemy`` does this (``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=
+scope_sqlalchemy`` turns it off).  SQLAlchemy 2.0 and 2.1, sync and asyncio
+engines (an ``AsyncEngine`` drives a sync ``Engine``, so it is covered).
+
+How it attaches
+    Event listeners on the ``Engine`` *class* (``before_cursor_execute``,
+    ``after_cursor_execute``, ``handle_error``), the ``Pool`` class
+    (``checkout``, ``checkin``) and the ORM ``Session`` class
+    (``after_flush``).  Engines and sessions created before instrumenting are
+    covered; nothing wraps ``create_engine``.
+
+Statement spans (kind CLIENT, named ``<operation> <database>``)
+    ``db.system.name`` (``postgresql``, ``sqlite``, ``mysql``, ...),
+    ``db.namespace`` (database name), ``db.query.text`` (the statement as
+    sent, with placeholders: parameter values are never inlined or recorded),
+    ``db.operation.name`` (first keyword), ``server.address``,
+    ``server.port``; on failure an ``exception`` event, ``error.type`` and
+    ERROR status.  ``OTEL_SEMCONV_STABILITY_OPT_IN=database/dup`` adds the old
+    names (``db.system``, ``db.name``, ``db.statement``, ``db.operation``,
+    ``net.peer.name``, ``net.peer.port``), ``database/old`` uses only them.
+
+Pool and ORM events on the current span
+    ``db.client.connection.checkout`` / ``...checkin`` (with
+    ``db.client.connection.pool.name`` and, at check-in, how long the
+    connection was held: ``scope.held_ms``).
+    After each ORM flush, one ``scope.state_change`` event per mapped class:
+    ``scope.target`` = ``orm:<Class>``, ``scope.inserted`` /
+    ``scope.updated`` / ``scope.deleted`` (counts), ``scope.pk`` (primary
+    keys, as text); at level ``full`` also ``scope.value`` (column values,
+    redacted by the ``redact`` patterns, truncated).
+
+Options (keywords to ``instrument()``)
+    ``enable_commenter=True`` (or ``SCOPE_OTEL_SQLCOMMENTER=true``): append the
+    statement span's ``traceparent`` as a sqlcommenter comment
+    (``/*traceparent='00-…'*/``) so database logs join the trace.
+    ``tracer_provider=``.
+
+Coexistence
+    Engines that the contrib ``SQLAlchemyInstrumentor`` traces (it registers
+    listeners on each engine it sees) are left to contrib: no second span.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import weakref
+from time import monotonic
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from scope_otel.instrumentors import _http
+from scope_otel.instrumentors._support import ScopeInstrumentor, failed, level, redacted_repr
+from scope_otel.version import __version__
+
+_SPAN = "_scope_otel_span"
+_SYSTEMS = {  # dialect name -> (stable db.system.name, old db.system)
+    "postgresql": ("postgresql", "postgresql"),
+    "sqlite": ("sqlite", "sqlite"),
+    "mysql": ("mysql", "mysql"),
+    "mariadb": ("mariadb", "mariadb"),
+    "mssql": ("microsoft.sql_server", "mssql"),
+    "oracle": ("oracle.db", "oracle"),
+}
+
+
+class _State:
+    tracer: trace.Tracer
+    mode: str
+    commenter: bool
+    engines: "weakref.WeakKeyDictionary[Any, tuple[str | None, dict]]"
+    contrib: "weakref.WeakKeyDictionary[Any, tuple[int, bool]]"
+
+
+_state: _State | None = None
+
+
+class ScopeSQLAlchemyInstrumentor(ScopeInstrumentor):
+    """SQLAlchemy 2.0–2.1: statement spans and ORM flush events, class-level."""
+
+    _requires = ("sqlalchemy >= 2.0, < 2.2",)
+    _what = "SQLAlchemy"
+
+    def _instrument(self, **kwargs: Any) -> None:
+        from sqlalchemy import event
+
+        global _state
+        state = _State()
+        state.tracer = trace.get_tracer(__name__, __version__, kwargs.get("tracer_provider"))
+        state.mode = _http.semconv_mode("database")
+        commenter = kwargs.get("enable_commenter")
+        if commenter is None:
+            commenter = os.environ.get("SCOPE_OTEL_SQLCOMMENTER", "").strip().lower() in ("1", "true", "yes", "on")
+        state.commenter = bool(commenter)
+        state.engines = weakref.WeakKeyDictionary()
+        state.contrib = weakref.WeakKeyDictionary()
+        _state = state
+        for target, name, fn, kw in _listeners():
+            if not event.contains(target, name, fn):
+                event.listen(target, name, fn, **kw)
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        from sqlalchemy import event
+
+        global _state
+        for target, name, fn, _ in _listeners():
+            if event.contains(target, name, fn):
+                event.remove(target, name, fn)
+        _state = None
+
+
+# --------------------------------------------------------------------------
+# statements
+# --------------------------------------------------------------------------
+
+def _engine_info(engine: Any, state: _State) -> tuple[str | None, dict]:
+    """(database name, constant attributes) of an engine, computed once."""
+    info = state.engines.get(engine)
+    if info is None:
+        url = engine.url
+        dialect = engine.dialect.name
+        stable, old = _SYSTEMS.get(dialect, (dialect, dialect))
+        attrs: dict[str, Any] = {}
+        database = url.database or None
+        if dialect == "sqlite" and database:
+            database = os.path.basename(database)
+        if state.mode != _http.OLD:
+            attrs["db.system.name"] = stable
+            if database:
+                attrs["db.namespace"] = database
+            if url.host:
+                attrs["server.address"] = url.host
+            if url.port:
+                attrs["server.port"] = url.port
+        if state.mode != _http.STABLE:
+            attrs["db.system"] = old
+            if database:
+                attrs["db.name"] = database
+            if url.host:
+                attrs["net.peer.name"] = url.host
+            if url.port:
+                attrs["net.peer.port"] = url.port
+        info = state.engines[engine] = (database, attrs)
+    return info
+
+
+def _contrib_traces(engine: Any, state: _State) -> bool:
+    """Does the contrib instrumentation have listeners on this engine?"""
+    module = sys.modules.get("opentelemetry.instrumentation.sqlalchemy.engine")
+    if module is None:
+        return False
+    registered = module.EngineTracer._remove_event_listener_params
+    seen = state.contrib.get(engine)
+    if seen is not None and seen[0] == len(registered):
+        return seen[1]
+    result = any(ref() is engine for ref, *_ in registered)
+    state.contrib[engine] = (len(registered), result)
+    return result
+
+
+def _before_cursor_execute(conn, cursor, statement, parameters, context, executemany):
+    state = _state
+    if state is None or context is None:
+        return statement, parameters
+    try:
+        engine = conn.engine
+        if _contrib_traces(engine, state):
+            return statement, parameters
+        database, constant = _engine_info(engine, state)
+        words = statement.split(None, 1)
+        operation = words[0].upper() if words else "SQL"
+        attrs = dict(constant)
+        if state.mode != _http.OLD:
+            attrs["db.query.text"] = statement
+            attrs["db.operation.name"] = operation
+        if state.mode != _http.STABLE:
+            attrs["db.statement"] = statement
+            attrs["db.operation"] = operation
+        name = f"{operation} {database}" if database else operation
+        span = state.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attrs)
+        setattr(context, _SPAN, span)
+        if state.commenter and span.is_recording():
+            statement = statement + _sql_comment(span)
+    except Exception:
+        failed("sqlalchemy.before_cursor_execute")
+    return statement, parameters
+
+
+def _sql_comment(span: trace.Span) -> str:
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=trace.set_span_in_context(span))
+    if not carrier:
+        return ""
+    from urllib.parse import quote
+
+    fields = ",".join(f"{k}='{quote(v, safe='')}'" for k, v in sorted(carrier.items()))
+    return f" /*{fields}*/"
+
+
+def _after_cursor_execute(conn, cursor, statement, parameters, context, executemany):
+    span = getattr(context, _SPAN, None)
+    if span is None:
+        return
+    try:
+        setattr(context, _SPAN, None)
+        span.end()
+    except Exception:
+        failed("sqlalchemy.after_cursor_execute")
+
+
+def _handle_error(exception_context):
+    try:
+        context = exception_context.execution_context
+        span = getattr(context, _SPAN, None)
+        if span is None:
+            return
+        setattr(context, _SPAN, None)
+        exc = exception_context.original_exception
+        if span.is_recording():
+            span.record_exception(exc)
+            span.set_attribute("error.type", type(exc).__qualname__)
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        span.end()
+    except Exception:
+        failed("sqlalchemy.handle_error")
+
+
+# --------------------------------------------------------------------------
+# pool
+# --------------------------------------------------------------------------
+
+def _pool_name(record: Any) -> str:
+    pool = getattr(record, "_pool", None)
+    return getattr(pool, "logging_name", None) or f"pool@{id(pool):x}"
+
+
+def _on_checkout(dbapi_connection, record, proxy):
+    try:
+        record.info["_scope_otel_out"] = monotonic()
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.add_event("db.client.connection.checkout", {"db.client.connection.pool.name": _pool_name(record)})
+    except Exception:
+        failed("sqlalchemy.checkout")
+
+
+def _on_checkin(dbapi_connection, record):
+    try:
+        out = record.info.pop("_scope_otel_out", None) if record is not None else None
+        span = trace.get_current_span()
+        if span.is_recording() and record is not None:
+            attrs: dict[str, Any] = {"db.client.connection.pool.name": _pool_name(record)}
+            if out is not None:
+                attrs["scope.held_ms"] = round((monotonic() - out) * 1000.0, 3)
+            span.add_event("db.client.connection.checkin", attrs)
+    except Exception:
+        failed("sqlalchemy.checkin")
+
+
+# --------------------------------------------------------------------------
+# ORM flushes
+# --------------------------------------------------------------------------
+
+def _after_flush(session, flush_context):
+    try:
+        span = trace.get_current_span()
+        if not span.is_recording():
+            return
+        from sqlalchemy import inspect
+
+        full = level() == "full"
+        per_class: dict[str, dict[str, list]] = {}
+        for action, instances in (("inserted", session.new), ("updated", session.dirty), ("deleted", session.deleted)):
+            for obj in instances:
+                if action == "updated" and not session.is_modified(obj, include_collections=False):
+                    continue
+                entry = per_class.setdefault(type(obj).__name__, {"inserted": [], "updated": [], "deleted": []})
+                entry[action].append(obj)
+        for cls_name, actions in per_class.items():
+            attrs: dict[str, Any] = {"scope.target": f"orm:{cls_name}"}
+            pks: list[str] = []
+            values: list[str] = []
+            for action, objs in actions.items():
+                attrs[f"scope.{action}"] = len(objs)
+                for obj in objs:
+                    state = inspect(obj)
+                    # state.identity is only set after the flush completes
+                    pk = state.mapper.primary_key_from_instance(obj)
+                    pks.append(str(pk[0] if len(pk) == 1 else tuple(pk)))
+                    if full:
+                        values.append(redacted_repr({a.key: a.loaded_value for a in state.attrs if a.key in state.dict}))
+            attrs["scope.pk"] = pks
+            if full:
+                attrs["scope.value"] = values
+            span.add_event("scope.state_change", attrs)
+    except Exception:
+        failed("sqlalchemy.after_flush")
+
+
+def _listeners() -> list[tuple[Any, str, Any, dict]]:
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.orm import Session
+    from sqlalchemy.pool import Pool
+
+    return [
+        (Engine, "before_cursor_execute", _before_cursor_execute, {"retval": True}),
+        (Engine, "after_cursor_execute", _after_cursor_execute, {}),
+        (Engine, "handle_error", _handle_error, {}),
+        (Pool, "checkout", _on_checkout, {}),
+        (Pool, "checkin", _on_checkin, {}),
+        (Session, "after_flush", _after_flush, {}),
+    ]
