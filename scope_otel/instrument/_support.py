@@ -1,0 +1,34 @@
+"""Small helpers that rewritten code calls; imported by every rewritten module.
+
+They exist only where an inline statement cannot do the job: a ``yield``
+nested inside a larger expression (no room for ``try``/``finally``) and
+``locals()``/``vars()`` (hide the ``_@scope_*`` locals the rewrite adds).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from scope_otel.capture import runtime as _rt
+
+_PREFIX = "_@"
+
+
+def suspending(token: Any, value: Any) -> Any:
+    """Report the frame leaving the stack; pass ``value`` through to ``yield``."""
+    if token is not None:
+        _rt.suspend(token)
+    return value
+
+
+def resumed(token: Any, value: Any) -> Any:
+    """Report the frame back on the stack; pass the sent value through."""
+    if token is not None:
+        _rt.resume(token)
+    return value
+
+
+def user_locals(namespace: dict) -> dict:
+    """``locals()`` without the names the rewrite added."""
+    if any(type(k) is str and k.startswith(_PREFIX) for k in namespace):
+        return {k: v for k, v in namespace.items() if not (type(k) is str and k.startswith(_PREFIX))}
+    return namespace

@@ -1,0 +1,539 @@
+"""Rewrite a module's AST so its planned functions call the capture runtime.
+
+:func:`rewrite_module` is the compiler pass behind the import hook and
+``scope-otel compile``.  Every function the plan covers (``def`` and
+``async def`` at any depth, methods included; lambdas are left alone) gets,
+*inside its own body*, so that no Python frame is added and recursion depth,
+``super()``, ``__class__``, closures, ``__name__``/``__qualname__``/
+``co_name`` and line numbers stay exactly as written::
+
+    def price(item, qty=1):                 def price(item, qty=1):
+        "doc"                                   "doc"
+        total = item.cents * qty                _@scope_t = None; _@scope_rv = None
+        return total                            if _@scope_L[_@scope_f3]:
+                                                    _@scope_t = _@scope_rt.enter(_@scope_f3,
+                                                        {'item': item, 'qty': qty}
+                                                        if _@scope_L[_@scope_f3] > 1 else None)
+                                                try:
+                                                    total = item.cents * qty
+                                                    return (_@scope_rv := total)
+                                                except BaseException as _@scope_e:
+                                                    ...exception(_@scope_t, _@scope_e); raise
+                                                finally:
+                                                    ...exit(_@scope_t, _@scope_rv)
+
+``_@scope_L`` is the runtime's ``LEVELS`` list, read inline, so a level
+changed at run time (config ``level``/``function_levels``) takes effect on
+the next call without re-import, and a function at ``off`` costs two stores
+and one list read.  The argument dict is built only at ``full``.  At
+``full`` the runtime also receives the return value (the walrus in each
+``return``) and state changes: assignments to ``self.<attr>`` (the method's
+first parameter, ``cls`` too) and to names declared ``global``.
+
+Generators and async generators report ``suspend`` before each ``yield``
+and ``resume`` after it (in a ``finally``, so ``throw()`` and ``close()``
+resume too); ``yield from`` suspends around the whole delegation.  Closing a
+generator early (``GeneratorExit``) is an ordinary exit, not an exception.
+Coroutines need nothing at ``await``: the runtime's call stack lives in a
+ContextVar, which asyncio keeps per task.
+
+Injected names start with ``_@``: no source code can spell them, a leading
+underscore keeps them out of ``from m import *``, and no ``__`` prefix means
+no class-private name mangling.  ``locals()`` and ``vars()`` inside a
+rewritten function return the user's names only.  Injected statements carry
+the ``def`` line, so tracebacks and ``co_firstlineno`` match the source.
+"""
+from __future__ import annotations
+
+import ast
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+#: Bumped whenever the generated code changes, so cached bytecode is rebuilt.
+REWRITE_VERSION = 1
+
+RT = "_@scope_rt"       # scope_otel.capture.runtime
+SUP = "_@scope_sup"     # scope_otel.instrument._support
+LV = "_@scope_L"        # runtime.LEVELS
+MARKER = "_@scope_rewritten"  # module global: this module was rewritten
+_T, _RV, _E, _Y, _SV = "_@scope_t", "_@scope_rv", "_@scope_e", "_@scope_y", "_@scope_sv"
+
+
+@dataclass
+class Registered:
+    """One function the rewrite instrumented (one ``register`` call at import)."""
+
+    var: str
+    qualname: str
+    lineno: int
+    level: str
+    capture: frozenset
+    sampling: float
+
+
+@dataclass
+class RewriteResult:
+    tree: ast.Module
+    functions: list[Registered] = field(default_factory=list)
+
+
+def rewrite_module(tree: ast.Module, module: str, plan: Any) -> RewriteResult:
+    """Instrument, in place, the functions of ``tree`` that ``plan`` covers.
+
+    ``plan`` needs ``for_function(module, qualname)`` returning None or an
+    object with ``level``, ``capture`` and ``sampling``.  Returns the tree
+    (with the module prelude inserted only if something was instrumented)
+    and the list of instrumented functions.
+    """
+    result = RewriteResult(tree)
+    _Walker(module, plan, result).visit_body(tree.body, prefix="", in_class=False)
+    if result.functions:
+        tree.body[_prelude_index(tree.body):0] = _prelude(module, result.functions)
+        _fix_locations(tree, 1)
+    return result
+
+
+def _fix_locations(node: ast.AST, lineno: int) -> None:
+    """Give injected nodes their parent's line; keep every original position."""
+    if "lineno" in node._attributes:
+        if getattr(node, "lineno", None) is None:
+            node.lineno = lineno
+        if getattr(node, "end_lineno", None) is None or node.end_lineno < node.lineno:
+            node.end_lineno = node.lineno
+        if getattr(node, "col_offset", None) is None:
+            node.col_offset = 0
+        if getattr(node, "end_col_offset", None) is None or (
+                node.end_lineno == node.lineno and node.end_col_offset < node.col_offset):
+            node.end_col_offset = node.col_offset
+        lineno = node.lineno
+    for child in ast.iter_child_nodes(node):
+        _fix_locations(child, lineno)
+
+
+# --------------------------------------------------------------------------
+# templates: parsed once with placeholder names, renamed on use
+# --------------------------------------------------------------------------
+
+_RENAME = {"S_T": _T, "S_RV": _RV, "S_E": _E, "S_Y": _Y, "S_SV": _SV,
+           "S_RT": RT, "S_SUP": SUP, "S_L": LV}
+
+_PROLOGUE = """
+S_T = None
+S_RV = None
+if S_L[S_F]:
+    S_T = S_RT.enter(S_F, S_ARGS if S_L[S_F] > 1 else None)
+"""
+_PROLOGUE_NOARGS = """
+S_T = None
+S_RV = None
+if S_L[S_F]:
+    S_T = S_RT.enter(S_F)
+"""
+_WRAP = """
+try:
+    S_BODY
+except BaseException as S_E:
+    if S_T is not None:
+        S_RT.exception(S_T, S_E)
+        S_T = None
+    raise
+finally:
+    if S_T is not None:
+        S_RT.exit(S_T, S_RV)
+"""
+_CLOSE_IS_EXIT = """
+try:
+    pass
+except GeneratorExit:
+    raise
+"""
+_STATE = """
+if S_T is not None and S_L[S_F] > 1:
+    S_RT.state_change(S_T, S_TARGET, S_VALUE)
+"""
+_SUSPEND = """
+if S_T is not None:
+    S_RT.suspend(S_T)
+"""
+_RESUME_TRY = """
+try:
+    pass
+finally:
+    if S_T is not None:
+        S_RT.resume(S_T)
+"""
+_TEMPLATES = {
+    name: ast.parse(text).body
+    for name, text in {
+        "prologue": _PROLOGUE, "prologue_noargs": _PROLOGUE_NOARGS, "wrap": _WRAP,
+        "close": _CLOSE_IS_EXIT, "state": _STATE, "suspend": _SUSPEND, "resume_try": _RESUME_TRY,
+    }.items()
+}
+
+
+class _Fill(ast.NodeTransformer):
+    """Rename placeholders and substitute expression slots in a template copy."""
+
+    def __init__(self, fid: str, slots: dict[str, ast.expr], lineno: int) -> None:
+        self.fid, self.slots, self.lineno = fid, slots, lineno
+
+    def visit_Name(self, node: ast.Name) -> ast.expr:
+        if node.id in self.slots:
+            return self.slots[node.id]
+        if node.id == "S_F":
+            node.id = self.fid
+        else:
+            node.id = _RENAME.get(node.id, node.id)
+        return node
+
+    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> ast.ExceptHandler:
+        if node.name:
+            node.name = _RENAME.get(node.name, node.name)
+        self.generic_visit(node)
+        return node
+
+    def generic_visit(self, node: ast.AST) -> ast.AST:
+        if hasattr(node, "lineno"):
+            node.lineno = node.end_lineno = self.lineno
+            node.col_offset = node.end_col_offset = 0
+        return super().generic_visit(node)
+
+
+def _template(name: str, fid: str, lineno: int, **slots: ast.expr) -> list[ast.stmt]:
+    filler = _Fill(fid, slots, lineno)
+    return [filler.visit(copy.deepcopy(stmt)) for stmt in _TEMPLATES[name]]
+
+
+def _name(id_: str, ctx: ast.expr_context | None = None) -> ast.Name:
+    return ast.Name(id=id_, ctx=ctx or ast.Load())
+
+
+def _attr_call(obj: str, attr: str, *args: ast.expr) -> ast.Call:
+    return ast.Call(func=ast.Attribute(value=_name(obj), attr=attr, ctx=ast.Load()),
+                    args=list(args), keywords=[])
+
+
+def _prelude_index(body: list[ast.stmt]) -> int:
+    """After the module docstring and ``from __future__`` imports."""
+    i = 0
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+            and isinstance(body[0].value.value, str):
+        i = 1
+    while i < len(body) and isinstance(body[i], ast.ImportFrom) and body[i].module == "__future__":
+        i += 1
+    return i
+
+
+def _prelude(module: str, functions: list[Registered]) -> list[ast.stmt]:
+    lines = [
+        f"import scope_otel.capture.runtime as S_RT",
+        f"import scope_otel.instrument._support as S_SUP",
+        "S_L = S_RT.LEVELS",
+        f"{MARKER.replace('_@scope_', 'S_')} = True",
+    ]
+    for fn in functions:
+        lines.append(
+            f"{fn.var.replace('_@scope_', 'S_')} = S_RT.register({module!r}, {fn.qualname!r}, "
+            f"__file__, {fn.lineno}, {fn.level!r}, frozenset({sorted(fn.capture)!r}), {fn.sampling!r})"
+        )
+    tree = ast.parse("\n".join(lines))
+    renamer = {**_RENAME, MARKER.replace("_@scope_", "S_"): MARKER}
+    renamer.update({fn.var.replace("_@scope_", "S_"): fn.var for fn in functions})
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            node.id = renamer.get(node.id, node.id)
+        elif isinstance(node, ast.alias) and node.asname:
+            node.asname = renamer.get(node.asname, node.asname)
+        if hasattr(node, "lineno"):
+            node.lineno = node.end_lineno = 1
+            node.col_offset = node.end_col_offset = 0
+    return tree.body
+
+
+# --------------------------------------------------------------------------
+# walking the module: qualnames, which functions, nested scopes
+# --------------------------------------------------------------------------
+
+_FuncDef = (ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+class _Walker:
+    def __init__(self, module: str, plan: Any, result: RewriteResult) -> None:
+        self.module, self.plan, self.result = module, plan, result
+
+    def visit_body(self, body: list[ast.stmt], prefix: str, in_class: bool) -> None:
+        for node in _scope_children(body):
+            if isinstance(node, ast.ClassDef):
+                self.visit_body(node.body, f"{prefix}{node.name}.", in_class=True)
+            elif isinstance(node, _FuncDef):
+                qualname = f"{prefix}{node.name}"
+                # inner scopes first: their rewrite must not see ours
+                self.visit_body(node.body, f"{qualname}.<locals>.", in_class=False)
+                fp = self.plan.for_function(self.module, qualname)
+                if fp is not None and fp.level != "off":
+                    var = f"_@scope_f{len(self.result.functions)}"
+                    self.result.functions.append(Registered(
+                        var, qualname, node.lineno, fp.level, frozenset(fp.capture), float(fp.sampling)))
+                    _FunctionRewrite(node, var, in_class, fp).apply()
+
+
+def _scope_children(body: list[ast.stmt]) -> Iterator[ast.AST]:
+    """Function and class definitions directly in this scope, at any statement depth."""
+    stack = list(reversed(body))
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.ClassDef, *_FuncDef)):
+            yield node
+            continue
+        children = [c for c in ast.iter_child_nodes(node) if isinstance(c, (ast.stmt, ast.excepthandler, ast.match_case))]
+        stack.extend(reversed(children))
+
+
+def _own_nodes(node: ast.AST) -> Iterator[ast.AST]:
+    """Nodes of a function body, not descending into nested scopes."""
+    for child in ast.iter_child_nodes(node):
+        yield child
+        if not isinstance(child, (ast.ClassDef, ast.Lambda, *_FuncDef)):
+            yield from _own_nodes(child)
+
+
+def _is_static(node: ast.AST) -> bool:
+    return any(isinstance(d, ast.Name) and d.id == "staticmethod" for d in node.decorator_list)
+
+
+class _FunctionRewrite(ast.NodeTransformer):
+    """Rewrite one function's own body (nested scopes are handled separately)."""
+
+    def __init__(self, node: ast.FunctionDef | ast.AsyncFunctionDef, fid: str, in_class: bool, fp: Any) -> None:
+        self.node, self.fid, self.line = node, fid, node.lineno
+        own = list(_own_nodes(node))
+        self.is_gen = any(isinstance(n, (ast.Yield, ast.YieldFrom)) for n in own)
+        self.globals = {name for n in own if isinstance(n, ast.Global) for name in n.names}
+        args = node.args
+        positional = [*args.posonlyargs, *args.args]
+        self.self_name = positional[0].arg if in_class and positional and not _is_static(node) else None
+        capture = frozenset(fp.capture)
+        # state hooks are emitted where the plan asks for them, or where the
+        # function is full with no explicit capture list (everything)
+        self.want_state = "state" in capture or (fp.level == "full" and not capture)
+        self.params = [a.arg for a in (*positional, *([args.vararg] if args.vararg else []),
+                                       *args.kwonlyargs, *([args.kwarg] if args.kwarg else []))]
+        if self.self_name:
+            self.params.remove(self.self_name)
+
+    # -- the whole function -------------------------------------------------
+
+    def apply(self) -> None:
+        node = self.node
+        body = node.body
+        doc = []
+        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                and isinstance(body[0].value.value, str):
+            doc, body = body[:1], body[1:]
+        body = self._statements(body) or [ast.Pass(lineno=self.line, col_offset=0)]
+        if self.params:
+            args = ast.Dict(keys=[ast.Constant(p) for p in self.params], values=[_name(p) for p in self.params])
+            prologue = _template("prologue", self.fid, self.line, S_ARGS=args)
+        else:
+            prologue = _template("prologue_noargs", self.fid, self.line)
+        (wrap,) = _template("wrap", self.fid, self.line)
+        wrap.body = body
+        if self.is_gen or isinstance(node, ast.AsyncFunctionDef):
+            # close() of a generator or coroutine is a normal way to end it
+            (close,) = _template("close", self.fid, self.line)
+            wrap.handlers.insert(0, close.handlers[0])
+        node.body = [*doc, *prologue, wrap]
+
+    def _statements(self, body: list[ast.stmt]) -> list[ast.stmt]:
+        out: list[ast.stmt] = []
+        for stmt in body:
+            new = self.visit(stmt)
+            if new is None:
+                continue
+            out.extend(new if isinstance(new, list) else [new])
+        return out
+
+    # -- nested scopes are not ours ---------------------------------------------
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.AST:
+        # decorators and defaults are evaluated in our scope
+        node.decorator_list = [self.visit(d) for d in node.decorator_list]
+        node.args = self.visit(node.args)
+        if node.returns:
+            node.returns = self.visit(node.returns)
+        return node
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> ast.AST:
+        node.decorator_list = [self.visit(d) for d in node.decorator_list]
+        node.bases = [self.visit(b) for b in node.bases]
+        node.keywords = [self.visit(k) for k in node.keywords]
+        return node
+
+    def visit_Lambda(self, node: ast.Lambda) -> ast.AST:
+        node.args = self.visit(node.args)
+        return node
+
+    def generic_visit(self, node: ast.AST) -> ast.AST:
+        # statement lists may grow: route them through _statements
+        for name, value in ast.iter_fields(node):
+            if isinstance(value, list) and value and isinstance(value[0], ast.stmt):
+                setattr(node, name, self._statements(value) or [ast.Pass(lineno=self.line, col_offset=0)])
+            elif isinstance(value, list):
+                setattr(node, name, [self.visit(v) if isinstance(v, ast.AST) else v for v in value])
+            elif isinstance(value, ast.AST):
+                setattr(node, name, self.visit(value))
+        return node
+
+    # -- returns ------------------------------------------------------------
+
+    def visit_Return(self, node: ast.Return) -> ast.AST | list[ast.stmt]:
+        if node.value is None:
+            return node
+        if isinstance(node.value, ast.YieldFrom):
+            # return (yield from x): hoist so the delegation is a statement
+            hoisted = self._yield_statement(ast.Assign(targets=[_name(_Y, ast.Store())], value=node.value,
+                                                       lineno=node.lineno, col_offset=node.col_offset))
+            node.value = _name(_Y)
+            node.value = ast.NamedExpr(target=_name(_RV, ast.Store()), value=node.value)
+            return [*hoisted, node]
+        node.value = ast.NamedExpr(target=_name(_RV, ast.Store()), value=self.visit(node.value))
+        return node
+
+    # -- yields ----------------------------------------------------------------
+
+    def visit_Expr(self, node: ast.Expr) -> ast.AST | list[ast.stmt]:
+        if isinstance(node.value, (ast.Yield, ast.YieldFrom)):
+            return self._yield_statement(node)
+        return self.generic_visit(node)
+
+    def visit_Yield(self, node: ast.Yield) -> ast.expr:
+        # a yield inside a larger expression: helpers around it (not throw-safe)
+        value = self.visit(node.value) if node.value else ast.Constant(None)
+        node.value = _attr_call(SUP, "suspending", _name(_T), value)
+        return _attr_call(SUP, "resumed", _name(_T), node)
+
+    def visit_YieldFrom(self, node: ast.YieldFrom) -> ast.expr:
+        node.value = _attr_call(SUP, "suspending", _name(_T), self.visit(node.value))
+        return _attr_call(SUP, "resumed", _name(_T), node)
+
+    def _yield_statement(self, stmt: ast.Expr | ast.Assign) -> list[ast.stmt]:
+        """``[targets =] yield x`` as suspend; try: yield; finally: resume."""
+        y = stmt.value
+        pre: list[ast.stmt] = []
+        if isinstance(y, ast.Yield) and y.value is not None:
+            y.value = self.visit(y.value)
+            if not isinstance(y.value, (ast.Name, ast.Constant)):
+                # evaluate before suspending (calls in it belong to us), and
+                # hand the value over without keeping it alive in a local
+                pre.append(ast.Assign(targets=[_name(_Y, ast.Store())], value=y.value, lineno=stmt.lineno))
+                y.value = _take(_Y)
+        elif isinstance(y, ast.YieldFrom):
+            y.value = self.visit(y.value)
+        post: list[ast.stmt] = []
+        if isinstance(stmt, ast.Assign) and not all(isinstance(t, ast.Name) for t in stmt.targets):
+            # assign outside the suspension: setattr/setitem code is ours again
+            targets = stmt.targets
+            stmt.targets = [_name(_Y, ast.Store())]
+            post = self._statements([ast.Assign(targets=targets, value=_take(_Y),
+                                                lineno=stmt.lineno, col_offset=stmt.col_offset)])
+        elif isinstance(stmt, ast.Assign):
+            post = self._state_hooks(stmt.targets)
+        suspend = _template("suspend", self.fid, self.line)
+        (guard,) = _template("resume_try", self.fid, self.line)
+        guard.body = [stmt]
+        return [*pre, *suspend, guard, *post]
+
+    # -- assignments: state changes and yields ---------------------------------
+
+    def visit_Assign(self, node: ast.Assign) -> ast.AST | list[ast.stmt]:
+        if isinstance(node.value, (ast.Yield, ast.YieldFrom)):
+            return self._yield_statement(node)
+        node.value = self.visit(node.value)
+        node.targets = [self.visit(t) for t in node.targets]
+        if not self.want_state:
+            return node
+        attrs = [t for t in node.targets if self._self_attr(t)]
+        if not attrs:
+            return [node, *self._state_hooks(node.targets)]
+        # self.x = v: hand the assigned value to the runtime without reading
+        # the attribute back (a property getter could have side effects)
+        value, node.value = node.value, _name(_SV)
+        hooks = [h for t in node.targets for h in self._hook(_target_label(t), _name(_SV))
+                 if self._self_attr(t)]
+        hooks += self._state_hooks([t for t in node.targets if not self._self_attr(t)])
+        return [ast.Assign(targets=[_name(_SV, ast.Store())], value=value, lineno=node.lineno),
+                node, *hooks, _clear(_SV, node.lineno)]
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> ast.AST | list[ast.stmt]:
+        if node.value is not None and self._self_attr(node.target):
+            # annotations of attribute targets are not evaluated in a function
+            return self.visit_Assign(ast.Assign(targets=[node.target], value=node.value,
+                                                lineno=node.lineno, col_offset=node.col_offset))
+        if node.value is not None:
+            node.value = self.visit(node.value)
+        return node
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> ast.AST | list[ast.stmt]:
+        node.value = self.visit(node.value)
+        node.target = self.visit(node.target)
+        if not self.want_state:
+            return node
+        if self._self_attr(node.target):
+            # self.x += v is get, in-place op, set: spelled out to see the value
+            t = node.target
+            load = ast.Attribute(value=_name(t.value.id), attr=t.attr, ctx=ast.Load())
+            store = ast.Attribute(value=_name(t.value.id), attr=t.attr, ctx=ast.Store())
+            return [
+                ast.Assign(targets=[_name(_SV, ast.Store())], value=load, lineno=node.lineno),
+                ast.AugAssign(target=_name(_SV, ast.Store()), op=node.op, value=node.value, lineno=node.lineno),
+                ast.Assign(targets=[store], value=_name(_SV), lineno=node.lineno),
+                *self._hook(_target_label(t), _name(_SV)),
+                _clear(_SV, node.lineno),
+            ]
+        return [node, *self._state_hooks([node.target])]
+
+    def _self_attr(self, target: ast.AST) -> bool:
+        return (self.self_name is not None and isinstance(target, ast.Attribute)
+                and isinstance(target.value, ast.Name) and target.value.id == self.self_name)
+
+    def _state_hooks(self, targets: list[ast.expr]) -> list[ast.stmt]:
+        """Hooks for declared globals among ``targets`` (reading a global is free of side effects)."""
+        if not self.want_state or not self.globals:
+            return []
+        names = []
+        for t in targets:
+            for n in ast.walk(t):
+                if isinstance(n, ast.Name) and n.id in self.globals and n.id not in names:
+                    names.append(n.id)
+        return [h for n in names for h in self._hook(f"global {n}", _name(n))]
+
+    def _hook(self, label: str, value: ast.expr) -> list[ast.stmt]:
+        return _template("state", self.fid, self.line, S_TARGET=ast.Constant(label), S_VALUE=value)
+
+    # -- frame inspection ----------------------------------------------------------
+
+    def visit_Call(self, node: ast.Call) -> ast.expr:
+        self.generic_visit(node)
+        if isinstance(node.func, ast.Name) and node.func.id in ("locals", "vars") and not node.args \
+                and not node.keywords:
+            return _attr_call(SUP, "user_locals", node)
+        return node
+
+
+def _target_label(target: ast.Attribute) -> str:
+    return f"{target.value.id}.{target.attr}"
+
+
+def _take(var: str) -> ast.expr:
+    """``(var, var := None)[0]``: the value of ``var``, leaving ``var`` empty."""
+    return ast.Subscript(
+        value=ast.Tuple(elts=[_name(var), ast.NamedExpr(target=_name(var, ast.Store()), value=ast.Constant(None))],
+                        ctx=ast.Load()),
+        slice=ast.Constant(0), ctx=ast.Load())
+
+
+def _clear(var: str, lineno: int) -> ast.stmt:
+    return ast.Assign(targets=[_name(var, ast.Store())], value=ast.Constant(None), lineno=lineno)
