@@ -1,0 +1,135 @@
+"""Call counter injected by ``scope-otel plan --profile`` (PYTHONPATH bootstrap).
+
+Counts how many times each Python function starts, in this process and in
+its threads, and at exit writes ``{"counts": {"module:qualname": n}, ...}``
+into ``$SCOPE_OTEL_PROFILE_DIR/counts-<pid>.json``.  Uses ``sys.monitoring``
+``PY_START`` on Python 3.12+, else ``sys.setprofile``/``threading.setprofile``.
+It also times its own cost per call, so the planner can subtract it from
+the measured run time.  Any site ``sitecustomize`` it shadows still runs.
+"""
+import atexit
+import json
+import os
+import sys
+import threading
+import time
+
+_OUT = os.environ.get("SCOPE_OTEL_PROFILE_DIR")
+_counts = {}
+
+
+def _chain_original():
+    here = os.path.dirname(os.path.abspath(__file__))
+    saved = sys.path[:]
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
+    mod = sys.modules.pop("sitecustomize", None)
+    try:
+        import sitecustomize  # noqa: F401  the one we shadow, if any
+    except ImportError:
+        pass
+    except Exception as exc:  # the shadowed one failing is not the counter's business
+        print(f"scope-otel plan --profile: sitecustomize failed: {exc!r}", file=sys.stderr)
+    finally:
+        sys.path[:] = saved
+        if mod is not None:
+            sys.modules["sitecustomize"] = mod
+
+
+def _install():
+    counts = _counts
+    if sys.version_info >= (3, 12):
+        mon = sys.monitoring
+        tool = mon.PROFILER_ID
+        try:
+            mon.use_tool_id(tool, "scope-otel-plan")
+        except ValueError:
+            tool = 5
+            mon.use_tool_id(tool, "scope-otel-plan")
+
+        def on_start(code, offset):
+            try:
+                counts[code] += 1
+            except KeyError:
+                counts[code] = 1
+
+        mon.register_callback(tool, mon.events.PY_START, on_start)
+        mon.set_events(tool, mon.events.PY_START)
+
+        def uninstall():
+            mon.set_events(tool, 0)
+        return uninstall
+
+    def on_event(frame, event, arg):
+        if event == "call":
+            code = frame.f_code
+            try:
+                counts[code] += 1
+            except KeyError:
+                counts[code] = 1
+
+    sys.setprofile(on_event)
+    threading.setprofile(on_event)
+
+    def uninstall():
+        sys.setprofile(None)
+        threading.setprofile(None)
+    return uninstall
+
+
+def _probe(n=20000):
+    def f():
+        return None
+    t0 = time.perf_counter_ns()
+    for _ in range(n):
+        f()
+    return time.perf_counter_ns() - t0
+
+
+def _names():
+    by_file = {}
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if isinstance(path, str):
+            by_file.setdefault(os.path.abspath(path), name)
+    return by_file
+
+
+def _write(uninstall, per_call_us, started):
+    uninstall()
+    try:
+        by_file = _names()
+        out = {}
+        total = 0
+        for code, n in list(_counts.items()):
+            total += n
+            module = by_file.get(os.path.abspath(code.co_filename)) if code.co_filename else None
+            if module is None:
+                continue
+            key = f"{module}:{getattr(code, 'co_qualname', code.co_name)}"
+            out[key] = out.get(key, 0) + n
+        doc = {"pid": os.getpid(), "argv": sys.argv, "total_calls": total,
+               "counter_us_per_call": per_call_us, "seconds": time.perf_counter() - started,
+               "python": sys.version.split()[0], "counts": out}
+        path = os.path.join(_OUT, f"counts-{os.getpid()}.json")
+        with open(path + ".tmp", "w", encoding="utf-8") as fh:
+            json.dump(doc, fh)
+        os.replace(path + ".tmp", path)
+    except Exception as exc:
+        print(f"scope-otel plan --profile: cannot write counts: {exc!r}", file=sys.stderr)
+
+
+def _start():
+    started = time.perf_counter()
+    bare = min(_probe() for _ in range(3))
+    uninstall = _install()
+    counted = min(_probe() for _ in range(3))
+    per_call_us = max(counted - bare, 0) / 20000 / 1000.0
+    _counts.clear()
+    atexit.register(_write, uninstall, per_call_us, started)
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_counts.clear)
+
+
+_chain_original()
+if _OUT:
+    _start()

@@ -1,0 +1,181 @@
+"""``scope-otel plan``: analyse source and write an instrumentation plan.
+
+::
+
+    scope-otel plan [PATHS ...] [--budget PCT] [-o scope-otel.plan.json] [--explain]
+                    [--include GLOB] [--exclude GLOB] [--pin GLOB=LEVEL]
+                    [--counts FILE] [--profile -- CMD ...]
+
+PATHS are files, packages or source roots (default: the directory of the
+profiled script, else the current directory).  ``--budget`` is the overhead
+allowed, as a percentage of run time (default 5).  ``--profile -- CMD``
+runs CMD under a call counter and plans with the real counts (saved to
+``--counts-out``, default ``<plan>.counts.json``; reuse them with
+``--counts``).  Globs are over ``module:qualname``; a glob without ``:``
+means whole modules.  Precedence: ``--pin`` > ``--exclude`` > ``--include``
+> the optimiser.  ``--explain`` prints why each function got its level.
+
+Files that cannot be read or parsed are reported on stderr and skipped; the
+plan is still written.  Exit status: 0 written, 2 bad arguments or failed
+profile run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from scope_otel.planner.plan import LEVELS
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="scope-otel plan",
+        description="Analyse Python source (without importing it) and write an instrumentation plan.",
+        epilog="Run a workload for real call counts: scope-otel plan src/ --profile -- python app.py",
+    )
+    p.add_argument("paths", nargs="*", metavar="PATH", help="files, packages or source roots to analyse")
+    p.add_argument("--budget", type=float, default=5.0, metavar="PCT",
+                   help="allowed overhead in percent of run time (default: 5)")
+    p.add_argument("-o", "--output", default="scope-otel.plan.json", metavar="FILE",
+                   help="plan file to write ('-' for stdout; default: scope-otel.plan.json)")
+    p.add_argument("--explain", action="store_true", help="print a table: function, patterns, complexity, calls, level, reason")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="show at most N rows with --explain")
+    p.add_argument("--include", action="append", default=[], metavar="GLOB",
+                   help="always record matching functions (at least boundaries)")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="never record matching functions")
+    p.add_argument("--pin", action="append", default=[], metavar="GLOB=LEVEL",
+                   help=f"fix the level of matching functions ({', '.join(LEVELS)})")
+    p.add_argument("--profile", action="store_true", help="run the command after '--' and use its real call counts")
+    p.add_argument("--counts", metavar="FILE", help="use call counts saved by an earlier --profile")
+    p.add_argument("--counts-out", metavar="FILE", help="where --profile saves its counts (default: <plan>.counts.json)")
+    p.add_argument("--recalibrate", action="store_true", help="measure the cost model again instead of using the cache")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary on stderr")
+    return p
+
+
+def _split_command(argv: list[str]) -> tuple[list[str], list[str]]:
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1:]
+    return argv, []
+
+
+def _default_paths(command: list[str]) -> list[str]:
+    """Guess the application's source from the profiled command."""
+    for i, arg in enumerate(command):
+        if arg.endswith(".py") and os.path.isfile(arg):
+            return [os.path.dirname(os.path.abspath(arg))]
+        if arg == "-m" and i + 1 < len(command):
+            top = command[i + 1].split(".")[0]
+            if os.path.isdir(top) or os.path.isfile(top + ".py"):
+                return [top if os.path.isdir(top) else top + ".py"]
+    return ["."]
+
+
+def _pins(values: list[str], parser: argparse.ArgumentParser) -> dict:
+    pins: dict = {}
+    for value in values:
+        glob, sep, level = value.rpartition("=")
+        if not sep or not glob or level not in LEVELS:
+            parser.error(f"--pin {value!r}: expected GLOB=LEVEL with LEVEL one of {', '.join(LEVELS)}")
+        pins.pop(glob, None)  # re-pinning moves the glob last: the last pin wins
+        pins[glob] = level
+    return pins
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    own, command = _split_command(argv)
+    parser = _parser()
+    args = parser.parse_args(own)
+    if args.profile and not command:
+        parser.error("--profile needs a command after '--', e.g. --profile -- python app.py")
+    if command and not args.profile:
+        parser.error("a command after '--' is only used with --profile")
+    if args.profile and args.counts:
+        parser.error("use either --profile or --counts, not both")
+    if args.budget < 0:
+        parser.error("--budget must be >= 0")
+    pins = _pins(args.pin, parser)
+
+    # Heavy imports only once arguments are known to be fine.
+    from scope_otel.planner import callgraph
+    from scope_otel.planner.analysis import analyse
+    from scope_otel.planner.costmodel import calibrate
+    from scope_otel.planner.explain import render
+    from scope_otel.planner.orchestrator import Overrides, build_plan
+    from scope_otel.planner.profile import ProfileError, load_profile, run_profile
+    from scope_otel.planner.progress import Progress
+
+    err = sys.stderr
+    profile = None
+    if args.profile:
+        if not args.quiet:
+            err.write(f"scope-otel plan: profiling {' '.join(command)}\n")
+        try:
+            profile = run_profile(command)
+        except ProfileError as exc:
+            err.write(f"scope-otel plan: {exc}\n")
+            return 2
+        if profile.returncode != 0:
+            err.write(f"scope-otel plan: warning: the profiled command exited with {profile.returncode}\n")
+        counts_out = args.counts_out or (
+            (args.output if args.output != "-" else "scope-otel.plan.json").removesuffix(".json") + ".counts.json")
+        profile.save(counts_out)
+    elif args.counts:
+        try:
+            profile = load_profile(args.counts)
+        except ProfileError as exc:
+            err.write(f"scope-otel plan: {exc}\n")
+            return 2
+
+    paths = args.paths or _default_paths(command)
+    progress = Progress(err) if not args.quiet else None
+    analysis = analyse(paths, progress=progress)
+    if progress is not None:
+        progress.close()
+    for skipped in analysis.skipped:
+        err.write(f"scope-otel plan: skipped {skipped.path}: {skipped.reason}\n")
+
+    model = calibrate(refresh=args.recalibrate)
+    if profile is not None:
+        calls = {key: profile.counts.get(key, 0.0) for key in analysis.functions}
+        frequencies, baseline, meta = "profile", profile.baseline_us, profile.meta()
+    else:
+        calls, frequencies, baseline, meta = callgraph.static_frequencies(analysis), "static", None, None
+    document = build_plan(
+        analysis, calls, model, budget_pct=args.budget,
+        overrides=Overrides(include=args.include, exclude=args.exclude, pin=pins),
+        frequencies=frequencies, baseline_us=baseline, profile_meta=meta,
+    )
+
+    text = json.dumps(document, indent=1, sort_keys=False, ensure_ascii=False) + "\n"
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        tmp = args.output + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, args.output)
+    if args.explain:
+        render(document, sys.stdout if args.output != "-" else err, limit=args.limit)
+    if not args.quiet:
+        est = document["estimate"]
+        levels = est["levels"]
+        where = "stdout" if args.output == "-" else args.output
+        if not analysis.functions:
+            err.write("scope-otel plan: warning: no functions found under " + ", ".join(paths) + "\n")
+        err.write(
+            f"scope-otel plan: wrote {where}: {len(document['functions'])} functions in "
+            f"{len(analysis.modules)} modules ({levels['full']} full, {levels['boundaries']} boundaries, "
+            f"{levels['off']} off); estimated overhead {est['overhead_pct']:.3g}% (budget {args.budget:g}%, "
+            f"{frequencies} frequencies); analysis {analysis.seconds:.1f}s, "
+            f"{len(analysis.skipped)} skipped; costs: {model.source}"
+            f"{' (cached)' if model.cached else ''}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

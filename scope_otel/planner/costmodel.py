@@ -1,0 +1,300 @@
+"""Per-event costs of recording, measured on this machine and cached.
+
+:func:`calibrate` times, in well under a second:
+
+* the application's own work: a plain Python call and one simple statement
+  (the unit the planner uses to estimate a function's run time);
+* the inline level check an instrumented function at ``off`` still pays;
+* ``enter``+``exit`` of :mod:`scope_otel.capture.runtime` at ``boundaries``
+  and at ``full`` (one and five arguments, return value), a sampled-out
+  ``enter``, and one ``state_change``;
+* the off-path cost of turning one record into a span
+  (``scope_otel.correlate.spans.Correlator``), which on a GIL-bound program
+  competes with the application, so it is counted.
+
+If the capture runtime cannot be imported, a stand-in with the same shape
+of work (clock read, token list, ContextVar set/reset, ring append) is timed
+instead and :attr:`CostModel.source` says so; the plan records it.
+
+Results are cached in ``$XDG_CACHE_HOME/scope-otel/costmodel.json`` (else
+``~/.cache/scope-otel/``), one entry per Python version, implementation,
+machine, runtime source and scope-otel version.  ``refresh=True`` measures
+again.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from contextvars import ContextVar
+from dataclasses import asdict, dataclass, fields
+
+from scope_otel.version import __version__
+
+_PROBE_ARGS_1 = {"a": 1}
+_PROBE_ARGS_5 = {"a": 1, "b": "text", "c": [1, 2], "d": None, "e": 2.5}
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Measured costs in microseconds per event."""
+
+    call_us: float          # a plain Python call, the application's unit of work
+    stmt_us: float          # one simple statement
+    check_us: float         # an instrumented function at level off (inline check)
+    boundaries_us: float    # enter + exit at boundaries
+    full_us: float          # enter(args) + exit(value) at full, one argument
+    arg_us: float           # each further argument at full
+    sampled_out_us: float   # enter that samples the call out
+    state_us: float         # one state_change event
+    offpath_us: float       # record -> span conversion off the hot path
+    source: str             # what was measured: the capture runtime or the stand-in
+    key: str = ""
+    calibration_s: float = 0.0
+    cached: bool = False
+
+    def call_cost(self, level: str, nargs: int = 0, mutations: int = 0, sampling: float = 1.0) -> float:
+        """Overhead of one call of a function recorded at ``level`` (µs)."""
+        if level == "off":
+            return self.check_us
+        if level == "full":
+            recorded = self.full_us + self.arg_us * max(nargs - 1, 0) + self.state_us * mutations
+        else:
+            recorded = self.boundaries_us
+        recorded += self.offpath_us
+        return sampling * recorded + (1.0 - sampling) * self.sampled_out_us
+
+    def as_dict(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
+
+
+def cache_path() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "scope-otel", "costmodel.json")
+
+
+def _cache_key(source: str) -> str:
+    impl = sys.implementation.name
+    return "|".join([f"{impl}-{platform.python_version()}", platform.machine(), platform.node(),
+                     source, f"scope-otel-{__version__}"])
+
+
+def _per_op_us(loop, n: int, empty_ns: float) -> float:
+    best = min(loop(n) for _ in range(3))
+    return max((best - empty_ns) / n / 1000.0, 0.0)
+
+
+def _empty_loop(n: int) -> int:
+    t0 = time.perf_counter_ns()
+    for _ in range(n):
+        pass
+    return time.perf_counter_ns() - t0
+
+
+def _application_costs(n: int) -> tuple[float, float, float]:
+    def nothing():
+        return None
+
+    def twenty():  # twenty simple statements
+        a = 1; b = a + 1; c = b * 2; d = c - a; e = d + b  # noqa: E702
+        a = e; b = a + 1; c = b * 2; d = c - a; e = d + b  # noqa: E702
+        a = e; b = a + 1; c = b * 2; d = c - a; e = d + b  # noqa: E702
+        a = e; b = a + 1; c = b * 2; d = c - a; e = d + b  # noqa: E702
+        return e
+
+    levels = [0]
+
+    def call_loop(count: int, f=nothing) -> int:
+        t0 = time.perf_counter_ns()
+        for _ in range(count):
+            f()
+        return time.perf_counter_ns() - t0
+
+    def check_loop(count: int, L=levels) -> int:
+        t0 = time.perf_counter_ns()
+        for _ in range(count):
+            t = None
+            if L[0]:
+                t = 1
+        return time.perf_counter_ns() - t0
+
+    empty = min(_empty_loop(n) for _ in range(3))
+    call = _per_op_us(call_loop, n, empty)
+    stmt = max(_per_op_us(lambda c: call_loop(c, twenty), n, empty) - call, 0.0) / 20.0
+    return call, stmt, _per_op_us(check_loop, n, empty)
+
+
+def _runtime_costs(n: int) -> tuple[dict, str]:
+    """Time the real capture runtime; raises ImportError when it is absent."""
+    from scope_otel.capture import runtime
+
+    here = os.path.abspath(__file__)
+    fid_b = runtime.register(__name__, "_probe_boundaries", here, 1, level="boundaries",
+                             capture=frozenset({"exceptions"}))
+    fid_f = runtime.register(__name__, "_probe_full", here, 1, level="full",
+                             capture=frozenset({"args", "return", "exceptions", "state"}))
+    fid_s = runtime.register(__name__, "_probe_sampled", here, 1, level="boundaries", sampling=0.0)
+    enter, exit_, L = runtime.enter, runtime.exit, runtime.LEVELS
+    ring = runtime.current_ring()
+
+    def loop(fid, args, value):
+        def run(count: int) -> int:
+            t0 = time.perf_counter_ns()
+            for _ in range(count):
+                t = None
+                if L[fid]:
+                    t = enter(fid, args if L[fid] > 1 else None)
+                exit_(t, value)
+            elapsed = time.perf_counter_ns() - t0
+            ring.take(count)  # keep the probe's records out of anyone's way
+            return elapsed
+        return run
+
+    def state_loop(count: int) -> int:
+        t = enter(fid_f, _PROBE_ARGS_1)
+        t0 = time.perf_counter_ns()
+        for i in range(count):
+            runtime.state_change(t, "self.total", i)
+        elapsed = time.perf_counter_ns() - t0
+        exit_(t, None)
+        ring.take(count)
+        return elapsed
+
+    empty = min(_empty_loop(n) for _ in range(3))
+    costs = {
+        "boundaries_us": _per_op_us(loop(fid_b, None, None), n, empty),
+        "full_us": _per_op_us(loop(fid_f, _PROBE_ARGS_1, 42), n, empty),
+        "sampled_out_us": _per_op_us(loop(fid_s, None, None), n, empty),
+        "state_us": _per_op_us(state_loop, n // 4, empty / 4),
+    }
+    full5 = _per_op_us(loop(fid_f, _PROBE_ARGS_5, 42), n, empty)
+    costs["arg_us"] = max(full5 - costs["full_us"], 0.0) / 4
+    costs["offpath_us"] = _offpath_cost(runtime, fid_f, n // 4)
+    implementation = getattr(runtime, "IMPLEMENTATION", "?")
+    if L[fid_b] != 1 or L[fid_f] != 2:
+        implementation += ", levels forced by configuration"
+    return costs, f"scope_otel.capture.runtime ({implementation})"
+
+
+def _offpath_cost(runtime, fid: int, n: int) -> float:
+    try:
+        from scope_otel.correlate.spans import Correlator
+    except ImportError:
+        return 0.0
+    ring = runtime.current_ring()
+    ring.take(ring.capacity if hasattr(ring, "capacity") else 1 << 16)
+    for i in range(n):
+        runtime.exit(runtime.enter(fid, _PROBE_ARGS_1), i)
+    records = ring.take(n)
+    if not records:
+        return 0.0
+    correlator = Correlator()
+    t0 = time.perf_counter_ns()
+    for record in records:
+        correlator.to_span(record)
+    return (time.perf_counter_ns() - t0) / len(records) / 1000.0
+
+
+def _standin_costs(n: int) -> dict:
+    """Time a stand-in with the runtime's shape of work (no runtime installed)."""
+    from collections import deque
+
+    ring: deque = deque(maxlen=1 << 16)
+    current: ContextVar = ContextVar("scope_otel_standin", default=None)
+    clock = time.perf_counter_ns
+    levels = [1, 2]
+
+    def enter(fid, args):
+        token = [fid, clock(), args, current.get(), None]
+        token[4] = current.set(token)
+        return token
+
+    def exit_(token, value):
+        if token is not None:
+            current.reset(token[4])
+            ring.append((token[0], token[1], clock(), value))
+
+    def loop(fid, args):
+        def run(count: int) -> int:
+            t0 = time.perf_counter_ns()
+            for _ in range(count):
+                t = None
+                if levels[fid]:
+                    t = enter(fid, args if levels[fid] > 1 else None)
+                exit_(t, None)
+            return time.perf_counter_ns() - t0
+        return run
+
+    empty = min(_empty_loop(n) for _ in range(3))
+    boundaries = _per_op_us(loop(0, None), n, empty)
+    full = _per_op_us(loop(1, dict(_PROBE_ARGS_1)), n, empty)
+    return {"boundaries_us": boundaries, "full_us": full, "arg_us": 0.05,
+            "sampled_out_us": boundaries * 0.3, "state_us": boundaries * 0.5, "offpath_us": boundaries * 3}
+
+
+def _measure(n: int) -> CostModel:
+    started = time.perf_counter()
+    call, stmt, check = _application_costs(n)
+    try:
+        costs, source = _runtime_costs(n)
+    except ImportError as exc:
+        costs, source = _standin_costs(n), f"stand-in (capture runtime not importable: {exc})"
+    return CostModel(call_us=call, stmt_us=stmt, check_us=check, source=source,
+                     calibration_s=time.perf_counter() - started, **costs)
+
+
+def _read_cache(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_cache(path: str, entries: dict) -> None:
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".costmodel-")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(entries, fh, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home only costs a re-calibration next time
+
+
+def _runtime_kind() -> str:
+    """Which capture runtime would be timed, without importing it (the cache key)."""
+    import importlib.util
+
+    try:
+        if importlib.util.find_spec("scope_otel.capture.runtime") is None:
+            return "stand-in"
+        fast = importlib.util.find_spec("scope_otel.capture._speedups") is not None
+    except (ImportError, ValueError):
+        return "stand-in"
+    pure = os.environ.get("SCOPE_OTEL_PURE_PYTHON", "").strip().lower() in ("1", "true", "yes", "on")
+    return "runtime-c" if fast and not pure else "runtime-py"
+
+
+def calibrate(*, refresh: bool = False, cache: str | None = None, iterations: int = 20000) -> CostModel:
+    """The machine's cost model, from the cache unless ``refresh``."""
+    path = cache or cache_path()
+    key = _cache_key(_runtime_kind())
+    entries = _read_cache(path)
+    if not refresh and isinstance(entries.get(key), dict):
+        try:
+            known = {f.name for f in fields(CostModel)}
+            values = {k: v for k, v in entries[key].items() if k in known}
+            return CostModel(**{**values, "key": key, "cached": True})
+        except TypeError:
+            pass  # an older layout: measure again
+    model = _measure(iterations)
+    model = CostModel(**{**asdict(model), "key": key})
+    entries[key] = model.as_dict()
+    _write_cache(path, entries)
+    return model

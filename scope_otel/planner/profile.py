@@ -1,0 +1,104 @@
+"""Measured call counts: ``scope-otel plan --profile -- CMD ...``.
+
+:func:`run_profile` runs ``CMD`` with a call counter injected through
+``PYTHONPATH`` (``_counter/sitecustomize.py``; ``sys.monitoring`` on 3.12+,
+``sys.setprofile`` before), so every Python process the command starts
+counts its function calls and writes them out at exit.  The counts of all
+processes are summed into one :class:`Profile`, which is saved as JSON
+(``--counts-out``, by default next to the plan) and can be reused with
+``--counts FILE`` without running the command again.
+
+The run time the budget is measured against is the command's wall time
+minus what the counter itself cost (its per-call cost is timed in each
+process), never less than a tenth of the wall time.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+_COUNTER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_counter")
+
+
+@dataclass
+class Profile:
+    counts: dict = field(default_factory=dict)   # "module:qualname" -> calls
+    wall_s: float = 0.0
+    counter_s: float = 0.0
+    processes: int = 0
+    returncode: int = 0
+    command: list = field(default_factory=list)
+
+    @property
+    def baseline_us(self) -> float:
+        """The command's own run time, counter cost removed (µs)."""
+        return max(self.wall_s - self.counter_s, self.wall_s * 0.1) * 1e6
+
+    def meta(self) -> dict:
+        return {"command": self.command, "wall_s": round(self.wall_s, 4),
+                "counter_s": round(self.counter_s, 4), "processes": self.processes,
+                "returncode": self.returncode, "functions_seen": len(self.counts)}
+
+    def save(self, path: str) -> None:
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump({"profile": self.meta(), "counts": self.counts}, fh, indent=0, sort_keys=True)
+
+
+class ProfileError(Exception):
+    """The counts file is unreadable or the command could not run."""
+
+
+def load_profile(path: str) -> Profile:
+    """Read counts saved by :meth:`Profile.save`."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+        meta = doc.get("profile", {})
+        counts = {str(k): float(v) for k, v in doc["counts"].items()}
+        return Profile(counts=counts, wall_s=float(meta.get("wall_s", 0.0)),
+                       counter_s=float(meta.get("counter_s", 0.0)),
+                       processes=int(meta.get("processes", 0)),
+                       returncode=int(meta.get("returncode", 0)),
+                       command=list(meta.get("command", [])))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ProfileError(f"{path}: not a scope-otel counts file ({exc})") from None
+
+
+def run_profile(command: list[str], *, env: dict | None = None, cwd: str | None = None,
+                timeout: float | None = None) -> Profile:
+    """Run ``command`` under the call counter and gather the counts of every process."""
+    if not command:
+        raise ProfileError("--profile needs a command after '--'")
+    out_dir = tempfile.mkdtemp(prefix="scope-otel-profile-")
+    child_env = dict(os.environ if env is None else env)
+    child_env["SCOPE_OTEL_PROFILE_DIR"] = out_dir
+    child_env["PYTHONPATH"] = os.pathsep.join(
+        [_COUNTER_DIR] + [p for p in child_env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    started = time.perf_counter()
+    try:
+        proc = subprocess.run(command, env=child_env, cwd=cwd, timeout=timeout)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ProfileError(f"cannot run {command[0]!r}: {exc}") from None
+    wall = time.perf_counter() - started
+    profile = Profile(wall_s=wall, returncode=proc.returncode, command=list(command))
+    for path in sorted(glob.glob(os.path.join(out_dir, "counts-*.json"))):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                doc = json.load(fh)
+            os.unlink(path)
+        except (OSError, ValueError):
+            continue
+        profile.processes += 1
+        profile.counter_s += doc.get("total_calls", 0) * doc.get("counter_us_per_call", 0.0) / 1e6
+        for key, n in doc.get("counts", {}).items():
+            profile.counts[key] = profile.counts.get(key, 0) + n
+    try:
+        os.rmdir(out_dir)
+    except OSError:
+        pass
+    return profile
