@@ -1,0 +1,206 @@
+-- Correlation views over otel_traces and scope_events.  Repeatable: scope-otel
+-- re-creates them whenever this file changes (see scope_schema_versions).
+-- Views named with a {trace_id:String} parameter are parameterised views:
+--     SELECT * FROM otel.scope_call_tree(trace_id = '...') ORDER BY Path
+-- Error status is matched in both spellings the Collector has used
+-- ('STATUS_CODE_ERROR' from traceutil, 'Error' from pdata's String()).
+
+-- The call tree of one trace: every span with its depth and a Path of
+-- (start ns, span id) pairs from the root, so ORDER BY Path prints the tree
+-- depth-first with siblings in start order.  Spans whose parent is missing
+-- from the trace become roots.  Duplicate rows (a spool replayed twice) are
+-- collapsed; depth is capped so a corrupt parent cycle cannot loop.
+CREATE OR REPLACE VIEW ${db}.scope_call_tree ${on_cluster} AS
+WITH RECURSIVE
+    spans AS (
+        SELECT SpanId, ParentSpanId, SpanName, SpanKind, ServiceName, Timestamp, Duration,
+               StatusCode, StatusMessage, SpanAttributes
+        FROM ${db}.otel_traces
+        WHERE TraceId = {trace_id:String}
+        LIMIT 1 BY SpanId
+    ),
+    tree AS (
+        SELECT SpanId, ParentSpanId, SpanName, SpanKind, ServiceName, Timestamp, Duration,
+               StatusCode, StatusMessage, SpanAttributes,
+               toUInt32(0) AS Depth,
+               [(toUnixTimestamp64Nano(Timestamp), SpanId)] AS Path
+        FROM spans
+        WHERE ParentSpanId = '' OR ParentSpanId NOT IN (SELECT SpanId FROM spans)
+        UNION ALL
+        SELECT s.SpanId, s.ParentSpanId, s.SpanName, s.SpanKind, s.ServiceName, s.Timestamp, s.Duration,
+               s.StatusCode, s.StatusMessage, s.SpanAttributes,
+               tree.Depth + 1,
+               arrayPushBack(tree.Path, (toUnixTimestamp64Nano(s.Timestamp), s.SpanId))
+        FROM spans AS s
+        INNER JOIN tree ON s.ParentSpanId = tree.SpanId
+        WHERE tree.Depth < 512
+    )
+SELECT * FROM tree;
+
+-- From every failing span of one trace up to its root: one row per hop,
+-- Hops = 0 at the failing span.  Exception is the first exception event's
+-- message on that hop's span.
+CREATE OR REPLACE VIEW ${db}.scope_error_path ${on_cluster} AS
+WITH RECURSIVE
+    spans AS (
+        SELECT SpanId, ParentSpanId, SpanName, ServiceName, Timestamp, Duration, StatusCode,
+               StatusMessage,
+               Events.Attributes[indexOf(Events.Name, 'exception')]['exception.type'] AS ExceptionType,
+               Events.Attributes[indexOf(Events.Name, 'exception')]['exception.message'] AS Exception
+        FROM ${db}.otel_traces
+        WHERE TraceId = {trace_id:String}
+        LIMIT 1 BY SpanId
+    ),
+    up AS (
+        SELECT SpanId AS ErrorSpanId, SpanId, ParentSpanId, SpanName, ServiceName, Timestamp, Duration,
+               StatusCode, StatusMessage, ExceptionType, Exception, toUInt32(0) AS Hops
+        FROM spans
+        WHERE StatusCode IN ('STATUS_CODE_ERROR', 'Error')
+        UNION ALL
+        SELECT up.ErrorSpanId, s.SpanId, s.ParentSpanId, s.SpanName, s.ServiceName, s.Timestamp, s.Duration,
+               s.StatusCode, s.StatusMessage, s.ExceptionType, s.Exception, up.Hops + 1
+        FROM spans AS s
+        INNER JOIN up ON s.SpanId = up.ParentSpanId
+        WHERE up.Hops < 512
+    )
+SELECT * FROM up;
+
+-- Everything recorded for one trace (spans and scope_events) with OrderKey,
+-- the causal sort key: the scope.hlc hybrid logical clock when the span has
+-- one, else the wall-clock millisecond in the same hex encoding, so stamped
+-- and unstamped rows interleave sensibly.  ORDER BY OrderKey, Timestamp, Seq.
+CREATE OR REPLACE VIEW ${db}.scope_causal_order ${on_cluster} AS
+SELECT
+    if(Hlc != '', substring(Hlc, 1, 16),
+       concat(leftPad(lower(hex(toUInt64(toUnixTimestamp64Milli(Timestamp)))), 12, '0'), '0000')) AS OrderKey,
+    Timestamp, Seq, What, SpanId, ServiceName, Name, Value, Hlc
+FROM (
+    SELECT Timestamp, toUInt32(0) AS Seq, 'span' AS What, SpanId, ServiceName, SpanName AS Name,
+           StatusCode AS Value, SpanAttributes['scope.hlc'] AS Hlc
+    FROM ${db}.otel_traces
+    WHERE TraceId = {trace_id:String}
+    UNION ALL
+    SELECT Timestamp, Seq + 1 AS Seq, Kind AS What, SpanId, ServiceName, Name, Value, Hlc
+    FROM ${db}.scope_events
+    WHERE TraceId = {trace_id:String}
+);
+
+-- One row per trace: start, duration, span and error counts, and its root.
+CREATE OR REPLACE VIEW ${db}.scope_traces ${on_cluster} AS
+SELECT
+    TraceId,
+    min(Timestamp) AS Start,
+    max(toUnixTimestamp64Nano(Timestamp) + Duration) - min(toUnixTimestamp64Nano(Timestamp)) AS DurationNs,
+    count() AS Spans,
+    countIf(StatusCode IN ('STATUS_CODE_ERROR', 'Error')) AS Errors,
+    argMinIf(ServiceName, Timestamp, ParentSpanId = '') AS RootService,
+    argMinIf(SpanName, Timestamp, ParentSpanId = '') AS RootName
+FROM ${db}.otel_traces
+WHERE TraceId != ''
+GROUP BY TraceId;
+
+-- Calls between services: a span whose parent belongs to another service.
+-- Like Jaeger's dependency graph, edges are drawn at service entry spans
+-- (SERVER and CONSUMER kind); only their parents enter the join's right
+-- side, which keeps it small on large tables.
+CREATE OR REPLACE VIEW ${db}.scope_service_edges ${on_cluster} AS
+SELECT
+    p.ServiceName AS Parent,
+    c.ServiceName AS Child,
+    count() AS Calls,
+    countIf(c.StatusCode IN ('STATUS_CODE_ERROR', 'Error')) AS Errors,
+    quantile(0.5)(c.Duration) AS P50Ns,
+    quantile(0.95)(c.Duration) AS P95Ns,
+    quantile(0.99)(c.Duration) AS P99Ns
+FROM (
+    SELECT cityHash64(TraceId, ParentSpanId) AS ParentKey, ServiceName, StatusCode, Duration
+    FROM ${db}.otel_traces
+    WHERE ParentSpanId != ''
+      AND SpanKind IN ('SPAN_KIND_SERVER', 'SPAN_KIND_CONSUMER', 'Server', 'Consumer')
+) AS c
+INNER JOIN (
+    SELECT cityHash64(TraceId, SpanId) AS Key, any(ServiceName) AS ServiceName
+    FROM ${db}.otel_traces
+    WHERE Key IN (
+        SELECT cityHash64(TraceId, ParentSpanId)
+        FROM ${db}.otel_traces
+        WHERE ParentSpanId != ''
+          AND SpanKind IN ('SPAN_KIND_SERVER', 'SPAN_KIND_CONSUMER', 'Server', 'Consumer')
+    )
+    GROUP BY Key
+) AS p ON c.ParentKey = p.Key
+WHERE p.ServiceName != c.ServiceName
+GROUP BY Parent, Child;
+
+-- Calls between functions (span names) inside and across services: every
+-- parent/child pair, with counts, errors and latency quantiles of the child.
+CREATE OR REPLACE VIEW ${db}.scope_function_edges ${on_cluster} AS
+SELECT
+    p.ServiceName AS ParentService,
+    p.SpanName AS Parent,
+    c.ServiceName AS ChildService,
+    c.SpanName AS Child,
+    count() AS Calls,
+    countIf(c.StatusCode IN ('STATUS_CODE_ERROR', 'Error')) AS Errors,
+    quantile(0.5)(c.Duration) AS P50Ns,
+    quantile(0.95)(c.Duration) AS P95Ns,
+    quantile(0.99)(c.Duration) AS P99Ns
+FROM (
+    SELECT cityHash64(TraceId, ParentSpanId) AS ParentKey, ServiceName, SpanName, StatusCode, Duration
+    FROM ${db}.otel_traces
+    WHERE ParentSpanId != ''
+) AS c
+INNER JOIN (
+    SELECT cityHash64(TraceId, SpanId) AS Key, any(ServiceName) AS ServiceName, any(SpanName) AS SpanName
+    FROM ${db}.otel_traces
+    GROUP BY Key
+) AS p ON c.ParentKey = p.Key
+GROUP BY ParentService, Parent, ChildService, Child;
+
+-- Messages between producers and consumers, from two sources:
+--   Via = 'link':    a consumer span's span links to its producer span;
+--   Via = 'message': scope.send / scope.recv events with the same channel and
+--                    message id (the capture runtime's hand-off records).
+-- LagNs is consumer start minus producer start (link) or recv minus send.
+CREATE OR REPLACE VIEW ${db}.scope_message_edges ${on_cluster} AS
+SELECT
+    'link' AS Via,
+    p.Channel AS Channel,
+    p.ServiceName AS ProducerService,
+    p.SpanName AS Producer,
+    c.ServiceName AS ConsumerService,
+    c.SpanName AS Consumer,
+    count() AS Messages,
+    avg(toUnixTimestamp64Nano(c.Timestamp) - toUnixTimestamp64Nano(p.Timestamp)) AS AvgLagNs
+FROM (
+    SELECT cityHash64(LinkTraceId, LinkSpanId) AS ProducerKey, ServiceName, SpanName, Timestamp
+    FROM ${db}.otel_traces
+    ARRAY JOIN Links.TraceId AS LinkTraceId, Links.SpanId AS LinkSpanId
+    WHERE LinkSpanId != ''
+) AS c
+INNER JOIN (
+    SELECT cityHash64(TraceId, SpanId) AS Key, any(ServiceName) AS ServiceName, any(SpanName) AS SpanName,
+           any(Timestamp) AS Timestamp, any(SpanAttributes['messaging.destination.name']) AS Channel
+    FROM ${db}.otel_traces
+    WHERE Key IN (
+        SELECT cityHash64(LinkTraceId, LinkSpanId)
+        FROM ${db}.otel_traces
+        ARRAY JOIN Links.TraceId AS LinkTraceId, Links.SpanId AS LinkSpanId
+    )
+    GROUP BY Key
+) AS p ON c.ProducerKey = p.Key
+GROUP BY Channel, ProducerService, Producer, ConsumerService, Consumer
+UNION ALL
+SELECT
+    'message' AS Via,
+    s.Name AS Channel,
+    s.ServiceName AS ProducerService,
+    s.Function AS Producer,
+    r.ServiceName AS ConsumerService,
+    r.Function AS Consumer,
+    count() AS Messages,
+    avg(toUnixTimestamp64Nano(r.Timestamp) - toUnixTimestamp64Nano(s.Timestamp)) AS AvgLagNs
+FROM (SELECT Name, Value, ServiceName, Function, Timestamp FROM ${db}.scope_events WHERE Kind = 'recv') AS r
+INNER JOIN (SELECT Name, Value, ServiceName, Function, Timestamp FROM ${db}.scope_events WHERE Kind = 'send') AS s
+    ON r.Name = s.Name AND r.Value = s.Value
+GROUP BY Channel, ProducerService, Producer, ConsumerService, Consumer;
