@@ -30,7 +30,9 @@ _state: dict[str, Any] = {}
 
 #: Contrib instrumentors that scope-otel's own integrations replace.  When
 #: scope-otel loads instrumentors it skips these so nothing is recorded twice.
-SUPERSEDED = frozenset({"flask", "django", "sqlalchemy", "requests", "urllib", "urllib3", "httpx", "threading"})
+SUPERSEDED = frozenset(
+    {"flask", "django", "sqlalchemy", "requests", "urllib", "urllib3", "httpx", "threading", "redis", "pika"}
+)
 
 
 def initialize(config: _config.Config | None = None, *, load_instrumentors: bool = True) -> bool:

@@ -280,3 +280,72 @@ def test_resource_attributes_and_ratio_sampler_apply(otlp_receiver, nested_scrip
     spans = otlp_receiver.wait_for(2)
     assert spans[0]["resource"]["team"] == "core"
     assert spans[0]["resource"]["deployment.environment"] == "test"
+
+
+# ---------------------------------------------------------------------------
+# development servers: flask run, Django runserver --noreload
+# ---------------------------------------------------------------------------
+
+DJANGO_MANAGE = textwrap.dedent(
+    """
+    import sys
+    from django.conf import settings
+    from django.http import HttpResponse
+    from django.urls import path
+
+    def hello(request, name):
+        return HttpResponse(f"hello {name}")
+
+    urlpatterns = [path("hello/<str:name>", hello)]
+    settings.configure(DEBUG=False, ALLOWED_HOSTS=["*"], ROOT_URLCONF=__name__, SECRET_KEY="test",
+                       MIDDLEWARE=[], INSTALLED_APPS=[], DATABASES={})
+    if __name__ == "__main__":
+        from django.core.management import execute_from_command_line
+        execute_from_command_line(sys.argv)
+    """
+)
+
+
+def _serve_and_get(args, env, cwd, url, timeout=30.0):
+    proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + timeout
+        body = None
+        while body is None and time.monotonic() < deadline and proc.poll() is None:
+            body = _get(url)
+            if body is None:
+                time.sleep(0.2)
+        return body
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+
+
+def test_flask_run_is_instrumented(otlp_receiver):
+    port = _free_port()
+    args = [tool("scope-otel"), "run", "--service_name", "flask-dev", "--", tool("flask"),
+            "--app", "shop.web:app", "run", "--port", str(port), "--no-reload"]
+    body = _serve_and_get(args, clean_env(**otlp_receiver.env("grpc")), EXAMPLES, f"http://127.0.0.1:{port}/products")
+    assert body and "chef knife" in body
+    servers = otlp_receiver.wait_for(1, where=lambda s: s["kind"] == "SERVER")
+    assert servers and servers[0]["name"] == "GET /products"
+    assert servers[0]["service_name"] == "flask-dev"
+    # the SQL the view ran is inside the request's trace, under the server span
+    trace_spans = otlp_receiver.wait_for(2, where=lambda s: s["trace_id"] == servers[0]["trace_id"])
+    assert any(s["attributes"].get("db.system.name") == "sqlite" for s in trace_spans)
+
+
+def test_django_runserver_noreload_is_instrumented(otlp_receiver, tmp_path):
+    (tmp_path / "manage.py").write_text(DJANGO_MANAGE)
+    port = _free_port()
+    args = [tool("scope-otel"), "run", "--service_name", "django-dev", "--", sys.executable, "manage.py",
+            "runserver", "--noreload", f"127.0.0.1:{port}"]
+    body = _serve_and_get(args, clean_env(**otlp_receiver.env("grpc")), str(tmp_path), f"http://127.0.0.1:{port}/hello/ada")
+    assert body == "hello ada"
+    servers = otlp_receiver.wait_for(1, where=lambda s: s["kind"] == "SERVER")
+    assert servers and servers[0]["service_name"] == "django-dev"
+    assert servers[0]["attributes"].get("http.route") == "hello/<str:name>"
