@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model = calibrate(refresh=args.recalibrate)
     if profile is not None:
-        calls = {key: profile.counts.get(key, 0.0) for key in analysis.functions}
+        calls = profile.counts_for(analysis.functions)
         frequencies, baseline, meta = "profile", profile.baseline_us, profile.meta()
     else:
         calls, frequencies, baseline, meta = callgraph.static_frequencies(analysis), "static", None, None

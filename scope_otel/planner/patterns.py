@@ -176,17 +176,19 @@ def _call_name(call: ast.Call) -> str | None:
 
 def module_bindings(ctx: ModuleContext, tree: ast.Module) -> None:
     """Imports, constructor bindings and mutable containers at module level."""
-    stack = list(tree.body)
-    while stack:
-        stmt = stack.pop()
+    _module_statements(ctx, tree.body)
+
+
+def _module_statements(ctx: ModuleContext, stmts: list) -> None:
+    for stmt in stmts:  # in order: imports bind before the assignments that use them
         if isinstance(stmt, (ast.Import, ast.ImportFrom)):
             ctx.add_import(stmt)
         elif isinstance(stmt, (ast.If, ast.Try)) or type(stmt).__name__ == "TryStar":
-            stack.extend(stmt.body)
-            stack.extend(stmt.orelse)
+            _module_statements(ctx, stmt.body)
             for handler in getattr(stmt, "handlers", ()):
-                stack.extend(handler.body)
-            stack.extend(getattr(stmt, "finalbody", ()))
+                _module_statements(ctx, handler.body)
+            _module_statements(ctx, stmt.orelse)
+            _module_statements(ctx, getattr(stmt, "finalbody", ()))
         elif isinstance(stmt, (ast.Assign, ast.AnnAssign)) and stmt.value is not None:
             targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
             names = [t.id for t in targets if isinstance(t, ast.Name)]

@@ -3,7 +3,8 @@
 :func:`run_profile` runs ``CMD`` with a call counter injected through
 ``PYTHONPATH`` (``_counter/sitecustomize.py``; ``sys.monitoring`` on 3.12+,
 ``sys.setprofile`` before), so every Python process the command starts
-counts its function calls and writes them out at exit.  The counts of all
+counts its function calls and writes them out at exit, keyed by real file
+path and qualname (so a script run as ``__main__`` matches its module).  The counts of all
 processes are summed into one :class:`Profile`, which is saved as JSON
 (``--counts-out``, by default next to the plan) and can be reused with
 ``--counts FILE`` without running the command again.
@@ -27,7 +28,7 @@ _COUNTER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_counte
 
 @dataclass
 class Profile:
-    counts: dict = field(default_factory=dict)   # "module:qualname" -> calls
+    by_file: dict = field(default_factory=dict)  # real file path -> {qualname: calls}
     wall_s: float = 0.0
     counter_s: float = 0.0
     processes: int = 0
@@ -39,14 +40,26 @@ class Profile:
         """The command's own run time, counter cost removed (µs)."""
         return max(self.wall_s - self.counter_s, self.wall_s * 0.1) * 1e6
 
+    def counts_for(self, functions: dict) -> dict[str, float]:
+        """Calls of each analysed function (``key -> FunctionInfo``), 0 if never seen."""
+        resolved: dict = {}
+        out = {}
+        for key, info in functions.items():
+            path = resolved.get(info.file)
+            if path is None:
+                path = resolved[info.file] = os.path.realpath(info.file)
+            out[key] = float(self.by_file.get(path, {}).get(info.qualname, 0))
+        return out
+
     def meta(self) -> dict:
         return {"command": self.command, "wall_s": round(self.wall_s, 4),
                 "counter_s": round(self.counter_s, 4), "processes": self.processes,
-                "returncode": self.returncode, "functions_seen": len(self.counts)}
+                "returncode": self.returncode,
+                "functions_seen": sum(len(v) for v in self.by_file.values())}
 
     def save(self, path: str) -> None:
         with open(path, "w", encoding="utf-8") as fh:
-            json.dump({"profile": self.meta(), "counts": self.counts}, fh, indent=0, sort_keys=True)
+            json.dump({"profile": self.meta(), "by_file": self.by_file}, fh, indent=0, sort_keys=True)
 
 
 class ProfileError(Exception):
@@ -59,8 +72,9 @@ def load_profile(path: str) -> Profile:
         with open(path, encoding="utf-8") as fh:
             doc = json.load(fh)
         meta = doc.get("profile", {})
-        counts = {str(k): float(v) for k, v in doc["counts"].items()}
-        return Profile(counts=counts, wall_s=float(meta.get("wall_s", 0.0)),
+        by_file = {str(path): {str(q): float(n) for q, n in per_file.items()}
+                   for path, per_file in doc["by_file"].items()}
+        return Profile(by_file=by_file, wall_s=float(meta.get("wall_s", 0.0)),
                        counter_s=float(meta.get("counter_s", 0.0)),
                        processes=int(meta.get("processes", 0)),
                        returncode=int(meta.get("returncode", 0)),
@@ -95,8 +109,10 @@ def run_profile(command: list[str], *, env: dict | None = None, cwd: str | None 
             continue
         profile.processes += 1
         profile.counter_s += doc.get("total_calls", 0) * doc.get("counter_us_per_call", 0.0) / 1e6
-        for key, n in doc.get("counts", {}).items():
-            profile.counts[key] = profile.counts.get(key, 0) + n
+        for path, per_file in doc.get("by_file", {}).items():
+            merged = profile.by_file.setdefault(path, {})
+            for qualname, n in per_file.items():
+                merged[qualname] = merged.get(qualname, 0) + n
     try:
         os.rmdir(out_dir)
     except OSError:

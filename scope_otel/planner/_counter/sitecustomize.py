@@ -2,7 +2,8 @@
 
 Counts how many times each Python function starts, in this process and in
 its threads, and at exit writes ``{"counts": {"module:qualname": n}, ...}``
-into ``$SCOPE_OTEL_PROFILE_DIR/counts-<pid>.json``.  Uses ``sys.monitoring``
+into ``$SCOPE_OTEL_PROFILE_DIR/counts-<pid>.json``, keyed by real file path
+and ``co_qualname`` (a script run as ``__main__`` still matches its file).  Uses ``sys.monitoring``
 ``PY_START`` on Python 3.12+, else ``sys.setprofile``/``threading.setprofile``.
 It also times its own cost per call, so the planner can subtract it from
 the measured run time.  Any site ``sitecustomize`` it shadows still runs.
@@ -85,31 +86,22 @@ def _probe(n=20000):
     return time.perf_counter_ns() - t0
 
 
-def _names():
-    by_file = {}
-    for name, module in list(sys.modules.items()):
-        path = getattr(module, "__file__", None)
-        if isinstance(path, str):
-            by_file.setdefault(os.path.abspath(path), name)
-    return by_file
-
-
 def _write(uninstall, per_call_us, started):
     uninstall()
     try:
-        by_file = _names()
-        out = {}
+        by_file = {}
         total = 0
         for code, n in list(_counts.items()):
             total += n
-            module = by_file.get(os.path.abspath(code.co_filename)) if code.co_filename else None
-            if module is None:
+            if not code.co_filename or code.co_filename.startswith("<"):
                 continue
-            key = f"{module}:{getattr(code, 'co_qualname', code.co_name)}"
-            out[key] = out.get(key, 0) + n
+            path = os.path.realpath(code.co_filename)
+            qualname = getattr(code, "co_qualname", code.co_name)
+            per_file = by_file.setdefault(path, {})
+            per_file[qualname] = per_file.get(qualname, 0) + n
         doc = {"pid": os.getpid(), "argv": sys.argv, "total_calls": total,
                "counter_us_per_call": per_call_us, "seconds": time.perf_counter() - started,
-               "python": sys.version.split()[0], "counts": out}
+               "python": sys.version.split()[0], "by_file": by_file}
         path = os.path.join(_OUT, f"counts-{os.getpid()}.json")
         with open(path + ".tmp", "w", encoding="utf-8") as fh:
             json.dump(doc, fh)
