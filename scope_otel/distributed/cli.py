@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     """Run the collector until interrupted; exit code 0, or 2 for unusable arguments."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="scope-otel collect: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     from scope_otel.distributed.collector import Collector
 
     try:

@@ -1,0 +1,1 @@
+"""Programs run as separate nodes by the multi-node test (each under ``scope-otel run``)."""
