@@ -41,7 +41,8 @@ Injected names start with ``_@``: no source code can spell them, a leading
 underscore keeps them out of ``from m import *``, and no ``__`` prefix means
 no class-private name mangling.  ``locals()`` and ``vars()`` inside a
 rewritten function return the user's names only.  Injected statements carry
-the ``def`` line, so tracebacks and ``co_firstlineno`` match the source.
+the line of the code object's start (``co_firstlineno``), so no new line
+appears in ``co_lines()``, and tracebacks point at the source's lines.
 """
 from __future__ import annotations
 
@@ -193,16 +194,17 @@ class _Fill(ast.NodeTransformer):
         self.generic_visit(node)
         return node
 
-    def generic_visit(self, node: ast.AST) -> ast.AST:
-        if hasattr(node, "lineno"):
-            node.lineno = node.end_lineno = self.lineno
-            node.col_offset = node.end_col_offset = 0
-        return super().generic_visit(node)
 
 
 def _template(name: str, fid: str, lineno: int, **slots: ast.expr) -> list[ast.stmt]:
     filler = _Fill(fid, slots, lineno)
-    return [filler.visit(copy.deepcopy(stmt)) for stmt in _TEMPLATES[name]]
+    out = [filler.visit(copy.deepcopy(stmt)) for stmt in _TEMPLATES[name]]
+    for stmt in out:
+        for node in ast.walk(stmt):  # slots are built here too, never user code
+            if "lineno" in node._attributes:
+                node.lineno = node.end_lineno = lineno
+                node.col_offset = node.end_col_offset = 0
+    return out
 
 
 def _name(id_: str, ctx: ast.expr_context | None = None) -> ast.Name:
@@ -306,7 +308,10 @@ class _FunctionRewrite(ast.NodeTransformer):
     """Rewrite one function's own body (nested scopes are handled separately)."""
 
     def __init__(self, node: ast.FunctionDef | ast.AsyncFunctionDef, fid: str, in_class: bool, fp: Any) -> None:
-        self.node, self.fid, self.line = node, fid, node.lineno
+        # injected code carries the code object's first line (the first
+        # decorator's, if any), so no line appears that the original lacks
+        first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+        self.node, self.fid, self.line = node, fid, first
         own = list(_own_nodes(node))
         self.is_gen = any(isinstance(n, (ast.Yield, ast.YieldFrom)) for n in own)
         self.globals = {name for n in own if isinstance(n, ast.Global) for name in n.names}

@@ -151,7 +151,7 @@ def _wrap_attr(owner: Any, attr: str, obj: Any, module: str, qualname: str, plan
 
 def _wrap_property(owner: type, attr: str, prop: property, module: str, qualname: str, plan: Any) -> int:
     fp = _planned(plan, module, qualname)
-    if fp is None:
+    if fp is None or isinstance(prop.fget, _ScopeWrapper) or isinstance(prop.fset, _ScopeWrapper):
         return 0
     parts = [instrumented(f, module, qualname, fp, "method") if f is not None else None
              for f in (prop.fget, prop.fset, prop.fdel)]

@@ -1,0 +1,125 @@
+"""Fixtures for the instrumentation tests: throwaway packages and the records they produce.
+
+``load(source)`` writes ``source`` as module ``m`` of a fresh package on a
+temporary ``sys.path`` entry and imports it through the real import hook
+(or, with ``via="wrapt"``, imports it plainly and wraps it).  ``recorded``
+binds a private ring to the real capture runtime and decodes what reached
+it, so the tests see exactly what the runtime was told.
+"""
+from __future__ import annotations
+
+import importlib
+import itertools
+import sys
+import textwrap
+from dataclasses import dataclass
+
+import pytest
+
+from scope_otel.capture import records as R
+from scope_otel.capture import runtime
+from scope_otel.capture.ring import Ring
+from scope_otel.instrument import hook, wrap
+from scope_otel.planner.plan import Plan
+
+_counter = itertools.count()
+
+
+@dataclass
+class Call:
+    qualname: str
+    status: str  # "returned" | "raised"
+    args: dict | None
+    value: object
+    events: list[str]
+    span_id: int
+    parent_id: int
+
+
+class Recorded:
+    def __init__(self, ring: Ring) -> None:
+        self.ring = ring
+        self.calls: list[Call] = []
+
+    def take(self) -> list[Call]:
+        """Calls finished since the last take, in the order they ended."""
+        out = []
+        for token, _end, status, value in self.ring.take(self.ring.capacity):
+            _module, qualname, _f, _l = runtime.function_info(token[R.FID])
+            events = [name for name, _t, _a in (token[R.EVENTS] or [])]
+            out.append(Call(qualname, "raised" if status == R.RAISED else "returned", token[R.ARGS],
+                            value, events, token[R.SPAN_ID], token[R.PARENT_ID]))
+        self.calls.extend(out)
+        return out
+
+    def names(self) -> list[str]:
+        return [c.qualname for c in self.take()]
+
+
+@pytest.fixture
+def recorded():
+    ring = Ring(1 << 14)
+    runtime.bind_ring(ring)
+    ring.take(ring.capacity)  # whatever other tests left behind
+    try:
+        yield Recorded(ring)
+    finally:
+        runtime.unbind_ring(ring)
+
+
+@dataclass
+class Loaded:
+    package: str
+    directory: str
+
+
+@pytest.fixture
+def load(tmp_path, monkeypatch, recorded):
+    """``load(source, level="full", via="hook", plan=None, name="m")`` -> the imported module.
+
+    Calls made while the module is imported are drained from ``recorded``.
+    """
+    created: list[str] = []
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+
+    def _load(source: str, level: str = "full", via: str = "hook", plan=None, name: str = "m",
+              files: dict[str, str] | None = None):
+        package = f"scopetest{next(_counter)}"
+        root = tmp_path / f"root_{package}"
+        (root / package).mkdir(parents=True)
+        (root / package / "__init__.py").write_text("")
+        for extra, text in (files or {}).items():
+            (root / package / extra).write_text(textwrap.dedent(text))
+        (root / package / f"{name}.py").write_text(textwrap.dedent(source))
+        monkeypatch.syspath_prepend(str(root))
+        importlib.invalidate_caches()
+        created.append(package)
+        plan = plan if plan is not None else Plan.from_globs([f"{package}.*"], level)
+        modname = f"{package}.{name}"
+        if via == "hook":
+            hook.install(plan)
+            try:
+                module = importlib.import_module(modname)
+            finally:
+                hook.uninstall()
+        elif via == "wrapt":
+            module = importlib.import_module(modname)
+            wrap.wrap_module(module, plan)
+        elif via == "plain":
+            module = importlib.import_module(modname)
+        else:
+            raise ValueError(via)
+        recorded.take()
+        recorded.calls.clear()
+        return module
+
+    yield _load
+    hook.uninstall()
+    for name in list(sys.modules):
+        if name.partition(".")[0] in created:
+            del sys.modules[name]
+
+
+@pytest.fixture(params=["boundaries", "full"])
+def level(request) -> str:
+    return request.param
