@@ -122,6 +122,21 @@ class ScopeInstrumentor(BaseInstrumentor):
     def instrumentation_dependencies(self) -> Collection[str]:
         return self._requires
 
+    def instrument(self, **kwargs: Any) -> Any:
+        """As ``BaseInstrumentor.instrument``, but a missing or too old
+        library is reported once by :meth:`_check_dependency_conflicts`
+        instead of as an error on every call."""
+        if not kwargs.pop("skip_dep_check", False) and not self.is_instrumented_by_opentelemetry:
+            conflict = self._check_dependency_conflicts()
+            if conflict is not None:
+                if kwargs.get("raise_exception_on_conflict"):
+                    from opentelemetry.instrumentation.dependencies import DependencyConflictError
+
+                    raise DependencyConflictError(conflict)
+                return None
+        kwargs.pop("raise_exception_on_conflict", None)
+        return super().instrument(skip_dep_check=True, **kwargs)
+
     def _check_dependency_conflicts(self):  # noqa: D401 - BaseInstrumentor hook
         conflict = get_dependency_conflicts(self._requires)
         if conflict is not None:

@@ -1,0 +1,45 @@
+import asyncio
+import json
+
+import requests
+from django.http import Http404, JsonResponse, StreamingHttpResponse
+
+from .models import Item
+
+
+def get_item(request, pk):
+    try:
+        item = Item.objects.get(pk=pk)
+    except Item.DoesNotExist:
+        raise Http404("no such item")
+    return JsonResponse({"id": item.pk, "name": item.name})
+
+
+def add_item(request):
+    item = Item.objects.create(name=json.loads(request.body)["name"], api_key="k-123")
+    item.name = item.name.upper()
+    item.save()
+    return JsonResponse({"id": item.pk}, status=201)
+
+
+def delete_item(request, pk):
+    Item.objects.filter(pk=pk).first().delete()
+    return JsonResponse({"deleted": pk})
+
+
+def boom(request):
+    raise ZeroDivisionError("boom")
+
+
+async def slow(request):
+    await asyncio.sleep(0)
+    return JsonResponse({"async": True})
+
+
+def stream(request):
+    return StreamingHttpResponse(b"chunk%d " % i for i in range(3))
+
+
+def call(request):
+    response = requests.get(request.GET["url"], timeout=10)
+    return JsonResponse({"status": response.status_code})

@@ -1,0 +1,206 @@
+"""Django integration over real HTTP: WSGI (werkzeug's server) and ASGI (uvicorn)."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from contextlib import contextmanager
+
+import pytest
+import requests
+from opentelemetry.trace import SpanKind, StatusCode
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.instrumentors.apps.djangoapp.settings")
+
+import django  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+from scope_otel import config  # noqa: E402
+from scope_otel.instrumentors.django import MIDDLEWARE, ScopeDjangoInstrumentor  # noqa: E402
+from tests.instrumentors.conftest import instrumented, serve  # noqa: E402
+
+BASE_MIDDLEWARE = ["django.middleware.common.CommonMiddleware"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def django_ready(tmp_path_factory):
+    if settings.configured and os.environ["DJANGO_SETTINGS_MODULE"] != "tests.instrumentors.apps.djangoapp.settings":
+        pytest.skip("another Django settings module is active in this process")
+    os.environ["DJANGO_DB"] = str(tmp_path_factory.mktemp("django") / "db.sqlite3")
+    django.setup()
+    from tests.instrumentors.apps.djangoapp.models import create_tables
+
+    create_tables()
+
+
+@pytest.fixture(autouse=True)
+def fresh_middleware():
+    settings.MIDDLEWARE = list(BASE_MIDDLEWARE)
+    yield
+    settings.MIDDLEWARE = list(BASE_MIDDLEWARE)
+
+
+def wsgi_app():
+    from django.core.handlers.wsgi import WSGIHandler
+
+    return WSGIHandler()
+
+
+def server_spans(spans, count=1, timeout=10.0):
+    return spans.wait(count, lambda s: s.kind is SpanKind.SERVER, timeout=timeout)
+
+
+def test_handler_built_before_instrumenting_is_covered(spans):
+    app = wsgi_app()  # middleware chain built now, without scope-otel
+    with instrumented(ScopeDjangoInstrumentor(), spans), serve(app) as url:
+        assert requests.get(f"{url}/items/999/", headers={"User-Agent": "t"}).status_code == 404
+        (span,) = server_spans(spans)
+    assert MIDDLEWARE not in settings.MIDDLEWARE
+    assert span.name == "GET items/<int:pk>/"
+    assert span.kind is SpanKind.SERVER
+    attrs = dict(span.attributes)
+    assert attrs["http.route"] == "items/<int:pk>/"
+    assert attrs["http.response.status_code"] == 404
+    assert attrs["url.path"] == "/items/999/"
+    assert attrs["user_agent.original"] == "t"
+    assert span.status.status_code is StatusCode.UNSET
+
+
+def test_middleware_is_inserted_at_the_configured_position(spans):
+    with instrumented(ScopeDjangoInstrumentor(), spans, middleware_position=1):
+        app = wsgi_app()
+        assert settings.MIDDLEWARE == BASE_MIDDLEWARE + [MIDDLEWARE]
+        with serve(app) as url:
+            requests.get(f"{url}/items/999/")
+            (span,) = server_spans(spans)
+    assert span.name == "GET items/<int:pk>/"
+
+
+def test_model_saves_and_deletes_are_state_change_events(spans):
+    with instrumented(ScopeDjangoInstrumentor(), spans):
+        with serve(wsgi_app()) as url:
+            item_id = requests.post(f"{url}/items/", data=json.dumps({"name": "fig"})).json()["id"]
+            requests.get(f"{url}/items/{item_id}/delete/")
+            created, deleted = sorted(server_spans(spans, 2), key=lambda s: s.start_time)
+    assert created.name == "POST items/"
+    assert created.attributes["http.response.status_code"] == 201
+    changes = [dict(e.attributes) for e in created.events if e.name == "scope.state_change"]
+    assert [c["scope.action"] for c in changes] == ["insert", "update"]
+    assert changes[0]["scope.target"] == "django:djangoapp.Item"
+    assert changes[0]["scope.pk"] == str(item_id)
+    assert "scope.value" not in changes[0]  # values only at level full
+    (gone,) = [dict(e.attributes) for e in deleted.events if e.name == "scope.state_change"]
+    assert gone["scope.action"] == "delete" and gone["scope.pk"] == str(item_id)
+
+
+def test_field_values_at_level_full_are_redacted(spans):
+    config.update(level="full")
+    try:
+        with instrumented(ScopeDjangoInstrumentor(), spans), serve(wsgi_app()) as url:
+            requests.post(f"{url}/items/", data=json.dumps({"name": "kiwi"}))
+            (span,) = server_spans(spans)
+    finally:
+        config.update(level="boundaries")
+    values = [e.attributes["scope.value"] for e in span.events if e.name == "scope.state_change"]
+    assert "name='kiwi'" in values[0] and "name='KIWI'" in values[1]
+    assert all("api_key=[REDACTED]" in v and "k-123" not in v for v in values)
+
+
+def test_view_exception_is_recorded_from_the_signal(spans):
+    with instrumented(ScopeDjangoInstrumentor(), spans), serve(wsgi_app()) as url:
+        assert requests.get(f"{url}/boom/").status_code == 500
+        (span,) = server_spans(spans)
+    assert span.name == "GET boom/"
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes["error.type"] == "ZeroDivisionError"
+    assert span.attributes["http.response.status_code"] == 500
+    assert [e.attributes["exception.type"] for e in span.events if e.name == "exception"] == ["ZeroDivisionError"]
+
+
+def test_streaming_response_span_ends_after_the_stream(spans):
+    with instrumented(ScopeDjangoInstrumentor(), spans), serve(wsgi_app()) as url:
+        assert requests.get(f"{url}/stream/").text == "chunk0 chunk1 chunk2 "
+        (span,) = server_spans(spans)
+    assert span.name == "GET stream/"
+    assert span.end_time > span.start_time
+
+
+def test_incoming_context_is_extracted_and_outgoing_calls_propagate(spans):
+    from scope_otel.instrumentors.http_clients import ScopeHTTPClientsInstrumentor
+
+    with instrumented(ScopeDjangoInstrumentor(), spans), instrumented(ScopeHTTPClientsInstrumentor(), spans):
+        with serve(wsgi_app()) as url:
+            with spans.tracer.start_as_current_span("client") as root:
+                requests.get(f"{url}/call/", params={"url": f"{url}/items/999/"})
+            server = server_spans(spans, 2)
+    by_name = {s.name: s for s in server}
+    outer, inner = by_name["GET call/"], by_name["GET items/<int:pk>/"]
+    trace_id = root.get_span_context().trace_id
+    assert outer.context.trace_id == inner.context.trace_id == trace_id
+    # client span (test) -> server span -> client span (view) -> server span
+    outgoing = [s for s in spans.children(outer) if s.kind is SpanKind.CLIENT]
+    assert len(outgoing) == 1 and inner.parent.span_id == outgoing[0].context.span_id
+
+
+def test_contrib_middleware_present_means_no_second_span(spans):
+    from opentelemetry.instrumentation.django import DjangoInstrumentor
+
+    DjangoInstrumentor().instrument(tracer_provider=spans.provider)
+    try:
+        with instrumented(ScopeDjangoInstrumentor(), spans), serve(wsgi_app()) as url:
+            requests.get(f"{url}/items/999/")
+            server_spans(spans)
+            server_spans(spans, 2, timeout=0.3)  # waits briefly for a duplicate that must not come
+    finally:
+        DjangoInstrumentor().uninstrument()
+    (span,) = [s for s in spans.all() if s.kind is SpanKind.SERVER]
+    assert span.instrumentation_scope.name.startswith("opentelemetry.instrumentation.django")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def uvicorn_server(app):
+    import uvicorn
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(5)
+
+
+def test_asgi_sync_and_async_views_get_spans(spans):
+    from django.core.handlers.asgi import ASGIHandler
+
+    with instrumented(ScopeDjangoInstrumentor(), spans):
+        app = ASGIHandler()
+        with uvicorn_server(app) as url:
+            assert requests.get(f"{url}/async/").json() == {"async": True}
+            assert requests.get(f"{url}/items/999/").status_code == 404
+            found = server_spans(spans, 2)
+    assert sorted(s.name for s in found) == ["GET async/", "GET items/<int:pk>/"]
+    assert all(s.attributes["url.scheme"] == "http" for s in found)
+
+
+def test_asgi_handler_built_before_instrumenting_is_covered(spans):
+    from django.core.handlers.asgi import ASGIHandler
+
+    app = ASGIHandler()
+    with instrumented(ScopeDjangoInstrumentor(), spans), uvicorn_server(app) as url:
+        requests.get(f"{url}/async/")
+        (span,) = server_spans(spans)
+    assert span.name == "GET async/"

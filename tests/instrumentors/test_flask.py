@@ -1,0 +1,195 @@
+"""Flask integration over real HTTP (werkzeug's server on loopback)."""
+from __future__ import annotations
+
+import flask
+import pytest
+import requests
+from opentelemetry.trace import SpanKind, StatusCode
+
+from scope_otel.instrumentors.flask import ScopeFlaskInstrumentor
+from scope_otel.instrumentors.sqlalchemy import ScopeSQLAlchemyInstrumentor
+from tests.instrumentors.apps import shop
+from tests.instrumentors.conftest import instrumented, serve
+
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+PARENT_ID = "b7ad6b7169203331"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def shop_db():
+    shop.reset_db()
+
+
+def server_span(spans, name):
+    found = spans.named(name)
+    assert found, f"no span {name!r}; got {[s.name for s in spans.all()]}"
+    return found[0]
+
+
+def test_app_created_before_instrumenting_gets_server_span_with_sql_children(spans):
+    # shop.app and shop.engine were created at import, before instrumenting
+    with instrumented(ScopeFlaskInstrumentor(), spans), instrumented(ScopeSQLAlchemyInstrumentor(), spans):
+        with serve(shop.app) as url:
+            response = requests.get(f"{url}/items/1?full=1", headers={"User-Agent": "tests/1"})
+        assert response.json() == {"id": 1, "name": "apple"}
+        span = server_span(spans, "GET /items/<int:item_id>")
+    assert span.kind is SpanKind.SERVER
+    assert span.parent is None
+    attrs = dict(span.attributes)
+    assert attrs["http.request.method"] == "GET"
+    assert attrs["http.route"] == "/items/<int:item_id>"
+    assert attrs["url.path"] == "/items/1"
+    assert attrs["url.query"] == "full=1"
+    assert attrs["url.scheme"] == "http"
+    assert attrs["http.response.status_code"] == 200
+    assert attrs["server.address"] == "127.0.0.1"
+    assert attrs["client.address"] == "127.0.0.1"
+    assert attrs["user_agent.original"] == "tests/1"
+    assert "http.method" not in attrs  # stable conventions by default
+    sql = [s for s in spans.children(span) if s.kind is SpanKind.CLIENT]
+    assert [s.attributes["db.operation.name"] for s in sql] == ["SELECT"]
+    assert sql[0].attributes["db.system.name"] == "sqlite"
+
+
+def test_incoming_traceparent_becomes_the_parent(spans):
+    with instrumented(ScopeFlaskInstrumentor(), spans), serve(shop.app) as url:
+        requests.get(f"{url}/health", headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"})
+        span = server_span(spans, "GET /health")
+    assert format(span.context.trace_id, "032x") == TRACE_ID
+    assert format(span.parent.span_id, "016x") == PARENT_ID
+    assert span.parent.is_remote
+
+
+def test_view_exception_is_recorded_with_error_type_and_500(spans):
+    with instrumented(ScopeFlaskInstrumentor(), spans), serve(shop.app) as url:
+        assert requests.get(f"{url}/boom").status_code == 500
+        span = server_span(spans, "GET /boom")
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes["error.type"] == "ZeroDivisionError"
+    assert span.attributes["http.response.status_code"] == 500
+    events = [e for e in span.events if e.name == "exception"]
+    assert len(events) == 1
+    assert events[0].attributes["exception.type"] == "ZeroDivisionError"
+
+
+def test_not_found_is_not_an_error(spans):
+    with instrumented(ScopeFlaskInstrumentor(), spans), serve(shop.app) as url:
+        assert requests.get(f"{url}/items/999").status_code == 404
+        span = server_span(spans, "GET /items/<int:item_id>")
+    assert span.status.status_code is StatusCode.UNSET
+    assert span.attributes["http.response.status_code"] == 404
+
+
+def test_excluded_urls_get_no_span(spans, monkeypatch):
+    monkeypatch.setenv("OTEL_PYTHON_FLASK_EXCLUDED_URLS", "/health,/page")
+    with instrumented(ScopeFlaskInstrumentor(), spans), serve(shop.app) as url:
+        requests.get(f"{url}/health")
+        requests.get(f"{url}/items/2")
+        spans.named("GET /items/<int:item_id>")
+    assert [s.name for s in spans.all() if s.kind is SpanKind.SERVER] == ["GET /items/<int:item_id>"]
+
+
+def test_captured_headers_are_recorded_and_secrets_sanitised(spans, monkeypatch):
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST", "x-tenant,authorization,x-custom-.*")
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE", "content-type")
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS", "x-custom-pin")
+    with instrumented(ScopeFlaskInstrumentor(), spans), serve(shop.app) as url:
+        requests.get(
+            f"{url}/health",
+            headers={"X-Tenant": "acme", "Authorization": "Bearer abc", "X-Custom-Pin": "1234", "X-Other": "no"},
+        )
+        attrs = dict(server_span(spans, "GET /health").attributes)
+    assert attrs["http.request.header.x-tenant"] == ("acme",)
+    assert attrs["http.request.header.authorization"] == ("[REDACTED]",)
+    assert attrs["http.request.header.x-custom-pin"] == ("[REDACTED]",)
+    assert "http.request.header.x-other" not in attrs
+    assert attrs["http.response.header.content-type"][0].startswith("text/html")
+
+
+def test_semconv_opt_in_dup_sets_old_and_stable_names(spans, monkeypatch):
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "http/dup")
+    with instrumented(ScopeFlaskInstrumentor(), spans), serve(shop.app) as url:
+        requests.get(f"{url}/health")
+        attrs = dict(server_span(spans, "GET /health").attributes)
+    assert attrs["http.request.method"] == attrs["http.method"] == "GET"
+    assert attrs["http.response.status_code"] == attrs["http.status_code"] == 200
+    assert attrs["http.target"] == "/health"
+
+
+def test_request_and_response_hooks_see_the_span(spans):
+    seen = []
+
+    def request_hook(span, environ):
+        span.set_attribute("hook.path", environ["PATH_INFO"])
+
+    def response_hook(span, status, headers):
+        seen.append(status)
+        span.set_attribute("hook.status", status)
+
+    with instrumented(ScopeFlaskInstrumentor(), spans, request_hook=request_hook, response_hook=response_hook):
+        with serve(shop.app) as url:
+            requests.get(f"{url}/health")
+            attrs = dict(server_span(spans, "GET /health").attributes)
+    assert attrs["hook.path"] == "/health"
+    assert attrs["hook.status"] == "200 OK"
+    assert seen == ["200 OK"]
+
+
+def test_failing_hook_does_not_change_the_response(spans):
+    def request_hook(span, environ):
+        raise RuntimeError("broken hook")
+
+    with instrumented(ScopeFlaskInstrumentor(), spans, request_hook=request_hook), serve(shop.app) as url:
+        response = requests.get(f"{url}/items/2")
+        assert server_span(spans, "GET /items/<int:item_id>")
+    assert response.status_code == 200
+    assert response.json()["name"] == "pear"
+
+
+def test_template_rendering_is_a_child_span(spans):
+    with instrumented(ScopeFlaskInstrumentor(), spans), serve(shop.app) as url:
+        assert requests.get(f"{url}/page").text == "<p>3</p>"
+        request = server_span(spans, "GET /page")
+    renders = [s for s in spans.children(request) if s.name.startswith("render ")]
+    assert len(renders) == 1 and renders[0].kind is SpanKind.INTERNAL
+
+
+def test_app_instrumented_by_contrib_gets_no_second_span(spans):
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+    app = flask.Flask("contrib_app")
+    app.get("/x")(lambda: "x")
+    FlaskInstrumentor().instrument_app(app, tracer_provider=spans.provider)
+    try:
+        with instrumented(ScopeFlaskInstrumentor(), spans), serve(app) as url:
+            requests.get(f"{url}/x")
+            spans.wait(1, lambda s: s.kind is SpanKind.SERVER)
+            spans.wait(2, lambda s: s.kind is SpanKind.SERVER, timeout=0.3)  # a duplicate would show up here
+    finally:
+        FlaskInstrumentor().uninstrument_app(app)
+    server = [s for s in spans.all() if s.kind is SpanKind.SERVER]
+    assert len(server) == 1
+    assert server[0].instrumentation_scope.name.startswith("opentelemetry.instrumentation.flask")
+
+
+def test_mounted_flask_app_gets_one_span(spans):
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+    outer = flask.Flask("outer")
+    outer.get("/")(lambda: "outer")
+    outer.wsgi_app = DispatcherMiddleware(outer.wsgi_app, {"/shop": shop.app})
+    with instrumented(ScopeFlaskInstrumentor(), spans), serve(outer) as url:
+        assert requests.get(f"{url}/shop/health").text == "ok"
+        spans.wait(1, lambda s: s.kind is SpanKind.SERVER)
+        spans.wait(2, lambda s: s.kind is SpanKind.SERVER, timeout=0.3)
+    assert len([s for s in spans.all() if s.kind is SpanKind.SERVER]) == 1
+
+
+def test_uninstrument_puts_flask_back(spans):
+    original = flask.Flask.__call__
+    with instrumented(ScopeFlaskInstrumentor(), spans):
+        assert flask.Flask.__call__ is not original
+    assert flask.Flask.__call__ is original
+    with serve(shop.app) as url:
+        requests.get(f"{url}/health")
+    assert spans.all() == []
