@@ -29,3 +29,10 @@ def load(pure: bool | None = None) -> SimpleNamespace:
 
 
 IMPL = load()
+
+
+def select(pure: bool | None) -> SimpleNamespace:
+    """Switch the implementation new rings and hot paths use (tests, benchmarks)."""
+    global IMPL
+    IMPL = load(pure)
+    return IMPL

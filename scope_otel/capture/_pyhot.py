@@ -23,11 +23,13 @@ class HotPath:
     ``levels``, ``rates`` and ``flags`` are lists indexed by function id and
     are read on every call, so in-place updates take effect immediately.
     ``cur`` is the ContextVar holding the innermost token (or ``disabled``).
-    ``octx_get()`` returns the current OpenTelemetry Context; ``root_of(ctx)``
+    ``octx`` is the ContextVar holding the current OpenTelemetry Context (or a
+    callable returning it); ``root_of(ctx)``
     returns ``(trace_id, parent_span_id)`` for a call with no recorded caller,
     or ``None`` when the call must not be recorded (unsampled parent).
     ``snap(obj)`` turns a value into something safe to keep (runs with
-    recording disabled).  ``put(record)`` writes into the ring.
+    recording disabled).  ``put`` is the ring (anything with ``put``) or a
+    callable that writes a record.
     """
 
     def __init__(
@@ -37,18 +39,20 @@ class HotPath:
         flags: list[int],
         cur: ContextVar,
         disabled: Any,
-        octx_get: Callable[[], Any],
+        octx: Any,
         root_of: Callable[[Any], tuple[int, int] | None],
         snap: Callable[[Any], Any],
-        put: Callable[[Any], int],
+        put: Any,
         prefix: int,
         on_error: Callable[[BaseException], None],
     ) -> None:
-        self._build(levels, rates, flags, cur, disabled, octx_get, root_of, snap, put, prefix, on_error)
+        octx_get = octx.get if isinstance(octx, ContextVar) else octx
+        self._build(levels, rates, flags, cur, disabled, octx_get, root_of, snap, _writer(put),
+                    prefix, on_error)
 
-    def set_ring(self, put: Callable[[Any], int]) -> None:
-        """Write records through ``put`` from now on."""
-        self._rebind(put, None)
+    def set_ring(self, put: Any) -> None:
+        """Write records into ``put`` (a ring or a callable) from now on."""
+        self._rebind(_writer(put), None)
 
     def reseed(self, prefix: int) -> None:
         """New span-id prefix and counter (after fork, so ids stay unique)."""
@@ -59,7 +63,7 @@ class HotPath:
         # hold them); _rebind swaps the ring and id prefix through nonlocal.
         cur_get, cur_set = cur.get, cur.set
         count = itertools.count(1).__next__
-        prefix = prefix << 32
+        prefix = (prefix & 0xFFFFFFFF) << 32
         clock = time.time_ns
         rand = random.random
 
@@ -125,8 +129,12 @@ class HotPath:
             if new_put is not None:
                 put = new_put
             if new_prefix is not None:
-                prefix = new_prefix << 32
+                prefix = (new_prefix & 0xFFFFFFFF) << 32
                 count = itertools.count(1).__next__
 
         self.enter, self.exit, self.exception = enter, exit, exception
         self._rebind = rebind
+
+
+def _writer(put: Any) -> Callable[[Any], Any]:
+    return put.put if hasattr(put, "put") else put

@@ -68,12 +68,19 @@ def install(cur: ContextVar, disabled: Any) -> OverlayRuntimeContext:
     return overlay
 
 
-def raw_getter(overlay: OverlayRuntimeContext) -> Callable[[], Context]:
-    """The fastest reader of the *underlying* current context (no overlay)."""
+def raw_source(overlay: OverlayRuntimeContext) -> ContextVar | Callable[[], Context]:
+    """The ContextVar holding the *underlying* current context (no overlay),
+    or, for another runtime context implementation, its ``get_current``."""
     var = getattr(overlay.inner, "_current_context", None)
     if isinstance(var, ContextVar):
-        return var.get
+        return var
     return overlay.inner.get_current
 
 
-__all__ = ["OverlayRuntimeContext", "install", "raw_getter"]
+def raw_getter(overlay: OverlayRuntimeContext) -> Callable[[], Context]:
+    """The fastest reader of the underlying current context."""
+    source = raw_source(overlay)
+    return source.get if isinstance(source, ContextVar) else source
+
+
+__all__ = ["OverlayRuntimeContext", "install", "raw_getter", "raw_source"]

@@ -132,7 +132,7 @@ class RingBufferSpanProcessor(SpanProcessor):
 
     # ------------------------------------------------------------ lifecycle
 
-    def _start(self) -> None:
+    def _start(self, forked: bool = False) -> None:
         """Fresh ring, events and workers (at construction and in a fork child)."""
         self._pid = os.getpid()
         self._ring = Ring(self.max_queue_size, self.overflow, self.export_timeout_millis / 1000)
@@ -144,7 +144,7 @@ class RingBufferSpanProcessor(SpanProcessor):
         # on_end is the ring's put: nothing else runs on the application thread
         self.on_end = self._ring.put  # type: ignore[method-assign]
         if self.capture_functions:
-            runtime.bind_ring(self._ring)
+            runtime.bind_ring(self._ring, move=not forked)
         self._threads = []
         for i in range(self.workers):
             t = threading.Thread(target=self._work, name=f"scope-otel-export-{i}", daemon=True)
@@ -168,7 +168,7 @@ class RingBufferSpanProcessor(SpanProcessor):
             self.on_end = _noop  # type: ignore[method-assign]
             return
         runtime.reseed_after_fork()
-        self._start()
+        self._start(forked=True)
 
     def on_start(self, span: Any, parent_context: Any = None) -> None:
         pass

@@ -27,7 +27,7 @@ import time
 from types import SimpleNamespace
 from typing import Any, Callable
 
-from scope_otel.capture._accel import IMPL
+from scope_otel.capture import _accel
 
 OVERFLOWS = ("drop_oldest", "drop_newest", "block")
 
@@ -44,7 +44,7 @@ class Ring:
     ) -> None:
         if overflow not in OVERFLOWS:
             raise ValueError(f"overflow must be one of {', '.join(OVERFLOWS)}, not {overflow!r}")
-        raw = (impl or IMPL).Ring(int(capacity), overflow)
+        raw = (impl or _accel.IMPL).Ring(int(capacity), overflow)
         self.capacity = int(capacity)
         self.overflow = overflow
         self.block_timeout = float(block_timeout)
@@ -55,9 +55,11 @@ class Ring:
             self._cond = threading.Condition(threading.Lock())
             self.put = self._blocking_put
             self.take = self._take_and_notify
+            self.sink: Any = self._blocking_put
         else:
             self.put: Callable[[Any], int] = raw.put
             self.take: Callable[[int], list] = raw.take
+            self.sink = raw  # what HotPath writes into (C writes into a C ring directly)
 
     def __len__(self) -> int:
         return len(self._raw)

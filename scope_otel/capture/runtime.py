@@ -59,7 +59,7 @@ from typing import Any, Iterator
 from opentelemetry.trace.propagation import _SPAN_KEY
 
 from scope_otel.capture import context as _context
-from scope_otel.capture._accel import IMPL
+from scope_otel.capture import _accel
 from scope_otel.capture.breaker import CircuitBreaker
 from scope_otel.capture.records import (
     CAP_ARGS, CAP_EXCEPTIONS, CAP_RETURN, CAP_STATE, EVENTS, FLAGS, OTEL_CTX, OVERLAY, PREV,
@@ -147,23 +147,42 @@ def _root_of(octx: Any) -> tuple[int, int] | None:
 
 _overlay = _context.install(_CUR, _DISABLED)
 _ring = Ring(1 << 16)
-_hot = IMPL.HotPath(
-    LEVELS, _RATES, _FLAGS, _CUR, _DISABLED, _context.raw_getter(_overlay), _root_of, _snap,
-    _ring.put, _new_prefix(), _on_error,
-)
+
+
+def _new_hot() -> Any:
+    return _accel.IMPL.HotPath(
+        LEVELS, _RATES, _FLAGS, _CUR, _DISABLED, _context.raw_source(_overlay), _root_of, _snap,
+        _ring.sink, _new_prefix(), _on_error,
+    )
+
+
+_hot = _new_hot()
 enter = _hot.enter
 exit = _hot.exit  # noqa: A001 - the contract's name
 exception = _hot.exception
-IMPLEMENTATION: str = IMPL.name
+IMPLEMENTATION: str = _accel.IMPL.name
 
 
-def bind_ring(ring: Ring) -> None:
+def use_implementation(pure: bool | None) -> str:
+    """Switch between the C hot path and the pure-Python twin (tests and
+    benchmarks; code that imported ``enter`` by name keeps the old one)."""
+    global _hot, enter, exit, exception, IMPLEMENTATION, _ring
+    impl = _accel.select(pure)
+    _ring = Ring(_ring.capacity, _ring.overflow, _ring.block_timeout)
+    _hot = _new_hot()
+    enter, exit, exception = _hot.enter, _hot.exit, _hot.exception
+    IMPLEMENTATION = impl.name
+    return impl.name
+
+
+def bind_ring(ring: Ring, move: bool = True) -> None:
     """Send function records to ``ring`` (the processor calls this); records
-    already waiting in the previous ring move over."""
+    already waiting in the previous ring move over unless ``move`` is False
+    (after a fork, when the old ring's lock may be held by a dead thread)."""
     global _ring
     old, _ring = _ring, ring
-    _hot.set_ring(ring.put)
-    if old is not ring:
+    _hot.set_ring(ring.sink)
+    if move and old is not ring:
         for item in old.take(old.capacity):
             ring.put(item)
 
@@ -173,7 +192,7 @@ def unbind_ring(ring: Ring) -> None:
     global _ring
     if _ring is ring:
         _ring = Ring(1 << 16)
-        _hot.set_ring(_ring.put)
+        _hot.set_ring(_ring.sink)
 
 
 def current_ring() -> Ring:
@@ -399,7 +418,7 @@ def _after_fork_in_child() -> None:
     global _ring
     # A worker may have held the old ring's lock at fork time: never touch it.
     _ring = Ring(_ring.capacity, _ring.overflow, _ring.block_timeout)
-    _hot.set_ring(_ring.put)
+    _hot.set_ring(_ring.sink)
     _hot.reseed(_new_prefix())
 
 

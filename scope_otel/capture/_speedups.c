@@ -1,0 +1,715 @@
+/*
+ * scope_otel.capture._speedups - the C twin of _pyring.py and _pyhot.py.
+ *
+ * Ring: a bounded, preallocated array of object references.  Every method
+ * runs with the GIL held and calls no Python code while the ring's state is
+ * inconsistent (old items are released only after the indices are updated),
+ * so no lock is needed and a fork can never inherit a held one.
+ *
+ * HotPath: enter/exit/exception of runtime.py.  Same constructor arguments,
+ * same token and record layout (records.py), same behaviour as _pyhot.py.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <time.h>
+
+/* token layout: keep in sync with records.py */
+#define T_SPAN_ID 0
+#define T_TRACE_ID 1
+#define T_PARENT_ID 2
+#define T_FID 3
+#define T_START_NS 4
+#define T_OTEL_CTX 5
+#define T_PREV 6
+#define T_ARGS 7
+#define T_EVENTS 8
+#define T_OVERLAY 9
+#define T_LEVEL 10
+#define T_FLAGS 11
+#define TOKEN_LEN 12
+#define CAP_ARGS 1
+#define CAP_RETURN 2
+
+static PyObject *ZERO;   /* cached small ints for records */
+static PyObject *ONE;
+
+/* ====================================================================== Ring */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject **slots;
+    Py_ssize_t cap;
+    uint64_t head, tail;
+    int mode;                 /* 0 drop_oldest, 1 drop_newest, 2 block */
+    uint64_t dropped_oldest, dropped_newest, high_water;
+    Py_ssize_t wake_at;
+    PyObject *wake;
+} RingObject;
+
+static PyTypeObject Ring_Type;
+
+static int
+Ring_init(RingObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"capacity", "overflow", NULL};
+    Py_ssize_t cap;
+    const char *overflow = "drop_oldest";
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "n|s", kwlist, &cap, &overflow))
+        return -1;
+    if (cap < 1) {
+        PyErr_SetString(PyExc_ValueError, "capacity must be a positive integer");
+        return -1;
+    }
+    if (strcmp(overflow, "drop_oldest") == 0) self->mode = 0;
+    else if (strcmp(overflow, "drop_newest") == 0) self->mode = 1;
+    else if (strcmp(overflow, "block") == 0) self->mode = 2;
+    else {
+        PyErr_SetString(PyExc_ValueError, "overflow must be one of drop_oldest, drop_newest, block");
+        return -1;
+    }
+    if (self->slots != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Ring already initialised");
+        return -1;
+    }
+    self->slots = PyMem_Calloc((size_t)cap, sizeof(PyObject *));
+    if (self->slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->cap = cap;
+    return 0;
+}
+
+static int
+Ring_traverse(RingObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->wake);
+    if (self->slots) {
+        for (uint64_t i = self->head; i < self->tail; i++)
+            Py_VISIT(self->slots[i % (uint64_t)self->cap]);
+    }
+    return 0;
+}
+
+static int
+Ring_clear(RingObject *self)
+{
+    Py_CLEAR(self->wake);
+    if (self->slots) {
+        while (self->head < self->tail) {
+            PyObject *o = self->slots[self->head % (uint64_t)self->cap];
+            self->slots[self->head % (uint64_t)self->cap] = NULL;
+            self->head++;
+            Py_XDECREF(o);
+        }
+    }
+    return 0;
+}
+
+static void
+Ring_dealloc(RingObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Ring_clear(self);
+    PyMem_Free(self->slots);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static void
+call_wake(RingObject *self)
+{
+    PyObject *cb = self->wake;
+    if (cb == NULL)
+        return;
+    Py_INCREF(cb);
+    PyObject *r = PyObject_CallNoArgs(cb);
+    Py_DECREF(cb);
+    if (r == NULL)
+        PyErr_WriteUnraisable(cb);
+    else
+        Py_DECREF(r);
+}
+
+/* Store item; return the new size or -1 when refused (never sets an error). */
+static Py_ssize_t
+ring_put(RingObject *self, PyObject *item)
+{
+    uint64_t cap = (uint64_t)self->cap;
+    uint64_t size = self->tail - self->head;
+    PyObject *old = NULL;
+    int wake = 0;
+    if (size >= cap) {
+        if (self->mode == 0) {
+            old = self->slots[self->head % cap];
+            self->slots[self->head % cap] = NULL;
+            self->head++;
+            self->dropped_oldest++;
+            wake = (self->dropped_oldest & 1023) == 1;
+            size--;
+        }
+        else {
+            if (self->mode == 1) {
+                self->dropped_newest++;
+                wake = (self->dropped_newest & 1023) == 1;
+            }
+            if (wake)
+                call_wake(self);
+            return -1;
+        }
+    }
+    Py_INCREF(item);
+    self->slots[self->tail % cap] = item;
+    self->tail++;
+    size++;
+    if (size > self->high_water)
+        self->high_water = size;
+    Py_XDECREF(old);  /* may run arbitrary code: state is consistent by now */
+    if (wake || (Py_ssize_t)size == self->wake_at)
+        call_wake(self);
+    return (Py_ssize_t)size;
+}
+
+static PyObject *
+Ring_put(RingObject *self, PyObject *item)
+{
+    return PyLong_FromSsize_t(ring_put(self, item));
+}
+
+static PyObject *
+Ring_take(RingObject *self, PyObject *arg)
+{
+    Py_ssize_t limit = PyLong_AsSsize_t(arg);
+    if (limit == -1 && PyErr_Occurred())
+        return NULL;
+    uint64_t avail = self->tail - self->head;
+    Py_ssize_t n = limit < 0 ? 0 : ((uint64_t)limit < avail ? limit : (Py_ssize_t)avail);
+    PyObject *out = PyList_New(n);
+    if (out == NULL)
+        return NULL;
+    uint64_t cap = (uint64_t)self->cap;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t j = (self->head + (uint64_t)i) % cap;
+        PyList_SET_ITEM(out, i, self->slots[j]);  /* steals the ring's reference */
+        self->slots[j] = NULL;
+    }
+    self->head += (uint64_t)n;
+    return out;
+}
+
+static PyObject *
+Ring_set_wake(RingObject *self, PyObject *args)
+{
+    PyObject *cb;
+    Py_ssize_t at;
+    if (!PyArg_ParseTuple(args, "On", &cb, &at))
+        return NULL;
+    Py_XSETREF(self->wake, cb == Py_None ? NULL : Py_NewRef(cb));
+    self->wake_at = at;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Ring_counters(RingObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return Py_BuildValue(
+        "{s:K,s:K,s:K,s:K,s:K,s:K,s:n}",
+        "written", (unsigned long long)self->tail,
+        "read", (unsigned long long)(self->head - self->dropped_oldest),
+        "dropped_oldest", (unsigned long long)self->dropped_oldest,
+        "dropped_newest", (unsigned long long)self->dropped_newest,
+        "high_water", (unsigned long long)self->high_water,
+        "size", (unsigned long long)(self->tail - self->head),
+        "capacity", self->cap);
+}
+
+static Py_ssize_t
+Ring_len(RingObject *self)
+{
+    return (Py_ssize_t)(self->tail - self->head);
+}
+
+static PyObject *
+Ring_get_capacity(RingObject *self, void *Py_UNUSED(c))
+{
+    return PyLong_FromSsize_t(self->cap);
+}
+
+static PyMethodDef Ring_methods[] = {
+    {"put", (PyCFunction)Ring_put, METH_O, "Store item; the new size, or -1 if not stored."},
+    {"take", (PyCFunction)Ring_take, METH_O, "Remove and return up to limit oldest items."},
+    {"set_wake", (PyCFunction)Ring_set_wake, METH_VARARGS, "set_wake(callback, at_size)"},
+    {"counters", (PyCFunction)Ring_counters, METH_NOARGS, "Counters as a dict."},
+    {NULL}
+};
+
+static PyGetSetDef Ring_getset[] = {
+    {"capacity", (getter)Ring_get_capacity, NULL, "capacity", NULL},
+    {NULL}
+};
+
+static PySequenceMethods Ring_as_sequence = {
+    .sq_length = (lenfunc)Ring_len,
+};
+
+static PyTypeObject Ring_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "scope_otel.capture._speedups.Ring",
+    .tp_basicsize = sizeof(RingObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Bounded ring of object references (C twin of _pyring.Ring).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Ring_init,
+    .tp_dealloc = (destructor)Ring_dealloc,
+    .tp_traverse = (traverseproc)Ring_traverse,
+    .tp_clear = (inquiry)Ring_clear,
+    .tp_methods = Ring_methods,
+    .tp_getset = Ring_getset,
+    .tp_as_sequence = &Ring_as_sequence,
+};
+
+/* =================================================================== HotPath */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *levels, *rates, *flags;   /* lists indexed by fid */
+    PyObject *cur;                      /* ContextVar */
+    PyObject *disabled;
+    PyObject *octx;                     /* ContextVar or callable */
+    PyObject *root_of, *snap, *put, *on_error;
+    uint64_t prefix, counter, rng;
+} HotPathObject;
+
+static int
+HotPath_init(HotPathObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"levels", "rates", "flags", "cur", "disabled", "octx", "root_of",
+                             "snap", "put", "prefix", "on_error", NULL};
+    PyObject *levels, *rates, *flags, *cur, *disabled, *octx, *root_of, *snap, *put, *on_error;
+    unsigned long long prefix;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!OOOOOOKO", kwlist,
+                                     &PyList_Type, &levels, &PyList_Type, &rates, &PyList_Type, &flags,
+                                     &cur, &disabled, &octx, &root_of, &snap, &put, &prefix, &on_error))
+        return -1;
+    if (!PyContextVar_CheckExact(cur)) {
+        PyErr_SetString(PyExc_TypeError, "cur must be a ContextVar");
+        return -1;
+    }
+    Py_XSETREF(self->levels, Py_NewRef(levels));
+    Py_XSETREF(self->rates, Py_NewRef(rates));
+    Py_XSETREF(self->flags, Py_NewRef(flags));
+    Py_XSETREF(self->cur, Py_NewRef(cur));
+    Py_XSETREF(self->disabled, Py_NewRef(disabled));
+    Py_XSETREF(self->octx, Py_NewRef(octx));
+    Py_XSETREF(self->root_of, Py_NewRef(root_of));
+    Py_XSETREF(self->snap, Py_NewRef(snap));
+    Py_XSETREF(self->put, Py_NewRef(put));
+    Py_XSETREF(self->on_error, Py_NewRef(on_error));
+    self->prefix = (uint64_t)(prefix & 0xFFFFFFFFu) << 32;
+    self->counter = 0;
+    self->rng = ((uint64_t)prefix * 0x9E3779B97F4A7C15ull) ^ (uint64_t)time(NULL) ^ 0x2545F4914F6CDD1Dull;
+    if (self->rng == 0)
+        self->rng = 88172645463325252ull;
+    return 0;
+}
+
+static int
+HotPath_traverse(HotPathObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->levels); Py_VISIT(self->rates); Py_VISIT(self->flags); Py_VISIT(self->cur);
+    Py_VISIT(self->disabled); Py_VISIT(self->octx); Py_VISIT(self->root_of); Py_VISIT(self->snap);
+    Py_VISIT(self->put); Py_VISIT(self->on_error);
+    return 0;
+}
+
+static int
+HotPath_clear(HotPathObject *self)
+{
+    Py_CLEAR(self->levels); Py_CLEAR(self->rates); Py_CLEAR(self->flags); Py_CLEAR(self->cur);
+    Py_CLEAR(self->disabled); Py_CLEAR(self->octx); Py_CLEAR(self->root_of); Py_CLEAR(self->snap);
+    Py_CLEAR(self->put); Py_CLEAR(self->on_error);
+    return 0;
+}
+
+static void
+HotPath_dealloc(HotPathObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    HotPath_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Report the pending exception to on_error and clear it. */
+static void
+report_error(HotPathObject *self)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (value == NULL) {
+        Py_XDECREF(type); Py_XDECREF(tb);
+        return;
+    }
+    if (tb != NULL)
+        PyException_SetTraceback(value, tb);
+    PyObject *r = PyObject_CallOneArg(self->on_error, value);
+    if (r == NULL)
+        PyErr_Clear();
+    else
+        Py_DECREF(r);
+    Py_XDECREF(type); Py_DECREF(value); Py_XDECREF(tb);
+}
+
+static PyObject *
+now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return PyLong_FromLongLong((long long)ts.tv_sec * 1000000000LL + ts.tv_nsec);
+}
+
+static int
+set_cur(HotPathObject *self, PyObject *value)
+{
+    PyObject *tok = PyContextVar_Set(self->cur, value);
+    if (tok == NULL)
+        return -1;
+    Py_DECREF(tok);
+    return 0;
+}
+
+/* A value safe to keep: plain immutables as they are, anything else via snap(). */
+static PyObject *
+snap_value(HotPathObject *self, PyObject *v)
+{
+    if (v == Py_None || PyLong_CheckExact(v) || PyUnicode_CheckExact(v) || PyFloat_CheckExact(v) || PyBool_Check(v))
+        return Py_NewRef(v);
+    return PyObject_CallOneArg(self->snap, v);
+}
+
+static PyObject *
+get_octx(HotPathObject *self)
+{
+    if (PyContextVar_CheckExact(self->octx)) {
+        PyObject *v = NULL;
+        if (PyContextVar_Get(self->octx, NULL, &v) < 0)
+            return NULL;
+        if (v == NULL)
+            v = Py_NewRef(Py_None);
+        return v;
+    }
+    return PyObject_CallNoArgs(self->octx);
+}
+
+static double
+next_random(HotPathObject *self)
+{
+    uint64_t x = self->rng;
+    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+    self->rng = x;
+    return (double)(x >> 11) * (1.0 / 9007199254740992.0);
+}
+
+static PyObject *
+HotPath_enter(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "enter(fid, args=None)");
+        report_error(self);
+        Py_RETURN_NONE;
+    }
+    PyObject *call_args = nargs > 1 ? args[1] : Py_None;
+    PyObject *caller = NULL, *octx = NULL, *trace_id = NULL, *parent_id = NULL, *captured = NULL;
+    PyObject *token = NULL;
+
+    Py_ssize_t fid = PyLong_AsSsize_t(args[0]);
+    if (fid == -1 && PyErr_Occurred())
+        goto error;
+    if (fid < 0 || fid >= PyList_GET_SIZE(self->levels) || fid >= PyList_GET_SIZE(self->rates)
+        || fid >= PyList_GET_SIZE(self->flags)) {
+        PyErr_Format(PyExc_IndexError, "unknown function id %zd", fid);
+        goto error;
+    }
+    PyObject *lvl_obj = PyList_GET_ITEM(self->levels, fid);
+    long lvl = PyLong_AsLong(lvl_obj);
+    if (lvl == -1 && PyErr_Occurred())
+        goto error;
+    if (lvl == 0)
+        Py_RETURN_NONE;
+    double rate = PyFloat_AsDouble(PyList_GET_ITEM(self->rates, fid));
+    if (rate == -1.0 && PyErr_Occurred())
+        goto error;
+    if (rate < 1.0 && next_random(self) >= rate)
+        Py_RETURN_NONE;
+    if (PyContextVar_Get(self->cur, NULL, &caller) < 0)
+        goto error;
+    if (caller == NULL)
+        caller = Py_NewRef(Py_None);
+    if (caller == self->disabled) {
+        Py_DECREF(caller);
+        Py_RETURN_NONE;
+    }
+    octx = get_octx(self);
+    if (octx == NULL)
+        goto error;
+    if (caller != Py_None && PyList_CheckExact(caller) && PyList_GET_SIZE(caller) == TOKEN_LEN
+        && PyList_GET_ITEM(caller, T_OTEL_CTX) == octx) {
+        trace_id = Py_NewRef(PyList_GET_ITEM(caller, T_TRACE_ID));
+        parent_id = Py_NewRef(PyList_GET_ITEM(caller, T_SPAN_ID));
+    }
+    else {
+        PyObject *root = PyObject_CallOneArg(self->root_of, octx);
+        if (root == NULL)
+            goto error;
+        if (root == Py_None) {
+            Py_DECREF(root);
+            Py_DECREF(caller);
+            Py_DECREF(octx);
+            Py_RETURN_NONE;
+        }
+        if (!PyTuple_Check(root) || PyTuple_GET_SIZE(root) != 2) {
+            Py_DECREF(root);
+            PyErr_SetString(PyExc_TypeError, "root_of must return (trace_id, parent_id) or None");
+            goto error;
+        }
+        trace_id = Py_NewRef(PyTuple_GET_ITEM(root, 0));
+        parent_id = Py_NewRef(PyTuple_GET_ITEM(root, 1));
+        Py_DECREF(root);
+    }
+    PyObject *flg_obj = PyList_GET_ITEM(self->flags, fid);
+    long flg = PyLong_AsLong(flg_obj);
+    if (flg == -1 && PyErr_Occurred())
+        goto error;
+    if (call_args != Py_None && (flg & CAP_ARGS) && PyDict_Check(call_args)) {
+        if (set_cur(self, self->disabled) < 0)  /* a repr() must not record itself */
+            goto error;
+        captured = PyDict_New();
+        if (captured == NULL)
+            goto error;
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        while (PyDict_Next(call_args, &pos, &k, &v)) {
+            Py_INCREF(k); Py_INCREF(v);
+            PyObject *s = snap_value(self, v);
+            int rc = s == NULL ? -1 : PyDict_SetItem(captured, k, s);
+            Py_XDECREF(s); Py_DECREF(k); Py_DECREF(v);
+            if (rc < 0) {
+                set_cur(self, caller);
+                goto error;
+            }
+        }
+    }
+    else {
+        captured = Py_NewRef(Py_None);
+    }
+    token = PyList_New(TOKEN_LEN);
+    if (token == NULL)
+        goto error;
+    self->counter++;
+    PyObject *sid = PyLong_FromUnsignedLongLong(self->prefix | (self->counter & 0xFFFFFFFFu));
+    PyObject *start = now_ns();
+    if (sid == NULL || start == NULL) {
+        Py_XDECREF(sid); Py_XDECREF(start);
+        goto error;
+    }
+    PyList_SET_ITEM(token, T_SPAN_ID, sid);
+    PyList_SET_ITEM(token, T_TRACE_ID, trace_id); trace_id = NULL;
+    PyList_SET_ITEM(token, T_PARENT_ID, parent_id); parent_id = NULL;
+    PyList_SET_ITEM(token, T_FID, Py_NewRef(args[0]));
+    PyList_SET_ITEM(token, T_START_NS, start);
+    PyList_SET_ITEM(token, T_OTEL_CTX, octx); octx = NULL;
+    PyList_SET_ITEM(token, T_PREV, caller); caller = NULL;
+    PyList_SET_ITEM(token, T_ARGS, captured); captured = NULL;
+    PyList_SET_ITEM(token, T_EVENTS, Py_NewRef(Py_None));
+    PyList_SET_ITEM(token, T_OVERLAY, Py_NewRef(Py_None));
+    PyList_SET_ITEM(token, T_LEVEL, Py_NewRef(lvl_obj));
+    PyList_SET_ITEM(token, T_FLAGS, Py_NewRef(flg_obj));
+    if (set_cur(self, token) < 0)
+        goto error;
+    return token;
+
+error:
+    Py_XDECREF(caller); Py_XDECREF(octx); Py_XDECREF(trace_id); Py_XDECREF(parent_id);
+    Py_XDECREF(captured); Py_XDECREF(token);
+    report_error(self);
+    Py_RETURN_NONE;
+}
+
+static int
+emit(HotPathObject *self, PyObject *token, PyObject *end, PyObject *status, PyObject *value)
+{
+    PyObject *rec = PyTuple_New(4);
+    if (rec == NULL)
+        return -1;
+    PyTuple_SET_ITEM(rec, 0, Py_NewRef(token));
+    PyTuple_SET_ITEM(rec, 1, Py_NewRef(end));
+    PyTuple_SET_ITEM(rec, 2, Py_NewRef(status));
+    PyTuple_SET_ITEM(rec, 3, Py_NewRef(value));
+    int rc = 0;
+    if (Py_IS_TYPE(self->put, &Ring_Type)) {
+        ring_put((RingObject *)self->put, rec);
+    }
+    else {
+        PyObject *r = PyObject_CallOneArg(self->put, rec);
+        if (r == NULL)
+            rc = -1;
+        else
+            Py_DECREF(r);
+    }
+    Py_DECREF(rec);
+    return rc;
+}
+
+static int
+check_token(PyObject *token)
+{
+    if (!PyList_CheckExact(token) || PyList_GET_SIZE(token) != TOKEN_LEN) {
+        PyErr_SetString(PyExc_TypeError, "not a scope-otel token");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+HotPath_exit(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "exit(token, value=None)");
+        report_error(self);
+        Py_RETURN_NONE;
+    }
+    PyObject *token = args[0];
+    if (token == Py_None)
+        Py_RETURN_NONE;
+    PyObject *value = nargs > 1 ? args[1] : Py_None;
+    PyObject *kept = NULL, *end = NULL;
+    if (check_token(token) < 0)
+        goto error;
+    end = now_ns();
+    if (end == NULL)
+        goto error;
+    long flg = PyLong_AsLong(PyList_GET_ITEM(token, T_FLAGS));
+    if (value != Py_None && (flg & CAP_RETURN)) {
+        if (set_cur(self, self->disabled) < 0)
+            goto error;
+        kept = snap_value(self, value);
+        if (kept == NULL) {
+            set_cur(self, PyList_GET_ITEM(token, T_PREV));
+            goto error;
+        }
+    }
+    else {
+        kept = Py_NewRef(Py_None);
+    }
+    if (set_cur(self, PyList_GET_ITEM(token, T_PREV)) < 0)
+        goto error;
+    if (emit(self, token, end, ZERO, kept) < 0)
+        goto error;
+    Py_DECREF(kept);
+    Py_DECREF(end);
+    Py_RETURN_NONE;
+error:
+    Py_XDECREF(kept);
+    Py_XDECREF(end);
+    report_error(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+HotPath_exception(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "exception(token, exc)");
+        report_error(self);
+        Py_RETURN_NONE;
+    }
+    PyObject *token = args[0];
+    if (token == Py_None)
+        Py_RETURN_NONE;
+    PyObject *end = NULL;
+    if (check_token(token) < 0)
+        goto error;
+    if (set_cur(self, PyList_GET_ITEM(token, T_PREV)) < 0)
+        goto error;
+    end = now_ns();
+    if (end == NULL || emit(self, token, end, ONE, args[1]) < 0)
+        goto error;
+    Py_DECREF(end);
+    Py_RETURN_NONE;
+error:
+    Py_XDECREF(end);
+    report_error(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+HotPath_set_ring(HotPathObject *self, PyObject *put)
+{
+    Py_XSETREF(self->put, Py_NewRef(put));
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+HotPath_reseed(HotPathObject *self, PyObject *arg)
+{
+    unsigned long long prefix = PyLong_AsUnsignedLongLongMask(arg);
+    if (PyErr_Occurred())
+        return NULL;
+    self->prefix = (uint64_t)(prefix & 0xFFFFFFFFu) << 32;
+    self->counter = 0;
+    self->rng ^= (uint64_t)prefix * 0x9E3779B97F4A7C15ull;
+    if (self->rng == 0)
+        self->rng = 88172645463325252ull;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef HotPath_methods[] = {
+    {"enter", (PyCFunction)(void (*)(void))HotPath_enter, METH_FASTCALL, "enter(fid, args=None) -> token | None"},
+    {"exit", (PyCFunction)(void (*)(void))HotPath_exit, METH_FASTCALL, "exit(token, value=None)"},
+    {"exception", (PyCFunction)(void (*)(void))HotPath_exception, METH_FASTCALL, "exception(token, exc)"},
+    {"set_ring", (PyCFunction)HotPath_set_ring, METH_O, "Write records through put (a Ring or a callable)."},
+    {"reseed", (PyCFunction)HotPath_reseed, METH_O, "New span-id prefix and counter."},
+    {NULL}
+};
+
+static PyTypeObject HotPath_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "scope_otel.capture._speedups.HotPath",
+    .tp_basicsize = sizeof(HotPathObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "enter/exit/exception of the capture runtime (C twin of _pyhot.HotPath).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)HotPath_init,
+    .tp_dealloc = (destructor)HotPath_dealloc,
+    .tp_traverse = (traverseproc)HotPath_traverse,
+    .tp_clear = (inquiry)HotPath_clear,
+    .tp_methods = HotPath_methods,
+};
+
+/* ==================================================================== module */
+
+static struct PyModuleDef speedups_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "scope_otel.capture._speedups",
+    .m_doc = "C accelerator of the scope-otel capture hot path.",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    if (PyType_Ready(&Ring_Type) < 0 || PyType_Ready(&HotPath_Type) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&speedups_module);
+    if (m == NULL)
+        return NULL;
+    ZERO = PyLong_FromLong(0);
+    ONE = PyLong_FromLong(1);
+    if (ZERO == NULL || ONE == NULL
+        || PyModule_AddObjectRef(m, "Ring", (PyObject *)&Ring_Type) < 0
+        || PyModule_AddObjectRef(m, "HotPath", (PyObject *)&HotPath_Type) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

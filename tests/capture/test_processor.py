@@ -1,0 +1,216 @@
+"""RingBufferSpanProcessor: export, OTEL_BSP_*, bounded flush/shutdown, fork, stats."""
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from scope_otel.capture import RingBufferSpanProcessor, runtime
+from tests.capture.conftest import Pipeline
+
+
+class HangingExporter(SpanExporter):
+    """An exporter whose backend never answers (until released)."""
+
+    def __init__(self):
+        self.release = threading.Event()
+        self.calls = 0
+
+    def export(self, spans):
+        self.calls += 1
+        self.release.wait()
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self):
+        self.release.wait()
+
+
+def _run_bounded(call, limit: float = 20.0):
+    """Run call() in a thread; return (finished, result). Liveness, not timing."""
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("r", call()), daemon=True)
+    t.start()
+    t.join(limit)
+    return not t.is_alive(), out.get("r")
+
+
+def test_spans_are_exported_with_counters(pipeline):
+    for i in range(50):
+        with pipeline.tracer.start_as_current_span(f"s{i}"):
+            pass
+    spans = pipeline.spans()
+    assert sorted(s.name for s in spans) == sorted(f"s{i}" for i in range(50))
+    st = pipeline.processor.stats()
+    assert st["exported"] == 50 and st["written"] == 50 and st["dropped"] == 0
+    assert st["implementation"] in ("c", "python")
+
+
+def test_otel_bsp_environment_is_honoured_when_arguments_are_none(monkeypatch, impl):
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "128")
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "16")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "250")
+    monkeypatch.setenv("OTEL_BSP_EXPORT_TIMEOUT", "1000")
+    p = RingBufferSpanProcessor(InMemorySpanExporter())
+    try:
+        assert (p.max_queue_size, p.max_export_batch_size) == (128, 16)
+        assert (p.schedule_delay_millis, p.export_timeout_millis) == (250, 1000)
+        explicit = RingBufferSpanProcessor(InMemorySpanExporter(), max_queue_size=64, max_export_batch_size=8)
+        assert (explicit.max_queue_size, explicit.max_export_batch_size) == (64, 8)
+        explicit.shutdown()
+    finally:
+        p.shutdown()
+
+
+def test_full_queue_drops_oldest_and_counts_while_exporter_hangs(impl):
+    exporter = HangingExporter()
+    p = Pipeline.__new__(Pipeline)
+    p.exporter = exporter
+    p.processor = RingBufferSpanProcessor(exporter, max_queue_size=100, max_export_batch_size=10,
+                                          schedule_delay_millis=10, export_timeout_millis=200)
+    provider = TracerProvider()
+    provider.add_span_processor(p.processor)
+    tracer = provider.get_tracer("t")
+    try:
+        for i in range(1000):
+            with tracer.start_as_current_span("x"):
+                pass
+        st = p.processor.stats()
+        assert st["written"] == 1000
+        assert st["dropped_oldest"] + st["size"] + st["read"] == 1000
+        assert st["dropped_oldest"] >= 1000 - 100 - 10  # at most a batch left with the worker
+    finally:
+        finished, _ = _run_bounded(lambda: p.processor.shutdown(timeout_millis=300))
+        exporter.release.set()
+    assert finished
+
+
+def test_force_flush_and_shutdown_return_within_their_timeout_when_the_exporter_hangs(impl):
+    exporter = HangingExporter()
+    processor = RingBufferSpanProcessor(exporter, schedule_delay_millis=10)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    with provider.get_tracer("t").start_as_current_span("stuck"):
+        pass
+    try:
+        finished, flushed = _run_bounded(lambda: processor.force_flush(timeout_millis=200))
+        assert finished and flushed is False
+        finished, _ = _run_bounded(lambda: processor.shutdown(timeout_millis=200))
+        assert finished
+        # after shutdown spans are ignored, never raised
+        processor.on_end(object())
+        assert processor.force_flush(100) is False
+    finally:
+        exporter.release.set()
+
+
+def test_exporter_exceptions_are_counted_not_raised(impl):
+    class Broken(SpanExporter):
+        def export(self, spans):
+            raise ConnectionError("backend down")
+
+    processor = RingBufferSpanProcessor(Broken(), schedule_delay_millis=10)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    with provider.get_tracer("t").start_as_current_span("a"):
+        pass
+    assert processor.force_flush(5000)
+    assert processor.stats()["export_failures"] == 1
+    processor.shutdown(1000)
+
+
+def test_shutdown_exports_what_is_queued(impl):
+    exporter = InMemorySpanExporter()
+    processor = RingBufferSpanProcessor(exporter, schedule_delay_millis=60_000)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    for _ in range(5):
+        with provider.get_tracer("t").start_as_current_span("late"):
+            pass
+    processor.shutdown(5000)
+    assert len(exporter.get_finished_spans()) == 5
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.parametrize("hooks", ["at_fork", "pid_check"])
+def test_fork_child_exports_its_own_spans_and_parent_keeps_working(pipeline, hooks):
+    tracer, processor = pipeline.tracer, pipeline.processor
+    with tracer.start_as_current_span("before-fork"):
+        pass
+    if hooks == "pid_check":
+        # simulate uWSGI: fork without at-fork hooks, so only the pid check can notice
+        fork = _fork_without_hooks
+    else:
+        fork = os.fork
+    # a worker holding its locks at fork time must not deadlock the child
+    read_fd, write_fd = os.pipe()
+    pid = fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            os.close(read_fd)
+            with tracer.start_as_current_span("in-child"):
+                pass
+            fid = runtime.register("tests.fork", "child_fn", __file__, 1)
+            runtime.exit(runtime.enter(fid))
+            ok = processor.force_flush(5000)
+            names = sorted(s.name for s in pipeline.exporter.get_finished_spans())
+            os.write(write_fd, (repr((ok, names, processor.stats()["forks"]))).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    data = b""
+    while chunk := os.read(read_fd, 65536):
+        data += chunk
+    os.close(read_fd)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    ok, names, forks = eval(data.decode())  # noqa: S307 - our own child's repr
+    assert ok and forks == 1
+    assert "in-child" in names and "child_fn" in names
+    with tracer.start_as_current_span("after-fork-parent"):
+        pass
+    parent_names = [s.name for s in pipeline.spans()]
+    assert "after-fork-parent" in parent_names and "in-child" not in parent_names
+    assert processor.stats()["forks"] == 0
+
+
+def _fork_without_hooks() -> int:
+    """fork(2) through ctypes: Python's at-fork hooks do not run (as under uWSGI)."""
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True).fork()
+
+
+def test_stats_report_ring_export_and_runtime_counters(pipeline, fn):
+    fid = fn("stats_fn")
+    runtime.exit(runtime.enter(fid))
+    pipeline.spans()
+    st = pipeline.processor.stats()
+    for key in ("written", "read", "dropped_oldest", "dropped_newest", "dropped_block_timeout",
+                "high_water", "exported", "function_spans", "values_truncated", "values_redacted",
+                "breaker_trips", "breaker_cap", "internal_errors"):
+        assert key in st
+    assert st["function_spans"] == 1
+
+
+def test_metrics_publish_exported_dropped_and_queue_size(impl):
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader])
+    processor = RingBufferSpanProcessor(InMemorySpanExporter(), schedule_delay_millis=10, meter_provider=meters)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    with provider.get_tracer("t").start_as_current_span("m"):
+        pass
+    processor.force_flush(5000)
+    data = reader.get_metrics_data()
+    names = {m.name for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+    assert {"scope_otel.spans.exported", "scope_otel.spans.dropped", "scope_otel.queue.size"} <= names
+    processor.shutdown(1000)
