@@ -24,8 +24,11 @@ Arguments left ``None`` come from ``OTEL_BSP_MAX_QUEUE_SIZE``,
 their timeout even when the exporter hangs: they wait for the worker, never
 for an exporter call.  After ``fork`` the child gets a fresh ring and worker
 (through ``os.register_at_fork`` and, where at-fork hooks do not run, as under
-uWSGI, through a pid check when the ring asks for a drain); locks held by the
-parent's worker at fork time are never touched in the child.
+uWSGI, through a pid check when the ring asks for a drain or on
+``force_flush``); locks held by the parent's worker at fork time are never
+touched in the child.  Without at-fork hooks the child's spans ended before
+that check are dropped and counted (``dropped_at_fork``), because they cannot
+be told apart from the parent's pending ones.
 
 ``stats()`` returns the counters; pass ``meter_provider`` to also publish
 them as OpenTelemetry metrics.
@@ -115,6 +118,7 @@ class RingBufferSpanProcessor(SpanProcessor):
         self._export_failures = 0
         self._unsampled = 0
         self._forks = 0
+        self._dropped_at_fork = 0
         self._shutdown = False
         self._correlator = None
         self._start()
@@ -161,6 +165,11 @@ class RingBufferSpanProcessor(SpanProcessor):
     def _after_fork(self) -> None:
         if self._pid == os.getpid():
             return  # already done by the other path
+        # What the inherited ring holds cannot be told apart (the parent's
+        # pending spans, or, without at-fork hooks, the child's first ones):
+        # exporting it could duplicate the parent's spans, so it is counted
+        # and dropped.  The old ring and its lock are never touched otherwise.
+        self._dropped_at_fork += len(self._ring)
         self._forks += 1
         self._exported = self._export_failures = 0
         self._correlator = None
@@ -284,6 +293,7 @@ class RingBufferSpanProcessor(SpanProcessor):
             export_failures=self._export_failures,
             unsampled=self._unsampled,
             forks=self._forks,
+            dropped_at_fork=self._dropped_at_fork,
             workers_alive=sum(t.is_alive() for t in self._threads),
         )
         correlator = self._correlator
