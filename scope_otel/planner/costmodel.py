@@ -84,6 +84,7 @@ def _cache_key(source: str) -> str:
 
 
 def _per_op_us(loop, n: int, empty_ns: float) -> float:
+    loop(max(n // 10, 1))  # warm up: first calls pay for caches and specialisation
     best = min(loop(n) for _ in range(3))
     return max((best - empty_ns) / n / 1000.0, 0.0)
 
@@ -293,8 +294,7 @@ def calibrate(*, refresh: bool = False, cache: str | None = None, iterations: in
             return CostModel(**{**values, "key": key, "cached": True})
         except TypeError:
             pass  # an older layout: measure again
-    model = _measure(iterations)
-    model = CostModel(**{**asdict(model), "key": key})
-    entries[key] = model.as_dict()
+    measured = CostModel(**{**asdict(_measure(iterations)), "key": key})
+    entries[key] = measured.as_dict()
     _write_cache(path, entries)
-    return model
+    return CostModel(**entries[key])  # rounded as cached, so both paths agree

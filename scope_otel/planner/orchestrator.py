@@ -23,8 +23,9 @@ The choice is a knapsack solved greedily by value per microsecond: each
 function offers an upgrade ``off -> boundaries`` and, once taken,
 ``boundaries -> full``; a valuable function too expensive to record on
 every call also offers ``boundaries`` sampled at the rate that fits a
-twentieth of the budget.  Upgrades are taken best ratio first while they
-fit; so the cheapest valuable set is chosen, not a threshold.
+quarter of the budget (a sampled-out call still costs the level check).
+Upgrades are taken best ratio first while they fit, so the most valuable
+set for the budget is chosen, not a threshold.
 
 User overrides win over the optimiser, in this order: ``--pin GLOB=LEVEL``
 (the last matching pin), then ``--exclude GLOB`` (off), then
@@ -51,7 +52,7 @@ IO_COST_US = {
     "queue.put": 2.0, "queue.get": 5.0, "thread.spawn": 100.0, "executor.submit": 20.0,
 }
 _LOOP_WORK = 27          # statements a loop adds: ~10 iterations of ~3 statements
-_SAMPLED_SHARE = 0.05    # a sampled function may use this share of the budget
+_SAMPLED_SHARE = 0.25    # a sampled function may use this share of the budget
 _MIN_SAMPLING = 0.001
 
 

@@ -15,7 +15,9 @@ record it::
 ``--instrument 'shop.*' --level full``: every function of a matching module
 at that level.  A glob ``X.*`` also matches the package ``X`` itself.
 
-Entries at level ``off`` are kept in :attr:`Plan.functions` so the plan
+An entry without ``capture`` records what its level records by default
+(:data:`DEFAULT_CAPTURE`); without ``level`` or ``sampling`` it takes the
+plan's ``defaults``.  Entries at level ``off`` are kept in :attr:`Plan.functions` so the plan
 explains every decision; :attr:`Plan.modules` lists only modules with
 something to record.  ``overrides.pin`` globs in the file also answer
 :meth:`Plan.for_function` for functions the analysis never saw (nested or
@@ -225,8 +227,6 @@ def _function_plan(check: _Checker, entry: Any, path: str, defaults: dict) -> Fu
     level = check.level(entry.get("level", defaults.get("level", "off")), f"{path}.level")
     if "capture" in entry:
         capture = check.capture(entry["capture"], f"{path}.capture")
-    elif "capture" in defaults:
-        capture = frozenset(defaults["capture"])
     else:
         capture = DEFAULT_CAPTURE[level]
     sampling = check.number(entry.get("sampling", defaults.get("sampling", 1.0)), f"{path}.sampling", 0.0, 1.0)

@@ -97,7 +97,7 @@ def parse(source: SourceFile) -> Parsed | Skipped:
     try:
         size = os.path.getsize(source.path)
         if size > MAX_FILE_BYTES:
-            return Skipped(source.path, f"too large ({size // 1024} KiB > {MAX_FILE_BYTES // 1024} KiB; generated?)")
+            return Skipped(source.path, f"too large ({size} bytes > {MAX_FILE_BYTES}; generated?)")
         with open(source.path, "rb") as fh:
             raw = fh.read()
     except OSError as exc:
