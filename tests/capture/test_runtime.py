@@ -1,0 +1,188 @@
+"""The function-event runtime: recording rules, levels, sampling, breaker, safety."""
+from __future__ import annotations
+
+import pytest
+
+from scope_otel import config
+from scope_otel.capture import runtime
+
+
+@pytest.fixture
+def live_config(monkeypatch):
+    """A private live configuration, restored afterwards."""
+    saved = config._current
+    for key in ("SCOPE_OTEL_LEVEL", "SCOPE_OTEL_FUNCTION_LEVELS", "SCOPE_OTEL_SAMPLING_RATE"):
+        monkeypatch.delenv(key, raising=False)
+    cfg = config.load(env={})
+    config.set_current(cfg)
+    try:
+        yield cfg
+    finally:
+        config.set_current(saved)
+        runtime._recompute()
+
+
+def test_a_recorded_call_becomes_one_function_span(pipeline, fn):
+    fid = fn("plain")
+    token = runtime.enter(fid)
+    assert token is not None
+    runtime.exit(token, 42)
+    (span,) = pipeline.spans()
+    assert span.name == "plain"
+    assert span.attributes["code.namespace"] == "tests.sample"
+    assert span.attributes["scope.kind"] == "function"
+    assert span.attributes["scope.level"] == "boundaries"
+    assert "scope.return" not in span.attributes  # boundaries: no values
+
+
+def test_full_level_records_arguments_and_return_value(pipeline, fn):
+    fid = fn("full_fn", level="full")
+    runtime.exit(runtime.enter(fid, {"a": 1, "b": [1, 2]}), {"ok": True})
+    (span,) = pipeline.spans()
+    assert span.attributes["scope.arg.a"] == "1"
+    assert span.attributes["scope.arg.b"] == "[1, 2]"
+    assert span.attributes["scope.return"] == "{'ok': True}"
+
+
+def test_capture_set_records_return_at_boundaries(pipeline, fn):
+    fid = fn("ret_only", capture=frozenset({"return"}))
+    runtime.exit(runtime.enter(fid, {"a": 1}), "value")
+    (span,) = pipeline.spans()
+    assert span.attributes["scope.return"] == "value"
+    assert "scope.arg.a" not in span.attributes
+
+
+def test_values_are_captured_at_call_time_not_export_time(pipeline, fn):
+    fid = fn("mutating", level="full")
+    data = [1]
+    token = runtime.enter(fid, {"data": data})
+    data.append(2)
+    runtime.exit(token)
+    (span,) = pipeline.spans()
+    assert span.attributes["scope.arg.data"] == "[1]"
+
+
+def test_exception_ends_the_call_with_a_semconv_event_and_error_status(pipeline, fn):
+    fid = fn("fails", level="full")
+    token = runtime.enter(fid)
+    try:
+        raise KeyError("missing")
+    except KeyError as exc:
+        runtime.exception(token, exc)
+    (span,) = pipeline.spans()
+    (event,) = [e for e in span.events if e.name == "exception"]
+    assert event.attributes["exception.type"] == "KeyError"
+    assert "missing" in event.attributes["exception.message"]
+    assert "raise KeyError" in event.attributes["exception.stacktrace"]
+    assert span.status.status_code.name == "ERROR"
+
+
+def test_nested_calls_are_parent_and_child(pipeline, fn):
+    outer, inner = fn("outer"), fn("inner")
+    t1 = runtime.enter(outer)
+    t2 = runtime.enter(inner)
+    runtime.exit(t2)
+    runtime.exit(t1)
+    spans = pipeline.by_name()
+    assert spans["inner"].parent.span_id == spans["outer"].context.span_id
+    assert spans["inner"].context.trace_id == spans["outer"].context.trace_id
+    assert spans["outer"].parent is None
+
+
+def test_state_changes_and_messages_become_span_events(pipeline, fn):
+    fid = fn("stateful", level="full")
+    token = runtime.enter(fid)
+    runtime.state_change(token, "self.total", 10)
+    runtime.send("orders", "m-1")
+    runtime.recv("replies", "m-2")
+    runtime.exit(token)
+    (span,) = pipeline.spans()
+    events = {e.name: e.attributes for e in span.events}
+    assert events["scope.state_change"] == {"scope.target": "self.total", "scope.value": "10"}
+    assert events["scope.send"] == {"messaging.destination.name": "orders", "messaging.message.id": "m-1"}
+    assert events["scope.recv"]["messaging.destination.name"] == "replies"
+
+
+def test_generator_suspend_and_resume_leave_and_reenter_the_stack(pipeline, fn):
+    gen_fid, caller_fid, other_fid = fn("gen"), fn("caller"), fn("other")
+
+    def gen():
+        token = runtime.enter(gen_fid)
+        runtime.suspend(token)
+        yield 1
+        runtime.resume(token)
+        runtime.exit(token)
+
+    c = runtime.enter(caller_fid)
+    g = gen()
+    next(g)
+    runtime.exit(runtime.enter(other_fid))  # the caller's child, not the generator's
+    next(g, None)
+    runtime.exit(c)
+    spans = pipeline.by_name()
+    assert spans["other"].parent.span_id == spans["caller"].context.span_id
+    assert spans["gen"].parent.span_id == spans["caller"].context.span_id
+    assert [e.name for e in spans["gen"].events] == ["scope.suspend", "scope.resume"]
+
+
+def test_disabled_records_nothing_inside(pipeline, fn):
+    fid = fn("quiet")
+    with runtime.disabled():
+        assert runtime.enter(fid) is None
+    assert runtime.enter(fid) is not None
+
+
+def test_off_level_and_zero_sampling_record_nothing(pipeline, fn):
+    assert runtime.enter(fn("off_fn", level="off")) is None
+    assert runtime.enter(fn("never", sampling=0.0)) is None
+    half = fn("half", sampling=0.5)
+    recorded = 0
+    for _ in range(2000):
+        token = runtime.enter(half)
+        if token is not None:
+            recorded += 1
+            runtime.exit(token)
+    assert 0 < recorded < 2000
+
+
+def test_none_tokens_and_bad_input_never_raise(impl):
+    runtime.exit(None, 1)
+    runtime.exception(None, ValueError())
+    runtime.state_change(None, "x", 1)
+    runtime.suspend(None)
+    runtime.resume(None)
+    before = runtime.stats()["internal_errors"]
+    assert runtime.enter(10 ** 9) is None  # unknown function id
+    runtime.exit(["not", "a", "token"])
+    assert runtime.stats()["internal_errors"] == before + 2
+
+
+def test_level_changes_at_run_time_update_LEVELS_in_place(live_config, impl, fn):
+    fid = fn("tunable", level="boundaries")
+    other = fn("untouched", level="boundaries")
+    assert runtime.LEVELS[fid] == 1
+    config.update(function_levels="tests.sample:tunable=full")
+    assert runtime.LEVELS[fid] == 2 and runtime.LEVELS[other] == 1
+    config.update(level="off")
+    assert runtime.LEVELS[other] == 0 and runtime.LEVELS[fid] == 2  # the glob still wins
+    config.update(sampling_rate=0.0)
+    assert runtime.enter(fid) is None
+
+
+def test_breaker_degrades_levels_when_drops_pass_the_threshold_and_recovers(impl, fn):
+    fid = fn("busy", level="full")
+    b = runtime.breaker
+    try:
+        b.reset()
+        b.observe(written=0, dropped=0, now=100.0)
+        b.observe(written=1000, dropped=500, now=101.5)
+        assert b.cap == 1 and runtime.LEVELS[fid] == 1
+        b.observe(written=2000, dropped=1000, now=103.0)
+        assert b.cap == 0 and runtime.LEVELS[fid] == 0
+        assert runtime.enter(fid) is None
+        b.observe(written=3000, dropped=1000, now=140.0)
+        assert b.cap == 1
+        assert runtime.stats()["breaker_trips"] >= 2
+    finally:
+        b.reset()
+    assert runtime.LEVELS[fid] == 2
