@@ -1,0 +1,105 @@
+"""``--profile``: real call counts from every process of a command, threads included."""
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+
+import pytest
+
+from scope_otel.planner.analysis import analyse
+from scope_otel.planner.profile import ProfileError, load_profile, run_profile
+
+MAIN = """
+    import subprocess
+    import sys
+    import threading
+
+    def leaf(x):
+        return x * 2
+
+    def hot(n):
+        total = 0
+        for i in range(n):
+            total += leaf(i)
+        return total
+
+    def worker():
+        hot(100)
+
+    def main():
+        t = threading.Thread(target=worker)
+        t.start()
+        t.join()
+        for _ in range(50):
+            hot(200)
+        subprocess.run([sys.executable, "child.py"], check=True)
+
+    if __name__ == "__main__":
+        main()
+"""
+CHILD = """
+    def step():
+        return 1
+
+    for _ in range(7):
+        step()
+"""
+
+
+@pytest.fixture
+def workload(tmp_path, monkeypatch):
+    (tmp_path / "work.py").write_text(textwrap.dedent(MAIN))
+    (tmp_path / "child.py").write_text(textwrap.dedent(CHILD))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_counts_are_exact_across_threads_and_child_processes(workload):
+    profile = run_profile([sys.executable, "work.py"])
+    assert profile.returncode == 0
+    assert profile.processes == 2
+    counts = profile.counts_for(analyse([str(workload)]).functions)
+    assert counts["work:leaf"] == 100 + 50 * 200
+    assert counts["work:hot"] == 51
+    assert counts["work:worker"] == 1          # ran in a thread
+    assert counts["work:main"] == 1            # ran as __main__, matched by file
+    assert counts["child:step"] == 7           # counted in the child process
+    assert profile.wall_s > 0 and 0 < profile.baseline_us <= profile.wall_s * 1e6
+
+
+def test_counts_round_trip_through_the_counts_file(workload):
+    profile = run_profile([sys.executable, "work.py"])
+    path = str(workload / "counts.json")
+    profile.save(path)
+    again = load_profile(path)
+    functions = analyse([str(workload)]).functions
+    assert again.counts_for(functions) == profile.counts_for(functions)
+    assert again.baseline_us == pytest.approx(profile.baseline_us, rel=1e-3)
+
+
+def test_a_failing_command_still_yields_counts_and_its_exit_status(workload):
+    (workload / "fail.py").write_text("def f():\n    return 1\nf()\nraise SystemExit(3)\n")
+    profile = run_profile([sys.executable, "fail.py"])
+    assert profile.returncode == 3
+    assert profile.counts_for(analyse([str(workload / "fail.py")]).functions) == {"fail:f": 1.0}
+
+
+def test_a_missing_command_or_counts_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ProfileError, match="cannot run"):
+        run_profile([str(tmp_path / "no-such-program")])
+    with pytest.raises(ProfileError, match="needs a command"):
+        run_profile([])
+    bad = tmp_path / "bad.json"
+    bad.write_text("[]")
+    with pytest.raises(ProfileError, match="not a scope-otel counts file"):
+        load_profile(str(bad))
+
+
+def test_an_existing_sitecustomize_still_runs_under_the_counter(workload, monkeypatch):
+    site = workload / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import os\nos.environ['SITE_RAN'] = '1'\n")
+    (workload / "check.py").write_text("import os, sys\nsys.exit(0 if os.environ.get('SITE_RAN') else 5)\n")
+    env = dict(os.environ, PYTHONPATH=str(site))
+    assert run_profile([sys.executable, "check.py"], env=env).returncode == 0
