@@ -53,11 +53,11 @@ class Send:
     def done(self, error: BaseException | None = None, message_id: Any = None) -> None:
         """End the span (recording *error*); never raises."""
         try:
-            context.detach(self._token)
             if message_id is not None:
                 message_id = _text(message_id)
                 self.span.set_attribute("messaging.message.id", message_id)
-                _capture("send", self._system, self._destination, message_id)
+                _capture("send", self._system, self._destination, message_id)  # inside the span
+            context.detach(self._token)
             if error is not None:
                 _record(self.span, error)
             self.span.end()
@@ -95,9 +95,14 @@ def start_consume(tracer: trace.Tracer, system: str, destination: Any, operation
     else:
         attrs["messaging.batch.message_count"] = len(messages)
         span = tracer.start_span(f"receive {destination}", kind=SpanKind.CONSUMER, attributes=attrs, links=links)
-    for mid in ids:
-        _capture("recv", system, destination, mid)
     return span
+
+
+def _captured(system: str, destination: Any, messages: list[Message]) -> None:
+    # Called once the consumer span is current, so the events land in it.
+    for _, mid in messages:
+        if mid is not None:
+            _capture("recv", system, _text(destination), _text(mid))
 
 
 # --------------------------------------------------------------------------
@@ -128,6 +133,7 @@ def deliver(tracer: trace.Tracer, system: str, destination: Any, operation: str,
         span = start_consume(tracer, system, destination, operation, messages, attributes)
         if span is not None:
             _current.held = (span, context.attach(trace.set_span_in_context(span)))
+            _captured(system, destination, messages)
     except Exception:
         failed(f"{system}.deliver")
 
@@ -145,6 +151,7 @@ def processing(tracer: trace.Tracer, system: str, destination: Any, operation: s
         span = start_consume(tracer, system, destination, operation, [message], attributes)
         if span is not None:
             token = context.attach(trace.set_span_in_context(span))
+            _captured(system, destination, [message])
     except Exception:
         failed(f"{system}.process_start")
     try:

@@ -185,6 +185,10 @@ def test_views_give_service_and_message_edges_across_the_three_nodes(cluster, st
               for m in store.message_edges() if m["Via"] == "link" and m["Channel"] == cluster["queue"]]
     assert broker == [(f"send {cluster['queue']}", "worker", f"process {cluster['queue']}", len(ORDERS))]
     assert all(m["ProducerService"] == "api" for m in store.message_edges() if m["Channel"] == cluster["queue"])
+    # the same hand-off seen by the capture runtime's send/recv events
+    events = [(m["ProducerService"], m["ConsumerService"], m["Messages"])
+              for m in store.message_edges() if m["Via"] == "message" and m["Channel"] == f"rabbitmq:{cluster['queue']}"]
+    assert events == [("api", "worker", len(ORDERS))]
 
 
 @pytest.mark.xfail(strict=True, reason="the hand-off integration (instrumentors/handoff.py) links urllib3's "
