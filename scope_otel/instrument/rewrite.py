@@ -466,8 +466,8 @@ class _FunctionRewrite(ast.NodeTransformer):
         # self.x = v: hand the assigned value to the runtime without reading
         # the attribute back (a property getter could have side effects)
         value, node.value = node.value, _name(_SV)
-        hooks = [h for t in node.targets for h in self._hook(_target_label(t), _name(_SV))
-                 if self._self_attr(t)]
+        hooks = [h for t in node.targets if self._self_attr(t)
+                 for h in self._hook(_target_label(t), _name(_SV))]
         hooks += self._state_hooks([t for t in node.targets if not self._self_attr(t)])
         return [ast.Assign(targets=[_name(_SV, ast.Store())], value=value, lineno=node.lineno),
                 node, *hooks, _clear(_SV, node.lineno)]

@@ -155,6 +155,25 @@ def test_state_changes_of_self_attributes_and_globals_are_recorded_at_full_only(
         assert bumps[0].events == ["scope.state_change", "scope.state_change"]
 
 
+def test_chained_and_unpacking_assignments_keep_their_meaning(load, recorded, level):
+    m = load("""
+        seen = None
+
+        class Pair:
+            def set(self, a, b):
+                global seen
+                self.left = seen = local = a
+                self.x, self.y = a, b
+                (self.z), seen = b, (local, b)
+                return self.left, self.x, self.y, self.z
+    """, level)
+    assert m.Pair().set(1, 2) == (1, 1, 2, 2) and m.seen == (1, 2)
+    (call,) = recorded.take()
+    if level == "full":
+        # self.left and global seen twice; unpacked attributes are not reported
+        assert call.events.count("scope.state_change") >= 3
+
+
 def test_state_change_hands_over_the_assigned_value_without_reading_the_attribute_back(load, recorded):
     m = load("""
         class Lazy:
