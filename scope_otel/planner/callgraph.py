@@ -23,10 +23,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from scope_otel.planner.analysis import Analysis, FunctionInfo
 
 LOOP_FACTOR = 10.0
-MAX_LOOP_MULTIPLIER = 1000.0
+MAX_LOOP_MULTIPLIER = 100.0
 RECURSION_FACTOR = 10.0
 IMPLICIT_CALLS = 20.0
-MAX_CALLS = 1e7
+MAX_CALLS = 1e5
 
 
 def _class_chain(analysis: "Analysis", module: str, class_name: str) -> list:
