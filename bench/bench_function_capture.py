@@ -1,0 +1,204 @@
+"""Function capture cost per call on recursive fib, vs VizTracer, same run.
+
+    .venv/bin/python bench/bench_function_capture.py [--quick] [--n 22] [--pure]
+
+``fib`` is instrumented by hand the way the AST rewriter does it (enter /
+exit / exception around the body).  Rows:
+
+* recorded into the ring, not exported (the hot path alone): scope-otel at
+  ``boundaries`` and at ``full`` (arguments and return value) against
+  VizTracer default and VizTracer with ``log_func_args`` + ``log_func_retval``;
+  "added ns/call" is (instrumented - plain) / calls.
+* all-in: recorded, correlated and exported to a null exporter through
+  ``RingBufferSpanProcessor``, wall time including the final flush, against
+  the usual alternative: an SDK span per call through ``BatchSpanProcessor``
+  to the same exporter.
+
+Targets (issue 3): boundaries <= 0.75x VizTracer default; full <= 0.75x
+VizTracer with args+retval; all-in <= 0.25x SDK span per call.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _plain_fib(n):
+    return n if n < 2 else _plain_fib(n - 1) + _plain_fib(n - 2)
+
+
+def _make_instrumented(runtime, fid):
+    enter, exit_, exception = runtime.enter, runtime.exit, runtime.exception
+
+    def fib(n):
+        _t = enter(fid, {"n": n})
+        try:
+            _r = n if n < 2 else fib(n - 1) + fib(n - 2)
+        except BaseException as _e:
+            exception(_t, _e)
+            raise
+        exit_(_t, _r)
+        return _r
+
+    return fib
+
+
+def _make_instrumented_boundaries(runtime, fid):
+    # at boundaries the rewriter passes no argument dict
+    enter, exit_, exception = runtime.enter, runtime.exit, runtime.exception
+
+    def fib(n):
+        _t = enter(fid)
+        try:
+            _r = n if n < 2 else fib(n - 1) + fib(n - 2)
+        except BaseException as _e:
+            exception(_t, _e)
+            raise
+        exit_(_t, _r)
+        return _r
+
+    return fib
+
+
+def _make_sdk_span_fib(tracer):
+    def fib(n):
+        with tracer.start_as_current_span("fib", attributes={"n": n}):
+            return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+    return fib
+
+
+def _calls(n: int) -> int:
+    a, b = 1, 1  # calls(0) = calls(1) = 1; calls(n) = 1 + calls(n-1) + calls(n-2)
+    for _ in range(n - 1):
+        a, b = b, 1 + a + b
+    return b if n > 0 else 1
+
+
+def _time(fn, n: int, rounds: int, before=None, after=None) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        if before:
+            before()
+        gc.collect()
+        gc.disable()
+        t0 = time.perf_counter()
+        fn(n)
+        dt = time.perf_counter() - t0
+        gc.enable()
+        if after:
+            after()
+        best = min(best, dt)
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--n", type=int, default=None, help="fib argument")
+    parser.add_argument("--pure", action="store_true", help="force the pure-Python hot path")
+    args = parser.parse_args(argv)
+    if args.pure:
+        os.environ["SCOPE_OTEL_PURE_PYTHON"] = "1"
+    n = args.n or (20 if args.quick else 23)
+    rounds = 3 if args.quick else 5
+
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    from viztracer import VizTracer
+
+    from scope_otel.capture import RingBufferSpanProcessor, runtime
+    from scope_otel.capture.ring import Ring
+
+    class NullExporter(SpanExporter):
+        def export(self, spans):
+            return SpanExportResult.SUCCESS
+
+    calls = _calls(n)
+    ring = Ring(1 << 20)
+    runtime.bind_ring(ring)
+    fid_b = runtime.register("bench", "fib", __file__, 1, level="boundaries")
+    fid_f = runtime.register("bench", "fib_full", __file__, 1, level="full")
+    fib_b = _make_instrumented_boundaries(runtime, fid_b)
+    fib_f = _make_instrumented(runtime, fid_f)
+    drain = lambda: ring.take(1 << 20)  # noqa: E731
+
+    plain = _time(_plain_fib, n, rounds)
+    ours_b = _time(fib_b, n, rounds, after=drain)
+    ours_f = _time(fib_f, n, rounds, after=drain)
+    assert ring.counters()["dropped"] == 0
+
+    def viz(**kw):
+        tracer = VizTracer(verbose=0, tracer_entries=4 * calls + 1000, **kw)
+        best = float("inf")
+        for _ in range(rounds):
+            gc.collect()
+            gc.disable()
+            tracer.start()
+            t0 = time.perf_counter()
+            _plain_fib(n)
+            dt = time.perf_counter() - t0
+            tracer.stop()
+            gc.enable()
+            tracer.clear()
+            best = min(best, dt)
+        return best
+
+    viz_d = viz()
+    viz_a = viz(log_func_args=True, log_func_retval=True)
+
+    # all-in: exported through the processor vs an SDK span per call through BSP
+    def all_in_ours():
+        exporter = NullExporter()
+        proc = RingBufferSpanProcessor(exporter, max_queue_size=1 << 20)
+        t0 = time.perf_counter()
+        fib_b(n)
+        ok = proc.force_flush(300_000)
+        dt = time.perf_counter() - t0
+        st = proc.stats()
+        proc.shutdown()
+        runtime.bind_ring(ring)
+        assert ok and st["function_spans"] == calls, st
+        return dt
+
+    def all_in_sdk():
+        exporter = NullExporter()
+        provider = TracerProvider()
+        proc = BatchSpanProcessor(exporter, max_queue_size=1 << 20)
+        provider.add_span_processor(proc)
+        fib = _make_sdk_span_fib(provider.get_tracer("bench"))
+        t0 = time.perf_counter()
+        fib(n)
+        proc.force_flush(300_000)
+        dt = time.perf_counter() - t0
+        proc.shutdown()
+        return dt
+
+    allin_ours = min(all_in_ours() for _ in range(max(1, rounds // 2)))
+    allin_sdk = min(all_in_sdk() for _ in range(max(1, rounds // 2)))
+
+    def per_call(t):
+        return (t - plain) / calls * 1e9
+
+    print(f"python {sys.version.split()[0]}, hot path: {runtime.IMPLEMENTATION}, fib({n}) = {calls} calls, best of {rounds}")
+    print(f"plain fib: {plain / calls * 1e9:.1f} ns/call")
+    rows = [
+        ("boundaries, into the ring (added ns/call)", "VizTracer default", per_call(viz_d), per_call(ours_b), "<= 0.75"),
+        ("full: args + return, into the ring (added ns/call)", "VizTracer args+retval", per_call(viz_a), per_call(ours_f), "<= 0.75"),
+        ("all-in: exported incl. flush (added ns/call)", "SDK span/call + BSP", per_call(allin_sdk), per_call(allin_ours), "<= 0.25"),
+    ]
+    w = max(len(r[0]) for r in rows)
+    pw = max(len(r[1]) for r in rows)
+    print(f"{'measure'.ljust(w)}  {'peer'.ljust(pw)}  {'peer':>9}  {'scope-otel':>10}  {'ratio':>6}  target")
+    for name, peer_name, peer, ours, target in rows:
+        print(f"{name.ljust(w)}  {peer_name.ljust(pw)}  {peer:>9.1f}  {ours:>10.1f}  {ours / peer:>6.2f}  {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""RingBufferSpanProcessor vs BatchSpanProcessor, measured in the same run.
+
+    .venv/bin/python bench/bench_processor.py [--quick] [--spans N]
+
+1. ``on_end`` cost on the application thread: the same finished spans handed
+   to each processor's ``on_end`` (queues large enough that nothing drops).
+2. End-to-end spans/s: start+end N spans through a TracerProvider, then
+   ``force_flush``; wall time until the exporter has everything.  Once with a
+   null exporter, once with the OTLP gRPC exporter sending to a local
+   receiver running in a separate process (it only counts).  Rows "equal
+   queues" give both processors a queue of N (nothing can drop); rows
+   "default queues" use each one's defaults (BatchSpanProcessor: 2048, drops
+   when the burst outruns its worker; RingBufferSpanProcessor: 65536).
+
+Targets (issue 3): on_end <= 0.25x BatchSpanProcessor; spans/s >= 2x.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult  # noqa: E402
+
+from scope_otel.capture import RingBufferSpanProcessor, runtime  # noqa: E402
+
+_SINK = r"""
+import sys, time
+from concurrent import futures
+import grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as pb, trace_service_pb2_grpc as pbg
+count = 0
+class S(pbg.TraceServiceServicer):
+    def Export(self, request, context):
+        global count
+        for rs in request.resource_spans:
+            for ss in rs.scope_spans:
+                count += len(ss.spans)
+        return pb.ExportTraceServiceResponse()
+server = grpc.server(futures.ThreadPoolExecutor(4))
+pbg.add_TraceServiceServicer_to_server(S(), server)
+port = server.add_insecure_port("127.0.0.1:0")
+server.start()
+print(port, flush=True)
+sys.stdin.read()
+"""
+
+
+class NullExporter(SpanExporter):
+    def __init__(self):
+        self.count = 0
+
+    def export(self, spans):
+        self.count += len(spans)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self):
+        pass
+
+
+class _Collect(SpanProcessor):
+    def __init__(self):
+        self.spans = []
+
+    def on_end(self, span):
+        self.spans.append(span)
+
+
+def _finished_spans(n: int) -> list:
+    provider = TracerProvider()
+    collect = _Collect()
+    provider.add_span_processor(collect)
+    tracer = provider.get_tracer("bench")
+    for i in range(n):
+        tracer.start_span("op", attributes={"i": i}).end()
+    return collect.spans
+
+
+class Counting(SpanExporter):
+    """Counts what the wrapped exporter accepted."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.count = 0
+
+    def export(self, spans):
+        result = self.inner.export(spans)
+        if result is SpanExportResult.SUCCESS:
+            self.count += len(spans)
+        return result
+
+    def shutdown(self):
+        self.inner.shutdown()
+
+
+def _processor(kind: str, exporter, n: int | None):
+    """Same queue size for both when n is given; each one's defaults otherwise."""
+    if kind == "batch":
+        if n is None:
+            return BatchSpanProcessor(exporter)
+        return BatchSpanProcessor(exporter, max_queue_size=n, max_export_batch_size=512)
+    if n is None:
+        return RingBufferSpanProcessor(exporter, capture_functions=False)
+    return RingBufferSpanProcessor(exporter, max_queue_size=n, max_export_batch_size=512, capture_functions=False)
+
+
+def bench_on_end(n: int, rounds: int) -> dict[str, float]:
+    spans = _finished_spans(n)
+    best = {}
+    for _ in range(rounds):
+        for kind in ("batch", "ring"):
+            proc = _processor(kind, NullExporter(), n)
+            on_end = proc.on_end
+            gc.disable()
+            t0 = time.perf_counter_ns()
+            for s in spans:
+                on_end(s)
+            dt = (time.perf_counter_ns() - t0) / n
+            gc.enable()
+            proc.force_flush()
+            proc.shutdown()
+            best[kind] = min(best.get(kind, dt), dt)
+    return best
+
+
+def bench_end_to_end(n: int, rounds: int, make_exporter, defaults: bool = False) -> dict[str, float]:
+    """Exported spans per second of wall time (start+end N spans, then flush)."""
+    best = {}
+    for _ in range(rounds):
+        for kind in ("batch", "ring"):
+            exporter = Counting(make_exporter())
+            proc = _processor(kind, exporter, None if defaults else n)
+            provider = TracerProvider()
+            provider.add_span_processor(proc)
+            tracer = provider.get_tracer("bench")
+            t0 = time.perf_counter()
+            for i in range(n):
+                tracer.start_span("op", attributes={"i": i}).end()
+            proc.force_flush(120_000)
+            dt = time.perf_counter() - t0
+            proc.shutdown()
+            rate = exporter.count / dt
+            best[kind] = max(best.get(kind, rate), rate)
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer spans and rounds")
+    parser.add_argument("--spans", type=int, default=None)
+    args = parser.parse_args(argv)
+    n = args.spans or (10_000 if args.quick else 50_000)
+    rounds = 2 if args.quick else 3
+
+    print(f"python {sys.version.split()[0]}, hot path: {runtime.IMPLEMENTATION}, spans per run: {n}, best of {rounds}")
+    rows = []
+    oe = bench_on_end(n, rounds)
+    rows.append(("on_end, app thread (ns/span, lower is better)", oe["batch"], oe["ring"], oe["ring"] / oe["batch"], "<= 0.25"))
+    e2e = bench_end_to_end(n, rounds, NullExporter)
+    rows.append(("end-to-end, null exporter, equal queues (exported/s)", e2e["batch"], e2e["ring"], e2e["ring"] / e2e["batch"], ">= 2"))
+    e2e = bench_end_to_end(n, rounds, NullExporter, defaults=True)
+    rows.append(("end-to-end, null exporter, default queues (exported/s)", e2e["batch"], e2e["ring"], e2e["ring"] / e2e["batch"], ">= 2"))
+
+    sink = subprocess.Popen([sys.executable, "-c", _SINK], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(sink.stdout.readline())
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        def otlp():
+            return OTLPSpanExporter(endpoint=f"127.0.0.1:{port}", insecure=True)
+
+        e2e = bench_end_to_end(n, rounds, otlp)
+        rows.append(("end-to-end, OTLP gRPC, equal queues (exported/s)", e2e["batch"], e2e["ring"], e2e["ring"] / e2e["batch"], ">= 2"))
+        e2e = bench_end_to_end(n, rounds, otlp, defaults=True)
+        rows.append(("end-to-end, OTLP gRPC, default queues (exported/s)", e2e["batch"], e2e["ring"], e2e["ring"] / e2e["batch"], ">= 2"))
+    finally:
+        sink.stdin.close()
+        sink.terminate()
+        sink.wait()
+
+    w = max(len(r[0]) for r in rows)
+    print(f"{'measure'.ljust(w)}  {'BatchSpanProcessor':>18}  {'RingBufferSpanProcessor':>23}  {'ratio':>6}  target")
+    for name, peer, ours, ratio, target in rows:
+        print(f"{name.ljust(w)}  {peer:>18,.1f}  {ours:>23,.1f}  {ratio:>6.2f}  {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
