@@ -18,6 +18,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -48,6 +49,11 @@ def _port(text: str) -> int | None:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"port {value} is out of range 0-65535")
     return value
+
+
+def _without_password(url: str) -> str:
+    """The store URL fit for a log line (a server URL may carry a password)."""
+    return re.sub(r"^([a-z][a-z0-9+.-]*://[^:/@]*):[^@/]*@", r"\1:***@", url, flags=re.I)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -110,7 +116,7 @@ def _serve(collector, sink, args) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     endpoints = {"grpc": collector.grpc_endpoint, "http": collector.http_endpoint,
-                 "store": args.store, "auth": bool(args.token)}
+                 "store": _without_password(args.store), "auth": bool(args.token)}
     print("scope-otel collect: listening " + json.dumps(endpoints), flush=True)
     if args.ready_file:
         tmp = args.ready_file + ".tmp"

@@ -67,3 +67,11 @@ def test_port_in_use_and_bad_arguments_exit_2_with_a_message(tmp_path):
     result = subprocess.run([SCOPE_OTEL, "collect", "--max-queue-size", "lots"], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 2 and "is not a size" in result.stderr
+
+
+def test_listening_line_never_shows_a_store_password():
+    from scope_otel.distributed.cli import _without_password
+
+    assert _without_password("http://default:s3cret@ch:8123") == "http://default:***@ch:8123"
+    assert _without_password("https://user@ch:8443") == "https://user@ch:8443"
+    assert _without_password("/srv/scope-otel") == "/srv/scope-otel"
