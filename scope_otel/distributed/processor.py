@@ -5,7 +5,9 @@ Add it first to the tracer provider::
     provider.add_span_processor(HLCSpanProcessor())
     provider.add_span_processor(BatchSpanProcessor(exporter))
 
-On start each span gets ``scope.hlc`` (the encoded :class:`HLCTimestamp`).
+On start each span gets ``scope.hlc`` (the encoded :class:`HLCTimestamp`),
+and so does each event added to it later (``add_event``, ``record_exception``),
+read from the clock when the event happens.
 When the parent is remote and its ``tracestate`` carries a scope-otel stamp,
 the stamp is merged first, so a server span is ordered after the client's
 send even where only ``tracecontext`` extraction ran.
@@ -17,6 +19,7 @@ looks exactly like a host whose wall clock is wrong.
 from __future__ import annotations
 
 import logging
+from typing import Any, Callable
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -44,6 +47,7 @@ class HLCSpanProcessor(SpanProcessor):
             remote = stamp_in(parent.trace_state) if parent.is_remote else None
             stamp = hlc.update(remote) if remote is not None else hlc.now()
             span.set_attribute(HLC_ATTRIBUTE, stamp.encode())
+            span.add_event = _stamping(span.add_event, hlc)  # this span only; see _stamping
             if hlc.skew_ms and span._start_time is not None:  # noqa: SLF001 - simulated skew
                 span._start_time += hlc.skew_ms * 1_000_000  # noqa: SLF001
         except Exception:  # never into the application
@@ -83,3 +87,18 @@ class HLCSpanProcessor(SpanProcessor):
         self._errors += 1
         if self._errors == 1:
             _log.exception("scope-otel: HLC span stamping failed; further failures are only counted")
+
+
+
+def _stamping(original: Callable[..., None], hlc: HybridLogicalClock) -> Callable[..., None]:
+    # An instance attribute shadowing Span.add_event: the event's clock must be
+    # read when the event is added (a child span started in between orders
+    # before it), and patching the SDK class would touch every provider's spans.
+    def add_event(name: str, attributes: Any = None, timestamp: int | None = None) -> None:
+        try:
+            attributes = {**(attributes or {}), HLC_ATTRIBUTE: hlc.now().encode()}
+        except Exception:  # a stamp is never worth losing the event
+            pass
+        original(name, attributes, timestamp)
+
+    return add_event

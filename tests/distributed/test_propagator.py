@@ -118,3 +118,32 @@ def test_scope_hlc_is_an_installed_opentelemetry_propagator():
 
     (ep,) = [e for e in entry_points(group="opentelemetry_propagator") if e.name == "scope_hlc"]
     assert ep.load() is HLCPropagator
+
+
+def test_events_carry_their_own_clock_reading_ordered_with_child_spans():
+    node = Node("n", 0)
+    with node.tracer.start_as_current_span("outer") as outer:
+        outer.add_event("before")
+        with node.tracer.start_as_current_span("child"):
+            pass
+        try:
+            raise KeyError("boom")
+        except KeyError as exc:
+            outer.record_exception(exc)
+    spans = node.spans()
+    before, raised = (HLCTimestamp.decode(e.attributes[HLC_ATTRIBUTE]) for e in spans["outer"].events)
+    child = HLCTimestamp.decode(spans["child"].attributes[HLC_ATTRIBUTE])
+    assert HLCTimestamp.decode(spans["outer"].attributes[HLC_ATTRIBUTE]) < before < child < raised
+    assert spans["outer"].events[1].attributes["exception.type"] == "KeyError"
+
+
+def test_skewed_node_shifts_span_and_event_times_by_its_skew():
+    plain, skewed = Node("plain", 0), Node("skewed", -2_000)
+    for node in (plain, skewed):
+        with node.tracer.start_as_current_span("s") as span:
+            span.add_event("e")
+    p, s = plain.spans()["s"], skewed.spans()["s"]
+    assert 1.5e9 < p.start_time - s.start_time < 2.5e9
+    assert 1.5e9 < p.end_time - s.end_time < 2.5e9
+    assert 1.5e9 < p.events[0].timestamp - s.events[0].timestamp < 2.5e9
+    assert s.start_time <= s.events[0].timestamp <= s.end_time
