@@ -93,7 +93,7 @@ class HotPath:
                     cur_set(disabled)  # a repr() must not record itself
                     captured = {k: snap(v) for k, v in args.items()}
                 token = [prefix | (count() & 0xFFFFFFFF), trace_id, parent_id, fid, clock(),
-                         octx, caller, captured, None, None, lvl, flg]
+                         octx, caller, captured, None, None, lvl, flg, 0, 0, None]
                 cur_set(token)
                 return token
             except Exception as exc:
@@ -111,7 +111,9 @@ class HotPath:
                 else:
                     value = None
                 cur_set(token[6])
-                put((token, end, 0, value))
+                token[12] = end
+                token[14] = value
+                put(token)
             except Exception as exc:
                 on_error(exc)
 
@@ -120,7 +122,10 @@ class HotPath:
                 return
             try:
                 cur_set(token[6])
-                put((token, clock(), 1, exc))
+                token[12] = clock()
+                token[13] = 1
+                token[14] = exc
+                put(token)
             except Exception as err:
                 on_error(err)
 
@@ -132,7 +137,11 @@ class HotPath:
                 prefix = (new_prefix & 0xFFFFFFFF) << 32
                 count = itertools.count(1).__next__
 
+        def set_current(token: Any) -> None:
+            cur_set(token)
+
         self.enter, self.exit, self.exception = enter, exit, exception
+        self.current, self.set_current = cur_get, set_current
         self._rebind = rebind
 
 

@@ -7,7 +7,10 @@
  * so no lock is needed and a fork can never inherit a held one.
  *
  * HotPath: enter/exit/exception of runtime.py.  Same constructor arguments,
- * same token and record layout (records.py), same behaviour as _pyhot.py.
+ * same token and record layout (records.py), same behaviour as _pyhot.py,
+ * except where the innermost call lives: the twin sets its ContextVar on
+ * every call; here the ContextVar holds a per-Context Stack set once (see
+ * Stack), which is what makes a call cost no allocation but its token.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -27,12 +30,13 @@
 #define T_OVERLAY 9
 #define T_LEVEL 10
 #define T_FLAGS 11
-#define TOKEN_LEN 12
+#define T_END_NS 12
+#define T_STATUS 13
+#define T_VALUE 14
+#define TOKEN_LEN 15
 #define CAP_ARGS 1
 #define CAP_RETURN 2
 
-static PyObject *ZERO;   /* cached small ints for records */
-static PyObject *ONE;
 
 /* ====================================================================== Ring */
 
@@ -268,15 +272,183 @@ static PyTypeObject Ring_Type = {
     .tp_as_sequence = &Ring_as_sequence,
 };
 
+/* ====================================================================== Call */
+
+/*
+ * A recorded call: the token enter() returns and, once ended, the record put
+ * into the ring.  It reads and writes like the pure-Python twin's list
+ * (indices in records.py), so the Python side (overlay, events, correlation)
+ * does not care which implementation made it.  Numbers stay C integers until
+ * someone indexes them (the worker, off the hot path).
+ */
+typedef struct {
+    PyObject_HEAD
+    uint64_t span_id, parent_id;
+    int64_t start, end;
+    long level, flags, status;
+    PyObject *trace;     /* PyLong, shared with the caller */
+    PyObject *fid;       /* the int given to enter() */
+    PyObject *octx, *prev, *args, *events, *overlay, *value;
+} CallObject;
+
+static PyTypeObject Call_Type;
+
+static int
+Call_traverse(CallObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->trace); Py_VISIT(self->fid); Py_VISIT(self->octx); Py_VISIT(self->prev);
+    Py_VISIT(self->args); Py_VISIT(self->events); Py_VISIT(self->overlay); Py_VISIT(self->value);
+    return 0;
+}
+
+static int
+Call_clear(CallObject *self)
+{
+    Py_CLEAR(self->trace); Py_CLEAR(self->fid); Py_CLEAR(self->octx); Py_CLEAR(self->prev);
+    Py_CLEAR(self->args); Py_CLEAR(self->events); Py_CLEAR(self->overlay); Py_CLEAR(self->value);
+    return 0;
+}
+
+static void
+Call_dealloc(CallObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Py_TRASHCAN_BEGIN(self, Call_dealloc)  /* long caller chains must not overflow the C stack */
+    Call_clear(self);
+    PyObject_GC_Del(self);
+    Py_TRASHCAN_END
+}
+
+static Py_ssize_t
+Call_len(PyObject *self)
+{
+    return TOKEN_LEN;
+}
+
+static PyObject *
+obj_or_none(PyObject *o)
+{
+    return Py_NewRef(o ? o : Py_None);
+}
+
+static PyObject *
+Call_item(CallObject *self, Py_ssize_t i)
+{
+    switch (i) {
+    case T_SPAN_ID: return PyLong_FromUnsignedLongLong(self->span_id);
+    case T_TRACE_ID: return obj_or_none(self->trace);
+    case T_PARENT_ID: return PyLong_FromUnsignedLongLong(self->parent_id);
+    case T_FID: return obj_or_none(self->fid);
+    case T_START_NS: return PyLong_FromLongLong(self->start);
+    case T_OTEL_CTX: return obj_or_none(self->octx);
+    case T_PREV: return obj_or_none(self->prev);
+    case T_ARGS: return obj_or_none(self->args);
+    case T_EVENTS: return obj_or_none(self->events);
+    case T_OVERLAY: return obj_or_none(self->overlay);
+    case T_LEVEL: return PyLong_FromLong(self->level);
+    case T_FLAGS: return PyLong_FromLong(self->flags);
+    case T_END_NS: return PyLong_FromLongLong(self->end);
+    case T_STATUS: return PyLong_FromLong(self->status);
+    case T_VALUE: return obj_or_none(self->value);
+    }
+    PyErr_SetString(PyExc_IndexError, "token index out of range");
+    return NULL;
+}
+
+static int
+Call_ass_item(CallObject *self, Py_ssize_t i, PyObject *v)
+{
+    PyObject **slot;
+    switch (i) {
+    case T_OTEL_CTX: slot = &self->octx; break;
+    case T_PREV: slot = &self->prev; break;
+    case T_ARGS: slot = &self->args; break;
+    case T_EVENTS: slot = &self->events; break;
+    case T_OVERLAY: slot = &self->overlay; break;
+    case T_VALUE: slot = &self->value; break;
+    default:
+        PyErr_SetString(PyExc_TypeError, "this token field is read-only");
+        return -1;
+    }
+    Py_XSETREF(*slot, (v == NULL || v == Py_None) ? NULL : Py_NewRef(v));
+    return 0;
+}
+
+static PySequenceMethods Call_as_sequence = {
+    .sq_length = Call_len,
+    .sq_item = (ssizeargfunc)Call_item,
+    .sq_ass_item = (ssizeobjargproc)Call_ass_item,
+};
+
+static PyTypeObject Call_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "scope_otel.capture._speedups.Call",
+    .tp_basicsize = sizeof(CallObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "A recorded call (token and record); indexable like the pure-Python token list.",
+    .tp_dealloc = (destructor)Call_dealloc,
+    .tp_traverse = (traverseproc)Call_traverse,
+    .tp_clear = (inquiry)Call_clear,
+    .tp_as_sequence = &Call_as_sequence,
+};
+
+/* ===================================================================== Stack */
+
+/*
+ * The innermost call of one contextvars.Context.  The ContextVar holds a
+ * Stack, set once per Context (not once per call: ContextVar.set allocates);
+ * enter/exit then move `top`.  A Context that inherited another Context's
+ * Stack (a new asyncio task, copy_context().run) gets its own Stack at its
+ * first recorded call, starting from the inherited top at that moment.
+ */
+typedef struct {
+    PyObject_HEAD
+    PyObject *owner;   /* the Context this stack belongs to */
+    PyObject *top;     /* innermost Call, the disabled marker, or NULL */
+} StackObject;
+
+static int
+Stack_traverse(StackObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->owner); Py_VISIT(self->top);
+    return 0;
+}
+
+static int
+Stack_clear(StackObject *self)
+{
+    Py_CLEAR(self->owner); Py_CLEAR(self->top);
+    return 0;
+}
+
+static void
+Stack_dealloc(StackObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Stack_clear(self);
+    PyObject_GC_Del(self);
+}
+
+static PyTypeObject Stack_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "scope_otel.capture._speedups.Stack",
+    .tp_basicsize = sizeof(StackObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_dealloc = (destructor)Stack_dealloc,
+    .tp_traverse = (traverseproc)Stack_traverse,
+    .tp_clear = (inquiry)Stack_clear,
+};
+
 /* =================================================================== HotPath */
 
 typedef struct {
     PyObject_HEAD
     PyObject *levels, *rates, *flags;   /* lists indexed by fid */
-    PyObject *cur;                      /* ContextVar */
+    PyObject *cur;                      /* ContextVar holding a Stack */
     PyObject *disabled;
     PyObject *octx;                     /* ContextVar or callable */
     PyObject *root_of, *snap, *put, *on_error;
+    PyObject *last_ctx, *last_stack;    /* one-entry cache: Context -> its Stack */
     uint64_t prefix, counter, rng;
 } HotPathObject;
 
@@ -305,6 +477,8 @@ HotPath_init(HotPathObject *self, PyObject *args, PyObject *kwds)
     Py_XSETREF(self->snap, Py_NewRef(snap));
     Py_XSETREF(self->put, Py_NewRef(put));
     Py_XSETREF(self->on_error, Py_NewRef(on_error));
+    Py_CLEAR(self->last_ctx);
+    Py_CLEAR(self->last_stack);
     self->prefix = (uint64_t)(prefix & 0xFFFFFFFFu) << 32;
     self->counter = 0;
     self->rng = ((uint64_t)prefix * 0x9E3779B97F4A7C15ull) ^ (uint64_t)time(NULL) ^ 0x2545F4914F6CDD1Dull;
@@ -318,7 +492,7 @@ HotPath_traverse(HotPathObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->levels); Py_VISIT(self->rates); Py_VISIT(self->flags); Py_VISIT(self->cur);
     Py_VISIT(self->disabled); Py_VISIT(self->octx); Py_VISIT(self->root_of); Py_VISIT(self->snap);
-    Py_VISIT(self->put); Py_VISIT(self->on_error);
+    Py_VISIT(self->put); Py_VISIT(self->on_error); Py_VISIT(self->last_ctx); Py_VISIT(self->last_stack);
     return 0;
 }
 
@@ -327,7 +501,7 @@ HotPath_clear(HotPathObject *self)
 {
     Py_CLEAR(self->levels); Py_CLEAR(self->rates); Py_CLEAR(self->flags); Py_CLEAR(self->cur);
     Py_CLEAR(self->disabled); Py_CLEAR(self->octx); Py_CLEAR(self->root_of); Py_CLEAR(self->snap);
-    Py_CLEAR(self->put); Py_CLEAR(self->on_error);
+    Py_CLEAR(self->put); Py_CLEAR(self->on_error); Py_CLEAR(self->last_ctx); Py_CLEAR(self->last_stack);
     return 0;
 }
 
@@ -360,21 +534,73 @@ report_error(HotPathObject *self)
     Py_XDECREF(type); Py_DECREF(value); Py_XDECREF(tb);
 }
 
-static PyObject *
+static inline int64_t
 now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    return PyLong_FromLongLong((long long)ts.tv_sec * 1000000000LL + ts.tv_nsec);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-static int
-set_cur(HotPathObject *self, PyObject *value)
+/*
+ * The Stack of the current Context.  With own == 0 it may return an
+ * inherited Stack (another Context's) for reading; with own == 1 it creates
+ * this Context's Stack when needed.  Borrowed reference; NULL with an error
+ * set on failure, or NULL without error when own == 0 and there is none.
+ */
+static StackObject *
+current_stack(HotPathObject *self, int own)
 {
-    PyObject *tok = PyContextVar_Set(self->cur, value);
-    if (tok == NULL)
-        return -1;
+    PyThreadState *ts = PyThreadState_Get();
+    if (ts->context != NULL && ts->context == self->last_ctx)
+        return (StackObject *)self->last_stack;
+    PyObject *found = NULL;
+    if (PyContextVar_Get(self->cur, NULL, &found) < 0)
+        return NULL;
+    PyObject *ctx = ts->context;  /* exists now: PyContextVar_Get creates it */
+    StackObject *stack = NULL;
+    if (found != NULL && Py_IS_TYPE(found, &Stack_Type)) {
+        stack = (StackObject *)found;
+        if (stack->owner == ctx) {
+            Py_XSETREF(self->last_ctx, Py_XNewRef(ctx));
+            Py_XSETREF(self->last_stack, Py_NewRef(found));
+            Py_DECREF(found);  /* the Context keeps it alive */
+            return stack;
+        }
+    }
+    if (!own) {
+        Py_XDECREF(found);  /* an inherited stack stays alive in its own Context */
+        return stack;
+    }
+    StackObject *mine = PyObject_GC_New(StackObject, &Stack_Type);
+    if (mine == NULL) {
+        Py_XDECREF(found);
+        return NULL;
+    }
+    mine->owner = Py_XNewRef(ctx);
+    mine->top = stack ? Py_XNewRef(stack->top) : NULL;
+    Py_XDECREF(found);
+    PyObject_GC_Track(mine);
+    PyObject *tok = PyContextVar_Set(self->cur, (PyObject *)mine);
+    if (tok == NULL) {
+        Py_DECREF(mine);
+        return NULL;
+    }
     Py_DECREF(tok);
+    Py_XSETREF(self->last_ctx, Py_XNewRef(ctx));
+    Py_XSETREF(self->last_stack, (PyObject *)mine);  /* our reference moves to the cache */
+    return mine;
+}
+
+/* Make `top` (may be NULL for "no call") the innermost call of this Context. */
+static int
+set_top(HotPathObject *self, PyObject *top)
+{
+    StackObject *stack = current_stack(self, 1);
+    if (stack == NULL)
+        return -1;
+    Py_XINCREF(top);
+    Py_XSETREF(stack->top, top);
     return 0;
 }
 
@@ -419,8 +645,8 @@ HotPath_enter(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_RETURN_NONE;
     }
     PyObject *call_args = nargs > 1 ? args[1] : Py_None;
-    PyObject *caller = NULL, *octx = NULL, *trace_id = NULL, *parent_id = NULL, *captured = NULL;
-    PyObject *token = NULL;
+    PyObject *octx = NULL, *trace = NULL, *captured = NULL;
+    uint64_t parent_id = 0;
 
     Py_ssize_t fid = PyLong_AsSsize_t(args[0]);
     if (fid == -1 && PyErr_Occurred())
@@ -430,8 +656,7 @@ HotPath_enter(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_Format(PyExc_IndexError, "unknown function id %zd", fid);
         goto error;
     }
-    PyObject *lvl_obj = PyList_GET_ITEM(self->levels, fid);
-    long lvl = PyLong_AsLong(lvl_obj);
+    long lvl = PyLong_AsLong(PyList_GET_ITEM(self->levels, fid));
     if (lvl == -1 && PyErr_Occurred())
         goto error;
     if (lvl == 0)
@@ -441,21 +666,18 @@ HotPath_enter(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
         goto error;
     if (rate < 1.0 && next_random(self) >= rate)
         Py_RETURN_NONE;
-    if (PyContextVar_Get(self->cur, NULL, &caller) < 0)
+    StackObject *stack = current_stack(self, 0);
+    if (stack == NULL && PyErr_Occurred())
         goto error;
-    if (caller == NULL)
-        caller = Py_NewRef(Py_None);
-    if (caller == self->disabled) {
-        Py_DECREF(caller);
+    PyObject *caller = stack ? stack->top : NULL;  /* borrowed */
+    if (caller == self->disabled)
         Py_RETURN_NONE;
-    }
     octx = get_octx(self);
     if (octx == NULL)
         goto error;
-    if (caller != Py_None && PyList_CheckExact(caller) && PyList_GET_SIZE(caller) == TOKEN_LEN
-        && PyList_GET_ITEM(caller, T_OTEL_CTX) == octx) {
-        trace_id = Py_NewRef(PyList_GET_ITEM(caller, T_TRACE_ID));
-        parent_id = Py_NewRef(PyList_GET_ITEM(caller, T_SPAN_ID));
+    if (caller != NULL && Py_IS_TYPE(caller, &Call_Type) && ((CallObject *)caller)->octx == octx) {
+        trace = Py_NewRef(((CallObject *)caller)->trace);
+        parent_id = ((CallObject *)caller)->span_id;
     }
     else {
         PyObject *root = PyObject_CallOneArg(self->root_of, octx);
@@ -463,7 +685,6 @@ HotPath_enter(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
             goto error;
         if (root == Py_None) {
             Py_DECREF(root);
-            Py_DECREF(caller);
             Py_DECREF(octx);
             Py_RETURN_NONE;
         }
@@ -472,101 +693,93 @@ HotPath_enter(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
             PyErr_SetString(PyExc_TypeError, "root_of must return (trace_id, parent_id) or None");
             goto error;
         }
-        trace_id = Py_NewRef(PyTuple_GET_ITEM(root, 0));
-        parent_id = Py_NewRef(PyTuple_GET_ITEM(root, 1));
+        trace = Py_NewRef(PyTuple_GET_ITEM(root, 0));
+        parent_id = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(root, 1));
         Py_DECREF(root);
+        if (PyErr_Occurred())
+            goto error;
+        /* root_of ran Python code: the stack may have moved; read it again */
+        stack = current_stack(self, 0);
+        if (stack == NULL && PyErr_Occurred())
+            goto error;
+        caller = stack ? stack->top : NULL;
     }
-    PyObject *flg_obj = PyList_GET_ITEM(self->flags, fid);
-    long flg = PyLong_AsLong(flg_obj);
-    if (flg == -1 && PyErr_Occurred())
+    Py_XINCREF(caller);  /* keep it across the Python calls below */
+    long flg = PyLong_AsLong(PyList_GET_ITEM(self->flags, fid));
+    if (flg == -1 && PyErr_Occurred()) {
+        Py_XDECREF(caller);
         goto error;
+    }
     if (call_args != Py_None && (flg & CAP_ARGS) && PyDict_Check(call_args)) {
-        if (set_cur(self, self->disabled) < 0)  /* a repr() must not record itself */
+        if (set_top(self, self->disabled) < 0) {  /* a repr() must not record itself */
+            Py_XDECREF(caller);
             goto error;
+        }
         captured = PyDict_New();
-        if (captured == NULL)
-            goto error;
         Py_ssize_t pos = 0;
         PyObject *k, *v;
-        while (PyDict_Next(call_args, &pos, &k, &v)) {
+        int rc = captured == NULL ? -1 : 0;
+        while (rc == 0 && PyDict_Next(call_args, &pos, &k, &v)) {
             Py_INCREF(k); Py_INCREF(v);
-            PyObject *s = snap_value(self, v);
-            int rc = s == NULL ? -1 : PyDict_SetItem(captured, k, s);
-            Py_XDECREF(s); Py_DECREF(k); Py_DECREF(v);
-            if (rc < 0) {
-                set_cur(self, caller);
-                goto error;
-            }
+            PyObject *kept = snap_value(self, v);
+            rc = kept == NULL ? -1 : PyDict_SetItem(captured, k, kept);
+            Py_XDECREF(kept); Py_DECREF(k); Py_DECREF(v);
+        }
+        if (rc < 0) {
+            PyObject *t, *val, *tb;
+            PyErr_Fetch(&t, &val, &tb);
+            set_top(self, caller);
+            PyErr_Restore(t, val, tb);
+            Py_XDECREF(caller);
+            goto error;
         }
     }
-    else {
-        captured = Py_NewRef(Py_None);
-    }
-    token = PyList_New(TOKEN_LEN);
-    if (token == NULL)
+    CallObject *call = PyObject_GC_New(CallObject, &Call_Type);
+    if (call == NULL) {
+        Py_XDECREF(caller);
         goto error;
+    }
     self->counter++;
-    PyObject *sid = PyLong_FromUnsignedLongLong(self->prefix | (self->counter & 0xFFFFFFFFu));
-    PyObject *start = now_ns();
-    if (sid == NULL || start == NULL) {
-        Py_XDECREF(sid); Py_XDECREF(start);
-        goto error;
+    call->span_id = self->prefix | (self->counter & 0xFFFFFFFFu);
+    call->parent_id = parent_id;
+    call->start = now_ns();
+    call->end = 0;
+    call->level = lvl;
+    call->flags = flg;
+    call->status = 0;
+    call->trace = trace;
+    call->fid = Py_NewRef(args[0]);
+    call->octx = octx;
+    call->prev = caller;        /* our reference moves in */
+    call->args = captured;
+    call->events = NULL;
+    call->overlay = NULL;
+    call->value = NULL;
+    PyObject_GC_Track(call);
+    if (set_top(self, (PyObject *)call) < 0) {
+        Py_DECREF(call);
+        report_error(self);
+        Py_RETURN_NONE;
     }
-    PyList_SET_ITEM(token, T_SPAN_ID, sid);
-    PyList_SET_ITEM(token, T_TRACE_ID, trace_id); trace_id = NULL;
-    PyList_SET_ITEM(token, T_PARENT_ID, parent_id); parent_id = NULL;
-    PyList_SET_ITEM(token, T_FID, Py_NewRef(args[0]));
-    PyList_SET_ITEM(token, T_START_NS, start);
-    PyList_SET_ITEM(token, T_OTEL_CTX, octx); octx = NULL;
-    PyList_SET_ITEM(token, T_PREV, caller); caller = NULL;
-    PyList_SET_ITEM(token, T_ARGS, captured); captured = NULL;
-    PyList_SET_ITEM(token, T_EVENTS, Py_NewRef(Py_None));
-    PyList_SET_ITEM(token, T_OVERLAY, Py_NewRef(Py_None));
-    PyList_SET_ITEM(token, T_LEVEL, Py_NewRef(lvl_obj));
-    PyList_SET_ITEM(token, T_FLAGS, Py_NewRef(flg_obj));
-    if (set_cur(self, token) < 0)
-        goto error;
-    return token;
+    return (PyObject *)call;
 
 error:
-    Py_XDECREF(caller); Py_XDECREF(octx); Py_XDECREF(trace_id); Py_XDECREF(parent_id);
-    Py_XDECREF(captured); Py_XDECREF(token);
+    Py_XDECREF(octx); Py_XDECREF(trace); Py_XDECREF(captured);
     report_error(self);
     Py_RETURN_NONE;
 }
 
 static int
-emit(HotPathObject *self, PyObject *token, PyObject *end, PyObject *status, PyObject *value)
+emit(HotPathObject *self, PyObject *record)
 {
-    PyObject *rec = PyTuple_New(4);
-    if (rec == NULL)
-        return -1;
-    PyTuple_SET_ITEM(rec, 0, Py_NewRef(token));
-    PyTuple_SET_ITEM(rec, 1, Py_NewRef(end));
-    PyTuple_SET_ITEM(rec, 2, Py_NewRef(status));
-    PyTuple_SET_ITEM(rec, 3, Py_NewRef(value));
-    int rc = 0;
     if (Py_IS_TYPE(self->put, &Ring_Type)) {
-        ring_put((RingObject *)self->put, rec);
+        ring_put((RingObject *)self->put, record);
+        return 0;
     }
-    else {
-        PyObject *r = PyObject_CallOneArg(self->put, rec);
-        if (r == NULL)
-            rc = -1;
-        else
-            Py_DECREF(r);
-    }
-    Py_DECREF(rec);
-    return rc;
-}
-
-static int
-check_token(PyObject *token)
-{
-    if (!PyList_CheckExact(token) || PyList_GET_SIZE(token) != TOKEN_LEN) {
-        PyErr_SetString(PyExc_TypeError, "not a scope-otel token");
+    PyObject *r = PyObject_CallOneArg(self->put, record);
+    if (r == NULL)
         return -1;
-    }
+    Py_DECREF(r);
     return 0;
 }
 
@@ -581,36 +794,35 @@ HotPath_exit(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
     PyObject *token = args[0];
     if (token == Py_None)
         Py_RETURN_NONE;
+    if (!Py_IS_TYPE(token, &Call_Type)) {
+        PyErr_SetString(PyExc_TypeError, "not a scope-otel token");
+        report_error(self);
+        Py_RETURN_NONE;
+    }
+    CallObject *call = (CallObject *)token;
+    call->end = now_ns();
     PyObject *value = nargs > 1 ? args[1] : Py_None;
-    PyObject *kept = NULL, *end = NULL;
-    if (check_token(token) < 0)
-        goto error;
-    end = now_ns();
-    if (end == NULL)
-        goto error;
-    long flg = PyLong_AsLong(PyList_GET_ITEM(token, T_FLAGS));
-    if (value != Py_None && (flg & CAP_RETURN)) {
-        if (set_cur(self, self->disabled) < 0)
+    if (value != Py_None && (call->flags & CAP_RETURN)) {
+        PyObject *kept;
+        if (set_top(self, self->disabled) < 0)
             goto error;
         kept = snap_value(self, value);
         if (kept == NULL) {
-            set_cur(self, PyList_GET_ITEM(token, T_PREV));
+            PyObject *t, *val, *tb;
+            PyErr_Fetch(&t, &val, &tb);
+            set_top(self, call->prev);
+            PyErr_Restore(t, val, tb);
             goto error;
         }
+        Py_XSETREF(call->value, kept);
     }
-    else {
-        kept = Py_NewRef(Py_None);
-    }
-    if (set_cur(self, PyList_GET_ITEM(token, T_PREV)) < 0)
+    if (set_top(self, call->prev) < 0)
         goto error;
-    if (emit(self, token, end, ZERO, kept) < 0)
+    call->status = 0;
+    if (emit(self, token) < 0)
         goto error;
-    Py_DECREF(kept);
-    Py_DECREF(end);
     Py_RETURN_NONE;
 error:
-    Py_XDECREF(kept);
-    Py_XDECREF(end);
     report_error(self);
     Py_RETURN_NONE;
 }
@@ -626,19 +838,39 @@ HotPath_exception(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
     PyObject *token = args[0];
     if (token == Py_None)
         Py_RETURN_NONE;
-    PyObject *end = NULL;
-    if (check_token(token) < 0)
+    if (!Py_IS_TYPE(token, &Call_Type)) {
+        PyErr_SetString(PyExc_TypeError, "not a scope-otel token");
+        report_error(self);
+        Py_RETURN_NONE;
+    }
+    CallObject *call = (CallObject *)token;
+    call->end = now_ns();
+    if (set_top(self, call->prev) < 0)
         goto error;
-    if (set_cur(self, PyList_GET_ITEM(token, T_PREV)) < 0)
+    call->status = 1;
+    Py_XSETREF(call->value, Py_NewRef(args[1]));
+    if (emit(self, token) < 0)
         goto error;
-    end = now_ns();
-    if (end == NULL || emit(self, token, end, ONE, args[1]) < 0)
-        goto error;
-    Py_DECREF(end);
     Py_RETURN_NONE;
 error:
-    Py_XDECREF(end);
     report_error(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+HotPath_current(HotPathObject *self, PyObject *Py_UNUSED(ignored))
+{
+    StackObject *stack = current_stack(self, 0);
+    if (stack == NULL && PyErr_Occurred())
+        return NULL;
+    return obj_or_none(stack ? stack->top : NULL);
+}
+
+static PyObject *
+HotPath_set_current(HotPathObject *self, PyObject *top)
+{
+    if (set_top(self, top == Py_None ? NULL : top) < 0)
+        return NULL;
     Py_RETURN_NONE;
 }
 
@@ -667,7 +899,9 @@ static PyMethodDef HotPath_methods[] = {
     {"enter", (PyCFunction)(void (*)(void))HotPath_enter, METH_FASTCALL, "enter(fid, args=None) -> token | None"},
     {"exit", (PyCFunction)(void (*)(void))HotPath_exit, METH_FASTCALL, "exit(token, value=None)"},
     {"exception", (PyCFunction)(void (*)(void))HotPath_exception, METH_FASTCALL, "exception(token, exc)"},
-    {"set_ring", (PyCFunction)HotPath_set_ring, METH_O, "Write records through put (a Ring or a callable)."},
+    {"current", (PyCFunction)HotPath_current, METH_NOARGS, "The innermost call of this context (or the disabled marker, or None)."},
+    {"set_current", (PyCFunction)HotPath_set_current, METH_O, "Make a token (or None, or the disabled marker) the innermost call."},
+    {"set_ring", (PyCFunction)HotPath_set_ring, METH_O, "Write records into a Ring (or through a callable)."},
     {"reseed", (PyCFunction)HotPath_reseed, METH_O, "New span-id prefix and counter."},
     {NULL}
 };
@@ -703,11 +937,13 @@ PyInit__speedups(void)
     PyObject *m = PyModule_Create(&speedups_module);
     if (m == NULL)
         return NULL;
-    ZERO = PyLong_FromLong(0);
-    ONE = PyLong_FromLong(1);
-    if (ZERO == NULL || ONE == NULL
-        || PyModule_AddObjectRef(m, "Ring", (PyObject *)&Ring_Type) < 0
-        || PyModule_AddObjectRef(m, "HotPath", (PyObject *)&HotPath_Type) < 0) {
+    if (PyType_Ready(&Call_Type) < 0 || PyType_Ready(&Stack_Type) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddObjectRef(m, "Ring", (PyObject *)&Ring_Type) < 0
+        || PyModule_AddObjectRef(m, "HotPath", (PyObject *)&HotPath_Type) < 0
+        || PyModule_AddObjectRef(m, "Call", (PyObject *)&Call_Type) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -34,10 +34,10 @@ _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 class OverlayRuntimeContext(_RuntimeContext):
     """An OTel runtime context that adds the innermost recorded function."""
 
-    def __init__(self, inner: _RuntimeContext, cur: ContextVar, disabled: Any) -> None:
+    def __init__(self, inner: _RuntimeContext, current: Callable[[], Any], disabled: Any) -> None:
         self.inner = inner
         self._inner_get = inner.get_current
-        self._cur_get = cur.get
+        self.current = current  # the hot path's "innermost call" reader; replaceable
         self._disabled = disabled
 
     def attach(self, context: Context) -> Any:
@@ -48,7 +48,7 @@ class OverlayRuntimeContext(_RuntimeContext):
 
     def get_current(self) -> Context:
         base = self._inner_get()
-        token = self._cur_get()
+        token = self.current()
         if token is None or token is self._disabled or token[OTEL_CTX] is not base:
             return base
         overlay = token[OVERLAY]
@@ -58,12 +58,13 @@ class OverlayRuntimeContext(_RuntimeContext):
         return overlay
 
 
-def install(cur: ContextVar, disabled: Any) -> OverlayRuntimeContext:
+def install(current: Callable[[], Any], disabled: Any) -> OverlayRuntimeContext:
     """Wrap OpenTelemetry's runtime context (idempotent)."""
-    current = _otel_context._RUNTIME_CONTEXT
-    if isinstance(current, OverlayRuntimeContext):
-        return current
-    overlay = OverlayRuntimeContext(current, cur, disabled)
+    existing = _otel_context._RUNTIME_CONTEXT
+    if isinstance(existing, OverlayRuntimeContext):
+        existing.current = current
+        return existing
+    overlay = OverlayRuntimeContext(existing, current, disabled)
     _otel_context._RUNTIME_CONTEXT = overlay
     return overlay
 

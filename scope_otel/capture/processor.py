@@ -251,7 +251,7 @@ class RingBufferSpanProcessor(SpanProcessor):
         correlator = self._correlator
         for item in batch:
             try:
-                if type(item) is tuple:
+                if not isinstance(item, ReadableSpan):  # a function-call record
                     if correlator is None:
                         correlator = self._correlator = _new_correlator()
                     spans.append(correlator.to_span(item))

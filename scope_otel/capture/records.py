@@ -1,17 +1,16 @@
 """The layout of what the hot path writes, shared by C, Python and correlation.
 
-A recorded call is a *token*: a Python ``list`` created by ``enter`` and
-returned to the instrumented code, which hands it back to ``exit`` or
-``exception``.  When the call ends, one *record* goes into the ring::
+A recorded call is a *token* created by ``enter`` and returned to the
+instrumented code, which hands it back to ``exit`` or ``exception``.  When the
+call ends, the token itself, completed with ``END_NS``, ``STATUS`` and
+``VALUE``, is the *record* put into the ring: no second allocation.
 
-    (token, end_time_ns, status, value)
-
-``status`` is :data:`RETURNED` (``value`` is the snapshot of the return value,
-or ``None`` when not captured) or :data:`RAISED` (``value`` is the exception).
-Tokens are lists, not objects, because building a list is the cheapest
-allocation available to both C and Python, and because index access from C
-needs no attribute lookup.  The indices below are the contract between
-``_speedups.c``, ``_pyhot.py`` and ``scope_otel.correlate``.
+``STATUS`` is :data:`RETURNED` (``VALUE`` is the snapshot of the return value,
+or ``None`` when not captured) or :data:`RAISED` (``VALUE`` is the exception).
+The pure-Python hot path uses a ``list``; the C one a ``_speedups.Call`` that
+is indexed the same way (numbers stay C integers until read).  The indices
+below are the contract between ``_speedups.c``, ``_pyhot.py`` and
+``scope_otel.correlate``.
 """
 SPAN_ID = 0      # int, 64-bit span id (per-process random prefix | counter)
 TRACE_ID = 1     # int, 128-bit trace id inherited from the parent
@@ -25,7 +24,10 @@ EVENTS = 8       # None or list of (name, time_ns, attributes dict)
 OVERLAY = 9      # None or the Context materialised for SDK spans started inside
 LEVEL = 10       # int, level code at enter (1 boundaries, 2 full)
 FLAGS = 11       # int, capture bits at enter (see below)
-TOKEN_LEN = 12
+END_NS = 12      # int, time.time_ns() at exit/exception (0 while running)
+STATUS = 13      # RETURNED or RAISED
+VALUE = 14       # return value snapshot, or the exception
+TOKEN_LEN = 15
 
 # FLAGS bits
 CAP_ARGS = 1

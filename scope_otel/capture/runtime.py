@@ -85,8 +85,7 @@ _FLAGS: list[int] = []     # capture bits per fid
 _FUNCS: list[tuple[str, str, str, int, int, frozenset, float]] = []  # register() arguments
 _registry_lock = threading.Lock()
 
-#: innermost recorded call of this thread/task: a token, _DISABLED or None
-_CUR: ContextVar[Any] = ContextVar("scope_otel_call", default=None)
+#: marks "record nothing here" where the innermost call would be
 _DISABLED = object()
 
 # ---------------------------------------------------------------- failures
@@ -145,32 +144,40 @@ def _root_of(octx: Any) -> tuple[int, int] | None:
 
 # ---------------------------------------------------------------- the hot path
 
-_overlay = _context.install(_CUR, _DISABLED)
+_overlay = _context.install(lambda: None, _DISABLED)
 _ring = Ring(1 << 16)
 
 
 def _new_hot() -> Any:
-    return _accel.IMPL.HotPath(
-        LEVELS, _RATES, _FLAGS, _CUR, _DISABLED, _context.raw_source(_overlay), _root_of, _snap,
-        _ring.sink, _new_prefix(), _on_error,
+    # Each hot path keeps the innermost call of every thread/task in its own
+    # ContextVar (a token in Python, a per-Context stack in C), read and
+    # written only through hot.current()/hot.set_current().
+    hot = _accel.IMPL.HotPath(
+        LEVELS, _RATES, _FLAGS, ContextVar("scope_otel_call", default=None), _DISABLED,
+        _context.raw_source(_overlay), _root_of, _snap, _ring.sink, _new_prefix(), _on_error,
     )
+    _overlay.current = hot.current
+    return hot
 
 
 _hot = _new_hot()
 enter = _hot.enter
 exit = _hot.exit  # noqa: A001 - the contract's name
 exception = _hot.exception
+_current = _hot.current
+_set_current = _hot.set_current
 IMPLEMENTATION: str = _accel.IMPL.name
 
 
 def use_implementation(pure: bool | None) -> str:
     """Switch between the C hot path and the pure-Python twin (tests and
     benchmarks; code that imported ``enter`` by name keeps the old one)."""
-    global _hot, enter, exit, exception, IMPLEMENTATION, _ring
+    global _hot, enter, exit, exception, IMPLEMENTATION, _ring, _current, _set_current
     impl = _accel.select(pure)
     _ring = Ring(_ring.capacity, _ring.overflow, _ring.block_timeout)
     _hot = _new_hot()
     enter, exit, exception = _hot.enter, _hot.exit, _hot.exception
+    _current, _set_current = _hot.current, _hot.set_current
     IMPLEMENTATION = impl.name
     return impl.name
 
@@ -214,11 +221,12 @@ def state_change(token: Any, target: str, value: Any) -> None:
     if token is None or not token[FLAGS] & CAP_STATE:
         return
     try:
-        saved = _CUR.set(_DISABLED)
+        saved = _current()
+        _set_current(_DISABLED)
         try:
             snap = _snap(value)
         finally:
-            _CUR.reset(saved)
+            _set_current(saved)
         _event(token, "scope.state_change", {"scope.target": target, "scope.value": snap})
     except Exception as exc:
         _on_error(exc)
@@ -230,7 +238,7 @@ def suspend(token: Any) -> None:
         return
     try:
         _event(token, "scope.suspend", None)
-        _CUR.set(token[PREV])
+        _set_current(token[PREV])
     except Exception as exc:
         _on_error(exc)
 
@@ -240,12 +248,12 @@ def resume(token: Any) -> None:
     if token is None:
         return
     try:
-        token[PREV] = _CUR.get()
+        token[PREV] = _current()
         octx = _raw_ctx()
         if token[OTEL_CTX] is not octx:
             token[OTEL_CTX] = octx
             token[OVERLAY] = None
-        _CUR.set(token)
+        _set_current(token)
         _event(token, "scope.resume", None)
     except Exception as exc:
         _on_error(exc)
@@ -259,7 +267,7 @@ _orphans_seen = 0
 def _message(kind: str, channel: str, message_id: str) -> None:
     global _orphans_seen
     try:
-        token = _CUR.get()
+        token = _current()
         attrs = {"messaging.destination.name": str(channel), "messaging.message.id": str(message_id)}
         if token is not None and token is not _DISABLED:
             _event(token, kind, attrs)
@@ -288,16 +296,17 @@ def recv(channel: str, message_id: str) -> None:
 @contextmanager
 def disabled() -> Iterator[None]:
     """Nothing is recorded inside (scope-otel's own threads use this)."""
-    saved = _CUR.set(_DISABLED)
+    saved = _current()
+    _set_current(_DISABLED)
     try:
         yield
     finally:
-        _CUR.reset(saved)
+        _set_current(saved)
 
 
 def disable_current_thread() -> None:
     """Record nothing more in this thread's context (worker threads)."""
-    _CUR.set(_DISABLED)
+    _set_current(_DISABLED)
 
 
 # ---------------------------------------------------------------- registry and levels

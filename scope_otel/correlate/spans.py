@@ -30,7 +30,8 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 
 from scope_otel.capture import runtime
 from scope_otel.capture.records import (
-    ARGS, CAP_EXCEPTIONS, EVENTS, FID, FLAGS, LEVEL, PARENT_ID, RAISED, SPAN_ID, START_NS, TRACE_ID,
+    ARGS, CAP_EXCEPTIONS, END_NS, EVENTS, FID, FLAGS, LEVEL, PARENT_ID, RAISED, SPAN_ID, START_NS,
+    STATUS, TRACE_ID, VALUE,
 )
 from scope_otel.correlate.values import ValuePolicy
 from scope_otel.version import __version__
@@ -55,8 +56,9 @@ class Correlator:
         if self.resource is None:
             self.resource = resource
 
-    def to_span(self, record: tuple) -> ReadableSpan:
-        token, end_ns, status, value = record
+    def to_span(self, token) -> ReadableSpan:
+        """The span of one ended call (a token completed by exit/exception)."""
+        end_ns, status, value = token[END_NS], token[STATUS], token[VALUE]
         fid = token[FID]
         static = self._static.get(fid)
         if static is None:
