@@ -1,6 +1,7 @@
 """The import hook: rewrite planned modules as they are imported.
 
-:func:`install` puts an :class:`ImportHook` first on ``sys.meta_path``.  Its
+:func:`install` puts an :class:`ImportHook` at the front of ``sys.meta_path``
+(right behind wrapt's post-import finder, so post-import hooks still fire).  Its
 ``find_spec`` does a name-only check (``plan.wants_module``) and returns
 ``None`` at once for everything else, so unplanned imports cost one method
 call.  For a planned module it asks the other finders where the module is;
@@ -77,10 +78,10 @@ class ImportHook:
         if type(loader) is importlib.machinery.SourceFileLoader and spec.origin and spec.origin.endswith(".py"):
             spec.loader = _RewritingLoader(name, spec.origin, self)
             return spec
-        # not source we can rewrite: wrap it with wrapt once it has loaded
-        from scope_otel.instrument import wrap
-
-        wrap.wrap_after_import(name, self.plan)
+        if loader is not None and hasattr(loader, "exec_module"):
+            # not source we can rewrite: its own loader, then wrapt
+            spec.loader = _WrapAfterLoad(loader, self.plan)
+            return spec
         return None
 
     def _wants(self, name: str) -> bool:
@@ -92,7 +93,7 @@ class ImportHook:
 
     def _find_elsewhere(self, name: str, path: Any, target: Any) -> Any:
         for finder in list(sys.meta_path):
-            if finder is self or not hasattr(finder, "find_spec"):
+            if finder is self or not hasattr(finder, "find_spec") or _is_post_import_finder(finder):
                 continue
             try:
                 spec = finder.find_spec(name, path, target)
@@ -156,6 +157,29 @@ class _RewritingLoader(importlib.machinery.SourceFileLoader):
         return code if code is not None else super().get_code(fullname)
 
 
+class _WrapAfterLoad:
+    """Delegates to a module's own loader, then wraps the module's planned callables."""
+
+    def __init__(self, loader: Any, plan: Any) -> None:
+        self._loader, self._plan = loader, plan
+
+    def create_module(self, spec: Any) -> ModuleType | None:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        # the module should see its real loader (pkgutil, inspect, reload)
+        module.__loader__ = self._loader
+        if getattr(module, "__spec__", None) is not None:
+            module.__spec__.loader = self._loader
+        self._loader.exec_module(module)
+        from scope_otel.instrument import wrap
+
+        wrap.wrap_module(module, self._plan)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
+
+
 _installed: ImportHook | None = None
 _lock = threading.Lock()
 
@@ -173,8 +197,18 @@ def install(plan: Any) -> ImportHook:
         if _installed is not None and _installed in sys.meta_path:
             sys.meta_path.remove(_installed)
         _installed = ImportHook(plan)
-        sys.meta_path.insert(0, _installed)
+        # Right behind wrapt's post-import finder: for a module with post-import
+        # hooks (ours or another tool's) wrapt asks the import system again,
+        # reaches us, and wraps our loader, so the hooks run after the rewrite.
+        index = next((i + 1 for i, f in enumerate(sys.meta_path) if _is_post_import_finder(f)), 0)
+        sys.meta_path.insert(index, _installed)
         return _installed
+
+
+def _is_post_import_finder(finder: Any) -> bool:
+    import wrapt.importer
+
+    return isinstance(finder, wrapt.importer.ImportHookFinder)
 
 
 def uninstall() -> None:

@@ -47,7 +47,6 @@ appears in ``co_lines()``, and tracebacks point at the source's lines.
 from __future__ import annotations
 
 import ast
-import copy
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -91,25 +90,24 @@ def rewrite_module(tree: ast.Module, module: str, plan: Any) -> RewriteResult:
     _Walker(module, plan, result).visit_body(tree.body, prefix="", in_class=False)
     if result.functions:
         tree.body[_prelude_index(tree.body):0] = _prelude(module, result.functions)
-        _fix_locations(tree, 1)
     return result
 
 
-def _fix_locations(node: ast.AST, lineno: int) -> None:
-    """Give injected nodes their parent's line; keep every original position."""
-    if "lineno" in node._attributes:
-        if getattr(node, "lineno", None) is None:
-            node.lineno = lineno
-        if getattr(node, "end_lineno", None) is None or node.end_lineno < node.lineno:
-            node.end_lineno = node.lineno
-        if getattr(node, "col_offset", None) is None:
-            node.col_offset = 0
-        if getattr(node, "end_col_offset", None) is None or (
-                node.end_lineno == node.lineno and node.end_col_offset < node.col_offset):
-            node.end_col_offset = node.col_offset
-        lineno = node.lineno
+def _stamp(node: ast.AST, line: int) -> ast.AST:
+    """Give the nodes created under ``node`` the position ``line``, column 0.
+
+    Each place that creates nodes stamps them itself, so this stops at nodes
+    that already have a position (the user's): a whole-tree pass would cost
+    more than the rewrite.  ``node`` itself is always entered, because a
+    user node may have just been given new children.
+    """
+    if "lineno" in node._attributes and getattr(node, "lineno", None) is None:
+        node.lineno = node.end_lineno = line
+        node.col_offset = node.end_col_offset = 0
     for child in ast.iter_child_nodes(node):
-        _fix_locations(child, lineno)
+        if "lineno" not in child._attributes or getattr(child, "lineno", None) is None:
+            _stamp(child, line)
+    return node
 
 
 # --------------------------------------------------------------------------
@@ -173,38 +171,30 @@ _TEMPLATES = {
 }
 
 
-class _Fill(ast.NodeTransformer):
-    """Rename placeholders and substitute expression slots in a template copy."""
+def _template(name: str, fid: str, line: int, **slots: ast.expr) -> list[ast.stmt]:
+    """A fresh copy of template ``name``: placeholders renamed, slots filled, all at ``line``."""
+    names = {**_RENAME, "S_F": fid}
+    return [_instantiate(stmt, names, slots, line) for stmt in _TEMPLATES[name]]
 
-    def __init__(self, fid: str, slots: dict[str, ast.expr], lineno: int) -> None:
-        self.fid, self.slots, self.lineno = fid, slots, lineno
 
-    def visit_Name(self, node: ast.Name) -> ast.expr:
-        if node.id in self.slots:
-            return self.slots[node.id]
-        if node.id == "S_F":
-            node.id = self.fid
-        else:
-            node.id = _RENAME.get(node.id, node.id)
+def _instantiate(node: Any, names: dict[str, str], slots: dict[str, ast.expr], line: int) -> Any:
+    # much cheaper than copy.deepcopy followed by a NodeTransformer
+    if isinstance(node, list):
+        return [_instantiate(item, names, slots, line) for item in node]
+    if not isinstance(node, ast.AST):
         return node
-
-    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> ast.ExceptHandler:
-        if node.name:
-            node.name = _RENAME.get(node.name, node.name)
-        self.generic_visit(node)
-        return node
-
-
-
-def _template(name: str, fid: str, lineno: int, **slots: ast.expr) -> list[ast.stmt]:
-    filler = _Fill(fid, slots, lineno)
-    out = [filler.visit(copy.deepcopy(stmt)) for stmt in _TEMPLATES[name]]
-    for stmt in out:
-        for node in ast.walk(stmt):  # slots are built here too, never user code
-            if "lineno" in node._attributes:
-                node.lineno = node.end_lineno = lineno
-                node.col_offset = node.end_col_offset = 0
-    return out
+    if isinstance(node, ast.Name):
+        if node.id in slots:
+            return _stamp(slots[node.id], line)
+        new = ast.Name(id=names.get(node.id, node.id), ctx=node.ctx)
+    else:
+        new = node.__class__(**{f: _instantiate(getattr(node, f), names, slots, line) for f in node._fields})
+        if isinstance(node, ast.ExceptHandler) and node.name:
+            new.name = names.get(node.name, node.name)
+    if "lineno" in node._attributes:
+        new.lineno = new.end_lineno = line
+        new.col_offset = new.end_col_offset = 0
+    return new
 
 
 def _name(id_: str, ctx: ast.expr_context | None = None) -> ast.Name:
@@ -336,7 +326,7 @@ class _FunctionRewrite(ast.NodeTransformer):
         if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
                 and isinstance(body[0].value.value, str):
             doc, body = body[:1], body[1:]
-        body = self._statements(body) or [ast.Pass(lineno=self.line, col_offset=0)]
+        body = self._statements(body) or [_stamp(ast.Pass(), self.line)]
         if self.params:
             args = ast.Dict(keys=[ast.Constant(p) for p in self.params], values=[_name(p) for p in self.params])
             prologue = _template("prologue", self.fid, self.line, S_ARGS=args)
@@ -356,7 +346,8 @@ class _FunctionRewrite(ast.NodeTransformer):
             new = self.visit(stmt)
             if new is None:
                 continue
-            out.extend(new if isinstance(new, list) else [new])
+            for made in new if isinstance(new, list) else [new]:
+                out.append(_stamp(made, stmt.lineno))
         return out
 
     # -- nested scopes are not ours ---------------------------------------------
@@ -385,7 +376,7 @@ class _FunctionRewrite(ast.NodeTransformer):
         # statement lists may grow: route them through _statements
         for name, value in ast.iter_fields(node):
             if isinstance(value, list) and value and isinstance(value[0], ast.stmt):
-                setattr(node, name, self._statements(value) or [ast.Pass(lineno=self.line, col_offset=0)])
+                setattr(node, name, self._statements(value) or [_stamp(ast.Pass(), self.line)])
             elif isinstance(value, list):
                 setattr(node, name, [self.visit(v) if isinstance(v, ast.AST) else v for v in value])
             elif isinstance(value, ast.AST):
@@ -399,13 +390,12 @@ class _FunctionRewrite(ast.NodeTransformer):
             return node
         if isinstance(node.value, ast.YieldFrom):
             # return (yield from x): hoist so the delegation is a statement
-            hoisted = self._yield_statement(ast.Assign(targets=[_name(_Y, ast.Store())], value=node.value,
-                                                       lineno=node.lineno, col_offset=node.col_offset))
-            node.value = _name(_Y)
-            node.value = ast.NamedExpr(target=_name(_RV, ast.Store()), value=node.value)
-            return [*hoisted, node]
+            hoisted = self._yield_statement(
+                _stamp(ast.Assign(targets=[_name(_Y, ast.Store())], value=node.value), node.lineno))
+            node.value = ast.NamedExpr(target=_name(_RV, ast.Store()), value=_name(_Y))
+            return [*hoisted, _stamp(node, node.lineno)]
         node.value = ast.NamedExpr(target=_name(_RV, ast.Store()), value=self.visit(node.value))
-        return node
+        return _stamp(node, node.lineno)
 
     # -- yields ----------------------------------------------------------------
 
@@ -418,11 +408,13 @@ class _FunctionRewrite(ast.NodeTransformer):
         # a yield inside a larger expression: helpers around it (not throw-safe)
         value = self.visit(node.value) if node.value else ast.Constant(None)
         node.value = _attr_call(SUP, "suspending", _name(_T), value)
-        return _attr_call(SUP, "resumed", _name(_T), node)
+        _stamp(node, node.lineno)
+        return _stamp(_attr_call(SUP, "resumed", _name(_T), node), node.lineno)
 
     def visit_YieldFrom(self, node: ast.YieldFrom) -> ast.expr:
         node.value = _attr_call(SUP, "suspending", _name(_T), self.visit(node.value))
-        return _attr_call(SUP, "resumed", _name(_T), node)
+        _stamp(node, node.lineno)
+        return _stamp(_attr_call(SUP, "resumed", _name(_T), node), node.lineno)
 
     def _yield_statement(self, stmt: ast.Expr | ast.Assign) -> list[ast.stmt]:
         """``[targets =] yield x`` as suspend; try: yield; finally: resume."""
@@ -433,7 +425,7 @@ class _FunctionRewrite(ast.NodeTransformer):
             if not isinstance(y.value, (ast.Name, ast.Constant)):
                 # evaluate before suspending (calls in it belong to us), and
                 # hand the value over without keeping it alive in a local
-                pre.append(ast.Assign(targets=[_name(_Y, ast.Store())], value=y.value, lineno=stmt.lineno))
+                pre.append(ast.Assign(targets=[_name(_Y, ast.Store())], value=y.value))
                 y.value = _take(_Y)
         elif isinstance(y, ast.YieldFrom):
             y.value = self.visit(y.value)
@@ -442,13 +434,13 @@ class _FunctionRewrite(ast.NodeTransformer):
             # assign outside the suspension: setattr/setitem code is ours again
             targets = stmt.targets
             stmt.targets = [_name(_Y, ast.Store())]
-            post = self._statements([ast.Assign(targets=targets, value=_take(_Y),
-                                                lineno=stmt.lineno, col_offset=stmt.col_offset)])
+            post = self._statements([ast.Assign(targets=targets, value=_take(_Y))])
         elif isinstance(stmt, ast.Assign):
             post = self._state_hooks(stmt.targets)
         suspend = _template("suspend", self.fid, self.line)
         (guard,) = _template("resume_try", self.fid, self.line)
-        guard.body = [stmt]
+        _stamp(y, stmt.lineno)
+        guard.body = [_stamp(stmt, stmt.lineno)]
         return [*pre, *suspend, guard, *post]
 
     # -- assignments: state changes and yields ---------------------------------
@@ -469,14 +461,13 @@ class _FunctionRewrite(ast.NodeTransformer):
         hooks = [h for t in node.targets if self._self_attr(t)
                  for h in self._hook(_target_label(t), _name(_SV))]
         hooks += self._state_hooks([t for t in node.targets if not self._self_attr(t)])
-        return [ast.Assign(targets=[_name(_SV, ast.Store())], value=value, lineno=node.lineno),
-                node, *hooks, _clear(_SV, node.lineno)]
+        return [ast.Assign(targets=[_name(_SV, ast.Store())], value=value),
+                node, *hooks, _clear(_SV)]
 
     def visit_AnnAssign(self, node: ast.AnnAssign) -> ast.AST | list[ast.stmt]:
         if node.value is not None and self._self_attr(node.target):
             # annotations of attribute targets are not evaluated in a function
-            return self.visit_Assign(ast.Assign(targets=[node.target], value=node.value,
-                                                lineno=node.lineno, col_offset=node.col_offset))
+            return self.visit_Assign(ast.Assign(targets=[node.target], value=node.value))
         if node.value is not None:
             node.value = self.visit(node.value)
         return node
@@ -492,11 +483,11 @@ class _FunctionRewrite(ast.NodeTransformer):
             load = ast.Attribute(value=_name(t.value.id), attr=t.attr, ctx=ast.Load())
             store = ast.Attribute(value=_name(t.value.id), attr=t.attr, ctx=ast.Store())
             return [
-                ast.Assign(targets=[_name(_SV, ast.Store())], value=load, lineno=node.lineno),
-                ast.AugAssign(target=_name(_SV, ast.Store()), op=node.op, value=node.value, lineno=node.lineno),
-                ast.Assign(targets=[store], value=_name(_SV), lineno=node.lineno),
+                ast.Assign(targets=[_name(_SV, ast.Store())], value=load),
+                ast.AugAssign(target=_name(_SV, ast.Store()), op=node.op, value=node.value),
+                ast.Assign(targets=[store], value=_name(_SV)),
                 *self._hook(_target_label(t), _name(_SV)),
-                _clear(_SV, node.lineno),
+                _clear(_SV),
             ]
         return [node, *self._state_hooks([node.target])]
 
@@ -524,7 +515,7 @@ class _FunctionRewrite(ast.NodeTransformer):
         self.generic_visit(node)
         if isinstance(node.func, ast.Name) and node.func.id in ("locals", "vars") and not node.args \
                 and not node.keywords:
-            return _attr_call(SUP, "user_locals", node)
+            return _stamp(_attr_call(SUP, "user_locals", node), node.lineno)
         return node
 
 
@@ -540,5 +531,5 @@ def _take(var: str) -> ast.expr:
         slice=ast.Constant(0), ctx=ast.Load())
 
 
-def _clear(var: str, lineno: int) -> ast.stmt:
-    return ast.Assign(targets=[_name(var, ast.Store())], value=ast.Constant(None), lineno=lineno)
+def _clear(var: str) -> ast.stmt:
+    return ast.Assign(targets=[_name(var, ast.Store())], value=ast.Constant(None))

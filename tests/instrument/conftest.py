@@ -44,7 +44,8 @@ class Recorded:
     def take(self) -> list[Call]:
         """Calls finished since the last take, in the order they ended."""
         out = []
-        for token, _end, status, value in self.ring.take(self.ring.capacity):
+        for token in self.ring.take(self.ring.capacity):
+            status, value = token[R.STATUS], token[R.VALUE]
             _module, qualname, _f, _l = runtime.function_info(token[R.FID])
             events = [name for name, _t, _a in (token[R.EVENTS] or [])]
             out.append(Call(qualname, "raised" if status == R.RAISED else "returned", token[R.ARGS],

@@ -137,11 +137,30 @@ def test_install_replaces_an_earlier_hook_and_uninstall_removes_it():
     first = hook.install(Plan.from_globs(["a.*"], "full"))
     second = hook.install(Plan.from_globs(["b.*"], "full"))
     try:
-        assert first not in sys.meta_path and sys.meta_path[0] is second
+        assert first not in sys.meta_path and second in sys.meta_path
+        # ahead of the ordinary path finder, behind wrapt's post-import finder
+        assert sys.meta_path.index(second) < sys.meta_path.index(importlib.machinery.PathFinder)
         assert hook.installed() is second
     finally:
         hook.uninstall()
     assert second not in sys.meta_path and hook.installed() is None
+
+
+def test_other_tools_post_import_hooks_still_run_after_the_rewrite(load, recorded):
+    import wrapt
+
+    anchor = load("", name="anchor", via="plain")
+    package = anchor.__name__.split(".")[0]
+    with open(anchor.__file__.replace("anchor.py", "hooked.py"), "w") as fh:
+        fh.write("def f():\n    return 1\n")
+    seen = []
+    wrapt.register_post_import_hook(lambda module: seen.append(vars(module).get(MARKER)), f"{package}.hooked")
+    hook.install(Plan.from_globs([f"{package}.*"], "full"))
+    try:
+        hooked = importlib.import_module(f"{package}.hooked")
+    finally:
+        hook.uninstall()
+    assert seen == [True] and hooked.f() == 1 and recorded.names() == ["f"]
 
 
 def test_rewritten_modules_keep_their_source_loader_apis(load):
