@@ -27,9 +27,10 @@ Queues: *link*
     ``messaging.destination.name`` (``Queue@<id>``) and
     ``messaging.message.id``.  When the consumer has no span of its own, a
     short CONSUMER span ``receive Queue@<id>`` carries the link.  When the
-    capture runtime (``scope_otel.capture.runtime``) is present its
-    ``send``/``recv`` are called with the same channel and message id, so
-    function-level recordings correlate too.  Items are matched by identity;
+    capture runtime (``scope_otel.capture.runtime``) is present the events
+    are made by its ``send``/``recv``, which put them on the innermost
+    recorded function call (or the current span), so function-level
+    recordings correlate too.  Items are matched by identity;
     the queued objects themselves are never touched.
 
 asyncio tasks
@@ -156,11 +157,10 @@ def _wrap_put(original: Callable) -> Callable:
             entry = (span.get_span_context(), message_id)
             with _LOCK:  # recorded before the item is visible to consumers
                 self.__dict__.setdefault(_PENDING, {}).setdefault(key, []).append(entry)
-            attrs = {"messaging.destination.name": channel, "messaging.message.id": message_id}
-            if span.is_recording():
-                span.add_event("scope.send", attrs)
-            if state.runtime is not None:
+            if state.runtime is not None:  # it puts the event on the innermost function or span
                 state.runtime.send(channel, message_id)
+            else:
+                span.add_event("scope.send", {"messaging.destination.name": channel, "messaging.message.id": message_id})
         except Exception:
             failed("handoff.put")
         try:
@@ -214,14 +214,18 @@ def _received(channel: str, producer: trace.SpanContext, message_id: str) -> Non
     if state is None:
         return
     attrs = {"messaging.destination.name": channel, "messaging.message.id": message_id}
-    if state.runtime is not None:
-        state.runtime.recv(channel, message_id)
     span = trace.get_current_span()
     if span.is_recording():
         if producer.is_valid:
             span.add_link(producer, {"scope.handoff": "queue", **attrs})
-        span.add_event("scope.recv", attrs)
-    elif producer.is_valid:
+        if state.runtime is not None:  # it puts the event on the innermost function or span
+            state.runtime.recv(channel, message_id)
+        else:
+            span.add_event("scope.recv", attrs)
+        return
+    if state.runtime is not None:
+        state.runtime.recv(channel, message_id)
+    if producer.is_valid:
         span = state.tracer.start_span(
             f"receive {channel}",
             kind=SpanKind.CONSUMER,

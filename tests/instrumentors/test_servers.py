@@ -1,0 +1,158 @@
+"""Real servers in subprocesses: gunicorn with 2 workers (with and without
+``--preload``) and Django's ``runserver --noreload``, spans received by a
+real OTLP receiver."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+
+import pytest
+import requests
+
+from tests.support.procs import REPO, clean_env, tool
+
+SHOP = "tests.instrumentors.apps.shop:app"
+DJANGO = "tests.instrumentors.apps.djangoapp.wsgi:application"
+HOOKS = os.path.join(REPO, "tests", "instrumentors", "apps", "gunicorn_hooks.py")
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_ID = "00f067aa0ba902b7"
+
+pytestmark = pytest.mark.skipif(not os.path.exists(tool("gunicorn")), reason="gunicorn is not installed")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def running(args: list[str], env: dict[str, str], health: str):
+    """Start a server process; yield its base URL once ``health`` answers."""
+    port = _free_port()
+    args = [a.replace("{port}", str(port)) for a in args]
+    # a file, not a pipe: nobody drains a pipe here, and a preloaded gunicorn
+    # master blocked on a full pipe would not stop on SIGTERM
+    log = tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen(args, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(url + health, timeout=5)
+                break
+            except requests.RequestException:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
+                    proc.wait()
+                    log.seek(0)
+                    pytest.fail(f"server did not start: {' '.join(args)}\n{log.read()[-3000:]}")
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def scope_env(receiver, tmp_path, **extra) -> dict[str, str]:
+    settings = {
+        **receiver.env("http/protobuf"),
+        "OTEL_SERVICE_NAME": "shop",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "SHOP_DB": f"sqlite:///{tmp_path / 'shop.db'}",
+        "DJANGO_DB": str(tmp_path / "django.db"),
+        "DJANGO_SETTINGS_MODULE": "tests.instrumentors.apps.djangoapp.settings",
+    }
+    return clean_env(**{**settings, **extra})
+
+
+def prepare_databases(env: dict[str, str]) -> None:
+    code = (
+        "import django; django.setup();"
+        "from tests.instrumentors.apps.djangoapp.models import create_tables; create_tables();"
+        "from tests.instrumentors.apps import shop; shop.reset_db()"
+    )
+    subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, check=True, timeout=60)
+
+
+def server_span(spans, name):
+    matching = [s for s in spans if s["name"] == name and s["kind"] == "SERVER"]
+    assert matching, f"no SERVER span {name!r}: {sorted({s['name'] for s in spans})}"
+    return matching
+
+
+def check_shop_tree(receiver, url: str) -> None:
+    """Requests to the shop give SERVER spans with SQL children, over OTLP."""
+    for _ in range(4):
+        assert requests.get(f"{url}/items/1").json() == {"id": 1, "name": "apple"}
+    requests.get(f"{url}/items/2", headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"})
+    spans = receiver.wait_for(
+        10, timeout=20, where=lambda s: s["name"] in ("GET /items/<int:item_id>", "SELECT shop.db")
+    )
+    servers = server_span(spans, "GET /items/<int:item_id>")
+    assert len(servers) == 5
+    for server in servers:
+        assert server["attributes"]["http.route"] == "/items/<int:item_id>"
+        assert server["attributes"]["http.response.status_code"] == 200
+        children = [s for s in spans if s["parent_span_id"] == server["span_id"]]
+        assert [(c["name"], c["kind"]) for c in children] == [("SELECT shop.db", "CLIENT")]
+        assert children[0]["attributes"]["db.system.name"] == "sqlite"
+    (remote,) = [s for s in servers if s["trace_id"] == TRACE_ID]
+    assert remote["parent_span_id"] == PARENT_ID
+
+
+@pytest.mark.parametrize("preload", [False, True], ids=["no-preload", "preload"])
+def test_gunicorn_two_workers_under_scope_otel_run(otlp_receiver, tmp_path, preload):
+    env = scope_env(otlp_receiver, tmp_path)
+    prepare_databases(env)
+    args = [tool("scope-otel"), "run", "--", tool("gunicorn"), "-w", "2", "-b", "127.0.0.1:{port}", "--log-level", "warning", "--graceful-timeout", "3"]
+    if preload:
+        args.append("--preload")
+    with running(args + [SHOP], env, "/health") as url:
+        check_shop_tree(otlp_receiver, url)
+    assert {s["resource"].get("service.name") for s in otlp_receiver.spans} == {"shop"}
+
+
+@pytest.mark.parametrize("app", ["flask", "django"])
+def test_gunicorn_preload_app_built_before_instrumenting_in_post_fork(otlp_receiver, tmp_path, app):
+    env = scope_env(otlp_receiver, tmp_path, HOOK_OTLP=otlp_receiver.http_endpoint)
+    prepare_databases(env)
+    args = [tool("gunicorn"), "-w", "2", "-b", "127.0.0.1:{port}", "--log-level", "warning", "--graceful-timeout", "3", "--preload", "-c", HOOKS]
+    if app == "flask":
+        with running(args + [SHOP], env, "/health") as url:
+            check_shop_tree(otlp_receiver, url)
+        return
+    with running(args + [DJANGO], env, "/items/0/") as url:
+        requests.get(f"{url}/items/999/", headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"})
+        spans = otlp_receiver.wait_for(1, timeout=20, where=lambda s: s["trace_id"] == TRACE_ID)
+    (span,) = spans
+    assert span["name"] == "GET items/<int:pk>/"
+    assert span["parent_span_id"] == PARENT_ID
+    assert span["attributes"]["http.response.status_code"] == 404
+    assert span["resource"]["service.name"] == "hooked"
+
+
+def test_django_runserver_noreload_under_scope_otel_run(otlp_receiver, tmp_path):
+    env = scope_env(otlp_receiver, tmp_path, OTEL_SERVICE_NAME="django")
+    prepare_databases(env)
+    args = [tool("scope-otel"), "run", "--", sys.executable, "-m", "django", "runserver", "--noreload", "127.0.0.1:{port}"]
+    with running(args, env, "/items/0/") as url:
+        assert requests.post(f"{url}/items/", data='{"name": "plum"}').status_code == 201
+        spans = otlp_receiver.wait_for(1, timeout=20, where=lambda s: s["name"] == "POST items/")
+    (span,) = spans
+    assert span["kind"] == "SERVER"
+    assert span["attributes"]["http.response.status_code"] == 201
+    changes = [e["attributes"] for e in span["events"] if e["name"] == "scope.state_change"]
+    assert [c["scope.action"] for c in changes] == ["insert", "update"]
