@@ -8,7 +8,9 @@
 
 PATHS are files, packages or source roots (default: the directory of the
 profiled script, else the current directory).  ``--budget`` is the overhead
-allowed, as a percentage of run time (default 5).  ``--profile -- CMD``
+allowed, as a percentage of run time (default 5), priced with costs measured
+on this machine for the exporter that will be used (``--exporter``, default
+the configured ``traces_exporter``).  ``--profile -- CMD``
 runs CMD under a call counter and plans with the real counts (saved to
 ``--counts-out``, default ``<plan>.counts.json``; reuse them with
 ``--counts``).  Globs are over ``module:qualname``; a glob without ``:``
@@ -50,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", action="store_true", help="run the command after '--' and use its real call counts")
     p.add_argument("--counts", metavar="FILE", help="use call counts saved by an earlier --profile")
     p.add_argument("--counts-out", metavar="FILE", help="where --profile saves its counts (default: <plan>.counts.json)")
+    p.add_argument("--exporter", choices=("otlp", "clickhouse", "console", "none"),
+                   help="exporter whose per-span cost to count (default: the configured traces_exporter)")
     p.add_argument("--recalibrate", action="store_true", help="measure the cost model again instead of using the cache")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress or summary on stderr")
     return p
@@ -139,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     for skipped in analysis.skipped:
         err.write(f"scope-otel plan: skipped {skipped.path}: {skipped.reason}\n")
 
-    model = calibrate(refresh=args.recalibrate)
+    model = calibrate(refresh=args.recalibrate, exporter=args.exporter)
     if profile is not None:
         calls = profile.counts_for(analysis.functions)
         frequencies, baseline, meta = "profile", profile.baseline_us, profile.meta()

@@ -9,8 +9,11 @@
   and at ``full`` (one and five arguments, return value), a sampled-out
   ``enter``, and one ``state_change``;
 * the off-path cost of turning one record into a span
-  (``scope_otel.correlate.spans.Correlator``), which on a GIL-bound program
-  competes with the application, so it is counted.
+  (``scope_otel.correlate.spans.Correlator``) and of encoding that span for
+  the exporter in use (``otlp``: the OTLP protobuf encoder; ``clickhouse``:
+  scope-otel's column batch; ``none``/``console``: nothing counted).  Both
+  run in the processor's thread, but on a GIL-bound program they compete
+  with the application, so they are counted.
 
 If the capture runtime cannot be imported, a stand-in with the same shape
 of work (clock read, token list, ContextVar set/reset, ring append) is timed
@@ -18,7 +21,7 @@ instead and :attr:`CostModel.source` says so; the plan records it.
 
 Results are cached in ``$XDG_CACHE_HOME/scope-otel/costmodel.json`` (else
 ``~/.cache/scope-otel/``), one entry per Python version, implementation,
-machine, runtime source and scope-otel version.  ``refresh=True`` measures
+machine, runtime source, exporter and scope-otel version.  ``refresh=True`` measures
 again.
 """
 from __future__ import annotations
@@ -52,6 +55,8 @@ class CostModel:
     state_us: float         # one state_change event
     offpath_us: float       # record -> span conversion off the hot path
     source: str             # what was measured: the capture runtime or the stand-in
+    export_us: float = 0.0  # encoding one span for the exporter
+    exporter: str = "none"
     key: str = ""
     calibration_s: float = 0.0
     cached: bool = False
@@ -64,7 +69,7 @@ class CostModel:
             recorded = self.full_us + self.arg_us * max(nargs - 1, 0) + self.state_us * mutations
         else:
             recorded = self.boundaries_us
-        recorded += self.offpath_us
+        recorded += self.offpath_us + self.export_us
         return sampling * recorded + (1.0 - sampling) * self.sampled_out_us
 
     def as_dict(self) -> dict:
@@ -77,10 +82,10 @@ def cache_path() -> str:
     return os.path.join(base, "scope-otel", "costmodel.json")
 
 
-def _cache_key(source: str) -> str:
+def _cache_key(source: str, exporter: str) -> str:
     impl = sys.implementation.name
     return "|".join([f"{impl}-{platform.python_version()}", platform.machine(), platform.node(),
-                     source, f"scope-otel-{__version__}"])
+                     source, exporter, f"scope-otel-{__version__}"])
 
 
 def _per_op_us(loop, n: int, empty_ns: float) -> float:
@@ -129,7 +134,30 @@ def _application_costs(n: int) -> tuple[float, float, float]:
     return call, stmt, _per_op_us(check_loop, n, empty)
 
 
-def _runtime_costs(n: int) -> tuple[dict, str]:
+def _export_cost(exporter: str, spans: list) -> float:
+    """µs to encode one span for ``exporter`` (0 for none/console or when unavailable)."""
+    if not spans or exporter not in ("otlp", "clickhouse"):
+        return 0.0
+    try:
+        if exporter == "clickhouse":
+            from scope_otel.export._ch_rows import Batch
+
+            def encode() -> None:
+                Batch().add_spans(spans)
+        else:
+            from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+            def encode() -> None:
+                encode_spans(spans).SerializeToString()
+        encode()  # warm up
+        t0 = time.perf_counter_ns()
+        encode()
+        return (time.perf_counter_ns() - t0) / len(spans) / 1000.0
+    except Exception:  # an exporter we cannot time is not counted; the plan still works
+        return 0.0
+
+
+def _runtime_costs(n: int, exporter: str) -> tuple[dict, str]:
     """Time the real capture runtime; raises ImportError when it is absent."""
     from scope_otel.capture import runtime
 
@@ -174,30 +202,30 @@ def _runtime_costs(n: int) -> tuple[dict, str]:
     }
     full5 = _per_op_us(loop(fid_f, _PROBE_ARGS_5, 42), n, empty)
     costs["arg_us"] = max(full5 - costs["full_us"], 0.0) / 4
-    costs["offpath_us"] = _offpath_cost(runtime, fid_f, n // 4)
+    costs["offpath_us"], spans = _offpath_cost(runtime, fid_f, n // 4)
+    costs["export_us"] = _export_cost(exporter, spans)
     implementation = getattr(runtime, "IMPLEMENTATION", "?")
     if L[fid_b] != 1 or L[fid_f] != 2:
         implementation += ", levels forced by configuration"
     return costs, f"scope_otel.capture.runtime ({implementation})"
 
 
-def _offpath_cost(runtime, fid: int, n: int) -> float:
+def _offpath_cost(runtime, fid: int, n: int) -> tuple[float, list]:
     try:
         from scope_otel.correlate.spans import Correlator
     except ImportError:
-        return 0.0
+        return 0.0, []
     ring = runtime.current_ring()
     ring.take(ring.capacity if hasattr(ring, "capacity") else 1 << 16)
     for i in range(n):
         runtime.exit(runtime.enter(fid, _PROBE_ARGS_1), i)
     records = ring.take(n)
     if not records:
-        return 0.0
+        return 0.0, []
     correlator = Correlator()
     t0 = time.perf_counter_ns()
-    for record in records:
-        correlator.to_span(record)
-    return (time.perf_counter_ns() - t0) / len(records) / 1000.0
+    spans = [correlator.to_span(record) for record in records]
+    return (time.perf_counter_ns() - t0) / len(records) / 1000.0, spans
 
 
 def _standin_costs(n: int) -> dict:
@@ -237,15 +265,29 @@ def _standin_costs(n: int) -> dict:
             "sampled_out_us": boundaries * 0.3, "state_us": boundaries * 0.5, "offpath_us": boundaries * 3}
 
 
-def _measure(n: int) -> CostModel:
+def _measure(n: int, exporter: str) -> CostModel:
     started = time.perf_counter()
     call, stmt, check = _application_costs(n)
     try:
-        costs, source = _runtime_costs(n)
+        costs, source = _runtime_costs(n, exporter)
     except ImportError as exc:
         costs, source = _standin_costs(n), f"stand-in (capture runtime not importable: {exc})"
-    return CostModel(call_us=call, stmt_us=stmt, check_us=check, source=source,
+    return CostModel(call_us=call, stmt_us=stmt, check_us=check, source=source, exporter=exporter,
                      calibration_s=time.perf_counter() - started, **costs)
+
+
+def configured_exporter() -> str:
+    """The traces exporter scope-otel's configuration names (``none`` if unreadable)."""
+    try:
+        from scope_otel.config import current
+
+        names = [n for n in current().traces_exporter if n != "none"]
+    except Exception:  # a broken config file is reported by `scope-otel run`, not here
+        return "none"
+    for name in ("clickhouse", "otlp", "console"):
+        if name in names:
+            return name
+    return "none"
 
 
 def _read_cache(path: str) -> dict:
@@ -282,10 +324,12 @@ def _runtime_kind() -> str:
     return "runtime-c" if fast and not pure else "runtime-py"
 
 
-def calibrate(*, refresh: bool = False, cache: str | None = None, iterations: int = 20000) -> CostModel:
-    """The machine's cost model, from the cache unless ``refresh``."""
+def calibrate(*, refresh: bool = False, cache: str | None = None, iterations: int = 20000,
+              exporter: str | None = None) -> CostModel:
+    """The machine's cost model for ``exporter`` (default: the configured one), cached."""
     path = cache or cache_path()
-    key = _cache_key(_runtime_kind())
+    exporter = exporter or configured_exporter()
+    key = _cache_key(_runtime_kind(), exporter)
     entries = _read_cache(path)
     if not refresh and isinstance(entries.get(key), dict):
         try:
@@ -294,7 +338,7 @@ def calibrate(*, refresh: bool = False, cache: str | None = None, iterations: in
             return CostModel(**{**values, "key": key, "cached": True})
         except TypeError:
             pass  # an older layout: measure again
-    measured = CostModel(**{**asdict(_measure(iterations)), "key": key})
+    measured = CostModel(**{**asdict(_measure(iterations, exporter)), "key": key})
     entries[key] = measured.as_dict()
     _write_cache(path, entries)
     return CostModel(**entries[key])  # rounded as cached, so both paths agree

@@ -41,10 +41,19 @@ def test_recording_more_costs_more():
 
 
 def test_the_stand_in_is_used_and_named_when_the_runtime_is_missing(monkeypatch, cost_cache):
-    def missing(n):
+    def missing(n, exporter):
         raise ImportError("no capture runtime")
 
     monkeypatch.setattr(costmodel, "_runtime_costs", missing)
     model = costmodel.calibrate(refresh=True, iterations=2000)
     assert model.source.startswith("stand-in")
     assert model.boundaries_us > 0
+
+
+def test_the_exporter_in_use_is_priced_per_span(cost_cache):
+    none = costmodel.calibrate(iterations=2000, exporter="none")
+    otlp = costmodel.calibrate(iterations=2000, exporter="otlp")
+    assert none.export_us == 0.0 and none.exporter == "none"
+    assert otlp.export_us > 0 and otlp.exporter == "otlp"
+    assert otlp.key != none.key                       # cached separately
+    assert otlp.call_cost("boundaries") > none.call_cost("boundaries")
