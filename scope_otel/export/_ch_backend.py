@@ -1,103 +1,170 @@
-"""One connection to a ClickHouse store, safe across threads, processes and forks.
+"""Who may open a ClickHouse store, and how spooled batches reach it.
 
-Used by the exporter (writes) and by :mod:`scope_otel.store` (queries).
-:meth:`Backend.run` opens lazily, creates or migrates the schema once, first
-replays the spool (batches other attempts or other processes left behind),
-then calls the given function with a clickhouse-connect client.
+Servers (``http(s)://``) are simple: each process keeps its own
+clickhouse-connect HTTP client (a new one after fork), writes directly, and
+spools while the server is unreachable.
 
-Servers (``http(s)://``) are plain: a client per backend, reconnected after a
-fork.  Connection failures raise :class:`StoreUnavailable`.
-
-Embedded chDB has three hard rules, all verified against chdb 4.x:
+Embedded chDB has hard rules, all verified on chdb 4.x here:
 
 1. **One process per data directory.**  A second process fails to open it
-   (``Cannot lock file .../status``), and chDB prints that to stderr.  We try
-   the same ``flock`` on ``status`` first, so a held store raises
-   :class:`StoreBusy` quietly; the caller spools.  The holder lets go after
-   ``idle_close_s`` without use (a keeper thread closes it), so short-lived
-   commands (``scope-otel query``) and sibling workers get their turn.
-2. **One engine per process.**  All chDB backends of a process share one
-   client; opening another path closes the current one.
-3. **No chDB after fork.**  A child forked while the engine is open hangs at
-   exit, and a child of any process that ever opened chDB hangs when it
-   opens chDB itself.  So the engine is closed just before ``fork()``
-   (``os.register_at_fork``) and a child of a chDB-using parent never opens
-   chDB: its batches go to the spool, replayed by the next process that may.
+   (``Cannot lock file .../status``) and chDB prints that on stderr.
+2. **One engine per process**, and opening it costs ~0.5 s and ~20 threads.
+3. **Forking after chDB is unsafe.**  A child forked from a process that has
+   run chDB queries can crash (SIGSEGV in chDB's C++ exit handlers) or hang
+   when it exits, and hangs if it opens chDB itself, even when the parent
+   closed the engine before ``fork()``.  Gunicorn workers, forked from a
+   master, are exactly that.
+
+So an instrumented application never opens chDB.  Its exporter encodes
+batches (ClickHouse Native, no chDB needed) into the spool under the store
+(``<store>/scope-spool``) and makes sure a **store owner** runs: a small
+separate process (``python -I -m scope_otel.export._ch_drainer``, started
+with ``exec``, never forked from the app) that opens chDB, writes every
+queued batch with ``INSERT ... FROM INFILE ... FORMAT Native``, and exits
+after a few idle seconds.
+
+Ownership is an ``flock`` on ``<store>/scope-owner.lock`` held as long as
+the engine is open, by the drainer, by ``scope-otel query|trace|graph``
+(:mod:`scope_otel.store`), or by an exporter created with
+``embedded="inprocess"`` (``scope-otel collect``, benchmarks).  Anyone who
+needs the store while another process owns it drops a
+``scope-release-<pid>`` request file; owners let go within ~0.1 s when idle.
+Whoever owns the store writes the spool before anything else, so a query
+sees every batch exported so far.  In-process owners still close the engine
+before ``fork()`` and a forked child never opens chDB (rule 3).
 """
 from __future__ import annotations
 
 import fcntl
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 import weakref
 from typing import Any, Callable, TypeVar
 
+from scope_otel.export._ch_rows import quiet_clickhouse_connect
 from scope_otel.export._ch_schema import SchemaOptions, ensure_schema
-from scope_otel.export._ch_spool import Spool
+from scope_otel.export._ch_spool import Part, Spool
 from scope_otel.export._ch_target import Target
 
 _log = logging.getLogger("scope_otel.export.clickhouse")
 T = TypeVar("T")
-_quiet = threading.local()
 
-
-class _QuietFilter(logging.Filter):
-    """Silence clickhouse-connect's own error logs for calls we make and handle.
-
-    Only records emitted on a thread inside :meth:`Backend.run` are dropped,
-    so an application using clickhouse-connect itself still sees its logs.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not getattr(_quiet, "on", False)
-
-
-for _name in ("clickhouse_connect.driver.transform", "clickhouse_connect.driver._backend.http_sync",
-              "clickhouse_connect.driver._backend.chdb_backend", "clickhouse_connect.driver.client"):
-    logging.getLogger(_name).addFilter(_QuietFilter())
+OWNER_LOCK = "scope-owner.lock"
+RELEASE_PREFIX = "scope-release-"
+SPOOL_DIR = "scope-spool"
 
 
 class StoreBusy(RuntimeError):
-    """The embedded store is held by another process (or unusable after fork)."""
+    """The embedded store is owned by another process (or unusable after fork)."""
 
 
 class StoreUnavailable(RuntimeError):
     """The server cannot be reached right now."""
 
 
-# -- the process' single chDB engine -----------------------------------------
+# -- ownership of an embedded store ----------------------------------------------
+
+def _lock_path(path: str) -> str:
+    return os.path.join(path, OWNER_LOCK)
+
+
+def owner_is_running(path: str) -> bool:
+    """True when some process owns the embedded store at ``path``."""
+    try:
+        fd = os.open(_lock_path(path), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def owner_pid(path: str) -> int | None:
+    try:
+        with open(_lock_path(path), encoding="ascii", errors="replace") as fh:
+            return int(fh.read().strip() or 0) or None
+    except (OSError, ValueError):
+        return None
+
+
+def release_requested(path: str) -> bool:
+    try:
+        return any(n.startswith(RELEASE_PREFIX) for n in os.listdir(path))
+    except OSError:
+        return False
+
+
+class _ReleaseRequest:
+    """``with _ReleaseRequest(path):`` asks the current owner to let go while we wait."""
+
+    def __init__(self, path: str) -> None:
+        self.file = os.path.join(path, f"{RELEASE_PREFIX}{os.getpid()}")
+
+    def __enter__(self) -> "_ReleaseRequest":
+        try:
+            with open(self.file, "w"):
+                pass
+        except OSError:
+            pass
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            os.unlink(self.file)
+        except OSError:
+            pass
+
 
 class _Engine:
+    """The process' single chDB engine and the ownership lock that goes with it."""
+
     lock = threading.Lock()
     client: Any = None
     path: str | None = None
+    lock_fd: int | None = None
     last_use = 0.0
-    used = False  # this process (or its parent, before fork) opened chDB
-    forbidden = False  # we are a forked child of a chDB user
+    used = False        # this process ran chDB (inherited by forked children)
+    forbidden = False   # we are a forked child of a chDB user: never open chDB
     keeper_pid = 0
     backends: "weakref.WeakSet[Backend]" = weakref.WeakSet()
     orphans: list = []  # clients inherited over fork: never touched, never collected
+    fork_locked = False
 
 
 def _before_fork() -> None:
-    acquired = _Engine.lock.acquire(timeout=5.0)
-    _Engine.fork_locked = acquired  # type: ignore[attr-defined]
-    if acquired and _Engine.client is not None:
+    _Engine.fork_locked = _Engine.lock.acquire(timeout=5.0)
+    if _Engine.fork_locked and _Engine.client is not None:
         _close_engine()
 
 
 def _after_fork_parent() -> None:
-    if getattr(_Engine, "fork_locked", False):
+    if _Engine.fork_locked:
         _Engine.lock.release()
 
 
 def _after_fork_child() -> None:
     _Engine.lock = threading.Lock()
-    if _Engine.client is not None:  # close timed out in the parent: never touch it
+    if _Engine.client is not None:  # the parent could not close it in time: never touch it
         _Engine.orphans.append(_Engine.client)
         _Engine.client = None
+    if _Engine.lock_fd is not None:  # the flock is shared with the parent's fd: drop ours
+        try:
+            os.close(_Engine.lock_fd)
+        except OSError:
+            pass
+        _Engine.lock_fd = None
     _Engine.forbidden = _Engine.used
     _Engine.keeper_pid = 0
 
@@ -105,167 +172,195 @@ def _after_fork_child() -> None:
 os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_parent, after_in_child=_after_fork_child)
 
 
+def _take_ownership(path: str) -> int:
+    os.makedirs(path, exist_ok=True)
+    fd = os.open(_lock_path(path), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreBusy(f"chdb://{path} is owned by process {owner_pid(path) or '?'}") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+def _open_engine(path: str) -> Any:
+    if _Engine.forbidden:
+        raise StoreBusy("this process was forked from one that ran chDB; chDB cannot be used here")
+    if _Engine.client is not None and _Engine.path == path:
+        return _Engine.client
+    if _Engine.client is not None:
+        _close_engine()
+    fd = _take_ownership(path)
+    try:
+        import clickhouse_connect  # deferred: importing and starting chDB costs ~0.5 s
+
+        with quiet_clickhouse_connect():
+            client = clickhouse_connect.get_client(interface="chdb", path=path)
+    except BaseException as exc:
+        os.close(fd)
+        if "lock" in str(exc).lower() or "EmbeddedServer" in str(exc):
+            raise StoreBusy(f"chdb://{path} is held by a process outside scope-otel") from None
+        raise
+    _Engine.client, _Engine.path, _Engine.lock_fd, _Engine.used = client, path, fd, True
+    _start_keeper()
+    return client
+
+
 def _close_engine() -> None:
     client, _Engine.client, _Engine.path = _Engine.client, None, None
     if client is not None:
         try:
             client.close()
-        except Exception:  # closing is best effort; the engine goes with the process anyway
+        except Exception:  # best effort: the engine goes with the process anyway
             _log.debug("closing chDB failed", exc_info=True)
+    fd, _Engine.lock_fd = _Engine.lock_fd, None
+    if fd is not None:
+        try:
+            os.close(fd)  # releases the ownership flock
+        except OSError:
+            pass
 
 
-def holder_pid(path: str) -> int | None:
-    """PID of the process holding the chDB store at ``path``, if it says so."""
-    try:
-        with open(os.path.join(path, "status"), encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("PID:"):
-                    return int(line.split(":", 1)[1])
-    except (OSError, ValueError):
-        return None
-    return None
-
-
-def _store_is_free(path: str) -> bool:
-    """Try chDB's own lock on ``<path>/status`` without keeping it."""
-    status = os.path.join(path, "status")
-    try:
-        fd = os.open(status, os.O_RDONLY)
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return True  # let chDB decide and report
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return True
-    finally:
-        os.close(fd)
-
-
-def _open_engine(path: str) -> Any:
-    if _Engine.forbidden:
-        raise StoreBusy("this process was forked from one that used chDB; chDB cannot be used here")
-    if _Engine.client is not None and _Engine.path == path:
-        return _Engine.client
-    if _Engine.client is not None:
-        _close_engine()
-    os.makedirs(path, exist_ok=True)
-    if not _store_is_free(path):
-        raise StoreBusy(f"chdb://{path} is held by process {holder_pid(path) or '?'}")
-    import clickhouse_connect  # deferred: importing chdb costs ~0.3 s
-
-    try:
-        client = clickhouse_connect.get_client(interface="chdb", path=path)
-    except Exception as exc:
-        if "lock" in str(exc).lower() or "EmbeddedServer" in str(exc):
-            raise StoreBusy(f"chdb://{path} is held by another process") from None
-        raise
-    _Engine.client, _Engine.path, _Engine.used = client, path, True
-    _start_keeper()
-    return client
+def close_engine(path: str | None = None) -> None:
+    """Close this process' chDB engine (if it is open on ``path``, when given)."""
+    with _Engine.lock:
+        if _Engine.client is not None and (path is None or _Engine.path == path):
+            _close_engine()
 
 
 def _start_keeper() -> None:
     if _Engine.keeper_pid == os.getpid():
         return
     _Engine.keeper_pid = os.getpid()
-    threading.Thread(target=_keeper, name="scope-otel-chdb-keeper", daemon=True).start()
+    threading.Thread(target=_keeper, name="scope-otel-store-keeper", daemon=True).start()
 
 
 def _keeper() -> None:
-    """Close the engine when idle; replay spools other processes left."""
+    """Close the engine when idle or asked to; write spools that arrive meanwhile."""
     me = os.getpid()
     while _Engine.keeper_pid == me:
-        backends = list(_Engine.backends)
-        idle = min((b.idle_close_s for b in backends), default=2.0)
-        time.sleep(max(0.05, idle / 4))
-        now = time.monotonic()
-        if _Engine.client is not None and now - _Engine.last_use >= idle:
-            if _Engine.lock.acquire(timeout=0.1):
+        time.sleep(0.05)
+        path = _Engine.path
+        if _Engine.client is None or path is None:
+            continue
+        idle = min((b.idle_close_s for b in list(_Engine.backends) if b.target.path == path), default=2.0)
+        limit = 0.05 if release_requested(path) else idle
+        if time.monotonic() - _Engine.last_use >= limit and _Engine.lock.acquire(timeout=0.05):
+            try:
+                if _Engine.client is not None and time.monotonic() - _Engine.last_use >= limit:
+                    _close_engine()
+                    continue
+            finally:
+                _Engine.lock.release()
+        for backend in list(_Engine.backends):
+            if backend.target.path == path and backend.spool.pending():
                 try:
-                    if _Engine.client is not None and time.monotonic() - _Engine.last_use >= idle:
-                        _close_engine()
-                finally:
-                    _Engine.lock.release()
-        for backend in backends:
-            if backend.target.kind == "chdb" and backend.drain_interval_s and \
-                    now - backend._last_drain_check >= backend.drain_interval_s:
-                backend._last_drain_check = now
-                if backend.spool.pending():
-                    try:
-                        backend.run(lambda client: None)
-                    except Exception:
-                        pass  # busy or failing: the next export will try again
+                    backend.run(lambda client: None)
+                except Exception:
+                    pass  # busy or failing: the next use tries again
 
 
-# -- the backend ----------------------------------------------------------------
+# -- the backend -------------------------------------------------------------------
 
 class Backend:
-    """Runs functions against one store; see the module docstring."""
+    """Runs functions against one store with its schema current and its spool written."""
 
     def __init__(
         self,
         target: Target,
         schema: SchemaOptions = SchemaOptions(),
         spool_dir: str | None = None,
-        spool_max_bytes: int = 256 << 20,
+        spool_max_bytes: int = 1 << 30,
         idle_close_s: float = 2.0,
-        drain_interval_s: float = 5.0,
         connect_timeout_s: float = 5.0,
         timeout_s: float = 30.0,
-        on_replay: Callable[[Any, str], int] | None = None,
     ) -> None:
         self.target = target
         self.schema = schema
         self.idle_close_s = idle_close_s
-        self.drain_interval_s = drain_interval_s
         self.connect_timeout_s = connect_timeout_s
         self.timeout_s = timeout_s
-        self.on_replay = on_replay
         self.spool = Spool(spool_dir or default_spool_dir(target), max_bytes=spool_max_bytes)
+        self.rows_written = {"otel_traces": 0, "scope_events": 0}  # from the spool, by this process
+        self.batches_replayed = 0
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._http: Any = None
-        self._schema_ready: set[tuple[int, str | None]] = set()
-        self._last_drain_check = 0.0
+        self._schema_ready: set[tuple[int, str]] = set()
+        self._last_spawn = 0.0
+        self._drainer: subprocess.Popen | None = None
         if target.kind == "chdb":
             _Engine.backends.add(self)
 
     # -- public ------------------------------------------------------------
 
     def run(self, fn: Callable[[Any], T], wait_s: float = 0.0) -> T:
-        """``fn(client)`` with the store open and its schema current.
+        """``fn(client)`` with the store open (in this process), schema current, spool written.
 
-        ``wait_s`` > 0 retries a busy embedded store for that long (commands
-        that must read it); 0 raises :class:`StoreBusy` at once (exporters,
-        which spool instead).
+        For chDB, ``wait_s`` > 0 asks the current owner to let go and waits
+        that long; 0 raises :class:`StoreBusy` at once.
         """
+        if self.target.kind == "http":
+            with quiet_clickhouse_connect():
+                return self._run_http(fn)
         deadline = time.monotonic() + wait_s
-        _quiet.on = True
+        request = _ReleaseRequest(self.target.path) if wait_s > 0 else None
         try:
             while True:
                 try:
-                    if self.target.kind == "chdb":
+                    with quiet_clickhouse_connect():
                         return self._run_chdb(fn)
-                    return self._run_http(fn)
                 except StoreBusy:
-                    if time.monotonic() >= deadline:
+                    if time.monotonic() >= deadline or _Engine.forbidden:
                         raise
-                    time.sleep(0.1)
+                    if request is not None and not os.path.exists(request.file):
+                        request.__enter__()
+                    time.sleep(0.05)
         finally:
-            _quiet.on = False
+            if request is not None:
+                request.__exit__()
+
+    def write_parts(self, client: Any, parts: list[Part]) -> None:
+        """Insert spooled parts through ``client``."""
+        for part in parts:
+            table = f"`{self.target.database}`.`{part.table}`"
+            cols = ", ".join(f"`{c}`" for c in part.columns)
+            if self.target.kind == "chdb":
+                client.command(f"INSERT INTO {table} ({cols}) FROM INFILE {_sql_string(part.path)} FORMAT Native")
+            else:
+                with open(part.path, "rb") as fh:
+                    client.raw_insert(f"{self.target.database}.{part.table}", part.columns,
+                                      insert_block=fh.read(), fmt="Native")
+            self.rows_written[part.table] = self.rows_written.get(part.table, 0) + part.rows
+
+    def ensure_owner(self) -> None:
+        """Start a drainer process for the embedded store unless an owner runs (cheap; rate-limited)."""
+        now = time.monotonic()
+        if self._drainer is not None and self._drainer.poll() is not None:
+            self._drainer = None  # reaped
+        if now - self._last_spawn < 0.5 or self._drainer is not None:
+            return
+        self._last_spawn = now
+        path = self.target.path
+        if owner_is_running(path) or release_requested(path):
+            return  # the owner (or the process that asked for the store) writes the spool
+        env = dict(os.environ, OTEL_SDK_DISABLED="true", SCOPE_OTEL_DRAINER="1")
+        args = [sys.executable, "-I", "-m", "scope_otel.export._ch_drainer", path, self.target.database,
+                "--spool", self.spool.folder, "--ttl-days", str(self.schema.ttl_days)]
+        try:
+            self._drainer = subprocess.Popen(
+                args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=open(os.path.join(path, "scope-drainer.log"), "ab"), close_fds=True,
+                start_new_session=True, cwd=path,
+            )
+        except OSError as exc:
+            _log.warning("scope-otel: cannot start the store writer process: %s", exc)
 
     def close(self) -> None:
         if self.target.kind == "chdb":
-            with _Engine.lock:
-                if _Engine.path == self.target.path:
-                    _close_engine()
+            close_engine(self.target.path)
             _Engine.backends.discard(self)
         else:
             with self._lock:
@@ -278,7 +373,7 @@ class Backend:
             client = _open_engine(self.target.path)
             _Engine.last_use = time.monotonic()
             try:
-                self._prepare(client, id(client))
+                self._prepare(client)
                 return fn(client)
             finally:
                 _Engine.last_use = time.monotonic()
@@ -292,9 +387,14 @@ class Backend:
                 self._schema_ready.clear()
             try:
                 if self._http is None:
-                    self._http = self._connect_http()
-                self._prepare(self._http, id(self._http))
+                    try:
+                        self._http = self._connect_http()
+                    except Exception as exc:  # refused, DNS, TLS, auth: nothing to write to yet
+                        raise StoreUnavailable(self.target.scrub(f"{self.target.display}: {_short(exc)}")) from None
+                self._prepare(self._http)
                 return fn(self._http)
+            except StoreUnavailable:
+                raise
             except Exception as exc:
                 if _is_connection_error(exc):
                     self._drop_http()
@@ -307,7 +407,8 @@ class Backend:
         return clickhouse_connect.get_client(
             host=self.target.host, port=self.target.port, username=self.target.username,
             password=self.target.password, secure=self.target.secure,
-            connect_timeout=self.connect_timeout_s, send_receive_timeout=self.timeout_s,
+            connect_timeout=max(1, round(self.connect_timeout_s)),
+            send_receive_timeout=max(1, round(self.timeout_s)),
             compress=False, autogenerate_session_id=False,
         )
 
@@ -322,35 +423,38 @@ class Backend:
 
     # -- shared ------------------------------------------------------------------
 
-    def _prepare(self, client: Any, client_id: int) -> None:
-        key = (client_id, self.target.database)
+    def _prepare(self, client: Any) -> None:
+        key = (id(client), self.target.database)
         if key not in self._schema_ready:
             applied = ensure_schema(client, self.target.database, self.schema)
             if applied:
                 _log.info("scope-otel: applied %s to %s", ", ".join(applied), self.target.display)
             self._schema_ready.add(key)
-        if self.on_replay is not None and self.spool.pending():
+        if self.spool.pending():
             self._drain(client)
 
     def _drain(self, client: Any) -> None:
-        for claimed, payload in self.spool.claim(limit=200):
+        for claimed, parts in self.spool.claim():
             try:
-                self.on_replay(client, payload)
+                for part in parts:
+                    self.write_parts(client, [part])
+                    self.spool.part_done(part)
             except Exception as exc:
                 if _is_connection_error(exc):
                     self.spool.release(claimed)
                     raise
-                _log.warning("scope-otel: spooled batch rejected by %s, kept in %s/rejected: %s",
+                _log.warning("scope-otel: a spooled batch was rejected by %s and moved to %s/rejected: %s",
                              self.target.display, self.spool.folder, self.target.scrub(_short(exc)))
                 self.spool.quarantine(claimed)
             else:
+                self.batches_replayed += 1
                 self.spool.done(claimed)
 
 
 def default_spool_dir(target: Target) -> str:
     """``<store>/scope-spool`` for chDB; a per-server folder in the user cache for HTTP."""
     if target.kind == "chdb":
-        return os.path.join(target.path, "scope-spool")
+        return os.path.join(target.path, SPOOL_DIR)
     import hashlib
 
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
@@ -358,10 +462,18 @@ def default_spool_dir(target: Target) -> str:
     return os.path.join(cache, "scope-otel", "spool", digest)
 
 
-def _is_connection_error(exc: BaseException) -> bool:
-    from clickhouse_connect.driver.exceptions import OperationalError
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
-    if isinstance(exc, (OperationalError, ConnectionError, TimeoutError, StoreUnavailable)):
+
+def _is_connection_error(exc: BaseException) -> bool:
+    if isinstance(exc, (ConnectionError, TimeoutError, StoreUnavailable)):
+        return True
+    try:
+        from clickhouse_connect.driver.exceptions import OperationalError
+    except ImportError:  # pragma: no cover
+        return False
+    if isinstance(exc, OperationalError):
         return True
     text = str(exc)
     return any(s in text for s in ("Connection refused", "Max retries exceeded", "timed out", "Name or service"))

@@ -16,13 +16,17 @@ Values are stored exactly, except strings longer than ``max_value_chars``,
 which are cut and counted in ``Batch.truncated``.  Odd text (quotes, NUL,
 newlines) needs nothing: ClickHouse ``String`` holds any bytes.  Strings that
 cannot be UTF-8 encoded (lone surrogates from undecodable input) are escaped
-by :func:`escape_invalid_text` when an insert trips over them.
+by :func:`escape_invalid_text` when encoding trips over them.  :meth:`Batch.encode`
+turns the columns into ClickHouse Native blocks without any connection.
 """
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
-from typing import Any, Iterable, Sequence
+import logging
+import threading
+from typing import Any, Iterable, Iterator, Sequence
 
 TRACE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("Timestamp", "DateTime64(9)"),
@@ -110,6 +114,7 @@ class Batch:
         self.traces: list[list] = [[] for _ in TRACE_COLUMNS]
         self.events: list[list] = [[] for _ in EVENT_COLUMNS]
         self.truncated = 0
+        self.escaped = 0
         self._resources: dict[int, tuple[Any, dict[str, str], str]] = {}
 
     def __len__(self) -> int:
@@ -297,21 +302,83 @@ class Batch:
             c_hlc.append(hlc)
             c_attrs.append(rest)
 
-    # -- persistence (the spool) -------------------------------------------
+    # -- wire format -------------------------------------------------------
 
-    def to_json(self) -> str:
-        """The batch as JSON (lone surrogates survive as ``\\udcXX`` escapes)."""
-        return json.dumps({"v": 1, "traces": self.traces, "events": self.events}, separators=(",", ":"))
+    def encode(self) -> list[tuple[str, list[str], bytes, int]]:
+        """The batch as ClickHouse Native blocks: ``(table, columns, bytes, rows)`` per table.
 
-    @classmethod
-    def from_json(cls, text: str) -> "Batch":
-        data = json.loads(text)
-        if data.get("v") != 1 or len(data["traces"]) != len(TRACE_COLUMNS) or len(data["events"]) != len(EVENT_COLUMNS):
-            raise ValueError("not a scope-otel spool batch (version 1)")
-        batch = cls()
-        batch.traces = data["traces"]
-        batch.events = data["events"]
-        return batch
+        Native is what ClickHouse ingests fastest, and it is the spool format,
+        so a batch is encoded once in the exporting process and written as is
+        by whichever process owns the store.  Strings that are not valid UTF-8
+        (lone surrogates) are escaped on a second pass and counted in
+        ``self.escaped``.
+        """
+        parts = []
+        for table, spec, columns in (("otel_traces", TRACE_COLUMNS, self.traces),
+                                     ("scope_events", EVENT_COLUMNS, self.events)):
+            if not columns[0]:
+                continue
+            try:
+                data = _native(spec, columns)
+            except (UnicodeEncodeError, UnicodeDecodeError):
+                self.escaped += escape_invalid_text(columns)
+                data = _native(spec, columns)
+            parts.append((table, [c[0] for c in spec], data, len(columns[0])))
+        return parts
+
+
+_TYPES: dict[str, Any] = {}
+
+
+def _native(spec: Sequence[tuple[str, str]], columns: list[list]) -> bytes:
+    """Serialize columns with clickhouse-connect's Native writer (no connection, no chDB)."""
+    from clickhouse_connect.datatypes.registry import get_from_name
+    from clickhouse_connect.driver.insert import InsertContext
+    from clickhouse_connect.driver.transform import NativeTransform
+
+    types = [_TYPES.get(t) or _TYPES.setdefault(t, get_from_name(t)) for _, t in spec]
+    context = InsertContext("t", [n for n, _ in spec], types, columns, column_oriented=True,
+                            block_size=1 << 30)
+    with quiet_clickhouse_connect():
+        data = b"".join(NativeTransform.build_insert(context))
+    if context.insert_exception is not None:
+        raise context.insert_exception
+    # build_insert starts with an "INSERT INTO ... FORMAT Native\n" line meant
+    # for an HTTP body; the Native bytes follow it.
+    return data[data.index(b"\n") + 1:]
+
+
+_quiet = threading.local()
+
+
+class _QuietFilter(logging.Filter):
+    """Drop clickhouse-connect's own error logs for calls scope-otel makes and handles.
+
+    Only records emitted on a thread inside :func:`quiet_clickhouse_connect`
+    are dropped, so an application using clickhouse-connect itself keeps its logs.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(_quiet, "on", 0)
+
+
+_filter_installed = False
+
+
+@contextlib.contextmanager
+def quiet_clickhouse_connect() -> Iterator[None]:
+    global _filter_installed
+    if not _filter_installed:
+        _filter_installed = True
+        for name in ("clickhouse_connect.driver.transform", "clickhouse_connect.driver._backend.http_sync",
+                     "clickhouse_connect.driver._backend.chdb_backend", "clickhouse_connect.driver.client",
+                     "urllib3.connectionpool"):
+            logging.getLogger(name).addFilter(_QuietFilter())
+    _quiet.on = getattr(_quiet, "on", 0) + 1
+    try:
+        yield
+    finally:
+        _quiet.on -= 1
 
 
 def _any_value(value: Any) -> Any:

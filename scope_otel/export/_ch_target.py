@@ -93,14 +93,15 @@ def parse(url: str, database: str | None = None, env: dict | None = None) -> Tar
     url = url.strip()
     if "://" not in url:
         path = os.path.abspath(os.path.expanduser(url))
-        return Target("chdb", check_name(database or "otel"), path=path)
+        return Target("chdb", check_name("otel" if database is None else database), path=path)
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme == "chdb":
         raw = unquote(parts.netloc + parts.path) if parts.netloc else unquote(parts.path)
         if not raw or raw in ("memory", ":memory:"):
             raise TargetError(f"store {url!r}: an on-disk path is needed (chdb:///abs/path)")
-        return Target("chdb", check_name(database or "otel"), path=os.path.abspath(os.path.expanduser(raw)))
+        return Target("chdb", check_name("otel" if database is None else database),
+                      path=os.path.abspath(os.path.expanduser(raw)))
     if scheme not in ("http", "https", "clickhouse"):
         raise TargetError(f"store {_shown(url)!r}: scheme {scheme!r} is not supported (use chdb, http or https)")
     secure = scheme == "https"
@@ -111,7 +112,7 @@ def parse(url: str, database: str | None = None, env: dict | None = None) -> Tar
     if not parts.hostname:
         raise TargetError(f"store {_shown(url)!r}: no host name")
     url_db = unquote(parts.path.strip("/").split("/")[0]) if parts.path.strip("/") else ""
-    db = database or url_db or "otel"
+    db = database if database is not None else (url_db or "otel")
     username = unquote(parts.username) if parts.username else (
         env.get("SCOPE_OTEL_CLICKHOUSE_USER") or env.get("CLICKHOUSE_USER") or "default"
     )

@@ -17,7 +17,17 @@ layout, so the Collector and scope-otel can share tables and Grafana's
 ClickHouse data source reads them), ``otel_traces_trace_id_ts`` through its
 materialized view, and ``scope_events`` (arguments, return values,
 exceptions, state changes and messages of function spans).  The schema is
-created or migrated on first use (see ``schemas/ch_*.sql``).
+created or migrated on first use (``schemas/ch_*.sql``).
+
+How it writes: each batch is encoded once into ClickHouse Native blocks.  A
+server gets them over HTTP directly (retried with backoff, spooled on disk
+while unreachable, replayed when it answers).  An embedded store is never
+opened by the application: batches go to the store's spool and a separate
+store-writer process owns chDB and writes them (``embedded="process"``, the
+default; see ``_ch_backend`` for why: chDB and ``fork()`` do not mix, and
+one process at a time may open a store).  ``embedded="inprocess"`` opens
+chDB in this process instead, for programs that never fork (``scope-otel
+collect``, benchmarks, tests).
 
 Options (keyword arguments):
 
@@ -25,17 +35,15 @@ Options (keyword arguments):
 ``replicated`` (ReplicatedMergeTree, servers), ``max_value_chars`` (65536;
 longer attribute values are cut and counted), ``retries`` (3) and
 ``backoff_s`` (0.2, doubled per retry) for a server that does not answer,
-``spool`` (True) and ``spool_dir`` / ``spool_max_bytes`` (256 MiB),
-``idle_close_s`` (2.0: how long an idle embedded store stays open),
+``spool`` (True), ``spool_dir``, ``spool_max_bytes`` (1 GiB), ``embedded``
+(``"process"`` or ``"inprocess"``), ``idle_close_s`` (2.0: how long an
+in-process store stays open when idle), ``connect_timeout_s`` (5),
 ``timeout_s`` (30).
 
-Nothing here raises into the application: a server that is down, an
-embedded store held by another process, or a batch the server rejects is
-retried, spooled or dropped, counted in :meth:`stats` and logged once per
-kind.  Spooled batches are replayed by whichever process next reaches the
-store (``scope-otel query`` included).  chDB is imported on the first export,
-never at import time, and never used in a process forked from one that used
-it (see ``_ch_backend``).
+Nothing here raises into the application: a server that is down, a store
+owned by another process, or a batch the store rejects is retried, spooled
+or dropped, counted in :meth:`stats` and logged once per kind.  Credentials
+never appear in logs (``target.display`` masks the password).
 """
 from __future__ import annotations
 
@@ -48,30 +56,25 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from scope_otel.export._ch_backend import Backend, StoreBusy, StoreUnavailable
-from scope_otel.export._ch_rows import EVENT_COLUMNS, TRACE_COLUMNS, Batch, escape_invalid_text
+from scope_otel.export._ch_rows import Batch
 from scope_otel.export._ch_schema import SchemaOptions
 from scope_otel.export._ch_target import Target, parse
 
 _log = logging.getLogger("scope_otel.export.clickhouse")
 
-_TRACE_NAMES = [c[0] for c in TRACE_COLUMNS]
-_TRACE_TYPES = [c[1] for c in TRACE_COLUMNS]
-_EVENT_NAMES = [c[0] for c in EVENT_COLUMNS]
-_EVENT_TYPES = [c[1] for c in EVENT_COLUMNS]
-
-_COUNTERS = (
-    "spans_exported",      # rows written to otel_traces (directly or by replay)
-    "events_exported",     # rows written to scope_events
-    "batches_exported",
-    "batches_spooled",     # batches parked on disk (server down or store busy)
-    "spans_spooled",
-    "batches_replayed",    # spooled batches written later (by this process)
-    "spans_dropped",       # lost: spool full/disabled, rejected, after shutdown
+#: What :meth:`ClickHouseSpanExporter.stats` counts.
+COUNTERS = (
+    "spans_written",       # rows this process wrote into otel_traces (directly or from the spool,
+    "events_written",      # ... rows into scope_events     including other processes' batches)
+    "spans_queued",        # spans handed to the spool for the store owner (the embedded path)
+    "spans_spooled",       # spans parked because the server was unreachable or the store busy
+    "batches_replayed",    # spooled batches this process wrote later
+    "spans_dropped",       # lost: spool full or disabled, rejected, unreadable, after shutdown
     "batches_rejected",    # the store refused the data itself
     "retries",
     "values_truncated",    # attribute values cut to max_value_chars
-    "values_escaped",      # strings that were not valid UTF-8, stored with \\xNN escapes
-    "store_busy",          # embedded store held by another process at export time
+    "values_escaped",      # strings that were not valid UTF-8, stored with \xNN escapes
+    "store_busy",          # embedded store owned by another process when this process wanted it
     "store_unavailable",   # server unreachable at export time
 )
 
@@ -90,20 +93,21 @@ class ClickHouseSpanExporter(SpanExporter):
         self.retries = int(options.pop("retries", 3))
         self.backoff_s = float(options.pop("backoff_s", 0.2))
         self.spool_enabled = bool(options.pop("spool", True))
+        self.embedded = options.pop("embedded", "process")
+        if self.embedded not in ("process", "inprocess"):
+            raise ValueError(f"embedded must be 'process' or 'inprocess', not {self.embedded!r}")
         self._backend = Backend(
             self.target,
             schema=schema,
             spool_dir=options.pop("spool_dir", None),
-            spool_max_bytes=int(options.pop("spool_max_bytes", 256 << 20)),
+            spool_max_bytes=int(options.pop("spool_max_bytes", 1 << 30)),
             idle_close_s=float(options.pop("idle_close_s", 2.0)),
-            drain_interval_s=float(options.pop("drain_interval_s", 5.0)),
             connect_timeout_s=float(options.pop("connect_timeout_s", 5.0)),
             timeout_s=float(options.pop("timeout_s", 30.0)),
-            on_replay=self._replay,
         )
         if options:
             raise TypeError(f"ClickHouseSpanExporter: unknown option(s) {', '.join(sorted(options))}")
-        self._counts = dict.fromkeys(_COUNTERS, 0)
+        self._counts = dict.fromkeys(COUNTERS, 0)
         self._counts_lock = threading.Lock()
         self._logged: set[str] = set()
         self._down_until = 0.0
@@ -118,7 +122,7 @@ class ClickHouseSpanExporter(SpanExporter):
         try:
             batch = Batch(self.max_value_chars)
             batch.add_spans(spans)
-        except Exception as exc:  # a span we cannot read: a bug, never the app's problem
+        except Exception as exc:  # a span we cannot read: our bug, never the app's problem
             self._count(spans_dropped=len(spans))
             self._log_once("convert", "scope-otel: could not convert spans for ClickHouse: %s", exc)
             return SpanExportResult.FAILURE
@@ -137,14 +141,24 @@ class ClickHouseSpanExporter(SpanExporter):
         return self._deliver(batch)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Replay the spool now if the store can be reached; True when nothing is left."""
+        """Wait until this store's spool is written (embedded: by its owner); True when empty."""
         if self._shutdown:
             return True
-        try:
-            self._backend.run(lambda client: None, wait_s=min(timeout_millis / 1000.0, 5.0))
-        except Exception:
-            return False
-        return not self._backend.spool.pending()
+        deadline = time.monotonic() + timeout_millis / 1000.0
+        while self._backend.spool.pending():
+            if time.monotonic() >= deadline:
+                return False
+            try:
+                if self.target.kind == "http" or self.embedded == "inprocess":
+                    self._write_spool()
+                else:
+                    self._backend.ensure_owner()
+            except (StoreBusy, StoreUnavailable):
+                pass
+            except Exception:
+                return False
+            time.sleep(0.02)
+        return True
 
     def shutdown(self) -> None:
         self._shutdown = True
@@ -154,69 +168,95 @@ class ClickHouseSpanExporter(SpanExporter):
             pass
 
     def stats(self) -> dict[str, int]:
-        """Counters (see ``_COUNTERS``) plus ``spool_pending`` batches on disk."""
+        """:data:`COUNTERS` plus ``spool_pending`` (batches waiting on disk)."""
         with self._counts_lock:
             out = dict(self._counts)
+        out["batches_replayed"] = self._backend.batches_replayed
+        out["spans_written"] += self._backend.rows_written.get("otel_traces", 0)
+        out["events_written"] += self._backend.rows_written.get("scope_events", 0)
         out["spool_pending"] = len(self._backend.spool.pending())
         return out
 
     # -- delivery ---------------------------------------------------------------
 
     def _deliver(self, batch: Batch) -> SpanExportResult:
-        self._count(values_truncated=batch.truncated)
         if self._shutdown:
             self._count(spans_dropped=len(batch))
             return SpanExportResult.FAILURE
+        try:
+            parts = batch.encode()
+        except Exception as exc:
+            self._count(spans_dropped=len(batch), batches_rejected=1)
+            self._log_once("encode", "scope-otel: could not encode a batch for ClickHouse: %s", exc)
+            return SpanExportResult.FAILURE
+        self._count(values_truncated=batch.truncated, values_escaped=batch.escaped)
+        if self.target.kind == "http":
+            return self._deliver_http(batch, parts)
+        if not self._queue(parts, len(batch), "spans_queued"):
+            return SpanExportResult.FAILURE
+        if self.embedded == "inprocess":
+            try:
+                self._write_spool()
+            except StoreBusy:
+                self._count(store_busy=1)
+                self._backend.ensure_owner()
+            except Exception as exc:
+                self._log_once("inprocess", "scope-otel: writing to %s failed: %s", self.target.display, exc)
+        else:
+            self._backend.ensure_owner()
+        return SpanExportResult.SUCCESS
+
+    def _deliver_http(self, batch: Batch, parts: list) -> SpanExportResult:
         if time.monotonic() < self._down_until:  # known down: do not stall the exporter thread
-            return self._park(batch, "store_unavailable")
+            self._count(store_unavailable=1)
+            return self._park(parts, len(batch))
         attempt = 0
         while True:
             try:
-                self._backend.run(lambda client: self._insert(client, batch))
-            except StoreBusy:
-                return self._park(batch, "store_busy")
+                self._backend.run(lambda client: self._insert_parts(client, parts))
             except StoreUnavailable as exc:
-                if attempt < self.retries and self.target.kind == "http":
+                if attempt < self.retries:
                     attempt += 1
                     self._count(retries=1)
                     time.sleep(self.backoff_s * (2 ** (attempt - 1)))
                     continue
                 self._down_for = min(max(self._down_for * 2, 1.0), 30.0)
                 self._down_until = time.monotonic() + self._down_for
+                self._count(store_unavailable=1)
                 self._log_once("down", "scope-otel: ClickHouse unreachable, spooling batches: %s", exc)
-                return self._park(batch, "store_unavailable")
+                return self._park(parts, len(batch))
             except Exception as exc:
                 self._count(batches_rejected=1, spans_dropped=len(batch))
                 self._log_once("rejected", "scope-otel: %s rejected a batch of %d spans: %s",
                                self.target.display, len(batch), self.target.scrub(str(exc)[:300]))
                 return SpanExportResult.FAILURE
             self._down_for = 0.0
-            self._count(batches_exported=1, spans_exported=len(batch), events_exported=batch.event_count)
+            self._count(spans_written=len(batch), events_written=batch.event_count)
             return SpanExportResult.SUCCESS
 
-    def _insert(self, client: Any, batch: Batch) -> None:
-        self._count(values_escaped=write_batch(client, self.target.database, batch))
+    def _insert_parts(self, client: Any, parts: list) -> None:
+        for table, columns, data, _rows in parts:
+            client.raw_insert(f"{self.target.database}.{table}", columns, insert_block=data, fmt="Native")
 
-    def _replay(self, client: Any, payload: str) -> int:
-        batch = Batch.from_json(payload)
-        self._insert(client, batch)
-        self._count(batches_replayed=1, spans_exported=len(batch), events_exported=batch.event_count)
-        return len(batch)
+    def _write_spool(self) -> None:
+        self._backend.run(lambda client: None)  # opening the store writes the spool
 
-    def _park(self, batch: Batch, reason: str) -> SpanExportResult:
-        self._count(**{reason: 1})
-        if self.spool_enabled:
+    def _park(self, parts: list, spans: int) -> SpanExportResult:
+        return SpanExportResult.SUCCESS if self._queue(parts, spans, "spans_spooled") else SpanExportResult.FAILURE
+
+    def _queue(self, parts: list, spans: int, counter: str) -> bool:
+        if self.spool_enabled or self.target.kind == "chdb":
             try:
-                if self._backend.spool.put(batch.to_json()):
-                    self._count(batches_spooled=1, spans_spooled=len(batch))
-                    return SpanExportResult.SUCCESS
+                if self._backend.spool.put(parts):
+                    self._count(**{counter: spans})
+                    return True
                 self._log_once("spool-full", "scope-otel: spool %s is full; dropping batches",
                                self._backend.spool.folder)
             except Exception as exc:
                 self._log_once("spool-error", "scope-otel: cannot write spool %s: %s",
                                self._backend.spool.folder, exc)
-        self._count(spans_dropped=len(batch))
-        return SpanExportResult.FAILURE
+        self._count(spans_dropped=spans)
+        return False
 
     # -- bookkeeping ---------------------------------------------------------------
 
@@ -229,27 +269,3 @@ class ClickHouseSpanExporter(SpanExporter):
         if kind not in self._logged:
             self._logged.add(kind)
             _log.warning(message, *args)
-
-
-def write_batch(client: Any, database: str, batch: Batch) -> int:
-    """Insert ``batch`` into both tables; return how many strings had to be escaped.
-
-    The happy path inserts the columns as built.  Only when clickhouse-connect
-    cannot encode a string (lone surrogates) is that table's part of the
-    batch scanned, fixed and inserted again (a failed insert writes nothing).
-    """
-    fixed = 0
-    for table, columns, names, types in (
-        ("otel_traces", batch.traces, _TRACE_NAMES, _TRACE_TYPES),
-        ("scope_events", batch.events, _EVENT_NAMES, _EVENT_TYPES),
-    ):
-        if not columns or not columns[0]:
-            continue
-        try:
-            client.insert(table, columns, database=database, column_names=names,
-                          column_type_names=types, column_oriented=True)
-        except (UnicodeEncodeError, UnicodeDecodeError):
-            fixed += escape_invalid_text(columns)
-            client.insert(table, columns, database=database, column_names=names,
-                          column_type_names=types, column_oriented=True)
-    return fixed

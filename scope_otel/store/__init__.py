@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from scope_otel.export._ch_backend import Backend, StoreBusy, StoreUnavailable, holder_pid
+from scope_otel.export._ch_backend import Backend, StoreBusy, StoreUnavailable, owner_pid
 from scope_otel.export._ch_target import Target, TargetError, parse
 
 __all__ = ["Store", "QueryResult", "StoreError", "open_store"]
@@ -52,7 +52,7 @@ class Store:
     def __init__(self, target: Target, wait_s: float = 15.0) -> None:
         self.target = target
         self.wait_s = wait_s
-        self._backend = Backend(target, on_replay=_replayer(target))
+        self._backend = Backend(target)
 
     @property
     def database(self) -> str:
@@ -123,10 +123,10 @@ class Store:
         try:
             return self._backend.run(fn, wait_s=self.wait_s)
         except StoreBusy:
-            pid = holder_pid(self.target.path) if self.target.kind == "chdb" else None
+            pid = owner_pid(self.target.path) if self.target.kind == "chdb" else None
             raise StoreError(
                 f"{self.target.display} is in use by process {pid or '?'} and was not released within "
-                f"{self.wait_s:.0f} s (a running application lets go after 2 idle seconds); "
+                f"{self.wait_s:.0f} s (an owner normally lets go within a second when asked); "
                 "retry, or stop the application"
             ) from None
         except StoreUnavailable as exc:
@@ -150,16 +150,3 @@ def open_store(url: str | None = None, database: str | None = None, wait_s: floa
 def _check_trace_id(trace_id: str) -> None:
     if not isinstance(trace_id, str) or not _TRACE_ID.fullmatch(trace_id):
         raise StoreError(f"trace id {trace_id!r} is not 32 lowercase hex digits")
-
-
-def _replayer(target: Target) -> Any:
-    """Write spooled batches found when the store opens (see ``_ch_spool``)."""
-    def replay(client: Any, payload: str) -> int:
-        from scope_otel.export._ch_rows import Batch
-        from scope_otel.export.clickhouse import write_batch
-
-        batch = Batch.from_json(payload)
-        write_batch(client, target.database, batch)
-        return len(batch)
-
-    return replay

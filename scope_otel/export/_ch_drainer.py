@@ -1,0 +1,57 @@
+"""The store writer: a short-lived process that owns an embedded store and writes its spool.
+
+Started by ``ClickHouseSpanExporter`` (see ``_ch_backend``) as
+``python -I -m scope_otel.export._ch_drainer STORE DATABASE --spool DIR``:
+isolated mode, so the launcher's ``sitecustomize`` on ``PYTHONPATH`` does
+not instrument it, and ``OTEL_SDK_DISABLED=true`` for good measure.
+
+It takes ownership (exits at once if another process owns the store),
+writes queued batches as they arrive, and exits after ``--idle`` seconds
+without work or as soon as another process asks for the store (a
+``scope-release-<pid>`` file), leaving the rest of the queue to that process.
+Problems go to ``<store>/scope-drainer.log``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from scope_otel.export._ch_backend import Backend, StoreBusy, close_engine, release_requested
+from scope_otel.export._ch_schema import SchemaOptions
+from scope_otel.export._ch_target import parse
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scope-otel store writer")
+    parser.add_argument("store")
+    parser.add_argument("database")
+    parser.add_argument("--spool", required=True)
+    parser.add_argument("--ttl-days", type=int, default=0)
+    parser.add_argument("--idle", type=float, default=3.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s scope-otel drainer %(process)d: %(message)s")
+    target = parse("chdb://" + args.store, args.database)
+    backend = Backend(target, schema=SchemaOptions(ttl_days=args.ttl_days), spool_dir=args.spool,
+                      idle_close_s=3600.0)
+    try:
+        backend.run(lambda client: None)  # own the store, create the schema, write what is queued
+        last_work = time.monotonic()
+        while not release_requested(target.path):
+            if backend.spool.pending():
+                backend.run(lambda client: None)
+                last_work = time.monotonic()
+            elif time.monotonic() - last_work >= args.idle:
+                break
+            else:
+                time.sleep(0.02)
+    except StoreBusy:
+        return 0  # another process owns the store: it writes the spool
+    finally:
+        close_engine()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Several processes and forked children writing one embedded store: nothing lost, nothing hangs.
+
+chDB opens a data directory in one process at a time and does not survive
+``fork()`` (see ``scope_otel.export._ch_backend``); applications therefore
+only queue batches and a store-writer process owns chDB.  These tests run
+real processes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from scope_otel.export._ch_target import parse
+from scope_otel.store import Store
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _writer(store: str, n: int, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tests.export.writer", store, str(n), *extra],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _count(store: str, where: str = "1") -> int:
+    s = Store(parse(store, "otel"), wait_s=30)
+    try:
+        return s.query(f"SELECT count() FROM otel_traces WHERE {where}").rows[0][0]
+    finally:
+        s.close()
+
+
+def test_concurrent_processes_on_one_store_lose_no_span(tmp_path):
+    store = str(tmp_path / "shared")
+    procs = [_writer(store, 150, "--name", f"p{i}") for i in range(3)]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [o[1][-2000:] for o in outputs]
+    stats = [json.loads(o[0].splitlines()[-1])["parent"] for o in outputs]
+    assert all(s["spans_dropped"] == 0 for s in stats)
+    # Opening the store replays whatever the writers spooled while another held it.
+    assert _count(store) == 450
+    assert not [n for n in os.listdir(os.path.join(store, "scope-spool")) if n.endswith(".json")] \
+        if os.path.isdir(os.path.join(store, "scope-spool")) else True
+
+
+def test_forked_worker_exports_and_exits_normally(tmp_path):
+    store = str(tmp_path / "forked")
+    proc = _writer(store, 20, "--fork", "--name", "app")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    lines = [json.loads(line) for line in out.splitlines()]
+    child = next(x["child"] for x in lines if "child" in x)
+    status = next(x["child_status"] for x in lines if "child_status" in x)
+    assert status == 0  # exited normally: no hang, no crash
+    assert child["spans_queued"] == 20 and child["spans_dropped"] == 0
+    assert _count(store, "SpanName LIKE 'app-child-%'") == 20
+    assert _count(store, "SpanName LIKE 'app-%' AND SpanName NOT LIKE 'app-child-%'") == 20
+
+
+def test_the_application_process_never_loads_chdb(tmp_path):
+    code = (
+        "import sys\n"
+        "from tests.export.writer import record\n"
+        "from scope_otel.export.clickhouse import ClickHouseSpanExporter\n"
+        f"e = ClickHouseSpanExporter({str(tmp_path / 'lean')!r})\n"
+        "record(e, 10, 'lean')\n"
+        "assert e.force_flush(20000)\n"
+        "print('chdb' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False"]
+    assert _count(str(tmp_path / "lean"), "SpanName LIKE 'lean-%'") == 10
+
+
+def test_query_waits_for_a_running_application_to_release_the_store(tmp_path):
+    store = str(tmp_path / "held")
+    proc = _writer(store, 30, "--name", "busy", "--hold", "3")
+    try:
+        # The writer holds the store while exporting, then lets go after 0.5 s idle
+        # although it keeps running: the query gets in while the app is alive.
+        import time
+
+        time.sleep(1.5)
+        assert _count(store, "SpanName LIKE 'busy-%'") == 30
+        assert proc.poll() is None  # still running
+    finally:
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
