@@ -285,6 +285,7 @@ class Backend:
         self.spool = Spool(spool_dir or default_spool_dir(target), max_bytes=spool_max_bytes)
         self.rows_written = {"otel_traces": 0, "scope_events": 0}  # from the spool, by this process
         self.batches_replayed = 0
+        self.last_applied: list[str] = []  # schema files the last connect applied
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._http: Any = None
@@ -426,7 +427,7 @@ class Backend:
     def _prepare(self, client: Any) -> None:
         key = (id(client), self.target.database)
         if key not in self._schema_ready:
-            applied = ensure_schema(client, self.target.database, self.schema)
+            applied = self.last_applied = ensure_schema(client, self.target.database, self.schema)
             if applied:
                 _log.info("scope-otel: applied %s to %s", ", ".join(applied), self.target.display)
             self._schema_ready.add(key)
