@@ -39,9 +39,21 @@ stack kept in a ContextVar, and trace ids are inherited from the current
 OpenTelemetry span, so a function called in a request span is its child, and
 (through ``context.py``) an SDK span started in a function is the function's.
 
-Generators and coroutines call :func:`suspend` at ``yield``/``await`` and
-:func:`resume` when re-entered.  :func:`state_change`, :func:`send` and
-:func:`recv` add span events.
+Generators (sync and async) call :func:`suspend` at ``yield`` and
+:func:`resume` when re-entered, because their frames run in the consumer's
+context.  Coroutines run by an asyncio task need neither at ``await``: each
+task has its own context, so its call stack is its own; calling ``suspend``
+before ``await child()`` would make ``child`` a sibling instead of a child.
+:func:`state_change`, :func:`send` and :func:`recv` add span events.
+
+Where the innermost call lives: the pure-Python hot path sets its ContextVar
+on every enter/exit, so a new asyncio task (a copied context) starts from the
+call that was innermost when the task was *created*.  The C hot path keeps one
+stack object per context (a ContextVar.set per call would be most of its
+cost), so a new task starts from the creator's innermost call when the task
+*first records a call*.  The two differ only if the creating call has already
+returned by then (fire-and-forget tasks), where C parents the task's calls to
+the creator's caller instead.
 """
 from __future__ import annotations
 
@@ -145,7 +157,10 @@ def _root_of(octx: Any) -> tuple[int, int] | None:
 # ---------------------------------------------------------------- the hot path
 
 _overlay = _context.install(lambda: None, _DISABLED)
-_ring = Ring(1 << 16)
+# Until a RingBufferSpanProcessor binds its ring, records wait in a small one
+# (moved over at bind); without any processor this bounds what is kept.
+_UNBOUND_SIZE = 4096
+_ring = Ring(_UNBOUND_SIZE)
 
 
 def _new_hot() -> Any:
@@ -198,7 +213,7 @@ def unbind_ring(ring: Ring) -> None:
     """Stop writing into ``ring`` (processor shutdown); a fresh ring takes over."""
     global _ring
     if _ring is ring:
-        _ring = Ring(1 << 16)
+        _ring = Ring(_UNBOUND_SIZE)
         _hot.set_ring(_ring.sink)
 
 

@@ -186,3 +186,26 @@ def test_breaker_degrades_levels_when_drops_pass_the_threshold_and_recovers(impl
     finally:
         b.reset()
     assert runtime.LEVELS[fid] == 2
+
+
+def test_pure_python_is_chosen_by_environment_variable():
+    import subprocess
+    import sys
+
+    code = "from scope_otel.capture import runtime; print(runtime.IMPLEMENTATION)"
+    env = dict(__import__("os").environ, SCOPE_OTEL_PURE_PYTHON="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "python"
+
+
+def test_tokens_of_both_implementations_read_alike(impl, fn):
+    from scope_otel.capture import records
+
+    fid = fn("shape", level="full")
+    token = runtime.enter(fid, {"a": 1})
+    assert len(token) == records.TOKEN_LEN
+    assert token[records.FID] == fid and token[records.LEVEL] == 2
+    assert token[records.ARGS] == {"a": 1} and token[records.END_NS] == 0
+    runtime.exit(token, 5)
+    assert token[records.END_NS] >= token[records.START_NS]
+    assert (token[records.STATUS], token[records.VALUE]) == (records.RETURNED, 5)
