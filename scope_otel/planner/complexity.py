@@ -56,6 +56,9 @@ class Body:
     mutations: list = field(default_factory=list)
     #: ``import`` statements inside the body (lazy imports resolve names too)
     imports: list = field(default_factory=list)
+    #: plain names iterated over (``for x in NAME``) or subscripted (``NAME[i]``):
+    #: parameters among them are probably containers, costly to capture
+    iterated: set = field(default_factory=set)
 
     @property
     def exception_density(self) -> float:
@@ -120,6 +123,8 @@ class _Walker:
                 if isinstance(node, ast.While):
                     self.expr(node.test, loop + 1)
                 else:
+                    if isinstance(node.iter, ast.Name):
+                        b.iterated.add(node.iter.id)
                     self.expr(node.iter, loop)
                     self.store(node.target, None)
                 self.stmts(node.body, depth, loop + 1)
@@ -196,6 +201,8 @@ class _Walker:
                 b.loops += 1
                 for gen in node.generators:
                     b.cyclomatic += 1 + len(gen.ifs)
+                    if isinstance(gen.iter, ast.Name):
+                        b.iterated.add(gen.iter.id)
                 stack.append((node.generators[0].iter, loop))
                 inner = loop + 1
                 for gen in node.generators[1:]:
@@ -208,6 +215,8 @@ class _Walker:
                 else:
                     stack.append((node.elt, inner))
                 continue
+            elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name):
+                b.iterated.add(node.value.id)
             elif isinstance(node, (ast.Yield, ast.YieldFrom)):
                 b.yields = True
             elif isinstance(node, ast.Await):

@@ -6,8 +6,9 @@
   (the unit the planner uses to estimate a function's run time);
 * the inline level check an instrumented function at ``off`` still pays;
 * ``enter``+``exit`` of :mod:`scope_otel.capture.runtime` at ``boundaries``
-  and at ``full`` (one and five arguments, return value), a sampled-out
-  ``enter``, and one ``state_change``;
+  and at ``full`` (one and five arguments, a collection argument of 100
+  small tuples, return value), a sampled-out ``enter``, and one
+  ``state_change``;
 * the off-path cost of turning one record into a span
   (``scope_otel.correlate.spans.Correlator``) and of encoding that span for
   the exporter in use (``otlp``: the OTLP protobuf encoder; ``clickhouse``:
@@ -19,7 +20,8 @@ If the capture runtime cannot be imported, a stand-in with the same shape
 of work (clock read, token list, ContextVar set/reset, ring append) is timed
 instead and :attr:`CostModel.source` says so; the plan records it.
 
-Results are cached in ``$XDG_CACHE_HOME/scope-otel/costmodel.json`` (else
+Loops are timed in the thread's CPU time, so a machine busy with other
+programs does not inflate the costs.  Results are cached in ``$XDG_CACHE_HOME/scope-otel/costmodel.json`` (else
 ``~/.cache/scope-otel/``), one entry per Python version, implementation,
 machine, runtime source, exporter and scope-otel version.  ``refresh=True`` measures
 again.
@@ -37,8 +39,12 @@ from dataclasses import asdict, dataclass, fields
 
 from scope_otel.version import __version__
 
+#: CPU time of this thread: other programs on a busy machine do not inflate it.
+_clock = time.thread_time_ns
 _PROBE_ARGS_1 = {"a": 1}
 _PROBE_ARGS_5 = {"a": 1, "b": "text", "c": [1, 2], "d": None, "e": 2.5}
+#: A typical collection argument: capturing it costs its repr.
+_PROBE_CONTAINER = {"a": [(i, i * 7, "item") for i in range(100)]}
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,7 @@ class CostModel:
     boundaries_us: float    # enter + exit at boundaries
     full_us: float          # enter(args) + exit(value) at full, one argument
     arg_us: float           # each further argument at full
+    container_us: float     # extra for an argument that is a collection (100 small tuples)
     sampled_out_us: float   # enter that samples the call out
     state_us: float         # one state_change event
     offpath_us: float       # record -> span conversion off the hot path
@@ -61,12 +68,18 @@ class CostModel:
     calibration_s: float = 0.0
     cached: bool = False
 
-    def call_cost(self, level: str, nargs: int = 0, mutations: int = 0, sampling: float = 1.0) -> float:
-        """Overhead of one call of a function recorded at ``level`` (µs)."""
+    def call_cost(self, level: str, nargs: int = 0, mutations: int = 0, sampling: float = 1.0,
+                  containers: int = 0) -> float:
+        """Overhead of one call of a function recorded at ``level`` (µs).
+
+        ``containers`` of the ``nargs`` arguments look like collections (the
+        body iterates or indexes them); their repr is what capturing costs.
+        """
         if level == "off":
             return self.check_us
         if level == "full":
-            recorded = self.full_us + self.arg_us * max(nargs - 1, 0) + self.state_us * mutations
+            recorded = (self.full_us + self.arg_us * max(nargs - 1, 0) + self.state_us * mutations
+                        + self.container_us * containers)
         else:
             recorded = self.boundaries_us
         recorded += self.offpath_us + self.export_us
@@ -95,10 +108,10 @@ def _per_op_us(loop, n: int, empty_ns: float) -> float:
 
 
 def _empty_loop(n: int) -> int:
-    t0 = time.perf_counter_ns()
+    t0 = _clock()
     for _ in range(n):
         pass
-    return time.perf_counter_ns() - t0
+    return _clock() - t0
 
 
 def _application_costs(n: int) -> tuple[float, float, float]:
@@ -115,18 +128,18 @@ def _application_costs(n: int) -> tuple[float, float, float]:
     levels = [0]
 
     def call_loop(count: int, f=nothing) -> int:
-        t0 = time.perf_counter_ns()
+        t0 = _clock()
         for _ in range(count):
             f()
-        return time.perf_counter_ns() - t0
+        return _clock() - t0
 
     def check_loop(count: int, L=levels) -> int:
-        t0 = time.perf_counter_ns()
+        t0 = _clock()
         for _ in range(count):
             t = None
             if L[0]:
                 t = 1
-        return time.perf_counter_ns() - t0
+        return _clock() - t0
 
     empty = min(_empty_loop(n) for _ in range(3))
     call = _per_op_us(call_loop, n, empty)
@@ -150,9 +163,9 @@ def _export_cost(exporter: str, spans: list) -> float:
             def encode() -> None:
                 encode_spans(spans).SerializeToString()
         encode()  # warm up
-        t0 = time.perf_counter_ns()
+        t0 = _clock()
         encode()
-        return (time.perf_counter_ns() - t0) / len(spans) / 1000.0
+        return (_clock() - t0) / len(spans) / 1000.0
     except Exception:  # an exporter we cannot time is not counted; the plan still works
         return 0.0
 
@@ -172,23 +185,23 @@ def _runtime_costs(n: int, exporter: str) -> tuple[dict, str]:
 
     def loop(fid, args, value):
         def run(count: int) -> int:
-            t0 = time.perf_counter_ns()
+            t0 = _clock()
             for _ in range(count):
                 t = None
                 if L[fid]:
                     t = enter(fid, args if L[fid] > 1 else None)
                 exit_(t, value)
-            elapsed = time.perf_counter_ns() - t0
+            elapsed = _clock() - t0
             ring.take(count)  # keep the probe's records out of anyone's way
             return elapsed
         return run
 
     def state_loop(count: int) -> int:
         t = enter(fid_f, _PROBE_ARGS_1)
-        t0 = time.perf_counter_ns()
+        t0 = _clock()
         for i in range(count):
             runtime.state_change(t, "self.total", i)
-        elapsed = time.perf_counter_ns() - t0
+        elapsed = _clock() - t0
         exit_(t, None)
         ring.take(count)
         return elapsed
@@ -202,6 +215,8 @@ def _runtime_costs(n: int, exporter: str) -> tuple[dict, str]:
     }
     full5 = _per_op_us(loop(fid_f, _PROBE_ARGS_5, 42), n, empty)
     costs["arg_us"] = max(full5 - costs["full_us"], 0.0) / 4
+    container = _per_op_us(loop(fid_f, _PROBE_CONTAINER, 42), n // 10, empty / 10)
+    costs["container_us"] = max(container - costs["full_us"], 0.0)
     costs["offpath_us"], spans = _offpath_cost(runtime, fid_f, n // 4)
     costs["export_us"] = _export_cost(exporter, spans)
     implementation = getattr(runtime, "IMPLEMENTATION", "?")
@@ -223,9 +238,9 @@ def _offpath_cost(runtime, fid: int, n: int) -> tuple[float, list]:
     if not records:
         return 0.0, []
     correlator = Correlator()
-    t0 = time.perf_counter_ns()
+    t0 = _clock()
     spans = [correlator.to_span(record) for record in records]
-    return (time.perf_counter_ns() - t0) / len(records) / 1000.0, spans
+    return (_clock() - t0) / len(records) / 1000.0, spans
 
 
 def _standin_costs(n: int) -> dict:
@@ -249,19 +264,19 @@ def _standin_costs(n: int) -> dict:
 
     def loop(fid, args):
         def run(count: int) -> int:
-            t0 = time.perf_counter_ns()
+            t0 = _clock()
             for _ in range(count):
                 t = None
                 if levels[fid]:
                     t = enter(fid, args if levels[fid] > 1 else None)
                 exit_(t, None)
-            return time.perf_counter_ns() - t0
+            return _clock() - t0
         return run
 
     empty = min(_empty_loop(n) for _ in range(3))
     boundaries = _per_op_us(loop(0, None), n, empty)
     full = _per_op_us(loop(1, dict(_PROBE_ARGS_1)), n, empty)
-    return {"boundaries_us": boundaries, "full_us": full, "arg_us": 0.05,
+    return {"boundaries_us": boundaries, "full_us": full, "arg_us": 0.05, "container_us": boundaries * 10,
             "sampled_out_us": boundaries * 0.3, "state_us": boundaries * 0.5, "offpath_us": boundaries * 3}
 
 

@@ -196,11 +196,12 @@ def build_plan(
         n = float(calls.get(key, 0.0))
         nmut = len(info.body.mutations)
         nargs = len(info.params) - (1 if info.self_name else 0)
+        containers = len(set(info.params[1 if info.self_name else 0:]) & info.body.iterated)
         value_b, value_f, why = _value(info)
         choices[key] = _Choice(
             info, n, value_b, value_f, why,
             cost_b=n * model.call_cost("boundaries"),
-            cost_f=n * model.call_cost("full", nargs=nargs, mutations=nmut),
+            cost_f=n * model.call_cost("full", nargs=nargs, mutations=nmut, containers=containers),
         )
         estimated_baseline += n * own_cost_us(info, model)
     baseline = baseline_us if baseline_us is not None else estimated_baseline

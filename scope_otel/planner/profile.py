@@ -9,15 +9,19 @@ processes are summed into one :class:`Profile`, which is saved as JSON
 (``--counts-out``, by default next to the plan) and can be reused with
 ``--counts FILE`` without running the command again.
 
-The run time the budget is measured against is the command's wall time
-minus what the counter itself cost (its per-call cost is timed in each
-process), never less than a tenth of the wall time.
+The run time the budget is measured against is the CPU time of the
+command's processes (user + system, all threads; ``RUSAGE_CHILDREN``) minus
+what the counter itself cost (its per-call cost is timed in each process),
+never less than a tenth of it.  CPU time, not wall time: it does not grow
+when other programs share the machine, and for a program that mostly waits
+it makes the budget stricter, never looser.
 """
 from __future__ import annotations
 
 import glob
 import json
 import os
+import resource
 import subprocess
 import tempfile
 import time
@@ -30,6 +34,7 @@ _COUNTER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_counte
 class Profile:
     by_file: dict = field(default_factory=dict)  # real file path -> {qualname: calls}
     wall_s: float = 0.0
+    cpu_s: float = 0.0
     counter_s: float = 0.0
     processes: int = 0
     returncode: int = 0
@@ -37,8 +42,9 @@ class Profile:
 
     @property
     def baseline_us(self) -> float:
-        """The command's own run time, counter cost removed (µs)."""
-        return max(self.wall_s - self.counter_s, self.wall_s * 0.1) * 1e6
+        """The command's own CPU time, counter cost removed (µs)."""
+        spent = self.cpu_s or self.wall_s
+        return max(spent - self.counter_s, spent * 0.1) * 1e6
 
     def counts_for(self, functions: dict) -> dict[str, float]:
         """Calls of each analysed function (``key -> FunctionInfo``), 0 if never seen."""
@@ -52,7 +58,7 @@ class Profile:
         return out
 
     def meta(self) -> dict:
-        return {"command": self.command, "wall_s": round(self.wall_s, 4),
+        return {"command": self.command, "wall_s": round(self.wall_s, 4), "cpu_s": round(self.cpu_s, 4),
                 "counter_s": round(self.counter_s, 4), "processes": self.processes,
                 "returncode": self.returncode,
                 "functions_seen": sum(len(v) for v in self.by_file.values())}
@@ -75,6 +81,7 @@ def load_profile(path: str) -> Profile:
         by_file = {str(path): {str(q): float(n) for q, n in per_file.items()}
                    for path, per_file in doc["by_file"].items()}
         return Profile(by_file=by_file, wall_s=float(meta.get("wall_s", 0.0)),
+                       cpu_s=float(meta.get("cpu_s", 0.0)),
                        counter_s=float(meta.get("counter_s", 0.0)),
                        processes=int(meta.get("processes", 0)),
                        returncode=int(meta.get("returncode", 0)),
@@ -94,12 +101,15 @@ def run_profile(command: list[str], *, env: dict | None = None, cwd: str | None 
     child_env["PYTHONPATH"] = os.pathsep.join(
         [_COUNTER_DIR] + [p for p in child_env.get("PYTHONPATH", "").split(os.pathsep) if p])
     started = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         proc = subprocess.run(command, env=child_env, cwd=cwd, timeout=timeout)
     except (OSError, subprocess.SubprocessError) as exc:
         raise ProfileError(f"cannot run {command[0]!r}: {exc}") from None
     wall = time.perf_counter() - started
-    profile = Profile(wall_s=wall, returncode=proc.returncode, command=list(command))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    profile = Profile(wall_s=wall, cpu_s=cpu, returncode=proc.returncode, command=list(command))
     for path in sorted(glob.glob(os.path.join(out_dir, "counts-*.json"))):
         try:
             with open(path, encoding="utf-8") as fh:

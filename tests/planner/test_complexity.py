@@ -84,6 +84,12 @@ def test_state_mutations_of_self_globals_and_module_containers_are_listed(analys
     assert fns["m.metrics:Account.read"].body.mutations == []
 
 
+def test_parameters_iterated_or_indexed_are_marked_as_collections(analyse_tree):
+    a = analyse_tree({"m/metrics.py": METRICS})
+    assert "items" in a.functions["m.metrics:branchy"].body.iterated
+    assert "x" not in a.functions["m.metrics:branchy"].body.iterated
+
+
 def test_nested_functions_get_python_qualnames(analyse_tree):
     a = analyse_tree({"m/metrics.py": METRICS})
     assert "m.metrics:Account.outer.<locals>.inner" in a.functions

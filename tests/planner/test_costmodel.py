@@ -30,7 +30,7 @@ def test_a_corrupt_cache_is_replaced_by_a_fresh_measurement(cost_cache):
 
 def test_recording_more_costs_more():
     model = costmodel.CostModel(call_us=0.05, stmt_us=0.02, check_us=0.01, boundaries_us=1.0,
-                                full_us=2.0, arg_us=0.1, sampled_out_us=0.1, state_us=0.3,
+                                full_us=2.0, arg_us=0.1, container_us=5.0, sampled_out_us=0.1, state_us=0.3,
                                 offpath_us=2.0, source="test")
     off = model.call_cost("off")
     boundaries = model.call_cost("boundaries")
@@ -38,6 +38,7 @@ def test_recording_more_costs_more():
     assert off < boundaries < full
     assert model.call_cost("boundaries", sampling=0.1) < boundaries
     assert model.call_cost("full", nargs=5) > model.call_cost("full", nargs=1)
+    assert model.call_cost("full", nargs=1, containers=1) > model.call_cost("full", nargs=1)
 
 
 def test_the_stand_in_is_used_and_named_when_the_runtime_is_missing(monkeypatch, cost_cache):

@@ -9,7 +9,7 @@ from scope_otel.planner.orchestrator import Overrides, build_plan
 
 #: Fixed costs so the tests do not depend on this machine's speed.
 MODEL = CostModel(call_us=0.05, stmt_us=0.02, check_us=0.01, boundaries_us=1.0, full_us=2.0,
-                  arg_us=0.1, sampled_out_us=0.1, state_us=0.3, offpath_us=2.0, source="test")
+                  arg_us=0.1, container_us=5.0, sampled_out_us=0.1, state_us=0.3, offpath_us=2.0, source="test")
 
 APP = {
     "shop/views.py": """

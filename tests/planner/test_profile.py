@@ -65,7 +65,7 @@ def test_counts_are_exact_across_threads_and_child_processes(workload):
     assert counts["work:worker"] == 1          # ran in a thread
     assert counts["work:main"] == 1            # ran as __main__, matched by file
     assert counts["child:step"] == 7           # counted in the child process
-    assert profile.wall_s > 0 and 0 < profile.baseline_us <= profile.wall_s * 1e6
+    assert profile.wall_s > 0 and profile.cpu_s > 0 and profile.baseline_us > 0
 
 
 def test_counts_round_trip_through_the_counts_file(workload):

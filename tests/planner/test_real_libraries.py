@@ -77,7 +77,7 @@ def test_django_views_models_middleware_and_receivers_are_recognised(django_anal
 
 def test_a_plan_of_django_stays_within_budget_and_explains_everything(django_analysis):
     model = CostModel(call_us=0.03, stmt_us=0.01, check_us=0.01, boundaries_us=1.0, full_us=1.5,
-                      arg_us=0.1, sampled_out_us=0.15, state_us=0.3, offpath_us=3.0, source="test")
+                      arg_us=0.1, container_us=5.0, sampled_out_us=0.15, state_us=0.3, offpath_us=3.0, source="test")
     doc = build_plan(django_analysis, static_frequencies(django_analysis), model, budget_pct=2)
     assert doc["estimate"]["overhead_pct"] <= 2 + 1e-9
     assert all(f["reason"] for f in doc["functions"].values())
