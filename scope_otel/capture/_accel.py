@@ -12,7 +12,9 @@ from types import SimpleNamespace
 
 
 def load(pure: bool | None = None) -> SimpleNamespace:
-    """The hot-path implementation: ``Ring`` and ``HotPath`` classes and ``name``."""
+    """The hot-path implementation: ``Ring``, ``HotPath``, ``recalibrate`` (keeps
+    the C clock, which reads the TSC where it can, aligned with the system
+    clock; ``SCOPE_OTEL_SYSTEM_CLOCK=1`` turns the TSC off) and ``name``."""
     if pure is None:
         pure = os.environ.get("SCOPE_OTEL_PURE_PYTHON", "").strip().lower() in ("1", "true", "yes", "on")
     if not pure:
@@ -21,11 +23,16 @@ def load(pure: bool | None = None) -> SimpleNamespace:
         except ImportError:
             pass
         else:
-            return SimpleNamespace(name="c", Ring=_speedups.Ring, HotPath=_speedups.HotPath)
+            return SimpleNamespace(name="c", Ring=_speedups.Ring, HotPath=_speedups.HotPath,
+                                   recalibrate=_speedups.recalibrate)
     from scope_otel.capture._pyhot import HotPath
     from scope_otel.capture._pyring import Ring
 
-    return SimpleNamespace(name="python", Ring=Ring, HotPath=HotPath)
+    return SimpleNamespace(name="python", Ring=Ring, HotPath=HotPath, recalibrate=_no_clock)
+
+
+def _no_clock() -> bool:
+    return False  # the pure-Python hot path reads time.time_ns() directly
 
 
 IMPL = load()

@@ -46,7 +46,7 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, set_val
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter
 
-from scope_otel.capture import runtime
+from scope_otel.capture import _accel, runtime
 from scope_otel.capture.ring import Ring
 
 _log = logging.getLogger("scope_otel.capture")
@@ -243,6 +243,7 @@ class RingBufferSpanProcessor(SpanProcessor):
             for w in waiters:
                 w.set()
             self._observe_drops()
+            _accel.IMPL.recalibrate()
             if stop.is_set() or ring is not self._ring:
                 return
 
