@@ -144,15 +144,17 @@ def main(argv: list[str] | None = None) -> int:
         err.write(f"scope-otel plan: skipped {skipped.path}: {skipped.reason}\n")
 
     model = calibrate(refresh=args.recalibrate, exporter=args.exporter)
+    fixed = 0.0
     if profile is not None:
         calls = profile.counts_for(analysis.functions)
         frequencies, baseline, meta = "profile", profile.baseline_us, profile.meta()
-    else:
+        fixed = model.startup_us * max(profile.processes, 1)
+    else:  # per unit of work: no per-process start-up to charge
         calls, frequencies, baseline, meta = callgraph.static_frequencies(analysis), "static", None, None
     document = build_plan(
         analysis, calls, model, budget_pct=args.budget,
         overrides=Overrides(include=args.include, exclude=args.exclude, pin=pins),
-        frequencies=frequencies, baseline_us=baseline, profile_meta=meta,
+        frequencies=frequencies, baseline_us=baseline, profile_meta=meta, fixed_us=fixed,
     )
 
     text = json.dumps(document, indent=1, sort_keys=False, ensure_ascii=False) + "\n"

@@ -2,6 +2,10 @@
 
 :func:`calibrate` times, in well under a second:
 
+* the fixed start-up cost of running under a plan: importing the
+  instrumentation layer, installing its import hook, rewriting and
+  compiling a planned module (in a fresh interpreter, so nothing is
+  already imported; about 0.2 s, once, then cached);
 * the application's own work: a plain Python call and one simple statement
   (the unit the planner uses to estimate a function's run time);
 * the inline level check an instrumented function at ``off`` still pays;
@@ -61,7 +65,8 @@ class CostModel:
     sampled_out_us: float   # enter that samples the call out
     state_us: float         # one state_change event
     offpath_us: float       # record -> span conversion off the hot path
-    source: str             # what was measured: the capture runtime or the stand-in
+    source: str
+    startup_us: float = 0.0  # once per process: instrumentation import, hook, rewrite             # what was measured: the capture runtime or the stand-in
     export_us: float = 0.0  # encoding one span for the exporter
     exporter: str = "none"
     key: str = ""
@@ -280,11 +285,42 @@ def _standin_costs(n: int) -> dict:
             "sampled_out_us": boundaries * 0.3, "state_us": boundaries * 0.5, "offpath_us": boundaries * 3}
 
 
+_STARTUP_PROBE = r"""
+import json, os, sys, tempfile, time
+import opentelemetry.sdk.trace, scope_otel.capture.runtime  # the launcher has these anyway
+with tempfile.TemporaryDirectory() as tmp:
+    with open(os.path.join(tmp, "_scope_otel_probe.py"), "w") as fh:
+        fh.write("def f(x):\n    return x\n")
+    sys.path.insert(0, tmp)
+    t0 = time.thread_time()
+    import scope_otel.instrument as instrument
+    from scope_otel.planner.plan import Plan
+    instrument.apply(Plan.from_globs(["_scope_otel_probe"], "full"))
+    import _scope_otel_probe
+    _scope_otel_probe.f(1)
+    print(json.dumps({"startup_us": (time.thread_time() - t0) * 1e6}))
+"""
+
+
+def _startup_cost() -> float:
+    """µs a process pays once for running under a plan (0 if it cannot be measured)."""
+    import subprocess
+
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", SCOPE_OTEL_PLAN="", OTEL_SDK_DISABLED="true")
+    try:
+        out = subprocess.run([sys.executable, "-c", _STARTUP_PROBE], capture_output=True, text=True,
+                             timeout=20, env=env)
+        return float(json.loads(out.stdout.strip().splitlines()[-1])["startup_us"])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError, KeyError):
+        return 0.0
+
+
 def _measure(n: int, exporter: str) -> CostModel:
     started = time.perf_counter()
     call, stmt, check = _application_costs(n)
     try:
         costs, source = _runtime_costs(n, exporter)
+        costs["startup_us"] = _startup_cost()
     except ImportError as exc:
         costs, source = _standin_costs(n), f"stand-in (capture runtime not importable: {exc})"
     return CostModel(call_us=call, stmt_us=stmt, check_us=check, source=source, exporter=exporter,

@@ -11,7 +11,9 @@ The model::
     own_cost(f)  = call + statements*stmt (+ loops) + I/O of its patterns
     overhead(f)  = calls(f) * CostModel.call_cost(level, args, state, sampling)
 
-The budget is ``budget_pct`` of ``T``.  Recording a function is worth a
+The budget is ``budget_pct`` of ``T``; a measured run also pays, once per
+process, the start-up of the instrumentation (``CostModel.startup_us``),
+charged first when anything is recorded.  Recording a function is worth a
 *value* that does not grow with how often it runs (one recorded call shows
 what it does; the thousandth adds little): entry points and boundaries
 (framework handlers, SQL, HTTP, queues, threads, processes) are worth most,
@@ -187,8 +189,14 @@ def build_plan(
     frequencies: str = "static",
     baseline_us: float | None = None,
     profile_meta: dict | None = None,
+    fixed_us: float = 0.0,
 ) -> dict:
-    """The plan document (see module docstring); ``baseline_us`` is a measured run time."""
+    """The plan document (see module docstring).
+
+    ``baseline_us`` is a measured run time; ``fixed_us`` a once-per-run cost
+    paid as soon as anything is recorded (instrumentation start-up in each
+    process of a profiled command).
+    """
     overrides = overrides or Overrides()
     choices: dict[str, _Choice] = {}
     estimated_baseline = 0.0
@@ -206,7 +214,7 @@ def build_plan(
         estimated_baseline += n * own_cost_us(info, model)
     baseline = baseline_us if baseline_us is not None else estimated_baseline
     budget = max(budget_pct, 0.0) / 100.0 * baseline
-    remaining = budget
+    remaining = budget - fixed_us
 
     # 1. the user's word first
     for key, choice in choices.items():
@@ -264,13 +272,18 @@ def build_plan(
 
     # 3. the document
     functions = {}
-    spent = 0.0
+    recorded = any(c.level != "off" for c in choices.values())
+    spent = fixed_us if recorded else 0.0
+    startup_too_dear = fixed_us > budget and not recorded
     counts = {"off": 0, "boundaries": 0, "full": 0}
     for key in sorted(choices):
         choice = choices[key]
         info = choice.info
         spent += choice.cost
         counts[choice.level] += 1
+        if startup_too_dear:
+            choice.why.insert(0, f"instrumentation start-up alone ({_share(fixed_us, baseline)}) "
+                                 f"exceeds the budget")
         functions[key] = {
             "level": choice.level,
             "capture": _capture(info, choice.level),
@@ -294,6 +307,7 @@ def build_plan(
         "estimate": {
             "overhead_pct": round(100.0 * spent / baseline, 4) if baseline > 0 else 0.0,
             "overhead_us": round(spent, 3),
+            "fixed_us": round(fixed_us if recorded else 0.0, 3),
             "baseline_us": round(baseline, 3),
             "frequencies": frequencies,
             "levels": counts,
@@ -308,9 +322,16 @@ def build_plan(
     return document
 
 
+def _share(us: float, baseline: float) -> str:
+    return f"{100.0 * us / baseline:.3g}% of run time" if baseline > 0 else f"{us:.3g} µs"
+
+
 def _reason(choice: _Choice, baseline: float, budget_pct: float) -> str:
     why = "; ".join(choice.why)
-    share = (lambda us: f"{100.0 * us / baseline:.3g}% of run time") if baseline > 0 else (lambda us: f"{us:.3g} µs")
+
+    def share(us: float) -> str:
+        return _share(us, baseline)
+
     calls = _fmt_calls(choice.calls)
     if choice.forced:
         return f"{choice.level}: {choice.forced} ({why}; ~{calls} calls, {share(choice.cost)})"

@@ -173,3 +173,17 @@ def test_the_plan_document_is_hashed_and_loadable(app, tmp_path):
     plan = load_plan(str(path))
     assert plan.hash == doc["hash"]
     assert plan.for_function("shop.views", "checkout").level == doc["functions"]["shop.views:checkout"]["level"]
+
+
+def test_a_fixed_start_up_cost_is_charged_once_and_only_when_something_is_recorded(app):
+    analysis, calls = app
+    doc = build_plan(analysis, calls, MODEL, budget_pct=50, baseline_us=1000.0, fixed_us=100.0,
+                     frequencies="profile")
+    assert doc["estimate"]["fixed_us"] == 100.0
+    assert doc["estimate"]["overhead_us"] >= 100.0
+    assert doc["estimate"]["overhead_pct"] <= 50 + 1e-9
+    too_dear = build_plan(analysis, calls, MODEL, budget_pct=5, baseline_us=1000.0, fixed_us=100.0,
+                          frequencies="profile")
+    assert set(levels(too_dear).values()) == {"off"}
+    assert too_dear["estimate"]["overhead_us"] == 0.0
+    assert "start-up alone (10% of run time) exceeds the budget" in too_dear["functions"]["shop.views:checkout"]["reason"]
