@@ -18,7 +18,11 @@
   the exporter in use (``otlp``: the OTLP protobuf encoder; ``clickhouse``:
   scope-otel's column batch; ``none``/``console``: nothing counted).  Both
   run in the processor's thread, but on a GIL-bound program they compete
-  with the application, so they are counted.
+  with the application, so they are counted;
+* the same calls pushed through a real ``RingBufferSpanProcessor`` with an
+  encode-only exporter, timed in process CPU time (all threads): what the
+  separate parts miss (worker wake-ups, batching, GIL hand-offs) is added to
+  the off-path cost.
 
 If the capture runtime cannot be imported, a stand-in with the same shape
 of work (clock read, token list, ContextVar set/reset, ring append) is timed
@@ -152,27 +156,72 @@ def _application_costs(n: int) -> tuple[float, float, float]:
     return call, stmt, _per_op_us(check_loop, n, empty)
 
 
-def _export_cost(exporter: str, spans: list) -> float:
-    """µs to encode one span for ``exporter`` (0 for none/console or when unavailable)."""
-    if not spans or exporter not in ("otlp", "clickhouse"):
-        return 0.0
+def _encoder(exporter: str):
+    """A function encoding a list of spans the way ``exporter`` does, or None."""
     try:
         if exporter == "clickhouse":
             from scope_otel.export._ch_rows import Batch
 
-            def encode() -> None:
-                Batch().add_spans(spans)
-        else:
+            return lambda spans: Batch().add_spans(spans)
+        if exporter == "otlp":
             from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
-            def encode() -> None:
-                encode_spans(spans).SerializeToString()
-        encode()  # warm up
+            return lambda spans: encode_spans(spans).SerializeToString()
+    except ImportError:
+        pass
+    return None
+
+
+def _export_cost(exporter: str, spans: list) -> float:
+    """µs to encode one span for ``exporter`` (0 for none/console or when unavailable)."""
+    encode = _encoder(exporter)
+    if not spans or encode is None:
+        return 0.0
+    try:
+        encode(spans)  # warm up
         t0 = _clock()
-        encode()
+        encode(spans)
         return (_clock() - t0) / len(spans) / 1000.0
     except Exception:  # an exporter we cannot time is not counted; the plan still works
         return 0.0
+
+
+def _pipeline_cost(runtime, fid: int, exporter: str, n: int) -> float | None:
+    """µs of process CPU (all threads) per call recorded through the real processor.
+
+    Ring, worker thread, record-to-span conversion, the exporter's encoding
+    (not its network send) and the threads' competition for the GIL: what a
+    recorded call really costs the program.  None when the processor is absent.
+    """
+    try:
+        from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+        from scope_otel.capture import RingBufferSpanProcessor
+    except ImportError:
+        return None
+    encode = _encoder(exporter)
+
+    class _EncodeOnly(SpanExporter):
+        def export(self, spans):
+            if encode is not None:
+                encode(spans)
+            return SpanExportResult.SUCCESS
+
+        def shutdown(self):
+            pass
+
+    processor = RingBufferSpanProcessor(_EncodeOnly(), schedule_delay_millis=50)
+    enter, exit_ = runtime.enter, runtime.exit
+    try:
+        t0 = time.process_time_ns()
+        for _ in range(n):
+            exit_(enter(fid, None), None)
+        processor.force_flush(10_000)
+        return (time.process_time_ns() - t0) / n / 1000.0
+    except Exception:
+        return None
+    finally:
+        processor.shutdown()
 
 
 def _runtime_costs(n: int, exporter: str) -> tuple[dict, str]:
@@ -224,6 +273,11 @@ def _runtime_costs(n: int, exporter: str) -> tuple[dict, str]:
     costs["container_us"] = max(container - costs["full_us"], 0.0)
     costs["offpath_us"], spans = _offpath_cost(runtime, fid_f, n // 4)
     costs["export_us"] = _export_cost(exporter, spans)
+    pipeline = _pipeline_cost(runtime, fid_b, exporter, n // 8)
+    if pipeline is not None:
+        # What the parts above miss (worker, batching, thread switches) goes off-path.
+        costs["offpath_us"] = max(costs["offpath_us"],
+                                  pipeline - costs["boundaries_us"] - costs["export_us"])
     implementation = getattr(runtime, "IMPLEMENTATION", "?")
     if L[fid_b] != 1 or L[fid_f] != 2:
         implementation += ", levels forced by configuration"
