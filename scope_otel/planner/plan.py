@@ -11,15 +11,18 @@ record it::
         # FunctionPlan(level='full', capture=frozenset({...}), sampling=1.0,
         #              reason='full: flask.route entry point ...')
 
+``plan.empty`` is True when nothing would be recorded (a launcher can then
+skip installing the import hook altogether).
+
 ``Plan.from_globs(["shop.*"], "full")`` builds the plan behind
 ``--instrument 'shop.*' --level full``: every function of a matching module
 at that level.  A glob ``X.*`` also matches the package ``X`` itself.
 
 An entry without ``capture`` records what its level records by default
 (:data:`DEFAULT_CAPTURE`); without ``level`` or ``sampling`` it takes the
-plan's ``defaults``.  Entries at level ``off`` are kept in :attr:`Plan.functions` so the plan
-explains every decision; :attr:`Plan.modules` lists only modules with
-something to record.  ``overrides.pin`` globs in the file also answer
+plan's ``defaults``.  Entries at level ``off`` are kept in
+:attr:`Plan.functions` so the plan explains every decision;
+:attr:`Plan.modules` lists only modules with something to record.  ``overrides.pin`` globs in the file also answer
 :meth:`Plan.for_function` for functions the analysis never saw (nested or
 generated code), after the explicit entries.
 
@@ -126,6 +129,11 @@ class Plan:
 
     def __repr__(self) -> str:
         return f"<Plan {self.hash[:19]} {len(self.functions)} functions, {len(self.modules)} modules>"
+
+    @property
+    def empty(self) -> bool:
+        """True when the plan records nothing (every function off, no pin that records)."""
+        return not self.modules and not any(fp.level != "off" for _g, fp in self._rules)
 
     @property
     def document(self) -> dict | None:

@@ -47,6 +47,13 @@ def test_a_valid_plan_loads_with_modules_functions_and_levels(tmp_path):
     assert plan.budget_pct == 5.0
 
 
+def test_a_plan_with_every_function_off_is_empty(tmp_path):
+    off = {"version": 1, "functions": {"a:f": {"level": "off"}}, "overrides": {"pin": {"b.*": "off"}}}
+    assert load_plan(write(tmp_path, off)).empty
+    assert not load_plan(write(tmp_path, GOOD, "good.json")).empty
+    assert not Plan.from_globs(["x.*"], "boundaries").empty
+
+
 def test_pins_in_the_file_cover_functions_and_modules_the_analysis_never_saw(tmp_path):
     plan = load_plan(write(tmp_path, GOOD))
     assert plan.wants_module("shop.admin.forms")
