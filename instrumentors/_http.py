@@ -75,7 +75,6 @@ class _Attrs:
         "client.address": "http.client_ip",
         "network.peer.address": "net.peer.ip",
         "user_agent.original": "http.user_agent",
-        "network.protocol.version": "http.flavor",
         "http.route": "http.route",
     }
     _OLD_CLIENT = {"server.address": "net.peer.name", "server.port": "net.peer.port"}
@@ -240,14 +239,11 @@ def start_server_span(
     client = forwarded.split(",")[0].strip() if forwarded else peer
     if client:
         a.put(attrs, "client.address", client)
-    if peer:
+    if peer and peer != client:  # only worth an attribute behind a proxy
         a.put(attrs, "network.peer.address", peer)
     agent = environ.get("HTTP_USER_AGENT")
     if agent:
         a.put(attrs, "user_agent.original", agent)
-    protocol = environ.get("SERVER_PROTOCOL", "")
-    if protocol.startswith("HTTP/"):
-        a.put(attrs, "network.protocol.version", protocol[5:])
     if options.request_headers is not None:
         _capture_request_headers(attrs, environ, options)
     parent = propagate.extract(environ, getter=_GETTER)

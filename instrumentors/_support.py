@@ -125,8 +125,15 @@ class ScopeInstrumentor(BaseInstrumentor):
     def instrument(self, **kwargs: Any) -> Any:
         """As ``BaseInstrumentor.instrument``, but a missing or too old
         library is reported once by :meth:`_check_dependency_conflicts`
-        instead of as an error on every call."""
-        if not kwargs.pop("skip_dep_check", False) and not self.is_instrumented_by_opentelemetry:
+        instead of as an error on every call.
+
+        ``skip_dep_check`` is ignored: ``opentelemetry-instrument`` passes it
+        after checking only the distribution's own requirements, which say
+        nothing about Flask or SQLAlchemy versions.  ``force=True`` skips the
+        check for real.
+        """
+        kwargs.pop("skip_dep_check", None)
+        if not kwargs.pop("force", False) and not self.is_instrumented_by_opentelemetry:
             conflict = self._check_dependency_conflicts()
             if conflict is not None:
                 if kwargs.get("raise_exception_on_conflict"):

@@ -24,7 +24,8 @@ What the span carries
     Stable HTTP semantic conventions: ``http.request.method``, ``url.scheme``,
     ``url.path``, ``url.query``, ``http.route``, ``http.response.status_code``,
     ``server.address``, ``server.port``, ``client.address`` (first
-    ``X-Forwarded-For`` hop, else the peer), ``network.peer.address``,
+    ``X-Forwarded-For`` hop, else the peer), ``network.peer.address`` (when
+    it differs: behind a proxy),
     ``user_agent.original``, ``error.type``.  ``OTEL_SEMCONV_STABILITY_OPT_IN``
     = ``http/dup`` adds the old names, ``http/old`` uses only them.  The parent
     is the W3C context of the incoming request (``OTEL_PROPAGATORS``).

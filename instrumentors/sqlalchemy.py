@@ -28,9 +28,9 @@ Statement spans (kind CLIENT, named ``<operation> <database>``)
     ``net.peer.name``, ``net.peer.port``), ``database/old`` uses only them.
 
 Pool and ORM events on the current span
-    ``db.client.connection.checkout`` / ``...checkin`` (with
-    ``db.client.connection.pool.name`` and, at check-in, how long the
-    connection was held: ``scope.held_ms``).
+    ``db.client.connection.checkin`` when a pooled connection goes back, with
+    ``db.client.connection.pool.name`` and how long it was held
+    (``scope.held_ms``, measured from ``checkout``).
     After each ORM flush, one ``scope.state_change`` event per mapped class:
     ``scope.target`` = ``orm:<Class>``, ``scope.inserted`` /
     ``scope.updated`` / ``scope.deleted`` (counts), ``scope.pk`` (primary
@@ -240,28 +240,36 @@ def _handle_error(exception_context):
 
 def _pool_name(record: Any) -> str:
     pool = getattr(record, "_pool", None)
-    return getattr(pool, "logging_name", None) or f"pool@{id(pool):x}"
+    name = getattr(pool, "_scope_otel_name", None)
+    if name is None:
+        name = getattr(pool, "logging_name", None) or f"{type(pool).__name__}@{id(pool):x}"
+        try:
+            pool._scope_otel_name = name
+        except Exception:
+            pass
+    return name
 
 
 def _on_checkout(dbapi_connection, record, proxy):
-    try:
-        record.info["_scope_otel_out"] = monotonic()
-        span = trace.get_current_span()
-        if span.is_recording():
-            span.add_event("db.client.connection.checkout", {"db.client.connection.pool.name": _pool_name(record)})
-    except Exception:
-        failed("sqlalchemy.checkout")
+    # only a timestamp here; the one event is made at check-in (events cost
+    # as much as a few attributes each, and the hold time is what matters)
+    record.info["_scope_otel_out"] = monotonic()
 
 
 def _on_checkin(dbapi_connection, record):
     try:
-        out = record.info.pop("_scope_otel_out", None) if record is not None else None
+        if record is None:
+            return
+        out = record.info.pop("_scope_otel_out", None)
         span = trace.get_current_span()
-        if span.is_recording() and record is not None:
-            attrs: dict[str, Any] = {"db.client.connection.pool.name": _pool_name(record)}
-            if out is not None:
-                attrs["scope.held_ms"] = round((monotonic() - out) * 1000.0, 3)
-            span.add_event("db.client.connection.checkin", attrs)
+        if out is not None and span.is_recording():
+            span.add_event(
+                "db.client.connection.checkin",
+                {
+                    "db.client.connection.pool.name": _pool_name(record),
+                    "scope.held_ms": round((monotonic() - out) * 1000.0, 3),
+                },
+            )
     except Exception:
         failed("sqlalchemy.checkin")
 

@@ -100,3 +100,9 @@ def test_disabled_instrumentations_are_honoured_by_entry_point_name(tmp_path):
     loaded = set(result.stdout.strip().splitlines()[-1].split(","))
     assert {"scope_django", "scope_sqlalchemy", "scope_http_clients"} <= loaded
     assert not loaded & {"scope_flask", "scope_handoff", "flask", "sqlalchemy", "django"}
+
+
+def test_skip_dep_check_from_opentelemetry_instrument_does_not_force_a_too_old_library():
+    # opentelemetry-instrument's loader passes skip_dep_check=True for every entry point
+    assert _TooOld().instrument(skip_dep_check=True) is None
+    assert not _TooOld().is_instrumented_by_opentelemetry

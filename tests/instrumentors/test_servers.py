@@ -156,3 +156,24 @@ def test_django_runserver_noreload_under_scope_otel_run(otlp_receiver, tmp_path)
     assert span["attributes"]["http.response.status_code"] == 201
     changes = [e["attributes"] for e in span["events"] if e["name"] == "scope.state_change"]
     assert [c["scope.action"] for c in changes] == ["insert", "update"]
+
+
+def test_opentelemetry_instrument_with_contrib_and_scope_gives_one_span_per_request(otlp_receiver, tmp_path):
+    # both contrib's and scope-otel's entry points load; contrib's Flask
+    # instrumentation owns apps created after it, scope-otel steps aside
+    env = scope_env(otlp_receiver, tmp_path)
+    prepare_databases(env)
+    serve = (
+        "import sys; from werkzeug.serving import run_simple;"
+        "from tests.instrumentors.apps import shop;"
+        "run_simple('127.0.0.1', int(sys.argv[1]), shop.app)"
+    )
+    args = [tool("opentelemetry-instrument"), sys.executable, "-c", serve, "{port}"]
+    with running(args, env, "/health") as url:
+        requests.get(f"{url}/items/1")
+        otlp_receiver.wait_for(2, timeout=20, where=lambda s: "items" in s["name"] or "SELECT" in s["name"])
+        time.sleep(0.5)  # a duplicate would arrive in the same batch or soon after
+    servers = [s for s in otlp_receiver.spans if s["kind"] == "SERVER" and "items" in s["name"]]
+    assert len(servers) == 1
+    selects = [s for s in otlp_receiver.spans if s["name"].startswith("SELECT")]
+    assert len(selects) == 1 and selects[0]["parent_span_id"] == servers[0]["span_id"]
