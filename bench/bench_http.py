@@ -25,6 +25,10 @@ instrumentation 0.66b1 refuses SQLAlchemy 2.1, so when the installed one is
 newer every mode runs on SQLAlchemy 2.0 from ``bench/out/sa20`` (installed
 there with pip on first use).
 
+``--in-process`` measures instead the CPU per request with the WSGI app
+called directly in one process per mode (no server, no export): the
+instrumentation's own cost with the least noise.
+
 Run: ``.venv/bin/python bench/bench_http.py`` (``--quick`` for a short run).
 """
 from __future__ import annotations
@@ -107,6 +111,72 @@ def serve(port: int, db_path: str) -> None:
     server = make_server("127.0.0.1", port, build_app(db_path), request_handler=Quiet)
     print("READY", flush=True)
     server.serve_forever()
+
+
+def in_process(mode: str, calls: int, db_path: str) -> float:
+    """Worker of ``--in-process``: CPU µs per request, WSGI called directly.
+
+    A bare SDK ``TracerProvider`` (spans made, nothing exported), so only the
+    instrumentation's own cost differs between modes.
+    """
+    import io
+
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    trace.set_tracer_provider(TracerProvider())
+    if mode == "contrib":
+        from opentelemetry.instrumentation.flask import FlaskInstrumentor
+        from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+        FlaskInstrumentor().instrument()
+        SQLAlchemyInstrumentor().instrument(skip_dep_check=True)
+    elif mode == "scope":
+        from scope_otel.instrumentors.flask import ScopeFlaskInstrumentor
+        from scope_otel.instrumentors.sqlalchemy import ScopeSQLAlchemyInstrumentor
+
+        ScopeFlaskInstrumentor().instrument()
+        ScopeSQLAlchemyInstrumentor().instrument()
+    app = build_app(db_path)
+    base = {
+        "REQUEST_METHOD": "GET", "SERVER_NAME": "bench", "SERVER_PORT": "80", "HTTP_HOST": "bench:80",
+        "wsgi.url_scheme": "http", "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_USER_AGENT": "bench",
+    }
+
+    def call(i: int) -> None:
+        environ = dict(base, PATH_INFO=f"/items/{i % 10 + 1}", **{"wsgi.input": io.BytesIO(), "wsgi.errors": sys.stderr})
+        body = app(environ, lambda status, headers, exc_info=None: None)
+        b"".join(body)
+        getattr(body, "close", lambda: None)()
+
+    for i in range(calls // 5):
+        call(i)
+    best = float("inf")
+    for _ in range(5):
+        start = time.process_time()
+        for i in range(calls):
+            call(i)
+        best = min(best, (time.process_time() - start) / calls * 1e6)
+    return best
+
+
+def run_in_process(calls: int, sa_path: str | None, workdir: str) -> None:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (sa_path, HERE) if p))
+    results = {}
+    for mode in ("uninstrumented", "contrib", "scope"):
+        code = "import sys, bench_http; print(bench_http.in_process(sys.argv[1], int(sys.argv[2]), sys.argv[3]))"
+        out = subprocess.run(
+            [sys.executable, "-c", code, mode, str(calls), os.path.join(workdir, f"{mode}.db")],
+            env=env, capture_output=True, text=True, check=True,
+        )
+        results[mode] = float(out.stdout.strip().splitlines()[-1])
+    base, contrib = results["uninstrumented"], results["contrib"] - results["uninstrumented"]
+    print(f"in-process: WSGI app called directly, {calls} calls × 5, best run; bare SDK TracerProvider (no export)")
+    print(f"{'mode':16s} {'CPU µs/req':>11s} {'added µs':>9s} {'÷contrib':>9s}")
+    for mode, cpu in results.items():
+        ratio = f"{(cpu - base) / contrib:9.2f}" if mode != "uninstrumented" and contrib > 0 else ""
+        print(f"{mode:16s} {cpu:11.1f} {cpu - base:9.1f} {ratio:>9s}")
 
 
 # --------------------------------------------------------------------------
@@ -254,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-functions", action="store_true", help="skip the scope+functions mode")
     parser.add_argument(
+        "--in-process", action="store_true",
+        help="instead: CPU per request with the WSGI app called directly (no server, no export)",
+    )
+    parser.add_argument(
         "--exporter", choices=("otlp", "none"), default="otlp",
         help="otlp: every mode exports to the sink; none: spans are made but not exported (instrumentation cost only)",
     )
@@ -262,6 +336,13 @@ def main(argv: list[str] | None = None) -> int:
         args.requests, args.rounds = 300, 1
     warmup = max(50, args.requests // 10)
     sa_path = ensure_sqlalchemy_20()
+    if args.in_process:
+        workdir = tempfile.mkdtemp(prefix="bench-http-")
+        try:
+            run_in_process(300 if args.quick else 1000, sa_path, workdir)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return 0
     sink = Sink()
     table = modes(sink, not args.no_functions, args.exporter)
     workdir = tempfile.mkdtemp(prefix="bench-http-")
