@@ -11,7 +11,7 @@ from opentelemetry.instrumentation.dependencies import DependencyConflictError
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
 from scope_otel.instrumentors import _support
-from tests.support.procs import REPO, clean_env, tool
+from tests.support.procs import clean_env, tool
 
 NAMES = {"scope_flask", "scope_django", "scope_sqlalchemy", "scope_http_clients", "scope_handoff"}
 
