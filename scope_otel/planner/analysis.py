@@ -55,6 +55,7 @@ class FunctionInfo:
     callers: set = field(default_factory=set)
     recursion: str = "none"
     is_property: bool = False
+    first_line: int = 0             # first decorator's line, else the def line (co_firstlineno)
 
     @property
     def key(self) -> str:
@@ -182,6 +183,7 @@ class _ModuleAnalyser:
             is_async=isinstance(node, ast.AsyncFunctionDef), params=params,
             class_name=klass.qualname if in_class else None, self_name=self_name, body=body,
             is_property=bool(decorator_names & {"property", "cached_property", "setter", "getter"}),
+            first_line=min([d.lineno for d in node.decorator_list] + [node.lineno]),
         )
         if in_class:
             klass.methods.append(info.key)

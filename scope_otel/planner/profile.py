@@ -54,7 +54,11 @@ class Profile:
             path = resolved.get(info.file)
             if path is None:
                 path = resolved[info.file] = os.path.realpath(info.file)
-            out[key] = float(self.by_file.get(path, {}).get(info.qualname, 0))
+            per_file = self.by_file.get(path, {})
+            n = per_file.get(info.qualname)
+            if n is None:  # counted on Python 3.10: keyed by first line
+                n = per_file.get(f"@{info.first_line}", 0)
+            out[key] = float(n)
         return out
 
     def meta(self) -> dict:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import textwrap
 
@@ -103,3 +104,24 @@ def test_an_existing_sitecustomize_still_runs_under_the_counter(workload, monkey
     (workload / "check.py").write_text("import os, sys\nsys.exit(0 if os.environ.get('SITE_RAN') else 5)\n")
     env = dict(os.environ, PYTHONPATH=str(site))
     assert run_profile([sys.executable, "check.py"], env=env).returncode == 0
+
+
+@pytest.mark.parametrize("version", ["3.10", "3.12", "3.13"])
+def test_the_counter_counts_exactly_on_other_pythons(workload, version):
+    import glob
+    import shutil
+
+    found = sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}.*/bin/python")))
+    python = found[-1] if found else shutil.which(f"python{version}")
+    if python is None:
+        pytest.skip(f"python{version} is not installed here")
+    probe = subprocess.run([python, "-c", "import sys; print(sys.version_info[:2])"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"python{version} does not run here: {probe.stderr.strip()[:200]}")
+    (workload / "child.py").write_text("")
+    profile = run_profile([python, "work.py"])
+    assert profile.returncode == 0
+    counts = profile.counts_for(analyse([str(workload / "work.py")]).functions)
+    assert counts["work:leaf"] == 100 + 50 * 200
+    assert counts["work:worker"] == 1

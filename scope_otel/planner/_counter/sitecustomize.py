@@ -6,7 +6,8 @@ into ``$SCOPE_OTEL_PROFILE_DIR/counts-<pid>.json``, keyed by real file path
 and ``co_qualname`` (a script run as ``__main__`` still matches its file).  Uses ``sys.monitoring``
 ``PY_START`` on Python 3.12+, else ``sys.setprofile``/``threading.setprofile``.
 It also times its own cost per call, so the planner can subtract it from
-the measured run time.  Any site ``sitecustomize`` it shadows still runs.
+the measured run time.  Before 3.12 a generator or coroutine is counted
+each time it resumes (an upper bound, so never an underestimate of cost).  Any site ``sitecustomize`` it shadows still runs.
 """
 import atexit
 import json
@@ -96,7 +97,9 @@ def _write(uninstall, per_call_us, started):
             if not code.co_filename or code.co_filename.startswith("<"):
                 continue
             path = os.path.realpath(code.co_filename)
-            qualname = getattr(code, "co_qualname", code.co_name)
+            # Python 3.10 has no co_qualname: the first line (decorators
+            # included) identifies the function instead.
+            qualname = getattr(code, "co_qualname", None) or f"@{code.co_firstlineno}"
             per_file = by_file.setdefault(path, {})
             per_file[qualname] = per_file.get(qualname, 0) + n
         doc = {"pid": os.getpid(), "argv": sys.argv, "total_calls": total,
