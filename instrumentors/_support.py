@@ -9,6 +9,9 @@ accounting, the "library missing or too old" message, and redacted values.
   application.  :func:`stats` exposes the counts.
 * :class:`ScopeInstrumentor` is the ``BaseInstrumentor`` base of every
   integration: it says once, in plain words, why an integration stays off.
+* :func:`add_event` puts an event on the current span, also inside functions
+  recorded by the capture runtime; :func:`redacted_repr` formats captured
+  values with secrets redacted.
 """
 from __future__ import annotations
 
@@ -205,6 +208,27 @@ def _short_repr(value: Any) -> str:
     except Exception:
         text = f"<unrepresentable {type(value).__name__}>"
     return text if len(text) <= 120 else text[:117] + "..."
+
+
+def add_event(tracer: Any, name: str, attributes: dict[str, Any], carrier: bool = True) -> None:
+    """Put an event on the current span, wherever the code is.
+
+    Inside a function recorded by the capture runtime the current span is
+    that function's (a ``NonRecordingSpan``: its real span is made later, off
+    the hot path) and cannot take events.  Then, with ``carrier``, a
+    zero-length INTERNAL span named ``name`` — a child of the function —
+    carries the event instead, so state changes stay attached to the call
+    that made them.  Without a current span the event is dropped.
+    """
+    from opentelemetry import trace
+
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.add_event(name, attributes)
+    elif carrier and span.get_span_context().is_valid:
+        child = tracer.start_span(name, attributes={"scope.kind": "event"})
+        child.add_event(name, attributes)
+        child.end()
 
 
 def capture_runtime():

@@ -30,6 +30,8 @@ Signals
     ``got_request_exception`` records the exception (event, ``error.type``,
     ERROR status) that Django turns into a 500; ``post_save`` and
     ``post_delete`` become ``scope.state_change`` events on the current span
+    (inside a function recorded by the capture runtime, on a zero-length
+    child span of that function)
     (``scope.target`` = ``django:<app_label.Model>``, ``scope.action`` =
     ``insert``/``update``/``delete``, ``scope.pk``, ``scope.db_alias``; at
     level ``full`` also ``scope.value``, the field values redacted by the
@@ -62,7 +64,15 @@ from typing import Any, Callable
 from opentelemetry import context, trace
 
 from scope_otel.instrumentors import _http
-from scope_otel.instrumentors._support import ScopeInstrumentor, failed, level, patch, redacted_repr, unpatch
+from scope_otel.instrumentors._support import (
+    ScopeInstrumentor,
+    add_event,
+    failed,
+    level,
+    patch,
+    redacted_repr,
+    unpatch,
+)
 from scope_otel.version import __version__
 
 MIDDLEWARE = "scope_otel.instrumentors.django.ScopeOtelMiddleware"
@@ -322,8 +332,8 @@ def _on_exception(sender: Any, request: Any = None, **_: Any) -> None:
 
 
 def _state_change(instance: Any, action: str, using: str | None) -> None:
-    span = trace.get_current_span()
-    if not span.is_recording():
+    state = _state
+    if state is None or not trace.get_current_span().get_span_context().is_valid:
         return
     meta = instance._meta
     attrs: dict[str, Any] = {
@@ -335,7 +345,7 @@ def _state_change(instance: Any, action: str, using: str | None) -> None:
         attrs["scope.db_alias"] = using
     if level() == "full":
         attrs["scope.value"] = redacted_repr({f.attname: getattr(instance, f.attname, None) for f in meta.concrete_fields})
-    span.add_event("scope.state_change", attrs)
+    add_event(state.tracer, "scope.state_change", attrs)
 
 
 def _on_post_save(sender: Any, instance: Any = None, created: bool = False, using: str | None = None, **_: Any) -> None:

@@ -31,7 +31,9 @@ Pool and ORM events on the current span
     ``db.client.connection.checkin`` when a pooled connection goes back, with
     ``db.client.connection.pool.name`` and how long it was held
     (``scope.held_ms``, measured from ``checkout``).
-    After each ORM flush, one ``scope.state_change`` event per mapped class:
+    After each ORM flush, one ``scope.state_change`` event per mapped class
+    (inside a function recorded by the capture runtime, on a zero-length
+    child span of that function named ``scope.state_change``):
     ``scope.target`` = ``orm:<Class>``, ``scope.inserted`` /
     ``scope.updated`` / ``scope.deleted`` (counts), ``scope.pk`` (primary
     keys, as text); at level ``full`` also ``scope.value`` (column values,
@@ -59,7 +61,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from scope_otel.instrumentors import _http
-from scope_otel.instrumentors._support import ScopeInstrumentor, failed, level, redacted_repr
+from scope_otel.instrumentors._support import ScopeInstrumentor, add_event, failed, level, redacted_repr
 from scope_otel.version import __version__
 
 _SPAN = "_scope_otel_span"
@@ -261,15 +263,12 @@ def _on_checkin(dbapi_connection, record):
         if record is None:
             return
         out = record.info.pop("_scope_otel_out", None)
-        span = trace.get_current_span()
-        if out is not None and span.is_recording():
-            span.add_event(
-                "db.client.connection.checkin",
-                {
-                    "db.client.connection.pool.name": _pool_name(record),
-                    "scope.held_ms": round((monotonic() - out) * 1000.0, 3),
-                },
-            )
+        if out is not None and _state is not None and trace.get_current_span().get_span_context().is_valid:
+            attrs = {
+                "db.client.connection.pool.name": _pool_name(record),
+                "scope.held_ms": round((monotonic() - out) * 1000.0, 3),
+            }
+            add_event(_state.tracer, "db.client.connection.checkin", attrs, carrier=False)
     except Exception:
         failed("sqlalchemy.checkin")
 
@@ -280,8 +279,8 @@ def _on_checkin(dbapi_connection, record):
 
 def _after_flush(session, flush_context):
     try:
-        span = trace.get_current_span()
-        if not span.is_recording():
+        state = _state
+        if state is None or not trace.get_current_span().get_span_context().is_valid:
             return
         from sqlalchemy import inspect
 
@@ -300,16 +299,16 @@ def _after_flush(session, flush_context):
             for action, objs in actions.items():
                 attrs[f"scope.{action}"] = len(objs)
                 for obj in objs:
-                    state = inspect(obj)
-                    # state.identity is only set after the flush completes
-                    pk = state.mapper.primary_key_from_instance(obj)
+                    insp = inspect(obj)
+                    # insp.identity is only set after the flush completes
+                    pk = insp.mapper.primary_key_from_instance(obj)
                     pks.append(str(pk[0] if len(pk) == 1 else tuple(pk)))
                     if full:
-                        values.append(redacted_repr({a.key: a.loaded_value for a in state.attrs if a.key in state.dict}))
+                        values.append(redacted_repr({a.key: a.loaded_value for a in insp.attrs if a.key in insp.dict}))
             attrs["scope.pk"] = pks
             if full:
                 attrs["scope.value"] = values
-            span.add_event("scope.state_change", attrs)
+            add_event(state.tracer, "scope.state_change", attrs)
     except Exception:
         failed("sqlalchemy.after_flush")
 

@@ -6,6 +6,7 @@ import os
 
 import pytest
 import sqlalchemy as sa
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -209,3 +210,27 @@ def test_postgresql_async_engine_is_traced(spans, pg_engine):
         asyncio.run(main())
     names = [s.name for s in sql_spans(spans)]
     assert "SELECT test" in names
+
+
+def test_flush_inside_a_recorded_function_attaches_to_that_function(spans, engine):
+    from scope_otel.capture import runtime
+
+    fid = runtime.register("tests.instrumentors", "save_accounts", __file__, 1)
+    with instrumented(ScopeSQLAlchemyInstrumentor(), spans):
+        with spans.tracer.start_as_current_span("request"):
+            token = runtime.enter(fid)
+            if token is None:
+                pytest.skip("the capture runtime records nothing in this process")
+            try:
+                function_span_id = trace.get_current_span().get_span_context().span_id
+                with Session(engine) as session:
+                    session.add(Account(id=11, owner="fn"))
+                    session.commit()
+            finally:
+                runtime.exit(token)
+    (carrier,) = spans.named("scope.state_change")
+    assert carrier.parent.span_id == function_span_id
+    (event,) = carrier.events
+    assert event.attributes["scope.target"] == "orm:Account" and event.attributes["scope.pk"] == ("11",)
+    (insert,) = [s for s in sql_spans(spans) if s.name.startswith("INSERT")]
+    assert insert.parent.span_id == function_span_id  # SQL nests under the function too
