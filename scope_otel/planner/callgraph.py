@@ -12,7 +12,8 @@ component (Tarjan's algorithm, iterative so deep graphs are fine).
 anything: every function is assumed to run at least once; a call site
 inside ``n`` loops counts ``10**n`` times; recursive components are
 multiplied by :data:`RECURSION_FACTOR`; dunder methods and properties,
-which Python calls implicitly, start at :data:`IMPLICIT_CALLS`.  Counts
+which Python calls implicitly, start at :data:`IMPLICIT_CALLS` (a module's
+``__getattr__`` does not: it runs once per missing name).  Counts
 flow from callers to callees in topological order of the components.
 """
 from __future__ import annotations
@@ -173,16 +174,18 @@ def strongly_connected(functions: dict) -> list[list[str]]:
     return out
 
 
-def _is_implicit(info: "FunctionInfo") -> bool:
+def is_implicit(info: "FunctionInfo") -> bool:
+    """Python calls it behind the code's back: a property or a dunder method."""
     name = info.name
-    return info.is_property or (name.startswith("__") and name.endswith("__") and name != "__init__")
+    dunder = name.startswith("__") and name.endswith("__") and name != "__init__"
+    return info.is_property or (dunder and info.class_name is not None)
 
 
 def static_frequencies(analysis: "Analysis") -> dict[str, float]:
     """Estimated calls per unit of work for every function (see module docstring)."""
     functions = analysis.functions
     components = strongly_connected(functions)
-    calls = {key: (IMPLICIT_CALLS if _is_implicit(info) else 1.0) for key, info in functions.items()}
+    calls = {key: (IMPLICIT_CALLS if is_implicit(info) else 1.0) for key, info in functions.items()}
     # Tarjan yields callees first; walk callers first.
     for component in reversed(components):
         members = set(component)

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 from scope_otel.planner.analysis import Analysis, FunctionInfo
+from scope_otel.planner.callgraph import is_implicit
 from scope_otel.planner.costmodel import CostModel
 from scope_otel.planner.patterns import BOUNDARIES, ENTRY_POINTS
 from scope_otel.planner.plan import PLAN_VERSION, content_hash
@@ -133,7 +134,7 @@ def _value(info: FunctionInfo) -> tuple[float, float, list[str]]:
     public = not info.name.startswith("_")
     if public:
         value += 1.0
-    implicit = info.is_property or (info.name.startswith("__") and info.name.endswith("__") and info.name != "__init__")
+    implicit = is_implicit(info)
     trivial = b.statements <= 2 and b.cyclomatic == 1 and not info.patterns and not b.mutations
     if implicit or trivial:
         value *= 0.3

@@ -173,3 +173,22 @@ def test_static_frequencies_grow_with_loops_and_recursion(analyse_tree):
     assert calls["calc.helpers:normalise"] == 10.0               # called in a loop of a root
     assert calls["calc.core:fact"] > calls["calc.core:total"]    # recursive
     assert all(n >= 1.0 for n in calls.values())
+
+
+def test_dunder_methods_and_properties_are_assumed_hot_but_module_getattr_is_not(analyse_tree):
+    a = analyse_tree({"m/lazy.py": """
+        def __getattr__(name):
+            return name
+
+        class Box:
+            def __eq__(self, other):
+                return True
+
+            @property
+            def size(self):
+                return 1
+    """})
+    calls = static_frequencies(a)
+    assert calls["m.lazy:__getattr__"] == 1.0
+    assert calls["m.lazy:Box.__eq__"] > 1.0
+    assert calls["m.lazy:Box.size"] > 1.0
