@@ -177,3 +177,25 @@ def test_opentelemetry_instrument_with_contrib_and_scope_gives_one_span_per_requ
     assert len(servers) == 1
     selects = [s for s in otlp_receiver.spans if s["name"].startswith("SELECT")]
     assert len(selects) == 1 and selects[0]["parent_span_id"] == servers[0]["span_id"]
+
+
+def test_function_spans_nest_between_request_and_sql_spans_under_gunicorn(otlp_receiver, tmp_path):
+    env = scope_env(otlp_receiver, tmp_path)
+    prepare_databases(env)
+    args = [
+        tool("scope-otel"), "run", "--instrument", "tests.instrumentors.apps.shop", "--level", "boundaries", "--",
+        tool("gunicorn"), "-w", "2", "-b", "127.0.0.1:{port}", "--log-level", "warning", "--graceful-timeout", "3",
+        "--preload", SHOP,
+    ]
+    with running(args, env, "/health") as url:
+        assert requests.post(f"{url}/items", json={"name": "fig"}).status_code == 201
+        spans = otlp_receiver.wait_for(
+            4, timeout=20, where=lambda s: s["name"] in ("POST /items", "add_item", "INSERT shop.db", "scope.state_change")
+        )
+    by_name = {s["name"]: s for s in spans}
+    request, function = by_name["POST /items"], by_name["add_item"]
+    assert function["kind"] == "INTERNAL" and function["parent_span_id"] == request["span_id"]
+    assert by_name["INSERT shop.db"]["parent_span_id"] == function["span_id"]
+    change = by_name["scope.state_change"]
+    assert change["parent_span_id"] == function["span_id"]
+    assert change["events"][0]["attributes"]["scope.target"] == "orm:Item"
