@@ -96,13 +96,14 @@ def test_model_saves_and_deletes_are_state_change_events(spans):
 
 
 def test_field_values_at_level_full_are_redacted(spans):
+    previous = config.current().level
     config.update(level="full")
     try:
         with instrumented(ScopeDjangoInstrumentor(), spans), serve(wsgi_app()) as url:
             requests.post(f"{url}/items/", data=json.dumps({"name": "kiwi"}))
             (span,) = server_spans(spans)
     finally:
-        config.update(level="boundaries")
+        config.update(level=previous)
     values = [e.attributes["scope.value"] for e in span.events if e.name == "scope.state_change"]
     assert "name='kiwi'" in values[0] and "name='KIWI'" in values[1]
     assert all("api_key=[REDACTED]" in v and "k-123" not in v for v in values)
@@ -204,3 +205,16 @@ def test_asgi_handler_built_before_instrumenting_is_covered(spans):
         requests.get(f"{url}/async/")
         (span,) = server_spans(spans)
     assert span.name == "GET async/"
+
+
+def test_same_options_as_flask_excluded_urls_and_hooks(spans, monkeypatch):
+    monkeypatch.setenv("OTEL_PYTHON_DJANGO_EXCLUDED_URLS", "stream/")
+    seen = []
+    with instrumented(ScopeDjangoInstrumentor(), spans, response_hook=lambda span, status, headers: seen.append(status)):
+        with serve(wsgi_app()) as url:
+            requests.get(f"{url}/stream/")
+            requests.get(f"{url}/items/999/")
+            server_spans(spans)
+            server_spans(spans, 2, timeout=0.3)
+    assert [s.name for s in spans.all() if s.kind is SpanKind.SERVER] == ["GET items/<int:pk>/"]
+    assert seen == ["404 Not Found"]

@@ -110,6 +110,7 @@ def test_orm_flush_becomes_state_change_events_per_class(spans, engine):
 
 
 def test_orm_values_at_level_full_are_redacted(spans, engine):
+    previous = config.current().level
     config.update(level="full")
     try:
         with instrumented(ScopeSQLAlchemyInstrumentor(), spans):
@@ -118,7 +119,7 @@ def test_orm_values_at_level_full_are_redacted(spans, engine):
                     session.add(Account(id=9, owner="cy", password=SECRET))
                     session.commit()
     finally:
-        config.update(level="boundaries")
+        config.update(level=previous)
     (request,) = spans.named("request")
     (change,) = [e for e in request.events if e.name == "scope.state_change"]
     (value,) = change.attributes["scope.value"]
