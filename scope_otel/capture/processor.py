@@ -31,7 +31,8 @@ that check are dropped and counted (``dropped_at_fork``), because they cannot
 be told apart from the parent's pending ones.
 
 ``stats()`` returns the counters; pass ``meter_provider`` to also publish
-them as OpenTelemetry metrics.
+them as OpenTelemetry metrics.  Function spans carry ``resource`` if given,
+else the resource of the SDK spans passing through (the TracerProvider's).
 """
 from __future__ import annotations
 
@@ -95,6 +96,7 @@ class RingBufferSpanProcessor(SpanProcessor):
         workers: int = 1,
         capture_functions: bool = True,
         meter_provider: Any = None,
+        resource: Any = None,
     ) -> None:
         self.exporter = exporter
         self.max_queue_size = int(max_queue_size or _default_queue_size())
@@ -121,6 +123,7 @@ class RingBufferSpanProcessor(SpanProcessor):
         self._dropped_at_fork = 0
         self._shutdown = False
         self._correlator = None
+        self._resource = resource
         self._start()
         if hasattr(os, "register_at_fork"):
             weak = weakref.WeakMethod(self._after_fork)
@@ -250,21 +253,22 @@ class RingBufferSpanProcessor(SpanProcessor):
     def _export(self, batch: list) -> None:
         spans = []
         correlator = self._correlator
+        if correlator is None:
+            correlator = self._correlator = _new_correlator(self._resource)
+        if correlator.resource is None:  # function spans share the SDK spans' resource
+            for item in batch:
+                if isinstance(item, ReadableSpan):
+                    correlator.learn_resource(item.resource)
+                    break
         for item in batch:
             try:
                 if not isinstance(item, ReadableSpan):  # a function-call record
-                    if correlator is None:
-                        correlator = self._correlator = _new_correlator()
                     spans.append(correlator.to_span(item))
                 else:
                     context = item.context
                     if context is not None and not context.trace_flags.sampled:
                         self._unsampled += 1
                         continue
-                    if correlator is None:
-                        correlator = self._correlator = _new_correlator()
-                    if correlator.resource is None:
-                        correlator.learn_resource(item.resource)
                     spans.append(item)
             except Exception:
                 self._export_failures += 1
@@ -324,7 +328,7 @@ def _noop(_span: Any) -> None:
     return None
 
 
-def _new_correlator():
+def _new_correlator(resource: Any = None):
     from scope_otel.correlate.spans import Correlator  # correlation lives one layer up
 
-    return Correlator()
+    return Correlator(resource=resource)

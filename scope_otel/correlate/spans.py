@@ -14,8 +14,9 @@ one recorded call (see ``scope_otel.capture.records`` for the record):
   ``scope.state_change``, ``scope.send``/``scope.recv``,
   ``scope.suspend``/``scope.resume``.
 
-The resource is the one of the SDK spans seen by the processor (it calls
-:meth:`Correlator.learn_resource`), else ``Resource.create()``.  Runs in the
+The resource is the one given, else the one of the first SDK span seen by
+the processor (it calls :meth:`Correlator.learn_resource`), else, until then,
+``Resource.create()`` (the environment's).  Runs in the
 processor's worker thread, never on the application's.
 """
 from __future__ import annotations
@@ -71,6 +72,7 @@ class Correlator:
         self.policy = policy
         self.resource = resource
         self.spans = 0
+        self._fallback: Resource | None = None
         self._static: dict[tuple[int, int], dict[str, Any]] = {}  # (fid, level) -> fixed attributes
 
     def learn_resource(self, resource: Resource) -> None:
@@ -103,14 +105,17 @@ class Correlator:
             span_status = Status(StatusCode.ERROR, f"{type(value).__name__}: {value}")
         elif value is not None:
             attrs["scope.return"] = fmt("return", value)
-        if self.resource is None:
-            self.resource = Resource.create()
+        resource = self.resource
+        if resource is None:  # no SDK span seen yet: the environment's resource
+            resource = self._fallback
+            if resource is None:
+                resource = self._fallback = Resource.create()
         self.spans += 1
         return ReadableSpan(
             static["code.function.name"],
             _span_context(trace_id, span_id),
             _span_context(trace_id, parent_id) if parent_id else None,
-            self.resource,
+            resource,
             attrs,
             events,
             (),
