@@ -12,10 +12,12 @@ Two module trees are imported, each in fresh interpreters (median of R runs):
 
 Columns: ``plain`` (ordinary import, warm ``.pyc``), ``warm`` (hook
 installed, tagged cache filled), ``cold`` (hook installed, no cache: parse,
-rewrite, compile).  Both sides import ``scope_otel.capture.runtime`` and
-load the configuration before the clock starts (the launcher does both
-before it applies a plan), so only the hook's work is measured; the
-one-time cost of ``apply()`` is printed separately.  The in-process rewrite cost per 1,000
+rewrite, compile).  Both sides import scope-otel's own modules (and so
+wrapt, asyncio, importlib.metadata) and load the configuration before the
+clock starts, as the launcher does before it applies a plan, so only the
+hook's work is measured; the one-time cost of ``apply()`` is printed
+separately.  Rounds interleave the three configurations so that load on a
+shared machine hits them alike.  The in-process rewrite cost per 1,000
 source lines (parse + rewrite + compile vs parse + compile) comes last.
 """
 from __future__ import annotations
@@ -217,11 +219,13 @@ def _clear_caches(directory: str, tagged_only: bool) -> None:
                 os.remove(os.path.join(dirpath, name))
 
 
-def _measure(path: list[str], modules: list[str], globs: list[str] | None, repeat: int,
-             before_each=None) -> tuple[float, float]:
-    """Median import time of ``modules`` and median apply() time, in fresh interpreters."""
-    # the launcher has loaded the configuration before it applies the plan
-    setup = ("import scope_otel.capture.runtime, scope_otel.instrument, scope_otel.planner.plan, scope_otel.config\n"
+def _script(modules: list[str], globs: list[str] | None) -> str:
+    """A program that imports ``modules`` and prints (import seconds, apply seconds)."""
+    # Both sides import what scope-otel itself imports (wrapt pulls in asyncio
+    # and importlib.metadata) and load the configuration, as the launcher does
+    # before it applies a plan: what remains is the hook's own work.
+    setup = ("import scope_otel.capture.runtime, scope_otel.instrument, scope_otel.instrument.wrap\n"
+             "import scope_otel.planner.plan, scope_otel.config\n"
              "scope_otel.config.current()\n")
     if globs is not None:
         setup += ("t0 = time.perf_counter()\n"
@@ -229,22 +233,36 @@ def _measure(path: list[str], modules: list[str], globs: list[str] | None, repea
                   "applied = time.perf_counter() - t0\n" % (globs,))
     else:
         setup += "applied = 0.0\n"
-    code = ("import importlib, time\n" + setup + "t = time.perf_counter()\n"
+    return ("import importlib, time\n" + setup + "t = time.perf_counter()\n"
             f"for name in {modules!r}:\n    importlib.import_module(name)\n"
             "print(time.perf_counter() - t, applied)\n")
+
+
+def _run(path: list[str], code: str) -> tuple[float, float]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # the plain side gets its ordinary warm .pyc
     for key in [k for k in env if k.startswith(("SCOPE_OTEL_", "OTEL_"))]:
         env.pop(key)
-    times, applies = [], []
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    seconds, applied = map(float, out.stdout.split())
+    return seconds, applied
+
+
+def measure_tree(path: list[str], modules: list[str], globs: list[str], tree_dir: str, repeat: int) -> dict:
+    """Plain, warm and cold import times, interleaved round by round so drift hits all alike."""
+    plain_code, hook_code = _script(modules, None), _script(modules, globs)
+    _clear_caches(tree_dir, tagged_only=False)
+    _run(path, plain_code)  # fill the ordinary .pyc
+    _run(path, hook_code)   # fill the tagged cache
+    runs: dict[str, list[float]] = {"plain": [], "warm": [], "cold": [], "apply": []}
     for _ in range(repeat):
-        if before_each:
-            before_each()
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-        seconds, applied = map(float, out.stdout.split())
-        times.append(seconds)
-        applies.append(applied)
-    return statistics.median(times), statistics.median(applies)
+        runs["plain"].append(_run(path, plain_code)[0])
+        seconds, applied = _run(path, hook_code)
+        runs["warm"].append(seconds)
+        runs["apply"].append(applied)
+        _clear_caches(tree_dir, tagged_only=True)
+        runs["cold"].append(_run(path, hook_code)[0])  # and refills the cache for the next round
+    return {k: (statistics.median(v), min(v)) for k, v in runs.items()}
 
 
 def rewrite_cost(sources: list[bytes], repeat: int) -> tuple[float, float, int]:
@@ -290,22 +308,15 @@ def main(argv: list[str] | None = None) -> int:
              [f"{package}.*"], work),
             ("examples/shop (shop.web + Flask, SQLAlchemy)", [shop_copy], ["shop.web"], ["shop.*"], shop_copy),
         ]
-        rows = []
-        for label, path, names, globs, tree_dir in trees:
-            _clear_caches(tree_dir, tagged_only=False)
-            _measure(path, names, None, 1)               # fill the ordinary .pyc
-            plain, _ = _measure(path, names, None, repeat)
-            _measure(path, names, globs, 1)               # fill the tagged cache
-            warm, applied = _measure(path, names, globs, repeat)
-            cold, _ = _measure(path, names, globs, repeat, lambda d=tree_dir: _clear_caches(d, tagged_only=True))
-            rows.append((label, plain, warm, cold, applied))
-
-        print(f"import time, median of {repeat} fresh interpreters (ms)\n")
+        print(f"import time in fresh interpreters, {repeat} interleaved rounds: median (min), ms\n")
         print("| module tree | plain | warm cache | warm/plain | cold (rewrite) | cold/plain | apply() once |")
         print("| --- | --- | --- | --- | --- | --- | --- |")
-        for label, plain, warm, cold, applied in rows:
-            print(f"| {label} | {plain * 1e3:.1f} | {warm * 1e3:.1f} | {warm / plain:.2f}x | "
-                  f"{cold * 1e3:.1f} | {cold / plain:.2f}x | {applied * 1e3:.1f} |")
+        for label, path, names, globs, tree_dir in trees:
+            r = measure_tree(path, names, globs, tree_dir, repeat)
+            (plain, plain_min), (warm, warm_min), (cold, _c) = r["plain"], r["warm"], r["cold"]
+            print(f"| {label} | {plain * 1e3:.1f} ({plain_min * 1e3:.1f}) | {warm * 1e3:.1f} ({warm_min * 1e3:.1f}) | "
+                  f"{warm / plain:.2f}x ({warm_min / plain_min:.2f}x) | {cold * 1e3:.1f} | {cold / plain:.2f}x | "
+                  f"{r['apply'][0] * 1e3:.1f} |")
 
         sources = []
         for i in range(modules):

@@ -31,21 +31,29 @@ from scope_otel.instrument.hook import ImportHook, install, installed, uninstall
 __all__ = ["apply", "install", "uninstall", "installed", "ImportHook"]
 
 
-def apply(plan: Any, *, already_imported: bool = True) -> ImportHook:
+def apply(plan: Any, *, already_imported: bool = True) -> ImportHook | None:
     """Install the import hook for ``plan``; wrap planned modules already imported.
 
     ``plan`` is a :class:`scope_otel.planner.plan.Plan` (anything with
-    ``wants_module``, ``for_function`` and ``hash`` will do).
+    ``wants_module``, ``for_function`` and ``hash`` will do).  Returns the
+    hook, or None when instrumentation could not be set up at all (logged
+    once; the program then runs uninstrumented).
     """
+    import logging
     import sys
 
-    from scope_otel.instrument import wrap
+    try:
+        from scope_otel.instrument import wrap
 
-    hook = install(plan)
-    if already_imported:
-        wrap.wrap_imported(plan)
-    for name in sorted(set(getattr(plan, "modules", ()) or ()) - set(sys.modules)):
-        # explicit modules that later turn out not to be source get wrapt;
-        # rewritten ones are recognised and left alone by the post-import hook
-        wrap.wrap_after_import(name, plan)
-    return hook
+        hook = install(plan)
+        if already_imported:
+            wrap.wrap_imported(plan)
+        for name in sorted(set(getattr(plan, "modules", ()) or ()) - set(sys.modules)):
+            # modules other import hooks load (not through ours) still get wrapt;
+            # rewritten ones are recognised and left alone
+            wrap.wrap_after_import(name, plan)
+        return hook
+    except Exception:
+        logging.getLogger("scope_otel.instrument").warning(
+            "scope-otel: instrumentation could not be set up; running uninstrumented", exc_info=True)
+        return None
