@@ -224,3 +224,43 @@ def test_metrics_publish_exported_dropped_and_queue_size(impl):
     names = {m.name for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
     assert {"scope_otel.spans.exported", "scope_otel.spans.dropped", "scope_otel.queue.size"} <= names
     processor.shutdown(1000)
+
+
+def test_several_workers_export_every_span_once(impl):
+    exporter = InMemorySpanExporter()
+    processor = RingBufferSpanProcessor(exporter, workers=3, max_export_batch_size=7, schedule_delay_millis=5)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    for i in range(500):
+        with tracer.start_as_current_span(f"w{i}"):
+            pass
+    processor.shutdown(10_000)
+    names = [s.name for s in exporter.get_finished_spans()]
+    assert sorted(names) == sorted(f"w{i}" for i in range(500))
+    assert processor.stats()["workers_alive"] == 0
+
+
+def test_block_overflow_waits_for_room_instead_of_dropping(impl):
+    class Slow(SpanExporter):
+        def __init__(self):
+            self.count = 0
+
+        def export(self, spans):
+            threading.Event().wait(0.002)
+            self.count += len(spans)
+            return SpanExportResult.SUCCESS
+
+    exporter = Slow()
+    processor = RingBufferSpanProcessor(exporter, overflow="block", max_queue_size=16,
+                                        max_export_batch_size=4, schedule_delay_millis=5)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    for _ in range(200):
+        with tracer.start_as_current_span("b"):
+            pass
+    assert processor.force_flush(20_000)
+    st = processor.stats()
+    processor.shutdown(2000)
+    assert exporter.count == 200 and st["dropped"] == 0 and st["high_water"] <= 16
