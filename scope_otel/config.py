@@ -36,9 +36,12 @@ SAMPLERS = (
     "parentbased_always_off",
     "parentbased_traceidratio",
 )
+# Substrings of names whose values are never stored.  Deliberately not bare
+# "session" or "auth": they would hide `session_factory` and `author`.
 DEFAULT_REDACT = (
-    "password", "passwd", "pwd", "secret", "token", "authorization", "auth",
-    "cookie", "session", "api_key", "apikey", "credential", "private_key",
+    "password", "passwd", "pwd", "secret", "token", "authorization", "auth_",
+    "cookie", "sessionid", "session_id", "session_key", "api_key", "apikey",
+    "credential", "private_key",
 )
 #: Keys that may change while the application runs.
 RUNTIME_KEYS = frozenset({"sampling_rate", "function_levels", "level"})
