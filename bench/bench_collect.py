@@ -9,8 +9,9 @@ Rows measured in the same run, each into a fresh embedded store (chDB):
 * ``collect grpc`` / ``collect http``: ``scope-otel collect`` as a subprocess,
   fed by N client processes, each an SDK ``OTLPSpanExporter`` (gRPC, or
   HTTP/protobuf with gzip) exporting the same batches.  Time runs from the
-  clients' start until the collector has written everything and exited
-  (``SIGINT`` after the clients finish; it drains its queue first);
+  clients' start until the collector has written everything (``SIGINT``
+  after the clients finish; it drains its queue first and reports how long
+  that took as ``stop_s``);
 * ``collect grpc, 2 MiB queue``: the same with ``--max-queue-size 2MiB``, so
   the store falls behind and backpressure (``RESOURCE_EXHAUSTED`` with
   RetryInfo, retried by the exporters) shows in the notes.
@@ -32,6 +33,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import psutil
 
 BIN = os.path.dirname(sys.executable)
 BATCH = 512
@@ -125,21 +128,54 @@ def _collect(protocol: str, store: str, clients: int, batches: int, *extra: str)
     workers = [ctx.Process(target=_client, args=(protocol, endpoint, batches, start_at, queue)) for _ in range(clients)]
     for w in workers:
         w.start()
-    results = [queue.get(timeout=600) for _ in workers]
+    results = _result(queue, workers)
     for w in workers:
         w.join()
+    clients_done = time.time() - start_at
+    collector = psutil.Process(proc.pid)
+    stop_at = time.time()
     proc.send_signal(signal.SIGINT)
+    cpu = 0.0
+    while proc.poll() is None:  # the collector's own CPU time, read until it exits
+        try:
+            times = collector.cpu_times()
+            cpu = times.user + times.system
+        except psutil.Error:
+            break
+        time.sleep(0.02)
     out = proc.communicate(timeout=600)[0]
-    elapsed = time.time() - start_at
     stats = json.loads(out.split("stopped ", 1)[1].splitlines()[0])
-    return {"seconds": elapsed, "spans": stats["written_spans"], "stats": stats,
+    # written = the moment the collector had stored everything (not its exit,
+    # which adds closing the engine and the interpreter's teardown)
+    elapsed = stop_at + stats["stop_s"] - start_at
+    return {"seconds": elapsed, "spans": stats["written_spans"], "stats": stats, "collector_cpu": cpu,
+            "clients_done": clients_done,
             "failed_batches": sum(r["failed_batches"] for r in results)}
+
+
+def _result(queue, processes: list, timeout: float = 900) -> list[dict]:
+    """One result per process; fail loudly (not after the timeout) if one dies without answering."""
+    import queue as _queue
+
+    results, deadline = [], time.monotonic() + timeout
+    while len(results) < len(processes):
+        try:
+            results.append(queue.get(timeout=1))
+        except _queue.Empty:
+            dead = [p for p in processes if not p.is_alive() and p.exitcode != 0]
+            if dead or time.monotonic() > deadline:
+                raise SystemExit(f"bench worker failed: exit codes {[p.exitcode for p in processes]}")
+    return results
 
 
 def _count_rows(store: str) -> int:
     out = subprocess.run([os.path.join(BIN, "scope-otel"), "query", "SELECT count() FROM otel_traces",
                           "--store", store, "--format", "csv"], capture_output=True, text=True, timeout=120)
-    return int(out.stdout.strip().splitlines()[-1])
+    try:
+        return int(out.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        print(f"could not count rows in {store}: {out.stderr.strip() or out.stdout.strip()}", file=sys.stderr)
+        return -1
 
 
 def main() -> int:
@@ -157,7 +193,7 @@ def main() -> int:
         direct_store = os.path.join(tmp, "direct")
         p = ctx.Process(target=_direct, args=(direct_store, total_batches, queue))
         p.start()
-        direct = queue.get(timeout=600)
+        (direct,) = _result(queue, [p])
         p.join()
         direct["rows"] = _count_rows(direct_store) - 1  # minus the warm-up span
         rows.append(("direct ClickHouseSpanExporter", 1, direct))
@@ -176,7 +212,8 @@ def main() -> int:
         notes = ""
         if "stats" in r:
             s = r["stats"]
-            notes = (f"refused {s['rejected_requests']} req (retried by exporters), peak queue "
+            notes = (f"collector CPU {r['collector_cpu']:.1f} s, clients done at {r['clients_done']:.1f} s, "
+                     f"refused {s['rejected_requests']} req (retried by exporters), peak queue "
                      f"{s['peak_bytes'] / 1e6:.1f} MB, {s['store_writes']} inserts, failed batches {r['failed_batches']}")
         else:
             notes = f"dropped {r['dropped']}, spooled {r['spooled']}"

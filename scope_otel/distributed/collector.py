@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from scope_otel.distributed.intake import Intake, OTLPSink
 from scope_otel.distributed.otlp_grpc import OTLPGrpcServer
@@ -57,6 +58,7 @@ class Collector:
         self._grpc: OTLPGrpcServer | None = None
         self._http: OTLPHTTPServer | None = None
         self._http_thread: threading.Thread | None = None
+        self._stop_s: float | None = None
         try:
             if grpc_port is not None:
                 self._grpc = OTLPGrpcServer((host, grpc_port), self.intake, token=token,
@@ -109,12 +111,16 @@ class Collector:
         out: dict = self.intake.stats()
         if self._http:
             out["http_responses"] = dict(self._http.responses)
+        if self._stop_s is not None:
+            out["stop_s"] = round(self._stop_s, 3)  # closing listeners + writing what was queued
         return out
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Stop listening, write everything accepted; False if the store did not finish in *timeout*."""
+        began = time.monotonic()
         self._close_listeners()
         done = self.intake.close(timeout)
+        self._stop_s = time.monotonic() - began
         if not done:
             _log.error("scope-otel collect: the store did not finish within %.0f s; %d bytes of spans dropped",
                        timeout, self.intake.stats()["held_bytes"])
