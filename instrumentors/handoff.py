@@ -46,10 +46,10 @@ import itertools
 import os
 import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, Callable
 
-from opentelemetry import trace
+from opentelemetry import context, propagate, trace
 from opentelemetry.trace import Link, SpanKind
 
 from scope_otel.instrumentors._support import ScopeInstrumentor, capture_runtime, failed, patch, unpatch
@@ -72,6 +72,7 @@ def _targets() -> list[tuple[type, str, Callable[[Callable], Callable]]]:
     return [
         (threading.Thread, "start", _wrap_thread_start),
         (ThreadPoolExecutor, "submit", _wrap_submit),
+        (ProcessPoolExecutor, "submit", _wrap_process_submit),
         (queue.Queue, "put", _wrap_put),
         (queue.Queue, "get", _wrap_get),
         (asyncio.Queue, "put_nowait", _wrap_put),
@@ -131,6 +132,40 @@ def _wrap_submit(original: Callable) -> Callable:
         return original(self, contextvars.copy_context().run, fn, *args, **kwargs)
 
     return submit
+
+
+def _wrap_process_submit(original: Callable) -> Callable:
+    def submit(self, fn, /, *args, **kwargs):
+        if _state is None or not trace.get_current_span().get_span_context().is_valid:
+            return original(self, fn, *args, **kwargs)
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        return original(self, _InContext(fn, carrier), *args, **kwargs)
+
+    return submit
+
+
+class _InContext:
+    """A process-pool job that runs under the submitter's trace context."""
+
+    __slots__ = ("fn", "carrier")
+
+    def __init__(self, fn: Callable, carrier: dict[str, str]) -> None:
+        self.fn = fn
+        self.carrier = carrier
+
+    def __getstate__(self) -> tuple:
+        return self.fn, self.carrier
+
+    def __setstate__(self, state: tuple) -> None:
+        self.fn, self.carrier = state
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        token = context.attach(propagate.extract(self.carrier))
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            context.detach(token)
 
 
 # --------------------------------------------------------------------------

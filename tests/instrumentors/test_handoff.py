@@ -158,3 +158,21 @@ def test_uninstrument_restores_thread_and_queue(spans):
     with instrumented(ScopeHandoffInstrumentor(), spans):
         assert threading.Thread.start is not originals[0]
     assert (threading.Thread.start, queue.Queue.put, ThreadPoolExecutor.submit) == originals
+
+
+def _seen_context(n):
+    from opentelemetry import trace
+
+    ctx = trace.get_current_span().get_span_context()
+    return n, f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
+
+
+def test_process_pool_jobs_run_under_the_submitters_trace_context(spans, handoff):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with handoff.start_as_current_span("submitter") as submitter:
+            results = list(pool.map(_seen_context, [1, 2]))
+    ctx = submitter.get_span_context()
+    assert results == [(n, f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}") for n in (1, 2)]
