@@ -4,8 +4,8 @@
     .venv/bin/python bench/bench_plan_accuracy.py --quick    # 2 repetitions, 2 budgets
 
 For a CPU-bound workload (a small ``acc_app`` package written to a temp
-dir: 5,000 orders priced over 600-item carts, a hot tax-rate helper, a
-recursive walk, a stateful ledger; about a second of work) and for each
+dir: 15,000 orders priced over 600-item carts, a hot tax-rate helper, a
+recursive walk, a stateful ledger; about a second of CPU) and for each
 budget:
 
 1. ``scope-otel plan acc_app --budget B --profile -- python run.py`` gives the
@@ -195,7 +195,7 @@ def _row(name, budget, doc, plain, noplan, planned):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two repetitions, two budgets")
-    parser.add_argument("--orders", type=int, default=5000, help="workload size (default 5000 orders)")
+    parser.add_argument("--orders", type=int, default=15000, help="workload size (default 15000 orders)")
     args = parser.parse_args(argv)
     repeat = 2 if args.quick else 5
     budgets = [5.0, 50.0] if args.quick else [2.0, 5.0, 20.0, 50.0]

@@ -241,6 +241,8 @@ def build_plan(
 
     for choice in choices.values():
         if choice.forced:
+            if choice.forced.startswith("included"):  # at least boundaries: full may still fit
+                offer(choice, "full")
             continue
         offer(choice, "boundaries")
         important = choice.info.patterns & (ENTRY_POINTS | BOUNDARIES)

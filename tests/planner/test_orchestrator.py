@@ -124,6 +124,13 @@ def test_overrides_take_precedence_pin_then_exclude_then_include(app):
     assert doc["overrides"]["pin"] == {"shop.views:Cart.*": "full", "shop.views:check*": "boundaries"}
 
 
+def test_included_functions_may_still_be_upgraded_to_full_when_it_fits(app):
+    analysis, calls = app
+    doc = build_plan(analysis, calls, MODEL, budget_pct=1000, overrides=Overrides(include=["shop.views:fmt"]))
+    assert levels(doc)["shop.views:fmt"] == "full"
+    assert "included by --include shop.views:fmt" in doc["functions"]["shop.views:fmt"]["reason"]
+
+
 def test_a_valuable_but_hot_entry_point_is_sampled_instead_of_dropped(analyse_tree):
     analysis = analyse_tree({"svc/api.py": """
         import requests
