@@ -77,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="largest request after decompression, gRPC message limit (default 16MiB)")
     p.add_argument("--max-queue-size", type=_size, default=64 << 20,
                    help="accepted but unwritten requests before clients are told to retry (default 64MiB)")
+    p.add_argument("--max-connections", type=int, default=64,
+                   help="HTTP connections served at once; more wait in the listen backlog (default 64)")
     p.add_argument("--retry-after", type=int, default=1, help="seconds clients are told to wait (default 1)")
     p.add_argument("--ready-file", help="write the listening endpoints as JSON to this file once serving")
     return p
@@ -102,7 +104,8 @@ def main(argv: list[str]) -> int:
         collector = Collector(
             sink, host=args.host, grpc_port=args.grpc_port, http_port=args.http_port, token=args.token,
             max_request_bytes=args.max_request_size, max_decompressed_bytes=args.max_decompressed_size,
-            max_queue_bytes=args.max_queue_size, retry_after_s=args.retry_after,
+            max_queue_bytes=args.max_queue_size, max_http_connections=args.max_connections,
+            retry_after_s=args.retry_after,
         ).start()
     except (OSError, ValueError) as exc:
         sink.shutdown()

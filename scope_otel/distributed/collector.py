@@ -16,6 +16,8 @@ can be the sink.  A port of 0 picks a free one (see ``grpc_port`` /
                             the gRPC message limit too)
 ``max_queue_bytes``         requests accepted but not yet written (default 64 MiB);
                             beyond it clients are told to retry
+``max_http_connections``    HTTP connections served at once (default 64; an idle
+                            keep-alive connection holds one for up to 30 s)
 """
 from __future__ import annotations
 
@@ -44,15 +46,19 @@ class Collector:
         max_request_bytes: int = 4 << 20,
         max_decompressed_bytes: int = 16 << 20,
         max_queue_bytes: int = 64 << 20,
+        max_http_connections: int = 64,
         retry_after_s: int = 1,
     ) -> None:
         if grpc_port is None and http_port is None:
             raise ValueError("collect: at least one of the gRPC and HTTP ports is needed")
         for name, value in (("max_request_bytes", max_request_bytes),
                             ("max_decompressed_bytes", max_decompressed_bytes),
-                            ("max_queue_bytes", max_queue_bytes)):
+                            ("max_queue_bytes", max_queue_bytes),
+                            ("max_http_connections", max_http_connections)):
             if value <= 0:
                 raise ValueError(f"collect: {name} must be positive, got {value}")
+        if retry_after_s < 0:
+            raise ValueError(f"collect: retry_after_s must not be negative, got {retry_after_s}")
         self.host = host
         self.intake = Intake(sink, max_bytes=max_queue_bytes, batch_bytes=min(4 << 20, max_queue_bytes))
         self._grpc: OTLPGrpcServer | None = None
@@ -68,6 +74,7 @@ class Collector:
                 self._http = OTLPHTTPServer((host, http_port), self.intake, token=token,
                                             max_request_bytes=max_request_bytes,
                                             max_decompressed_bytes=max_decompressed_bytes,
+                                            max_connections=max_http_connections,
                                             retry_after_s=retry_after_s)
         except (OSError, RuntimeError) as exc:
             self._close_listeners()

@@ -160,6 +160,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             raise Rejected(400, f"bad Content-Length {length_header!r}") from None
         if length > self.server.max_request_bytes:
+            self._discard(length)
             raise Rejected(413, f"body of {length} bytes exceeds {self.server.max_request_bytes}")
         body = self.rfile.read(length)
         if len(body) != length:
@@ -167,6 +168,16 @@ class _Handler(BaseHTTPRequestHandler):
         raw = decompress(body, self.headers.get("Content-Encoding", ""), self.server.max_decompressed_bytes)
         request, as_json = parse(raw, self.headers.get("Content-Type", ""))
         return request, as_json, len(raw)
+
+    def _discard(self, length: int, cap: int = 8 << 20) -> None:
+        # Reading (and dropping) a moderately oversized body lets the client
+        # see the 413 instead of a connection reset; beyond *cap* we hang up.
+        left = min(length, cap)
+        while left > 0:
+            chunk = self.rfile.read(min(left, 64 << 10))
+            if not chunk:
+                break
+            left -= len(chunk)
 
     def _fail(self, status: int, reason: str, as_json: bool, headers: dict | None = None,
               code: int = _GRPC_INVALID_ARGUMENT) -> None:

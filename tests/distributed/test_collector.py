@@ -159,6 +159,16 @@ def test_oversized_http_body_gets_413_and_server_keeps_serving(sink):
         c.stop()
 
 
+def test_large_oversized_body_still_gets_413_not_a_connection_reset(sink):
+    c = Collector(sink, grpc_port=None, http_port=0, max_request_bytes=64 << 10).start()
+    try:
+        r = requests.post(c.http_endpoint, data=b"\0" * (2 << 20), headers=PROTOBUF, timeout=10)
+        assert r.status_code == 413
+        assert "exceeds 65536" in status_pb2.Status.FromString(r.content).message
+    finally:
+        c.stop()
+
+
 def test_gzip_bomb_is_cut_off_at_the_decompressed_limit(sink):
     c = Collector(sink, grpc_port=None, http_port=0, max_decompressed_bytes=64 << 10).start()
     try:
