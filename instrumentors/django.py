@@ -86,6 +86,7 @@ class _State:
     tracer: trace.Tracer
     options: _http.ServerOptions
     position: int
+    inserted: bool = False  # did load_middleware put MIDDLEWARE into settings?
 
 
 _state: _State | None = None
@@ -159,6 +160,7 @@ def _insert_middleware() -> str | None:
     if _CONTRIB_MIDDLEWARE in current:
         return "contrib"
     if MIDDLEWARE not in current:
+        state.inserted = True
         position = state.position
         if position < 0:
             position = max(0, len(current) + 1 + position)
@@ -173,7 +175,10 @@ def _handler_mode(handler: Any) -> str:
         from django.conf import settings
 
         names = list(getattr(settings, "MIDDLEWARE", None) or [])
-        mode = "contrib" if _CONTRIB_MIDDLEWARE in names else "middleware" if MIDDLEWARE in names else "wrap"
+        # listed by the user: it is in this chain; inserted by us for a
+        # handler built later: it is not
+        listed = MIDDLEWARE in names and not (_state is not None and _state.inserted)
+        mode = "contrib" if _CONTRIB_MIDDLEWARE in names else "middleware" if listed else "wrap"
         setattr(handler, _MODE, mode)
     return mode
 

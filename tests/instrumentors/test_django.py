@@ -218,3 +218,27 @@ def test_same_options_as_flask_excluded_urls_and_hooks(spans, monkeypatch):
             server_spans(spans, 2, timeout=0.3)
     assert [s.name for s in spans.all() if s.kind is SpanKind.SERVER] == ["GET items/<int:pk>/"]
     assert seen == ["404 Not Found"]
+
+
+def test_handler_built_before_stays_covered_after_another_handler_got_the_middleware(spans):
+    early = wsgi_app()
+    with instrumented(ScopeDjangoInstrumentor(), spans):
+        wsgi_app()  # built now: the middleware goes into settings.MIDDLEWARE
+        assert MIDDLEWARE in settings.MIDDLEWARE
+        with serve(early) as url:
+            requests.get(f"{url}/items/999/")
+            (span,) = server_spans(spans)
+            server_spans(spans, 2, timeout=0.3)
+    assert span.name == "GET items/<int:pk>/"
+    assert len([s for s in spans.all() if s.kind is SpanKind.SERVER]) == 1
+
+
+def test_middleware_listed_by_the_user_is_not_inserted_twice(spans):
+    settings.MIDDLEWARE = [MIDDLEWARE, *BASE_MIDDLEWARE]
+    app = wsgi_app()  # built before instrumenting, with the user's own listing
+    with instrumented(ScopeDjangoInstrumentor(), spans), serve(app) as url:
+        requests.get(f"{url}/items/999/")
+        server_spans(spans)
+        server_spans(spans, 2, timeout=0.3)
+    assert settings.MIDDLEWARE.count(MIDDLEWARE) == 1
+    assert len([s for s in spans.all() if s.kind is SpanKind.SERVER]) == 1
