@@ -50,15 +50,15 @@ class Collector:
         retry_after_s: int = 1,
     ) -> None:
         if grpc_port is None and http_port is None:
-            raise ValueError("collect: at least one of the gRPC and HTTP ports is needed")
+            raise ValueError("at least one of the gRPC and HTTP ports is needed")
         for name, value in (("max_request_bytes", max_request_bytes),
                             ("max_decompressed_bytes", max_decompressed_bytes),
                             ("max_queue_bytes", max_queue_bytes),
                             ("max_http_connections", max_http_connections)):
             if value <= 0:
-                raise ValueError(f"collect: {name} must be positive, got {value}")
+                raise ValueError(f"{name} must be positive, got {value}")
         if retry_after_s < 0:
-            raise ValueError(f"collect: retry_after_s must not be negative, got {retry_after_s}")
+            raise ValueError(f"retry_after_s must not be negative, got {retry_after_s}")
         self.host = host
         self.intake = Intake(sink, max_bytes=max_queue_bytes, batch_bytes=min(4 << 20, max_queue_bytes))
         self._grpc: OTLPGrpcServer | None = None
@@ -78,7 +78,7 @@ class Collector:
                                             retry_after_s=retry_after_s)
         except (OSError, RuntimeError) as exc:
             self._close_listeners()
-            raise OSError(f"collect: cannot listen on {host} ({exc}); is another collector running?") from exc
+            raise OSError(f"cannot listen on {host} ({exc}); is another collector running?") from exc
 
     @property
     def grpc_port(self) -> int | None:
