@@ -64,13 +64,15 @@ def say_once(key: str, message: str, level: int = logging.INFO) -> None:
 
 _ORIGINALS: dict[tuple[int, str], tuple[type, str, Any]] = {}
 _MARK = "__scope_otel_original__"
+_MISSING = object()
 
 
 def patch(owner: type, name: str, make: Callable[[Callable], Callable]) -> None:
     """Replace ``owner.name`` by ``make(original)``; idempotent.
 
-    The replacement remembers the original (``__scope_otel_original__``) so
-    :func:`original` and :func:`unpatch` can find it.
+    The replacement carries the original as ``__scope_otel_original__``
+    (a second ``patch`` sees it and does nothing); :func:`unpatch` restores
+    what the class itself had, or removes the attribute if it was inherited.
     """
     current = owner.__dict__.get(name)
     if current is None:
@@ -86,9 +88,6 @@ def patch(owner: type, name: str, make: Callable[[Callable], Callable]) -> None:
     setattr(owner, name, replacement)
 
 
-_MISSING = object()
-
-
 def unpatch(owner: type, name: str) -> None:
     """Undo :func:`patch` for ``owner.name`` (no-op when not patched)."""
     entry = _ORIGINALS.pop((id(owner), name), None)
@@ -102,10 +101,6 @@ def unpatch(owner: type, name: str) -> None:
             pass
     else:
         setattr(owner, name, saved)
-
-
-def is_patched(owner: type, name: str) -> bool:
-    return (id(owner), name) in _ORIGINALS
 
 
 # --------------------------------------------------------------------------
