@@ -235,3 +235,15 @@ def test_flush_inside_a_recorded_function_attaches_to_that_function(spans, engin
     assert event.attributes["scope.target"] == "orm:Account" and event.attributes["scope.pk"] == ("11",)
     (insert,) = [s for s in sql_spans(spans) if s.name.startswith("INSERT")]
     assert insert.parent.span_id == function_span_id  # SQL nests under the function too
+
+
+def test_database_semconv_dup_adds_the_old_names(spans, engine, monkeypatch):
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "database/dup")
+    with instrumented(ScopeSQLAlchemyInstrumentor(), spans):
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    (span,) = sql_spans(spans)
+    attrs = dict(span.attributes)
+    assert attrs["db.system.name"] == attrs["db.system"] == "sqlite"
+    assert attrs["db.namespace"] == attrs["db.name"] == "accounts.db"
+    assert attrs["db.query.text"] == attrs["db.statement"] == "SELECT 1"
