@@ -176,3 +176,23 @@ def test_process_pool_jobs_run_under_the_submitters_trace_context(spans, handoff
             results = list(pool.map(_seen_context, [1, 2]))
     ctx = submitter.get_span_context()
     assert results == [(n, f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}") for n in (1, 2)]
+
+
+def test_thread_started_inside_a_recorded_function_nests_under_that_function(spans, handoff):
+    from opentelemetry import trace
+
+    from scope_otel.capture import runtime
+
+    fid = runtime.register("tests.instrumentors", "starts_a_thread", __file__, 1)
+    with handoff.start_as_current_span("request"):
+        token = runtime.enter(fid)
+        if token is None:
+            pytest.skip("the capture runtime records nothing in this process")
+        try:
+            function_span_id = trace.get_current_span().get_span_context().span_id
+            worker = threading.Thread(target=lambda: handoff.start_span("in-thread").end())
+            worker.start()
+            worker.join()
+        finally:
+            runtime.exit(token)
+    assert parent_of(spans, "in-thread") == function_span_id
