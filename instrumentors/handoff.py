@@ -31,7 +31,10 @@ Queues: *link*
     are made by its ``send``/``recv``, which put them on the innermost
     recorded function call (or the current span), so function-level
     recordings correlate too.  Items are matched by identity;
-    the queued objects themselves are never touched.
+    the queued objects themselves are never touched.  Only puts made while
+    something is traced are recorded, and at most 10,000 waiting items per
+    queue (a queue drained without ``get`` cannot grow the table further;
+    :func:`dropped` counts what was not correlated).
 
 asyncio tasks
     ``asyncio.create_task`` already copies the context into the task, so a
@@ -56,6 +59,8 @@ from scope_otel.instrumentors._support import ScopeInstrumentor, capture_runtime
 from scope_otel.version import __version__
 
 _PENDING = "_scope_otel_sent"
+_MAX_PENDING = 10_000  # distinct items awaiting get() per queue
+_DROPPED = [0]  # puts not correlated because a queue's table was full
 _LOCK = threading.Lock()
 _ids = itertools.count(1)
 
@@ -100,6 +105,11 @@ class ScopeHandoffInstrumentor(ScopeInstrumentor):
         for owner, name, _ in _targets():
             unpatch(owner, name)
         _state = None
+
+
+def dropped() -> int:
+    """Queue puts left uncorrelated because a queue's table was full."""
+    return _DROPPED[0]
 
 
 # --------------------------------------------------------------------------
@@ -182,19 +192,24 @@ def _wrap_put(original: Callable) -> Callable:
         if state is None:
             return original(self, item, *args, **kwargs)
         span = trace.get_current_span()
-        if not span.is_recording() and state.runtime is None:
+        producer = span.get_span_context()
+        if not producer.is_valid:  # nothing traced is handing work over
             return original(self, item, *args, **kwargs)
         key = id(item)
         entry = None
         try:
             message_id = f"{os.getpid():x}-{next(_ids):x}"
             channel = _channel(self)
-            entry = (span.get_span_context(), message_id)
             with _LOCK:  # recorded before the item is visible to consumers
-                self.__dict__.setdefault(_PENDING, {}).setdefault(key, []).append(entry)
+                pending = self.__dict__.setdefault(_PENDING, {})
+                if len(pending) < _MAX_PENDING:
+                    entry = (producer, message_id)
+                    pending.setdefault(key, []).append(entry)
+                else:  # drained some other way (e.g. q.queue.clear()): stop growing
+                    _DROPPED[0] += 1
             if state.runtime is not None:  # it puts the event on the innermost function or span
                 state.runtime.send(channel, message_id)
-            else:
+            elif span.is_recording():
                 span.add_event("scope.send", {"messaging.destination.name": channel, "messaging.message.id": message_id})
         except Exception:
             failed("handoff.put")

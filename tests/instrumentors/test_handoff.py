@@ -196,3 +196,24 @@ def test_thread_started_inside_a_recorded_function_nests_under_that_function(spa
         finally:
             runtime.exit(token)
     assert parent_of(spans, "in-thread") == function_span_id
+
+
+def test_untraced_puts_leave_no_bookkeeping(spans, handoff):
+    q = queue.Queue()
+    q.put("internal")  # no span: e.g. a library's own worker queue
+    assert "_scope_otel_sent" not in q.__dict__
+    assert q.get() == "internal"
+
+
+def test_queue_drained_without_get_stops_growing_the_table(spans, handoff, monkeypatch):
+    from scope_otel.instrumentors import handoff as module
+
+    monkeypatch.setattr(module, "_MAX_PENDING", 3)
+    q = queue.Queue()
+    before = module.dropped()
+    with handoff.start_as_current_span("p"):
+        for i in range(5):
+            q.put(object())
+    q.queue.clear()  # drained behind put/get's back
+    assert len(q.__dict__["_scope_otel_sent"]) == 3
+    assert module.dropped() == before + 2
