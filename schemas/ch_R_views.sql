@@ -1,4 +1,4 @@
--- Correlation views over otel_traces and scope_events.  Repeatable: scope-otel
+-- Correlation views over otel_traces, scope_spans_by_trace and scope_events.  Repeatable: scope-otel
 -- re-creates them whenever this file changes (see scope_schema_versions).
 -- Views named with a {trace_id:String} parameter are parameterised views:
 --     SELECT * FROM otel.scope_call_tree(trace_id = '...') ORDER BY Path
@@ -9,26 +9,26 @@
 -- (start ns, span id) pairs from the root, so ORDER BY Path prints the tree
 -- depth-first with siblings in start order.  Spans whose parent is missing
 -- from the trace become roots.  Duplicate rows (a spool replayed twice) are
--- collapsed; depth is capped so a corrupt parent cycle cannot loop.
+-- collapsed; depth is capped so a corrupt parent cycle cannot loop.  Reads
+-- scope_spans_by_trace (ordered by trace id); join otel_traces on SpanId
+-- for attributes and events.
 CREATE OR REPLACE VIEW ${db}.scope_call_tree ${on_cluster} AS
 WITH RECURSIVE
     spans AS (
-        SELECT SpanId, ParentSpanId, SpanName, SpanKind, ServiceName, Timestamp, Duration,
-               StatusCode, StatusMessage, SpanAttributes
-        FROM ${db}.otel_traces
+        SELECT SpanId, ParentSpanId, SpanName, SpanKind, ServiceName, Timestamp, Duration, StatusCode
+        FROM ${db}.scope_spans_by_trace
         WHERE TraceId = {trace_id:String}
         LIMIT 1 BY SpanId
     ),
     tree AS (
-        SELECT SpanId, ParentSpanId, SpanName, SpanKind, ServiceName, Timestamp, Duration,
-               StatusCode, StatusMessage, SpanAttributes,
+        SELECT SpanId, ParentSpanId, SpanName, SpanKind, ServiceName, Timestamp, Duration, StatusCode,
                toUInt32(0) AS Depth,
                [(toUnixTimestamp64Nano(Timestamp), SpanId)] AS Path
         FROM spans
         WHERE ParentSpanId = '' OR ParentSpanId NOT IN (SELECT SpanId FROM spans)
         UNION ALL
         SELECT s.SpanId, s.ParentSpanId, s.SpanName, s.SpanKind, s.ServiceName, s.Timestamp, s.Duration,
-               s.StatusCode, s.StatusMessage, s.SpanAttributes,
+               s.StatusCode,
                tree.Depth + 1,
                arrayPushBack(tree.Path, (toUnixTimestamp64Nano(s.Timestamp), s.SpanId))
         FROM spans AS s
@@ -38,32 +38,37 @@ WITH RECURSIVE
 SELECT * FROM tree;
 
 -- From every failing span of one trace up to its root: one row per hop,
--- Hops = 0 at the failing span.  Exception is the first exception event's
--- message on that hop's span.
+-- Hops = 0 at the failing span.  ExceptionType / Exception come from the
+-- first exception recorded on that hop's span (scope_events).
 CREATE OR REPLACE VIEW ${db}.scope_error_path ${on_cluster} AS
 WITH RECURSIVE
     spans AS (
-        SELECT SpanId, ParentSpanId, SpanName, ServiceName, Timestamp, Duration, StatusCode,
-               StatusMessage,
-               Events.Attributes[indexOf(Events.Name, 'exception')]['exception.type'] AS ExceptionType,
-               Events.Attributes[indexOf(Events.Name, 'exception')]['exception.message'] AS Exception
-        FROM ${db}.otel_traces
+        SELECT SpanId, ParentSpanId, SpanName, ServiceName, Timestamp, Duration, StatusCode, StatusMessage
+        FROM ${db}.scope_spans_by_trace
         WHERE TraceId = {trace_id:String}
         LIMIT 1 BY SpanId
     ),
     up AS (
         SELECT SpanId AS ErrorSpanId, SpanId, ParentSpanId, SpanName, ServiceName, Timestamp, Duration,
-               StatusCode, StatusMessage, ExceptionType, Exception, toUInt32(0) AS Hops
+               StatusCode, StatusMessage, toUInt32(0) AS Hops
         FROM spans
         WHERE StatusCode IN ('STATUS_CODE_ERROR', 'Error')
         UNION ALL
         SELECT up.ErrorSpanId, s.SpanId, s.ParentSpanId, s.SpanName, s.ServiceName, s.Timestamp, s.Duration,
-               s.StatusCode, s.StatusMessage, s.ExceptionType, s.Exception, up.Hops + 1
+               s.StatusCode, s.StatusMessage, up.Hops + 1
         FROM spans AS s
         INNER JOIN up ON s.SpanId = up.ParentSpanId
         WHERE up.Hops < 512
     )
-SELECT * FROM up;
+SELECT up.*, e.ExceptionType AS ExceptionType, e.Exception AS Exception
+FROM up
+LEFT JOIN (
+    SELECT SpanId, argMin(Name, Seq) AS ExceptionType, argMin(Value, Seq) AS Exception
+    FROM ${db}.scope_events
+    WHERE TraceId = {trace_id:String} AND Kind = 'exception'
+    GROUP BY SpanId
+) AS e ON e.SpanId = up.SpanId
+SETTINGS join_use_nulls = 0;
 
 -- Everything recorded for one trace (spans and scope_events) with OrderKey,
 -- the causal sort key: the scope.hlc hybrid logical clock when the span has
@@ -75,10 +80,11 @@ SELECT
        concat(leftPad(lower(hex(toUInt64(toUnixTimestamp64Milli(Timestamp)))), 12, '0'), '0000')) AS OrderKey,
     Timestamp, Seq, What, SpanId, ServiceName, Name, Value, Hlc
 FROM (
-    SELECT Timestamp, toUInt32(0) AS Seq, 'span' AS What, SpanId, ServiceName, SpanName AS Name,
-           StatusCode AS Value, SpanAttributes['scope.hlc'] AS Hlc
-    FROM ${db}.otel_traces
+    SELECT min(Timestamp) AS Timestamp, toUInt32(0) AS Seq, 'span' AS What, SpanId,
+           any(ServiceName) AS ServiceName, any(SpanName) AS Name, any(StatusCode) AS Value, any(Hlc) AS Hlc
+    FROM ${db}.scope_spans_by_trace
     WHERE TraceId = {trace_id:String}
+    GROUP BY SpanId
     UNION ALL
     SELECT Timestamp, Seq + 1 AS Seq, Kind AS What, SpanId, ServiceName, Name, Value, Hlc
     FROM ${db}.scope_events
@@ -95,7 +101,7 @@ SELECT
     countIf(StatusCode IN ('STATUS_CODE_ERROR', 'Error')) AS Errors,
     argMinIf(ServiceName, Timestamp, ParentSpanId = '') AS RootService,
     argMinIf(SpanName, Timestamp, ParentSpanId = '') AS RootName
-FROM ${db}.otel_traces
+FROM ${db}.scope_spans_by_trace
 WHERE TraceId != ''
 GROUP BY TraceId;
 
@@ -114,16 +120,16 @@ SELECT
     quantile(0.99)(c.Duration) AS P99Ns
 FROM (
     SELECT cityHash64(TraceId, ParentSpanId) AS ParentKey, ServiceName, StatusCode, Duration
-    FROM ${db}.otel_traces
+    FROM ${db}.scope_spans_by_trace
     WHERE ParentSpanId != ''
       AND SpanKind IN ('SPAN_KIND_SERVER', 'SPAN_KIND_CONSUMER', 'Server', 'Consumer')
 ) AS c
 INNER JOIN (
     SELECT cityHash64(TraceId, SpanId) AS Key, any(ServiceName) AS ServiceName
-    FROM ${db}.otel_traces
+    FROM ${db}.scope_spans_by_trace
     WHERE Key IN (
         SELECT cityHash64(TraceId, ParentSpanId)
-        FROM ${db}.otel_traces
+        FROM ${db}.scope_spans_by_trace
         WHERE ParentSpanId != ''
           AND SpanKind IN ('SPAN_KIND_SERVER', 'SPAN_KIND_CONSUMER', 'Server', 'Consumer')
     )
@@ -147,12 +153,12 @@ SELECT
     quantile(0.99)(c.Duration) AS P99Ns
 FROM (
     SELECT cityHash64(TraceId, ParentSpanId) AS ParentKey, ServiceName, SpanName, StatusCode, Duration
-    FROM ${db}.otel_traces
+    FROM ${db}.scope_spans_by_trace
     WHERE ParentSpanId != ''
 ) AS c
 INNER JOIN (
     SELECT cityHash64(TraceId, SpanId) AS Key, any(ServiceName) AS ServiceName, any(SpanName) AS SpanName
-    FROM ${db}.otel_traces
+    FROM ${db}.scope_spans_by_trace
     GROUP BY Key
 ) AS p ON c.ParentKey = p.Key
 GROUP BY ParentService, Parent, ChildService, Child;

@@ -68,9 +68,11 @@ EVENT_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 _KINDS = ("SPAN_KIND_INTERNAL", "SPAN_KIND_SERVER", "SPAN_KIND_CLIENT", "SPAN_KIND_PRODUCER", "SPAN_KIND_CONSUMER")
-_SDK_KIND = {"INTERNAL": _KINDS[0], "SERVER": _KINDS[1], "CLIENT": _KINDS[2], "PRODUCER": _KINDS[3], "CONSUMER": _KINDS[4]}
+# Keyed by the enums' values (SpanKind.SERVER._value_ == 1 ...): reading
+# ``_value_`` is a plain attribute load, ``.name`` a Python-level descriptor.
+_SDK_KIND = dict(enumerate(_KINDS))
 _OTLP_KIND = ("SPAN_KIND_UNSPECIFIED",) + _KINDS
-_STATUS = {"UNSET": "STATUS_CODE_UNSET", "OK": "STATUS_CODE_OK", "ERROR": "STATUS_CODE_ERROR"}
+_STATUS = {0: "STATUS_CODE_UNSET", 1: "STATUS_CODE_OK", 2: "STATUS_CODE_ERROR"}
 _OTLP_STATUS = ("STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR")
 
 # span event name -> (scope_events Kind, attribute giving Name, attribute giving Value)
@@ -83,6 +85,10 @@ _EVENT_KINDS = {
     "scope.resume": ("resume", "", ""),
 }
 _ARG_PREFIX = "scope.arg."
+_ARG_CUT = len(_ARG_PREFIX)
+_NO_ATTRS: dict[str, str] = {}  # shared, never mutated
+_EMPTY3: tuple = ((), (), ())
+_EMPTY4: tuple = ((), (), (), ())
 
 
 def _json_default(value: Any) -> Any:
@@ -107,22 +113,44 @@ def _text(value: Any) -> str:
 
 
 class Batch:
-    """Column lists for one insert into each table, plus what was cut."""
+    """Rows for one insert into each table, plus what was cut.
+
+    Rows are tuples in column order (one tuple build per span is far cheaper
+    in Python than 22 list appends); :attr:`traces` and :attr:`events` turn
+    them into column lists, which is what ClickHouse Native wants.
+    """
 
     def __init__(self, max_value_chars: int = 65536) -> None:
         self.max_value_chars = max_value_chars
-        self.traces: list[list] = [[] for _ in TRACE_COLUMNS]
-        self.events: list[list] = [[] for _ in EVENT_COLUMNS]
+        self.trace_rows: list[tuple] = []
+        self.event_rows: list[tuple] = []
         self.truncated = 0
         self.escaped = 0
         self._resources: dict[int, tuple[Any, dict[str, str], str]] = {}
+        self._columns: dict[str, list[list]] = {}
 
     def __len__(self) -> int:
-        return len(self.traces[0])
+        return len(self.trace_rows)
 
     @property
     def event_count(self) -> int:
-        return len(self.events[0])
+        return len(self.event_rows)
+
+    @property
+    def traces(self) -> list[list]:
+        """``otel_traces`` as column lists (see :data:`TRACE_COLUMNS`)."""
+        return self._transposed("traces", self.trace_rows, len(TRACE_COLUMNS))
+
+    @property
+    def events(self) -> list[list]:
+        """``scope_events`` as column lists (see :data:`EVENT_COLUMNS`)."""
+        return self._transposed("events", self.event_rows, len(EVENT_COLUMNS))
+
+    def _transposed(self, key: str, rows: list[tuple], width: int) -> list[list]:
+        cached = self._columns.get(key)
+        if cached is None or (cached and len(cached[0]) != len(rows)):
+            cached = self._columns[key] = [list(c) for c in zip(*rows)] if rows else [[] for _ in range(width)]
+        return cached
 
     # -- values -----------------------------------------------------------
 
@@ -132,6 +160,10 @@ class Batch:
 
     def _map(self, attributes: Any) -> dict[str, str]:
         """Attributes as ``{str: str}``, long values cut (and counted)."""
+        # The SDK's BoundedAttributes takes a lock on every key access through
+        # the Mapping protocol (~25 us for 10 attributes); read its plain dict
+        # when it has one (SDK 1.x), the public mapping otherwise.
+        attributes = getattr(attributes, "_dict", attributes)
         if not attributes:
             return {}
         limit = self.max_value_chars
@@ -158,8 +190,9 @@ class Batch:
 
     def add_spans(self, spans: Iterable[Any]) -> None:
         """Append SDK ``ReadableSpan`` objects."""
-        (ts, tid, sid, psid, tstate, name, kind, service, rattrs, scope_name, scope_version, sattrs,
-         duration, status, status_msg, ev_ts, ev_name, ev_attrs, ln_tid, ln_sid, ln_state, ln_attrs) = self.traces
+        rows = self.trace_rows
+        kinds = _SDK_KIND
+        statuses = _STATUS
         for span in spans:
             ctx = span.context
             trace_id = f"{ctx.trace_id:032x}"
@@ -169,46 +202,33 @@ class Batch:
             start = span.start_time or 0
             end = span.end_time or start
             res_attrs, svc = self._resource(span.resource)
-            attrs = self._map(span.attributes)
+            raw = getattr(span, "_attributes", None)
+            attrs = self._map(span.attributes if raw is None else raw)
             scope = span.instrumentation_scope
             st = span.status
-            ts.append(start)
-            tid.append(trace_id)
-            sid.append(span_id)
-            psid.append(parent_id)
-            tstate.append(ctx.trace_state.to_header() if ctx.trace_state else "")
-            name.append(span.name)
-            kind.append(_SDK_KIND.get(span.kind.name, "SPAN_KIND_UNSPECIFIED"))
-            service.append(svc)
-            rattrs.append(res_attrs)
-            scope_name.append(scope.name if scope is not None else "")
-            scope_version.append((scope.version or "") if scope is not None else "")
-            sattrs.append(attrs)
-            duration.append(max(0, end - start))
-            status.append(_STATUS.get(st.status_code.name, "STATUS_CODE_UNSET"))
-            status_msg.append(st.description or "")
-            events = span.events
+            state = ctx.trace_state
+            events = span._events if hasattr(span, "_events") else span.events
             if events:
                 event_rows = [(e.timestamp, e.name, self._map(e.attributes)) for e in events]
-                ev_ts.append([e[0] for e in event_rows])
-                ev_name.append([e[1] for e in event_rows])
-                ev_attrs.append([e[2] for e in event_rows])
+                ev = ([e[0] for e in event_rows], [e[1] for e in event_rows], [e[2] for e in event_rows])
             else:
                 event_rows = ()
-                ev_ts.append([])
-                ev_name.append([])
-                ev_attrs.append([])
-            links = span.links
+                ev = _EMPTY3
+            links = span._links if hasattr(span, "_links") else span.links
             if links:
-                ln_tid.append([f"{l.context.trace_id:032x}" for l in links])
-                ln_sid.append([f"{l.context.span_id:016x}" for l in links])
-                ln_state.append([l.context.trace_state.to_header() if l.context.trace_state else "" for l in links])
-                ln_attrs.append([self._map(l.attributes) for l in links])
+                ln = ([f"{l.context.trace_id:032x}" for l in links], [f"{l.context.span_id:016x}" for l in links],
+                      [l.context.trace_state.to_header() if l.context.trace_state else "" for l in links],
+                      [self._map(l.attributes) for l in links])
             else:
-                ln_tid.append([])
-                ln_sid.append([])
-                ln_state.append([])
-                ln_attrs.append([])
+                ln = _EMPTY4
+            rows.append((
+                start, trace_id, span_id, parent_id, state.to_header() if state else "", span.name,
+                kinds.get(span.kind._value_, "SPAN_KIND_UNSPECIFIED"), svc, res_attrs,
+                scope.name if scope is not None else "", (scope.version or "") if scope is not None else "",
+                attrs, end - start if end > start else 0,
+                statuses.get(st.status_code._value_, "STATUS_CODE_UNSET"), st.description or "",
+                *ev, *ln,
+            ))
             if event_rows or "scope.kind" in attrs:
                 self._explode(start, end, trace_id, span_id, parent_id, svc, attrs, event_rows)
 
@@ -216,8 +236,7 @@ class Batch:
 
     def add_otlp(self, request: Any) -> None:
         """Append every span of an ``ExportTraceServiceRequest``."""
-        (ts, tid, sid, psid, tstate, name, kind, service, rattrs, scope_name, scope_version, sattrs,
-         duration, status, status_msg, ev_ts, ev_name, ev_attrs, ln_tid, ln_sid, ln_state, ln_attrs) = self.traces
+        rows = self.trace_rows
         for resource_spans in request.resource_spans:
             res_attrs = self._kv(resource_spans.resource.attributes)
             svc = res_attrs.get("service.name", "")
@@ -231,30 +250,18 @@ class Batch:
                     start = span.start_time_unix_nano
                     end = span.end_time_unix_nano or start
                     attrs = self._kv(span.attributes)
-                    ts.append(start)
-                    tid.append(trace_id)
-                    sid.append(span_id)
-                    psid.append(parent_id)
-                    tstate.append(span.trace_state)
-                    name.append(span.name)
-                    kind.append(_OTLP_KIND[span.kind] if 0 <= span.kind < len(_OTLP_KIND) else "")
-                    service.append(svc)
-                    rattrs.append(res_attrs)
-                    scope_name.append(sc_name)
-                    scope_version.append(sc_version)
-                    sattrs.append(attrs)
-                    duration.append(max(0, end - start))
                     code = span.status.code
-                    status.append(_OTLP_STATUS[code] if 0 <= code < 3 else "")
-                    status_msg.append(span.status.message)
                     event_rows = [(e.time_unix_nano, e.name, self._kv(e.attributes)) for e in span.events]
-                    ev_ts.append([e[0] for e in event_rows])
-                    ev_name.append([e[1] for e in event_rows])
-                    ev_attrs.append([e[2] for e in event_rows])
-                    ln_tid.append([l.trace_id.hex() for l in span.links])
-                    ln_sid.append([l.span_id.hex() for l in span.links])
-                    ln_state.append([l.trace_state for l in span.links])
-                    ln_attrs.append([self._kv(l.attributes) for l in span.links])
+                    links = span.links
+                    rows.append((
+                        start, trace_id, span_id, parent_id, span.trace_state, span.name,
+                        _OTLP_KIND[span.kind] if 0 <= span.kind < len(_OTLP_KIND) else "", svc, res_attrs,
+                        sc_name, sc_version, attrs, end - start if end > start else 0,
+                        _OTLP_STATUS[code] if 0 <= code < 3 else "", span.status.message,
+                        [e[0] for e in event_rows], [e[1] for e in event_rows], [e[2] for e in event_rows],
+                        [l.trace_id.hex() for l in links], [l.span_id.hex() for l in links],
+                        [l.trace_state for l in links], [self._kv(l.attributes) for l in links],
+                    ))
                     if event_rows or "scope.kind" in attrs:
                         self._explode(start, end, trace_id, span_id, parent_id, svc, attrs, event_rows)
 
@@ -265,42 +272,32 @@ class Batch:
 
     def _explode(self, start: int, end: int, trace_id: str, span_id: str, parent_id: str, service: str,
                  attrs: dict[str, str], events: Sequence[tuple[int, str, dict[str, str]]]) -> None:
-        rows = []
+        facts = []
         if "scope.kind" in attrs:
             for key, value in attrs.items():
                 if key.startswith(_ARG_PREFIX):
-                    rows.append((start, "arg", key[len(_ARG_PREFIX):], value, {}))
+                    facts.append((start, "arg", key[_ARG_CUT:], value, _NO_ATTRS))
         for when, event_name, event_attrs in events:
             spec = _EVENT_KINDS.get(event_name)
             if spec is None:
                 continue
             kind, name_key, value_key = spec
             rest = {k: v for k, v in event_attrs.items() if k != name_key and k != value_key}
-            rows.append((when, kind, event_attrs.get(name_key, ""), event_attrs.get(value_key, ""), rest))
+            facts.append((when, kind, event_attrs.get(name_key, ""), event_attrs.get(value_key, ""), rest))
         if "scope.return" in attrs:
-            rows.append((end, "return", "", attrs["scope.return"], {}))
-        if not rows:
+            facts.append((end, "return", "", attrs["scope.return"], _NO_ATTRS))
+        if not facts:
             return
         function = attrs.get("code.function.name", "")
         namespace = attrs.get("code.namespace", "")
         if namespace and function:
             function = f"{namespace}:{function}"
         hlc = attrs.get("scope.hlc", "")
-        (c_ts, c_tid, c_sid, c_psid, c_service, c_function, c_kind, c_name, c_value, c_seq, c_hlc,
-         c_attrs) = self.events
-        for seq, (when, kind, name, value, rest) in enumerate(rows):
-            c_ts.append(when)
-            c_tid.append(trace_id)
-            c_sid.append(span_id)
-            c_psid.append(parent_id)
-            c_service.append(service)
-            c_function.append(function)
-            c_kind.append(kind)
-            c_name.append(name)
-            c_value.append(value)
-            c_seq.append(seq)
-            c_hlc.append(hlc)
-            c_attrs.append(rest)
+        append = self.event_rows.append
+        seq = 0
+        for when, kind, name, value, rest in facts:
+            append((when, trace_id, span_id, parent_id, service, function, kind, name, value, seq, hlc, rest))
+            seq += 1
 
     # -- wire format -------------------------------------------------------
 

@@ -5,13 +5,14 @@ process never opens chDB itself, see ``_ch_backend``), and batches for a
 server land here while it is unreachable.  Whoever owns the store next
 writes them, oldest first, its own and other processes'.
 
-A batch is a folder ``<ns>-<pid>-<seq>/`` holding one ClickHouse Native file
-per table and ``meta.json`` (table, columns, rows).  It is built under a
-dot-name and renamed into place, so a reader never sees half a batch.  A
-reader claims a batch by renaming it to ``*.claim-<pid>``, deletes each
-table file once written and the folder at the end; a claim left by a dead
-process is put back.  A crash between a write and its delete replays that
-table's rows (at-least-once); the views collapse duplicate spans.
+A batch is one file ``<ns>-<pid>-<seq>.batch``: a JSON header line (per
+table: name, columns, rows, byte offset and length) followed by the tables'
+ClickHouse Native blocks.  One file per batch keeps the exporting side to a
+single write and rename.  It is written under a dot-name and renamed into
+place, so a reader never sees half a batch.  A reader claims a batch by
+renaming it to ``*.claim-<pid>`` and deletes it once written; a claim left
+by a dead process is put back.  A crash between a write and the delete
+replays that batch (at-least-once); the views collapse duplicate spans.
 
 The queue is bounded (``max_bytes``); a batch that does not fit is refused
 and the caller counts it as dropped.
@@ -21,21 +22,35 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import BinaryIO, Iterator, Sequence
 
 _counter = itertools.count()
-_META = "meta.json"
+SUFFIX = ".batch"
 
 
 @dataclass
 class Part:
+    """One table's Native blocks inside a batch file."""
+
     table: str
     columns: list[str]
-    path: str
     rows: int
+    path: str
+    offset: int
+    length: int
+
+    def copy_to(self, out: BinaryIO) -> None:
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset)
+            left = self.length
+            while left:
+                chunk = fh.read(min(left, 1 << 20))
+                if not chunk:
+                    raise ValueError(f"{self.path}: truncated batch")
+                out.write(chunk)
+                left -= len(chunk)
 
 
 class Spool:
@@ -51,16 +66,22 @@ class Spool:
         total = sum(len(p[2]) for p in parts)
         if self._approx_size() + total > self.max_bytes:
             return False
-        name = f"{time.time_ns():020d}-{os.getpid()}-{next(_counter):06d}"
-        tmp = os.path.join(self.folder, "." + name)
-        os.makedirs(tmp)
-        meta = []
+        header, offset = [], 0
         for table, columns, data, rows in parts:
-            with open(os.path.join(tmp, table + ".native"), "wb") as fh:
-                fh.write(data)
-            meta.append({"table": table, "columns": columns, "file": table + ".native", "rows": rows})
-        with open(os.path.join(tmp, _META), "w", encoding="utf-8") as fh:
-            json.dump({"v": 1, "parts": meta}, fh)
+            header.append({"table": table, "columns": columns, "rows": rows, "offset": offset, "length": len(data)})
+            offset += len(data)
+        head = json.dumps({"v": 1, "parts": header}, separators=(",", ":")).encode() + b"\n"
+        name = f"{time.time_ns():020d}-{os.getpid()}-{next(_counter):06d}{SUFFIX}"
+        tmp = os.path.join(self.folder, "." + name)
+        try:
+            fh = open(tmp, "wb")
+        except FileNotFoundError:
+            os.makedirs(self.folder, exist_ok=True)
+            fh = open(tmp, "wb")
+        with fh:
+            fh.write(head)
+            for part in parts:
+                fh.write(part[2])
         os.rename(tmp, os.path.join(self.folder, name))
         self._size += total
         return True
@@ -71,13 +92,14 @@ class Spool:
             names = os.listdir(self.folder)
         except FileNotFoundError:
             return []
-        return sorted(n for n in names if n[:1].isdigit() and ".claim-" not in n)
+        return sorted(n for n in names if n.endswith(SUFFIX) and n[:1].isdigit())
 
     def claim(self, limit: int | None = None) -> Iterator[tuple[str, list[Part]]]:
-        """Yield ``(claimed folder, parts)`` for batches this process now owns.
+        """Yield ``(claimed path, parts)`` for batches this process now owns.
 
-        The caller writes each part, calls :meth:`part_done` after each, then
-        :meth:`done` (or :meth:`release` to give the batch back).
+        The caller writes the parts, then calls :meth:`done` (or
+        :meth:`release` to give the batch back, :meth:`quarantine` to set a
+        rejected one aside).
         """
         self._release_stale()
         for name in self.pending()[:limit]:
@@ -88,24 +110,23 @@ class Spool:
             except OSError:
                 continue  # another process claimed it first
             try:
-                with open(os.path.join(claimed, _META), encoding="utf-8") as fh:
-                    meta = json.load(fh)
-                parts = [Part(p["table"], list(p["columns"]), os.path.join(claimed, p["file"]), int(p["rows"]))
-                         for p in meta["parts"]]
+                with open(claimed, "rb") as fh:
+                    head = fh.readline()
+                meta = json.loads(head)
+                base = len(head)
+                parts = [Part(p["table"], list(p["columns"]), int(p["rows"]), claimed, base + int(p["offset"]),
+                              int(p["length"])) for p in meta["parts"]]
             except (OSError, ValueError, KeyError, TypeError):
                 self.quarantine(claimed)
                 continue
-            yield claimed, [p for p in parts if os.path.exists(p.path)]
-
-    def part_done(self, part: Part) -> None:
-        try:
-            self._size -= os.path.getsize(part.path)
-            os.unlink(part.path)
-        except OSError:
-            pass
+            yield claimed, parts
 
     def done(self, claimed: str) -> None:
-        shutil.rmtree(claimed, ignore_errors=True)
+        try:
+            self._size -= os.path.getsize(claimed)
+            os.unlink(claimed)
+        except OSError:
+            pass
 
     def release(self, claimed: str) -> None:
         try:
@@ -120,14 +141,25 @@ class Spool:
         try:
             os.rename(claimed, os.path.join(bad, os.path.basename(claimed).rsplit(".claim-", 1)[0]))
         except OSError:
-            shutil.rmtree(claimed, ignore_errors=True)
+            pass
 
     def _approx_size(self) -> int:
-        # Walking the folder on every put would cost more than the put; refresh once a second.
+        # Listing the folder on every put would cost more than the put; refresh once a second.
         now = time.monotonic()
         if now - self._size_checked > 1.0:
             self._size_checked = now
-            self._size = _tree_size(self.folder)
+            total = 0
+            try:
+                with os.scandir(self.folder) as entries:
+                    for entry in entries:
+                        if entry.is_file():
+                            try:
+                                total += entry.stat().st_size
+                            except OSError:
+                                pass
+            except FileNotFoundError:
+                pass
+            self._size = total
         return self._size
 
     def _release_stale(self) -> None:
@@ -146,17 +178,6 @@ class Spool:
                 continue
             if old or not _alive(name.rsplit(".claim-", 1)[1]):
                 self.release(path)
-
-
-def _tree_size(folder: str) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(folder):
-        for f in files:
-            try:
-                total += os.path.getsize(os.path.join(root, f))
-            except OSError:
-                pass
-    return total
 
 
 def _alive(pid_text: str) -> bool:

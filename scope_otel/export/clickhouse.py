@@ -196,7 +196,11 @@ class ClickHouseSpanExporter(SpanExporter):
             return SpanExportResult.FAILURE
         if self.embedded == "inprocess":
             try:
-                self._write_spool()
+                if not self._backend.engine_open():
+                    self._write_spool()
+                # else: this process' store keeper writes the queue within ~50 ms, many
+                # batches per INSERT (one INSERT per batch would cap chDB at a few
+                # thousand spans/s: each INSERT has a fixed cost of several ms).
             except StoreBusy:
                 self._count(store_busy=1)
                 self._backend.ensure_owner()

@@ -96,7 +96,7 @@ def render_tree(trace_id: str, spans: list[dict], events: list[dict], errors: li
     by_span: dict[str, list[dict]] = {}
     for event in events:
         by_span.setdefault(event["SpanId"], []).append(event)
-    failing = {e["SpanId"] for e in errors if e["Hops"] == 0}
+    failing = {e["SpanId"]: e for e in errors if e["Hops"] == 0}
     on_path = {e["SpanId"] for e in errors}
     lines = [f"trace {trace_id}  ({len(spans)} spans)"]
     for span in spans:
@@ -108,8 +108,8 @@ def render_tree(trace_id: str, spans: list[dict], events: list[dict], errors: li
         detail = pad + "    "
         for fact in by_span.get(span["SpanId"], []):
             lines.append(detail + _fact(fact))
-        if span["SpanId"] in failing and span.get("StatusMessage"):
-            lines.append(f"{detail}status: {_short(span['StatusMessage'])}")
+        if span["SpanId"] in failing and failing[span["SpanId"]]["StatusMessage"]:
+            lines.append(f"{detail}status: {_short(failing[span['SpanId']]['StatusMessage'])}")
     if errors:
         lines.append("")
         lines.append("error path (failing span → root):")

@@ -1,0 +1,250 @@
+"""ClickHouse exporter and store benchmarks (embedded chDB).
+
+    .venv/bin/python bench/bench_clickhouse.py [--quick]
+
+1. Ingest: spans/s from ``ClickHouseSpanExporter`` into chDB, 10 attributes per
+   span, in SDK-sized batches, beside chDB's own ingest rate for the same rows
+   (the exporter's Native blocks, pre-built into one file, one INSERT ... FROM INFILE)
+   as the ceiling.  Two exporter modes: ``process`` (the default: the app
+   queues, a store-writer process ingests; timed until every row is in the
+   table) and ``inprocess`` (chDB in the exporting process).
+2. Queries on a large table generated inside ClickHouse (INSERT ... SELECT
+   FROM numbers()): trace lookup by id through the call-tree view and a plain
+   WHERE, and the service-edge view beside a naive full self-join.
+
+Targets (issue 7): ingest >= 150k spans/s and >= 0.5 of the ceiling; trace
+lookup <= 100 ms and service edges <= 2 s on 5M spans.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from opentelemetry.sdk.resources import Resource  # noqa: E402
+from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
+from opentelemetry.trace import SpanKind  # noqa: E402
+
+from scope_otel.export._ch_rows import Batch  # noqa: E402
+from scope_otel.export.clickhouse import ClickHouseSpanExporter  # noqa: E402
+
+
+def make_spans(n: int) -> list:
+    """``n`` finished SDK spans, traces of 10 spans, 10 attributes each."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "bench"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("bench")
+    made = 0
+    while made < n:
+        with tracer.start_as_current_span("GET /orders/{id}", kind=SpanKind.SERVER, attributes=_attrs(made)):
+            made += 1
+            for j in range(9):
+                with tracer.start_as_current_span(f"orders.repo:load_{j}", attributes=_attrs(made)):
+                    made += 1
+    return list(memory.get_finished_spans())[:n]
+
+
+def _attrs(i: int) -> dict:
+    return {
+        "http.request.method": "GET", "http.route": "/orders/{id}", "url.path": f"/orders/{i}",
+        "http.response.status_code": 200, "server.address": "shop.internal", "user.id": f"u-{i % 997}",
+        "scope.kind": "function", "code.function.name": "load", "code.namespace": "orders.repo",
+        "scope.arg.order_id": str(i),
+    }
+
+
+def batches(spans: list, size: int) -> list:
+    return [spans[i:i + size] for i in range(0, len(spans), size)]
+
+
+def count_rows(store: str) -> int:
+    from scope_otel.export._ch_target import parse
+    from scope_otel.store import Store
+
+    s = Store(parse(store, "otel"), wait_s=60)
+    try:
+        return s.query("SELECT count() FROM otel_traces").rows[0][0]
+    finally:
+        s.close()
+
+
+def ingest(spans: list, batch_size: int, workdir: str) -> dict:
+    out = {}
+    groups = batches(spans, batch_size)
+
+    # process mode: the application queues, a store-writer process ingests.
+    store = os.path.join(workdir, "process")
+    exporter = ClickHouseSpanExporter(store)
+    exporter.export(groups[0][:1])  # start the writer and create the schema outside the timing
+    assert exporter.force_flush(60000)
+    t0 = time.perf_counter()
+    for group in groups:
+        exporter.export(group)
+    app_s = time.perf_counter() - t0
+    assert exporter.force_flush(120000), "spool not drained"
+    total_s = time.perf_counter() - t0
+    assert count_rows(store) == len(spans) + 1
+    out["process"] = (len(spans) / total_s, len(spans) / app_s)
+
+    # inprocess mode: chDB in this process.
+    store = os.path.join(workdir, "inprocess")
+    exporter = ClickHouseSpanExporter(store, embedded="inprocess", idle_close_s=60)
+    exporter.export(groups[0][:1])
+    t0 = time.perf_counter()
+    for group in groups:
+        exporter.export(group)
+    out["inprocess"] = len(spans) / (time.perf_counter() - t0)
+
+    # ceiling: chDB ingesting the same rows as one Native file built beforehand
+    # (its best case: one INSERT, no Python in the loop).
+    path = os.path.join(workdir, "all.native")
+    with open(path, "wb") as fh:
+        for group in groups:
+            batch = Batch()
+            batch.add_spans(group)
+            _table, columns, data, _rows = batch.encode()[0]
+            fh.write(data)
+    cols = ", ".join(f"`{c}`" for c in columns)
+    backend = exporter._backend
+    t0 = time.perf_counter()
+    backend.run(lambda client: client.command(
+        f"INSERT INTO otel.otel_traces ({cols}) FROM INFILE '{path}' FORMAT Native"))
+    out["ceiling"] = len(spans) / (time.perf_counter() - t0)
+    backend.close()
+    return out
+
+
+# Traces of 20 spans: a SERVER root, and four CLIENT -> SERVER hops into other
+# services, each SERVER with two INTERNAL children; 1% of spans fail.
+GENERATE = """
+INSERT INTO otel.otel_traces
+    (Timestamp, TraceId, SpanId, ParentSpanId, SpanName, SpanKind, ServiceName, ResourceAttributes,
+     ScopeName, SpanAttributes, Duration, StatusCode)
+SELECT
+    toDateTime64('2026-01-01 00:00:00', 9) + toIntervalMillisecond(tr * 300 + k),
+    lower(concat(hex(cityHash64(tr)), hex(cityHash64(tr + 1)))),
+    lower(leftPad(hex(number + 1), 16, '0')),
+    if(k = 0, '', lower(leftPad(hex(number - k + parent_k + 1), 16, '0'))),
+    concat('op_', toString(k)),
+    multiIf(k = 0, 'SPAN_KIND_SERVER', k % 5 = 1, 'SPAN_KIND_CLIENT', k % 5 = 2, 'SPAN_KIND_SERVER',
+            'SPAN_KIND_INTERNAL'),
+    concat('svc-', toString((tr + if(k = 0 OR k % 5 = 1, 0, intDiv(k - 1, 5) + 1) * 3) % 10)),
+    map('service.version', '1.0', 'host.name', 'node-1'),
+    'bench',
+    map('http.request.method', 'GET', 'http.route', '/orders/{id}', 'user.id', toString(number % 997),
+        'scope.kind', 'function', 'code.namespace', 'orders', 'code.function.name', 'op',
+        'a6', 'x', 'a7', 'y', 'a8', 'z', 'a9', 'w'),
+    1000 + cityHash64(number) % 5000000,
+    if(cityHash64(number) % 100 = 0, 'STATUS_CODE_ERROR', 'STATUS_CODE_UNSET')
+FROM (
+    SELECT number, number % 20 AS k, intDiv(number, 20) AS tr,
+           multiIf(k = 0, 0, k % 5 = 1, 0, k % 5 = 2, k - 1, k % 5 = 3, k - 1, k % 5 = 4, k - 2, k - 3) AS parent_k
+    FROM numbers({n})
+)
+"""
+
+NAIVE_EDGES = """
+SELECT p.ServiceName AS Parent, c.ServiceName AS Child, count() AS Calls,
+       countIf(c.StatusCode = 'STATUS_CODE_ERROR') AS Errors, quantile(0.95)(c.Duration) AS P95
+FROM otel.otel_traces AS c
+INNER JOIN otel.otel_traces AS p ON c.TraceId = p.TraceId AND c.ParentSpanId = p.SpanId
+WHERE p.ServiceName != c.ServiceName
+GROUP BY Parent, Child
+"""
+
+
+def timed(fn, repeat: int) -> float:
+    """Median wall time in ms."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def queries(n: int, workdir: str, repeat: int) -> dict:
+    from scope_otel.export._ch_target import parse
+    from scope_otel.store import Store
+
+    store = Store(parse(os.path.join(workdir, "big"), "otel"))
+    t0 = time.perf_counter()
+    store.query(GENERATE.replace("{n}", str(n)))
+    store.query("OPTIMIZE TABLE otel.otel_traces FINAL")
+    gen_s = time.perf_counter() - t0
+    rows = store.query("SELECT count() FROM otel_traces").rows[0][0]
+    tids = [r[0] for r in store.query(
+        f"SELECT TraceId FROM otel_traces WHERE SpanName = 'op_0' AND cityHash64(SpanId) % 1000 = 7 LIMIT {repeat}"
+    ).rows]
+    it = iter(tids * 2)
+    out = {"rows": rows, "generate_s": gen_s}
+    out["tree_ms"] = timed(lambda: store.call_tree(next(it)), repeat)
+    it = iter(tids * 2)
+    out["plain_ms"] = timed(lambda: store.query(
+        "SELECT SpanId, ParentSpanId, SpanName, Duration FROM otel_traces WHERE TraceId = {t:String}",
+        {"t": next(it)}), repeat)
+    tree = store.call_tree(tids[0])
+    out["tree_rows"] = len(tree)
+    out["edges_ms"] = timed(lambda: store.service_edges(), max(3, repeat // 3))
+    out["edges"] = len(store.service_edges())
+    out["naive_edges_ms"] = timed(lambda: store.query(NAIVE_EDGES), 1 if n > 1_000_000 else 3)
+    store.close()
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--spans", type=int, default=None)
+    parser.add_argument("--rows", type=int, default=None)
+    parser.add_argument("--batch", type=int, default=512)
+    args = parser.parse_args()
+    spans_n = args.spans or (40_000 if args.quick else 200_000)
+    rows_n = args.rows or (500_000 if args.quick else 5_000_000)
+    workdir = tempfile.mkdtemp(prefix="scope-bench-ch-")
+    try:
+        t0 = time.perf_counter()
+        spans = make_spans(spans_n)
+        # The benchmark holds every span in memory at once, which a running
+        # application never does (processors release spans once exported);
+        # freeze that set-up heap so the collector's full passes over it are
+        # not charged to the exporter.
+        gc.collect()
+        gc.freeze()
+        print(f"built {len(spans)} SDK spans (10 attributes each) in {time.perf_counter() - t0:.1f} s; "
+              f"batch size {args.batch}")
+        ing = ingest(spans, args.batch, workdir)
+        ceiling = ing["ceiling"]
+        print()
+        print(f"{'ingest into chDB':52s} {'spans/s':>10s} {'x ceiling':>10s}")
+        print(f"{'chDB: one INSERT FROM INFILE, prebuilt (ceiling)':52s} {ceiling:10,.0f} {1.0:10.2f}")
+        proc_total, proc_app = ing["process"]
+        print(f"{'exporter, embedded=process (end to end)':52s} {proc_total:10,.0f} {proc_total / ceiling:10.2f}")
+        print(f"{'  app side only (export() calls)':52s} {proc_app:10,.0f} {proc_app / ceiling:10.2f}")
+        print(f"{'exporter, embedded=inprocess':52s} {ing['inprocess']:10,.0f} {ing['inprocess'] / ceiling:10.2f}")
+        q = queries(rows_n, workdir, 15)
+        print()
+        print(f"table of {q['rows']:,} spans generated with INSERT ... SELECT FROM numbers() "
+              f"in {q['generate_s']:.1f} s")
+        print(f"{'query':52s} {'median ms':>10s}")
+        print(f"{'trace by id: scope_call_tree view (' + str(q['tree_rows']) + ' spans)':52s} {q['tree_ms']:10.1f}")
+        print(f"{'trace by id: plain WHERE TraceId = (peer)':52s} {q['plain_ms']:10.1f}")
+        print(f"{'service edges: scope_service_edges (' + str(q['edges']) + ' edges)':52s} {q['edges_ms']:10.1f}")
+        print(f"{'service edges: naive full self-join (peer)':52s} {q['naive_edges_ms']:10.1f}")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
