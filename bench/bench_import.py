@@ -2,7 +2,9 @@
 
     .venv/bin/python bench/bench_import.py [--quick] [--modules N] [--repeat R]
 
-Two module trees are imported, each in fresh interpreters (median of R runs):
+Two module trees are imported, each in fresh interpreters (median of R runs;
+CPU time of the importing process, which a shared machine disturbs far less
+than wall time):
 
 * ``generated``: a package of N modules (~190 lines each: classes, methods
   with state changes, generators, coroutines, decorators, docstrings),
@@ -18,7 +20,9 @@ clock starts, as the launcher does before it applies a plan, so only the
 hook's work is measured; the one-time cost of ``apply()`` is printed
 separately.  Rounds interleave the three configurations so that load on a
 shared machine hits them alike.  The in-process rewrite cost per 1,000
-source lines (parse + rewrite + compile vs parse + compile) comes last.
+source lines (parse + rewrite + compile vs parse + compile) follows, and
+last the per-call cost of rewritten and wrapt-wrapped functions at each
+level, next to the plain function.
 """
 from __future__ import annotations
 
@@ -233,9 +237,10 @@ def _script(modules: list[str], globs: list[str] | None) -> str:
                   "applied = time.perf_counter() - t0\n" % (globs,))
     else:
         setup += "applied = 0.0\n"
-    return ("import importlib, time\n" + setup + "t = time.perf_counter()\n"
+    # CPU time of this process: on a shared machine, wall time mostly measures the neighbours
+    return ("import importlib, time\n" + setup + "t = time.process_time()\n"
             f"for name in {modules!r}:\n    importlib.import_module(name)\n"
-            "print(time.perf_counter() - t, applied)\n")
+            "print(time.process_time() - t, applied)\n")
 
 
 def _run(path: list[str], code: str) -> tuple[float, float]:
@@ -288,6 +293,60 @@ def rewrite_cost(sources: list[bytes], repeat: int) -> tuple[float, float, int]:
     return min(plain) * per, min(rewritten) * per, lines
 
 
+CALL_SOURCE = """
+def price(cents, qty=1):
+    total = cents * qty
+    return total
+
+def ticks(n):
+    for i in range(n):
+        yield i
+"""
+
+
+def call_overhead(calls: int) -> list[tuple[str, float, float]]:
+    """ns per call of a small function and per item of a generator: plain, rewritten at each level, wrapt."""
+    import timeit
+    import types
+
+    from scope_otel.capture import runtime
+    from scope_otel.capture.ring import Ring
+    from scope_otel.instrument import wrap
+    from scope_otel.instrument.rewrite import rewrite_module
+    from scope_otel.planner.plan import Plan
+
+    runtime.bind_ring(Ring(1 << 12))  # nothing drains it here: keep it small, drop the oldest
+    plan = Plan.from_globs(["callbench"], "full")
+    plain = types.ModuleType("callbench")
+    exec(compile(CALL_SOURCE, "callbench.py", "exec"), vars(plain))
+    rewritten = types.ModuleType("callbench")
+    rewritten.__file__ = "callbench.py"
+    tree = ast.parse(CALL_SOURCE)
+    fids_before = len(runtime.LEVELS)
+    rewrite_module(tree, "callbench", plan)
+    exec(compile(tree, "callbench.py", "exec"), vars(rewritten))
+    fids = range(fids_before, len(runtime.LEVELS))
+    wrapped = types.ModuleType("callbench")
+    exec(compile(CALL_SOURCE, "callbench.py", "exec"), vars(wrapped))
+    wrapped.__name__ = "callbench"
+    wrap.wrap_module(wrapped, plan)
+    wrapped_fids = range(fids[-1] + 1, len(runtime.LEVELS))
+
+    def timed(module) -> tuple[float, float]:
+        f, g = module.price, module.ticks
+        per_call = min(timeit.repeat(lambda: f(3, 2), number=calls, repeat=5)) / calls
+        per_item = min(timeit.repeat(lambda: sum(g(100)), number=calls // 100, repeat=5)) / calls
+        return per_call * 1e9, per_item * 1e9
+
+    rows = [("plain", *timed(plain))]
+    for code, name in ((0, "off"), (1, "boundaries"), (2, "full")):
+        for fid in [*fids, *wrapped_fids]:
+            runtime.LEVELS[fid] = code
+        rows.append((f"rewritten, {name}", *timed(rewritten)))
+        rows.append((f"wrapt, {name}", *timed(wrapped)))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer modules and repetitions")
@@ -308,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
              [f"{package}.*"], work),
             ("examples/shop (shop.web + Flask, SQLAlchemy)", [shop_copy], ["shop.web"], ["shop.*"], shop_copy),
         ]
-        print(f"import time in fresh interpreters, {repeat} interleaved rounds: median (min), ms\n")
+        print(f"import CPU time in fresh interpreters, {repeat} interleaved rounds: median (min), ms\n")
         print("| module tree | plain | warm cache | warm/plain | cold (rewrite) | cold/plain | apply() once |")
         print("| --- | --- | --- | --- | --- | --- | --- |")
         for label, path, names, globs, tree_dir in trees:
@@ -329,6 +388,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| parse + compile (what Python does without a .pyc) | {plain_k * 1e3:.2f} |")
         print(f"| parse + rewrite + compile (scope-otel, no cache) | {rewritten_k * 1e3:.2f} |")
         print(f"| rewrite overhead | {(rewritten_k - plain_k) * 1e3:.2f} ({rewritten_k / plain_k:.2f}x) |")
+        rows = call_overhead(20_000 if args.quick else 200_000)
+        print("\nper-call cost (in process, best of 5; levels set directly in runtime.LEVELS):\n")
+        print("| variant | ns per call of price() | ns per item of ticks(100) | call vs plain |")
+        print("| --- | --- | --- | --- |")
+        for name, per_call, per_item in rows:
+            print(f"| {name} | {per_call:.0f} | {per_item:.0f} | {per_call / rows[0][1]:.2f}x |")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         written += 1
         if not args.quiet:
-            print(f"compiled {module} -> {cache.cache_path(os.path.abspath(path))}")
+            what = "compiled" if module in hook.rewritten else "cached (nothing planned)"
+            print(f"{what} {module} -> {cache.cache_path(os.path.abspath(path))}")
     if not args.quiet:
         print(f"{written} module(s) compiled, {failed} failed")
     return 1 if failed else 0

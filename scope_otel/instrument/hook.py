@@ -30,7 +30,7 @@ from types import CodeType, ModuleType
 from typing import Any
 
 from scope_otel.instrument import cache
-from scope_otel.instrument.rewrite import rewrite_module
+from scope_otel.instrument.rewrite import MARKER, rewrite_module
 
 _log = logging.getLogger("scope_otel.instrument")
 
@@ -120,14 +120,16 @@ class ImportHook:
                 return None  # the ordinary import reports it, as it would anyway
             try:
                 result = rewrite_module(tree, name, self.plan)
-                if not result.functions:
-                    return None  # nothing planned here after all: plain bytecode
-                code = compile(tree, filename, "exec", dont_inherit=True)
+                if result.functions:
+                    code = compile(tree, filename, "exec", dont_inherit=True)
+                else:  # nothing planned here after all: cache the plain code, skip the parse next time
+                    code = compile(source, filename, "exec", dont_inherit=True)
             except Exception as exc:
                 self._fail(name, f"{type(exc).__name__}: {exc}")
                 return None
             cache.write(where, key, code, force=self.force_write)
-        self.rewritten.append(name)
+        if MARKER in code.co_names:
+            self.rewritten.append(name)
         return code
 
     def _fail(self, name: str, reason: str) -> None:
@@ -227,6 +229,4 @@ def installed() -> ImportHook | None:
 
 def is_rewritten(module: ModuleType) -> bool:
     """True when ``module`` was loaded through the rewrite."""
-    from scope_otel.instrument.rewrite import MARKER
-
     return bool(getattr(module, "__dict__", {}).get(MARKER))

@@ -10,10 +10,11 @@
     def price(item, qty=1):                 def price(item, qty=1):
         "doc"                                   "doc"
         total = item.cents * qty                _@scope_t = None; _@scope_rv = None
-        return total                            if _@scope_L[_@scope_f3]:
+        return total                            _@scope_l = _@scope_L[_@scope_f3]
+                                                if _@scope_l:
                                                     _@scope_t = _@scope_rt.enter(_@scope_f3,
                                                         {'item': item, 'qty': qty}
-                                                        if _@scope_L[_@scope_f3] > 1 else None)
+                                                        if _@scope_l > 1 else None)
                                                 try:
                                                     total = item.cents * qty
                                                     return (_@scope_rv := total)
@@ -22,10 +23,10 @@
                                                 finally:
                                                     ...exit(_@scope_t, _@scope_rv)
 
-``_@scope_L`` is the runtime's ``LEVELS`` list, read inline, so a level
-changed at run time (config ``level``/``function_levels``) takes effect on
-the next call without re-import, and a function at ``off`` costs two stores
-and one list read.  The argument dict is built only at ``full``.  At
+``_@scope_L`` is the runtime's ``LEVELS`` list, read inline once per call,
+so a level changed at run time (config ``level``/``function_levels``) takes
+effect on the next call without re-import, and a function at ``off`` costs
+a list read and a few local stores.  The argument dict is built only at ``full``.  At
 ``full`` the runtime also receives the return value (the walrus in each
 ``return``) and state changes: assignments to ``self.<attr>`` (the method's
 first parameter, ``cls`` too) and to names declared ``global``.
@@ -51,13 +52,14 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 #: Bumped whenever the generated code changes, so cached bytecode is rebuilt.
-REWRITE_VERSION = 1
+REWRITE_VERSION = 2
 
 RT = "_@scope_rt"       # scope_otel.capture.runtime
 SUP = "_@scope_sup"     # scope_otel.instrument._support
 LV = "_@scope_L"        # runtime.LEVELS
 MARKER = "_@scope_rewritten"  # module global: this module was rewritten
 _T, _RV, _E, _Y, _SV = "_@scope_t", "_@scope_rv", "_@scope_e", "_@scope_y", "_@scope_sv"
+_LV = "_@scope_l"  # the level at entry: one list read per call, and state hooks agree with it
 
 
 @dataclass
@@ -114,19 +116,21 @@ def _stamp(node: ast.AST, line: int) -> ast.AST:
 # templates: parsed once with placeholder names, renamed on use
 # --------------------------------------------------------------------------
 
-_RENAME = {"S_T": _T, "S_RV": _RV, "S_E": _E, "S_Y": _Y, "S_SV": _SV,
+_RENAME = {"S_T": _T, "S_RV": _RV, "S_E": _E, "S_Y": _Y, "S_SV": _SV, "S_LV": _LV,
            "S_RT": RT, "S_SUP": SUP, "S_L": LV}
 
 _PROLOGUE = """
 S_T = None
 S_RV = None
-if S_L[S_F]:
-    S_T = S_RT.enter(S_F, S_ARGS if S_L[S_F] > 1 else None)
+S_LV = S_L[S_F]
+if S_LV:
+    S_T = S_RT.enter(S_F, S_ARGS if S_LV > 1 else None)
 """
 _PROLOGUE_NOARGS = """
 S_T = None
 S_RV = None
-if S_L[S_F]:
+S_LV = S_L[S_F]
+if S_LV:
     S_T = S_RT.enter(S_F)
 """
 _WRAP = """
@@ -148,7 +152,7 @@ except GeneratorExit:
     raise
 """
 _STATE = """
-if S_T is not None and S_L[S_F] > 1:
+if S_T is not None and S_LV > 1:
     S_RT.state_change(S_T, S_TARGET, S_VALUE)
 """
 _SUSPEND = """
