@@ -46,9 +46,13 @@ class Send:
             f"send {destination}", kind=SpanKind.PRODUCER,
             attributes={**_base(system, destination, "send", operation), **(attributes or {})},
         )
-        ctx = trace.set_span_in_context(self.span)
-        self.carrier: dict[str, str] = dict(_carrier.inject({}, context=ctx))
-        self._token = context.attach(ctx)
+        try:
+            ctx = trace.set_span_in_context(self.span)
+            self.carrier: dict[str, str] = dict(_carrier.inject({}, context=ctx))
+            self._token = context.attach(ctx)
+        except BaseException:
+            self.span.end()  # never leave a started span behind
+            raise
 
     def done(self, error: BaseException | None = None, message_id: Any = None) -> None:
         """End the span (recording *error*); never raises."""

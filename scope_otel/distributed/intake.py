@@ -79,6 +79,11 @@ class Intake:
             self._cond.notify()
             return True
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` began: receivers answer "unavailable", not "busy"."""
+        return self._closed
+
     def stats(self) -> dict[str, int]:
         """Counters, plus ``held_bytes`` and ``queued_requests`` now."""
         with self._cond:

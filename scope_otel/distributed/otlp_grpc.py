@@ -4,6 +4,7 @@ Status codes, per the OTLP specification:
 
 * ``OK`` — accepted (queued for the store);
 * ``UNAUTHENTICATED`` — ``authorization: Bearer <token>`` metadata missing or wrong;
+* ``UNAVAILABLE`` — the collector is shutting down (retryable);
 * ``RESOURCE_EXHAUSTED`` — the store is behind, with ``google.rpc.RetryInfo``
   in the trailers (``google.rpc.retryinfo-bin``, read by the OpenTelemetry
   exporters) saying when to retry; also what gRPC itself answers for a
@@ -46,6 +47,8 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         if self._token and not bearer_ok(dict(context.invocation_metadata()).get("authorization"), self._token):
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
         if not self._intake.offer(request, request.ByteSize()):
+            if self._intake.closed:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "the collector is shutting down")
             context.set_trailing_metadata(self._busy_trailers)
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "the store is behind; retry later")
         return trace_service_pb2.ExportTraceServiceResponse()

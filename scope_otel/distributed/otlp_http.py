@@ -10,6 +10,7 @@ Answers, per the OTLP specification:
 413    body over ``max_request_bytes`` or, decompressed, over ``max_decompressed_bytes``
 415    unsupported ``Content-Type`` or ``Content-Encoding``
 429    the store is behind; ``Retry-After`` says when to try again
+503    the collector is shutting down
 =====  ==========================================================================
 
 Error bodies are encoded like the request (protobuf or JSON).  Connections are
@@ -127,6 +128,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._fail(exc.status, exc.reason, as_json)
             return
         if not self.server.intake.offer(request, nbytes):
+            if self.server.intake.closed:
+                self._fail(503, "the collector is shutting down", as_json,
+                           {"Retry-After": str(self.server.retry_after_s)}, code=_GRPC_UNAVAILABLE)
+                return
             self._fail(429, "the store is behind; retry later", as_json,
                        {"Retry-After": str(self.server.retry_after_s)}, code=_GRPC_RESOURCE_EXHAUSTED)
             return

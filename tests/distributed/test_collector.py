@@ -280,3 +280,14 @@ def test_store_failures_are_counted_and_do_not_stop_the_receiver():
         assert c.stats()["failed_spans"] == 6
     finally:
         c.stop()
+
+
+def test_requests_racing_shutdown_get_unavailable_not_busy(collector):
+    collector.intake.close()
+    body = make_request(1).SerializeToString()
+    r = requests.post(collector.http_endpoint, data=body, headers=PROTOBUF, timeout=5)
+    assert r.status_code == 503 and "shutting down" in status_pb2.Status.FromString(r.content).message
+    with grpc.insecure_channel(collector.grpc_endpoint) as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            trace_service_pb2_grpc.TraceServiceStub(channel).Export(make_request(1), timeout=5)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
