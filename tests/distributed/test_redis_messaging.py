@@ -153,3 +153,33 @@ def test_uninstrument_restores_plain_redis(instrumented, key):
     client.rpush(key, "x")
     assert client.lindex(key, 0) == b"x"
     assert not hasattr(redis.Redis.rpush, "__wrapped__")
+
+
+def test_two_processes_under_scope_otel_run_share_one_trace_through_redis(otlp_receiver, key):
+    import os
+    import subprocess
+    import sys
+
+    _client()
+    nodes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nodes")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SCOPE_OTEL_"))}
+    env.update(otlp_receiver.env("grpc"), NODE_KEY=key, SCOPE_OTEL_REDIS_LISTS="true", OTEL_BSP_SCHEDULE_DELAY="100")
+    run = os.path.join(os.path.dirname(sys.executable), "scope-otel")
+    try:
+        for role, service in (("redis_producer.py", "producer"), ("redis_consumer.py", "consumer")):
+            result = subprocess.run([run, "run", "--service_name", service, "--", sys.executable,
+                                     os.path.join(nodes, role)], env=env, capture_output=True, text=True, timeout=60)
+            assert result.returncode == 0, result.stderr
+    finally:
+        redis.Redis(host="127.0.0.1", port=6379).delete(key + ":s")
+    assert result.stdout.strip() == "job-1 {'job': '2'}"  # no envelope, no context field
+    spans = {s["name"]: s for s in otlp_receiver.wait_for(7, timeout=15)}
+    enqueue = spans["enqueue"]
+    for kind in ("", ":s"):
+        send, process = spans[f"send {key}{kind}"], spans[f"process {key}{kind}"]
+        assert (send["service_name"], process["service_name"]) == ("producer", "consumer")
+        assert send["parent_span_id"] == enqueue["span_id"]
+        assert process["parent_span_id"] == send["span_id"] and process["trace_id"] == enqueue["trace_id"]
+        assert HLCTimestamp.decode(process["attributes"]["scope.hlc"]) > HLCTimestamp.decode(send["attributes"]["scope.hlc"])
+    assert spans["handle list job"]["parent_span_id"] == spans[f"process {key}"]["span_id"]
+    assert spans["handle stream job"]["parent_span_id"] == spans[f"process {key}:s"]["span_id"]
