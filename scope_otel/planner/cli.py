@@ -8,14 +8,18 @@
 
 PATHS are files, packages or source roots (default: the directory of the
 profiled script, else the current directory).  ``--budget`` is the overhead
-allowed, as a percentage of run time (default 5), priced with costs measured
-on this machine for the exporter that will be used (``--exporter``, default
-the configured ``traces_exporter``).  ``--profile -- CMD``
-runs CMD under a call counter and plans with the real counts (saved to
-``--counts-out``, default ``<plan>.counts.json``; reuse them with
-``--counts``).  Globs are over ``module:qualname``; a glob without ``:``
-means whole modules.  Precedence: ``--pin`` > ``--exclude`` > ``--include``
-> the optimiser.  ``--explain`` prints why each function got its level.
+allowed, as a percentage of CPU run time (default 5), priced with costs
+measured on this machine for the exporter that will be used (``--exporter``,
+default the configured ``traces_exporter``).
+
+``--profile -- CMD`` runs CMD once plainly (for its run time) and once under
+a call counter, and plans with the real counts (saved to ``--counts-out``,
+default ``<plan>.counts.json``; reuse them with ``--counts``).  Without it,
+call counts are estimated from the source.
+
+Globs are over ``module:qualname``; a glob without ``:`` means whole
+modules.  Precedence: ``--pin`` > ``--exclude`` > ``--include`` > the
+optimiser.  ``--explain`` prints why each function got its level.
 
 Files that cannot be read or parsed are reported on stderr and skipped; the
 plan is still written.  Exit status: 0 written, 2 bad arguments or failed
@@ -50,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pin", action="append", default=[], metavar="GLOB=LEVEL",
                    help=f"fix the level of matching functions ({', '.join(LEVELS)})")
     p.add_argument("--profile", action="store_true", help="run the command after '--' and use its real call counts")
+    p.add_argument("--no-baseline-run", action="store_true",
+                   help="with --profile, run the command once only (its run time is then estimated)")
     p.add_argument("--counts", metavar="FILE", help="use call counts saved by an earlier --profile")
     p.add_argument("--counts-out", metavar="FILE", help="where --profile saves its counts (default: <plan>.counts.json)")
     p.add_argument("--exporter", choices=("otlp", "clickhouse", "console", "none"),
@@ -119,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.quiet:
             err.write(f"scope-otel plan: profiling {' '.join(command)}\n")
         try:
-            profile = run_profile(command)
+            profile = run_profile(command, baseline_run=not args.no_baseline_run)
         except ProfileError as exc:
             err.write(f"scope-otel plan: {exc}\n")
             return 2

@@ -10,11 +10,13 @@ processes are summed into one :class:`Profile`, which is saved as JSON
 ``--counts FILE`` without running the command again.
 
 The run time the budget is measured against is the CPU time of the
-command's processes (user + system, all threads; ``RUSAGE_CHILDREN``) minus
-what the counter itself cost (its per-call cost is timed in each process),
-never less than a tenth of it.  CPU time, not wall time: it does not grow
-when other programs share the machine, and for a program that mostly waits
-it makes the budget stricter, never looser.
+command's processes (user + system, all threads; ``RUSAGE_CHILDREN``) in a
+first run without the counter (its output is discarded).  With
+``--no-baseline-run`` (a command that must not run twice) it is the counted
+run's CPU time minus the counter's estimated cost, which tends to leave
+part of the counter in.  CPU time, not wall time: it does not grow when
+other programs share the machine, and for a program that mostly waits it
+makes the budget stricter, never looser.
 """
 from __future__ import annotations
 
@@ -36,13 +38,16 @@ class Profile:
     wall_s: float = 0.0
     cpu_s: float = 0.0
     counter_s: float = 0.0
+    plain_cpu_s: float = 0.0   # CPU of a run without the counter, when one was made
     processes: int = 0
     returncode: int = 0
     command: list = field(default_factory=list)
 
     @property
     def baseline_us(self) -> float:
-        """The command's own CPU time, counter cost removed (µs)."""
+        """The command's own CPU time (µs): measured plain, else counter cost removed."""
+        if self.plain_cpu_s > 0:
+            return self.plain_cpu_s * 1e6
         spent = self.cpu_s or self.wall_s
         return max(spent - self.counter_s, spent * 0.1) * 1e6
 
@@ -63,6 +68,7 @@ class Profile:
 
     def meta(self) -> dict:
         return {"command": self.command, "wall_s": round(self.wall_s, 4), "cpu_s": round(self.cpu_s, 4),
+                "plain_cpu_s": round(self.plain_cpu_s, 4),
                 "counter_s": round(self.counter_s, 4), "processes": self.processes,
                 "returncode": self.returncode,
                 "functions_seen": sum(len(v) for v in self.by_file.values())}
@@ -86,6 +92,7 @@ def load_profile(path: str) -> Profile:
                    for path, per_file in doc["by_file"].items()}
         return Profile(by_file=by_file, wall_s=float(meta.get("wall_s", 0.0)),
                        cpu_s=float(meta.get("cpu_s", 0.0)),
+                       plain_cpu_s=float(meta.get("plain_cpu_s", 0.0)),
                        counter_s=float(meta.get("counter_s", 0.0)),
                        processes=int(meta.get("processes", 0)),
                        returncode=int(meta.get("returncode", 0)),
@@ -94,26 +101,43 @@ def load_profile(path: str) -> Profile:
         raise ProfileError(f"{path}: not a scope-otel counts file ({exc})") from None
 
 
+def _cpu_of(run) -> tuple[float, object]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = run()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), result
+
+
 def run_profile(command: list[str], *, env: dict | None = None, cwd: str | None = None,
-                timeout: float | None = None) -> Profile:
-    """Run ``command`` under the call counter and gather the counts of every process."""
+                timeout: float | None = None, baseline_run: bool = True) -> Profile:
+    """Run ``command`` under the call counter and gather the counts of every process.
+
+    With ``baseline_run`` the command first runs once without the counter,
+    and that run's CPU time is the baseline.
+    """
     if not command:
         raise ProfileError("--profile needs a command after '--'")
+    plain_cpu = 0.0
+    if baseline_run:
+        try:
+            plain_cpu, _ = _cpu_of(lambda: subprocess.run(
+                command, env=env, cwd=cwd, timeout=timeout,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise ProfileError(f"cannot run {command[0]!r}: {exc}") from None
     out_dir = tempfile.mkdtemp(prefix="scope-otel-profile-")
     child_env = dict(os.environ if env is None else env)
     child_env["SCOPE_OTEL_PROFILE_DIR"] = out_dir
     child_env["PYTHONPATH"] = os.pathsep.join(
         [_COUNTER_DIR] + [p for p in child_env.get("PYTHONPATH", "").split(os.pathsep) if p])
     started = time.perf_counter()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
-        proc = subprocess.run(command, env=child_env, cwd=cwd, timeout=timeout)
+        cpu, proc = _cpu_of(lambda: subprocess.run(command, env=child_env, cwd=cwd, timeout=timeout))
     except (OSError, subprocess.SubprocessError) as exc:
         raise ProfileError(f"cannot run {command[0]!r}: {exc}") from None
     wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    profile = Profile(wall_s=wall, cpu_s=cpu, returncode=proc.returncode, command=list(command))
+    profile = Profile(wall_s=wall, cpu_s=cpu, plain_cpu_s=plain_cpu, returncode=proc.returncode,
+                      command=list(command))
     for path in sorted(glob.glob(os.path.join(out_dir, "counts-*.json"))):
         try:
             with open(path, encoding="utf-8") as fh:
@@ -122,7 +146,10 @@ def run_profile(command: list[str], *, env: dict | None = None, cwd: str | None 
         except (OSError, ValueError):
             continue
         profile.processes += 1
-        profile.counter_s += doc.get("total_calls", 0) * doc.get("counter_us_per_call", 0.0) / 1e6
+        if "counter_s" in doc:  # per callback, C calls included
+            profile.counter_s += doc["counter_s"]
+        else:
+            profile.counter_s += doc.get("total_calls", 0) * doc.get("counter_us_per_call", 0.0) / 1e6
         for path, per_file in doc.get("by_file", {}).items():
             merged = profile.by_file.setdefault(path, {})
             for qualname, n in per_file.items():

@@ -125,3 +125,11 @@ def test_the_counter_counts_exactly_on_other_pythons(workload, version):
     counts = profile.counts_for(analyse([str(workload / "work.py")]).functions)
     assert counts["work:leaf"] == 100 + 50 * 200
     assert counts["work:worker"] == 1
+
+
+def test_the_baseline_comes_from_a_plain_run_unless_the_command_must_run_once(workload):
+    twice = run_profile([sys.executable, "work.py"])
+    assert twice.plain_cpu_s > 0 and twice.baseline_us == twice.plain_cpu_s * 1e6
+    once = run_profile([sys.executable, "work.py"], baseline_run=False)
+    assert once.plain_cpu_s == 0
+    assert 0 < once.baseline_us <= once.cpu_s * 1e6

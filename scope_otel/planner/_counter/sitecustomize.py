@@ -18,6 +18,10 @@ import time
 
 _OUT = os.environ.get("SCOPE_OTEL_PROFILE_DIR")
 _counts = {}
+# Callbacks run, counted because sys.setprofile also fires for C calls and
+# returns: the counter's own cost is per callback, not per Python call.
+_events = [0]
+_EVENTS_PER_CALL = 1 if sys.version_info >= (3, 12) else 2  # PY_START | call + return
 
 
 def _chain_original():
@@ -61,7 +65,10 @@ def _install():
             mon.set_events(tool, 0)
         return uninstall
 
+    events = _events
+
     def on_event(frame, event, arg):
+        events[0] += 1
         if event == "call":
             code = frame.f_code
             try:
@@ -92,6 +99,7 @@ def _write(uninstall, per_call_us, started):
     try:
         by_file = {}
         total = 0
+        per_event_us = per_call_us / _EVENTS_PER_CALL
         for code, n in list(_counts.items()):
             total += n
             if not code.co_filename or code.co_filename.startswith("<"):
@@ -102,8 +110,10 @@ def _write(uninstall, per_call_us, started):
             qualname = getattr(code, "co_qualname", None) or f"@{code.co_firstlineno}"
             per_file = by_file.setdefault(path, {})
             per_file[qualname] = per_file.get(qualname, 0) + n
-        doc = {"pid": os.getpid(), "argv": sys.argv, "total_calls": total,
-               "counter_us_per_call": per_call_us, "seconds": time.perf_counter() - started,
+        events = _events[0] if _EVENTS_PER_CALL == 2 else total
+        doc = {"pid": os.getpid(), "argv": sys.argv, "total_calls": total, "events": events,
+               "counter_us_per_call": per_call_us, "counter_s": events * per_event_us / 1e6,
+               "seconds": time.perf_counter() - started,
                "python": sys.version.split()[0], "by_file": by_file}
         path = os.path.join(_OUT, f"counts-{os.getpid()}.json")
         with open(path + ".tmp", "w", encoding="utf-8") as fh:
