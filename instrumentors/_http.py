@@ -208,42 +208,38 @@ def start_server_span(
     Its parent is the context extracted from the request headers.  The name
     is the method until :func:`set_route` knows the route.
     """
-    method = environ.get("REQUEST_METHOD", "GET")
-    attrs: dict[str, Any] = {}
-    a = options.attrs
-    a.put(attrs, "http.request.method", method)
-    a.put(attrs, "url.scheme", scheme or environ.get("wsgi.url_scheme", "http"))
-    path = (environ.get("SCRIPT_NAME") or "") + (environ.get("PATH_INFO") or "/")
-    query = environ.get("QUERY_STRING")
-    if options.mode == OLD:
-        a.put(attrs, "url.path", path + (f"?{query}" if query else ""))
-    else:
-        attrs["url.path"] = path
-        if query:
-            attrs["url.query"] = query
-        if options.mode == DUP:
-            attrs["http.target"] = path + (f"?{query}" if query else "")
-    host = environ.get("HTTP_HOST")
+    get = environ.get
+    method = get("REQUEST_METHOD", "GET")
+    path = (get("SCRIPT_NAME") or "") + (get("PATH_INFO") or "/")
+    attrs: dict[str, Any] = {
+        "http.request.method": method,
+        "url.scheme": scheme or get("wsgi.url_scheme", "http"),
+        "url.path": path,
+    }
+    query = get("QUERY_STRING")
+    if query:
+        attrs["url.query"] = query
+    host = get("HTTP_HOST")
     if host:
         name, _, port = host.rpartition(":") if host.rsplit(":", 1)[-1].isdigit() else (host, "", "")
-        a.put(attrs, "server.address", name)
-        if port:
-            a.put(attrs, "server.port", int(port))
+        attrs["server.address"] = name
     else:
-        a.put(attrs, "server.address", environ.get("SERVER_NAME", ""))
-        port = environ.get("SERVER_PORT")
-        if port and str(port).isdigit():
-            a.put(attrs, "server.port", int(port))
-    peer = environ.get("REMOTE_ADDR")
-    forwarded = environ.get("HTTP_X_FORWARDED_FOR")
+        attrs["server.address"] = get("SERVER_NAME", "")
+        port = str(get("SERVER_PORT") or "")
+    if port.isdigit():
+        attrs["server.port"] = int(port)
+    peer = get("REMOTE_ADDR")
+    forwarded = get("HTTP_X_FORWARDED_FOR")
     client = forwarded.split(",")[0].strip() if forwarded else peer
     if client:
-        a.put(attrs, "client.address", client)
+        attrs["client.address"] = client
     if peer and peer != client:  # only worth an attribute behind a proxy
-        a.put(attrs, "network.peer.address", peer)
-    agent = environ.get("HTTP_USER_AGENT")
+        attrs["network.peer.address"] = peer
+    agent = get("HTTP_USER_AGENT")
     if agent:
-        a.put(attrs, "user_agent.original", agent)
+        attrs["user_agent.original"] = agent
+    if options.mode != STABLE:
+        attrs = _with_old_names(attrs, options)
     if options.request_headers is not None:
         _capture_request_headers(attrs, environ, options)
     parent = propagate.extract(environ, getter=_GETTER)
@@ -254,6 +250,22 @@ def start_server_span(
         except Exception:
             failed(f"{options.framework}.request_hook")
     return span
+
+
+def _with_old_names(attrs: dict[str, Any], options: ServerOptions) -> dict[str, Any]:
+    """Stable attributes -> old names (``old``) or both (``dup``)."""
+    out: dict[str, Any] = {}
+    keys = options.attrs.keys
+    for name, value in attrs.items():
+        if name == "url.query":
+            continue
+        for key in keys.get(name, (name,)):
+            out[key] = value
+    if options.mode == DUP and "url.query" in attrs:
+        out["url.query"] = attrs["url.query"]
+    target = attrs["url.path"] + (f"?{attrs['url.query']}" if "url.query" in attrs else "")
+    out["http.target"] = target  # the old name carried path and query together
+    return out
 
 
 def _capture_request_headers(attrs: dict, environ: Mapping, options: ServerOptions) -> None:

@@ -69,6 +69,7 @@ class _State:
 
 
 _state: _State | None = None
+_flask: Any = None  # the flask module, once instrumented (imported lazily: it may be absent)
 
 
 class ScopeFlaskInstrumentor(ScopeInstrumentor):
@@ -80,11 +81,11 @@ class ScopeFlaskInstrumentor(ScopeInstrumentor):
     def _instrument(self, **kwargs: Any) -> None:
         import flask
 
-        global _state
+        global _state, _flask
         state = _State()
         state.tracer = trace.get_tracer(__name__, __version__, kwargs.get("tracer_provider"))
         state.options = _http.ServerOptions.from_env("flask", **kwargs)
-        _state = state
+        _state, _flask = state, flask
         patch(flask.Flask, "__call__", _make_call)
         for signal, receiver in _receivers():
             signal.connect(receiver, weak=False)
@@ -194,36 +195,34 @@ class _Body:
 # signals
 # --------------------------------------------------------------------------
 
-def _request_span() -> trace.Span | None:
-    import flask
-
-    if not flask.has_request_context():
+def _request() -> Any:
+    """The current Flask request object (not the proxy), or None."""
+    flask = _flask
+    if flask is None or not flask.has_request_context():
         return None
-    return flask.request.environ.get(_SPAN)
+    return flask.request._get_current_object()
 
 
 def _on_request_started(sender: Any, **_: Any) -> None:
     try:
-        span = _request_span()
+        request = _request()
+        span = request.environ.get(_SPAN) if request is not None else None
         if span is None or _state is None:
             return
-        import flask
-
-        rule = flask.request.url_rule
-        _http.set_route(span, flask.request.method, rule.rule if rule is not None else None, _state.options)
+        rule = request.url_rule
+        _http.set_route(span, request.method, rule.rule if rule is not None else None, _state.options)
     except Exception:
         failed("flask.request_started")
 
 
 def _on_request_finished(sender: Any, response: Any = None, **_: Any) -> None:
     try:
-        span = _request_span()
+        request = _request()
+        span = request.environ.get(_SPAN) if request is not None else None
         if span is None or response is None or _state is None:
             return
-        import flask
-
         _http.set_status(span, response.status_code, _state.options)
-        flask.request.environ[_STATUS_SET] = True
+        request.environ[_STATUS_SET] = True
     except Exception:
         failed("flask.request_finished")
 
@@ -231,12 +230,11 @@ def _on_request_finished(sender: Any, response: Any = None, **_: Any) -> None:
 def _on_exception(sender: Any, exception: BaseException | None = None, exc: BaseException | None = None, **_: Any) -> None:
     try:
         error = exception if exception is not None else exc
-        span = _request_span()
+        request = _request()
+        span = request.environ.get(_SPAN) if request is not None else None
         if span is None or error is None:
             return
-        import flask
-
-        environ = flask.request.environ
+        environ = request.environ
         if environ.get("scope_otel.recorded") is error:  # both signals fire for one error
             return
         environ["scope_otel.recorded"] = error
@@ -247,22 +245,20 @@ def _on_exception(sender: Any, exception: BaseException | None = None, exc: Base
 
 def _on_before_render(sender: Any, template: Any = None, **_: Any) -> None:
     try:
-        if _request_span() is None:
+        request = _request()
+        if request is None or _SPAN not in request.environ:
             return
-        import flask
-
-        flask.request.environ.setdefault(_TEMPLATES, []).append(time_ns())
+        request.environ.setdefault(_TEMPLATES, []).append(time_ns())
     except Exception:
         failed("flask.before_render_template")
 
 
 def _on_rendered(sender: Any, template: Any = None, **_: Any) -> None:
     try:
-        if _request_span() is None or _state is None:
+        request = _request()
+        if request is None or _state is None:
             return
-        import flask
-
-        starts = flask.request.environ.get(_TEMPLATES)
+        starts = request.environ.get(_TEMPLATES)
         if not starts:
             return
         name = getattr(template, "name", None) or "template"
