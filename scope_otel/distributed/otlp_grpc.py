@@ -17,7 +17,6 @@ and keeps serving.
 """
 from __future__ import annotations
 
-import logging
 from concurrent import futures
 
 import grpc
@@ -27,8 +26,6 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 
 from scope_otel.distributed._auth import bearer_ok
 from scope_otel.distributed.intake import Intake
-
-_log = logging.getLogger(__name__)
 
 
 class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):

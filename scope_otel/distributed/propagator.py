@@ -16,7 +16,6 @@ W3C requires ``tracestate`` to travel with a ``traceparent``.
 """
 from __future__ import annotations
 
-import logging
 import typing
 
 from opentelemetry import trace
@@ -36,7 +35,6 @@ from scope_otel.distributed.hlc import HLCTimestamp, HybridLogicalClock, clock
 #: The tracestate member key carrying the clock.
 TRACESTATE_KEY = "scope-otel"
 _HEADER = "tracestate"
-_log = logging.getLogger(__name__)
 
 
 class HLCPropagator(TextMapPropagator):
