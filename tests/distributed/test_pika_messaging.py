@@ -135,3 +135,35 @@ def test_messages_without_trace_headers_get_no_consumer_span(rec, channel, queue
     method, props, body = channel.basic_get(queue, auto_ack=True)
     assert body == b"legacy"
     assert rec.spans() == []
+
+
+def test_asynchronous_select_connection_publish_and_consume_are_linked(rec, channel, queue):
+    """The SelectConnection adapter: pika.channel.Channel without BlockingChannel around it."""
+    seen = []
+
+    def on_open(connection):
+        connection.channel(on_open_callback=on_channel)
+
+    def on_channel(ch):
+        def on_message(ch, method, properties, body):
+            with rec.tracer.start_as_current_span("async work"):
+                seen.append(body)
+            ch.basic_ack(method.delivery_tag)
+            ch.connection.close()
+
+        ch.basic_consume(queue, on_message)
+        with rec.tracer.start_as_current_span("async api"):
+            ch.basic_publish("", queue, b"async job")
+
+    connection = pika.SelectConnection(
+        pika.ConnectionParameters("127.0.0.1", 5672, credentials=pika.PlainCredentials("guest", "guest")),
+        on_open_callback=on_open,
+        on_close_callback=lambda conn, reason: conn.ioloop.stop(),
+    )
+    connection.ioloop.call_later(10, connection.ioloop.stop)  # never hang the suite
+    connection.ioloop.start()
+    assert seen == [b"async job"]
+    send, process = rec.one(f"send {queue}"), rec.one(f"process {queue}")
+    assert send.parent.span_id == rec.one("async api").context.span_id
+    assert process.parent.span_id == send.context.span_id
+    assert rec.one("async work").parent.span_id == process.context.span_id
