@@ -66,25 +66,38 @@ def running(args: list[str], env: dict[str, str], health: str):
         log.close()
 
 
-def scope_env(receiver, tmp_path, **extra) -> dict[str, str]:
-    settings = {
-        **receiver.env("http/protobuf"),
-        "OTEL_SERVICE_NAME": "shop",
-        "OTEL_BSP_SCHEDULE_DELAY": "100",
-        "SHOP_DB": f"sqlite:///{tmp_path / 'shop.db'}",
-        "DJANGO_DB": str(tmp_path / "django.db"),
+@pytest.fixture(scope="module")
+def databases(tmp_path_factory) -> dict[str, str]:
+    """The shop's and the Django app's SQLite files, made once per module."""
+    folder = tmp_path_factory.mktemp("servers")
+    env = {
+        "SHOP_DB": f"sqlite:///{folder / 'shop.db'}",
+        "DJANGO_DB": str(folder / "django.db"),
         "DJANGO_SETTINGS_MODULE": "tests.instrumentors.apps.djangoapp.settings",
     }
-    return clean_env(**{**settings, **extra})
-
-
-def prepare_databases(env: dict[str, str]) -> None:
     code = (
         "import django; django.setup();"
         "from tests.instrumentors.apps.djangoapp.models import create_tables; create_tables();"
         "from tests.instrumentors.apps import shop; shop.reset_db()"
     )
-    subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, check=True, timeout=60)
+    subprocess.run([sys.executable, "-c", code], env=clean_env(**env), cwd=REPO, check=True, timeout=60)
+    return env
+
+
+@pytest.fixture
+def scope_env(otlp_receiver, databases):
+    """``scope_env(**extra)``: environment for a server exporting to the receiver."""
+
+    def make(**extra: str) -> dict[str, str]:
+        settings = {
+            **otlp_receiver.env("http/protobuf"),
+            "OTEL_SERVICE_NAME": "shop",
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+            **databases,
+        }
+        return clean_env(**{**settings, **extra})
+
+    return make
 
 
 def server_span(spans, name):
@@ -114,9 +127,8 @@ def check_shop_tree(receiver, url: str) -> None:
 
 
 @pytest.mark.parametrize("preload", [False, True], ids=["no-preload", "preload"])
-def test_gunicorn_two_workers_under_scope_otel_run(otlp_receiver, tmp_path, preload):
-    env = scope_env(otlp_receiver, tmp_path)
-    prepare_databases(env)
+def test_gunicorn_two_workers_under_scope_otel_run(otlp_receiver, scope_env, preload):
+    env = scope_env()
     args = [tool("scope-otel"), "run", "--", tool("gunicorn"), "-w", "2", "-b", "127.0.0.1:{port}", "--log-level", "warning", "--graceful-timeout", "3"]
     if preload:
         args.append("--preload")
@@ -126,9 +138,8 @@ def test_gunicorn_two_workers_under_scope_otel_run(otlp_receiver, tmp_path, prel
 
 
 @pytest.mark.parametrize("app", ["flask", "django"])
-def test_gunicorn_preload_app_built_before_instrumenting_in_post_fork(otlp_receiver, tmp_path, app):
-    env = scope_env(otlp_receiver, tmp_path, HOOK_OTLP=otlp_receiver.http_endpoint)
-    prepare_databases(env)
+def test_gunicorn_preload_app_built_before_instrumenting_in_post_fork(otlp_receiver, scope_env, app):
+    env = scope_env(HOOK_OTLP=otlp_receiver.http_endpoint)
     args = [tool("gunicorn"), "-w", "2", "-b", "127.0.0.1:{port}", "--log-level", "warning", "--graceful-timeout", "3", "--preload", "-c", HOOKS]
     if app == "flask":
         with running(args + [SHOP], env, "/health") as url:
@@ -144,9 +155,8 @@ def test_gunicorn_preload_app_built_before_instrumenting_in_post_fork(otlp_recei
     assert span["resource"]["service.name"] == "hooked"
 
 
-def test_django_runserver_noreload_under_scope_otel_run(otlp_receiver, tmp_path):
-    env = scope_env(otlp_receiver, tmp_path, OTEL_SERVICE_NAME="django")
-    prepare_databases(env)
+def test_django_runserver_noreload_under_scope_otel_run(otlp_receiver, scope_env):
+    env = scope_env(OTEL_SERVICE_NAME="django")
     args = [tool("scope-otel"), "run", "--", sys.executable, "-m", "django", "runserver", "--noreload", "127.0.0.1:{port}"]
     with running(args, env, "/items/0/") as url:
         assert requests.post(f"{url}/items/", data='{"name": "plum"}').status_code == 201
@@ -158,11 +168,10 @@ def test_django_runserver_noreload_under_scope_otel_run(otlp_receiver, tmp_path)
     assert [c["scope.action"] for c in changes] == ["insert", "update"]
 
 
-def test_opentelemetry_instrument_with_contrib_and_scope_gives_one_span_per_request(otlp_receiver, tmp_path):
+def test_opentelemetry_instrument_with_contrib_and_scope_gives_one_span_per_request(otlp_receiver, scope_env):
     # both contrib's and scope-otel's entry points load; contrib's Flask
     # instrumentation owns apps created after it, scope-otel steps aside
-    env = scope_env(otlp_receiver, tmp_path)
-    prepare_databases(env)
+    env = scope_env()
     serve = (
         "import sys; from werkzeug.serving import run_simple;"
         "from tests.instrumentors.apps import shop;"
@@ -179,9 +188,8 @@ def test_opentelemetry_instrument_with_contrib_and_scope_gives_one_span_per_requ
     assert len(selects) == 1 and selects[0]["parent_span_id"] == servers[0]["span_id"]
 
 
-def test_function_spans_nest_between_request_and_sql_spans_under_gunicorn(otlp_receiver, tmp_path):
-    env = scope_env(otlp_receiver, tmp_path)
-    prepare_databases(env)
+def test_function_spans_nest_between_request_and_sql_spans_under_gunicorn(otlp_receiver, scope_env):
+    env = scope_env()
     args = [
         tool("scope-otel"), "run", "--instrument", "tests.instrumentors.apps.shop", "--level", "boundaries", "--",
         tool("gunicorn"), "-w", "2", "-b", "127.0.0.1:{port}", "--log-level", "warning", "--graceful-timeout", "3",
