@@ -121,6 +121,7 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 30  # a stalled client cannot hold a thread forever
 
     def do_POST(self) -> None:  # noqa: N802 - http.server API
+        self._body_read = False
         as_json = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower() == _JSON
         try:
             request, as_json, nbytes = self._read_request()
@@ -168,6 +169,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._discard(length)
             raise Rejected(413, f"body of {length} bytes exceeds {self.server.max_request_bytes}")
         body = self.rfile.read(length)
+        self._body_read = True
         if len(body) != length:
             raise Rejected(400, f"body ended after {len(body)} of {length} bytes")
         raw = decompress(body, self.headers.get("Content-Encoding", ""), self.server.max_decompressed_bytes)
@@ -192,8 +194,8 @@ class _Handler(BaseHTTPRequestHandler):
             body, media = json_format.MessageToJson(status_msg).encode(), _JSON
         else:
             body, media = status_msg.SerializeToString(), _PROTOBUF
-        if status in (411, 413) or status >= 500:
-            # The unread body (if any) would be parsed as the next request.
+        if not getattr(self, "_body_read", True) or status >= 500:
+            # An unread body would be parsed as the next request on this connection.
             self.close_connection = True
             headers = {**(headers or {}), "Connection": "close"}
         self._send(status, body, media, headers)

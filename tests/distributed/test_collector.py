@@ -291,3 +291,20 @@ def test_requests_racing_shutdown_get_unavailable_not_busy(collector):
         with pytest.raises(grpc.RpcError) as info:
             trace_service_pb2_grpc.TraceServiceStub(channel).Export(make_request(1), timeout=5)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_keep_alive_connection_survives_refused_requests_with_unread_bodies(sink):
+    c = Collector(sink, grpc_port=None, http_port=0, token="t").start()
+    try:
+        body = make_request(1, name="after").SerializeToString()
+        refused = b'{"resourceSpans": []}'  # left unread, it would be taken for the next request line
+        with requests.Session() as session:
+            assert session.post(c.http_endpoint, data=refused, headers=PROTOBUF, timeout=5).status_code == 401
+            base = c.http_endpoint.rsplit("/v1/traces", 1)[0]
+            assert session.post(base + "/v1/logs", data=refused, headers=PROTOBUF, timeout=5).status_code == 404
+            ok = session.post(c.http_endpoint, data=body, headers={**PROTOBUF, "Authorization": "Bearer t"}, timeout=5)
+            assert ok.status_code == 200
+        assert c.intake.drain(5)
+        assert sink.span_names() == ["after"]
+    finally:
+        c.stop()
