@@ -21,6 +21,7 @@ import importlib.util
 import marshal
 import os
 import sys
+import threading
 from types import CodeType
 
 from scope_otel.instrument.rewrite import REWRITE_VERSION
@@ -74,7 +75,7 @@ def write(path: str | None, key: bytes, code: CodeType, *, force: bool = False) 
     if path is None or (sys.dont_write_bytecode and not force):
         return False
     data = importlib.util.MAGIC_NUMBER + _TAG + key + marshal.dumps(code)
-    tmp = f"{path}.{os.getpid()}.tmp"
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"  # unique per writer
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(tmp, "wb") as fh:

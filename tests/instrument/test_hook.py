@@ -168,3 +168,26 @@ def test_rewritten_modules_keep_their_source_loader_apis(load):
     assert m.__spec__.origin.endswith("m.py") and m.__file__ == m.__spec__.origin
     assert "def f" in m.__loader__.get_source(m.__name__)
     assert isinstance(m.__loader__, importlib.machinery.SourceFileLoader)
+
+
+def test_module_docstring_and_future_imports_stay_first(load):
+    m = load('''
+        """The module's own docstring."""
+        from __future__ import annotations
+
+        def f(x: NotDefinedAnywhere) -> int:
+            return 1
+    ''')
+    assert m.__doc__ == "The module's own docstring."
+    assert m.f.__annotations__ == {"x": "NotDefinedAnywhere", "return": "int"}
+
+
+def test_reload_rewrites_again(load, recorded):
+    m = load("def f():\n    return 1\n")
+    hook.install(Plan.from_globs([m.__name__.split(".")[0] + ".*"], "full"))
+    try:
+        again = importlib.reload(m)
+    finally:
+        hook.uninstall()
+    assert again is m and vars(m).get(MARKER) and m.f() == 1
+    assert recorded.names() == ["f"]
