@@ -76,8 +76,9 @@ def send_with(exporter, names: list[str]) -> None:
     provider.shutdown()
 
 
-def test_grpc_exporter_spans_reach_the_store(collector, sink):
-    send_with(GrpcExporter(endpoint=collector.grpc_endpoint, insecure=True), ["a", "b"])
+@pytest.mark.parametrize("compression", [None, grpc.Compression.Gzip], ids=["plain", "gzip"])
+def test_grpc_exporter_spans_reach_the_store(collector, sink, compression):
+    send_with(GrpcExporter(endpoint=collector.grpc_endpoint, insecure=True, compression=compression), ["a", "b"])
     assert collector.intake.drain(5)
     assert sink.span_names() == ["a", "b"]
 

@@ -75,9 +75,10 @@ def test_raw_stream_holds_the_context_field_for_other_consumers(instrumented, ke
     assert fields[b"a"] == b"1" and b"traceparent" in fields[FIELD.encode()]
 
 
-def test_group_read_of_several_entries_gives_one_receive_span_linking_each_producer(instrumented, key):
+@pytest.mark.parametrize("protocol", [2, 3], ids=["resp2", "resp3"])
+def test_group_read_of_several_entries_gives_one_receive_span_linking_each_producer(instrumented, key, protocol):
     rec = instrumented()
-    client = _client(decode_responses=True)
+    client = _client(decode_responses=True, protocol=protocol)
     client.xgroup_create(key, "workers", id="0", mkstream=True)
     for n in range(3):
         with rec.tracer.start_as_current_span(f"producer-{n}"):
