@@ -2,6 +2,9 @@
 -- by a materialized view, so everything that walks one trace (call tree,
 -- error path, causal order) reads a primary-key range instead of scanning
 -- otel_traces, whose order (service, span name, time) suits analytics.
+-- SpanKey / ParentKey (cityHash64 of trace id and span / parent id, 0 for
+-- none) let the edge views join on integers instead of hashing strings at
+-- query time.
 -- It fills from every insert into otel_traces, the Collector's included.
 -- Rows already in otel_traces are copied once when this migration runs
 -- (spans inserted in the instant between that copy and the view's creation
@@ -20,7 +23,9 @@ CREATE TABLE IF NOT EXISTS ${db}.scope_spans_by_trace ${on_cluster} (
     Duration UInt64 CODEC(ZSTD(1)),
     StatusCode LowCardinality(String) CODEC(ZSTD(1)),
     StatusMessage String CODEC(ZSTD(1)),
-    Hlc String CODEC(ZSTD(1))
+    Hlc String CODEC(ZSTD(1)),
+    SpanKey UInt64 CODEC(ZSTD(1)),
+    ParentKey UInt64 CODEC(ZSTD(1))
 ) ENGINE = ${engine}
 PARTITION BY toDate(Timestamp)
 ORDER BY (TraceId, SpanId)
@@ -30,7 +35,9 @@ SETTINGS index_granularity = 2048, ttl_only_drop_parts = 1;
 INSERT INTO ${db}.scope_spans_by_trace
 SELECT
     TraceId, SpanId, ParentSpanId, SpanName, SpanKind, ServiceName, Timestamp, Duration, StatusCode,
-    StatusMessage, SpanAttributes['scope.hlc'] AS Hlc
+    StatusMessage, SpanAttributes['scope.hlc'] AS Hlc,
+    cityHash64(TraceId, SpanId) AS SpanKey,
+    if(ParentSpanId = '', 0, cityHash64(TraceId, ParentSpanId)) AS ParentKey
 FROM ${db}.otel_traces
 WHERE (SELECT count() FROM ${db}.scope_spans_by_trace) = 0;
 
@@ -38,5 +45,7 @@ CREATE MATERIALIZED VIEW IF NOT EXISTS ${db}.scope_spans_by_trace_mv ${on_cluste
 TO ${db}.scope_spans_by_trace
 AS SELECT
     TraceId, SpanId, ParentSpanId, SpanName, SpanKind, ServiceName, Timestamp, Duration, StatusCode,
-    StatusMessage, SpanAttributes['scope.hlc'] AS Hlc
+    StatusMessage, SpanAttributes['scope.hlc'] AS Hlc,
+    cityHash64(TraceId, SpanId) AS SpanKey,
+    if(ParentSpanId = '', 0, cityHash64(TraceId, ParentSpanId)) AS ParentKey
 FROM ${db}.otel_traces;

@@ -357,12 +357,12 @@ class Backend:
                               insert_block=buffer.getvalue(), fmt="Native")
         self.rows_written[first.table] = self.rows_written.get(first.table, 0) + sum(p.rows for p in parts)
 
-    def ensure_owner(self) -> None:
-        """Start a drainer process for the embedded store unless an owner runs (cheap; rate-limited)."""
+    def ensure_owner(self, force: bool = False) -> None:
+        """Start a store-writer process unless an owner runs (cheap: checked twice a second)."""
         now = time.monotonic()
         if self._drainer is not None and self._drainer.poll() is not None:
             self._drainer = None  # reaped
-        if now - self._last_spawn < 0.5 or self._drainer is not None:
+        if self._drainer is not None or (not force and now - self._last_spawn < 0.5):
             return
         self._last_spawn = now
         path = self.target.path

@@ -6,15 +6,19 @@ isolated mode, so the launcher's ``sitecustomize`` on ``PYTHONPATH`` does
 not instrument it, and ``OTEL_SDK_DISABLED=true`` for good measure.
 
 It takes ownership (exits at once if another process owns the store),
-writes queued batches as they arrive, and exits after ``--idle`` seconds
-without work or as soon as another process asks for the store (a
-``scope-release-<pid>`` file), leaving the rest of the queue to that process.
+writes queued batches as they arrive (many per INSERT), and exits after
+``--idle`` seconds without work (30: an application exporting every few
+seconds keeps one writer instead of starting one per batch) or as soon as
+another process asks for the store (a ``scope-release-<pid>`` file), leaving
+the rest of the queue to that process.  It runs at a lower CPU priority
+(nice 5): the application comes first.
 Problems go to ``<store>/scope-drainer.log``.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 
@@ -29,8 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("database")
     parser.add_argument("--spool", required=True)
     parser.add_argument("--ttl-days", type=int, default=0)
-    parser.add_argument("--idle", type=float, default=3.0)
+    parser.add_argument("--idle", type=float, default=30.0)
     args = parser.parse_args(argv)
+    try:
+        os.nice(5)  # a background writer: the application comes first
+    except OSError:
+        pass
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s scope-otel drainer %(process)d: %(message)s")
     target = parse("chdb://" + args.store, args.database)
     backend = Backend(target, schema=SchemaOptions(ttl_days=args.ttl_days), spool_dir=args.spool,

@@ -152,7 +152,7 @@ class ClickHouseSpanExporter(SpanExporter):
                 if self.target.kind == "http" or self.embedded == "inprocess":
                     self._write_spool()
                 else:
-                    self._backend.ensure_owner()
+                    self._backend.ensure_owner(force=True)
             except (StoreBusy, StoreUnavailable):
                 pass
             except Exception:
@@ -161,8 +161,11 @@ class ClickHouseSpanExporter(SpanExporter):
         return True
 
     def shutdown(self) -> None:
+        """Stop exporting.  Queued batches stay on disk for the store's owner (started if needed)."""
         self._shutdown = True
         try:
+            if self.target.kind == "chdb" and self._backend.spool.pending():
+                self._backend.ensure_owner(force=True)
             self._backend.close()
         except Exception:
             pass

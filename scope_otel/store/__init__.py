@@ -13,11 +13,12 @@
     store.error_path(trace_id); store.causal_order(trace_id); store.events(trace_id)
     store.query("SELECT count() FROM otel_traces")   # unqualified names: the store's database
 
-Rows are dicts keyed by column name.  Opening an embedded store held by a
-running application waits up to ``wait_s`` (the application lets go after
-two idle seconds) and first replays any spooled batches, so a query sees
-everything recorded so far.  Trace ids are validated (32 hex digits) and
-bound as query parameters, never pasted into SQL.
+Rows are dicts keyed by column name.  An embedded store is opened in this
+process; if another process owns it (the store writer of a running
+application, another query), the owner is asked to let go and this waits up
+to ``wait_s``.  Queued batches are written before every query, so a query
+sees everything exported so far.  Trace ids are validated (32 hex digits)
+and bound as query parameters, never pasted into SQL.
 """
 from __future__ import annotations
 
