@@ -213,36 +213,42 @@ def queries(n: int, workdir: str, repeat: int) -> dict:
     return out
 
 
+def ingest_table(spans_n: int, batch: int, workdir: str) -> None:
+    t0 = time.perf_counter()
+    spans = make_spans(spans_n)
+    # The benchmark holds every span in memory at once, which a running
+    # application never does (processors release spans once exported);
+    # freeze that set-up heap so the collector's full passes over it are
+    # not charged to the exporter.
+    gc.collect()
+    gc.freeze()
+    print(f"built {len(spans)} SDK spans (10 attributes each) in {time.perf_counter() - t0:.1f} s; "
+          f"batch size {batch}")
+    ing = ingest(spans, batch, workdir)
+    ceiling = ing["ceiling"]
+    print()
+    print(f"{'ingest into chDB':52s} {'spans/s':>10s} {'x ceiling':>10s}")
+    print(f"{'chDB: INSERT FROM INFILE, prebuilt Native (ceiling)':52s} {ceiling:10,.0f} {1.0:10.2f}")
+    proc_total, proc_app = ing["process"]
+    print(f"{'exporter, embedded=process (end to end)':52s} {proc_total:10,.0f} {proc_total / ceiling:10.2f}")
+    print(f"{'  app side only (export() calls)':52s} {proc_app:10,.0f} {proc_app / ceiling:10.2f}")
+    print(f"{'exporter, embedded=inprocess':52s} {ing['inprocess']:10,.0f} {ing['inprocess'] / ceiling:10.2f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--spans", type=int, default=None)
     parser.add_argument("--rows", type=int, default=None)
     parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument("--skip-ingest", action="store_true", help="only the query benchmarks")
     args = parser.parse_args()
     spans_n = args.spans or (40_000 if args.quick else 200_000)
     rows_n = args.rows or (500_000 if args.quick else 5_000_000)
     workdir = tempfile.mkdtemp(prefix="scope-bench-ch-")
     try:
-        t0 = time.perf_counter()
-        spans = make_spans(spans_n)
-        # The benchmark holds every span in memory at once, which a running
-        # application never does (processors release spans once exported);
-        # freeze that set-up heap so the collector's full passes over it are
-        # not charged to the exporter.
-        gc.collect()
-        gc.freeze()
-        print(f"built {len(spans)} SDK spans (10 attributes each) in {time.perf_counter() - t0:.1f} s; "
-              f"batch size {args.batch}")
-        ing = ingest(spans, args.batch, workdir)
-        ceiling = ing["ceiling"]
-        print()
-        print(f"{'ingest into chDB':52s} {'spans/s':>10s} {'x ceiling':>10s}")
-        print(f"{'chDB: INSERT FROM INFILE, prebuilt Native (ceiling)':52s} {ceiling:10,.0f} {1.0:10.2f}")
-        proc_total, proc_app = ing["process"]
-        print(f"{'exporter, embedded=process (end to end)':52s} {proc_total:10,.0f} {proc_total / ceiling:10.2f}")
-        print(f"{'  app side only (export() calls)':52s} {proc_app:10,.0f} {proc_app / ceiling:10.2f}")
-        print(f"{'exporter, embedded=inprocess':52s} {ing['inprocess']:10,.0f} {ing['inprocess'] / ceiling:10.2f}")
+        if not args.skip_ingest:
+            ingest_table(spans_n, args.batch, workdir)
         q = queries(rows_n, workdir, 15)
         print()
         print(f"table of {q['rows']:,} spans generated with INSERT ... SELECT FROM numbers() "

@@ -47,7 +47,7 @@ import time
 import weakref
 from typing import Any, Callable, TypeVar
 
-from scope_otel.export._ch_rows import quiet_clickhouse_connect
+from scope_otel.export._ch_quiet import quiet_clickhouse_connect
 from scope_otel.export._ch_schema import SchemaOptions, ensure_schema
 from scope_otel.export._ch_spool import Part, Spool
 from scope_otel.export._ch_target import Target
@@ -56,6 +56,9 @@ _log = logging.getLogger("scope_otel.export.clickhouse")
 T = TypeVar("T")
 
 OWNER_LOCK = "scope-owner.lock"
+#: Servers get many small batches from many processes: let them buffer and
+#: merge (async insert), but only answer once the data is durable.
+SERVER_INSERT_SETTINGS = {"async_insert": 1, "wait_for_async_insert": 1}
 RELEASE_PREFIX = "scope-release-"
 SPOOL_DIR = "scope-spool"
 
@@ -140,6 +143,7 @@ class _Engine:
     used = False        # this process ran chDB (inherited by forked children)
     forbidden = False   # we are a forked child of a chDB user: never open chDB
     keeper_pid = 0
+    generation = 0      # bumped on every open: schema checks are per open engine
     backends: "weakref.WeakSet[Backend]" = weakref.WeakSet()
     orphans: list = []  # clients inherited over fork: never touched, never collected
     fork_locked = False
@@ -210,6 +214,7 @@ def _open_engine(path: str) -> Any:
             raise StoreBusy(f"chdb://{path} is held by a process outside scope-otel") from None
         raise
     _Engine.client, _Engine.path, _Engine.lock_fd, _Engine.used = client, path, fd, True
+    _Engine.generation += 1
     _start_keeper()
     return client
 
@@ -295,7 +300,8 @@ class Backend:
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._http: Any = None
-        self._schema_ready: set[tuple[int, str]] = set()
+        self._http_generation = 0
+        self._schema_ready: set[int] = set()
         self._last_spawn = 0.0
         self._drainer: subprocess.Popen | None = None
         if target.kind == "chdb":
@@ -354,7 +360,7 @@ class Backend:
             for part in parts:
                 part.copy_to(buffer)
             client.raw_insert(f"{self.target.database}.{first.table}", first.columns,
-                              insert_block=buffer.getvalue(), fmt="Native")
+                              insert_block=buffer.getvalue(), fmt="Native", settings=SERVER_INSERT_SETTINGS)
         self.rows_written[first.table] = self.rows_written.get(first.table, 0) + sum(p.rows for p in parts)
 
     def ensure_owner(self, force: bool = False) -> None:
@@ -399,7 +405,7 @@ class Backend:
             client = _open_engine(self.target.path)
             _Engine.last_use = time.monotonic()
             try:
-                self._prepare(client)
+                self._prepare(client, _Engine.generation)
                 return fn(client)
             finally:
                 _Engine.last_use = time.monotonic()
@@ -415,9 +421,10 @@ class Backend:
                 if self._http is None:
                     try:
                         self._http = self._connect_http()
+                        self._http_generation += 1
                     except Exception as exc:  # refused, DNS, TLS, auth: nothing to write to yet
                         raise StoreUnavailable(self.target.scrub(f"{self.target.display}: {_short(exc)}")) from None
-                self._prepare(self._http)
+                self._prepare(self._http, self._http_generation)
                 return fn(self._http)
             except StoreUnavailable:
                 raise
@@ -449,13 +456,12 @@ class Backend:
 
     # -- shared ------------------------------------------------------------------
 
-    def _prepare(self, client: Any) -> None:
-        key = (id(client), self.target.database)
-        if key not in self._schema_ready:
+    def _prepare(self, client: Any, generation: int) -> None:
+        if generation not in self._schema_ready:
             applied = self.last_applied = ensure_schema(client, self.target.database, self.schema)
             if applied:
                 _log.info("scope-otel: applied %s to %s", ", ".join(applied), self.target.display)
-            self._schema_ready.add(key)
+            self._schema_ready.add(generation)
         if self.spool.pending():
             self._drain(client)
 

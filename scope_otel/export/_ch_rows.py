@@ -1,8 +1,8 @@
 """Turn spans into columnar batches for ``otel_traces`` and ``scope_events``.
 
 Two inputs, one output: SDK ``ReadableSpan`` objects (:meth:`Batch.add_spans`)
-and OTLP protobuf requests (:meth:`Batch.add_otlp`) both land in the same
-column lists, in the clickhouseexporter's conventions (hex ids, span kind
+and OTLP protobuf requests (:meth:`Batch.add_otlp`) both become the same
+rows, in the clickhouseexporter's conventions (hex ids, span kind
 ``SPAN_KIND_SERVER``, status ``STATUS_CODE_ERROR``, attribute values as
 strings, arrays and maps as JSON, ``Duration`` in ns).
 
@@ -22,11 +22,10 @@ turns the columns into ClickHouse Native blocks without any connection.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
-import logging
-import threading
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
+
+from scope_otel.export._ch_quiet import quiet_clickhouse_connect
 
 TRACE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("Timestamp", "DateTime64(9)"),
@@ -343,39 +342,6 @@ def _native(spec: Sequence[tuple[str, str]], columns: list[list]) -> bytes:
     # build_insert starts with an "INSERT INTO ... FORMAT Native\n" line meant
     # for an HTTP body; the Native bytes follow it.
     return data[data.index(b"\n") + 1:]
-
-
-_quiet = threading.local()
-
-
-class _QuietFilter(logging.Filter):
-    """Drop clickhouse-connect's own error logs for calls scope-otel makes and handles.
-
-    Only records emitted on a thread inside :func:`quiet_clickhouse_connect`
-    are dropped, so an application using clickhouse-connect itself keeps its logs.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not getattr(_quiet, "on", 0)
-
-
-_filter_installed = False
-
-
-@contextlib.contextmanager
-def quiet_clickhouse_connect() -> Iterator[None]:
-    global _filter_installed
-    if not _filter_installed:
-        _filter_installed = True
-        for name in ("clickhouse_connect.driver.transform", "clickhouse_connect.driver._backend.http_sync",
-                     "clickhouse_connect.driver._backend.chdb_backend", "clickhouse_connect.driver.client",
-                     "urllib3.connectionpool"):
-            logging.getLogger(name).addFilter(_QuietFilter())
-    _quiet.on = getattr(_quiet, "on", 0) + 1
-    try:
-        yield
-    finally:
-        _quiet.on -= 1
 
 
 def _any_value(value: Any) -> Any:

@@ -55,7 +55,7 @@ from typing import Any, Sequence
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from scope_otel.export._ch_backend import Backend, StoreBusy, StoreUnavailable
+from scope_otel.export._ch_backend import SERVER_INSERT_SETTINGS, Backend, StoreBusy, StoreUnavailable
 from scope_otel.export._ch_rows import Batch
 from scope_otel.export._ch_schema import SchemaOptions
 from scope_otel.export._ch_target import Target, parse
@@ -243,7 +243,8 @@ class ClickHouseSpanExporter(SpanExporter):
 
     def _insert_parts(self, client: Any, parts: list) -> None:
         for table, columns, data, _rows in parts:
-            client.raw_insert(f"{self.target.database}.{table}", columns, insert_block=data, fmt="Native")
+            client.raw_insert(f"{self.target.database}.{table}", columns, insert_block=data, fmt="Native",
+                              settings=SERVER_INSERT_SETTINGS)
 
     def _write_spool(self) -> None:
         self._backend.run(lambda client: None)  # opening the store writes the spool
