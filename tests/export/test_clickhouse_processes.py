@@ -88,3 +88,47 @@ def test_query_waits_for_a_running_application_to_release_the_store(tmp_path):
     finally:
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-2000:]
+
+
+FORK_AFTER_CHDB = """
+import json, os, sys
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from scope_otel.export.clickhouse import ClickHouseSpanExporter
+from scope_otel.export._ch_target import parse
+from scope_otel.store import Store
+
+store_path = sys.argv[1]
+parent = Store(parse(store_path, "otel"))
+parent.query("SELECT 1")                      # this process now runs chDB
+read_fd, write_fd = os.pipe()
+pid = os.fork()
+if pid == 0:
+    code = 1
+    try:
+        exporter = ClickHouseSpanExporter(store_path, embedded="inprocess")
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        with provider.get_tracer("t").start_as_current_span("from-forked-child"):
+            pass
+        os.write(write_fd, json.dumps(exporter.stats()).encode())
+        code = 0
+    finally:
+        os._exit(code)  # see _ch_backend: such a child must not run chDB's exit handlers
+os.close(write_fd)
+child = json.loads(os.read(read_fd, 65536))
+_, status = os.waitpid(pid, 0)
+rows = parent.query("SELECT count() FROM otel_traces WHERE SpanName = 'from-forked-child'").rows[0][0]
+print(json.dumps({"child": child, "status": status, "rows": rows}))
+"""
+
+
+def test_a_child_forked_from_a_chdb_process_never_opens_chdb_and_its_spans_arrive(tmp_path):
+    out = subprocess.run([sys.executable, "-c", FORK_AFTER_CHDB, str(tmp_path / "inherited")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.splitlines()[-1])
+    assert result["status"] == 0
+    assert result["child"]["store_busy"] >= 1 and result["child"]["spans_queued"] == 1
+    assert result["child"]["spans_dropped"] == 0
+    assert result["rows"] == 1  # queued by the child, written by the parent that owns the store
