@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 from scope_otel.capture.records import CAP_ARGS, CAP_RETURN
 
+_PLAIN = frozenset({int, str, float, bool, type(None)})
+
 
 class HotPath:
     """``enter``/``exit``/``exception`` bound to one set of runtime tables.
@@ -90,8 +92,11 @@ class HotPath:
                 flg = flags[fid]
                 captured = None
                 if args is not None and flg & CAP_ARGS:
-                    cur_set(disabled)  # a repr() must not record itself
-                    captured = {k: snap(v) for k, v in args.items()}
+                    if type(args) is dict and all(type(v) in _PLAIN for v in args.values()):
+                        captured = args  # enter() owns the dict; plain values need no snapshot
+                    else:
+                        cur_set(disabled)  # a repr() must not record itself
+                        captured = {k: snap(v) for k, v in args.items()}
                 token = [prefix | (count() & 0xFFFFFFFF), trace_id, parent_id, fid, clock(),
                          octx, caller, captured, None, None, lvl, flg, 0, 0, None]
                 cur_set(token)

@@ -710,13 +710,34 @@ set_top(HotPathObject *self, PyObject *top)
     return 0;
 }
 
+static inline int is_plain(PyObject *v);
+
 /* A value safe to keep: plain immutables as they are, anything else via snap(). */
 static PyObject *
 snap_value(HotPathObject *self, PyObject *v)
 {
-    if (v == Py_None || PyLong_CheckExact(v) || PyUnicode_CheckExact(v) || PyFloat_CheckExact(v) || PyBool_Check(v))
+    if (is_plain(v))
         return Py_NewRef(v);
     return PyObject_CallOneArg(self->snap, v);
+}
+
+static inline int
+is_plain(PyObject *v)
+{
+    return v == Py_None || PyLong_CheckExact(v) || PyUnicode_CheckExact(v) || PyFloat_CheckExact(v) || PyBool_Check(v);
+}
+
+/* All values plain immutables (and all keys str): the dict can be kept as is. */
+static int
+all_plain(PyObject *d)
+{
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(d, &pos, &k, &v)) {
+        if (!PyUnicode_CheckExact(k) || !is_plain(v))
+            return 0;
+    }
+    return 1;
 }
 
 static PyObject *
@@ -818,7 +839,11 @@ HotPath_enter(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_XDECREF(caller);
         goto error;
     }
-    if (call_args != Py_None && (flg & CAP_ARGS) && PyDict_Check(call_args)) {
+    if (call_args != Py_None && (flg & CAP_ARGS) && PyDict_CheckExact(call_args) && all_plain(call_args)) {
+        /* enter() owns the dict it is given; plain values need no snapshot */
+        captured = Py_NewRef(call_args);
+    }
+    else if (call_args != Py_None && (flg & CAP_ARGS) && PyDict_Check(call_args)) {
         if (set_top(self, self->disabled) < 0) {  /* a repr() must not record itself */
             Py_XDECREF(caller);
             goto error;

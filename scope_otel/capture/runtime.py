@@ -13,7 +13,10 @@ Instrumented code (the AST rewriter or a wrapt wrapper) does, per function::
         raise
     runtime.exit(token, result)
 
-``enter`` returns a token (or ``None`` when the call is not recorded: level
+``enter`` takes ownership of the ``args`` dict (build a fresh one per call;
+values that are not plain ``int``/``str``/``float``/``bool``/``None`` are
+snapshotted with ``repr`` at once).  It returns a token (or ``None`` when the
+call is not recorded: level
 off, sampled out, inside :func:`disabled`, breaker open, unsampled parent
 trace); every other call accepts ``None`` and does nothing.  None of them
 raises into the application; internal failures are counted (``stats()``) and
