@@ -30,6 +30,10 @@ _REPEATABLE = re.compile(r"ch_R_[a-z0-9_]+\.sql")
 _STATEMENT_END = re.compile(r";[ \t]*(?:\n|$)")
 
 
+class SchemaError(RuntimeError):
+    """A schema file could not be applied; the message names the file and ClickHouse's reason."""
+
+
 @dataclass(frozen=True)
 class SchemaOptions:
     """How tables are created: retention and, on servers, replication."""
@@ -118,7 +122,11 @@ def ensure_schema(client: Any, database: str, options: SchemaOptions = SchemaOpt
         if previous is not None and (version != "R" or previous == digest):
             continue
         for statement in render(text, db, options):
-            client.command(statement)
+            try:
+                client.command(statement)
+            except Exception as exc:
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:400]
+                raise SchemaError(f"applying {name} to database {db} failed: {reason}") from exc
         client.insert(
             f"{SCHEMA_VERSION_TABLE}", [[version, name, digest]],
             column_names=["Version", "Name", "Checksum"], database=db,

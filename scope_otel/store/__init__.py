@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scope_otel.export._ch_backend import Backend, StoreBusy, StoreUnavailable, owner_pid
+from scope_otel.export._ch_schema import SchemaError
 from scope_otel.export._ch_target import Target, TargetError, parse
 
 __all__ = ["Store", "QueryResult", "StoreError", "open_store"]
@@ -130,7 +131,7 @@ class Store:
                 f"{self.wait_s:.0f} s (an owner normally lets go within a second when asked); "
                 "retry, or stop the application"
             ) from None
-        except StoreUnavailable as exc:
+        except (StoreUnavailable, SchemaError) as exc:
             raise StoreError(str(exc)) from None
 
 

@@ -19,7 +19,7 @@ import json
 import sys
 from typing import Any, Sequence
 
-from scope_otel.store import QueryResult, Store, StoreError, open_store
+from scope_otel.store import QueryResult, Store, open_store
 
 
 def query_main(argv: list[str]) -> int:
@@ -32,9 +32,7 @@ def query_main(argv: list[str]) -> int:
             return 1
         try:
             result = store.query(args.sql)
-        except StoreError as exc:
-            return _fail(exc)
-        except Exception as exc:  # the user's SQL: show ClickHouse's message, not a traceback
+        except Exception as exc:  # the user's SQL or the store: ClickHouse's message, no traceback
             return _fail(_first_line(exc))
         sys.stdout.write(_format(result, args.format))
     return 0
@@ -60,8 +58,8 @@ def trace_main(argv: list[str]) -> int:
                 return _fail(f"trace {trace_id} not found in {store.target.display}")
             events = store.events(trace_id)
             errors = store.error_path(trace_id)
-        except StoreError as exc:
-            return _fail(exc)
+        except Exception as exc:  # store or SQL trouble: one line, no traceback
+            return _fail(_first_line(exc))
         sys.stdout.write(render_tree(trace_id, spans, events, errors))
     return 0
 
@@ -83,8 +81,8 @@ def graph_main(argv: list[str]) -> int:
             messages = [(f'{m["ProducerService"]}:{m["Producer"]}' if args.by == "function" else m["ProducerService"],
                          f'{m["ConsumerService"]}:{m["Consumer"]}' if args.by == "function" else m["ConsumerService"],
                          m) for m in store.message_edges()]
-        except StoreError as exc:
-            return _fail(exc)
+        except Exception as exc:
+            return _fail(_first_line(exc))
         sys.stdout.write(render_graph(edges, messages, args.format))
     return 0
 
@@ -258,7 +256,7 @@ class _opened:
         try:
             self.store = open_store(self.args.store, self.args.database, wait_s=self.args.wait)
         except Exception as exc:
-            _fail(exc)
+            _fail(_first_line(exc))
             return None
         return self.store
 
