@@ -1,5 +1,12 @@
-"""Fixtures for the distributed tests: an in-memory tracer provider with the HLC stamp."""
+"""Fixtures for the distributed tests: an in-memory tracer provider with the HLC stamp, ``scope-otel collect`` in a subprocess."""
 from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -37,12 +44,6 @@ class CollectProcess:
     """``scope-otel collect`` running in a subprocess on free loopback ports."""
 
     def __init__(self, store: str, *args: str, env: dict | None = None) -> None:
-        import json
-        import os
-        import subprocess
-        import sys
-        import time
-
         self.store = store
         ready = store + ".ready.json"
         exe = os.path.join(os.path.dirname(sys.executable), "scope-otel")
@@ -63,8 +64,6 @@ class CollectProcess:
 
     def stop(self, timeout: float = 30) -> int:
         """SIGINT (the documented way to stop it), wait, keep its output."""
-        import signal
-
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
         try:

@@ -1,6 +1,9 @@
 """Trace context and HLC through real Redis streams and (opt-in) lists; the application sees its data unchanged."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -157,10 +160,6 @@ def test_uninstrument_restores_plain_redis(instrumented, key):
 
 
 def test_two_processes_under_scope_otel_run_share_one_trace_through_redis(otlp_receiver, key):
-    import os
-    import subprocess
-    import sys
-
     _client()
     nodes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nodes")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SCOPE_OTEL_"))}
