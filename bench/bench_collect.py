@@ -14,7 +14,9 @@ Rows measured in the same run, each into a fresh embedded store (chDB):
   that took as ``stop_s``);
 * ``collect grpc, 2 MiB queue``: the same with ``--max-queue-size 2MiB``, so
   the store falls behind and backpressure (``RESOURCE_EXHAUSTED`` with
-  RetryInfo, retried by the exporters) shows in the notes.
+  RetryInfo, retried by the exporters) shows in the notes;
+* ``receiver only``: the same collector code with a sink that stores nothing,
+  so the receivers' (and the clients') share of the cost is visible.
 
 Every batch is the same 512 pre-built SDK spans (8 attributes, one event,
 HLC stamp), so span creation is not measured, only encoding, transport,
@@ -111,12 +113,32 @@ def _client(protocol: str, endpoint: str, batches: int, start_at: float, queue) 
     queue.put({"failed_batches": failed})
 
 
-def _collect(protocol: str, store: str, clients: int, batches: int, *extra: str) -> dict:
+def _serve_null(ready: str) -> int:
+    """The collector of ``scope-otel collect`` with a sink that stores nothing (receiver cost only)."""
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    from scope_otel.distributed.cli import _serve
+    from scope_otel.distributed.collector import Collector
+
+    class NullSink:
+        def export_otlp(self, request):
+            return SpanExportResult.SUCCESS
+
+        def shutdown(self):
+            pass
+
+    sink = NullSink()
+    collector = Collector(sink, grpc_port=0, http_port=0).start()
+    return _serve(collector, sink, argparse.Namespace(store="(none)", token=None, ready_file=ready))
+
+
+def _collect(protocol: str, store: str, clients: int, batches: int, *extra: str, null: bool = False) -> dict:
     ctx = mp.get_context("spawn")
     ready = store + ".ready.json"
-    proc = subprocess.Popen([os.path.join(BIN, "scope-otel"), "collect", "--store", store, "--grpc-port", "0",
-                             "--http-port", "0", "--ready-file", ready, *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command = ([sys.executable, os.path.abspath(__file__), "--serve-null", ready] if null else
+               [os.path.join(BIN, "scope-otel"), "collect", "--store", store, "--grpc-port", "0",
+                "--http-port", "0", "--ready-file", ready, *extra])
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     while not os.path.exists(ready):
         if proc.poll() is not None:
             raise SystemExit(f"scope-otel collect did not start:\n{proc.communicate()[0]}")
@@ -183,7 +205,10 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a short run (fewer batches)")
     parser.add_argument("--clients", type=int, default=4, help="concurrent OTLP exporter processes (default 4)")
     parser.add_argument("--batches", type=int, help="batches of 512 spans per client (default 40, quick 8)")
+    parser.add_argument("--serve-null", metavar="READY_FILE", help=argparse.SUPPRESS)  # internal: receiver-only row
     args = parser.parse_args()
+    if args.serve_null:
+        return _serve_null(args.serve_null)
     per_client = args.batches or (8 if args.quick else 40)
     total_batches = per_client * args.clients
     ctx = mp.get_context("spawn")
@@ -203,6 +228,10 @@ def main() -> int:
             result = _collect(protocol, store, args.clients, per_client, *extra)
             result["rows"] = _count_rows(store)
             rows.append((name, args.clients, result))
+        for protocol in ("grpc", "http"):
+            result = _collect(protocol, os.path.join(tmp, "null-" + protocol), args.clients, per_client, null=True)
+            result["rows"] = "-"
+            rows.append((f"receiver only {protocol}, no store", args.clients, result))
 
     base = direct["spans"] / direct["seconds"]
     print(f"\nspans/s into chDB, {total_batches} batches x {BATCH} spans per row, cpu count {os.cpu_count()}\n")
@@ -217,7 +246,7 @@ def main() -> int:
                      f"{s['peak_bytes'] / 1e6:.1f} MB, {s['store_writes']} inserts, failed batches {r['failed_batches']}")
         else:
             notes = f"dropped {r['dropped']}, spooled {r['spooled']}"
-        print(f"{name:32} {clients:>7} {r['spans']:>8} {r['rows']:>8} {r['seconds']:>8.2f} {rate:>9.0f} "
+        print(f"{name:32} {clients:>7} {r['spans']:>8} {r['rows']!s:>8} {r['seconds']:>8.2f} {rate:>9.0f} "
               f"{rate / base:>8.2f}x  {notes}")
     return 0
 
