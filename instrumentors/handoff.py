@@ -31,8 +31,11 @@ Queues: *link*
     are made by its ``send``/``recv``, which put them on the innermost
     recorded function call (or the current span), so function-level
     recordings correlate too.  Items are matched by identity;
-    the queued objects themselves are never touched.  Only puts made while
-    something is traced are recorded, and at most 10,000 waiting items per
+    the queued objects themselves are never touched.  Only puts made by
+    application code while something is traced are recorded (queues used
+    inside libraries — urllib3's connection pool, logging, executors — are
+    plumbing, not hand-offs; code under the standard library, site-packages
+    or scope-otel itself counts as library), and at most 10,000 waiting items per
     queue (a queue drained without ``get`` cannot grow the table further;
     :func:`dropped` counts what was not correlated).
 
@@ -44,10 +47,13 @@ asyncio tasks
 from __future__ import annotations
 
 import asyncio
+import asyncio.queues
 import contextvars
 import itertools
 import os
 import queue
+import sys
+import sysconfig
 import threading
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, Callable
@@ -55,6 +61,7 @@ from typing import Any, Callable
 from opentelemetry import context, propagate, trace
 from opentelemetry.trace import Link, SpanKind
 
+import scope_otel
 from scope_otel.instrumentors._support import ScopeInstrumentor, capture_runtime, failed, patch, unpatch
 from scope_otel.version import __version__
 
@@ -63,6 +70,19 @@ _MAX_PENDING = 10_000  # distinct items awaiting get() per queue
 _DROPPED = [0]  # puts not correlated because a queue's table was full
 _LOCK = threading.Lock()
 _ids = itertools.count(1)
+
+# Queues used inside libraries (urllib3's connection pool is a LifoQueue,
+# logging, executors, exporters...) are plumbing, not hand-offs between parts
+# of the application: only puts made by application code are correlated.
+_QUEUE_FILES = frozenset({queue.__file__, asyncio.queues.__file__})
+_LIBRARY_DIRS = tuple(
+    sorted(
+        {os.path.join(os.path.realpath(sysconfig.get_paths()[k]), "") for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+        | {os.path.join(os.path.dirname(os.path.realpath(scope_otel.__file__)), "")}  # scope-otel itself
+        | {os.path.join(os.path.dirname(os.path.realpath(__file__)), "")}
+    )
+)
+_IN_APP: dict[str, bool] = {}
 
 
 class _State:
@@ -182,6 +202,21 @@ class _InContext:
 # queues: send/recv events and a span link
 # --------------------------------------------------------------------------
 
+def _put_by_application() -> bool:
+    """Was the queue put called from application code (not a library)?"""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename in _QUEUE_FILES:  # put_nowait -> put, asyncio put
+        frame = frame.f_back
+    if frame is None:
+        return False
+    filename = frame.f_code.co_filename
+    verdict = _IN_APP.get(filename)
+    if verdict is None:
+        real = os.path.realpath(filename)
+        verdict = _IN_APP[filename] = not filename.startswith("<frozen") and not real.startswith(_LIBRARY_DIRS)
+    return verdict
+
+
 def _channel(q: Any) -> str:
     return f"{type(q).__name__}@{id(q):x}"
 
@@ -193,7 +228,7 @@ def _wrap_put(original: Callable) -> Callable:
             return original(self, item, *args, **kwargs)
         span = trace.get_current_span()
         producer = span.get_span_context()
-        if not producer.is_valid:  # nothing traced is handing work over
+        if not producer.is_valid or not _put_by_application():  # nothing traced hands work over
             return original(self, item, *args, **kwargs)
         key = id(item)
         entry = None

@@ -217,3 +217,31 @@ def test_queue_drained_without_get_stops_growing_the_table(spans, handoff, monke
     q.queue.clear()  # drained behind put/get's back
     assert len(q.__dict__["_scope_otel_sent"]) == 3
     assert module.dropped() == before + 2
+
+
+def test_queues_inside_libraries_are_not_correlated(spans, handoff):
+    import logging
+    import logging.handlers
+
+    import urllib3
+
+    from tests.instrumentors.apps import shop
+    from tests.instrumentors.conftest import serve
+
+    records = queue.Queue()
+    logger = logging.getLogger("tests.handoff.library")
+    logger.addHandler(logging.handlers.QueueHandler(records))  # the stdlib puts into the queue
+    logger.propagate = False
+    try:
+        with serve(shop.app) as url, handoff.start_as_current_span("request"):
+            pool = urllib3.PoolManager()  # its connection pool is a LifoQueue
+            for _ in range(2):
+                assert pool.request("GET", f"{url}/health").status == 200
+            logger.warning("hello")
+    finally:
+        logger.handlers.clear()
+    assert records.get_nowait().getMessage() == "hello"
+    assert "_scope_otel_sent" not in records.__dict__
+    (request,) = spans.named("request")
+    assert not request.links and not [e for e in request.events if e.name.startswith("scope.")]
+    assert not [s for s in spans.all() if s.kind is SpanKind.CONSUMER]
