@@ -152,3 +152,34 @@ def test_progress_is_a_plain_periodic_line_when_stderr_is_not_a_terminal():
     assert lines[-1].startswith("scope-otel plan: 100/100 files analysed")
     assert "\r" not in stream.getvalue()
     assert 1 <= len(lines) <= 3
+
+
+def test_progress_is_a_bar_redrawn_in_place_on_a_terminal():
+    import io
+
+    from scope_otel.planner.progress import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    progress = Progress(stream, min_files=1)
+    progress(1, 10, "a.py")
+    progress(10, 10, "j.py")
+    progress.close()
+    text = stream.getvalue()
+    assert text.startswith("\rscope-otel plan: [") and "10/10 files" in text
+    assert text.endswith("\n") and text.count("\n") == 1
+
+
+def test_small_trees_show_no_progress():
+    import io
+
+    from scope_otel.planner.progress import Progress
+
+    stream = io.StringIO()
+    progress = Progress(stream)          # default: only from 50 files
+    progress(3, 3, "c.py")
+    progress.close()
+    assert stream.getvalue() == ""
