@@ -133,3 +133,29 @@ def test_the_baseline_comes_from_a_plain_run_unless_the_command_must_run_once(wo
     once = run_profile([sys.executable, "work.py"], baseline_run=False)
     assert once.plain_cpu_s == 0
     assert 0 < once.baseline_us <= once.cpu_s * 1e6
+
+
+def test_multiprocessing_children_started_by_fork_report_their_counts(workload):
+    (workload / "pool.py").write_text(textwrap.dedent("""
+        import multiprocessing
+
+        def square(x):
+            return x * x
+
+        def child():
+            for i in range(5):
+                square(i)
+
+        if __name__ == "__main__":
+            ctx = multiprocessing.get_context("fork")
+            p = ctx.Process(target=child)
+            p.start()
+            p.join()
+            square(1)
+    """))
+    profile = run_profile([sys.executable, "pool.py"], baseline_run=False)
+    assert profile.returncode == 0
+    counts = profile.counts_for(analyse([str(workload / "pool.py")]).functions)
+    assert counts["pool:child"] == 1
+    assert counts["pool:square"] == 6
+    assert profile.processes == 2

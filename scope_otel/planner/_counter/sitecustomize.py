@@ -6,7 +6,8 @@ into ``$SCOPE_OTEL_PROFILE_DIR/counts-<pid>.json``, keyed by real file path
 and ``co_qualname`` (a script run as ``__main__`` still matches its file).  Uses ``sys.monitoring``
 ``PY_START`` on Python 3.12+, else ``sys.setprofile``/``threading.setprofile``.
 It also times its own cost per call, so the planner can subtract it from
-the measured run time.  Before 3.12 a generator or coroutine is counted
+the measured run time.  Children made by ``fork`` (``multiprocessing``
+included) count their own calls and write their own file.  Before 3.12 a generator or coroutine is counted
 each time it resumes (an upper bound, so never an underestimate of cost).  Any site ``sitecustomize`` it shadows still runs.
 """
 import atexit
@@ -131,8 +132,24 @@ def _start():
     per_call_us = max(counted - bare, 0) / 20000 / 1000.0
     _counts.clear()
     atexit.register(_write, uninstall, per_call_us, started)
+
+    def after_fork_in_child():
+        # The child counts only its own calls.  A forked child usually leaves
+        # through os._exit (multiprocessing does), which skips atexit: in the
+        # child only, and only under --profile, os._exit writes the counts first.
+        _counts.clear()
+        _events[0] = 0
+        forked_at = time.perf_counter()
+        real_exit = os._exit
+
+        def _exit(code):
+            _write(uninstall, per_call_us, forked_at)
+            real_exit(code)
+
+        os._exit = _exit
+
     if hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_counts.clear)
+        os.register_at_fork(after_in_child=after_fork_in_child)
 
 
 _chain_original()
