@@ -22,8 +22,8 @@ modules.  Precedence: ``--pin`` > ``--exclude`` > ``--include`` > the
 optimiser.  ``--explain`` prints why each function got its level.
 
 Files that cannot be read or parsed are reported on stderr and skipped; the
-plan is still written.  Exit status: 0 written, 2 bad arguments or failed
-profile run.
+plan is still written.  Exit status: 0 written, 2 bad arguments, a failed
+profile run or an unwritable output file.
 """
 from __future__ import annotations
 
@@ -168,9 +168,13 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(text)
     else:
         tmp = args.output + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, args.output)
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.replace(tmp, args.output)
+        except OSError as exc:
+            err.write(f"scope-otel plan: cannot write {args.output}: {exc.strerror or exc}\n")
+            return 2
     if args.explain:
         render(document, sys.stdout if args.output != "-" else err, limit=args.limit)
     if not args.quiet:

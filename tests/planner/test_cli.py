@@ -183,3 +183,8 @@ def test_small_trees_show_no_progress():
     progress(3, 3, "c.py")
     progress.close()
     assert stream.getvalue() == ""
+
+
+def test_an_unwritable_output_is_a_clear_error(tree, tmp_path, capsys):
+    assert main([tree, "-q", "-o", str(tmp_path / "no-such-dir" / "plan.json")]) == 2
+    assert "cannot write" in capsys.readouterr().err
