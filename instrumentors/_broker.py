@@ -132,10 +132,15 @@ def finish_current() -> None:
 
 def deliver(tracer: trace.Tracer, system: str, destination: Any, operation: str,
             messages: list[Message], attributes: Mapping[str, Any] | None = None) -> None:
-    """Start the consumer span of pulled *messages* and make it current on this thread."""
+    """Start the consumer span of pulled *messages* and make it current on this thread.
+
+    One pull returning several destinations (``XREAD`` over two streams)
+    delivers each in turn: only the last one's span stays current.
+    """
     try:
         span = start_consume(tracer, system, destination, operation, messages, attributes)
         if span is not None:
+            finish_current()
             _current.held = (span, context.attach(trace.set_span_in_context(span)))
             _captured(system, destination, messages)
     except Exception:

@@ -183,3 +183,20 @@ def test_two_processes_under_scope_otel_run_share_one_trace_through_redis(otlp_r
         assert HLCTimestamp.decode(process["attributes"]["scope.hlc"]) > HLCTimestamp.decode(send["attributes"]["scope.hlc"])
     assert spans["handle list job"]["parent_span_id"] == spans[f"process {key}"]["span_id"]
     assert spans["handle stream job"]["parent_span_id"] == spans[f"process {key}:s"]["span_id"]
+
+
+def test_one_read_over_two_streams_ends_every_consumer_span(instrumented, key):
+    rec = instrumented()
+    client = _client()
+    other = key + ":other"
+    try:
+        with rec.tracer.start_as_current_span("api"):
+            client.xadd(key, {"a": "1"})
+            client.xadd(other, {"b": "2"})
+        reply = client.xread({key: 0, other: 0})
+        assert [fields for _stream, [(_id, fields)] in reply] == [{b"a": b"1"}, {b"b": b"2"}]
+        _broker.finish_current()
+        ended = rec.spans(f"process {key}") + rec.spans(f"process {other}")
+        assert len(ended) == 2  # both exported, i.e. ended
+    finally:
+        client.delete(other)
