@@ -164,6 +164,9 @@ class RingBufferSpanProcessor(SpanProcessor):
             self._after_fork()  # at-fork hooks did not run (uWSGI and friends)
             return
         self._wake.set()
+        # The worker may be stuck in a hung exporter: the circuit breaker
+        # must still hear about drops, so the producers report them too.
+        self._observe_drops()
 
     def _after_fork(self) -> None:
         if self._pid == os.getpid():
