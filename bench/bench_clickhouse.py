@@ -97,6 +97,25 @@ def ingest(spans: list, batch_size: int, workdir: str) -> dict:
     assert count_rows(store) == len(spans) + 1
     out["process"] = (len(spans) / total_s, len(spans) / app_s)
 
+    # where the application side spends its time, stage by stage
+    from scope_otel.export._ch_spool import Spool
+
+    spool = Spool(os.path.join(workdir, "stages"))
+    t0 = time.perf_counter()
+    built = []
+    for group in groups:
+        batch = Batch()
+        batch.add_spans(group)
+        built.append(batch)
+    t1 = time.perf_counter()
+    encoded = [b.encode() for b in built]
+    t2 = time.perf_counter()
+    for parts in encoded:
+        spool.put(parts)
+    t3 = time.perf_counter()
+    n = len(spans)
+    out["stages_us"] = (1e6 * (t1 - t0) / n, 1e6 * (t2 - t1) / n, 1e6 * (t3 - t2) / n)
+
     # inprocess mode: chDB in this process.
     store = os.path.join(workdir, "inprocess")
     exporter = ClickHouseSpanExporter(store, embedded="inprocess", idle_close_s=60)
@@ -143,7 +162,7 @@ INSERT INTO otel.otel_traces
      ScopeName, SpanAttributes, Duration, StatusCode)
 SELECT
     toDateTime64('2026-01-01 00:00:00', 9) + toIntervalMillisecond(tr * 300 + k),
-    lower(concat(hex(cityHash64(tr)), hex(cityHash64(tr + 1)))),
+    lower(concat(leftPad(hex(cityHash64(tr)), 16, '0'), leftPad(hex(cityHash64(tr + 1)), 16, '0'))),
     lower(leftPad(hex(number + 1), 16, '0')),
     if(k = 0, '', lower(leftPad(hex(number - k + parent_k + 1), 16, '0'))),
     concat('op_', toString(k)),
@@ -233,6 +252,8 @@ def ingest_table(spans_n: int, batch: int, workdir: str) -> None:
     print(f"{'exporter, embedded=process (end to end)':52s} {proc_total:10,.0f} {proc_total / ceiling:10.2f}")
     print(f"{'  app side only (export() calls)':52s} {proc_app:10,.0f} {proc_app / ceiling:10.2f}")
     print(f"{'exporter, embedded=inprocess':52s} {ing['inprocess']:10,.0f} {ing['inprocess'] / ceiling:10.2f}")
+    convert, encode, spool = ing["stages_us"]
+    print(f"app side per span: convert {convert:.1f} us, Native encode {encode:.1f} us, spool write {spool:.1f} us")
 
 
 def main() -> int:

@@ -35,7 +35,8 @@ Options (keyword arguments):
 ``replicated`` (ReplicatedMergeTree, servers), ``max_value_chars`` (65536;
 longer attribute values are cut and counted), ``retries`` (3) and
 ``backoff_s`` (0.2, doubled per retry) for a server that does not answer,
-``spool`` (True), ``spool_dir``, ``spool_max_bytes`` (1 GiB), ``embedded``
+``spool`` (True; for servers: park batches on disk while unreachable — the
+embedded path always queues on disk), ``spool_dir``, ``spool_max_bytes`` (1 GiB), ``embedded``
 (``"process"`` or ``"inprocess"``), ``idle_close_s`` (2.0: how long an
 in-process store stays open when idle), ``connect_timeout_s`` (5),
 ``timeout_s`` (30).
@@ -64,8 +65,8 @@ _log = logging.getLogger("scope_otel.export.clickhouse")
 
 #: What :meth:`ClickHouseSpanExporter.stats` counts.
 COUNTERS = (
-    "spans_written",       # rows this process wrote into otel_traces (directly or from the spool,
-    "events_written",      # ... rows into scope_events     including other processes' batches)
+    "spans_written",       # otel_traces rows this process wrote (its own batches or queued ones)
+    "events_written",      # scope_events rows, likewise
     "spans_queued",        # spans handed to the spool for the store owner (the embedded path)
     "spans_spooled",       # spans parked because the server was unreachable or the store busy
     "batches_replayed",    # spooled batches this process wrote later
