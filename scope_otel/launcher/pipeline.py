@@ -31,7 +31,7 @@ _state: dict[str, Any] = {}
 #: Contrib instrumentors that scope-otel's own integrations replace.  When
 #: scope-otel loads instrumentors it skips these so nothing is recorded twice.
 SUPERSEDED = frozenset(
-    {"flask", "django", "sqlalchemy", "requests", "urllib", "urllib3", "httpx", "threading", "redis", "pika"}
+    {"flask", "django", "sqlalchemy", "requests", "urllib", "urllib3", "httpx", "threading", "pika"}
 )
 
 
