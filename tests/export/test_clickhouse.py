@@ -253,3 +253,15 @@ def test_export_after_shutdown_drops_and_counts_without_raising(ch_target, tmp_p
     exporter.shutdown()
     assert exporter.export(memory.get_finished_spans()) is SpanExportResult.FAILURE
     assert exporter.stats()["spans_dropped"] == 7
+
+
+def test_a_full_spool_drops_and_counts_instead_of_growing(tmp_path):
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    memory = InMemorySpanExporter()
+    scenario.record(memory)
+    exporter = ClickHouseSpanExporter("http://127.0.0.1:9", "otel", spool_dir=str(tmp_path), spool_max_bytes=1,
+                                      retries=0, connect_timeout_s=0.5)
+    exporter.export(memory.get_finished_spans())
+    stats = exporter.stats()
+    assert stats["spans_dropped"] == 7 and stats["spans_spooled"] == 0 and stats["spool_pending"] == 0
