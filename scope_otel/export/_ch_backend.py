@@ -304,6 +304,7 @@ class Backend:
         self._schema_ready: set[int] = set()
         self._last_spawn = 0.0
         self._drainer: subprocess.Popen | None = None
+        self._warned: set[str] = set()
         if target.kind == "chdb":
             _Engine.backends.add(self)
 
@@ -367,6 +368,9 @@ class Backend:
         """Start a store-writer process unless an owner runs (cheap: checked twice a second)."""
         now = time.monotonic()
         if self._drainer is not None and self._drainer.poll() is not None:
+            if self._drainer.returncode != 0:
+                self._warn_once("drainer", "scope-otel: the store writer process exited with status %s; see %s",
+                                self._drainer.returncode, os.path.join(self.target.path, "scope-drainer.log"))
             self._drainer = None  # reaped
         if self._drainer is not None or (not force and now - self._last_spawn < 0.5):
             return
@@ -378,13 +382,19 @@ class Backend:
         args = [sys.executable, "-I", "-m", "scope_otel.export._ch_drainer", path, self.target.database,
                 "--spool", self.spool.folder, "--ttl-days", str(self.schema.ttl_days)]
         try:
-            self._drainer = subprocess.Popen(
-                args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=open(os.path.join(path, "scope-drainer.log"), "ab"), close_fds=True,
-                start_new_session=True, cwd=path,
-            )
-        except OSError as exc:
-            _log.warning("scope-otel: cannot start the store writer process: %s", exc)
+            os.makedirs(path, exist_ok=True)
+            with open(os.path.join(path, "scope-drainer.log"), "ab") as log:
+                self._drainer = subprocess.Popen(
+                    args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                    close_fds=True, start_new_session=True, cwd=path,
+                )
+        except (OSError, ValueError) as exc:
+            self._warn_once("spawn", "scope-otel: cannot start the store writer process: %s", exc)
+
+    def _warn_once(self, kind: str, message: str, *args: Any) -> None:
+        if kind not in self._warned:
+            self._warned.add(kind)
+            _log.warning(message, *args)
 
     def engine_open(self) -> bool:
         """True when this process has the embedded store open (its keeper writes the spool)."""
