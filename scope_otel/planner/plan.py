@@ -32,9 +32,13 @@ imports ``json``, ``hashlib`` and ``fnmatch``; the JSON schema
 is checked by the test-suite, while loading uses the hand-written checks
 below, which name the file and the JSON path of the first bad field.
 
-:attr:`Plan.hash` is the content hash (sha256 over the canonical JSON of
-everything but ``hash``), recomputed on load so that a hand-edited plan
-still gives caches a correct key.
+:attr:`Plan.hash` is a content hash of what the plan makes the import hook
+do: every function's effective level, capture set and sampling rate, and
+the pins.  Reasons, estimates and analysis details are left out, so
+re-planning that only changes explanations keeps instrumented bytecode
+caches valid.  It is recomputed on load (a hand-edited plan still gives
+caches a correct key); the file's ``hash`` field is what it was when
+written.
 """
 from __future__ import annotations
 
@@ -74,11 +78,17 @@ class FunctionPlan(namedtuple("FunctionPlan", "level capture sampling reason")):
     reason: str
 
 
-def content_hash(document: Mapping[str, Any]) -> str:
-    """sha256 of the canonical JSON of ``document`` without its ``hash`` key."""
-    body = {k: v for k, v in document.items() if k != "hash"}
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def _effective_hash(functions: Mapping[str, "FunctionPlan"], rules: Iterable[tuple]) -> str:
+    """sha256 over what instrumentation depends on: levels, captures, sampling, pins."""
+    items = sorted((key, fp.level, sorted(fp.capture), fp.sampling) for key, fp in functions.items())
+    pins = [(glob, fp.level) for glob, fp in rules]
+    text = json.dumps([PLAN_VERSION, items, pins], separators=(",", ":"), ensure_ascii=False)
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def content_hash(document: Mapping[str, Any]) -> str:
+    """The hash :func:`load_plan` gives ``document`` (validating it on the way)."""
+    return plan_from_document(document).hash
 
 
 def _module_glob(glob: str) -> str:
@@ -168,7 +178,8 @@ class Plan:
             (g, FunctionPlan(level, DEFAULT_CAPTURE[level], 1.0, f"{level}: --instrument {g!r}"))
             for g in globs
         ]
-        doc_hash = content_hash({"globs": sorted(globs), "level": level})
+        text = json.dumps(["globs", PLAN_VERSION, sorted(globs), level], separators=(",", ":"))
+        doc_hash = "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
         return cls({}, hash=doc_hash, rules=rules)
 
 
@@ -291,7 +302,7 @@ def plan_from_document(document: Any, source: str = "<plan>") -> Plan:
     if "estimate" in doc:
         check.obj(doc["estimate"], "$.estimate")
 
-    return Plan(functions, hash=content_hash(doc), budget_pct=budget, rules=rules,
+    return Plan(functions, hash=_effective_hash(functions, rules), budget_pct=budget, rules=rules,
                 source=source, document=doc)
 
 

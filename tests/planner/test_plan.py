@@ -100,9 +100,19 @@ def test_unreadable_or_non_json_plans_fail_with_the_file_name(tmp_path):
     assert issubclass(PlanError, ValueError)
 
 
-def test_hash_is_the_content_hash_and_changes_with_content(tmp_path):
+def test_hash_follows_what_is_instrumented_not_the_explanations(tmp_path):
     plan = load_plan(write(tmp_path, GOOD))
     assert plan.hash == content_hash(GOOD) and plan.hash.startswith("sha256:")
+    explained = json.loads(json.dumps(GOOD))
+    explained["functions"]["shop.views:checkout"]["reason"] = "a different story"
+    explained["estimate"] = {"overhead_pct": 9.0}
+    assert load_plan(write(tmp_path, explained, "explained.json")).hash == plan.hash
+    spelled_out = json.loads(json.dumps(GOOD))
+    spelled_out["functions"]["shop.views:Cart.total"]["capture"] = ["exceptions"]  # the default
+    assert load_plan(write(tmp_path, spelled_out, "spelled.json")).hash == plan.hash
+    resampled = json.loads(json.dumps(GOOD))
+    resampled["functions"]["shop.views:Cart.total"]["sampling"] = 0.5
+    assert load_plan(write(tmp_path, resampled, "resampled.json")).hash != plan.hash
     # The stored hash is not trusted: an edited plan gets the hash of what it says.
     edited = json.loads(json.dumps(GOOD))
     edited["hash"] = plan.hash
