@@ -53,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="never record matching functions")
     p.add_argument("--pin", action="append", default=[], metavar="GLOB=LEVEL",
                    help=f"fix the level of matching functions ({', '.join(LEVELS)})")
-    p.add_argument("--profile", action="store_true", help="run the command after '--' and use its real call counts")
+    p.add_argument("--profile", action="store_true",
+                   help="run the command after '--' twice (plain, then counted) and plan with its real call counts")
     p.add_argument("--no-baseline-run", action="store_true",
                    help="with --profile, run the command once only (its run time is then estimated)")
     p.add_argument("--counts", metavar="FILE", help="use call counts saved by an earlier --profile")
