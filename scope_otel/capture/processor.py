@@ -185,6 +185,12 @@ class RingBufferSpanProcessor(SpanProcessor):
         runtime.reseed_after_fork()
         self._start(forked=True)
 
+    def set_resource(self, resource: Any) -> None:
+        """The resource of function spans (default: the SDK spans' one)."""
+        self._resource = resource
+        if self._correlator is not None:
+            self._correlator.resource = resource
+
     def on_start(self, span: Any, parent_context: Any = None) -> None:
         pass
 

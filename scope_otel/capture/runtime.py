@@ -84,6 +84,7 @@ from scope_otel.capture.ring import Ring
 __all__ = [
     "LEVELS", "register", "enter", "exit", "exception", "state_change", "suspend", "resume",
     "send", "recv", "disabled", "stats", "function_info", "bind_ring", "unbind_ring", "breaker",
+    "configure", "set_enabled", "use_implementation", "IMPLEMENTATION",
 ]
 
 _log = logging.getLogger("scope_otel.capture")
@@ -426,6 +427,18 @@ def _on_config_change(cfg: Any, changed: dict) -> None:
 
 
 _enabled = True
+
+
+def configure(cfg: Any = None, processor: Any = None, resource: Any = None) -> None:
+    """Apply a (new) configuration to every registered function (the
+    launcher calls this once at start); ``resource`` is given to
+    ``processor`` for function spans ended before any SDK span."""
+    try:
+        _recompute(cfg)
+        if processor is not None and resource is not None and hasattr(processor, "set_resource"):
+            processor.set_resource(resource)
+    except Exception as exc:
+        _on_error(exc)
 
 
 def set_enabled(on: bool) -> None:

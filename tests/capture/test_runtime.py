@@ -209,3 +209,17 @@ def test_tokens_of_both_implementations_read_alike(impl, fn):
     runtime.exit(token, 5)
     assert token[records.END_NS] >= token[records.START_NS]
     assert (token[records.STATUS], token[records.VALUE]) == (records.RETURNED, 5)
+
+
+def test_configure_applies_a_config_and_gives_the_processor_a_resource(live_config, pipeline, fn):
+    from opentelemetry.sdk.resources import Resource
+
+    fid = fn("configured", level="boundaries")
+    cfg = config.load(env={"SCOPE_OTEL_FUNCTION_LEVELS": "tests.sample:configured=off"})
+    config.set_current(cfg)
+    runtime.configure(cfg, processor=pipeline.processor, resource=Resource.create({"service.name": "svc"}))
+    assert runtime.LEVELS[fid] == 0
+    other = fn("configured_other")
+    runtime.exit(runtime.enter(other))
+    (span,) = pipeline.spans()
+    assert span.resource.attributes["service.name"] == "svc"
