@@ -119,14 +119,17 @@ def main(argv: list[str] | None = None) -> int:
     from scope_otel.planner.orchestrator import Overrides, build_plan
     from scope_otel.planner.profile import ProfileError, load_profile, run_profile
     from scope_otel.planner.progress import Progress
+    from scope_otel.planner.source import discover
 
     err = sys.stderr
+    paths = args.paths or _default_paths(command)
     profile = None
     if args.profile:
         if not args.quiet:
             err.write(f"scope-otel plan: profiling {' '.join(command)}\n")
         try:
-            profile = run_profile(command, baseline_run=not args.no_baseline_run)
+            files = [f.path for f in discover(paths)[0]]
+            profile = run_profile(command, baseline_run=not args.no_baseline_run, files=files)
         except ProfileError as exc:
             err.write(f"scope-otel plan: {exc}\n")
             return 2
@@ -142,7 +145,6 @@ def main(argv: list[str] | None = None) -> int:
             err.write(f"scope-otel plan: {exc}\n")
             return 2
 
-    paths = args.paths or _default_paths(command)
     progress = Progress(err) if not args.quiet else None
     analysis = analyse(paths, progress=progress)
     if progress is not None:
@@ -151,17 +153,19 @@ def main(argv: list[str] | None = None) -> int:
         err.write(f"scope-otel plan: skipped {skipped.path}: {skipped.reason}\n")
 
     model = calibrate(refresh=args.recalibrate, exporter=args.exporter)
-    fixed = 0.0
+    fixed, args_repr = 0.0, None
     if profile is not None:
         calls = profile.counts_for(analysis.functions)
         frequencies, baseline, meta = "profile", profile.baseline_us, profile.meta()
         fixed = model.startup_us * max(profile.processes, 1)
+        args_repr = profile.arg_cost_for(analysis.functions)
     else:  # per unit of work: no per-process start-up to charge
         calls, frequencies, baseline, meta = callgraph.static_frequencies(analysis), "static", None, None
     document = build_plan(
         analysis, calls, model, budget_pct=args.budget,
         overrides=Overrides(include=args.include, exclude=args.exclude, pin=pins),
         frequencies=frequencies, baseline_us=baseline, profile_meta=meta, fixed_us=fixed,
+        args_repr_us=args_repr,
     )
 
     text = json.dumps(document, indent=1, sort_keys=False, ensure_ascii=False) + "\n"

@@ -78,17 +78,19 @@ class CostModel:
     cached: bool = False
 
     def call_cost(self, level: str, nargs: int = 0, mutations: int = 0, sampling: float = 1.0,
-                  containers: int = 0) -> float:
+                  containers: int = 0, args_repr_us: float | None = None) -> float:
         """Overhead of one call of a function recorded at ``level`` (µs).
 
         ``containers`` of the ``nargs`` arguments look like collections (the
         body iterates or indexes them); their repr is what capturing costs.
+        ``args_repr_us``, when measured (``--profile``), replaces that guess.
         """
         if level == "off":
             return self.check_us
         if level == "full":
+            guessed = self.container_us * containers if args_repr_us is None else args_repr_us
             recorded = (self.full_us + self.arg_us * max(nargs - 1, 0) + self.state_us * mutations
-                        + self.container_us * containers)
+                        + guessed)
         else:
             recorded = self.boundaries_us
         recorded += self.offpath_us + self.export_us

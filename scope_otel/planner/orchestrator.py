@@ -191,13 +191,16 @@ def build_plan(
     baseline_us: float | None = None,
     profile_meta: dict | None = None,
     fixed_us: float = 0.0,
+    args_repr_us: dict[str, float] | None = None,
 ) -> dict:
     """The plan document (see module docstring).
 
     ``baseline_us`` is a measured run time; ``fixed_us`` a once-per-run cost
     paid as soon as anything is recorded (instrumentation start-up in each
-    process of a profiled command).
+    process of a profiled command); ``args_repr_us`` the measured cost of
+    capturing each function's arguments (from ``--profile``).
     """
+    args_repr_us = args_repr_us or {}
     overrides = overrides or Overrides()
     choices: dict[str, _Choice] = {}
     estimated_baseline = 0.0
@@ -210,7 +213,8 @@ def build_plan(
         choices[key] = _Choice(
             info, n, value_b, value_f, why,
             cost_b=n * model.call_cost("boundaries"),
-            cost_f=n * model.call_cost("full", nargs=nargs, mutations=nmut, containers=containers),
+            cost_f=n * model.call_cost("full", nargs=nargs, mutations=nmut, containers=containers,
+                                       args_repr_us=args_repr_us.get(key)),
         )
         estimated_baseline += n * own_cost_us(info, model)
     baseline = baseline_us if baseline_us is not None else estimated_baseline

@@ -4,7 +4,10 @@
 ``PYTHONPATH`` (``_counter/sitecustomize.py``; ``sys.monitoring`` on 3.12+,
 ``sys.setprofile`` before), so every Python process the command starts
 counts its function calls and writes them out at exit, keyed by real file
-path and qualname (so a script run as ``__main__`` matches its module).  The counts of all
+path and qualname (so a script run as ``__main__`` matches its module).
+For the analysed files it also samples what capturing each function's
+arguments costs (``repr`` of every non-plain argument, one call in 16):
+:meth:`Profile.arg_cost_for` feeds the cost of level ``full``.  The counts of all
 processes are summed into one :class:`Profile`, which is saved as JSON
 (``--counts-out``, by default next to the plan) and can be reused with
 ``--counts FILE`` without running the command again.
@@ -24,6 +27,7 @@ import glob
 import json
 import os
 import resource
+import shutil
 import subprocess
 import tempfile
 import time
@@ -39,6 +43,7 @@ class Profile:
     cpu_s: float = 0.0
     counter_s: float = 0.0
     plain_cpu_s: float = 0.0   # CPU of a run without the counter, when one was made
+    arg_us: dict = field(default_factory=dict)   # real path -> {qualname: [samples, total µs]}
     processes: int = 0
     returncode: int = 0
     command: list = field(default_factory=list)
@@ -66,6 +71,16 @@ class Profile:
             out[key] = float(n)
         return out
 
+    def arg_cost_for(self, functions: dict) -> dict[str, float]:
+        """Measured µs per call to repr the arguments, for sampled analysed functions."""
+        out = {}
+        for key, info in functions.items():
+            per_file = self.arg_us.get(os.path.realpath(info.file), {})
+            sampled = per_file.get(info.qualname) or per_file.get(f"@{info.first_line}")
+            if sampled and sampled[0] > 0:
+                out[key] = float(sampled[1]) / float(sampled[0])
+        return out
+
     def meta(self) -> dict:
         return {"command": self.command, "wall_s": round(self.wall_s, 4), "cpu_s": round(self.cpu_s, 4),
                 "plain_cpu_s": round(self.plain_cpu_s, 4),
@@ -75,7 +90,8 @@ class Profile:
 
     def save(self, path: str) -> None:
         with open(path, "w", encoding="utf-8") as fh:
-            json.dump({"profile": self.meta(), "by_file": self.by_file}, fh, indent=0, sort_keys=True)
+            json.dump({"profile": self.meta(), "by_file": self.by_file, "arg_us": self.arg_us},
+                      fh, indent=0, sort_keys=True)
 
 
 class ProfileError(Exception):
@@ -90,7 +106,9 @@ def load_profile(path: str) -> Profile:
         meta = doc.get("profile", {})
         by_file = {str(path): {str(q): float(n) for q, n in per_file.items()}
                    for path, per_file in doc["by_file"].items()}
-        return Profile(by_file=by_file, wall_s=float(meta.get("wall_s", 0.0)),
+        arg_us = {str(path): {str(q): [float(v[0]), float(v[1])] for q, v in per_file.items()}
+                  for path, per_file in doc.get("arg_us", {}).items()}
+        return Profile(by_file=by_file, arg_us=arg_us, wall_s=float(meta.get("wall_s", 0.0)),
                        cpu_s=float(meta.get("cpu_s", 0.0)),
                        plain_cpu_s=float(meta.get("plain_cpu_s", 0.0)),
                        counter_s=float(meta.get("counter_s", 0.0)),
@@ -109,11 +127,13 @@ def _cpu_of(run) -> tuple[float, object]:
 
 
 def run_profile(command: list[str], *, env: dict | None = None, cwd: str | None = None,
-                timeout: float | None = None, baseline_run: bool = True) -> Profile:
+                timeout: float | None = None, baseline_run: bool = True,
+                files: list[str] | None = None) -> Profile:
     """Run ``command`` under the call counter and gather the counts of every process.
 
     With ``baseline_run`` the command first runs once without the counter,
-    and that run's CPU time is the baseline.
+    and that run's CPU time is the baseline.  Calls of functions defined in
+    ``files`` also get the cost of capturing their arguments sampled.
     """
     if not command:
         raise ProfileError("--profile needs a command after '--'")
@@ -128,6 +148,11 @@ def run_profile(command: list[str], *, env: dict | None = None, cwd: str | None 
     out_dir = tempfile.mkdtemp(prefix="scope-otel-profile-")
     child_env = dict(os.environ if env is None else env)
     child_env["SCOPE_OTEL_PROFILE_DIR"] = out_dir
+    if files:
+        listing = os.path.join(out_dir, "files.txt")
+        with open(listing, "w", encoding="utf-8") as fh:
+            fh.writelines(os.path.realpath(f) + "\n" for f in files)
+        child_env["SCOPE_OTEL_PROFILE_FILES"] = listing
     child_env["PYTHONPATH"] = os.pathsep.join(
         [_COUNTER_DIR] + [p for p in child_env.get("PYTHONPATH", "").split(os.pathsep) if p])
     started = time.perf_counter()
@@ -154,8 +179,10 @@ def run_profile(command: list[str], *, env: dict | None = None, cwd: str | None 
             merged = profile.by_file.setdefault(path, {})
             for qualname, n in per_file.items():
                 merged[qualname] = merged.get(qualname, 0) + n
-    try:
-        os.rmdir(out_dir)
-    except OSError:
-        pass
+        for path, per_file in doc.get("arg_us", {}).items():
+            merged = profile.arg_us.setdefault(path, {})
+            for qualname, (samples, total) in per_file.items():
+                old = merged.get(qualname, [0, 0.0])
+                merged[qualname] = [old[0] + samples, old[1] + total]
+    shutil.rmtree(out_dir, ignore_errors=True)
     return profile

@@ -159,3 +159,40 @@ def test_multiprocessing_children_started_by_fork_report_their_counts(workload):
     assert counts["pool:child"] == 1
     assert counts["pool:square"] == 6
     assert profile.processes == 2
+
+
+@pytest.mark.parametrize("version", ["3.11", "3.12"])
+def test_the_cost_of_capturing_arguments_is_sampled_for_the_analysed_files(workload, version):
+    import glob
+
+    found = sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}.*/bin/python")))
+    python = sys.executable if version == "3.11" and sys.version_info[:2] == (3, 11) else (found[-1] if found else None)
+    if python is None:
+        pytest.skip(f"python{version} is not installed here")
+    (workload / "args.py").write_text(textwrap.dedent("""
+        BIG = [(i, "x" * 20) for i in range(2000)]
+
+        def heavy(rows, flag):
+            return len(rows)
+
+        def light(n, name):
+            return n
+
+        class Box:
+            def put(self, item):
+                return item
+
+        for _ in range(64):
+            heavy(BIG, True)
+            light(1, "a")
+            Box().put(3)
+    """))
+    path = str(workload / "args.py")
+    profile = run_profile([python, "args.py"], baseline_run=False, files=[path])
+    cost = profile.arg_cost_for(analyse([path]).functions)
+    assert cost["args:heavy"] > 10 * max(cost.get("args:light", 0.0), 0.01)   # a 2000-item repr
+    assert cost.get("args:light", 0.0) == 0.0        # ints and strs are kept as they are
+    assert cost.get("args:Box.put", 0.0) == 0.0      # self is never captured
+    saved = str(workload / "counts.json")
+    profile.save(saved)
+    assert load_profile(saved).arg_cost_for(analyse([path]).functions) == pytest.approx(cost)
