@@ -45,7 +45,7 @@ from typing import Any
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, set_value
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
-from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from scope_otel.capture import _accel, runtime
 from scope_otel.capture.ring import Ring
@@ -285,8 +285,11 @@ class RingBufferSpanProcessor(SpanProcessor):
         if not spans:
             return
         try:
-            self.exporter.export(spans)
-            self._exported += len(spans)
+            result = self.exporter.export(spans)
+            if result is SpanExportResult.FAILURE:
+                self._export_failures += len(spans)
+            else:
+                self._exported += len(spans)
         except Exception:
             self._export_failures += len(spans)
             _log.exception("scope-otel: exporter failed; %d spans lost", len(spans))

@@ -291,3 +291,19 @@ def test_breaker_degrades_function_capture_while_the_exporter_hangs(impl, fn):
         finished, _ = _run_bounded(lambda: processor.shutdown(timeout_millis=200))
         exporter.release.set()
     assert finished
+
+
+def test_exporter_failure_results_are_counted_as_failures(impl):
+    class Refusing(SpanExporter):
+        def export(self, spans):
+            return SpanExportResult.FAILURE
+
+    processor = RingBufferSpanProcessor(Refusing(), schedule_delay_millis=10)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    with provider.get_tracer("t").start_as_current_span("refused"):
+        pass
+    assert processor.force_flush(5000)
+    st = processor.stats()
+    processor.shutdown(1000)
+    assert (st["exported"], st["export_failures"]) == (0, 1)

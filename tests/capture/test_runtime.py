@@ -223,3 +223,31 @@ def test_configure_applies_a_config_and_gives_the_processor_a_resource(live_conf
     runtime.exit(runtime.enter(other))
     (span,) = pipeline.spans()
     assert span.resource.attributes["service.name"] == "svc"
+
+
+def test_a_repr_that_calls_instrumented_code_is_not_recorded(pipeline, fn):
+    outer, helper = fn("outer_full", level="full"), fn("repr_helper")
+
+    class Chatty:
+        def __repr__(self):
+            runtime.exit(runtime.enter(helper))  # instrumented code inside a repr
+            return "Chatty()"
+
+    runtime.exit(runtime.enter(outer, {"obj": Chatty()}), Chatty())
+    spans = pipeline.spans()
+    assert [s.name for s in spans] == ["outer_full"]
+    assert spans[0].attributes["scope.arg.obj"] == "Chatty()"
+    assert spans[0].attributes["scope.return"] == "Chatty()"
+
+
+def test_a_failing_repr_is_recorded_as_unrepresentable(pipeline, fn):
+    fid = fn("odd_args", level="full")
+
+    class Broken:
+        def __repr__(self):
+            raise RuntimeError("no repr")
+
+    runtime.exit(runtime.enter(fid, {"b": Broken()}))
+    (span,) = pipeline.spans()
+    assert span.attributes["scope.arg.b"].startswith("<unrepresentable ")
+    assert span.attributes["scope.arg.b"].endswith("Broken>")
