@@ -6,11 +6,37 @@ nested inside a larger expression (no room for ``try``/``finally``) and
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Generator
 
 from scope_otel.capture import runtime as _rt
 
 _PREFIX = "_@"
+
+
+def yield_one(token: Any, value: Any) -> Generator[Any, Any, Any]:
+    """``(yield value)`` as ``(yield from yield_one(token, value))``: suspend, yield, resume.
+
+    A generator, so that ``throw()`` and ``close()`` at the yield still
+    resume first; used for yields nested in expressions of generators.
+    """
+    if token is None:
+        return (yield value)
+    _rt.suspend(token)
+    try:
+        return (yield value)
+    finally:
+        _rt.resume(token)
+
+
+def delegate(token: Any, iterable: Any) -> Generator[Any, Any, Any]:
+    """``yield from iterable`` with the caller suspended around the whole delegation."""
+    if token is None:
+        return (yield from iterable)
+    _rt.suspend(token)
+    try:
+        return (yield from iterable)
+    finally:
+        _rt.resume(token)
 
 
 def suspending(token: Any, value: Any) -> Any:

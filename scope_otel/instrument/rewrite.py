@@ -33,7 +33,11 @@ first parameter, ``cls`` too) and to names declared ``global``.
 
 Generators and async generators report ``suspend`` before each ``yield``
 and ``resume`` after it (in a ``finally``, so ``throw()`` and ``close()``
-resume too); ``yield from`` suspends around the whole delegation.  Closing a
+resume too; a ``yield`` nested in an expression of a generator goes through
+a tiny helper generator for the same reason, in an async generator through
+helper calls that do not see ``athrow()``).  ``yield from`` suspends around
+the whole delegation, so an instrumented sub-generator's calls are
+recorded under the consumer, not under the delegating generator.  Closing a
 generator early (``GeneratorExit``) is an ordinary exit, not an exception.
 Coroutines need nothing at ``await``: the runtime's call stack lives in a
 ContextVar, which asyncio keeps per task.
@@ -52,7 +56,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 #: Bumped whenever the generated code changes, so cached bytecode is rebuilt.
-REWRITE_VERSION = 2
+REWRITE_VERSION = 3
 
 RT = "_@scope_rt"       # scope_otel.capture.runtime
 SUP = "_@scope_sup"     # scope_otel.instrument._support
@@ -308,6 +312,7 @@ class _FunctionRewrite(ast.NodeTransformer):
         self.node, self.fid, self.line = node, fid, first
         own = list(_own_nodes(node))
         self.is_gen = any(isinstance(n, (ast.Yield, ast.YieldFrom)) for n in own)
+        self.is_async = isinstance(node, ast.AsyncFunctionDef)
         self.globals = {name for n in own if isinstance(n, ast.Global) for name in n.names}
         args = node.args
         positional = [*args.posonlyargs, *args.args]
@@ -409,16 +414,20 @@ class _FunctionRewrite(ast.NodeTransformer):
         return self.generic_visit(node)
 
     def visit_Yield(self, node: ast.Yield) -> ast.expr:
-        # a yield inside a larger expression: helpers around it (not throw-safe)
+        # A yield inside a larger expression: no room for try/finally here.
         value = self.visit(node.value) if node.value else ast.Constant(None)
+        if not self.is_async:
+            # (yield from yield_one(t, v)): a helper generator resumes on throw/close too
+            new = ast.YieldFrom(value=_attr_call(SUP, "yield_one", _name(_T), value))
+            return _stamp(ast.copy_location(new, node), node.lineno)
+        # async generators cannot yield from: helpers around it (not throw-safe)
         node.value = _attr_call(SUP, "suspending", _name(_T), value)
         _stamp(node, node.lineno)
         return _stamp(_attr_call(SUP, "resumed", _name(_T), node), node.lineno)
 
     def visit_YieldFrom(self, node: ast.YieldFrom) -> ast.expr:
-        node.value = _attr_call(SUP, "suspending", _name(_T), self.visit(node.value))
-        _stamp(node, node.lineno)
-        return _stamp(_attr_call(SUP, "resumed", _name(_T), node), node.lineno)
+        node.value = _attr_call(SUP, "delegate", _name(_T), self.visit(node.value))
+        return _stamp(node, node.lineno)
 
     def _yield_statement(self, stmt: ast.Expr | ast.Assign) -> list[ast.stmt]:
         """``[targets =] yield x`` as suspend; try: yield; finally: resume."""

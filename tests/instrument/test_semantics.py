@@ -260,6 +260,25 @@ def test_yield_inside_expressions_and_yield_from_keep_their_values(load, recorde
     assert all(c.status == "returned" for c in calls)
 
 
+def test_throw_into_a_yield_nested_in_an_expression_resumes_first(load, recorded, level):
+    m = load("""
+        def pairs():
+            while True:
+                try:
+                    got = [(yield "ask"), "tail"]
+                except KeyError:
+                    got = ["thrown"]
+                yield got
+    """, level)
+    gen = m.pairs()
+    assert next(gen) == "ask" and gen.throw(KeyError("k")) == ["thrown"]
+    assert next(gen) == "ask" and gen.send("x") == ["x", "tail"]
+    gen.close()
+    (call,) = recorded.take()
+    assert call.status == "returned"
+    assert call.events == ["scope.suspend", "scope.resume"] * 4
+
+
 def test_generator_state_introspection_is_unchanged(load, level):
     m = load("""
         def g():
