@@ -2,7 +2,8 @@
 
 They exist only where an inline statement cannot do the job: a ``yield``
 nested inside a larger expression (no room for ``try``/``finally``) and
-``locals()``/``vars()`` (hide the ``_@scope_*`` locals the rewrite adds).
+``locals()``/``vars()`` (hide the ``_@scope_*`` locals the rewrite adds);
+and the builtins that the inline ``yield from`` expansion needs.
 """
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from typing import Any, Generator
 from scope_otel.capture import runtime as _rt
 
 _PREFIX = "_@"
+
+#: builtins the ``yield from`` expansion calls, safe from a module shadowing them
+builtin_iter, builtin_next, builtin_getattr = iter, next, getattr
 
 
 def yield_one(token: Any, value: Any) -> Generator[Any, Any, Any]:

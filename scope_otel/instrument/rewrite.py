@@ -35,9 +35,13 @@ Generators and async generators report ``suspend`` before each ``yield``
 and ``resume`` after it (in a ``finally``, so ``throw()`` and ``close()``
 resume too; a ``yield`` nested in an expression of a generator goes through
 a tiny helper generator for the same reason, in an async generator through
-helper calls that do not see ``athrow()``).  ``yield from`` suspends around
-the whole delegation, so an instrumented sub-generator's calls are
-recorded under the consumer, not under the delegating generator.  Closing a
+helper calls that do not see ``athrow()``).  A ``yield from`` statement
+(``x = yield from g``, ``return (yield from g)``) becomes PEP 380's own
+expansion, inlined, with suspend/resume around each value handed over: the
+sub-generator runs with the delegating generator on the stack, as it
+should, and no frame is added.  (The one visible difference:
+``gi_yieldfrom`` is ``None`` during the delegation.)  A ``yield from``
+nested inside an expression suspends around the whole delegation instead.  Closing a
 generator early (``GeneratorExit``) is an ordinary exit, not an exception.
 Coroutines need nothing at ``await``: the runtime's call stack lives in a
 ContextVar, which asyncio keeps per task.
@@ -56,7 +60,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 #: Bumped whenever the generated code changes, so cached bytecode is rebuilt.
-REWRITE_VERSION = 3
+REWRITE_VERSION = 4
 
 RT = "_@scope_rt"       # scope_otel.capture.runtime
 SUP = "_@scope_sup"     # scope_otel.instrument._support
@@ -64,6 +68,7 @@ LV = "_@scope_L"        # runtime.LEVELS
 MARKER = "_@scope_rewritten"  # module global: this module was rewritten
 _T, _RV, _E, _Y, _SV = "_@scope_t", "_@scope_rv", "_@scope_e", "_@scope_y", "_@scope_sv"
 _LV = "_@scope_l"  # the level at entry: one list read per call, and state hooks agree with it
+_I, _S, _M, _E2, _R = "_@scope_i", "_@scope_s", "_@scope_m", "_@scope_e2", "_@scope_r"  # yield from
 
 
 @dataclass
@@ -121,6 +126,7 @@ def _stamp(node: ast.AST, line: int) -> ast.AST:
 # --------------------------------------------------------------------------
 
 _RENAME = {"S_T": _T, "S_RV": _RV, "S_E": _E, "S_Y": _Y, "S_SV": _SV, "S_LV": _LV,
+           "S_I": _I, "S_S": _S, "S_M": _M, "S_E2": _E2, "S_R": _R,
            "S_RT": RT, "S_SUP": SUP, "S_L": LV}
 
 _PROLOGUE = """
@@ -163,6 +169,52 @@ _SUSPEND = """
 if S_T is not None:
     S_RT.suspend(S_T)
 """
+# PEP 380's expansion of ``R = yield from EXPR``, with suspend/resume around
+# each hand-over, inlined so that no frame is added between the generator
+# and its sub-iterator (recursion depth unchanged).
+_DELEGATE = """
+S_I = S_SUP.builtin_iter(S_EXPR)
+try:
+    S_Y = S_SUP.builtin_next(S_I)
+except StopIteration as S_E:
+    S_R = S_E.value
+else:
+    while True:
+        if S_T is not None:
+            S_RT.suspend(S_T)
+        try:
+            S_S = yield S_TAKE_Y
+        except GeneratorExit:
+            if S_T is not None:
+                S_RT.resume(S_T)
+            S_M = S_SUP.builtin_getattr(S_I, "close", None)
+            if S_M is not None:
+                S_M()
+            raise
+        except BaseException as S_E:
+            if S_T is not None:
+                S_RT.resume(S_T)
+            S_M = S_SUP.builtin_getattr(S_I, "throw", None)
+            if S_M is None:
+                raise
+            try:
+                S_Y = S_M(S_E)
+            except StopIteration as S_E2:
+                S_R = S_E2.value
+                break
+        else:
+            if S_T is not None:
+                S_RT.resume(S_T)
+            try:
+                if S_S is None:
+                    S_Y = S_SUP.builtin_next(S_I)
+                else:
+                    S_Y = S_I.send(S_S)
+            except StopIteration as S_E:
+                S_R = S_E.value
+                break
+S_I = S_M = S_S = None
+"""
 _RESUME_TRY = """
 try:
     pass
@@ -175,6 +227,7 @@ _TEMPLATES = {
     for name, text in {
         "prologue": _PROLOGUE, "prologue_noargs": _PROLOGUE_NOARGS, "wrap": _WRAP,
         "close": _CLOSE_IS_EXIT, "state": _STATE, "suspend": _SUSPEND, "resume_try": _RESUME_TRY,
+        "delegate": _DELEGATE,
     }.items()
 }
 
@@ -432,6 +485,8 @@ class _FunctionRewrite(ast.NodeTransformer):
     def _yield_statement(self, stmt: ast.Expr | ast.Assign) -> list[ast.stmt]:
         """``[targets =] yield x`` as suspend; try: yield; finally: resume."""
         y = stmt.value
+        if isinstance(y, ast.YieldFrom):
+            return self._delegation(stmt)
         pre: list[ast.stmt] = []
         if isinstance(y, ast.Yield) and y.value is not None:
             y.value = self.visit(y.value)
@@ -455,6 +510,17 @@ class _FunctionRewrite(ast.NodeTransformer):
         _stamp(y, stmt.lineno)
         guard.body = [_stamp(stmt, stmt.lineno)]
         return [*pre, *suspend, guard, *post]
+
+    def _delegation(self, stmt: ast.Expr | ast.Assign) -> list[ast.stmt]:
+        """``[targets =] yield from x`` as the inlined PEP 380 loop (see ``_DELEGATE``)."""
+        expr = self.visit(stmt.value.value)
+        # the loop carries the statement's line: tracebacks through it look native
+        loop = _template("delegate", self.fid, stmt.lineno, S_EXPR=expr, S_TAKE_Y=_take(_Y))
+        if isinstance(stmt, ast.Assign):
+            post = self._statements([_stamp(ast.Assign(targets=stmt.targets, value=_take(_R)), stmt.lineno)])
+        else:
+            post = [_stamp(_clear(_R), stmt.lineno)]
+        return [*loop, *post]
 
     # -- assignments: state changes and yields ---------------------------------
 

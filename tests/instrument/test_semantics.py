@@ -279,6 +279,117 @@ def test_throw_into_a_yield_nested_in_an_expression_resumes_first(load, recorded
     assert call.events == ["scope.suspend", "scope.resume"] * 4
 
 
+DELEGATION = """
+    def walk(tree):
+        yield tree["name"]
+        for child in tree.get("children", ()):
+            yield from walk(child)
+
+    def echo_then_return():
+        try:
+            got = yield "first"
+            while got != "stop":
+                got = yield got
+        except KeyError:
+            got = yield "caught"
+        finally:
+            cleanup.append("sub closed")
+        return "sub result"
+
+    cleanup = []
+
+    def outer():
+        result = yield from echo_then_return()
+        yield result
+        return (yield from iter(["plain iterator"]))
+
+    def depth(n):
+        if n:
+            yield from depth(n - 1)
+        else:
+            yield "bottom"
+"""
+
+
+def test_yield_from_delegation_passes_send_throw_close_and_return_values(load, level):
+    m = load(DELEGATION, level)
+    plain = load(DELEGATION, via="plain")
+    for mod in (m, plain):
+        gen = mod.outer()
+        assert next(gen) == "first" and gen.send("a") == "a" and gen.throw(KeyError("k")) == "caught"
+        assert gen.send(None) == "sub result" and next(gen) == "plain iterator"
+        with pytest.raises(StopIteration) as stop:
+            next(gen)
+        assert stop.value.value is None
+        gen = mod.outer()
+        next(gen)
+        gen.close()
+        assert mod.cleanup == ["sub closed", "sub closed"]
+        gen = mod.outer()
+        next(gen)
+        gen.send("stop")
+        with pytest.raises(ValueError):  # a plain iterator has no throw(): raised in the delegator
+            gen.throw(ValueError("no throw"))
+
+
+def test_yield_from_runs_the_sub_generator_under_the_delegating_one(load, recorded, level):
+    m = load(DELEGATION, level)
+    tree = {"name": "root", "children": [{"name": "a", "children": [{"name": "a1"}]}, {"name": "b"}]}
+    assert list(m.walk(tree)) == ["root", "a", "a1", "b"]
+    calls = {c.span_id: c for c in recorded.take()}
+    by_name = {}
+    for c in calls.values():
+        by_name.setdefault(c.qualname, []).append(c)
+    walks = by_name["walk"]
+    roots = [c for c in walks if c.parent_id not in calls]
+    assert len(walks) == 4 and len(roots) == 1
+    children = [c for c in walks if c.parent_id == roots[0].span_id]
+    assert len(children) == 2  # a and b, under root; a1 under a
+    assert all(c.events.count("scope.suspend") == c.events.count("scope.resume") for c in walks)
+
+
+def test_tracebacks_through_yield_from_match_the_source(load, level):
+    source = """
+        def sub():
+            yield 1
+            raise LookupError("in sub")
+
+        def delegator():
+            got = yield from sub()
+            return got
+    """
+    m = load(source, level)
+    plain = load(source, via="plain")
+    frames = []
+    for mod in (m, plain):
+        gen = mod.delegator()
+        next(gen)
+        with pytest.raises(LookupError) as info:
+            next(gen)
+        frames.append([(f.name, f.lineno) for f in traceback.extract_tb(info.value.__traceback__)[1:]])
+    assert frames[0] == frames[1] == [("delegator", 7), ("sub", 4)]
+
+
+def test_recursive_delegation_reaches_the_same_depth(load, level):
+    m = load(DELEGATION, level)
+    plain = load(DELEGATION, via="plain")
+
+    def deepest(mod) -> int:
+        low, high = 1, 5000
+        while low < high:
+            mid = (low + high + 1) // 2
+            try:
+                list(mod.depth(mid))
+                low = mid
+            except RecursionError:
+                high = mid - 1
+        return low
+
+    # No frame per level (one would halve the depth); at the very bottom the
+    # capture runtime's own calls need a few frames of headroom.
+    assert deepest(plain) - 5 <= deepest(m) <= deepest(plain)
+
+
 def test_generator_state_introspection_is_unchanged(load, level):
     m = load("""
         def g():
