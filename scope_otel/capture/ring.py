@@ -14,7 +14,8 @@
   ``capacity``.
 * ``set_wake(callback, at_size)`` calls ``callback()`` whenever a put brings the
   size to exactly ``at_size`` (how a sleeping consumer learns a batch is ready
-  without a notification per item).
+  without a notification per item), and on the 1st, 1025th, ... drop (so a
+  consumer that is stuck or gone, e.g. after a fork, still hears about it).
 
 The storage is the C ``_speedups.Ring`` or its pure-Python twin (see
 ``_accel``); this wrapper only adds the waiting of ``block`` mode, which has
