@@ -106,10 +106,14 @@ def cache_path() -> str:
     return os.path.join(base, "scope-otel", "costmodel.json")
 
 
+#: Bumped when what is measured changes, so older cache entries are not reused.
+_MODEL_VERSION = 3
+
+
 def _cache_key(source: str, exporter: str) -> str:
     impl = sys.implementation.name
     return "|".join([f"{impl}-{platform.python_version()}", platform.machine(), platform.node(),
-                     source, exporter, f"scope-otel-{__version__}"])
+                     source, exporter, f"scope-otel-{__version__}", f"model-{_MODEL_VERSION}"])
 
 
 def _per_op_us(loop, n: int, empty_ns: float) -> float:
@@ -438,13 +442,14 @@ def calibrate(*, refresh: bool = False, cache: str | None = None, iterations: in
     exporter = exporter or configured_exporter()
     key = _cache_key(_runtime_kind(), exporter)
     entries = _read_cache(path)
-    if not refresh and isinstance(entries.get(key), dict):
+    cached = entries.get(key)
+    known = {f.name for f in fields(CostModel)}
+    if not refresh and isinstance(cached, dict) and known - {"key", "cached"} <= set(cached):
         try:
-            known = {f.name for f in fields(CostModel)}
-            values = {k: v for k, v in entries[key].items() if k in known}
+            values = {k: v for k, v in cached.items() if k in known}
             return CostModel(**{**values, "key": key, "cached": True})
         except TypeError:
-            pass  # an older layout: measure again
+            pass  # unreadable entry: measure again
     measured = CostModel(**{**asdict(_measure(iterations, exporter)), "key": key})
     entries[key] = measured.as_dict()
     _write_cache(path, entries)

@@ -58,3 +58,12 @@ def test_the_exporter_in_use_is_priced_per_span(cost_cache):
     assert otlp.export_us > 0 and otlp.exporter == "otlp"
     assert otlp.key != none.key                       # cached separately
     assert otlp.call_cost("boundaries") > none.call_cost("boundaries")
+
+
+def test_a_cache_entry_missing_a_measurement_is_measured_again(cost_cache):
+    first = costmodel.calibrate(iterations=2000, exporter="none")
+    entries = json.loads(cost_cache.read_text())
+    del entries[first.key]["startup_us"]
+    cost_cache.write_text(json.dumps(entries))
+    again = costmodel.calibrate(iterations=2000, exporter="none")
+    assert not again.cached
