@@ -26,10 +26,14 @@
 ``_@scope_L`` is the runtime's ``LEVELS`` list, read inline once per call,
 so a level changed at run time (config ``level``/``function_levels``) takes
 effect on the next call without re-import, and a function at ``off`` costs
-a list read and a few local stores.  The argument dict is built only at ``full``.  At
-``full`` the runtime also receives the return value (the walrus in each
-``return``) and state changes: assignments to ``self.<attr>`` (the method's
-first parameter, ``cls`` too) and to names declared ``global``.
+a list read and a few local stores.  The argument dict is built only at
+``full``.  At ``full`` the runtime also receives the return value (the
+walrus in each ``return``) and state changes: assignments to
+``self.<attr>`` (the method's first parameter, ``cls`` too; tuple targets
+are not reported) and to names declared ``global``.  State hooks are
+emitted where the plan's capture set has ``state`` (``full`` has it by
+default), so switching a ``boundaries`` function to ``full`` at run time
+brings arguments and return values, not state changes.
 
 Generators and async generators report ``suspend`` before each ``yield``
 and ``resume`` after it (in a ``finally``, so ``throw()`` and ``close()``
@@ -39,9 +43,9 @@ helper calls that do not see ``athrow()``).  A ``yield from`` statement
 (``x = yield from g``, ``return (yield from g)``) becomes PEP 380's own
 expansion, inlined, with suspend/resume around each value handed over: the
 sub-generator runs with the delegating generator on the stack, as it
-should, and no frame is added.  (The one visible difference:
-``gi_yieldfrom`` is ``None`` during the delegation.)  A ``yield from``
-nested inside an expression suspends around the whole delegation instead.  Closing a
+should, and no frame is added (the one visible difference: ``gi_yieldfrom``
+is ``None`` during the delegation).  A ``yield from`` nested inside an
+expression suspends around the whole delegation instead.  Closing a
 generator early (``GeneratorExit``) is an ordinary exit, not an exception.
 Coroutines need nothing at ``await``: the runtime's call stack lives in a
 ContextVar, which asyncio keeps per task.
