@@ -7,7 +7,9 @@ counts its function calls and writes them out at exit, keyed by real file
 path and qualname (so a script run as ``__main__`` matches its module).
 For the analysed files it also samples what capturing each function's
 arguments costs (``repr`` of every non-plain argument, one call in 16):
-:meth:`Profile.arg_cost_for` feeds the cost of level ``full``.  The counts of all
+:meth:`Profile.arg_cost_for` feeds the cost of level ``full``.  Those reprs
+run the program's own ``__repr__`` methods, as capture at ``full`` would; a
+repr with side effects (a lazy query set) has them during profiling too.  The counts of all
 processes are summed into one :class:`Profile`, which is saved as JSON
 (``--counts-out``, by default next to the plan) and can be reused with
 ``--counts FILE`` without running the command again.
