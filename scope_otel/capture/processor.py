@@ -147,6 +147,7 @@ class RingBufferSpanProcessor(SpanProcessor):
         self._stop = threading.Event()
         self._flush_lock = threading.Lock()
         self._flush_waiters: list[threading.Event] = []
+        self._in_flight = 0  # batches being exported right now (several workers)
         self._ring.set_wake(self._nudge, self.max_export_batch_size)
         # on_end is the ring's put: nothing else runs on the application thread
         self.on_end = self._ring.put  # type: ignore[method-assign]
@@ -249,11 +250,25 @@ class RingBufferSpanProcessor(SpanProcessor):
             while True:
                 batch = ring.take(limit)
                 if batch:
-                    self._export(batch)
+                    with self._flush_lock:
+                        self._in_flight += 1
+                    try:
+                        self._export(batch)
+                    finally:
+                        with self._flush_lock:
+                            self._in_flight -= 1
                 if len(batch) < limit:
                     break
-            for w in waiters:
-                w.set()
+            if waiters:
+                with self._flush_lock:
+                    if self._in_flight:
+                        # another worker still exports a batch taken before
+                        # the flush: leave the waiters to it
+                        self._flush_waiters.extend(waiters)
+                        waiters = []
+                        wake.set()
+                for w in waiters:
+                    w.set()
             self._observe_drops()
             _accel.IMPL.recalibrate()
             if stop.is_set() or ring is not self._ring:
