@@ -188,3 +188,19 @@ def test_small_trees_show_no_progress():
 def test_an_unwritable_output_is_a_clear_error(tree, tmp_path, capsys):
     assert main([tree, "-q", "-o", str(tmp_path / "no-such-dir" / "plan.json")]) == 2
     assert "cannot write" in capsys.readouterr().err
+
+
+def test_profiled_plans_price_full_capture_by_the_arguments_really_passed(tmp_path, cost_cache, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "job.py").write_text(
+        "ROWS = [(i, 'row') for i in range(3000)]\n\n"
+        "def heavy(rows):\n    return len(rows)\n\n"
+        "def light(n):\n    return n\n\n"
+        "for _ in range(200):\n    heavy(ROWS)\n    light(1)\n")
+    out = tmp_path / "plan.json"
+    assert main(["-q", "-o", str(out), "--pin", "job:*=full", "--exporter", "none",
+                 "--profile", "--", sys.executable, "job.py"]) == 0
+    functions = json.loads(out.read_text())["functions"]
+    heavy, light = functions["job:heavy"], functions["job:light"]
+    assert heavy["estimated_calls"] == light["estimated_calls"] == 200
+    assert heavy["estimated_cost_us"] > 5 * light["estimated_cost_us"]
