@@ -257,6 +257,8 @@ class RingBufferSpanProcessor(SpanProcessor):
                     finally:
                         with self._flush_lock:
                             self._in_flight -= 1
+                            if self._flush_waiters:
+                                wake.set()  # a flush waits for this batch
                 if len(batch) < limit:
                     break
             if waiters:
@@ -266,7 +268,6 @@ class RingBufferSpanProcessor(SpanProcessor):
                         # the flush: leave the waiters to it
                         self._flush_waiters.extend(waiters)
                         waiters = []
-                        wake.set()
                 for w in waiters:
                     w.set()
             self._observe_drops()
