@@ -307,3 +307,25 @@ def test_exporter_failure_results_are_counted_as_failures(impl):
     st = processor.stats()
     processor.shutdown(1000)
     assert (st["exported"], st["export_failures"]) == (0, 1)
+
+
+def test_force_flush_with_several_workers_waits_for_a_batch_still_being_exported(impl):
+    exporter = HangingExporter()
+    processor = RingBufferSpanProcessor(exporter, workers=2, max_export_batch_size=1, schedule_delay_millis=5)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    with provider.get_tracer("t").start_as_current_span("held"):
+        pass
+    try:
+        for _ in range(200):  # until a worker has taken the span into the hung export
+            if exporter.calls:
+                break
+            threading.Event().wait(0.01)
+        assert exporter.calls == 1
+        finished, flushed = _run_bounded(lambda: processor.force_flush(timeout_millis=200))
+        assert finished and flushed is False  # the other, idle worker must not say "done"
+        exporter.release.set()
+        assert processor.force_flush(timeout_millis=10_000) is True
+    finally:
+        exporter.release.set()
+        processor.shutdown(2000)
