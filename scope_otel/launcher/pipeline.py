@@ -149,6 +149,8 @@ def _apply_plan(config: _config.Config) -> None:
     from scope_otel.planner.plan import Plan, load_plan
 
     plan = load_plan(config.plan) if config.plan else Plan.from_globs(list(config.instrument), config.level)
+    if plan.empty:  # an all-off plan: installing the hook would cost start-up time for nothing
+        return
     import scope_otel.instrument as instrument
 
     instrument.apply(plan)
