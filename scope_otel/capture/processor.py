@@ -285,16 +285,19 @@ class RingBufferSpanProcessor(SpanProcessor):
                 if isinstance(item, ReadableSpan):
                     correlator.learn_resource(item.resource)
                     break
+        to_span, append = correlator.to_span, spans.append
         for item in batch:
             try:
-                if not isinstance(item, ReadableSpan):  # a function-call record
-                    spans.append(correlator.to_span(item))
+                if type(item) in _RECORD_TYPES:  # a function-call record
+                    append(to_span(item))
+                    continue
+                # SpanContext is a tuple whose item 3 is the trace flags; this
+                # is the per-span cost of the worker, so no property chain
+                context = item.context
+                if context and context[3] & 1:
+                    append(item)
                 else:
-                    context = item.context
-                    if context is not None and not context.trace_flags.sampled:
-                        self._unsampled += 1
-                        continue
-                    spans.append(item)
+                    self._unsampled += 1  # RECORD_ONLY sampling: not exported, as in BSP
             except Exception:
                 self._export_failures += 1
                 _log.exception("scope-otel: could not convert a record; skipped")
@@ -350,6 +353,20 @@ class RingBufferSpanProcessor(SpanProcessor):
         meter.create_observable_counter("scope_otel.spans.exported", [_gauge("exported")], unit="{span}")
         meter.create_observable_counter("scope_otel.spans.dropped", [_gauge("dropped")], unit="{span}")
         meter.create_observable_gauge("scope_otel.queue.size", [_gauge("size")], unit="{span}")
+
+
+def _record_types() -> frozenset:
+    types: set = {list}  # the pure-Python token
+    try:
+        from scope_otel.capture._speedups import Call
+
+        types.add(Call)
+    except ImportError:
+        pass
+    return frozenset(types)
+
+
+_RECORD_TYPES = _record_types()
 
 
 def _noop(_span: Any) -> None:

@@ -329,3 +329,25 @@ def test_force_flush_with_several_workers_waits_for_a_batch_still_being_exported
     finally:
         exporter.release.set()
         processor.shutdown(2000)
+
+
+def test_record_only_spans_are_not_exported_as_with_batch_processor(impl):
+    from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+
+    class RecordOnly(Sampler):
+        def should_sample(self, *args, **kwargs):
+            return SamplingResult(Decision.RECORD_ONLY)
+
+        def get_description(self):
+            return "record-only"
+
+    exporter = InMemorySpanExporter()
+    processor = RingBufferSpanProcessor(exporter, schedule_delay_millis=10)
+    provider = TracerProvider(sampler=RecordOnly())
+    provider.add_span_processor(processor)
+    with provider.get_tracer("t").start_as_current_span("recorded-not-sampled"):
+        pass
+    assert processor.force_flush(5000)
+    st = processor.stats()
+    processor.shutdown(1000)
+    assert exporter.get_finished_spans() == () and st["unsampled"] == 1
