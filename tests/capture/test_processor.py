@@ -351,3 +351,56 @@ def test_record_only_spans_are_not_exported_as_with_batch_processor(impl):
     st = processor.stats()
     processor.shutdown(1000)
     assert exporter.get_finished_spans() == () and st["unsampled"] == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork_while_the_worker_is_stuck_in_the_exporter_does_not_deadlock_the_child(impl):
+    import time
+
+    class LockingHangingExporter(HangingExporter):
+        def __init__(self):
+            super().__init__()
+            self.lock = threading.Lock()
+
+        def export(self, spans):
+            with self.lock:  # held across the fork by the parent's worker
+                return super().export(spans)
+
+    exporter = LockingHangingExporter()
+    processor = RingBufferSpanProcessor(exporter, schedule_delay_millis=5, max_export_batch_size=1)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("stuck"):
+        pass
+    for _ in range(200):
+        if exporter.calls:
+            break
+        threading.Event().wait(0.01)
+    assert exporter.calls == 1
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            with tracer.start_as_current_span("child"):
+                pass
+            processor.force_flush(200)  # the copied exporter hangs too: returns, never deadlocks
+            processor.shutdown(200)
+            code = 0 if processor.stats()["forks"] == 1 else 2
+        finally:
+            os._exit(code)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                pytest.fail("the fork child deadlocked")
+            threading.Event().wait(0.02)
+        assert os.WEXITSTATUS(status) == 0
+    finally:
+        exporter.release.set()
+        processor.shutdown(2000)
