@@ -254,7 +254,9 @@ SETTINGS: tuple[Setting, ...] = (
             "ClickHouse database name"),
     Setting("overflow", _choice(OVERFLOWS), "drop_oldest", ("SCOPE_OTEL_OVERFLOW",),
             "what a full ring buffer does: drop_oldest, drop_newest, block"),
-    Setting("ring_size", _int_range(64, 1 << 26), 1 << 16, ("SCOPE_OTEL_RING_SIZE",),
+    # 8192: a stalled exporter holding a full ring of SDK spans (~3 KB each)
+    # stays within ~25 MB (bench/bench_stalled_exporter.py).
+    Setting("ring_size", _int_range(64, 1 << 26), 8192, ("SCOPE_OTEL_RING_SIZE",),
             "capacity of the capture ring buffer, in records"),
     Setting("max_value_length", _int_range(16, 1 << 20), 512, ("SCOPE_OTEL_MAX_VALUE_LENGTH",),
             "captured argument/return values are truncated to this many characters"),

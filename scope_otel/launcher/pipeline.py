@@ -140,7 +140,8 @@ def _set_propagators(config: _config.Config) -> None:
 def _start_capture(config: _config.Config, provider) -> None:
     runtime = _optional_module("scope_otel.capture.runtime")
     if runtime is not None and hasattr(runtime, "configure"):
-        runtime.configure(config, processor=_state.get("processor"))
+        # function spans that end before any SDK span still get the provider's resource
+        runtime.configure(config, processor=_state.get("processor"), resource=provider.resource)
 
 
 def _apply_plan(config: _config.Config) -> None:
