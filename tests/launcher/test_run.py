@@ -349,3 +349,46 @@ def test_django_runserver_noreload_is_instrumented(otlp_receiver, tmp_path):
     servers = otlp_receiver.wait_for(1, where=lambda s: s["kind"] == "SERVER")
     assert servers and servers[0]["service_name"] == "django-dev"
     assert servers[0]["attributes"].get("http.route") == "hello/<str:name>"
+
+
+def _ancestors(span, by_id):
+    chain = []
+    while span["parent_span_id"] in by_id:
+        span = by_id[span["parent_span_id"]]
+        chain.append(span["name"])
+    return chain
+
+
+def test_example_app_records_requests_sql_and_functions_nested(otlp_receiver):
+    demo = os.path.join(EXAMPLES, "shop_demo.py")
+    result = run([tool("scope-otel"), "run", "--service_name", "shop", "--instrument", "shop.*", "--level", "full",
+                  "--", sys.executable, demo], clean_env(**otlp_receiver.env("grpc")))
+    assert result.returncode == 0, result.stderr
+    spans = otlp_receiver.wait_for(60)
+    by_id = {s["span_id"]: s for s in spans}
+    names = [s["name"] for s in spans]
+    for expected in ("GET /products", "POST /orders", "GET /boom", "place_order", "Cart.add", "Fulfilment.fulfil"):
+        assert expected in names, f"{expected} missing from {sorted(set(names))}"
+
+    # request -> view -> business function -> SQL, one trace
+    place = next(s for s in spans if s["name"] == "place_order")
+    assert "POST /orders" in _ancestors(place, by_id)
+    assert place["attributes"]["scope.arg.customer"] in ("ada", "bob", "cy")
+    sql_under_place = [s for s in spans if s["kind"] == "CLIENT" and "place_order" in _ancestors(s, by_id)]
+    place_traces = {s["trace_id"] for s in spans if s["name"] == "place_order"}
+    assert sql_under_place and {s["trace_id"] for s in sql_under_place} <= place_traces
+
+    # the out-of-stock path: the exception is recorded on Cart.add
+    failing_add = [s for s in spans if s["name"] == "Cart.add" and any(e["name"] == "exception" for e in s["events"])]
+    assert failing_add and failing_add[0]["events"][0]["attributes"]["exception.type"].endswith("OutOfStock")
+
+    # the deliberate 500
+    boom = next(s for s in spans if s["name"] == "GET /boom")
+    assert boom["attributes"]["http.response.status_code"] == 500
+    assert boom["status"] == 2  # STATUS_CODE_ERROR
+
+    # the worker thread's queue receives are linked to the requests that queued the orders
+    posts = {s["trace_id"] for s in spans if s["name"] == "POST /orders" and s["attributes"]["http.response.status_code"] == 201}
+    receives = [s for s in spans if s["kind"] == "CONSUMER" and s["name"].startswith("receive Queue")]
+    assert len(receives) == 3  # two orders and the stop sentinel
+    assert posts <= {link["trace_id"] for s in receives for link in s["links"]}
