@@ -163,3 +163,19 @@ def test_an_unwritable_cache_location_still_imports_instrumented(load, monkeypat
     monkeypatch.setattr(sys, "pycache_prefix", str(blocker))
     m = load(SOURCE)
     assert vars(m).get(MARKER) and m.f(1) == 2
+
+
+def test_compile_command_reads_a_plan_file(load, tmp_path, capsys):
+    import json
+
+    m = load("", name="anchor", via="plain")
+    package = m.__name__.split(".")[0]
+    path = os.path.join(os.path.dirname(m.__file__), "planned.py")
+    with open(path, "w") as fh:
+        fh.write("def wanted():\n    return 1\n\ndef other():\n    return 2\n")
+    plan_file = tmp_path / "scope-otel.plan.json"
+    plan_file.write_text(json.dumps({"version": 1, "functions": {f"{package}.planned:wanted": {"level": "full"}}}))
+    assert cli.main(["--plan", str(plan_file), os.path.dirname(path)]) == 0
+    assert f"compiled {package}.planned" in capsys.readouterr().out
+    with open(cache.cache_path(path), "rb") as fh:
+        assert b"wanted" in fh.read()
