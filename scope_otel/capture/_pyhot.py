@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 from scope_otel.capture.records import CAP_ARGS, CAP_RETURN
 
+_RNG = random.Random()  # private: the application's seeded `random` stays untouched
+
 _PLAIN = frozenset({int, str, float, bool, type(None)})
 
 
@@ -67,7 +69,7 @@ class HotPath:
         count = itertools.count(1).__next__
         prefix = (prefix & 0xFFFFFFFF) << 32
         clock = time.time_ns
-        rand = random.random
+        rand = _RNG.random  # sampling never consumes the application's random state
 
         def enter(fid: int, args: dict | None = None) -> list | None:
             try:  # zero-cost in 3.11; nothing may reach the application

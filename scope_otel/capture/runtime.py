@@ -122,6 +122,56 @@ def _on_error(exc: BaseException) -> None:
 # ---------------------------------------------------------------- values
 
 _MAX_KEEP = 1 << 16  # a repr longer than this is cut here; correlation truncates further
+_keep = _MAX_KEEP    # lowered to max_value_length + 1 by configure(): enough to see truncation
+
+_OPEN_CLOSE = {list: ("[", "]"), tuple: ("(", ")"), set: ("{", "}"), dict: ("{", "}")}
+
+
+def _bounded_repr(value: Any, budget: int) -> str:
+    """``repr(value)`` for builtin containers, built only up to about
+    ``budget`` characters: a 10-million-item list argument must not cost a
+    10-million-item repr on the application thread.  The prefix is the same
+    as ``repr``'s; anything longer is cut (and counted) by correlation."""
+    out: list[str] = []
+    used = 0
+    seen: set[int] = set()
+
+    def emit(text: str) -> bool:
+        nonlocal used
+        out.append(text)
+        used += len(text)
+        return used <= budget
+
+    def walk(v: Any) -> bool:
+        t = type(v)
+        if t not in _OPEN_CLOSE or (t is set and not v):
+            if t is str and len(v) > budget:
+                v = v[:budget]
+            return emit(repr(v))
+        if id(v) in seen:  # a container that holds itself, as repr shows it
+            return emit({list: "[...]", dict: "{...}"}.get(t, "..."))
+        seen.add(id(v))
+        opening, closing = _OPEN_CLOSE[t]
+        if not emit(opening):
+            return False
+        first = True
+        items = v.items() if t is dict else v
+        for item in items:
+            if not first and not emit(", "):
+                return False
+            first = False
+            if t is dict:
+                if not (walk(item[0]) and emit(": ") and walk(item[1])):
+                    return False
+            elif not walk(item):
+                return False
+        if t is tuple and len(v) == 1 and not emit(","):
+            return False
+        seen.discard(id(v))
+        return emit(closing)
+
+    walk(value)
+    return "".join(out)
 
 
 def _snap(value: Any) -> Any:
@@ -131,20 +181,23 @@ def _snap(value: Any) -> Any:
     if t is int or t is str or t is float or t is bool or value is None:
         return value
     try:
-        text = repr(value)
+        text = _bounded_repr(value, _keep) if t in _OPEN_CLOSE else repr(value)
     except Exception:
         return f"<unrepresentable {t.__qualname__}>"
-    return text if len(text) <= _MAX_KEEP else text[:_MAX_KEEP]
+    return text if len(text) <= _keep else text[:_keep]
 
 
 # ---------------------------------------------------------------- ids
 
-_trace_bits = random.getrandbits
+# Ids come from a private generator: drawing from the application's global
+# `random` would change what a seeded program computes.  Reseeded after fork.
+_rng = random.Random()
+_trace_bits = _rng.getrandbits
 
 
 def _new_prefix() -> int:
     # 32 random bits, never zero, so span ids (prefix << 32 | counter) are never 0
-    return random.getrandbits(31) | (1 << 31)
+    return _rng.getrandbits(31) | (1 << 31)
 
 
 def _root_of(octx: Any) -> tuple[int, int] | None:
@@ -433,8 +486,11 @@ def configure(cfg: Any = None, processor: Any = None, resource: Any = None) -> N
     """Apply a (new) configuration to every registered function (the
     launcher calls this once at start); ``resource`` is given to
     ``processor`` for function spans ended before any SDK span."""
+    global _keep
     try:
         _recompute(cfg)
+        if cfg is not None and getattr(cfg, "max_value_length", None):
+            _keep = min(_MAX_KEEP, int(cfg.max_value_length) + 1)
         if processor is not None and resource is not None and hasattr(processor, "set_resource"):
             processor.set_resource(resource)
     except Exception as exc:
@@ -456,6 +512,7 @@ breaker = CircuitBreaker(lambda cap: _recompute())
 
 def _after_fork_in_child() -> None:
     global _ring
+    _rng.seed()  # children must not repeat the parent's trace ids
     # A worker may have held the old ring's lock at fork time: never touch it.
     _ring = Ring(_ring.capacity, _ring.overflow, _ring.block_timeout)
     _hot.set_ring(_ring.sink)
@@ -468,6 +525,7 @@ if hasattr(os, "register_at_fork"):
 
 def reseed_after_fork() -> None:
     """For fork paths without at-fork hooks (uWSGI): fresh span-id prefix."""
+    _rng.seed()
     _hot.reseed(_new_prefix())
 
 
