@@ -84,8 +84,8 @@ class Profile:
         return out
 
     def meta(self) -> dict:
-        return {"command": self.command, "wall_s": round(self.wall_s, 4), "cpu_s": round(self.cpu_s, 4),
-                "plain_cpu_s": round(self.plain_cpu_s, 4),
+        return {"command": self.command, "wall_s": round(self.wall_s, 6), "cpu_s": round(self.cpu_s, 6),
+                "plain_cpu_s": round(self.plain_cpu_s, 6),
                 "counter_s": round(self.counter_s, 4), "processes": self.processes,
                 "returncode": self.returncode,
                 "functions_seen": sum(len(v) for v in self.by_file.values())}

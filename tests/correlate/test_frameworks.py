@@ -7,6 +7,10 @@ from scope_otel.capture import runtime
 
 flask = pytest.importorskip("flask")
 sqlalchemy = pytest.importorskip("sqlalchemy")
+# Import before contrib instruments: contrib's instrument() imports this module
+# while create_engine is wrapped, and the module keeps that wrapped reference
+# after uninstrument(), so every later async engine would stay traced by contrib.
+import sqlalchemy.ext.asyncio  # noqa: E402,F401
 
 
 def test_function_in_a_flask_request_is_its_child_and_its_sql_is_the_functions_child(pipeline, fn):
