@@ -50,7 +50,6 @@ def main() -> int:
         ("GET", "/products", None),
         ("POST", "/orders", {"customer": "ada", "items": [{"product_id": 1, "quantity": 3}]}),
         ("POST", "/orders", {"customer": "bob", "items": [{"product_id": 2, "quantity": 1}, {"product_id": 1, "quantity": 1}]}),
-        ("POST", "/orders", {"customer": "cy", "items": [{"product_id": 3, "quantity": 1}]}),
         ("GET", "/orders/1", None),
         ("GET", "/boom", None),
     ]
@@ -59,11 +58,15 @@ def main() -> int:
             status, payload = call(base, method, path, body)
             print(f"{method:4s} {path:12s} -> {status} {json.dumps(payload)[:70]}")
         app.extensions["fulfilment"].jobs.join()
+        app.extensions["fulfilment"].stop()
         status, payload = call(base, "GET", "/orders/1")
         print(f"GET  /orders/1    -> {status} {json.dumps(payload)[:70]} (after fulfilment)")
+        # last, so that `scope-otel trace --last` shows it: an order that fails on stock
+        body = {"customer": "cy", "items": [{"product_id": 2, "quantity": 1}, {"product_id": 3, "quantity": 1}]}
+        status, payload = call(base, "POST", "/orders", body)
+        print(f"POST /orders      -> {status} {json.dumps(payload)[:70]}")
     finally:
-        server.shutdown()
-        app.extensions["fulfilment"].stop()
+        server.shutdown()  # the fulfilment thread is a daemon: an early failure does not hang here
     return 0
 
 

@@ -24,8 +24,9 @@ class Fulfilment:
         self.jobs.put(order_id)
 
     def stop(self) -> None:
-        self.jobs.put(_STOP)
-        self._thread.join(timeout=10)
+        if self._thread.is_alive():
+            self.jobs.put(_STOP)
+            self._thread.join(timeout=10)
 
     def _run(self) -> None:
         while True:
