@@ -246,18 +246,24 @@ class _SummaryProcessor(SpanProcessor):
     def render(self, state: dict) -> str:
         config = state.get("config")
         total = sum(self.counts.values())
+        stats = {}
+        stats_of = getattr(state.get("processor"), "stats", None)
+        if callable(stats_of):
+            try:
+                stats = stats_of()
+            except Exception:
+                pass
+        # function spans are built off the hot path and never pass through on_end
+        functions = stats.get("function_spans", 0)
         lines = [
-            f"scope-otel: recorded {total} spans in {len(self.traces)} traces ({self.errors} with errors)"
+            f"scope-otel: recorded {total} request/SQL/client spans in {len(self.traces)} traces "
+            f"({self.errors} with errors) and {functions} function spans"
             f" -> {','.join(config.traces_exporter) if config else '?'}"
         ]
         for (kind, name), n in self.counts.most_common(12):
             lines.append(f"  {n:6d}  {kind:8s}  {name}")
-        stats = getattr(state.get("processor"), "stats", None)
-        if callable(stats):
-            try:
-                lines.append(f"  pipeline: {stats()}")
-            except Exception:
-                pass
+        if stats:
+            lines.append(f"  pipeline: {stats}")
         return "\n".join(lines)
 
 
