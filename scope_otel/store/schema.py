@@ -21,7 +21,7 @@ from scope_otel.export._ch_target import TargetError, parse
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scope_otel.store.schema", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="scope-otel schema", description=__doc__.split("\n\n")[0])
     parser.add_argument("--store", default=None, help="path or http(s)://host:port (default: config 'store')")
     parser.add_argument("--database", default=None, help="database (default: config 'database')")
     parser.add_argument("--cluster", default=None, help="create tables ON CLUSTER this cluster")
