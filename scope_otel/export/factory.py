@@ -9,7 +9,6 @@ config file are passed explicitly.
 """
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -37,17 +36,11 @@ def build_exporters(config: Config) -> list[SpanExporter]:
     return exporters
 
 
-def store_url(store: str, cwd: str | None = None) -> str:
-    """Normalise the ``store`` setting: a bare path becomes ``chdb:///abs/path``."""
-    if "://" in store:
-        return store
-    return "chdb://" + os.path.abspath(os.path.join(cwd or os.getcwd(), os.path.expanduser(store)))
-
-
 def _clickhouse(config: Config) -> SpanExporter:
     from scope_otel.export.clickhouse import ClickHouseSpanExporter
 
-    return ClickHouseSpanExporter(url=store_url(config.store), database=config.database)
+    # a bare path is embedded chDB; the exporter resolves it (scope_otel.export._ch_target)
+    return ClickHouseSpanExporter(url=config.store, database=config.database)
 
 
 def _otlp(config: Config) -> SpanExporter:
