@@ -145,7 +145,7 @@ def _start_capture(config: _config.Config, provider) -> None:
 
 
 def _apply_plan(config: _config.Config) -> None:
-    if not (config.plan or config.instrument) or config.level == "off" and not config.plan:
+    if not (config.plan or config.instrument) or (config.level == "off" and not config.plan):
         return
     from scope_otel.planner.plan import Plan, load_plan
 
