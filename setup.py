@@ -3,8 +3,9 @@
 * ``instrumentors/`` and ``schemas/`` live at the top of the repository (the
   layout is fixed) but ship inside the import package as
   ``scope_otel.instrumentors`` and ``scope_otel.schemas``.
-* The capture hot path has an optional C accelerator.  It is built where a
-  compiler exists; where the build fails the pure-Python twin is used, so an
+* The capture hot path and the span encoders (ClickHouse Native, OTLP
+  protobuf) have optional C accelerators.  It is built where a
+  compiler exists; where a build fails the pure-Python twin is used, so an
   install never fails because of it.
 """
 import os
@@ -33,7 +34,11 @@ def _extensions():
     from setuptools import Extension
 
     exts = []
-    for name, src in [("scope_otel.capture._speedups", "scope_otel/capture/_speedups.c")]:
+    for name, src in [
+        ("scope_otel.capture._speedups", "scope_otel/capture/_speedups.c"),
+        ("scope_otel.export._chnative", "scope_otel/export/_chnative.c"),
+        ("scope_otel.export._otlpenc", "scope_otel/export/_otlpenc.c"),
+    ]:
         if os.path.exists(os.path.join(HERE, src)) and not os.environ.get("SCOPE_OTEL_NO_EXTENSIONS"):
             exts.append(Extension(name, [src], optional=True))
     return exts

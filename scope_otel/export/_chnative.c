@@ -1,0 +1,12 @@
+/* Placeholder: the accelerator is being written.  Python code checks for its
+ * functions and falls back to pure Python while they are missing. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_chnative", NULL, -1, NULL};
+
+PyMODINIT_FUNC
+PyInit__chnative(void)
+{
+    return PyModule_Create(&module);
+}
