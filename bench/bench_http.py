@@ -6,28 +6,38 @@ fixed number of sequential HTTP requests from this process.  Modes, all in
 one run, interleaved over several rounds:
 
 * ``uninstrumented``   — plain ``python``;
-* ``contrib``          — ``opentelemetry-instrument`` with the contrib Flask
-  and SQLAlchemy instrumentations (scope-otel's integrations disabled);
-* ``scope``            — ``scope-otel run`` with the Flask and SQLAlchemy
-  integrations (HTTP-client and hand-off integrations disabled, as the app
-  has neither);
+* ``contrib``          — the stock contrib setup: ``opentelemetry-instrument``
+  from a separate virtualenv, ``bench/out/contrib``, made by this script on
+  first use with opentelemetry-distro, the contrib Flask and SQLAlchemy
+  instrumentations and opentelemetry-exporter-otlp (and no scope-otel), so
+  the distro's configurator runs: ``BatchSpanProcessor`` + the SDK's
+  OTLP/HTTP exporter, exactly what a contrib user gets;
+* ``scope``            — ``scope-otel run`` (the product as shipped: its own
+  span pipeline and exporter) with the Flask and SQLAlchemy integrations
+  (HTTP-client and hand-off integrations disabled, as the app has neither);
 * ``scope+functions``  — as ``scope`` plus the app's functions instrumented
   by the import hook (``--instrument bench_http --level boundaries``).
 
-Every instrumented mode runs the same pipeline (``opentelemetry-instrument``
-loads scope-otel's configurator, the only one installed) and exports the same
-way: OTLP/HTTP to a sink in this process that counts the spans it receives
-(``--exporter none``: spans are made but not exported, which isolates the
-instrumentation's own cost).  Besides client-side latency, the server
-process's CPU time per request is reported (psutil): it is much less
-disturbed by other load on the machine than latency is.  The contrib SQLAlchemy
-instrumentation 0.66b1 refuses SQLAlchemy 2.1, so when the installed one is
-newer every mode runs on SQLAlchemy 2.0 from ``bench/out/sa20`` (installed
-there with pip on first use).
+Both products export OTLP/HTTP to the same sink in this process, which counts
+the spans it receives (``--exporter none``: spans are made but not exported).
+Besides client-side latency, the server process's CPU time per request is
+reported (psutil): it is much less disturbed by other load on the machine
+than latency is.  It is read once the sink has gone quiet (at least 6 s after
+the last request: the SDK's ``BatchSpanProcessor`` sends a partial batch only
+after 5 s), so every mode is charged for exporting all its spans.  Every mode runs the same Flask, Werkzeug and SQLAlchemy
+versions (each server reports them and the run stops on a mismatch): the
+contrib virtualenv gets the main environment's Flask and Werkzeug, and
+SQLAlchemy 2.0 (contrib-sqlalchemy 0.66b1 refuses 2.1); when the main
+environment has another SQLAlchemy, the other modes run the contrib
+virtualenv's exact version from ``bench/out/sa20`` (pip ``--target``, first
+on ``PYTHONPATH``).  Never install opentelemetry-distro into the main
+environment: a second configurator would change what plain
+``opentelemetry-instrument`` does there.
 
 ``--in-process`` measures instead the CPU per request with the WSGI app
 called directly in one process per mode (no server, no export): the
-instrumentation's own cost with the least noise.
+instrumentation's own cost with the least noise (contrib from its
+virtualenv, with a bare SDK ``TracerProvider`` in both).
 
 Run: ``.venv/bin/python bench/bench_http.py`` (``--quick`` for a short run).
 """
@@ -45,11 +55,22 @@ import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.path.dirname(sys.executable)
-SA20 = os.path.join(HERE, "out", "sa20")
-OURS = "scope_flask,scope_django,scope_sqlalchemy,scope_http_clients,scope_handoff"
+OUT = os.path.join(HERE, "out")
+SA20 = os.path.join(OUT, "sa20")
+CONTRIB = os.path.join(OUT, "contrib")
+#: The contrib peer's packages, pinned to the OpenTelemetry release scope-otel
+#: is built on; Flask and Werkzeug are added at the main environment's versions.
+CONTRIB_PACKAGES = (
+    "opentelemetry-distro==0.66b1",
+    "opentelemetry-instrumentation-flask==0.66b1",
+    "opentelemetry-instrumentation-sqlalchemy==0.66b1",
+    "opentelemetry-exporter-otlp==1.45.1",
+    "sqlalchemy>=2.0,<2.1",
+)
 
 
 # --------------------------------------------------------------------------
@@ -100,6 +121,18 @@ def build_app(db_path: str):
     return app
 
 
+def versions() -> str:
+    """``flask=… werkzeug=… sqlalchemy=… python=…`` of this process."""
+    from importlib.metadata import version
+
+    import sqlalchemy
+
+    return (
+        f"flask={version('flask')} werkzeug={version('werkzeug')} sqlalchemy={sqlalchemy.__version__}"
+        f" python={sys.version.split()[0]}"
+    )
+
+
 def serve(port: int, db_path: str) -> None:
     """Server process entry point."""
     from werkzeug.serving import WSGIRequestHandler, make_server
@@ -109,7 +142,7 @@ def serve(port: int, db_path: str) -> None:
             pass
 
     server = make_server("127.0.0.1", port, build_app(db_path), request_handler=Quiet)
-    print("READY", flush=True)
+    print("READY", versions(), flush=True)
     server.serve_forever()
 
 
@@ -161,22 +194,36 @@ def in_process(mode: str, calls: int, db_path: str) -> float:
     return best
 
 
-def run_in_process(calls: int, sa_path: str | None, workdir: str) -> None:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (sa_path, HERE) if p))
-    results = {}
+def run_in_process(calls: int, envs: dict[str, tuple[str, dict[str, str]]], workdir: str) -> None:
+    results, seen = {}, {}
     for mode in ("uninstrumented", "contrib", "scope"):
-        code = "import sys, bench_http; print(bench_http.in_process(sys.argv[1], int(sys.argv[2]), sys.argv[3]))"
-        out = subprocess.run(
-            [sys.executable, "-c", code, mode, str(calls), os.path.join(workdir, f"{mode}.db")],
-            env=env, capture_output=True, text=True, check=True,
+        python, extra = envs[mode]
+        code = (
+            "import sys, bench_http; "
+            "print(bench_http.in_process(sys.argv[1], int(sys.argv[2]), sys.argv[3]), bench_http.versions())"
         )
-        results[mode] = float(out.stdout.strip().splitlines()[-1])
+        out = subprocess.run(
+            [python, "-c", code, mode, str(calls), os.path.join(workdir, f"{mode}.db")],
+            env=dict(os.environ, **extra), capture_output=True, text=True, check=True,
+        )
+        cpu, found = out.stdout.strip().splitlines()[-1].split(" ", 1)
+        results[mode], seen[mode] = float(cpu), found
+    same_versions(seen)
     base, contrib = results["uninstrumented"], results["contrib"] - results["uninstrumented"]
-    print(f"in-process: WSGI app called directly, {calls} calls × 5, best run; bare SDK TracerProvider (no export)")
+    print(
+        f"in-process: WSGI app called directly, {calls} calls × 5, best run; bare SDK TracerProvider (no export); "
+        f"{seen['scope']}"
+    )
     print(f"{'mode':16s} {'CPU µs/req':>11s} {'added µs':>9s} {'÷contrib':>9s}")
     for mode, cpu in results.items():
         ratio = f"{(cpu - base) / contrib:9.2f}" if mode != "uninstrumented" and contrib > 0 else ""
         print(f"{mode:16s} {cpu:11.1f} {cpu - base:9.1f} {ratio:>9s}")
+
+
+def same_versions(seen: dict[str, str]) -> None:
+    """Stop when the modes did not all run the same library versions."""
+    if len(set(seen.values())) > 1:
+        raise SystemExit("modes ran different library versions:\n" + "\n".join(f"  {k}: {v}" for k, v in seen.items()))
 
 
 # --------------------------------------------------------------------------
@@ -214,22 +261,85 @@ class Sink:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
 
+    def settle(self, wait: float, quiet: float = 1.0, limit: float = 20.0) -> None:
+        """Return once ``wait`` seconds have passed and no span came in for
+        ``quiet`` seconds (at most ``limit`` seconds)."""
+        start = time.monotonic()
+        last, changed = self.spans, start
+        while time.monotonic() - start < limit:
+            time.sleep(0.1)
+            now = time.monotonic()
+            if self.spans != last:
+                last, changed = self.spans, now
+            elif now - start >= wait and now - changed >= quiet:
+                return
+
     def take(self) -> tuple[int, dict[str, int]]:
         counted, names = self.spans, dict(self.names)
         self.spans, self.names = 0, {}
         return counted, names
 
 
-def ensure_sqlalchemy_20() -> str | None:
-    """A folder to put first on PYTHONPATH so every mode runs SQLAlchemy 2.0."""
+def _run_python(python: str, code: str) -> str:
+    # from a neutral folder: the checkout's own scope_otel/ must not be importable
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True, cwd=OUT)
+    return out.stdout.strip()
+
+
+def ensure_contrib_venv() -> str:
+    """The contrib peer's virtualenv (made on first use); returns its ``bin``.
+
+    Same interpreter as this one, the packages of :data:`CONTRIB_PACKAGES`
+    plus this environment's Flask and Werkzeug versions, no scope-otel.  A
+    stamp file records what was asked for, so a changed list rebuilds it.
+    """
+    from importlib.metadata import version
+
+    wanted = [*CONTRIB_PACKAGES, f"flask=={version('flask')}", f"werkzeug=={version('werkzeug')}"]
+    stamp = os.path.join(CONTRIB, "bench-packages.txt")
+    bindir = os.path.join(CONTRIB, "bin")
+    try:
+        with open(stamp) as fh:
+            ready = fh.read().split("\n") == wanted
+    except OSError:
+        ready = False
+    if not ready:
+        print(f"creating the contrib peer's virtualenv {os.path.relpath(CONTRIB)} ...", flush=True)
+        shutil.rmtree(CONTRIB, ignore_errors=True)
+        base = getattr(sys, "_base_executable", sys.executable)
+        subprocess.run([base, "-m", "venv", CONTRIB], check=True)
+        subprocess.run([os.path.join(bindir, "python"), "-m", "pip", "install", "-q", *wanted], check=True)
+        with open(stamp, "w") as fh:
+            fh.write("\n".join(wanted))
+    found = _run_python(
+        os.path.join(bindir, "python"),
+        "import importlib.util as u, importlib.metadata as m; "
+        "print(u.find_spec('scope_otel') is not None, "
+        "sorted(e.value for e in m.entry_points(group='opentelemetry_configurator')))",
+    )
+    if found != "False ['opentelemetry.distro:OpenTelemetryConfigurator']":
+        raise SystemExit(f"{CONTRIB} must hold opentelemetry-distro and no scope-otel ({found}): remove it and run again")
+    return bindir
+
+
+def ensure_sqlalchemy(contrib_bin: str) -> str | None:
+    """A folder to put first on ``PYTHONPATH`` so the main environment runs
+    the contrib virtualenv's exact SQLAlchemy, or None when it already does."""
     import sqlalchemy
 
-    if tuple(int(p) for p in sqlalchemy.__version__.split(".")[:2]) < (2, 1):
+    wanted = _run_python(os.path.join(contrib_bin, "python"), "import sqlalchemy; print(sqlalchemy.__version__)")
+    if sqlalchemy.__version__ == wanted:
         return None
-    if not os.path.isdir(os.path.join(SA20, "sqlalchemy")):
-        print("installing SQLAlchemy 2.0 into bench/out/sa20 for the contrib peer ...", flush=True)
+    have = None
+    if os.path.isdir(os.path.join(SA20, "sqlalchemy")):
+        have = _run_python(
+            sys.executable, f"import sys; sys.path.insert(0, {SA20!r}); import sqlalchemy; print(sqlalchemy.__version__)"
+        )
+    if have != wanted:
+        print(f"installing SQLAlchemy {wanted} into {os.path.relpath(SA20)} ...", flush=True)
+        shutil.rmtree(SA20, ignore_errors=True)
         subprocess.run(
-            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", SA20, "sqlalchemy>=2.0,<2.1"],
+            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", SA20, f"sqlalchemy=={wanted}"],
             check=True,
         )
     return SA20
@@ -241,8 +351,21 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def modes(sink: Sink, with_functions: bool, exporter: str) -> dict[str, tuple[list[str], dict[str, str]]]:
-    python = [sys.executable, "-c", "import sys, bench_http; bench_http.serve(int(sys.argv[1]), sys.argv[2])"]
+def environments(sa_path: str | None, contrib_bin: str) -> dict[str, tuple[str, dict[str, str]]]:
+    """Per mode: the Python to run the server with, and its ``PYTHONPATH``."""
+    ours = {"PYTHONPATH": os.pathsep.join(p for p in (sa_path, HERE) if p)}
+    return {
+        "uninstrumented": (sys.executable, ours),
+        "contrib": (os.path.join(contrib_bin, "python"), {"PYTHONPATH": HERE}),
+        "scope": (sys.executable, ours),
+    }
+
+
+def modes(
+    sink: Sink, with_functions: bool, exporter: str, sa_path: str | None, contrib_bin: str
+) -> dict[str, tuple[list[str], dict[str, str]]]:
+    envs = environments(sa_path, contrib_bin)
+    serve_code = ["-c", "import sys, bench_http; bench_http.serve(int(sys.argv[1]), sys.argv[2])"]
     otel = {
         "OTEL_SERVICE_NAME": "bench-http",
         "OTEL_TRACES_EXPORTER": exporter,
@@ -252,27 +375,39 @@ def modes(sink: Sink, with_functions: bool, exporter: str) -> dict[str, tuple[li
         "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
     }
     scope_off = {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "scope_http_clients,scope_handoff"}
+    python, ours = envs["scope"]
     found = {
-        "uninstrumented": (python, {}),
-        "contrib": ([os.path.join(BIN, "opentelemetry-instrument"), *python], {**otel, "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": OURS}),
-        "scope": ([os.path.join(BIN, "scope-otel"), "run", "--", *python], {**otel, **scope_off}),
+        "uninstrumented": ([sys.executable, *serve_code], dict(ours)),
+        "contrib": (
+            [os.path.join(contrib_bin, "opentelemetry-instrument"), envs["contrib"][0], *serve_code],
+            {**otel, **envs["contrib"][1]},
+        ),
+        "scope": ([os.path.join(BIN, "scope-otel"), "run", "--", python, *serve_code], {**otel, **scope_off, **ours}),
     }
     if with_functions:
         found["scope+functions"] = (
-            [os.path.join(BIN, "scope-otel"), "run", "--instrument", "bench_http", "--level", "boundaries", "--", *python],
-            {**otel, **scope_off},
+            [
+                os.path.join(BIN, "scope-otel"), "run", "--instrument", "bench_http", "--level", "boundaries",
+                "--", python, *serve_code,
+            ],
+            {**otel, **scope_off, **ours},
         )
     return found
 
 
 def run_mode(
-    args: list[str], extra_env: dict[str, str], requests: int, warmup: int, workdir: str, sa_path: str | None
-) -> tuple[list[float], float]:
-    """Latencies of the measured requests, and server CPU seconds per request."""
+    args: list[str], extra_env: dict[str, str], requests: int, warmup: int, workdir: str, settle: Callable[[], None]
+) -> tuple[list[float], float, str]:
+    """Latencies of the measured requests, server CPU seconds per request, and
+    the versions the server reported.
+
+    The CPU time is read after ``settle()`` (all spans exported), so it
+    includes exporting what the measured requests made, whatever the span
+    processor's schedule.
+    """
     import psutil
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SCOPE_OTEL_"))}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (sa_path, HERE) if p)
     env["SCOPE_OTEL_STORE"] = os.path.join(workdir, "store")
     env.update(extra_env)
     port = _free_port()
@@ -286,6 +421,7 @@ def run_mode(
             line = proc.stdout.readline()
         if not line:
             raise RuntimeError(f"server did not start: {' '.join(args)}\n{proc.stdout.read()[-2000:]}")
+        found = line.split("READY", 1)[1].strip()
         threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
         server = psutil.Process(proc.pid)
         timings = []
@@ -306,8 +442,9 @@ def run_mode(
                 raise RuntimeError(f"bad response {response.status}: {body[:200]!r}")
             if i >= warmup:
                 timings.append(elapsed)
+        settle()
         times = server.cpu_times()
-        return timings, (times.user + times.system - cpu_start) / requests
+        return timings, (times.user + times.system - cpu_start) / requests, found
     finally:
         proc.terminate()
         try:
@@ -335,27 +472,31 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.requests, args.rounds = 300, 1
     warmup = max(50, args.requests // 10)
-    sa_path = ensure_sqlalchemy_20()
+    contrib_bin = ensure_contrib_venv()
+    sa_path = ensure_sqlalchemy(contrib_bin)
     if args.in_process:
         workdir = tempfile.mkdtemp(prefix="bench-http-")
         try:
-            run_in_process(300 if args.quick else 1000, sa_path, workdir)
+            run_in_process(300 if args.quick else 1000, environments(sa_path, contrib_bin), workdir)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         return 0
     sink = Sink()
-    table = modes(sink, not args.no_functions, args.exporter)
+    table = modes(sink, not args.no_functions, args.exporter, sa_path, contrib_bin)
+    # the SDK's BatchSpanProcessor exports a partial batch after 5 s (OTEL_BSP_SCHEDULE_DELAY)
+    settle = (lambda: sink.settle(6.0)) if args.exporter == "otlp" else (lambda: None)
     workdir = tempfile.mkdtemp(prefix="bench-http-")
     medians: dict[str, list[float]] = {name: [] for name in table}
     p99s: dict[str, list[float]] = {name: [] for name in table}
     cpus: dict[str, list[float]] = {name: [] for name in table}
     spans: dict[str, int] = {}
+    seen: dict[str, str] = {}
     try:
         for round_no in range(args.rounds):
             for name, (cmd, env) in table.items():
-                timings, cpu = run_mode(cmd, env, args.requests, warmup, workdir, sa_path)
+                timings, cpu, seen[name] = run_mode(cmd, env, args.requests, warmup, workdir, settle)
+                same_versions(seen)
                 cpus[name].append(cpu * 1e6)
-                time.sleep(0.3)  # the last export batch
                 counted, names = sink.take()
                 spans[name] = counted
                 medians[name].append(statistics.median(timings) * 1e6)
@@ -369,9 +510,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
-    import sqlalchemy
-
-    sa_version = "2.0 (bench/out/sa20)" if sa_path else sqlalchemy.__version__
     base = statistics.median(medians["uninstrumented"])
     cpu_base = statistics.median(cpus["uninstrumented"])
     contrib_added = statistics.median(medians["contrib"]) - base
@@ -379,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         f"{args.requests} sequential requests × {args.rounds} round(s) per mode, warm-up {warmup}; "
-        f"Python {sys.version.split()[0]}, SQLAlchemy {sa_version}; exporter {args.exporter}; medians over rounds"
+        f"{seen['scope']}{' (bench/out/sa20)' if sa_path else ''}; exporter {args.exporter}; medians over rounds"
     )
     print(
         f"{'mode':16s} {'latency':>9s} {'p99':>9s} {'added':>8s} {'÷contrib':>8s}"
