@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/bench_function_capture.py [--quick] [--n 22] [--pure]
 
-``fib`` is instrumented by hand the way the AST rewriter does it (enter /
-exit / exception around the body).  Rows:
+``fib`` is compiled through the real AST rewriter (``rewrite_module``, as
+the import hook does it), so the numbers are the product's.  Rows:
 
 * recorded into the ring, not exported (the hot path alone): scope-otel at
   ``boundaries`` and at ``full`` (arguments and return value) against
@@ -32,37 +32,30 @@ def _plain_fib(n):
     return n if n < 2 else _plain_fib(n - 1) + _plain_fib(n - 2)
 
 
-def _make_instrumented(runtime, fid):
-    enter, exit_, exception = runtime.enter, runtime.exit, runtime.exception
-
-    def fib(n):
-        _t = enter(fid, {"n": n})
-        try:
-            _r = n if n < 2 else fib(n - 1) + fib(n - 2)
-        except BaseException as _e:
-            exception(_t, _e)
-            raise
-        exit_(_t, _r)
-        return _r
-
-    return fib
+_FIB_SOURCE = """
+def fib(n):
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+"""
 
 
-def _make_instrumented_boundaries(runtime, fid):
-    # at boundaries the rewriter passes no argument dict
-    enter, exit_, exception = runtime.enter, runtime.exit, runtime.exception
+def _rewritten_fib(level: str):
+    """``fib`` compiled exactly as the import hook compiles a planned module:
+    parsed, rewritten by ``rewrite_module`` for a plan at ``level``, compiled
+    and executed as its own module (so the bench measures the product's code)."""
+    import ast
+    import types
 
-    def fib(n):
-        _t = enter(fid)
-        try:
-            _r = n if n < 2 else fib(n - 1) + fib(n - 2)
-        except BaseException as _e:
-            exception(_t, _e)
-            raise
-        exit_(_t, _r)
-        return _r
+    from scope_otel.instrument.rewrite import rewrite_module
+    from scope_otel.planner.plan import Plan
 
-    return fib
+    name = f"bench_fib_{level}"
+    tree = ast.parse(_FIB_SOURCE, __file__)
+    result = rewrite_module(tree, name, Plan.from_globs([name], level))
+    assert [f.qualname for f in result.functions] == ["fib"], result.functions
+    module = types.ModuleType(name)
+    module.__file__ = __file__
+    exec(compile(tree, __file__, "exec", dont_inherit=True), module.__dict__)
+    return module.fib
 
 
 def _make_sdk_span_fib(tracer):
@@ -122,10 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     calls = _calls(n)
     ring = Ring(1 << 20)
     runtime.bind_ring(ring)
-    fid_b = runtime.register("bench", "fib", __file__, 1, level="boundaries")
-    fid_f = runtime.register("bench", "fib_full", __file__, 1, level="full")
-    fib_b = _make_instrumented_boundaries(runtime, fid_b)
-    fib_f = _make_instrumented(runtime, fid_f)
+    fib_b = _rewritten_fib("boundaries")
+    fib_f = _rewritten_fib("full")
     drain = lambda: ring.take(1 << 20)  # noqa: E731
 
     viz_default = VizTracer(verbose=0, tracer_entries=4 * calls + 1000)
