@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any, Iterable, Sequence
+import os
+from typing import Any, Callable, Iterable, Sequence
 
 from scope_otel.export._ch_quiet import quiet_clickhouse_connect
 
@@ -111,29 +112,102 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _pure_requested() -> bool:
+    return os.environ.get("SCOPE_OTEL_PURE_PYTHON", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def load_encoder(pure: bool | None = None) -> Callable[..., tuple] | None:
+    """The C span encoder (``_chnative.encode_spans``), or None for the pure-Python path.
+
+    None when the extension is not built or ``SCOPE_OTEL_PURE_PYTHON=1``;
+    both paths store the same rows (tests run each).
+    """
+    if pure is None:
+        pure = _pure_requested()
+    if pure:
+        return None
+    try:
+        from scope_otel.export._chnative import encode_spans
+    except ImportError:
+        return None
+    return encode_spans
+
+
+ENCODER = load_encoder()
+
+
+def select(pure: bool | None) -> str:
+    """Switch the span encoder new batches use (tests, benchmarks); returns ``"c"`` or ``"python"``."""
+    global ENCODER
+    ENCODER = load_encoder(pure)
+    return "c" if ENCODER is not None else "python"
+
+
+def _plain_header(spec: Sequence[tuple[str, str]]) -> tuple[tuple[bytes, bytes], ...]:
+    # The C encoder declares LowCardinality(String) as String: ClickHouse
+    # converts on insert, no slower than decoding a dictionary (measured with
+    # chDB, bench/results/clickhouse.md), and the encoder needs no hash table.
+    return tuple((n.encode(), t.replace("LowCardinality(String)", "String").encode()) for n, t in spec)
+
+
+_C_TRACE_HEADER = _plain_header(TRACE_COLUMNS)
+_C_EVENT_HEADER = _plain_header(EVENT_COLUMNS)
+_SDK_TYPES: tuple[Any, Any] | None = None
+
+
+def _sdk_types() -> tuple[Any, Any]:
+    """(ReadableSpan, SpanContext): the classes whose fields the C encoder may read directly."""
+    global _SDK_TYPES
+    if _SDK_TYPES is None:
+        from opentelemetry.sdk.trace import ReadableSpan
+        from opentelemetry.trace import SpanContext
+
+        _SDK_TYPES = (ReadableSpan, SpanContext)
+    return _SDK_TYPES
+
+
 class Batch:
     """Rows for one insert into each table, plus what was cut.
 
-    Rows are tuples in column order (one tuple build per span is far cheaper
-    in Python than 22 list appends); :attr:`traces` and :attr:`events` turn
-    them into column lists, which is what ClickHouse Native wants.
+    SDK spans go through the C encoder when it is built (``pure=None``
+    follows :data:`ENCODER`, ``True``/``False`` choose): it turns them
+    straight into Native blocks.  Otherwise, and for OTLP input, rows are
+    tuples in column order (one tuple build per span is far cheaper in
+    Python than 22 list appends) that :meth:`encode` serializes.
+    :attr:`trace_rows`, :attr:`event_rows`, :attr:`traces` and :attr:`events`
+    show every row either way (for spans the C encoder took, they are
+    rebuilt in Python on first use).
     """
 
-    def __init__(self, max_value_chars: int = 65536) -> None:
+    def __init__(self, max_value_chars: int = 65536, pure: bool | None = None) -> None:
         self.max_value_chars = max_value_chars
-        self.trace_rows: list[tuple] = []
-        self.event_rows: list[tuple] = []
         self.truncated = 0
         self.escaped = 0
+        self._encoder = ENCODER if pure is None else load_encoder(pure)
+        self._rows_t: list[tuple] = []
+        self._rows_e: list[tuple] = []
+        self._blocks: list[tuple[bytes | None, int, bytes | None, int]] = []  # from the C encoder
+        self._c_spans: list[Sequence[Any]] = []  # what the C encoder took, for trace_rows on demand
+        self._rebuilt: tuple[int, list[tuple], list[tuple]] | None = None
         self._resources: dict[int, tuple[Any, dict[str, str], str]] = {}
         self._columns: dict[str, list[list]] = {}
 
     def __len__(self) -> int:
-        return len(self.trace_rows)
+        return len(self._rows_t) + sum(b[1] for b in self._blocks)
 
     @property
     def event_count(self) -> int:
-        return len(self.event_rows)
+        return len(self._rows_e) + sum(b[3] for b in self._blocks)
+
+    @property
+    def trace_rows(self) -> list[tuple]:
+        """``otel_traces`` rows (tuples in :data:`TRACE_COLUMNS` order)."""
+        return self._rebuild()[1] + self._rows_t if self._c_spans else self._rows_t
+
+    @property
+    def event_rows(self) -> list[tuple]:
+        """``scope_events`` rows (tuples in :data:`EVENT_COLUMNS` order)."""
+        return self._rebuild()[2] + self._rows_e if self._c_spans else self._rows_e
 
     @property
     def traces(self) -> list[list]:
@@ -150,6 +224,16 @@ class Batch:
         if cached is None or (cached and len(cached[0]) != len(rows)):
             cached = self._columns[key] = [list(c) for c in zip(*rows)] if rows else [[] for _ in range(width)]
         return cached
+
+    def _rebuild(self) -> tuple[int, list[tuple], list[tuple]]:
+        """Python rows for the spans the C encoder took (counters already counted there)."""
+        if self._rebuilt is None or self._rebuilt[0] != len(self._c_spans):
+            twin = Batch(self.max_value_chars, pure=True)
+            twin._resources = self._resources  # converted (and counted) already
+            for spans in self._c_spans:
+                twin._add_spans_python(spans)
+            self._rebuilt = (len(self._c_spans), twin._rows_t, twin._rows_e)
+        return self._rebuilt
 
     # -- values -----------------------------------------------------------
 
@@ -189,7 +273,25 @@ class Batch:
 
     def add_spans(self, spans: Iterable[Any]) -> None:
         """Append SDK ``ReadableSpan`` objects."""
-        rows = self.trace_rows
+        if self._encoder is not None:
+            if not isinstance(spans, (list, tuple)):
+                spans = list(spans)
+            try:
+                readable, context = _sdk_types()
+                out = self._encoder(spans, self.max_value_chars, _C_TRACE_HEADER, _C_EVENT_HEADER, _text,
+                                    _escape_text, self._resource, readable, context)
+            except Exception:
+                pass  # something the C encoder does not take: the Python path decides (and raises)
+            else:
+                self._blocks.append(out[:4])
+                self.truncated += out[4]
+                self.escaped += out[5]
+                self._c_spans.append(spans)
+                return
+        self._add_spans_python(spans)
+
+    def _add_spans_python(self, spans: Iterable[Any]) -> None:
+        rows = self._rows_t
         kinds = _SDK_KIND
         statuses = _STATUS
         for span in spans:
@@ -235,7 +337,7 @@ class Batch:
 
     def add_otlp(self, request: Any) -> None:
         """Append every span of an ``ExportTraceServiceRequest``."""
-        rows = self.trace_rows
+        rows = self._rows_t
         for resource_spans in request.resource_spans:
             res_attrs = self._kv(resource_spans.resource.attributes)
             svc = res_attrs.get("service.name", "")
@@ -292,7 +394,7 @@ class Batch:
         if namespace and function:
             function = f"{namespace}:{function}"
         hlc = attrs.get("scope.hlc", "")
-        append = self.event_rows.append
+        append = self._rows_e.append
         seq = 0
         for when, kind, name, value, rest in facts:
             append((when, trace_id, span_id, parent_id, service, function, kind, name, value, seq, hlc, rest))
@@ -310,16 +412,22 @@ class Batch:
         ``self.escaped``.
         """
         parts = []
-        for table, spec, columns in (("otel_traces", TRACE_COLUMNS, self.traces),
-                                     ("scope_events", EVENT_COLUMNS, self.events)):
-            if not columns[0]:
-                continue
-            try:
-                data = _native(spec, columns)
-            except (UnicodeEncodeError, UnicodeDecodeError):
-                self.escaped += escape_invalid_text(columns)
-                data = _native(spec, columns)
-            parts.append((table, [c[0] for c in spec], data, len(columns[0])))
+        for i, (table, spec, rows) in enumerate((("otel_traces", TRACE_COLUMNS, self._rows_t),
+                                                 ("scope_events", EVENT_COLUMNS, self._rows_e))):
+            blocks = [b[2 * i] for b in self._blocks if b[2 * i] is not None]  # encoded in C already
+            count = sum(b[2 * i + 1] for b in self._blocks)
+            if rows:
+                columns = [list(c) for c in zip(*rows)]
+                try:
+                    data = _native(spec, columns)
+                except (UnicodeEncodeError, UnicodeDecodeError):
+                    self.escaped += escape_invalid_text(columns)
+                    data = _native(spec, columns)
+                blocks.append(data)
+                count += len(rows)
+            if count:
+                # Native is a sequence of self-describing blocks: they concatenate.
+                parts.append((table, [c[0] for c in spec], b"".join(blocks), count))
         return parts
 
 
@@ -390,10 +498,7 @@ def escape_invalid_text(columns: list[list]) -> int:
                 value.encode("utf-8")
             except UnicodeEncodeError:
                 fixed += 1
-                raw = value.encode("utf-8", "surrogateescape") if _escaped_only(value) else None
-                if raw is not None:
-                    return raw.decode("utf-8", "backslashreplace")
-                return value.encode("utf-8", "backslashreplace").decode("utf-8")
+                return _escape_text(value)
             return value
         if type(value) is list:
             return [fix(v) for v in value]
@@ -404,6 +509,13 @@ def escape_invalid_text(columns: list[list]) -> int:
     for i, column in enumerate(columns):
         columns[i] = [fix(v) for v in column]
     return fixed
+
+
+def _escape_text(value: str) -> str:
+    """``value`` (which UTF-8 cannot encode) with each bad code point escaped, see :func:`escape_invalid_text`."""
+    if _escaped_only(value):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _escaped_only(text: str) -> bool:
