@@ -64,6 +64,7 @@ from typing import Any, Callable
 from opentelemetry import context, trace
 
 from scope_otel.instrumentors import _http
+from scope_otel.instrumentors._deferred import when_imported
 from scope_otel.instrumentors._support import (
     ScopeInstrumentor,
     add_event,
@@ -99,6 +100,10 @@ class ScopeDjangoInstrumentor(ScopeInstrumentor):
     _what = "Django"
 
     def _instrument(self, **kwargs: Any) -> None:
+        # Django is imported by the program, not by us: a Flask app never pays for it.
+        self._pending = when_imported("django", lambda _module: self._attach(**kwargs), "django.attach")
+
+    def _attach(self, **kwargs: Any) -> None:
         from django.core.handlers.base import BaseHandler
 
         global _state
@@ -121,9 +126,11 @@ class ScopeDjangoInstrumentor(ScopeInstrumentor):
             signal.connect(receiver, weak=False, dispatch_uid=f"scope_otel.{receiver.__name__}")
 
     def _uninstrument(self, **kwargs: Any) -> None:
+        global _state
+        if not self._pending.cancel():
+            return
         from django.core.handlers.base import BaseHandler
 
-        global _state
         for name in ("load_middleware", "get_response", "get_response_async"):
             unpatch(BaseHandler, name)
         for signal, receiver in _receivers():

@@ -30,6 +30,8 @@ sending spans) are not traced.
 """
 from __future__ import annotations
 
+import sys
+from types import ModuleType
 from typing import Any, Callable
 
 from opentelemetry import context, propagate, trace
@@ -40,6 +42,7 @@ from opentelemetry.instrumentation.utils import (
 from opentelemetry.trace import SpanKind
 
 from scope_otel.instrumentors import _http
+from scope_otel.instrumentors._deferred import when_imported
 from scope_otel.instrumentors._support import ScopeInstrumentor, failed, patch, unpatch
 from scope_otel.version import __version__
 
@@ -52,32 +55,14 @@ class _State:
 _state: _State | None = None
 
 
-def _targets() -> list[tuple[type, str, Callable[[Callable], Callable]]]:
-    """(class, method, wrapper factory) for every installed client."""
-    found: list[tuple[type, str, Callable[[Callable], Callable]]] = []
-    try:
-        import requests.sessions
-
-        found.append((requests.sessions.Session, "send", _wrap_requests))
-    except ImportError:
-        pass
-    try:
-        import urllib3.connectionpool
-
-        found.append((urllib3.connectionpool.HTTPConnectionPool, "urlopen", _wrap_urllib3))
-    except ImportError:
-        pass
-    try:
-        import httpx
-
-        found.append((httpx.Client, "send", _wrap_httpx))
-        found.append((httpx.AsyncClient, "send", _wrap_httpx_async))
-    except ImportError:
-        pass
-    import urllib.request
-
-    found.append((urllib.request.AbstractHTTPHandler, "do_open", _wrap_urllib))
-    return found
+def _targets() -> list[tuple[str, Callable[[ModuleType], list[tuple[type, str, Callable]]]]]:
+    """(module, patches) for each client: ``patches(module)`` gives (class, method, wrapper factory)."""
+    return [
+        ("requests.sessions", lambda m: [(m.Session, "send", _wrap_requests)]),
+        ("urllib3.connectionpool", lambda m: [(m.HTTPConnectionPool, "urlopen", _wrap_urllib3)]),
+        ("httpx", lambda m: [(m.Client, "send", _wrap_httpx), (m.AsyncClient, "send", _wrap_httpx_async)]),
+        ("urllib.request", lambda m: [(m.AbstractHTTPHandler, "do_open", _wrap_urllib)]),
+    ]
 
 
 class ScopeHTTPClientsInstrumentor(ScopeInstrumentor):
@@ -92,14 +77,25 @@ class ScopeHTTPClientsInstrumentor(ScopeInstrumentor):
         state.tracer = trace.get_tracer(__name__, __version__, kwargs.get("tracer_provider"))
         state.mode = _http.semconv_mode("http")
         _state = state
-        for owner, name, make in _targets():
-            patch(owner, name, make)
+        # Each client is patched when the program imports it (an app using
+        # only urllib does not pay for importing requests and httpx).
+        self._pending = [
+            (when_imported(module, lambda m, patches=patches: _patch_all(patches(m)), "http_clients.attach"), patches)
+            for module, patches in _targets()
+        ]
 
     def _uninstrument(self, **kwargs: Any) -> None:
         global _state
-        for owner, name, _ in _targets():
-            unpatch(owner, name)
+        for pending, patches in self._pending:
+            if pending.cancel():
+                for owner, name, _ in patches(sys.modules[pending.module]):
+                    unpatch(owner, name)
         _state = None
+
+
+def _patch_all(targets: list[tuple[type, str, Callable]]) -> None:
+    for owner, name, make in targets:
+        patch(owner, name, make)
 
 
 # --------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from typing import Any, Callable
 from opentelemetry import trace
 
 from scope_otel.instrumentors import _broker
+from scope_otel.instrumentors._deferred import when_imported
 from scope_otel.instrumentors._support import ScopeInstrumentor, failed, patch, unpatch
 from scope_otel.version import __version__
 
@@ -58,6 +59,9 @@ class ScopePikaInstrumentor(ScopeInstrumentor):
     _what = "RabbitMQ (pika)"
 
     def _instrument(self, **kwargs: Any) -> None:
+        self._pending = when_imported("pika", lambda _module: self._attach(**kwargs), "pika.attach")
+
+    def _attach(self, **kwargs: Any) -> None:
         global _state
         from pika.adapters.blocking_connection import BlockingChannel
         from pika.channel import Channel
@@ -74,6 +78,8 @@ class ScopePikaInstrumentor(ScopeInstrumentor):
 
     def _uninstrument(self, **kwargs: Any) -> None:
         global _state
+        if not self._pending.cancel():
+            return
         from pika.adapters.blocking_connection import BlockingChannel
         from pika.channel import Channel
 

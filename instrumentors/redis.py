@@ -45,6 +45,7 @@ from typing import Any, Callable
 from opentelemetry import trace
 
 from scope_otel.instrumentors import _broker
+from scope_otel.instrumentors._deferred import when_imported
 from scope_otel.instrumentors._support import ScopeInstrumentor, failed, patch, unpatch
 from scope_otel.version import __version__
 
@@ -74,6 +75,9 @@ class ScopeRedisInstrumentor(ScopeInstrumentor):
     _what = "Redis messaging"
 
     def _instrument(self, **kwargs: Any) -> None:
+        self._pending = when_imported("redis", lambda _module: self._attach(**kwargs), "redis.attach")
+
+    def _attach(self, **kwargs: Any) -> None:
         global _state
         from redis.client import Redis
 
@@ -94,6 +98,8 @@ class ScopeRedisInstrumentor(ScopeInstrumentor):
 
     def _uninstrument(self, **kwargs: Any) -> None:
         global _state
+        if not self._pending.cancel():
+            return
         from redis.client import Redis
 
         for name in ("xadd", *_STREAM_CONSUMERS, *_PRODUCERS, *_LIST_CONSUMERS):
