@@ -6,9 +6,14 @@ Serves ``shop.web`` with werkzeug's threaded WSGI server on a free loopback
 port, sends a fixed script of requests (listing, orders, an out-of-stock
 conflict, a deliberate 500), waits for the background fulfilment queue to
 drain and exits.  Prints what it did; scope-otel records the rest.
+
+``--rounds N`` adds N - 1 rounds of steady traffic (listing, two order
+look-ups, an order that fails on stock) before the last request, for a run
+long enough to measure overhead on (``bench/bench_plan_accuracy.py``).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -38,7 +43,10 @@ def call(base: str, method: str, path: str, body: dict | None = None) -> tuple[i
             return exc.code, payload[:60].decode(errors="replace")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of traffic (default 1: the script once)")
+    rounds = parser.parse_args(argv).rounds
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # keep the demo's output to its own lines
     app = create_app()
     app.logger.disabled = True  # the /boom traceback is expected; scope-otel records it
@@ -61,6 +69,19 @@ def main() -> int:
         app.extensions["fulfilment"].stop()
         status, payload = call(base, "GET", "/orders/1")
         print(f"GET  /orders/1    -> {status} {json.dumps(payload)[:70]} (after fulfilment)")
+        steady = [
+            ("GET", "/products", None),
+            ("GET", "/orders/1", None),
+            ("GET", "/orders/2", None),
+            ("POST", "/orders", {"customer": "dee", "items": [{"product_id": 3, "quantity": 1}]}),
+        ]
+        statuses: dict[int, int] = {}
+        for _ in range(rounds - 1):
+            for method, path, body in steady:
+                status, _payload = call(base, method, path, body)
+                statuses[status] = statuses.get(status, 0) + 1
+        if statuses:
+            print(f"{rounds - 1} more rounds: " + ", ".join(f"{n} x {s}" for s, n in sorted(statuses.items())))
         # last, so that `scope-otel trace --last` shows it: an order that fails on stock
         body = {"customer": "cy", "items": [{"product_id": 2, "quantity": 1}, {"product_id": 3, "quantity": 1}]}
         status, payload = call(base, "POST", "/orders", body)
