@@ -384,16 +384,34 @@ dropped_of(PyObject *obj, PyObject *cls)
 
 /* ---- AnyValue ------------------------------------------------------------------------ */
 
-static int enc_anyvalue(Buf *b, PyObject *v);
+static int enc_anyvalue(Buf *b, PyObject *v, int level);
+
+/* Decoders limit message nesting (upb and protobuf C++: 100 levels of
+ * sub-messages below the request, which is level 1 here); a request nested
+ * deeper is rejected whole.  An attribute value that would go deeper is
+ * dropped instead: the stock encoder drops most of these too (upb refuses to
+ * copy the sub-message), though at some depths it fails the batch or sends a
+ * request that does not parse. */
+#define MAX_DEPTH 101
+
+static int
+check_depth(int level)
+{
+    if (level <= MAX_DEPTH)
+        return 0;
+    PyErr_Format(PyExc_ValueError, "attribute value nested deeper than the %d message levels "
+                 "protobuf decoders accept", MAX_DEPTH - 1);
+    return -1;
+}
 
 /* a KeyValue body: key (string field), value (always-present AnyValue) */
 static int
-enc_keyvalue(Buf *b, PyObject *key, PyObject *value)
+enc_keyvalue(Buf *b, PyObject *key, PyObject *value, int level)
 {
-    if (put_str_field(b, 1, key, 0) < 0)
+    if (check_depth(level) < 0 || put_str_field(b, 1, key, 0) < 0)
         return -1;
     Py_ssize_t at = begin_len(b, 2, 1);
-    if (at < 0 || enc_anyvalue(b, value) < 0)
+    if (at < 0 || enc_anyvalue(b, value, level + 1) < 0)
         return -1;
     return end_len(b, at, 1);
 }
@@ -422,8 +440,10 @@ unpack_pair(PyObject *item, PyObject **k, PyObject **v)
 }
 
 static int
-enc_array(Buf *b, PyObject *v)
+enc_array(Buf *b, PyObject *v, int level)
 {
+    if (check_depth(level + 1) < 0)
+        return -1;
     Py_ssize_t at = begin_len(b, 5, 1);
     if (at < 0)
         return -1;
@@ -431,7 +451,7 @@ enc_array(Buf *b, PyObject *v)
         for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(v); i++) {
             PyObject *item = Py_NewRef(PySequence_Fast_GET_ITEM(v, i));
             Py_ssize_t at2 = begin_len(b, 1, 1);
-            int rc = (at2 < 0 || enc_anyvalue(b, item) < 0 || end_len(b, at2, 1) < 0) ? -1 : 0;
+            int rc = (at2 < 0 || enc_anyvalue(b, item, level + 2) < 0 || end_len(b, at2, 1) < 0) ? -1 : 0;
             Py_DECREF(item);
             if (rc < 0)
                 return -1;
@@ -443,7 +463,7 @@ enc_array(Buf *b, PyObject *v)
             return -1;
         while ((item = PyIter_Next(it)) != NULL) {
             Py_ssize_t at2 = begin_len(b, 1, 1);
-            int rc = (at2 < 0 || enc_anyvalue(b, item) < 0 || end_len(b, at2, 1) < 0) ? -1 : 0;
+            int rc = (at2 < 0 || enc_anyvalue(b, item, level + 2) < 0 || end_len(b, at2, 1) < 0) ? -1 : 0;
             Py_DECREF(item);
             if (rc < 0) {
                 Py_DECREF(it);
@@ -458,20 +478,22 @@ enc_array(Buf *b, PyObject *v)
 }
 
 static int
-enc_kvlist_item(Buf *b, PyObject *k, PyObject *v)
+enc_kvlist_item(Buf *b, PyObject *k, PyObject *v, int level)
 {
     PyObject *key = PyObject_Str(k);
     if (key == NULL)
         return -1;
     Py_ssize_t at = begin_len(b, 1, 1);
-    int rc = (at < 0 || enc_keyvalue(b, key, v) < 0 || end_len(b, at, 1) < 0) ? -1 : 0;
+    int rc = (at < 0 || enc_keyvalue(b, key, v, level) < 0 || end_len(b, at, 1) < 0) ? -1 : 0;
     Py_DECREF(key);
     return rc;
 }
 
 static int
-enc_kvlist(Buf *b, PyObject *m)
+enc_kvlist(Buf *b, PyObject *m, int level)
 {
+    if (check_depth(level + 1) < 0)
+        return -1;
     Py_ssize_t at = begin_len(b, 6, 1);
     if (at < 0)
         return -1;
@@ -481,7 +503,7 @@ enc_kvlist(Buf *b, PyObject *m)
         while (PyDict_Next(m, &pos, &k, &v)) {
             Py_INCREF(k);
             Py_INCREF(v);
-            int rc = enc_kvlist_item(b, k, v);
+            int rc = enc_kvlist_item(b, k, v, level + 2);
             Py_DECREF(k);
             Py_DECREF(v);
             if (rc < 0)
@@ -501,7 +523,7 @@ enc_kvlist(Buf *b, PyObject *m)
             int rc = unpack_pair(item, &k, &v);
             Py_DECREF(item);
             if (rc == 0) {
-                rc = enc_kvlist_item(b, k, v);
+                rc = enc_kvlist_item(b, k, v, level + 2);
                 Py_DECREF(k);
                 Py_DECREF(v);
             }
@@ -519,8 +541,10 @@ enc_kvlist(Buf *b, PyObject *m)
 
 /* the body of an AnyValue, in the stock encoder's order of isinstance checks */
 static int
-enc_anyvalue(Buf *b, PyObject *v)
+enc_anyvalue(Buf *b, PyObject *v, int level)
 {
+    if (check_depth(level) < 0)
+        return -1;
     if (v == Py_None)
         return 0;
     if (PyBool_Check(v))
@@ -564,7 +588,7 @@ enc_anyvalue(Buf *b, PyObject *v)
     }
     if (Py_EnterRecursiveCall(" while encoding an OTLP attribute value"))
         return -1;
-    int rc = r ? enc_array(b, v) : enc_kvlist(b, v);
+    int rc = r ? enc_array(b, v, level) : enc_kvlist(b, v, level);
     Py_LeaveRecursiveCall();
     return rc;
 }
@@ -572,11 +596,11 @@ enc_anyvalue(Buf *b, PyObject *v)
 /* ---- attributes (repeated KeyValue, one bad key dropped, not the batch) ----------------- */
 
 static int
-enc_attribute(Buf *b, uint32_t field, PyObject *key, PyObject *value)
+enc_attribute(Buf *b, uint32_t field, PyObject *key, PyObject *value, int level)
 {
     Py_ssize_t mark = b->len;
     Py_ssize_t at = begin_len(b, field, 1);
-    if (at >= 0 && enc_keyvalue(b, key, value) == 0 && end_len(b, at, 1) == 0)
+    if (at >= 0 && enc_keyvalue(b, key, value, level) == 0 && end_len(b, at, 1) == 0)
         return 0;
     b->len = mark;
     if (!PyErr_ExceptionMatches(PyExc_Exception))
@@ -598,14 +622,14 @@ enc_attribute(Buf *b, uint32_t field, PyObject *key, PyObject *value)
 }
 
 static int
-enc_attr_dict(Buf *b, uint32_t field, PyObject *d)
+enc_attr_dict(Buf *b, uint32_t field, PyObject *d, int level)
 {
     Py_ssize_t pos = 0;
     PyObject *k, *v;
     while (PyDict_Next(d, &pos, &k, &v)) {
         Py_INCREF(k);
         Py_INCREF(v);
-        int rc = enc_attribute(b, field, k, v);
+        int rc = enc_attribute(b, field, k, v, level);
         Py_DECREF(k);
         Py_DECREF(v);
         if (rc < 0)
@@ -615,20 +639,21 @@ enc_attr_dict(Buf *b, uint32_t field, PyObject *d)
 }
 
 /* ``_encode_attributes(attrs)``: BoundedAttributes are read through their
- * ``_dict`` (the Mapping interface takes a lock per key). */
+ * ``_dict`` (the Mapping interface takes a lock per key).  ``level``: the
+ * nesting level of the KeyValue messages in the request. */
 static int
-enc_attributes(Buf *b, uint32_t field, PyObject *attrs)
+enc_attributes(Buf *b, uint32_t field, PyObject *attrs, int level)
 {
     if (attrs == Py_None)
         return 0;
     if (PyDict_CheckExact(attrs))
-        return enc_attr_dict(b, field, attrs);
+        return enc_attr_dict(b, field, attrs, level);
     if ((PyObject *)Py_TYPE(attrs) == T_BoundedAttributes) {
         PyObject *d = PyObject_GetAttr(attrs, s__dict);
         if (d == NULL)
             return -1;
         if (PyDict_CheckExact(d)) {
-            int rc = enc_attr_dict(b, field, d);
+            int rc = enc_attr_dict(b, field, d, level);
             Py_DECREF(d);
             return rc;
         }
@@ -649,7 +674,7 @@ enc_attributes(Buf *b, uint32_t field, PyObject *attrs)
         int rc = unpack_pair(item, &k, &v);
         Py_DECREF(item);
         if (rc == 0) {
-            rc = enc_attribute(b, field, k, v);
+            rc = enc_attribute(b, field, k, v, level);
             Py_DECREF(k);
             Py_DECREF(v);
         }
@@ -810,7 +835,7 @@ enc_event(Buf *b, PyObject *ev)
         goto done;
     Py_ssize_t at = begin_len(b, 11, 1);
     if (at < 0 || put_unsigned_field(b, 1, ts, UINT64_MAX, WT_I64) < 0 || put_str_field(b, 2, name, 0) < 0 ||
-        enc_attributes(b, 3, attrs) < 0 || put_unsigned_field(b, 4, dropped, UINT32_MAX, WT_VARINT) < 0 ||
+        enc_attributes(b, 3, attrs, 6) < 0 || put_unsigned_field(b, 4, dropped, UINT32_MAX, WT_VARINT) < 0 ||
         end_len(b, at, 1) < 0)
         goto done;
     rc = 0;
@@ -836,7 +861,7 @@ enc_link(Buf *b, PyObject *link)
         goto done;
     Py_ssize_t at = begin_len(b, 13, 1);
     if (at < 0 || put_id_field(b, 1, tid, 16) < 0 || put_id_field(b, 2, sid, 8) < 0 ||
-        enc_attributes(b, 4, attrs) < 0 || put_unsigned_field(b, 5, dropped, UINT32_MAX, WT_VARINT) < 0 ||
+        enc_attributes(b, 4, attrs, 6) < 0 || put_unsigned_field(b, 5, dropped, UINT32_MAX, WT_VARINT) < 0 ||
         put_fixed32_field(b, 6, flags) < 0 || end_len(b, at, 1) < 0)
         goto done;
     rc = 0;
@@ -960,7 +985,7 @@ enc_span(Buf *b, PyObject *span)
     }
     if (put_str_field(b, 5, name, 0) < 0 || put_enum_field(b, 6, kindv) < 0 ||
         put_unsigned_field(b, 7, start, UINT64_MAX, WT_I64) < 0 ||
-        put_unsigned_field(b, 8, end, UINT64_MAX, WT_I64) < 0 || enc_attributes(b, 9, attrs) < 0 ||
+        put_unsigned_field(b, 8, end, UINT64_MAX, WT_I64) < 0 || enc_attributes(b, 9, attrs, 5) < 0 ||
         put_unsigned_field(b, 10, d_attrs, UINT32_MAX, WT_VARINT) < 0 || enc_repeated(b, events, enc_event) < 0 ||
         put_unsigned_field(b, 12, d_events, UINT32_MAX, WT_VARINT) < 0 || enc_repeated(b, links, enc_link) < 0 ||
         put_unsigned_field(b, 14, d_links, UINT32_MAX, WT_VARINT) < 0 || enc_status(b, status) < 0 ||
@@ -1041,7 +1066,7 @@ enc_scope_spans(Buf *b, PyObject *sg)
         PyObject *name = get(scope, s_name), *version = name ? get(scope, s_version) : NULL;
         PyObject *attrs = version ? get(scope, s_attributes) : NULL;
         int rc = (attrs == NULL || put_str_field(b, 1, name, 0) < 0 || put_str_field(b, 2, version, 0) < 0 ||
-                  enc_attributes(b, 3, attrs) < 0) ? -1 : 0;
+                  enc_attributes(b, 3, attrs, 5) < 0) ? -1 : 0;
         Py_XDECREF(name);
         Py_XDECREF(version);
         Py_XDECREF(attrs);
@@ -1076,7 +1101,7 @@ enc_resource_spans(Buf *b, PyObject *rg)
     if (attrs == NULL)
         return -1;
     Py_ssize_t rat = begin_len(b, 1, 2);
-    int rc = (rat < 0 || enc_attributes(b, 1, attrs) < 0 || end_len(b, rat, 2) < 0) ? -1 : 0;
+    int rc = (rat < 0 || enc_attributes(b, 1, attrs, 4) < 0 || end_len(b, rat, 2) < 0) ? -1 : 0;
     Py_DECREF(attrs);
     if (rc < 0)
         return -1;
