@@ -1,6 +1,7 @@
 """Build the span exporters named by ``traces_exporter`` from the configuration.
 
-``otlp`` picks the gRPC or HTTP/protobuf exporter by ``exporter_otlp_protocol``;
+``otlp`` picks the gRPC or HTTP/protobuf exporter by ``exporter_otlp_protocol``
+(the stock exporters with scope-otel's C request encoder, ``export.otlp``);
 ``console`` and ``none`` are the SDK's; ``clickhouse`` is scope-otel's own
 exporter writing to the ``store`` (embedded chDB by default).  OTLP settings
 that came from the environment are left for the SDK exporters to read
@@ -60,8 +61,9 @@ def _otlp(config: Config) -> SpanExporter:
     if "exporter_otlp_timeout" in from_file:
         kwargs["timeout"] = from_file["exporter_otlp_timeout"] / 1000.0
     if config.exporter_otlp_protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
         from grpc import Compression
+
+        from scope_otel.export.otlp import OTLPGrpcSpanExporter
 
         if "exporter_otlp_compression" in from_file:
             kwargs["compression"] = {
@@ -71,10 +73,11 @@ def _otlp(config: Config) -> SpanExporter:
             endpoint = from_file["exporter_otlp_endpoint"]
             kwargs["endpoint"] = endpoint
             kwargs["insecure"] = endpoint.startswith("http://")
-        return OTLPSpanExporter(**kwargs)
+        return OTLPGrpcSpanExporter(**kwargs)
 
     from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+    from scope_otel.export.otlp import OTLPHttpSpanExporter
 
     if "exporter_otlp_compression" in from_file:
         kwargs["compression"] = {
@@ -83,7 +86,7 @@ def _otlp(config: Config) -> SpanExporter:
         }[from_file["exporter_otlp_compression"]]
     if "exporter_otlp_endpoint" in from_file:
         kwargs["endpoint"] = from_file["exporter_otlp_endpoint"].rstrip("/") + "/v1/traces"
-    return HttpExporter(**kwargs)
+    return OTLPHttpSpanExporter(**kwargs)
 
 
 class FanOutExporter(SpanExporter):
