@@ -28,6 +28,7 @@ from typing import BinaryIO, Iterator, Sequence
 
 _counter = itertools.count()
 SUFFIX = ".batch"
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
 
 
 @dataclass
@@ -74,15 +75,29 @@ class Spool:
         name = f"{time.time_ns():020d}-{os.getpid()}-{next(_counter):06d}{SUFFIX}"
         tmp = os.path.join(self.folder, "." + name)
         try:
-            fh = open(tmp, "wb")
+            fd = os.open(tmp, _WRITE_FLAGS, 0o644)
         except FileNotFoundError:
             os.makedirs(self.folder, exist_ok=True)
-            fh = open(tmp, "wb")
-        with fh:
-            fh.write(head)
-            for part in parts:
-                fh.write(part[2])
-        os.rename(tmp, os.path.join(self.folder, name))
+            fd = os.open(tmp, _WRITE_FLAGS, 0o644)
+        # one system call for header and blocks, no buffered file object: the
+        # spool write is per batch on the application's exporter thread
+        try:
+            try:
+                chunks = [head, *(part[2] for part in parts)]
+                written = os.writev(fd, chunks)
+                if written != len(head) + total:  # a short write (huge batch, full disk): finish it plainly
+                    rest = b"".join(chunks)[written:]
+                    while rest:
+                        rest = rest[os.write(fd, rest):]
+            finally:
+                os.close(fd)
+            os.rename(tmp, os.path.join(self.folder, name))
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
         self._size += total
         return True
 
