@@ -24,7 +24,8 @@ _PLAIN = frozenset({int, str, float, bool, type(None)})
 class HotPath:
     """``enter``/``exit``/``exception`` bound to one set of runtime tables.
 
-    ``levels``, ``rates`` and ``flags`` are lists indexed by function id and
+    ``levels``, ``rates``, ``flags`` and ``params`` (tuples of parameter
+    names, for :meth:`enter_params`) are lists indexed by function id and
     are read on every call, so in-place updates take effect immediately.
     ``cur`` is the ContextVar holding the innermost token (or ``disabled``).
     ``octx`` is the ContextVar holding the current OpenTelemetry Context (or a
@@ -41,6 +42,7 @@ class HotPath:
         levels: list[int],
         rates: list[float],
         flags: list[int],
+        params: list[tuple[str, ...]],
         cur: ContextVar,
         disabled: Any,
         octx: Any,
@@ -51,7 +53,7 @@ class HotPath:
         on_error: Callable[[BaseException], None],
     ) -> None:
         octx_get = octx.get if isinstance(octx, ContextVar) else octx
-        self._build(levels, rates, flags, cur, disabled, octx_get, root_of, snap, _writer(put),
+        self._build(levels, rates, flags, params, cur, disabled, octx_get, root_of, snap, _writer(put),
                     prefix, on_error)
 
     def set_ring(self, put: Any) -> None:
@@ -62,7 +64,8 @@ class HotPath:
         """New span-id prefix and counter (after fork, so ids stay unique)."""
         self._rebind(None, prefix)
 
-    def _build(self, levels, rates, flags, cur, disabled, octx_get, root_of, snap, put, prefix, on_error) -> None:
+    def _build(self, levels, rates, flags, params, cur, disabled, octx_get, root_of, snap, put, prefix,
+               on_error) -> None:
         # enter/exit/exception are built once and never replaced (callers may
         # hold them); _rebind swaps the ring and id prefix through nonlocal.
         cur_get, cur_set = cur.get, cur.set
@@ -107,6 +110,17 @@ class HotPath:
                 on_error(exc)
                 return None
 
+        def enter_params(fid: int, *values: Any) -> list | None:
+            # the dict is built only where enter() would keep it: at full
+            try:
+                args = None
+                if values and levels[fid] > 1 and flags[fid] & CAP_ARGS:
+                    args = dict(zip(params[fid], values))
+            except Exception as exc:
+                on_error(exc)
+                return None
+            return enter(fid, args)
+
         def exit(token: list | None, value: Any = None) -> None:
             if token is None:
                 return
@@ -147,7 +161,7 @@ class HotPath:
         def set_current(token: Any) -> None:
             cur_set(token)
 
-        self.enter, self.exit, self.exception = enter, exit, exception
+        self.enter, self.enter_params, self.exit, self.exception = enter, enter_params, exit, exception
         self.current, self.set_current = cur_get, set_current
         self._rebind = rebind
 

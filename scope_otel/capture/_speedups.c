@@ -37,6 +37,64 @@
 #define CAP_ARGS 1
 #define CAP_RETURN 2
 
+/* The running thread's state without PyThreadState_Get's checks (the GIL is held). */
+#if PY_VERSION_HEX >= 0x030D0000
+#define THREAD_STATE() PyThreadState_GetUnchecked()
+#else
+#define THREAD_STATE() _PyThreadState_UncheckedGet()
+#endif
+
+/* An int from the runtime's tables (levels, flags, function ids): these are
+ * small ints, read here without PyLong_AsLong's generality. -1 with an error
+ * set on failure, as PyLong_AsLong. */
+static inline long
+table_long(PyObject *o)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    if (PyLong_CheckExact(o) && PyUnstable_Long_IsCompact((PyLongObject *)o))
+        return (long)PyUnstable_Long_CompactValue((PyLongObject *)o);
+#else
+    if (PyLong_CheckExact(o)) {
+        Py_ssize_t size = Py_SIZE(o);
+        if (size == 0)
+            return 0;
+        if (size == 1)
+            return (long)((PyLongObject *)o)->ob_digit[0];
+    }
+#endif
+    return PyLong_AsLong(o);
+}
+
+static inline double
+table_double(PyObject *o)
+{
+    if (PyFloat_CheckExact(o))
+        return PyFloat_AS_DOUBLE(o);
+    return PyFloat_AsDouble(o);
+}
+
+/*
+ * contextvars.Context's layout (Include/internal/pycore_context.h, the same
+ * from 3.7 to 3.13): its variables are an immutable mapping replaced on
+ * every ContextVar.set, so (Context, mapping) identifies the values of all
+ * variables.  The hot path caches the OpenTelemetry context under that key:
+ * PyContextVar_Get caches only variables that were set, and with no span
+ * ever attached (the default Context) it walks the mapping on every call.
+ */
+#if PY_VERSION_HEX >= 0x03070000 && PY_VERSION_HEX < 0x030E0000
+#define HAVE_CTX_LAYOUT 1
+typedef struct {
+    PyObject_HEAD
+    PyObject *ctx_prev;
+    PyObject *ctx_vars;
+    PyObject *ctx_weakreflist;
+    int ctx_entered;
+} ContextLayout;
+#define CTX_VARS(ctx) (((ContextLayout *)(ctx))->ctx_vars)
+#else
+#define HAVE_CTX_LAYOUT 0
+#endif
+
 
 /* ====================================================================== Ring */
 
@@ -463,24 +521,27 @@ static PyTypeObject Stack_Type = {
 typedef struct {
     PyObject_HEAD
     PyObject *levels, *rates, *flags;   /* lists indexed by fid */
+    PyObject *params;                   /* list indexed by fid: tuple of parameter names */
     PyObject *cur;                      /* ContextVar holding a Stack */
     PyObject *disabled;
     PyObject *octx;                     /* ContextVar or callable */
     PyObject *root_of, *snap, *put, *on_error;
     PyObject *last_ctx, *last_stack;    /* one-entry cache: Context -> its Stack */
+    PyObject *oc_ctx, *oc_vars, *oc_val; /* one-entry cache: (Context, its variables) -> OTel context */
     uint64_t prefix, counter, rng;
 } HotPathObject;
 
 static int
 HotPath_init(HotPathObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"levels", "rates", "flags", "cur", "disabled", "octx", "root_of",
+    static char *kwlist[] = {"levels", "rates", "flags", "params", "cur", "disabled", "octx", "root_of",
                              "snap", "put", "prefix", "on_error", NULL};
-    PyObject *levels, *rates, *flags, *cur, *disabled, *octx, *root_of, *snap, *put, *on_error;
+    PyObject *levels, *rates, *flags, *params, *cur, *disabled, *octx, *root_of, *snap, *put, *on_error;
     unsigned long long prefix;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!OOOOOOKO", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!O!OOOOOOKO", kwlist,
                                      &PyList_Type, &levels, &PyList_Type, &rates, &PyList_Type, &flags,
-                                     &cur, &disabled, &octx, &root_of, &snap, &put, &prefix, &on_error))
+                                     &PyList_Type, &params, &cur, &disabled, &octx, &root_of, &snap, &put,
+                                     &prefix, &on_error))
         return -1;
     if (!PyContextVar_CheckExact(cur)) {
         PyErr_SetString(PyExc_TypeError, "cur must be a ContextVar");
@@ -489,6 +550,7 @@ HotPath_init(HotPathObject *self, PyObject *args, PyObject *kwds)
     Py_XSETREF(self->levels, Py_NewRef(levels));
     Py_XSETREF(self->rates, Py_NewRef(rates));
     Py_XSETREF(self->flags, Py_NewRef(flags));
+    Py_XSETREF(self->params, Py_NewRef(params));
     Py_XSETREF(self->cur, Py_NewRef(cur));
     Py_XSETREF(self->disabled, Py_NewRef(disabled));
     Py_XSETREF(self->octx, Py_NewRef(octx));
@@ -498,6 +560,9 @@ HotPath_init(HotPathObject *self, PyObject *args, PyObject *kwds)
     Py_XSETREF(self->on_error, Py_NewRef(on_error));
     Py_CLEAR(self->last_ctx);
     Py_CLEAR(self->last_stack);
+    Py_CLEAR(self->oc_ctx);
+    Py_CLEAR(self->oc_vars);
+    Py_CLEAR(self->oc_val);
     self->prefix = (uint64_t)(prefix & 0xFFFFFFFFu) << 32;
     self->counter = 0;
     self->rng = ((uint64_t)prefix * 0x9E3779B97F4A7C15ull) ^ (uint64_t)time(NULL) ^ 0x2545F4914F6CDD1Dull;
@@ -509,18 +574,20 @@ HotPath_init(HotPathObject *self, PyObject *args, PyObject *kwds)
 static int
 HotPath_traverse(HotPathObject *self, visitproc visit, void *arg)
 {
-    Py_VISIT(self->levels); Py_VISIT(self->rates); Py_VISIT(self->flags); Py_VISIT(self->cur);
+    Py_VISIT(self->levels); Py_VISIT(self->rates); Py_VISIT(self->flags); Py_VISIT(self->params); Py_VISIT(self->cur);
     Py_VISIT(self->disabled); Py_VISIT(self->octx); Py_VISIT(self->root_of); Py_VISIT(self->snap);
     Py_VISIT(self->put); Py_VISIT(self->on_error); Py_VISIT(self->last_ctx); Py_VISIT(self->last_stack);
+    Py_VISIT(self->oc_ctx); Py_VISIT(self->oc_vars); Py_VISIT(self->oc_val);
     return 0;
 }
 
 static int
 HotPath_clear(HotPathObject *self)
 {
-    Py_CLEAR(self->levels); Py_CLEAR(self->rates); Py_CLEAR(self->flags); Py_CLEAR(self->cur);
+    Py_CLEAR(self->levels); Py_CLEAR(self->rates); Py_CLEAR(self->flags); Py_CLEAR(self->params); Py_CLEAR(self->cur);
     Py_CLEAR(self->disabled); Py_CLEAR(self->octx); Py_CLEAR(self->root_of); Py_CLEAR(self->snap);
     Py_CLEAR(self->put); Py_CLEAR(self->on_error); Py_CLEAR(self->last_ctx); Py_CLEAR(self->last_stack);
+    Py_CLEAR(self->oc_ctx); Py_CLEAR(self->oc_vars); Py_CLEAR(self->oc_val);
     return 0;
 }
 
@@ -657,7 +724,7 @@ speedups_use_system_clock(PyObject *Py_UNUSED(m), PyObject *arg)
 static StackObject *
 current_stack(HotPathObject *self, int own)
 {
-    PyThreadState *ts = PyThreadState_Get();
+    PyThreadState *ts = THREAD_STATE();
     if (ts->context != NULL && ts->context == self->last_ctx)
         return (StackObject *)self->last_stack;
     PyObject *found = NULL;
@@ -740,18 +807,32 @@ all_plain(PyObject *d)
     return 1;
 }
 
+/* The current OpenTelemetry context (new reference), or NULL with an error. */
 static PyObject *
 get_octx(HotPathObject *self)
 {
-    if (PyContextVar_CheckExact(self->octx)) {
-        PyObject *v = NULL;
-        if (PyContextVar_Get(self->octx, NULL, &v) < 0)
-            return NULL;
-        if (v == NULL)
-            v = Py_NewRef(Py_None);
-        return v;
+    if (!PyContextVar_CheckExact(self->octx))
+        return PyObject_CallNoArgs(self->octx);
+#if HAVE_CTX_LAYOUT
+    PyObject *ctx = THREAD_STATE()->context;
+    if (ctx != NULL && ctx == self->oc_ctx && CTX_VARS(ctx) == self->oc_vars)
+        return Py_NewRef(self->oc_val);
+#endif
+    PyObject *v = NULL;
+    if (PyContextVar_Get(self->octx, NULL, &v) < 0)
+        return NULL;
+    if (v == NULL)
+        v = Py_NewRef(Py_None);
+#if HAVE_CTX_LAYOUT
+    ctx = THREAD_STATE()->context;  /* PyContextVar_Get may have created it */
+    if (ctx != NULL && PyContext_CheckExact(ctx)) {
+        /* strong references: neither address can be reused while cached */
+        Py_XSETREF(self->oc_ctx, Py_NewRef(ctx));
+        Py_XSETREF(self->oc_vars, Py_XNewRef(CTX_VARS(ctx)));
+        Py_XSETREF(self->oc_val, Py_NewRef(v));
     }
-    return PyObject_CallNoArgs(self->octx);
+#endif
+    return v;
 }
 
 static double
@@ -763,32 +844,110 @@ next_random(HotPathObject *self)
     return (double)(x >> 11) * (1.0 / 9007199254740992.0);
 }
 
+/*
+ * The arguments to keep for a call (new reference), or NULL with an error.
+ * Either `call_args`, a dict given to enter(), or `values`, the values of
+ * the parameters named at register() given to enter_params().  Plain values
+ * are kept as they are; anything else goes through snap() with recording
+ * disabled (a repr() must not record itself), which runs Python code:
+ * *ran_python tells the caller to look the stack up again.
+ */
 static PyObject *
-HotPath_enter(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
+capture_args(HotPathObject *self, Py_ssize_t fid, PyObject *call_args, PyObject *const *values,
+             Py_ssize_t nvalues, PyObject *caller, int *ran_python)
 {
-    if (nargs < 1 || nargs > 2) {
-        PyErr_SetString(PyExc_TypeError, "enter(fid, args=None)");
-        report_error(self);
-        Py_RETURN_NONE;
+    PyObject *names = NULL;
+    Py_ssize_t n = 0;
+    int plain = 1;
+    if (call_args != NULL) {
+        if (PyDict_CheckExact(call_args) && all_plain(call_args))
+            return Py_NewRef(call_args);  /* enter() owns the dict it is given */
+        plain = 0;
     }
-    PyObject *call_args = nargs > 1 ? args[1] : Py_None;
+    else {
+        names = PyList_GET_ITEM(self->params, fid);
+        if (!PyTuple_Check(names)) {
+            PyErr_SetString(PyExc_TypeError, "parameter names must be a tuple");
+            return NULL;
+        }
+        n = PyTuple_GET_SIZE(names) < nvalues ? PyTuple_GET_SIZE(names) : nvalues;
+        for (Py_ssize_t i = 0; i < n && plain; i++)
+            plain = is_plain(values[i]);
+    }
+    PyObject *captured = PyDict_New();
+    if (captured == NULL)
+        return NULL;
+    if (plain) {  /* parameter names are str: no Python code runs here */
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (PyDict_SetItem(captured, PyTuple_GET_ITEM(names, i), values[i]) < 0) {
+                Py_DECREF(captured);
+                return NULL;
+            }
+        }
+        return captured;
+    }
+    *ran_python = 1;
+    if (set_top(self, self->disabled) < 0) {
+        Py_DECREF(captured);
+        return NULL;
+    }
+    int rc = 0;
+    if (call_args != NULL) {
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        while (rc == 0 && PyDict_Next(call_args, &pos, &k, &v)) {
+            Py_INCREF(k); Py_INCREF(v);
+            PyObject *kept = snap_value(self, v);
+            rc = kept == NULL ? -1 : PyDict_SetItem(captured, k, kept);
+            Py_XDECREF(kept); Py_DECREF(k); Py_DECREF(v);
+        }
+    }
+    else {
+        /* values[] are the caller's frame's locals: alive during this call */
+        for (Py_ssize_t i = 0; i < n && rc == 0; i++) {
+            PyObject *kept = snap_value(self, values[i]);
+            rc = kept == NULL ? -1 : PyDict_SetItem(captured, PyTuple_GET_ITEM(names, i), kept);
+            Py_XDECREF(kept);
+        }
+    }
+    PyObject *t, *val, *tb;
+    PyErr_Fetch(&t, &val, &tb);
+    if (set_top(self, caller) < 0 && rc == 0)
+        rc = -1;
+    else
+        PyErr_Restore(t, val, tb);
+    if (rc < 0)
+        Py_CLEAR(captured);
+    return captured;
+}
+
+/*
+ * enter() and enter_params(): push a new Call for function `fid_obj` and
+ * return it (or None: not recorded).  Arguments come either as a dict
+ * (`call_args`, NULL for none) or as parameter values (`values`).
+ */
+static PyObject *
+do_enter(HotPathObject *self, PyObject *fid_obj, PyObject *call_args, PyObject *const *values,
+         Py_ssize_t nvalues)
+{
     PyObject *octx = NULL, *trace = NULL, *captured = NULL;
     uint64_t parent_id = 0;
+    int ran_python = 0;
 
-    Py_ssize_t fid = PyLong_AsSsize_t(args[0]);
+    Py_ssize_t fid = table_long(fid_obj);
     if (fid == -1 && PyErr_Occurred())
         goto error;
     if (fid < 0 || fid >= PyList_GET_SIZE(self->levels) || fid >= PyList_GET_SIZE(self->rates)
-        || fid >= PyList_GET_SIZE(self->flags)) {
+        || fid >= PyList_GET_SIZE(self->flags) || fid >= PyList_GET_SIZE(self->params)) {
         PyErr_Format(PyExc_IndexError, "unknown function id %zd", fid);
         goto error;
     }
-    long lvl = PyLong_AsLong(PyList_GET_ITEM(self->levels, fid));
+    long lvl = table_long(PyList_GET_ITEM(self->levels, fid));
     if (lvl == -1 && PyErr_Occurred())
         goto error;
     if (lvl == 0)
         Py_RETURN_NONE;
-    double rate = PyFloat_AsDouble(PyList_GET_ITEM(self->rates, fid));
+    double rate = table_double(PyList_GET_ITEM(self->rates, fid));
     if (rate == -1.0 && PyErr_Occurred())
         goto error;
     if (rate < 1.0 && next_random(self) >= rate)
@@ -799,7 +958,6 @@ HotPath_enter(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
     PyObject *caller = stack ? stack->top : NULL;  /* borrowed */
     if (caller == self->disabled)
         Py_RETURN_NONE;
-    int stack_is_mine = stack != NULL && stack->owner == PyThreadState_Get()->context;
     octx = get_octx(self);
     if (octx == NULL)
         goto error;
@@ -809,6 +967,7 @@ HotPath_enter(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     else {
         PyObject *root = PyObject_CallOneArg(self->root_of, octx);
+        ran_python = 1;
         if (root == NULL)
             goto error;
         if (root == Py_None) {
@@ -831,38 +990,16 @@ HotPath_enter(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (stack == NULL && PyErr_Occurred())
             goto error;
         caller = stack ? stack->top : NULL;
-        stack_is_mine = 0;
     }
     Py_XINCREF(caller);  /* keep it across the Python calls below */
-    long flg = PyLong_AsLong(PyList_GET_ITEM(self->flags, fid));
+    long flg = table_long(PyList_GET_ITEM(self->flags, fid));
     if (flg == -1 && PyErr_Occurred()) {
         Py_XDECREF(caller);
         goto error;
     }
-    if (call_args != Py_None && (flg & CAP_ARGS) && PyDict_CheckExact(call_args) && all_plain(call_args)) {
-        /* enter() owns the dict it is given; plain values need no snapshot */
-        captured = Py_NewRef(call_args);
-    }
-    else if (call_args != Py_None && (flg & CAP_ARGS) && PyDict_Check(call_args)) {
-        if (set_top(self, self->disabled) < 0) {  /* a repr() must not record itself */
-            Py_XDECREF(caller);
-            goto error;
-        }
-        captured = PyDict_New();
-        Py_ssize_t pos = 0;
-        PyObject *k, *v;
-        int rc = captured == NULL ? -1 : 0;
-        while (rc == 0 && PyDict_Next(call_args, &pos, &k, &v)) {
-            Py_INCREF(k); Py_INCREF(v);
-            PyObject *kept = snap_value(self, v);
-            rc = kept == NULL ? -1 : PyDict_SetItem(captured, k, kept);
-            Py_XDECREF(kept); Py_DECREF(k); Py_DECREF(v);
-        }
-        if (rc < 0) {
-            PyObject *t, *val, *tb;
-            PyErr_Fetch(&t, &val, &tb);
-            set_top(self, caller);
-            PyErr_Restore(t, val, tb);
+    if ((flg & CAP_ARGS) && (call_args != NULL ? PyDict_Check(call_args) : (lvl > 1 && nvalues > 0))) {
+        captured = capture_args(self, fid, call_args, values, nvalues, caller, &ran_python);
+        if (captured == NULL) {
             Py_XDECREF(caller);
             goto error;
         }
@@ -881,15 +1018,18 @@ HotPath_enter(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
     call->flags = flg;
     call->status = 0;
     call->trace = trace;
-    call->fid = Py_NewRef(args[0]);
+    call->fid = Py_NewRef(fid_obj);
     call->octx = octx;
     call->prev = caller;        /* our reference moves in */
     call->args = captured;
     call->events = NULL;
     call->overlay = NULL;
     call->value = NULL;
-    PyObject_GC_Track(call);
-    if (stack_is_mine && captured == NULL) {
+    /* Not tracked by the cyclic GC: a running call refers to its caller, the
+     * OTel context and snapshots, none of which can lead back to it (the
+     * same holds once it ended); exception() tracks it when it keeps an
+     * exception, whose traceback can. */
+    if (!ran_python && stack != NULL && stack->owner == THREAD_STATE()->context) {
         /* common case: this Context's own stack, no Python code ran since */
         Py_INCREF(call);
         Py_XSETREF(stack->top, (PyObject *)call);
@@ -905,6 +1045,29 @@ error:
     Py_XDECREF(octx); Py_XDECREF(trace); Py_XDECREF(captured);
     report_error(self);
     Py_RETURN_NONE;
+}
+
+static PyObject *
+HotPath_enter(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "enter(fid, args=None)");
+        report_error(self);
+        Py_RETURN_NONE;
+    }
+    PyObject *call_args = nargs > 1 && args[1] != Py_None ? args[1] : NULL;
+    return do_enter(self, args[0], call_args, NULL, 0);
+}
+
+static PyObject *
+HotPath_enter_params(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "enter_params(fid, *values)");
+        report_error(self);
+        Py_RETURN_NONE;
+    }
+    return do_enter(self, args[0], NULL, args + 1, nargs - 1);
 }
 
 static int
@@ -959,10 +1122,9 @@ HotPath_exit(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (set_top(self, call->prev) < 0)
         goto error;
     call->status = 0;
-    /* An ended call holds only snapshots (plain values, repr strings), its
-     * caller and OTel contexts: it cannot close a reference cycle, so the
-     * cyclic GC need not walk the thousands of them waiting in the ring. */
-    PyObject_GC_UnTrack(call);
+    /* Still untracked (see do_enter): an ended call holds only snapshots,
+     * its caller and OTel contexts, so the cyclic GC need not walk the
+     * thousands of them waiting in the ring. */
     if (emit(self, token) < 0)
         goto error;
     Py_RETURN_NONE;
@@ -994,6 +1156,10 @@ HotPath_exception(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (set_top(self, call->prev) < 0)
         goto error;
     call->status = 1;
+    /* the exception's traceback can lead back to this call (a frame that
+     * still holds the token): the cyclic GC must see it from now on */
+    if (!PyObject_GC_IsTracked(token))
+        PyObject_GC_Track(token);
     Py_XSETREF(call->value, Py_NewRef(args[1]));
     if (emit(self, token) < 0)
         goto error;
@@ -1043,6 +1209,8 @@ HotPath_reseed(HotPathObject *self, PyObject *arg)
 
 static PyMethodDef HotPath_methods[] = {
     {"enter", (PyCFunction)(void (*)(void))HotPath_enter, METH_FASTCALL, "enter(fid, args=None) -> token | None"},
+    {"enter_params", (PyCFunction)(void (*)(void))HotPath_enter_params, METH_FASTCALL,
+     "enter_params(fid, *values) -> token | None: values of the parameters named at register()"},
     {"exit", (PyCFunction)(void (*)(void))HotPath_exit, METH_FASTCALL, "exit(token, value=None)"},
     {"exception", (PyCFunction)(void (*)(void))HotPath_exception, METH_FASTCALL, "exception(token, exc)"},
     {"current", (PyCFunction)HotPath_current, METH_NOARGS, "The innermost call of this context (or the disabled marker, or None)."},

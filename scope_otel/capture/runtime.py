@@ -15,10 +15,13 @@ Instrumented code (the AST rewriter or a wrapt wrapper) does, per function::
 
 ``enter`` takes ownership of the ``args`` dict (build a fresh one per call;
 values that are not plain ``int``/``str``/``float``/``bool``/``None`` are
-snapshotted with ``repr`` at once).  It returns a token (or ``None`` when the
-call is not recorded: level
-off, sampled out, inside :func:`disabled`, breaker open, unsampled parent
-trace); every other call accepts ``None`` and does nothing.  None of them
+snapshotted with ``repr`` at once).  ``enter_params(fid, *values)`` is the
+same with the values of the parameters named by ``register(...,
+params=(...))``, in order: the argument dict is built only when the level
+is ``full``, so a caller need not read the level first (the AST rewriter
+uses it).  Both return a token (or ``None`` when the call is not recorded:
+level off, sampled out, inside :func:`disabled`, breaker open, unsampled
+parent trace); every other call accepts ``None`` and does nothing.  None of them
 raises into the application; internal failures are counted (``stats()``) and
 logged once.  They never block unless the ring was configured with
 ``overflow="block"``.
@@ -82,7 +85,7 @@ from scope_otel.capture.records import (
 from scope_otel.capture.ring import Ring
 
 __all__ = [
-    "LEVELS", "register", "enter", "exit", "exception", "state_change", "suspend", "resume",
+    "LEVELS", "register", "enter", "enter_params", "exit", "exception", "state_change", "suspend", "resume",
     "send", "recv", "disabled", "stats", "function_info", "bind_ring", "unbind_ring", "breaker",
     "configure", "set_enabled", "use_implementation", "IMPLEMENTATION",
 ]
@@ -98,6 +101,7 @@ _FULL_BITS = CAP_ARGS | CAP_RETURN | CAP_STATE | CAP_EXCEPTIONS
 LEVELS: list[int] = []
 _RATES: list[float] = []   # effective sampling per fid
 _FLAGS: list[int] = []     # capture bits per fid
+_PARAMS: list[tuple[str, ...]] = []  # parameter names per fid (enter_params)
 _FUNCS: list[tuple[str, str, str, int, int, frozenset, float]] = []  # register() arguments
 _registry_lock = threading.Lock()
 
@@ -225,7 +229,7 @@ def _new_hot() -> Any:
     # ContextVar (a token in Python, a per-Context stack in C), read and
     # written only through hot.current()/hot.set_current().
     hot = _accel.IMPL.HotPath(
-        LEVELS, _RATES, _FLAGS, ContextVar("scope_otel_call", default=None), _DISABLED,
+        LEVELS, _RATES, _FLAGS, _PARAMS, ContextVar("scope_otel_call", default=None), _DISABLED,
         _context.raw_source(_overlay), _root_of, _snap, _ring.sink, _new_prefix(), _on_error,
     )
     _overlay.current = hot.current
@@ -234,6 +238,7 @@ def _new_hot() -> Any:
 
 _hot = _new_hot()
 enter = _hot.enter
+enter_params = _hot.enter_params
 exit = _hot.exit  # noqa: A001 - the contract's name
 exception = _hot.exception
 _current = _hot.current
@@ -243,12 +248,13 @@ IMPLEMENTATION: str = _accel.IMPL.name
 
 def use_implementation(pure: bool | None) -> str:
     """Switch between the C hot path and the pure-Python twin (tests and
-    benchmarks; code that imported ``enter`` by name keeps the old one)."""
-    global _hot, enter, exit, exception, IMPLEMENTATION, _ring, _current, _set_current
+    benchmarks; code that imported ``enter`` by name, and modules rewritten
+    before the switch, which bind the calls at import, keep the old one)."""
+    global _hot, enter, enter_params, exit, exception, IMPLEMENTATION, _ring, _current, _set_current
     impl = _accel.select(pure)
     _ring = Ring(_ring.capacity, _ring.overflow, _ring.block_timeout)
     _hot = _new_hot()
-    enter, exit, exception = _hot.enter, _hot.exit, _hot.exception
+    enter, enter_params, exit, exception = _hot.enter, _hot.enter_params, _hot.exit, _hot.exception
     _current, _set_current = _hot.current, _hot.set_current
     IMPLEMENTATION = impl.name
     return impl.name
@@ -430,8 +436,11 @@ def register(
     level: str = "boundaries",
     capture: frozenset[str] = frozenset(),
     sampling: float = 1.0,
+    params: tuple[str, ...] = (),
 ) -> int:
-    """Declare an instrumented function; returns its function id (``fid``)."""
+    """Declare an instrumented function; returns its function id (``fid``).
+
+    ``params`` names the values that :func:`enter_params` receives, in order."""
     global _subscribed
     try:
         code = LEVEL_CODES.get(level, 1)
@@ -447,6 +456,11 @@ def register(
         LEVELS.append(0)
         _RATES.append(1.0)
         _FLAGS.append(0)
+        try:
+            _PARAMS.append(tuple(str(p) for p in params or ()))
+        except Exception as exc:
+            _on_error(exc)
+            _PARAMS.append(())
         try:
             LEVELS[fid], _RATES[fid], _FLAGS[fid] = _effective(fid, cfg)
         except Exception as exc:

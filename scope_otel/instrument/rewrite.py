@@ -9,31 +9,33 @@
 
     def price(item, qty=1):                 def price(item, qty=1):
         "doc"                                   "doc"
-        total = item.cents * qty                _@scope_t = None; _@scope_rv = None
-        return total                            _@scope_l = _@scope_L[_@scope_f3]
-                                                if _@scope_l:
-                                                    _@scope_t = _@scope_rt.enter(_@scope_f3,
-                                                        {'item': item, 'qty': qty}
-                                                        if _@scope_l > 1 else None)
+        total = item.cents * qty                _@scope_rv = None
+        return total                            _@scope_t = _@scope_enter(_@scope_f3, item, qty)
                                                 try:
                                                     total = item.cents * qty
                                                     return (_@scope_rv := total)
                                                 except BaseException as _@scope_e:
                                                     ...exception(_@scope_t, _@scope_e); raise
                                                 finally:
-                                                    ...exit(_@scope_t, _@scope_rv)
+                                                    if _@scope_t is not None:
+                                                        _@scope_exit(_@scope_t, _@scope_rv)
 
-``_@scope_L`` is the runtime's ``LEVELS`` list, read inline once per call,
-so a level changed at run time (config ``level``/``function_levels``) takes
-effect on the next call without re-import, and a function at ``off`` costs
-a list read and a few local stores.  The argument dict is built only at
-``full``.  At ``full`` the runtime also receives the return value (the
-walrus in each ``return``) and state changes: assignments to
-``self.<attr>`` (the method's first parameter, ``cls`` too; tuple targets
-are not reported) and to names declared ``global``.  State hooks are
-emitted where the plan's capture set has ``state`` (``full`` has it by
-default), so switching a ``boundaries`` function to ``full`` at run time
-brings arguments and return values, not state changes.
+``_@scope_enter`` is ``runtime.enter_params`` and ``_@scope_exit``
+``runtime.exit``, bound as module globals at import (one cached global
+load per call site).  ``enter_params`` receives the parameters' values
+(their names were given to ``register``) and reads the function's level
+itself, on every call: a level changed at run time (config
+``level``/``function_levels``, the circuit breaker) takes effect on the
+next call without re-import, a function at ``off`` costs one C call that
+returns ``None``, and the argument dict is built, in C, only at ``full``.
+At ``full`` the runtime also receives the return value (the walrus in each
+``return``) and state changes: assignments to ``self.<attr>`` (the
+method's first parameter, ``cls`` too; tuple targets are not reported) and
+to names declared ``global``.  State hooks are emitted where the plan's
+capture set has ``state`` (``full`` has it by default), and only there the
+prologue also reads ``LEVELS[fid]`` (``_@scope_l``) so that the hooks run
+at ``full`` only; switching a ``boundaries`` function to ``full`` at run
+time brings arguments and return values, not state changes.
 
 Generators and async generators report ``suspend`` before each ``yield``
 and ``resume`` after it (in a ``finally``, so ``throw()`` and ``close()``
@@ -64,14 +66,17 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 #: Bumped whenever the generated code changes, so cached bytecode is rebuilt.
-REWRITE_VERSION = 4
+REWRITE_VERSION = 5
 
 RT = "_@scope_rt"       # scope_otel.capture.runtime
 SUP = "_@scope_sup"     # scope_otel.instrument._support
 LV = "_@scope_L"        # runtime.LEVELS
+# the runtime's calls as module globals: one dictionary-cached global load per
+# call site instead of a global load and an attribute load
+ENTER, EXIT, EXC = "_@scope_enter", "_@scope_exit", "_@scope_exc"
 MARKER = "_@scope_rewritten"  # module global: this module was rewritten
 _T, _RV, _E, _Y, _SV = "_@scope_t", "_@scope_rv", "_@scope_e", "_@scope_y", "_@scope_sv"
-_LV = "_@scope_l"  # the level at entry: one list read per call, and state hooks agree with it
+_LV = "_@scope_l"  # the level after entry, read only by functions with state hooks
 _I, _S, _M, _E2, _R = "_@scope_i", "_@scope_s", "_@scope_m", "_@scope_e2", "_@scope_r"  # yield from
 
 
@@ -85,6 +90,7 @@ class Registered:
     level: str
     capture: frozenset
     sampling: float
+    params: tuple = ()  # names of the values given to enter_params, in order
 
 
 @dataclass
@@ -131,33 +137,28 @@ def _stamp(node: ast.AST, line: int) -> ast.AST:
 
 _RENAME = {"S_T": _T, "S_RV": _RV, "S_E": _E, "S_Y": _Y, "S_SV": _SV, "S_LV": _LV,
            "S_I": _I, "S_S": _S, "S_M": _M, "S_E2": _E2, "S_R": _R,
-           "S_RT": RT, "S_SUP": SUP, "S_L": LV}
+           "S_RT": RT, "S_SUP": SUP, "S_L": LV, "S_ENTER": ENTER, "S_EXIT": EXIT, "S_EXC": EXC}
 
+# The parameters' values are appended to the call (enter_params(fid, a, b, ...)):
+# the runtime reads the level itself and builds the argument dict only at full.
 _PROLOGUE = """
-S_T = None
 S_RV = None
-S_LV = S_L[S_F]
-if S_LV:
-    S_T = S_RT.enter(S_F, S_ARGS if S_LV > 1 else None)
+S_T = S_ENTER(S_F)
 """
-_PROLOGUE_NOARGS = """
-S_T = None
-S_RV = None
+_LEVEL_READ = """
 S_LV = S_L[S_F]
-if S_LV:
-    S_T = S_RT.enter(S_F)
 """
 _WRAP = """
 try:
     S_BODY
 except BaseException as S_E:
     if S_T is not None:
-        S_RT.exception(S_T, S_E)
+        S_EXC(S_T, S_E)
         S_T = None
     raise
 finally:
     if S_T is not None:
-        S_RT.exit(S_T, S_RV)
+        S_EXIT(S_T, S_RV)
 """
 _CLOSE_IS_EXIT = """
 try:
@@ -229,7 +230,7 @@ finally:
 _TEMPLATES = {
     name: ast.parse(text).body
     for name, text in {
-        "prologue": _PROLOGUE, "prologue_noargs": _PROLOGUE_NOARGS, "wrap": _WRAP,
+        "prologue": _PROLOGUE, "level": _LEVEL_READ, "wrap": _WRAP,
         "close": _CLOSE_IS_EXIT, "state": _STATE, "suspend": _SUSPEND, "resume_try": _RESUME_TRY,
         "delegate": _DELEGATE,
     }.items()
@@ -287,12 +288,16 @@ def _prelude(module: str, functions: list[Registered]) -> list[ast.stmt]:
         f"import scope_otel.capture.runtime as S_RT",
         f"import scope_otel.instrument._support as S_SUP",
         "S_L = S_RT.LEVELS",
+        "S_ENTER = S_RT.enter_params",
+        "S_EXIT = S_RT.exit",
+        "S_EXC = S_RT.exception",
         f"{MARKER.replace('_@scope_', 'S_')} = True",
     ]
     for fn in functions:
         lines.append(
             f"{fn.var.replace('_@scope_', 'S_')} = S_RT.register({module!r}, {fn.qualname!r}, "
-            f"__file__, {fn.lineno}, {fn.level!r}, frozenset({sorted(fn.capture)!r}), {fn.sampling!r})"
+            f"__file__, {fn.lineno}, {fn.level!r}, frozenset({sorted(fn.capture)!r}), {fn.sampling!r}, "
+            f"{tuple(fn.params)!r})"
         )
     tree = ast.parse("\n".join(lines))
     renamer = {**_RENAME, MARKER.replace("_@scope_", "S_"): MARKER}
@@ -330,9 +335,11 @@ class _Walker:
                 fp = self.plan.for_function(self.module, qualname)
                 if fp is not None and fp.level != "off":
                     var = f"_@scope_f{len(self.result.functions)}"
+                    rewrite = _FunctionRewrite(node, var, in_class, fp)
                     self.result.functions.append(Registered(
-                        var, qualname, node.lineno, fp.level, frozenset(fp.capture), float(fp.sampling)))
-                    _FunctionRewrite(node, var, in_class, fp).apply()
+                        var, qualname, node.lineno, fp.level, frozenset(fp.capture), float(fp.sampling),
+                        tuple(rewrite.params)))
+                    rewrite.apply()
 
 
 def _scope_children(body: list[ast.stmt]) -> Iterator[ast.AST]:
@@ -382,6 +389,7 @@ class _FunctionRewrite(ast.NodeTransformer):
                                        *args.kwonlyargs, *([args.kwarg] if args.kwarg else []))]
         if self.self_name:
             self.params.remove(self.self_name)
+        self.state_hooks = False  # set by _hook: the prologue then reads the level for them
 
     # -- the whole function -------------------------------------------------
 
@@ -393,11 +401,11 @@ class _FunctionRewrite(ast.NodeTransformer):
                 and isinstance(body[0].value.value, str):
             doc, body = body[:1], body[1:]
         body = self._statements(body) or [_stamp(ast.Pass(), self.line)]
-        if self.params:
-            args = ast.Dict(keys=[ast.Constant(p) for p in self.params], values=[_name(p) for p in self.params])
-            prologue = _template("prologue", self.fid, self.line, S_ARGS=args)
-        else:
-            prologue = _template("prologue_noargs", self.fid, self.line)
+        prologue = _template("prologue", self.fid, self.line)
+        enter_call = prologue[-1].value
+        enter_call.args[1:] = [_stamp(_name(p), self.line) for p in self.params]
+        if self.state_hooks:
+            prologue += _template("level", self.fid, self.line)
         (wrap,) = _template("wrap", self.fid, self.line)
         wrap.body = body
         if self.is_gen or isinstance(node, ast.AsyncFunctionDef):
@@ -590,6 +598,7 @@ class _FunctionRewrite(ast.NodeTransformer):
         return [h for n in names for h in self._hook(f"global {n}", _name(n))]
 
     def _hook(self, label: str, value: ast.expr) -> list[ast.stmt]:
+        self.state_hooks = True
         return _template("state", self.fid, self.line, S_TARGET=ast.Constant(label), S_VALUE=value)
 
     # -- frame inspection ----------------------------------------------------------

@@ -52,6 +52,69 @@ def test_capture_set_records_return_at_boundaries(pipeline, fn):
     assert "scope.arg.a" not in span.attributes
 
 
+def test_enter_params_names_the_values_and_builds_arguments_only_at_full(live_config, impl, fn):
+    from scope_otel.capture import records
+
+    fid = fn("by_params", level="boundaries", params=("a", "items", "rest"))
+    token = runtime.enter_params(fid, 1, [1, 2], ())
+    assert token is not None and token[records.ARGS] is None  # boundaries: no arguments
+    runtime.exit(token)
+    config.update(function_levels="tests.sample:by_params=full")  # takes effect on the next call
+    items = [1, 2]
+    token = runtime.enter_params(fid, 1, items, ("x",))
+    items.append(3)  # snapshotted at entry
+    assert token[records.ARGS] == {"a": 1, "items": "[1, 2]", "rest": "('x',)"}
+    runtime.exit(token)
+    token = runtime.enter_params(fid, "s", None, 2.5)
+    assert token[records.ARGS] == {"a": "s", "items": None, "rest": 2.5}  # plain values as they are
+    runtime.exit(token)
+    no_params = fn("no_params", level="full")
+    token = runtime.enter_params(no_params)
+    assert token is not None and token[records.ARGS] is None
+    runtime.exit(token)
+    config.update(function_levels="tests.sample:by_params=off")
+    assert runtime.enter_params(fid, 1, 2, 3) is None
+
+
+def test_a_call_that_raised_is_collected_even_when_its_traceback_holds_the_token(impl, fn):
+    import gc
+    import weakref
+
+    class Marker(Exception):
+        pass
+
+    fid = fn("raises_in_a_cycle")
+    refs = []
+
+    def body():
+        token = runtime.enter(fid)  # a local of the frame the traceback keeps
+        try:
+            raise Marker()
+        except Marker as exc:
+            runtime.exception(token, exc)
+            refs.append(weakref.ref(exc))
+
+    ring = runtime.current_ring()
+    ring.take(ring.capacity)
+    body()
+    assert len(ring.take(ring.capacity)) == 1  # token -> exception -> traceback -> frame -> token
+    gc.collect()
+    assert refs[0]() is None
+
+
+def test_an_otel_span_attached_after_a_call_is_seen_by_the_next_call(pipeline, fn):
+    fid = fn("around_spans")
+    runtime.exit(runtime.enter(fid))  # no span: a root
+    with pipeline.tracer.start_as_current_span("request") as request:
+        runtime.exit(runtime.enter(fid))  # the same context, a new OpenTelemetry context in it
+    runtime.exit(runtime.enter(fid))
+    first, inside, after = [s for s in pipeline.spans() if s.name == "around_spans"]
+    assert first.parent is None and after.parent is None
+    assert inside.parent.span_id == request.get_span_context().span_id
+    assert inside.context.trace_id == request.get_span_context().trace_id
+    assert after.context.trace_id != inside.context.trace_id
+
+
 def test_values_are_captured_at_call_time_not_export_time(pipeline, fn):
     fid = fn("mutating", level="full")
     data = [1]
@@ -153,8 +216,9 @@ def test_none_tokens_and_bad_input_never_raise(impl):
     runtime.resume(None)
     before = runtime.stats()["internal_errors"]
     assert runtime.enter(10 ** 9) is None  # unknown function id
+    assert runtime.enter_params(10 ** 9, 1) is None
     runtime.exit(["not", "a", "token"])
-    assert runtime.stats()["internal_errors"] == before + 2
+    assert runtime.stats()["internal_errors"] == before + 3
 
 
 def test_level_changes_at_run_time_update_LEVELS_in_place(live_config, impl, fn):

@@ -4,7 +4,8 @@
 temporary ``sys.path`` entry and imports it through the real import hook
 (or, with ``via="wrapt"``, imports it plainly and wraps it).  ``recorded``
 binds a private ring to the real capture runtime and decodes what reached
-it, so the tests see exactly what the runtime was told.
+it, so the tests see exactly what the runtime was told.  Every test runs
+against the C hot path and against its pure-Python twin (``hot_path``).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from scope_otel.capture import _accel
 from scope_otel.capture import records as R
 from scope_otel.capture import runtime
 from scope_otel.capture.ring import Ring
@@ -23,6 +25,19 @@ from scope_otel.instrument import hook, wrap
 from scope_otel.planner.plan import Plan
 
 _counter = itertools.count()
+_C_BUILT = _accel.load(pure=False).name == "c"
+
+
+@pytest.fixture(autouse=True, params=["c", "python"])
+def hot_path(request):
+    """Both hot-path implementations; modules loaded in the test bind the selected one."""
+    if request.param == "c" and not _C_BUILT:
+        pytest.skip("C accelerator not built (no compiler); pure-Python path only")
+    name = runtime.use_implementation(pure=request.param == "python")
+    try:
+        yield name
+    finally:
+        runtime.use_implementation(pure=None)
 
 
 @dataclass

@@ -66,6 +66,23 @@ def test_levels_switch_at_run_time_without_reimport(load, recorded, tmp_path):
         runtime._recompute(saved)
 
 
+def test_a_function_planned_at_boundaries_records_arguments_once_switched_to_full(load, recorded, tmp_path):
+    m = load("def f(x, *rest, key=None):\n    return x\n", "boundaries")
+    assert m.f(1) == 1
+    (call,) = recorded.take()
+    assert call.args is None and call.value is None
+    saved = config.current()
+    config.set_current(config.load(env={}, cwd=str(tmp_path)))
+    try:
+        config.update(function_levels={f"{m.__name__}:f": "full"})
+        assert m.f(2, 3, key="k") == 2
+        (call,) = recorded.take()
+        assert call.args == {"x": 2, "rest": "(3,)", "key": "k"} and call.value == 2
+    finally:
+        config.set_current(saved)
+        runtime._recompute(saved)
+
+
 def _deeply_nested(depth: int) -> str:
     lines = ["def deep():", "    total = 0"]
     for i in range(depth):
