@@ -13,7 +13,15 @@
    when the burst outruns its worker; RingBufferSpanProcessor: 65536).
    Rows "processor only" hand already-finished spans to ``on_end`` and time
    until the exporter has them all: the pipeline's own throughput, without
-   the SDK's span creation that both share.
+   the SDK's span creation that both share.  OTLP rows "(both stock
+   exporter)" give both processors the stock OTLPSpanExporter; rows
+   "(ring: scope-otel exporter)" put RingBufferSpanProcessor with scope-otel's
+   OTLP gRPC exporter (C request encoder), the product's default pipeline,
+   beside BatchSpanProcessor with the stock exporter, measured in the same
+   rounds.
+3. OTLP request encoding, us per span: the stock ``encode_spans`` +
+   ``SerializeToString`` vs scope-otel's C encoder, on batches of 512 spans
+   with 1 and with 10 attributes.
 
 Targets (issue 3): on_end <= 0.25x BatchSpanProcessor; spans/s >= 2x.
 """
@@ -32,6 +40,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult  # noqa: E402
 
 from scope_otel.capture import RingBufferSpanProcessor, runtime  # noqa: E402
+from scope_otel.export import otlp  # noqa: E402
 
 _SINK = r"""
 import sys, time
@@ -75,13 +84,16 @@ class _Collect(SpanProcessor):
         self.spans.append(span)
 
 
-def _finished_spans(n: int) -> list:
+def _finished_spans(n: int, attributes: int = 1) -> list:
     provider = TracerProvider()
     collect = _Collect()
     provider.add_span_processor(collect)
     tracer = provider.get_tracer("bench")
     for i in range(n):
-        tracer.start_span("op", attributes={"i": i}).end()
+        attrs = {"i": i}
+        for k in range(1, attributes):  # strings, ints, floats, a bool, as real spans carry
+            attrs[f"attr.{k}"] = (f"value-{k}-{i}", i * k, i / (k + 1), bool(i & 1))[k % 4]
+        tracer.start_span("op", attributes=attrs).end()
     return collect.spans
 
 
@@ -132,12 +144,17 @@ def bench_on_end(n: int, rounds: int) -> dict[str, float]:
     return best
 
 
-def bench_end_to_end(n: int, rounds: int, make_exporter, defaults: bool = False) -> dict[str, float]:
+def _variants(make_exporter, variants):
+    """{row key: (processor kind, exporter factory)}; both processors on make_exporter by default."""
+    return variants or {"batch": ("batch", make_exporter), "ring": ("ring", make_exporter)}
+
+
+def bench_end_to_end(n: int, rounds: int, make_exporter, defaults: bool = False, variants=None) -> dict[str, float]:
     """Exported spans per second of wall time (start+end N spans, then flush)."""
     best = {}
     for _ in range(rounds):
-        for kind in ("batch", "ring"):
-            exporter = Counting(make_exporter())
+        for key, (kind, factory) in _variants(make_exporter, variants).items():
+            exporter = Counting(factory())
             proc = _processor(kind, exporter, None if defaults else n)
             provider = TracerProvider()
             provider.add_span_processor(proc)
@@ -149,19 +166,19 @@ def bench_end_to_end(n: int, rounds: int, make_exporter, defaults: bool = False)
             dt = time.perf_counter() - t0
             proc.shutdown()
             rate = exporter.count / dt
-            best[kind] = max(best.get(kind, rate), rate)
+            best[key] = max(best.get(key, rate), rate)
     return best
 
 
-def bench_pipeline(n: int, rounds: int, make_exporter) -> dict[str, float]:
+def bench_pipeline(n: int, rounds: int, make_exporter, variants=None) -> dict[str, float]:
     """Exported spans per second for already-finished spans: ``on_end`` of
     each, then flush.  The processor's own throughput, without the SDK's span
     creation (identical for both and ~20x the processor's cost)."""
     spans = _finished_spans(n)
     best = {}
     for _ in range(rounds):
-        for kind in ("batch", "ring"):
-            exporter = Counting(make_exporter())
+        for key, (kind, factory) in _variants(make_exporter, variants).items():
+            exporter = Counting(factory())
             proc = _processor(kind, exporter, n)
             on_end = proc.on_end
             t0 = time.perf_counter()
@@ -171,8 +188,31 @@ def bench_pipeline(n: int, rounds: int, make_exporter) -> dict[str, float]:
             dt = time.perf_counter() - t0
             proc.shutdown()
             rate = exporter.count / dt
-            best[kind] = max(best.get(kind, rate), rate)
+            best[key] = max(best.get(key, rate), rate)
     return best
+
+
+def bench_encode(rounds: int, batch: int = 512, batches: int = 8) -> list[tuple[int, float, float]]:
+    """(attributes per span, stock us/span, C us/span), best of ``rounds``."""
+    c_encode = otlp._load_c()
+    out = []
+    for attributes in (1, 10):
+        spans = _finished_spans(batch * batches, attributes)
+        chunks = [spans[i:i + batch] for i in range(0, len(spans), batch)]
+        best = {}
+        for _ in range(rounds):
+            for name, encode in (("stock", otlp._encode_python), ("c", c_encode)):
+                if encode is None:
+                    continue
+                t0 = time.perf_counter()
+                for chunk in chunks:
+                    encode(chunk)
+                dt = (time.perf_counter() - t0) / len(spans) * 1e6
+                best[name] = min(best.get(name, dt), dt)
+        if c_encode is not None:
+            assert all(c_encode(c) == otlp._encode_python(c) for c in chunks[:2])
+        out.append((attributes, best["stock"], best.get("c", float("nan"))))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     n = args.spans or (10_000 if args.quick else 50_000)
     rounds = 2 if args.quick else 3
 
-    print(f"python {sys.version.split()[0]}, hot path: {runtime.IMPLEMENTATION}, spans per run: {n}, best of {rounds}")
+    load = os.getloadavg()
+    print(f"python {sys.version.split()[0]}, hot path: {runtime.IMPLEMENTATION}, OTLP encoder: {otlp.IMPLEMENTATION}, "
+          f"spans per run: {n}, best of {rounds}, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     rows = []
     oe = bench_on_end(n, rounds)
     rows.append(("on_end, app thread (ns/span, lower is better)", oe["batch"], oe["ring"], oe["ring"] / oe["batch"], "<= 0.25"))
@@ -199,15 +241,22 @@ def main(argv: list[str] | None = None) -> int:
         port = int(sink.stdout.readline())
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        def otlp():
+        def stock():
             return OTLPSpanExporter(endpoint=f"127.0.0.1:{port}", insecure=True)
 
-        pipe = bench_pipeline(n, rounds, otlp)
-        rows.append(("processor only: finished spans -> OTLP gRPC (exported/s)", pipe["batch"], pipe["ring"], pipe["ring"] / pipe["batch"], ">= 2"))
-        e2e = bench_end_to_end(n, rounds, otlp)
-        rows.append(("end-to-end, OTLP gRPC, equal queues (exported/s)", e2e["batch"], e2e["ring"], e2e["ring"] / e2e["batch"], ">= 2"))
-        e2e = bench_end_to_end(n, rounds, otlp, defaults=True)
-        rows.append(("end-to-end, OTLP gRPC, default queues (exported/s)", e2e["batch"], e2e["ring"], e2e["ring"] / e2e["batch"], ">= 2"))
+        def scope():
+            return otlp.OTLPGrpcSpanExporter(endpoint=f"127.0.0.1:{port}", insecure=True)
+
+        variants = {"batch": ("batch", stock), "ring": ("ring", stock), "ring+scope": ("ring", scope)}
+
+        def otlp_rows(label, result):
+            b = result["batch"]
+            rows.append((f"{label} (both stock exporter)", b, result["ring"], result["ring"] / b, ">= 2"))
+            rows.append((f"{label} (ring: scope-otel exporter)", b, result["ring+scope"], result["ring+scope"] / b, ">= 2"))
+
+        otlp_rows("processor only: finished spans -> OTLP gRPC", bench_pipeline(n, rounds, stock, variants))
+        otlp_rows("end-to-end, OTLP gRPC, equal queues", bench_end_to_end(n, rounds, stock, variants=variants))
+        otlp_rows("end-to-end, OTLP gRPC, default queues", bench_end_to_end(n, rounds, stock, True, variants))
     finally:
         sink.stdin.close()
         sink.terminate()
@@ -217,6 +266,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'measure'.ljust(w)}  {'BatchSpanProcessor':>18}  {'RingBufferSpanProcessor':>23}  {'ratio':>6}  target")
     for name, peer, ours, ratio, target in rows:
         print(f"{name.ljust(w)}  {peer:>18,.1f}  {ours:>23,.1f}  {ratio:>6.2f}  {target}")
+    print("OTLP rows in exported spans/s; the OTLP gRPC receiver runs in a separate process.")
+
+    print()
+    print("OTLP request encoding (us/span, batches of 512, best of %d)" % rounds)
+    print(f"{'attributes per span':>20}  {'stock encode_spans':>18}  {'scope-otel C':>12}  {'stock/C':>7}")
+    for attributes, stock_us, c_us in bench_encode(rounds):
+        print(f"{attributes:>20}  {stock_us:>18.2f}  {c_us:>12.2f}  {stock_us / c_us:>7.1f}")
+    load = os.getloadavg()
+    print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     return 0
 
 
