@@ -121,27 +121,34 @@ class HotPath:
                 return None
             return enter(fid, args)
 
-        def exit(token: list | None, value: Any = None) -> None:
+        def exit(token: list | None, value: Any = None) -> Any:
+            # returns value: instrumented code may end a call inside its
+            # return statement; a token that already ended is left alone
             if token is None:
-                return
+                return value
             try:
+                if token[12]:
+                    return value
                 end = clock()
                 if value is not None and token[11] & CAP_RETURN:
                     cur_set(disabled)
-                    value = snap(value)
+                    kept = snap(value)
                 else:
-                    value = None
+                    kept = None
                 cur_set(token[6])
                 token[12] = end
-                token[14] = value
+                token[14] = kept
                 put(token)
             except Exception as exc:
                 on_error(exc)
+            return value
 
         def exception(token: list | None, exc: BaseException) -> None:
             if token is None:
                 return
             try:
+                if token[12]:
+                    return
                 cur_set(token[6])
                 token[12] = clock()
                 token[13] = 1

@@ -1084,6 +1084,13 @@ emit(HotPathObject *self, PyObject *record)
     return 0;
 }
 
+/*
+ * exit(token, value=None) -> value: the call returned `value`.  Returning it
+ * lets instrumented code end a call inside its return statement
+ * (`return exit(t, x)`).  A token that already ended is left alone, so an
+ * exception that arrives after that point (a signal handler's) cannot end
+ * the call twice.
+ */
 static PyObject *
 HotPath_exit(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1093,18 +1100,19 @@ HotPath_exit(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_RETURN_NONE;
     }
     PyObject *token = args[0];
+    PyObject *value = nargs > 1 ? args[1] : Py_None;
     if (token == Py_None)
-        Py_RETURN_NONE;
+        return Py_NewRef(value);
     if (!Py_IS_TYPE(token, &Call_Type)) {
         PyErr_SetString(PyExc_TypeError, "not a scope-otel token");
-        report_error(self);
-        Py_RETURN_NONE;
+        goto error;
     }
     CallObject *call = (CallObject *)token;
+    if (call->end != 0)
+        return Py_NewRef(value);
     call->end = now_ns();
     if (call->end < call->start)  /* a recalibration stepped the clock back */
         call->end = call->start;
-    PyObject *value = nargs > 1 ? args[1] : Py_None;
     if (value != Py_None && (call->flags & CAP_RETURN)) {
         PyObject *kept;
         if (set_top(self, self->disabled) < 0)
@@ -1127,10 +1135,10 @@ HotPath_exit(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
      * thousands of them waiting in the ring. */
     if (emit(self, token) < 0)
         goto error;
-    Py_RETURN_NONE;
+    return Py_NewRef(value);
 error:
     report_error(self);
-    Py_RETURN_NONE;
+    return Py_NewRef(value);
 }
 
 static PyObject *
@@ -1150,6 +1158,8 @@ HotPath_exception(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_RETURN_NONE;
     }
     CallObject *call = (CallObject *)token;
+    if (call->end != 0)  /* already ended (see exit) */
+        Py_RETURN_NONE;
     call->end = now_ns();
     if (call->end < call->start)
         call->end = call->start;
@@ -1211,7 +1221,7 @@ static PyMethodDef HotPath_methods[] = {
     {"enter", (PyCFunction)(void (*)(void))HotPath_enter, METH_FASTCALL, "enter(fid, args=None) -> token | None"},
     {"enter_params", (PyCFunction)(void (*)(void))HotPath_enter_params, METH_FASTCALL,
      "enter_params(fid, *values) -> token | None: values of the parameters named at register()"},
-    {"exit", (PyCFunction)(void (*)(void))HotPath_exit, METH_FASTCALL, "exit(token, value=None)"},
+    {"exit", (PyCFunction)(void (*)(void))HotPath_exit, METH_FASTCALL, "exit(token, value=None) -> value"},
     {"exception", (PyCFunction)(void (*)(void))HotPath_exception, METH_FASTCALL, "exception(token, exc)"},
     {"current", (PyCFunction)HotPath_current, METH_NOARGS, "The innermost call of this context (or the disabled marker, or None)."},
     {"set_current", (PyCFunction)HotPath_set_current, METH_O, "Make a token (or None, or the disabled marker) the innermost call."},

@@ -21,7 +21,10 @@ params=(...))``, in order: the argument dict is built only when the level
 is ``full``, so a caller need not read the level first (the AST rewriter
 uses it).  Both return a token (or ``None`` when the call is not recorded:
 level off, sampled out, inside :func:`disabled`, breaker open, unsampled
-parent trace); every other call accepts ``None`` and does nothing.  None of them
+parent trace); every other call accepts ``None`` and does nothing.
+``exit`` returns the value it is given (``return runtime.exit(token, x)``
+ends a call in its return statement), and a token that already ended is
+left alone by ``exit`` and ``exception``.  None of them
 raises into the application; internal failures are counted (``stats()``) and
 logged once.  They never block unless the ring was configured with
 ``overflow="block"``.

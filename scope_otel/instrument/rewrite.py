@@ -145,6 +145,17 @@ _PROLOGUE = """
 S_RV = None
 S_T = S_ENTER(S_F)
 """
+# A plain function whose returns all sit directly in its body (or in ifs)
+# ends its call in the return statement itself, ``return S_EXIT(S_T, value)``
+# (exit returns the value), and with an exit call after a last statement
+# that can fall off the end: no return-value local, no finally.  Nothing of
+# the function runs after that point (no finally, with, or loop to unwind).
+_PROLOGUE_DIRECT = """
+S_T = S_ENTER(S_F)
+"""
+_FALL_OFF = """
+S_EXIT(S_T)
+"""
 _LEVEL_READ = """
 S_LV = S_L[S_F]
 """
@@ -230,7 +241,8 @@ finally:
 _TEMPLATES = {
     name: ast.parse(text).body
     for name, text in {
-        "prologue": _PROLOGUE, "level": _LEVEL_READ, "wrap": _WRAP,
+        "prologue": _PROLOGUE, "prologue_direct": _PROLOGUE_DIRECT, "fall_off": _FALL_OFF,
+        "level": _LEVEL_READ, "wrap": _WRAP,
         "close": _CLOSE_IS_EXIT, "state": _STATE, "suspend": _SUSPEND, "resume_try": _RESUME_TRY,
         "delegate": _DELEGATE,
     }.items()
@@ -362,6 +374,19 @@ def _own_nodes(node: ast.AST) -> Iterator[ast.AST]:
             yield from _own_nodes(child)
 
 
+def _direct_returns(body: list[ast.stmt]) -> bool:
+    """Every ``return`` of this body is one of its statements or inside ifs only."""
+    for stmt in body:
+        if isinstance(stmt, ast.If):
+            if not (_direct_returns(stmt.body) and _direct_returns(stmt.orelse)):
+                return False
+        elif isinstance(stmt, (ast.ClassDef, *_FuncDef)):
+            continue  # another scope's returns
+        elif not isinstance(stmt, ast.Return) and any(isinstance(n, ast.Return) for n in _own_nodes(stmt)):
+            return False
+    return True
+
+
 def _is_static(node: ast.AST) -> bool:
     return any(isinstance(d, ast.Name) and d.id == "staticmethod" for d in node.decorator_list)
 
@@ -390,6 +415,8 @@ class _FunctionRewrite(ast.NodeTransformer):
         if self.self_name:
             self.params.remove(self.self_name)
         self.state_hooks = False  # set by _hook: the prologue then reads the level for them
+        # returns end the call themselves (see _PROLOGUE_DIRECT)
+        self.direct = not self.is_gen and not self.is_async and _direct_returns(node.body)
 
     # -- the whole function -------------------------------------------------
 
@@ -401,13 +428,17 @@ class _FunctionRewrite(ast.NodeTransformer):
                 and isinstance(body[0].value.value, str):
             doc, body = body[:1], body[1:]
         body = self._statements(body) or [_stamp(ast.Pass(), self.line)]
-        prologue = _template("prologue", self.fid, self.line)
+        prologue = _template("prologue_direct" if self.direct else "prologue", self.fid, self.line)
         enter_call = prologue[-1].value
         enter_call.args[1:] = [_stamp(_name(p), self.line) for p in self.params]
         if self.state_hooks:
             prologue += _template("level", self.fid, self.line)
         (wrap,) = _template("wrap", self.fid, self.line)
         wrap.body = body
+        if self.direct:
+            wrap.finalbody = []
+            if not isinstance(body[-1], (ast.Return, ast.Raise)):
+                body.extend(_template("fall_off", self.fid, self.line))
         if self.is_gen or isinstance(node, ast.AsyncFunctionDef):
             # close() of a generator or coroutine is a normal way to end it
             (close,) = _template("close", self.fid, self.line)
@@ -460,6 +491,10 @@ class _FunctionRewrite(ast.NodeTransformer):
     # -- returns ------------------------------------------------------------
 
     def visit_Return(self, node: ast.Return) -> ast.AST | list[ast.stmt]:
+        if self.direct:
+            args = [_name(_T)] + ([self.visit(node.value)] if node.value is not None else [])
+            node.value = ast.Call(func=_name(EXIT), args=args, keywords=[])
+            return _stamp(node, node.lineno)
         if node.value is None:
             return node
         if isinstance(node.value, ast.YieldFrom):

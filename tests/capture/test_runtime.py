@@ -115,6 +115,24 @@ def test_an_otel_span_attached_after_a_call_is_seen_by_the_next_call(pipeline, f
     assert after.context.trace_id != inside.context.trace_id
 
 
+def test_exit_returns_the_value_and_a_call_ends_only_once(impl, fn):
+    from scope_otel.capture import records
+
+    fid = fn("ends_once", level="full")
+    ring = runtime.current_ring()
+    ring.take(ring.capacity)
+    value = object()
+    assert runtime.exit(None, value) is value and runtime.exit(None) is None
+    token = runtime.enter(fid)
+    assert runtime.exit(token, value) is value
+    end = token[records.END_NS]
+    assert runtime.exit(token, 2) == 2  # a second end (a signal's exception, say) is ignored
+    runtime.exception(token, KeyError("late"))
+    (record,) = ring.take(ring.capacity)
+    assert record is token and token[records.END_NS] == end and token[records.STATUS] == records.RETURNED
+    assert runtime._current() is None  # the caller is innermost again, once
+
+
 def test_values_are_captured_at_call_time_not_export_time(pipeline, fn):
     fid = fn("mutating", level="full")
     data = [1]

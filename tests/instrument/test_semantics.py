@@ -572,6 +572,73 @@ def test_return_inside_finally_swallows_the_exception_as_before(load, recorded, 
         assert [c.value for c in calls] == ["finally wins", "finally"]
 
 
+def test_every_way_out_of_a_plain_function_ends_its_call_once(load, recorded, level):
+    m = load("""
+        def early(x):
+            if x > 1:
+                return "big"
+            elif x == 1:
+                return
+            print_nothing = x
+        def raises_in_return(x):
+            return 1 // x
+        def last_is_if(x):
+            if x:
+                return "yes"
+            else:
+                return "no"
+    """, level)
+    assert [m.early(2), m.early(1), m.early(0), m.last_is_if(0), m.last_is_if(1)] == ["big", None, None, "no", "yes"]
+    with pytest.raises(ZeroDivisionError):
+        m.raises_in_return(0)
+    calls = recorded.take()
+    assert [(c.qualname, c.status) for c in calls] == [
+        ("early", "returned"), ("early", "returned"), ("early", "returned"),
+        ("last_is_if", "returned"), ("last_is_if", "returned"), ("raises_in_return", "raised")]
+    if level == "full":
+        assert [c.value for c in calls[:5]] == ["big", None, None, "no", "yes"]
+
+
+def test_code_that_runs_after_a_return_runs_inside_the_call(load, recorded, level):
+    # a with block's exit and a loop's abandoned generator belong to the
+    # function that returned, before it ends
+    m = load("""
+        def cleanup():
+            return "clean"
+
+        class Guard:
+            def __enter__(self):
+                return self
+            def __exit__(self, *exc):
+                cleanup()
+                return False
+
+        def items():
+            try:
+                yield 1
+                yield 2
+            finally:
+                cleanup()
+
+        def guarded():
+            with Guard():
+                return "guarded"
+
+        def first():
+            for item in items():
+                return item
+    """, level)
+    assert m.guarded() == "guarded" and m.first() == 1
+    calls = recorded.take()
+    names = [c.qualname for c in calls]
+    assert names == ["Guard.__enter__", "cleanup", "Guard.__exit__", "guarded", "cleanup", "items", "first"]
+    by_name = {}
+    for c in calls:
+        by_name.setdefault(c.qualname, []).append(c)
+    assert by_name["Guard.__exit__"][0].parent_id == by_name["guarded"][0].span_id
+    assert by_name["items"][0].parent_id == by_name["first"][0].span_id
+
+
 def test_recursion_depth_is_unchanged(load, level, hot_path):
     if hot_path == "python":
         pytest.skip("the pure-Python twin's enter is a Python call: at the limit it needs frames of its own")
