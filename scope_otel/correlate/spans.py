@@ -21,7 +21,6 @@ processor's worker thread, never on the application's.
 """
 from __future__ import annotations
 
-import traceback
 from typing import Any
 
 from opentelemetry.sdk.resources import Resource
@@ -31,6 +30,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 
 from scope_otel.capture import runtime
 from scope_otel.capture.records import CAP_EXCEPTIONS, RAISED, TOKEN_LEN
+from scope_otel.correlate.stack import StackFormatter
 from scope_otel.correlate.values import ValuePolicy
 from scope_otel.version import __version__
 
@@ -74,6 +74,7 @@ class Correlator:
         self.spans = 0
         self._fallback: Resource | None = None
         self._static: dict[tuple[int, int], dict[str, Any]] = {}  # (fid, level) -> fixed attributes
+        self._stacktrace = StackFormatter()  # an exception crossing several functions is formatted once
 
     def learn_resource(self, resource: Resource) -> None:
         if self.resource is None:
@@ -145,9 +146,7 @@ class Correlator:
             "exception.message": self.policy.format("exception.message", str(exc)),
         }
         if with_stack and isinstance(exc, BaseException):
-            attrs["exception.stacktrace"] = "".join(
-                traceback.format_exception(type(exc), exc, exc.__traceback__)
-            )
+            attrs["exception.stacktrace"] = self._stacktrace(exc)
         return Event("exception", attrs, ts)
 
     def stats(self) -> dict[str, int]:
