@@ -233,6 +233,25 @@ put_str_field(Buf *b, uint32_t field, PyObject *o, int always)
     return put_bytes_field(b, field, s, n);
 }
 
+/* A non-negative int below 2**64 as uint64 without the generic byte-array
+ * conversion PyLong_As(Unsigned)LongLong use on multi-digit ints in 3.11.
+ * Returns 1 and sets *out, or 0 (no error set) when v is negative or too big. */
+static int
+u64_of(PyObject *v, uint64_t *out)
+{
+    if (_PyLong_Sign(v) < 0)
+        return 0;
+    size_t bits = _PyLong_NumBits(v);
+    if (bits == (size_t)-1) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (bits > 64)
+        return 0;
+    *out = (uint64_t)PyLong_AsUnsignedLongLongMask(v);
+    return 1;
+}
+
 /* An unsigned integer field (uint32, fixed32/64): None leaves it unset. */
 static int
 get_unsigned(PyObject *o, uint64_t max, uint64_t *out, int *present)
@@ -243,6 +262,15 @@ get_unsigned(PyObject *o, uint64_t max, uint64_t *out, int *present)
     if (PyBool_Check(o)) {
         PyErr_SetString(PyExc_TypeError, "Expected an int, got a boolean.");
         return -1;
+    }
+    if (PyLong_CheckExact(o)) {
+        if (u64_of(o, out)) {
+            if (*out > max)
+                goto range_o;
+            *present = 1;
+            return 0;
+        }
+        /* negative or >= 2**64: the general path below reports it */
     }
     PyObject *i = PyNumber_Index(o);
     if (i == NULL)
@@ -274,6 +302,9 @@ get_unsigned(PyObject *o, uint64_t max, uint64_t *out, int *present)
 range:
     PyErr_Format(PyExc_ValueError, "Value out of range: %R", i);
     Py_DECREF(i);
+    return -1;
+range_o:
+    PyErr_Format(PyExc_ValueError, "Value out of range: %R", o);
     return -1;
 }
 
@@ -328,6 +359,12 @@ static int
 put_id_field(Buf *b, uint32_t field, PyObject *id, Py_ssize_t nbytes)
 {
     unsigned char tmp[16];
+    uint64_t u;
+    if (nbytes == 8 && PyLong_Check(id) && u64_of(id, &u)) {
+        for (int i = 0; i < 8; i++)
+            tmp[i] = (unsigned char)(u >> (56 - 8 * i));
+        return put_bytes_field(b, field, (const char *)tmp, 8);
+    }
     if (PyLong_Check(id)) {
 #if PY_VERSION_HEX >= 0x030D0000
         if (_PyLong_AsByteArray((PyLongObject *)id, tmp, (size_t)nbytes, 0, 0, 1) < 0)
@@ -361,20 +398,16 @@ put_id_field(Buf *b, uint32_t field, PyObject *id, Py_ssize_t nbytes)
 
 /* ---- small object helpers --------------------------------------------------------- */
 
-/* exact type, or isinstance() as the SDK's properties check */
-static int
-is_a(PyObject *o, PyObject *cls)
-{
-    if ((PyObject *)Py_TYPE(o) == cls)
-        return 1;
-    return PyObject_IsInstance(o, cls);
-}
+
+static PyObject *iattr(PyObject *o, PyObject *name);
 
 /* ``obj.dropped`` if obj is a ``cls`` (BoundedAttributes / BoundedList), else 0. */
 static PyObject *
 dropped_of(PyObject *obj, PyObject *cls)
 {
-    int r = is_a(obj, cls);
+    if ((PyObject *)Py_TYPE(obj) == cls)
+        return iattr(obj, s_dropped);
+    int r = PyObject_IsInstance(obj, cls);
     if (r < 0)
         return NULL;
     if (r)
@@ -649,7 +682,7 @@ enc_attributes(Buf *b, uint32_t field, PyObject *attrs, int level)
     if (PyDict_CheckExact(attrs))
         return enc_attr_dict(b, field, attrs, level);
     if ((PyObject *)Py_TYPE(attrs) == T_BoundedAttributes) {
-        PyObject *d = PyObject_GetAttr(attrs, s__dict);
+        PyObject *d = iattr(attrs, s__dict);
         if (d == NULL)
             return -1;
         if (PyDict_CheckExact(d)) {
@@ -748,7 +781,7 @@ trace_state_str(PyObject *ts)
         return Py_NewRef(Py_None);
     PyObject *items = NULL;
     if ((PyObject *)Py_TYPE(ts) == T_TraceState) {
-        PyObject *d = PyObject_GetAttr(ts, s__dict);
+        PyObject *d = iattr(ts, s__dict);
         if (d == NULL)
             return NULL;
         if (PyDict_CheckExact(d) && PyDict_GET_SIZE(d) == 0) {
@@ -806,20 +839,28 @@ get(PyObject *o, PyObject *name)
     return PyObject_GetAttr(o, name);
 }
 
-/* iterate a span's events / links: a BoundedList is read through its deque */
+/* An instance attribute of an SDK object of exactly known type, read from its
+ * __dict__: the fields read this way (``_name``, ``_dict``, ``dropped``...) are
+ * plain instance attributes there, and a dict lookup costs a fraction of the
+ * generic getattr (which looks the name up along the class's MRO first).
+ * Anything unexpected goes through getattr. */
 static PyObject *
-iter_seq(PyObject *seq)
+iattr(PyObject *o, PyObject *name)
 {
-    if ((PyObject *)Py_TYPE(seq) == T_BoundedList) {
-        PyObject *dq = PyObject_GetAttr(seq, s__dq);
-        if (dq == NULL)
-            return NULL;
-        PyObject *it = PyObject_GetIter(dq);
-        Py_DECREF(dq);
-        return it;
+    PyObject *d = PyObject_GenericGetDict(o, NULL);
+    if (d == NULL) {
+        PyErr_Clear();
+        return PyObject_GetAttr(o, name);
     }
-    return PyObject_GetIter(seq);
+    PyObject *v = PyDict_GetItemWithError(d, name);
+    Py_XINCREF(v);
+    Py_DECREF(d);
+    if (v != NULL || PyErr_Occurred())
+        return v;
+    return PyObject_GetAttr(o, name);
 }
+
+#define FIELD(o, fast, private_name, public_name) ((fast) ? iattr((o), (private_name)) : get((o), (public_name)))
 
 static int
 enc_event(Buf *b, PyObject *ev)
@@ -827,8 +868,8 @@ enc_event(Buf *b, PyObject *ev)
     int fast = (PyObject *)Py_TYPE(ev) == T_Event;
     PyObject *name = NULL, *ts = NULL, *attrs = NULL, *dropped = NULL;
     int rc = -1;
-    if (!(ts = get(ev, fast ? s__timestamp : s_timestamp)) || !(name = get(ev, fast ? s__name : s_name)) ||
-        !(attrs = get(ev, fast ? s__attributes : s_attributes)))
+    if (!(ts = FIELD(ev, fast, s__timestamp, s_timestamp)) || !(name = FIELD(ev, fast, s__name, s_name)) ||
+        !(attrs = FIELD(ev, fast, s__attributes, s_attributes)))
         goto done;
     dropped = fast ? dropped_of(attrs, T_BoundedAttributes) : get(ev, s_dropped_attributes);
     if (dropped == NULL)
@@ -854,7 +895,7 @@ enc_link(Buf *b, PyObject *link)
     PyObject *ctx = NULL, *attrs = NULL, *dropped = NULL, *tid = NULL, *sid = NULL;
     int rc = -1;
     uint32_t flags;
-    if (!(ctx = get(link, fast ? s__context : s_context)) || !(attrs = get(link, fast ? s__attributes : s_attributes)))
+    if (!(ctx = FIELD(link, fast, s__context, s_context)) || !(attrs = FIELD(link, fast, s__attributes, s_attributes)))
         goto done;
     dropped = fast ? dropped_of(attrs, T_BoundedAttributes) : get(link, s_dropped_attributes);
     if (dropped == NULL || ctx_get(ctx, &tid, &sid, NULL, NULL) < 0 || span_flags(ctx, &flags) < 0)
@@ -874,11 +915,23 @@ done:
     return rc;
 }
 
-/* events or links: ``if seq:`` each one, else nothing */
+/* events or links: each one (a BoundedList is read through its deque, without
+ * the lock and copy of its __iter__); an empty one costs no iterator */
 static int
 enc_repeated(Buf *b, PyObject *seq, int (*enc)(Buf *, PyObject *))
 {
-    PyObject *it = iter_seq(seq), *item;
+    PyObject *src = (PyObject *)Py_TYPE(seq) == T_BoundedList ? iattr(seq, s__dq) : Py_NewRef(seq);
+    if (src == NULL)
+        return -1;
+    Py_ssize_t n = PyObject_Length(src);
+    if (n == 0) {
+        Py_DECREF(src);
+        return 0;
+    }
+    if (n < 0)
+        PyErr_Clear(); /* no len(): iterate and see */
+    PyObject *it = PyObject_GetIter(src), *item;
+    Py_DECREF(src);
     if (it == NULL)
         return -1;
     while ((item = PyIter_Next(it)) != NULL) {
@@ -899,7 +952,7 @@ enc_status(Buf *b, PyObject *status)
     if (status == Py_None)
         return 0;
     int fast = (PyObject *)Py_TYPE(status) == T_Status;
-    PyObject *code = get(status, fast ? s__status_code : s_status_code);
+    PyObject *code = FIELD(status, fast, s__status_code, s_status_code);
     if (code == NULL)
         return -1;
     PyObject *value = NULL;
@@ -913,7 +966,7 @@ enc_status(Buf *b, PyObject *status)
     Py_DECREF(code);
     if (value == NULL)
         return -1;
-    PyObject *desc = get(status, fast ? s__description : s_description);
+    PyObject *desc = FIELD(status, fast, s__description, s_description);
     int rc = -1;
     if (desc != NULL) {
         Py_ssize_t at = begin_len(b, 15, 1);
@@ -935,31 +988,73 @@ kind_value(PyObject *kind)
     return PyObject_GetItem(KindMap, kind); /* KeyError for an unknown kind, as stock */
 }
 
+/* The fields of an exact ReadableSpan, in one pass over its __dict__ (new
+ * references): attribute names in code are interned, so the instance dict's
+ * keys are the very objects in ``names``; anything not found that way (a key
+ * that is an equal but distinct string, a missing field) goes through getattr. */
+enum { F_CONTEXT, F_PARENT, F_NAME, F_KIND, F_START, F_END, F_ATTRS, F_EVENTS, F_LINKS, F_STATUS, N_FIELDS };
+
+static int
+span_fields(PyObject *span, PyObject **out)
+{
+    PyObject *names[N_FIELDS] = {s__context, s__parent, s__name, s__kind, s__start_time,
+                                 s__end_time, s__attributes, s__events, s__links, s__status};
+    for (int i = 0; i < N_FIELDS; i++)
+        out[i] = NULL;
+    PyObject *d = PyObject_GenericGetDict(span, NULL);
+    if (d != NULL) {
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        while (PyDict_Next(d, &pos, &k, &v))
+            for (int i = 0; i < N_FIELDS; i++)
+                if (k == names[i]) {
+                    if (out[i] == NULL)
+                        out[i] = Py_NewRef(v);
+                    break;
+                }
+        Py_DECREF(d);
+    }
+    else
+        PyErr_Clear();
+    for (int i = 0; i < N_FIELDS; i++)
+        if (out[i] == NULL && (out[i] = iattr(span, names[i])) == NULL) {
+            for (int j = 0; j < N_FIELDS; j++)
+                Py_CLEAR(out[j]);
+            return -1;
+        }
+    return 0;
+}
+
 /* one Span message body */
 static int
 enc_span(Buf *b, PyObject *span)
 {
     int fast = (PyObject *)Py_TYPE(span) == T_ReadableSpan;
-    PyObject *ctx = NULL, *tid = NULL, *sid = NULL, *tstate = NULL, *tsstr = NULL, *parent = NULL;
-    PyObject *name = NULL, *kind = NULL, *kindv = NULL, *start = NULL, *end = NULL, *attrs = NULL;
-    PyObject *events = NULL, *links = NULL, *status = NULL;
+    PyObject *f[N_FIELDS] = {NULL};
+    PyObject *tid = NULL, *sid = NULL, *tstate = NULL, *tsstr = NULL, *kindv = NULL;
     PyObject *d_attrs = NULL, *d_events = NULL, *d_links = NULL;
     int rc = -1, has_parent;
     uint32_t flags;
 
-    ctx = fast ? get(span, s__context) : PyObject_CallMethodNoArgs(span, s_get_span_context);
-    if (ctx == NULL || ctx_get(ctx, &tid, &sid, NULL, &tstate) < 0)
+    if (fast) {
+        if (span_fields(span, f) < 0)
+            return -1;
+    }
+    else {
+        PyObject *public_names[N_FIELDS] = {NULL, s_parent, s_name, s_kind, s_start_time,
+                                            s_end_time, s_attributes, s_events, s_links, s_status};
+        if ((f[F_CONTEXT] = PyObject_CallMethodNoArgs(span, s_get_span_context)) == NULL)
+            goto done;
+        for (int i = 1; i < N_FIELDS; i++)
+            if ((f[i] = get(span, public_names[i])) == NULL)
+                goto done;
+    }
+    PyObject *ctx = f[F_CONTEXT], *parent = f[F_PARENT], *name = f[F_NAME], *kind = f[F_KIND];
+    PyObject *start = f[F_START], *end = f[F_END], *attrs = f[F_ATTRS], *events = f[F_EVENTS];
+    PyObject *links = f[F_LINKS], *status = f[F_STATUS];
+    if (ctx_get(ctx, &tid, &sid, NULL, &tstate) < 0 || !(tsstr = trace_state_str(tstate)))
         goto done;
-    if (!(tsstr = trace_state_str(tstate)))
-        goto done;
-    if (!(parent = get(span, fast ? s__parent : s_parent)) || (has_parent = PyObject_IsTrue(parent)) < 0)
-        goto done;
-    if (!(name = get(span, fast ? s__name : s_name)) || !(kind = get(span, fast ? s__kind : s_kind)) ||
-        !(kindv = kind_value(kind)) || !(start = get(span, fast ? s__start_time : s_start_time)) ||
-        !(end = get(span, fast ? s__end_time : s_end_time)) ||
-        !(attrs = get(span, fast ? s__attributes : s_attributes)) ||
-        !(events = get(span, fast ? s__events : s_events)) || !(links = get(span, fast ? s__links : s_links)) ||
-        !(status = get(span, fast ? s__status : s_status)))
+    if ((has_parent = PyObject_IsTrue(parent)) < 0 || !(kindv = kind_value(kind)))
         goto done;
     if (fast) {
         if (!(d_attrs = dropped_of(attrs, T_BoundedAttributes)) || !(d_events = dropped_of(events, T_BoundedList)) ||
@@ -993,21 +1088,13 @@ enc_span(Buf *b, PyObject *span)
         goto done;
     rc = 0;
 done:
-    Py_XDECREF(ctx);
+    for (int i = 0; i < N_FIELDS; i++)
+        Py_XDECREF(f[i]);
     Py_XDECREF(tid);
     Py_XDECREF(sid);
     Py_XDECREF(tstate);
     Py_XDECREF(tsstr);
-    Py_XDECREF(parent);
-    Py_XDECREF(name);
-    Py_XDECREF(kind);
     Py_XDECREF(kindv);
-    Py_XDECREF(start);
-    Py_XDECREF(end);
-    Py_XDECREF(attrs);
-    Py_XDECREF(events);
-    Py_XDECREF(links);
-    Py_XDECREF(status);
     Py_XDECREF(d_attrs);
     Py_XDECREF(d_events);
     Py_XDECREF(d_links);
@@ -1131,10 +1218,10 @@ group_spans(PyObject *seq)
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
         PyObject *span = PySequence_Fast_GET_ITEM(seq, i);
         int fast = (PyObject *)Py_TYPE(span) == T_ReadableSpan;
-        PyObject *res = get(span, fast ? s__resource : s_resource);
+        PyObject *res = FIELD(span, fast, s__resource, s_resource);
         if (res == NULL)
             goto fail;
-        PyObject *scope = get(span, fast ? s__instrumentation_scope : s_instrumentation_scope);
+        PyObject *scope = FIELD(span, fast, s__instrumentation_scope, s_instrumentation_scope);
         if (scope == NULL) {
             Py_DECREF(res);
             goto fail;
