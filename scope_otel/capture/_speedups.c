@@ -102,7 +102,8 @@ typedef struct {
     PyObject_HEAD
     PyObject **slots;
     Py_ssize_t cap;
-    uint64_t head, tail;
+    uint64_t head, tail;      /* items ever taken / stored (counters) */
+    Py_ssize_t hpos, tpos;    /* their slots: head % cap, tail % cap, kept without dividing */
     int mode;                 /* 0 drop_oldest, 1 drop_newest, 2 block */
     uint64_t dropped_oldest, dropped_newest, high_water;
     Py_ssize_t wake_at;
@@ -160,9 +161,11 @@ Ring_clear(RingObject *self)
     Py_CLEAR(self->wake);
     if (self->slots) {
         while (self->head < self->tail) {
-            PyObject *o = self->slots[self->head % (uint64_t)self->cap];
-            self->slots[self->head % (uint64_t)self->cap] = NULL;
+            PyObject *o = self->slots[self->hpos];
+            self->slots[self->hpos] = NULL;
             self->head++;
+            if (++self->hpos == self->cap)
+                self->hpos = 0;
             Py_XDECREF(o);
         }
     }
@@ -194,7 +197,7 @@ call_wake(RingObject *self)
 }
 
 /* Store item; return the new size or -1 when refused (never sets an error). */
-static Py_ssize_t
+static inline Py_ssize_t
 ring_put(RingObject *self, PyObject *item)
 {
     uint64_t cap = (uint64_t)self->cap;
@@ -203,9 +206,11 @@ ring_put(RingObject *self, PyObject *item)
     int wake = 0;
     if (size >= cap) {
         if (self->mode == 0) {
-            old = self->slots[self->head % cap];
-            self->slots[self->head % cap] = NULL;
+            old = self->slots[self->hpos];
+            self->slots[self->hpos] = NULL;
             self->head++;
+            if (++self->hpos == self->cap)
+                self->hpos = 0;
             self->dropped_oldest++;
             wake = (self->dropped_oldest & 1023) == 1;
             size--;
@@ -221,8 +226,10 @@ ring_put(RingObject *self, PyObject *item)
         }
     }
     Py_INCREF(item);
-    self->slots[self->tail % cap] = item;
+    self->slots[self->tpos] = item;
     self->tail++;
+    if (++self->tpos == self->cap)
+        self->tpos = 0;
     size++;
     if (size > self->high_water)
         self->high_water = size;
@@ -249,13 +256,15 @@ Ring_take(RingObject *self, PyObject *arg)
     PyObject *out = PyList_New(n);
     if (out == NULL)
         return NULL;
-    uint64_t cap = (uint64_t)self->cap;
+    Py_ssize_t j = self->hpos;
     for (Py_ssize_t i = 0; i < n; i++) {
-        uint64_t j = (self->head + (uint64_t)i) % cap;
         PyList_SET_ITEM(out, i, self->slots[j]);  /* steals the ring's reference */
         self->slots[j] = NULL;
+        if (++j == self->cap)
+            j = 0;
     }
     self->head += (uint64_t)n;
+    self->hpos = j;
     return out;
 }
 
@@ -722,11 +731,8 @@ speedups_use_system_clock(PyObject *Py_UNUSED(m), PyObject *arg)
  * set on failure, or NULL without error when own == 0 and there is none.
  */
 static StackObject *
-current_stack(HotPathObject *self, int own)
+current_stack_slow(HotPathObject *self, PyThreadState *ts, int own)
 {
-    PyThreadState *ts = THREAD_STATE();
-    if (ts->context != NULL && ts->context == self->last_ctx)
-        return (StackObject *)self->last_stack;
     PyObject *found = NULL;
     if (PyContextVar_Get(self->cur, NULL, &found) < 0)
         return NULL;
@@ -765,8 +771,23 @@ current_stack(HotPathObject *self, int own)
     return mine;
 }
 
+/* current_stack_slow with its common case inline: the cached Context's own Stack. */
+static inline StackObject *
+current_stack_ts(HotPathObject *self, PyThreadState *ts, int own)
+{
+    if (ts->context != NULL && ts->context == self->last_ctx)
+        return (StackObject *)self->last_stack;
+    return current_stack_slow(self, ts, own);
+}
+
+static inline StackObject *
+current_stack(HotPathObject *self, int own)
+{
+    return current_stack_ts(self, THREAD_STATE(), own);
+}
+
 /* Make `top` (may be NULL for "no call") the innermost call of this Context. */
-static int
+static inline int
 set_top(HotPathObject *self, PyObject *top)
 {
     StackObject *stack = current_stack(self, 1);
@@ -809,12 +830,12 @@ all_plain(PyObject *d)
 
 /* The current OpenTelemetry context (new reference), or NULL with an error. */
 static PyObject *
-get_octx(HotPathObject *self)
+get_octx(HotPathObject *self, PyThreadState *ts)
 {
     if (!PyContextVar_CheckExact(self->octx))
         return PyObject_CallNoArgs(self->octx);
 #if HAVE_CTX_LAYOUT
-    PyObject *ctx = THREAD_STATE()->context;
+    PyObject *ctx = ts->context;
     if (ctx != NULL && ctx == self->oc_ctx && CTX_VARS(ctx) == self->oc_vars)
         return Py_NewRef(self->oc_val);
 #endif
@@ -824,7 +845,7 @@ get_octx(HotPathObject *self)
     if (v == NULL)
         v = Py_NewRef(Py_None);
 #if HAVE_CTX_LAYOUT
-    ctx = THREAD_STATE()->context;  /* PyContextVar_Get may have created it */
+    ctx = ts->context;  /* PyContextVar_Get may have created it */
     if (ctx != NULL && PyContext_CheckExact(ctx)) {
         /* strong references: neither address can be reused while cached */
         Py_XSETREF(self->oc_ctx, Py_NewRef(ctx));
@@ -933,6 +954,7 @@ do_enter(HotPathObject *self, PyObject *fid_obj, PyObject *call_args, PyObject *
     PyObject *octx = NULL, *trace = NULL, *captured = NULL;
     uint64_t parent_id = 0;
     int ran_python = 0;
+    PyThreadState *ts = THREAD_STATE();
 
     Py_ssize_t fid = table_long(fid_obj);
     if (fid == -1 && PyErr_Occurred())
@@ -952,13 +974,13 @@ do_enter(HotPathObject *self, PyObject *fid_obj, PyObject *call_args, PyObject *
         goto error;
     if (rate < 1.0 && next_random(self) >= rate)
         Py_RETURN_NONE;
-    StackObject *stack = current_stack(self, 0);
+    StackObject *stack = current_stack_ts(self, ts, 0);
     if (stack == NULL && PyErr_Occurred())
         goto error;
     PyObject *caller = stack ? stack->top : NULL;  /* borrowed */
     if (caller == self->disabled)
         Py_RETURN_NONE;
-    octx = get_octx(self);
+    octx = get_octx(self, ts);
     if (octx == NULL)
         goto error;
     if (caller != NULL && Py_IS_TYPE(caller, &Call_Type) && ((CallObject *)caller)->octx == octx) {
@@ -986,7 +1008,7 @@ do_enter(HotPathObject *self, PyObject *fid_obj, PyObject *call_args, PyObject *
         if (PyErr_Occurred())
             goto error;
         /* root_of ran Python code: the stack may have moved; read it again */
-        stack = current_stack(self, 0);
+        stack = current_stack_ts(self, ts, 0);
         if (stack == NULL && PyErr_Occurred())
             goto error;
         caller = stack ? stack->top : NULL;
@@ -1029,7 +1051,7 @@ do_enter(HotPathObject *self, PyObject *fid_obj, PyObject *call_args, PyObject *
      * OTel context and snapshots, none of which can lead back to it (the
      * same holds once it ended); exception() tracks it when it keeps an
      * exception, whose traceback can. */
-    if (!ran_python && stack != NULL && stack->owner == THREAD_STATE()->context) {
+    if (!ran_python && stack != NULL && stack->owner == ts->context) {
         /* common case: this Context's own stack, no Python code ran since */
         Py_INCREF(call);
         Py_XSETREF(stack->top, (PyObject *)call);

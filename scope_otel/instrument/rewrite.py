@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 #: Bumped whenever the generated code changes, so cached bytecode is rebuilt.
-REWRITE_VERSION = 5
+REWRITE_VERSION = 6
 
 RT = "_@scope_rt"       # scope_otel.capture.runtime
 SUP = "_@scope_sup"     # scope_otel.instrument._support
