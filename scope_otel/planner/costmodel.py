@@ -15,8 +15,9 @@
   ``state_change``;
 * the off-path cost of turning one record into a span
   (``scope_otel.correlate.spans.Correlator``) and of encoding that span for
-  the exporter in use (``otlp``: the OTLP protobuf encoder; ``clickhouse``:
-  scope-otel's column batch; ``none``/``console``: nothing counted).  Both
+  the exporter in use (``otlp``: the OTLP request encoder of
+  :mod:`scope_otel.export.otlp`; ``clickhouse``: scope-otel's column batch
+  and its Native blocks; ``none``/``console``: nothing counted).  Both
   run in the processor's thread, but on a GIL-bound program they compete
   with the application, so they are counted;
 * the same calls pushed through a real ``RingBufferSpanProcessor`` with an
@@ -107,7 +108,7 @@ def cache_path() -> str:
 
 
 #: Bumped when what is measured changes, so older cache entries are not reused.
-_MODEL_VERSION = 3
+_MODEL_VERSION = 4
 
 
 def _cache_key(source: str, exporter: str) -> str:
@@ -168,11 +169,17 @@ def _encoder(exporter: str):
         if exporter == "clickhouse":
             from scope_otel.export._ch_rows import Batch
 
-            return lambda spans: Batch().add_spans(spans)
-        if exporter == "otlp":
-            from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+            def encode(spans):  # rows, then the Native blocks the store writer ingests
+                batch = Batch()
+                batch.add_spans(spans)
+                return batch.encode()
 
-            return lambda spans: encode_spans(spans).SerializeToString()
+            return encode
+        if exporter == "otlp":
+            # the encoder scope-otel's OTLP exporters use (C where built)
+            from scope_otel.export.otlp import encode_request
+
+            return encode_request
     except ImportError:
         pass
     return None
