@@ -36,7 +36,6 @@ before ``fork()`` and a forked child never opens chDB (rule 3).
 from __future__ import annotations
 
 import fcntl
-import io
 import logging
 import os
 import shutil
@@ -342,26 +341,26 @@ class Backend:
         Native is a sequence of self-describing blocks, so parts concatenate;
         one INSERT per drain instead of one per batch is what lets chDB keep
         up (each INSERT makes a part, runs the materialized view and builds
-        the skip indexes: ~10 ms of fixed cost).
+        the skip indexes: ~10 ms of fixed cost).  The C accelerator also
+        merges the batches' blocks into one: chDB converts and squashes every
+        block it reads, ~1.5 us per span for 512-row blocks (measured).
         """
         first = parts[0]
         table = f"`{self.target.database}`.`{first.table}`"
         cols = ", ".join(f"`{c}`" for c in first.columns)
+        data = _merged(parts)
         if self.target.kind == "chdb":
             merged = os.path.join(self.spool.folder, f".insert-{os.getpid()}.native")
             with open(merged, "wb") as out:
-                for part in parts:
-                    part.copy_to(out)
+                out.write(data)
+            del data
             try:
                 client.command(f"INSERT INTO {table} ({cols}) FROM INFILE {_sql_string(merged)} FORMAT Native")
             finally:
                 os.unlink(merged)
         else:
-            buffer = io.BytesIO()
-            for part in parts:
-                part.copy_to(buffer)
             client.raw_insert(f"{self.target.database}.{first.table}", first.columns,
-                              insert_block=buffer.getvalue(), fmt="Native", settings=SERVER_INSERT_SETTINGS)
+                              insert_block=data, fmt="Native", settings=SERVER_INSERT_SETTINGS)
         self.rows_written[first.table] = self.rows_written.get(first.table, 0) + sum(p.rows for p in parts)
 
     def ensure_owner(self, force: bool = False) -> None:
@@ -475,7 +474,7 @@ class Backend:
         if self.spool.pending():
             self._drain(client)
 
-    def _drain(self, client: Any, max_batches: int = 512, max_bytes: int = 256 << 20) -> None:
+    def _drain(self, client: Any, max_batches: int = 512, max_bytes: int = 64 << 20) -> None:
         """Write queued batches, many per INSERT; isolate and quarantine a batch the store rejects."""
         while True:
             claimed: list[tuple[str, list[Part]]] = []
@@ -519,10 +518,35 @@ class Backend:
             self.batches_replayed += 1
 
 
+def _merged(parts: list[Part]) -> bytes:
+    """The parts' Native blocks as one byte string, merged into one block where the accelerator can."""
+    data = b"".join(part.read() for part in parts)
+    merge = _block_merger()
+    if merge is not None and len(parts) > 1:
+        try:
+            return merge(data)
+        except ValueError:  # not data the merger understands: ClickHouse reads the blocks as they are
+            pass
+    return data
+
+
+def _block_merger() -> Callable[[bytes], bytes] | None:
+    if os.environ.get("SCOPE_OTEL_PURE_PYTHON", "").strip().lower() in ("1", "true", "yes", "on"):
+        return None
+    try:
+        from scope_otel.export._chnative import merge_blocks
+    except ImportError:
+        return None
+    return merge_blocks
+
+
 def default_spool_dir(target: Target) -> str:
-    """``<store>/scope-spool`` for chDB; a per-server folder in the user cache for HTTP."""
+    """``<store>/scope-spool`` for chDB (``scope-spool-<database>`` for a database other
+    than ``otel``: spooled blocks do not name their database, so each database of a
+    store has its own queue); a per-server folder in the user cache for HTTP."""
     if target.kind == "chdb":
-        return os.path.join(target.path, SPOOL_DIR)
+        folder = SPOOL_DIR if target.database == "otel" else f"{SPOOL_DIR}-{target.database}"
+        return os.path.join(target.path, folder)
     import hashlib
 
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")

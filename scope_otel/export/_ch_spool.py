@@ -42,6 +42,14 @@ class Part:
     offset: int
     length: int
 
+    def read(self) -> bytes:
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset)
+            data = fh.read(self.length)
+        if len(data) != self.length:
+            raise ValueError(f"{self.path}: truncated batch")
+        return data
+
     def copy_to(self, out: BinaryIO) -> None:
         with open(self.path, "rb") as fh:
             fh.seek(self.offset)

@@ -294,3 +294,60 @@ def _escaped(columns: list[list]) -> list[list]:
     escape_invalid_text(columns)
     return columns
 
+
+
+# -- merging Native blocks in the store writer --------------------------------------
+
+def _blocks_of(spans: list, size: int, pure: bool = False) -> tuple[list[bytes], list[bytes]]:
+    traces, events = [], []
+    for i in range(0, len(spans), size):
+        batch = Batch(LIMIT, pure=pure)
+        batch.add_spans(spans[i:i + size])
+        parts = {p[0]: p[2] for p in batch.encode()}
+        traces.append(parts["otel_traces"])
+        events.append(parts.get("scope_events", b""))
+    return traces, events
+
+
+@needs_c
+def test_merged_blocks_equal_the_block_of_one_encoder_call():
+    from scope_otel.export._chnative import merge_blocks
+
+    spans = hostile_spans() * 7 + sdk_spans() * 30
+    traces, events = _blocks_of(spans, 9)
+    whole = {p[0]: p[2] for p in (lambda b: (b.add_spans(spans), b.encode())[1])(Batch(LIMIT, pure=False))}
+    assert len(traces) > 5
+    assert merge_blocks(b"".join(traces)) == whole["otel_traces"]
+    assert merge_blocks(b"".join(events)) == whole["scope_events"]
+    assert merge_blocks(traces[0]) == traces[0] and merge_blocks(b"") == b""
+
+
+@needs_c
+def test_blocks_the_merger_does_not_know_pass_through_and_garbage_is_refused():
+    from scope_otel.export._chnative import merge_blocks
+
+    spans = sdk_spans()
+    c_traces, _ = _blocks_of(spans * 3, len(spans))
+    lc_traces, _ = _blocks_of(spans, len(spans), pure=True)  # clickhouse-connect's LowCardinality blocks
+    data = c_traces[0] + c_traces[1] + lc_traces[0] + c_traces[2]
+    assert merge_blocks(data) == merge_blocks(c_traces[0] + c_traces[1]) + lc_traces[0] + c_traces[2]
+    for bad in (c_traces[0][:-1], c_traces[0][:50], b"\x05", c_traces[0] + b"\x01"):
+        with pytest.raises(ValueError):
+            merge_blocks(bad)
+
+
+def test_the_store_writer_inserts_many_batches_at_once_with_every_row(store_path):
+    spans = hostile_spans() * 4
+    _ch_rows.select(None)
+    exporter = ClickHouseSpanExporter(store_path, "many", max_value_chars=LIMIT, embedded="inprocess",
+                                      idle_close_s=30.0)
+    exporter._backend.run(lambda client: None)  # the schema
+    for i in range(0, len(spans), 3):  # queue several batches, then write them in one drain
+        batch = Batch(LIMIT)
+        batch.add_spans(spans[i:i + 3])
+        assert exporter._backend.spool.put(batch.encode())
+    exporter._backend.run(lambda client: None)
+    traces, events = read_back(store_path, "many")
+    want_traces, want_events, _ = expected_rows(spans)
+    assert [list(r) for r in traces] == want_traces
+    assert [list(r) for r in events] == want_events
