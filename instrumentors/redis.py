@@ -19,7 +19,7 @@ Streams (always on)
     span ``process <stream>`` (child of, and linked to, the producer span;
     ``receive <stream>`` linking all producers when several entries arrive).
 
-Lists (``lists=True`` or ``SCOPE_OTEL_REDIS_LISTS=true``)
+Lists (``lists=True``, or the ``redis_lists`` key: ``SCOPE_OTEL_REDIS_LISTS=true``)
     A list element has no room for metadata, so ``LPUSH``/``RPUSH`` (and the
     ``X`` variants) wrap each element in an envelope
     (``\\x1fscope-otel\\x1f<json>\\x1f<element>``) that ``LPOP``/``RPOP``/
@@ -85,7 +85,7 @@ class ScopeRedisInstrumentor(ScopeInstrumentor):
         state.tracer = trace.get_tracer(__name__, __version__, tracer_provider=kwargs.get("tracer_provider"))
         lists = kwargs.get("lists")
         state.lists = bool(lists) if lists is not None else (
-            os.environ.get(_LISTS_ENV, "").strip().lower() in ("1", "true", "yes", "on"))
+            _lists_from_config())
         _state = state
         patch(Redis, "xadd", _wrap_xadd)
         for name in _STREAM_CONSUMERS:
@@ -105,6 +105,16 @@ class ScopeRedisInstrumentor(ScopeInstrumentor):
         for name in ("xadd", *_STREAM_CONSUMERS, *_PRODUCERS, *_LIST_CONSUMERS):
             unpatch(Redis, name)
         _state = None
+
+
+def _lists_from_config() -> bool:
+    """The ``redis_lists`` key (SCOPE_OTEL_REDIS_LISTS, config file); the raw variable if config is unreadable."""
+    try:
+        from scope_otel import config
+
+        return bool(config.current().redis_lists)
+    except Exception:
+        return os.environ.get(_LISTS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _pipelined(client: Any) -> bool:

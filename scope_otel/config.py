@@ -266,6 +266,15 @@ SETTINGS: tuple[Setting, ...] = (
             "print a short summary of what was recorded when the program exits"),
     Setting("log_level", _choice(("debug", "info", "warning", "error")), "warning", ("SCOPE_OTEL_LOG_LEVEL",),
             "scope-otel's own log level"),
+    # causal order across nodes (scope_otel/distributed/hlc.py), read when the process clock starts
+    Setting("node_id", _opt_str, None, ("SCOPE_OTEL_NODE_ID",),
+            "node id in hybrid logical clock stamps (default: from host name and pid)"),
+    Setting("clock_skew_ms", _int_range(-86_400_000, 86_400_000), 0, ("SCOPE_OTEL_CLOCK_SKEW_MS",),
+            "artificial skew added to this process' wall clock, for tests and demos of skewed nodes"),
+    Setting("hlc_max_offset_ms", _int_range(1, 86_400_000), 300_000, ("SCOPE_OTEL_HLC_MAX_OFFSET_MS",),
+            "a received clock stamp further ahead of the local clock than this is ignored"),
+    Setting("redis_lists", _bool, False, ("SCOPE_OTEL_REDIS_LISTS",),
+            "carry trace context through Redis list messages (JSON envelopes); streams always carry it"),
 )
 BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
 CONFIG_ENV = "SCOPE_OTEL_CONFIG"

@@ -23,7 +23,9 @@ That string is what travels in ``tracestate`` (see ``propagator.py``) and what
 spans carry as ``scope.hlc`` (see ``processor.py``), so ``ORDER BY`` on the
 column is causal order.
 
-Configuration (environment, read when the process clock is first used):
+Configuration (keys ``clock_skew_ms``, ``node_id`` and ``hlc_max_offset_ms`` of
+:mod:`scope_otel.config`: environment, config file or launcher flag, read
+when the process clock is first used):
 
 ``SCOPE_OTEL_CLOCK_SKEW_MS``
     artificial skew added to this process' wall clock, for tests and demos of
@@ -201,17 +203,25 @@ def _int_env(name: str, default: int) -> int:
         return default
 
 
+def _settings() -> tuple[str | None, int, int]:
+    """(node id, skew, max offset) from the configuration; from the raw environment if it is unreadable."""
+    try:
+        from scope_otel import config
+
+        cfg = config.current()
+        return cfg.node_id, cfg.clock_skew_ms, cfg.hlc_max_offset_ms
+    except Exception:  # a bad config is reported by the launcher; the clock must still work
+        return os.environ.get(NODE_ENV) or None, _int_env(SKEW_ENV, 0), _int_env(MAX_OFFSET_ENV, 300_000)
+
+
 def clock() -> HybridLogicalClock:
     """This process' clock, created from the environment on first use."""
     global _clock
     if _clock is None:
         with _clock_lock:
             if _clock is None:
-                _clock = HybridLogicalClock(
-                    os.environ.get(NODE_ENV) or None,
-                    skew_ms=_int_env(SKEW_ENV, 0),
-                    max_offset_ms=_int_env(MAX_OFFSET_ENV, 300_000),
-                )
+                node, skew_ms, max_offset_ms = _settings()
+                _clock = HybridLogicalClock(node, skew_ms=skew_ms, max_offset_ms=max_offset_ms)
     return _clock
 
 

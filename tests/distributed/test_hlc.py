@@ -5,6 +5,7 @@ import threading
 
 import pytest
 
+from scope_otel import config
 from scope_otel.distributed.hlc import HLCTimestamp, HybridLogicalClock, clock, set_clock
 
 
@@ -112,6 +113,7 @@ def test_concurrent_threads_never_receive_the_same_timestamp():
 def test_process_clock_reads_skew_and_node_from_the_environment(monkeypatch):
     monkeypatch.setenv("SCOPE_OTEL_CLOCK_SKEW_MS", "-2000")
     monkeypatch.setenv("SCOPE_OTEL_NODE_ID", "Worker 1")
+    config.set_current(config.load())
     set_clock(None)
     try:
         c = clock()
@@ -119,4 +121,6 @@ def test_process_clock_reads_skew_and_node_from_the_environment(monkeypatch):
         assert c.node == "worker-1"
         assert clock() is c
     finally:
+        monkeypatch.undo()
+        config.set_current(config.load())
         set_clock(None)
