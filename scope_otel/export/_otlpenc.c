@@ -398,7 +398,6 @@ put_id_field(Buf *b, uint32_t field, PyObject *id, Py_ssize_t nbytes)
 
 /* ---- small object helpers --------------------------------------------------------- */
 
-
 static PyObject *iattr(PyObject *o, PyObject *name);
 
 /* ``obj.dropped`` if obj is a ``cls`` (BoundedAttributes / BoundedList), else 0. */

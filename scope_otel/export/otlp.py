@@ -10,12 +10,19 @@ serialized ``ExportTraceServiceRequest`` directly, byte-identical to the stock
 output.  Where the accelerator is not built, or ``SCOPE_OTEL_PURE_PYTHON=1``,
 the stock encoder is used.
 
-Two differences from the stock classes, both about failures: a batch the
-encoder cannot encode (a span name with a lone surrogate, an id that does not
-fit) makes ``export`` return FAILURE with one log line instead of raising (the
-stock gRPC exporter raises), and it is encoded once per export instead of once
-per retry.  An attribute that cannot be encoded is dropped and logged exactly
-as the stock encoder does it.
+Where the stock encoder drops an attribute it cannot encode (a lone surrogate,
+an int beyond int64, a type that is not str/bool/int/float/bytes/Sequence/
+Mapping/None), the C one drops the same attribute and logs it on the same
+logger.  The differences, all about failures:
+
+- a batch that cannot be encoded at all (a span name with a lone surrogate,
+  an id that does not fit) makes ``export`` return FAILURE with one log line;
+  the stock gRPC exporter raises;
+- a batch is encoded once per export, not once per retry;
+- an attribute value nested past the 100 sub-message levels protobuf decoders
+  accept (lists of lists ~47 deep) is dropped; the stock encoder drops most of
+  these too, but at some depths fails the whole batch or sends a request that
+  collectors reject.
 
     from scope_otel.export.otlp import OTLPGrpcSpanExporter
     exporter = OTLPGrpcSpanExporter(endpoint="localhost:4317", insecure=True)
