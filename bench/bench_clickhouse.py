@@ -4,9 +4,9 @@
 
 1. Ingest: spans/s from ``ClickHouseSpanExporter`` into chDB, 10 attributes per
    span, in SDK-sized batches, beside chDB's own ingest rate for the same rows
-   (Native blocks for otel_traces and scope_events, built beforehand in both
-   encodings the exporter has, one INSERT ... FROM INFILE per table into fresh
-   tables; the faster encoding is the ceiling).  Two exporter modes, each
+   (Native blocks for otel_traces and scope_events, built beforehand in every
+   encoding the exporter has, one INSERT ... FROM INFILE per table into fresh
+   tables; the fastest encoding is the ceiling).  Two exporter modes, each
    timed until every batch is written: ``process`` (the default: the app
    queues, a store-writer process ingests) and ``inprocess`` (chDB in the
    exporting process).  The application side is also timed stage by stage,
@@ -92,6 +92,20 @@ def wait_written(exporter: ClickHouseSpanExporter, timeout_s: float = 120.0) -> 
         time.sleep(0.005)
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) another process has used."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_s() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def ingest(spans: list, batch_size: int, workdir: str) -> dict:
     out = {}
     groups = batches(spans, batch_size)
@@ -101,14 +115,20 @@ def ingest(spans: list, batch_size: int, workdir: str) -> dict:
     exporter = ClickHouseSpanExporter(store)
     exporter.export(groups[0][:1])  # start the writer and create the schema outside the timing
     wait_written(exporter, 60)
+    writer = exporter._backend._drainer
+    writer_cpu0 = _cpu_s(writer.pid) if writer is not None else None
+    app_cpu0 = _own_cpu_s()
     t0 = time.perf_counter()
     for group in groups:
         exporter.export(group)
     app_s = time.perf_counter() - t0
+    app_cpu = _own_cpu_s() - app_cpu0
     wait_written(exporter)
     total_s = time.perf_counter() - t0
+    writer_cpu = _cpu_s(writer.pid) - writer_cpu0 if writer_cpu0 is not None else float("nan")
     assert count_rows(store) == len(spans) + 1
     out["process"] = (len(spans) / total_s, len(spans) / app_s)
+    out["cpu_us"] = (1e6 * app_cpu / len(spans), 1e6 * writer_cpu / len(spans))
 
     # where the application side spends its time, stage by stage, for the
     # encoder in use and for the pure-Python path (the peer)
@@ -146,27 +166,38 @@ def ingest(spans: list, batch_size: int, workdir: str) -> dict:
 
     # ceiling: chDB ingesting the same rows (otel_traces and scope_events) from
     # Native files built beforehand: one INSERT per table, no Python in the
-    # loop, into fresh tables.  Both block encodings are measured (the C
-    # encoder's, which declares LowCardinality columns as String, and
-    # clickhouse-connect's real LowCardinality); the faster one is the ceiling.
+    # loop, into fresh tables.  Every block encoding the exporter has is
+    # measured: the C encoder's blocks merged into one per table (what the
+    # store writer inserts) and as 512-row blocks, and clickhouse-connect's
+    # (real LowCardinality, the pure-Python path); the fastest is the ceiling.
+    c_built = _ch_rows.load_encoder(pure=False) is not None
     out["ceilings"] = {}
-    for label, pure in (("C encoder's blocks", False), ("clickhouse-connect's blocks", True)):
-        if not pure and _ch_rows.load_encoder(pure=False) is None:
+    for label, pure, merge in (("C encoder's blocks, merged into one", False, True),
+                               ("C encoder's blocks, 512 rows each", False, False),
+                               ("clickhouse-connect's blocks (pure Python)", True, False)):
+        if not pure and not c_built:
             continue
-        database = "ceil_c" if not pure else "ceil_py"
-        files: dict[str, tuple[str, list[str]]] = {}
-        handles = {}
+        database = f"ceil_{len(out['ceilings'])}"
+        chunks: dict[str, list[bytes]] = {}
+        names: dict[str, list[str]] = {}
         for group in groups:
             batch = Batch(pure=pure)
             batch.add_spans(group)
             for table, columns, data, _rows in batch.encode():
-                if table not in handles:
-                    path = os.path.join(workdir, f"{database}-{table}.native")
-                    handles[table] = open(path, "wb")
-                    files[table] = (path, columns)
-                handles[table].write(data)
-        for fh in handles.values():
-            fh.close()
+                chunks.setdefault(table, []).append(data)
+                names[table] = columns
+        files: dict[str, tuple[str, list[str]]] = {}
+        for table, parts in chunks.items():
+            data = b"".join(parts)
+            if merge:
+                from scope_otel.export._chnative import merge_blocks
+
+                data = merge_blocks(data)
+            path = os.path.join(workdir, f"{database}-{table}.native")
+            with open(path, "wb") as fh:
+                fh.write(data)
+            files[table] = (path, names[table])
+        del chunks
         ceiling = ClickHouseSpanExporter(store, database, embedded="inprocess", idle_close_s=60)
         ceiling.export(groups[0][:1])  # the schema, outside the timing
         wait_written(ceiling, 60)
@@ -284,6 +315,9 @@ def ingest_table(spans_n: int, batch: int, workdir: str) -> None:
     print(f"{'exporter, embedded=process (end to end)':52s} {proc_total:10,.0f} {proc_total / ceiling:10.2f}")
     print(f"{'  app side only (export() calls)':52s} {proc_app:10,.0f} {proc_app / ceiling:10.2f}")
     print(f"{'exporter, embedded=inprocess':52s} {ing['inprocess']:10,.0f} {ing['inprocess'] / ceiling:10.2f}")
+    app_cpu, writer_cpu = ing["cpu_us"]
+    print(f"embedded=process CPU per span: application {app_cpu:.1f} us, store writer process {writer_cpu:.1f} us "
+          f"(load-independent capacity with a core each: {1e6 / max(app_cpu, writer_cpu):,.0f} spans/s)")
     convert, encode, spool = ing["stages_app"]
     print(f"app side per span, {ing['encoder']}: spans -> Native {convert + encode:.1f} us, "
           f"spool write {spool:.1f} us")

@@ -18,6 +18,14 @@ newlines) needs nothing: ClickHouse ``String`` holds any bytes.  Strings that
 cannot be UTF-8 encoded (lone surrogates from undecodable input) are escaped
 by :func:`escape_invalid_text` when encoding trips over them.  :meth:`Batch.encode`
 turns the columns into ClickHouse Native blocks without any connection.
+
+SDK spans normally skip the Python rows: the C accelerator
+``_chnative.encode_spans`` turns them straight into Native blocks (~2-3 us
+per span instead of ~16-20), with the same rows and counters; this module
+keeps the rules (it passes ``_text``, ``_escape_text`` and the resource
+conversion to the C code for the rare cases) and is the fallback when the
+extension is missing or ``SCOPE_OTEL_PURE_PYTHON=1``.  OTLP input always
+takes the Python path.
 """
 from __future__ import annotations
 

@@ -19,7 +19,8 @@ materialized view, and ``scope_events`` (arguments, return values,
 exceptions, state changes and messages of function spans).  The schema is
 created or migrated on first use (``schemas/ch_*.sql``).
 
-How it writes: each batch is encoded once into ClickHouse Native blocks.  A
+How it writes: each batch is encoded once into ClickHouse Native blocks (by
+the C accelerator ``_chnative`` where it is built, see ``_ch_rows``).  A
 server gets them over HTTP directly (retried with backoff, spooled on disk
 while unreachable, replayed when it answers).  An embedded store is never
 opened by the application: batches go to the store's spool and a separate

@@ -58,7 +58,8 @@ def hostile_spans() -> list:
     }
     events = [
         Event("exception", {"exception.type": "ValueError", "exception.message": "bad\nvalue " + BAD,
-                            "exception.stacktrace": "Traceback\n  ..." + "s" * 1200}, timestamp=1_700_000_000_000_000_150),
+                            "exception.stacktrace": "Traceback\n  ..." + "s" * 1200},
+              timestamp=1_700_000_000_000_000_150),
         Event("scope.state_change", {"scope.target": "self.x", "scope.value": "2", "extra": 5},
               timestamp=1_700_000_000_000_000_160),
         Event("scope.suspend", {}, timestamp=1_700_000_000_000_000_170),
@@ -315,7 +316,9 @@ def test_merged_blocks_equal_the_block_of_one_encoder_call():
 
     spans = hostile_spans() * 7 + sdk_spans() * 30
     traces, events = _blocks_of(spans, 9)
-    whole = {p[0]: p[2] for p in (lambda b: (b.add_spans(spans), b.encode())[1])(Batch(LIMIT, pure=False))}
+    whole = Batch(LIMIT, pure=False)
+    whole.add_spans(spans)
+    whole = {p[0]: p[2] for p in whole.encode()}
     assert len(traces) > 5
     assert merge_blocks(b"".join(traces)) == whole["otel_traces"]
     assert merge_blocks(b"".join(events)) == whole["scope_events"]
