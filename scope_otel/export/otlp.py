@@ -67,12 +67,15 @@ def _on_drop(key: object, error: BaseException) -> None:
 
 
 def _load_c() -> Callable[[Sequence[ReadableSpan]], bytes] | None:
+    """The C encoder, set up once; None where it is not built."""
     try:
         from scope_otel.export import _otlpenc
     except ImportError:
         return None
     if not hasattr(_otlpenc, "encode_spans"):  # placeholder build
         return None
+    if getattr(_otlpenc, "_scope_otel_ready", False):
+        return _otlpenc.encode_spans
     _otlpenc.setup(
         {
             "ReadableSpan": ReadableSpan,
@@ -90,6 +93,7 @@ def _load_c() -> Callable[[Sequence[ReadableSpan]], bytes] | None:
             "on_drop": _on_drop,
         }
     )
+    _otlpenc._scope_otel_ready = True
     return _otlpenc.encode_spans
 
 

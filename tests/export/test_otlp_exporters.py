@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 import threading
+import types
 
 import pytest
 from grpc import Compression as GrpcCompression
@@ -274,3 +276,25 @@ def test_factory_builds_these_exporters_from_a_config_file(impl, protocol, otlp_
         exporter.shutdown()
     check_received(otlp_receiver.wait_for(len(spans)), spans, "grpc" if protocol == "grpc" else "http")
     assert otlp_receiver.headers[-1]["x-file"] == "1"
+
+
+@pytest.mark.parametrize("module", [None, types.ModuleType("_otlpenc")], ids=["missing", "placeholder"])
+def test_without_the_accelerator_the_stock_encoder_is_used(module, monkeypatch, otlp_receiver):
+    import scope_otel.export
+
+    monkeypatch.delattr(scope_otel.export, "_otlpenc", raising=False)
+    monkeypatch.setitem(sys.modules, "scope_otel.export._otlpenc", module)
+    try:
+        assert otlp._load_c() is None
+        assert otlp.use_implementation(pure=False) == "python"
+        spans = make_spans()
+        exporter = OTLPGrpcSpanExporter(endpoint=otlp_receiver.grpc_endpoint, insecure=True)
+        try:
+            assert exporter.export(spans) is SpanExportResult.SUCCESS
+        finally:
+            exporter.shutdown()
+        check_received(otlp_receiver.wait_for(len(spans)), spans, "grpc")
+    finally:
+        monkeypatch.undo()
+        otlp.use_implementation(pure=None)
+    assert otlp.IMPLEMENTATION == ("c" if _C_BUILT else "python")
