@@ -129,9 +129,11 @@ class ServerOptions:
     request_hook: Callable[[Span, Mapping], None] | None = None
     response_hook: Callable[[Span, str, list], None] | None = None
     attrs: _Attrs = field(init=False)
+    status_keys: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         self.attrs = _Attrs(self.mode)
+        self.status_keys = self.attrs.keys["http.response.status_code"]
 
     @classmethod
     def from_env(cls, framework: str, **kwargs: Any) -> "ServerOptions":
@@ -221,7 +223,9 @@ def start_server_span(
         attrs["url.query"] = query
     host = get("HTTP_HOST")
     if host:
-        name, _, port = host.rpartition(":") if host.rsplit(":", 1)[-1].isdigit() else (host, "", "")
+        name, _, port = host.rpartition(":")
+        if not port.isdigit():  # no port, or the end of an IPv6 address
+            name, port = host, ""
         attrs["server.address"] = name
     else:
         attrs["server.address"] = get("SERVER_NAME", "")
@@ -307,8 +311,11 @@ def set_route(span: Span, method: str, route: str | None, options: ServerOptions
 
 def set_status(span: Span, status_code: int, options: ServerOptions) -> None:
     """Response status; 5xx marks the server span as an error."""
-    for name in options.attrs.keys["http.response.status_code"]:
-        span.set_attribute(name, status_code)
+    keys = options.status_keys
+    if len(keys) == 1:
+        span.set_attribute(keys[0], status_code)
+    else:
+        span.set_attributes(dict.fromkeys(keys, status_code))
     if status_code >= 500:
         attributes = getattr(span, "attributes", None) or {}
         if options.mode != OLD and "error.type" not in attributes:  # an exception type says more

@@ -21,6 +21,7 @@ from collections import Counter
 from typing import Any, Callable, Collection
 
 from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
+from opentelemetry.trace import get_current_span as _get_current_span
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
 _LOG = logging.getLogger("scope_otel.instrumentors")
@@ -205,8 +206,9 @@ def _short_repr(value: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def add_event(tracer: Any, name: str, attributes: dict[str, Any], carrier: bool = True) -> None:
-    """Put an event on the current span, wherever the code is.
+def add_event(tracer: Any, name: str, attributes: dict[str, Any], carrier: bool = True, span: Any = None) -> None:
+    """Put an event on the current span (or ``span``, when the caller has
+    just looked it up), wherever the code is.
 
     Inside a function recorded by the capture runtime the current span is
     that function's (a ``NonRecordingSpan``: its real span is made later, off
@@ -215,9 +217,8 @@ def add_event(tracer: Any, name: str, attributes: dict[str, Any], carrier: bool 
     carries the event instead, so state changes stay attached to the call
     that made them.  Without a current span the event is dropped.
     """
-    from opentelemetry import trace
-
-    span = trace.get_current_span()
+    if span is None:
+        span = _get_current_span()
     if span.is_recording():
         span.add_event(name, attributes)
     elif carrier and span.get_span_context().is_valid:

@@ -15,10 +15,11 @@ How it attaches
     instrumenting, and apps loaded by ``gunicorn --preload`` before the fork
     are all covered.  Flask's signals add what only Flask knows:
     ``request_started`` (the route → span name ``GET /items/<int:id>`` and
-    ``http.route``), ``request_finished`` (status), ``got_request_exception``
-    and ``request_tearing_down`` (exception event, ``error.type``, ERROR
-    status), ``before_render_template``/``template_rendered`` (an INTERNAL
-    span ``render <template>``).
+    ``http.route``), ``got_request_exception`` and ``request_tearing_down``
+    (exception event, ``error.type``, ERROR status),
+    ``before_render_template``/``template_rendered`` (an INTERNAL span
+    ``render <template>``).  The status is the one the server sends, taken
+    from ``start_response``.
 
 What the span carries
     Stable HTTP semantic conventions: ``http.request.method``, ``url.scheme``,
@@ -59,7 +60,7 @@ from scope_otel.instrumentors._support import ScopeInstrumentor, failed, patch, 
 from scope_otel.version import __version__
 
 _SPAN = "scope_otel.span"
-_STATUS_SET = "scope_otel.status_set"
+_RECORDED = "scope_otel.recorded"
 _TEMPLATES = "scope_otel.templates"
 
 
@@ -70,6 +71,7 @@ class _State:
 
 _state: _State | None = None
 _flask: Any = None  # the flask module, once instrumented (imported lazily: it may be absent)
+_request_ctx: Any = None  # flask.globals._cv_request where Flask has it (3.0, 3.1): the cheap way in
 
 
 class ScopeFlaskInstrumentor(ScopeInstrumentor):
@@ -81,11 +83,12 @@ class ScopeFlaskInstrumentor(ScopeInstrumentor):
     def _instrument(self, **kwargs: Any) -> None:
         import flask
 
-        global _state, _flask
+        global _state, _flask, _request_ctx
         state = _State()
         state.tracer = trace.get_tracer(__name__, __version__, kwargs.get("tracer_provider"))
         state.options = _http.ServerOptions.from_env("flask", **kwargs)
         _state, _flask = state, flask
+        _request_ctx = getattr(flask.globals, "_cv_request", None)
         patch(flask.Flask, "__call__", _make_call)
         for signal, receiver in _receivers():
             signal.connect(receiver, weak=False)
@@ -109,10 +112,11 @@ def _make_call(original: Callable) -> Callable:
             or getattr(self, "_is_instrumented_by_opentelemetry", False)  # contrib owns this app
         ):
             return original(self, environ, start_response)
+        options = state.options
         try:
-            if _http.is_excluded(environ, state.options):
+            if options.excluded is not None and _http.is_excluded(environ, options):
                 return original(self, environ, start_response)
-            span = _http.start_server_span(state.tracer, environ, state.options)
+            span = _http.start_server_span(state.tracer, environ, options)
             environ[_SPAN] = span
             ctx = trace.set_span_in_context(span)
             token = context.attach(ctx)
@@ -122,10 +126,11 @@ def _make_call(original: Callable) -> Callable:
 
         def traced_start_response(status: str, headers: list, *exc_info: Any) -> Any:
             try:
-                if not environ.get(_STATUS_SET):
-                    _http.set_status(span, int(status[:3]), state.options)
-                _http.capture_response_headers(span, headers, state.options)
-                _http.call_response_hook(span, status, headers, state.options)
+                _http.set_status(span, int(status[:3]), options)
+                if options.response_headers is not None:
+                    _http.capture_response_headers(span, headers, options)
+                if options.response_hook is not None:
+                    _http.call_response_hook(span, status, headers, options)
             except Exception:
                 failed("flask.start_response")
             return start_response(status, headers, *exc_info)
@@ -134,7 +139,8 @@ def _make_call(original: Callable) -> Callable:
             body = original(self, environ, traced_start_response)
         except BaseException as exc:
             try:
-                _http.record_exception(span, exc, state.options)
+                if environ.get(_RECORDED) is not exc:  # a signal may have recorded it already
+                    _http.record_exception(span, exc, options)
                 span.end()
             except Exception:
                 failed("flask.end")
@@ -197,6 +203,10 @@ class _Body:
 
 def _request() -> Any:
     """The current Flask request object (not the proxy), or None."""
+    cv = _request_ctx
+    if cv is not None:
+        ctx = cv.get(None)
+        return ctx.request if ctx is not None else None
     flask = _flask
     if flask is None or not flask.has_request_context():
         return None
@@ -215,29 +225,19 @@ def _on_request_started(sender: Any, **_: Any) -> None:
         failed("flask.request_started")
 
 
-def _on_request_finished(sender: Any, response: Any = None, **_: Any) -> None:
-    try:
-        request = _request()
-        span = request.environ.get(_SPAN) if request is not None else None
-        if span is None or response is None or _state is None:
-            return
-        _http.set_status(span, response.status_code, _state.options)
-        request.environ[_STATUS_SET] = True
-    except Exception:
-        failed("flask.request_finished")
-
-
 def _on_exception(sender: Any, exception: BaseException | None = None, exc: BaseException | None = None, **_: Any) -> None:
+    error = exception if exception is not None else exc
+    if error is None:  # request_tearing_down after every request
+        return
     try:
-        error = exception if exception is not None else exc
         request = _request()
         span = request.environ.get(_SPAN) if request is not None else None
-        if span is None or error is None:
+        if span is None:
             return
         environ = request.environ
-        if environ.get("scope_otel.recorded") is error:  # both signals fire for one error
+        if environ.get(_RECORDED) is error:  # both signals fire for one error
             return
-        environ["scope_otel.recorded"] = error
+        environ[_RECORDED] = error
         _http.record_exception(span, error, _state.options if _state else None)
     except Exception:
         failed("flask.exception")
@@ -277,7 +277,6 @@ def _receivers() -> list[tuple[Any, Callable]]:
 
     return [
         (flask.request_started, _on_request_started),
-        (flask.request_finished, _on_request_finished),
         (flask.got_request_exception, _on_exception),
         (flask.request_tearing_down, _on_exception),
         (flask.before_render_template, _on_before_render),

@@ -58,7 +58,7 @@ from time import monotonic
 from typing import Any
 
 from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind, Status, StatusCode, get_current_span
 
 from scope_otel.instrumentors import _http
 from scope_otel.instrumentors._support import ScopeInstrumentor, add_event, failed, level, redacted_repr
@@ -178,8 +178,9 @@ def _before_cursor_execute(conn, cursor, statement, parameters, context, execute
         if _contrib_traces(engine, state):
             return statement, parameters
         database, constant = _engine_info(engine, state)
-        words = statement.split(None, 1)
-        operation = words[0].upper() if words else "SQL"
+        operation = _OPERATIONS.get(statement)
+        if operation is None:
+            operation = _operation(statement)
         attrs = dict(constant)
         if state.mode != _http.OLD:
             attrs["db.query.text"] = statement
@@ -195,6 +196,23 @@ def _before_cursor_execute(conn, cursor, statement, parameters, context, execute
     except Exception:
         failed("sqlalchemy.before_cursor_execute")
     return statement, parameters
+
+
+#: statement text -> first keyword; SQLAlchemy hands the same cached string
+#: for each execution of a statement, so this is one dict lookup per statement
+_OPERATIONS: dict[str, str] = {}
+_OPERATIONS_MAX = 1024
+_STATEMENT_MAX = 4096
+
+
+def _operation(statement: str) -> str:
+    words = statement.split(None, 1)
+    operation = words[0].upper() if words else "SQL"
+    if len(statement) <= _STATEMENT_MAX:  # huge texts are not kept alive by the cache
+        if len(_OPERATIONS) >= _OPERATIONS_MAX:
+            _OPERATIONS.clear()  # many distinct texts (literals inlined): start over rather than grow
+        _OPERATIONS[statement] = operation
+    return operation
 
 
 def _sql_comment(span: trace.Span) -> str:
@@ -242,7 +260,10 @@ def _handle_error(exception_context):
 
 def _pool_name(record: Any) -> str:
     pool = getattr(record, "_pool", None)
-    name = getattr(pool, "_scope_otel_name", None)
+    try:
+        return pool._scope_otel_name
+    except AttributeError:
+        name = None
     if name is None:
         name = getattr(pool, "logging_name", None) or f"{type(pool).__name__}@{id(pool):x}"
         try:
@@ -263,12 +284,16 @@ def _on_checkin(dbapi_connection, record):
         if record is None:
             return
         out = record.info.pop("_scope_otel_out", None)
-        if out is not None and _state is not None and trace.get_current_span().get_span_context().is_valid:
+        state = _state
+        if out is None or state is None:
+            return
+        span = get_current_span()
+        if span.is_recording():  # add_event(carrier=False) drops it otherwise
             attrs = {
                 "db.client.connection.pool.name": _pool_name(record),
                 "scope.held_ms": round((monotonic() - out) * 1000.0, 3),
             }
-            add_event(_state.tracer, "db.client.connection.checkin", attrs, carrier=False)
+            add_event(state.tracer, "db.client.connection.checkin", attrs, carrier=False, span=span)
     except Exception:
         failed("sqlalchemy.checkin")
 

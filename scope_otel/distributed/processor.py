@@ -19,6 +19,7 @@ looks exactly like a host whose wall clock is wrong.
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import Any, Callable
 
 from opentelemetry import trace
@@ -43,11 +44,22 @@ class HLCSpanProcessor(SpanProcessor):
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         try:
             hlc = self._hlc or clock()
-            parent = trace.get_current_span(parent_context).get_span_context()
-            remote = stamp_in(parent.trace_state) if parent.is_remote else None
-            stamp = hlc.update(remote) if remote is not None else hlc.now()
-            span.set_attribute(HLC_ATTRIBUTE, stamp.encode())
-            span.add_event = _stamping(span.add_event, hlc)  # this span only; see _stamping
+            # an SDK span keeps its parent's SpanContext: no context lookup
+            parent = span.parent if isinstance(span, Span) else trace.get_current_span(parent_context).get_span_context()
+            remote = stamp_in(parent.trace_state) if parent is not None and parent.is_remote else None
+            stamp = (hlc.update(remote) if remote is not None else hlc.now()).encode()
+            try:  # straight into the span's fresh attribute map (no lock: nobody else has the span yet)
+                attributes = span._attributes  # noqa: SLF001
+                limit = attributes.max_value_len
+                if (attributes.maxlen is None or len(attributes) < attributes.maxlen) and (
+                    limit is None or len(stamp) <= limit
+                ):
+                    attributes._dict[HLC_ATTRIBUTE] = stamp  # noqa: SLF001 - a short str, nothing to clean
+                else:
+                    span.set_attribute(HLC_ATTRIBUTE, stamp)
+            except AttributeError:  # not the SDK's BoundedAttributes
+                span.set_attribute(HLC_ATTRIBUTE, stamp)
+            span.add_event = _stamping(span, hlc)  # this span only; see _stamping
             if hlc.skew_ms and span._start_time is not None:  # noqa: SLF001 - simulated skew
                 span._start_time += hlc.skew_ms * 1_000_000  # noqa: SLF001
         except Exception:  # never into the application
@@ -90,15 +102,22 @@ class HLCSpanProcessor(SpanProcessor):
 
 
 
-def _stamping(original: Callable[..., None], hlc: HybridLogicalClock) -> Callable[..., None]:
+def _stamping(span: Span, hlc: HybridLogicalClock) -> Callable[..., None]:
     # An instance attribute shadowing Span.add_event: the event's clock must be
     # read when the event is added (a child span started in between orders
     # before it), and patching the SDK class would touch every provider's spans.
+    # It holds the span weakly: a strong reference (the bound method) would
+    # make every span a reference cycle, freed only by the cyclic collector.
+    add = type(span).add_event
+    ref = weakref.ref(span)
+
     def add_event(name: str, attributes: Any = None, timestamp: int | None = None) -> None:
         try:
             attributes = {**(attributes or {}), HLC_ATTRIBUTE: hlc.now().encode()}
         except Exception:  # a stamp is never worth losing the event
             pass
-        original(name, attributes, timestamp)
+        target = ref()
+        if target is not None:
+            add(target, name, attributes, timestamp)
 
     return add_event
