@@ -979,6 +979,7 @@ encode_spans(PyObject *self, PyObject *args)
                 PyErr_NoMemory();
                 FAIL;
             }
+            memset(p + st.evcap, 0, (size_t)(nev - st.evcap) * sizeof(Ev)); /* the error path clears them */
             st.evs = p;
             st.evcap = nev;
         }
