@@ -8,6 +8,7 @@ and record layout).
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 import time
@@ -59,6 +60,12 @@ class HotPath:
     def set_ring(self, put: Any) -> None:
         """Write records into ``put`` (a ring or a callable) from now on."""
         self._rebind(_writer(put), None)
+
+    def probe(self, fid: int) -> "Probe":
+        """``enter``/``exit``/``exception`` bound to function ``fid`` (see :class:`Probe`)."""
+        if type(fid) is not int:
+            raise TypeError("probe(fid): fid must be an int")
+        return Probe(self, fid)
 
     def reseed(self, prefix: int) -> None:
         """New span-id prefix and counter (after fork, so ids stay unique)."""
@@ -171,6 +178,18 @@ class HotPath:
         self.enter, self.enter_params, self.exit, self.exception = enter, enter_params, exit, exception
         self.current, self.set_current = cur_get, set_current
         self._rebind = rebind
+
+
+class Probe:
+    """One function's calls: ``enter(*values)`` is ``HotPath.enter_params(fid,
+    *values)``; ``exit`` and ``exception`` are the hot path's.  Not callable
+    itself, so a module holding probes gains no callable."""
+
+    __slots__ = ("enter", "exit", "exception", "fid")
+
+    def __init__(self, hot: HotPath, fid: int) -> None:
+        self.enter = functools.partial(hot.enter_params, fid)  # no frame of its own
+        self.exit, self.exception, self.fid = hot.exit, hot.exception, fid
 
 
 def _writer(put: Any) -> Callable[[Any], Any]:

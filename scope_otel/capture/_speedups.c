@@ -845,7 +845,7 @@ get_octx(HotPathObject *self, PyThreadState *ts)
     if (v == NULL)
         v = Py_NewRef(Py_None);
 #if HAVE_CTX_LAYOUT
-    ctx = ts->context;  /* PyContextVar_Get may have created it */
+    ctx = ts->context;  /* still NULL in a thread that never used contextvars */
     if (ctx != NULL && PyContext_CheckExact(ctx)) {
         /* strong references: neither address can be reused while cached */
         Py_XSETREF(self->oc_ctx, Py_NewRef(ctx));
@@ -1239,6 +1239,8 @@ HotPath_reseed(HotPathObject *self, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+static PyObject *HotPath_probe(HotPathObject *self, PyObject *fid);
+
 static PyMethodDef HotPath_methods[] = {
     {"enter", (PyCFunction)(void (*)(void))HotPath_enter, METH_FASTCALL, "enter(fid, args=None) -> token | None"},
     {"enter_params", (PyCFunction)(void (*)(void))HotPath_enter_params, METH_FASTCALL,
@@ -1249,6 +1251,7 @@ static PyMethodDef HotPath_methods[] = {
     {"set_current", (PyCFunction)HotPath_set_current, METH_O, "Make a token (or None, or the disabled marker) the innermost call."},
     {"set_ring", (PyCFunction)HotPath_set_ring, METH_O, "Write records into a Ring (or through a callable)."},
     {"reseed", (PyCFunction)HotPath_reseed, METH_O, "New span-id prefix and counter."},
+    {"probe", (PyCFunction)HotPath_probe, METH_O, "probe(fid) -> Probe: enter/exit/exception bound to one function."},
     {NULL}
 };
 
@@ -1265,6 +1268,109 @@ static PyTypeObject HotPath_Type = {
     .tp_clear = (inquiry)HotPath_clear,
     .tp_methods = HotPath_methods,
 };
+
+/* ===================================================================== Probe */
+
+/*
+ * One instrumented function's calls, bound to its hot path: rewritten code
+ * calls probe.enter(*values), probe.exit(token, value) and
+ * probe.exception(token, exc), which are HotPath.enter_params(fid, ...),
+ * exit and exception.  A method call on a module global costs what a call
+ * of a module global function costs, and the module's namespace gains no
+ * callable (code that lists a module's callables sees nothing new).
+ */
+typedef struct {
+    PyObject_HEAD
+    HotPathObject *hot;
+    PyObject *fid;
+} ProbeObject;
+
+static int
+Probe_traverse(ProbeObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->hot); Py_VISIT(self->fid);
+    return 0;
+}
+
+static int
+Probe_clear(ProbeObject *self)
+{
+    Py_CLEAR(self->hot); Py_CLEAR(self->fid);
+    return 0;
+}
+
+static void
+Probe_dealloc(ProbeObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Probe_clear(self);
+    PyObject_GC_Del(self);
+}
+
+static PyObject *
+Probe_enter(ProbeObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return do_enter(self->hot, self->fid, NULL, args, nargs);
+}
+
+static PyObject *
+Probe_exit(ProbeObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return HotPath_exit(self->hot, args, nargs);
+}
+
+static PyObject *
+Probe_exception(ProbeObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return HotPath_exception(self->hot, args, nargs);
+}
+
+static PyObject *
+Probe_get_fid(ProbeObject *self, void *Py_UNUSED(c))
+{
+    return Py_NewRef(self->fid);
+}
+
+static PyMethodDef Probe_methods[] = {
+    {"enter", (PyCFunction)(void (*)(void))Probe_enter, METH_FASTCALL, "enter(*values) -> token | None"},
+    {"exit", (PyCFunction)(void (*)(void))Probe_exit, METH_FASTCALL, "exit(token, value=None) -> value"},
+    {"exception", (PyCFunction)(void (*)(void))Probe_exception, METH_FASTCALL, "exception(token, exc)"},
+    {NULL}
+};
+
+static PyGetSetDef Probe_getset[] = {
+    {"fid", (getter)Probe_get_fid, NULL, "the function id", NULL},
+    {NULL}
+};
+
+static PyTypeObject Probe_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "scope_otel.capture._speedups.Probe",
+    .tp_basicsize = sizeof(ProbeObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "enter/exit/exception of one registered function (C twin of _pyhot.Probe).",
+    .tp_dealloc = (destructor)Probe_dealloc,
+    .tp_traverse = (traverseproc)Probe_traverse,
+    .tp_clear = (inquiry)Probe_clear,
+    .tp_methods = Probe_methods,
+    .tp_getset = Probe_getset,
+};
+
+static PyObject *
+HotPath_probe(HotPathObject *self, PyObject *fid)
+{
+    if (!PyLong_Check(fid)) {
+        PyErr_SetString(PyExc_TypeError, "probe(fid): fid must be an int");
+        return NULL;
+    }
+    ProbeObject *probe = PyObject_GC_New(ProbeObject, &Probe_Type);
+    if (probe == NULL)
+        return NULL;
+    probe->hot = (HotPathObject *)Py_NewRef(self);
+    probe->fid = Py_NewRef(fid);
+    PyObject_GC_Track(probe);
+    return (PyObject *)probe;
+}
 
 /* ==================================================================== module */
 
@@ -1293,7 +1399,7 @@ PyInit__speedups(void)
     PyObject *m = PyModule_Create(&speedups_module);
     if (m == NULL)
         return NULL;
-    if (PyType_Ready(&Call_Type) < 0 || PyType_Ready(&Stack_Type) < 0) {
+    if (PyType_Ready(&Call_Type) < 0 || PyType_Ready(&Stack_Type) < 0 || PyType_Ready(&Probe_Type) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -88,7 +88,7 @@ from scope_otel.capture.records import (
 from scope_otel.capture.ring import Ring
 
 __all__ = [
-    "LEVELS", "register", "enter", "enter_params", "exit", "exception", "state_change", "suspend", "resume",
+    "LEVELS", "register", "probe", "enter", "enter_params", "exit", "exception", "state_change", "suspend", "resume",
     "send", "recv", "disabled", "stats", "function_info", "bind_ring", "unbind_ring", "breaker",
     "configure", "set_enabled", "use_implementation", "IMPLEMENTATION",
 ]
@@ -261,6 +261,13 @@ def use_implementation(pure: bool | None) -> str:
     _current, _set_current = _hot.current, _hot.set_current
     IMPLEMENTATION = impl.name
     return impl.name
+
+
+def probe(fid: int) -> Any:
+    """``enter(*values)``/``exit``/``exception`` bound to function ``fid``
+    (what rewritten modules call: ``enter`` is :func:`enter_params` for that
+    function).  Bound to the hot path current now (see :func:`use_implementation`)."""
+    return _hot.probe(fid)
 
 
 def bind_ring(ring: Ring, move: bool = True) -> None:

@@ -9,27 +9,33 @@
 
     def price(item, qty=1):                 def price(item, qty=1):
         "doc"                                   "doc"
-        total = item.cents * qty                _@scope_rv = None
-        return total                            _@scope_t = _@scope_enter(_@scope_f3, item, qty)
-                                                try:
+        total = item.cents * qty                _@scope_t = _@scope_p3.enter(item, qty)
+        return total                            try:
                                                     total = item.cents * qty
-                                                    return (_@scope_rv := total)
+                                                    return _@scope_p3.exit(_@scope_t, total)
                                                 except BaseException as _@scope_e:
-                                                    ...exception(_@scope_t, _@scope_e); raise
-                                                finally:
                                                     if _@scope_t is not None:
-                                                        _@scope_exit(_@scope_t, _@scope_rv)
+                                                        _@scope_p3.exception(_@scope_t, _@scope_e)
+                                                        _@scope_t = None
+                                                    raise
 
-``_@scope_enter`` is ``runtime.enter_params`` and ``_@scope_exit``
-``runtime.exit``, bound as module globals at import (one cached global
-load per call site).  ``enter_params`` receives the parameters' values
-(their names were given to ``register``) and reads the function's level
-itself, on every call: a level changed at run time (config
-``level``/``function_levels``, the circuit breaker) takes effect on the
-next call without re-import, a function at ``off`` costs one C call that
-returns ``None``, and the argument dict is built, in C, only at ``full``.
-At ``full`` the runtime also receives the return value (the walrus in each
-``return``) and state changes: assignments to ``self.<attr>`` (the
+``_@scope_p3`` is the function's probe (``runtime.probe(fid)``, a module
+global): ``enter`` is ``runtime.enter_params(fid, ...)``, ``exit`` and
+``exception`` the runtime's, as cheap to call as module global functions,
+and the module's namespace gains no callable.  ``enter`` receives the
+parameters' values (their names were given to ``register``) and reads the
+function's level itself, on every call: a level changed at run time
+(config ``level``/``function_levels``, the circuit breaker) takes effect on
+the next call without re-import, a function at ``off`` costs one C call
+that returns ``None``, and the argument dict is built, in C, only at
+``full``.  ``exit`` returns the value: a plain function whose returns are
+all statements of its body (or inside ifs) ends its call in the return
+statement, as above, and with an exit call after a last statement that
+can fall off the end.  Anywhere code can run after a ``return`` (``with``,
+``try``/``finally``, a loop's iterator), and in generators and coroutines,
+the return value goes to a local instead (``return (_@scope_rv := total)``)
+and a ``finally`` ends the call, after that code.
+At ``full`` the runtime also keeps the return value and state changes: assignments to ``self.<attr>`` (the
 method's first parameter, ``cls`` too; tuple targets are not reported) and
 to names declared ``global``.  State hooks are emitted where the plan's
 capture set has ``state`` (``full`` has it by default), and only there the
@@ -66,14 +72,11 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 #: Bumped whenever the generated code changes, so cached bytecode is rebuilt.
-REWRITE_VERSION = 6
+REWRITE_VERSION = 7
 
 RT = "_@scope_rt"       # scope_otel.capture.runtime
 SUP = "_@scope_sup"     # scope_otel.instrument._support
 LV = "_@scope_L"        # runtime.LEVELS
-# the runtime's calls as module globals: one dictionary-cached global load per
-# call site instead of a global load and an attribute load
-ENTER, EXIT, EXC = "_@scope_enter", "_@scope_exit", "_@scope_exc"
 MARKER = "_@scope_rewritten"  # module global: this module was rewritten
 _T, _RV, _E, _Y, _SV = "_@scope_t", "_@scope_rv", "_@scope_e", "_@scope_y", "_@scope_sv"
 _LV = "_@scope_l"  # the level after entry, read only by functions with state hooks
@@ -137,24 +140,27 @@ def _stamp(node: ast.AST, line: int) -> ast.AST:
 
 _RENAME = {"S_T": _T, "S_RV": _RV, "S_E": _E, "S_Y": _Y, "S_SV": _SV, "S_LV": _LV,
            "S_I": _I, "S_S": _S, "S_M": _M, "S_E2": _E2, "S_R": _R,
-           "S_RT": RT, "S_SUP": SUP, "S_L": LV, "S_ENTER": ENTER, "S_EXIT": EXIT, "S_EXC": EXC}
+           "S_RT": RT, "S_SUP": SUP, "S_L": LV}
 
-# The parameters' values are appended to the call (enter_params(fid, a, b, ...)):
+# S_P is the function's probe (runtime.probe(fid), a module global): its
+# methods are the runtime's calls bound to the function, as cheap as calling
+# a module global function, and the module gains no callable.  The
+# parameters' values are appended to enter (enter_params(fid, a, b, ...)):
 # the runtime reads the level itself and builds the argument dict only at full.
 _PROLOGUE = """
 S_RV = None
-S_T = S_ENTER(S_F)
+S_T = S_P.enter()
 """
 # A plain function whose returns all sit directly in its body (or in ifs)
-# ends its call in the return statement itself, ``return S_EXIT(S_T, value)``
+# ends its call in the return statement itself, ``return S_P.exit(S_T, value)``
 # (exit returns the value), and with an exit call after a last statement
 # that can fall off the end: no return-value local, no finally.  Nothing of
 # the function runs after that point (no finally, with, or loop to unwind).
 _PROLOGUE_DIRECT = """
-S_T = S_ENTER(S_F)
+S_T = S_P.enter()
 """
 _FALL_OFF = """
-S_EXIT(S_T)
+S_P.exit(S_T)
 """
 _LEVEL_READ = """
 S_LV = S_L[S_F]
@@ -164,12 +170,12 @@ try:
     S_BODY
 except BaseException as S_E:
     if S_T is not None:
-        S_EXC(S_T, S_E)
+        S_P.exception(S_T, S_E)
         S_T = None
     raise
 finally:
     if S_T is not None:
-        S_EXIT(S_T, S_RV)
+        S_P.exit(S_T, S_RV)
 """
 _CLOSE_IS_EXIT = """
 try:
@@ -251,7 +257,7 @@ _TEMPLATES = {
 
 def _template(name: str, fid: str, line: int, **slots: ast.expr) -> list[ast.stmt]:
     """A fresh copy of template ``name``: placeholders renamed, slots filled, all at ``line``."""
-    names = {**_RENAME, "S_F": fid}
+    names = {**_RENAME, "S_F": fid, "S_P": _probe_var(fid)}
     return [_instantiate(stmt, names, slots, line) for stmt in _TEMPLATES[name]]
 
 
@@ -273,6 +279,11 @@ def _instantiate(node: Any, names: dict[str, str], slots: dict[str, ast.expr], l
         new.lineno = new.end_lineno = line
         new.col_offset = new.end_col_offset = 0
     return new
+
+
+def _probe_var(fid_var: str) -> str:
+    """The module global holding the probe of the function whose id is in ``fid_var``."""
+    return fid_var.replace("_@scope_f", "_@scope_p", 1)
 
 
 def _name(id_: str, ctx: ast.expr_context | None = None) -> ast.Name:
@@ -300,9 +311,6 @@ def _prelude(module: str, functions: list[Registered]) -> list[ast.stmt]:
         f"import scope_otel.capture.runtime as S_RT",
         f"import scope_otel.instrument._support as S_SUP",
         "S_L = S_RT.LEVELS",
-        "S_ENTER = S_RT.enter_params",
-        "S_EXIT = S_RT.exit",
-        "S_EXC = S_RT.exception",
         f"{MARKER.replace('_@scope_', 'S_')} = True",
     ]
     for fn in functions:
@@ -311,9 +319,11 @@ def _prelude(module: str, functions: list[Registered]) -> list[ast.stmt]:
             f"__file__, {fn.lineno}, {fn.level!r}, frozenset({sorted(fn.capture)!r}), {fn.sampling!r}, "
             f"{tuple(fn.params)!r})"
         )
+        lines.append(f"{_probe_var(fn.var).replace('_@scope_', 'S_')} = S_RT.probe({fn.var.replace('_@scope_', 'S_')})")
     tree = ast.parse("\n".join(lines))
     renamer = {**_RENAME, MARKER.replace("_@scope_", "S_"): MARKER}
     renamer.update({fn.var.replace("_@scope_", "S_"): fn.var for fn in functions})
+    renamer.update({_probe_var(fn.var).replace("_@scope_", "S_"): _probe_var(fn.var) for fn in functions})
     for node in ast.walk(tree):
         if isinstance(node, ast.Name):
             node.id = renamer.get(node.id, node.id)
@@ -399,6 +409,7 @@ class _FunctionRewrite(ast.NodeTransformer):
         # decorator's, if any), so no line appears that the original lacks
         first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
         self.node, self.fid, self.line = node, fid, first
+        self.probe = _probe_var(fid)
         own = list(_own_nodes(node))
         self.is_gen = any(isinstance(n, (ast.Yield, ast.YieldFrom)) for n in own)
         self.is_async = isinstance(node, ast.AsyncFunctionDef)
@@ -430,7 +441,7 @@ class _FunctionRewrite(ast.NodeTransformer):
         body = self._statements(body) or [_stamp(ast.Pass(), self.line)]
         prologue = _template("prologue_direct" if self.direct else "prologue", self.fid, self.line)
         enter_call = prologue[-1].value
-        enter_call.args[1:] = [_stamp(_name(p), self.line) for p in self.params]
+        enter_call.args = [_stamp(_name(p), self.line) for p in self.params]
         if self.state_hooks:
             prologue += _template("level", self.fid, self.line)
         (wrap,) = _template("wrap", self.fid, self.line)
@@ -493,7 +504,7 @@ class _FunctionRewrite(ast.NodeTransformer):
     def visit_Return(self, node: ast.Return) -> ast.AST | list[ast.stmt]:
         if self.direct:
             args = [_name(_T)] + ([self.visit(node.value)] if node.value is not None else [])
-            node.value = ast.Call(func=_name(EXIT), args=args, keywords=[])
+            node.value = _attr_call(self.probe, "exit", *args)
             return _stamp(node, node.lineno)
         if node.value is None:
             return node

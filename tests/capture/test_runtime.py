@@ -76,6 +76,21 @@ def test_enter_params_names_the_values_and_builds_arguments_only_at_full(live_co
     assert runtime.enter_params(fid, 1, 2, 3) is None
 
 
+def test_a_probe_is_enter_params_exit_and_exception_bound_to_one_function(impl, fn):
+    from scope_otel.capture import records
+
+    fid = fn("probed", level="full", params=("a",))
+    probe = runtime.probe(fid)
+    assert not callable(probe) and probe.fid == fid
+    token = probe.enter([1])
+    assert token[records.FID] == fid and token[records.ARGS] == {"a": "[1]"}
+    assert probe.exit(token, "v") == "v" and token[records.VALUE] == "v"
+    token = probe.enter(2)
+    probe.exception(token, KeyError("k"))
+    assert token[records.STATUS] == records.RAISED
+    assert probe.exit(None, 3) == 3
+
+
 def test_a_call_that_raised_is_collected_even_when_its_traceback_holds_the_token(impl, fn):
     import gc
     import weakref

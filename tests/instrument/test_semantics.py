@@ -736,3 +736,14 @@ def test_module_level_names_do_not_leak_through_star_import(load, tmp_path):
     namespace: dict = {}
     exec(f"from {m.__name__} import *", namespace)
     assert {k for k in namespace if k != "__builtins__"} == {"f"}
+
+
+def test_a_rewritten_module_gains_no_callable(load):
+    # code that lists a module's callables (toolz's curried-namespace test
+    # does) must find the same ones: injected names hold modules, data, probes
+    source = "def f(x):\n    return x\n\nclass C:\n    def m(self):\n        return 1\n"
+    m = load(source)
+    plain = load(source, via="plain")
+    callables = lambda mod: {k for k, v in vars(mod).items() if callable(v)}  # noqa: E731
+    assert callables(m) == callables(plain) == {"f", "C"}
+    assert m.f(2) == 2 and m.C().m() == 1
