@@ -1,4 +1,6 @@
-"""Exporters: the standard OTLP ones (see ``factory``) and ClickHouse.
+"""Exporters: OTLP (gRPC and HTTP, the stock classes with a C request encoder,
+:mod:`scope_otel.export.otlp`) and ClickHouse; ``factory`` builds them from
+the configuration.
 
 ``ClickHouseSpanExporter`` is loaded on first access, so importing this
 package stays cheap and never imports chDB or clickhouse-connect.
