@@ -65,6 +65,8 @@ class HotPath:
         """``enter``/``exit``/``exception`` bound to function ``fid`` (see :class:`Probe`)."""
         if type(fid) is not int:
             raise TypeError("probe(fid): fid must be an int")
+        if fid < 0:
+            raise ValueError("probe(fid): fid must not be negative")
         return Probe(self, fid)
 
     def reseed(self, prefix: int) -> None:

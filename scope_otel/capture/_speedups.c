@@ -948,17 +948,19 @@ capture_args(HotPathObject *self, Py_ssize_t fid, PyObject *call_args, PyObject 
  * (`call_args`, NULL for none) or as parameter values (`values`).
  */
 static PyObject *
-do_enter(HotPathObject *self, PyObject *fid_obj, PyObject *call_args, PyObject *const *values,
-         Py_ssize_t nvalues)
+do_enter(HotPathObject *self, PyObject *fid_obj, Py_ssize_t fid, PyObject *call_args,
+         PyObject *const *values, Py_ssize_t nvalues)
 {
     PyObject *octx = NULL, *trace = NULL, *captured = NULL;
     uint64_t parent_id = 0;
     int ran_python = 0;
     PyThreadState *ts = THREAD_STATE();
 
-    Py_ssize_t fid = table_long(fid_obj);
-    if (fid == -1 && PyErr_Occurred())
-        goto error;
+    if (fid < 0) {  /* not known yet: read it from fid_obj */
+        fid = table_long(fid_obj);
+        if (fid == -1 && PyErr_Occurred())
+            goto error;
+    }
     if (fid < 0 || fid >= PyList_GET_SIZE(self->levels) || fid >= PyList_GET_SIZE(self->rates)
         || fid >= PyList_GET_SIZE(self->flags) || fid >= PyList_GET_SIZE(self->params)) {
         PyErr_Format(PyExc_IndexError, "unknown function id %zd", fid);
@@ -1078,7 +1080,7 @@ HotPath_enter(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_RETURN_NONE;
     }
     PyObject *call_args = nargs > 1 && args[1] != Py_None ? args[1] : NULL;
-    return do_enter(self, args[0], call_args, NULL, 0);
+    return do_enter(self, args[0], -1, call_args, NULL, 0);
 }
 
 static PyObject *
@@ -1089,7 +1091,7 @@ HotPath_enter_params(HotPathObject *self, PyObject *const *args, Py_ssize_t narg
         report_error(self);
         Py_RETURN_NONE;
     }
-    return do_enter(self, args[0], NULL, args + 1, nargs - 1);
+    return do_enter(self, args[0], -1, NULL, args + 1, nargs - 1);
 }
 
 static int
@@ -1283,6 +1285,7 @@ typedef struct {
     PyObject_HEAD
     HotPathObject *hot;
     PyObject *fid;
+    Py_ssize_t fid_value;  /* >= 0 */
 } ProbeObject;
 
 static int
@@ -1310,7 +1313,7 @@ Probe_dealloc(ProbeObject *self)
 static PyObject *
 Probe_enter(ProbeObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    return do_enter(self->hot, self->fid, NULL, args, nargs);
+    return do_enter(self->hot, self->fid, self->fid_value, NULL, args, nargs);
 }
 
 static PyObject *
@@ -1359,8 +1362,15 @@ static PyTypeObject Probe_Type = {
 static PyObject *
 HotPath_probe(HotPathObject *self, PyObject *fid)
 {
-    if (!PyLong_Check(fid)) {
+    if (!PyLong_CheckExact(fid)) {
         PyErr_SetString(PyExc_TypeError, "probe(fid): fid must be an int");
+        return NULL;
+    }
+    Py_ssize_t value = PyLong_AsSsize_t(fid);
+    if (value == -1 && PyErr_Occurred())
+        return NULL;
+    if (value < 0) {
+        PyErr_SetString(PyExc_ValueError, "probe(fid): fid must not be negative");
         return NULL;
     }
     ProbeObject *probe = PyObject_GC_New(ProbeObject, &Probe_Type);
@@ -1368,6 +1378,7 @@ HotPath_probe(HotPathObject *self, PyObject *fid)
         return NULL;
     probe->hot = (HotPathObject *)Py_NewRef(self);
     probe->fid = Py_NewRef(fid);
+    probe->fid_value = value;
     PyObject_GC_Track(probe);
     return (PyObject *)probe;
 }
