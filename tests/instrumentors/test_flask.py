@@ -195,3 +195,62 @@ def test_uninstrument_puts_flask_back(spans):
     with serve(shop.app) as url:
         requests.get(f"{url}/health")
     assert spans.all() == []
+
+
+def test_status_is_the_one_sent_when_middleware_changes_it(spans):
+    app = flask.Flask("rewritten")
+    app.get("/x")(lambda: "x")
+    inner = app.wsgi_app
+
+    def teapot(environ, start_response):  # WSGI middleware inside Flask.__call__
+        return inner(environ, lambda status, headers, *exc: start_response("418 I'M A TEAPOT", headers, *exc))
+
+    app.wsgi_app = teapot
+    with instrumented(ScopeFlaskInstrumentor(), spans), serve(app) as url:
+        assert requests.get(f"{url}/x").status_code == 418
+        span = server_span(spans, "GET /x")
+    assert span.attributes["http.response.status_code"] == 418
+
+
+def test_propagated_exception_is_recorded_once(spans):
+    app = flask.Flask("propagating")
+    app.config["PROPAGATE_EXCEPTIONS"] = True
+
+    @app.get("/boom")
+    def boom():
+        raise ZeroDivisionError("boom")
+
+    with instrumented(ScopeFlaskInstrumentor(), spans):
+        with pytest.raises(ZeroDivisionError):
+            app.test_client().get("/boom")
+        span = server_span(spans, "GET /boom")
+    assert span.status.status_code is StatusCode.ERROR
+    assert len([e for e in span.events if e.name == "exception"]) == 1
+
+
+def test_spans_are_freed_without_the_cycle_collector(spans):
+    import gc
+    import weakref
+
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    from scope_otel.distributed.processor import HLCSpanProcessor
+
+    class Watch(SpanProcessor):
+        refs: list = []
+
+        def on_start(self, span, parent_context=None):
+            self.refs.append(weakref.ref(span))
+
+    spans.provider.add_span_processor(HLCSpanProcessor())
+    spans.provider.add_span_processor(Watch())
+    gc.collect()
+    gc.disable()
+    try:
+        with instrumented(ScopeFlaskInstrumentor(), spans), instrumented(ScopeSQLAlchemyInstrumentor(), spans):
+            assert shop.app.test_client().get("/items/1").status_code == 200
+        assert len(Watch.refs) >= 2 and all("scope.hlc" in s.attributes for s in spans.all())
+        spans.clear()
+        assert [r() for r in Watch.refs if r() is not None] == []
+    finally:
+        gc.enable()
