@@ -16,6 +16,7 @@
  * LowCardinality(String) columns are declared as plain String in the block
  * header (the caller passes the header); ClickHouse converts on insert.
  */
+#define _GNU_SOURCE /* memmem */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
@@ -1238,7 +1239,7 @@ error:
  * untouched, as is a run of one block.
  */
 
-enum { TY_FIXED, TY_STRING, TY_ARRAY, TY_MAP };
+enum { TY_FIXED, TY_STRING, TY_ARRAY, TY_MAP, TY_LC };
 
 typedef struct Ty {
     int kind;
@@ -1276,6 +1277,8 @@ ty_parse(const char **p, const char *end)
         return NULL;
     if (eat(p, end, "String"))
         t->kind = TY_STRING;
+    else if (eat(p, end, "LowCardinality(String)"))
+        t->kind = TY_LC; /* only in target types: blocks with it are not merged */
     else if (eat(p, end, "DateTime64(9)") || eat(p, end, "UInt64") || eat(p, end, "Int64")) {
         t->kind = TY_FIXED;
         t->width = 8;
@@ -1337,6 +1340,8 @@ ty_skip(const Ty *t, const char *p, const char *end, uint64_t n)
             p += len;
         }
         return p;
+    case TY_LC:
+        return NULL;
     default: {
         if ((uint64_t)(end - p) / 8 < n)
             return NULL;
@@ -1360,7 +1365,10 @@ ty_skip(const Ty *t, const char *p, const char *end, uint64_t n)
 typedef struct {
     const char *head;
     Py_ssize_t head_len;
+    const char *name, *type;
+    Py_ssize_t name_len, type_len;
     int nseg;
+    uint64_t seg_count[MAX_SEGS]; /* values in the segment (offsets: rows of the container) */
     const char *seg[MAX_SEGS];
     Py_ssize_t seg_len[MAX_SEGS];
     char is_off[MAX_SEGS];
@@ -1381,6 +1389,7 @@ ty_segments(const Ty *t, const char *p, const char *end, uint64_t n, Col *c)
     int k = c->nseg++;
     c->seg[k] = p;
     c->is_off[k] = 0;
+    c->seg_count[k] = n;
     if (t->kind == TY_FIXED || t->kind == TY_STRING) {
         const char *e = ty_skip(t, p, end, n);
         if (e != NULL)
@@ -1423,14 +1432,18 @@ block_scan(const char *p, const char *end, Block *b)
         c->head = p;
         if (read_varint(&p, end, &len) < 0 || (uint64_t)(end - p) < len)
             return -2;
-        p += len; /* name */
+        c->name = p;
+        c->name_len = (Py_ssize_t)len;
+        p += len;
         if (read_varint(&p, end, &len) < 0 || (uint64_t)(end - p) < len)
             return -2;
         const char *tp = p, *tend = p + len;
+        c->type = p;
+        c->type_len = (Py_ssize_t)len;
         p = tend;
         c->head_len = p - c->head;
         Ty *t = ty_parse(&tp, tend);
-        if (t == NULL || tp != tend) {
+        if (t == NULL || tp != tend || memmem(c->type, (size_t)len, "LowCardinality", 14) != NULL) {
             ty_free(t);
             return 1;
         }
@@ -1456,11 +1469,192 @@ same_header(const Block *x, const Block *y)
     return 1;
 }
 
-/* Write blocks [from, to) (same header) as one block. */
-static int
-merge_run(Block *blocks, Py_ssize_t from, Py_ssize_t to, Buf *out)
+static void
+ty_flatten(const Ty *t, char *kinds, int *n)
 {
-    if (to - from == 1)
+    if (*n < MAX_SEGS)
+        kinds[*n] = (char)t->kind;
+    (*n)++;
+    if (t->kind == TY_ARRAY || t->kind == TY_MAP)
+        ty_flatten(t->a, kinds, n);
+    if (t->kind == TY_MAP)
+        ty_flatten(t->b, kinds, n);
+}
+
+static inline uint64_t
+fnv1a(const char *p, Py_ssize_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        h ^= (unsigned char)p[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+typedef struct {
+    const char *p;
+    Py_ssize_t n;
+} Key;
+
+/* Segment k of column c of blocks [from, to), strings, as LowCardinality(String) data. */
+static int
+lc_segment(Block *blocks, Py_ssize_t from, Py_ssize_t to, uint64_t c, int k, Buf *out)
+{
+    uint64_t total = 0;
+    for (Py_ssize_t i = from; i < to; i++)
+        total += blocks[i].col[c].seg_count[k];
+    if (total == 0)
+        return 0;
+    size_t cap = 1024;
+    int64_t *slots = PyMem_Malloc(cap * sizeof(int64_t)); /* -1 or index into keys */
+    Key *keys = PyMem_Malloc(256 * sizeof(Key));
+    uint32_t *index = PyMem_Malloc((size_t)total * sizeof(uint32_t));
+    size_t nkeys = 0, keycap = 256;
+    uint64_t row = 0;
+    int rc = 0;
+    if (slots == NULL || keys == NULL || index == NULL) {
+        PyErr_NoMemory();
+        rc = -1;
+        goto done;
+    }
+    memset(slots, 0xff, cap * sizeof(int64_t));
+    for (Py_ssize_t i = from; i < to && rc == 0; i++) {
+        const Col *col = &blocks[i].col[c];
+        const char *p = col->seg[k], *end = p + col->seg_len[k];
+        for (uint64_t j = 0; j < col->seg_count[k]; j++) {
+            uint64_t len;
+            if (read_varint(&p, end, &len) < 0 || (uint64_t)(end - p) < len) {
+                rc = -2;
+                break;
+            }
+            const char *sp = p;
+            p += len;
+            uint64_t h = fnv1a(sp, (Py_ssize_t)len);
+            size_t at = (size_t)h & (cap - 1);
+            while (slots[at] >= 0) {
+                const Key *key = &keys[slots[at]];
+                if (key->n == (Py_ssize_t)len && memcmp(key->p, sp, (size_t)len) == 0)
+                    break;
+                at = (at + 1) & (cap - 1);
+            }
+            if (slots[at] < 0) {
+                if (nkeys == keycap) {
+                    Key *grown = PyMem_Realloc(keys, keycap * 2 * sizeof(Key));
+                    if (grown == NULL) {
+                        PyErr_NoMemory();
+                        rc = -1;
+                        break;
+                    }
+                    keys = grown;
+                    keycap *= 2;
+                }
+                keys[nkeys].p = sp;
+                keys[nkeys].n = (Py_ssize_t)len;
+                slots[at] = (int64_t)nkeys++;
+                if (nkeys * 2 > cap) { /* rehash */
+                    size_t ncap = cap * 4;
+                    int64_t *ns = PyMem_Malloc(ncap * sizeof(int64_t));
+                    if (ns == NULL) {
+                        PyErr_NoMemory();
+                        rc = -1;
+                        break;
+                    }
+                    memset(ns, 0xff, ncap * sizeof(int64_t));
+                    for (size_t e = 0; e < nkeys; e++) {
+                        size_t a = (size_t)fnv1a(keys[e].p, keys[e].n) & (ncap - 1);
+                        while (ns[a] >= 0)
+                            a = (a + 1) & (ncap - 1);
+                        ns[a] = (int64_t)e;
+                    }
+                    PyMem_Free(slots);
+                    slots = ns;
+                    cap = ncap;
+                    /* find this key's slot again is not needed: its index is nkeys - 1 */
+                }
+                index[row++] = (uint32_t)(nkeys - 1);
+            }
+            else
+                index[row++] = (uint32_t)slots[at];
+        }
+        if (rc == 0 && p != end)
+            rc = -2;
+    }
+    if (rc == 0 && nkeys > UINT32_MAX)
+        rc = -2;
+    if (rc == 0) {
+        /* flags: index width, a dictionary in this block (HasAdditionalKeys, NeedUpdateDictionary) */
+        uint64_t ix_type = nkeys <= 0x100 ? 0 : nkeys <= 0x10000 ? 1 : 2;
+        rc = put_u64(out, (1 << 9) | (1 << 10) | ix_type);
+        rc = rc ? rc : put_u64(out, (uint64_t)nkeys);
+        for (size_t e = 0; rc == 0 && e < nkeys; e++)
+            rc = put_bytes(out, keys[e].p, keys[e].n);
+        rc = rc ? rc : put_u64(out, total);
+        int width = 1 << ix_type;
+        if (rc == 0 && RESERVE(out, (Py_ssize_t)(total * (uint64_t)width)) < 0)
+            rc = -1;
+        for (uint64_t r = 0; rc == 0 && r < total; r++) {
+            uint32_t v = index[r];
+            memcpy(out->p + out->n, &v, (size_t)width); /* little-endian: the low bytes first */
+            out->n += width;
+        }
+    }
+done:
+    PyMem_Free(slots);
+    PyMem_Free(keys);
+    PyMem_Free(index);
+    return rc;
+}
+
+/* The target type of a column (targets: {name: type}) when it turns some of
+ * the block's Strings into LowCardinality(String); NULL (no error) otherwise. */
+static Ty *
+lc_target(PyObject *targets, const Col *col, char *target_kinds, int *nkinds, PyObject **type_bytes)
+{
+    *type_bytes = NULL;
+    if (targets == NULL)
+        return NULL;
+    PyObject *name = PyBytes_FromStringAndSize(col->name, col->name_len);
+    if (name == NULL)
+        return NULL;
+    PyObject *type = PyDict_GetItemWithError(targets, name);
+    Py_DECREF(name);
+    if (type == NULL || !PyBytes_Check(type))
+        return NULL;
+    const char *tp = PyBytes_AS_STRING(type), *tend = tp + PyBytes_GET_SIZE(type);
+    Ty *target = ty_parse(&tp, tend);
+    const char *bp = col->type, *bend = bp + col->type_len;
+    Ty *plain = ty_parse(&bp, bend);
+    char kinds[MAX_SEGS + 1];
+    int n1 = 0, n2 = 0, lc = 0, ok = target != NULL && plain != NULL && tp == tend && bp == bend;
+    if (ok) {
+        ty_flatten(target, target_kinds, &n1);
+        ty_flatten(plain, kinds, &n2);
+        ok = n1 == n2 && n1 <= MAX_SEGS;
+        for (int k = 0; ok && k < n1; k++) {
+            if (target_kinds[k] == TY_LC && kinds[k] == TY_STRING)
+                lc = 1;
+            else if (target_kinds[k] != kinds[k])
+                ok = 0;
+        }
+    }
+    ty_free(plain);
+    if (!ok || !lc) {
+        ty_free(target);
+        return NULL;
+    }
+    *nkinds = n1;
+    Py_INCREF(type);
+    *type_bytes = type;
+    return target;
+}
+
+/* Write blocks [from, to) (same header) as one block; targets may turn
+ * String columns into the table's LowCardinality(String). */
+static int
+merge_run(Block *blocks, Py_ssize_t from, Py_ssize_t to, Buf *out, PyObject *targets)
+{
+    if (to - from == 1 && targets == NULL)
         return put_raw(out, blocks[from].start, blocks[from].end - blocks[from].start);
     uint64_t rows = 0;
     for (Py_ssize_t i = from; i < to; i++)
@@ -1470,9 +1664,32 @@ merge_run(Block *blocks, Py_ssize_t from, Py_ssize_t to, Buf *out)
         return -1;
     for (uint64_t c = 0; c < blocks[from].cols; c++) {
         const Col *first = &blocks[from].col[c];
-        if (put_raw(out, first->head, first->head_len) < 0)
+        char kinds[MAX_SEGS + 1];
+        int nkinds = 0;
+        PyObject *type = NULL;
+        Ty *target = lc_target(targets, first, kinds, &nkinds, &type);
+        if (target == NULL && PyErr_Occurred())
+            return -1;
+        ty_free(target);
+        if (type != NULL) {
+            int rc = put_bytes(out, first->name, first->name_len);
+            rc = rc ? rc : put_bytes(out, PyBytes_AS_STRING(type), PyBytes_GET_SIZE(type));
+            Py_DECREF(type);
+            for (int k = 0; rc == 0 && k < nkinds; k++)
+                if (kinds[k] == TY_LC)
+                    rc = put_u64(out, 1); /* the LowCardinality serialization version, per leaf, up front */
+            if (rc < 0)
+                return -1;
+        }
+        else if (put_raw(out, first->head, first->head_len) < 0)
             return -1;
         for (int k = 0; k < first->nseg; k++) {
+            if (type != NULL && kinds[k] == TY_LC) {
+                int rc = lc_segment(blocks, from, to, c, k, out);
+                if (rc < 0)
+                    return rc;
+                continue;
+            }
             uint64_t base = 0;
             for (Py_ssize_t i = from; i < to; i++) {
                 const Col *col = &blocks[i].col[c];
@@ -1503,8 +1720,17 @@ merge_run(Block *blocks, Py_ssize_t from, Py_ssize_t to, Buf *out)
 }
 
 static PyObject *
-merge_blocks(PyObject *self, PyObject *arg)
+merge_blocks(PyObject *self, PyObject *args)
 {
+    PyObject *arg, *targets = Py_None;
+    if (!PyArg_ParseTuple(args, "O|O", &arg, &targets))
+        return NULL;
+    if (targets == Py_None)
+        targets = NULL;
+    else if (!PyDict_Check(targets)) {
+        PyErr_SetString(PyExc_TypeError, "targets must be a dict {column name bytes: table type bytes}");
+        return NULL;
+    }
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
         return NULL;
@@ -1537,7 +1763,9 @@ merge_blocks(PyObject *self, PyObject *arg)
     /* Written straight into the result: merging only drops block headers, so
      * the output never outgrows the input (checked: out has no room to grow). */
     PyObject *result = NULL;
-    if (rc == 0) {
+    if (rc == 0 && targets != NULL)
+        rc = buf_grow(&out, view.len + 16); /* LowCardinality data can outgrow the input: a growable buffer */
+    else if (rc == 0) {
         result = PyBytes_FromStringAndSize(NULL, view.len + 16);
         if (result == NULL)
             rc = -1;
@@ -1552,7 +1780,7 @@ merge_blocks(PyObject *self, PyObject *arg)
         Py_ssize_t j = i + 1;
         while (j < n && same_header(&blocks[i], &blocks[j]))
             j++;
-        rc = merge_run(blocks, i, j, &out);
+        rc = merge_run(blocks, i, j, &out, targets);
         i = j;
     }
     if (rc == 0 && tail)
@@ -1560,11 +1788,17 @@ merge_blocks(PyObject *self, PyObject *arg)
     for (Py_ssize_t k = 0; k < n; k++)
         PyMem_Free(blocks[k].col);
     PyMem_Free(blocks);
-    if (rc == 0)
+    if (rc == 0 && targets != NULL) {
+        result = PyBytes_FromStringAndSize(out.p, out.n);
+        PyMem_Free(out.p);
+    }
+    else if (rc == 0)
         rc = _PyBytes_Resize(&result, out.n);
     else {
         Py_CLEAR(result);
-        if (rc == -2)
+        if (!out.borrowed)
+            PyMem_Free(out.p);
+        if (rc == -2 && !PyErr_Occurred())
             PyErr_SetString(PyExc_ValueError, "malformed Native data");
     }
     PyBuffer_Release(&view);
@@ -1576,10 +1810,12 @@ static PyMethodDef methods[] = {
      "encode_spans(spans, max_value_chars, trace_header, event_header, text, escape, resource,\n"
      "             readable_type, ctx_type) -> (traces, n, events, n_events, truncated, escaped)\n\n"
      "SDK spans as ClickHouse Native blocks (None for a table without rows)."},
-    {"merge_blocks", merge_blocks, METH_O,
-     "merge_blocks(data) -> bytes\n\n"
+    {"merge_blocks", merge_blocks, METH_VARARGS,
+     "merge_blocks(data, targets=None) -> bytes\n\n"
      "Native data (a sequence of blocks) with consecutive blocks of the same header merged into one;\n"
-     "blocks of types it does not know pass through unchanged.  Same rows, fewer blocks."},
+     "blocks of types it does not know pass through unchanged.  Same rows, fewer blocks.  targets\n"
+     "({column name: table type}, bytes) writes the String columns the table declares\n"
+     "LowCardinality(String) as LowCardinality, one dictionary per merged block."},
     {NULL, NULL, 0, NULL},
 };
 

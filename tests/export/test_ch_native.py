@@ -354,3 +354,18 @@ def test_the_store_writer_inserts_many_batches_at_once_with_every_row(store_path
     want_traces, want_events, _ = expected_rows(spans)
     assert [list(r) for r in traces] == want_traces
     assert [list(r) for r in events] == want_events
+
+
+@needs_c
+def test_merging_with_table_types_writes_the_lowcardinality_block_clickhouse_connect_would():
+    from scope_otel.export._chnative import merge_blocks
+
+    targets = {n.encode(): t.encode() for n, t in TRACE_COLUMNS + EVENT_COLUMNS}
+    spans = hostile_spans() * 5 + sdk_spans() * 20
+    traces, events = _blocks_of(spans, 7)
+    reference = Batch(LIMIT, pure=True)
+    reference.add_spans(spans)
+    assert merge_blocks(b"".join(traces), targets) == _native(TRACE_COLUMNS, _escaped(reference.traces))
+    assert merge_blocks(b"".join(events), targets) == _native(EVENT_COLUMNS, _escaped(reference.events))
+    one = traces[0]
+    assert merge_blocks(one, targets) != one and merge_blocks(one, {}) == one  # a single block is converted too
