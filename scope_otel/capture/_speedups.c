@@ -376,10 +376,45 @@ Call_clear(CallObject *self)
     return 0;
 }
 
-/* Recently freed Calls, reused by enter() (saves the allocator on the hot path). */
-#define CALL_FREELIST_MAX 1024
-static CallObject *call_freelist[CALL_FREELIST_MAX];
-static int call_numfree = 0;
+/*
+ * Freed Calls, reused by enter(): a burst that fills the ring allocates its
+ * Calls once, not once per burst (the allocator, and the page faults of
+ * fresh arenas, are a large part of a call's cost).  The list keeps at most
+ * as many Calls as the ring the hot path writes into holds (set_ring), so
+ * it never holds more memory than a full ring does; CALL_FREELIST_MIN
+ * without a ring.
+ */
+#define CALL_FREELIST_MIN 1024
+static CallObject **call_freelist = NULL;
+static Py_ssize_t call_numfree = 0, call_freelist_alloc = 0, call_freelist_max = CALL_FREELIST_MIN;
+
+/* Room for one more freed Call (grows the list up to its bound). */
+static int
+call_freelist_room(void)
+{
+    if (call_numfree >= call_freelist_max)
+        return 0;
+    if (call_numfree < call_freelist_alloc)
+        return 1;
+    Py_ssize_t want = call_freelist_alloc ? call_freelist_alloc * 2 : CALL_FREELIST_MIN;
+    if (want > call_freelist_max)
+        want = call_freelist_max;
+    CallObject **grown = PyMem_Realloc(call_freelist, (size_t)want * sizeof(CallObject *));
+    if (grown == NULL)
+        return 0;  /* no error set: the Call is simply freed */
+    call_freelist = grown;
+    call_freelist_alloc = want;
+    return 1;
+}
+
+/* Bound the list by `n` Calls, freeing what is over. */
+static void
+call_freelist_bound(Py_ssize_t n)
+{
+    call_freelist_max = n > CALL_FREELIST_MIN ? n : CALL_FREELIST_MIN;
+    while (call_numfree > call_freelist_max)
+        PyObject_GC_Del(call_freelist[--call_numfree]);
+}
 
 static void
 Call_dealloc(CallObject *self)
@@ -387,7 +422,7 @@ Call_dealloc(CallObject *self)
     PyObject_GC_UnTrack(self);
     Py_TRASHCAN_BEGIN(self, Call_dealloc)  /* long caller chains must not overflow the C stack */
     Call_clear(self);
-    if (call_numfree < CALL_FREELIST_MAX && Py_IS_TYPE(self, &Call_Type))
+    if (Py_IS_TYPE(self, &Call_Type) && call_freelist_room())
         call_freelist[call_numfree++] = self;
     else
         PyObject_GC_Del(self);
@@ -566,6 +601,8 @@ HotPath_init(HotPathObject *self, PyObject *args, PyObject *kwds)
     Py_XSETREF(self->root_of, Py_NewRef(root_of));
     Py_XSETREF(self->snap, Py_NewRef(snap));
     Py_XSETREF(self->put, Py_NewRef(put));
+    if (Py_IS_TYPE(put, &Ring_Type))
+        call_freelist_bound(((RingObject *)put)->cap);
     Py_XSETREF(self->on_error, Py_NewRef(on_error));
     Py_CLEAR(self->last_ctx);
     Py_CLEAR(self->last_stack);
@@ -1223,6 +1260,8 @@ HotPath_set_current(HotPathObject *self, PyObject *top)
 static PyObject *
 HotPath_set_ring(HotPathObject *self, PyObject *put)
 {
+    if (Py_IS_TYPE(put, &Ring_Type))
+        call_freelist_bound(((RingObject *)put)->cap);
     Py_XSETREF(self->put, Py_NewRef(put));
     Py_RETURN_NONE;
 }
@@ -1385,7 +1424,14 @@ HotPath_probe(HotPathObject *self, PyObject *fid)
 
 /* ==================================================================== module */
 
+static PyObject *
+speedups_call_cache(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
+{
+    return Py_BuildValue("(nn)", call_numfree, call_freelist_max);
+}
+
 static PyMethodDef speedups_functions[] = {
+    {"call_cache", speedups_call_cache, METH_NOARGS, "(freed Calls kept for reuse, their bound)."},
     {"recalibrate", speedups_recalibrate, METH_NOARGS, "Realign the TSC clock with CLOCK_REALTIME; True if the TSC is used."},
     {"now_ns", speedups_now_ns, METH_NOARGS, "The hot path's clock, in ns since the epoch."},
     {"use_system_clock", speedups_use_system_clock, METH_O, "True: always clock_gettime; False: TSC where usable."},

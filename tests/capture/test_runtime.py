@@ -91,6 +91,29 @@ def test_a_probe_is_enter_params_exit_and_exception_bound_to_one_function(impl, 
     assert probe.exit(None, 3) == 3
 
 
+def test_ended_calls_are_recycled_up_to_the_capacity_of_the_ring(impl, fn):
+    if impl != "c":
+        pytest.skip("the pure-Python twin's tokens are lists")
+    from scope_otel.capture import _speedups
+    from scope_otel.capture.ring import Ring
+
+    fid = fn("recycled")
+    saved = runtime.current_ring()
+    small, large = Ring(1500), Ring(3000)
+    try:
+        runtime.bind_ring(large, move=False)
+        for _ in range(2500):
+            runtime.exit(runtime.enter(fid))
+        del _
+        assert len(large.take(3000)) == 2500  # freed: kept for reuse, within the bound
+        free, bound = _speedups.call_cache()
+        assert bound == 3000 and 2500 <= free <= 3000
+        runtime.bind_ring(small, move=False)  # a smaller ring: fewer kept
+        assert _speedups.call_cache() == (1500, 1500)
+    finally:
+        runtime.bind_ring(saved, move=False)
+
+
 def test_a_call_that_raised_is_collected_even_when_its_traceback_holds_the_token(impl, fn):
     import gc
     import weakref
