@@ -167,14 +167,19 @@ def ingest(spans: list, batch_size: int, workdir: str) -> dict:
     # ceiling: chDB ingesting the same rows (otel_traces and scope_events) from
     # Native files built beforehand: one INSERT per table, no Python in the
     # loop, into fresh tables.  Every block encoding the exporter has is
-    # measured: the C encoder's blocks merged into one per table (what the
-    # store writer inserts) and as 512-row blocks, and clickhouse-connect's
-    # (real LowCardinality, the pure-Python path); the fastest is the ceiling.
+    # measured: one block per table with the tables' LowCardinality columns
+    # (what the store writer inserts; byte-identical to clickhouse-connect
+    # writing all rows as one block), the same with LowCardinality columns as
+    # String, the C encoder's 512-row blocks, and clickhouse-connect's 512-row
+    # blocks (the pure-Python path); the fastest is the ceiling.
+    from scope_otel.export._ch_backend import _table_types
+
     c_built = _ch_rows.load_encoder(pure=False) is not None
     out["ceilings"] = {}
-    for label, pure, merge in (("C encoder's blocks, merged into one", False, True),
-                               ("C encoder's blocks, 512 rows each", False, False),
-                               ("clickhouse-connect's blocks (pure Python)", True, False)):
+    for label, pure, merge in (("one block per table, LowCardinality (as written)", False, _table_types()),
+                               ("one block per table, LowCardinality as String", False, {}),
+                               ("C encoder's 512-row blocks (String)", False, None),
+                               ("clickhouse-connect's 512-row blocks (pure Python)", True, None)):
         if not pure and not c_built:
             continue
         database = f"ceil_{len(out['ceilings'])}"
@@ -189,10 +194,10 @@ def ingest(spans: list, batch_size: int, workdir: str) -> dict:
         files: dict[str, tuple[str, list[str]]] = {}
         for table, parts in chunks.items():
             data = b"".join(parts)
-            if merge:
+            if merge is not None:
                 from scope_otel.export._chnative import merge_blocks
 
-                data = merge_blocks(data)
+                data = merge_blocks(data, merge)
             path = os.path.join(workdir, f"{database}-{table}.native")
             with open(path, "wb") as fh:
                 fh.write(data)

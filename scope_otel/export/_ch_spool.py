@@ -42,13 +42,28 @@ class Part:
     offset: int
     length: int
 
-    def read(self) -> bytes:
-        with open(self.path, "rb") as fh:
+    def read_into(self, out: memoryview) -> None:
+        """Read the part's bytes into ``out`` (exactly ``length`` bytes long)."""
+        with open(self.path, "rb", buffering=0) as fh:
             fh.seek(self.offset)
-            data = fh.read(self.length)
-        if len(data) != self.length:
-            raise ValueError(f"{self.path}: truncated batch")
-        return data
+            got = 0
+            while got < self.length:
+                n = fh.readinto(out[got:])
+                if not n:
+                    raise ValueError(f"{self.path}: truncated batch")
+                got += n
+
+
+def read_parts(parts: Sequence[Part]) -> bytearray:
+    """The parts' bytes, one after the other, read straight into one buffer."""
+    data = bytearray(sum(p.length for p in parts))
+    view = memoryview(data)
+    offset = 0
+    for part in parts:
+        part.read_into(view[offset:offset + part.length])
+        offset += part.length
+    view.release()
+    return data
 
     def copy_to(self, out: BinaryIO) -> None:
         with open(self.path, "rb") as fh:
