@@ -172,11 +172,19 @@ class ServerOptions:
 # server side
 # --------------------------------------------------------------------------
 
+_ENVIRON_KEYS: dict[str, str] = {}  # header name -> WSGI environ key
+
+
 class _EnvironGetter(Getter):
     """Reads ``traceparent`` from ``HTTP_TRACEPARENT`` in a WSGI environ."""
 
     def get(self, carrier: Mapping, key: str) -> list[str] | None:
-        value = carrier.get("HTTP_" + key.upper().replace("-", "_"))
+        name = _ENVIRON_KEYS.get(key)
+        if name is None:
+            name = "HTTP_" + key.upper().replace("-", "_")
+            if len(_ENVIRON_KEYS) < 256:  # propagators ask for a few fixed names
+                _ENVIRON_KEYS[key] = name
+        value = carrier.get(name)
         return [value] if value is not None else None
 
     def keys(self, carrier: Mapping) -> list[str]:

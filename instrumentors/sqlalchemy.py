@@ -126,6 +126,12 @@ class ScopeSQLAlchemyInstrumentor(ScopeInstrumentor):
 
 def _engine_info(engine: Any, state: _State) -> tuple[str | None, dict]:
     """(database name, constant attributes) of an engine, computed once."""
+    try:  # kept on the engine for this instrumentation: no weak-key lookup per statement
+        owner, info = engine._scope_otel_info
+        if owner is state:
+            return info
+    except AttributeError:
+        pass
     info = state.engines.get(engine)
     if info is None:
         url = engine.url
@@ -152,6 +158,10 @@ def _engine_info(engine: Any, state: _State) -> tuple[str | None, dict]:
             if url.port:
                 attrs["net.peer.port"] = url.port
         info = state.engines[engine] = (database, attrs)
+    try:
+        engine._scope_otel_info = (state, info)
+    except Exception:  # an engine class that takes no attributes: the weak map serves
+        pass
     return info
 
 
