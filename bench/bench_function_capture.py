@@ -198,9 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     # Later rounds reuse the Calls the previous round's drain freed (the hot
     # path recycles up to the ring's capacity); VizTracer allocates its buffer
     # before its first round.  The first round shows the cold cost.
-    print(f"first round (cold: fresh memory for every Call, code not yet specialized): boundaries {per_call(first['ours_b']):.1f}, "
-          f"full {per_call(first['ours_f']):.1f}; VizTracer {per_call(first['viz_d']):.1f}, "
-          f"{per_call(first['viz_a']):.1f} ns/call added")
+    print("first round (cold: fresh memory for every Call, code not yet specialized), added ns/call: "
+          f"boundaries {per_call(first['ours_b']):.1f}, full {per_call(first['ours_f']):.1f}; "
+          f"VizTracer {per_call(first['viz_d']):.1f}, args+retval {per_call(first['viz_a']):.1f}")
     return 0
 
 
