@@ -6,7 +6,7 @@
    span, in SDK-sized batches, beside chDB's own ingest rate for the same rows
    (Native blocks for otel_traces and scope_events, built beforehand in every
    encoding the exporter has, one INSERT ... FROM INFILE per table into fresh
-   tables; the fastest encoding is the ceiling).  Two exporter modes, each
+   tables, best of two rounds; the fastest encoding is the ceiling).  Two exporter modes, each
    timed until every batch is written: ``process`` (the default: the app
    queues, a store-writer process ingests) and ``inprocess`` (chDB in the
    exporting process).  The application side is also timed stage by stage,
@@ -153,17 +153,6 @@ def ingest(spans: list, batch_size: int, workdir: str) -> dict:
         del built, encoded
     out["encoder"] = "C (_chnative)" if _ch_rows.ENCODER is not None else "pure Python"
 
-    # inprocess mode: chDB in this process, timed until everything is written.
-    store = os.path.join(workdir, "inprocess")
-    exporter = ClickHouseSpanExporter(store, embedded="inprocess", idle_close_s=60)
-    exporter.export(groups[0][:1])
-    wait_written(exporter, 60)
-    t0 = time.perf_counter()
-    for group in groups:
-        exporter.export(group)
-    wait_written(exporter)
-    out["inprocess"] = len(spans) / (time.perf_counter() - t0)
-
     # ceiling: chDB ingesting the same rows (otel_traces and scope_events) from
     # Native files built beforehand: one INSERT per table, no Python in the
     # loop, into fresh tables.  Every block encoding the exporter has is
@@ -175,14 +164,14 @@ def ingest(spans: list, batch_size: int, workdir: str) -> dict:
     from scope_otel.export._ch_backend import _table_types
 
     c_built = _ch_rows.load_encoder(pure=False) is not None
-    out["ceilings"] = {}
+    store = os.path.join(workdir, "inprocess")
+    variants: dict[str, dict[str, tuple[str, list[str]]]] = {}
     for label, pure, merge in (("one block per table, LowCardinality (as written)", False, _table_types()),
                                ("one block per table, LowCardinality as String", False, {}),
                                ("C encoder's 512-row blocks (String)", False, None),
                                ("clickhouse-connect's 512-row blocks (pure Python)", True, None)):
         if not pure and not c_built:
             continue
-        database = f"ceil_{len(out['ceilings'])}"
         chunks: dict[str, list[bytes]] = {}
         names: dict[str, list[str]] = {}
         for group in groups:
@@ -198,24 +187,44 @@ def ingest(spans: list, batch_size: int, workdir: str) -> dict:
                 from scope_otel.export._chnative import merge_blocks
 
                 data = merge_blocks(data, merge)
-            path = os.path.join(workdir, f"{database}-{table}.native")
+            path = os.path.join(workdir, f"ceil{len(variants)}-{table}.native")
             with open(path, "wb") as fh:
                 fh.write(data)
             files[table] = (path, names[table])
+        variants[label] = files
         del chunks
-        ceiling = ClickHouseSpanExporter(store, database, embedded="inprocess", idle_close_s=60)
-        ceiling.export(groups[0][:1])  # the schema, outside the timing
-        wait_written(ceiling, 60)
+    # two rounds, interleaved, best of two per encoding: single INSERTs of a
+    # few seconds move a lot with the machine's load
+    out["ceilings"] = {}
+    for round_ in range(2):
+        for label, files in variants.items():
+            database = f"ceil_{round_}_{list(variants).index(label)}"
+            ceiling = ClickHouseSpanExporter(store, database, embedded="inprocess", idle_close_s=60)
+            ceiling.export(groups[0][:1])  # the schema, outside the timing
+            wait_written(ceiling, 60)
+            time.sleep(1.0)  # let the schema's and earlier inserts' background work settle
 
-        def load(client, files=files, database=database):
-            for table, (path, columns) in files.items():
-                cols = ", ".join(f"`{c}`" for c in columns)
-                client.command(f"INSERT INTO {database}.{table} ({cols}) FROM INFILE '{path}' FORMAT Native")
+            def load(client, files=files, database=database):
+                for table, (path, columns) in files.items():
+                    cols = ", ".join(f"`{c}`" for c in columns)
+                    client.command(f"INSERT INTO {database}.{table} ({cols}) FROM INFILE '{path}' FORMAT Native")
 
-        t0 = time.perf_counter()
-        ceiling._backend.run(load)
-        out["ceilings"][label] = len(spans) / (time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            ceiling._backend.run(load)
+            rate = len(spans) / (time.perf_counter() - t0)
+            out["ceilings"][label] = max(rate, out["ceilings"].get(label, 0.0))
     out["ceiling"] = max(out["ceilings"].values())
+
+    # inprocess mode: chDB in this process, timed until everything is written.
+    exporter = ClickHouseSpanExporter(store, "inproc", embedded="inprocess", idle_close_s=60)
+    exporter.export(groups[0][:1])
+    wait_written(exporter, 60)
+    t0 = time.perf_counter()
+    for group in groups:
+        exporter.export(group)
+    wait_written(exporter)
+    out["inprocess"] = len(spans) / (time.perf_counter() - t0)
+
     exporter._backend.close()
     return out
 
