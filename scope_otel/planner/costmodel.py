@@ -8,7 +8,8 @@
   already imported; about 0.2 s, once, then cached);
 * the application's own work: a plain Python call and one simple statement
   (the unit the planner uses to estimate a function's run time);
-* the inline level check an instrumented function at ``off`` still pays;
+* what an instrumented function at ``off`` still pays (its probe's
+  ``enter``, which returns ``None``, and ``exit``);
 * ``enter``+``exit`` of :mod:`scope_otel.capture.runtime` at ``boundaries``
   and at ``full`` (one and five arguments, a collection argument of 100
   small tuples, return value), a sampled-out ``enter``, and one
@@ -62,7 +63,7 @@ class CostModel:
 
     call_us: float          # a plain Python call, the application's unit of work
     stmt_us: float          # one simple statement
-    check_us: float         # an instrumented function at level off (inline check)
+    check_us: float         # an instrumented function at level off (probe enter + exit)
     boundaries_us: float    # enter + exit at boundaries
     full_us: float          # enter(args) + exit(value) at full, one argument
     arg_us: float           # each further argument at full
@@ -108,7 +109,7 @@ def cache_path() -> str:
 
 
 #: Bumped when what is measured changes, so older cache entries are not reused.
-_MODEL_VERSION = 4
+_MODEL_VERSION = 5
 
 
 def _cache_key(source: str, exporter: str) -> str:
@@ -224,11 +225,12 @@ def _pipeline_cost(runtime, fid: int, exporter: str, n: int) -> float | None:
             pass
 
     processor = RingBufferSpanProcessor(_EncodeOnly(), schedule_delay_millis=50)
-    enter, exit_ = runtime.enter, runtime.exit
+    probe = runtime.probe(fid)
+    enter, exit_ = probe.enter, probe.exit
     try:
         t0 = time.process_time_ns()
         for _ in range(n):
-            exit_(enter(fid, None), None)
+            exit_(enter(1), None)
         processor.force_flush(10_000)
         return (time.process_time_ns() - t0) / n / 1000.0
     except Exception:
@@ -238,51 +240,72 @@ def _pipeline_cost(runtime, fid: int, exporter: str, n: int) -> float | None:
 
 
 def _runtime_costs(n: int, exporter: str) -> tuple[dict, str]:
-    """Time the real capture runtime; raises ImportError when it is absent."""
+    """Time the real capture runtime, called the way rewritten code calls it; raises ImportError when absent.
+
+    Rewritten functions call their probe (``runtime.probe(fid)``):
+    ``t = p.enter(<parameter values>)`` first and ``p.exit(t, value)`` last;
+    ``enter`` reads the level itself, so a function at ``off`` pays those two
+    calls and nothing else (see :mod:`scope_otel.instrument.rewrite`).
+    """
     from scope_otel.capture import runtime
 
     here = os.path.abspath(__file__)
+    every = frozenset({"args", "return", "exceptions", "state"})
     fid_b = runtime.register(__name__, "_probe_boundaries", here, 1, level="boundaries",
-                             capture=frozenset({"exceptions"}))
-    fid_f = runtime.register(__name__, "_probe_full", here, 1, level="full",
-                             capture=frozenset({"args", "return", "exceptions", "state"}))
-    fid_s = runtime.register(__name__, "_probe_sampled", here, 1, level="boundaries", sampling=0.0)
-    enter, exit_, L = runtime.enter, runtime.exit, runtime.LEVELS
+                             capture=frozenset({"exceptions"}), params=("a",))
+    fid_f = runtime.register(__name__, "_probe_full", here, 1, level="full", capture=every, params=("a",))
+    fid_f5 = runtime.register(__name__, "_probe_full5", here, 1, level="full", capture=every,
+                              params=tuple(_PROBE_ARGS_5))
+    fid_s = runtime.register(__name__, "_probe_sampled", here, 1, level="boundaries", sampling=0.0,
+                             params=("a",))
+    fid_o = runtime.register(__name__, "_probe_off", here, 1, level="off", params=("a",))
     ring = runtime.current_ring()
 
-    def loop(fid, args, value):
+    def loop(fid, value, arg=1):
+        probe = runtime.probe(fid)
+        enter, exit_ = probe.enter, probe.exit
+
         def run(count: int) -> int:
             t0 = _clock()
             for _ in range(count):
-                t = None
-                if L[fid]:
-                    t = enter(fid, args if L[fid] > 1 else None)
-                exit_(t, value)
+                exit_(enter(arg), value)
             elapsed = _clock() - t0
             ring.take(count)  # keep the probe's records out of anyone's way
             return elapsed
         return run
 
+    def loop5(count: int) -> int:
+        probe = runtime.probe(fid_f5)
+        enter, exit_ = probe.enter, probe.exit
+        a, b, c, d, e = _PROBE_ARGS_5.values()
+        t0 = _clock()
+        for _ in range(count):
+            exit_(enter(a, b, c, d, e), 42)
+        elapsed = _clock() - t0
+        ring.take(count)
+        return elapsed
+
     def state_loop(count: int) -> int:
-        t = enter(fid_f, _PROBE_ARGS_1)
+        t = runtime.enter(fid_f, _PROBE_ARGS_1)
         t0 = _clock()
         for i in range(count):
             runtime.state_change(t, "self.total", i)
         elapsed = _clock() - t0
-        exit_(t, None)
+        runtime.exit(t, None)
         ring.take(count)
         return elapsed
 
     empty = min(_empty_loop(n) for _ in range(3))
     costs = {
-        "boundaries_us": _per_op_us(loop(fid_b, None, None), n, empty),
-        "full_us": _per_op_us(loop(fid_f, _PROBE_ARGS_1, 42), n, empty),
-        "sampled_out_us": _per_op_us(loop(fid_s, None, None), n, empty),
+        "check_us": _per_op_us(loop(fid_o, None), n, empty),
+        "boundaries_us": _per_op_us(loop(fid_b, None), n, empty),
+        "full_us": _per_op_us(loop(fid_f, 42), n, empty),
+        "sampled_out_us": _per_op_us(loop(fid_s, None), n, empty),
         "state_us": _per_op_us(state_loop, n // 4, empty / 4),
     }
-    full5 = _per_op_us(loop(fid_f, _PROBE_ARGS_5, 42), n, empty)
+    full5 = _per_op_us(loop5, n, empty)
     costs["arg_us"] = max(full5 - costs["full_us"], 0.0) / 4
-    container = _per_op_us(loop(fid_f, _PROBE_CONTAINER, 42), n // 10, empty / 10)
+    container = _per_op_us(loop(fid_f, 42, _PROBE_CONTAINER["a"]), n // 10, empty / 10)
     costs["container_us"] = max(container - costs["full_us"], 0.0)
     costs["offpath_us"], spans = _offpath_cost(runtime, fid_f, n // 4)
     costs["export_us"] = _export_cost(exporter, spans)
@@ -292,7 +315,7 @@ def _runtime_costs(n: int, exporter: str) -> tuple[dict, str]:
         costs["offpath_us"] = max(costs["offpath_us"],
                                   pipeline - costs["boundaries_us"] - costs["export_us"])
     implementation = getattr(runtime, "IMPLEMENTATION", "?")
-    if L[fid_b] != 1 or L[fid_f] != 2:
+    if runtime.LEVELS[fid_b] != 1 or runtime.LEVELS[fid_f] != 2:
         implementation += ", levels forced by configuration"
     return costs, f"scope_otel.capture.runtime ({implementation})"
 
@@ -386,11 +409,12 @@ def _measure(n: int, exporter: str) -> CostModel:
     started = time.perf_counter()
     call, stmt, check = _application_costs(n)
     try:
-        costs, source = _runtime_costs(n, exporter)
+        costs, source = _runtime_costs(n, exporter)  # the real check_us replaces the stand-in's
         costs["startup_us"] = _startup_cost()
     except ImportError as exc:
         costs, source = _standin_costs(n), f"stand-in (capture runtime not importable: {exc})"
-    return CostModel(call_us=call, stmt_us=stmt, check_us=check, source=source, exporter=exporter,
+    costs.setdefault("check_us", check)
+    return CostModel(call_us=call, stmt_us=stmt, source=source, exporter=exporter,
                      calibration_s=time.perf_counter() - started, **costs)
 
 
