@@ -343,7 +343,7 @@ class Backend:
         up (each INSERT makes a part, runs the materialized view and builds
         the skip indexes: ~10 ms of fixed cost).  The C accelerator also
         merges the batches' blocks into one with real LowCardinality columns:
-        chDB converts and squashes every block it reads (~1.5 us per span for
+        chDB converts and squashes every block it reads (1.4-2 us per span for
         512-row blocks), and String -> LowCardinality conversion costs it
         ~0.5 us per span more (measured, bench/results/clickhouse.md).
         """
