@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 
 import pytest
@@ -11,6 +12,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from scope_otel import config
+from scope_otel.capture import runtime
 from scope_otel.instrumentors.sqlalchemy import ScopeSQLAlchemyInstrumentor
 from tests.instrumentors.conftest import instrumented
 
@@ -110,7 +112,7 @@ def test_orm_flush_becomes_state_change_events_per_class(spans, engine):
 
 
 def test_orm_values_at_level_full_are_redacted(spans, engine):
-    previous = config.current().level
+    previous = copy.deepcopy(config.current())
     config.update(level="full")
     try:
         with instrumented(ScopeSQLAlchemyInstrumentor(), spans):
@@ -119,7 +121,10 @@ def test_orm_values_at_level_full_are_redacted(spans, engine):
                     session.add(Account(id=9, owner="cy", password=SECRET))
                     session.commit()
     finally:
-        config.update(level=previous)
+        # the saved configuration back, not update(level=...): that would leave
+        # "level" set explicitly (source "runtime"), overriding every function's own level
+        config.set_current(previous)
+        runtime.configure(previous)
     (request,) = spans.named("request")
     (change,) = [e for e in request.events if e.name == "scope.state_change"]
     (value,) = change.attributes["scope.value"]
