@@ -56,6 +56,7 @@ from typing import Any, Callable
 from opentelemetry import context, trace
 
 from scope_otel.instrumentors import _http
+from scope_otel.instrumentors._deferred import when_imported
 from scope_otel.instrumentors._support import ScopeInstrumentor, failed, patch, unpatch
 from scope_otel.version import __version__
 
@@ -81,6 +82,10 @@ class ScopeFlaskInstrumentor(ScopeInstrumentor):
     _what = "Flask"
 
     def _instrument(self, **kwargs: Any) -> None:
+        # Flask is imported by the program, not by us (see _deferred)
+        self._pending = when_imported("flask", lambda _module: self._attach(**kwargs), "flask.attach")
+
+    def _attach(self, **kwargs: Any) -> None:
         import flask
 
         global _state, _flask, _request_ctx
@@ -94,9 +99,11 @@ class ScopeFlaskInstrumentor(ScopeInstrumentor):
             signal.connect(receiver, weak=False)
 
     def _uninstrument(self, **kwargs: Any) -> None:
+        global _state
+        if not self._pending.cancel():
+            return
         import flask
 
-        global _state
         unpatch(flask.Flask, "__call__")
         for signal, receiver in _receivers():
             signal.disconnect(receiver)

@@ -61,6 +61,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, get_current_span
 
 from scope_otel.instrumentors import _http
+from scope_otel.instrumentors._deferred import when_imported
 from scope_otel.instrumentors._support import ScopeInstrumentor, add_event, failed, level, redacted_repr
 from scope_otel.version import __version__
 
@@ -93,6 +94,11 @@ class ScopeSQLAlchemyInstrumentor(ScopeInstrumentor):
     _what = "SQLAlchemy"
 
     def _instrument(self, **kwargs: Any) -> None:
+        # SQLAlchemy is imported by the program, not by us (see _deferred);
+        # the listeners sit on the Engine class, so engines made later are covered
+        self._pending = when_imported("sqlalchemy", lambda _module: self._attach(**kwargs), "sqlalchemy.attach")
+
+    def _attach(self, **kwargs: Any) -> None:
         from sqlalchemy import event
 
         global _state
@@ -111,9 +117,11 @@ class ScopeSQLAlchemyInstrumentor(ScopeInstrumentor):
                 event.listen(target, name, fn, **kw)
 
     def _uninstrument(self, **kwargs: Any) -> None:
+        global _state
+        if not self._pending.cancel():
+            return
         from sqlalchemy import event
 
-        global _state
         for target, name, fn, _ in _listeners():
             if event.contains(target, name, fn):
                 event.remove(target, name, fn)

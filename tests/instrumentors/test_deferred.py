@@ -9,18 +9,23 @@ import types
 from scope_otel.instrumentors import _deferred, _support
 from tests.support.procs import clean_env, tool
 
-LIBRARIES = ("django", "redis", "pika", "requests", "httpx", "urllib3")
+LIBRARIES = ("django", "flask", "sqlalchemy", "redis", "pika", "requests", "httpx", "urllib3")
 
 _PROGRAM = r"""
 import json, sys
 before = {name: name in sys.modules for name in %r}
-import requests.sessions, redis.client
+import requests.sessions, redis.client, flask, sqlalchemy
 from django.core.handlers.base import BaseHandler
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 print(json.dumps({
     "before": before,
     "requests_patched": hasattr(requests.sessions.Session.send, "__scope_otel_original__"),
     "redis_patched": hasattr(redis.client.Redis.xadd, "__scope_otel_original__"),
     "django_patched": hasattr(BaseHandler.get_response, "__scope_otel_original__"),
+    "flask_patched": hasattr(flask.Flask.__call__, "__scope_otel_original__"),
+    "sqlalchemy_listening": event.contains(Engine, "before_cursor_execute",
+                                           __import__("scope_otel.instrumentors.sqlalchemy", fromlist=["x"])._before_cursor_execute),
 }))
 """
 
@@ -34,6 +39,7 @@ def test_a_program_that_never_imports_a_library_does_not_pay_for_it_and_one_that
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     assert seen["before"] == {name: False for name in LIBRARIES}
     assert seen["requests_patched"] and seen["redis_patched"] and seen["django_patched"]
+    assert seen["flask_patched"] and seen["sqlalchemy_listening"]
 
 
 def test_attach_runs_at_once_for_an_imported_module_and_a_failure_never_reaches_the_import():
