@@ -15,9 +15,11 @@ an int beyond int64, a type that is not str/bool/int/float/bytes/Sequence/
 Mapping/None), the C one drops the same attribute and logs it on the same
 logger.  The differences, all about failures:
 
-- a batch that cannot be encoded at all (a span name with a lone surrogate,
-  an id that does not fit) makes ``export`` return FAILURE with one log line;
-  the stock gRPC exporter raises;
+- a batch the encoder refuses (a span name with a lone surrogate, an id that
+  does not fit) is not lost: it is encoded span by span, a failing span is
+  sent with its text escaped, and only a span that still cannot be encoded
+  is dropped, with one log line (the stock exporters fail the whole batch,
+  and the gRPC one raises);
 - a batch is encoded once per export, not once per retry;
 - an attribute value nested past the 100 sub-message levels protobuf decoders
   accept (lists of lists ~47 deep) is dropped; the stock encoder drops most of
@@ -115,6 +117,63 @@ IMPLEMENTATION: str
 use_implementation()
 
 
+def _encode(spans: Sequence[ReadableSpan]) -> bytes:
+    """The request for ``spans``, losing as little as possible.
+
+    A batch the encoder refuses (a lone surrogate in a span or event name or
+    status description, an id that does not fit) is encoded span by span: a
+    span that fails is retried with its text escaped (``\\udcff``), and only
+    a span that still fails is dropped.  Serialized requests concatenated are
+    one valid request (protobuf merges repeated fields), so the rest of the
+    batch goes out as usual.  Raises only when no span at all can be encoded.
+    """
+    try:
+        return encode_request(spans)
+    except Exception as error:  # noqa: BLE001 - salvaged below
+        first = error
+    parts, escaped, lost = [], 0, 0
+    for span in spans:
+        try:
+            parts.append(encode_request([span]))
+            continue
+        except Exception:  # noqa: BLE001
+            pass
+        try:
+            parts.append(encode_request([_escaped(span)]))
+            escaped += 1
+        except Exception:  # noqa: BLE001
+            lost += 1
+    if not parts:
+        raise first
+    _logger.warning("span batch: %d span(s) had text that cannot be encoded escaped, %d dropped (%s)",
+                    escaped, lost, first)
+    return b"".join(parts)
+
+
+def _text(value: object) -> object:
+    return value.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(value, str) else value
+
+
+def _escaped(span: ReadableSpan) -> ReadableSpan:
+    """A copy of ``span`` whose names, description and string values are valid UTF-8."""
+    status = span.status
+    return ReadableSpan(
+        name=_text(span.name),
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes={_text(k): _text(v) for k, v in (span.attributes or {}).items()},
+        events=[Event(_text(e.name), {_text(k): _text(v) for k, v in (e.attributes or {}).items()}, e.timestamp)
+                for e in span.events],
+        links=span.links,
+        kind=span.kind,
+        status=Status(status.status_code, _text(status.description)) if status.description else status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
 class _Encoded:
     """A batch already encoded, handed through the stock gRPC export loop."""
 
@@ -148,7 +207,7 @@ class OTLPGrpcSpanExporter(_StockGrpcExporter):
         if self._shutdown:
             return self._export(_Encoded(b"", len(spans)))  # logs and fails, as stock
         try:
-            body = encode_request(spans)
+            body = _encode(spans)
         except Exception as error:  # noqa: BLE001 - one bad batch must not raise into the processor
             _logger.error("Failed to encode span batch: %s", error)
             with self._metrics.export_operation(len(spans)) as result:
@@ -172,7 +231,7 @@ class OTLPHttpSpanExporter(_StockHttpExporter):
             return SpanExportResult.FAILURE
         with self._metrics.export_operation(len(spans)) as result:
             try:
-                body = encode_request(spans)
+                body = _encode(spans)
             except Exception as error:  # noqa: BLE001 - as the stock exporter
                 _logger.error("Failed to encode span batch: %s", error)
                 result.error = error

@@ -190,9 +190,33 @@ def test_down_endpoint_fails_the_batch_without_raising_or_hanging(impl, protocol
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_a_batch_that_cannot_be_encoded_fails_without_raising(impl, protocol, otlp_receiver, caplog):
-    """A lone surrogate in a span name: the stock gRPC exporter raises; ours returns FAILURE."""
-    spans = make_spans() + [ReadableSpan("bad \udcff name", context=SpanContext(1, 2, False))]
+def test_a_span_that_cannot_be_encoded_does_not_lose_its_batch(impl, protocol, otlp_receiver, caplog):
+    """A lone surrogate in a span name: sent escaped; an id too large for OTLP: that span alone is dropped."""
+    good = make_spans()
+    surrogate = ReadableSpan("bad \udcff name", context=SpanContext(1, 2, False),
+                             status=Status(StatusCode.ERROR, "broken \udcfe text"))
+    too_big = ReadableSpan("id too large", context=SpanContext(1 << 130, 3, False))
+    spans = good + [surrogate, too_big]
+    if protocol == "grpc":
+        exporter = OTLPGrpcSpanExporter(endpoint=otlp_receiver.grpc_endpoint, insecure=True)
+    else:
+        exporter = OTLPHttpSpanExporter(endpoint=otlp_receiver.http_endpoint + "/v1/traces")
+    try:
+        with caplog.at_level(logging.WARNING, logger="scope_otel.export.otlp"):
+            assert exporter.export(spans) is SpanExportResult.SUCCESS
+        assert any("1 span(s) had text that cannot be encoded escaped, 1 dropped" in r.getMessage()
+                   for r in caplog.records)
+    finally:
+        exporter.shutdown()
+    received = otlp_receiver.wait_for(len(good) + 1)
+    assert sorted(s["name"] for s in received) == sorted([s.name for s in good] + ["bad \\udcff name"])
+    check_received([s for s in received if s["name"] != "bad \\udcff name"], good, protocol)
+    assert otlp_receiver.requests == 1  # still one request
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_a_batch_with_no_encodable_span_fails_without_raising(impl, protocol, otlp_receiver, caplog):
+    spans = [ReadableSpan("id too large", context=SpanContext(1 << 130, 3, False))]
     if protocol == "grpc":
         exporter = OTLPGrpcSpanExporter(endpoint=otlp_receiver.grpc_endpoint, insecure=True)
     else:
@@ -201,11 +225,11 @@ def test_a_batch_that_cannot_be_encoded_fails_without_raising(impl, protocol, ot
         with caplog.at_level(logging.ERROR, logger="scope_otel.export.otlp"):
             assert exporter.export(spans) is SpanExportResult.FAILURE
         assert any("Failed to encode span batch" in r.getMessage() for r in caplog.records)
-        assert exporter.export(spans[:1]) is SpanExportResult.SUCCESS  # the exporter still works
+        good = make_spans()
+        assert exporter.export(good) is SpanExportResult.SUCCESS  # the exporter still works
     finally:
         exporter.shutdown()
-    assert [s["name"] for s in otlp_receiver.wait_for(1)] == [spans[0].name]
-    assert otlp_receiver.requests == 1
+    check_received(otlp_receiver.wait_for(len(good)), good, protocol)
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
