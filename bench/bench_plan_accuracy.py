@@ -8,8 +8,9 @@ dir: 15,000 orders priced over 600-item carts, a hot tax-rate helper, a
 recursive walk, a stateful ledger; about a second of CPU) and for each
 budget:
 
-1. ``scope-otel plan acc_app --budget B --profile -- python run.py`` gives the
-   plan and its ``estimate.overhead_pct``;
+1. ``scope-otel plan acc_app --budget B --profile --trial -- python run.py``
+   gives the plan and its ``estimate.overhead_pct`` (``--no-trial``: without
+   the trial runs, microbenchmark costs only);
 2. the workload runs plain, under ``scope-otel run`` without a plan (the
    launcher's own cost), and under ``scope-otel run --plan`` — exporting
    over OTLP/HTTP to a local sink, so records are turned into spans and
@@ -52,6 +53,8 @@ SCOPE = [PY, "-m", "scope_otel.launcher.cli"]
 #: Budgets for the shop.  Start-up (imports, the app's set-up) is a large
 #: share of its run, so the planner's fixed costs matter more than in acc_app.
 SHOP_BUDGETS = (5.0, 20.0)
+#: Plan with ``--profile --trial``: recording priced on the program itself.
+TRIAL = True
 
 APP = {
     "acc_app/__init__.py": "",
@@ -178,7 +181,8 @@ def _best(cmd: list[str], cwd: str, env: dict, repeat: int) -> float:
 
 
 def _plan(paths: list[str], budget: float, command: list[str], cwd: str, env: dict, out: str) -> dict:
-    cmd = SCOPE + ["plan", *paths, "--budget", str(budget), "-q", "-o", out, "--profile", "--", *command]
+    cmd = SCOPE + ["plan", *paths, "--budget", str(budget), "-q", "-o", out, "--profile",
+                   *(["--trial"] if TRIAL else []), "--", *command]
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         raise SystemExit(f"plan failed:\n{proc.stderr[-2000:]}")
@@ -201,7 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="two repetitions, two budgets")
     parser.add_argument("--orders", type=int, default=15000, help="workload size (default 15000 orders)")
     parser.add_argument("--shop-rounds", type=int, default=100, help="rounds of shop traffic (default 100)")
+    parser.add_argument("--no-trial", action="store_true",
+                        help="plan without `--trial` (microbenchmark costs only)")
     args = parser.parse_args(argv)
+    global TRIAL
+    TRIAL = not args.no_trial
     repeat = 2 if args.quick else 5
     budgets = [5.0, 100.0] if args.quick else [2.0, 5.0, 20.0, 100.0]
     endpoint = _sink()

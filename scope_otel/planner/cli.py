@@ -4,7 +4,7 @@
 
     scope-otel plan [PATHS ...] [--budget PCT] [-o scope-otel.plan.json] [--explain]
                     [--include GLOB] [--exclude GLOB] [--pin GLOB=LEVEL]
-                    [--counts FILE] [--profile -- CMD ...]
+                    [--counts FILE] [--profile [--trial] -- CMD ...]
 
 PATHS are files, packages or source roots (default: the directory of the
 profiled script, else the current directory).  ``--budget`` is the overhead
@@ -15,7 +15,11 @@ default the configured ``traces_exporter``).
 ``--profile -- CMD`` runs CMD once plainly (for its run time) and once under
 a call counter, and plans with the real counts (saved to ``--counts-out``,
 default ``<plan>.counts.json``; reuse them with ``--counts``).  Without it,
-call counts are estimated from the source.
+call counts are estimated from the source.  ``--trial`` runs CMD twice more
+under ``scope-otel run`` (without a plan, and with every called function at
+``boundaries``) and prices a recorded call from the difference, which sees
+what microbenchmarks cannot (the exporter's real work, GC over the
+program's heap); see :mod:`scope_otel.planner.trial`.
 
 Globs are over ``module:qualname``; a glob without ``:`` means whole
 modules.  Precedence: ``--pin`` > ``--exclude`` > ``--include`` > the
@@ -30,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 
 from scope_otel.planner.plan import LEVELS
@@ -57,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="run the command after '--' twice (plain, then counted) and plan with its real call counts")
     p.add_argument("--no-baseline-run", action="store_true",
                    help="with --profile, run the command once only (its run time is then estimated)")
+    p.add_argument("--trial", action="store_true",
+                   help="with --profile: also run the command under scope-otel without a plan and with the "
+                        "profiled functions at boundaries, and price recording from the difference "
+                        "(catches what microbenchmarks cannot: export, GC of a large heap)")
     p.add_argument("--counts", metavar="FILE", help="use call counts saved by an earlier --profile")
     p.add_argument("--counts-out", metavar="FILE", help="where --profile saves its counts (default: <plan>.counts.json)")
     p.add_argument("--exporter", choices=("otlp", "clickhouse", "console", "none"),
@@ -96,6 +105,33 @@ def _pins(values: list[str], parser: argparse.ArgumentParser) -> dict:
     return pins
 
 
+def _trial(command, analysis, calls, model, profile, meta, args, err):
+    """The cost model corrected by a trial run of the command (see :mod:`scope_otel.planner.trial`)."""
+    from scope_otel.planner import trial
+    from scope_otel.planner.orchestrator import Overrides, build_plan
+
+    # one exact pin per called function (a "*" pin would reach every module the program imports)
+    pins = {key: "boundaries" for key in analysis.functions if calls.get(key, 0) > 0}
+    every_called = build_plan(analysis, calls, model, budget_pct=100.0, overrides=Overrides(pin=pins),
+                              frequencies="profile", baseline_us=profile.baseline_us)
+    if not args.quiet:
+        err.write("scope-otel plan: trial: running the command under scope-otel, without and with recording\n")
+    try:
+        result = trial.measure(command, every_called, calls, model, profile.processes)
+    except (OSError, subprocess.SubprocessError) as exc:
+        err.write(f"scope-otel plan: trial failed ({exc}); using the microbenchmark costs\n")
+        return model, meta
+    if result is None:
+        if not args.quiet:
+            err.write(f"scope-otel plan: trial: fewer than {trial.MIN_CALLS} recorded calls; "
+                      "using the microbenchmark costs\n")
+        return model, meta
+    if not args.quiet:
+        err.write(f"scope-otel plan: trial: {result.per_call_us:.2f} us per recorded call "
+                  f"(microbenchmarks: {result.model_per_call_us:.2f} us)\n")
+    return trial.calibrated(model, result), dict(meta, trial=result.as_dict())
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     own, command = _split_command(argv)
@@ -105,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--profile needs a command after '--', e.g. --profile -- python app.py")
     if command and not args.profile:
         parser.error("a command after '--' is only used with --profile")
+    if args.trial and not args.profile:
+        parser.error("--trial needs --profile (it runs the profiled command)")
     if args.profile and args.counts:
         parser.error("use either --profile or --counts, not both")
     if args.budget < 0:
@@ -159,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         frequencies, baseline, meta = "profile", profile.baseline_us, profile.meta()
         fixed = model.startup_us * max(profile.processes, 1)
         args_repr = profile.arg_cost_for(analysis.functions)
+        if args.trial:
+            model, meta = _trial(command, analysis, calls, model, profile, meta, args, err)
     else:  # per unit of work: no per-process start-up to charge
         calls, frequencies, baseline, meta = callgraph.static_frequencies(analysis), "static", None, None
     document = build_plan(

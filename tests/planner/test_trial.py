@@ -1,0 +1,55 @@
+"""`scope-otel plan --profile --trial`: recording priced on the program itself."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+
+import pytest
+
+from scope_otel.planner.cli import main
+from scope_otel.planner.costmodel import calibrate
+from scope_otel.planner.plan import plan_from_document
+from scope_otel.planner.trial import Trial, calibrated
+
+_JOB = """
+def step(i):
+    return {"i": i, "label": "item-%d" % i}
+
+def run():
+    return [step(i) for i in range(3000)]
+
+run()
+"""
+
+
+def test_a_trial_run_prices_a_recorded_call_and_the_plan_records_it(tmp_path, cost_cache, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    (tmp_path / "job.py").write_text(_JOB)
+    out = tmp_path / "plan.json"
+    assert main(["-q", "-o", str(out), "--budget", "50", "--profile", "--trial", "--", sys.executable, "job.py"]) == 0
+    doc = json.loads(out.read_text())
+    assert plan_from_document(doc).functions  # a valid plan
+    trial = doc["estimate"]["profile"]["trial"]
+    assert trial["recorded_calls"] == 3001  # step 3000 times, run once
+    assert trial["per_call_us"] >= 0 and trial["model_per_call_us"] > 0
+    assert trial["plan_cpu_s"] > 0 and trial["noplan_cpu_s"] > 0
+    assert "trial run" in doc["estimate"]["cost_model"]["source"]
+
+
+def test_trial_needs_profile(tmp_path, cost_cache, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["-q", "-o", str(tmp_path / "p.json"), "--trial", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "--trial needs --profile" in capsys.readouterr().err
+
+
+def test_the_trial_only_ever_raises_the_price(cost_cache):
+    model = calibrate(exporter="none")
+    dearer = Trial(1000, 1.0, 1.1, model.call_cost("boundaries") + 40.0, model.call_cost("boundaries"))
+    cheaper = Trial(1000, 1.0, 1.0, 0.0, model.call_cost("boundaries"))
+    assert calibrated(model, dearer).call_cost("boundaries") == pytest.approx(model.call_cost("boundaries") + 40.0)
+    assert calibrated(model, dearer).call_cost("full", nargs=1) == pytest.approx(model.call_cost("full", nargs=1) + 40.0)
+    assert calibrated(model, cheaper).call_cost("boundaries") == pytest.approx(model.call_cost("boundaries"))
+    assert dataclasses.replace(calibrated(model, cheaper), source=model.source) == model
