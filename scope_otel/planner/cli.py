@@ -132,6 +132,30 @@ def _trial(command, analysis, calls, model, profile, meta, args, err):
     return trial.calibrated(model, result), dict(meta, trial=result.as_dict())
 
 
+def _trial_of_the_plan(command, document, model, meta, plan_with, args, err):
+    """Run the plan itself; if it costs more than estimated, price per call to match and plan again."""
+    from scope_otel.planner import trial
+
+    if not any(entry.get("level") != "off" for entry in document["functions"].values()):
+        return document
+    try:
+        planned = trial.plan_cpu_s(command, document)
+    except (OSError, subprocess.SubprocessError) as exc:
+        err.write(f"scope-otel plan: trial of the plan failed ({exc}); keeping it\n")
+        return document
+    measured_us = max(planned - meta["trial"]["noplan_cpu_s"], 0.0) * 1e6
+    scaled, factor = trial.rescaled(model, document, measured_us)
+    if factor <= 1.0:
+        return document
+    if not args.quiet:
+        err.write(f"scope-otel plan: trial: the plan cost {measured_us / 1000:.1f} ms, estimated "
+                  f"{document['estimate']['overhead_us'] / 1000:.1f} ms; planning again with per-call "
+                  f"prices x{factor:.2f}\n")
+    first = {"measured_us": round(measured_us, 1), "estimated_us": document["estimate"]["overhead_us"],
+             "factor": round(factor, 3)}
+    return plan_with(scaled, dict(meta, trial=dict(meta["trial"], first_plan=first)))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     own, command = _split_command(argv)
@@ -201,12 +225,17 @@ def main(argv: list[str] | None = None) -> int:
             model, meta = _trial(command, analysis, calls, model, profile, meta, args, err)
     else:  # per unit of work: no per-process start-up to charge
         calls, frequencies, baseline, meta = callgraph.static_frequencies(analysis), "static", None, None
-    document = build_plan(
-        analysis, calls, model, budget_pct=args.budget,
-        overrides=Overrides(include=args.include, exclude=args.exclude, pin=pins),
-        frequencies=frequencies, baseline_us=baseline, profile_meta=meta, fixed_us=fixed,
-        args_repr_us=args_repr,
-    )
+    def plan_with(model, meta):
+        return build_plan(
+            analysis, calls, model, budget_pct=args.budget,
+            overrides=Overrides(include=args.include, exclude=args.exclude, pin=pins),
+            frequencies=frequencies, baseline_us=baseline, profile_meta=meta, fixed_us=fixed,
+            args_repr_us=args_repr,
+        )
+
+    document = plan_with(model, meta)
+    if args.trial and meta and "trial" in meta:
+        document = _trial_of_the_plan(command, document, model, meta, plan_with, args, err)
 
     text = json.dumps(document, indent=1, sort_keys=False, ensure_ascii=False) + "\n"
     if args.output == "-":

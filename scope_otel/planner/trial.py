@@ -14,6 +14,11 @@ a plan and once with every analysed function that the profile saw called at
 less the instrumentation's start-up, divided by the recorded calls, is what
 a recorded call costs this program; :func:`calibrated` moves what the model
 missed into its per-span off-path cost, so every level's price carries it.
+
+That is an average over the program's calls.  The plan made with it is then
+run once more itself (:func:`plan_cpu_s`); when it costs more than estimated
+(heavier functions kept, lighter ones dropped), :func:`rescaled` scales the
+per-call prices to match and the plan is made again with them.
 """
 from __future__ import annotations
 
@@ -64,16 +69,45 @@ def measure(command: list[str], plan_document: dict, calls: dict[str, float], mo
     if recorded < MIN_CALLS:
         return None
     launcher = [sys.executable, "-m", "scope_otel.launcher.cli", "run"]
+    noplan = min(_cpu_s(launcher + ["--", *command], env, cwd, timeout) for _ in range(repeat))
+    planned = plan_cpu_s(command, plan_document, env=env, cwd=cwd, timeout=timeout, repeat=repeat)
+    fixed_us = model.startup_us * max(processes, 1)
+    per_call = max((planned - noplan) * 1e6 - fixed_us, 0.0) / recorded
+    return Trial(recorded, noplan, planned, per_call, model.call_cost("boundaries"))
+
+
+#: Per-call fields of the cost model (everything but the once-per-process start-up).
+_PER_CALL = ("check_us", "boundaries_us", "full_us", "arg_us", "container_us", "sampled_out_us",
+             "state_us", "offpath_us", "export_us")
+
+
+def plan_cpu_s(command: list[str], plan_document: dict, *, env: dict | None = None, cwd: str | None = None,
+               timeout: float | None = None, repeat: int = 2) -> float:
+    """Least CPU seconds of ``command`` under ``scope-otel run --plan`` with ``plan_document``."""
+    launcher = [sys.executable, "-m", "scope_otel.launcher.cli", "run"]
     with tempfile.TemporaryDirectory(prefix="scope-otel-trial-") as tmp:
         plan_path = os.path.join(tmp, "trial.plan.json")
         with open(plan_path, "w", encoding="utf-8") as fh:
             json.dump(plan_document, fh)
-        noplan = min(_cpu_s(launcher + ["--", *command], env, cwd, timeout) for _ in range(repeat))
-        planned = min(_cpu_s(launcher + ["--plan", plan_path, "--", *command], env, cwd, timeout)
-                      for _ in range(repeat))
-    fixed_us = model.startup_us * max(processes, 1)
-    per_call = max((planned - noplan) * 1e6 - fixed_us, 0.0) / recorded
-    return Trial(recorded, noplan, planned, per_call, model.call_cost("boundaries"))
+        return min(_cpu_s(launcher + ["--plan", plan_path, "--", *command], env, cwd, timeout)
+                   for _ in range(repeat))
+
+
+def rescaled(model: Any, plan_document: dict, measured_us: float) -> tuple[Any, float]:
+    """``model`` with its per-call costs scaled so ``plan_document``'s estimate matches ``measured_us``.
+
+    Returns (model, factor).  Only ever scales up (see :func:`calibrated`),
+    and by at most 20x; the once-per-process start-up is left as measured.
+    """
+    estimate = plan_document["estimate"]
+    variable = estimate["overhead_us"] - estimate["fixed_us"]
+    if variable <= 0:
+        return model, 1.0
+    factor = min(max((measured_us - estimate["fixed_us"]) / variable, 1.0), 20.0)
+    if factor <= 1.0:
+        return model, 1.0
+    scaled = {name: getattr(model, name) * factor for name in _PER_CALL}
+    return dataclasses.replace(model, **scaled, source=f"{model.source}, x{factor:.2f} from the plan's trial run"), factor
 
 
 def calibrated(model: Any, trial: Trial) -> Any:

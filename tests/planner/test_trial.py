@@ -53,3 +53,18 @@ def test_the_trial_only_ever_raises_the_price(cost_cache):
     assert calibrated(model, dearer).call_cost("full", nargs=1) == pytest.approx(model.call_cost("full", nargs=1) + 40.0)
     assert calibrated(model, cheaper).call_cost("boundaries") == pytest.approx(model.call_cost("boundaries"))
     assert dataclasses.replace(calibrated(model, cheaper), source=model.source) == model
+
+
+def test_a_plan_that_cost_more_than_estimated_reprices_per_call_costs_only_upwards(cost_cache):
+    from scope_otel.planner.trial import rescaled
+
+    model = calibrate(exporter="none")
+    document = {"estimate": {"overhead_us": 1100.0, "fixed_us": 100.0}}
+    dearer, factor = rescaled(model, document, measured_us=3100.0)  # variable part 1000 -> 3000
+    assert factor == pytest.approx(3.0)
+    assert dearer.full_us == pytest.approx(model.full_us * 3) and dearer.offpath_us == pytest.approx(model.offpath_us * 3)
+    assert dearer.startup_us == model.startup_us  # start-up is measured on its own
+    same, factor = rescaled(model, document, measured_us=500.0)
+    assert factor == 1.0 and same is model
+    capped, factor = rescaled(model, document, measured_us=1e9)
+    assert factor == 20.0
