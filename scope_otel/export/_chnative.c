@@ -565,6 +565,19 @@ attr_or_none(PyObject *o, PyObject *name)
     return v;
 }
 
+/* span.<priv> (e.g. _events), or the public span.<pub> when that is missing or
+ * None and `fallback` is set.  New reference; NULL with an error set. */
+static PyObject *
+private_or_public(PyObject *span, PyObject *priv, PyObject *pub, int fallback)
+{
+    PyObject *o = attr_or_none(span, priv);
+    if (o == Py_None && fallback) {
+        Py_DECREF(o);
+        o = PyObject_GetAttr(span, pub);
+    }
+    return o;
+}
+
 /* A SpanContext's field: tuple item for the SDK class, property otherwise. */
 static inline PyObject *
 ctx_field(PyObject *ctx, PyTypeObject *ctx_type, Py_ssize_t index, PyObject *name)
@@ -896,15 +909,9 @@ encode_spans(PyObject *self, PyObject *args)
 
         /* attributes: span._attributes, or span.attributes when missing/None */
         pairs_reset(&st.attrs);
-        o = attr_or_none(span, p_attributes);
+        o = private_or_public(span, p_attributes, s_attributes, 1);
         if (o == NULL)
             FAIL;
-        if (o == Py_None) {
-            DROP(o);
-            o = PyObject_GetAttr(span, s_attributes);
-            if (o == NULL)
-                FAIL;
-        }
         CHK(convert_map(&e, &st.attrs, o));
         DROP(o);
 
@@ -962,15 +969,9 @@ encode_spans(PyObject *self, PyObject *args)
 
         /* events: span._events if present, else span.events */
         pairs_reset(&st.evattrs);
-        o = attr_or_none(span, p_events);
+        o = private_or_public(span, p_events, s_events, !fast);
         if (o == NULL)
             FAIL;
-        if (o == Py_None && !fast) {
-            DROP(o);
-            o = PyObject_GetAttr(span, s_events);
-            if (o == NULL)
-                FAIL;
-        }
         Py_ssize_t nev;
         int err;
         events = seq_items(o, &nev, &err);
@@ -1024,15 +1025,9 @@ encode_spans(PyObject *self, PyObject *args)
         CHK(put_u64(&t[T_EV_OFF], ev_total));
 
         /* links */
-        o = attr_or_none(span, p_links);
+        o = private_or_public(span, p_links, s_links, !fast);
         if (o == NULL)
             FAIL;
-        if (o == Py_None && !fast) {
-            DROP(o);
-            o = PyObject_GetAttr(span, s_links);
-            if (o == NULL)
-                FAIL;
-        }
         Py_ssize_t nln;
         links = seq_items(o, &nln, &err);
         DROP(o);
