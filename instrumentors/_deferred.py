@@ -3,7 +3,8 @@
 Importing a library only to patch it costs the program its import time even
 when it never uses the library: Django, redis and pika together added about
 a second of CPU to the start of a Flask app that imports none of them.  An
-integration asks :func:`when_imported` instead: ``attach`` runs at once if
+integration names its library (``ScopeInstrumentor._library``, which calls
+:func:`when_imported`; the HTTP clients call it once per client): ``attach`` runs at once if
 the module is already imported, else right after the program imports it
 (``wrapt``'s post-import hooks, the same hooks ``wrapt`` users rely on), so
 classes are still patched before the program can use them, and apps, engines

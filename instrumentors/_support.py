@@ -117,6 +117,28 @@ class ScopeInstrumentor(BaseInstrumentor):
 
     _requires: tuple[str, ...] = ()
     _what = "integration"
+    #: The library's module.  When set, the subclass writes ``_attach`` and
+    #: ``_detach`` instead of ``_instrument``/``_uninstrument``: ``_attach``
+    #: runs once the program imports the library, never importing it for the
+    #: program (see ``_deferred``).
+    _library: str | None = None
+
+    def _instrument(self, **kwargs: Any) -> None:
+        from scope_otel.instrumentors._deferred import when_imported
+
+        self._pending = when_imported(self._library, lambda _module: self._attach(**kwargs),
+                                      f"{self._library}.attach")
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        pending = getattr(self, "_pending", None)
+        if pending is not None and pending.cancel():  # attached: undo it
+            self._detach(**kwargs)
+
+    def _attach(self, **kwargs: Any) -> None:
+        raise NotImplementedError
+
+    def _detach(self, **kwargs: Any) -> None:
+        raise NotImplementedError
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return self._requires

@@ -64,7 +64,6 @@ from typing import Any, Callable
 from opentelemetry import context, trace
 
 from scope_otel.instrumentors import _http
-from scope_otel.instrumentors._deferred import when_imported
 from scope_otel.instrumentors._support import (
     ScopeInstrumentor,
     add_event,
@@ -98,10 +97,7 @@ class ScopeDjangoInstrumentor(ScopeInstrumentor):
 
     _requires = ("django >= 4.2",)
     _what = "Django"
-
-    def _instrument(self, **kwargs: Any) -> None:
-        # Django is imported by the program, not by us: a Flask app never pays for it.
-        self._pending = when_imported("django", lambda _module: self._attach(**kwargs), "django.attach")
+    _library = "django"  # a Flask app never pays for importing Django
 
     def _attach(self, **kwargs: Any) -> None:
         from django.core.handlers.base import BaseHandler
@@ -125,10 +121,8 @@ class ScopeDjangoInstrumentor(ScopeInstrumentor):
         for signal, receiver in _receivers():
             signal.connect(receiver, weak=False, dispatch_uid=f"scope_otel.{receiver.__name__}")
 
-    def _uninstrument(self, **kwargs: Any) -> None:
+    def _detach(self, **kwargs: Any) -> None:
         global _state
-        if not self._pending.cancel():
-            return
         from django.core.handlers.base import BaseHandler
 
         for name in ("load_middleware", "get_response", "get_response_async"):

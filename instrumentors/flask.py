@@ -56,7 +56,6 @@ from typing import Any, Callable
 from opentelemetry import context, trace
 
 from scope_otel.instrumentors import _http
-from scope_otel.instrumentors._deferred import when_imported
 from scope_otel.instrumentors._support import ScopeInstrumentor, failed, patch, unpatch
 from scope_otel.version import __version__
 
@@ -80,10 +79,7 @@ class ScopeFlaskInstrumentor(ScopeInstrumentor):
 
     _requires = ("flask >= 3.0",)
     _what = "Flask"
-
-    def _instrument(self, **kwargs: Any) -> None:
-        # Flask is imported by the program, not by us (see _deferred)
-        self._pending = when_imported("flask", lambda _module: self._attach(**kwargs), "flask.attach")
+    _library = "flask"
 
     def _attach(self, **kwargs: Any) -> None:
         import flask
@@ -98,10 +94,8 @@ class ScopeFlaskInstrumentor(ScopeInstrumentor):
         for signal, receiver in _receivers():
             signal.connect(receiver, weak=False)
 
-    def _uninstrument(self, **kwargs: Any) -> None:
+    def _detach(self, **kwargs: Any) -> None:
         global _state
-        if not self._pending.cancel():
-            return
         import flask
 
         unpatch(flask.Flask, "__call__")

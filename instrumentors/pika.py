@@ -37,7 +37,6 @@ from typing import Any, Callable
 from opentelemetry import trace
 
 from scope_otel.instrumentors import _broker
-from scope_otel.instrumentors._deferred import when_imported
 from scope_otel.instrumentors._support import ScopeInstrumentor, failed, patch, unpatch
 from scope_otel.version import __version__
 
@@ -57,9 +56,7 @@ class ScopePikaInstrumentor(ScopeInstrumentor):
 
     _requires = ("pika >= 1.0",)
     _what = "RabbitMQ (pika)"
-
-    def _instrument(self, **kwargs: Any) -> None:
-        self._pending = when_imported("pika", lambda _module: self._attach(**kwargs), "pika.attach")
+    _library = "pika"
 
     def _attach(self, **kwargs: Any) -> None:
         global _state
@@ -76,10 +73,8 @@ class ScopePikaInstrumentor(ScopeInstrumentor):
         patch(BlockingChannel, "basic_get", _wrap_basic_get)
         patch(BlockingChannel, "consume", _wrap_consume)
 
-    def _uninstrument(self, **kwargs: Any) -> None:
+    def _detach(self, **kwargs: Any) -> None:
         global _state
-        if not self._pending.cancel():
-            return
         from pika.adapters.blocking_connection import BlockingChannel
         from pika.channel import Channel
 

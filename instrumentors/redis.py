@@ -45,7 +45,6 @@ from typing import Any, Callable
 from opentelemetry import trace
 
 from scope_otel.instrumentors import _broker
-from scope_otel.instrumentors._deferred import when_imported
 from scope_otel.instrumentors._support import ScopeInstrumentor, failed, patch, unpatch
 from scope_otel.version import __version__
 
@@ -73,9 +72,7 @@ class ScopeRedisInstrumentor(ScopeInstrumentor):
 
     _requires = ("redis >= 4.0",)
     _what = "Redis messaging"
-
-    def _instrument(self, **kwargs: Any) -> None:
-        self._pending = when_imported("redis", lambda _module: self._attach(**kwargs), "redis.attach")
+    _library = "redis"
 
     def _attach(self, **kwargs: Any) -> None:
         global _state
@@ -96,10 +93,8 @@ class ScopeRedisInstrumentor(ScopeInstrumentor):
             for name in _LIST_CONSUMERS:
                 patch(Redis, name, _wrap_pop)
 
-    def _uninstrument(self, **kwargs: Any) -> None:
+    def _detach(self, **kwargs: Any) -> None:
         global _state
-        if not self._pending.cancel():
-            return
         from redis.client import Redis
 
         for name in ("xadd", *_STREAM_CONSUMERS, *_PRODUCERS, *_LIST_CONSUMERS):

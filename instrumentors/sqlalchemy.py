@@ -61,7 +61,6 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, get_current_span
 
 from scope_otel.instrumentors import _http
-from scope_otel.instrumentors._deferred import when_imported
 from scope_otel.instrumentors._support import ScopeInstrumentor, add_event, failed, level, redacted_repr
 from scope_otel.version import __version__
 
@@ -92,11 +91,7 @@ class ScopeSQLAlchemyInstrumentor(ScopeInstrumentor):
 
     _requires = ("sqlalchemy >= 2.0, < 2.2",)
     _what = "SQLAlchemy"
-
-    def _instrument(self, **kwargs: Any) -> None:
-        # SQLAlchemy is imported by the program, not by us (see _deferred);
-        # the listeners sit on the Engine class, so engines made later are covered
-        self._pending = when_imported("sqlalchemy", lambda _module: self._attach(**kwargs), "sqlalchemy.attach")
+    _library = "sqlalchemy"  # listeners on the Engine class: engines made before attaching are covered
 
     def _attach(self, **kwargs: Any) -> None:
         from sqlalchemy import event
@@ -116,10 +111,8 @@ class ScopeSQLAlchemyInstrumentor(ScopeInstrumentor):
             if not event.contains(target, name, fn):
                 event.listen(target, name, fn, **kw)
 
-    def _uninstrument(self, **kwargs: Any) -> None:
+    def _detach(self, **kwargs: Any) -> None:
         global _state
-        if not self._pending.cancel():
-            return
         from sqlalchemy import event
 
         for target, name, fn, _ in _listeners():
