@@ -2,6 +2,7 @@
 WSGI servers on loopback, and helpers to read span trees."""
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from contextlib import contextmanager
@@ -58,6 +59,25 @@ def instrumented(instrumentor, spans: Spans, **kwargs) -> Iterator:
         yield instrumentor
     finally:
         instrumentor.uninstrument()
+
+
+@contextmanager
+def level_full() -> Iterator[None]:
+    """Run-time ``level=full`` for the block, then the saved configuration back.
+
+    Not ``update(level=previous)``: that would leave ``level`` set explicitly
+    (source "runtime"), overriding every later function's own level.
+    """
+    from scope_otel import config
+    from scope_otel.capture import runtime
+
+    previous = copy.deepcopy(config.current())
+    config.update(level="full")
+    try:
+        yield
+    finally:
+        config.set_current(previous)
+        runtime.configure(previous)
 
 
 @contextmanager

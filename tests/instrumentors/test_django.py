@@ -1,7 +1,6 @@
 """Django integration over real HTTP: WSGI (werkzeug's server) and ASGI (uvicorn)."""
 from __future__ import annotations
 
-import copy
 import json
 import os
 import socket
@@ -18,10 +17,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.instrumentors.apps.django
 import django  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from scope_otel import config  # noqa: E402
-from scope_otel.capture import runtime  # noqa: E402
 from scope_otel.instrumentors.django import MIDDLEWARE, ScopeDjangoInstrumentor  # noqa: E402
-from tests.instrumentors.conftest import instrumented, serve  # noqa: E402
+from tests.instrumentors.conftest import instrumented, level_full, serve  # noqa: E402
 
 BASE_MIDDLEWARE = ["django.middleware.common.CommonMiddleware"]
 
@@ -98,17 +95,9 @@ def test_model_saves_and_deletes_are_state_change_events(spans):
 
 
 def test_field_values_at_level_full_are_redacted(spans):
-    previous = copy.deepcopy(config.current())
-    config.update(level="full")
-    try:
-        with instrumented(ScopeDjangoInstrumentor(), spans), serve(wsgi_app()) as url:
-            requests.post(f"{url}/items/", data=json.dumps({"name": "kiwi"}))
-            (span,) = server_spans(spans)
-    finally:
-        # the saved configuration back, not update(level=...): that would leave
-        # "level" set explicitly (source "runtime"), overriding every function's own level
-        config.set_current(previous)
-        runtime.configure(previous)
+    with level_full(), instrumented(ScopeDjangoInstrumentor(), spans), serve(wsgi_app()) as url:
+        requests.post(f"{url}/items/", data=json.dumps({"name": "kiwi"}))
+        (span,) = server_spans(spans)
     values = [e.attributes["scope.value"] for e in span.events if e.name == "scope.state_change"]
     assert "name='kiwi'" in values[0] and "name='KIWI'" in values[1]
     assert all("api_key=[REDACTED]" in v and "k-123" not in v for v in values)

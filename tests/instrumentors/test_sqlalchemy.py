@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import os
 
 import pytest
@@ -11,10 +10,9 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from scope_otel import config
 from scope_otel.capture import runtime
 from scope_otel.instrumentors.sqlalchemy import ScopeSQLAlchemyInstrumentor
-from tests.instrumentors.conftest import instrumented
+from tests.instrumentors.conftest import instrumented, level_full
 
 PG_URL = os.environ.get("SCOPE_OTEL_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 SECRET = "hunter2-never-in-spans"
@@ -112,19 +110,11 @@ def test_orm_flush_becomes_state_change_events_per_class(spans, engine):
 
 
 def test_orm_values_at_level_full_are_redacted(spans, engine):
-    previous = copy.deepcopy(config.current())
-    config.update(level="full")
-    try:
-        with instrumented(ScopeSQLAlchemyInstrumentor(), spans):
-            with spans.tracer.start_as_current_span("request"):
-                with Session(engine) as session:
-                    session.add(Account(id=9, owner="cy", password=SECRET))
-                    session.commit()
-    finally:
-        # the saved configuration back, not update(level=...): that would leave
-        # "level" set explicitly (source "runtime"), overriding every function's own level
-        config.set_current(previous)
-        runtime.configure(previous)
+    with level_full(), instrumented(ScopeSQLAlchemyInstrumentor(), spans):
+        with spans.tracer.start_as_current_span("request"):
+            with Session(engine) as session:
+                session.add(Account(id=9, owner="cy", password=SECRET))
+                session.commit()
     (request,) = spans.named("request")
     (change,) = [e for e in request.events if e.name == "scope.state_change"]
     (value,) = change.attributes["scope.value"]
