@@ -53,8 +53,6 @@ SCOPE = [PY, "-m", "scope_otel.launcher.cli"]
 #: Budgets for the shop.  Start-up (imports, the app's set-up) is a large
 #: share of its run, so the planner's fixed costs matter more than in acc_app.
 SHOP_BUDGETS = (5.0, 20.0)
-#: Plan with ``--profile --trial``: recording priced on the program itself.
-TRIAL = True
 
 APP = {
     "acc_app/__init__.py": "",
@@ -180,9 +178,10 @@ def _best(cmd: list[str], cwd: str, env: dict, repeat: int) -> float:
     return min(_cpu_s(cmd, cwd, env)[0] for _ in range(repeat))
 
 
-def _plan(paths: list[str], budget: float, command: list[str], cwd: str, env: dict, out: str) -> dict:
+def _plan(paths: list[str], budget: float, command: list[str], cwd: str, env: dict, out: str,
+          trial: bool) -> dict:
     cmd = SCOPE + ["plan", *paths, "--budget", str(budget), "-q", "-o", out, "--profile",
-                   *(["--trial"] if TRIAL else []), "--", *command]
+                   *(["--trial"] if trial else []), "--", *command]
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         raise SystemExit(f"plan failed:\n{proc.stderr[-2000:]}")
@@ -208,8 +207,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-trial", action="store_true",
                         help="plan without `--trial` (microbenchmark costs only)")
     args = parser.parse_args(argv)
-    global TRIAL
-    TRIAL = not args.no_trial
     repeat = 2 if args.quick else 5
     budgets = [5.0, 100.0] if args.quick else [2.0, 5.0, 20.0, 100.0]
     endpoint = _sink()
@@ -227,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         noplan = _best(SCOPE + ["run", "--"] + run, tmp, env, repeat)
         for budget in budgets:
             plan_file = os.path.join(tmp, f"plan-{budget:g}.json")
-            doc = _plan(["acc_app"], budget, run, tmp, env, plan_file)
+            doc = _plan(["acc_app"], budget, run, tmp, env, plan_file, not args.no_trial)
             planned = _best(SCOPE + ["run", "--plan", plan_file, "--"] + run, tmp, env, repeat)
             rows.append(_row("acc_app (CPU-bound)", budget, doc, plain, noplan, planned))
 
@@ -238,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         noplan = _best(SCOPE + ["run", "--"] + demo, tmp, shop_env, repeat)
         for budget in SHOP_BUDGETS[-1:] if args.quick else SHOP_BUDGETS:
             plan_file = os.path.join(tmp, f"plan-shop-{budget:g}.json")
-            doc = _plan([os.path.join(shop_dir, "shop")], budget, demo, tmp, shop_env, plan_file)
+            doc = _plan([os.path.join(shop_dir, "shop")], budget, demo, tmp, shop_env, plan_file, not args.no_trial)
             planned = _best(SCOPE + ["run", "--plan", plan_file, "--"] + demo, tmp, shop_env, repeat)
             rows.append(_row(f"examples/shop x{args.shop_rounds}", budget, doc, plain, noplan, planned))
 

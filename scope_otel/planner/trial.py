@@ -34,6 +34,7 @@ from typing import Any
 
 #: Fewer recorded calls than this and the difference is mostly noise.
 MIN_CALLS = 200
+_LAUNCHER = [sys.executable, "-m", "scope_otel.launcher.cli", "run"]
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,7 @@ def measure(command: list[str], plan_document: dict, calls: dict[str, float], mo
                    if entry.get("level") != "off")
     if recorded < MIN_CALLS:
         return None
-    launcher = [sys.executable, "-m", "scope_otel.launcher.cli", "run"]
-    noplan = min(_cpu_s(launcher + ["--", *command], env, cwd, timeout) for _ in range(repeat))
+    noplan = min(_cpu_s(_LAUNCHER + ["--", *command], env, cwd, timeout) for _ in range(repeat))
     planned = plan_cpu_s(command, plan_document, env=env, cwd=cwd, timeout=timeout, repeat=repeat)
     fixed_us = model.startup_us * max(processes, 1)
     per_call = max((planned - noplan) * 1e6 - fixed_us, 0.0) / recorded
@@ -84,12 +84,11 @@ _PER_CALL = ("check_us", "boundaries_us", "full_us", "arg_us", "container_us", "
 def plan_cpu_s(command: list[str], plan_document: dict, *, env: dict | None = None, cwd: str | None = None,
                timeout: float | None = None, repeat: int = 2) -> float:
     """Least CPU seconds of ``command`` under ``scope-otel run --plan`` with ``plan_document``."""
-    launcher = [sys.executable, "-m", "scope_otel.launcher.cli", "run"]
     with tempfile.TemporaryDirectory(prefix="scope-otel-trial-") as tmp:
         plan_path = os.path.join(tmp, "trial.plan.json")
         with open(plan_path, "w", encoding="utf-8") as fh:
             json.dump(plan_document, fh)
-        return min(_cpu_s(launcher + ["--plan", plan_path, "--", *command], env, cwd, timeout)
+        return min(_cpu_s(_LAUNCHER + ["--plan", plan_path, "--", *command], env, cwd, timeout)
                    for _ in range(repeat))
 
 
