@@ -79,9 +79,16 @@ def check_received(received: list[dict], sent: list[ReadableSpan], transport: st
     assert child["parent_span_id"] == root["span_id"]
 
 
+def exporter_to(receiver, protocol: str, **kwargs):
+    """scope-otel's OTLP exporter for ``protocol`` ("grpc" or "http"), sending to the test receiver."""
+    if protocol == "grpc":
+        return OTLPGrpcSpanExporter(endpoint=receiver.grpc_endpoint, insecure=True, **kwargs)
+    return OTLPHttpSpanExporter(endpoint=receiver.http_endpoint + "/v1/traces", **kwargs)
+
+
 def test_grpc_export_reaches_the_receiver(impl, otlp_receiver):
     spans = make_spans()
-    exporter = OTLPGrpcSpanExporter(endpoint=otlp_receiver.grpc_endpoint, insecure=True)
+    exporter = exporter_to(otlp_receiver, "grpc")
     try:
         assert exporter.export(spans) is SpanExportResult.SUCCESS
     finally:
@@ -91,7 +98,7 @@ def test_grpc_export_reaches_the_receiver(impl, otlp_receiver):
 
 def test_http_export_reaches_the_receiver(impl, otlp_receiver):
     spans = make_spans()
-    exporter = OTLPHttpSpanExporter(endpoint=otlp_receiver.http_endpoint + "/v1/traces")
+    exporter = exporter_to(otlp_receiver, "http")
     try:
         assert exporter.export(spans) is SpanExportResult.SUCCESS
     finally:
@@ -101,8 +108,7 @@ def test_http_export_reaches_the_receiver(impl, otlp_receiver):
 
 def test_gzip_and_headers_over_grpc(impl, otlp_receiver):
     spans = make_spans()
-    exporter = OTLPGrpcSpanExporter(endpoint=otlp_receiver.grpc_endpoint, insecure=True,
-                                    compression=GrpcCompression.Gzip, headers={"x-tenant": "acme"})
+    exporter = exporter_to(otlp_receiver, "grpc", compression=GrpcCompression.Gzip, headers={"x-tenant": "acme"})
     try:
         assert exporter.export(spans) is SpanExportResult.SUCCESS
     finally:
@@ -113,8 +119,7 @@ def test_gzip_and_headers_over_grpc(impl, otlp_receiver):
 
 def test_gzip_and_headers_over_http(impl, otlp_receiver):
     spans = make_spans()
-    exporter = OTLPHttpSpanExporter(endpoint=otlp_receiver.http_endpoint + "/v1/traces",
-                                    compression=HttpCompression.Gzip, headers={"x-tenant": "acme"})
+    exporter = exporter_to(otlp_receiver, "http", compression=HttpCompression.Gzip, headers={"x-tenant": "acme"})
     try:
         assert exporter.export(spans) is SpanExportResult.SUCCESS
     finally:
@@ -198,10 +203,7 @@ def test_a_span_that_cannot_be_encoded_does_not_lose_its_batch(impl, protocol, o
                              status=Status(StatusCode.ERROR, "broken \udcfe text"))
     too_big = ReadableSpan("id too large", context=SpanContext(1 << 130, 3, False))
     spans = good + [surrogate, too_big]
-    if protocol == "grpc":
-        exporter = OTLPGrpcSpanExporter(endpoint=otlp_receiver.grpc_endpoint, insecure=True)
-    else:
-        exporter = OTLPHttpSpanExporter(endpoint=otlp_receiver.http_endpoint + "/v1/traces")
+    exporter = exporter_to(otlp_receiver, protocol)
     try:
         with caplog.at_level(logging.WARNING, logger="scope_otel.export.otlp"):
             assert exporter.export(spans) is SpanExportResult.SUCCESS
@@ -218,10 +220,7 @@ def test_a_span_that_cannot_be_encoded_does_not_lose_its_batch(impl, protocol, o
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_a_batch_with_no_encodable_span_fails_without_raising(impl, protocol, otlp_receiver, caplog):
     spans = [ReadableSpan("id too large", context=SpanContext(1 << 130, 3, False))]
-    if protocol == "grpc":
-        exporter = OTLPGrpcSpanExporter(endpoint=otlp_receiver.grpc_endpoint, insecure=True)
-    else:
-        exporter = OTLPHttpSpanExporter(endpoint=otlp_receiver.http_endpoint + "/v1/traces")
+    exporter = exporter_to(otlp_receiver, protocol)
     try:
         with caplog.at_level(logging.ERROR, logger="scope_otel.export.otlp"):
             assert exporter.export(spans) is SpanExportResult.FAILURE
@@ -235,10 +234,7 @@ def test_a_batch_with_no_encodable_span_fails_without_raising(impl, protocol, ot
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_export_after_shutdown_fails_quietly(impl, protocol, otlp_receiver):
-    if protocol == "grpc":
-        exporter = OTLPGrpcSpanExporter(endpoint=otlp_receiver.grpc_endpoint, insecure=True)
-    else:
-        exporter = OTLPHttpSpanExporter(endpoint=otlp_receiver.http_endpoint + "/v1/traces")
+    exporter = exporter_to(otlp_receiver, protocol)
     exporter.shutdown()
     assert exporter.export(make_spans()) is SpanExportResult.FAILURE
     exporter.shutdown()  # twice is fine
