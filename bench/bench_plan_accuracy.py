@@ -1,7 +1,7 @@
 """Benchmark: the plan's estimated overhead against the overhead measured under it.
 
-    .venv/bin/python bench/bench_plan_accuracy.py            # 5 repetitions, 4 budgets
-    .venv/bin/python bench/bench_plan_accuracy.py --quick    # 2 repetitions, 2 budgets
+    .venv/bin/python bench/bench_plan_accuracy.py            # 9 rounds, 4 budgets
+    .venv/bin/python bench/bench_plan_accuracy.py --quick    # 3 rounds, 2 budgets
 
 For a CPU-bound workload (a small ``acc_app`` package written to a temp
 dir: 15,000 orders priced over 600-item carts, a hot tax-rate helper, a
@@ -16,11 +16,13 @@ budget:
    over OTLP/HTTP to a local sink, so records are turned into spans and
    sent as in real use;
 3. measured overhead = (CPU time under the plan - CPU time under the
-   launcher without a plan) / plain CPU time, each the least of the
-   repetitions.  CPU time of the whole process (all threads, start to exit)
-   counts the export thread's work, and is less disturbed than wall time by
-   the other programs sharing the machine; the launcher's start-up cancels
-   out between the last two runs.
+   launcher without a plan) / plain CPU time, per round: every round runs
+   the plain command, the launcher and each plan once, interleaved, so a
+   change of load on the shared machine moves them together; the median
+   over rounds is reported with its interquartile range.  CPU time of the
+   whole process (all threads, start to exit) counts the export thread's
+   work, and is less disturbed than wall time by the other programs sharing
+   the machine; the launcher's start-up cancels out between the last two.
 
 Then the same for the example shop (``examples/shop_demo.py --rounds 100``:
 its scripted requests plus 99 rounds of steady traffic, about a second of
@@ -39,6 +41,7 @@ import http.server
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -173,9 +176,24 @@ def _cpu_s(cmd: list[str], cwd: str, env: dict) -> tuple[float, float]:
     return cpu, wall
 
 
-def _best(cmd: list[str], cwd: str, env: dict, repeat: int) -> float:
-    """Least CPU time over ``repeat`` runs: the run least disturbed by the shared machine."""
-    return min(_cpu_s(cmd, cwd, env)[0] for _ in range(repeat))
+def _paired(runs: dict[str, list[str]], cwd: str, env: dict, repeat: int) -> dict[str, list[float]]:
+    """CPU seconds of each named command, ``repeat`` rounds, the commands interleaved within a round.
+
+    Interleaving (in a rotated order each round) puts every command's i-th run
+    next to the others' i-th run, so a change in the machine's load between
+    rounds moves all of them together, and per-round differences cancel it.
+    """
+    names = list(runs)
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(repeat):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            cpu[name].append(_cpu_s(runs[name], cwd, env)[0])
+    return cpu
+
+
+def _overheads(cpu: dict[str, list[float]], name: str) -> list[float]:
+    """Per-round overhead of ``name`` in % of the plain run: (planned - launcher) / plain."""
+    return [100.0 * (p - n) / b for p, n, b in zip(cpu[name], cpu["launcher"], cpu["plain"])]
 
 
 def _plan(paths: list[str], budget: float, command: list[str], cwd: str, env: dict, out: str,
@@ -189,25 +207,49 @@ def _plan(paths: list[str], budget: float, command: list[str], cwd: str, env: di
         return json.load(fh)
 
 
-def _row(name, budget, doc, plain, noplan, planned):
-    # plain run time = the plan's baseline: the whole command, as --profile measured it
+def _row(name, budget, doc, cpu, key):
     est = doc["estimate"]["overhead_pct"]
-    measured = 100.0 * (planned - noplan) / plain
+    per_round = sorted(_overheads(cpu, key))
+    measured = statistics.median(per_round)
+    q1, q3 = _quartiles(per_round)
     ratio = measured / est if est > 0 else float("nan")
     levels = doc["estimate"]["levels"]
+    med = {k: statistics.median(v) for k, v in cpu.items()}
     return (name, f"{budget:g}%", f"{levels['full']}/{levels['boundaries']}/{levels['off']}",
-            f"{plain:.3f}", f"{noplan:.3f}", f"{planned:.3f}", f"{est:.2f}%", f"{measured:.2f}%", f"{ratio:.2f}")
+            f"{med['plain']:.3f}", f"{med['launcher']:.3f}", f"{med[key]:.3f}", f"{est:.2f}%",
+            f"{measured:.2f}%", f"{q1:.2f}..{q3:.2f}%", f"{ratio:.2f}")
+
+
+def _quartiles(values: list[float]) -> tuple[float, float]:
+    if len(values) < 4:
+        return min(values), max(values)
+    q = statistics.quantiles(values, n=4)
+    return q[0], q[2]
+
+
+def _workload(name, paths, command, budgets, cwd, env, repeat, args):
+    """Plan ``command`` at every budget, then measure all plans in interleaved rounds; one row per budget."""
+    slug = name.split()[0].replace("/", "-")
+    plans = {}
+    for budget in budgets:
+        plan_file = os.path.join(cwd, f"plan-{slug}-{budget:g}.json")
+        plans[budget] = (plan_file, _plan(paths, budget, command, cwd, env, plan_file, not args.no_trial))
+    runs = {"plain": command, "launcher": SCOPE + ["run", "--"] + command}
+    runs.update((f"plan {b:g}", SCOPE + ["run", "--plan", f, "--"] + command) for b, (f, _doc) in plans.items())
+    cpu = _paired(runs, cwd, env, repeat)
+    return [_row(name, b, doc, cpu, f"plan {b:g}") for b, (_f, doc) in plans.items()]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two repetitions, two budgets")
     parser.add_argument("--orders", type=int, default=15000, help="workload size (default 15000 orders)")
+    parser.add_argument("--repeat", type=int, default=9, help="measurement rounds (default 9; --quick: 3)")
     parser.add_argument("--shop-rounds", type=int, default=100, help="rounds of shop traffic (default 100)")
     parser.add_argument("--no-trial", action="store_true",
                         help="plan without `--trial` (microbenchmark costs only)")
     args = parser.parse_args(argv)
-    repeat = 2 if args.quick else 5
+    repeat = 3 if args.quick else args.repeat
     budgets = [5.0, 100.0] if args.quick else [2.0, 5.0, 20.0, 100.0]
     endpoint = _sink()
     rows = []
@@ -220,33 +262,24 @@ def main(argv: list[str] | None = None) -> int:
         cache = os.path.join(tmp, "cache")
         env = _env(endpoint, cache, {"ACC_ORDERS": str(args.orders)})
         run = [PY, "run.py"]
-        plain = _best(run, tmp, env, repeat)
-        noplan = _best(SCOPE + ["run", "--"] + run, tmp, env, repeat)
-        for budget in budgets:
-            plan_file = os.path.join(tmp, f"plan-{budget:g}.json")
-            doc = _plan(["acc_app"], budget, run, tmp, env, plan_file, not args.no_trial)
-            planned = _best(SCOPE + ["run", "--plan", plan_file, "--"] + run, tmp, env, repeat)
-            rows.append(_row("acc_app (CPU-bound)", budget, doc, plain, noplan, planned))
+        rows += _workload("acc_app (CPU-bound)", ["acc_app"], run, budgets, tmp, env, repeat, args)
 
         shop_env = _env(endpoint, cache)
         demo = [PY, os.path.join(ROOT, "examples", "shop_demo.py"), "--rounds", str(args.shop_rounds)]
-        shop_dir = os.path.join(ROOT, "examples")
-        plain = _best(demo, tmp, shop_env, repeat)
-        noplan = _best(SCOPE + ["run", "--"] + demo, tmp, shop_env, repeat)
-        for budget in SHOP_BUDGETS[-1:] if args.quick else SHOP_BUDGETS:
-            plan_file = os.path.join(tmp, f"plan-shop-{budget:g}.json")
-            doc = _plan([os.path.join(shop_dir, "shop")], budget, demo, tmp, shop_env, plan_file, not args.no_trial)
-            planned = _best(SCOPE + ["run", "--plan", plan_file, "--"] + demo, tmp, shop_env, repeat)
-            rows.append(_row(f"examples/shop x{args.shop_rounds}", budget, doc, plain, noplan, planned))
+        shop = [os.path.join(ROOT, "examples", "shop")]
+        shop_budgets = SHOP_BUDGETS[:1] if args.quick else SHOP_BUDGETS
+        rows += _workload(f"examples/shop x{args.shop_rounds}", shop, demo, shop_budgets, tmp, shop_env, repeat, args)
 
     header = ("workload", "budget", "full/bnd/off", "plain cpu s", "launcher cpu s", "planned cpu s",
-              "estimated", "measured", "meas/est")
+              "estimated", "measured", "middle half", "meas/est")
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
     for r in rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
-    print(f"\nCPU time of the whole process (all threads, start to exit), least of {repeat} runs; "
-          "measured = (planned - launcher) / plain; exporter: OTLP/HTTP to a local sink")
+    print(f"\nCPU time of the whole process (all threads, start to exit); {repeat} rounds, each running "
+          "the plain command, the launcher without a plan and every plan once, interleaved; measured = median "
+          "over rounds of (planned - launcher) / plain, 'middle half' its interquartile range; CPU columns are "
+          "medians; exporter: OTLP/HTTP to a local sink")
     return 0
 
 

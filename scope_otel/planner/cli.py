@@ -139,11 +139,11 @@ def _trial_of_the_plan(command, document, model, meta, plan_with, args, err):
     if not any(entry.get("level") != "off" for entry in document["functions"].values()):
         return document
     try:
-        planned = trial.plan_cpu_s(command, document)
+        noplan, planned = trial.paired_cpu_s(command, document)
     except (OSError, subprocess.SubprocessError) as exc:
         err.write(f"scope-otel plan: trial of the plan failed ({exc}); keeping it\n")
         return document
-    measured_us = max(planned - meta["trial"]["noplan_cpu_s"], 0.0) * 1e6
+    measured_us = max(planned - noplan, 0.0) * 1e6
     scaled, factor = trial.rescaled(model, document, measured_us)
     if factor <= 1.0:
         return document

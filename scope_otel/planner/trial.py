@@ -8,15 +8,15 @@ spans waiting for their batch bring on.  On the example shop those made a
 recorded call cost ~90 µs where the model said ~9 µs.
 
 The trial measures it: the profiled command runs under ``scope-otel run``
-with the configuration in force (same exporter, same endpoint) once without
-a plan and once with every analysed function that the profile saw called at
-``boundaries``, each ``repeat`` times (least CPU kept).  The difference,
+with the configuration in force (same exporter, same endpoint) without a
+plan and with every analysed function that the profile saw called at
+``boundaries``, in ``repeat`` back-to-back pairs (the median pair kept).  The difference,
 less the instrumentation's start-up, divided by the recorded calls, is what
 a recorded call costs this program; :func:`calibrated` moves what the model
 missed into its per-span off-path cost, so every level's price carries it.
 
 That is an average over the program's calls.  The plan made with it is then
-run once more itself (:func:`plan_cpu_s`); when it costs more than estimated
+run once more itself (:func:`paired_cpu_s`); when it costs more than estimated
 (heavier functions kept, lighter ones dropped), :func:`rescaled` scales the
 per-call prices to match and the plan is made again with them.
 """
@@ -59,7 +59,7 @@ def _cpu_s(command: list[str], env: dict | None, cwd: str | None, timeout: float
 
 def measure(command: list[str], plan_document: dict, calls: dict[str, float], model: Any, processes: int, *,
             env: dict | None = None, cwd: str | None = None, timeout: float | None = None,
-            repeat: int = 2) -> Trial | None:
+            repeat: int = 3) -> Trial | None:
     """Run the trial; None when it recorded too few calls to tell (see :data:`MIN_CALLS`).
 
     ``plan_document`` is a plan with the functions to record at ``boundaries``
@@ -69,27 +69,40 @@ def measure(command: list[str], plan_document: dict, calls: dict[str, float], mo
                    if entry.get("level") != "off")
     if recorded < MIN_CALLS:
         return None
-    noplan = min(_cpu_s(_LAUNCHER + ["--", *command], env, cwd, timeout) for _ in range(repeat))
-    planned = plan_cpu_s(command, plan_document, env=env, cwd=cwd, timeout=timeout, repeat=repeat)
+    noplan, planned = paired_cpu_s(command, plan_document, env=env, cwd=cwd, timeout=timeout, repeat=repeat)
     fixed_us = model.startup_us * max(processes, 1)
     per_call = max((planned - noplan) * 1e6 - fixed_us, 0.0) / recorded
     return Trial(recorded, noplan, planned, per_call, model.call_cost("boundaries"))
 
 
-#: Per-call fields of the cost model (everything but the once-per-process start-up).
-_PER_CALL = ("check_us", "boundaries_us", "full_us", "arg_us", "container_us", "sampled_out_us",
-             "state_us", "offpath_us", "export_us")
+def paired_cpu_s(command: list[str], plan_document: dict, *, env: dict | None = None, cwd: str | None = None,
+                 timeout: float | None = None, repeat: int = 3) -> tuple[float, float]:
+    """CPU seconds of ``command`` under ``scope-otel run`` without a plan and with ``plan_document``.
 
-
-def plan_cpu_s(command: list[str], plan_document: dict, *, env: dict | None = None, cwd: str | None = None,
-               timeout: float | None = None, repeat: int = 2) -> float:
-    """Least CPU seconds of ``command`` under ``scope-otel run --plan`` with ``plan_document``."""
+    The two run in ``repeat`` back-to-back pairs, and the pair with the
+    median difference is returned: a change of load on the machine between
+    pairs moves both runs of a pair together, and the median ignores the
+    pair a burst of other work landed in.
+    """
     with tempfile.TemporaryDirectory(prefix="scope-otel-trial-") as tmp:
         plan_path = os.path.join(tmp, "trial.plan.json")
         with open(plan_path, "w", encoding="utf-8") as fh:
             json.dump(plan_document, fh)
-        return min(_cpu_s(_LAUNCHER + ["--plan", plan_path, "--", *command], env, cwd, timeout)
-                   for _ in range(repeat))
+        pairs = []
+        for i in range(repeat):
+            runs = [_LAUNCHER + ["--", *command], _LAUNCHER + ["--plan", plan_path, "--", *command]]
+            if i % 2:
+                runs.reverse()
+            cpu = [_cpu_s(run, env, cwd, timeout) for run in runs]
+            pairs.append(cpu if i % 2 == 0 else cpu[::-1])
+    pairs.sort(key=lambda pair: pair[1] - pair[0])
+    noplan, planned = pairs[len(pairs) // 2]
+    return noplan, planned
+
+
+#: Per-call fields of the cost model (everything but the once-per-process start-up).
+_PER_CALL = ("check_us", "boundaries_us", "full_us", "arg_us", "container_us", "sampled_out_us",
+             "state_us", "offpath_us", "export_us")
 
 
 def rescaled(model: Any, plan_document: dict, measured_us: float) -> tuple[Any, float]:
