@@ -68,6 +68,7 @@ appears in ``co_lines()``, and tracebacks point at the source's lines.
 from __future__ import annotations
 
 import ast
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -244,21 +245,24 @@ finally:
     if S_T is not None:
         S_RT.resume(S_T)
 """
-_TEMPLATES = {
-    name: ast.parse(text).body
-    for name, text in {
-        "prologue": _PROLOGUE, "prologue_direct": _PROLOGUE_DIRECT, "fall_off": _FALL_OFF,
-        "level": _LEVEL_READ, "wrap": _WRAP,
-        "close": _CLOSE_IS_EXIT, "state": _STATE, "suspend": _SUSPEND, "resume_try": _RESUME_TRY,
-        "delegate": _DELEGATE,
-    }.items()
+_TEMPLATE_TEXT = {
+    "prologue": _PROLOGUE, "prologue_direct": _PROLOGUE_DIRECT, "fall_off": _FALL_OFF,
+    "level": _LEVEL_READ, "wrap": _WRAP,
+    "close": _CLOSE_IS_EXIT, "state": _STATE, "suspend": _SUSPEND, "resume_try": _RESUME_TRY,
+    "delegate": _DELEGATE,
 }
+
+
+@functools.cache
+def _parsed(name: str) -> list[ast.stmt]:
+    # parsed on first use: a process whose modules all come from the rewrite cache never needs them
+    return ast.parse(_TEMPLATE_TEXT[name]).body
 
 
 def _template(name: str, fid: str, line: int, **slots: ast.expr) -> list[ast.stmt]:
     """A fresh copy of template ``name``: placeholders renamed, slots filled, all at ``line``."""
     names = {**_RENAME, "S_F": fid, "S_P": _probe_var(fid)}
-    return [_instantiate(stmt, names, slots, line) for stmt in _TEMPLATES[name]]
+    return [_instantiate(stmt, names, slots, line) for stmt in _parsed(name)]
 
 
 def _instantiate(node: Any, names: dict[str, str], slots: dict[str, ast.expr], line: int) -> Any:
