@@ -68,3 +68,24 @@ def test_a_plan_that_cost_more_than_estimated_reprices_per_call_costs_only_upwar
     assert factor == 1.0 and same is model
     capped, factor = rescaled(model, document, measured_us=1e9)
     assert factor == 20.0
+
+
+def test_the_trial_runs_in_pairs_and_keeps_the_median_pair(monkeypatch):
+    """Pairs alternate which run goes first; the pair with the median difference is kept, so one
+    pair a burst of other work landed in (either way) does not move the price."""
+    from scope_otel.planner import trial
+
+    seen = []
+    # (noplan, planned) per pair: a burst inflates pair 0's planned run and pair 2's noplan run
+    pairs = [(1.0, 9.0), (1.0, 1.5), (5.0, 1.2)]
+
+    def fake_cpu_s(command, env, cwd, timeout):
+        i = len(seen) // 2
+        planned = "--plan" in command
+        seen.append("plan" if planned else "noplan")
+        return pairs[i][1] if planned else pairs[i][0]
+
+    monkeypatch.setattr(trial, "_cpu_s", fake_cpu_s)
+    noplan, planned = trial.paired_cpu_s(["prog"], {"functions": {}}, repeat=3)
+    assert seen == ["noplan", "plan", "plan", "noplan", "noplan", "plan"]
+    assert (noplan, planned) == (1.0, 1.5)
