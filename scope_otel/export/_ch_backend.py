@@ -36,9 +36,9 @@ before ``fork()`` and a forked child never opens chDB (rule 3).
 from __future__ import annotations
 
 import fcntl
+import itertools
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -335,36 +335,6 @@ class Backend:
             if request is not None:
                 request.__exit__()
 
-    def write_parts(self, client: Any, parts: list[Part]) -> None:
-        """Insert spooled parts of one table (same columns) with a single INSERT.
-
-        Native is a sequence of self-describing blocks, so parts concatenate;
-        one INSERT per drain instead of one per batch is what lets chDB keep
-        up (each INSERT makes a part, runs the materialized view and builds
-        the skip indexes: ~10 ms of fixed cost).  The C accelerator also
-        merges the batches' blocks into one with real LowCardinality columns:
-        chDB converts and squashes every block it reads (1.4-2 us per span for
-        512-row blocks), and String -> LowCardinality conversion costs it
-        ~0.5 us per span more (measured, bench/results/clickhouse.md).
-        """
-        first = parts[0]
-        table = f"`{self.target.database}`.`{first.table}`"
-        cols = ", ".join(f"`{c}`" for c in first.columns)
-        data = _merged(parts)
-        if self.target.kind == "chdb":
-            merged = os.path.join(self.spool.folder, f".insert-{os.getpid()}.native")
-            with open(merged, "wb") as out:
-                out.write(data)
-            del data
-            try:
-                client.command(f"INSERT INTO {table} ({cols}) FROM INFILE {_sql_string(merged)} FORMAT Native")
-            finally:
-                os.unlink(merged)
-        else:
-            client.raw_insert(f"{self.target.database}.{first.table}", first.columns,
-                              insert_block=bytes(data), fmt="Native", settings=SERVER_INSERT_SETTINGS)
-        self.rows_written[first.table] = self.rows_written.get(first.table, 0) + sum(p.rows for p in parts)
-
     def ensure_owner(self, force: bool = False) -> None:
         """Start a store-writer process unless an owner runs (cheap: checked twice a second)."""
         now = time.monotonic()
@@ -477,47 +447,275 @@ class Backend:
             self._drain(client)
 
     def _drain(self, client: Any, max_batches: int = 512, max_bytes: int = 64 << 20) -> None:
-        """Write queued batches, many per INSERT; isolate and quarantine a batch the store rejects."""
-        while True:
-            claimed: list[tuple[str, list[Part]]] = []
-            size = 0
+        """Write queued batches, many per INSERT; isolate and quarantine a batch the store rejects.
+
+        One INSERT per drain instead of one per batch is what lets chDB keep
+        up (each INSERT makes a part, runs the materialized views and builds
+        the skip indexes: ~10 ms of fixed cost).  Pipelined: while the store
+        inserts drain k (chDB and the HTTP client release the GIL), a helper
+        thread marks drain k-1 done and claims, reads and merges drain k+1,
+        so mostly the INSERT is on the critical path.  Only while drains come
+        out full (more is queued): a writer that keeps up takes whatever
+        arrived meanwhile in one drain, as few INSERTs as possible.
+        """
+        def finish_and_stage(finished: _Drain | None) -> _Drain | None:
+            if finished is not None:
+                self._finish(finished)
+            return self._stage_drain(max_batches, max_bytes)
+
+        drain = self._stage_drain(max_batches, max_bytes)
+        finished: _Drain | None = None
+        while drain is not None:
+            ahead = _Ahead(finish_and_stage, finished) if drain.full else None
+            if ahead is None and finished is not None:
+                self._finish(finished)
+            try:
+                self._insert_drain(client, drain)
+            except BaseException:
+                if ahead is not None:
+                    self._give_back(ahead)
+                raise
+            if ahead is None:
+                self._finish(drain)
+                return
+            finished = drain
+            try:
+                drain = ahead.result()
+            except BaseException:
+                self._finish(finished)
+                raise
+        if finished is not None:
+            self._finish(finished)
+
+    def _stage_drain(self, max_batches: int, max_bytes: int) -> _Drain | None:
+        """Claim the oldest queued batches (up to the limits) and stage their INSERTs."""
+        claimed: list[tuple[str, list[Part]]] = []
+        size = 0
+        try:
             for item in self.spool.claim(limit=max_batches):
                 claimed.append(item)
                 size += sum(p.length for p in item[1])
                 if size >= max_bytes:
                     break
-            if not claimed:
-                return
-            try:
-                self._write_claimed(client, claimed)
-            except Exception as exc:
-                if _is_connection_error(exc):
-                    for dir_, _parts in claimed:
-                        self.spool.release(dir_)
-                    raise
-                for dir_, parts in claimed:  # one at a time, to find the bad one
-                    try:
-                        self._write_claimed(client, [(dir_, parts)])
-                    except Exception as one:
-                        if _is_connection_error(one):
-                            self.spool.release(dir_)
-                            raise
-                        _log.warning("scope-otel: a spooled batch was rejected by %s and moved to %s/rejected: %s",
-                                     self.target.display, self.spool.folder, self.target.scrub(_short(one)))
-                        self.spool.quarantine(dir_)
-            if len(claimed) < max_batches and size < max_bytes:
-                return
+        except BaseException:
+            for dir_, _parts in claimed:
+                self.spool.release(dir_)
+            raise
+        if not claimed:
+            return None
+        drain = _Drain(claimed, full=len(claimed) >= max_batches or size >= max_bytes)
+        try:
+            drain.inserts = self._stage(claimed)
+        except Exception as exc:  # a batch we cannot read or merge: found and set aside one at a time
+            drain.error = exc
+        return drain
 
-    def _write_claimed(self, client: Any, claimed: list[tuple[str, list[Part]]]) -> None:
+    def _stage(self, claimed: list[tuple[str, list[Part]]]) -> list[_Insert]:
+        """The batches' parts, one merged INSERT per table (and column list)."""
         groups: dict[tuple[str, tuple[str, ...]], list[Part]] = {}
         for _dir, parts in claimed:
             for part in parts:
                 groups.setdefault((part.table, tuple(part.columns)), []).append(part)
-        for parts in groups.values():
-            self.write_parts(client, parts)
+        inserts: list[_Insert] = []
+        try:
+            for parts in groups.values():
+                inserts.append(self._stage_group(parts))
+        except BaseException:
+            for insert in inserts:
+                insert.close()
+            raise
+        return inserts
+
+    def _stage_group(self, parts: list[Part]) -> _Insert:
+        first = parts[0]
+        data = _merged(parts)
+        rows = sum(p.rows for p in parts)
+        if self.target.kind == "chdb":
+            return _Insert(parts, rows, staged=_StagedFile(self.spool.folder, data))
+        return _Insert(parts, rows, data=data)
+
+    def _insert(self, client: Any, insert: _Insert) -> None:
+        cols = ", ".join(f"`{c}`" for c in insert.columns)
+        if insert.staged is not None:
+            client.command(f"INSERT INTO `{self.target.database}`.`{insert.table}` ({cols}) "
+                           f"FROM INFILE {_sql_string(insert.staged.path)} FORMAT Native")
+        else:
+            client.raw_insert(f"{self.target.database}.{insert.table}", insert.columns,
+                              insert_block=bytes(insert.data), fmt="Native", settings=SERVER_INSERT_SETTINGS)
+        self.rows_written[insert.table] = self.rows_written.get(insert.table, 0) + insert.rows
+
+    def _insert_drain(self, client: Any, drain: _Drain) -> None:
+        """Insert a staged drain (its claims stay for :meth:`_finish`); on a rejection, batch by batch
+        (only the parts of each batch not written yet: another table's INSERT may have succeeded)."""
+        written: set[int] = set()
+        try:
+            if drain.error is not None:
+                raise drain.error
+            for insert in drain.inserts:
+                self._insert(client, insert)
+                written.update(id(part) for part in insert.parts)
+            return
+        except Exception as exc:
+            drain.close()
+            if _is_connection_error(exc):
+                self._give_back_claims(drain.claimed)
+                drain.claimed = []
+                raise
+        finally:
+            drain.close()
+        claimed, drain.claimed = drain.claimed, []
+        for i, (dir_, parts) in enumerate(claimed):  # one at a time, to find the bad one
+            try:
+                self._write_claimed(client, [(dir_, [p for p in parts if id(p) not in written])])
+            except Exception as one:
+                if _is_connection_error(one):
+                    self._give_back_claims(claimed[i:])
+                    raise
+                _log.warning("scope-otel: a spooled batch was rejected by %s and moved to %s/rejected: %s",
+                             self.target.display, self.spool.folder, self.target.scrub(_short(one)))
+                self.spool.quarantine(dir_)
+
+    def _write_claimed(self, client: Any, claimed: list[tuple[str, list[Part]]]) -> None:
+        inserts = self._stage(claimed)
+        try:
+            for insert in inserts:
+                self._insert(client, insert)
+        finally:
+            for insert in inserts:
+                insert.close()
         for dir_, _parts in claimed:
             self.spool.done(dir_)
             self.batches_replayed += 1
+
+    def _finish(self, drain: _Drain) -> None:
+        """The drain is in the store: its batches leave the queue."""
+        for dir_, _parts in drain.claimed:
+            self.spool.done(dir_)
+            self.batches_replayed += 1
+        drain.claimed = []
+
+    def _give_back_claims(self, claimed: list[tuple[str, list[Part]]]) -> None:
+        for dir_, _parts in claimed:
+            self.spool.release(dir_)
+
+    def _give_back(self, ahead: _Ahead) -> None:
+        """Wait for the helper (it may hold claims) and put back what it staged."""
+        try:
+            drain = ahead.result()
+        except Exception:  # we are raising already; its claims were given back where it failed
+            return
+        if drain is not None:
+            drain.close()
+            self._give_back_claims(drain.claimed)
+            drain.claimed = []
+
+
+class _Insert:
+    """One table's parts, merged and staged for one INSERT: a file chDB reads, or bytes for a server."""
+
+    def __init__(self, parts: list[Part], rows: int, staged: _StagedFile | None = None,
+                 data: bytes | bytearray = b"") -> None:
+        self.parts, self.rows, self.staged, self.data = parts, rows, staged, data
+        self.table, self.columns = parts[0].table, parts[0].columns
+
+    def close(self) -> None:
+        if self.staged is not None:
+            self.staged.close()
+            self.staged = None
+        self.data = b""
+
+
+class _Drain:
+    """Batches one writer claimed, and their staged INSERTs (or why staging failed)."""
+
+    def __init__(self, claimed: list[tuple[str, list[Part]]], full: bool) -> None:
+        self.claimed = claimed
+        self.full = full  # it hit a limit: more is probably queued
+        self.inserts: list[_Insert] = []
+        self.error: Exception | None = None
+
+    def close(self) -> None:
+        for insert in self.inserts:
+            insert.close()
+        self.inserts = []
+
+
+class _Ahead:
+    """``fn(arg)`` in a helper thread; :meth:`result` waits for it and returns (or raises) what it did."""
+
+    def __init__(self, fn: Callable[[Any], T], arg: Any) -> None:
+        self._result: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn, arg), name="scope-otel-store-stage",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[[Any], Any], arg: Any) -> None:
+        try:
+            self._result = fn(arg)
+        except BaseException as exc:
+            self._error = exc
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
+class _StagedFile:
+    """Merged blocks where chDB, in this process, reads them with ``INSERT ... FROM INFILE``.
+
+    An anonymous in-memory file (``memfd``, read as ``/proc/self/fd/N``) where
+    the system has one: nothing on disk, nothing left behind by a crash.
+    Elsewhere a hidden file in the spool folder, deleted after the INSERT.
+    """
+
+    _seq = itertools.count()
+
+    def __init__(self, folder: str, data: bytes | bytearray) -> None:
+        self._fd: int | None = None
+        self._unlink = False
+        if _MEMFD:
+            fd = os.memfd_create("scope-otel-insert", os.MFD_CLOEXEC)
+            self._fd, self.path = fd, f"/proc/self/fd/{fd}"
+            try:
+                _write_all(fd, data)
+            except BaseException:
+                self.close()
+                raise
+            return
+        self.path = os.path.join(folder, f".insert-{os.getpid()}-{next(self._seq)}.native")
+        self._unlink = True
+        try:
+            with open(self.path, "wb") as out:
+                out.write(data)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Idempotent: the fd is closed once (its number may be reused right after)."""
+        fd, self._fd, unlink, self._unlink = self._fd, None, self._unlink, False
+        try:
+            if fd is not None:
+                os.close(fd)
+            if unlink:
+                os.unlink(self.path)
+        except OSError:
+            pass
+
+
+_MEMFD = hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd")
+
+
+def _write_all(fd: int, data: bytes | bytearray) -> None:
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        view.release()
 
 
 def _merged(parts: list[Part]) -> bytes | bytearray:

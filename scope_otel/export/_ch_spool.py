@@ -11,8 +11,10 @@ ClickHouse Native blocks.  One file per batch keeps the exporting side to a
 single write and rename.  It is written under a dot-name and renamed into
 place, so a reader never sees half a batch.  A reader claims a batch by
 renaming it to ``*.claim-<pid>`` and deletes it once written; a claim left
-by a dead process is put back.  A crash between a write and the delete
-replays that batch (at-least-once); the views collapse duplicate spans.
+by a dead process, held longer than ``stale_claim_s`` by another one, or
+abandoned by an interrupted drain of this one is put back.  A crash between
+a write and the delete replays that batch (at-least-once); the views
+collapse duplicate spans.
 
 The queue is bounded (``max_bytes``); a batch that does not fit is refused
 and the caller counts it as dropped.
@@ -24,9 +26,11 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator, Sequence
+from typing import Iterator, Sequence
 
 _counter = itertools.count()
+#: Claims this process holds and is writing (a claim of ours not in here was abandoned).
+_in_flight: set[str] = set()
 SUFFIX = ".batch"
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
 
@@ -64,17 +68,6 @@ def read_parts(parts: Sequence[Part]) -> bytearray:
         offset += part.length
     view.release()
     return data
-
-    def copy_to(self, out: BinaryIO) -> None:
-        with open(self.path, "rb") as fh:
-            fh.seek(self.offset)
-            left = self.length
-            while left:
-                chunk = fh.read(min(left, 1 << 20))
-                if not chunk:
-                    raise ValueError(f"{self.path}: truncated batch")
-                out.write(chunk)
-                left -= len(chunk)
 
 
 class Spool:
@@ -143,9 +136,11 @@ class Spool:
         for name in self.pending()[:limit]:
             src = os.path.join(self.folder, name)
             claimed = f"{src}.claim-{os.getpid()}"
+            _in_flight.add(claimed)  # before the rename: another thread's _release_stale leaves it alone
             try:
                 os.rename(src, claimed)
             except OSError:
+                _in_flight.discard(claimed)
                 continue  # another process claimed it first
             try:
                 with open(claimed, "rb") as fh:
@@ -160,6 +155,7 @@ class Spool:
             yield claimed, parts
 
     def done(self, claimed: str) -> None:
+        _in_flight.discard(claimed)
         try:
             self._size -= os.path.getsize(claimed)
             os.unlink(claimed)
@@ -167,6 +163,7 @@ class Spool:
             pass
 
     def release(self, claimed: str) -> None:
+        _in_flight.discard(claimed)
         try:
             os.rename(claimed, claimed.rsplit(".claim-", 1)[0])
         except OSError:
@@ -174,6 +171,7 @@ class Spool:
 
     def quarantine(self, claimed: str) -> None:
         """Move a batch the store rejects out of the queue (kept for inspection)."""
+        _in_flight.discard(claimed)
         bad = os.path.join(self.folder, "rejected")
         os.makedirs(bad, exist_ok=True)
         try:
@@ -206,15 +204,23 @@ class Spool:
         except FileNotFoundError:
             return
         now = time.time()
+        me = str(os.getpid())
         for name in names:
             if ".claim-" not in name:
                 continue
+            pid = name.rsplit(".claim-", 1)[1]
             path = os.path.join(self.folder, name)
+            if pid == me:
+                if path not in _in_flight:  # left by a drain of ours that was interrupted
+                    self.release(path)
+                continue
             try:
-                old = now - os.stat(path).st_mtime > self.stale_claim_s
+                st = os.stat(path)
             except OSError:
                 continue
-            if old or not _alive(name.rsplit(".claim-", 1)[1]):
+            # The claim's age, not the batch's: renaming sets ctime, mtime is when the batch was
+            # written (a batch queued long ago while the store was away is claimed young).
+            if now - max(st.st_mtime, st.st_ctime) > self.stale_claim_s or not _alive(pid):
                 self.release(path)
 
 

@@ -1,0 +1,156 @@
+"""The store writer's drain: pipelined, yet every spooled batch lands once, in order, or is set aside.
+
+While the store inserts one drain, a helper thread claims and merges the
+next (``Backend._drain``).  These tests force many small drains so the
+helper is always busy, and check what must not change: no batch lost or
+written twice, a batch the store rejects quarantined alone, claims given
+back when the store goes away, and claims never taken from their holder.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from scope_otel.export import _ch_spool
+from scope_otel.export._ch_backend import Backend, _Engine
+from scope_otel.export._ch_rows import Batch
+from scope_otel.export._ch_spool import Spool
+from scope_otel.export._ch_target import parse
+from scope_otel.export.clickhouse import ClickHouseSpanExporter
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("writer") / "scope-otel"
+    yield str(path)
+    from scope_otel.export._ch_backend import _close_engine
+
+    with _Engine.lock:
+        _close_engine()
+
+
+@pytest.fixture
+def small_drains(monkeypatch):
+    """Every drain takes at most two batches: a dozen batches make six drains, five of them pipelined."""
+    monkeypatch.setattr(Backend._drain, "__defaults__", (2, 64 << 20))
+
+
+def _encoded_batches(prefix: str, batches: int, per_batch: int = 3) -> list[list[tuple]]:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("writer-test")
+    out = []
+    for b in range(batches):
+        memory.clear()
+        for i in range(per_batch):
+            with tracer.start_as_current_span(f"{prefix}-{b:02d}-{i}", attributes={"scope.kind": "function"}):
+                pass
+        batch = Batch()
+        batch.add_spans(memory.get_finished_spans())
+        out.append(batch.encode())
+    return out
+
+
+def _names(exporter: ClickHouseSpanExporter, prefix: str) -> list[str]:
+    return exporter._backend.run(lambda client: [r[0] for r in client.query(
+        f"SELECT SpanName FROM otel.otel_traces WHERE SpanName LIKE '{prefix}-%' ORDER BY SpanName").result_rows])
+
+
+def _leftovers(spool: Spool) -> list[str]:
+    return [n for n in os.listdir(spool.folder) if ".batch" in n or n.startswith(".insert-")]
+
+
+def test_pipelined_drains_write_every_batch_exactly_once(store_path, small_drains):
+    exporter = ClickHouseSpanExporter(store_path, embedded="inprocess", idle_close_s=30.0)
+    backend = exporter._backend
+    backend.run(lambda client: None)  # the schema
+    batches = _encoded_batches("once", 12)
+    with _Engine.lock:  # no keeper drain while queueing
+        for parts in batches:
+            assert backend.spool.put(parts)
+    before = backend.batches_replayed
+    backend.run(lambda client: None)
+    assert backend.batches_replayed - before == 12
+    assert _names(exporter, "once") == sorted(f"once-{b:02d}-{i}" for b in range(12) for i in range(3))
+    assert _leftovers(backend.spool) == []
+
+
+def test_a_batch_the_store_rejects_mid_pipeline_is_quarantined_alone(store_path, small_drains):
+    exporter = ClickHouseSpanExporter(store_path, embedded="inprocess", idle_close_s=30.0)
+    backend = exporter._backend
+    backend.run(lambda client: None)
+    batches = _encoded_batches("reject", 7)
+    table, columns, data, rows = batches[3][0]
+    batches[3] = [(table, columns + ["NoSuchColumn"], data, rows)]  # chDB refuses the INSERT
+    with _Engine.lock:
+        for parts in batches:
+            assert backend.spool.put(parts)
+    backend.run(lambda client: None)
+    want = sorted(f"reject-{b:02d}-{i}" for b in range(7) if b != 3 for i in range(3))
+    assert _names(exporter, "reject") == want
+    assert _leftovers(backend.spool) == []
+    assert len(os.listdir(os.path.join(backend.spool.folder, "rejected"))) == 1
+
+
+class _GoesAway:
+    """A store client whose connection drops at the ``fail_at``-th INSERT; it reads what it is given."""
+
+    def __init__(self, fail_at: int) -> None:
+        self.fail_at = fail_at
+        self.inserts: list[int] = []
+
+    def command(self, sql: str) -> None:
+        if len(self.inserts) + 1 == self.fail_at:
+            raise ConnectionError("the store went away")
+        path = sql.split("FROM INFILE '", 1)[1].split("'", 1)[0]
+        with open(path, "rb") as fh:
+            self.inserts.append(len(fh.read()))
+
+
+def test_a_lost_connection_gives_back_every_claim_including_the_staged_next_drain(tmp_path, small_drains):
+    backend = Backend(parse(f"chdb://{tmp_path / 'store'}", "otel"))
+    for parts in _encoded_batches("away", 9):
+        assert backend.spool.put(parts)
+    client = _GoesAway(fail_at=3)  # one table (no function events): drains 1 and 2 written, drain 3 fails
+    with pytest.raises(ConnectionError):
+        backend._drain(client)
+    assert all(client.inserts)  # the staged files held the merged blocks
+    assert backend.batches_replayed == 4
+    assert [n for n in os.listdir(backend.spool.folder) if ".claim-" in n] == []
+    assert len(backend.spool.pending()) == 5  # drain 3 and the drain the helper had staged are queued again
+
+
+def test_a_claim_is_put_back_only_when_its_holder_is_gone(tmp_path):
+    spool = Spool(str(tmp_path / "spool"), stale_claim_s=600)
+    for parts in _encoded_batches("claims", 4):
+        assert spool.put(parts)
+    names = spool.pending()
+    for name in names:  # queued an hour ago, e.g. while the store was away
+        path = os.path.join(spool.folder, name)
+        os.utime(path, (os.path.getmtime(path) - 3600,) * 2)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        for name, holder in ((names[0], live.pid), (names[1], dead.pid)):
+            path = os.path.join(spool.folder, name)
+            os.rename(path, f"{path}.claim-{holder}")
+        ours = [claimed for claimed, _parts in spool.claim()]  # in flight in this process
+        # the dead writer's claim was put back first, and claimed again, by us
+        assert [os.path.basename(c) for c in ours] == [f"{n}.claim-{os.getpid()}" for n in names[1:]]
+        _ch_spool._in_flight.discard(ours[2])  # as if the drain holding it had been interrupted
+        spool._release_stale()  # what the next claim() does first
+        left = sorted(os.listdir(spool.folder))
+    finally:
+        live.kill()
+        live.wait()
+    assert f"{names[0]}.claim-{live.pid}" in left  # an old batch, but claimed just now by a live writer
+    assert os.path.basename(ours[0]) in left and os.path.basename(ours[1]) in left  # ours, in flight: untouched
+    assert names[3] in left  # ours, abandoned: queued again
