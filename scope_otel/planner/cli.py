@@ -133,27 +133,51 @@ def _trial(command, analysis, calls, model, profile, meta, args, err):
 
 
 def _trial_of_the_plan(command, document, model, meta, plan_with, args, err):
-    """Run the plan itself; if it costs more than estimated, price per call to match and plan again."""
+    """Run the plan itself; if it costs more or less than estimated, reprice per call and plan again.
+
+    A plan made again with higher prices records less and is kept.  One made
+    with lower prices records more: it is run too, and kept only if it stays
+    within the budget; otherwise the first plan stands.
+    """
     from scope_otel.planner import trial
 
-    if not any(entry.get("level") != "off" for entry in document["functions"].values()):
+    def measured_us(doc):
+        if not any(entry.get("level") != "off" for entry in doc["functions"].values()):
+            return None
+        try:
+            noplan, planned = trial.paired_cpu_s(command, doc)
+        except (OSError, subprocess.SubprocessError) as exc:
+            err.write(f"scope-otel plan: trial of the plan failed ({exc}); keeping it\n")
+            return None
+        return max(planned - noplan, 0.0) * 1e6
+
+    first_us = measured_us(document)
+    if first_us is None:
         return document
-    try:
-        noplan, planned = trial.paired_cpu_s(command, document)
-    except (OSError, subprocess.SubprocessError) as exc:
-        err.write(f"scope-otel plan: trial of the plan failed ({exc}); keeping it\n")
-        return document
-    measured_us = max(planned - noplan, 0.0) * 1e6
-    scaled, factor = trial.rescaled(model, document, measured_us)
-    if factor <= 1.0:
+    scaled, factor = trial.rescaled(model, document, first_us)
+    if factor == 1.0:
         return document
     if not args.quiet:
-        err.write(f"scope-otel plan: trial: the plan cost {measured_us / 1000:.1f} ms, estimated "
+        err.write(f"scope-otel plan: trial: the plan cost {first_us / 1000:.1f} ms, estimated "
                   f"{document['estimate']['overhead_us'] / 1000:.1f} ms; planning again with per-call "
                   f"prices x{factor:.2f}\n")
-    first = {"measured_us": round(measured_us, 1), "estimated_us": document["estimate"]["overhead_us"],
+    first = {"measured_us": round(first_us, 1), "estimated_us": document["estimate"]["overhead_us"],
              "factor": round(factor, 3)}
-    return plan_with(scaled, dict(meta, trial=dict(meta["trial"], first_plan=first)))
+    again = plan_with(scaled, dict(meta, trial=dict(meta["trial"], first_plan=first)))
+    if factor > 1.0 or _recorded(again) == _recorded(document):
+        return again
+    second_us = measured_us(again)
+    budget_us = document["estimate"]["baseline_us"] * args.budget / 100.0
+    if second_us is not None and second_us <= budget_us:
+        return again
+    if not args.quiet and second_us is not None:
+        err.write(f"scope-otel plan: trial: the larger plan cost {second_us / 1000:.1f} ms, over the budget's "
+                  f"{budget_us / 1000:.1f} ms; keeping the first plan\n")
+    return document
+
+
+def _recorded(document: dict) -> dict:
+    return {key: entry.get("level") for key, entry in document["functions"].items() if entry.get("level") != "off"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,9 +16,11 @@ a recorded call costs this program; :func:`calibrated` moves what the model
 missed into its per-span off-path cost, so every level's price carries it.
 
 That is an average over the program's calls.  The plan made with it is then
-run once more itself (:func:`paired_cpu_s`); when it costs more than estimated
-(heavier functions kept, lighter ones dropped), :func:`rescaled` scales the
-per-call prices to match and the plan is made again with them.
+run itself (:func:`paired_cpu_s`); when it costs more or less than estimated
+(heavier or lighter functions kept; a small plan brings on none of the extra
+collections), :func:`rescaled` scales the per-call prices to match and the
+plan is made again with them.  A plan made with lower prices records more,
+so it is run as well, and kept only if it stays within the budget.
 """
 from __future__ import annotations
 
@@ -105,18 +107,29 @@ _PER_CALL = ("check_us", "boundaries_us", "full_us", "arg_us", "container_us", "
              "state_us", "offpath_us", "export_us")
 
 
+#: Below this the plan's measured cost matches its estimate closely enough: no second plan.
+RESCALE_TOLERANCE = 0.2
+#: How far one trial of the plan may move per-call prices, down and up.
+RESCALE_LIMITS = (0.25, 20.0)
+
+
 def rescaled(model: Any, plan_document: dict, measured_us: float) -> tuple[Any, float]:
     """``model`` with its per-call costs scaled so ``plan_document``'s estimate matches ``measured_us``.
 
-    Returns (model, factor).  Only ever scales up (see :func:`calibrated`),
-    and by at most 20x; the once-per-process start-up is left as measured.
+    Returns (model, factor); factor 1.0 (and ``model`` itself) when the two
+    agree within :data:`RESCALE_TOLERANCE`.  The factor is kept within
+    :data:`RESCALE_LIMITS`; the once-per-process start-up is left as measured.
+    Prices come down as well as up: an average price from the trial of every
+    function is too high for a small plan, which brings on none of the extra
+    full collections over the heap that recording everything does.
     """
     estimate = plan_document["estimate"]
     variable = estimate["overhead_us"] - estimate["fixed_us"]
     if variable <= 0:
         return model, 1.0
-    factor = min(max((measured_us - estimate["fixed_us"]) / variable, 1.0), 20.0)
-    if factor <= 1.0:
+    low, high = RESCALE_LIMITS
+    factor = min(max((measured_us - estimate["fixed_us"]) / variable, low), high)
+    if abs(factor - 1.0) <= RESCALE_TOLERANCE:
         return model, 1.0
     scaled = {name: getattr(model, name) * factor for name in _PER_CALL}
     return dataclasses.replace(model, **scaled, source=f"{model.source}, x{factor:.2f} from the plan's trial run"), factor

@@ -55,8 +55,8 @@ def test_the_trial_only_ever_raises_the_price(cost_cache):
     assert dataclasses.replace(calibrated(model, cheaper), source=model.source) == model
 
 
-def test_a_plan_that_cost_more_than_estimated_reprices_per_call_costs_only_upwards(cost_cache):
-    from scope_otel.planner.trial import rescaled
+def test_a_plan_that_cost_more_or_less_than_estimated_reprices_per_call_costs(cost_cache):
+    from scope_otel.planner.trial import RESCALE_LIMITS, rescaled
 
     model = calibrate(exporter="none")
     document = {"estimate": {"overhead_us": 1100.0, "fixed_us": 100.0}}
@@ -64,10 +64,13 @@ def test_a_plan_that_cost_more_than_estimated_reprices_per_call_costs_only_upwar
     assert factor == pytest.approx(3.0)
     assert dearer.full_us == pytest.approx(model.full_us * 3) and dearer.offpath_us == pytest.approx(model.offpath_us * 3)
     assert dearer.startup_us == model.startup_us  # start-up is measured on its own
-    same, factor = rescaled(model, document, measured_us=500.0)
+    cheaper, factor = rescaled(model, document, measured_us=500.0)  # variable part 1000 -> 400
+    assert factor == pytest.approx(0.4)
+    assert cheaper.offpath_us == pytest.approx(model.offpath_us * 0.4) and cheaper.startup_us == model.startup_us
+    same, factor = rescaled(model, document, measured_us=1150.0)  # within the tolerance: no second plan
     assert factor == 1.0 and same is model
-    capped, factor = rescaled(model, document, measured_us=1e9)
-    assert factor == 20.0
+    assert rescaled(model, document, measured_us=1e9)[1] == RESCALE_LIMITS[1]
+    assert rescaled(model, document, measured_us=0.0)[1] == RESCALE_LIMITS[0]
 
 
 def test_the_trial_runs_in_pairs_and_keeps_the_median_pair(monkeypatch):
@@ -89,3 +92,54 @@ def test_the_trial_runs_in_pairs_and_keeps_the_median_pair(monkeypatch):
     noplan, planned = trial.paired_cpu_s(["prog"], {"functions": {}}, repeat=3)
     assert seen == ["noplan", "plan", "plan", "noplan", "noplan", "plan"]
     assert (noplan, planned) == (1.0, 1.5)
+
+
+_BIG_JOB = """
+def step(i):
+    return {"i": i, "label": "item-%d" % i}
+
+def run():
+    return [step(i) for i in range(30000)]
+
+run()
+"""
+
+
+@pytest.mark.parametrize("larger_plan_fits", [True, False])
+def test_cheaper_than_estimated_plans_again_and_keeps_the_larger_plan_only_within_budget(
+        tmp_path, cost_cache, monkeypatch, larger_plan_fits):
+    """The trial of every function prices `step` at twice the budget; the plan without it then
+    measures cheaper than estimated, so prices come down 4x and `step` fits: that plan is run
+    too, and kept only if what it costs stays within the budget."""
+    from scope_otel.planner import trial
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    (tmp_path / "job.py").write_text(_BIG_JOB)
+    budget = {}
+
+    def fake_measure(command, every_called, calls, model, processes, **kw):
+        est = every_called["estimate"]
+        budget["us"] = est["baseline_us"] * 10.0  # --budget 1000; large, so that twice it is above the microbenchmark price
+        per_call = 2 * (budget["us"] - est["fixed_us"]) / 30001
+        assert per_call > model.call_cost("boundaries")
+        return Trial(30001, 1.0, 2.0, per_call, model.call_cost("boundaries"))
+
+    runs = []
+
+    def fake_paired(command, document, **kw):
+        runs.append(sorted(k for k, e in document["functions"].items() if e["level"] != "off"))
+        if len(runs) == 1:
+            return 1.0, 1.0  # the first plan cost nothing measurable: prices x0.25
+        over = 2.0 if not larger_plan_fits else 0.5
+        return 1.0, 1.0 + over * budget["us"] / 1e6
+
+    monkeypatch.setattr(trial, "measure", fake_measure)
+    monkeypatch.setattr(trial, "paired_cpu_s", fake_paired)
+    out = tmp_path / "plan.json"
+    assert main(["-q", "-o", str(out), "--budget", "1000", "--profile", "--trial", "--", sys.executable, "job.py"]) == 0
+    doc = json.loads(out.read_text())
+    assert len(runs) == 2 and "job:step" not in runs[0] and "job:step" in runs[1]
+    recorded = {k for k, e in doc["functions"].items() if e["level"] != "off"}
+    assert ("job:step" in recorded) is larger_plan_fits
+    assert ("first_plan" in doc["estimate"]["profile"]["trial"]) is larger_plan_fits
