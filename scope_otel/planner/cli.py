@@ -15,11 +15,13 @@ default the configured ``traces_exporter``).
 ``--profile -- CMD`` runs CMD once plainly (for its run time) and once under
 a call counter, and plans with the real counts (saved to ``--counts-out``,
 default ``<plan>.counts.json``; reuse them with ``--counts``).  Without it,
-call counts are estimated from the source.  ``--trial`` runs CMD twice more
-under ``scope-otel run`` (without a plan, and with every called function at
-``boundaries``) and prices a recorded call from the difference, which sees
-what microbenchmarks cannot (the exporter's real work, GC over the
-program's heap); see :mod:`scope_otel.planner.trial`.
+call counts are estimated from the source.  ``--trial`` runs CMD under
+``scope-otel run`` in pairs (without a plan, and with every called function
+at ``boundaries``) and prices a recorded call from the difference, which
+sees what microbenchmarks cannot (the exporter's real work, GC over the
+program's heap); then it runs the plan it made the same way and, if that
+costs more or less than estimated, reprices and plans once more (12 to 18
+runs of CMD in all); see :mod:`scope_otel.planner.trial`.
 
 Globs are over ``module:qualname``; a glob without ``:`` means whole
 modules.  Precedence: ``--pin`` > ``--exclude`` > ``--include`` > the
