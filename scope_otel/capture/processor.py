@@ -301,6 +301,7 @@ class RingBufferSpanProcessor(SpanProcessor):
             except Exception:
                 self._export_failures += 1
                 _log.exception("scope-otel: could not convert a record; skipped")
+        correlator.batch_done()
         if not spans:
             return
         try:

@@ -149,6 +149,10 @@ class Correlator:
             attrs["exception.stacktrace"] = self._stacktrace(exc)
         return Event("exception", attrs, ts)
 
+    def batch_done(self) -> None:
+        """Drop the exceptions kept for formatting: they hold their frames and every local in them."""
+        self._stacktrace.clear()
+
     def stats(self) -> dict[str, int]:
         return {
             "function_spans": self.spans,

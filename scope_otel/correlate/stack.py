@@ -23,7 +23,12 @@ _CACHE_SIZE = 32
 
 
 class StackFormatter:
-    """Formats exceptions; remembers the last few, so a shared exception is formatted once."""
+    """Formats exceptions; remembers the last few, so a shared exception is formatted once.
+
+    What it remembers keeps those exceptions alive, with their tracebacks,
+    frames and every local of those frames: its owner calls :meth:`clear`
+    after each batch of records.
+    """
 
     def __init__(self) -> None:
         self._recent: OrderedDict[int, tuple[BaseException, str]] = OrderedDict()
@@ -38,6 +43,9 @@ class StackFormatter:
         if len(self._recent) > _CACHE_SIZE:
             self._recent.popitem(last=False)
         return text
+
+    def clear(self) -> None:
+        self._recent.clear()
 
 
 def stacktrace(exc: BaseException) -> str:

@@ -404,3 +404,33 @@ def test_fork_while_the_worker_is_stuck_in_the_exporter_does_not_deadlock_the_ch
     finally:
         exporter.release.set()
         processor.shutdown(2000)
+
+
+def test_an_exported_exception_no_longer_holds_its_frames_locals(pipeline, fn):
+    """The worker formats each exception once and remembers it while a batch is converted;
+    after the batch, nothing of ours keeps the exception, its frames or their locals alive."""
+    import gc
+    import weakref
+
+    class Local:
+        pass
+
+    fid = fn("fails", level="full", capture=["exceptions"])
+    held = []
+
+    def fails():
+        local = Local()
+        held.append(weakref.ref(local))
+        raise ValueError("boom")
+
+    token = runtime.enter(fid)
+    try:
+        fails()
+    except ValueError as exc:
+        runtime.exception(token, exc)
+    del token  # the ended call's record holds the exception until the worker has converted it
+    spans = pipeline.spans()
+    assert [e.name for e in spans[0].events] == ["exception"]
+    assert "boom" in spans[0].events[0].attributes["exception.stacktrace"]
+    gc.collect()
+    assert held[0]() is None
