@@ -31,6 +31,8 @@ from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context, get_current
+from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
@@ -193,6 +195,59 @@ class _EnvironGetter(Getter):
 
 _GETTER = _EnvironGetter()
 
+#: Propagators whose ``extract`` reads only their ``fields`` and, when those
+#: headers are absent, returns the context it was given, or when given none
+#: a fresh empty one (``empty``) or the current one (``current``).
+_PLAIN_PROPAGATORS = {
+    "opentelemetry.trace.propagation.tracecontext.TraceContextTextMapPropagator": "empty",
+    "opentelemetry.baggage.propagation.W3CBaggagePropagator": "current",
+    "scope_otel.distributed.propagator.HLCPropagator": "empty",
+}
+_NO_PLAN = (None, None, None)
+_extract_plan: tuple[Any, tuple[str, ...] | None, str | None] = _NO_PLAN
+
+
+def _plan(textmap: Any) -> tuple[Any, tuple[str, ...] | None, str | None]:
+    """(textmap, environ keys it reads, what it returns without them), or
+    no keys when the textmap is one this module does not know."""
+    propagators = getattr(textmap, "_propagators", None) if type(textmap) is CompositePropagator else None
+    if propagators is None:
+        return textmap, None, None
+    result = None  # an empty composite returns the context it was given
+    keys: list[str] = []
+    for propagator in propagators:
+        cls = type(propagator)
+        kind = _PLAIN_PROPAGATORS.get(f"{cls.__module__}.{cls.__qualname__}")
+        if kind is None:
+            return textmap, None, None
+        if result is None:
+            result = kind
+        keys += ("HTTP_" + f.upper().replace("-", "_") for f in propagator.fields)
+    return textmap, tuple(dict.fromkeys(keys)), result
+
+
+def _parent(environ: Mapping) -> Any:
+    """The context extracted from the request's headers (``OTEL_PROPAGATORS``).
+
+    A request without any propagation header (most requests, where no
+    client passes trace context) skips the propagators' work when they are
+    the standard ones and yields exactly what they would have returned.
+    """
+    global _extract_plan
+    textmap = propagate.get_global_textmap()
+    plan = _extract_plan
+    if plan[0] is not textmap:
+        plan = _extract_plan = _plan(textmap)
+    keys = plan[1]
+    if keys is not None:
+        for key in keys:
+            if key in environ:
+                break
+        else:
+            result = plan[2]
+            return Context() if result == "empty" else get_current() if result == "current" else None
+    return propagate.extract(environ, getter=_GETTER)
+
 
 def full_url(environ: Mapping, scheme: str | None = None) -> str:
     scheme = scheme or environ.get("wsgi.url_scheme", "http")
@@ -254,7 +309,7 @@ def start_server_span(
         attrs = _with_old_names(attrs, options)
     if options.request_headers is not None:
         _capture_request_headers(attrs, environ, options)
-    parent = propagate.extract(environ, getter=_GETTER)
+    parent = _parent(environ)
     span = tracer.start_span(method, context=parent, kind=SpanKind.SERVER, attributes=attrs, start_time=start_time)
     if options.request_hook is not None:
         try:

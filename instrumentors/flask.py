@@ -15,8 +15,9 @@ How it attaches
     instrumenting, and apps loaded by ``gunicorn --preload`` before the fork
     are all covered.  Flask's signals add what only Flask knows:
     ``request_started`` (the route → span name ``GET /items/<int:id>`` and
-    ``http.route``), ``got_request_exception`` and ``request_tearing_down``
-    (exception event, ``error.type``, ERROR status),
+    ``http.route``), ``got_request_exception`` (exception event,
+    ``error.type``, ERROR status; an exception that skips it, such as
+    ``KeyboardInterrupt``, is recorded as it leaves the app),
     ``before_render_template``/``template_rendered`` (an INTERNAL span
     ``render <template>``).  The status is the one the server sends, taken
     from ``start_response``.
@@ -226,9 +227,12 @@ def _on_request_started(sender: Any, **_: Any) -> None:
         failed("flask.request_started")
 
 
-def _on_exception(sender: Any, exception: BaseException | None = None, exc: BaseException | None = None, **_: Any) -> None:
-    error = exception if exception is not None else exc
-    if error is None:  # request_tearing_down after every request
+def _on_exception(sender: Any, exception: BaseException | None = None, **_: Any) -> None:
+    # Not also on request_tearing_down: every exception it carries has been
+    # through got_request_exception or leaves the app into __call__ (or into
+    # _Body, streamed), which record it; and it fires after every request.
+    error = exception
+    if error is None:
         return
     try:
         request = _request()
@@ -279,7 +283,6 @@ def _receivers() -> list[tuple[Any, Callable]]:
     return [
         (flask.request_started, _on_request_started),
         (flask.got_request_exception, _on_exception),
-        (flask.request_tearing_down, _on_exception),
         (flask.before_render_template, _on_before_render),
         (flask.template_rendered, _on_rendered),
     ]

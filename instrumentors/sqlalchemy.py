@@ -55,9 +55,11 @@ import os
 import sys
 import weakref
 from time import monotonic
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 from opentelemetry import propagate, trace
+from opentelemetry.context import get_current
 from opentelemetry.trace import SpanKind, Status, StatusCode, get_current_span
 
 from scope_otel.instrumentors import _http
@@ -79,7 +81,7 @@ class _State:
     tracer: trace.Tracer
     mode: str
     commenter: bool
-    engines: "weakref.WeakKeyDictionary[Any, tuple[str | None, dict]]"
+    engines: "weakref.WeakKeyDictionary[Any, _EngineInfo]"
     contrib: "weakref.WeakKeyDictionary[Any, tuple[int, bool]]"
 
 
@@ -125,8 +127,21 @@ class ScopeSQLAlchemyInstrumentor(ScopeInstrumentor):
 # statements
 # --------------------------------------------------------------------------
 
-def _engine_info(engine: Any, state: _State) -> tuple[str | None, dict]:
-    """(database name, constant attributes) of an engine, computed once."""
+class _EngineInfo:
+    """What one engine's statement spans share, computed once per engine:
+    the database name, the constant attributes, and per statement text the
+    span name and full attribute map (handed to the SDK as is: it copies)."""
+
+    __slots__ = ("database", "constant", "statements")
+
+    def __init__(self, database: str | None, constant: dict) -> None:
+        self.database = database
+        self.constant = constant
+        self.statements: dict[str, tuple[str, Mapping[str, Any]]] = {}
+
+
+def _engine_info(engine: Any, state: _State) -> _EngineInfo:
+    """The :class:`_EngineInfo` of an engine for this instrumentation."""
     try:  # kept on the engine for this instrumentation: no weak-key lookup per statement
         owner, info = engine._scope_otel_info
         if owner is state:
@@ -158,12 +173,41 @@ def _engine_info(engine: Any, state: _State) -> tuple[str | None, dict]:
                 attrs["net.peer.name"] = url.host
             if url.port:
                 attrs["net.peer.port"] = url.port
-        info = state.engines[engine] = (database, attrs)
+        info = state.engines[engine] = _EngineInfo(database, attrs)
     try:
         engine._scope_otel_info = (state, info)
     except Exception:  # an engine class that takes no attributes: the weak map serves
         pass
     return info
+
+
+#: statements remembered per engine; SQLAlchemy hands the same cached string
+#: for each execution of a statement, so a span's name and attributes are one
+#: dict lookup.  Texts with inlined literals are all different: the cache then
+#: starts over rather than grow, and huge texts are never kept alive by it.
+_STATEMENTS_MAX = 1024
+_STATEMENT_MAX = 4096
+
+
+def _statement(info: _EngineInfo, statement: str, mode: str) -> tuple[str, Mapping[str, Any]]:
+    """(span name, attributes) of ``statement`` on the engine of ``info``."""
+    words = statement.split(None, 1)
+    operation = words[0].upper() if words else "SQL"
+    attrs = dict(info.constant)
+    if mode != _http.OLD:
+        attrs["db.query.text"] = statement
+        attrs["db.operation.name"] = operation
+    if mode != _http.STABLE:
+        attrs["db.statement"] = statement
+        attrs["db.operation"] = operation
+    # read-only: samplers see the shared map, and must not change it for the next statement
+    found = (f"{operation} {info.database}" if info.database else operation, MappingProxyType(attrs))
+    if len(statement) <= _STATEMENT_MAX:
+        statements = info.statements
+        if len(statements) >= _STATEMENTS_MAX:
+            statements.clear()
+        statements[statement] = found
+    return found
 
 
 def _contrib_traces(engine: Any, state: _State) -> bool:
@@ -188,42 +232,17 @@ def _before_cursor_execute(conn, cursor, statement, parameters, context, execute
         engine = conn.engine
         if _contrib_traces(engine, state):
             return statement, parameters
-        database, constant = _engine_info(engine, state)
-        operation = _OPERATIONS.get(statement)
-        if operation is None:
-            operation = _operation(statement)
-        attrs = dict(constant)
-        if state.mode != _http.OLD:
-            attrs["db.query.text"] = statement
-            attrs["db.operation.name"] = operation
-        if state.mode != _http.STABLE:
-            attrs["db.statement"] = statement
-            attrs["db.operation"] = operation
-        name = f"{operation} {database}" if database else operation
-        span = state.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attrs)
+        info = _engine_info(engine, state)
+        found = info.statements.get(statement)
+        name, attrs = found if found is not None else _statement(info, statement, state.mode)
+        # the current context read once: the SDK would read it three times (parent, sampler, trace state)
+        span = state.tracer.start_span(name, context=get_current(), kind=SpanKind.CLIENT, attributes=attrs)
         setattr(context, _SPAN, span)
         if state.commenter and span.is_recording():
             statement = statement + _sql_comment(span)
     except Exception:
         failed("sqlalchemy.before_cursor_execute")
     return statement, parameters
-
-
-#: statement text -> first keyword; SQLAlchemy hands the same cached string
-#: for each execution of a statement, so this is one dict lookup per statement
-_OPERATIONS: dict[str, str] = {}
-_OPERATIONS_MAX = 1024
-_STATEMENT_MAX = 4096
-
-
-def _operation(statement: str) -> str:
-    words = statement.split(None, 1)
-    operation = words[0].upper() if words else "SQL"
-    if len(statement) <= _STATEMENT_MAX:  # huge texts are not kept alive by the cache
-        if len(_OPERATIONS) >= _OPERATIONS_MAX:
-            _OPERATIONS.clear()  # many distinct texts (literals inlined): start over rather than grow
-        _OPERATIONS[statement] = operation
-    return operation
 
 
 def _sql_comment(span: trace.Span) -> str:
@@ -269,18 +288,22 @@ def _handle_error(exception_context):
 # pool
 # --------------------------------------------------------------------------
 
+_POOL_NAME = "_scope_otel_pool"
+
+
 def _pool_name(record: Any) -> str:
-    pool = getattr(record, "_pool", None)
-    try:
-        return pool._scope_otel_name
-    except AttributeError:
-        name = None
+    """The pool's ``logging_name``, else ``<PoolClass>@<id>``; kept in the
+    connection record's ``info`` so it is computed once per connection."""
+    info = record.info
+    name = info.get(_POOL_NAME)
     if name is None:
-        name = getattr(pool, "logging_name", None) or f"{type(pool).__name__}@{id(pool):x}"
-        try:
-            pool._scope_otel_name = name
-        except Exception:
-            pass
+        # the record's pool is private to SQLAlchemy (``__pool``, 2.0 and 2.1)
+        pool = getattr(record, "_ConnectionRecord__pool", None)
+        if pool is None:
+            name = "pool"
+        else:
+            name = getattr(pool, "logging_name", None) or f"{type(pool).__name__}@{id(pool):x}"
+        info[_POOL_NAME] = name
     return name
 
 

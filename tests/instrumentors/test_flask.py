@@ -254,3 +254,109 @@ def test_spans_are_freed_without_the_cycle_collector(spans):
         assert [r() for r in Watch.refs if r() is not None] == []
     finally:
         gc.enable()
+
+
+class _Stop(BaseException):
+    """Not an Exception: Flask sends no got_request_exception for it."""
+
+
+def test_base_exception_from_a_view_is_recorded_once(spans):
+    app = flask.Flask("stopping")
+
+    @app.get("/stop")
+    def stop():
+        raise _Stop("stop")
+
+    with instrumented(ScopeFlaskInstrumentor(), spans):
+        with pytest.raises(_Stop):
+            app.test_client().get("/stop")
+        span = server_span(spans, "GET /stop")
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes["error.type"] == "_Stop"
+    assert len([e for e in span.events if e.name == "exception"]) == 1
+
+
+def test_error_while_streaming_with_context_is_recorded_once(spans):
+    app = flask.Flask("streaming")
+
+    @app.get("/stream")
+    def stream():
+        def chunks():
+            yield "first"
+            raise ValueError("mid-stream")
+
+        return flask.Response(flask.stream_with_context(chunks()))
+
+    with instrumented(ScopeFlaskInstrumentor(), spans):
+        response = app.test_client().get("/stream", buffered=False)
+        with pytest.raises(ValueError):
+            b"".join(response.response)
+        response.close()
+        span = server_span(spans, "GET /stream")
+    assert span.attributes["error.type"] == "ValueError"
+    assert len([e for e in span.events if e.name == "exception"]) == 1
+
+
+def _parent_of_request(spans, headers=None):
+    """Parent of the server span of one request made while a span is current."""
+    spans.clear()
+    app = flask.Flask("parented")
+    app.get("/p")(lambda: "p")
+    with instrumented(ScopeFlaskInstrumentor(), spans):
+        with spans.tracer.start_as_current_span("ambient") as ambient:
+            app.test_client().get("/p", headers=headers or {}).close()  # the span ends with the response
+        span = server_span(spans, "GET /p")
+    return span.parent, ambient.get_span_context()
+
+
+@pytest.fixture
+def textmap():
+    """Set the global propagators for one test, as OTEL_PROPAGATORS would."""
+    from opentelemetry import propagate
+
+    saved = propagate.get_global_textmap()
+    yield propagate.set_global_textmap
+    propagate.set_global_textmap(saved)
+
+
+def test_request_without_trace_headers_is_a_root_span_with_default_propagators(spans):
+    parent, _ = _parent_of_request(spans)
+    assert parent is None  # what the tracecontext propagator yields: not the ambient span
+
+
+def test_baggage_first_propagators_keep_the_ambient_parent_without_headers(spans, textmap):
+    from opentelemetry.baggage.propagation import W3CBaggagePropagator
+    from opentelemetry.propagators.composite import CompositePropagator
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    textmap(CompositePropagator([W3CBaggagePropagator(), TraceContextTextMapPropagator()]))
+    parent, ambient = _parent_of_request(spans)
+    assert parent.span_id == ambient.span_id  # baggage extraction starts from the current context
+    parent, _ = _parent_of_request(spans, {"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"})
+    assert format(parent.span_id, "016x") == PARENT_ID and parent.is_remote
+
+
+def test_custom_propagator_still_extracts_its_own_header(spans, textmap):
+    from opentelemetry.propagators.composite import CompositePropagator
+    from opentelemetry.propagators.textmap import TextMapPropagator
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    class XTrace(TextMapPropagator):  # reads a header that is not in its fields
+        def extract(self, carrier, context=None, getter=None):
+            value = getter.get(carrier, "x-trace")
+            if not value:
+                return context
+            span = NonRecordingSpan(SpanContext(int(TRACE_ID, 16), int(value[0], 16), True, TraceFlags(1)))
+            return set_span_in_context(span, context)
+
+        def inject(self, carrier, context=None, setter=None):
+            pass
+
+        @property
+        def fields(self):
+            return set()
+
+    textmap(CompositePropagator([TraceContextTextMapPropagator(), XTrace()]))
+    parent, _ = _parent_of_request(spans, {"x-trace": PARENT_ID})
+    assert format(parent.span_id, "016x") == PARENT_ID

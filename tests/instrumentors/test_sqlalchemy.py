@@ -242,3 +242,42 @@ def test_database_semconv_dup_adds_the_old_names(spans, engine, monkeypatch):
     assert attrs["db.system.name"] == attrs["db.system"] == "sqlite"
     assert attrs["db.namespace"] == attrs["db.name"] == "accounts.db"
     assert attrs["db.query.text"] == attrs["db.statement"] == "SELECT 1"
+
+
+def test_checkin_event_names_the_pool(spans, tmp_path):
+    named = sa.create_engine(f"sqlite:///{tmp_path / 'named.db'}", pool_logging_name="shop")
+    plain = sa.create_engine(f"sqlite:///{tmp_path / 'plain.db'}")
+    plain_pool = f"{type(plain.pool).__name__}@{id(plain.pool):x}"  # dispose() makes a new pool
+    try:
+        with instrumented(ScopeSQLAlchemyInstrumentor(), spans):
+            with spans.tracer.start_as_current_span("request"):
+                for engine in (named, plain, named):
+                    with engine.connect() as conn:
+                        conn.execute(sa.text("SELECT 1"))
+    finally:
+        named.dispose()
+        plain.dispose()
+    (request,) = spans.named("request")
+    pools = [e.attributes["db.client.connection.pool.name"] for e in request.events
+             if e.name == "db.client.connection.checkin"]
+    assert pools[0] == pools[2] == "shop"
+    assert pools[1] == plain_pool
+
+
+def test_repeated_statement_keeps_its_own_engines_name_and_attributes(spans, tmp_path):
+    engines = [sa.create_engine(f"sqlite:///{tmp_path / name}") for name in ("one.db", "two.db")]
+    try:
+        with instrumented(ScopeSQLAlchemyInstrumentor(), spans):
+            for engine in (*engines, *engines):
+                with engine.connect() as conn:
+                    conn.execute(sa.text("select 1"))
+                    conn.execute(sa.text("SELECT 2"))
+    finally:
+        for engine in engines:
+            engine.dispose()
+    found = [(s.name, s.attributes["db.namespace"], s.attributes["db.query.text"]) for s in sql_spans(spans)]
+    expected = [
+        ("SELECT one.db", "one.db", "select 1"), ("SELECT one.db", "one.db", "SELECT 2"),
+        ("SELECT two.db", "two.db", "select 1"), ("SELECT two.db", "two.db", "SELECT 2"),
+    ]
+    assert found == expected * 2
