@@ -454,9 +454,9 @@ class Backend:
         the skip indexes: ~10 ms of fixed cost).  Pipelined: while the store
         inserts drain k (chDB and the HTTP client release the GIL), a helper
         thread marks drain k-1 done and claims, reads and merges drain k+1,
-        so mostly the INSERT is on the critical path.  Only while drains come
-        out full (more is queued): a writer that keeps up takes whatever
-        arrived meanwhile in one drain, as few INSERTs as possible.
+        so mostly the INSERT is on the critical path.  Drain k+1 is what was
+        queued when INSERT k began, as a serial writer's would be what came
+        during INSERT k: drains are no smaller for it.
         """
         def finish_and_stage(finished: _Drain | None) -> _Drain | None:
             if finished is not None:
@@ -466,18 +466,12 @@ class Backend:
         drain = self._stage_drain(max_batches, max_bytes)
         finished: _Drain | None = None
         while drain is not None:
-            ahead = _Ahead(finish_and_stage, finished) if drain.full else None
-            if ahead is None and finished is not None:
-                self._finish(finished)
+            ahead = _Ahead(finish_and_stage, finished)
             try:
                 self._insert_drain(client, drain)
             except BaseException:
-                if ahead is not None:
-                    self._give_back(ahead)
+                self._give_back(ahead)
                 raise
-            if ahead is None:
-                self._finish(drain)
-                return
             finished = drain
             try:
                 drain = ahead.result()
@@ -503,7 +497,7 @@ class Backend:
             raise
         if not claimed:
             return None
-        drain = _Drain(claimed, full=len(claimed) >= max_batches or size >= max_bytes)
+        drain = _Drain(claimed)
         try:
             drain.inserts = self._stage(claimed)
         except Exception as exc:  # a batch we cannot read or merge: found and set aside one at a time
@@ -628,9 +622,8 @@ class _Insert:
 class _Drain:
     """Batches one writer claimed, and their staged INSERTs (or why staging failed)."""
 
-    def __init__(self, claimed: list[tuple[str, list[Part]]], full: bool) -> None:
+    def __init__(self, claimed: list[tuple[str, list[Part]]]) -> None:
         self.claimed = claimed
-        self.full = full  # it hit a limit: more is probably queued
         self.inserts: list[_Insert] = []
         self.error: Exception | None = None
 

@@ -37,7 +37,7 @@ def store_path(tmp_path_factory):
 
 @pytest.fixture
 def small_drains(monkeypatch):
-    """Every drain takes at most two batches: a dozen batches make six drains, five of them pipelined."""
+    """Every drain takes at most two batches: a dozen batches make six drains, each staged during the INSERT before."""
     monkeypatch.setattr(Backend._drain, "__defaults__", (2, 64 << 20))
 
 
