@@ -32,6 +32,7 @@ _counter = itertools.count()
 #: Claims this process holds and is writing (a claim of ours not in here was abandoned).
 _in_flight: set[str] = set()
 SUFFIX = ".batch"
+SCRATCH = ".insert-"
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -169,6 +170,11 @@ class Spool:
         except OSError:
             pass
 
+    def scratch_path(self) -> str:
+        """A fresh path in the folder for a writer's temporary file (``.insert-<pid>-<n>.native``:
+        never taken for a batch, and deleted by :meth:`claim` once its process is gone)."""
+        return os.path.join(self.folder, f"{SCRATCH}{os.getpid()}-{next(_counter)}.native")
+
     def quarantine(self, claimed: str) -> None:
         """Move a batch the store rejects out of the queue (kept for inspection)."""
         _in_flight.discard(claimed)
@@ -206,6 +212,13 @@ class Spool:
         now = time.time()
         me = str(os.getpid())
         for name in names:
+            if name.startswith(SCRATCH):
+                if not _alive(name[len(SCRATCH):].split("-", 1)[0]):
+                    try:
+                        os.unlink(os.path.join(self.folder, name))
+                    except OSError:
+                        pass
+                continue
             if ".claim-" not in name:
                 continue
             pid = name.rsplit(".claim-", 1)[1]

@@ -64,6 +64,7 @@ def _names(exporter: ClickHouseSpanExporter, prefix: str) -> list[str]:
 
 
 def _leftovers(spool: Spool) -> list[str]:
+    """Batches still queued or claimed, and INSERT files not deleted."""
     return [n for n in os.listdir(spool.folder) if ".batch" in n or n.startswith(".insert-")]
 
 
@@ -127,7 +128,7 @@ def test_a_lost_connection_gives_back_every_claim_including_the_staged_next_drai
     assert len(backend.spool.pending()) == 5  # drain 3 and the drain the helper had staged are queued again
 
 
-def test_a_claim_is_put_back_only_when_its_holder_is_gone(tmp_path):
+def test_claims_and_temporary_files_are_cleared_only_when_their_holder_is_gone(tmp_path):
     spool = Spool(str(tmp_path / "spool"), stale_claim_s=600)
     for parts in _encoded_batches("claims", 4):
         assert spool.put(parts)
@@ -142,6 +143,9 @@ def test_a_claim_is_put_back_only_when_its_holder_is_gone(tmp_path):
         for name, holder in ((names[0], live.pid), (names[1], dead.pid)):
             path = os.path.join(spool.folder, name)
             os.rename(path, f"{path}.claim-{holder}")
+        for pid in (dead.pid, os.getpid()):  # a writer's temporary file: a dead one's goes with the next claim
+            with open(os.path.join(spool.folder, f".insert-{pid}-7.native"), "wb"):
+                pass
         ours = [claimed for claimed, _parts in spool.claim()]  # in flight in this process
         # the dead writer's claim was put back first, and claimed again, by us
         assert [os.path.basename(c) for c in ours] == [f"{n}.claim-{os.getpid()}" for n in names[1:]]
@@ -154,3 +158,4 @@ def test_a_claim_is_put_back_only_when_its_holder_is_gone(tmp_path):
     assert f"{names[0]}.claim-{live.pid}" in left  # an old batch, but claimed just now by a live writer
     assert os.path.basename(ours[0]) in left and os.path.basename(ours[1]) in left  # ours, in flight: untouched
     assert names[3] in left  # ours, abandoned: queued again
+    assert f".insert-{os.getpid()}-7.native" in left and f".insert-{dead.pid}-7.native" not in left
