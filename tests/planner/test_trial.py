@@ -120,7 +120,7 @@ def test_cheaper_than_estimated_plans_again_and_keeps_the_larger_plan_only_withi
 
     def fake_measure(command, every_called, calls, model, processes, **kw):
         est = every_called["estimate"]
-        budget["us"] = est["baseline_us"] * 10.0  # --budget 1000; large, so that twice it is above the microbenchmark price
+        budget["us"] = est["baseline_us"] * 100.0  # --budget 10000: so that the price asked is above the model's
         per_call = 2 * (budget["us"] - est["fixed_us"]) / 30001
         assert per_call > model.call_cost("boundaries")
         return Trial(30001, 1.0, 2.0, per_call, model.call_cost("boundaries"))
@@ -137,7 +137,8 @@ def test_cheaper_than_estimated_plans_again_and_keeps_the_larger_plan_only_withi
     monkeypatch.setattr(trial, "measure", fake_measure)
     monkeypatch.setattr(trial, "paired_cpu_s", fake_paired)
     out = tmp_path / "plan.json"
-    assert main(["-q", "-o", str(out), "--budget", "1000", "--profile", "--trial", "--", sys.executable, "job.py"]) == 0
+    assert main(["-q", "-o", str(out), "--budget", "10000", "--exporter", "none", "--profile", "--trial", "--",
+                 sys.executable, "job.py"]) == 0
     doc = json.loads(out.read_text())
     assert len(runs) == 2 and "job:step" not in runs[0] and "job:step" in runs[1]
     recorded = {k for k, e in doc["functions"].items() if e["level"] != "off"}
