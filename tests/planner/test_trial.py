@@ -12,12 +12,13 @@ from scope_otel.planner.costmodel import calibrate
 from scope_otel.planner.plan import plan_from_document
 from scope_otel.planner.trial import Trial, calibrated
 
-_JOB = """
+def _job(steps: int) -> str:
+    return f"""
 def step(i):
-    return {"i": i, "label": "item-%d" % i}
+    return {{"i": i, "label": "item-%d" % i}}
 
 def run():
-    return [step(i) for i in range(3000)]
+    return [step(i) for i in range({steps})]
 
 run()
 """
@@ -26,7 +27,7 @@ run()
 def test_a_trial_run_prices_a_recorded_call_and_the_plan_records_it(tmp_path, cost_cache, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
-    (tmp_path / "job.py").write_text(_JOB)
+    (tmp_path / "job.py").write_text(_job(3000))
     out = tmp_path / "plan.json"
     assert main(["-q", "-o", str(out), "--budget", "50", "--profile", "--trial", "--", sys.executable, "job.py"]) == 0
     doc = json.loads(out.read_text())
@@ -94,17 +95,6 @@ def test_the_trial_runs_in_pairs_and_keeps_the_median_pair(monkeypatch):
     assert (noplan, planned) == (1.0, 1.5)
 
 
-_BIG_JOB = """
-def step(i):
-    return {"i": i, "label": "item-%d" % i}
-
-def run():
-    return [step(i) for i in range(30000)]
-
-run()
-"""
-
-
 @pytest.mark.parametrize("larger_plan_fits", [True, False])
 def test_cheaper_than_estimated_plans_again_and_keeps_the_larger_plan_only_within_budget(
         tmp_path, cost_cache, monkeypatch, larger_plan_fits):
@@ -115,7 +105,7 @@ def test_cheaper_than_estimated_plans_again_and_keeps_the_larger_plan_only_withi
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
-    (tmp_path / "job.py").write_text(_BIG_JOB)
+    (tmp_path / "job.py").write_text(_job(30000))
     budget = {}
 
     def fake_measure(command, every_called, calls, model, processes, **kw):
