@@ -39,6 +39,10 @@ called directly in one process per mode (no server, no export): the
 instrumentation's own cost with the least noise (contrib from its
 virtualenv, with a bare SDK ``TracerProvider`` in both).
 
+``--instructions`` counts, for the same in-process modes, the instructions
+per request under valgrind's callgrind (counting switched on only for the
+measured requests): exact, and the same on a loaded machine.
+
 Run: ``.venv/bin/python bench/bench_http.py`` (``--quick`` for a short run).
 """
 from __future__ import annotations
@@ -146,12 +150,9 @@ def serve(port: int, db_path: str) -> None:
     server.serve_forever()
 
 
-def in_process(mode: str, calls: int, db_path: str) -> float:
-    """Worker of ``--in-process``: CPU µs per request, WSGI called directly.
-
-    A bare SDK ``TracerProvider`` (spans made, nothing exported), so only the
-    instrumentation's own cost differs between modes.
-    """
+def _in_process_app(mode: str, db_path: str) -> Callable[[int], None]:
+    """The app of ``mode`` with a bare SDK ``TracerProvider`` (spans made,
+    nothing exported), as a function making request number ``i``."""
     import io
 
     from opentelemetry import trace
@@ -183,6 +184,16 @@ def in_process(mode: str, calls: int, db_path: str) -> float:
         b"".join(body)
         getattr(body, "close", lambda: None)()
 
+    return call
+
+
+def in_process(mode: str, calls: int, db_path: str) -> float:
+    """Worker of ``--in-process``: CPU µs per request, WSGI called directly.
+
+    A bare SDK ``TracerProvider`` (spans made, nothing exported), so only the
+    instrumentation's own cost differs between modes.
+    """
+    call = _in_process_app(mode, db_path)
     for i in range(calls // 5):
         call(i)
     best = float("inf")
@@ -192,6 +203,24 @@ def in_process(mode: str, calls: int, db_path: str) -> float:
             call(i)
         best = min(best, (time.process_time() - start) / calls * 1e6)
     return best
+
+
+def in_process_instructions(mode: str, calls: int, db_path: str) -> None:
+    """Worker of ``--instructions``, run under ``valgrind --tool=callgrind
+    --instr-atstart=no``: counting is switched on for the measured requests
+    only (``callgrind_control -i``), after a warm-up, so start-up and imports
+    are not counted."""
+    import gc
+
+    call = _in_process_app(mode, db_path)
+    for i in range(100):
+        call(i)
+    gc.collect()
+    pid = str(os.getpid())
+    subprocess.run(["callgrind_control", "-i", "on", pid], capture_output=True, check=True)
+    for i in range(calls):
+        call(i)
+    subprocess.run(["callgrind_control", "-i", "off", pid], capture_output=True, check=True)
 
 
 def run_in_process(calls: int, envs: dict[str, tuple[str, dict[str, str]]], workdir: str) -> None:
@@ -345,6 +374,43 @@ def ensure_sqlalchemy(contrib_bin: str) -> str | None:
     return SA20
 
 
+def run_instructions(calls: int, envs: dict[str, tuple[str, dict[str, str]]], workdir: str) -> None:
+    """``--instructions``: instructions per request of each in-process mode
+    (callgrind), exact and independent of the machine's load."""
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        raise SystemExit("--instructions needs valgrind (callgrind_control) on PATH")
+    results, seen = {}, {}
+    for mode in ("uninstrumented", "contrib", "scope"):
+        python, extra = envs[mode]
+        out = os.path.join(workdir, f"callgrind.{mode}")
+        code = (
+            "import sys, bench_http; bench_http.in_process_instructions(sys.argv[1], int(sys.argv[2]), sys.argv[3]); "
+            "print(bench_http.versions())"
+        )
+        ran = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+             python, "-c", code, mode, str(calls), os.path.join(workdir, f"{mode}.db")],
+            env=dict(os.environ, PYTHONHASHSEED="0", **extra), capture_output=True, text=True, check=True,
+        )
+        seen[mode] = ran.stdout.strip().splitlines()[-1]
+        total = 0
+        for name in os.listdir(workdir):  # one file per thread or dump
+            if name.startswith(f"callgrind.{mode}"):
+                with open(os.path.join(workdir, name)) as fh:
+                    total += sum(int(line.split()[1]) for line in fh if line.startswith(("summary:", "totals:")))
+        results[mode] = total / calls
+    same_versions(seen)
+    base, contrib = results["uninstrumented"], results["contrib"] - results["uninstrumented"]
+    print(
+        f"instructions: WSGI app called directly, {calls} calls counted after 100 warm-up (callgrind); "
+        f"bare SDK TracerProvider (no export); {seen['scope']}"
+    )
+    print(f"{'mode':16s} {'M instr/req':>11s} {'added M':>9s} {'÷contrib':>9s}")
+    for mode, count in results.items():
+        ratio = f"{(count - base) / contrib:9.2f}" if mode != "uninstrumented" and contrib > 0 else ""
+        print(f"{mode:16s} {count / 1e6:11.3f} {(count - base) / 1e6:9.3f} {ratio:>9s}")
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -465,6 +531,10 @@ def main(argv: list[str] | None = None) -> int:
         help="instead: CPU per request with the WSGI app called directly (no server, no export)",
     )
     parser.add_argument(
+        "--instructions", action="store_true",
+        help="instead: instructions per request with the WSGI app called directly (callgrind; load-independent)",
+    )
+    parser.add_argument(
         "--exporter", choices=("otlp", "none"), default="otlp",
         help="otlp: every mode exports to the sink; none: spans are made but not exported (instrumentation cost only)",
     )
@@ -474,10 +544,13 @@ def main(argv: list[str] | None = None) -> int:
     warmup = max(50, args.requests // 10)
     contrib_bin = ensure_contrib_venv()
     sa_path = ensure_sqlalchemy(contrib_bin)
-    if args.in_process:
+    if args.in_process or args.instructions:
         workdir = tempfile.mkdtemp(prefix="bench-http-")
         try:
-            run_in_process(300 if args.quick else 1000, environments(sa_path, contrib_bin), workdir)
+            if args.instructions:
+                run_instructions(200 if args.quick else 600, environments(sa_path, contrib_bin), workdir)
+            else:
+                run_in_process(300 if args.quick else 1000, environments(sa_path, contrib_bin), workdir)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         return 0

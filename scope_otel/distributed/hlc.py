@@ -82,6 +82,9 @@ class HLCTimestamp(NamedTuple):
         return cls(int(match.group(1), 16), int(match.group(2), 16), match.group(3))
 
 
+_new_timestamp = tuple.__new__
+
+
 def node_id(name: str | None = None) -> str:
     """A tracestate-safe node id: *name* cleaned up, or one unique to this process."""
     if name:
@@ -123,7 +126,8 @@ class HybridLogicalClock:
                 self._physical, self._logical = wall, 0
             else:
                 self._tick()
-            return HLCTimestamp(self._physical, self._logical, self.node)
+            # tuple.__new__ skips the NamedTuple's Python-level __new__: this runs for every span
+            return _new_timestamp(HLCTimestamp, (self._physical, self._logical, self.node))
 
     def update(self, remote: HLCTimestamp | str) -> HLCTimestamp:
         """Timestamp a receive event carrying *remote* (a timestamp or its encoding).
