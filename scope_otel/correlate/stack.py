@@ -13,6 +13,7 @@ and nested, go to ``traceback`` itself.
 """
 from __future__ import annotations
 
+import builtins
 import linecache
 import traceback
 from collections import OrderedDict
@@ -57,10 +58,16 @@ def stacktrace(exc: BaseException) -> str:
     return "".join(lines)
 
 
+#: exception groups came with Python 3.11
+_GROUP = getattr(builtins, "BaseExceptionGroup", None)
+
+
 def _has_group(exc: Any, seen: set) -> bool:
+    if _GROUP is None:
+        return False
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, BaseExceptionGroup):
+        if isinstance(exc, _GROUP):
             return True
         if exc.__cause__ is not None and _has_group(exc.__cause__, seen):
             return True
