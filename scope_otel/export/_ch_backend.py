@@ -451,27 +451,34 @@ class Backend:
 
         One INSERT per drain instead of one per batch is what lets chDB keep
         up (each INSERT makes a part, runs the materialized views and builds
-        the skip indexes: ~10 ms of fixed cost).  Pipelined: while the store
-        inserts drain k (chDB and the HTTP client release the GIL), a helper
-        thread marks drain k-1 done and claims, reads and merges drain k+1,
-        so mostly the INSERT is on the critical path.  Drain k+1 is what was
-        queued when INSERT k began, as a serial writer's would be what came
-        during INSERT k: drains are no smaller for it.
+        the skip indexes: ~10 ms of fixed cost, and the part is merged again
+        later).  Pipelined when behind: while the store inserts drain k (chDB
+        and the HTTP client release the GIL), a helper thread marks drain k-1
+        done and, as soon as a full drain is queued, claims, reads and merges
+        drain k+1, so mostly the INSERT is on the critical path.  Until then it
+        waits for INSERT k to end, as a serial writer would: a writer that
+        keeps up takes everything that arrived meanwhile, in as few INSERTs.
         """
-        def finish_and_stage(finished: _Drain | None) -> _Drain | None:
+        def finish_and_stage(finished: _Drain | None, inserted: threading.Event,
+                             abandon: threading.Event) -> _Drain | None:
             if finished is not None:
                 self._finish(finished)
-            return self._stage_drain(max_batches, max_bytes)
+            self._wait_for_full_drain(inserted, max_batches, max_bytes)
+            return None if abandon.is_set() else self._stage_drain(max_batches, max_bytes)
 
         drain = self._stage_drain(max_batches, max_bytes)
         finished: _Drain | None = None
         while drain is not None:
-            ahead = _Ahead(finish_and_stage, finished)
+            inserted, abandon = threading.Event(), threading.Event()
+            ahead = _Ahead(finish_and_stage, finished, inserted, abandon)
             try:
                 self._insert_drain(client, drain)
             except BaseException:
+                abandon.set()
+                inserted.set()
                 self._give_back(ahead)
                 raise
+            inserted.set()
             finished = drain
             try:
                 drain = ahead.result()
@@ -480,6 +487,25 @@ class Backend:
                 raise
         if finished is not None:
             self._finish(finished)
+
+    def _wait_for_full_drain(self, inserted: threading.Event, max_batches: int, max_bytes: int) -> None:
+        """Until the INSERT in progress ends, or a full drain is queued (waiting longer gains nothing)."""
+        sizes: dict[str, int] = {}
+        while not inserted.wait(0.01):
+            names = self.spool.pending()
+            if len(names) >= max_batches:
+                return
+            total = 0
+            for name in names:
+                size = sizes.get(name)
+                if size is None:
+                    try:
+                        size = sizes[name] = os.path.getsize(os.path.join(self.spool.folder, name))
+                    except OSError:  # claimed meanwhile
+                        size = 0
+                total += size
+            if total >= max_bytes:
+                return
 
     def _stage_drain(self, max_batches: int, max_bytes: int) -> _Drain | None:
         """Claim the oldest queued batches (up to the limits) and stage their INSERTs."""
@@ -634,18 +660,18 @@ class _Drain:
 
 
 class _Ahead:
-    """``fn(arg)`` in a helper thread; :meth:`result` waits for it and returns (or raises) what it did."""
+    """``fn(*args)`` in a helper thread; :meth:`result` waits for it and returns (or raises) what it did."""
 
-    def __init__(self, fn: Callable[[Any], T], arg: Any) -> None:
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
         self._result: Any = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(fn, arg), name="scope-otel-store-stage",
+        self._thread = threading.Thread(target=self._run, args=(fn, args), name="scope-otel-store-stage",
                                         daemon=True)
         self._thread.start()
 
-    def _run(self, fn: Callable[[Any], Any], arg: Any) -> None:
+    def _run(self, fn: Callable[..., Any], args: tuple) -> None:
         try:
-            self._result = fn(arg)
+            self._result = fn(*args)
         except BaseException as exc:
             self._error = exc
 

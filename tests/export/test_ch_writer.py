@@ -37,7 +37,8 @@ def store_path(tmp_path_factory):
 
 @pytest.fixture
 def small_drains(monkeypatch):
-    """Every drain takes at most two batches: a dozen batches make six drains, each staged during the INSERT before."""
+    """Every drain takes at most two batches: a dozen queued batches make six full drains, each staged
+    during the INSERT before."""
     monkeypatch.setattr(Backend._drain, "__defaults__", (2, 64 << 20))
 
 
