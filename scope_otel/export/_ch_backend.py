@@ -36,7 +36,6 @@ before ``fork()`` and a forked child never opens chDB (rule 3).
 from __future__ import annotations
 
 import fcntl
-import itertools
 import logging
 import os
 import subprocess
@@ -547,7 +546,6 @@ class Backend:
         return inserts
 
     def _stage_group(self, parts: list[Part]) -> _Insert:
-        first = parts[0]
         data = _merged(parts)
         rows = sum(p.rows for p in parts)
         if self.target.kind == "chdb":
