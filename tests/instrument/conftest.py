@@ -139,3 +139,27 @@ def load(tmp_path, monkeypatch, recorded):
 @pytest.fixture(params=["boundaries", "full"])
 def level(request) -> str:
     return request.param
+
+
+def deeply_nested(depth: int | None = None) -> str:
+    """A module whose ``deep()`` nests ``depth`` for-loops; by default as many as Python compiles
+    (20 up to 3.12, 21 on 3.13), so that the rewrite's ``try`` is one block too many."""
+    if depth is None:
+        depth = 1
+        while _compiles(deeply_nested(depth + 1)):
+            depth += 1
+    lines = ["def deep():", "    total = 0"]
+    for i in range(depth):
+        lines.append("    " * (i + 1) + f"for i{i} in range(1):")
+    lines.append("    " * (depth + 1) + "total += 1")
+    lines += ["    return total", "", "def shallow():", "    return 'ok'", ""]
+    return "\n".join(lines)
+
+
+def _compiles(source: str) -> bool:
+    try:
+        compile(source, "<nested>", "exec")
+    except SyntaxError:
+        return False
+    return True
+

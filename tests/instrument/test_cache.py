@@ -10,6 +10,7 @@ import pytest
 from scope_otel.instrument import cache, cli, hook
 from scope_otel.instrument.rewrite import MARKER
 from scope_otel.planner.plan import Plan
+from tests.instrument.conftest import deeply_nested
 
 SOURCE = "def f(x):\n    return x + 1\n"
 
@@ -141,11 +142,9 @@ def test_compile_command_builds_the_cache_the_hook_reads(load, monkeypatch, no_r
 def test_compile_command_reports_modules_it_cannot_rewrite(load, capsys):
     m = load("", name="anchor", via="plain")
     package = m.__name__.split(".")[0]
-    body = ["def deep():"] + ["    " * (i + 1) + f"for i{i} in range(1):" for i in range(20)]
-    body.append("    " * 21 + "pass")
     path = os.path.join(os.path.dirname(m.__file__), "deep.py")
     with open(path, "w") as fh:
-        fh.write("\n".join(body) + "\n")
+        fh.write(deeply_nested())
     assert cli.main(["-q", "--instrument", f"{package}.*", path]) == 1
     assert f"FAILED {package}.deep" in capsys.readouterr().err
 
