@@ -68,8 +68,8 @@ class Profile:
                 path = resolved[info.file] = os.path.realpath(info.file)
             per_file = self.by_file.get(path, {})
             n = per_file.get(info.qualname)
-            if n is None:  # counted on Python 3.10: keyed by first line
-                n = per_file.get(f"@{info.first_line}", 0)
+            if n is None:  # counted on Python 3.10: keyed by first line and name
+                n = per_file.get(_key310(info), 0)
             out[key] = float(n)
         return out
 
@@ -78,7 +78,7 @@ class Profile:
         out = {}
         for key, info in functions.items():
             per_file = self.arg_us.get(os.path.realpath(info.file), {})
-            sampled = per_file.get(info.qualname) or per_file.get(f"@{info.first_line}")
+            sampled = per_file.get(info.qualname) or per_file.get(_key310(info))
             if sampled and sampled[0] > 0:
                 out[key] = float(sampled[1]) / float(sampled[0])
         return out
@@ -188,3 +188,9 @@ def run_profile(command: list[str], *, env: dict | None = None, cwd: str | None 
                 merged[qualname] = [old[0] + samples, old[1] + total]
     shutil.rmtree(out_dir, ignore_errors=True)
     return profile
+
+
+def _key310(info) -> str:
+    """How the counter names a function on Python 3.10, which has no ``co_qualname``."""
+    return f"@{info.first_line}:{info.name}"
+

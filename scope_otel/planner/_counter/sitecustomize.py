@@ -170,8 +170,9 @@ def _write(uninstall, per_call_us, started):
                 continue
             path = os.path.realpath(code.co_filename)
             # Python 3.10 has no co_qualname: the first line (decorators
-            # included) identifies the function instead.
-            qualname = getattr(code, "co_qualname", None) or f"@{code.co_firstlineno}"
+            # included) and the name identify the function instead (the line
+            # alone is shared with the module's code, or a lambda on the def line)
+            qualname = getattr(code, "co_qualname", None) or f"@{code.co_firstlineno}:{code.co_name}"
             per_file = by_file.setdefault(path, {})
             per_file[qualname] = per_file.get(qualname, 0) + n
             sampled = _argcost.get(code)
