@@ -267,11 +267,13 @@ def start_server_span(
     options: ServerOptions,
     scheme: str | None = None,
     start_time: int | None = None,
-) -> Span:
-    """Start (not activate) a SERVER span for the request in ``environ``.
+) -> tuple[Span, Any]:
+    """Start (not activate) a SERVER span for the request in ``environ``: (span, the context to attach).
 
-    Its parent is the context extracted from the request headers.  The name
-    is the method until :func:`set_route` knows the route.
+    Its parent is the context extracted from the request headers, and the
+    context to attach is that one with the span in it, so the request's
+    baggage is current in the application as well.  The name is the method
+    until :func:`set_route` knows the route.
     """
     get = environ.get
     method = get("REQUEST_METHOD", "GET")
@@ -316,7 +318,7 @@ def start_server_span(
             options.request_hook(span, environ)
         except Exception:
             failed(f"{options.framework}.request_hook")
-    return span
+    return span, trace.set_span_in_context(span, parent)
 
 
 def _with_old_names(attrs: dict[str, Any], options: ServerOptions) -> dict[str, Any]:

@@ -279,9 +279,9 @@ def _start(request: Any) -> tuple[trace.Span, object] | None:
         arrived = meta.get(_ARRIVED)
         if arrived is None:
             arrived = (getattr(request, "scope", None) or {}).get(_ARRIVED)
-        span = _http.start_server_span(state.tracer, meta, state.options, scheme=scheme, start_time=arrived)
+        span, ctx = _http.start_server_span(state.tracer, meta, state.options, scheme=scheme, start_time=arrived)
         meta[_SPAN] = span
-        return span, context.attach(trace.set_span_in_context(span))
+        return span, context.attach(ctx)
     except Exception:
         failed("django.start")
         return None

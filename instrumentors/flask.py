@@ -118,9 +118,8 @@ def _make_call(original: Callable) -> Callable:
         try:
             if options.excluded is not None and _http.is_excluded(environ, options):
                 return original(self, environ, start_response)
-            span = _http.start_server_span(state.tracer, environ, options)
+            span, ctx = _http.start_server_span(state.tracer, environ, options)
             environ[_SPAN] = span
-            ctx = trace.set_span_in_context(span)
             token = context.attach(ctx)
         except Exception:
             failed("flask.start")

@@ -139,6 +139,14 @@ def test_incoming_context_is_extracted_and_outgoing_calls_propagate(spans):
     assert len(outgoing) == 1 and inner.parent.span_id == outgoing[0].context.span_id
 
 
+def test_incoming_baggage_is_current_in_the_view(spans):
+    headers = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "baggage": "user=alice"}
+    with instrumented(ScopeDjangoInstrumentor(), spans), serve(wsgi_app()) as url:
+        assert requests.get(f"{url}/baggage/", headers=headers).json() == {"user": "alice"}
+        (span,) = server_spans(spans)
+    assert format(span.parent.span_id, "016x") == "b7ad6b7169203331"
+
+
 def test_contrib_middleware_present_means_no_second_span(spans):
     from opentelemetry.instrumentation.django import DjangoInstrumentor
 

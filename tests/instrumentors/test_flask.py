@@ -61,6 +61,18 @@ def test_incoming_traceparent_becomes_the_parent(spans):
     assert span.parent.is_remote
 
 
+def test_incoming_baggage_is_current_in_the_view(spans):
+    from opentelemetry import baggage
+
+    app = flask.Flask("baggage")
+    app.get("/b")(lambda: {"user": baggage.get_baggage("user")})
+    headers = {"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01", "baggage": "user=alice"}
+    with instrumented(ScopeFlaskInstrumentor(), spans), serve(app) as url:
+        assert requests.get(f"{url}/b", headers=headers).json() == {"user": "alice"}
+        span = server_span(spans, "GET /b")
+    assert format(span.parent.span_id, "016x") == PARENT_ID
+
+
 def test_view_exception_is_recorded_with_error_type_and_500(spans):
     with instrumented(ScopeFlaskInstrumentor(), spans), serve(shop.app) as url:
         assert requests.get(f"{url}/boom").status_code == 500

@@ -10,4 +10,5 @@ urlpatterns = [
     path("async/", views.slow),
     path("stream/", views.stream),
     path("call/", views.call),
+    path("baggage/", views.baggage),
 ]

@@ -43,3 +43,10 @@ def stream(request):
 def call(request):
     response = requests.get(request.GET["url"], timeout=10)
     return JsonResponse({"status": response.status_code})
+
+
+def baggage(request):
+    from opentelemetry import baggage as otel_baggage
+
+    return JsonResponse({"user": otel_baggage.get_baggage("user")})
+
