@@ -488,9 +488,10 @@ class Backend:
             self._finish(finished)
 
     def _wait_for_full_drain(self, inserted: threading.Event, max_batches: int, max_bytes: int) -> None:
-        """Until the INSERT in progress ends, or a full drain is queued (waiting longer gains nothing)."""
+        """Until the INSERT in progress ends, or a full drain is queued (waiting longer gains nothing).
+        Looked at every 50 ms: an INSERT of a full drain takes ~0.5 s, and each look lists the spool."""
         sizes: dict[str, int] = {}
-        while not inserted.wait(0.01):
+        while not inserted.wait(0.05):
             names = self.spool.pending()
             if len(names) >= max_batches:
                 return
