@@ -83,6 +83,10 @@ class HLCTimestamp(NamedTuple):
 
 
 _new_timestamp = tuple.__new__
+_PHYS_FORMAT = "%%0%dx" % _PHYS_DIGITS
+_LOGICAL_FORMAT = "%%0%dx" % _LOGICAL_DIGITS
+_LOGICAL_CACHED = 256  # within one millisecond the counter rarely goes past a few
+_LOGICAL_TEXT = tuple(_LOGICAL_FORMAT % i for i in range(_LOGICAL_CACHED))
 
 
 def node_id(name: str | None = None) -> str:
@@ -113,6 +117,8 @@ class HybridLogicalClock:
         self._logical = 0
         self._rejected = 0
         self._merged = 0
+        self._text_ms, self._text = -1, ""  # the physical part's text, for stamp()
+        self._tail = "." + self.node
 
     def wall_ms(self) -> int:
         """The (possibly skewed) wall clock, in ms since the epoch."""
@@ -128,6 +134,23 @@ class HybridLogicalClock:
                 self._tick()
             # tuple.__new__ skips the NamedTuple's Python-level __new__: this runs for every span
             return _new_timestamp(HLCTimestamp, (self._physical, self._logical, self.node))
+
+    def stamp(self) -> str:
+        """``now().encode()``, cheaper: the text of the millisecond is kept while it lasts.
+
+        This is the reading every span and event carries.
+        """
+        wall = self.wall_ms()
+        with self._lock:
+            if wall > self._physical:
+                self._physical, self._logical = wall, 0
+            else:
+                self._tick()
+            physical, logical = self._physical, self._logical
+            if physical != self._text_ms:
+                self._text_ms, self._text = physical, _PHYS_FORMAT % physical
+            head = self._text
+        return head + (_LOGICAL_TEXT[logical] if logical < _LOGICAL_CACHED else _LOGICAL_FORMAT % logical) + self._tail
 
     def update(self, remote: HLCTimestamp | str) -> HLCTimestamp:
         """Timestamp a receive event carrying *remote* (a timestamp or its encoding).

@@ -45,9 +45,12 @@ class HLCSpanProcessor(SpanProcessor):
         try:
             hlc = self._hlc or clock()
             # an SDK span keeps its parent's SpanContext: no context lookup
-            parent = span.parent if isinstance(span, Span) else trace.get_current_span(parent_context).get_span_context()
+            if type(span) is Span or isinstance(span, Span):
+                parent = span.parent
+            else:
+                parent = trace.get_current_span(parent_context).get_span_context()
             remote = stamp_in(parent.trace_state) if parent is not None and parent.is_remote else None
-            stamp = (hlc.update(remote) if remote is not None else hlc.now()).encode()
+            stamp = hlc.update(remote).encode() if remote is not None else hlc.stamp()
             try:  # straight into the span's fresh attribute map (no lock: nobody else has the span yet)
                 attributes = span._attributes  # noqa: SLF001
                 limit = attributes.max_value_len
@@ -113,7 +116,7 @@ def _stamping(span: Span, hlc: HybridLogicalClock) -> Callable[..., None]:
 
     def add_event(name: str, attributes: Any = None, timestamp: int | None = None) -> None:
         try:
-            attributes = {**(attributes or {}), HLC_ATTRIBUTE: hlc.now().encode()}
+            attributes = {**(attributes or {}), HLC_ATTRIBUTE: hlc.stamp()}
         except Exception:  # a stamp is never worth losing the event
             pass
         target = ref()

@@ -56,7 +56,7 @@ class HLCPropagator(TextMapPropagator):
         span_context = trace.get_current_span(context).get_span_context()
         if not span_context.is_valid:
             return
-        stamp = self._clock.now().encode()
+        stamp = self._clock.stamp()
         state = span_context.trace_state or TraceState()
         setter.set(carrier, _HEADER, state.update(TRACESTATE_KEY, stamp).to_header())
 

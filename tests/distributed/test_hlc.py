@@ -62,6 +62,22 @@ def test_counter_overflow_carries_into_physical_part_and_stays_monotonic(monkeyp
     assert hlc.now() > top
 
 
+def test_stamp_is_the_encoding_of_the_next_reading_and_shares_its_order(monkeypatch):
+    hlc = HybridLogicalClock("n1")
+    wall = iter([1_000] * 300 + [999, 1_001, 1_001])
+    monkeypatch.setattr(hlc, "wall_ms", lambda: next(wall))
+    mixed = []
+    for i in range(300):  # past the cached counter texts (256) within one millisecond
+        mixed.append(hlc.stamp() if i % 2 else hlc.now().encode())
+    mixed += [hlc.stamp(), hlc.stamp(), hlc.now().encode()]  # the wall clock goes back, then on
+    readings = [HLCTimestamp.decode(text) for text in mixed]
+    assert [r.logical for r in readings[:300]] == list(range(300))
+    assert readings[300] == (1_000, 300, "n1")
+    assert readings[301:] == [(1_001, 0, "n1"), (1_001, 1, "n1")]
+    assert mixed == sorted(mixed) and len(set(mixed)) == len(mixed)
+    assert all(text == r.encode() for text, r in zip(mixed, readings))
+
+
 def test_encoding_round_trips_and_sorts_like_the_timestamps():
     stamps = [
         HLCTimestamp(1, 0, "b"),
