@@ -217,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
             err.write(f"scope-otel plan: profiling {' '.join(command)}\n")
         try:
             files = [f.path for f in discover(paths)[0]]
-            profile = run_profile(command, baseline_run=not args.no_baseline_run, files=files)
+            # the trial prices recording against this run time: the median of three, as the trial's own pairs
+            profile = run_profile(command, baseline_run=not args.no_baseline_run, files=files,
+                                  baseline_runs=3 if args.trial else 1)
         except ProfileError as exc:
             err.write(f"scope-otel plan: {exc}\n")
             return 2

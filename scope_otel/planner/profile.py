@@ -30,6 +30,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -129,24 +130,28 @@ def _cpu_of(run) -> tuple[float, object]:
 
 
 def run_profile(command: list[str], *, env: dict | None = None, cwd: str | None = None,
-                timeout: float | None = None, baseline_run: bool = True,
+                timeout: float | None = None, baseline_run: bool = True, baseline_runs: int = 1,
                 files: list[str] | None = None) -> Profile:
     """Run ``command`` under the call counter and gather the counts of every process.
 
-    With ``baseline_run`` the command first runs once without the counter,
-    and that run's CPU time is the baseline.  Calls of functions defined in
-    ``files`` also get the cost of capturing their arguments sampled.
+    With ``baseline_run`` the command first runs without the counter
+    (``baseline_runs`` times), and the median CPU time of those runs is the
+    baseline.  Calls of functions defined in ``files`` also get the cost of
+    capturing their arguments sampled.
     """
     if not command:
         raise ProfileError("--profile needs a command after '--'")
     plain_cpu = 0.0
     if baseline_run:
+        runs = []
         try:
-            plain_cpu, _ = _cpu_of(lambda: subprocess.run(
-                command, env=env, cwd=cwd, timeout=timeout,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            for _ in range(max(baseline_runs, 1)):
+                runs.append(_cpu_of(lambda: subprocess.run(
+                    command, env=env, cwd=cwd, timeout=timeout,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))[0])
         except (OSError, subprocess.SubprocessError) as exc:
             raise ProfileError(f"cannot run {command[0]!r}: {exc}") from None
+        plain_cpu = statistics.median(runs)
     out_dir = tempfile.mkdtemp(prefix="scope-otel-profile-")
     child_env = dict(os.environ if env is None else env)
     child_env["SCOPE_OTEL_PROFILE_DIR"] = out_dir
