@@ -76,10 +76,11 @@ def test_the_application_process_never_loads_chdb(tmp_path):
 
 def test_query_waits_for_a_running_application_to_release_the_store(tmp_path):
     store = str(tmp_path / "held")
-    proc = _writer(store, 30, "--name", "busy", "--hold", "3")
+    proc = _writer(store, 30, "--name", "busy", "--hold", "10")
     try:
         # The writer holds the store while exporting, then lets go after 0.5 s idle
         # although it keeps running: the query gets in while the app is alive.
+        # (10 s of margin: on a loaded machine the query itself can take seconds.)
         import time
 
         time.sleep(1.5)
