@@ -238,15 +238,20 @@ def run_in_process(calls: int, envs: dict[str, tuple[str, dict[str, str]]], work
         cpu, found = out.stdout.strip().splitlines()[-1].split(" ", 1)
         results[mode], seen[mode] = float(cpu), found
     same_versions(seen)
-    base, contrib = results["uninstrumented"], results["contrib"] - results["uninstrumented"]
-    print(
+    _per_request_table(
         f"in-process: WSGI app called directly, {calls} calls × 5, best run; bare SDK TracerProvider (no export); "
-        f"{seen['scope']}"
-    )
-    print(f"{'mode':16s} {'CPU µs/req':>11s} {'added µs':>9s} {'÷contrib':>9s}")
-    for mode, cpu in results.items():
-        ratio = f"{(cpu - base) / contrib:9.2f}" if mode != "uninstrumented" and contrib > 0 else ""
-        print(f"{mode:16s} {cpu:11.1f} {cpu - base:9.1f} {ratio:>9s}")
+        f"{seen['scope']}", ("CPU µs/req", "added µs"), results, scale=1.0, digits=1)
+
+
+def _per_request_table(title: str, units: tuple[str, str], results: dict[str, float], scale: float,
+                       digits: int) -> None:
+    """Per-request figures of each mode, what each adds to the uninstrumented one, and that ÷ contrib's."""
+    base, contrib = results["uninstrumented"], results["contrib"] - results["uninstrumented"]
+    print(title)
+    print(f"{'mode':16s} {units[0]:>11s} {units[1]:>9s} {'÷contrib':>9s}")
+    for mode, value in results.items():
+        ratio = f"{(value - base) / contrib:9.2f}" if mode != "uninstrumented" and contrib > 0 else ""
+        print(f"{mode:16s} {value * scale:11.{digits}f} {(value - base) * scale:9.{digits}f} {ratio:>9s}")
 
 
 def same_versions(seen: dict[str, str]) -> None:
@@ -400,15 +405,10 @@ def run_instructions(calls: int, envs: dict[str, tuple[str, dict[str, str]]], wo
                     total += sum(int(line.split()[1]) for line in fh if line.startswith(("summary:", "totals:")))
         results[mode] = total / calls
     same_versions(seen)
-    base, contrib = results["uninstrumented"], results["contrib"] - results["uninstrumented"]
-    print(
+    _per_request_table(
         f"instructions: WSGI app called directly, {calls} calls counted after 100 warm-up (callgrind); "
-        f"bare SDK TracerProvider (no export); {seen['scope']}"
-    )
-    print(f"{'mode':16s} {'M instr/req':>11s} {'added M':>9s} {'÷contrib':>9s}")
-    for mode, count in results.items():
-        ratio = f"{(count - base) / contrib:9.2f}" if mode != "uninstrumented" and contrib > 0 else ""
-        print(f"{mode:16s} {count / 1e6:11.3f} {(count - base) / 1e6:9.3f} {ratio:>9s}")
+        f"bare SDK TracerProvider (no export); {seen['scope']}", ("M instr/req", "added M"), results,
+        scale=1e-6, digits=3)
 
 
 def _free_port() -> int:

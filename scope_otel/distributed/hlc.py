@@ -128,10 +128,7 @@ class HybridLogicalClock:
         """Timestamp a local or send event."""
         wall = self.wall_ms()
         with self._lock:
-            if wall > self._physical:
-                self._physical, self._logical = wall, 0
-            else:
-                self._tick()
+            self._advance(wall)
             # tuple.__new__ skips the NamedTuple's Python-level __new__: this runs for every span
             return _new_timestamp(HLCTimestamp, (self._physical, self._logical, self.node))
 
@@ -142,10 +139,7 @@ class HybridLogicalClock:
         """
         wall = self.wall_ms()
         with self._lock:
-            if wall > self._physical:
-                self._physical, self._logical = wall, 0
-            else:
-                self._tick()
+            self._advance(wall)
             physical, logical = self._physical, self._logical
             if physical != self._text_ms:
                 self._text_ms, self._text = physical, _PHYS_FORMAT % physical
@@ -191,6 +185,13 @@ class HybridLogicalClock:
         """Counters: ``merged`` remote timestamps and ``rejected`` ones."""
         with self._lock:
             return {"merged": self._merged, "rejected": self._rejected}
+
+    def _advance(self, wall: int) -> None:
+        # a local event (the caller holds the lock): the wall clock if it moved on, else one tick
+        if wall > self._physical:
+            self._physical, self._logical = wall, 0
+        else:
+            self._tick()
 
     def _tick(self) -> None:
         # The counter has a fixed width so the encoding stays sortable; on the
