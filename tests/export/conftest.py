@@ -40,3 +40,15 @@ def ch_target(request, tmp_path_factory):
                                            password=t.password, secure=t.secure)
     client.command(f"DROP DATABASE IF EXISTS `{database}`")
     client.close()
+
+
+@pytest.fixture(scope="module")
+def store_path(request, tmp_path_factory):
+    """An embedded store of the test module's own, closed at the module's end."""
+    path = tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2]) / "scope-otel"
+    yield str(path)
+    from scope_otel.export._ch_backend import _close_engine, _Engine
+
+    with _Engine.lock:
+        _close_engine()
+

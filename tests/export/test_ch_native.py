@@ -197,16 +197,6 @@ TRACE_READ = ", ".join("toUnixTimestamp64Nano(Timestamp)" if n == "Timestamp" el
 EVENT_READ = ", ".join("toUnixTimestamp64Nano(Timestamp)" if n == "Timestamp" else f"`{n}`" for n, _ in EVENT_COLUMNS)
 
 
-@pytest.fixture(scope="module")
-def store_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("native") / "scope-otel"
-    yield str(path)
-    from scope_otel.export._ch_backend import _Engine, _close_engine
-
-    with _Engine.lock:
-        _close_engine()
-
-
 def export(path: str, database: str, spans: list, pure: bool) -> dict:
     _ch_rows.select(pure)
     try:

@@ -25,16 +25,6 @@ from scope_otel.export._ch_target import parse
 from scope_otel.export.clickhouse import ClickHouseSpanExporter
 
 
-@pytest.fixture(scope="module")
-def store_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("writer") / "scope-otel"
-    yield str(path)
-    from scope_otel.export._ch_backend import _close_engine
-
-    with _Engine.lock:
-        _close_engine()
-
-
 @pytest.fixture
 def small_drains(monkeypatch):
     """Every drain takes at most two batches: a dozen queued batches make six full drains, each staged
