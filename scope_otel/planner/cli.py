@@ -144,7 +144,7 @@ def _trial_of_the_plan(command, document, model, meta, plan_with, args, err):
     from scope_otel.planner import trial
 
     def measured_us(doc):
-        if not any(entry.get("level") != "off" for entry in doc["functions"].values()):
+        if not trial.recorded(doc):
             return None
         try:
             noplan, planned = trial.paired_cpu_s(command, doc)
@@ -166,7 +166,7 @@ def _trial_of_the_plan(command, document, model, meta, plan_with, args, err):
     first = {"measured_us": round(first_us, 1), "estimated_us": document["estimate"]["overhead_us"],
              "factor": round(factor, 3)}
     again = plan_with(scaled, dict(meta, trial=dict(meta["trial"], first_plan=first)))
-    if factor > 1.0 or _recorded(again) == _recorded(document):
+    if factor > 1.0 or trial.recorded(again) == trial.recorded(document):
         return again
     second_us = measured_us(again)
     budget_us = document["estimate"]["baseline_us"] * args.budget / 100.0
@@ -176,10 +176,6 @@ def _trial_of_the_plan(command, document, model, meta, plan_with, args, err):
         err.write(f"scope-otel plan: trial: the larger plan cost {second_us / 1000:.1f} ms, over the budget's "
                   f"{budget_us / 1000:.1f} ms; keeping the first plan\n")
     return document
-
-
-def _recorded(document: dict) -> dict:
-    return {key: entry.get("level") for key, entry in document["functions"].items() if entry.get("level") != "off"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -122,7 +122,8 @@ def load_profile(path: str) -> Profile:
         raise ProfileError(f"{path}: not a scope-otel counts file ({exc})") from None
 
 
-def _cpu_of(run) -> tuple[float, object]:
+def cpu_of(run) -> tuple[float, object]:
+    """(CPU seconds of the child processes ``run()`` waited for, what it returned)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = run()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -146,7 +147,7 @@ def run_profile(command: list[str], *, env: dict | None = None, cwd: str | None 
         runs = []
         try:
             for _ in range(max(baseline_runs, 1)):
-                runs.append(_cpu_of(lambda: subprocess.run(
+                runs.append(cpu_of(lambda: subprocess.run(
                     command, env=env, cwd=cwd, timeout=timeout,
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))[0])
         except (OSError, subprocess.SubprocessError) as exc:
@@ -164,7 +165,7 @@ def run_profile(command: list[str], *, env: dict | None = None, cwd: str | None 
         [_COUNTER_DIR] + [p for p in child_env.get("PYTHONPATH", "").split(os.pathsep) if p])
     started = time.perf_counter()
     try:
-        cpu, proc = _cpu_of(lambda: subprocess.run(command, env=child_env, cwd=cwd, timeout=timeout))
+        cpu, proc = cpu_of(lambda: subprocess.run(command, env=child_env, cwd=cwd, timeout=timeout))
     except (OSError, subprocess.SubprocessError) as exc:
         raise ProfileError(f"cannot run {command[0]!r}: {exc}") from None
     wall = time.perf_counter() - started

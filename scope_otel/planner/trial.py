@@ -27,12 +27,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from typing import Any
+
+from scope_otel.planner.profile import cpu_of
 
 #: Fewer recorded calls than this and the difference is mostly noise.
 MIN_CALLS = 200
@@ -52,11 +53,14 @@ class Trial:
 
 
 def _cpu_s(command: list[str], env: dict | None, cwd: str | None, timeout: float | None) -> float:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run(command, env=env, cwd=cwd, timeout=timeout, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, check=False)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return cpu_of(lambda: subprocess.run(command, env=env, cwd=cwd, timeout=timeout, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL, check=False))[0]
+
+
+def recorded(plan_document: dict) -> dict[str, str]:
+    """The functions ``plan_document`` records (key -> level), those not at ``off``."""
+    return {key: entry.get("level") for key, entry in plan_document["functions"].items()
+            if entry.get("level") != "off"}
 
 
 def measure(command: list[str], plan_document: dict, calls: dict[str, float], model: Any, processes: int, *,
@@ -67,14 +71,13 @@ def measure(command: list[str], plan_document: dict, calls: dict[str, float], mo
     ``plan_document`` is a plan with the functions to record at ``boundaries``
     (keys ``module:qualname``); ``calls`` their profiled call counts.
     """
-    recorded = sum(calls.get(key, 0.0) for key, entry in plan_document["functions"].items()
-                   if entry.get("level") != "off")
-    if recorded < MIN_CALLS:
+    calls_recorded = sum(calls.get(key, 0.0) for key in recorded(plan_document))
+    if calls_recorded < MIN_CALLS:
         return None
     noplan, planned = paired_cpu_s(command, plan_document, env=env, cwd=cwd, timeout=timeout, repeat=repeat)
     fixed_us = model.startup_us * max(processes, 1)
-    per_call = max((planned - noplan) * 1e6 - fixed_us, 0.0) / recorded
-    return Trial(recorded, noplan, planned, per_call, model.call_cost("boundaries"))
+    per_call = max((planned - noplan) * 1e6 - fixed_us, 0.0) / calls_recorded
+    return Trial(calls_recorded, noplan, planned, per_call, model.call_cost("boundaries"))
 
 
 def paired_cpu_s(command: list[str], plan_document: dict, *, env: dict | None = None, cwd: str | None = None,
@@ -90,13 +93,16 @@ def paired_cpu_s(command: list[str], plan_document: dict, *, env: dict | None = 
         plan_path = os.path.join(tmp, "trial.plan.json")
         with open(plan_path, "w", encoding="utf-8") as fh:
             json.dump(plan_document, fh)
+        without, with_plan = _LAUNCHER + ["--", *command], _LAUNCHER + ["--plan", plan_path, "--", *command]
         pairs = []
         for i in range(repeat):
-            runs = [_LAUNCHER + ["--", *command], _LAUNCHER + ["--plan", plan_path, "--", *command]]
-            if i % 2:
-                runs.reverse()
-            cpu = [_cpu_s(run, env, cwd, timeout) for run in runs]
-            pairs.append(cpu if i % 2 == 0 else cpu[::-1])
+            if i % 2 == 0:
+                noplan = _cpu_s(without, env, cwd, timeout)
+                planned = _cpu_s(with_plan, env, cwd, timeout)
+            else:
+                planned = _cpu_s(with_plan, env, cwd, timeout)
+                noplan = _cpu_s(without, env, cwd, timeout)
+            pairs.append((noplan, planned))
     pairs.sort(key=lambda pair: pair[1] - pair[0])
     noplan, planned = pairs[len(pairs) // 2]
     return noplan, planned
