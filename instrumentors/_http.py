@@ -177,13 +177,18 @@ class ServerOptions:
 _ENVIRON_KEYS: dict[str, str] = {}  # header name -> WSGI environ key
 
 
+def _environ_key(header: str) -> str:
+    """Where a WSGI server puts request header ``header``: ``traceparent`` -> ``HTTP_TRACEPARENT``."""
+    return "HTTP_" + header.upper().replace("-", "_")
+
+
 class _EnvironGetter(Getter):
     """Reads ``traceparent`` from ``HTTP_TRACEPARENT`` in a WSGI environ."""
 
     def get(self, carrier: Mapping, key: str) -> list[str] | None:
         name = _ENVIRON_KEYS.get(key)
         if name is None:
-            name = "HTTP_" + key.upper().replace("-", "_")
+            name = _environ_key(key)
             if len(_ENVIRON_KEYS) < 256:  # propagators ask for a few fixed names
                 _ENVIRON_KEYS[key] = name
         value = carrier.get(name)
@@ -222,7 +227,7 @@ def _plan(textmap: Any) -> tuple[Any, tuple[str, ...] | None, str | None]:
             return textmap, None, None
         if result is None:
             result = kind
-        keys += ("HTTP_" + f.upper().replace("-", "_") for f in propagator.fields)
+        keys += (_environ_key(f) for f in propagator.fields)
     return textmap, tuple(dict.fromkeys(keys)), result
 
 

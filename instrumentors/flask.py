@@ -230,8 +230,7 @@ def _on_exception(sender: Any, exception: BaseException | None = None, **_: Any)
     # Not also on request_tearing_down: every exception it carries has been
     # through got_request_exception or leaves the app into __call__ (or into
     # _Body, streamed), which record it; and it fires after every request.
-    error = exception
-    if error is None:
+    if exception is None:
         return
     try:
         request = _request()
@@ -239,10 +238,10 @@ def _on_exception(sender: Any, exception: BaseException | None = None, **_: Any)
         if span is None:
             return
         environ = request.environ
-        if environ.get(_RECORDED) is error:  # both signals fire for one error
+        if environ.get(_RECORDED) is exception:  # recorded once, whoever sees it first
             return
-        environ[_RECORDED] = error
-        _http.record_exception(span, error, _state.options if _state else None)
+        environ[_RECORDED] = exception
+        _http.record_exception(span, exception, _state.options if _state else None)
     except Exception:
         failed("flask.exception")
 

@@ -224,19 +224,28 @@ def test_status_is_the_one_sent_when_middleware_changes_it(spans):
     assert span.attributes["http.response.status_code"] == 418
 
 
-def test_propagated_exception_is_recorded_once(spans):
-    app = flask.Flask("propagating")
-    app.config["PROPAGATE_EXCEPTIONS"] = True
+class _Stop(BaseException):
+    """Not an Exception: Flask sends no got_request_exception for it."""
 
-    @app.get("/boom")
-    def boom():
-        raise ZeroDivisionError("boom")
+
+@pytest.mark.parametrize("error, propagate", [
+    pytest.param(ZeroDivisionError, True, id="propagated: the signal, then leaving the app"),
+    pytest.param(_Stop, False, id="a BaseException: no signal, only leaving the app"),
+])
+def test_an_exception_leaving_the_view_is_recorded_once(spans, error, propagate):
+    app = flask.Flask("raising")
+    app.config["PROPAGATE_EXCEPTIONS"] = propagate
+
+    @app.get("/raise")
+    def view():
+        raise error("raised")
 
     with instrumented(ScopeFlaskInstrumentor(), spans):
-        with pytest.raises(ZeroDivisionError):
-            app.test_client().get("/boom")
-        span = server_span(spans, "GET /boom")
+        with pytest.raises(error):
+            app.test_client().get("/raise")
+        span = server_span(spans, "GET /raise")
     assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes["error.type"] == error.__name__
     assert len([e for e in span.events if e.name == "exception"]) == 1
 
 
@@ -268,24 +277,6 @@ def test_spans_are_freed_without_the_cycle_collector(spans):
         gc.enable()
 
 
-class _Stop(BaseException):
-    """Not an Exception: Flask sends no got_request_exception for it."""
-
-
-def test_base_exception_from_a_view_is_recorded_once(spans):
-    app = flask.Flask("stopping")
-
-    @app.get("/stop")
-    def stop():
-        raise _Stop("stop")
-
-    with instrumented(ScopeFlaskInstrumentor(), spans):
-        with pytest.raises(_Stop):
-            app.test_client().get("/stop")
-        span = server_span(spans, "GET /stop")
-    assert span.status.status_code is StatusCode.ERROR
-    assert span.attributes["error.type"] == "_Stop"
-    assert len([e for e in span.events if e.name == "exception"]) == 1
 
 
 def test_error_while_streaming_with_context_is_recorded_once(spans):
