@@ -575,7 +575,6 @@ class Backend:
                 written.update(id(part) for part in insert.parts)
             return
         except Exception as exc:
-            drain.close()
             if _is_connection_error(exc):
                 self._give_back_claims(drain.claimed)
                 drain.claimed = []

@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from typing import Callable
+from typing import Any, Callable
 
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.exporter.otlp.proto.common._internal.trace_encoder import _SPAN_KIND_MAP
@@ -154,6 +154,10 @@ def _text(value: object) -> object:
     return value.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(value, str) else value
 
 
+def _texts(attributes: Any) -> dict:
+    return {_text(k): _text(v) for k, v in (attributes or {}).items()}
+
+
 def _escaped(span: ReadableSpan) -> ReadableSpan:
     """A copy of ``span`` whose names, description and string values are valid UTF-8."""
     status = span.status
@@ -162,9 +166,8 @@ def _escaped(span: ReadableSpan) -> ReadableSpan:
         context=span.context,
         parent=span.parent,
         resource=span.resource,
-        attributes={_text(k): _text(v) for k, v in (span.attributes or {}).items()},
-        events=[Event(_text(e.name), {_text(k): _text(v) for k, v in (e.attributes or {}).items()}, e.timestamp)
-                for e in span.events],
+        attributes=_texts(span.attributes),
+        events=[Event(_text(e.name), _texts(e.attributes), e.timestamp) for e in span.events],
         links=span.links,
         kind=span.kind,
         status=Status(status.status_code, _text(status.description)) if status.description else status,
