@@ -40,19 +40,21 @@ import argparse
 import http.server
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import threading
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PY = sys.executable
 SCOPE = [PY, "-m", "scope_otel.launcher.cli"]
+sys.path.insert(0, ROOT)
+
+from scope_otel.planner.profile import cpu_of  # noqa: E402
+
 #: Budgets for the shop.  Start-up (imports, the app's set-up) is a large
 #: share of its run, so the planner's fixed costs matter more than in acc_app.
 SHOP_BUDGETS = (5.0, 20.0)
@@ -165,17 +167,12 @@ def _env(endpoint: str, cache: str, extra: dict | None = None) -> dict:
     return env
 
 
-def _cpu_s(cmd: list[str], cwd: str, env: dict) -> tuple[float, float]:
-    """(CPU seconds of the whole child process, all threads, start to exit; wall seconds)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+def _cpu_s(cmd: list[str], cwd: str, env: dict) -> float:
+    """CPU seconds of the whole child process, all threads, start to exit."""
+    cpu, out = cpu_of(lambda: subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600))
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return cpu, wall
+    return cpu
 
 
 def _paired(runs: dict[str, list[str]], cwd: str, env: dict, repeat: int) -> dict[str, list[float]]:
@@ -191,7 +188,7 @@ def _paired(runs: dict[str, list[str]], cwd: str, env: dict, repeat: int) -> dic
         _cpu_s(runs[name], cwd, env)
     for i in range(repeat):
         for name in names[i % len(names):] + names[:i % len(names)]:
-            cpu[name].append(_cpu_s(runs[name], cwd, env)[0])
+            cpu[name].append(_cpu_s(runs[name], cwd, env))
     return cpu
 
 
@@ -213,7 +210,7 @@ def _plan(paths: list[str], budget: float, command: list[str], cwd: str, env: di
 
 def _row(name, budget, doc, cpu, key):
     est = doc["estimate"]["overhead_pct"]
-    per_round = sorted(_overheads(cpu, key))
+    per_round = _overheads(cpu, key)
     measured = statistics.median(per_round)
     q1, q3 = _quartiles(per_round)
     ratio = measured / est if est > 0 else float("nan")
