@@ -451,60 +451,24 @@ class Backend:
         One INSERT per drain instead of one per batch is what lets chDB keep
         up (each INSERT makes a part, runs the materialized views and builds
         the skip indexes: ~10 ms of fixed cost, and the part is merged again
-        later).  Pipelined when behind: while the store inserts drain k (chDB
-        and the HTTP client release the GIL), a helper thread marks drain k-1
-        done and, as soon as a full drain is queued, claims, reads and merges
-        drain k+1, so mostly the INSERT is on the critical path.  Until then it
-        waits for INSERT k to end, as a serial writer would: a writer that
-        keeps up takes everything that arrived meanwhile, in as few INSERTs.
+        later).  After a drain short of the limits it returns: what arrives
+        meanwhile waits for the next look and goes in as few INSERTs as it can.
+        Serial on purpose: a writer that claimed and merged drain k+1 in a
+        helper thread while chDB inserted drain k ingested no more on 2 cores
+        and spent ~1 us more CPU per span (bench/results/clickhouse.md).
         """
-        def finish_and_stage(finished: _Drain | None, inserted: threading.Event,
-                             abandon: threading.Event) -> _Drain | None:
-            if finished is not None:
-                self._finish(finished)
-            self._wait_for_full_drain(inserted, max_batches, max_bytes)
-            return None if abandon.is_set() else self._stage_drain(max_batches, max_bytes)
-
-        drain = self._stage_drain(max_batches, max_bytes)
-        finished: _Drain | None = None
-        while drain is not None:
-            inserted, abandon = threading.Event(), threading.Event()
-            ahead = _Ahead(finish_and_stage, finished, inserted, abandon)
+        while True:
+            drain = self._stage_drain(max_batches, max_bytes)
+            if drain is None:
+                return
             try:
                 self._insert_drain(client, drain)
             except BaseException:
-                abandon.set()
-                inserted.set()
-                self._give_back(ahead)
+                self._give_back_claims(drain.claimed)  # those not written, quarantined or given back yet
+                drain.claimed = []
                 raise
-            inserted.set()
-            finished = drain
-            try:
-                drain = ahead.result()
-            except BaseException:
-                self._finish(finished)
-                raise
-        if finished is not None:
-            self._finish(finished)
-
-    def _wait_for_full_drain(self, inserted: threading.Event, max_batches: int, max_bytes: int) -> None:
-        """Until the INSERT in progress ends, or a full drain is queued (waiting longer gains nothing).
-        Looked at every 50 ms: an INSERT of a full drain takes ~0.5 s, and each look lists the spool."""
-        sizes: dict[str, int] = {}
-        while not inserted.wait(0.05):
-            names = self.spool.pending()
-            if len(names) >= max_batches:
-                return
-            total = 0
-            for name in names:
-                size = sizes.get(name)
-                if size is None:
-                    try:
-                        size = sizes[name] = os.path.getsize(os.path.join(self.spool.folder, name))
-                    except OSError:  # claimed meanwhile
-                        size = 0
-                total += size
-            if total >= max_bytes:
+            self._finish(drain)
+            if not drain.full:
                 return
 
     def _stage_drain(self, max_batches: int, max_bytes: int) -> _Drain | None:
@@ -523,7 +487,7 @@ class Backend:
             raise
         if not claimed:
             return None
-        drain = _Drain(claimed)
+        drain = _Drain(claimed, full=len(claimed) >= max_batches or size >= max_bytes)
         try:
             drain.inserts = self._stage(claimed)
         except Exception as exc:  # a batch we cannot read or merge: found and set aside one at a time
@@ -616,17 +580,6 @@ class Backend:
         for dir_, _parts in claimed:
             self.spool.release(dir_)
 
-    def _give_back(self, ahead: _Ahead) -> None:
-        """Wait for the helper (it may hold claims) and put back what it staged."""
-        try:
-            drain = ahead.result()
-        except Exception:  # we are raising already; its claims were given back where it failed
-            return
-        if drain is not None:
-            drain.close()
-            self._give_back_claims(drain.claimed)
-            drain.claimed = []
-
 
 class _Insert:
     """One table's parts, merged and staged for one INSERT: a file chDB reads, or bytes for a server."""
@@ -646,8 +599,8 @@ class _Insert:
 class _Drain:
     """Batches one writer claimed, and their staged INSERTs (or why staging failed)."""
 
-    def __init__(self, claimed: list[tuple[str, list[Part]]]) -> None:
-        self.claimed = claimed
+    def __init__(self, claimed: list[tuple[str, list[Part]]], full: bool = False) -> None:
+        self.claimed, self.full = claimed, full
         self.inserts: list[_Insert] = []
         self.error: Exception | None = None
 
@@ -655,29 +608,6 @@ class _Drain:
         for insert in self.inserts:
             insert.close()
         self.inserts = []
-
-
-class _Ahead:
-    """``fn(*args)`` in a helper thread; :meth:`result` waits for it and returns (or raises) what it did."""
-
-    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
-        self._result: Any = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(fn, args), name="scope-otel-store-stage",
-                                        daemon=True)
-        self._thread.start()
-
-    def _run(self, fn: Callable[..., Any], args: tuple) -> None:
-        try:
-            self._result = fn(*args)
-        except BaseException as exc:
-            self._error = exc
-
-    def result(self) -> Any:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._result
 
 
 class _StagedFile:

@@ -1,10 +1,10 @@
-"""The store writer's drain: pipelined, yet every spooled batch lands once, in order, or is set aside.
+"""The store writer's drain: every spooled batch lands once, in order, or is set aside.
 
-While the store inserts one drain, a helper thread claims and merges the
-next (``Backend._drain``).  These tests force many small drains so the
-helper is always busy, and check what must not change: no batch lost or
-written twice, a batch the store rejects quarantined alone, claims given
-back when the store goes away, and claims never taken from their holder.
+``Backend._drain`` claims queued batches, merges them into one INSERT per
+table and repeats while it finds full drains.  These tests force many small
+drains and check what must not change: no batch lost or written twice, a
+batch the store rejects quarantined alone, claims given back when the store
+goes away, and claims never taken from their holder.
 """
 from __future__ import annotations
 
@@ -27,8 +27,7 @@ from scope_otel.export.clickhouse import ClickHouseSpanExporter
 
 @pytest.fixture
 def small_drains(monkeypatch):
-    """Every drain takes at most two batches: a dozen queued batches make six full drains, each staged
-    during the INSERT before."""
+    """Every drain takes at most two batches: a dozen queued batches make six full drains."""
     monkeypatch.setattr(Backend._drain, "__defaults__", (2, 64 << 20))
 
 
@@ -59,7 +58,7 @@ def _leftovers(spool: Spool) -> list[str]:
     return [n for n in os.listdir(spool.folder) if ".batch" in n or n.startswith(".insert-")]
 
 
-def test_pipelined_drains_write_every_batch_exactly_once(store_path, small_drains):
+def test_many_drains_write_every_batch_exactly_once(store_path, small_drains):
     exporter = ClickHouseSpanExporter(store_path, embedded="inprocess", idle_close_s=30.0)
     backend = exporter._backend
     backend.run(lambda client: None)  # the schema
@@ -74,7 +73,7 @@ def test_pipelined_drains_write_every_batch_exactly_once(store_path, small_drain
     assert _leftovers(backend.spool) == []
 
 
-def test_a_batch_the_store_rejects_mid_pipeline_is_quarantined_alone(store_path, small_drains):
+def test_a_batch_the_store_rejects_mid_way_is_quarantined_alone(store_path, small_drains):
     exporter = ClickHouseSpanExporter(store_path, embedded="inprocess", idle_close_s=30.0)
     backend = exporter._backend
     backend.run(lambda client: None)
@@ -106,7 +105,7 @@ class _GoesAway:
             self.inserts.append(len(fh.read()))
 
 
-def test_a_lost_connection_gives_back_every_claim_including_the_staged_next_drain(tmp_path, small_drains):
+def test_a_lost_connection_gives_back_every_claim_not_written(tmp_path, small_drains):
     backend = Backend(parse(f"chdb://{tmp_path / 'store'}", "otel"))
     for parts in _encoded_batches("away", 9):
         assert backend.spool.put(parts)
@@ -116,7 +115,7 @@ def test_a_lost_connection_gives_back_every_claim_including_the_staged_next_drai
     assert all(client.inserts)  # the staged files held the merged blocks
     assert backend.batches_replayed == 4
     assert [n for n in os.listdir(backend.spool.folder) if ".claim-" in n] == []
-    assert len(backend.spool.pending()) == 5  # drain 3 and the drain the helper had staged are queued again
+    assert len(backend.spool.pending()) == 5  # drain 3 and the batches never claimed are queued
 
 
 def test_claims_and_temporary_files_are_cleared_only_when_their_holder_is_gone(tmp_path):
