@@ -20,8 +20,9 @@ call counts are estimated from the source.  ``--trial`` runs CMD under
 at ``boundaries``) and prices a recorded call from the difference, which
 sees what microbenchmarks cannot (the exporter's real work, GC over the
 program's heap); then it runs the plan it made the same way and, if that
-costs more or less than estimated, reprices and plans once more (12 to 18
-runs of CMD in all); see :mod:`scope_otel.planner.trial`.
+costs more, or less, than its runs can tell from their noise, reprices and
+plans once more (five pairs per trial: 20 to 30 runs of CMD in all, plus
+five plain runs for the run time); see :mod:`scope_otel.planner.trial`.
 
 Globs are over ``module:qualname``; a glob without ``:`` means whole
 modules.  Precedence: ``--pin`` > ``--exclude`` > ``--include`` > the
@@ -139,43 +140,67 @@ def _trial_of_the_plan(command, document, model, meta, plan_with, args, err):
 
     A plan made again with higher prices records less and is kept.  One made
     with lower prices records more: it is run too, and kept only if it stays
-    within the budget; otherwise the first plan stands.
+    within the budget; otherwise the first plan stands.  When it is kept, one
+    price factor is fitted to both runs and the plan made with it, so that the
+    estimate agrees with what was measured (kept if it records no more).
     """
     from scope_otel.planner import trial
 
-    def measured_us(doc):
+    def measured(doc):
         if not trial.recorded(doc):
             return None
         try:
-            noplan, planned = trial.paired_cpu_s(command, doc)
+            return trial.paired_cpu_s(command, doc)
         except (OSError, subprocess.SubprocessError) as exc:
             err.write(f"scope-otel plan: trial of the plan failed ({exc}); keeping it\n")
             return None
-        return max(planned - noplan, 0.0) * 1e6
 
-    first_us = measured_us(document)
-    if first_us is None:
+    def summary(doc, paired, factor):
+        return {"measured_us": round(paired.cost_us, 1), "middle_half_us": [round(paired.low_us, 1),
+                round(paired.high_us, 1)], "estimated_us": doc["estimate"]["overhead_us"], "factor": round(factor, 3)}
+
+    first = measured(document)
+    if first is None:
         return document
-    scaled, factor = trial.rescaled(model, document, first_us)
+    scaled, factor = trial.rescaled(model, document, first.cost_us, first)
     if factor == 1.0:
         return document
     if not args.quiet:
-        err.write(f"scope-otel plan: trial: the plan cost {first_us / 1000:.1f} ms, estimated "
+        err.write(f"scope-otel plan: trial: the plan cost {first.cost_us / 1000:.1f} ms (middle half "
+                  f"{first.low_us / 1000:.1f}..{first.high_us / 1000:.1f}), estimated "
                   f"{document['estimate']['overhead_us'] / 1000:.1f} ms; planning again with per-call "
                   f"prices x{factor:.2f}\n")
-    first = {"measured_us": round(first_us, 1), "estimated_us": document["estimate"]["overhead_us"],
-             "factor": round(factor, 3)}
-    again = plan_with(scaled, dict(meta, trial=dict(meta["trial"], first_plan=first)))
+    trials = dict(meta["trial"], first_plan=summary(document, first, factor))
+    again = plan_with(scaled, dict(meta, trial=trials))
     if factor > 1.0 or trial.recorded(again) == trial.recorded(document):
         return again
-    second_us = measured_us(again)
+    second = measured(again)
     budget_us = document["estimate"]["baseline_us"] * args.budget / 100.0
-    if second_us is not None and second_us <= budget_us:
-        return again
-    if not args.quiet and second_us is not None:
-        err.write(f"scope-otel plan: trial: the larger plan cost {second_us / 1000:.1f} ms, over the budget's "
-                  f"{budget_us / 1000:.1f} ms; keeping the first plan\n")
-    return document
+    if second is None or second.cost_us > budget_us:
+        if not args.quiet and second is not None:
+            err.write(f"scope-otel plan: trial: the larger plan cost {second.cost_us / 1000:.1f} ms, over the "
+                      f"budget's {budget_us / 1000:.1f} ms; keeping the first plan\n")
+        return document
+    # Both runs priced with one factor: the estimate then agrees with what the kept plan measured.
+    fixed = document["estimate"]["fixed_us"]
+    points = [(document["estimate"]["overhead_us"] - fixed, first.cost_us - fixed),
+              ((again["estimate"]["overhead_us"] - again["estimate"]["fixed_us"]) / factor, second.cost_us - fixed)]
+    fitted = trial.fitted_factor(points)
+    trials["second_plan"] = summary(again, second, fitted)
+    final = plan_with(trial.scaled_by(model, fitted), dict(meta, trial=trials))
+    return final if _records_no_more(final, again) else again
+
+
+_LEVEL_RANK = {"off": 0, "boundaries": 1, "full": 2}
+
+
+def _records_no_more(plan: dict, than: dict) -> bool:
+    """Every function ``plan`` records is recorded by ``than`` at the same level or deeper."""
+    from scope_otel.planner import trial
+
+    deeper = trial.recorded(than)
+    return all(_LEVEL_RANK.get(level, 2) <= _LEVEL_RANK.get(deeper.get(key, "off"), 0)
+               for key, level in trial.recorded(plan).items())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,9 +238,9 @@ def main(argv: list[str] | None = None) -> int:
             err.write(f"scope-otel plan: profiling {' '.join(command)}\n")
         try:
             files = [f.path for f in discover(paths)[0]]
-            # the trial prices recording against this run time: the median of three, as the trial's own pairs
+            # the trial prices recording against this run time: the median of five, as the trial's own pairs
             profile = run_profile(command, baseline_run=not args.no_baseline_run, files=files,
-                                  baseline_runs=3 if args.trial else 1)
+                                  baseline_runs=5 if args.trial else 1)
         except ProfileError as exc:
             err.write(f"scope-otel plan: {exc}\n")
             return 2

@@ -18,9 +18,13 @@ missed into its per-span off-path cost, so every level's price carries it.
 That is an average over the program's calls.  The plan made with it is then
 run itself (:func:`paired_cpu_s`); when it costs more or less than estimated
 (heavier or lighter functions kept; a small plan brings on none of the extra
-collections), :func:`rescaled` scales the per-call prices to match and the
-plan is made again with them.  A plan made with lower prices records more,
-so it is run as well, and kept only if it stays within the budget.
+collections), beyond what the runs can tell from their own noise (the
+estimate outside the middle half of the pairs' differences),
+:func:`rescaled` scales the per-call prices to match and the plan is made
+again with them.  A plan made with lower prices records more, so it is run
+as well, and kept only if it stays within the budget; then one factor is
+fitted to both runs (:func:`fitted_factor`), so the plan's estimate agrees
+with what was measured.
 """
 from __future__ import annotations
 
@@ -65,7 +69,7 @@ def recorded(plan_document: dict) -> dict[str, str]:
 
 def measure(command: list[str], plan_document: dict, calls: dict[str, float], model: Any, processes: int, *,
             env: dict | None = None, cwd: str | None = None, timeout: float | None = None,
-            repeat: int = 3) -> Trial | None:
+            repeat: int = 5) -> Trial | None:
     """Run the trial; None when it recorded too few calls to tell (see :data:`MIN_CALLS`).
 
     ``plan_document`` is a plan with the functions to record at ``boundaries``
@@ -74,20 +78,39 @@ def measure(command: list[str], plan_document: dict, calls: dict[str, float], mo
     calls_recorded = sum(calls.get(key, 0.0) for key in recorded(plan_document))
     if calls_recorded < MIN_CALLS:
         return None
-    noplan, planned = paired_cpu_s(command, plan_document, env=env, cwd=cwd, timeout=timeout, repeat=repeat)
+    paired = paired_cpu_s(command, plan_document, env=env, cwd=cwd, timeout=timeout, repeat=repeat)
     fixed_us = model.startup_us * max(processes, 1)
-    per_call = max((planned - noplan) * 1e6 - fixed_us, 0.0) / calls_recorded
-    return Trial(calls_recorded, noplan, planned, per_call, model.call_cost("boundaries"))
+    per_call = max(paired.cost_us - fixed_us, 0.0) / calls_recorded
+    return Trial(calls_recorded, paired.noplan_s, paired.planned_s, per_call, model.call_cost("boundaries"))
+
+
+@dataclass(frozen=True)
+class Paired:
+    """CPU seconds of the median pair (without and with the plan), and the spread of all pairs' differences."""
+    noplan_s: float
+    planned_s: float
+    low_us: float   # lower quartile of (with - without) over the pairs
+    high_us: float  # upper quartile
+
+    @property
+    def cost_us(self) -> float:
+        return max(self.planned_s - self.noplan_s, 0.0) * 1e6
+
+    def agrees_with(self, estimate_us: float) -> bool:
+        """``estimate_us`` is within the pairs' middle half: the run cannot tell it from what it measured."""
+        return self.low_us <= estimate_us <= self.high_us
 
 
 def paired_cpu_s(command: list[str], plan_document: dict, *, env: dict | None = None, cwd: str | None = None,
-                 timeout: float | None = None, repeat: int = 3) -> tuple[float, float]:
+                 timeout: float | None = None, repeat: int = 5) -> Paired:
     """CPU seconds of ``command`` under ``scope-otel run`` without a plan and with ``plan_document``.
 
     The two run in ``repeat`` back-to-back pairs, and the pair with the
     median difference is returned: a change of load on the machine between
     pairs moves both runs of a pair together, and the median ignores the
-    pair a burst of other work landed in.
+    pair a burst of other work landed in.  The quartiles of the differences
+    say how far one measurement can be trusted (one run of the example shop
+    moves by +-9 % from the next on a quiet machine).
     """
     with tempfile.TemporaryDirectory(prefix="scope-otel-trial-") as tmp:
         plan_path = os.path.join(tmp, "trial.plan.json")
@@ -105,7 +128,9 @@ def paired_cpu_s(command: list[str], plan_document: dict, *, env: dict | None = 
             pairs.append((noplan, planned))
     pairs.sort(key=lambda pair: pair[1] - pair[0])
     noplan, planned = pairs[len(pairs) // 2]
-    return noplan, planned
+    quartile = (len(pairs) - 1) // 4
+    low, high = pairs[quartile], pairs[-1 - quartile]
+    return Paired(noplan, planned, (low[1] - low[0]) * 1e6, (high[1] - high[0]) * 1e6)
 
 
 #: Per-call fields of the cost model (everything but the once-per-process start-up).
@@ -119,11 +144,14 @@ RESCALE_TOLERANCE = 0.2
 RESCALE_LIMITS = (0.25, 20.0)
 
 
-def rescaled(model: Any, plan_document: dict, measured_us: float) -> tuple[Any, float]:
+def rescaled(model: Any, plan_document: dict, measured_us: float,
+             paired: Paired | None = None) -> tuple[Any, float]:
     """``model`` with its per-call costs scaled so ``plan_document``'s estimate matches ``measured_us``.
 
     Returns (model, factor); factor 1.0 (and ``model`` itself) when the two
-    agree within :data:`RESCALE_TOLERANCE`.  The factor is kept within
+    agree within :data:`RESCALE_TOLERANCE`, or when the estimate lies within
+    the middle half of the ``paired`` runs that measured it (a difference the
+    runs cannot tell from their noise moves nothing).  The factor is kept within
     :data:`RESCALE_LIMITS`; the once-per-process start-up is left as measured.
     Prices come down as well as up: an average price from the trial of every
     function is too high for a small plan, which brings on none of the extra
@@ -135,10 +163,26 @@ def rescaled(model: Any, plan_document: dict, measured_us: float) -> tuple[Any, 
         return model, 1.0
     low, high = RESCALE_LIMITS
     factor = min(max((measured_us - estimate["fixed_us"]) / variable, low), high)
-    if abs(factor - 1.0) <= RESCALE_TOLERANCE:
+    if abs(factor - 1.0) <= RESCALE_TOLERANCE or (paired is not None and paired.agrees_with(estimate["overhead_us"])):
         return model, 1.0
+    return scaled_by(model, factor), factor
+
+
+def scaled_by(model: Any, factor: float) -> Any:
+    """``model`` with every per-call price times ``factor`` (the start-up is left as measured)."""
     scaled = {name: getattr(model, name) * factor for name in _PER_CALL}
-    return dataclasses.replace(model, **scaled, source=f"{model.source}, x{factor:.2f} from the plan's trial run"), factor
+    return dataclasses.replace(model, **scaled, source=f"{model.source}, x{factor:.2f} from the plan's trial run")
+
+
+def fitted_factor(points: list[tuple[float, float]]) -> float:
+    """The one price factor that best explains several plans' runs: least squares over
+    (variable cost estimated at unscaled prices, variable cost measured), within :data:`RESCALE_LIMITS`.
+    The larger plans weigh most; their difference stands furthest out of the noise."""
+    low, high = RESCALE_LIMITS
+    den = sum(v * v for v, _m in points)
+    if den <= 0:
+        return 1.0
+    return min(max(sum(v * m for v, m in points) / den, low), high)
 
 
 def calibrated(model: Any, trial: Trial) -> Any:

@@ -57,7 +57,7 @@ def test_the_trial_only_ever_raises_the_price(cost_cache):
 
 
 def test_a_plan_that_cost_more_or_less_than_estimated_reprices_per_call_costs(cost_cache):
-    from scope_otel.planner.trial import RESCALE_LIMITS, rescaled
+    from scope_otel.planner.trial import RESCALE_LIMITS, Paired, rescaled
 
     model = calibrate(exporter="none")
     document = {"estimate": {"overhead_us": 1100.0, "fixed_us": 100.0}}
@@ -70,6 +70,10 @@ def test_a_plan_that_cost_more_or_less_than_estimated_reprices_per_call_costs(co
     assert cheaper.offpath_us == pytest.approx(model.offpath_us * 0.4) and cheaper.startup_us == model.startup_us
     same, factor = rescaled(model, document, measured_us=1150.0)  # within the tolerance: no second plan
     assert factor == 1.0 and same is model
+    noisy = Paired(1.0, 1.0031, low_us=900.0, high_us=4000.0)  # 3100 us measured, but 1100 is within the spread
+    assert rescaled(model, document, noisy.cost_us, noisy) == (model, 1.0)
+    clear = Paired(1.0, 1.0031, low_us=2800.0, high_us=3300.0)
+    assert rescaled(model, document, clear.cost_us, clear)[1] == pytest.approx(3.0)
     assert rescaled(model, document, measured_us=1e9)[1] == RESCALE_LIMITS[1]
     assert rescaled(model, document, measured_us=0.0)[1] == RESCALE_LIMITS[0]
 
@@ -90,9 +94,13 @@ def test_the_trial_runs_in_pairs_and_keeps_the_median_pair(monkeypatch):
         return pairs[i][1] if planned else pairs[i][0]
 
     monkeypatch.setattr(trial, "_cpu_s", fake_cpu_s)
-    noplan, planned = trial.paired_cpu_s(["prog"], {"functions": {}}, repeat=3)
+    paired = trial.paired_cpu_s(["prog"], {"functions": {}}, repeat=3)
     assert seen == ["noplan", "plan", "plan", "noplan", "noplan", "plan"]
-    assert (noplan, planned) == (1.0, 1.5)
+    assert (paired.noplan_s, paired.planned_s) == (1.0, 1.5)
+    assert paired.cost_us == pytest.approx(0.5e6)
+    # with three pairs the middle half is all of them: from the burst in a noplan run to the one in a planned run
+    assert (paired.low_us, paired.high_us) == (pytest.approx(-3.8e6), pytest.approx(8.0e6))
+    assert paired.agrees_with(0.0) and not paired.agrees_with(9e6)
 
 
 @pytest.mark.parametrize("larger_plan_fits", [True, False])
@@ -120,9 +128,10 @@ def test_cheaper_than_estimated_plans_again_and_keeps_the_larger_plan_only_withi
     def fake_paired(command, document, **kw):
         runs.append(sorted(k for k, e in document["functions"].items() if e["level"] != "off"))
         if len(runs) == 1:
-            return 1.0, 1.0  # the first plan cost nothing measurable: prices x0.25
+            return trial.Paired(1.0, 1.0, 0.0, 0.0)  # the first plan cost nothing measurable: prices x0.25
         over = 2.0 if not larger_plan_fits else 0.5
-        return 1.0, 1.0 + over * budget["us"] / 1e6
+        cost_us = over * budget["us"]
+        return trial.Paired(1.0, 1.0 + cost_us / 1e6, cost_us, cost_us)
 
     monkeypatch.setattr(trial, "measure", fake_measure)
     monkeypatch.setattr(trial, "paired_cpu_s", fake_paired)
@@ -134,3 +143,23 @@ def test_cheaper_than_estimated_plans_again_and_keeps_the_larger_plan_only_withi
     recorded = {k for k, e in doc["functions"].items() if e["level"] != "off"}
     assert ("job:step" in recorded) is larger_plan_fits
     assert ("first_plan" in doc["estimate"]["profile"]["trial"]) is larger_plan_fits
+    assert ("second_plan" in doc["estimate"]["profile"]["trial"]) is larger_plan_fits
+
+
+def test_one_factor_is_fitted_to_several_runs_and_a_refitted_plan_records_no_more():
+    from scope_otel.planner.cli import _records_no_more
+    from scope_otel.planner.trial import RESCALE_LIMITS, fitted_factor
+
+    # a small plan measured at 2x its estimate, a large one at 3x: the large one weighs most
+    assert fitted_factor([(100.0, 200.0), (1000.0, 3000.0)]) == pytest.approx((2e4 + 3e6) / (1e4 + 1e6))
+    assert fitted_factor([(1000.0, -50.0)]) == RESCALE_LIMITS[0]  # measured nothing: as low as one trial may go
+    assert fitted_factor([]) == 1.0
+
+    def plan(**levels):
+        return {"functions": {f"m:{k}": {"level": v} for k, v in levels.items()}}
+
+    measured = plan(a="full", b="boundaries", c="off")
+    assert _records_no_more(plan(a="boundaries", b="boundaries"), measured)
+    assert _records_no_more(plan(a="full"), measured)
+    assert not _records_no_more(plan(b="full"), measured)  # deeper than what was measured
+    assert not _records_no_more(plan(c="boundaries"), measured)  # a function the measured plan left off
