@@ -116,7 +116,8 @@ def _trial(command, analysis, calls, model, profile, meta, args, err):
     # one exact pin per called function (a "*" pin would reach every module the program imports)
     pins = {key: "boundaries" for key in analysis.functions if calls.get(key, 0) > 0}
     every_called = build_plan(analysis, calls, model, budget_pct=100.0, overrides=Overrides(pin=pins),
-                              frequencies="profile", baseline_us=profile.baseline_us)
+                              frequencies="profile", baseline_us=profile.baseline_us,
+                              args_repr_us=profile.arg_cost_for(analysis.functions))
     if not args.quiet:
         err.write("scope-otel plan: trial: running the command under scope-otel, without and with recording\n")
     try:

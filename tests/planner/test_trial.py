@@ -39,6 +39,35 @@ def test_a_trial_run_prices_a_recorded_call_and_the_plan_records_it(tmp_path, co
     assert "trial run" in doc["estimate"]["cost_model"]["source"]
 
 
+def test_the_trial_records_every_called_function_and_prices_what_the_model_missed(
+        tmp_path, cost_cache, monkeypatch):
+    """The trial records every called function at boundaries; what it measured beyond the model's own
+    estimate for those calls is the per-call cost the model missed."""
+    from scope_otel.planner import trial
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    (tmp_path / "job.py").write_text(_job(3000))
+    seen = []
+
+    def fake_paired(command, document, **kw):
+        seen.append(document)
+        if len(seen) == 1:  # the trial: 3001 recorded calls cost 30 ms more than the model says
+            est = document["estimate"]
+            return trial.Paired(1.0, 1.0 + (est["overhead_us"] - est["fixed_us"] + 30000.0) / 1e6, 0.0, 0.0)
+        return trial.Paired(1.0, 1.0, -1e9, 1e9)  # the plan's own run: cannot tell, keeps the plan
+
+    monkeypatch.setattr(trial, "paired_cpu_s", fake_paired)
+    out = tmp_path / "plan.json"
+    assert main(["-q", "-o", str(out), "--budget", "50", "--exporter", "none", "--profile", "--trial", "--",
+                 sys.executable, "job.py"]) == 0
+    assert {k: e["level"] for k, e in seen[0]["functions"].items() if e["level"] != "off"} == {
+        "job:step": "boundaries", "job:run": "boundaries"}
+    got = json.loads(out.read_text())["estimate"]["profile"]["trial"]
+    startup_us = calibrate(exporter="none").startup_us
+    assert got["per_call_us"] - got["model_per_call_us"] == pytest.approx((30000.0 - startup_us) / 3001, abs=0.01)
+
+
 def test_trial_needs_profile(tmp_path, cost_cache, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["-q", "-o", str(tmp_path / "p.json"), "--trial", str(tmp_path)])
