@@ -57,7 +57,9 @@ MAX_OFFSET_ENV = "SCOPE_OTEL_HLC_MAX_OFFSET_MS"
 _PHYS_DIGITS = 12  # hex ms: enough until the year 10889
 _LOGICAL_DIGITS = 4
 _LOGICAL_MAX = (1 << (4 * _LOGICAL_DIGITS)) - 1
-_FORMAT = "%%0%dx%%0%dx.%%s" % (_PHYS_DIGITS, _LOGICAL_DIGITS)
+_PHYS_FORMAT = "%%0%dx" % _PHYS_DIGITS
+_LOGICAL_FORMAT = "%%0%dx" % _LOGICAL_DIGITS
+_FORMAT = _PHYS_FORMAT + _LOGICAL_FORMAT + ".%s"  # what stamp() writes in pieces
 _NODE_OK = re.compile(r"[a-z0-9_\-]{1,32}")
 _ENCODED = re.compile(r"([0-9a-f]{%d})([0-9a-f]{%d})\.([a-z0-9_\-]{1,32})" % (_PHYS_DIGITS, _LOGICAL_DIGITS))
 
@@ -83,8 +85,6 @@ class HLCTimestamp(NamedTuple):
 
 
 _new_timestamp = tuple.__new__
-_PHYS_FORMAT = "%%0%dx" % _PHYS_DIGITS
-_LOGICAL_FORMAT = "%%0%dx" % _LOGICAL_DIGITS
 _LOGICAL_CACHED = 256  # within one millisecond the counter rarely goes past a few
 _LOGICAL_TEXT = tuple(_LOGICAL_FORMAT % i for i in range(_LOGICAL_CACHED))
 

@@ -163,7 +163,7 @@ def _trial_of_the_plan(command, document, model, meta, plan_with, args, err):
     first = measured(document)
     if first is None:
         return document
-    scaled, factor = trial.rescaled(model, document, first.cost_us, first)
+    scaled, factor = trial.rescaled(model, document, first)
     if factor == 1.0:
         return document
     if not args.quiet:
@@ -184,24 +184,12 @@ def _trial_of_the_plan(command, document, model, meta, plan_with, args, err):
         return document
     # Both runs priced with one factor: the estimate then agrees with what the kept plan measured.
     fixed = document["estimate"]["fixed_us"]
-    points = [(document["estimate"]["overhead_us"] - fixed, first.cost_us - fixed),
-              ((again["estimate"]["overhead_us"] - again["estimate"]["fixed_us"]) / factor, second.cost_us - fixed)]
+    points = [(trial.variable_us(document), first.cost_us - fixed),
+              (trial.variable_us(again) / factor, second.cost_us - fixed)]
     fitted = trial.fitted_factor(points)
     trials["second_plan"] = summary(again, second, fitted)
     final = plan_with(trial.scaled_by(model, fitted), dict(meta, trial=trials))
-    return final if _records_no_more(final, again) else again
-
-
-_LEVEL_RANK = {"off": 0, "boundaries": 1, "full": 2}
-
-
-def _records_no_more(plan: dict, than: dict) -> bool:
-    """Every function ``plan`` records is recorded by ``than`` at the same level or deeper."""
-    from scope_otel.planner import trial
-
-    deeper = trial.recorded(than)
-    return all(_LEVEL_RANK.get(level, 2) <= _LEVEL_RANK.get(deeper.get(key, "off"), 0)
-               for key, level in trial.recorded(plan).items())
+    return final if trial.records_no_more(final, again) else again
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,6 +41,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
+from scope_otel.planner.plan import LEVELS
 from scope_otel.planner.profile import cpu_of
 
 #: Fewer recorded calls than this and the difference is mostly noise.
@@ -71,6 +72,22 @@ def recorded(plan_document: dict) -> dict[str, str]:
             if entry.get("level") != "off"}
 
 
+_DEPTH = {level: depth for depth, level in enumerate(LEVELS)}
+
+
+def records_no_more(plan_document: dict, than: dict) -> bool:
+    """Every function ``plan_document`` records, ``than`` records at the same level or deeper."""
+    deeper = recorded(than)
+    return all(_DEPTH.get(level, len(LEVELS)) <= _DEPTH.get(deeper.get(key, "off"), 0)
+               for key, level in recorded(plan_document).items())
+
+
+def variable_us(plan_document: dict) -> float:
+    """What ``plan_document``'s estimate charges for its recorded calls (its overhead less the start-up)."""
+    estimate = plan_document["estimate"]
+    return estimate["overhead_us"] - estimate["fixed_us"]
+
+
 def measure(command: list[str], plan_document: dict, calls: dict[str, float], model: Any, processes: int, *,
             env: dict | None = None, cwd: str | None = None, timeout: float | None = None,
             repeat: int = 5) -> Trial | None:
@@ -86,9 +103,8 @@ def measure(command: list[str], plan_document: dict, calls: dict[str, float], mo
     paired = paired_cpu_s(command, plan_document, env=env, cwd=cwd, timeout=timeout, repeat=repeat)
     fixed_us = model.startup_us * max(processes, 1)
     per_call = max(paired.cost_us - fixed_us, 0.0) / calls_recorded
-    estimate = plan_document["estimate"]
-    model_per_call = (estimate["overhead_us"] - estimate["fixed_us"]) / calls_recorded
-    return Trial(calls_recorded, paired.noplan_s, paired.planned_s, per_call, model_per_call)
+    return Trial(calls_recorded, paired.noplan_s, paired.planned_s, per_call,
+                 variable_us(plan_document) / calls_recorded)
 
 
 @dataclass(frozen=True)
@@ -151,13 +167,12 @@ RESCALE_TOLERANCE = 0.2
 RESCALE_LIMITS = (0.25, 20.0)
 
 
-def rescaled(model: Any, plan_document: dict, measured_us: float,
-             paired: Paired | None = None) -> tuple[Any, float]:
-    """``model`` with its per-call costs scaled so ``plan_document``'s estimate matches ``measured_us``.
+def rescaled(model: Any, plan_document: dict, measured: Paired) -> tuple[Any, float]:
+    """``model`` with its per-call costs scaled so ``plan_document``'s estimate matches what was ``measured``.
 
     Returns (model, factor); factor 1.0 (and ``model`` itself) when the two
     agree within :data:`RESCALE_TOLERANCE`, or when the estimate lies within
-    the middle half of the ``paired`` runs that measured it (a difference the
+    the middle half of the paired runs that measured it (a difference the
     runs cannot tell from their noise moves nothing).  The factor is kept within
     :data:`RESCALE_LIMITS`; the once-per-process start-up is left as measured.
     Prices come down as well as up: an average price from the trial of every
@@ -165,12 +180,12 @@ def rescaled(model: Any, plan_document: dict, measured_us: float,
     full collections over the heap that recording everything does.
     """
     estimate = plan_document["estimate"]
-    variable = estimate["overhead_us"] - estimate["fixed_us"]
+    variable = variable_us(plan_document)
     if variable <= 0:
         return model, 1.0
     low, high = RESCALE_LIMITS
-    factor = min(max((measured_us - estimate["fixed_us"]) / variable, low), high)
-    if abs(factor - 1.0) <= RESCALE_TOLERANCE or (paired is not None and paired.agrees_with(estimate["overhead_us"])):
+    factor = min(max((measured.cost_us - estimate["fixed_us"]) / variable, low), high)
+    if abs(factor - 1.0) <= RESCALE_TOLERANCE or measured.agrees_with(estimate["overhead_us"]):
         return model, 1.0
     return scaled_by(model, factor), factor
 

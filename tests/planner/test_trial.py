@@ -53,8 +53,7 @@ def test_the_trial_records_every_called_function_and_prices_what_the_model_misse
     def fake_paired(command, document, **kw):
         seen.append(document)
         if len(seen) == 1:  # the trial: 3001 recorded calls cost 30 ms more than the model says
-            est = document["estimate"]
-            return trial.Paired(1.0, 1.0 + (est["overhead_us"] - est["fixed_us"] + 30000.0) / 1e6, 0.0, 0.0)
+            return trial.Paired(1.0, 1.0 + (trial.variable_us(document) + 30000.0) / 1e6, 0.0, 0.0)
         return trial.Paired(1.0, 1.0, -1e9, 1e9)  # the plan's own run: cannot tell, keeps the plan
 
     monkeypatch.setattr(trial, "paired_cpu_s", fake_paired)
@@ -90,21 +89,24 @@ def test_a_plan_that_cost_more_or_less_than_estimated_reprices_per_call_costs(co
 
     model = calibrate(exporter="none")
     document = {"estimate": {"overhead_us": 1100.0, "fixed_us": 100.0}}
-    dearer, factor = rescaled(model, document, measured_us=3100.0)  # variable part 1000 -> 3000
+    def exactly(us):  # runs that all measured the same
+        return Paired(1.0, 1.0 + us / 1e6, us, us)
+
+    dearer, factor = rescaled(model, document, exactly(3100.0))  # variable part 1000 -> 3000
     assert factor == pytest.approx(3.0)
     assert dearer.full_us == pytest.approx(model.full_us * 3) and dearer.offpath_us == pytest.approx(model.offpath_us * 3)
     assert dearer.startup_us == model.startup_us  # start-up is measured on its own
-    cheaper, factor = rescaled(model, document, measured_us=500.0)  # variable part 1000 -> 400
+    cheaper, factor = rescaled(model, document, exactly(500.0))  # variable part 1000 -> 400
     assert factor == pytest.approx(0.4)
     assert cheaper.offpath_us == pytest.approx(model.offpath_us * 0.4) and cheaper.startup_us == model.startup_us
-    same, factor = rescaled(model, document, measured_us=1150.0)  # within the tolerance: no second plan
+    same, factor = rescaled(model, document, exactly(1150.0))  # within the tolerance: no second plan
     assert factor == 1.0 and same is model
     noisy = Paired(1.0, 1.0031, low_us=900.0, high_us=4000.0)  # 3100 us measured, but 1100 is within the spread
-    assert rescaled(model, document, noisy.cost_us, noisy) == (model, 1.0)
+    assert rescaled(model, document, noisy) == (model, 1.0)
     clear = Paired(1.0, 1.0031, low_us=2800.0, high_us=3300.0)
-    assert rescaled(model, document, clear.cost_us, clear)[1] == pytest.approx(3.0)
-    assert rescaled(model, document, measured_us=1e9)[1] == RESCALE_LIMITS[1]
-    assert rescaled(model, document, measured_us=0.0)[1] == RESCALE_LIMITS[0]
+    assert rescaled(model, document, clear)[1] == pytest.approx(3.0)
+    assert rescaled(model, document, exactly(1e9))[1] == RESCALE_LIMITS[1]
+    assert rescaled(model, document, exactly(0.0))[1] == RESCALE_LIMITS[0]
 
 
 def test_the_trial_runs_in_pairs_and_keeps_the_median_pair(monkeypatch):
@@ -175,9 +177,8 @@ def test_cheaper_than_estimated_plans_again_and_keeps_the_larger_plan_only_withi
     assert ("second_plan" in doc["estimate"]["profile"]["trial"]) is larger_plan_fits
 
 
-def test_one_factor_is_fitted_to_several_runs_and_a_refitted_plan_records_no_more():
-    from scope_otel.planner.cli import _records_no_more
-    from scope_otel.planner.trial import RESCALE_LIMITS, fitted_factor
+def test_one_factor_is_fitted_to_several_runs_and_a_refitted_planrecords_no_more():
+    from scope_otel.planner.trial import RESCALE_LIMITS, fitted_factor, records_no_more
 
     # a small plan measured at 2x its estimate, a large one at 3x: the large one weighs most
     assert fitted_factor([(100.0, 200.0), (1000.0, 3000.0)]) == pytest.approx((2e4 + 3e6) / (1e4 + 1e6))
@@ -188,7 +189,7 @@ def test_one_factor_is_fitted_to_several_runs_and_a_refitted_plan_records_no_mor
         return {"functions": {f"m:{k}": {"level": v} for k, v in levels.items()}}
 
     measured = plan(a="full", b="boundaries", c="off")
-    assert _records_no_more(plan(a="boundaries", b="boundaries"), measured)
-    assert _records_no_more(plan(a="full"), measured)
-    assert not _records_no_more(plan(b="full"), measured)  # deeper than what was measured
-    assert not _records_no_more(plan(c="boundaries"), measured)  # a function the measured plan left off
+    assert records_no_more(plan(a="boundaries", b="boundaries"), measured)
+    assert records_no_more(plan(a="full"), measured)
+    assert not records_no_more(plan(b="full"), measured)  # deeper than what was measured
+    assert not records_no_more(plan(c="boundaries"), measured)  # a function the measured plan left off
