@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import os
 import shutil
 import statistics
@@ -291,10 +292,12 @@ def queries(n: int, workdir: str, repeat: int) -> dict:
     tids = [r[0] for r in store.query(
         f"SELECT TraceId FROM otel_traces WHERE SpanName = 'op_0' AND cityHash64(SpanId) % 1000 = 7 LIMIT {repeat}"
     ).rows]
-    it = iter(tids * 2)
+    if not tids:
+        raise SystemExit(f"no trace ids sampled from {rows} rows: use --rows 100000 or more")
+    it = itertools.cycle(tids)  # a small table may sample fewer traces than repeats
     out = {"rows": rows, "generate_s": gen_s}
     out["tree_ms"] = timed(lambda: store.call_tree(next(it)), repeat)
-    it = iter(tids * 2)
+    it = itertools.cycle(tids)
     out["plain_ms"] = timed(lambda: store.query(
         "SELECT SpanId, ParentSpanId, SpanName, Duration FROM otel_traces WHERE TraceId = {t:String}",
         {"t": next(it)}), repeat)

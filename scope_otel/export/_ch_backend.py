@@ -35,6 +35,7 @@ before ``fork()`` and a forked child never opens chDB (rule 3).
 """
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import logging
 import os
@@ -46,7 +47,7 @@ import weakref
 from typing import Any, Callable, TypeVar
 
 from scope_otel.export._ch_quiet import quiet_clickhouse_connect
-from scope_otel.export._ch_schema import SchemaOptions, ensure_schema
+from scope_otel.export._ch_schema import EMBEDDED_WIDE_PART_BYTES, SchemaOptions, ensure_schema
 from scope_otel.export._ch_spool import Part, Spool, read_parts
 from scope_otel.export._ch_target import Target
 
@@ -287,6 +288,8 @@ class Backend:
         timeout_s: float = 30.0,
     ) -> None:
         self.target = target
+        if target.kind == "chdb":  # compact parts: far fewer files per INSERT (schemas/ch_004_part_format.sql)
+            schema = dataclasses.replace(schema, wide_part_bytes=EMBEDDED_WIDE_PART_BYTES)
         self.schema = schema
         self.idle_close_s = idle_close_s
         self.connect_timeout_s = connect_timeout_s
@@ -348,7 +351,8 @@ class Backend:
         path = self.target.path
         if owner_is_running(path) or release_requested(path):
             return  # the owner (or the process that asked for the store) writes the spool
-        env = dict(os.environ, OTEL_SDK_DISABLED="true", SCOPE_OTEL_DRAINER="1")
+        # numpy comes in with chDB (through pyarrow); one BLAS thread, not one per core spinning at start-up
+        env = dict(os.environ, OTEL_SDK_DISABLED="true", SCOPE_OTEL_DRAINER="1", OPENBLAS_NUM_THREADS="1")
         args = [sys.executable, "-I", "-m", "scope_otel.export._ch_drainer", path, self.target.database,
                 "--spool", self.spool.folder, "--ttl-days", str(self.schema.ttl_days)]
         try:

@@ -7,7 +7,7 @@ The DDL lives in ``schemas/ch_*.sql`` (shipped as ``scope_otel.schemas``):
 
 What was applied is recorded in ``<db>.scope_schema_versions`` (version,
 name, checksum, time).  Files use ``${name}`` placeholders filled from
-:class:`SchemaOptions` (engine, ON CLUSTER, TTL) and the validated database
+:class:`SchemaOptions` (engine, ON CLUSTER, TTL, part format) and the validated database
 name; statements are separated by ``;`` at the end of a line.
 
 Applying is idempotent (``IF NOT EXISTS`` / ``OR REPLACE``), so two processes
@@ -28,6 +28,8 @@ SCHEMA_VERSION_TABLE = "scope_schema_versions"
 _VERSIONED = re.compile(r"ch_(\d{3})_[a-z0-9_]+\.sql")
 _REPEATABLE = re.compile(r"ch_R_[a-z0-9_]+\.sql")
 _STATEMENT_END = re.compile(r";[ \t]*(?:\n|$)")
+SERVER_WIDE_PART_BYTES = 10 << 20  # ClickHouse's own default for min_bytes_for_wide_part
+EMBEDDED_WIDE_PART_BYTES = 256 << 20  # see schemas/ch_004_part_format.sql
 
 
 class SchemaError(RuntimeError):
@@ -36,16 +38,19 @@ class SchemaError(RuntimeError):
 
 @dataclass(frozen=True)
 class SchemaOptions:
-    """How tables are created: retention and, on servers, replication."""
+    """How tables are created: retention, part format and, on servers, replication."""
 
     ttl_days: int = 0
     cluster: str | None = None
     replicated: bool = False
+    wide_part_bytes: int = SERVER_WIDE_PART_BYTES
 
     def __post_init__(self) -> None:
         if not isinstance(self.ttl_days, int) or self.ttl_days < 0:
             raise ValueError(f"ttl_days must be a non-negative integer, not {self.ttl_days!r}")
         check_cluster(self.cluster)
+        if not isinstance(self.wide_part_bytes, int) or self.wide_part_bytes < 0:
+            raise ValueError(f"wide_part_bytes must be a non-negative integer, not {self.wide_part_bytes!r}")
 
 
 def schema_dir() -> str:
@@ -84,6 +89,7 @@ def render(text: str, database: str, options: SchemaOptions = SchemaOptions()) -
         "ttl_traces": ttl("Timestamp"),
         "ttl_lookup": ttl("Start"),
         "ttl_events": ttl("Timestamp"),
+        "wide_part_bytes": str(options.wide_part_bytes),
     }
     body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
     filled = Template(body).substitute(values)

@@ -189,8 +189,24 @@ def test_schema_versions_are_recorded_and_reapplying_changes_nothing(recorded, c
     _, store, _ = recorded
     versions = store.query("SELECT Version, Name FROM scope_schema_versions ORDER BY Version").rows
     assert [v[1] for v in versions] == ["ch_001_traces.sql", "ch_002_scope_events.sql", "ch_003_spans_by_trace.sql",
-                                         "ch_R_views.sql"]
+                                         "ch_004_part_format.sql", "ch_R_views.sql"]
     assert store._backend.run(lambda client: ensure_schema(client, store.database)) == []
+
+
+def test_embedded_parts_are_compact_and_servers_keep_clickhouse_default(recorded, ch_target):
+    from scope_otel.export._ch_schema import EMBEDDED_WIDE_PART_BYTES, SERVER_WIDE_PART_BYTES
+
+    url, _ = ch_target
+    _, store, _ = recorded
+    tables = ("otel_traces", "otel_traces_trace_id_ts", "scope_events", "scope_spans_by_trace")
+    expected = EMBEDDED_WIDE_PART_BYTES if url.startswith("chdb://") else SERVER_WIDE_PART_BYTES
+    for table in tables:
+        ddl = store.query(f"SHOW CREATE TABLE {table}").rows[0][0]
+        assert f"min_bytes_for_wide_part = {expected}" in ddl, table
+    if url.startswith("chdb://"):
+        types = store.query("SELECT DISTINCT part_type FROM system.parts WHERE database = {d:String} "
+                            "AND table = 'otel_traces' AND active", {"d": store.database}).rows
+        assert types == [("Compact",)]
 
 
 def test_unsafe_database_names_are_refused_before_any_sql():
