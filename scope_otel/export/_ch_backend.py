@@ -35,8 +35,10 @@ before ``fork()`` and a forked child never opens chDB (rule 3).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
+import mmap
 import logging
 import os
 import subprocess
@@ -44,7 +46,7 @@ import sys
 import threading
 import time
 import weakref
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from scope_otel.export._ch_quiet import quiet_clickhouse_connect
 from scope_otel.export._ch_schema import EMBEDDED_WIDE_PART_BYTES, SchemaOptions, ensure_schema
@@ -286,6 +288,7 @@ class Backend:
         idle_close_s: float = 2.0,
         connect_timeout_s: float = 5.0,
         timeout_s: float = 30.0,
+        reuse_buffers: bool = False,
     ) -> None:
         self.target = target
         if target.kind == "chdb":  # compact parts: far fewer files per INSERT (schemas/ch_004_part_format.sql)
@@ -306,6 +309,8 @@ class Backend:
         self._last_spawn = 0.0
         self._drainer: subprocess.Popen | None = None
         self._warned: set[str] = set()
+        # the store writer keeps its staging memory from drain to drain; an application does not
+        self._scratch = _Scratch() if reuse_buffers and target.kind == "chdb" else None
         if target.kind == "chdb":
             _Engine.backends.add(self)
 
@@ -515,11 +520,13 @@ class Backend:
         return inserts
 
     def _stage_group(self, parts: list[Part]) -> _Insert:
-        data = _merged(parts)
         rows = sum(p.rows for p in parts)
-        if self.target.kind == "chdb":
+        if self.target.kind != "chdb":
+            return _Insert(parts, rows, data=_merged(parts))
+        if self._scratch is None:
+            return _Insert(parts, rows, staged=_StagedFile(self.spool, _merged(parts)))
+        with self._scratch.merged(parts) as data:  # written to the staged file before the memory is reused
             return _Insert(parts, rows, staged=_StagedFile(self.spool, data))
-        return _Insert(parts, rows, data=data)
 
     def _insert(self, client: Any, insert: _Insert) -> None:
         cols = ", ".join(f"`{c}`" for c in insert.columns)
@@ -663,6 +670,46 @@ def _merged(parts: list[Part]) -> bytes | bytearray:
         except ValueError:  # not data the merger understands: ClickHouse reads the blocks as they are
             pass
     return data
+
+
+class _Scratch:
+    """Staging memory a store writer reuses from drain to drain: one mapping the batches are read
+    into, one the merged block is written to.  Fresh buffers cost a page fault and zeroing for
+    every 4 KiB of every drain (up to 64 MiB each way); these are faulted in once (staging
+    measured 1.47 -> 0.91 us of CPU per span).  Used under the engine lock, one drain at a time."""
+
+    def __init__(self) -> None:
+        self._maps: list[mmap.mmap | None] = [None, None]
+
+    def _view(self, which: int, size: int) -> memoryview:
+        m = self._maps[which]
+        if m is None or len(m) < size:  # a larger one (the old one goes with its last view)
+            m = self._maps[which] = mmap.mmap(-1, max(size, 1 << 20))  # untouched pages cost nothing
+        return memoryview(m)[:size]
+
+    @contextlib.contextmanager
+    def merged(self, parts: list[Part]) -> Iterator[memoryview]:
+        """The parts merged as :func:`_merged` does, in this memory (valid inside the ``with``)."""
+        size = sum(p.length for p in parts)
+        views = [self._view(0, size)]
+        try:
+            read_parts(parts, into=views[0])
+            data = views[0]
+            merge = _block_merger()
+            if merge is not None:
+                # LowCardinality data is rarely larger than its Strings: room for twice as much
+                views.append(self._view(1, 2 * size + (1 << 20)))
+                try:
+                    data = views[1][:merge(views[0], _table_types(), views[1])]
+                    views.append(data)
+                except ValueError:  # not data the merger understands: ClickHouse reads the blocks as they are
+                    pass
+                except BufferError:  # larger after all: fresh memory
+                    data = memoryview(merge(views[0], _table_types()))
+            yield data
+        finally:
+            for view in reversed(views):
+                view.release()
 
 
 _TABLE_TYPES: dict[bytes, bytes] = {}

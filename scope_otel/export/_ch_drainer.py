@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s scope-otel drainer %(process)d: %(message)s")
     target = parse("chdb://" + args.store, args.database)
     backend = Backend(target, schema=SchemaOptions(ttl_days=args.ttl_days), spool_dir=args.spool,
-                      idle_close_s=3600.0)
+                      idle_close_s=3600.0, reuse_buffers=True)
     try:
         backend.run(lambda client: None)  # own the store, create the schema, write what is queued
         last_work = time.monotonic()

@@ -59,9 +59,10 @@ class Part:
                 got += n
 
 
-def read_parts(parts: Sequence[Part]) -> bytearray:
-    """The parts' bytes, one after the other, read straight into one buffer."""
-    data = bytearray(sum(p.length for p in parts))
+def read_parts(parts: Sequence[Part], into: memoryview | None = None) -> bytearray | memoryview:
+    """The parts' bytes, one after the other, read straight into one buffer (new, or the start of ``into``)."""
+    size = sum(p.length for p in parts)
+    data = bytearray(size) if into is None else into[:size]
     view = memoryview(data)
     offset = 0
     for part in parts:

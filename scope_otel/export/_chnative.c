@@ -41,7 +41,7 @@ static int
 buf_grow(Buf *b, Py_ssize_t extra)
 {
     if (b->borrowed) {
-        PyErr_SetString(PyExc_SystemError, "_chnative: fixed output buffer overflow");
+        PyErr_SetString(PyExc_BufferError, "_chnative: the output buffer is too small");
         return -1;
     }
     Py_ssize_t need = b->n + extra, cap = b->cap ? b->cap : 256;
@@ -1731,8 +1731,8 @@ merge_run(Block *blocks, Py_ssize_t from, Py_ssize_t to, Buf *out, PyObject *tar
 static PyObject *
 merge_blocks(PyObject *self, PyObject *args)
 {
-    PyObject *arg, *targets = Py_None;
-    if (!PyArg_ParseTuple(args, "O|O", &arg, &targets))
+    PyObject *arg, *targets = Py_None, *into = Py_None;
+    if (!PyArg_ParseTuple(args, "O|OO", &arg, &targets, &into))
         return NULL;
     if (targets == Py_None)
         targets = NULL;
@@ -1740,9 +1740,13 @@ merge_blocks(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_TypeError, "targets must be a dict {column name bytes: table type bytes}");
         return NULL;
     }
-    Py_buffer view;
+    Py_buffer view, dest;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
         return NULL;
+    if (into != Py_None && PyObject_GetBuffer(into, &dest, PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
     const char *p = view.buf, *end = p + view.len;
     Block *blocks = NULL;
     Py_ssize_t n = 0, cap = 0;
@@ -1772,7 +1776,12 @@ merge_blocks(PyObject *self, PyObject *args)
     /* Written straight into the result: merging only drops block headers, so
      * the output never outgrows the input (checked: out has no room to grow). */
     PyObject *result = NULL;
-    if (rc == 0 && targets != NULL)
+    if (rc == 0 && into != Py_None) { /* the caller's memory, reused from call to call: no fresh pages */
+        out.p = dest.buf;
+        out.cap = dest.len;
+        out.borrowed = 1;
+    }
+    else if (rc == 0 && targets != NULL)
         rc = buf_grow(&out, view.len + 16); /* LowCardinality data can outgrow the input: a growable buffer */
     else if (rc == 0) {
         result = PyBytes_FromStringAndSize(NULL, view.len + 16);
@@ -1797,7 +1806,9 @@ merge_blocks(PyObject *self, PyObject *args)
     for (Py_ssize_t k = 0; k < n; k++)
         PyMem_Free(blocks[k].col);
     PyMem_Free(blocks);
-    if (rc == 0 && targets != NULL) {
+    if (rc == 0 && into != Py_None)
+        result = PyLong_FromSsize_t(out.n);
+    else if (rc == 0 && targets != NULL) {
         result = PyBytes_FromStringAndSize(out.p, out.n);
         PyMem_Free(out.p);
     }
@@ -1811,6 +1822,8 @@ merge_blocks(PyObject *self, PyObject *args)
             PyErr_SetString(PyExc_ValueError, "malformed Native data");
     }
     PyBuffer_Release(&view);
+    if (into != Py_None)
+        PyBuffer_Release(&dest);
     return result;
 }
 
@@ -1820,11 +1833,12 @@ static PyMethodDef methods[] = {
      "             readable_type, ctx_type) -> (traces, n, events, n_events, truncated, escaped)\n\n"
      "SDK spans as ClickHouse Native blocks (None for a table without rows)."},
     {"merge_blocks", merge_blocks, METH_VARARGS,
-     "merge_blocks(data, targets=None) -> bytes\n\n"
+     "merge_blocks(data, targets=None, into=None) -> bytes, or the length written into `into`\n\n"
      "Native data (a sequence of blocks) with consecutive blocks of the same header merged into one;\n"
      "blocks of types it does not know pass through unchanged.  Same rows, fewer blocks.  targets\n"
      "({column name: table type}, bytes) writes the String columns the table declares\n"
-     "LowCardinality(String) as LowCardinality, one dictionary per merged block."},
+     "LowCardinality(String) as LowCardinality, one dictionary per merged block.  into (a writable\n"
+     "buffer) receives the result instead of new bytes; BufferError when it is too small."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -316,6 +316,24 @@ def test_merged_blocks_equal_the_block_of_one_encoder_call():
 
 
 @needs_c
+def test_merging_into_a_callers_buffer_writes_the_same_bytes_and_refuses_to_overflow():
+    from scope_otel.export._chnative import merge_blocks
+
+    targets = {n.encode(): t.encode() for n, t in TRACE_COLUMNS + EVENT_COLUMNS}
+    traces, _ = _blocks_of(hostile_spans() * 3 + sdk_spans() * 10, 7)
+    data = b"".join(traces)
+    for tgt in (None, targets):
+        want = merge_blocks(data, tgt)
+        into = bytearray(b"\xee" * (2 * len(data)))
+        n = merge_blocks(data, tgt, into)
+        assert n == len(want) and bytes(into[:n]) == want and into[n:] == b"\xee" * (len(into) - n)
+        with pytest.raises(BufferError, match="too small"):
+            merge_blocks(data, tgt, bytearray(len(want) - 1))
+    with pytest.raises(BufferError, match="not writable"):
+        merge_blocks(data, targets, b"read-only bytes")
+
+
+@needs_c
 def test_blocks_the_merger_does_not_know_pass_through_and_garbage_is_refused():
     from scope_otel.export._chnative import merge_blocks
 

@@ -18,7 +18,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from scope_otel.export import _ch_spool
-from scope_otel.export._ch_backend import Backend, _Engine
+from scope_otel.export import _ch_backend
+from scope_otel.export._ch_backend import Backend, _Engine, _merged, _Scratch
 from scope_otel.export._ch_rows import Batch
 from scope_otel.export._ch_spool import Spool
 from scope_otel.export._ch_target import parse
@@ -58,19 +59,45 @@ def _leftovers(spool: Spool) -> list[str]:
     return [n for n in os.listdir(spool.folder) if ".batch" in n or n.startswith(".insert-")]
 
 
-def test_many_drains_write_every_batch_exactly_once(store_path, small_drains):
+@pytest.mark.parametrize("reuse_buffers", [False, True], ids=["fresh memory", "the writer's reused memory"])
+def test_many_drains_write_every_batch_exactly_once(store_path, small_drains, reuse_buffers):
     exporter = ClickHouseSpanExporter(store_path, embedded="inprocess", idle_close_s=30.0)
     backend = exporter._backend
+    prefix = "reused" if reuse_buffers else "once"  # one store for the module
+    if reuse_buffers:
+        backend._scratch = _Scratch()
     backend.run(lambda client: None)  # the schema
-    batches = _encoded_batches("once", 12)
+    batches = _encoded_batches(prefix, 12)
     with _Engine.lock:  # no keeper drain while queueing
         for parts in batches:
             assert backend.spool.put(parts)
     before = backend.batches_replayed
     backend.run(lambda client: None)
     assert backend.batches_replayed - before == 12
-    assert _names(exporter, "once") == sorted(f"once-{b:02d}-{i}" for b in range(12) for i in range(3))
+    assert _names(exporter, prefix) == sorted(f"{prefix}-{b:02d}-{i}" for b in range(12) for i in range(3))
     assert _leftovers(backend.spool) == []
+
+
+@pytest.mark.parametrize("case", ["fits", "merged block outgrows the room", "blocks the merger does not know"])
+def test_reused_staging_memory_holds_exactly_what_fresh_memory_would(tmp_path, monkeypatch, case):
+    spool = Spool(str(tmp_path / "spool"))
+    if case == "merged block outgrows the room":
+        view = _Scratch._view
+        monkeypatch.setattr(_Scratch, "_view", lambda self, which, size: view(self, which, size if which == 0 else 64))
+    if case == "blocks the merger does not know":
+        def refuse(data, targets, into=None):
+            raise ValueError("malformed Native data")
+        monkeypatch.setattr(_ch_backend, "_block_merger", lambda: refuse)
+    scratch = _Scratch()
+    for prefix, count in (("large", 9), ("small", 2)):  # the second drain reuses the first one's memory
+        for parts in _encoded_batches(prefix, count, per_batch=5):
+            assert spool.put(parts)
+        claimed = list(spool.claim())
+        parts = [p for _dir, ps in claimed for p in ps if p.table == "otel_traces"]
+        with scratch.merged(parts) as data:
+            assert bytes(data) == bytes(_merged(parts)) != b""
+        for dir_, _parts in claimed:
+            spool.done(dir_)
 
 
 def test_a_batch_the_store_rejects_mid_way_is_quarantined_alone(store_path, small_drains):
