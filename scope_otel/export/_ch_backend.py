@@ -35,18 +35,17 @@ before ``fork()`` and a forked child never opens chDB (rule 3).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import fcntl
-import mmap
 import logging
+import mmap
 import os
 import subprocess
 import sys
 import threading
 import time
 import weakref
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, TypeVar
 
 from scope_otel.export._ch_quiet import quiet_clickhouse_connect
 from scope_otel.export._ch_schema import EMBEDDED_WIDE_PART_BYTES, SchemaOptions, ensure_schema
@@ -523,10 +522,8 @@ class Backend:
         rows = sum(p.rows for p in parts)
         if self.target.kind != "chdb":
             return _Insert(parts, rows, data=_merged(parts))
-        if self._scratch is None:
-            return _Insert(parts, rows, staged=_StagedFile(self.spool, _merged(parts)))
-        with self._scratch.merged(parts) as data:  # written to the staged file before the memory is reused
-            return _Insert(parts, rows, staged=_StagedFile(self.spool, data))
+        # written to the staged file here, before a scratch's memory is reused
+        return _Insert(parts, rows, staged=_StagedFile(self.spool, _merged(parts, self._scratch)))
 
     def _insert(self, client: Any, insert: _Insert) -> None:
         cols = ", ".join(f"`{c}`" for c in insert.columns)
@@ -658,15 +655,23 @@ def _write_all(fd: int, data: bytes | bytearray) -> None:
         view.release()
 
 
-def _merged(parts: list[Part]) -> bytes | bytearray:
+def _merged(parts: list[Part], scratch: _Scratch | None = None) -> bytes | bytearray | memoryview:
     """The parts' Native blocks as one byte string: merged into one block where the accelerator can,
     with the columns the tables declare LowCardinality(String) written as such (the exporter's C
-    encoder writes them as String).  Both save chDB work on insert (measured, bench/results)."""
-    data = read_parts(parts)
+    encoder writes them as String).  Both save chDB work on insert (measured, bench/results).
+    With ``scratch``, read and merged in its memory: valid until the next call with it."""
+    data = read_parts(parts, into=None if scratch is None else scratch.view(0, sum(p.length for p in parts)))
     merge = _block_merger()
     if merge is not None:
         try:
-            return merge(data, _table_types())
+            if scratch is None:
+                return merge(data, _table_types())
+            # LowCardinality data is rarely larger than its Strings: room for twice as much
+            out = scratch.view(1, 2 * len(data) + (1 << 20))
+            try:
+                return out[:merge(data, _table_types(), out)]
+            except BufferError:  # larger after all: fresh memory
+                return merge(data, _table_types())
         except ValueError:  # not data the merger understands: ClickHouse reads the blocks as they are
             pass
     return data
@@ -681,35 +686,12 @@ class _Scratch:
     def __init__(self) -> None:
         self._maps: list[mmap.mmap | None] = [None, None]
 
-    def _view(self, which: int, size: int) -> memoryview:
+    def view(self, which: int, size: int) -> memoryview:
+        """The first ``size`` bytes of mapping ``which`` (0: batches read, 1: merged block)."""
         m = self._maps[which]
         if m is None or len(m) < size:  # a larger one (the old one goes with its last view)
             m = self._maps[which] = mmap.mmap(-1, max(size, 1 << 20))  # untouched pages cost nothing
         return memoryview(m)[:size]
-
-    @contextlib.contextmanager
-    def merged(self, parts: list[Part]) -> Iterator[memoryview]:
-        """The parts merged as :func:`_merged` does, in this memory (valid inside the ``with``)."""
-        size = sum(p.length for p in parts)
-        views = [self._view(0, size)]
-        try:
-            read_parts(parts, into=views[0])
-            data = views[0]
-            merge = _block_merger()
-            if merge is not None:
-                # LowCardinality data is rarely larger than its Strings: room for twice as much
-                views.append(self._view(1, 2 * size + (1 << 20)))
-                try:
-                    data = views[1][:merge(views[0], _table_types(), views[1])]
-                    views.append(data)
-                except ValueError:  # not data the merger understands: ClickHouse reads the blocks as they are
-                    pass
-                except BufferError:  # larger after all: fresh memory
-                    data = memoryview(merge(views[0], _table_types()))
-            yield data
-        finally:
-            for view in reversed(views):
-                view.release()
 
 
 _TABLE_TYPES: dict[bytes, bytes] = {}

@@ -183,8 +183,7 @@ def rescaled(model: Any, plan_document: dict, measured: Paired) -> tuple[Any, fl
     variable = variable_us(plan_document)
     if variable <= 0:
         return model, 1.0
-    low, high = RESCALE_LIMITS
-    factor = min(max((measured.cost_us - estimate["fixed_us"]) / variable, low), high)
+    factor = _within_limits((measured.cost_us - estimate["fixed_us"]) / variable)
     if abs(factor - 1.0) <= RESCALE_TOLERANCE or measured.agrees_with(estimate["overhead_us"]):
         return model, 1.0
     return scaled_by(model, factor), factor
@@ -200,11 +199,15 @@ def fitted_factor(points: list[tuple[float, float]]) -> float:
     """The one price factor that best explains several plans' runs: least squares over
     (variable cost estimated at unscaled prices, variable cost measured), within :data:`RESCALE_LIMITS`.
     The larger plans weigh most; their difference stands furthest out of the noise."""
-    low, high = RESCALE_LIMITS
     den = sum(v * v for v, _m in points)
     if den <= 0:
         return 1.0
-    return min(max(sum(v * m for v, m in points) / den, low), high)
+    return _within_limits(sum(v * m for v, m in points) / den)
+
+
+def _within_limits(factor: float) -> float:
+    low, high = RESCALE_LIMITS
+    return min(max(factor, low), high)
 
 
 def calibrated(model: Any, trial: Trial) -> Any:
