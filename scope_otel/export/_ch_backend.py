@@ -305,6 +305,7 @@ class Backend:
         self._http: Any = None
         self._http_generation = 0
         self._schema_ready: set[int] = set()
+        self._orders: dict[str, tuple[tuple[bytes, int], ...]] = {}  # table -> its sorting key, for merging
         self._last_spawn = 0.0
         self._drainer: subprocess.Popen | None = None
         self._warned: set[str] = set()
@@ -449,6 +450,8 @@ class Backend:
             applied = self.last_applied = ensure_schema(client, self.target.database, self.schema)
             if applied:
                 _log.info("scope-otel: applied %s to %s", ", ".join(applied), self.target.display)
+            if self.target.kind == "chdb":
+                self._orders = _sorting_keys(client, self.target.database)
             self._schema_ready.add(generation)
         if self.spool.pending():
             self._drain(client)
@@ -520,10 +523,11 @@ class Backend:
 
     def _stage_group(self, parts: list[Part]) -> _Insert:
         rows = sum(p.rows for p in parts)
-        if self.target.kind != "chdb":
+        if self.target.kind != "chdb":  # a server's async inserts are merged there: sorting here buys nothing
             return _Insert(parts, rows, data=_merged(parts))
         # written to the staged file here, before a scratch's memory is reused
-        return _Insert(parts, rows, staged=_StagedFile(self.spool, _merged(parts, self._scratch)))
+        order = self._orders.get(parts[0].table)
+        return _Insert(parts, rows, staged=_StagedFile(self.spool, _merged(parts, self._scratch, order)))
 
     def _insert(self, client: Any, insert: _Insert) -> None:
         cols = ", ".join(f"`{c}`" for c in insert.columns)
@@ -655,23 +659,26 @@ def _write_all(fd: int, data: bytes | bytearray) -> None:
         view.release()
 
 
-def _merged(parts: list[Part], scratch: _Scratch | None = None) -> bytes | bytearray | memoryview:
+def _merged(parts: list[Part], scratch: _Scratch | None = None,
+            order: tuple[tuple[bytes, int], ...] | None = None) -> bytes | bytearray | memoryview:
     """The parts' Native blocks as one byte string: merged into one block where the accelerator can,
     with the columns the tables declare LowCardinality(String) written as such (the exporter's C
-    encoder writes them as String).  Both save chDB work on insert (measured, bench/results).
-    With ``scratch``, read and merged in its memory: valid until the next call with it."""
+    encoder writes them as String) and, given the table's sorting key (``order``, from
+    :func:`_sorting_keys`), the rows in that order.  All three save chDB work on insert (measured,
+    bench/results): a MergeTree sorts an unsorted block and writes every column through that
+    permutation.  With ``scratch``, read and merged in its memory: valid until the next call with it."""
     data = read_parts(parts, into=None if scratch is None else scratch.view(0, sum(p.length for p in parts)))
     merge = _block_merger()
     if merge is not None:
         try:
             if scratch is None:
-                return merge(data, _table_types())
+                return merge(data, _table_types(), None, order)
             # LowCardinality data is rarely larger than its Strings: room for twice as much
             out = scratch.view(1, 2 * len(data) + (1 << 20))
             try:
-                return out[:merge(data, _table_types(), out)]
+                return out[:merge(data, _table_types(), out, order)]
             except BufferError:  # larger after all: fresh memory
-                return merge(data, _table_types())
+                return merge(data, _table_types(), None, order)
         except ValueError:  # not data the merger understands: ClickHouse reads the blocks as they are
             pass
     return data
@@ -706,7 +713,36 @@ def _table_types() -> dict[bytes, bytes]:
     return _TABLE_TYPES
 
 
-def _block_merger() -> Callable[[bytes], bytes] | None:
+def sort_order(sorting_key: str) -> tuple[tuple[bytes, int], ...] | None:
+    """A table's sorting key (``system.tables.sorting_key``) as ``merge_blocks`` takes it, or None
+    when it is more than plain columns and ``toDateTime`` of a DateTime64(9) column."""
+    order = []
+    for term in (t.strip() for t in sorting_key.split(",")):
+        divisor = 0
+        if term.startswith("toDateTime(") and term.endswith(")"):
+            term, divisor = term[len("toDateTime("):-1].strip(), 10 ** 9
+        name = term[1:-1] if len(term) > 1 and term[0] == term[-1] == "`" else term
+        if not name or not all(ch.isalnum() or ch in "_." for ch in name):
+            return None
+        column_type = _table_types().get(name.encode())
+        if column_type is None or (divisor and column_type != b"DateTime64(9)"):
+            return None
+        order.append((name.encode(), divisor))
+    return tuple(order) or None
+
+
+def _sorting_keys(client: Any, database: str) -> dict[str, tuple[tuple[bytes, int], ...]]:
+    """The sorting key of each of the database's tables the writer can sort its rows by."""
+    try:
+        rows = client.query("SELECT name, sorting_key FROM system.tables WHERE database = {db:String}",
+                            parameters={"db": database}).result_rows
+    except Exception as exc:  # the rows still go in, unsorted: ClickHouse sorts them
+        _log.warning("scope-otel: could not read the tables' sorting keys (%s); rows go in unsorted", _short(exc))
+        return {}
+    return {name: order for name, key in rows if (order := sort_order(key)) is not None}
+
+
+def _block_merger() -> Callable[..., Any] | None:
     if os.environ.get("SCOPE_OTEL_PURE_PYTHON", "").strip().lower() in ("1", "true", "yes", "on"):
         return None
     try:

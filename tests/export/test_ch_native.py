@@ -347,6 +347,66 @@ def test_blocks_the_merger_does_not_know_pass_through_and_garbage_is_refused():
             merge_blocks(bad)
 
 
+TRACE_ORDER = ((b"ServiceName", 0), (b"SpanName", 0), (b"Timestamp", 10 ** 9))  # otel_traces' sorting key
+EVENT_ORDER = ((b"TraceId", 0), (b"SpanId", 0), (b"Seq", 0))
+
+
+def _in_key_order(columns: list[list], names: list[str], order) -> list[list]:
+    """The rows (given as columns, bad text escaped as the store gets it) stably sorted the way
+    ClickHouse orders the key: text by its UTF-8 bytes, then length."""
+    at = [names.index(name.decode()) for name, _ in order]
+
+    def key(i: int) -> tuple:
+        parts = []
+        for col, (_, divisor) in zip(at, order):
+            value = columns[col][i]
+            parts.append(value.encode("utf-8", "surrogateescape") if isinstance(value, str)
+                         else value // divisor if divisor else value)
+        return tuple(parts)
+
+    rows = sorted(range(len(columns[0])), key=key)
+    assert rows != list(range(len(rows)))  # the fixture is not sorted already
+    return [[col[i] for i in rows] for col in columns]
+
+
+@needs_c
+@pytest.mark.parametrize("lowcardinality", [False, True])
+def test_merging_in_sorting_key_order_writes_the_rows_sorted_as_clickhouse_would(lowcardinality):
+    from scope_otel.export._chnative import merge_blocks
+
+    targets = {n.encode(): t.encode() for n, t in TRACE_COLUMNS + EVENT_COLUMNS} if lowcardinality else None
+    spans = (hostile_spans() + sdk_spans()) * 6 + sdk_spans() * 5
+    traces, events = _blocks_of(spans, 5)
+    reference = Batch(LIMIT, pure=True)
+    reference.add_spans(spans)
+    for blocks, columns, spec, order in ((traces, reference.traces, TRACE_COLUMNS, TRACE_ORDER),
+                                         (events, reference.events, EVENT_COLUMNS, EVENT_ORDER)):
+        names = [n for n, _ in spec]
+        header = spec if lowcardinality else [(n.decode(), t.decode()) for n, t in _ch_rows._plain_header(spec)]
+        want = _native(header, _in_key_order(_escaped(columns), names, order))
+        data = b"".join(blocks)
+        assert merge_blocks(data, targets, None, order) == want
+        into = bytearray(b"\xee" * (2 * len(want) + 1024))
+        assert bytes(into[:merge_blocks(data, targets, into, order)]) == want
+
+@needs_c
+def test_a_key_merging_cannot_use_leaves_the_rows_in_their_order():
+    from scope_otel.export._chnative import merge_blocks
+
+    traces, _ = _blocks_of((hostile_spans() + sdk_spans()) * 3, 4)
+    data = b"".join(traces)
+    plain = merge_blocks(data)
+    for order in ((), ((b"NoSuchColumn", 0),), ((b"SpanAttributes", 0),), ((b"SpanName", 10),),
+                  ((b"Duration", 7),), ((b"SpanName", 0),) * 5):
+        assert merge_blocks(data, None, None, order) == plain
+    assert merge_blocks(data, None, None, TRACE_ORDER) != plain
+    sorted_once = merge_blocks(data, None, None, TRACE_ORDER)
+    assert merge_blocks(sorted_once, None, None, TRACE_ORDER) == sorted_once  # sorted already: unchanged
+    for bad in (((b"SpanName",),), (("SpanName", 0),), 5):
+        with pytest.raises(TypeError):
+            merge_blocks(data, None, None, bad)
+
+
 def test_the_store_writer_inserts_many_batches_at_once_with_every_row(store_path):
     spans = hostile_spans() * 4
     _ch_rows.select(None)

@@ -32,7 +32,7 @@ def small_drains(monkeypatch):
     monkeypatch.setattr(Backend._drain, "__defaults__", (2, 64 << 20))
 
 
-def _encoded_batches(prefix: str, batches: int, per_batch: int = 3) -> list[list[tuple]]:
+def _encoded_batches(prefix: str, batches: int, per_batch: int = 3, args: bool = False) -> list[list[tuple]]:
     memory = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(memory))
@@ -41,7 +41,8 @@ def _encoded_batches(prefix: str, batches: int, per_batch: int = 3) -> list[list
     for b in range(batches):
         memory.clear()
         for i in range(per_batch):
-            with tracer.start_as_current_span(f"{prefix}-{b:02d}-{i}", attributes={"scope.kind": "function"}):
+            attributes = {"scope.kind": "function", **({"scope.arg.n": str(i)} if args else {})}  # args: scope_events
+            with tracer.start_as_current_span(f"{prefix}-{b:02d}-{i}", attributes=attributes):
                 pass
         batch = Batch()
         batch.add_spans(memory.get_finished_spans())
@@ -78,6 +79,37 @@ def test_many_drains_write_every_batch_exactly_once(store_path, small_drains, re
     assert _leftovers(backend.spool) == []
 
 
+def _already_sorted(backend: Backend) -> int:
+    """How many inserted blocks chDB found sorted by their table's key (a process-wide counter)."""
+    return backend.run(lambda client: client.query(
+        "SELECT sum(value) FROM system.events WHERE event = 'MergeTreeDataWriterBlocksAlreadySorted'").result_rows[0][0])
+
+
+@pytest.mark.skipif(_ch_backend._block_merger() is None, reason="the C accelerator (_chnative) is not built")
+def test_the_writer_inserts_rows_in_each_tables_sorting_key_order(store_path):
+    exporter = ClickHouseSpanExporter(store_path, embedded="inprocess", idle_close_s=30.0)
+    backend = exporter._backend
+    backend.run(lambda client: None)  # the schema, and the keys read from the live tables
+    assert backend._orders == {
+        "otel_traces": ((b"ServiceName", 0), (b"SpanName", 0), (b"Timestamp", 10 ** 9)),
+        "scope_events": ((b"TraceId", 0), (b"SpanId", 0), (b"Seq", 0)),
+        "scope_spans_by_trace": ((b"TraceId", 0), (b"SpanId", 0)),
+    }
+    counts = {}
+    for prefix, orders in (("keyed", backend._orders), ("unkeyed", {})):
+        backend._orders = orders
+        batches = _encoded_batches(prefix, 12, args=True)[::-1]  # newest first: not in key order
+        before = _already_sorted(backend)
+        with _Engine.lock:  # one drain (this one or the engine keeper's): one INSERT per table
+            for parts in batches:
+                assert backend.spool.put(parts)
+        backend.run(lambda client: None)
+        counts[prefix] = _already_sorted(backend) - before
+        assert _names(exporter, prefix) == sorted(f"{prefix}-{b:02d}-{i}" for b in range(12) for i in range(3))
+    # otel_traces and scope_events took their blocks as they came; unsorted, chDB sorts both
+    assert counts["keyed"] - counts["unkeyed"] == 2
+
+
 @pytest.mark.parametrize("case", ["fits", "merged block outgrows the room", "blocks the merger does not know"])
 def test_reused_staging_memory_holds_exactly_what_fresh_memory_would(tmp_path, monkeypatch, case):
     spool = Spool(str(tmp_path / "spool"))
@@ -85,7 +117,7 @@ def test_reused_staging_memory_holds_exactly_what_fresh_memory_would(tmp_path, m
         view = _Scratch.view
         monkeypatch.setattr(_Scratch, "view", lambda self, which, size: view(self, which, size if which == 0 else 64))
     if case == "blocks the merger does not know":
-        def refuse(data, targets, into=None):
+        def refuse(data, targets, into=None, order=None):
             raise ValueError("malformed Native data")
         monkeypatch.setattr(_ch_backend, "_block_merger", lambda: refuse)
     scratch = _Scratch()
