@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_plan_accuracy.py            # 9 rounds, 4 budgets
     .venv/bin/python bench/bench_plan_accuracy.py --quick    # 3 rounds, 2 budgets
+    .venv/bin/python bench/bench_plan_accuracy.py --only shop --repeat 41   # the example shop alone
 
 For a CPU-bound workload (a small ``acc_app`` package written to a temp
 dir: 15,000 orders priced over 600-item carts, a hot tax-rate helper, a
@@ -247,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--orders", type=int, default=15000, help="workload size (default 15000 orders)")
     parser.add_argument("--repeat", type=int, default=9, help="measurement rounds (default 9; --quick: 3)")
     parser.add_argument("--shop-rounds", type=int, default=100, help="rounds of shop traffic (default 100)")
+    parser.add_argument("--only", choices=("acc", "shop"), default=None,
+                        help="one workload only (more rounds of it in the same time)")
     parser.add_argument("--no-trial", action="store_true",
                         help="plan without `--trial` (microbenchmark costs only)")
     args = parser.parse_args(argv)
@@ -263,13 +266,16 @@ def main(argv: list[str] | None = None) -> int:
         cache = os.path.join(tmp, "cache")
         env = _env(endpoint, cache, {"ACC_ORDERS": str(args.orders)})
         run = [PY, "run.py"]
-        rows += _workload("acc_app (CPU-bound)", ["acc_app"], run, budgets, tmp, env, repeat, args)
+        if args.only in (None, "acc"):
+            rows += _workload("acc_app (CPU-bound)", ["acc_app"], run, budgets, tmp, env, repeat, args)
 
         shop_env = _env(endpoint, cache)
         demo = [PY, os.path.join(ROOT, "examples", "shop_demo.py"), "--rounds", str(args.shop_rounds)]
         shop = [os.path.join(ROOT, "examples", "shop")]
         shop_budgets = SHOP_BUDGETS[:1] if args.quick else SHOP_BUDGETS
-        rows += _workload(f"examples/shop x{args.shop_rounds}", shop, demo, shop_budgets, tmp, shop_env, repeat, args)
+        if args.only in (None, "shop"):
+            rows += _workload(f"examples/shop x{args.shop_rounds}", shop, demo, shop_budgets, tmp, shop_env, repeat,
+                              args)
 
     header = ("workload", "budget", "full/bnd/off", "plain cpu s", "launcher cpu s", "planned cpu s",
               "estimated", "measured", "middle half", "meas/est")
