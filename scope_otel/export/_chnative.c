@@ -1515,6 +1515,7 @@ typedef struct {
     uint32_t *index;
     size_t cap, nkeys, keycap;
     uint64_t rows, total;
+    uint32_t last; /* the previous value's index */
 } Lc;
 
 static void
@@ -1571,11 +1572,21 @@ lc_add(Lc *lc, const char *sp, Py_ssize_t len)
 {
     if (lc->rows >= lc->total)
         return -2;
+    /* Attribute keys come in the same order row after row, and a column often
+     * repeats its value: the previous value and the one after it in the
+     * dictionary are tried before hashing. */
+    for (uint32_t guess = lc->last; guess < lc->nkeys && guess <= lc->last + 1; guess++) {
+        const Key *key = &lc->keys[guess];
+        if (key->n == len && memcmp(key->p, sp, (size_t)len) == 0) {
+            lc->index[lc->rows++] = lc->last = guess;
+            return 0;
+        }
+    }
     size_t at = (size_t)fnv1a(sp, len) & (lc->cap - 1);
     while (lc->slots[at] >= 0) {
         const Key *key = &lc->keys[lc->slots[at]];
         if (key->n == len && memcmp(key->p, sp, (size_t)len) == 0) {
-            lc->index[lc->rows++] = (uint32_t)lc->slots[at];
+            lc->index[lc->rows++] = lc->last = (uint32_t)lc->slots[at];
             return 0;
         }
         at = (at + 1) & (lc->cap - 1);
@@ -1594,7 +1605,7 @@ lc_add(Lc *lc, const char *sp, Py_ssize_t len)
     lc->keys[lc->nkeys].p = sp;
     lc->keys[lc->nkeys].n = len;
     lc->slots[at] = (int64_t)lc->nkeys;
-    lc->index[lc->rows++] = (uint32_t)lc->nkeys++;
+    lc->index[lc->rows++] = lc->last = (uint32_t)lc->nkeys++;
     if (lc->nkeys * 2 > lc->cap)
         return lc_rehash(lc);
     return 0;
