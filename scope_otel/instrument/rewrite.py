@@ -593,6 +593,8 @@ class _FunctionRewrite(ast.NodeTransformer):
         node.targets = [self.visit(t) for t in node.targets]
         if not self.want_state:
             return node
+        if any(self._unpacks_self_attr(t) for t in node.targets):
+            return self._unpacking_assign(node)
         attrs = [t for t in node.targets if self._self_attr(t)]
         if not attrs:
             return [node, *self._state_hooks(node.targets)]
@@ -604,6 +606,43 @@ class _FunctionRewrite(ast.NodeTransformer):
         hooks += self._state_hooks([t for t in node.targets if not self._self_attr(t)])
         return [ast.Assign(targets=[_name(_SV, ast.Store())], value=value),
                 node, *hooks, _clear(_SV)]
+
+    def _unpacks_self_attr(self, target: ast.expr) -> bool:
+        return isinstance(target, (ast.Tuple, ast.List)) and any(self._self_attr(n) for n in ast.walk(target))
+
+    def _unpacking_assign(self, node: ast.Assign) -> list[ast.stmt]:
+        """``self.a, (b, *self.c) = v`` (and chains of such targets): each unpacking target is unpacked
+        into fresh names first, which are then stored to the original targets left to right, the
+        attributes' values handed to the runtime as they are stored.  Python unpacks the whole value
+        before its first store and stores (evaluating each target's own expressions) left to right,
+        so the order of every side effect is kept; nothing is read back."""
+        out: list[ast.stmt] = [ast.Assign(targets=[_name(_SV, ast.Store())], value=node.value)]
+        temps: list[str] = []
+
+        def leaves(target: ast.expr) -> ast.expr:
+            if isinstance(target, (ast.Tuple, ast.List)):
+                return type(target)(elts=[leaves(e) for e in target.elts], ctx=ast.Store())
+            if isinstance(target, ast.Starred):
+                return ast.Starred(value=leaves(target.value), ctx=ast.Store())
+            temp = f"{_SV}{len(temps)}"
+            temps.append(temp)
+            stores.append((target, temp))
+            return _name(temp, ast.Store())
+
+        for target in node.targets:
+            if not self._unpacks_self_attr(target):
+                out.append(ast.Assign(targets=[target], value=_name(_SV)))
+                out += self._state_hooks([target])
+                continue
+            stores: list[tuple[ast.expr, str]] = []
+            out.append(ast.Assign(targets=[leaves(target)], value=_name(_SV)))
+            for leaf, temp in stores:
+                out.append(ast.Assign(targets=[leaf], value=_name(temp)))
+                out += self._hook(_target_label(leaf), _name(temp)) if self._self_attr(leaf) \
+                    else self._state_hooks([leaf])
+        out += [_clear(temp) for temp in temps]
+        out.append(_clear(_SV))
+        return [_stamp(stmt, node.lineno) for stmt in out]
 
     def visit_AnnAssign(self, node: ast.AnnAssign) -> ast.AST | list[ast.stmt]:
         if node.value is not None and self._self_attr(node.target):

@@ -13,7 +13,7 @@ import importlib
 import itertools
 import sys
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -49,6 +49,7 @@ class Call:
     events: list[str]
     span_id: int
     parent_id: int
+    changes: list = field(default_factory=list)  # (target, value as recorded) per state change
 
 
 class Recorded:
@@ -63,8 +64,10 @@ class Recorded:
             status, value = token[R.STATUS], token[R.VALUE]
             _module, qualname, _f, _l = runtime.function_info(token[R.FID])
             events = [name for name, _t, _a in (token[R.EVENTS] or [])]
+            changes = [(a["scope.target"], a["scope.value"]) for name, _t, a in (token[R.EVENTS] or [])
+                       if name == "scope.state_change"]
             out.append(Call(qualname, "raised" if status == R.RAISED else "returned", token[R.ARGS],
-                            value, events, token[R.SPAN_ID], token[R.PARENT_ID]))
+                            value, events, token[R.SPAN_ID], token[R.PARENT_ID], changes))
         self.calls.extend(out)
         return out
 
