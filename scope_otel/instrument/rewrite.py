@@ -36,7 +36,7 @@ can fall off the end.  Anywhere code can run after a ``return`` (``with``,
 the return value goes to a local instead (``return (_@scope_rv := total)``)
 and a ``finally`` ends the call, after that code.
 At ``full`` the runtime also keeps the return value and state changes: assignments to ``self.<attr>`` (the
-method's first parameter, ``cls`` too; tuple targets are not reported) and
+method's first parameter, ``cls`` too; in unpacking targets as well) and
 to names declared ``global``.  State hooks are emitted where the plan's
 capture set has ``state`` (``full`` has it by default), and only there the
 prologue also reads ``LEVELS[fid]`` (``_@scope_l``) so that the hooks run
