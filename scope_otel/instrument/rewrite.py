@@ -619,11 +619,11 @@ class _FunctionRewrite(ast.NodeTransformer):
         out: list[ast.stmt] = [ast.Assign(targets=[_name(_SV, ast.Store())], value=node.value)]
         temps: list[str] = []
 
-        def leaves(target: ast.expr) -> ast.expr:
+        def leaves(target: ast.expr, stores: list[tuple[ast.expr, str]]) -> ast.expr:
             if isinstance(target, (ast.Tuple, ast.List)):
-                return type(target)(elts=[leaves(e) for e in target.elts], ctx=ast.Store())
+                return type(target)(elts=[leaves(e, stores) for e in target.elts], ctx=ast.Store())
             if isinstance(target, ast.Starred):
-                return ast.Starred(value=leaves(target.value), ctx=ast.Store())
+                return ast.Starred(value=leaves(target.value, stores), ctx=ast.Store())
             temp = f"{_SV}{len(temps)}"
             temps.append(temp)
             stores.append((target, temp))
@@ -631,18 +631,21 @@ class _FunctionRewrite(ast.NodeTransformer):
 
         for target in node.targets:
             if not self._unpacks_self_attr(target):
-                out.append(ast.Assign(targets=[target], value=_name(_SV)))
-                out += self._state_hooks([target])
+                out += self._stored(target, _SV)
                 continue
             stores: list[tuple[ast.expr, str]] = []
-            out.append(ast.Assign(targets=[leaves(target)], value=_name(_SV)))
+            out.append(ast.Assign(targets=[leaves(target, stores)], value=_name(_SV)))
             for leaf, temp in stores:
-                out.append(ast.Assign(targets=[leaf], value=_name(temp)))
-                out += self._hook(_target_label(leaf), _name(temp)) if self._self_attr(leaf) \
-                    else self._state_hooks([leaf])
+                out += self._stored(leaf, temp)
         out += [_clear(temp) for temp in temps]
         out.append(_clear(_SV))
         return [_stamp(stmt, node.lineno) for stmt in out]
+
+    def _stored(self, target: ast.expr, var: str) -> list[ast.stmt]:
+        """``target = var``, then the state hook ``target`` calls for (an attribute of self, a global)."""
+        hooks = self._hook(_target_label(target), _name(var)) if self._self_attr(target) \
+            else self._state_hooks([target])
+        return [ast.Assign(targets=[target], value=_name(var)), *hooks]
 
     def visit_AnnAssign(self, node: ast.AnnAssign) -> ast.AST | list[ast.stmt]:
         if node.value is not None and self._self_attr(node.target):

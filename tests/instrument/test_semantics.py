@@ -201,8 +201,8 @@ def test_unpacked_attributes_are_recorded_in_store_order_with_every_side_effect_
 
             def fill(self, values):
                 self.head, (self.items[key(self.head)], *self.rest), self.n = values
-                first = self.a, [self.b, *self.c] = second = (1, [2, 3, 4])
-                return first, second, self.head, self.items, self.rest, self.n, self.a, self.b, self.c
+                first = self.pair = self.a, [self.b, *self.c] = second = (1, [2, 3, 4])
+                return first, second, self.head, self.items, self.rest, self.n, self.a, self.b, self.c, self.pair
 
             def fill_from(self, it):
                 self.head, self.tail = it  # an iterator: unpacked once, whole, before any store
@@ -216,14 +216,14 @@ def test_unpacked_attributes_are_recorded_in_store_order_with_every_side_effect_
             box.fill_from(iter([1, 2, 3]))
         assert box.fill_from(iter([5, 6])) == (5, 6)
     assert got.result == want.result == (
-        (1, [2, 3, 4]), (1, [2, 3, 4]), "h", {"h": "x"}, ["y", "z"], 3, 1, 2, [3, 4])
+        (1, [2, 3, 4]), (1, [2, 3, 4]), "h", {"h": "x"}, ["y", "z"], 3, 1, 2, [3, 4], (1, [2, 3, 4]))
     assert got.log == want.log
     # the first store, then the next target's own expressions (which read it back), then its store
     assert want.log[:3] == [("set head", "h"), "read head", ("key", "h")]
     fills = [c for c in recorded.take() if c.qualname == "Box.fill"]
     if level == "full":
-        assert [t for t, _v in fills[0].changes] == ["self.head", "self.rest", "self.n", "self.a", "self.b",
-                                                     "self.c"]
+        assert [t for t, _v in fills[0].changes] == ["self.head", "self.rest", "self.n", "self.pair", "self.a",
+                                                     "self.b", "self.c"]
         assert [v for _t, v in fills[0].changes][:3] == ["h", "['y', 'z']", 3]  # as the runtime snaps them
     else:
         assert fills[0].changes == []
