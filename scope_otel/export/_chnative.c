@@ -1469,16 +1469,24 @@ same_header(const Block *x, const Block *y)
     return 1;
 }
 
+/* The segment tree of a type, in wire order: the kind of each segment and, where
+ * asked (non-NULL), its width and its parent segment (-1 at the top). */
 static void
-ty_flatten(const Ty *t, char *kinds, int *n)
+ty_flatten(const Ty *t, int parent, char *kinds, int *widths, int *parents, int *n)
 {
-    if (*n < MAX_SEGS)
-        kinds[*n] = (char)t->kind;
+    int me = *n;
+    if (me < MAX_SEGS) {
+        kinds[me] = (char)t->kind;
+        if (widths != NULL)
+            widths[me] = t->width;
+        if (parents != NULL)
+            parents[me] = parent;
+    }
     (*n)++;
     if (t->kind == TY_ARRAY || t->kind == TY_MAP)
-        ty_flatten(t->a, kinds, n);
+        ty_flatten(t->a, me, kinds, widths, parents, n);
     if (t->kind == TY_MAP)
-        ty_flatten(t->b, kinds, n);
+        ty_flatten(t->b, me, kinds, widths, parents, n);
 }
 
 /* A quick hash of short strings, eight bytes at a time (dictionary keys are names). */
@@ -1696,8 +1704,8 @@ lc_target(PyObject *targets, const Col *col, char *target_kinds, int *nkinds, Py
     char kinds[MAX_SEGS + 1];
     int n1 = 0, n2 = 0, lc = 0, ok = target != NULL && plain != NULL && tp == tend && bp == bend;
     if (ok) {
-        ty_flatten(target, target_kinds, &n1);
-        ty_flatten(plain, kinds, &n2);
+        ty_flatten(target, -1, target_kinds, NULL, NULL, &n1);
+        ty_flatten(plain, -1, kinds, NULL, NULL, &n2);
         ok = n1 == n2 && n1 <= MAX_SEGS;
         for (int k = 0; ok && k < n1; k++) {
             if (target_kinds[k] == TY_LC && kinds[k] == TY_STRING)
@@ -1980,8 +1988,8 @@ static int
 sort_rows(Block *blocks, Py_ssize_t nb, PyObject *order, uint32_t **out, uint64_t total)
 {
     Py_ssize_t nparts = PySequence_Fast_GET_SIZE(order);
-    if (nparts == 0 || nparts > MAX_KEYS || total < 2 || total > UINT32_MAX)
-        return 1;
+    if (nparts == 0 || nparts > MAX_KEYS || total < 2 || total > UINT32_MAX || (uint64_t)nb > UINT32_MAX)
+        return 1; /* row and block numbers are kept in 32 bits */
     Keys keys = {0};
     keys.nparts = (int)nparts;
     int rc = 0;
@@ -2024,23 +2032,6 @@ sort_rows(Block *blocks, Py_ssize_t nb, PyObject *order, uint32_t **out, uint64_
     }
     keys_free(&keys);
     return rc;
-}
-
-/* The segment tree of a type, in wire order: kind, width and parent segment of each. */
-static void
-ty_layout(const Ty *t, int parent, char *kinds, int *widths, int *parents, int *n)
-{
-    int me = *n;
-    if (me < MAX_SEGS) {
-        kinds[me] = (char)t->kind;
-        widths[me] = t->width;
-        parents[me] = parent;
-    }
-    (*n)++;
-    if (t->kind == TY_ARRAY || t->kind == TY_MAP)
-        ty_layout(t->a, me, kinds, widths, parents, n);
-    if (t->kind == TY_MAP)
-        ty_layout(t->b, me, kinds, widths, parents, n);
 }
 
 /* Every row's place in every segment of column c: for block b and segment k,
@@ -2174,7 +2165,7 @@ merge_sorted(Block *blocks, Py_ssize_t nb, Buf *out, PyObject *targets, const ui
     uint64_t *src_row = PyMem_Malloc((size_t)total * sizeof(uint64_t)); /* row r of block b: block_at[b] + r */
     uint64_t *ele = PyMem_Malloc((size_t)(MAX_SEGS * stride) * sizeof(uint64_t));
     uint64_t *pos = PyMem_Malloc((size_t)(MAX_SEGS * stride) * sizeof(uint64_t));
-    if (block_at == NULL || src_block == NULL || src_row == NULL || ele == NULL || pos == NULL || nb > UINT32_MAX) {
+    if (block_at == NULL || src_block == NULL || src_row == NULL || ele == NULL || pos == NULL) {
         PyErr_NoMemory();
         rc = -1;
         goto done;
@@ -2210,7 +2201,7 @@ merge_sorted(Block *blocks, Py_ssize_t nb, Buf *out, PyObject *targets, const ui
             rc = -2;
             break;
         }
-        ty_layout(t, -1, kinds, widths, parents, &nseg);
+        ty_flatten(t, -1, kinds, widths, parents, &nseg);
         ty_free(t);
         if (nseg != first->nseg) {
             rc = -2;
@@ -2225,23 +2216,24 @@ merge_sorted(Block *blocks, Py_ssize_t nb, Buf *out, PyObject *targets, const ui
             break;
         for (int k = 0; rc == 0 && k < nseg; k++) {
             const uint64_t *e = ele + k * stride, *ps = pos + k * stride;
-            if (lc && lc_kinds[k] == TY_LC) {
-                uint64_t count = 0;
-                for (Py_ssize_t b = 0; b < nb; b++)
-                    count += blocks[b].col[c].seg_count[k];
-                if (count == 0)
-                    continue;
-                rc = lc_permuted(blocks, nb, c, k, count, e, src_block, src_row, total, out);
+            uint64_t count = 0; /* the segment's values, and its bytes (the same whatever the order) */
+            Py_ssize_t bytes = 0;
+            for (Py_ssize_t b = 0; b < nb; b++) {
+                count += blocks[b].col[c].seg_count[k];
+                bytes += blocks[b].col[c].seg_len[k];
             }
-            else if (kinds[k] == TY_ARRAY || kinds[k] == TY_MAP) {
+            if (lc && lc_kinds[k] == TY_LC) {
+                if (count > 0)
+                    rc = lc_permuted(blocks, nb, c, k, count, e, src_block, src_row, total, out);
+                continue;
+            }
+            if (RESERVE(out, bytes) < 0) {
+                rc = -1;
+                break;
+            }
+            if (kinds[k] == TY_ARRAY || kinds[k] == TY_MAP) {
                 const uint64_t *ce = ele + (k + 1) * stride; /* the first child's places */
-                uint64_t base = 0, need = 0;
-                for (Py_ssize_t b = 0; b < nb; b++)
-                    need += blocks[b].col[c].seg_count[k];
-                if (RESERVE(out, (Py_ssize_t)(need * 8)) < 0) {
-                    rc = -1;
-                    break;
-                }
+                uint64_t base = 0;
                 for (uint64_t i = 0; i < total; i++) {
                     const char *seg = blocks[src_block[i]].col[c].seg[k];
                     uint64_t r = src_row[i], sub = ce[r];
@@ -2256,13 +2248,6 @@ merge_sorted(Block *blocks, Py_ssize_t nb, Buf *out, PyObject *targets, const ui
                 }
             }
             else {
-                Py_ssize_t need = 0;
-                for (Py_ssize_t b = 0; b < nb; b++)
-                    need += blocks[b].col[c].seg_len[k];
-                if (RESERVE(out, need) < 0) {
-                    rc = -1;
-                    break;
-                }
                 for (uint64_t i = 0; i < total; i++) {
                     const char *seg = blocks[src_block[i]].col[c].seg[k];
                     uint64_t r = src_row[i], n = ps[r + 1] - ps[r];
