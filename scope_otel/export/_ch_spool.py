@@ -16,8 +16,15 @@ abandoned by an interrupted drain of this one is put back.  A crash between
 a write and the delete replays that batch (at-least-once); the views
 collapse duplicate spans.
 
-The queue is bounded (``max_bytes``); a batch that does not fit is refused
-and the caller counts it as dropped.
+A written batch's file is not deleted but renamed to ``.free-<pid>-<n>``
+(up to ``FREE_KEEP`` of them), and the next batch is written into one of
+those: renames instead of creating and deleting a file per batch.  On ext4
+without a journal every new file pays for a scan past the inodes deleted in
+the last seconds, and the store's own part files pay it too; an overwritten
+file also keeps its blocks and cached pages.
+
+The queue is bounded (``max_bytes``, free files not counted); a batch that
+does not fit is refused and the caller counts it as dropped.
 """
 from __future__ import annotations
 
@@ -33,7 +40,11 @@ _counter = itertools.count()
 _in_flight: set[str] = set()
 SUFFIX = ".batch"
 SCRATCH = ".insert-"
+FREE = ".free-"
+#: Emptied batch files kept in the folder for the next batches (see the module docstring).
+FREE_KEEP = 32
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+_REWRITE_FLAGS = os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
 
 
 @dataclass
@@ -79,6 +90,9 @@ class Spool:
         self.stale_claim_s = stale_claim_s
         self._size_checked = 0.0
         self._size = 0
+        self._free: list[str] = []  # free files seen at the last listing, not taken yet
+        self._free_listed = 0.0
+        self._free_kept = FREE_KEEP  # free files in the folder as this process last counted them
 
     def put(self, parts: Sequence[tuple[str, list[str], bytes, int]]) -> bool:
         """Queue one batch (``(table, columns, native bytes, rows)`` per table); False if full."""
@@ -92,11 +106,7 @@ class Spool:
         head = json.dumps({"v": 1, "parts": header}, separators=(",", ":")).encode() + b"\n"
         name = f"{time.time_ns():020d}-{os.getpid()}-{next(_counter):06d}{SUFFIX}"
         tmp = os.path.join(self.folder, "." + name)
-        try:
-            fd = os.open(tmp, _WRITE_FLAGS, 0o644)
-        except FileNotFoundError:
-            os.makedirs(self.folder, exist_ok=True)
-            fd = os.open(tmp, _WRITE_FLAGS, 0o644)
+        fd, reused = self._open_batch_file(tmp)
         # one system call for header and blocks, no buffered file object: the
         # spool write is per batch on the application's exporter thread
         try:
@@ -107,6 +117,8 @@ class Spool:
                     rest = b"".join(chunks)[written:]
                     while rest:
                         rest = rest[os.write(fd, rest):]
+                if reused:  # an earlier, longer batch's tail goes
+                    os.ftruncate(fd, len(head) + total)
             finally:
                 os.close(fd)
             os.rename(tmp, os.path.join(self.folder, name))
@@ -118,6 +130,33 @@ class Spool:
             raise
         self._size += total
         return True
+
+    def _open_batch_file(self, tmp: str) -> tuple[int, bool]:
+        """``tmp`` opened for writing: a free file renamed to it (True), else a new file (False)."""
+        if not self._free and time.monotonic() - self._free_listed > 0.05:
+            self._free_listed = time.monotonic()
+            try:
+                self._free = [n for n in os.listdir(self.folder) if n.startswith(FREE)]
+            except FileNotFoundError:
+                pass
+        while self._free:
+            try:
+                os.rename(os.path.join(self.folder, self._free.pop()), tmp)
+            except OSError:
+                continue  # another process took it
+            try:
+                return os.open(tmp, _REWRITE_FLAGS), True
+            except OSError:  # not ours to write after all: a new file instead
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+                break
+        try:
+            return os.open(tmp, _WRITE_FLAGS, 0o644), False
+        except FileNotFoundError:
+            os.makedirs(self.folder, exist_ok=True)
+            return os.open(tmp, _WRITE_FLAGS, 0o644), False
 
     def pending(self) -> list[str]:
         """Queued batch names, oldest first."""
@@ -157,10 +196,15 @@ class Spool:
             yield claimed, parts
 
     def done(self, claimed: str) -> None:
+        """The batch is written: its file leaves the queue (kept as a free file while there are few)."""
         _in_flight.discard(claimed)
         try:
             self._size -= os.path.getsize(claimed)
-            os.unlink(claimed)
+            if self._free_kept < FREE_KEEP:
+                os.rename(claimed, os.path.join(self.folder, f"{FREE}{os.getpid()}-{next(_counter)}"))
+                self._free_kept += 1
+            else:
+                os.unlink(claimed)
         except OSError:
             pass
 
@@ -195,7 +239,7 @@ class Spool:
             try:
                 with os.scandir(self.folder) as entries:
                     for entry in entries:
-                        if entry.is_file():
+                        if entry.is_file() and not entry.name.startswith(FREE):
                             try:
                                 total += entry.stat().st_size
                             except OSError:
@@ -212,6 +256,7 @@ class Spool:
             return
         now = time.time()
         me = str(os.getpid())
+        self._free_kept = sum(1 for name in names if name.startswith(FREE))
         for name in names:
             if name.startswith(SCRATCH):
                 if not _alive(name[len(SCRATCH):].split("-", 1)[0]):

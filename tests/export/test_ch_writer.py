@@ -21,7 +21,7 @@ from scope_otel.export import _ch_spool
 from scope_otel.export import _ch_backend
 from scope_otel.export._ch_backend import Backend, _Engine, _merged, _Scratch
 from scope_otel.export._ch_rows import Batch
-from scope_otel.export._ch_spool import Spool
+from scope_otel.export._ch_spool import Spool, read_parts
 from scope_otel.export._ch_target import parse
 from scope_otel.export.clickhouse import ClickHouseSpanExporter
 
@@ -207,3 +207,44 @@ def test_claims_and_temporary_files_are_cleared_only_when_their_holder_is_gone(t
     assert os.path.basename(ours[0]) in left and os.path.basename(ours[1]) in left  # ours, in flight: untouched
     assert names[3] in left  # ours, abandoned: queued again
     assert f".insert-{os.getpid()}-7.native" in left and f".insert-{dead.pid}-7.native" not in left
+
+
+def test_written_batch_files_are_reused_for_later_batches_with_nothing_of_the_old_ones_left(tmp_path, monkeypatch):
+    monkeypatch.setattr(_ch_spool, "FREE_KEEP", 2)
+    folder = str(tmp_path / "spool")
+    writer, app = Spool(folder), Spool(folder)  # the store writer's and an application's views of one folder
+    for parts in _encoded_batches("long", 3, per_batch=40, args=True):
+        assert app.put(parts)
+    for dir_, _parts in writer.claim():
+        writer.done(dir_)
+    free = {os.stat(os.path.join(folder, n)).st_ino for n in os.listdir(folder) if n.startswith(_ch_spool.FREE)}
+    assert len(free) == 2 and app.pending() == []  # two kept, the third deleted
+
+    short = _encoded_batches("short", 3, per_batch=2)  # smaller than the files they are written into
+    app._free_listed = 0.0  # its last listing found none: look again now rather than 50 ms later
+    for parts in short:
+        assert app.put(parts)
+    names = app.pending()
+    assert len(names) == 3
+    assert {os.stat(os.path.join(folder, n)).st_ino for n in names[:2]} == free  # the kept files, reused
+    for (dir_, parts), sent in zip(writer.claim(), short):
+        assert [(p.table, p.columns, p.rows) for p in parts] == [(t, c, r) for t, c, _data, r in sent]
+        assert [bytes(read_parts([p])) for p in parts] == [data for _t, _c, data, _r in sent]
+        with open(dir_, "rb") as fh:
+            head = fh.readline()
+        assert os.path.getsize(dir_) == len(head) + sum(len(data) for _t, _c, data, _r in sent)  # no old tail
+        writer.done(dir_)
+
+
+def test_free_files_do_not_count_against_the_spool_bound(tmp_path):
+    folder = str(tmp_path / "spool")
+    parts = _encoded_batches("bound", 1, per_batch=40)[0]
+    size = sum(len(data) for _t, _c, data, _r in parts)
+    writer = Spool(folder)
+    assert Spool(folder, max_bytes=int(size * 1.5)).put(parts)
+    for dir_, _parts in writer.claim():
+        writer.done(dir_)
+    assert any(n.startswith(_ch_spool.FREE) for n in os.listdir(folder))
+    full = Spool(folder, max_bytes=int(size * 1.5))  # counts what is in the folder when it starts
+    assert full.put(parts)
+    assert not full.put(parts)  # a second batch would pass the bound
