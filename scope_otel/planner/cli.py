@@ -21,8 +21,10 @@ at ``boundaries``) and prices a recorded call from the difference, which
 sees what microbenchmarks cannot (the exporter's real work, GC over the
 program's heap); then it runs the plan it made the same way and, if that
 costs more, or less, than its runs can tell from their noise, reprices and
-plans once more (five pairs per trial: 20 to 30 runs of CMD in all, plus
-five plain runs for the run time); see :mod:`scope_otel.planner.trial`.
+plans once more (five pairs per trial, up to fifteen for a plan's own trial
+while its runs cannot tell its cost from the estimate: 20 to 70 runs of CMD
+in all, plus five plain runs for the run time); see
+:mod:`scope_otel.planner.trial`.
 
 Globs are over ``module:qualname``; a glob without ``:`` means whole
 modules.  Precedence: ``--pin`` > ``--exclude`` > ``--include`` > the
@@ -147,36 +149,39 @@ def _trial_of_the_plan(command, document, model, meta, plan_with, args, err):
     """
     from scope_otel.planner import trial
 
-    def measured(doc):
+    def measured(doc, until):
         if not trial.recorded(doc):
             return None
         try:
-            return trial.paired_cpu_s(command, doc)
+            return trial.paired_cpu_s(command, doc, until=until)
         except (OSError, subprocess.SubprocessError) as exc:
             err.write(f"scope-otel plan: trial of the plan failed ({exc}); keeping it\n")
             return None
 
     def summary(doc, paired, factor):
-        return {"measured_us": round(paired.cost_us, 1), "middle_half_us": [round(paired.low_us, 1),
-                round(paired.high_us, 1)], "estimated_us": doc["estimate"]["overhead_us"], "factor": round(factor, 3)}
+        return {"measured_us": round(paired.cost_us, 1), "interval_us": [round(paired.low_us, 1),
+                round(paired.high_us, 1)], "pairs": paired.pairs, "estimated_us": doc["estimate"]["overhead_us"],
+                "factor": round(factor, 3)}
 
-    first = measured(document)
+    budget_us = document["estimate"]["baseline_us"] * args.budget / 100.0
+    # pairs are added while the runs cannot tell the plan's cost from its estimate, nor half as much again
+    first = measured(document, trial.settled(document["estimate"]["overhead_us"]))
     if first is None:
         return document
     scaled, factor = trial.rescaled(model, document, first)
     if factor == 1.0:
         return document
     if not args.quiet:
-        err.write(f"scope-otel plan: trial: the plan cost {first.cost_us / 1000:.1f} ms (middle half "
-                  f"{first.low_us / 1000:.1f}..{first.high_us / 1000:.1f}), estimated "
+        err.write(f"scope-otel plan: trial: the plan cost {first.cost_us / 1000:.1f} ms ({first.pairs} pairs, "
+                  f"median within {first.low_us / 1000:.1f}..{first.high_us / 1000:.1f}), estimated "
                   f"{document['estimate']['overhead_us'] / 1000:.1f} ms; planning again with per-call "
                   f"prices x{factor:.2f}\n")
     trials = dict(meta["trial"], first_plan=summary(document, first, factor))
     again = plan_with(scaled, dict(meta, trial=trials))
     if factor > 1.0 or trial.recorded(again) == trial.recorded(document):
         return again
-    second = measured(again)
-    budget_us = document["estimate"]["baseline_us"] * args.budget / 100.0
+    # the larger plan is kept only within the budget: pairs are added while the runs cannot tell which side it is on
+    second = measured(again, lambda paired: not paired.agrees_with(budget_us))
     if second is None or second.cost_us > budget_us:
         if not args.quiet and second is not None:
             err.write(f"scope-otel plan: trial: the larger plan cost {second.cost_us / 1000:.1f} ms, over the "

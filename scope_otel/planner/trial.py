@@ -23,23 +23,31 @@ That is an average over the program's calls.  The plan made with it is then
 run itself (:func:`paired_cpu_s`); when it costs more or less than estimated
 (heavier or lighter functions kept; a small plan brings on none of the extra
 collections), beyond what the runs can tell from their own noise (the
-estimate outside the middle half of the pairs' differences),
+estimate outside an interval for the median of the pairs' differences),
 :func:`rescaled` scales the per-call prices to match and the plan is made
 again with them.  A plan made with lower prices records more, so it is run
 as well, and kept only if it stays within the budget; then one factor is
 fitted to both runs (:func:`fitted_factor`), so the plan's estimate agrees
 with what was measured.
+
+Five pairs cannot always tell: on the example shop a 5 % plan costs about as
+much as one run varies from the next, and a plan that cost twice its
+estimate was kept because the estimate lay inside its five pairs' spread.
+So a plan's trial adds pairs, two at a time up to :data:`MAX_PAIRS`, until
+its interval lies on one side of the estimate or within a factor
+:data:`ACCURACY` of it (:func:`settled`).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from scope_otel.planner.plan import LEVELS
 from scope_otel.planner.profile import cpu_of
@@ -107,53 +115,100 @@ def measure(command: list[str], plan_document: dict, calls: dict[str, float], mo
                  variable_us(plan_document) / calls_recorded)
 
 
+#: How sure the interval around a trial's median is to hold the plan's true cost (at least).
+COVERAGE = 0.6
+#: A plan's trial adds pairs, up to this many, while its runs cannot tell whether the plan
+#: costs what was estimated (see :func:`settled`).
+MAX_PAIRS = 15
+#: The accuracy asked of an estimate: within a factor of 1.5 of what was measured (the issue's +-50 %).
+ACCURACY = 1.5
+
+
 @dataclass(frozen=True)
 class Paired:
-    """CPU seconds of the median pair (without and with the plan), and the spread of all pairs' differences."""
+    """CPU seconds of the median pair (without and with the plan), and an interval for the median difference."""
     noplan_s: float
     planned_s: float
-    low_us: float   # lower quartile of (with - without) over the pairs
-    high_us: float  # upper quartile
+    low_us: float   # lower end of the interval (with - without), from the pairs' order statistics
+    high_us: float  # upper end
+    pairs: int = 0
 
     @property
     def cost_us(self) -> float:
         return max(self.planned_s - self.noplan_s, 0.0) * 1e6
 
     def agrees_with(self, estimate_us: float) -> bool:
-        """``estimate_us`` is within the pairs' middle half: the run cannot tell it from what it measured."""
+        """``estimate_us`` is within the interval: the runs cannot tell it from what they measured."""
         return self.low_us <= estimate_us <= self.high_us
 
 
+def median_interval(n: int, coverage: float = COVERAGE) -> int:
+    """``k`` (0-based) such that the k-th smallest and k-th largest of ``n`` samples hold their
+    population's median with probability at least ``coverage``, as narrow as that allows.
+
+    The count of samples below the median is binomial(n, 1/2), whatever the distribution: 5 pairs
+    give the 2nd and 4th (62.5 %), 9 the 3rd and 7th (82 %), 15 the 6th and 10th (70 %).  Below
+    three samples no interval reaches 60 %: 0 (the smallest and the largest)."""
+    for k in range((n - 1) // 2, -1, -1):
+        inside = sum(math.comb(n, i) for i in range(k + 1, n - k)) / 2 ** n  # k < below <= n-k-1
+        if inside >= coverage:
+            return k
+    return 0
+
+
+def settled(estimate_us: float) -> Callable[[Paired], bool]:
+    """Whether a plan's trial can stop: its interval lies on one side of ``estimate_us`` (the estimate
+    is off), or holds it and lies within a factor :data:`ACCURACY` of it either way (it is not)."""
+    def enough(paired: Paired) -> bool:
+        if not paired.agrees_with(estimate_us):
+            return True
+        return estimate_us > 0 and paired.low_us * ACCURACY >= estimate_us and paired.high_us <= estimate_us * ACCURACY
+    return enough
+
+
 def paired_cpu_s(command: list[str], plan_document: dict, *, env: dict | None = None, cwd: str | None = None,
-                 timeout: float | None = None, repeat: int = 5) -> Paired:
+                 timeout: float | None = None, repeat: int = 5, until: Callable[[Paired], bool] | None = None,
+                 max_pairs: int = MAX_PAIRS) -> Paired:
     """CPU seconds of ``command`` under ``scope-otel run`` without a plan and with ``plan_document``.
 
     The two run in ``repeat`` back-to-back pairs, and the pair with the
     median difference is returned: a change of load on the machine between
     pairs moves both runs of a pair together, and the median ignores the
-    pair a burst of other work landed in.  The quartiles of the differences
-    say how far one measurement can be trusted (one run of the example shop
-    moves by +-9 % from the next on a quiet machine).
+    pair a burst of other work landed in.  The interval around it (order
+    statistics, :func:`median_interval`) says how far it can be trusted: one
+    run of the example shop moves by +-9 % from the next on a quiet machine,
+    as much as a 5 % plan costs.  With ``until``, two more pairs run at a time,
+    up to ``max_pairs``, while ``until(result)`` is false: the interval
+    narrows as pairs are added.
     """
     with tempfile.TemporaryDirectory(prefix="scope-otel-trial-") as tmp:
         plan_path = os.path.join(tmp, "trial.plan.json")
         with open(plan_path, "w", encoding="utf-8") as fh:
             json.dump(plan_document, fh)
         without, with_plan = _LAUNCHER + ["--", *command], _LAUNCHER + ["--plan", plan_path, "--", *command]
-        pairs = []
-        for i in range(repeat):
-            if i % 2 == 0:
-                noplan = _cpu_s(without, env, cwd, timeout)
-                planned = _cpu_s(with_plan, env, cwd, timeout)
-            else:
-                planned = _cpu_s(with_plan, env, cwd, timeout)
-                noplan = _cpu_s(without, env, cwd, timeout)
-            pairs.append((noplan, planned))
-    pairs.sort(key=lambda pair: pair[1] - pair[0])
+        pairs: list[tuple[float, float]] = []
+        wanted = repeat
+        while True:
+            while len(pairs) < wanted:
+                if len(pairs) % 2 == 0:
+                    noplan = _cpu_s(without, env, cwd, timeout)
+                    planned = _cpu_s(with_plan, env, cwd, timeout)
+                else:
+                    planned = _cpu_s(with_plan, env, cwd, timeout)
+                    noplan = _cpu_s(without, env, cwd, timeout)
+                pairs.append((noplan, planned))
+            result = _summary(pairs)
+            if until is None or wanted + 2 > max_pairs or until(result):
+                return result
+            wanted += 2
+
+
+def _summary(pairs: list[tuple[float, float]]) -> Paired:
+    pairs = sorted(pairs, key=lambda pair: pair[1] - pair[0])
     noplan, planned = pairs[len(pairs) // 2]
-    quartile = (len(pairs) - 1) // 4
-    low, high = pairs[quartile], pairs[-1 - quartile]
-    return Paired(noplan, planned, (low[1] - low[0]) * 1e6, (high[1] - high[0]) * 1e6)
+    k = median_interval(len(pairs))
+    low, high = pairs[k], pairs[-1 - k]
+    return Paired(noplan, planned, (low[1] - low[0]) * 1e6, (high[1] - high[0]) * 1e6, len(pairs))
 
 
 #: Per-call fields of the cost model (everything but the once-per-process start-up).
@@ -172,7 +227,7 @@ def rescaled(model: Any, plan_document: dict, measured: Paired) -> tuple[Any, fl
 
     Returns (model, factor); factor 1.0 (and ``model`` itself) when the two
     agree within :data:`RESCALE_TOLERANCE`, or when the estimate lies within
-    the middle half of the paired runs that measured it (a difference the
+    the interval of the paired runs that measured it (a difference the
     runs cannot tell from their noise moves nothing).  The factor is kept within
     :data:`RESCALE_LIMITS`; the once-per-process start-up is left as measured.
     Prices come down as well as up: an average price from the trial of every

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 
 import pytest
@@ -193,3 +194,49 @@ def test_one_factor_is_fitted_to_several_runs_and_a_refitted_planrecords_no_more
     assert records_no_more(plan(a="full"), measured)
     assert not records_no_more(plan(b="full"), measured)  # deeper than what was measured
     assert not records_no_more(plan(c="boundaries"), measured)  # a function the measured plan left off
+
+
+def test_the_interval_around_the_median_pair_narrows_with_more_pairs():
+    from scope_otel.planner.trial import COVERAGE, median_interval
+
+    def coverage(n, k):  # P(the k-th smallest <= median <= the k-th largest), binomial(n, 1/2) samples below it
+        return sum(math.comb(n, i) for i in range(k + 1, n - k)) / 2 ** n
+
+    assert [median_interval(n) for n in (3, 5, 9, 15)] == [0, 1, 2, 5]
+    for n in range(3, 31):  # fewer samples than 3 cannot hold the median that surely
+        k = median_interval(n)
+        assert coverage(n, k) >= COVERAGE
+        assert k == (n - 1) // 2 or coverage(n, k + 1) < COVERAGE  # as narrow as the coverage allows
+
+
+def test_a_plans_trial_adds_pairs_until_its_runs_can_tell_the_cost_from_the_estimate(monkeypatch):
+    """Five pairs spread over 40..300 ms around an estimate of 100 ms cannot tell a plan that costs
+    100 ms from one that costs 150; pairs are added two at a time until the interval is clear of it."""
+    from scope_otel.planner import trial
+
+    diffs = [0.04, 0.30, 0.08, 0.25, 0.20] + [0.20] * 20  # the plan costs 200 ms: twice its estimate
+    runs = []
+
+    def fake_cpu_s(command, env, cwd, timeout):
+        runs.append("--plan" in command)
+        pair = (len(runs) - 1) // 2
+        return 1.0 + diffs[pair] if "--plan" in command else 1.0
+
+    monkeypatch.setattr(trial, "_cpu_s", fake_cpu_s)
+    estimate_us = 100_000.0
+    five = trial.paired_cpu_s(["prog"], {"functions": {}})
+    assert five.pairs == 5 and five.agrees_with(estimate_us)  # the old rule kept this plan
+
+    runs.clear()
+    paired = trial.paired_cpu_s(["prog"], {"functions": {}}, until=trial.settled(estimate_us))
+    assert paired.pairs == 9 and len(runs) == 18  # 7 pairs: 80..250 ms; 9: the 3rd and 7th, both 200 ms
+    assert not paired.agrees_with(estimate_us) and paired.cost_us == pytest.approx(200_000.0)
+    assert not trial.settled(estimate_us)(five) and trial.settled(estimate_us)(paired)
+
+    runs.clear()
+    diffs[5:] = [0.04, 0.30] * 10  # never clear: stops at the cap
+    capped = trial.paired_cpu_s(["prog"], {"functions": {}}, until=trial.settled(estimate_us), max_pairs=11)
+    assert capped.pairs == 11 and len(runs) == 22
+
+    close = trial.Paired(1.0, 1.1, 80_000.0, 140_000.0, 9)  # within 1.5x of the estimate both ways: agreed
+    assert trial.settled(estimate_us)(close) and close.agrees_with(estimate_us)
