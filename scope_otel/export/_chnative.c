@@ -1826,7 +1826,10 @@ merge_run(Block *blocks, Py_ssize_t from, Py_ssize_t to, Buf *out, PyObject *tar
  * Key parts: a String column (compared as ClickHouse compares strings: bytes,
  * then length), or an integer column (Int64, DateTime64(9), UInt64, UInt32),
  * optionally divided (toDateTime(Timestamp) is Timestamp floor-divided by
- * 10^9).  Ties keep their input order.
+ * 10^9).  Ties keep their input order.  Text parts with few distinct values
+ * become ranks, and parts whose ranges fit in 64 bits together one integer;
+ * a key of at most 32 bits is radix-sorted (otel_traces' key on the
+ * benchmark's spans: 7 bits; merging 0.70 -> 0.61 us per row).
  */
 #define MAX_KEYS 4
 
@@ -1981,6 +1984,145 @@ key_part(Block *blocks, Py_ssize_t nb, const char *name, Py_ssize_t name_len, in
     return 0;
 }
 
+typedef struct {
+    Key key;
+    uint32_t id;
+} Ranked;
+
+static int
+ranked_cmp(const void *a, const void *b)
+{
+    const Key *x = &((const Ranked *)a)->key, *y = &((const Ranked *)b)->key;
+    Py_ssize_t n = x->n < y->n ? x->n : y->n;
+    int c = n > 0 ? memcmp(x->p, y->p, (size_t)n) : 0;
+    if (c != 0)
+        return c;
+    return x->n < y->n ? -1 : x->n > y->n;
+}
+
+#define RANK_MAX 4096
+
+/* A text part as dense ranks: equal strings one value, in the order
+ * ClickHouse gives the strings (bytes, then length), so its rows compare as
+ * integers.  The sorting keys' text columns (service and span names) hold a
+ * few distinct values: ranking them is a hash per row and a sort of those
+ * few, where comparing them was a memcmp per comparison.  Left as text past
+ * RANK_MAX distinct strings or one per four rows. */
+static int
+rank_text(Keys *keys, int part, uint64_t total)
+{
+    const Key *t = keys->text[part];
+    Lc lc;
+    if (lc_init(&lc, total) < 0)
+        return -1;
+    int rc = 0;
+    /* many distinct strings (ids): their first 8 bytes mostly decide already, ranking would cost more */
+    size_t most = total / 4 < RANK_MAX ? total / 4 : RANK_MAX;
+    for (uint64_t r = 0; r < total && rc == 0; r++)
+        if ((rc = lc_add(&lc, t[r].p, t[r].n)) == 0 && lc.nkeys > most)
+            rc = -2;
+    Ranked *sorted = NULL;
+    uint32_t *rank = NULL;
+    if (rc == 0) {
+        sorted = PyMem_Malloc((lc.nkeys ? lc.nkeys : 1) * sizeof(Ranked));
+        rank = PyMem_Malloc((lc.nkeys ? lc.nkeys : 1) * sizeof(uint32_t));
+        if (sorted == NULL || rank == NULL) {
+            PyErr_NoMemory();
+            rc = -1;
+        }
+    }
+    if (rc == 0) {
+        for (size_t i = 0; i < lc.nkeys; i++) {
+            sorted[i].key = lc.keys[i];
+            sorted[i].id = (uint32_t)i;
+        }
+        qsort(sorted, lc.nkeys, sizeof(Ranked), ranked_cmp);
+        for (size_t i = 0; i < lc.nkeys; i++)
+            rank[sorted[i].id] = (uint32_t)i;
+        uint64_t *value = keys->value[part];
+        for (uint64_t r = 0; r < total; r++)
+            value[r] = rank[lc.index[r]];
+        PyMem_Free(keys->text[part]);
+        keys->text[part] = NULL;
+    }
+    PyMem_Free(sorted);
+    PyMem_Free(rank);
+    lc_free(&lc);
+    return rc == -2 ? 0 : rc; /* too many distinct strings: compared as text */
+}
+
+/* All parts as one value when their ranges fit in 64 bits together: each
+ * part less its smallest value, shifted over the parts after it.  Returns
+ * the bits the value uses, or -1 when the parts stay as they are. */
+static int
+pack_keys(Keys *keys, uint64_t total)
+{
+    int bits[MAX_KEYS], sum = 0;
+    uint64_t low[MAX_KEYS];
+    for (int i = 0; i < keys->nparts; i++) {
+        if (keys->text[i] != NULL)
+            return -1;
+        const uint64_t *v = keys->value[i];
+        uint64_t lo = v[0], hi = v[0];
+        for (uint64_t r = 1; r < total; r++) {
+            lo = v[r] < lo ? v[r] : lo;
+            hi = v[r] > hi ? v[r] : hi;
+        }
+        low[i] = lo;
+        bits[i] = hi == lo ? 0 : 64 - __builtin_clzll(hi - lo);
+        sum += bits[i];
+    }
+    if (sum > 64)
+        return -1;
+    uint64_t *packed = keys->value[0];
+    for (uint64_t r = 0; r < total; r++) {
+        uint64_t k = 0;
+        for (int i = 0; i < keys->nparts; i++)
+            k = (bits[i] >= 64 ? 0 : k << bits[i]) | (keys->value[i][r] - low[i]);
+        packed[r] = k;
+    }
+    for (int i = 1; i < keys->nparts; i++) {
+        PyMem_Free(keys->value[i]);
+        keys->value[i] = NULL;
+    }
+    keys->nparts = 1;
+    return sum;
+}
+
+/* rows[0, n) ordered by a key of at most 32 bits: (key << 32 | row) sorted
+ * a byte of the key at a time, least significant first.  Each pass is
+ * stable, so ties keep their input order.  NULL when out of memory. */
+static uint32_t *
+radix_rows(const uint64_t *key, int bits, uint64_t n, uint32_t *rows)
+{
+    uint64_t *a = PyMem_Malloc((size_t)n * sizeof(uint64_t)), *b = PyMem_Malloc((size_t)n * sizeof(uint64_t));
+    if (a == NULL || b == NULL) {
+        PyMem_Free(a);
+        PyMem_Free(b);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (uint64_t r = 0; r < n; r++)
+        a[r] = key[r] << 32 | r;
+    for (int shift = 32; shift < 32 + bits; shift += 8) {
+        uint64_t count[257] = {0};
+        for (uint64_t r = 0; r < n; r++)
+            count[((a[r] >> shift) & 0xff) + 1]++;
+        for (int d = 0; d < 256; d++)
+            count[d + 1] += count[d];
+        for (uint64_t r = 0; r < n; r++)
+            b[count[(a[r] >> shift) & 0xff]++] = a[r];
+        uint64_t *swap = a;
+        a = b;
+        b = swap;
+    }
+    for (uint64_t r = 0; r < n; r++)
+        rows[r] = (uint32_t)a[r];
+    PyMem_Free(a);
+    PyMem_Free(b);
+    return rows;
+}
+
 /* The rows of blocks [0, nb) in key order, in *out (indexes into the rows
  * in block order); 1 when there is nothing to do (no usable key, or sorted
  * already), 0 when *out holds them. */
@@ -2004,6 +2146,10 @@ sort_rows(Block *blocks, Py_ssize_t nb, PyObject *order, uint32_t **out, uint64_
         }
         rc = key_part(blocks, nb, name, name_len, (int64_t)divisor, &keys, total, (int)i);
     }
+    for (int i = 0; i < keys.nparts && rc == 0; i++)
+        if (keys.text[i] != NULL)
+            rc = rank_text(&keys, i, total);
+    int bits = rc == 0 ? pack_keys(&keys, total) : -1;
     if (rc == 0) {
         rc = 1;
         for (uint64_t r = 1; r < total && rc == 1; r++)
@@ -2019,7 +2165,17 @@ sort_rows(Block *blocks, Py_ssize_t nb, PyObject *order, uint32_t **out, uint64_
             rc = -1;
         }
     }
-    if (rc == 0) {
+    if (rc == 0 && bits >= 0 && bits <= 32) { /* one small key: a radix sort */
+        if (radix_rows(keys.value[0], bits, total, rows) == NULL)
+            rc = -1;
+        else {
+            *out = rows;
+            rows = NULL;
+        }
+        PyMem_Free(rows);
+        PyMem_Free(tmp);
+    }
+    else if (rc == 0) {
         for (uint64_t r = 0; r < total; r++)
             rows[r] = (uint32_t)r;
         uint32_t *sorted = sort_indexes(&keys, rows, tmp, total);

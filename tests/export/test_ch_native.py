@@ -389,6 +389,44 @@ def test_merging_in_sorting_key_order_writes_the_rows_sorted_as_clickhouse_would
         into = bytearray(b"\xee" * (2 * len(want) + 1024))
         assert bytes(into[:merge_blocks(data, targets, into, order)]) == want
 
+def _key_bits(columns: list[list], names: list[str], order) -> int | None:
+    """The bits the merger's one packed key takes for ``order`` (text as ranks), None if text stays text."""
+    bits = 0
+    for name, divisor in order:
+        values = columns[names.index(name.decode())]
+        if isinstance(values[0], str):
+            span = len(set(values)) - 1
+        else:
+            keyed = [v // divisor if divisor else v for v in values]
+            span = max(keyed) - min(keyed)
+        bits += span.bit_length()
+    return bits
+
+
+@needs_c
+def test_keys_packed_small_packed_wide_and_unpacked_sort_the_rows_alike():
+    """The merger ranks text key parts and packs all parts into one integer where their ranges fit:
+    a radix sort within 32 bits, a merge sort of one integer within 64, of the parts beyond.  Each
+    way gives the rows ClickHouse's order, ties in their input order."""
+    from scope_otel.export._chnative import merge_blocks
+
+    spans = (hostile_spans() + sdk_spans()) * 6 + sdk_spans() * 5
+    traces, _ = _blocks_of(spans, 5)
+    reference = Batch(LIMIT, pure=True)
+    reference.add_spans(spans)
+    names = [n for n, _ in TRACE_COLUMNS]
+    header = [(n.decode(), t.decode()) for n, t in _ch_rows._plain_header(TRACE_COLUMNS)]
+    orders = [TRACE_ORDER, ((b"SpanName", 0), (b"Duration", 0)), ((b"Timestamp", 0), (b"Duration", 0)),
+              ((b"SpanName", 0), (b"Timestamp", 1000)), ((b"Timestamp", 1), (b"SpanName", 0)),
+              ((b"StatusCode", 0), (b"ServiceName", 0), (b"SpanKind", 0), (b"SpanName", 0))]
+    bits = []
+    for order in orders:
+        bits.append(_key_bits(_escaped(reference.traces), names, order))
+        want = _native(header, _in_key_order(_escaped(reference.traces), names, order))
+        assert merge_blocks(b"".join(traces), None, None, order) == want, order
+    assert min(bits) <= 32 and any(32 < b <= 64 for b in bits) and max(bits) > 64, bits
+
+
 @needs_c
 def test_a_key_merging_cannot_use_leaves_the_rows_in_their_order():
     from scope_otel.export._chnative import merge_blocks
