@@ -132,16 +132,22 @@ _MAX_KEEP = 1 << 16  # a repr longer than this is cut here; correlation truncate
 _keep = _MAX_KEEP    # lowered to max_value_length + 1 by configure(): enough to see truncation
 
 _OPEN_CLOSE = {list: ("[", "]"), tuple: ("(", ")"), set: ("{", "}"), dict: ("{", "}")}
+#: Containers nested deeper than this show as ``[...]`` (``reprlib``'s notation; it stops at 6).
+_MAX_DEPTH = 8
 
 
 def _bounded_repr(value: Any, budget: int) -> str:
     """``repr(value)`` for builtin containers, built only up to about
     ``budget`` characters: a 10-million-item list argument must not cost a
     10-million-item repr on the application thread.  The prefix is the same
-    as ``repr``'s; anything longer is cut (and counted) by correlation."""
+    as ``repr``'s; anything longer is cut (and counted) by correlation.
+    Containers deeper than :data:`_MAX_DEPTH` show as ``[...]``: a linked
+    list of pairs (``[value, [value, ...]]``) recorded on every step of an
+    iterator cost one call per four characters of the budget."""
     out: list[str] = []
     used = 0
     seen: set[int] = set()
+    depth = 0
 
     def emit(text: str) -> bool:
         nonlocal used
@@ -150,17 +156,21 @@ def _bounded_repr(value: Any, budget: int) -> str:
         return used <= budget
 
     def walk(v: Any) -> bool:
+        nonlocal depth
         t = type(v)
         if t not in _OPEN_CLOSE or (t is set and not v):
             if t is str and len(v) > budget:
                 v = v[:budget]
             return emit(repr(v))
+        opening, closing = _OPEN_CLOSE[t]
         if id(v) in seen:  # a container that holds itself, as repr shows it
             return emit({list: "[...]", dict: "{...}"}.get(t, "..."))
+        if depth >= _MAX_DEPTH and v:
+            return emit(f"{opening}...{closing}")
         seen.add(id(v))
-        opening, closing = _OPEN_CLOSE[t]
         if not emit(opening):
             return False
+        depth += 1
         first = True
         items = v.items() if t is dict else v
         for item in items:
@@ -175,6 +185,7 @@ def _bounded_repr(value: Any, budget: int) -> str:
         if t is tuple and len(v) == 1 and not emit(","):
             return False
         seen.discard(id(v))
+        depth -= 1
         return emit(closing)
 
     walk(value)

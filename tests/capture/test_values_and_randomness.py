@@ -28,6 +28,18 @@ def test_bounded_repr_matches_repr_for_ordinary_containers():
         assert runtime._bounded_repr(value, 10_000) == repr(value)
 
 
+def test_bounded_repr_of_deep_nesting_stops_at_a_fixed_depth():
+    deep: list = []
+    for i in range(100_000):  # a linked list of pairs, as an iterator's state holds it
+        deep = [i, deep]
+    text = runtime._bounded_repr(deep, 513)
+    levels = runtime._MAX_DEPTH
+    want = "".join(f"[{99_999 - i}, " for i in range(levels)) + "[...]" + "]" * levels
+    assert text == want and len(text) < 513
+    shallow = [[[[1, (2, {3: [4]})]]]]  # within the depth: as repr
+    assert runtime._bounded_repr(shallow, 513) == repr(shallow)
+
+
 def test_bounded_repr_of_a_huge_list_is_a_prefix_just_past_the_budget():
     big = list(range(1_000_000))
     text = runtime._bounded_repr(big, 513)
