@@ -1851,6 +1851,18 @@ keys_free(Keys *keys)
     }
 }
 
+/* Two strings as ClickHouse orders them: bytes, then length; the first
+ * ``from`` bytes are known to tie. */
+static inline int
+text_cmp(const Key *x, const Key *y, Py_ssize_t from)
+{
+    Py_ssize_t n = (x->n < y->n ? x->n : y->n) - from;
+    int c = n > 0 ? memcmp(x->p + from, y->p + from, (size_t)n) : 0;
+    if (c != 0)
+        return c;
+    return x->n < y->n ? -1 : x->n > y->n;
+}
+
 static inline int
 row_cmp(const Keys *keys, uint32_t a, uint32_t b)
 {
@@ -1859,14 +1871,9 @@ row_cmp(const Keys *keys, uint32_t a, uint32_t b)
         if (x != y)
             return x < y ? -1 : 1;
         const Key *t = keys->text[i];
-        if (t != NULL && (t[a].n > 8 || t[b].n > 8)) { /* the first 8 bytes tie: the rest, then the length */
-            Py_ssize_t n = (t[a].n < t[b].n ? t[a].n : t[b].n) - 8;
-            int c = n > 0 ? memcmp(t[a].p + 8, t[b].p + 8, (size_t)n) : 0;
-            if (c != 0)
-                return c;
-        }
-        if (t != NULL && t[a].n != t[b].n)
-            return t[a].n < t[b].n ? -1 : 1;
+        int c = t != NULL ? text_cmp(&t[a], &t[b], 8) : 0; /* the first 8 bytes tie: the rest, then the length */
+        if (c != 0)
+            return c;
     }
     return a < b ? -1 : a > b; /* ties keep their order */
 }
@@ -1992,12 +1999,7 @@ typedef struct {
 static int
 ranked_cmp(const void *a, const void *b)
 {
-    const Key *x = &((const Ranked *)a)->key, *y = &((const Ranked *)b)->key;
-    Py_ssize_t n = x->n < y->n ? x->n : y->n;
-    int c = n > 0 ? memcmp(x->p, y->p, (size_t)n) : 0;
-    if (c != 0)
-        return c;
-    return x->n < y->n ? -1 : x->n > y->n;
+    return text_cmp(&((const Ranked *)a)->key, &((const Ranked *)b)->key, 0);
 }
 
 #define RANK_MAX 4096
@@ -2091,8 +2093,8 @@ pack_keys(Keys *keys, uint64_t total)
 
 /* rows[0, n) ordered by a key of at most 32 bits: (key << 32 | row) sorted
  * a byte of the key at a time, least significant first.  Each pass is
- * stable, so ties keep their input order.  NULL when out of memory. */
-static uint32_t *
+ * stable, so ties keep their input order.  -1 when out of memory. */
+static int
 radix_rows(const uint64_t *key, int bits, uint64_t n, uint32_t *rows)
 {
     uint64_t *a = PyMem_Malloc((size_t)n * sizeof(uint64_t)), *b = PyMem_Malloc((size_t)n * sizeof(uint64_t));
@@ -2100,7 +2102,7 @@ radix_rows(const uint64_t *key, int bits, uint64_t n, uint32_t *rows)
         PyMem_Free(a);
         PyMem_Free(b);
         PyErr_NoMemory();
-        return NULL;
+        return -1;
     }
     for (uint64_t r = 0; r < n; r++)
         a[r] = key[r] << 32 | r;
@@ -2120,7 +2122,7 @@ radix_rows(const uint64_t *key, int bits, uint64_t n, uint32_t *rows)
         rows[r] = (uint32_t)a[r];
     PyMem_Free(a);
     PyMem_Free(b);
-    return rows;
+    return 0;
 }
 
 /* The rows of blocks [0, nb) in key order, in *out (indexes into the rows
@@ -2156,36 +2158,33 @@ sort_rows(Block *blocks, Py_ssize_t nb, PyObject *order, uint32_t **out, uint64_
             if (row_cmp(&keys, (uint32_t)(r - 1), (uint32_t)r) > 0)
                 rc = 0;
     }
+    int radix = bits >= 0 && bits <= 32; /* one small key: a radix sort, which needs no tmp */
     uint32_t *rows = NULL, *tmp = NULL;
     if (rc == 0) {
         rows = PyMem_Malloc((size_t)total * sizeof(uint32_t));
-        tmp = PyMem_Malloc((size_t)total * sizeof(uint32_t));
-        if (rows == NULL || tmp == NULL) {
+        tmp = radix ? NULL : PyMem_Malloc((size_t)total * sizeof(uint32_t));
+        if (rows == NULL || (!radix && tmp == NULL)) {
             PyErr_NoMemory();
             rc = -1;
         }
     }
-    if (rc == 0 && bits >= 0 && bits <= 32) { /* one small key: a radix sort */
-        if (radix_rows(keys.value[0], bits, total, rows) == NULL)
-            rc = -1;
-        else {
-            *out = rows;
-            rows = NULL;
-        }
-        PyMem_Free(rows);
-        PyMem_Free(tmp);
-    }
+    if (rc == 0 && radix)
+        rc = radix_rows(keys.value[0], bits, total, rows);
     else if (rc == 0) {
         for (uint64_t r = 0; r < total; r++)
             rows[r] = (uint32_t)r;
-        uint32_t *sorted = sort_indexes(&keys, rows, tmp, total);
-        *out = sorted;
-        PyMem_Free(sorted == rows ? tmp : rows);
+        if (sort_indexes(&keys, rows, tmp, total) == tmp) { /* the sorted rows ended up in tmp */
+            uint32_t *swap = rows;
+            rows = tmp;
+            tmp = swap;
+        }
     }
-    else {
-        PyMem_Free(rows);
-        PyMem_Free(tmp);
+    if (rc == 0) {
+        *out = rows;
+        rows = NULL;
     }
+    PyMem_Free(rows);
+    PyMem_Free(tmp);
     keys_free(&keys);
     return rc;
 }
