@@ -310,7 +310,7 @@ class Backend:
         self._drainer: subprocess.Popen | None = None
         self._warned: set[str] = set()
         # the store writer keeps its staging memory from drain to drain; an application does not
-        self._scratch = _Scratch() if reuse_buffers and target.kind == "chdb" else None
+        self._scratch = _Scratch() if reuse_buffers and target.kind == "chdb" and _MEMFD else None
         if target.kind == "chdb":
             _Engine.backends.add(self)
 
@@ -383,6 +383,8 @@ class Backend:
         if self.target.kind == "chdb":
             close_engine(self.target.path)
             _Engine.backends.discard(self)
+            if self._scratch is not None:
+                self._scratch.discard()
         else:
             with self._lock:
                 self._drop_http()
@@ -525,9 +527,10 @@ class Backend:
         rows = sum(p.rows for p in parts)
         if self.target.kind != "chdb":  # a server's async inserts are merged there: sorting here buys nothing
             return _Insert(parts, rows, data=_merged(parts))
-        # written to the staged file here, before a scratch's memory is reused
         order = self._orders.get(parts[0].table)
-        return _Insert(parts, rows, staged=_StagedFile(self.spool, _merged(parts, self._scratch, order)))
+        if self._scratch is not None:
+            return _Insert(parts, rows, staged=self._scratch.stage(parts, order))
+        return _Insert(parts, rows, staged=_StagedFile(self.spool, _merged(parts, order)))
 
     def _insert(self, client: Any, insert: _Insert) -> None:
         cols = ", ".join(f"`{c}`" for c in insert.columns)
@@ -624,11 +627,11 @@ class _Drain:
 
 class _StagedFile:
     """Merged blocks where chDB, in this process, reads them with ``INSERT ... FROM INFILE``:
-    a hidden file in the spool folder, deleted after the INSERT (one a dead writer left is
-    deleted by the next claim).  An in-memory ``memfd`` would leave nothing behind, but
-    writing it cost twice as much (0.25 against 0.12 us per span, measured on the benchmark's spans)."""
+    a hidden file in the spool folder, deleted after the INSERT (one a dead process left is
+    deleted by the next claim).  What an application in ``inprocess`` mode stages; a store
+    writer stages in the memory it keeps (:class:`_Scratch`)."""
 
-    def __init__(self, spool: Spool, data: bytes | bytearray) -> None:
+    def __init__(self, spool: Spool, data: bytes | bytearray | memoryview) -> None:
         self.path = spool.scratch_path()
         self._open = True
         try:
@@ -650,7 +653,7 @@ class _StagedFile:
                 pass
 
 
-def _write_all(fd: int, data: bytes | bytearray) -> None:
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     view = memoryview(data)
     try:
         while view:
@@ -659,46 +662,139 @@ def _write_all(fd: int, data: bytes | bytearray) -> None:
         view.release()
 
 
-def _merged(parts: list[Part], scratch: _Scratch | None = None,
-            order: tuple[tuple[bytes, int], ...] | None = None) -> bytes | bytearray | memoryview:
+def _merged(parts: list[Part], order: tuple[tuple[bytes, int], ...] | None = None,
+            read_into: memoryview | None = None, out: memoryview | None = None) -> bytes | bytearray | memoryview:
     """The parts' Native blocks as one byte string: merged into one block where the accelerator can,
     with the columns the tables declare LowCardinality(String) written as such (the exporter's C
     encoder writes them as String) and, given the table's sorting key (``order``, from
     :func:`_sorting_keys`), the rows in that order.  All three save chDB work on insert (measured,
     bench/results): a MergeTree sorts an unsorted block and writes every column through that
-    permutation.  With ``scratch``, read and merged in its memory: valid until the next call with it."""
-    data = read_parts(parts, into=None if scratch is None else scratch.view(0, sum(p.length for p in parts)))
+    permutation.  The parts are read into ``read_into`` when given (their total length), and
+    merged into ``out`` when given and large enough (a view of it is returned); else fresh memory."""
+    data = read_parts(parts, into=read_into)
     merge = _block_merger()
     if merge is not None:
         try:
-            if scratch is None:
+            if out is None:
                 return merge(data, _table_types(), None, order)
-            # LowCardinality data is rarely larger than its Strings: room for twice as much
-            out = scratch.view(1, 2 * len(data) + (1 << 20))
             try:
                 return out[:merge(data, _table_types(), out, order)]
-            except BufferError:  # larger after all: fresh memory
+            except BufferError:  # larger than the room: fresh memory
                 return merge(data, _table_types(), None, order)
         except ValueError:  # not data the merger understands: ClickHouse reads the blocks as they are
             pass
     return data
 
 
+_MEMFD = hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd")
+
+
 class _Scratch:
-    """Staging memory a store writer reuses from drain to drain: one mapping the batches are read
-    into, one the merged block is written to.  Fresh buffers cost a page fault and zeroing for
-    every 4 KiB of every drain (up to 64 MiB each way); these are faulted in once (staging
-    measured 1.47 -> 0.91 us of CPU per span).  Used under the engine lock, one drain at a time."""
+    """The memory a store writer stages in and keeps from drain to drain: one private mapping the
+    batches are read into, and in-memory files (:class:`_Stage`) the merger writes each table's
+    block into and chDB reads it from (``INSERT ... FROM INFILE '/proc/self/fd/N'``).
+
+    Measured on the benchmark's spans: fresh memory cost a page fault and zeroing for every 4 KiB
+    of every drain (staging 1.47 -> 0.91 us of CPU per span once kept).  Writing the merged block
+    to a file in the spool folder instead cost a copy through the page cache (staging a 64k-span
+    drain: 0.68 us per span with a file, 0.58 merged straight into the memfd), and creating and
+    deleting that file made every later file in the folder's inode group, chDB's part files
+    among them, scan past the deleted inode (ext4 without a journal: 13 % of the writer's CPU
+    after a few bursts).  A table keeps its own memfd: its blocks are about the size they were
+    last drain (swapped between tables, the pages were cut and faulted in again every drain).
+    The read mapping is populated in one call when made (the batches fill it).  Linux only
+    (``memfd_create``); elsewhere a writer stages like an application.  Used under the engine
+    lock, one drain at a time."""
 
     def __init__(self) -> None:
-        self._maps: list[mmap.mmap | None] = [None, None]
+        self._read: mmap.mmap | None = None
+        self._free: dict[str, list[_Stage]] = {}  # per table, stages not in use, kept for the next drain
+        self.closed = False
 
-    def view(self, which: int, size: int) -> memoryview:
-        """The first ``size`` bytes of mapping ``which`` (0: batches read, 1: merged block)."""
-        m = self._maps[which]
-        if m is None or len(m) < size:  # a larger one (the old one goes with its last view)
-            m = self._maps[which] = mmap.mmap(-1, max(size, 1 << 20))  # untouched pages cost nothing
-        return memoryview(m)[:size]
+    def read_view(self, size: int) -> memoryview:
+        """``size`` bytes to read batches into (valid until the next call)."""
+        if self._read is None or len(self._read) < size:  # a larger one (the old one goes with its last view)
+            self._read = mmap.mmap(-1, max(size, 1 << 20), flags=mmap.MAP_PRIVATE | _POPULATE)
+        return memoryview(self._read)[:size]
+
+    def stage(self, parts: list[Part], order: tuple[tuple[bytes, int], ...] | None) -> _Stage:
+        """The parts merged (:func:`_merged`) into a stage of their own, until its ``close()``."""
+        size = sum(p.length for p in parts)
+        free = self._free.get(parts[0].table)  # a table's blocks are about the size they were last time
+        stage = free.pop() if free else _Stage(self, parts[0].table)
+        try:
+            merged = _merged(parts, order, self.read_view(size), stage.room(_room_for(size)))
+            if isinstance(merged, memoryview) and stage.holds(merged):
+                stage.seal(len(merged))
+            else:  # the merger needed more room, or left the blocks as they are
+                stage.fill(merged)
+        except BaseException:
+            stage.discard()
+            raise
+        return stage
+
+    def discard(self) -> None:
+        """Free everything (the writer is done); stages in use are freed when closed."""
+        self.closed = True
+        for free in self._free.values():
+            while free:
+                free.pop().discard()
+        self._read = None
+
+
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+
+
+def _room_for(size: int) -> int:
+    """Room for the merged block of ``size`` bytes of batches: LowCardinality data is rarely larger
+    than its Strings, so twice as much (untouched pages of the room cost nothing)."""
+    return 2 * size + (1 << 20)
+
+
+class _Stage:
+    """One in-memory file (``memfd``) chDB reads a merged block from, and a shared mapping of it
+    the merger writes into.  The file is grown to the room asked for, then cut to what was
+    written (chDB reads to its end); the pages below the cut stay for the next drain."""
+
+    def __init__(self, scratch: _Scratch, table: str) -> None:
+        self._scratch, self.table = scratch, table
+        self.fd = os.memfd_create("scope-otel-stage", os.MFD_CLOEXEC)
+        self.path = f"/proc/self/fd/{self.fd}"
+        self._map: mmap.mmap | None = None
+
+    def room(self, size: int) -> memoryview:
+        """``size`` writable bytes at the start of the file (valid until :meth:`seal` or :meth:`fill`)."""
+        os.ftruncate(self.fd, size)
+        if self._map is None or len(self._map) < size:  # a larger one (the old one goes with its last view)
+            self._map = mmap.mmap(self.fd, size, flags=mmap.MAP_SHARED)
+        return memoryview(self._map)[:size]
+
+    def holds(self, view: memoryview) -> bool:
+        return view.obj is self._map
+
+    def seal(self, size: int) -> None:
+        """The file is the first ``size`` bytes written (nothing past them is touched again)."""
+        os.ftruncate(self.fd, size)
+
+    def fill(self, data: bytes | bytearray | memoryview) -> None:
+        room = self.room(len(data))
+        try:
+            room[:] = data
+        finally:
+            room.release()
+
+    def close(self) -> None:
+        """The INSERT read it: kept for the next drain."""
+        if self._scratch.closed:
+            self.discard()
+        else:
+            self._scratch._free.setdefault(self.table, []).append(self)
+
+    def discard(self) -> None:
+        self._map = None  # unmapped with its last view
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 _TABLE_TYPES: dict[bytes, bytes] = {}

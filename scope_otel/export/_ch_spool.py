@@ -16,12 +16,14 @@ abandoned by an interrupted drain of this one is put back.  A crash between
 a write and the delete replays that batch (at-least-once); the views
 collapse duplicate spans.
 
-A written batch's file is not deleted but renamed to ``.free-<pid>-<n>``
-(up to ``FREE_KEEP`` of them), and the next batch is written into one of
-those: renames instead of creating and deleting a file per batch.  On ext4
-without a journal every new file pays for a scan past the inodes deleted in
-the last seconds, and the store's own part files pay it too; an overwritten
-file also keeps its blocks and cached pages.
+A written batch's file is not deleted but renamed to ``.free-<pid>-<n>``,
+and the next batch is written into one of those: renames instead of
+creating and deleting a file per batch.  On ext4 without a journal every new
+file pays for a scan past the inodes deleted in the last minutes, and the
+store's own part files pay it too.  The first ``FREE_KEEP`` free files keep
+their blocks and cached pages (overwritten in place); the next ones, up to
+``FREE_MAX`` free files in all, are emptied first (truncated: a burst's
+backlog holds no disk once written); only files beyond those are deleted.
 
 The queue is bounded (``max_bytes``, free files not counted); a batch that
 does not fit is refused and the caller counts it as dropped.
@@ -41,8 +43,10 @@ _in_flight: set[str] = set()
 SUFFIX = ".batch"
 SCRATCH = ".insert-"
 FREE = ".free-"
-#: Emptied batch files kept in the folder for the next batches (see the module docstring).
+#: Written batch files kept in the folder for the next batches, with their data (see the module docstring)...
 FREE_KEEP = 32
+#: ... and in all, the rest emptied: a writer that falls behind by this many batches deletes none
+FREE_MAX = 512
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
 _REWRITE_FLAGS = os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
 
@@ -196,11 +200,15 @@ class Spool:
             yield claimed, parts
 
     def done(self, claimed: str) -> None:
-        """The batch is written: its file leaves the queue (kept as a free file while there are few)."""
+        """The batch is written: its file leaves the queue (kept as a free file, emptied past ``FREE_KEEP``)."""
         _in_flight.discard(claimed)
         try:
             self._size -= os.path.getsize(claimed)
             if self._free_kept < FREE_KEEP:
+                os.rename(claimed, os.path.join(self.folder, f"{FREE}{os.getpid()}-{next(_counter)}"))
+                self._free_kept += 1
+            elif self._free_kept < FREE_MAX:
+                os.truncate(claimed, 0)
                 os.rename(claimed, os.path.join(self.folder, f"{FREE}{os.getpid()}-{next(_counter)}"))
                 self._free_kept += 1
             else:

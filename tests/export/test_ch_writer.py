@@ -110,25 +110,34 @@ def test_the_writer_inserts_rows_in_each_tables_sorting_key_order(store_path):
     assert counts["keyed"] - counts["unkeyed"] == 2
 
 
+@pytest.mark.skipif(not _ch_backend._MEMFD, reason="a writer stages in memory only where memfd_create exists")
 @pytest.mark.parametrize("case", ["fits", "merged block outgrows the room", "blocks the merger does not know"])
 def test_reused_staging_memory_holds_exactly_what_fresh_memory_would(tmp_path, monkeypatch, case):
     spool = Spool(str(tmp_path / "spool"))
     if case == "merged block outgrows the room":
-        view = _Scratch.view
-        monkeypatch.setattr(_Scratch, "view", lambda self, which, size: view(self, which, size if which == 0 else 64))
+        monkeypatch.setattr(_ch_backend, "_room_for", lambda size: 64)
     if case == "blocks the merger does not know":
         def refuse(data, targets, into=None, order=None):
             raise ValueError("malformed Native data")
         monkeypatch.setattr(_ch_backend, "_block_merger", lambda: refuse)
     scratch = _Scratch()
+    fds = []
     for prefix, count in (("large", 9), ("small", 2)):  # the second drain reuses the first one's memory
         for parts in _encoded_batches(prefix, count, per_batch=5):
             assert spool.put(parts)
         claimed = list(spool.claim())
         parts = [p for _dir, ps in claimed for p in ps if p.table == "otel_traces"]
-        assert bytes(_merged(parts, scratch)) == bytes(_merged(parts)) != b""
+        stage = scratch.stage(parts, None)
+        with open(stage.path, "rb") as fh:  # what chDB reads: the whole file
+            assert fh.read() == bytes(_merged(parts)) != b""
+        fds.append(stage.fd)
+        stage.close()
         for dir_, _parts in claimed:
             spool.done(dir_)
+    assert fds[0] == fds[1]  # one in-memory file, written twice
+    scratch.discard()
+    with pytest.raises(OSError):
+        os.fstat(fds[0])  # closed
 
 
 def test_a_batch_the_store_rejects_mid_way_is_quarantined_alone(store_path, small_drains):
@@ -211,14 +220,18 @@ def test_claims_and_temporary_files_are_cleared_only_when_their_holder_is_gone(t
 
 def test_written_batch_files_are_reused_for_later_batches_with_nothing_of_the_old_ones_left(tmp_path, monkeypatch):
     monkeypatch.setattr(_ch_spool, "FREE_KEEP", 2)
+    monkeypatch.setattr(_ch_spool, "FREE_MAX", 3)
     folder = str(tmp_path / "spool")
     writer, app = Spool(folder), Spool(folder)  # the store writer's and an application's views of one folder
-    for parts in _encoded_batches("long", 3, per_batch=40, args=True):
+    for parts in _encoded_batches("long", 4, per_batch=40, args=True):
         assert app.put(parts)
     for dir_, _parts in writer.claim():
         writer.done(dir_)
-    free = {os.stat(os.path.join(folder, n)).st_ino for n in os.listdir(folder) if n.startswith(_ch_spool.FREE)}
-    assert len(free) == 2 and app.pending() == []  # two kept, the third deleted
+    sizes = {os.stat(os.path.join(folder, n)).st_ino: os.path.getsize(os.path.join(folder, n))
+             for n in os.listdir(folder) if n.startswith(_ch_spool.FREE)}
+    free = set(sizes)
+    assert app.pending() == [] and len(free) == 3  # the fourth deleted
+    assert sorted(size > 0 for size in sizes.values()) == [False, True, True]  # two kept whole, one emptied
 
     short = _encoded_batches("short", 3, per_batch=2)  # smaller than the files they are written into
     app._free_listed = 0.0  # its last listing found none: look again now rather than 50 ms later
@@ -226,7 +239,7 @@ def test_written_batch_files_are_reused_for_later_batches_with_nothing_of_the_ol
         assert app.put(parts)
     names = app.pending()
     assert len(names) == 3
-    assert {os.stat(os.path.join(folder, n)).st_ino for n in names[:2]} == free  # the kept files, reused
+    assert {os.stat(os.path.join(folder, n)).st_ino for n in names} == free  # the free files, reused
     for (dir_, parts), sent in zip(writer.claim(), short):
         assert [(p.table, p.columns, p.rows) for p in parts] == [(t, c, r) for t, c, _data, r in sent]
         assert [bytes(read_parts([p])) for p in parts] == [data for _t, _c, data, _r in sent]
