@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from scope_otel.export import _ch_spool
 from scope_otel.export import _ch_backend
+from scope_otel.export._ch_drainer import GATHER_BATCHES, GATHER_MAX_S, GATHER_QUIET_S, gathered
 from scope_otel.export._ch_backend import Backend, _Engine, _merged, _Scratch
 from scope_otel.export._ch_rows import Batch
 from scope_otel.export._ch_spool import Spool, read_parts
@@ -261,3 +262,20 @@ def test_free_files_do_not_count_against_the_spool_bound(tmp_path):
     full = Spool(folder, max_bytes=int(size * 1.5))  # counts what is in the folder when it starts
     assert full.put(parts)
     assert not full.put(parts)  # a second batch would pass the bound
+
+
+def test_the_writer_waits_for_a_bursts_batches_and_never_long():
+    ms = 1_000_000
+    now = 10_000 * 1000 * ms
+
+    def queue(*ages_ms: float) -> list[str]:  # batch names as Spool.put makes them, oldest first
+        return [f"{now - int(age * ms):020d}-42-{i:06d}.batch" for i, age in enumerate(ages_ms)]
+
+    burst = queue(*[30 - 0.1 * i for i in range(20)])  # 20 batches in 2 ms, the last one just now
+    assert not gathered(burst, now)  # more are coming: wait
+    assert gathered(queue(*[0.01] * GATHER_BATCHES), now)  # a drain's worth: write
+    assert gathered(queue(1000 * GATHER_QUIET_S + 1), now)  # a lone batch, nothing since: write
+    assert not gathered(queue(1000 * GATHER_QUIET_S - 10), now)
+    steady = queue(*[1000 * GATHER_MAX_S + 5] + [1000 * GATHER_MAX_S - 10 * i for i in range(1, 50)] + [1])
+    assert gathered(steady, now)  # a stream that never pauses: the oldest waited long enough
+    assert gathered(["not-a-time.batch"], now)  # a name we cannot read: written at once
