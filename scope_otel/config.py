@@ -260,6 +260,8 @@ SETTINGS: tuple[Setting, ...] = (
             "capacity of the capture ring buffer, in records"),
     Setting("max_value_length", _int_range(16, 1 << 20), 512, ("SCOPE_OTEL_MAX_VALUE_LENGTH",),
             "captured argument/return values are truncated to this many characters"),
+    Setting("max_events", _int_range(0, 1 << 20), 128, ("SCOPE_OTEL_MAX_EVENTS", "OTEL_SPAN_EVENT_COUNT_LIMIT"),
+            "events kept per function call (state changes, suspends and resumes); later ones are counted"),
     Setting("redact", _list(), DEFAULT_REDACT, ("SCOPE_OTEL_REDACT",),
             "key patterns whose values are redacted, comma-separated"),
     Setting("summary", _bool, False, ("SCOPE_OTEL_SUMMARY",),

@@ -132,6 +132,8 @@ _MAX_KEEP = 1 << 16  # a repr longer than this is cut here; correlation truncate
 _keep = _MAX_KEEP    # lowered to max_value_length + 1 by configure(): enough to see truncation
 
 _OPEN_CLOSE = {list: ("[", "]"), tuple: ("(", ")"), set: ("{", "}"), dict: ("{", "}")}
+#: Values whose repr starts with the repr of their first characters or bytes: cut before repr
+_SLICEABLE = frozenset((str, bytes, bytearray))
 #: Containers nested deeper than this show as ``[...]`` (``reprlib``'s notation; it stops at 6).
 _MAX_DEPTH = 8
 
@@ -159,7 +161,7 @@ def _bounded_repr(value: Any, budget: int) -> str:
         nonlocal depth
         t = type(v)
         if t not in _OPEN_CLOSE or (t is set and not v):
-            if t is str and len(v) > budget:
+            if t in _SLICEABLE and len(v) > budget:
                 v = v[:budget]
             return emit(repr(v))
         opening, closing = _OPEN_CLOSE[t]
@@ -199,7 +201,10 @@ def _snap(value: Any) -> Any:
     if t is int or t is str or t is float or t is bool or value is None:
         return value
     try:
-        text = _bounded_repr(value, _keep) if t in _OPEN_CLOSE else repr(value)
+        if t in _OPEN_CLOSE:
+            text = _bounded_repr(value, _keep)
+        else:  # a 16 MB bytearray (more-itertools' sieve) must not cost a 64 MB repr per call
+            text = repr(value[:_keep] if t in _SLICEABLE and len(value) > _keep else value)
     except Exception:
         return f"<unrepresentable {t.__qualname__}>"
     return text if len(text) <= _keep else text[:_keep]
@@ -308,11 +313,24 @@ def current_ring() -> Ring:
 # ---------------------------------------------------------------- events
 
 
+#: Events kept per call (configure(): ``max_events``, OpenTelemetry's span event limit by default).
+#: A generator that yields a million times must not hold two million suspend/resume events until
+#: it ends: past the limit one last event, ``scope.events_dropped``, counts the rest.
+_max_events = 128
+EVENTS_DROPPED = "scope.events_dropped"
+
+
 def _event(token: Any, name: str, attrs: dict | None) -> None:
     events = token[EVENTS]
     if events is None:
         events = token[EVENTS] = []
-    events.append((name, time.time_ns(), attrs))
+    kept = len(events)
+    if kept < _max_events:
+        events.append((name, time.time_ns(), attrs))
+    elif kept == _max_events:
+        events.append((EVENTS_DROPPED, time.time_ns(), {"scope.dropped": 1}))
+    else:
+        events[-1][2]["scope.dropped"] += 1
 
 
 def state_change(token: Any, target: str, value: Any) -> None:
@@ -521,11 +539,13 @@ def configure(cfg: Any = None, processor: Any = None, resource: Any = None) -> N
     """Apply a (new) configuration to every registered function (the
     launcher calls this once at start); ``resource`` is given to
     ``processor`` for function spans ended before any SDK span."""
-    global _keep
+    global _keep, _max_events
     try:
         _recompute(cfg)
         if cfg is not None and getattr(cfg, "max_value_length", None):
             _keep = min(_MAX_KEEP, int(cfg.max_value_length) + 1)
+        if cfg is not None and getattr(cfg, "max_events", None) is not None:
+            _max_events = int(cfg.max_events)
         if processor is not None and resource is not None and hasattr(processor, "set_resource"):
             processor.set_resource(resource)
     except Exception as exc:

@@ -1,7 +1,10 @@
 """The runtime leaves the application's random state alone and never reprs a huge argument whole."""
 from __future__ import annotations
 
+import builtins
 import random
+
+import pytest
 
 from scope_otel.capture import runtime
 
@@ -45,3 +48,20 @@ def test_bounded_repr_of_a_huge_list_is_a_prefix_just_past_the_budget():
     text = runtime._bounded_repr(big, 513)
     assert repr(big).startswith(text)
     assert 513 < len(text) < 600  # long enough for correlation to count the truncation
+
+
+@pytest.mark.parametrize("kind", [bytes, bytearray, str])
+def test_a_huge_bytes_or_text_value_is_cut_before_its_repr_is_built(kind, monkeypatch):
+    value = kind(b"ab" * 8_000_000) if kind is not str else "ab" * 8_000_000  # 16 MB: more-itertools' sieve
+    built = []
+
+    def counting_repr(v):
+        built.append(len(v) if isinstance(v, (bytes, bytearray, str)) else 0)
+        return builtins.repr(v)
+
+    monkeypatch.setattr(runtime, "repr", counting_repr, raising=False)
+    expected = builtins.repr(value[:513])
+    if kind is not str:  # a str argument is kept as it is (immutable); the correlator cuts it
+        assert runtime._snap(value) == builtins.repr(value[:runtime._keep])[:runtime._keep]
+    assert runtime._bounded_repr({"data": value}, 513).startswith("{'data': " + expected[:-1])
+    assert built and max(built) <= max(513, runtime._keep)  # the repr of a prefix, never of 16 MB

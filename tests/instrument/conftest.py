@@ -50,6 +50,7 @@ class Call:
     span_id: int
     parent_id: int
     changes: list = field(default_factory=list)  # (target, value as recorded) per state change
+    dropped: int = 0  # events past the per-call limit, as the last event counted them
 
 
 class Recorded:
@@ -66,8 +67,10 @@ class Recorded:
             events = [name for name, _t, _a in (token[R.EVENTS] or [])]
             changes = [(a["scope.target"], a["scope.value"]) for name, _t, a in (token[R.EVENTS] or [])
                        if name == "scope.state_change"]
+            dropped = sum(a["scope.dropped"] for name, _t, a in (token[R.EVENTS] or [])
+                          if name == runtime.EVENTS_DROPPED)
             out.append(Call(qualname, "raised" if status == R.RAISED else "returned", token[R.ARGS],
-                            value, events, token[R.SPAN_ID], token[R.PARENT_ID], changes))
+                            value, events, token[R.SPAN_ID], token[R.PARENT_ID], changes, dropped))
         self.calls.extend(out)
         return out
 

@@ -14,6 +14,8 @@ import traceback
 
 import pytest
 
+from scope_otel.capture import runtime
+
 
 @pytest.fixture(params=["hook", "wrapt"])
 def via(request) -> str:
@@ -270,6 +272,27 @@ def test_generators_yield_receive_and_return_the_same_and_report_suspend_resume(
     assert call.qualname == "echo" and call.status == "returned"
     assert call.events == ["scope.suspend", "scope.resume"] * 3
     assert call.value == (35 if level == "full" else None)
+
+
+def test_a_long_generator_keeps_the_first_events_and_counts_the_rest(load, recorded, level, via, monkeypatch):
+    monkeypatch.setattr(runtime, "_max_events", 10)
+    m = load("""
+        class Counter:
+            def __init__(self):
+                self.seen = 0
+
+            def steps(self, n):
+                for i in range(n):
+                    self.seen = i
+                    yield i
+    """, level, via)
+    assert sum(m.Counter().steps(1000)) == sum(range(1000))
+    call = [c for c in recorded.take() if c.qualname == "Counter.steps"][0]
+    per_step = 3 if level == "full" and via == "hook" else 2  # a state change (rewritten at full), suspend, resume
+    step = ["scope.state_change", "scope.suspend", "scope.resume"][3 - per_step:]
+    assert call.events[:10] == (step * 10)[:10]  # the first ten, in order
+    assert len(call.events) == 11 and call.events[-1] == runtime.EVENTS_DROPPED
+    assert call.dropped == per_step * 1000 - 10
 
 
 def test_generator_close_is_an_exit_and_throw_reaches_the_generator(load, recorded, level, via):
