@@ -13,7 +13,11 @@ test suite runs twice from the unpacked source, with the same pytest:
   pytest's assertion rewriter).
 
 Each test's outcome is read from pytest's JUnit XML; the runs must agree test
-by test (pass/fail/error/skip), not only in the totals.  The plugin also
+by test (pass/fail/error/skip), not only in the totals.  A library may list
+tests that measure the recording itself rather than the library (more-itertools:
+one that bounds the process's allocations); such a test failing at full is
+printed with its reason and the table says "yes, N explained"; any other
+difference, or one of those differing otherwise, fails the run.  The plugin also
 reports how many modules were rewritten, how many functions registered and
 how many calls reached the capture ring, so a vacuous "identical" (nothing
 instrumented) shows.  ``--quick`` skips the slowest suite (more-itertools).
@@ -42,6 +46,9 @@ class Library:
     globs: tuple[str, ...]        # the library's modules (what gets instrumented)
     pytest_args: tuple[str, ...]  # run from the unpacked sdist
     slow: bool = False
+    #: tests that measure the recording itself, not the library: test id -> why it differs at full
+    #: (reported beside the table, never silently; any other difference fails the run)
+    explained: tuple[tuple[str, str], ...] = ()
 
     @property
     def requirement(self) -> str:
@@ -53,7 +60,11 @@ LIBRARIES = (
     Library("six", "1.17.0", ("six",), ("test_six.py",)),
     # test_idna_properties needs hypothesis, which scope-otel does not depend on
     Library("idna", "3.20", ("idna", "idna.*"), ("tests", "--ignore", "tests/test_idna_properties.py")),
-    Library("more-itertools", "11.2.1", ("more_itertools", "more_itertools.*"), ("tests",), slow=True),
+    Library("more-itertools", "11.2.1", ("more_itertools", "more_itertools.*"), ("tests",), slow=True, explained=(
+        ("tests.test_more.SeekableTest::test_repeated_zero_cache_peek_has_bounded_memory",
+         "asserts that 20,000 calls leave < 256 KB allocated (tracemalloc); at full the capture ring holds "
+         "the last 4,096 recorded calls until an exporter drains them (1.5 MB here, bounded by ring_size)"),
+    )),
 )
 
 PLUGIN = '''
@@ -182,20 +193,26 @@ def main(argv: list[str] | None = None) -> int:
         source = fetch(lib, workdir)
         plain = run_suite(lib, source, workdir, instrumented=False)
         full = run_suite(lib, source, workdir, instrumented=True)
-        same = bool(plain["outcomes"]) and plain["outcomes"] == full["outcomes"]
+        diffs = {t for t in set(plain["outcomes"]) | set(full["outcomes"])
+                 if plain["outcomes"].get(t) != full["outcomes"].get(t)}
+        explained = {t: why for t, why in lib.explained
+                     if t in diffs and plain["outcomes"][t] == "passed" and full["outcomes"].get(t) == "failed"}
+        same = bool(plain["outcomes"]) and not diffs - set(explained)
         differ |= not same
         stats = full["stats"]
         rows.append((
             lib.requirement, str(len(plain["outcomes"])), counts(plain["outcomes"]), counts(full["outcomes"]),
-            "yes" if same else "NO", str(len(stats.get("rewritten", []))), str(stats.get("functions", "?")),
+            ("yes" if not explained else f"yes, {len(explained)} explained") if same else "NO",
+            str(len(stats.get("rewritten", []))), str(stats.get("functions", "?")),
             str(stats.get("calls", "?")), f"{plain['seconds']:.1f}", f"{full['seconds']:.1f}",
             f"{full['seconds'] / plain['seconds']:.2f}x",
         ))
+        for test_id, why in sorted(explained.items()):
+            print(f"  {lib.name}: {test_id}: plain=passed full=failed, explained: {why}", file=sys.stderr)
         if not same:
-            for test_id in sorted(set(plain["outcomes"]) | set(full["outcomes"])):
+            for test_id in sorted(diffs - set(explained)):
                 a, b = plain["outcomes"].get(test_id), full["outcomes"].get(test_id)
-                if a != b:
-                    print(f"  {lib.name}: {test_id}: plain={a} full={b}", file=sys.stderr)
+                print(f"  {lib.name}: {test_id}: plain={a} full={b}", file=sys.stderr)
             print(f"  {lib.name} full run: {full['tail']}", file=sys.stderr)
         if stats.get("failed"):
             print(f"  {lib.name}: not rewritten: {stats['failed']}", file=sys.stderr)
