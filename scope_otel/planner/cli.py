@@ -164,11 +164,15 @@ def _trial_of_the_plan(command, document, model, meta, plan_with, args, err):
                 "factor": round(factor, 3)}
 
     budget_us = document["estimate"]["baseline_us"] * args.budget / 100.0
-    # pairs are added while the runs cannot tell the plan's cost from its estimate, nor half as much again
-    first = measured(document, trial.settled(document["estimate"]["overhead_us"]))
+    # pairs are added while the runs cannot tell the plan's cost from its estimate, nor half as much
+    # again, nor which side of the budget it is on
+    settled = trial.settled(document["estimate"]["overhead_us"])
+    first = measured(document, lambda paired: settled(paired) and not paired.agrees_with(budget_us))
     if first is None:
         return document
     scaled, factor = trial.rescaled(model, document, first)
+    if factor == 1.0 and first.cost_us > budget_us:  # within the noise of the estimate, but over the budget
+        scaled, factor = trial.rescaled(model, document, first, over_budget=True)
     if factor == 1.0:
         return document
     if not args.quiet:

@@ -110,6 +110,21 @@ def test_a_plan_that_cost_more_or_less_than_estimated_reprices_per_call_costs(co
     assert rescaled(model, document, exactly(0.0))[1] == RESCALE_LIMITS[0]
 
 
+def test_a_plan_measured_over_its_budget_is_repriced_even_within_the_noise(cost_cache):
+    """The runs cannot tell 1,600 us from the 1,100 estimated, but their median is over a 1,400 us
+    budget: prices go up by what the median says (and never down on that ground)."""
+    from scope_otel.planner.trial import Paired, rescaled
+
+    model = calibrate(exporter="none")
+    document = {"estimate": {"overhead_us": 1100.0, "fixed_us": 100.0}}
+    noisy = Paired(1.0, 1.0016, low_us=700.0, high_us=2500.0)
+    assert noisy.agrees_with(1100.0) and rescaled(model, document, noisy) == (model, 1.0)
+    dearer, factor = rescaled(model, document, noisy, over_budget=True)
+    assert factor == pytest.approx(1.5) and dearer.full_us == pytest.approx(model.full_us * 1.5)
+    cheap = Paired(1.0, 1.0009, low_us=700.0, high_us=2500.0)  # a median under the estimate: nothing
+    assert rescaled(model, document, cheap, over_budget=True) == (model, 1.0)
+
+
 def test_the_trial_runs_in_pairs_and_keeps_the_median_pair(monkeypatch):
     """Pairs alternate which run goes first; the pair with the median difference is kept, so one
     pair a burst of other work landed in (either way) does not move the price."""
