@@ -138,6 +138,12 @@ _SLICEABLE = frozenset((str, bytes, bytearray))
 _MAX_DEPTH = 8
 
 
+def _leaf_repr(value: Any, budget: int) -> str:
+    """``repr(value)``, of its first ``budget`` characters or bytes when it is longer: a 16 MB
+    bytearray argument (more-itertools' sieve) must not cost a 64 MB repr per call."""
+    return repr(value[:budget] if type(value) in _SLICEABLE and len(value) > budget else value)
+
+
 def _bounded_repr(value: Any, budget: int) -> str:
     """``repr(value)`` for builtin containers, built only up to about
     ``budget`` characters: a 10-million-item list argument must not cost a
@@ -161,9 +167,7 @@ def _bounded_repr(value: Any, budget: int) -> str:
         nonlocal depth
         t = type(v)
         if t not in _OPEN_CLOSE or (t is set and not v):
-            if t in _SLICEABLE and len(v) > budget:
-                v = v[:budget]
-            return emit(repr(v))
+            return emit(_leaf_repr(v, budget))
         opening, closing = _OPEN_CLOSE[t]
         if id(v) in seen:  # a container that holds itself, as repr shows it
             return emit({list: "[...]", dict: "{...}"}.get(t, "..."))
@@ -203,8 +207,8 @@ def _snap(value: Any) -> Any:
     try:
         if t in _OPEN_CLOSE:
             text = _bounded_repr(value, _keep)
-        else:  # a 16 MB bytearray (more-itertools' sieve) must not cost a 64 MB repr per call
-            text = repr(value[:_keep] if t in _SLICEABLE and len(value) > _keep else value)
+        else:
+            text = _leaf_repr(value, _keep)
     except Exception:
         return f"<unrepresentable {t.__qualname__}>"
     return text if len(text) <= _keep else text[:_keep]

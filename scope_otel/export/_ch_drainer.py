@@ -24,8 +24,9 @@ import os
 import sys
 import time
 
-from scope_otel.export._ch_backend import Backend, StoreBusy, close_engine, release_requested
+from scope_otel.export._ch_backend import Backend, StoreBusy, release_requested
 from scope_otel.export._ch_schema import SchemaOptions
+from scope_otel.export._ch_spool import Spool
 from scope_otel.export._ch_target import parse
 
 
@@ -62,7 +63,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0  # another process owns the store: it writes the spool
     finally:
         backend.close()  # the store, and the writer's staging memory
-        close_engine()
     return 0
 
 
@@ -82,16 +82,9 @@ def gathered(queued: list[str], now_ns: int) -> bool:
     """Whether to write the queue now (``queued``: batch names, oldest first, as ``Spool.pending``)."""
     if len(queued) >= GATHER_BATCHES:
         return True
-    oldest, newest = _queued_at(queued[0]), _queued_at(queued[-1])
+    # a name that does not say when it was queued counts as queued at 0: written at once
+    oldest, newest = Spool.queued_ns(queued[0]), Spool.queued_ns(queued[-1])
     return now_ns - newest >= GATHER_QUIET_S * 1e9 or now_ns - oldest >= GATHER_MAX_S * 1e9
-
-
-def _queued_at(name: str) -> int:
-    """When a batch was queued (its name starts with the time in ns); 0, so written at once, if unknown."""
-    try:
-        return int(name.split("-", 1)[0])
-    except ValueError:
-        return 0
 
 
 def _keep_freed_memory() -> None:

@@ -162,6 +162,14 @@ class Spool:
             os.makedirs(self.folder, exist_ok=True)
             return os.open(tmp, _WRITE_FLAGS, 0o644), False
 
+    @staticmethod
+    def queued_ns(name: str) -> int:
+        """When the batch ``name`` (as :meth:`pending` lists it) was queued, in ns; 0 if its name does not say."""
+        try:
+            return int(name.split("-", 1)[0])
+        except ValueError:
+            return 0
+
     def pending(self) -> list[str]:
         """Queued batch names, oldest first."""
         try:
@@ -204,11 +212,9 @@ class Spool:
         _in_flight.discard(claimed)
         try:
             self._size -= os.path.getsize(claimed)
-            if self._free_kept < FREE_KEEP:
-                os.rename(claimed, os.path.join(self.folder, f"{FREE}{os.getpid()}-{next(_counter)}"))
-                self._free_kept += 1
-            elif self._free_kept < FREE_MAX:
-                os.truncate(claimed, 0)
+            if self._free_kept < FREE_MAX:
+                if self._free_kept >= FREE_KEEP:
+                    os.truncate(claimed, 0)
                 os.rename(claimed, os.path.join(self.folder, f"{FREE}{os.getpid()}-{next(_counter)}"))
                 self._free_kept += 1
             else:

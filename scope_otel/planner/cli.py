@@ -170,9 +170,7 @@ def _trial_of_the_plan(command, document, model, meta, plan_with, args, err):
     first = measured(document, lambda paired: settled(paired) and not paired.agrees_with(budget_us))
     if first is None:
         return document
-    scaled, factor = trial.rescaled(model, document, first)
-    if factor == 1.0 and first.cost_us > budget_us:  # within the noise of the estimate, but over the budget
-        scaled, factor = trial.rescaled(model, document, first, over_budget=True)
+    scaled, factor = trial.rescaled(model, document, first, over_budget=first.cost_us > budget_us)
     if factor == 1.0:
         return document
     if not args.quiet:

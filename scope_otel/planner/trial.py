@@ -236,7 +236,8 @@ def rescaled(model: Any, plan_document: dict, measured: Paired, over_budget: boo
 
     ``over_budget``: the runs' median put the plan over its budget.  Then prices
     go up by what the median says even when the runs cannot tell it from the
-    estimate: a budget is a limit, and the median is the best guess at the
+    estimate (a median below the estimate is judged as without it): a budget
+    is a limit, and the median is the best guess at the
     plan's cost (the shop's 5 % plan measured 1.0-1.9x its estimate over
     five benchmark runs, every time inside its trial's interval).
     """
@@ -245,10 +246,9 @@ def rescaled(model: Any, plan_document: dict, measured: Paired, over_budget: boo
     if variable <= 0:
         return model, 1.0
     factor = _within_limits((measured.cost_us - estimate["fixed_us"]) / variable)
-    if over_budget:
-        if factor <= 1.0:
-            return model, 1.0
-    elif abs(factor - 1.0) <= RESCALE_TOLERANCE or measured.agrees_with(estimate["overhead_us"]):
+    if over_budget and factor > 1.0:
+        return scaled_by(model, factor), factor
+    if abs(factor - 1.0) <= RESCALE_TOLERANCE or measured.agrees_with(estimate["overhead_us"]):
         return model, 1.0
     return scaled_by(model, factor), factor
 
