@@ -261,6 +261,9 @@ class RingBufferSpanProcessor(SpanProcessor):
                                 wake.set()  # a flush waits for this batch
                 if len(batch) < limit:
                     break
+            # dropped before any waiter is told: an exported record (its exception, the frames'
+            # locals) must not stay alive here until the next wake-up, up to schedule_delay later
+            batch = None
             if waiters:
                 with self._flush_lock:
                     if self._in_flight:
