@@ -18,12 +18,12 @@ budget:
    sent as in real use;
 3. measured overhead = (CPU time under the plan - CPU time under the
    launcher without a plan) / plain CPU time, per round: every round runs
-   the plain command, the launcher and each plan once, interleaved, so a
-   change of load on the shared machine moves them together; the median
-   over rounds is reported with its interquartile range.  CPU time of the
-   whole process (all threads, start to exit) counts the export thread's
-   work, and is less disturbed than wall time by the other programs sharing
-   the machine; the launcher's start-up cancels out between the last two.
+   the plain command, then each plan side by side with a launcher run (so
+   the machine's drifting speed moves both); the median over rounds is
+   reported with its interquartile range.  CPU time of the whole process
+   (all threads, start to exit) counts the export thread's work, and is
+   less disturbed than wall time by the other programs sharing the machine;
+   the launcher's start-up cancels out between the last two.
 
 Then the same for the example shop (``examples/shop_demo.py --rounds 100``:
 its scripted requests plus 99 rounds of steady traffic, about a second of
@@ -54,7 +54,7 @@ PY = sys.executable
 SCOPE = [PY, "-m", "scope_otel.launcher.cli"]
 sys.path.insert(0, ROOT)
 
-from scope_otel.planner.profile import cpu_of  # noqa: E402
+from scope_otel.planner.profile import cpu_each  # noqa: E402
 
 #: Budgets for the shop.  Start-up (imports, the app's set-up) is a large
 #: share of its run, so the planner's fixed costs matter more than in acc_app.
@@ -168,34 +168,44 @@ def _env(endpoint: str, cache: str, extra: dict | None = None) -> dict:
     return env
 
 
-def _cpu_s(cmd: list[str], cwd: str, env: dict) -> float:
-    """CPU seconds of the whole child process, all threads, start to exit."""
-    cpu, out = cpu_of(lambda: subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600))
-    if out.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
-    return cpu
+def _cpu_s(cmds: list[list[str]], cwd: str, env: dict, together: bool = False) -> list[float]:
+    """CPU seconds of each command's processes (all threads, start to exit), one after another or together."""
+    runs = cpu_each(cmds, together=together, cwd=cwd, env=env, timeout=600)
+    for cmd, (_cpu, code) in zip(cmds, runs):
+        if code != 0:
+            out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+            raise SystemExit(f"{' '.join(cmd)} exited with {code}:\n{out.stderr[-2000:]}")
+    return [cpu for cpu, _code in runs]
 
 
 def _paired(runs: dict[str, list[str]], cwd: str, env: dict, repeat: int) -> dict[str, list[float]]:
-    """CPU seconds of each named command, ``repeat`` rounds, the commands interleaved within a round.
+    """CPU seconds of each named command, ``repeat`` rounds.
 
-    Interleaving (in a rotated order each round) puts every command's i-th run
-    next to the others' i-th run, so a change in the machine's load between
-    rounds moves all of them together, and per-round differences cancel it.
+    A round runs the plain command, then each plan side by side with a run of
+    the launcher without a plan (``launcher <plan name>``), the one started
+    first alternating between rounds.  Side by side, the two share the
+    machine's drifting speed (on this 2-CPU VM one run moves +-10 % from the
+    next), so their difference, the plan's cost, is far less noisy than
+    between runs one after the other (see ``scope_otel.planner.trial``).
     """
-    names = list(runs)
-    cpu: dict[str, list[float]] = {name: [] for name in names}
-    for name in names:  # warm-up: .pyc files and the rewrite cache written, as after a program's first run
-        _cpu_s(runs[name], cwd, env)
+    plans = [name for name in runs if name not in ("plain", "launcher")]
+    cpu: dict[str, list[float]] = {name: [] for name in ["plain", *plans, *(f"launcher {p}" for p in plans)]}
+    for name in runs:  # warm-up: .pyc files and the rewrite cache written, as after a program's first run
+        _cpu_s([runs[name]], cwd, env)
     for i in range(repeat):
-        for name in names[i % len(names):] + names[:i % len(names)]:
-            cpu[name].append(_cpu_s(runs[name], cwd, env))
+        cpu["plain"] += _cpu_s([runs["plain"]], cwd, env)
+        for name in plans:
+            order = [runs["launcher"], runs[name]][::-1 if i % 2 else 1]
+            launcher, planned = _cpu_s(order, cwd, env, together=True)[::-1 if i % 2 else 1]
+            cpu[f"launcher {name}"].append(launcher)
+            cpu[name].append(planned)
+    cpu["launcher"] = [t for p in plans for t in cpu[f"launcher {p}"]]
     return cpu
 
 
 def _overheads(cpu: dict[str, list[float]], name: str) -> list[float]:
-    """Per-round overhead of ``name`` in % of the plain run: (planned - launcher) / plain."""
-    return [100.0 * (p - n) / b for p, n, b in zip(cpu[name], cpu["launcher"], cpu["plain"])]
+    """Per-round overhead of ``name`` in % of the plain run: (planned - its launcher run) / plain."""
+    return [100.0 * (p - n) / b for p, n, b in zip(cpu[name], cpu[f"launcher {name}"], cpu["plain"])]
 
 
 def _plan(paths: list[str], budget: float, command: list[str], cwd: str, env: dict, out: str,
@@ -284,9 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
     print(f"\nCPU time of the whole process (all threads, start to exit); {repeat} rounds, each running "
-          "the plain command, the launcher without a plan and every plan once, interleaved; measured = median "
-          "over rounds of (planned - launcher) / plain, 'middle half' its interquartile range; CPU columns are "
-          "medians; exporter: OTLP/HTTP to a local sink")
+          "the plain command, then every plan side by side with a launcher run without a plan; measured = "
+          "median over rounds of (planned - launcher) / plain, 'middle half' its interquartile range; CPU "
+          "columns are medians; exporter: OTLP/HTTP to a local sink")
     return 0
 
 

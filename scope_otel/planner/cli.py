@@ -24,7 +24,10 @@ costs more, or less, than its runs can tell from their noise, reprices and
 plans once more (five pairs per trial, up to fifteen for a plan's own trial
 while its runs cannot tell its cost from the estimate: 20 to 70 runs of CMD
 in all, plus five plain runs for the run time); see
-:mod:`scope_otel.planner.trial`.
+:mod:`scope_otel.planner.trial`.  After a first pair, the two runs of a pair
+start together, so a shared machine's drifting speed moves both; a command
+that cannot run twice at once is detected (the pair exits differently) and
+run one at a time, or ask for that with ``--sequential-trial``.
 
 Globs are over ``module:qualname``; a glob without ``:`` means whole
 modules.  Precedence: ``--pin`` > ``--exclude`` > ``--include`` > the
@@ -71,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --profile: also run the command under scope-otel without a plan and with the "
                         "profiled functions at boundaries, and price recording from the difference "
                         "(catches what microbenchmarks cannot: export, GC of a large heap)")
+    p.add_argument("--sequential-trial", action="store_true",
+                   help="with --trial: run the pairs one after the other, never two at once (for a command that "
+                        "cannot run twice at the same time; the trial is then noisier)")
     p.add_argument("--counts", metavar="FILE", help="use call counts saved by an earlier --profile")
     p.add_argument("--counts-out", metavar="FILE", help="where --profile saves its counts (default: <plan>.counts.json)")
     p.add_argument("--exporter", choices=("otlp", "clickhouse", "console", "none"),
@@ -123,7 +129,8 @@ def _trial(command, analysis, calls, model, profile, meta, args, err):
     if not args.quiet:
         err.write("scope-otel plan: trial: running the command under scope-otel, without and with recording\n")
     try:
-        result = trial.measure(command, every_called, calls, model, profile.processes)
+        result = trial.measure(command, every_called, calls, model, profile.processes,
+                               side_by_side=not args.sequential_trial)
     except (OSError, subprocess.SubprocessError) as exc:
         err.write(f"scope-otel plan: trial failed ({exc}); using the microbenchmark costs\n")
         return model, meta
@@ -153,14 +160,15 @@ def _trial_of_the_plan(command, document, model, meta, plan_with, args, err):
         if not trial.recorded(doc):
             return None
         try:
-            return trial.paired_cpu_s(command, doc, until=until)
+            return trial.paired_cpu_s(command, doc, until=until, side_by_side=not args.sequential_trial)
         except (OSError, subprocess.SubprocessError) as exc:
             err.write(f"scope-otel plan: trial of the plan failed ({exc}); keeping it\n")
             return None
 
     def summary(doc, paired, factor):
         return {"measured_us": round(paired.cost_us, 1), "interval_us": [round(paired.low_us, 1),
-                round(paired.high_us, 1)], "pairs": paired.pairs, "estimated_us": doc["estimate"]["overhead_us"],
+                round(paired.high_us, 1)], "pairs": paired.pairs, "side_by_side": paired.side_by_side,
+                "estimated_us": doc["estimate"]["overhead_us"],
                 "factor": round(factor, 3)}
 
     budget_us = document["estimate"]["baseline_us"] * args.budget / 100.0
@@ -210,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("a command after '--' is only used with --profile")
     if args.trial and not args.profile:
         parser.error("--trial needs --profile (it runs the profiled command)")
+    if args.sequential_trial and not args.trial:
+        parser.error("--sequential-trial is an option of --trial")
     if args.profile and args.counts:
         parser.error("use either --profile or --counts, not both")
     if args.budget < 0:

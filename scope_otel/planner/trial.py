@@ -35,7 +35,10 @@ much as one run varies from the next, and a plan that cost twice its
 estimate was kept because the estimate lay inside its five pairs' spread.
 So a plan's trial adds pairs, two at a time up to :data:`MAX_PAIRS`, until
 its interval lies on one side of the estimate or within a factor
-:data:`ACCURACY` of it (:func:`settled`).
+:data:`ACCURACY` of it (:func:`settled`).  And the two runs of a pair start
+together (:func:`paired_cpu_s`), so the machine's drifting speed moves both:
+one after the other, five pairs measured the shop's 5 % plan at a quarter of
+what it cost, and the plan kept cost twice its estimate.
 """
 from __future__ import annotations
 
@@ -43,14 +46,13 @@ import dataclasses
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from scope_otel.planner.plan import LEVELS
-from scope_otel.planner.profile import cpu_of
+from scope_otel.planner.profile import cpu_each
 
 #: Fewer recorded calls than this and the difference is mostly noise.
 MIN_CALLS = 200
@@ -69,9 +71,9 @@ class Trial:
         return {k: round(v, 4) for k, v in dataclasses.asdict(self).items()}
 
 
-def _cpu_s(command: list[str], env: dict | None, cwd: str | None, timeout: float | None) -> float:
-    return cpu_of(lambda: subprocess.run(command, env=env, cwd=cwd, timeout=timeout, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.DEVNULL, check=False))[0]
+def _cpu_s(commands: list[list[str]], env: dict | None, cwd: str | None, timeout: float | None,
+           together: bool) -> list[tuple[float, int]]:
+    return cpu_each(commands, together=together, env=env, cwd=cwd, timeout=timeout)
 
 
 def recorded(plan_document: dict) -> dict[str, str]:
@@ -98,7 +100,7 @@ def variable_us(plan_document: dict) -> float:
 
 def measure(command: list[str], plan_document: dict, calls: dict[str, float], model: Any, processes: int, *,
             env: dict | None = None, cwd: str | None = None, timeout: float | None = None,
-            repeat: int = 5) -> Trial | None:
+            repeat: int = 5, side_by_side: bool = True) -> Trial | None:
     """Run the trial; None when it recorded too few calls to tell (see :data:`MIN_CALLS`).
 
     ``plan_document`` is a plan with the functions to record (keys
@@ -108,7 +110,8 @@ def measure(command: list[str], plan_document: dict, calls: dict[str, float], mo
     calls_recorded = sum(calls.get(key, 0.0) for key in recorded(plan_document))
     if calls_recorded < MIN_CALLS:
         return None
-    paired = paired_cpu_s(command, plan_document, env=env, cwd=cwd, timeout=timeout, repeat=repeat)
+    paired = paired_cpu_s(command, plan_document, env=env, cwd=cwd, timeout=timeout, repeat=repeat,
+                          side_by_side=side_by_side)
     fixed_us = model.startup_us * max(processes, 1)
     per_call = max(paired.cost_us - fixed_us, 0.0) / calls_recorded
     return Trial(calls_recorded, paired.noplan_s, paired.planned_s, per_call,
@@ -132,6 +135,7 @@ class Paired:
     low_us: float   # lower end of the interval (with - without), from the pairs' order statistics
     high_us: float  # upper end
     pairs: int = 0
+    side_by_side: bool = False  # the pairs after the first ran side by side
 
     @property
     def cost_us(self) -> float:
@@ -168,36 +172,49 @@ def settled(estimate_us: float) -> Callable[[Paired], bool]:
 
 def paired_cpu_s(command: list[str], plan_document: dict, *, env: dict | None = None, cwd: str | None = None,
                  timeout: float | None = None, repeat: int = 5, until: Callable[[Paired], bool] | None = None,
-                 max_pairs: int = MAX_PAIRS) -> Paired:
+                 max_pairs: int = MAX_PAIRS, side_by_side: bool = True) -> Paired:
     """CPU seconds of ``command`` under ``scope-otel run`` without a plan and with ``plan_document``.
 
-    The two run in ``repeat`` back-to-back pairs, and the pair with the
-    median difference is returned: a change of load on the machine between
-    pairs moves both runs of a pair together, and the median ignores the
-    pair a burst of other work landed in.  The interval around it (order
-    statistics, :func:`median_interval`) says how far it can be trusted: one
-    run of the example shop moves by +-9 % from the next on a quiet machine,
-    as much as a 5 % plan costs.  With ``until``, two more pairs run at a time,
+    The two run in ``repeat`` pairs, and the pair with the median difference
+    is returned: the median ignores the pair a burst of other work landed in.
+    The interval around it (order statistics, :func:`median_interval`) says
+    how far it can be trusted.  With ``until``, two more pairs run at a time,
     up to ``max_pairs``, while ``until(result)`` is false: the interval
     narrows as pairs are added.
+
+    ``side_by_side`` (on a machine with two CPUs or more): after a first pair
+    run one after the other, the two runs of a pair start together.  A shared
+    machine's speed drifts over seconds: on this project's 2-CPU VM the CPU
+    time of one run of the example shop moves by +-10 % from the next, and two
+    runs of the same command one after the other differed by 197 ms (standard
+    deviation over 10 pairs, 2.1 s runs), twice what its 5 % plan costs; side
+    by side they share the drift and differed by 62 ms.  If a pair run side
+    by side exits differently from the first pair (a command that binds a
+    fixed port, say, cannot run twice at once), that pair is dropped and the
+    rest run one after the other.
     """
+    side_by_side = side_by_side and (os.cpu_count() or 1) >= 2
     with tempfile.TemporaryDirectory(prefix="scope-otel-trial-") as tmp:
         plan_path = os.path.join(tmp, "trial.plan.json")
         with open(plan_path, "w", encoding="utf-8") as fh:
             json.dump(plan_document, fh)
         without, with_plan = _LAUNCHER + ["--", *command], _LAUNCHER + ["--plan", plan_path, "--", *command]
         pairs: list[tuple[float, float]] = []
+        first_codes: tuple[int, int] | None = None
         wanted = repeat
         while True:
             while len(pairs) < wanted:
-                if len(pairs) % 2 == 0:
-                    noplan = _cpu_s(without, env, cwd, timeout)
-                    planned = _cpu_s(with_plan, env, cwd, timeout)
-                else:
-                    planned = _cpu_s(with_plan, env, cwd, timeout)
-                    noplan = _cpu_s(without, env, cwd, timeout)
+                flip = len(pairs) % 2 == 1  # which run starts first alternates
+                together = side_by_side and first_codes is not None
+                runs = _cpu_s([with_plan, without] if flip else [without, with_plan], env, cwd, timeout, together)
+                (noplan, noplan_code), (planned, planned_code) = runs[::-1] if flip else runs
+                if first_codes is None:
+                    first_codes = (noplan_code, planned_code)
+                elif together and (noplan_code, planned_code) != first_codes:
+                    side_by_side = False  # the two runs got in each other's way: one after the other from now
+                    continue
                 pairs.append((noplan, planned))
-            result = _summary(pairs)
+            result = dataclasses.replace(_summary(pairs), side_by_side=side_by_side)
             if until is None or wanted + 2 > max_pairs or until(result):
                 return result
             wanted += 2

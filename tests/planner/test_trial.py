@@ -13,6 +13,12 @@ from scope_otel.planner.costmodel import calibrate
 from scope_otel.planner.plan import plan_from_document
 from scope_otel.planner.trial import Trial, calibrated
 
+
+def _per_command(fake):
+    """A stand-in for ``trial._cpu_s`` from one that prices a single command (every run exits 0)."""
+    return lambda commands, env, cwd, timeout, together: [(fake(c, env, cwd, timeout), 0) for c in commands]
+
+
 def _job(steps: int) -> str:
     return f"""
 def step(i):
@@ -73,6 +79,10 @@ def test_trial_needs_profile(tmp_path, cost_cache, capsys):
         main(["-q", "-o", str(tmp_path / "p.json"), "--trial", str(tmp_path)])
     assert exc.value.code == 2
     assert "--trial needs --profile" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["-q", "-o", str(tmp_path / "p.json"), "--sequential-trial", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "--sequential-trial is an option of --trial" in capsys.readouterr().err
 
 
 def test_the_trial_only_ever_raises_the_price(cost_cache):
@@ -140,7 +150,7 @@ def test_the_trial_runs_in_pairs_and_keeps_the_median_pair(monkeypatch):
         seen.append("plan" if planned else "noplan")
         return pairs[i][1] if planned else pairs[i][0]
 
-    monkeypatch.setattr(trial, "_cpu_s", fake_cpu_s)
+    monkeypatch.setattr(trial, "_cpu_s", _per_command(fake_cpu_s))
     paired = trial.paired_cpu_s(["prog"], {"functions": {}}, repeat=3)
     assert seen == ["noplan", "plan", "plan", "noplan", "noplan", "plan"]
     assert (paired.noplan_s, paired.planned_s) == (1.0, 1.5)
@@ -237,7 +247,7 @@ def test_a_plans_trial_adds_pairs_until_its_runs_can_tell_the_cost_from_the_esti
         pair = (len(runs) - 1) // 2
         return 1.0 + diffs[pair] if "--plan" in command else 1.0
 
-    monkeypatch.setattr(trial, "_cpu_s", fake_cpu_s)
+    monkeypatch.setattr(trial, "_cpu_s", _per_command(fake_cpu_s))
     estimate_us = 100_000.0
     five = trial.paired_cpu_s(["prog"], {"functions": {}})
     assert five.pairs == 5 and five.agrees_with(estimate_us)  # the old rule kept this plan
@@ -255,3 +265,68 @@ def test_a_plans_trial_adds_pairs_until_its_runs_can_tell_the_cost_from_the_esti
 
     close = trial.Paired(1.0, 1.1, 80_000.0, 140_000.0, 9)  # within 1.5x of the estimate both ways: agreed
     assert trial.settled(estimate_us)(close) and close.agrees_with(estimate_us)
+
+
+def test_after_a_first_pair_the_two_runs_of_a_pair_start_together(monkeypatch):
+    """Side by side, the machine's drifting speed moves both runs of a pair; which starts first alternates."""
+    from scope_otel.planner import trial
+
+    calls = []
+
+    def fake_cpu_s(commands, env, cwd, timeout, together):
+        calls.append((["plan" if "--plan" in c else "noplan" for c in commands], together))
+        return [(1.2 if "--plan" in c else 1.0, 0) for c in commands]
+
+    monkeypatch.setattr(trial, "_cpu_s", fake_cpu_s)
+    monkeypatch.setattr(trial.os, "cpu_count", lambda: 2)
+    paired = trial.paired_cpu_s(["prog"], {"functions": {}}, repeat=4)
+    assert calls == [(["noplan", "plan"], False), (["plan", "noplan"], True),
+                     (["noplan", "plan"], True), (["plan", "noplan"], True)]
+    assert paired.side_by_side and paired.pairs == 4 and paired.cost_us == pytest.approx(0.2e6)
+
+    calls.clear()
+    alone = trial.paired_cpu_s(["prog"], {"functions": {}}, repeat=3, side_by_side=False)
+    assert [together for _order, together in calls] == [False] * 3 and not alone.side_by_side
+    calls.clear()
+    monkeypatch.setattr(trial.os, "cpu_count", lambda: 1)  # one CPU: two runs at once only take turns
+    assert not trial.paired_cpu_s(["prog"], {"functions": {}}, repeat=3).side_by_side
+    assert [together for _order, together in calls] == [False] * 3
+
+
+def test_a_command_that_cannot_run_twice_at_once_falls_back_to_one_at_a_time(monkeypatch):
+    """A pair run side by side that exits otherwise than the first pair (the second run found the port
+    taken) is dropped, and every later pair runs one after the other."""
+    from scope_otel.planner import trial
+
+    calls = []
+
+    def fake_cpu_s(commands, env, cwd, timeout, together):
+        calls.append(together)
+        if together:  # the second one to start fails at once
+            return [(1.0, 0), (0.05, 1)]
+        return [(1.2 if "--plan" in c else 1.0, 0) for c in commands]
+
+    monkeypatch.setattr(trial, "_cpu_s", fake_cpu_s)
+    monkeypatch.setattr(trial.os, "cpu_count", lambda: 2)
+    paired = trial.paired_cpu_s(["prog"], {"functions": {}}, repeat=3)
+    assert calls == [False, True, False, False]
+    assert paired.pairs == 3 and not paired.side_by_side and paired.cost_us == pytest.approx(0.2e6)
+
+
+def test_runs_side_by_side_are_each_charged_their_own_cpu_and_exit_code():
+    """Real processes: one burns CPU, one sleeps and fails; each run gets its own time and status."""
+    import subprocess
+    import time
+
+    from scope_otel.planner.profile import cpu_each
+
+    burn = [sys.executable, "-c", "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass"]
+    idle = [sys.executable, "-c", "import sys, time; time.sleep(0.4); sys.exit(3)"]
+    for together in (True, False):
+        (burn_cpu, burn_code), (idle_cpu, idle_code) = cpu_each([burn, idle], together=together)
+        assert burn_cpu >= 0.4 and idle_cpu < 0.3
+        assert (burn_code, idle_code) == (0, 3)
+    started = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired):
+        cpu_each([[sys.executable, "-c", "import time; time.sleep(30)"], idle], together=True, timeout=0.5)
+    assert time.monotonic() - started < 10  # both killed, not waited for
