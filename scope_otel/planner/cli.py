@@ -190,12 +190,15 @@ def _trial_of_the_plan(command, document, model, meta, plan_with, args, err):
     again = plan_with(scaled, dict(meta, trial=trials))
     if factor > 1.0 or trial.recorded(again) == trial.recorded(document):
         return again
-    # the larger plan is kept only within the budget: pairs are added while the runs cannot tell which side it is on
+    # The larger plan is kept only if its runs put it within the budget: its whole interval under it, pairs
+    # added while the interval holds the budget.  A median under the budget is not enough: the shop's runs
+    # vary by more than its 5 % plan costs, and a 5 % plan recording 20 of its 21 functions measured 8.6 %.
     second = measured(again, lambda paired: not paired.agrees_with(budget_us))
-    if second is None or second.cost_us > budget_us:
+    if second is None or second.high_us > budget_us:
         if not args.quiet and second is not None:
-            err.write(f"scope-otel plan: trial: the larger plan cost {second.cost_us / 1000:.1f} ms, over the "
-                      f"budget's {budget_us / 1000:.1f} ms; keeping the first plan\n")
+            err.write(f"scope-otel plan: trial: the larger plan cost {second.cost_us / 1000:.1f} ms (median within "
+                      f"{second.low_us / 1000:.1f}..{second.high_us / 1000:.1f}), not clearly within the budget's "
+                      f"{budget_us / 1000:.1f} ms; keeping the first plan\n")
         return document
     # Both runs priced with one factor: the estimate then agrees with what the kept plan measured.
     fixed = document["estimate"]["fixed_us"]

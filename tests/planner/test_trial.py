@@ -160,12 +160,14 @@ def test_the_trial_runs_in_pairs_and_keeps_the_median_pair(monkeypatch):
     assert paired.agrees_with(0.0) and not paired.agrees_with(9e6)
 
 
-@pytest.mark.parametrize("larger_plan_fits", [True, False])
+@pytest.mark.parametrize("larger_plan", ["fits", "over", "straddles"])
 def test_cheaper_than_estimated_plans_again_and_keeps_the_larger_plan_only_within_budget(
-        tmp_path, cost_cache, monkeypatch, larger_plan_fits):
+        tmp_path, cost_cache, monkeypatch, larger_plan):
     """The trial of every function prices `step` at twice the budget; the plan without it then
     measures cheaper than estimated, so prices come down 4x and `step` fits: that plan is run
-    too, and kept only if what it costs stays within the budget."""
+    too, and kept only if its runs put it within the budget (a median under the budget whose
+    interval reaches over it is not enough)."""
+    larger_plan_fits = larger_plan == "fits"
     from scope_otel.planner import trial
 
     monkeypatch.chdir(tmp_path)
@@ -186,9 +188,10 @@ def test_cheaper_than_estimated_plans_again_and_keeps_the_larger_plan_only_withi
         runs.append(sorted(k for k, e in document["functions"].items() if e["level"] != "off"))
         if len(runs) == 1:
             return trial.Paired(1.0, 1.0, 0.0, 0.0)  # the first plan cost nothing measurable: prices x0.25
-        over = 2.0 if not larger_plan_fits else 0.5
+        over = {"fits": 0.5, "over": 2.0, "straddles": 0.5}[larger_plan]
         cost_us = over * budget["us"]
-        return trial.Paired(1.0, 1.0 + cost_us / 1e6, cost_us, cost_us)
+        high_us = 1.5 * budget["us"] if larger_plan == "straddles" else cost_us
+        return trial.Paired(1.0, 1.0 + cost_us / 1e6, cost_us * 0.6, high_us)
 
     monkeypatch.setattr(trial, "measure", fake_measure)
     monkeypatch.setattr(trial, "paired_cpu_s", fake_paired)
