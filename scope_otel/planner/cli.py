@@ -148,11 +148,15 @@ def _trial(command, analysis, calls, model, profile, meta, args, err):
 def _trial_of_the_plan(command, document, model, meta, plan_with, args, err):
     """Run the plan itself; if it costs more or less than estimated, reprice per call and plan again.
 
-    A plan made again with higher prices records less and is kept.  One made
-    with lower prices records more: it is run too, and kept only if it stays
-    within the budget; otherwise the first plan stands.  When it is kept, one
-    price factor is fitted to both runs and the plan made with it, so that the
-    estimate agrees with what was measured (kept if it records no more).
+    A plan made again with higher prices records less: it is run in turn, and
+    repriced again while it costs more than estimated, up to
+    :data:`~scope_otel.planner.trial.MAX_REPRICES` times (a price per call is
+    an average: the functions a smaller plan keeps can cost more per call than
+    the ones it dropped).  One made with lower prices records more: it is run
+    too, and kept only if its runs put it within the budget; otherwise the
+    plan before it stands.  When it is kept, one price factor is fitted to
+    both runs and the plan made with it, so that the estimate agrees with what
+    was measured (kept if it records no more).
     """
     from scope_otel.planner import trial
 
@@ -172,33 +176,53 @@ def _trial_of_the_plan(command, document, model, meta, plan_with, args, err):
                 "factor": round(factor, 3)}
 
     budget_us = document["estimate"]["baseline_us"] * args.budget / 100.0
-    # pairs are added while the runs cannot tell the plan's cost from its estimate, nor half as much
-    # again, nor which side of the budget it is on
-    settled = trial.settled(document["estimate"]["overhead_us"])
-    first = measured(document, lambda paired: settled(paired) and not paired.agrees_with(budget_us))
-    if first is None:
-        return document
-    scaled, factor = trial.rescaled(model, document, first, over_budget=first.cost_us > budget_us)
-    if factor == 1.0:
-        return document
-    if not args.quiet:
-        err.write(f"scope-otel plan: trial: the plan cost {first.cost_us / 1000:.1f} ms ({first.pairs} pairs, "
-                  f"median within {first.low_us / 1000:.1f}..{first.high_us / 1000:.1f}), estimated "
-                  f"{document['estimate']['overhead_us'] / 1000:.1f} ms; planning again with per-call "
-                  f"prices x{factor:.2f}\n")
-    trials = dict(meta["trial"], first_plan=summary(document, first, factor))
-    again = plan_with(scaled, dict(meta, trial=trials))
-    if factor > 1.0 or trial.recorded(again) == trial.recorded(document):
-        return again
-    # The larger plan is kept only if its runs put it within the budget: its whole interval under it, pairs
-    # added while the interval holds the budget.  A median under the budget is not enough: the shop's runs
-    # vary by more than its 5 % plan costs, and a 5 % plan recording 20 of its 21 functions measured 8.6 %.
+    trials = dict(meta["trial"], plans=[])
+    for attempt in range(trial.MAX_REPRICES):
+        # pairs are added while the runs cannot tell the plan's cost from its estimate, nor half as much
+        # again, nor which side of the budget it is on
+        settled = trial.settled(document["estimate"]["overhead_us"])
+        first = measured(document, lambda paired: settled(paired) and not paired.agrees_with(budget_us))
+        if first is None:
+            return document
+        scaled, factor = trial.rescaled(model, document, first, over_budget=first.cost_us > budget_us)
+        if factor == 1.0:
+            return document
+        if not args.quiet:
+            err.write(f"scope-otel plan: trial: the plan cost {first.cost_us / 1000:.1f} ms ({first.pairs} pairs, "
+                      f"median within {first.low_us / 1000:.1f}..{first.high_us / 1000:.1f}), estimated "
+                      f"{document['estimate']['overhead_us'] / 1000:.1f} ms; planning again with per-call "
+                      f"prices x{factor:.2f}\n")
+        trials.setdefault("first_plan", summary(document, first, factor))
+        trials["plans"].append(summary(document, first, factor))
+        again = plan_with(scaled, dict(meta, trial=trials))
+        if trial.recorded(again) == trial.recorded(document):
+            return again
+        if factor > 1.0:
+            if attempt + 1 == trial.MAX_REPRICES and not args.quiet:
+                err.write(f"scope-otel plan: trial: repriced {trial.MAX_REPRICES} times; keeping the last plan "
+                          "without running it\n")
+            document, model = again, scaled
+            continue
+        return _larger_plan(document, first, again, model, factor, trials, meta, budget_us, plan_with, measured,
+                            summary, args, err)
+    return document
+
+
+def _larger_plan(document, first, again, model, factor, trials, meta, budget_us, plan_with, measured, summary,
+                 args, err):
+    """``again``, made with prices lowered by ``factor``, records more than ``document``: kept only if its
+    runs put it within the budget."""
+    from scope_otel.planner import trial
+
+    # Its whole interval must lie under the budget, pairs added while the interval holds the budget.  A
+    # median under the budget is not enough: the shop's runs vary by more than its 5 % plan costs, and a
+    # 5 % plan recording 20 of its 21 functions measured 8.6 %.
     second = measured(again, lambda paired: not paired.agrees_with(budget_us))
     if second is None or second.high_us > budget_us:
         if not args.quiet and second is not None:
             err.write(f"scope-otel plan: trial: the larger plan cost {second.cost_us / 1000:.1f} ms (median within "
                       f"{second.low_us / 1000:.1f}..{second.high_us / 1000:.1f}), not clearly within the budget's "
-                      f"{budget_us / 1000:.1f} ms; keeping the first plan\n")
+                      f"{budget_us / 1000:.1f} ms; keeping the plan before it\n")
         return document
     # Both runs priced with one factor: the estimate then agrees with what the kept plan measured.
     fixed = document["estimate"]["fixed_us"]

@@ -233,6 +233,9 @@ _PER_CALL = ("check_us", "boundaries_us", "full_us", "arg_us", "container_us", "
              "state_us", "offpath_us", "export_us")
 
 
+#: A plan made again with higher prices is run in turn, and repriced again while it costs more than
+#: estimated, at most this many times in all.
+MAX_REPRICES = 3
 #: Below this the plan's measured cost matches its estimate closely enough: no second plan.
 RESCALE_TOLERANCE = 0.2
 #: How far one trial of the plan may move per-call prices, down and up.

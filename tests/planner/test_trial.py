@@ -333,3 +333,46 @@ def test_runs_side_by_side_are_each_charged_their_own_cpu_and_exit_code():
     with pytest.raises(subprocess.TimeoutExpired):
         cpu_each([[sys.executable, "-c", "import time; time.sleep(30)"], idle], together=True, timeout=0.5)
     assert time.monotonic() - started < 10  # both killed, not waited for
+
+
+def test_a_plan_that_costs_more_than_estimated_is_repriced_run_again_and_repriced_again(
+        tmp_path, cost_cache, monkeypatch):
+    """Every plan here costs three times its estimate: each plan made with higher prices records
+    less and is run in turn, up to MAX_REPRICES runs; the last plan is made with every factor."""
+    from scope_otel.planner import trial
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    (tmp_path / "job.py").write_text(
+        "def a(i):\n    return i + 1\n\ndef b(i):\n    return i * 2\n\ndef c(i):\n    return -i\n\n"
+        "def run():\n    return [a(i) for i in range(3000)] + [b(i) for i in range(1000)] + [c(i) for i in range(300)]\n\n"
+        "run()\n")
+    budget = {}
+
+    def fake_measure(command, every_called, calls, model, processes, **kw):
+        est = every_called["estimate"]
+        budget["us"] = est["baseline_us"] * 100.0  # --budget 10000
+        per_call = 2 * (budget["us"] - est["fixed_us"]) / 4301  # recording every call: twice the budget
+        return Trial(4301, 1.0, 2.0, per_call, model.call_cost("boundaries"))
+
+    runs = []
+
+    def fake_paired(command, document, **kw):
+        runs.append(document)
+        est = document["estimate"]
+        cost_us = est["fixed_us"] + 3 * trial.variable_us(document)
+        return trial.Paired(1.0, 1.0 + cost_us / 1e6, cost_us, cost_us)
+
+    monkeypatch.setattr(trial, "measure", fake_measure)
+    monkeypatch.setattr(trial, "paired_cpu_s", fake_paired)
+    out = tmp_path / "plan.json"
+    assert main(["-q", "-o", str(out), "--budget", "10000", "--exporter", "none", "--profile", "--trial", "--",
+                 sys.executable, "job.py"]) == 0
+    doc = json.loads(out.read_text())
+    assert 2 <= len(runs) <= trial.MAX_REPRICES
+    for before, after in zip(runs, runs[1:]):  # each plan run records less than the one run before it
+        assert trial.records_no_more(after, before) and trial.recorded(after) != trial.recorded(before)
+    assert trial.records_no_more(doc, runs[-1])
+    plans = doc["estimate"]["profile"]["trial"]["plans"]
+    assert [p["factor"] for p in plans] == [pytest.approx(3.0, rel=0.01)] * len(runs)
+    assert doc["estimate"]["cost_model"]["source"].count("from the plan's trial run") == len(runs)
