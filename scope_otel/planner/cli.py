@@ -21,9 +21,10 @@ at ``boundaries``) and prices a recorded call from the difference, which
 sees what microbenchmarks cannot (the exporter's real work, GC over the
 program's heap); then it runs the plan it made the same way and, if that
 costs more, or less, than its runs can tell from their noise, reprices and
-plans once more (five pairs per trial, up to fifteen for a plan's own trial
-while its runs cannot tell its cost from the estimate: 20 to 70 runs of CMD
-in all, plus five plain runs for the run time); see
+plans again; a plan made with higher prices is run in turn, up to three
+(five pairs per trial, up to fifteen for a plan's own trial while its runs
+cannot tell its cost from the estimate: 20 to 130 runs of CMD in all, plus
+five plain runs for the run time); see
 :mod:`scope_otel.planner.trial`.  After a first pair, the two runs of a pair
 start together, so a shared machine's drifting speed moves both; a command
 that cannot run twice at once is detected (the pair exits differently) and
