@@ -210,11 +210,14 @@ def _overheads(cpu: dict[str, list[float]], name: str) -> list[float]:
 
 def _plan(paths: list[str], budget: float, command: list[str], cwd: str, env: dict, out: str,
           trial: bool) -> dict:
-    cmd = SCOPE + ["plan", *paths, "--budget", str(budget), "-q", "-o", out, "--profile",
+    cmd = SCOPE + ["plan", *paths, "--budget", str(budget), "-o", out, "--profile",
                    *(["--trial"] if trial else []), "--", *command]
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         raise SystemExit(f"plan failed:\n{proc.stderr[-2000:]}")
+    for line in proc.stderr.splitlines():  # what the trials measured and decided
+        if "trial:" in line:
+            print(f"[{os.path.basename(out)}] {line}", flush=True)
     with open(out, encoding="utf-8") as fh:
         return json.load(fh)
 
