@@ -134,16 +134,23 @@ def _trial(command, analysis, calls, model, profile, meta, args, err):
                                side_by_side=not args.sequential_trial)
     except (OSError, subprocess.SubprocessError) as exc:
         err.write(f"scope-otel plan: trial failed ({exc}); using the microbenchmark costs\n")
-        return model, meta
+        return model, meta, None
     if result is None:
         if not args.quiet:
             err.write(f"scope-otel plan: trial: fewer than {trial.MIN_CALLS} recorded calls; "
                       "using the microbenchmark costs\n")
-        return model, meta
+        return model, meta, None
     if not args.quiet:
         err.write(f"scope-otel plan: trial: {result.per_call_us:.2f} us per recorded call "
                   f"(microbenchmarks: {result.model_per_call_us:.2f} us)\n")
-    return trial.calibrated(model, result), dict(meta, trial=result.as_dict())
+        step = result.gc_step
+        if step is not None:
+            err.write(f"scope-otel plan: trial: recording brings on a full collection of {step.full_us / 1000:.1f} ms "
+                      f"after {step.headroom:.1f} young collections, {step.per_call * 1000:.1f} per 1000 calls "
+                      f"(the trial's cost {result.gc_us / 1000:.1f} ms of it)\n")
+        else:
+            err.write(f"scope-otel plan: trial: no collector step priced ({result.gc_note})\n")
+    return trial.calibrated(model, result), dict(meta, trial=result.as_dict()), result.gc_step
 
 
 def _trial_of_the_plan(command, document, model, meta, plan_with, args, err):
@@ -227,8 +234,8 @@ def _larger_plan(document, first, again, model, factor, trials, meta, budget_us,
         return document
     # Both runs priced with one factor: the estimate then agrees with what the kept plan measured.
     fixed = document["estimate"]["fixed_us"]
-    points = [(trial.variable_us(document), first.cost_us - fixed),
-              (trial.variable_us(again) / factor, second.cost_us - fixed)]
+    points = [(trial.variable_us(document), first.cost_us - fixed - first.gc_us),
+              (trial.variable_us(again) / factor, second.cost_us - fixed - second.gc_us)]
     fitted = trial.fitted_factor(points)
     trials["second_plan"] = summary(again, second, fitted)
     final = plan_with(trial.scaled_by(model, fitted), dict(meta, trial=trials))
@@ -298,14 +305,14 @@ def main(argv: list[str] | None = None) -> int:
         err.write(f"scope-otel plan: skipped {skipped.path}: {skipped.reason}\n")
 
     model = calibrate(refresh=args.recalibrate, exporter=args.exporter)
-    fixed, args_repr = 0.0, None
+    fixed, args_repr, gc_step = 0.0, None, None
     if profile is not None:
         calls = profile.counts_for(analysis.functions)
         frequencies, baseline, meta = "profile", profile.baseline_us, profile.meta()
         fixed = model.startup_us * max(profile.processes, 1)
         args_repr = profile.arg_cost_for(analysis.functions)
         if args.trial:
-            model, meta = _trial(command, analysis, calls, model, profile, meta, args, err)
+            model, meta, gc_step = _trial(command, analysis, calls, model, profile, meta, args, err)
     else:  # per unit of work: no per-process start-up to charge
         calls, frequencies, baseline, meta = callgraph.static_frequencies(analysis), "static", None, None
     def plan_with(model, meta):
@@ -313,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
             analysis, calls, model, budget_pct=args.budget,
             overrides=Overrides(include=args.include, exclude=args.exclude, pin=pins),
             frequencies=frequencies, baseline_us=baseline, profile_meta=meta, fixed_us=fixed,
-            args_repr_us=args_repr,
+            args_repr_us=args_repr, gc_step=gc_step,
         )
 
     document = plan_with(model, meta)

@@ -132,9 +132,11 @@ def cpu_of(run) -> tuple[float, object]:
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), result
 
 
-def cpu_each(commands: list[list[str]], *, together: bool = False, env: dict | None = None,
+def cpu_each(commands: list[list[str]], *, together: bool = False, env: dict | list[dict | None] | None = None,
              cwd: str | None = None, timeout: float | None = None, stderr=subprocess.DEVNULL) -> list[tuple[float, int]]:
     """(CPU seconds, exit code) of each command, its own processes' only (``wait4``).
+
+    ``env``: one environment for every command, or a list with one per command.
 
     One after another, or with ``together`` all started at once: then the
     runs share the machine's state of the moment (another tenant's load, a
@@ -142,11 +144,12 @@ def cpu_each(commands: list[list[str]], *, together: bool = False, env: dict | N
     difference.  Timeout: every command is killed and
     :class:`subprocess.TimeoutExpired` raised.
     """
+    envs = env if isinstance(env, list) else [env] * len(commands)
     if not together:
-        return [run for command in commands for run in cpu_each([command], together=True, env=env, cwd=cwd,
-                                                                timeout=timeout, stderr=stderr)]
-    procs = [subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=stderr)
-             for command in commands]
+        return [run for command, one in zip(commands, envs)
+                for run in cpu_each([command], together=True, env=one, cwd=cwd, timeout=timeout, stderr=stderr)]
+    procs = [subprocess.Popen(command, env=one, cwd=cwd, stdout=subprocess.DEVNULL, stderr=stderr)
+             for command, one in zip(commands, envs)]
     results: list = [None] * len(procs)
 
     def reap(i: int, proc: subprocess.Popen) -> None:

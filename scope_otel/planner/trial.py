@@ -51,12 +51,15 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from scope_otel.planner import gcstep
 from scope_otel.planner.plan import LEVELS
 from scope_otel.planner.profile import cpu_each
 
 #: Fewer recorded calls than this and the difference is mostly noise.
 MIN_CALLS = 200
 _LAUNCHER = [sys.executable, "-m", "scope_otel.launcher.cli", "run"]
+#: Put on ``PYTHONPATH`` of every trial run: reports the collector at exit (see :mod:`.gcstep`).
+_GCWATCH_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_gcwatch")
 
 
 @dataclass(frozen=True)
@@ -66,13 +69,23 @@ class Trial:
     plan_cpu_s: float
     per_call_us: float       # measured cost of one recorded call (at the trial plan's levels)
     model_per_call_us: float  # what the cost model said before, for the same calls
+    gc_step: gcstep.GcStep | None = None  # the full collection recording brings on, priced apart
+    gc_us: float = 0.0        # what the trial's extra full collections cost (not in per_call_us)
+    gc_note: str = ""         # why there is no step, when there is none
 
     def as_dict(self) -> dict:
-        return {k: round(v, 4) for k, v in dataclasses.asdict(self).items()}
+        out: dict = {k: round(getattr(self, k), 4) for k in
+                     ("recorded_calls", "noplan_cpu_s", "plan_cpu_s", "per_call_us", "model_per_call_us", "gc_us")}
+        if self.gc_step is not None:
+            out["gc_step"] = self.gc_step.as_dict()
+        elif self.gc_note:
+            out["gc_step"] = None
+            out["gc_note"] = self.gc_note
+        return out
 
 
-def _cpu_s(commands: list[list[str]], env: dict | None, cwd: str | None, timeout: float | None,
-           together: bool) -> list[tuple[float, int]]:
+def _cpu_s(commands: list[list[str]], env: dict | list[dict | None] | None, cwd: str | None,
+           timeout: float | None, together: bool) -> list[tuple[float, int]]:
     return cpu_each(commands, together=together, env=env, cwd=cwd, timeout=timeout)
 
 
@@ -93,9 +106,10 @@ def records_no_more(plan_document: dict, than: dict) -> bool:
 
 
 def variable_us(plan_document: dict) -> float:
-    """What ``plan_document``'s estimate charges for its recorded calls (its overhead less the start-up)."""
+    """What ``plan_document``'s estimate charges per recorded call, in all (its overhead less the start-up
+    and the full collections it brings on)."""
     estimate = plan_document["estimate"]
-    return estimate["overhead_us"] - estimate["fixed_us"]
+    return estimate["overhead_us"] - estimate["fixed_us"] - estimate.get("gc_us", 0.0)
 
 
 def measure(command: list[str], plan_document: dict, calls: dict[str, float], model: Any, processes: int, *,
@@ -105,17 +119,20 @@ def measure(command: list[str], plan_document: dict, calls: dict[str, float], mo
 
     ``plan_document`` is a plan with the functions to record (keys
     ``module:qualname``) and its estimate under ``model``; ``calls`` their
-    profiled call counts.
+    profiled call counts.  The extra full collections the runs report are
+    taken out of the per-call price and priced as a step
+    (:func:`scope_otel.planner.gcstep.from_runs`).
     """
     calls_recorded = sum(calls.get(key, 0.0) for key in recorded(plan_document))
     if calls_recorded < MIN_CALLS:
         return None
     paired = paired_cpu_s(command, plan_document, env=env, cwd=cwd, timeout=timeout, repeat=repeat,
                           side_by_side=side_by_side)
+    step, gc_us, note = gcstep.from_runs(list(paired.noplan_gc), list(paired.planned_gc), calls_recorded)
     fixed_us = model.startup_us * max(processes, 1)
-    per_call = max(paired.cost_us - fixed_us, 0.0) / calls_recorded
+    per_call = max(paired.cost_us - fixed_us - gc_us, 0.0) / calls_recorded
     return Trial(calls_recorded, paired.noplan_s, paired.planned_s, per_call,
-                 variable_us(plan_document) / calls_recorded)
+                 variable_us(plan_document) / calls_recorded, step, gc_us, note)
 
 
 #: How sure the interval around a trial's median is to hold the plan's true cost (at least).
@@ -136,10 +153,17 @@ class Paired:
     high_us: float  # upper end
     pairs: int = 0
     side_by_side: bool = False  # the pairs after the first ran side by side
+    noplan_gc: tuple = ()   # per run without the plan: its processes' collector reports (gcstep.GcReport)
+    planned_gc: tuple = ()  # per run with the plan, in the same pair order
 
     @property
     def cost_us(self) -> float:
         return max(self.planned_s - self.noplan_s, 0.0) * 1e6
+
+    @property
+    def gc_us(self) -> float:
+        """What the plan's extra full collections cost in these runs (median pair), 0 when not known."""
+        return gcstep.observed_us(list(self.noplan_gc), list(self.planned_gc))
 
     def agrees_with(self, estimate_us: float) -> bool:
         """``estimate_us`` is within the interval: the runs cannot tell it from what they measured."""
@@ -199,33 +223,52 @@ def paired_cpu_s(command: list[str], plan_document: dict, *, env: dict | None = 
         with open(plan_path, "w", encoding="utf-8") as fh:
             json.dump(plan_document, fh)
         without, with_plan = _LAUNCHER + ["--", *command], _LAUNCHER + ["--plan", plan_path, "--", *command]
-        pairs: list[tuple[float, float]] = []
+        pairs: list[tuple] = []
         first_codes: tuple[int, int] | None = None
         wanted = repeat
+        runs_made = 0
         while True:
             while len(pairs) < wanted:
                 flip = len(pairs) % 2 == 1  # which run starts first alternates
                 together = side_by_side and first_codes is not None
-                runs = _cpu_s([with_plan, without] if flip else [without, with_plan], env, cwd, timeout, together)
+                runs_made += 1
+                folders = [os.path.join(tmp, f"gc-{runs_made}-{kind}") for kind in ("noplan", "plan")]
+                envs = [_watched_env(env, folder) for folder in folders]
+                order = [with_plan, without] if flip else [without, with_plan]
+                runs = _cpu_s(order, envs[::-1] if flip else envs, cwd, timeout, together)
                 (noplan, noplan_code), (planned, planned_code) = runs[::-1] if flip else runs
                 if first_codes is None:
                     first_codes = (noplan_code, planned_code)
                 elif together and (noplan_code, planned_code) != first_codes:
                     side_by_side = False  # the two runs got in each other's way: one after the other from now
                     continue
-                pairs.append((noplan, planned))
+                pairs.append((noplan, planned, tuple(gcstep.read_reports(folders[0])),
+                              tuple(gcstep.read_reports(folders[1]))))
             result = dataclasses.replace(_summary(pairs), side_by_side=side_by_side)
             if until is None or wanted + 2 > max_pairs or until(result):
                 return result
             wanted += 2
 
 
-def _summary(pairs: list[tuple[float, float]]) -> Paired:
+def _watched_env(env: dict | None, folder: str) -> dict:
+    """``env`` (else this process's) with the collector watcher on and reporting into ``folder``."""
+    os.makedirs(folder, exist_ok=True)
+    out = dict(os.environ if env is None else env)
+    path = [p for p in out.get("PYTHONPATH", "").split(os.pathsep) if p and p != _GCWATCH_DIR]
+    out["PYTHONPATH"] = os.pathsep.join([_GCWATCH_DIR] + path)
+    out["SCOPE_OTEL_GC_DIR"] = folder
+    return out
+
+
+def _summary(pairs: list[tuple]) -> Paired:
+    gc_noplan = tuple(pair[2] if len(pair) > 2 else () for pair in pairs)
+    gc_planned = tuple(pair[3] if len(pair) > 3 else () for pair in pairs)
     pairs = sorted(pairs, key=lambda pair: pair[1] - pair[0])
-    noplan, planned = pairs[len(pairs) // 2]
+    noplan, planned = pairs[len(pairs) // 2][:2]
     k = median_interval(len(pairs))
     low, high = pairs[k], pairs[-1 - k]
-    return Paired(noplan, planned, (low[1] - low[0]) * 1e6, (high[1] - high[0]) * 1e6, len(pairs))
+    return Paired(noplan, planned, (low[1] - low[0]) * 1e6, (high[1] - high[0]) * 1e6, len(pairs),
+                  noplan_gc=gc_noplan, planned_gc=gc_planned)
 
 
 #: Per-call fields of the cost model (everything but the once-per-process start-up).
@@ -265,7 +308,7 @@ def rescaled(model: Any, plan_document: dict, measured: Paired, over_budget: boo
     variable = variable_us(plan_document)
     if variable <= 0:
         return model, 1.0
-    factor = _within_limits((measured.cost_us - estimate["fixed_us"]) / variable)
+    factor = _within_limits((measured.cost_us - estimate["fixed_us"] - measured.gc_us) / variable)
     if over_budget and factor > 1.0:
         return scaled_by(model, factor), factor
     if abs(factor - 1.0) <= RESCALE_TOLERANCE or measured.agrees_with(estimate["overhead_us"]):
