@@ -180,7 +180,8 @@ def _trial_of_the_plan(command, document, model, meta, plan_with, args, err):
     def summary(doc, paired, factor):
         return {"measured_us": round(paired.cost_us, 1), "interval_us": [round(paired.low_us, 1),
                 round(paired.high_us, 1)], "pairs": paired.pairs, "side_by_side": paired.side_by_side,
-                "estimated_us": doc["estimate"]["overhead_us"],
+                "gc_us": round(paired.gc_us, 1), "estimated_us": doc["estimate"]["overhead_us"],
+                "estimated_gc_us": doc["estimate"].get("gc_us", 0.0),
                 "factor": round(factor, 3)}
 
     budget_us = document["estimate"]["baseline_us"] * args.budget / 100.0
@@ -197,9 +198,10 @@ def _trial_of_the_plan(command, document, model, meta, plan_with, args, err):
             return document
         if not args.quiet:
             err.write(f"scope-otel plan: trial: the plan cost {first.cost_us / 1000:.1f} ms ({first.pairs} pairs, "
-                      f"median within {first.low_us / 1000:.1f}..{first.high_us / 1000:.1f}), estimated "
-                      f"{document['estimate']['overhead_us'] / 1000:.1f} ms; planning again with per-call "
-                      f"prices x{factor:.2f}\n")
+                      f"median within {first.low_us / 1000:.1f}..{first.high_us / 1000:.1f}; full collections "
+                      f"{first.gc_us / 1000:.1f} ms of it), estimated {document['estimate']['overhead_us'] / 1000:.1f} "
+                      f"ms (full collections {document['estimate'].get('gc_us', 0.0) / 1000:.1f}); planning again "
+                      f"with per-call prices x{factor:.2f}\n")
         trials.setdefault("first_plan", summary(document, first, factor))
         trials["plans"].append(summary(document, first, factor))
         again = plan_with(scaled, dict(meta, trial=trials))
@@ -229,7 +231,8 @@ def _larger_plan(document, first, again, model, factor, trials, meta, budget_us,
     if second is None or second.high_us > budget_us:
         if not args.quiet and second is not None:
             err.write(f"scope-otel plan: trial: the larger plan cost {second.cost_us / 1000:.1f} ms (median within "
-                      f"{second.low_us / 1000:.1f}..{second.high_us / 1000:.1f}), not clearly within the budget's "
+                      f"{second.low_us / 1000:.1f}..{second.high_us / 1000:.1f}; full collections "
+                      f"{second.gc_us / 1000:.1f} ms of it), not clearly within the budget's "
                       f"{budget_us / 1000:.1f} ms; keeping the plan before it\n")
         return document
     # Both runs priced with one factor: the estimate then agrees with what the kept plan measured.

@@ -29,6 +29,13 @@ quarter of the budget (a sampled-out call still costs the level check).
 Upgrades are taken best ratio first while they fit, so the most valuable
 set for the budget is chosen, not a threshold.
 
+With a trial (``--profile --trial``) the planner also knows where recording
+brings on the program's next full garbage collection (:mod:`.gcstep`): a
+cost paid in one piece, not per call.  It then makes two plans, one kept
+under that step (its recorded calls' young collections within
+:data:`~.gcstep.SAFETY` of the headroom) and one that pays for the full
+collections it brings on out of the budget, and keeps the more valuable.
+
 User overrides win over the optimiser, in this order: ``--pin GLOB=LEVEL``
 (the last matching pin), then ``--exclude GLOB`` (off), then
 ``--include GLOB`` (at least boundaries).  Their cost is charged to the
