@@ -41,6 +41,7 @@ profile run or an unwritable output file.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -153,7 +154,25 @@ def _trial(command, analysis, calls, model, profile, meta, args, err):
     return trial.calibrated(model, result), dict(meta, trial=result.as_dict()), result.gc_step
 
 
-def _trial_of_the_plan(command, document, model, meta, plan_with, args, err):
+def _collector_rescaled(step, document, paired):
+    """``step`` with its collections per call scaled to what ``document``'s runs started, when that is
+    off by more than the tolerance (a request handler recorded at full allocates more than the average
+    call of the trial at boundaries); else ``step`` itself."""
+    from scope_otel.planner import gcstep, trial
+
+    if step is None or paired is None:
+        return step
+    observed = gcstep.observed_triggers(list(paired.noplan_gc), list(paired.planned_gc))
+    predicted = document["estimate"].get("gc", {}).get("collections", 0.0)
+    if observed is None or predicted <= 0 or observed <= 0:
+        return step
+    factor = trial.within_limits(observed / predicted)
+    if abs(factor - 1.0) <= trial.RESCALE_TOLERANCE:
+        return step
+    return dataclasses.replace(step, per_call=step.per_call * factor)
+
+
+def _trial_of_the_plan(command, document, model, meta, plan_with, args, err, step=None):
     """Run the plan itself; if it costs more or less than estimated, reprice per call and plan again.
 
     A plan made again with higher prices records less: it is run in turn, and
@@ -194,27 +213,31 @@ def _trial_of_the_plan(command, document, model, meta, plan_with, args, err):
         if first is None:
             return document
         scaled, factor = trial.rescaled(model, document, first, over_budget=first.cost_us > budget_us)
-        if factor == 1.0:
+        new_step = _collector_rescaled(step, document, first)
+        if factor == 1.0 and new_step is step:
             return document
         if not args.quiet:
             err.write(f"scope-otel plan: trial: the plan cost {first.cost_us / 1000:.1f} ms ({first.pairs} pairs, "
                       f"median within {first.low_us / 1000:.1f}..{first.high_us / 1000:.1f}; full collections "
                       f"{first.gc_us / 1000:.1f} ms of it), estimated {document['estimate']['overhead_us'] / 1000:.1f} "
                       f"ms (full collections {document['estimate'].get('gc_us', 0.0) / 1000:.1f}); planning again "
-                      f"with per-call prices x{factor:.2f}\n")
+                      f"with per-call prices x{factor:.2f}"
+                      + (f", collections per call x{new_step.per_call / step.per_call:.2f}" if new_step is not step
+                         else "") + "\n")
         trials.setdefault("first_plan", summary(document, first, factor))
         trials["plans"].append(summary(document, first, factor))
-        again = plan_with(scaled, dict(meta, trial=trials))
+        step = new_step
+        again = plan_with(scaled, dict(meta, trial=trials), step)
         if trial.recorded(again) == trial.recorded(document):
             return again
-        if factor > 1.0:
+        if factor >= 1.0:
             if attempt + 1 == trial.MAX_REPRICES and not args.quiet:
                 err.write(f"scope-otel plan: trial: repriced {trial.MAX_REPRICES} times; keeping the last plan "
                           "without running it\n")
             document, model = again, scaled
             continue
-        return _larger_plan(document, first, again, model, factor, trials, meta, budget_us, plan_with, measured,
-                            summary, args, err)
+        return _larger_plan(document, first, again, model, factor, trials, meta, budget_us,
+                            lambda m, mt: plan_with(m, mt, step), measured, summary, args, err)
     return document
 
 
@@ -318,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             model, meta, gc_step = _trial(command, analysis, calls, model, profile, meta, args, err)
     else:  # per unit of work: no per-process start-up to charge
         calls, frequencies, baseline, meta = callgraph.static_frequencies(analysis), "static", None, None
-    def plan_with(model, meta):
+    def plan_with(model, meta, gc_step=gc_step):
         return build_plan(
             analysis, calls, model, budget_pct=args.budget,
             overrides=Overrides(include=args.include, exclude=args.exclude, pin=pins),
@@ -328,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
 
     document = plan_with(model, meta)
     if args.trial and meta and "trial" in meta:
-        document = _trial_of_the_plan(command, document, model, meta, plan_with, args, err)
+        document = _trial_of_the_plan(command, document, model, meta, plan_with, args, err, gc_step)
 
     text = json.dumps(document, indent=1, sort_keys=False, ensure_ascii=False) + "\n"
     if args.output == "-":

@@ -156,6 +156,14 @@ def observed_us(noplan: list, planned: list) -> float:
     return extra * full_us
 
 
+def observed_triggers(noplan: list, planned: list) -> float | None:
+    """The young collections a plan's runs started beyond runs without it (median pair); None when unknown."""
+    bare, rec, _why = _single(noplan, planned)
+    if not bare:
+        return None
+    return float(statistics.median(r.triggers - b.triggers for b, r in zip(bare, rec)))
+
+
 def from_runs(noplan: list, planned: list, calls_recorded: float) -> tuple[GcStep | None, float, str]:
     """The step, from a trial's runs without and with every called function recorded at boundaries.
 

@@ -308,7 +308,7 @@ def rescaled(model: Any, plan_document: dict, measured: Paired, over_budget: boo
     variable = variable_us(plan_document)
     if variable <= 0:
         return model, 1.0
-    factor = _within_limits((measured.cost_us - estimate["fixed_us"] - measured.gc_us) / variable)
+    factor = within_limits((measured.cost_us - estimate["fixed_us"] - measured.gc_us) / variable)
     if over_budget and factor > 1.0:
         return scaled_by(model, factor), factor
     if abs(factor - 1.0) <= RESCALE_TOLERANCE or measured.agrees_with(estimate["overhead_us"]):
@@ -329,10 +329,10 @@ def fitted_factor(points: list[tuple[float, float]]) -> float:
     den = sum(v * v for v, _m in points)
     if den <= 0:
         return 1.0
-    return _within_limits(sum(v * m for v, m in points) / den)
+    return within_limits(sum(v * m for v, m in points) / den)
 
 
-def _within_limits(factor: float) -> float:
+def within_limits(factor: float) -> float:
     low, high = RESCALE_LIMITS
     return min(max(factor, low), high)
 
