@@ -46,7 +46,7 @@ class GcReport:
     full_ms: tuple[float, ...]     # how long each full collection took (CPU of the collecting thread)
     count: tuple[int, ...]         # gc.get_count() at exit
     threshold: tuple[int, ...]     # gc.get_threshold()
-    exit_full_ms: float = 0.0      # one full collection timed at exit, over the heap the run left
+    exit_full_ms: float = 0.0      # what a full collection would cost over the heap the run left (see read_reports)
 
     @property
     def triggers(self) -> int:
@@ -87,6 +87,17 @@ def triggers_until_full(count: tuple[int, ...] | list[int], threshold: tuple[int
             c1 += 1
 
 
+def _full_ms_at_exit(doc: dict) -> float:
+    """A full collection over the heap the run left: the run's last one, scaled by the objects then and at exit.
+
+    (A full collection's work is a walk over every tracked object.)  0 when the run made none.
+    """
+    spent, walked = doc.get("full_ms") or [], doc.get("full_objects") or []
+    if not spent or not walked or walked[-1] <= 0:
+        return 0.0
+    return float(spent[-1]) * float(doc.get("objects_at_exit", walked[-1])) / float(walked[-1])
+
+
 def read_reports(folder: str) -> list[GcReport]:
     """The reports the processes of one run left in ``folder`` (unreadable ones are skipped)."""
     reports = []
@@ -101,7 +112,7 @@ def read_reports(folder: str) -> list[GcReport]:
             with open(os.path.join(folder, name), encoding="utf-8") as fh:
                 doc = json.load(fh)
             reports.append(GcReport(tuple(doc["collections"]), tuple(doc["full_ms"]), tuple(doc["count"]),
-                                    tuple(doc["threshold"]), float(doc.get("exit_full_ms", 0.0))))
+                                    tuple(doc["threshold"]), _full_ms_at_exit(doc)))
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return reports

@@ -67,7 +67,9 @@ def test_the_watcher_reports_each_run_and_still_runs_the_programs_own_sitecustom
     folder = tmp_path / "reports"
     env = _watched_env(dict(os.environ, PYTHONPATH=str(own)), str(folder))
     assert env["PYTHONPATH"].split(os.pathsep)[:2] == [_GCWATCH_DIR, str(own)]
-    program = "import os\nkeep = [[] for _ in range(50000)]\nprint(os.environ.get('OWN_SITECUSTOMIZE'))\n"
+    # the program makes one full collection itself, then doubles its heap
+    program = ("import gc, os\nkeep = [[] for _ in range(50000)]\ngc.collect()\nmore = [[] for _ in range(60000)]\n"
+               "print(os.environ.get('OWN_SITECUSTOMIZE'))\n")
     out = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ran"
@@ -75,7 +77,11 @@ def test_the_watcher_reports_each_run_and_still_runs_the_programs_own_sitecustom
     assert len(reports) == 1
     report = reports[0]
     assert len(report.collections) == 3 and report.triggers >= 50000 // report.threshold[0] - 1
-    assert report.exit_full_ms > 0
+    assert report.full >= 1 and len(report.full_ms) == report.full
+    # the last full collection's cost scaled to the heap at exit: more than it cost then, never run again
+    assert report.exit_full_ms > report.full_ms[-1] > 0
+    doc = json.loads(next(folder.iterdir()).read_text())
+    assert doc["objects_at_exit"] >= doc["full_objects"][-1] + 60000
     assert 0 < report.headroom() <= triggers_until_full((0, 0, 0), report.threshold)
 
 
@@ -198,3 +204,22 @@ def test_a_budget_that_can_pay_for_it_records_more_and_says_what_it_costs(app):
                                                rel=1e-6)
     assert est["overhead_pct"] <= 5.0 + 1e-9
     assert all(f["level"] != "off" for k, f in doc["functions"].items() if calls[k] > 0)
+
+
+def test_the_plans_own_runs_rescale_the_collections_it_brings_on():
+    from scope_otel.planner.cli import _collector_rescaled
+    from scope_otel.planner.trial import Paired
+
+    step = GcStep(headroom=32.0, per_call=0.02, full_us=40_000.0, cycle=133.0)
+    noplan = tuple((_report((109, 10, 1), (150, 5, 8)),) for _ in range(3))
+    planned = tuple((_report((127, 12, 1), (10, 1, 10)),) for _ in range(3))  # 20 more young collections
+    paired = Paired(1.0, 1.05, 40_000.0, 60_000.0, 3, True, noplan, planned)
+    assert gcstep.observed_triggers(list(noplan), list(planned)) == 20.0
+    estimated = {"estimate": {"gc": {"collections": 10.0}}}
+    assert _collector_rescaled(step, estimated, paired).per_call == pytest.approx(0.04)
+    close = {"estimate": {"gc": {"collections": 18.0}}}  # within the tolerance: left as it is
+    assert _collector_rescaled(step, close, paired) is step
+    assert _collector_rescaled(None, estimated, paired) is None
+    unknown = Paired(1.0, 1.05, 40_000.0, 60_000.0, 3, True, (), ())
+    assert _collector_rescaled(step, estimated, unknown) is step
+    assert gcstep.observed_triggers([], []) is None

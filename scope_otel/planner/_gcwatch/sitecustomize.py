@@ -15,8 +15,8 @@ It sits on ``PYTHONPATH`` after the launcher's bootstrap, which imports it as
 the ``sitecustomize`` it shadows; it then imports the next one after its own
 folder, so the program's own ``sitecustomize`` still runs.  At exit it
 flushes the tracer provider before reporting, so the recording's last export
-is inside the report rather than after it, and times one full collection
-(what the next one would cost over the heap the run leaves).
+is inside the report rather than after it.  It never collects itself: a
+collection at exit would hide one that recording brought on.
 """
 import atexit
 import gc
@@ -37,8 +37,10 @@ def _on_collection(phase, info):
     if phase == "start":
         _started[0] = time.thread_time_ns()
     elif _started[0]:
-        _full_ns.append(time.thread_time_ns() - _started[0])
+        spent = time.thread_time_ns() - _started[0]
         _started[0] = 0
+        # after a full collection every tracked object is in the oldest generation: the heap it walked
+        _full_ns.append((spent, len(gc.get_objects())))
 
 
 def _report():
@@ -51,20 +53,14 @@ def _report():
     except Exception:  # noqa: BLE001 - a report without the last export beats none
         pass
     try:
-        counters = list(gc.get_count())
-        collections = [generation["collections"] for generation in gc.get_stats()]
-        # what one full collection costs over the heap as the run leaves it: runs with and
-        # without recording both pay it here, so their difference does not
-        t0 = time.thread_time_ns()
-        gc.collect()
-        exit_full_ms = (time.thread_time_ns() - t0) / 1e6
         doc = {
             "pid": os.getpid(),
             "python": sys.version.split()[0],
-            "collections": collections,
-            "full_ms": [ns / 1e6 for ns in _full_ns[:-1]],
-            "exit_full_ms": exit_full_ms,
-            "count": counters,
+            "collections": [generation["collections"] for generation in gc.get_stats()],
+            "full_ms": [ns / 1e6 for ns, _objects in _full_ns],
+            "full_objects": [objects for _ns, objects in _full_ns],
+            "objects_at_exit": len(gc.get_objects()),
+            "count": list(gc.get_count()),
             "threshold": list(gc.get_threshold()),
             "enabled": gc.isenabled(),
         }
