@@ -219,6 +219,8 @@ def test_the_plans_own_runs_rescale_the_collections_it_brings_on():
     assert _collector_rescaled(step, estimated, paired).per_call == pytest.approx(0.04)
     close = {"estimate": {"gc": {"collections": 18.0}}}  # within the tolerance: left as it is
     assert _collector_rescaled(step, close, paired) is step
+    fewer = {"estimate": {"gc": {"collections": 60.0}}}  # fewer than estimated: never scaled down
+    assert _collector_rescaled(step, fewer, paired) is step
     assert _collector_rescaled(None, estimated, paired) is None
     unknown = Paired(1.0, 1.05, 40_000.0, 60_000.0, 3, True, (), ())
     assert _collector_rescaled(step, estimated, unknown) is step
