@@ -219,7 +219,7 @@ def generate(directory: str, modules: int) -> tuple[str, int]:
 def _clear_caches(directory: str, tagged_only: bool) -> None:
     for dirpath, _dirs, files in os.walk(directory):
         for name in files:
-            if name.endswith(".scope-otel.pyc") or (not tagged_only and name.endswith(".pyc")):
+            if ".scope-otel-" in name or (not tagged_only and name.endswith(".pyc")):
                 os.remove(os.path.join(dirpath, name))
 
 

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         written += 1
         if not args.quiet:
             what = "compiled" if module in hook.rewritten else "cached (nothing planned)"
-            print(f"{what} {module} -> {cache.cache_path(os.path.abspath(path))}")
+            print(f"{what} {module} -> {cache.cache_path(os.path.abspath(path), hook.plan_hash)}")
     if not args.quiet:
         print(f"{written} module(s) compiled, {failed} failed")
     return 1 if failed else 0

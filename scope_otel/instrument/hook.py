@@ -111,7 +111,7 @@ class ImportHook:
     def code_for(self, name: str, filename: str, source: bytes) -> CodeType | None:
         """Rewritten code for module ``name``; None means "import it unmodified"."""
         key = cache.cache_key(source, self.plan_hash, name)
-        where = cache.cache_path(filename)
+        where = cache.cache_path(filename, self.plan_hash)
         code = cache.read(where, key)
         if code is None:
             try:
@@ -127,7 +127,7 @@ class ImportHook:
             except Exception as exc:
                 self._fail(name, f"{type(exc).__name__}: {exc}")
                 return None
-            cache.write(where, key, code, force=self.force_write)
+            cache.write(where, key, code, force=self.force_write, source_path=filename)
         if MARKER in code.co_names:
             self.rewritten.append(name)
         return code

@@ -50,4 +50,4 @@ def test_scope_otel_compile_is_dispatched_by_the_cli(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert "compiled runpkg.m" in out.stdout
-    assert os.path.exists(cache.cache_path(str(package / "m.py")))
+    assert len(cache.entries(str(package / "m.py"))) == 1

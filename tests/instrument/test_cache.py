@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 
 import pytest
@@ -45,9 +46,10 @@ def _plan_for(module) -> Plan:
 def test_warm_cache_is_used_and_carries_its_own_tag(load, monkeypatch, no_rewrite):
     monkeypatch.setattr(sys, "dont_write_bytecode", False)
     m = load(SOURCE)
-    where = cache.cache_path(m.__file__)
-    assert where.endswith(".scope-otel.pyc") and os.path.exists(where)
-    assert not os.path.exists(where.replace(".scope-otel.pyc", ".pyc"))
+    where = cache.cache_path(m.__file__, _plan_for(m).hash)
+    assert re.search(r"\.scope-otel-[0-9a-f]{12}\.pyc$", where) and os.path.exists(where)
+    assert cache.entries(m.__file__) == [where]
+    assert not os.path.exists(re.sub(r"\.scope-otel-[0-9a-f]{12}\.pyc$", ".pyc", where))
     assert not [n for n in os.listdir(os.path.dirname(where)) if n.endswith(".tmp")]
     no_rewrite()
     again = _reimport(m.__name__, _plan_for(m))
@@ -68,10 +70,35 @@ def test_a_different_plan_or_source_misses_the_cache(load, monkeypatch, no_rewri
     assert MARKER not in vars(edited) and edited.g() == 0 and "rewrite was attempted" in caplog.text
 
 
+def test_plans_taking_turns_each_keep_their_entry(load, monkeypatch, no_rewrite):
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    m = load(SOURCE)  # written under the full plan
+    other_plan = Plan.from_globs([m.__name__.split(".")[0] + ".*"], "boundaries")
+    _reimport(m.__name__, other_plan)  # written under the second plan beside it
+    assert len(cache.entries(m.__file__)) == 2
+    no_rewrite()  # both read back, neither rebuilt
+    assert vars(_reimport(m.__name__, _plan_for(m))).get(MARKER)
+    assert vars(_reimport(m.__name__, other_plan)).get(MARKER)
+
+
+def test_a_module_keeps_the_entries_of_its_most_recent_plans(load, monkeypatch):
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    m = load(SOURCE)
+    globs = [m.__name__.split(".")[0] + ".*"]
+    plans = [Plan.from_globs(globs + [f"other{i}.*"], "full") for i in range(cache.KEEP + 3)]
+    assert len({p.hash for p in plans}) == len(plans)
+    for plan in plans:
+        _reimport(m.__name__, plan)
+    kept = cache.entries(m.__file__)
+    assert len(kept) == cache.KEEP
+    assert cache.cache_path(m.__file__, plans[-1].hash) in kept
+    assert cache.cache_path(m.__file__, _plan_for(m).hash) not in kept
+
+
 def test_corrupt_cache_entries_are_rebuilt(load, monkeypatch):
     monkeypatch.setattr(sys, "dont_write_bytecode", False)
     m = load(SOURCE)
-    where = cache.cache_path(m.__file__)
+    where = cache.cache_path(m.__file__, _plan_for(m).hash)
     with open(where, "r+b") as fh:
         data = fh.read()
         fh.seek(0)
@@ -86,14 +113,14 @@ def test_corrupt_cache_entries_are_rebuilt(load, monkeypatch):
 def test_dont_write_bytecode_is_honoured(load):
     m = load(SOURCE)  # the fixture sets sys.dont_write_bytecode
     assert vars(m).get(MARKER)
-    assert not os.path.exists(cache.cache_path(m.__file__))
+    assert cache.entries(m.__file__) == []
 
 
 def test_pycache_prefix_is_honoured(load, monkeypatch, tmp_path):
     monkeypatch.setattr(sys, "dont_write_bytecode", False)
     monkeypatch.setattr(sys, "pycache_prefix", str(tmp_path / "prefix"))
     m = load(SOURCE)
-    where = cache.cache_path(m.__file__)
+    where = cache.cache_path(m.__file__, _plan_for(m).hash)
     assert where.startswith(str(tmp_path / "prefix")) and os.path.exists(where)
     assert not os.path.exists(os.path.join(os.path.dirname(m.__file__), "__pycache__"))
 
@@ -109,7 +136,7 @@ def test_read_only_locations_mean_no_cache_not_an_error(load, monkeypatch, tmp_p
     try:
         ro = _reimport(m.__name__.rsplit(".", 1)[0] + ".ro", _plan_for(m))
         assert vars(ro).get(MARKER) and ro.f(1) == 2
-        assert not os.path.exists(cache.cache_path(ro.__file__))
+        assert cache.entries(ro.__file__) == []
     finally:
         os.chmod(package_dir, 0o755)
 
@@ -176,5 +203,6 @@ def test_compile_command_reads_a_plan_file(load, tmp_path, capsys):
     plan_file.write_text(json.dumps({"version": 1, "functions": {f"{package}.planned:wanted": {"level": "full"}}}))
     assert cli.main(["--plan", str(plan_file), os.path.dirname(path)]) == 0
     assert f"compiled {package}.planned" in capsys.readouterr().out
-    with open(cache.cache_path(path), "rb") as fh:
+    [entry] = cache.entries(path)
+    with open(entry, "rb") as fh:
         assert b"wanted" in fh.read()
