@@ -166,6 +166,10 @@ def _collector_rescaled(step, document, paired):
     predicted = document["estimate"].get("gc", {}).get("collections", 0.0)
     if observed is None or predicted <= 0 or observed <= 0:
         return step
+    if observed - predicted < gcstep.MIN_TRIGGERS or observed < step.headroom / 4:
+        # a few collections more or less is run-to-run jitter (threads, timing), and far from the
+        # step they change nothing: acc_app's tiny plan, 0.3 estimated and a few seen, scaled x6
+        return step
     factor = trial.within_limits(observed / predicted)
     if factor <= 1.0 + trial.RESCALE_TOLERANCE:
         # only ever up: an average over the plan's calls, and a smaller one let the next, unmeasured plan

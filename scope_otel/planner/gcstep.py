@@ -37,6 +37,8 @@ from dataclasses import asdict, dataclass
 #: The plan kept under the step leaves this share of the headroom unused: the trial's
 #: triggers per call are an average, and a program's collections vary a little run to run.
 SAFETY = 0.8
+#: Fewer young collections than this between two runs is jitter (threads, timing), not a measurement.
+MIN_TRIGGERS = 5
 
 
 @dataclass(frozen=True)

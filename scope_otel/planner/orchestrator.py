@@ -64,6 +64,7 @@ IO_COST_US = {
 }
 _LOOP_WORK = 27          # statements a loop adds: ~10 iterations of ~3 statements
 _SAMPLED_SHARE = 0.25    # a sampled function may use this share of the budget
+_MAX_STEP_ROUNDS = 12    # plans made paying for more full collections until one needs no more
 _MIN_SAMPLING = 0.001
 
 
@@ -320,7 +321,7 @@ def build_plan(
     else:
         best = (choose(budget - fixed_us, SAFETY * gc_step.headroom)[0], None, 0)
         extra = 1
-        for _ in range(3):
+        for _ in range(_MAX_STEP_ROUNDS):  # each round pays for more collections, so records less
             value, brought = choose(budget - fixed_us - extra * gc_step.full_us, None)
             needed = gc_step.extra_full(brought)
             if needed <= extra:

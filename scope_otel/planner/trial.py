@@ -39,6 +39,12 @@ its interval lies on one side of the estimate or within a factor
 together (:func:`paired_cpu_s`), so the machine's drifting speed moves both:
 one after the other, five pairs measured the shop's 5 % plan at a quarter of
 what it cost, and the plan kept cost twice its estimate.
+
+Every run also reports the garbage collector at exit (``_gcwatch``): a full
+collection that recording brings on is a cost paid in one piece, and priced
+per call it misled every plan on the example shop.  It is taken out of the
+per-call price and priced as a step (:mod:`scope_otel.planner.gcstep`); a
+plan's own runs also correct how many young collections its calls start.
 """
 from __future__ import annotations
 

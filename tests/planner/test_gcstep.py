@@ -222,6 +222,9 @@ def test_the_plans_own_runs_rescale_the_collections_it_brings_on():
     fewer = {"estimate": {"gc": {"collections": 60.0}}}  # fewer than estimated: never scaled down
     assert _collector_rescaled(step, fewer, paired) is step
     assert _collector_rescaled(None, estimated, paired) is None
+    tiny = {"estimate": {"gc": {"collections": 0.5}}}  # a few more than a tiny estimate: jitter, left alone
+    few = tuple((_report((112, 10, 1), (10, 8, 8)),) for _ in range(3))
+    assert _collector_rescaled(step, tiny, Paired(1.0, 1.0, 0.0, 1.0, 3, True, noplan, few)) is step
     unknown = Paired(1.0, 1.05, 40_000.0, 60_000.0, 3, True, (), ())
     assert _collector_rescaled(step, estimated, unknown) is step
     assert gcstep.observed_triggers([], []) is None
