@@ -24,25 +24,15 @@ def _scope_otel_start():
 
 def _scope_otel_chain():
     """Import the next ``sitecustomize`` on the path, the one this file shadows."""
-    import importlib.machinery
-    import importlib.util
     import os
     import sys
 
-    here = os.path.dirname(os.path.abspath(__file__))
-    rest = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
-    spec = importlib.machinery.PathFinder.find_spec("sitecustomize", rest)
-    if spec is None or spec.loader is None:
-        return
-    module = importlib.util.module_from_spec(spec)
-    ours = sys.modules.get("sitecustomize")
-    sys.modules["sitecustomize"] = module
     try:
-        spec.loader.exec_module(module)
-    except Exception as exc:  # noqa: BLE001 - Python itself only warns for sitecustomize errors
-        sys.stderr.write(f"Error in sitecustomize ({spec.origin}): {type(exc).__name__}: {exc}\n")
-    finally:
-        sys.modules["sitecustomize"] = ours
+        from scope_otel._sitechain import import_next_sitecustomize
+    except Exception as exc:  # noqa: BLE001 - a broken install: say so, run the program
+        sys.stderr.write(f"scope-otel: WARNING: the program's own sitecustomize was not run: {exc!r}\n")
+        return
+    import_next_sitecustomize(os.path.dirname(os.path.abspath(__file__)))
 
 
 _scope_otel_start()

@@ -25,6 +25,8 @@ import os
 import sys
 import time
 
+from scope_otel._sitechain import import_next_sitecustomize
+
 _OUT = os.environ.get("SCOPE_OTEL_GC_DIR")
 _OLDEST = len(gc.get_threshold()) - 1
 _full_ns = []
@@ -72,31 +74,10 @@ def _report():
         print(f"scope-otel plan --trial: cannot write the collector report: {exc!r}", file=sys.stderr)
 
 
-def _chain_next():
-    """Import the ``sitecustomize`` next on the path after this folder (not the launcher's before it)."""
-    import importlib.machinery
-    import importlib.util
-
-    here = os.path.dirname(os.path.abspath(__file__))
-    entries = [os.path.abspath(p or os.curdir) for p in sys.path]
-    after = sys.path[entries.index(here) + 1:] if here in entries else []
-    spec = importlib.machinery.PathFinder.find_spec("sitecustomize", after)
-    if spec is None or spec.loader is None:
-        return
-    module = importlib.util.module_from_spec(spec)
-    ours = sys.modules.get("sitecustomize")
-    sys.modules["sitecustomize"] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:  # noqa: BLE001 - Python itself only warns for sitecustomize errors
-        sys.stderr.write(f"Error in sitecustomize ({spec.origin}): {type(exc).__name__}: {exc}\n")
-    finally:
-        sys.modules["sitecustomize"] = ours
-
-
 if _OUT:
     gc.callbacks.append(_on_collection)
     atexit.register(_report)
     if hasattr(os, "register_at_fork"):  # a forked child reports only its own collections
         os.register_at_fork(after_in_child=_full_ns.clear)
-_chain_next()
+
+import_next_sitecustomize(os.path.dirname(os.path.abspath(__file__)))
