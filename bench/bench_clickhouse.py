@@ -371,10 +371,15 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--skip-ingest", action="store_true", help="only the query benchmarks")
     parser.add_argument("--process-runs", type=int, default=3, help="end-to-end runs of the default mode (median shown)")
+    parser.add_argument("--workdir", default=os.curdir,
+                        help="where the stores are made, in a fresh folder (default: the current directory, where "
+                             "scope-otel's embedded store lives by default; /tmp on this VM is slowed by its own "
+                             "history of deleted files)")
     args = parser.parse_args()
     spans_n = args.spans or (40_000 if args.quick else 200_000)
     rows_n = args.rows or (500_000 if args.quick else 5_000_000)
-    workdir = tempfile.mkdtemp(prefix="scope-bench-ch-")
+    workdir = tempfile.mkdtemp(prefix=".scope-bench-ch-", dir=args.workdir)
+    print(f"stores under {os.path.abspath(workdir)}")
     try:
         if not args.skip_ingest:
             ingest_table(spans_n, args.batch, workdir, args.process_runs)
