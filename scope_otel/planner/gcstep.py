@@ -7,7 +7,7 @@ enough objects are waiting in the oldest generation).  Recording allocates
 (records, spans, their attribute dicts), so it moves the program's next full
 collection earlier, and a run that ended before it now pays for it.  On a
 program with a large heap that is one large cost: on the example shop one
-full collection over ~94,000 objects took 40-60 ms, 2-3 % of the run, and
+full collection over ~94,000 objects took 40-60 ms, 3-4 % of the run, and
 it came once a plan recorded more than ~30 young collections' worth of
 allocations.  Priced per call, a step like that misleads: a plan that leaves
 out 900 cheap calls and stays over the step saves almost nothing, and was
@@ -169,12 +169,17 @@ def observed_us(noplan: list, planned: list) -> float:
     return extra * full_us
 
 
+def _extra_triggers(bare: list[GcReport], rec: list[GcReport]) -> float:
+    """Young collections started with recording beyond without it (median pair)."""
+    return float(statistics.median(r.triggers - b.triggers for b, r in zip(bare, rec)))
+
+
 def observed_triggers(noplan: list, planned: list) -> float | None:
     """The young collections a plan's runs started beyond runs without it (median pair); None when unknown."""
     bare, rec, _why = _single(noplan, planned)
     if not bare:
         return None
-    return float(statistics.median(r.triggers - b.triggers for b, r in zip(bare, rec)))
+    return _extra_triggers(bare, rec)
 
 
 def from_runs(noplan: list, planned: list, calls_recorded: float) -> tuple[GcStep | None, float, str]:
@@ -189,7 +194,7 @@ def from_runs(noplan: list, planned: list, calls_recorded: float) -> tuple[GcSte
         return None, 0.0, why
     if calls_recorded <= 0:
         return None, 0.0, "no calls recorded"
-    extra_triggers = statistics.median(r.triggers - b.triggers for b, r in zip(bare, rec))
+    extra_triggers = _extra_triggers(bare, rec)
     extra_full, full_us = _extra_full_us(bare, rec)
     if extra_triggers <= 0 or full_us <= 0:
         return None, 0.0, "recording brought on no collections"

@@ -124,6 +124,12 @@ def load_profile(path: str) -> Profile:
         raise ProfileError(f"{path}: not a scope-otel counts file ({exc})") from None
 
 
+def put_first_on_path(env: dict, folder: str) -> None:
+    """Put ``folder`` (a start-up folder with a ``sitecustomize``) first on ``env``'s ``PYTHONPATH``, once."""
+    rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != folder]
+    env["PYTHONPATH"] = os.pathsep.join([folder] + rest)
+
+
 def cpu_of(run) -> tuple[float, object]:
     """(CPU seconds of the child processes ``run()`` waited for, what it returned)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -207,8 +213,7 @@ def run_profile(command: list[str], *, env: dict | None = None, cwd: str | None 
         with open(listing, "w", encoding="utf-8") as fh:
             fh.writelines(os.path.realpath(f) + "\n" for f in files)
         child_env["SCOPE_OTEL_PROFILE_FILES"] = listing
-    child_env["PYTHONPATH"] = os.pathsep.join(
-        [_COUNTER_DIR] + [p for p in child_env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    put_first_on_path(child_env, _COUNTER_DIR)
     started = time.perf_counter()
     try:
         cpu, proc = cpu_of(lambda: subprocess.run(command, env=child_env, cwd=cwd, timeout=timeout))

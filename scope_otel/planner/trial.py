@@ -59,7 +59,7 @@ from typing import Any, Callable
 
 from scope_otel.planner import gcstep
 from scope_otel.planner.plan import LEVELS
-from scope_otel.planner.profile import cpu_each
+from scope_otel.planner.profile import cpu_each, put_first_on_path
 
 #: Fewer recorded calls than this and the difference is mostly noise.
 MIN_CALLS = 200
@@ -260,8 +260,7 @@ def _watched_env(env: dict | None, folder: str) -> dict:
     """``env`` (else this process's) with the collector watcher on and reporting into ``folder``."""
     os.makedirs(folder, exist_ok=True)
     out = dict(os.environ if env is None else env)
-    path = [p for p in out.get("PYTHONPATH", "").split(os.pathsep) if p and p != _GCWATCH_DIR]
-    out["PYTHONPATH"] = os.pathsep.join([_GCWATCH_DIR] + path)
+    put_first_on_path(out, _GCWATCH_DIR)
     out["SCOPE_OTEL_GC_DIR"] = folder
     return out
 

@@ -3,7 +3,7 @@
 Part of what recording costs a program is not paid per call.  Recording
 allocates, and allocations bring the cyclic garbage collector's next *full*
 collection earlier; a program with a large heap pays for that collection in
-one piece (the example shop: 40-60 ms, 2-3 % of its run, once recording
+one piece (the example shop: 40-60 ms, 3-4 % of its run, once recording
 passes about 30 young collections' worth of allocations).  The trial's runs,
 with and without recording, therefore report the collector at exit into
 ``$SCOPE_OTEL_GC_DIR/gc-<pid>.json``: collections per generation, the time
