@@ -9,6 +9,7 @@ chDB store, read back.
 from __future__ import annotations
 
 import math
+import sys
 
 import pytest
 from opentelemetry.sdk.resources import Resource
@@ -16,7 +17,9 @@ from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+
+from opentelemetry.trace import set_span_in_context
 
 from scope_otel.export import _ch_rows
 from scope_otel.export._ch_rows import EVENT_COLUMNS, TRACE_COLUMNS, Batch, _native, escape_invalid_text
@@ -157,6 +160,42 @@ def test_c_blocks_equal_clickhouse_connects_for_ordinary_spans_in_one_call():
     assert [batch._blocks[0][0], batch._blocks[0][2]] == expected
     # the bad scope.value is stored twice per copy: in Events.Attributes and as a scope_events Value
     assert (batch.truncated, batch.escaped, truncated, escaped) == (0, 2 * 50, 0, 2 * 50)
+
+
+@needs_c
+def test_sdk_spans_are_read_without_running_their_python_properties():
+    """Status, BoundedList and TraceState fields are read directly (their properties and __len__
+    are Python code that only returns them): same bytes, and no Python call per span."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "sdk"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("sdk.tracer")
+    remote = NonRecordingSpan(SpanContext(7, 9, is_remote=True, trace_flags=TraceFlags(1),
+                                          trace_state=TraceState([("vendor", "a-b")])))
+    with tracer.start_as_current_span("root", context=set_span_in_context(remote)) as root:
+        root.add_event("scope.state_change", {"scope.target": "t", "scope.value": "v"})
+        root.set_status(Status(StatusCode.ERROR, "failed"))
+        with tracer.start_as_current_span("child", links=[Link(root.get_span_context())]):
+            pass
+    spans = list(memory.get_finished_spans()) * 20
+    assert spans[0].context.trace_state.to_header() == "vendor=a-b"
+    expected, _truncated, _escaped = reference_blocks(spans)
+    calls: list[str] = []
+
+    def count(frame, event, arg):
+        if event == "call":
+            calls.append(frame.f_code.co_qualname)
+
+    batch = Batch(LIMIT, pure=False)
+    sys.setprofile(count)
+    try:
+        batch.add_spans(spans)
+    finally:
+        sys.setprofile(None)
+    assert [batch._blocks[0][0], batch._blocks[0][2]] == expected
+    per_span = [c for c in calls if c.endswith(("__len__", "status_code", "description", "__iter__"))]
+    # the trace state is not empty: its header is made once a span, as before
+    assert per_span == [], per_span
 
 
 @needs_c
