@@ -241,6 +241,16 @@ def close_engine(path: str | None = None) -> None:
             _close_engine()
 
 
+def write_spools_from_own_loop() -> None:
+    """This process writes its spools from a loop of its own (the store writer's): no keeper thread.
+
+    The keeper writes whatever is queued within 50 ms.  In the store writer it ran beside the
+    writer's loop and wrote batches before the loop's rule for gathering them
+    (``_ch_drainer.gathered``) could apply: 30 batches sent one every 100 ms went in as 18-23
+    INSERTs, each a part for chDB to merge again; written by the loop alone, as 3."""
+    _Engine.keeper_pid = os.getpid()
+
+
 def _start_keeper() -> None:
     if _Engine.keeper_pid == os.getpid():
         return

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import gc
 import logging
 import os
 import sys
 import time
 
-from scope_otel.export._ch_backend import Backend, StoreBusy, release_requested
+from scope_otel.export._ch_backend import Backend, StoreBusy, release_requested, write_spools_from_own_loop
 from scope_otel.export._ch_schema import SchemaOptions
 from scope_otel.export._ch_spool import Spool
 from scope_otel.export._ch_target import parse
@@ -43,12 +44,17 @@ def main(argv: list[str] | None = None) -> int:
     except OSError:
         pass
     _keep_freed_memory()
+    write_spools_from_own_loop()  # the loop below decides when to write
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s scope-otel drainer %(process)d: %(message)s")
     target = parse("chdb://" + args.store, args.database)
     backend = Backend(target, schema=SchemaOptions(ttl_days=args.ttl_days), spool_dir=args.spool,
                       idle_close_s=3600.0, reuse_buffers=True)
     try:
         backend.run(lambda client: None)  # own the store, create the schema, write what is queued
+        # What start-up made (chDB, clickhouse-connect, pyarrow: ~100k objects) stays: the collector's
+        # full passes no longer walk it on every few drains.
+        gc.collect()
+        gc.freeze()
         last_work = time.monotonic()
         while not release_requested(target.path):
             queued = backend.spool.pending()
@@ -67,15 +73,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 #: A writer waits for a burst's batches to gather before it writes them: every INSERT makes a part
-#: that chDB merges again later.  200k spans written as 8 INSERTs took 5.4-6.8 us of the writer's
-#: CPU per span, as 1: 3.6-4.8; in the benchmark's bursts, gathering took the writer from
-#: 4.5-7.5 to 3.4-4.7 us per span (bench/results/clickhouse.md; 64 and 256 did no better than
-#: 128).  It writes when this many are queued,
+#: that chDB merges again later (200k spans written as 8 INSERTs took 5.4-6.8 us of the writer's
+#: CPU per span, as 1: 3.6-4.8).  Until 2026-12-06 the engine's keeper thread also ran in the
+#: writer and wrote whatever was queued within 50 ms, so these rules hardly applied; the
+#: measurements of them before that date were of the keeper.  It writes when this many are queued,
 GATHER_BATCHES = 128
-#: or when no batch came for this long (the burst is over: a lone batch waits no longer than this),
-GATHER_QUIET_S = 0.05
-#: or when the oldest has waited this long (a steady stream is written once a second).
+#: or when no batch came for this long (the burst is over: a lone batch waits no longer than this;
+#: longer than the gap of a steady stream, so that one is gathered: 50 ms wrote a stream of a batch
+#: every 100 ms batch by batch.  Nobody waits for it: a query asks the writer to let go and
+#: writes the queue itself),
+GATHER_QUIET_S = 0.25
+#: or when the oldest has waited this long (a steady stream is written once a second),
 GATHER_MAX_S = 1.0
+#: or when at least this many are queued and they came at a full gather's pace or faster
+#: (GATHER_BATCHES in GATHER_MAX_S): a burst the writer may not keep up with.  Waiting for the
+#: rest would leave it idle while the queue grows (benchmark: the first of 391 batches written
+#: after 0.5 s, 122k spans/s end to end against 151k writing early); after a drain, what came
+#: during it is written at once when it came that fast, so the drains grow with the backlog.
+GATHER_MIN_BURST = 8
 
 
 def gathered(queued: list[str], now_ns: int) -> bool:
@@ -84,7 +99,10 @@ def gathered(queued: list[str], now_ns: int) -> bool:
         return True
     # a name that does not say when it was queued counts as queued at 0: written at once
     oldest, newest = Spool.queued_ns(queued[0]), Spool.queued_ns(queued[-1])
-    return now_ns - newest >= GATHER_QUIET_S * 1e9 or now_ns - oldest >= GATHER_MAX_S * 1e9
+    waited_s = (now_ns - oldest) / 1e9
+    if now_ns - newest >= GATHER_QUIET_S * 1e9 or waited_s >= GATHER_MAX_S:
+        return True
+    return len(queued) >= GATHER_MIN_BURST and len(queued) >= GATHER_BATCHES * waited_s / GATHER_MAX_S
 
 
 def _keep_freed_memory() -> None:

@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from scope_otel.export import _ch_spool
 from scope_otel.export import _ch_backend
-from scope_otel.export._ch_drainer import GATHER_BATCHES, GATHER_MAX_S, GATHER_QUIET_S, gathered
+from scope_otel.export._ch_drainer import GATHER_BATCHES, GATHER_MAX_S, GATHER_MIN_BURST, GATHER_QUIET_S, gathered
 from scope_otel.export._ch_backend import Backend, _Engine, _merged, _Scratch
 from scope_otel.export._ch_rows import Batch
 from scope_otel.export._ch_spool import Spool, read_parts
@@ -272,7 +272,10 @@ def test_the_writer_waits_for_a_bursts_batches_and_never_long():
         return [f"{now - int(age * ms):020d}-42-{i:06d}.batch" for i, age in enumerate(ages_ms)]
 
     burst = queue(*[30 - 0.1 * i for i in range(20)])  # 20 batches in 2 ms, the last one just now
-    assert not gathered(burst, now)  # more are coming: wait
+    assert gathered(burst, now)  # coming faster than a full gather a second: write, more will follow
+    assert not gathered(queue(*[30 - 0.1 * i for i in range(GATHER_MIN_BURST - 1)]), now)  # too few yet
+    slow = queue(*[900 - 100 * i for i in range(10)])  # 10 a second, the last 0 ms ago
+    assert not gathered(slow, now)  # a slow stream: gathered up to a second
     assert gathered(queue(*[0.01] * GATHER_BATCHES), now)  # a drain's worth: write
     assert gathered(queue(1000 * GATHER_QUIET_S + 1), now)  # a lone batch, nothing since: write
     assert not gathered(queue(1000 * GATHER_QUIET_S - 10), now)

@@ -133,3 +133,42 @@ def test_a_child_forked_from_a_chdb_process_never_opens_chdb_and_its_spans_arriv
     assert result["child"]["store_busy"] >= 1 and result["child"]["spans_queued"] == 1
     assert result["child"]["spans_dropped"] == 0
     assert result["rows"] == 1  # queued by the child, written by the parent that owns the store
+
+
+def test_a_steady_stream_is_written_about_once_a_second_not_batch_by_batch(tmp_path):
+    """30 batches, one every 100 ms: the store writer gathers them (GATHER_MAX_S) into a few INSERTs.
+    Each INSERT takes the table's next block number, so the highest block number counts them;
+    the engine's keeper, when it also ran in the writer, made 18 here."""
+    store = str(tmp_path / "steady")
+    code = (
+        "import time\n"
+        "from opentelemetry.sdk.resources import Resource\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "from opentelemetry.sdk.trace.export import SimpleSpanProcessor\n"
+        "from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter\n"
+        "from scope_otel.export.clickhouse import ClickHouseSpanExporter\n"
+        "memory = InMemorySpanExporter()\n"
+        "provider = TracerProvider(resource=Resource.create({'service.name': 'steady'}))\n"
+        "provider.add_span_processor(SimpleSpanProcessor(memory))\n"
+        "tracer = provider.get_tracer('steady')\n"
+        "for i in range(300):\n"
+        "    with tracer.start_as_current_span(f'steady-{i}'):\n"
+        "        pass\n"
+        "spans = memory.get_finished_spans()\n"
+        f"e = ClickHouseSpanExporter({store!r})\n"
+        "for i in range(30):\n"
+        "    e.export(spans[10 * i:10 * i + 10])\n"
+        "    time.sleep(0.1)\n"
+        "assert e.force_flush(20000)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    s = Store(parse(store, "otel"), wait_s=30)
+    try:
+        assert s.query("SELECT count() FROM otel_traces WHERE SpanName LIKE 'steady-%'").rows[0][0] == 300
+        inserts = s.query("SELECT max(max_block_number) FROM system.parts "
+                          "WHERE database = 'otel' AND table = 'otel_traces'").rows[0][0]
+    finally:
+        s.close()
+    # about 3 s of batches: 3-4 INSERTs gathered; a slow machine's pauses may end a few gathers early
+    assert 2 <= inserts <= 10, inserts
