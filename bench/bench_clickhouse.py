@@ -328,6 +328,25 @@ def queries(n: int, workdir: str, repeat: int) -> dict:
     return out
 
 
+def file_create_us(workdir: str, n: int = 300) -> float:
+    """Microseconds to create one small file (in folders of 12, as chDB makes a part) in ``workdir``.
+
+    ext4 without a journal (this VM) skips inodes deleted in the last minutes when it allocates
+    one, scanning past each: right after a large delete (an earlier run's stores, a test run)
+    a file here cost 116 us against 23 us in a quiet folder, and every INSERT makes ~65 files
+    (five tables' parts).  Printed so that a run's conditions can be told apart."""
+    probe = os.path.join(workdir, "create-probe")
+    os.mkdir(probe)
+    t0 = time.perf_counter()
+    for i in range(n):
+        folder = os.path.join(probe, f"p{i // 12}")
+        if i % 12 == 0:
+            os.mkdir(folder)
+        with open(os.path.join(folder, f"f{i}"), "wb") as fh:
+            fh.write(b"x")
+    return 1e6 * (time.perf_counter() - t0) / n
+
+
 def ingest_table(spans_n: int, batch: int, workdir: str, process_runs: int = 3) -> None:
     t0 = time.perf_counter()
     spans = make_spans(spans_n)
@@ -379,7 +398,8 @@ def main() -> int:
     spans_n = args.spans or (40_000 if args.quick else 200_000)
     rows_n = args.rows or (500_000 if args.quick else 5_000_000)
     workdir = tempfile.mkdtemp(prefix=".scope-bench-ch-", dir=args.workdir)
-    print(f"stores under {os.path.abspath(workdir)}")
+    print(f"stores under {os.path.abspath(workdir)}; creating a file there takes {file_create_us(workdir):.0f} us "
+          "(ext4 scans past inodes deleted in the last minutes: wait a few minutes after a large delete)")
     try:
         if not args.skip_ingest:
             ingest_table(spans_n, args.batch, workdir, args.process_runs)
