@@ -6,12 +6,14 @@
    span, in SDK-sized batches, beside chDB's own ingest rate for the same rows
    (Native blocks for otel_traces and scope_events, built beforehand in every
    encoding the exporter has, one INSERT ... FROM INFILE per table into fresh
-   tables, best of two rounds; the fastest encoding is the ceiling).  Two
-   exporter modes, each timed until every batch is written: ``process`` (the
-   default: the app queues, a store-writer process ingests; three runs, each
-   into a fresh store, the median shown) and ``inprocess`` (chDB in the
-   exporting process).  The application side is also timed stage by stage,
-   for the encoder in use and for the pure-Python path.
+   tables, in a child process; the fastest encoding is the ceiling).  The
+   default mode, ``process`` (the app queues, a store-writer process ingests),
+   is timed until every batch is written, three times, each into a fresh store
+   right after a ceiling measurement of its own; each run's ratio is to its
+   own ceiling, and the run with the median ratio is the result.  Then
+   ``inprocess`` (chDB in the exporting process).  The application side is
+   also timed stage by stage, for the encoder in use and for the pure-Python
+   path.
 2. Queries on a large table generated inside ClickHouse (INSERT ... SELECT
    FROM numbers()): trace lookup by id through the call-tree view and a plain
    WHERE, and the service-edge view beside a naive full self-join.
@@ -24,9 +26,11 @@ from __future__ import annotations
 import argparse
 import gc
 import itertools
+import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -108,15 +112,120 @@ def _own_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def ingest(spans: list, batch_size: int, workdir: str, process_runs: int = 3) -> dict:
-    out = {}
-    groups = batches(spans, batch_size)
+CEILING_VARIANTS = (  # label, pure Python encoder, LowCardinality targets, rows in sorting-key order
+    ("one block per table, LowCardinality, key order (as written)", False, True, True),
+    ("one block per table, LowCardinality, arrival order", False, True, False),
+    ("one block per table, LowCardinality as String", False, False, False),
+    ("C encoder's 512-row blocks (String)", False, None, False),
+    ("clickhouse-connect's 512-row blocks (pure Python)", True, None, False),
+)
 
-    # process mode: the application queues, a store-writer process ingests.
-    # Several runs, each into a fresh store with a fresh writer: one run moved
-    # from 78k to 150k spans/s between runs minutes apart on the same code.
-    out["process_runs"] = []
+
+def ceiling_files(groups: list, workdir: str) -> dict[str, dict[str, tuple[str, list[str]]]]:
+    """Native files of every block encoding the exporter has, one per table: label -> table -> (path, columns).
+
+    One block per table with the tables' LowCardinality columns, rows in each
+    table's sorting-key order, is what the store writer inserts (byte-identical
+    to clickhouse-connect writing the sorted rows as one block); the others are
+    the same rows in arrival order, with LowCardinality columns as String, the C
+    encoder's 512-row blocks, and clickhouse-connect's 512-row blocks (the
+    pure-Python path)."""
+    from scope_otel.export._ch_backend import _table_types
+
+    # the sorting keys as a store writer reads them from a fresh store's tables (read in a child
+    # process: this one, the application, never loads chDB)
+    keys = json.loads(_child({"op": "keys", "store": os.path.join(workdir, "keys")}))
+    orders = {table: tuple((name.encode(), div) for name, div in order) for table, order in keys.items() if order}
+    c_built = _ch_rows.load_encoder(pure=False) is not None
+    variants: dict[str, dict[str, tuple[str, list[str]]]] = {}
+    for label, pure, lowcardinality, by_key in CEILING_VARIANTS:
+        if not pure and not c_built:
+            continue
+        chunks: dict[str, list[bytes]] = {}
+        names: dict[str, list[str]] = {}
+        for group in groups:
+            batch = Batch(pure=pure)
+            batch.add_spans(group)
+            for table, columns, data, _rows in batch.encode():
+                chunks.setdefault(table, []).append(data)
+                names[table] = columns
+        files: dict[str, tuple[str, list[str]]] = {}
+        for table, parts in chunks.items():
+            data = b"".join(parts)
+            if lowcardinality is not None:
+                from scope_otel.export._chnative import merge_blocks
+
+                data = merge_blocks(data, _table_types() if lowcardinality else {}, None,
+                                    orders.get(table) if by_key else None)
+            path = os.path.join(workdir, f"ceil{len(variants)}-{table}.native")
+            with open(path, "wb") as fh:
+                fh.write(data)
+            files[table] = (path, names[table])
+        variants[label] = files
+        del chunks
+    return variants
+
+
+def _child(job: dict) -> str:
+    """Run ``job`` in a fresh Python process (this file, ``--child``); its last line of output."""
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", json.dumps(job)],
+                         capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise SystemExit(f"ceiling child failed: {out.stderr[-2000:]}")
+    return out.stdout.strip().splitlines()[-1]
+
+
+def child_main(job: dict) -> None:
+    """In a child process: the stores' sorting keys, or chDB's own ingest rate for prebuilt files."""
+    from scope_otel.export._ch_backend import Backend, _sorting_keys
+    from scope_otel.export._ch_target import parse
+
+    if job["op"] == "keys":
+        orders = Backend(parse("chdb://" + job["store"], "otel")).run(lambda client: _sorting_keys(client, "otel"))
+        print(json.dumps({t: [[n.decode(), d] for n, d in o] for t, o in orders.items()}))
+        return
+    rates = {}
+    for i, (label, files) in enumerate(job["variants"].items()):
+        database = f"ceil_{i}"
+        backend = Backend(parse("chdb://" + job["store"], database), idle_close_s=600)
+        backend.run(lambda client: None)  # the schema, outside the timing
+        time.sleep(1.0)  # let the schema's and earlier inserts' background work settle
+
+        def load(client, files=files, database=database):
+            for table, (path, columns) in files.items():
+                cols = ", ".join(f"`{c}`" for c in columns)
+                client.command(f"INSERT INTO {database}.{table} ({cols}) FROM INFILE '{path}' FORMAT Native")
+
+        t0 = time.perf_counter()
+        backend.run(load)
+        rates[label] = job["spans"] / (time.perf_counter() - t0)
+    print(json.dumps(rates))
+
+
+def ingest(spans: list, batch_size: int, workdir: str, process_runs: int = 3) -> dict:
+    """End-to-end runs of the default mode, each paired with chDB's ceiling measured just before it.
+
+    A single INSERT of a few seconds and an end-to-end run both move a lot
+    with this shared machine's load and its file system's state (one run
+    measured the ceiling at 287k and at 420k spans/s minutes apart), so each
+    run's ratio compares the two measured a few seconds apart, and the median
+    ratio is the result.  The ceiling runs in a child process with chDB in
+    it, as the store writer does; this process, the application, never loads
+    chDB."""
+    out: dict = {"process_runs": [], "ceilings": {}}
+    groups = batches(spans, batch_size)
+    variants = ceiling_files(groups, workdir)
     for run in range(process_runs):
+        # ceiling: chDB ingesting the same rows (otel_traces and scope_events) from the prebuilt
+        # files, one INSERT per table, no Python in the loop, into fresh tables; the fastest
+        # encoding is the ceiling
+        rates = json.loads(_child({"op": "ceiling", "store": os.path.join(workdir, f"ceiling-{run}"),
+                                   "variants": variants, "spans": len(spans)}))
+        for label, rate in rates.items():
+            out["ceilings"].setdefault(label, []).append(rate)
+        ceiling = max(rates.values())
+
+        # process mode: the application queues, a store-writer process ingests
         store = os.path.join(workdir, f"process-{run}")
         exporter = ClickHouseSpanExporter(store)
         exporter.export(groups[0][:1])  # start the writer and create the schema outside the timing
@@ -133,12 +242,13 @@ def ingest(spans: list, batch_size: int, workdir: str, process_runs: int = 3) ->
         total_s = time.perf_counter() - t0
         writer_cpu = _cpu_s(writer.pid) - writer_cpu0 if writer_cpu0 is not None else float("nan")
         assert count_rows(store) == len(spans) + 1
-        out["process_runs"].append((len(spans) / total_s, len(spans) / app_s,
-                                    1e6 * app_cpu / len(spans), 1e6 * writer_cpu / len(spans)))
+        rate = len(spans) / total_s
+        out["process_runs"].append({"rate": rate, "ceiling": ceiling, "ratio": rate / ceiling,
+                                    "app_rate": len(spans) / app_s, "app_us": 1e6 * app_cpu / len(spans),
+                                    "writer_us": 1e6 * writer_cpu / len(spans)})
         time.sleep(2.0)  # the writer lets go of the store (count_rows asked for it) and exits
-    median = sorted(out["process_runs"])[len(out["process_runs"]) // 2]  # the run with the median rate
-    out["process"] = median[:2]
-    out["cpu_us"] = median[2:]
+    runs = out["process_runs"]
+    out["median"] = sorted(runs, key=lambda r: r["ratio"])[len(runs) // 2]  # the run with the median ratio
 
     # where the application side spends its time, stage by stage, for the
     # encoder in use and for the pure-Python path (the peer)
@@ -163,78 +273,8 @@ def ingest(spans: list, batch_size: int, workdir: str, process_runs: int = 3) ->
         del built, encoded
     out["encoder"] = "C (_chnative)" if _ch_rows.ENCODER is not None else "pure Python"
 
-    # ceiling: chDB ingesting the same rows (otel_traces and scope_events) from
-    # Native files built beforehand: one INSERT per table, no Python in the
-    # loop, into fresh tables.  Every block encoding the exporter has is
-    # measured: one block per table with the tables' LowCardinality columns,
-    # rows in each table's sorting-key order (what the store writer inserts;
-    # byte-identical to clickhouse-connect writing the sorted rows as one
-    # block), the same in arrival order, the same with LowCardinality columns
-    # as String, the C encoder's 512-row blocks, and clickhouse-connect's
-    # 512-row blocks (the pure-Python path); the fastest is the ceiling.
-    from scope_otel.export._ch_backend import Backend, _sorting_keys, _table_types, close_engine
-    from scope_otel.export._ch_target import parse
-
-    # the sorting keys as the store writer reads them, from the tables of the first run's store
-    orders = Backend(parse("chdb://" + os.path.join(workdir, "process-0"), "otel")).run(
-        lambda client: _sorting_keys(client, "otel"), wait_s=60)
-    close_engine()
-
-    c_built = _ch_rows.load_encoder(pure=False) is not None
+    # inprocess mode: chDB in this process (loaded only now), timed until everything is written.
     store = os.path.join(workdir, "inprocess")
-    variants: dict[str, dict[str, tuple[str, list[str]]]] = {}
-    for label, pure, merge, by_key in (
-            ("one block per table, LowCardinality, key order (as written)", False, _table_types(), True),
-            ("one block per table, LowCardinality, arrival order", False, _table_types(), False),
-            ("one block per table, LowCardinality as String", False, {}, False),
-            ("C encoder's 512-row blocks (String)", False, None, False),
-            ("clickhouse-connect's 512-row blocks (pure Python)", True, None, False)):
-        if not pure and not c_built:
-            continue
-        chunks: dict[str, list[bytes]] = {}
-        names: dict[str, list[str]] = {}
-        for group in groups:
-            batch = Batch(pure=pure)
-            batch.add_spans(group)
-            for table, columns, data, _rows in batch.encode():
-                chunks.setdefault(table, []).append(data)
-                names[table] = columns
-        files: dict[str, tuple[str, list[str]]] = {}
-        for table, parts in chunks.items():
-            data = b"".join(parts)
-            if merge is not None:
-                from scope_otel.export._chnative import merge_blocks
-
-                data = merge_blocks(data, merge, None, orders.get(table) if by_key else None)
-            path = os.path.join(workdir, f"ceil{len(variants)}-{table}.native")
-            with open(path, "wb") as fh:
-                fh.write(data)
-            files[table] = (path, names[table])
-        variants[label] = files
-        del chunks
-    # two rounds, interleaved, best of two per encoding: single INSERTs of a
-    # few seconds move a lot with the machine's load
-    out["ceilings"] = {}
-    for round_ in range(2):
-        for label, files in variants.items():
-            database = f"ceil_{round_}_{list(variants).index(label)}"
-            ceiling = ClickHouseSpanExporter(store, database, embedded="inprocess", idle_close_s=60)
-            ceiling.export(groups[0][:1])  # the schema, outside the timing
-            wait_written(ceiling, 60)
-            time.sleep(1.0)  # let the schema's and earlier inserts' background work settle
-
-            def load(client, files=files, database=database):
-                for table, (path, columns) in files.items():
-                    cols = ", ".join(f"`{c}`" for c in columns)
-                    client.command(f"INSERT INTO {database}.{table} ({cols}) FROM INFILE '{path}' FORMAT Native")
-
-            t0 = time.perf_counter()
-            ceiling._backend.run(load)
-            rate = len(spans) / (time.perf_counter() - t0)
-            out["ceilings"][label] = max(rate, out["ceilings"].get(label, 0.0))
-    out["ceiling"] = max(out["ceilings"].values())
-
-    # inprocess mode: chDB in this process, timed until everything is written.
     exporter = ClickHouseSpanExporter(store, "inproc", embedded="inprocess", idle_close_s=60)
     exporter.export(groups[0][:1])
     wait_written(exporter, 60)
@@ -243,7 +283,8 @@ def ingest(spans: list, batch_size: int, workdir: str, process_runs: int = 3) ->
         exporter.export(group)
     wait_written(exporter)
     out["inprocess"] = len(spans) / (time.perf_counter() - t0)
-
+    out["inprocess_ceiling"] = statistics.median(max(r[i] for r in out["ceilings"].values())
+                                                 for i in range(len(runs)))
     exporter._backend.close()
     return out
 
@@ -333,8 +374,8 @@ def file_create_us(workdir: str, n: int = 300) -> float:
 
     ext4 without a journal (this VM) skips inodes deleted in the last minutes when it allocates
     one, scanning past each: right after a large delete (an earlier run's stores, a test run)
-    a file here cost 116 us against 23 us in a quiet folder, and every INSERT makes ~65 files
-    (five tables' parts).  Printed so that a run's conditions can be told apart."""
+    a file here cost 116-557 us against 25-33 us in a quiet folder, and every INSERT makes ~65
+    files (five tables' parts).  Printed so that a run's conditions can be told apart."""
     probe = os.path.join(workdir, "create-probe")
     os.mkdir(probe)
     t0 = time.perf_counter()
@@ -359,21 +400,24 @@ def ingest_table(spans_n: int, batch: int, workdir: str, process_runs: int = 3) 
     print(f"built {len(spans)} SDK spans (10 attributes each) in {time.perf_counter() - t0:.1f} s; "
           f"batch size {batch}")
     ing = ingest(spans, batch, workdir, process_runs)
-    ceiling = ing["ceiling"]
+    runs, med = ing["process_runs"], ing["median"]
     print()
-    print(f"{'ingest into chDB':64s} {'spans/s':>10s} {'x ceiling':>10s}")
-    print(f"{'chDB: INSERT FROM INFILE, prebuilt Native (ceiling)':64s} {ceiling:10,.0f} {1.0:10.2f}")
-    for label, rate in ing["ceilings"].items():
-        print(f"{'  ' + label:64s} {rate:10,.0f} {rate / ceiling:10.2f}")
-    proc_total, proc_app = ing["process"]
-    runs = ing["process_runs"]
-    print(f"{'exporter, embedded=process (end to end, median run)':64s} {proc_total:10,.0f} {proc_total / ceiling:10.2f}")
-    print(f"{'  each run':64s} " + ", ".join(f"{r[0]:,.0f}" for r in runs))
-    print(f"{'  app side only (export() calls)':64s} {proc_app:10,.0f} {proc_app / ceiling:10.2f}")
-    print(f"{'exporter, embedded=inprocess':64s} {ing['inprocess']:10,.0f} {ing['inprocess'] / ceiling:10.2f}")
-    app_cpu, writer_cpu = ing["cpu_us"]
-    print(f"embedded=process CPU per span (median run): application {app_cpu:.1f} us, store writer process {writer_cpu:.1f} us "
-          f"(load-independent capacity with a core each: {1e6 / max(app_cpu, writer_cpu):,.0f} spans/s)")
+    print("chDB's own ingest rate (the ceiling), measured before each end-to-end run, spans/s:")
+    for label, rates in ing["ceilings"].items():
+        print(f"  {label:62s} " + ", ".join(f"{r:,.0f}" for r in rates))
+    print()
+    print(f"{'exporter, embedded=process, end to end':44s} {'spans/s':>10s} {'ceiling':>10s} {'x ceiling':>10s}"
+          f" {'app us':>7s} {'writer us':>9s}")
+    for i, r in enumerate(runs):
+        print(f"{'  run ' + str(i + 1):44s} {r['rate']:10,.0f} {r['ceiling']:10,.0f} {r['ratio']:10.2f}"
+              f" {r['app_us']:7.1f} {r['writer_us']:9.1f}")
+    print(f"{'  median run (by ratio)':44s} {med['rate']:10,.0f} {med['ceiling']:10,.0f} {med['ratio']:10.2f}")
+    print(f"app side only (export() calls), median run: {med['app_rate']:,.0f} spans/s")
+    print(f"exporter, embedded=inprocess: {ing['inprocess']:,.0f} spans/s, "
+          f"{ing['inprocess'] / ing['inprocess_ceiling']:.2f} x the median run's ceiling")
+    print(f"embedded=process CPU per span (median run): application {med['app_us']:.1f} us, store writer process "
+          f"{med['writer_us']:.1f} us (load-independent capacity with a core each: "
+          f"{1e6 / max(med['app_us'], med['writer_us']):,.0f} spans/s)")
     convert, encode, spool = ing["stages_app"]
     print(f"app side per span, {ing['encoder']}: spans -> Native {convert + encode:.1f} us, "
           f"spool write {spool:.1f} us")
@@ -394,12 +438,21 @@ def main() -> int:
                         help="where the stores are made, in a fresh folder (default: the current directory, where "
                              "scope-otel's embedded store lives by default; /tmp on this VM is slowed by its own "
                              "history of deleted files)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # a ceiling or sorting-key job (JSON), in a child process
     args = parser.parse_args()
+    if args.child:
+        child_main(json.loads(args.child))
+        return 0
     spans_n = args.spans or (40_000 if args.quick else 200_000)
     rows_n = args.rows or (500_000 if args.quick else 5_000_000)
     workdir = tempfile.mkdtemp(prefix=".scope-bench-ch-", dir=args.workdir)
-    print(f"stores under {os.path.abspath(workdir)}; creating a file there takes {file_create_us(workdir):.0f} us "
-          "(ext4 scans past inodes deleted in the last minutes: wait a few minutes after a large delete)")
+    create_us = file_create_us(workdir)
+    print(f"stores under {os.path.abspath(workdir)}; creating a file there takes {create_us:.0f} us")
+    if create_us > 60:
+        print("  WARNING: file creation is slow here (ext4 without a journal scans past inodes deleted nearby in\n"
+              "  the last minutes, and keeps doing so while files are created next to them); the exporter makes\n"
+              "  ~10x the ceiling's files, so its ratio will be low.  A fresh top-level folder (--workdir\n"
+              "  $(mktemp -d /scopebench.XXXX)) lands in a quiet inode group: 25-33 us here.")
     try:
         if not args.skip_ingest:
             ingest_table(spans_n, args.batch, workdir, args.process_runs)
