@@ -78,14 +78,8 @@ def batches(spans: list, size: int) -> list:
 
 
 def count_rows(store: str) -> int:
-    from scope_otel.export._ch_target import parse
-    from scope_otel.store import Store
-
-    s = Store(parse(store, "otel"), wait_s=60)
-    try:
-        return s.query("SELECT count() FROM otel_traces").rows[0][0]
-    finally:
-        s.close()
+    """The rows of ``store``'s otel_traces, counted in a child process (it asks the writer for the store)."""
+    return int(_child({"op": "count", "store": store}))
 
 
 def wait_written(exporter: ClickHouseSpanExporter, timeout_s: float = 120.0) -> None:
@@ -180,6 +174,15 @@ def child_main(job: dict) -> None:
     from scope_otel.export._ch_backend import Backend, _sorting_keys
     from scope_otel.export._ch_target import parse
 
+    if job["op"] == "count":
+        from scope_otel.store import Store
+
+        s = Store(parse(job["store"], "otel"), wait_s=60)
+        try:
+            print(s.query("SELECT count() FROM otel_traces").rows[0][0])
+        finally:
+            s.close()
+        return
     if job["op"] == "keys":
         orders = Backend(parse("chdb://" + job["store"], "otel")).run(lambda client: _sorting_keys(client, "otel"))
         print(json.dumps({t: [[n.decode(), d] for n, d in o] for t, o in orders.items()}))
@@ -226,6 +229,7 @@ def ingest(spans: list, batch_size: int, workdir: str, process_runs: int = 3) ->
         ceiling = max(rates.values())
 
         # process mode: the application queues, a store-writer process ingests
+        assert "chdb" not in sys.modules, "the benchmark process, the application here, loaded chDB"
         store = os.path.join(workdir, f"process-{run}")
         exporter = ClickHouseSpanExporter(store)
         exporter.export(groups[0][:1])  # start the writer and create the schema outside the timing
@@ -246,7 +250,7 @@ def ingest(spans: list, batch_size: int, workdir: str, process_runs: int = 3) ->
         out["process_runs"].append({"rate": rate, "ceiling": ceiling, "ratio": rate / ceiling,
                                     "app_rate": len(spans) / app_s, "app_us": 1e6 * app_cpu / len(spans),
                                     "writer_us": 1e6 * writer_cpu / len(spans)})
-        time.sleep(2.0)  # the writer lets go of the store (count_rows asked for it) and exits
+        time.sleep(2.0)  # let the exiting writer's and the count's work settle
     runs = out["process_runs"]
     out["median"] = sorted(runs, key=lambda r: r["ratio"])[len(runs) // 2]  # the run with the median ratio
 
