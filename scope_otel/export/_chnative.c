@@ -124,7 +124,8 @@ typedef struct {
     PyObject *resource; /* Batch._resource: resource -> (attrs dict, service) */
     /* The SDK's Status, BoundedList and TraceState (or NULL): their public
      * properties and __len__ are Python code returning a private field, read
-     * here directly (5 Python calls a span fewer: ~10 % of encoding). */
+     * here directly: 5 Python calls a span fewer (the benchmark's spans:
+     * 2.46-2.61 us a span to encode, 2.75-3.16 before). */
     PyTypeObject *status_type, *list_type, *state_type;
 } Enc;
 
