@@ -134,8 +134,14 @@ def test_shutdown_exports_what_is_queued(impl):
     assert len(exporter.get_finished_spans()) == 5
 
 
+# These tests fork while the processor's worker thread runs, as gunicorn does on purpose; Python
+# 3.12+ warns about any fork of a threaded process, which is the very case under test.
+FORK_WITH_THREADS = pytest.mark.filterwarnings("ignore:This process .* is multi-threaded, use of fork:DeprecationWarning")
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 @pytest.mark.parametrize("hooks", ["at_fork", "pid_check"])
+@FORK_WITH_THREADS
 def test_fork_child_exports_its_own_spans_and_parent_keeps_working(pipeline, hooks):
     tracer, processor = pipeline.tracer, pipeline.processor
     with tracer.start_as_current_span("before-fork"):
@@ -354,6 +360,7 @@ def test_record_only_spans_are_not_exported_as_with_batch_processor(impl):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@FORK_WITH_THREADS
 def test_fork_while_the_worker_is_stuck_in_the_exporter_does_not_deadlock_the_child(impl):
     import time
 
