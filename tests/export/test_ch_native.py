@@ -184,7 +184,7 @@ def test_sdk_spans_are_read_without_running_their_python_properties():
 
     def count(frame, event, arg):
         if event == "call":
-            calls.append(frame.f_code.co_qualname)
+            calls.append(frame.f_code.co_name)  # co_qualname is 3.11+
 
     batch = Batch(LIMIT, pure=False)
     sys.setprofile(count)
@@ -193,7 +193,7 @@ def test_sdk_spans_are_read_without_running_their_python_properties():
     finally:
         sys.setprofile(None)
     assert [batch._blocks[0][0], batch._blocks[0][2]] == expected
-    per_span = [c for c in calls if c.endswith(("__len__", "status_code", "description", "__iter__"))]
+    per_span = [c for c in calls if c in ("__len__", "status_code", "description", "__iter__")]
     # the trace state is not empty: its header is made once a span, as before
     assert per_span == [], per_span
 
