@@ -8,7 +8,7 @@
    encoding the exporter has, one INSERT ... FROM INFILE per table into fresh
    tables, in a child process; the fastest encoding is the ceiling).  The
    default mode, ``process`` (the app queues, a store-writer process ingests),
-   is timed until every batch is written, three times, each into a fresh store
+   is timed until every batch is written, five times, each into a fresh store
    right after a ceiling measurement of its own; each run's ratio is to its
    own ceiling, and the run with the median ratio is the result.  Then
    ``inprocess`` (chDB in the exporting process).  The application side is
@@ -437,7 +437,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=None)
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--skip-ingest", action="store_true", help="only the query benchmarks")
-    parser.add_argument("--process-runs", type=int, default=3, help="end-to-end runs of the default mode (median shown)")
+    parser.add_argument("--process-runs", type=int, default=5, help="end-to-end runs of the default mode, each with its own ceiling (the run with the median ratio is the result)")
     parser.add_argument("--workdir", default=os.curdir,
                         help="where the stores are made, in a fresh folder (default: the current directory, where "
                              "scope-otel's embedded store lives by default; /tmp on this VM is slowed by its own "
