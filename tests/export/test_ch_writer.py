@@ -250,6 +250,30 @@ def test_written_batch_files_are_reused_for_later_batches_with_nothing_of_the_ol
         writer.done(dir_)
 
 
+def test_the_store_writer_empties_spare_batch_files_when_idle_not_during_a_burst(tmp_path, monkeypatch):
+    monkeypatch.setattr(_ch_spool, "FREE_KEEP", 2)
+    folder = str(tmp_path / "spool")
+    writer, app = Spool(folder), Spool(folder)
+    writer.trim_later = True  # as the store writer sets it
+    for parts in _encoded_batches("burst", 5, per_batch=20):
+        assert app.put(parts)
+    for dir_, _parts in writer.claim():
+        writer.done(dir_)
+
+    def free_sizes() -> list[int]:
+        return sorted(os.path.getsize(os.path.join(folder, n)) for n in os.listdir(folder)
+                      if n.startswith(_ch_spool.FREE))
+
+    assert len(free_sizes()) == 5 and 0 not in free_sizes()  # all kept whole during the burst
+    assert writer.trim() == 3  # idle: all but FREE_KEEP emptied
+    assert free_sizes()[:3] == [0, 0, 0] and 0 not in free_sizes()[3:]
+    assert writer.trim() == 0  # nothing more to empty
+    app._free_listed = 0.0
+    for parts in _encoded_batches("after", 5, per_batch=2):  # emptied files are written as any other
+        assert app.put(parts)
+    assert len(app.pending()) == 5 and free_sizes() == []
+
+
 def test_free_files_do_not_count_against_the_spool_bound(tmp_path):
     folder = str(tmp_path / "spool")
     parts = _encoded_batches("bound", 1, per_batch=40)[0]
