@@ -165,12 +165,13 @@ def _child(job: dict) -> str:
     out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", json.dumps(job)],
                          capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
-        raise SystemExit(f"ceiling child failed: {out.stderr[-2000:]}")
+        raise SystemExit(f"benchmark child ({job['op']}) failed: {out.stderr[-2000:]}")
     return out.stdout.strip().splitlines()[-1]
 
 
 def child_main(job: dict) -> None:
-    """In a child process: the stores' sorting keys, or chDB's own ingest rate for prebuilt files."""
+    """In a child process: a store's row count or its tables' sorting keys, or chDB's own ingest rate
+    for prebuilt files (the ceiling)."""
     from scope_otel.export._ch_backend import Backend, _sorting_keys
     from scope_otel.export._ch_target import parse
 
@@ -205,7 +206,7 @@ def child_main(job: dict) -> None:
     print(json.dumps(rates))
 
 
-def ingest(spans: list, batch_size: int, workdir: str, process_runs: int = 3) -> dict:
+def ingest(spans: list, batch_size: int, workdir: str, process_runs: int = 5) -> dict:
     """End-to-end runs of the default mode, each paired with chDB's ceiling measured just before it.
 
     A single INSERT of a few seconds and an end-to-end run both move a lot
@@ -287,8 +288,7 @@ def ingest(spans: list, batch_size: int, workdir: str, process_runs: int = 3) ->
         exporter.export(group)
     wait_written(exporter)
     out["inprocess"] = len(spans) / (time.perf_counter() - t0)
-    out["inprocess_ceiling"] = statistics.median(max(r[i] for r in out["ceilings"].values())
-                                                 for i in range(len(runs)))
+    out["inprocess_ceiling"] = statistics.median(r["ceiling"] for r in runs)
     exporter._backend.close()
     return out
 
@@ -392,7 +392,7 @@ def file_create_us(workdir: str, n: int = 300) -> float:
     return 1e6 * (time.perf_counter() - t0) / n
 
 
-def ingest_table(spans_n: int, batch: int, workdir: str, process_runs: int = 3) -> None:
+def ingest_table(spans_n: int, batch: int, workdir: str, process_runs: int = 5) -> None:
     t0 = time.perf_counter()
     spans = make_spans(spans_n)
     # The benchmark holds every span in memory at once, which a running
@@ -442,7 +442,7 @@ def main() -> int:
                         help="where the stores are made, in a fresh folder (default: the current directory, where "
                              "scope-otel's embedded store lives by default; /tmp on this VM is slowed by its own "
                              "history of deleted files)")
-    parser.add_argument("--child", help=argparse.SUPPRESS)  # a ceiling or sorting-key job (JSON), in a child process
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # a count, sorting-key or ceiling job (JSON), in a child process
     args = parser.parse_args()
     if args.child:
         child_main(json.loads(args.child))

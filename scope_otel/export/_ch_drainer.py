@@ -64,16 +64,18 @@ def main(argv: list[str] | None = None) -> int:
                 backend.run(lambda client: None)
                 last_work = time.monotonic()
                 trimmed = False
-            elif not queued and time.monotonic() - last_work >= args.idle:
+                continue
+            idle_s = time.monotonic() - last_work
+            if not queued and idle_s >= args.idle:
                 break
-            elif not queued and not trimmed and time.monotonic() - last_work >= IDLE_TRIM_S:
+            if not queued and not trimmed and idle_s >= IDLE_TRIM_S:
                 backend.spool.trim()
                 trimmed = True
             else:
                 # every look lists the spool folder (~0.25 ms, 1.2 % of a core at 50 a second while
                 # idle): every 20 ms while batches gather or just after work, every 100 ms after a
                 # second of none (a new burst or a request for the store waits that much longer)
-                time.sleep(0.02 if queued or time.monotonic() - last_work < 1.0 else IDLE_LOOK_S)
+                time.sleep(0.02 if queued or idle_s < 1.0 else IDLE_LOOK_S)
     except StoreBusy:
         return 0  # another process owns the store: it writes the spool
     finally:

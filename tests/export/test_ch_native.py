@@ -17,9 +17,8 @@ from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
-
-from opentelemetry.trace import set_span_in_context
+from opentelemetry.trace import (Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags,
+                                 TraceState, set_span_in_context)
 
 from scope_otel.export import _ch_rows
 from scope_otel.export._ch_rows import EVENT_COLUMNS, TRACE_COLUMNS, Batch, _native, escape_invalid_text
