@@ -119,6 +119,12 @@ def prepare(argv: list[str], prog: str = "scope-otel run", environ: dict | None 
         # children may chdir; keep them writing to the same store
         environ["SCOPE_OTEL_STORE"] = os.path.abspath(config.store)
 
+    if not os.path.isfile(os.path.join(BOOTSTRAP_DIR, "sitecustomize.py")):
+        # a broken install would otherwise run the program recording nothing, silently
+        raise _config.ConfigError(
+            f"this install of scope-otel is incomplete: {BOOTSTRAP_DIR}/sitecustomize.py is missing "
+            "(reinstall scope-otel)"
+        )
     python_path = [p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != BOOTSTRAP_DIR]
     cwd = os.getcwd()
     if cwd not in python_path:
