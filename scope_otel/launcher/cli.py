@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "trace": ("scope_otel.store.cli:trace_main", "print a trace as a call tree"),
     "graph": ("scope_otel.store.cli:graph_main", "print the service or function graph"),
     "collect": ("scope_otel.distributed.cli:main", "OTLP receiver that writes into ClickHouse"),
-    "schema": ("scope_otel.store.schema:main", "create or migrate the ClickHouse schema (TTL, cluster)"),
+    "schema": ("scope_otel.store.schema_cli:main", "create or migrate the ClickHouse schema (TTL, cluster)"),
 }
 
 

@@ -179,7 +179,7 @@ def _encoder(exporter: str):
     """A function encoding a list of spans the way ``exporter`` does, or None."""
     try:
         if exporter == "clickhouse":
-            from scope_otel.export._ch_rows import Batch
+            from scope_otel.store.rows import Batch
 
             def encode(spans):  # rows, then the Native blocks the store writer ingests
                 batch = Batch()

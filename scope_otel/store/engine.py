@@ -18,7 +18,7 @@ Embedded chDB has hard rules, all verified on chdb 4.x here:
 So an instrumented application never opens chDB.  Its exporter encodes
 batches (ClickHouse Native, no chDB needed) into the spool under the store
 (``<store>/scope-spool``) and makes sure a **store owner** runs: a small
-separate process (``python -I -m scope_otel.export._ch_drainer``, started
+separate process (``python -I -m scope_otel.store.writer``, started
 with ``exec``, never forked from the app) that opens chDB, writes every
 queued batch with ``INSERT ... FROM INFILE ... FORMAT Native``, and exits
 after a few idle seconds.
@@ -47,10 +47,10 @@ import time
 import weakref
 from typing import Any, Callable, TypeVar
 
-from scope_otel.export._ch_quiet import quiet_clickhouse_connect
-from scope_otel.export._ch_schema import EMBEDDED_WIDE_PART_BYTES, SchemaOptions, ensure_schema
-from scope_otel.export._ch_spool import Part, Spool, read_parts
-from scope_otel.export._ch_target import Target
+from scope_otel.store.quiet import quiet_clickhouse_connect
+from scope_otel.store.migrations import EMBEDDED_WIDE_PART_BYTES, SchemaOptions, ensure_schema
+from scope_otel.store.spool import Part, Spool, read_parts
+from scope_otel.store.target import Target
 
 _log = logging.getLogger("scope_otel.export.clickhouse")
 T = TypeVar("T")
@@ -246,7 +246,7 @@ def write_spools_from_own_loop() -> None:
 
     The keeper writes whatever is queued within 50 ms.  In the store writer it ran beside the
     writer's loop and wrote batches before the loop's rule for gathering them
-    (``_ch_drainer.gathered``) could apply: 30 batches sent one every 100 ms went in as 18-23
+    (``writer.gathered``) could apply: 30 batches sent one every 100 ms went in as 18-23
     INSERTs, each a part for chDB to merge again; written by the loop alone, as 3."""
     _Engine.keeper_pid = os.getpid()
 
@@ -368,7 +368,7 @@ class Backend:
             return  # the owner (or the process that asked for the store) writes the spool
         # numpy comes in with chDB (through pyarrow); one BLAS thread, not one per core spinning at start-up
         env = dict(os.environ, OTEL_SDK_DISABLED="true", SCOPE_OTEL_DRAINER="1", OPENBLAS_NUM_THREADS="1")
-        args = [sys.executable, "-I", "-m", "scope_otel.export._ch_drainer", path, self.target.database,
+        args = [sys.executable, "-I", "-m", "scope_otel.store.writer", path, self.target.database,
                 "--spool", self.spool.folder, "--ttl-days", str(self.schema.ttl_days)]
         try:
             os.makedirs(path, exist_ok=True)
@@ -812,7 +812,7 @@ _TABLE_TYPES: dict[bytes, bytes] = {}
 
 def _table_types() -> dict[bytes, bytes]:
     if not _TABLE_TYPES:
-        from scope_otel.export._ch_rows import EVENT_COLUMNS, TRACE_COLUMNS
+        from scope_otel.store.rows import EVENT_COLUMNS, TRACE_COLUMNS
 
         # the two tables agree on the types of the column names they share
         _TABLE_TYPES.update((n.encode(), t.encode()) for n, t in TRACE_COLUMNS + EVENT_COLUMNS)
@@ -852,7 +852,7 @@ def _block_merger() -> Callable[..., Any] | None:
     if os.environ.get("SCOPE_OTEL_PURE_PYTHON", "").strip().lower() in ("1", "true", "yes", "on"):
         return None
     try:
-        from scope_otel.export._chnative import merge_blocks
+        from scope_otel.store._chnative import merge_blocks
     except ImportError:
         return None
     return merge_blocks

@@ -1,8 +1,8 @@
 /* SDK spans straight into ClickHouse Native blocks for otel_traces and scope_events.
  *
- * The C twin of scope_otel/export/_ch_rows.py (Batch.add_spans followed by
+ * The C twin of scope_otel/store/rows.py (Batch.add_spans followed by
  * Batch.encode): same rows, same value conversion, same truncation and
- * escaping counters.  _ch_rows.py owns the rules; this file only makes the
+ * escaping counters.  rows.py owns the rules; this file only makes the
  * common case (str/int/bool/float attribute values) cheap and calls back into
  * Python for everything rare (other value types, text that is not valid
  * UTF-8, resource conversion).
@@ -119,8 +119,8 @@ typedef struct {
     Py_ssize_t max_chars;
     Py_ssize_t truncated;
     Py_ssize_t escaped;
-    PyObject *text;     /* _ch_rows._text: rare value types */
-    PyObject *escape;   /* _ch_rows._escape_text: str -> valid str */
+    PyObject *text;     /* rows._text: rare value types */
+    PyObject *escape;   /* rows._escape_text: str -> valid str */
     PyObject *resource; /* Batch._resource: resource -> (attrs dict, service) */
     /* The SDK's Status, BoundedList and TraceState (or NULL): their public
      * properties and __len__ are Python code returning a private field, read

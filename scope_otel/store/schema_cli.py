@@ -2,7 +2,7 @@
 
 ::
 
-    python -m scope_otel.store.schema --store http://clickhouse:8123 --database otel \\
+    scope-otel schema --store http://clickhouse:8123 --database otel \\
         [--cluster NAME --replicated] [--ttl-days 30]
 
 Exporters create the schema on first use, but with defaults (single node,
@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from scope_otel.export._ch_backend import Backend
-from scope_otel.export._ch_schema import SchemaOptions
-from scope_otel.export._ch_target import TargetError, parse
+from scope_otel.store.engine import Backend
+from scope_otel.store.migrations import SchemaOptions
+from scope_otel.store.target import TargetError, parse
 
 
 def main(argv: list[str] | None = None) -> int:

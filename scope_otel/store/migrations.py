@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from string import Template
 from typing import Any
 
-from scope_otel.export._ch_target import check_cluster, check_name
+from scope_otel.store.target import check_cluster, check_name
 
 SCHEMA_VERSION_TABLE = "scope_schema_versions"
 _VERSIONED = re.compile(r"ch_(\d{3})_[a-z0-9_]+\.sql")

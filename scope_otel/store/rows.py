@@ -34,7 +34,7 @@ import json
 import os
 from typing import Any, Callable, Iterable, Sequence
 
-from scope_otel.export._ch_quiet import quiet_clickhouse_connect
+from scope_otel.store.quiet import quiet_clickhouse_connect
 
 TRACE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("Timestamp", "DateTime64(9)"),
@@ -135,7 +135,7 @@ def load_encoder(pure: bool | None = None) -> Callable[..., tuple] | None:
     if pure:
         return None
     try:
-        from scope_otel.export._chnative import encode_spans
+        from scope_otel.store._chnative import encode_spans
     except ImportError:
         return None
     return encode_spans

@@ -1,7 +1,7 @@
 """The store writer: a short-lived process that owns an embedded store and writes its spool.
 
-Started by ``ClickHouseSpanExporter`` (see ``_ch_backend``) as
-``python -I -m scope_otel.export._ch_drainer STORE DATABASE --spool DIR``:
+Started by ``ClickHouseSpanExporter`` (see ``engine``) as
+``python -I -m scope_otel.store.writer STORE DATABASE --spool DIR``:
 isolated mode, so the launcher's ``sitecustomize`` on ``PYTHONPATH`` does
 not instrument it, and ``OTEL_SDK_DISABLED=true`` for good measure.
 
@@ -25,10 +25,10 @@ import os
 import sys
 import time
 
-from scope_otel.export._ch_backend import Backend, StoreBusy, release_requested, write_spools_from_own_loop
-from scope_otel.export._ch_schema import SchemaOptions
-from scope_otel.export._ch_spool import Spool
-from scope_otel.export._ch_target import parse
+from scope_otel.store.engine import Backend, StoreBusy, release_requested, write_spools_from_own_loop
+from scope_otel.store.migrations import SchemaOptions
+from scope_otel.store.spool import Spool
+from scope_otel.store.target import parse
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """An on-disk queue of encoded batches between exporters and the store's owner.
 
 Every batch for an embedded store passes through here (the application
-process never opens chDB itself, see ``_ch_backend``), and batches for a
+process never opens chDB itself, see ``engine``), and batches for a
 server land here while it is unreachable.  Whoever owns the store next
 writes them, oldest first, its own and other processes'.
 

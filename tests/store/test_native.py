@@ -20,13 +20,13 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags,
                                  TraceState, set_span_in_context)
 
-from scope_otel.export import _ch_rows
-from scope_otel.export._ch_rows import EVENT_COLUMNS, TRACE_COLUMNS, Batch, _native, escape_invalid_text
-from scope_otel.export._ch_target import parse
+from scope_otel.store import rows as store_rows
+from scope_otel.store.rows import EVENT_COLUMNS, TRACE_COLUMNS, Batch, _native, escape_invalid_text
+from scope_otel.store.target import parse
 from scope_otel.export.clickhouse import ClickHouseSpanExporter
 from scope_otel.store import Store
 
-C_BUILT = _ch_rows.load_encoder(pure=False) is not None
+C_BUILT = store_rows.load_encoder(pure=False) is not None
 LIMIT = 1000
 BAD = b"ok\xff\xfe".decode("utf-8", "surrogateescape")  # undecodable bytes, as surrogateescape keeps them
 ODD = "it's \"quoted\"\nnew line\ttab\x00nul \\ back ☃ '); DROP TABLE otel_traces; --"
@@ -222,9 +222,9 @@ def test_a_span_the_c_encoder_cannot_read_falls_back_to_python_and_raises_there(
 
 def test_pure_python_is_chosen_by_the_environment(monkeypatch):
     monkeypatch.setenv("SCOPE_OTEL_PURE_PYTHON", "1")
-    assert _ch_rows.load_encoder() is None
+    assert store_rows.load_encoder() is None
     monkeypatch.setenv("SCOPE_OTEL_PURE_PYTHON", "0")
-    assert (_ch_rows.load_encoder() is not None) == C_BUILT
+    assert (store_rows.load_encoder() is not None) == C_BUILT
 
 
 # -- through the exporter into chDB ---------------------------------------------
@@ -236,7 +236,7 @@ EVENT_READ = ", ".join("toUnixTimestamp64Nano(Timestamp)" if n == "Timestamp" el
 
 
 def export(path: str, database: str, spans: list, pure: bool) -> dict:
-    _ch_rows.select(pure)
+    store_rows.select(pure)
     try:
         exporter = ClickHouseSpanExporter(path, database, max_value_chars=LIMIT, embedded="inprocess",
                                           idle_close_s=30.0)
@@ -244,7 +244,7 @@ def export(path: str, database: str, spans: list, pure: bool) -> dict:
         assert exporter.force_flush(30000)
         return exporter.stats()
     finally:
-        _ch_rows.select(None)
+        store_rows.select(None)
 
 
 def read_back(path: str, database: str) -> tuple[list, list]:
@@ -301,7 +301,7 @@ def test_c_blocks_and_python_blocks_mix_in_one_insert(store_path):
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
     spans = sdk_spans()
-    _ch_rows.select(False)
+    store_rows.select(False)
     try:
         exporter = ClickHouseSpanExporter(store_path, "mixed", embedded="inprocess", idle_close_s=30.0)
         batch = Batch(pure=False)
@@ -310,7 +310,7 @@ def test_c_blocks_and_python_blocks_mix_in_one_insert(store_path):
         assert len(batch) == len(spans)
         assert exporter._deliver(batch).name == "SUCCESS" and exporter.force_flush(30000)
     finally:
-        _ch_rows.select(None)
+        store_rows.select(None)
     traces, events = read_back(store_path, "mixed")
     _, want_events, _ = expected_rows(spans)
     assert sorted(r[5] for r in traces) == sorted(s.name for s in spans)
@@ -340,7 +340,7 @@ def _blocks_of(spans: list, size: int, pure: bool = False) -> tuple[list[bytes],
 
 @needs_c
 def test_merged_blocks_equal_the_block_of_one_encoder_call():
-    from scope_otel.export._chnative import merge_blocks
+    from scope_otel.store._chnative import merge_blocks
 
     spans = hostile_spans() * 7 + sdk_spans() * 30
     traces, events = _blocks_of(spans, 9)
@@ -355,7 +355,7 @@ def test_merged_blocks_equal_the_block_of_one_encoder_call():
 
 @needs_c
 def test_merging_into_a_callers_buffer_writes_the_same_bytes_and_refuses_to_overflow():
-    from scope_otel.export._chnative import merge_blocks
+    from scope_otel.store._chnative import merge_blocks
 
     targets = {n.encode(): t.encode() for n, t in TRACE_COLUMNS + EVENT_COLUMNS}
     traces, _ = _blocks_of(hostile_spans() * 3 + sdk_spans() * 10, 7)
@@ -373,7 +373,7 @@ def test_merging_into_a_callers_buffer_writes_the_same_bytes_and_refuses_to_over
 
 @needs_c
 def test_blocks_the_merger_does_not_know_pass_through_and_garbage_is_refused():
-    from scope_otel.export._chnative import merge_blocks
+    from scope_otel.store._chnative import merge_blocks
 
     spans = sdk_spans()
     c_traces, _ = _blocks_of(spans * 3, len(spans))
@@ -410,7 +410,7 @@ def _in_key_order(columns: list[list], names: list[str], order) -> list[list]:
 @needs_c
 @pytest.mark.parametrize("lowcardinality", [False, True])
 def test_merging_in_sorting_key_order_writes_the_rows_sorted_as_clickhouse_would(lowcardinality):
-    from scope_otel.export._chnative import merge_blocks
+    from scope_otel.store._chnative import merge_blocks
 
     targets = {n.encode(): t.encode() for n, t in TRACE_COLUMNS + EVENT_COLUMNS} if lowcardinality else None
     spans = (hostile_spans() + sdk_spans()) * 6 + sdk_spans() * 5
@@ -420,7 +420,7 @@ def test_merging_in_sorting_key_order_writes_the_rows_sorted_as_clickhouse_would
     for blocks, columns, spec, order in ((traces, reference.traces, TRACE_COLUMNS, TRACE_ORDER),
                                          (events, reference.events, EVENT_COLUMNS, EVENT_ORDER)):
         names = [n for n, _ in spec]
-        header = spec if lowcardinality else [(n.decode(), t.decode()) for n, t in _ch_rows._plain_header(spec)]
+        header = spec if lowcardinality else [(n.decode(), t.decode()) for n, t in store_rows._plain_header(spec)]
         want = _native(header, _in_key_order(_escaped(columns), names, order))
         data = b"".join(blocks)
         assert merge_blocks(data, targets, None, order) == want
@@ -446,14 +446,14 @@ def test_keys_packed_small_packed_wide_and_unpacked_sort_the_rows_alike():
     """The merger ranks text key parts and packs all parts into one integer where their ranges fit:
     a radix sort within 32 bits, a merge sort of one integer within 64, of the parts beyond.  Each
     way gives the rows ClickHouse's order, ties in their input order."""
-    from scope_otel.export._chnative import merge_blocks
+    from scope_otel.store._chnative import merge_blocks
 
     spans = (hostile_spans() + sdk_spans()) * 6 + sdk_spans() * 5
     traces, _ = _blocks_of(spans, 5)
     reference = Batch(LIMIT, pure=True)
     reference.add_spans(spans)
     names = [n for n, _ in TRACE_COLUMNS]
-    header = [(n.decode(), t.decode()) for n, t in _ch_rows._plain_header(TRACE_COLUMNS)]
+    header = [(n.decode(), t.decode()) for n, t in store_rows._plain_header(TRACE_COLUMNS)]
     orders = [TRACE_ORDER, ((b"SpanName", 0), (b"Duration", 0)), ((b"Timestamp", 0), (b"Duration", 0)),
               ((b"SpanName", 0), (b"Timestamp", 1000)), ((b"Timestamp", 1), (b"SpanName", 0)),
               ((b"StatusCode", 0), (b"ServiceName", 0), (b"SpanKind", 0), (b"SpanName", 0))]
@@ -467,7 +467,7 @@ def test_keys_packed_small_packed_wide_and_unpacked_sort_the_rows_alike():
 
 @needs_c
 def test_a_key_merging_cannot_use_leaves_the_rows_in_their_order():
-    from scope_otel.export._chnative import merge_blocks
+    from scope_otel.store._chnative import merge_blocks
 
     traces, _ = _blocks_of((hostile_spans() + sdk_spans()) * 3, 4)
     data = b"".join(traces)
@@ -485,7 +485,7 @@ def test_a_key_merging_cannot_use_leaves_the_rows_in_their_order():
 
 def test_the_store_writer_inserts_many_batches_at_once_with_every_row(store_path):
     spans = hostile_spans() * 4
-    _ch_rows.select(None)
+    store_rows.select(None)
     exporter = ClickHouseSpanExporter(store_path, "many", max_value_chars=LIMIT, embedded="inprocess",
                                       idle_close_s=30.0)
     exporter._backend.run(lambda client: None)  # the schema
@@ -502,7 +502,7 @@ def test_the_store_writer_inserts_many_batches_at_once_with_every_row(store_path
 
 @needs_c
 def test_merging_with_table_types_writes_the_lowcardinality_block_clickhouse_connect_would():
-    from scope_otel.export._chnative import merge_blocks
+    from scope_otel.store._chnative import merge_blocks
 
     targets = {n.encode(): t.encode() for n, t in TRACE_COLUMNS + EVENT_COLUMNS}
     spans = hostile_spans() * 5 + sdk_spans() * 20

@@ -17,13 +17,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from scope_otel.export import _ch_spool
-from scope_otel.export import _ch_backend
-from scope_otel.export._ch_drainer import GATHER_BATCHES, GATHER_MAX_S, GATHER_MIN_BURST, GATHER_QUIET_S, gathered
-from scope_otel.export._ch_backend import Backend, _Engine, _merged, _Scratch
-from scope_otel.export._ch_rows import Batch
-from scope_otel.export._ch_spool import Spool, read_parts
-from scope_otel.export._ch_target import parse
+from scope_otel.store import spool as store_spool
+from scope_otel.store import engine as store_engine
+from scope_otel.store.writer import GATHER_BATCHES, GATHER_MAX_S, GATHER_MIN_BURST, GATHER_QUIET_S, gathered
+from scope_otel.store.engine import Backend, _Engine, _merged, _Scratch
+from scope_otel.store.rows import Batch
+from scope_otel.store.spool import Spool, read_parts
+from scope_otel.store.target import parse
 from scope_otel.export.clickhouse import ClickHouseSpanExporter
 
 
@@ -86,7 +86,7 @@ def _already_sorted(backend: Backend) -> int:
         "SELECT sum(value) FROM system.events WHERE event = 'MergeTreeDataWriterBlocksAlreadySorted'").result_rows[0][0])
 
 
-@pytest.mark.skipif(_ch_backend._block_merger() is None, reason="the C accelerator (_chnative) is not built")
+@pytest.mark.skipif(store_engine._block_merger() is None, reason="the C accelerator (_chnative) is not built")
 def test_the_writer_inserts_rows_in_each_tables_sorting_key_order(store_path):
     exporter = ClickHouseSpanExporter(store_path, embedded="inprocess", idle_close_s=30.0)
     backend = exporter._backend
@@ -111,16 +111,16 @@ def test_the_writer_inserts_rows_in_each_tables_sorting_key_order(store_path):
     assert counts["keyed"] - counts["unkeyed"] == 2
 
 
-@pytest.mark.skipif(not _ch_backend._MEMFD, reason="a writer stages in memory only where memfd_create exists")
+@pytest.mark.skipif(not store_engine._MEMFD, reason="a writer stages in memory only where memfd_create exists")
 @pytest.mark.parametrize("case", ["fits", "merged block outgrows the room", "blocks the merger does not know"])
 def test_reused_staging_memory_holds_exactly_what_fresh_memory_would(tmp_path, monkeypatch, case):
     spool = Spool(str(tmp_path / "spool"))
     if case == "merged block outgrows the room":
-        monkeypatch.setattr(_ch_backend, "_room_for", lambda size: 64)
+        monkeypatch.setattr(store_engine, "_room_for", lambda size: 64)
     if case == "blocks the merger does not know":
         def refuse(data, targets, into=None, order=None):
             raise ValueError("malformed Native data")
-        monkeypatch.setattr(_ch_backend, "_block_merger", lambda: refuse)
+        monkeypatch.setattr(store_engine, "_block_merger", lambda: refuse)
     scratch = _Scratch()
     fds = []
     for prefix, count in (("large", 9), ("small", 2)):  # the second drain reuses the first one's memory
@@ -207,7 +207,7 @@ def test_claims_and_temporary_files_are_cleared_only_when_their_holder_is_gone(t
         ours = [claimed for claimed, _parts in spool.claim()]  # in flight in this process
         # the dead writer's claim was put back first, and claimed again, by us
         assert [os.path.basename(c) for c in ours] == [f"{n}.claim-{os.getpid()}" for n in names[1:]]
-        _ch_spool._in_flight.discard(ours[2])  # as if the drain holding it had been interrupted
+        store_spool._in_flight.discard(ours[2])  # as if the drain holding it had been interrupted
         spool._release_stale()  # what the next claim() does first
         left = sorted(os.listdir(spool.folder))
     finally:
@@ -220,8 +220,8 @@ def test_claims_and_temporary_files_are_cleared_only_when_their_holder_is_gone(t
 
 
 def test_written_batch_files_are_reused_for_later_batches_with_nothing_of_the_old_ones_left(tmp_path, monkeypatch):
-    monkeypatch.setattr(_ch_spool, "FREE_KEEP", 2)
-    monkeypatch.setattr(_ch_spool, "FREE_MAX", 3)
+    monkeypatch.setattr(store_spool, "FREE_KEEP", 2)
+    monkeypatch.setattr(store_spool, "FREE_MAX", 3)
     folder = str(tmp_path / "spool")
     writer, app = Spool(folder), Spool(folder)  # the store writer's and an application's views of one folder
     for parts in _encoded_batches("long", 4, per_batch=40, args=True):
@@ -229,7 +229,7 @@ def test_written_batch_files_are_reused_for_later_batches_with_nothing_of_the_ol
     for dir_, _parts in writer.claim():
         writer.done(dir_)
     sizes = {os.stat(os.path.join(folder, n)).st_ino: os.path.getsize(os.path.join(folder, n))
-             for n in os.listdir(folder) if n.startswith(_ch_spool.FREE)}
+             for n in os.listdir(folder) if n.startswith(store_spool.FREE)}
     free = set(sizes)
     assert app.pending() == [] and len(free) == 3  # the fourth deleted
     assert sorted(size > 0 for size in sizes.values()) == [False, True, True]  # two kept whole, one emptied
@@ -251,7 +251,7 @@ def test_written_batch_files_are_reused_for_later_batches_with_nothing_of_the_ol
 
 
 def test_the_store_writer_empties_spare_batch_files_when_idle_not_during_a_burst(tmp_path, monkeypatch):
-    monkeypatch.setattr(_ch_spool, "FREE_KEEP", 2)
+    monkeypatch.setattr(store_spool, "FREE_KEEP", 2)
     folder = str(tmp_path / "spool")
     writer, app = Spool(folder), Spool(folder)
     writer.trim_later = True  # as the store writer sets it
@@ -262,7 +262,7 @@ def test_the_store_writer_empties_spare_batch_files_when_idle_not_during_a_burst
 
     def free_sizes() -> list[int]:
         return sorted(os.path.getsize(os.path.join(folder, n)) for n in os.listdir(folder)
-                      if n.startswith(_ch_spool.FREE))
+                      if n.startswith(store_spool.FREE))
 
     assert len(free_sizes()) == 5 and 0 not in free_sizes()  # all kept whole during the burst
     assert writer.trim() == 3  # idle: all but FREE_KEEP emptied
@@ -282,7 +282,7 @@ def test_free_files_do_not_count_against_the_spool_bound(tmp_path):
     assert Spool(folder, max_bytes=int(size * 1.5)).put(parts)
     for dir_, _parts in writer.claim():
         writer.done(dir_)
-    assert any(n.startswith(_ch_spool.FREE) for n in os.listdir(folder))
+    assert any(n.startswith(store_spool.FREE) for n in os.listdir(folder))
     full = Spool(folder, max_bytes=int(size * 1.5))  # counts what is in the folder when it starts
     assert full.put(parts)
     assert not full.put(parts)  # a second batch would pass the bound
