@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "query": ("scope_otel.store.cli:query_main", "run SQL against the scope-otel store"),
     "trace": ("scope_otel.store.cli:trace_main", "print a trace as a call tree"),
     "graph": ("scope_otel.store.cli:graph_main", "print the service or function graph"),
-    "collect": ("scope_otel.distributed.cli:main", "OTLP receiver that writes into ClickHouse"),
+    "collect": ("scope_otel.collect.cli:main", "OTLP receiver that writes into ClickHouse"),
     "schema": ("scope_otel.store.schema_cli:main", "create or migrate the ClickHouse schema (TTL, cluster)"),
 }
 

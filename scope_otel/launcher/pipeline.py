@@ -80,7 +80,7 @@ def build_tracer_provider(config: _config.Config):
     provider = TracerProvider(
         resource=Resource.create(attributes), sampler=_sampler(config), shutdown_on_exit=False
     )
-    hlc = _optional("scope_otel.distributed.processor", "HLCSpanProcessor")
+    hlc = _optional("scope_otel.causal.processor", "HLCSpanProcessor")
     if hlc is not None:
         provider.add_span_processor(hlc())
     if config.summary:

@@ -90,7 +90,7 @@ def _stop(proc: subprocess.Popen) -> str:
 def cluster(tmp_path_factory):
     """Run the three nodes once; yield the stopped collector's store path and the queue name."""
     _rabbitmq_or_skip()
-    from tests.distributed.conftest import CollectProcess
+    from tests.collect.conftest import CollectProcess
 
     store = str(tmp_path_factory.mktemp("multinode") / "store")
     collect = CollectProcess(store)

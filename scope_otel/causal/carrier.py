@@ -4,7 +4,7 @@ For transports scope-otel has no integration for (a custom socket protocol,
 a database row used as a queue, a file drop), put a carrier next to the
 payload on the sending side and read it back on the receiving side::
 
-    from scope_otel.distributed.carrier import inject, extract
+    from scope_otel.causal.carrier import inject, extract
 
     # sender, inside the span that sends
     headers = inject()                        # {"traceparent": ..., "tracestate": ...}
@@ -28,7 +28,7 @@ from typing import Mapping, MutableMapping
 from opentelemetry import propagate
 from opentelemetry.context import Context
 
-from scope_otel.distributed.propagator import HLCPropagator
+from scope_otel.causal.propagator import HLCPropagator
 
 _hlc = HLCPropagator()
 

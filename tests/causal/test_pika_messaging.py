@@ -8,7 +8,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 pika = pytest.importorskip("pika")
 
-from scope_otel.distributed.hlc import HLCTimestamp  # noqa: E402
+from scope_otel.causal.hlc import HLCTimestamp  # noqa: E402
 from scope_otel.instrumentors import _broker  # noqa: E402
 from scope_otel.instrumentors.pika import ScopePikaInstrumentor  # noqa: E402
 

@@ -70,7 +70,7 @@ def test_port_in_use_and_bad_arguments_exit_2_with_a_message(tmp_path):
 
 
 def test_listening_line_never_shows_a_store_password():
-    from scope_otel.distributed.cli import _without_password
+    from scope_otel.collect.cli import _without_password
 
     assert _without_password("http://default:s3cret@ch:8123") == "http://default:***@ch:8123"
     assert _without_password("https://user@ch:8443") == "https://user@ch:8443"

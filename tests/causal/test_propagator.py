@@ -13,9 +13,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from scope_otel.distributed.hlc import HLCTimestamp, HybridLogicalClock
-from scope_otel.distributed.processor import HLC_ATTRIBUTE, HLCSpanProcessor
-from scope_otel.distributed.propagator import TRACESTATE_KEY, HLCPropagator
+from scope_otel.causal.hlc import HLCTimestamp, HybridLogicalClock
+from scope_otel.causal.processor import HLC_ATTRIBUTE, HLCSpanProcessor
+from scope_otel.causal.propagator import TRACESTATE_KEY, HLCPropagator
 
 
 class Node:

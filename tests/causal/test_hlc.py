@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from scope_otel import config
-from scope_otel.distributed.hlc import HLCTimestamp, HybridLogicalClock, clock, set_clock
+from scope_otel.causal.hlc import HLCTimestamp, HybridLogicalClock, clock, set_clock
 
 
 def test_now_is_strictly_increasing_even_when_wall_clock_stands_still(monkeypatch):

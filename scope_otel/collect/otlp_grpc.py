@@ -24,8 +24,8 @@ from google.protobuf.duration_pb2 import Duration
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from scope_otel.distributed._auth import bearer_ok
-from scope_otel.distributed.intake import Intake
+from scope_otel.collect._auth import bearer_ok
+from scope_otel.collect.intake import Intake
 
 
 class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):

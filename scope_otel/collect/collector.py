@@ -25,9 +25,9 @@ import logging
 import threading
 import time
 
-from scope_otel.distributed.intake import Intake, OTLPSink
-from scope_otel.distributed.otlp_grpc import OTLPGrpcServer
-from scope_otel.distributed.otlp_http import OTLPHTTPServer
+from scope_otel.collect.intake import Intake, OTLPSink
+from scope_otel.collect.otlp_grpc import OTLPGrpcServer
+from scope_otel.collect.otlp_http import OTLPHTTPServer
 
 _log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from scope_otel.distributed.hlc import HybridLogicalClock, clock
-from scope_otel.distributed.propagator import stamp_in
+from scope_otel.causal.hlc import HybridLogicalClock, clock
+from scope_otel.causal.propagator import stamp_in
 
 #: Span attribute holding the encoded clock reading at span start.
 HLC_ATTRIBUTE = "scope.hlc"

@@ -5,9 +5,9 @@ import json
 
 from opentelemetry import trace
 
-from scope_otel.distributed.carrier import extract, inject
-from scope_otel.distributed.hlc import HLCTimestamp, clock
-from scope_otel.distributed.propagator import TRACESTATE_KEY
+from scope_otel.causal.carrier import extract, inject
+from scope_otel.causal.hlc import HLCTimestamp, clock
+from scope_otel.causal.propagator import TRACESTATE_KEY
 
 
 def test_carrier_survives_json_and_rebuilds_the_parent(recorded):

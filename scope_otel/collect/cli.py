@@ -88,7 +88,7 @@ def main(argv: list[str]) -> int:
     """Run the collector until interrupted; exit code 0, or 2 for unusable arguments."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from scope_otel.distributed.collector import Collector
+    from scope_otel.collect.collector import Collector
 
     try:
         from scope_otel.export import ClickHouseSpanExporter

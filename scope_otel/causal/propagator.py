@@ -30,7 +30,7 @@ from opentelemetry.propagators.textmap import (
 )
 from opentelemetry.trace.span import TraceState
 
-from scope_otel.distributed.hlc import HLCTimestamp, HybridLogicalClock, clock
+from scope_otel.causal.hlc import HLCTimestamp, HybridLogicalClock, clock
 
 #: The tracestate member key carrying the clock.
 TRACESTATE_KEY = "scope-otel"

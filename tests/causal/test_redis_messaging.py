@@ -11,7 +11,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 redis = pytest.importorskip("redis")
 
-from scope_otel.distributed.hlc import HLCTimestamp  # noqa: E402
+from scope_otel.causal.hlc import HLCTimestamp  # noqa: E402
 from scope_otel.instrumentors.redis import FIELD, ScopeRedisInstrumentor  # noqa: E402
 from scope_otel.instrumentors import _broker  # noqa: E402
 

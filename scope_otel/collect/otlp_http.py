@@ -37,8 +37,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from scope_otel.distributed._auth import bearer_ok
-from scope_otel.distributed.intake import Intake
+from scope_otel.collect._auth import bearer_ok
+from scope_otel.collect.intake import Intake
 
 PATH = "/v1/traces"
 _PROTOBUF = "application/x-protobuf"

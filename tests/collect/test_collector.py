@@ -19,8 +19,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 
-from scope_otel.distributed.collector import Collector
-from scope_otel.distributed.intake import span_count
+from scope_otel.collect.collector import Collector
+from scope_otel.collect.intake import span_count
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 
