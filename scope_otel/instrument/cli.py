@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-q", "--quiet", action="store_true", help="print only failures")
     args = parser.parse_args(argv)
 
-    from scope_otel.planner.plan import Plan, PlanError, load_plan
+    from scope_otel.plan import Plan, PlanError, load_plan
 
     try:
         if args.plan:

@@ -147,7 +147,7 @@ def _start_capture(config: _config.Config, provider) -> None:
 def _apply_plan(config: _config.Config) -> None:
     if not (config.plan or config.instrument) or (config.level == "off" and not config.plan):
         return
-    from scope_otel.planner.plan import Plan, load_plan
+    from scope_otel.plan import Plan, load_plan
 
     plan = load_plan(config.plan) if config.plan else Plan.from_globs(list(config.instrument), config.level)
     if plan.empty:  # an all-off plan: installing the hook would cost start-up time for nothing

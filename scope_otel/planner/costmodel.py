@@ -406,7 +406,7 @@ import opentelemetry.sdk.trace, scope_otel.capture.runtime, scope_otel.launcher.
 sys.path.insert(0, sys.argv[1])
 t0 = time.thread_time()
 import scope_otel.instrument as instrument
-from scope_otel.planner.plan import Plan
+from scope_otel.plan import Plan
 instrument.apply(Plan.from_globs(["_scope_otel_probe"], "full"))
 import _scope_otel_probe
 _scope_otel_probe.f(1)

@@ -11,7 +11,7 @@ from scope_otel import config
 from scope_otel.capture import runtime
 from scope_otel.instrument import hook
 from scope_otel.instrument.rewrite import MARKER
-from scope_otel.planner.plan import Plan, plan_from_document
+from scope_otel.plan import Plan, plan_from_document
 from tests.instrument.conftest import deeply_nested
 
 

@@ -12,7 +12,7 @@ import wrapt
 import scope_otel.instrument as instrument
 from scope_otel.instrument import hook, wrap
 from scope_otel.instrument.rewrite import MARKER
-from scope_otel.planner.plan import Plan, plan_from_document
+from scope_otel.plan import Plan, plan_from_document
 
 SOURCE = """
     from math import sqrt

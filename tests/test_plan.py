@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from scope_otel.planner.plan import FunctionPlan, Plan, PlanError, content_hash, load_plan
+from scope_otel.plan import FunctionPlan, Plan, PlanError, content_hash, load_plan
 
-SCHEMA = os.path.join(os.path.dirname(__file__), "..", "..", "schemas", "plan.schema.json")
+SCHEMA = os.path.join(os.path.dirname(__file__), "..", "schemas", "plan.schema.json")
 
 GOOD = {
     "version": 1,
@@ -139,7 +139,7 @@ def test_loading_a_plan_imports_nothing_heavy(tmp_path):
     path = write(tmp_path, GOOD)
     code = (
         "import sys\n"
-        "from scope_otel.planner.plan import load_plan\n"
+        "from scope_otel.plan import load_plan\n"
         f"load_plan({path!r})\n"
         "heavy = [m for m in ('ast', 'opentelemetry', 'jsonschema', 'dataclasses', 'inspect',"
         " 'scope_otel.planner.analysis', 'scope_otel.config') if m in sys.modules]\n"

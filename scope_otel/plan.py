@@ -3,7 +3,7 @@
 A plan says, for each function (keyed ``"module:qualname"``), how deeply to
 record it::
 
-    from scope_otel.planner.plan import load_plan
+    from scope_otel.plan import load_plan
 
     plan = load_plan("scope-otel.plan.json")     # PlanError if malformed
     if plan.wants_module("shop.views"):          # cheap name check
