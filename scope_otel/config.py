@@ -19,12 +19,13 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
+from scope_otel.plan import LEVELS
+
 try:  # Python 3.11+
     import tomllib as _toml
 except ImportError:  # pragma: no cover - 3.10
     import tomli as _toml  # type: ignore[no-redef]
 
-LEVELS = ("off", "boundaries", "full")
 EXPORTERS = ("otlp", "console", "none", "clickhouse")
 PROTOCOLS = ("grpc", "http/protobuf")
 OVERFLOWS = ("drop_oldest", "drop_newest", "block")

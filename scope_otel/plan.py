@@ -49,6 +49,8 @@ from fnmatch import fnmatchcase
 from typing import Any, Iterable, Mapping
 
 PLAN_VERSION = 1
+#: The function levels, the one definition every layer uses; a level's index
+#: is its code in the capture runtime (0 off, 1 boundaries, 2 full).
 LEVELS = ("off", "boundaries", "full")
 CAPTURES = ("args", "return", "exceptions", "state")
 #: What each level records when the plan does not say otherwise.
