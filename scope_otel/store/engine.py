@@ -47,6 +47,7 @@ import time
 import weakref
 from typing import Any, Callable, TypeVar
 
+from scope_otel.accelerators import pure_python_requested
 from scope_otel.store.quiet import quiet_clickhouse_connect
 from scope_otel.store.migrations import EMBEDDED_WIDE_PART_BYTES, SchemaOptions, ensure_schema
 from scope_otel.store.spool import Part, Spool, read_parts
@@ -849,7 +850,7 @@ def _sorting_keys(client: Any, database: str) -> dict[str, tuple[tuple[bytes, in
 
 
 def _block_merger() -> Callable[..., Any] | None:
-    if os.environ.get("SCOPE_OTEL_PURE_PYTHON", "").strip().lower() in ("1", "true", "yes", "on"):
+    if pure_python_requested():
         return None
     try:
         from scope_otel.store._chnative import merge_blocks

@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from typing import Any, Callable, Iterable, Sequence
 
+from scope_otel.accelerators import pure_python_requested
 from scope_otel.store.quiet import quiet_clickhouse_connect
 
 TRACE_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -120,10 +120,6 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _pure_requested() -> bool:
-    return os.environ.get("SCOPE_OTEL_PURE_PYTHON", "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def load_encoder(pure: bool | None = None) -> Callable[..., tuple] | None:
     """The C span encoder (``_chnative.encode_spans``), or None for the pure-Python path.
 
@@ -131,7 +127,7 @@ def load_encoder(pure: bool | None = None) -> Callable[..., tuple] | None:
     both paths store the same rows (tests run each).
     """
     if pure is None:
-        pure = _pure_requested()
+        pure = pure_python_requested()
     if pure:
         return None
     try:
