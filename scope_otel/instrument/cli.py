@@ -18,7 +18,8 @@ import sys
 from typing import Iterator
 
 from scope_otel.instrument import cache
-from scope_otel.instrument.hook import ImportHook, never_instrumented
+from scope_otel.instrument.exclusions import never_instrumented
+from scope_otel.instrument.hook import ImportHook
 from scope_otel.plan import LEVELS
 
 
