@@ -176,11 +176,6 @@ class HybridLogicalClock:
                 self._physical, self._logical = top, 0
             return HLCTimestamp(self._physical, self._logical, self.node)
 
-    def peek(self) -> HLCTimestamp:
-        """The last timestamp handed out, without advancing the clock."""
-        with self._lock:
-            return HLCTimestamp(self._physical, self._logical, self.node)
-
     def stats(self) -> dict[str, int]:
         """Counters: ``merged`` remote timestamps and ``rejected`` ones."""
         with self._lock:
