@@ -569,7 +569,7 @@ typedef struct {
     PyObject *cur;                      /* ContextVar holding a Stack */
     PyObject *disabled;
     PyObject *octx;                     /* ContextVar or callable */
-    PyObject *root_of, *snap, *put, *on_error;
+    PyObject *root_of, *snap, *put, *on_error, *summarize;
     PyObject *last_ctx, *last_stack;    /* one-entry cache: Context -> its Stack */
     PyObject *oc_ctx, *oc_vars, *oc_val; /* one-entry cache: (Context, its variables) -> OTel context */
     uint64_t prefix, counter, rng;
@@ -579,13 +579,14 @@ static int
 HotPath_init(HotPathObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"levels", "rates", "flags", "params", "cur", "disabled", "octx", "root_of",
-                             "snap", "put", "prefix", "on_error", NULL};
+                             "snap", "put", "prefix", "on_error", "summarize", NULL};
     PyObject *levels, *rates, *flags, *params, *cur, *disabled, *octx, *root_of, *snap, *put, *on_error;
+    PyObject *summarize;
     unsigned long long prefix;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!O!OOOOOOKO", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!O!OOOOOOKOO", kwlist,
                                      &PyList_Type, &levels, &PyList_Type, &rates, &PyList_Type, &flags,
                                      &PyList_Type, &params, &cur, &disabled, &octx, &root_of, &snap, &put,
-                                     &prefix, &on_error))
+                                     &prefix, &on_error, &summarize))
         return -1;
     if (!PyContextVar_CheckExact(cur)) {
         PyErr_SetString(PyExc_TypeError, "cur must be a ContextVar");
@@ -604,6 +605,7 @@ HotPath_init(HotPathObject *self, PyObject *args, PyObject *kwds)
     if (Py_IS_TYPE(put, &Ring_Type))
         call_freelist_bound(((RingObject *)put)->cap);
     Py_XSETREF(self->on_error, Py_NewRef(on_error));
+    Py_XSETREF(self->summarize, Py_NewRef(summarize));
     Py_CLEAR(self->last_ctx);
     Py_CLEAR(self->last_stack);
     Py_CLEAR(self->oc_ctx);
@@ -622,7 +624,7 @@ HotPath_traverse(HotPathObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->levels); Py_VISIT(self->rates); Py_VISIT(self->flags); Py_VISIT(self->params); Py_VISIT(self->cur);
     Py_VISIT(self->disabled); Py_VISIT(self->octx); Py_VISIT(self->root_of); Py_VISIT(self->snap);
-    Py_VISIT(self->put); Py_VISIT(self->on_error); Py_VISIT(self->last_ctx); Py_VISIT(self->last_stack);
+    Py_VISIT(self->put); Py_VISIT(self->on_error); Py_VISIT(self->summarize); Py_VISIT(self->last_ctx); Py_VISIT(self->last_stack);
     Py_VISIT(self->oc_ctx); Py_VISIT(self->oc_vars); Py_VISIT(self->oc_val);
     return 0;
 }
@@ -632,7 +634,7 @@ HotPath_clear(HotPathObject *self)
 {
     Py_CLEAR(self->levels); Py_CLEAR(self->rates); Py_CLEAR(self->flags); Py_CLEAR(self->params); Py_CLEAR(self->cur);
     Py_CLEAR(self->disabled); Py_CLEAR(self->octx); Py_CLEAR(self->root_of); Py_CLEAR(self->snap);
-    Py_CLEAR(self->put); Py_CLEAR(self->on_error); Py_CLEAR(self->last_ctx); Py_CLEAR(self->last_stack);
+    Py_CLEAR(self->put); Py_CLEAR(self->on_error); Py_CLEAR(self->summarize); Py_CLEAR(self->last_ctx); Py_CLEAR(self->last_stack);
     Py_CLEAR(self->oc_ctx); Py_CLEAR(self->oc_vars); Py_CLEAR(self->oc_val);
     return 0;
 }
@@ -1088,8 +1090,8 @@ do_enter(HotPathObject *self, PyObject *fid_obj, Py_ssize_t fid, PyObject *call_
     call->value = NULL;
     /* Not tracked by the cyclic GC: a running call refers to its caller, the
      * OTel context and snapshots, none of which can lead back to it (the
-     * same holds once it ended); exception() tracks it when it keeps an
-     * exception, whose traceback can. */
+     * same holds once it ended: an exception is kept as a summary of
+     * immutable values, never the exception object). */
     if (!ran_python && stack != NULL && stack->owner == ts->context) {
         /* common case: this Context's own stack, no Python code ran since */
         Py_INCREF(call);
@@ -1129,6 +1131,45 @@ HotPath_enter_params(HotPathObject *self, PyObject *const *args, Py_ssize_t narg
         Py_RETURN_NONE;
     }
     return do_enter(self, args[0], -1, NULL, args + 1, nargs - 1);
+}
+
+/* An ended call's events become a tuple: the record then holds nothing the
+ * cyclic GC must track (a tuple of untracked values is untracked at the
+ * next collection; a list never is). */
+/* CPython's own rule for tuples (_PyTuple_MaybeUntrack), applied now and
+ * to nested tuples first: a tuple holding only objects the collector does not
+ * track needs no tracking.  The collector would do it, one nesting level per
+ * collection; records must leave nothing behind after one. */
+static void
+untrack_tuples(PyObject *t, int depth)
+{
+    if (!PyTuple_CheckExact(t) || !PyObject_GC_IsTracked(t))
+        return;
+    Py_ssize_t n = PyTuple_GET_SIZE(t);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(t, i);
+        if (depth > 0 && PyTuple_CheckExact(item))
+            untrack_tuples(item, depth - 1);
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(t, i);
+        if (PyObject_IS_GC(item) && (!PyTuple_CheckExact(item) || PyObject_GC_IsTracked(item)))
+            return;
+    }
+    PyObject_GC_UnTrack(t);
+}
+
+static int
+freeze_events(CallObject *call)
+{
+    if (call->events == NULL || !PyList_CheckExact(call->events))
+        return 0;
+    PyObject *frozen = PyList_AsTuple(call->events);
+    if (frozen == NULL)
+        return -1;
+    untrack_tuples(frozen, 4);  /* events, (name, ts, attrs), attrs, (key, value) */
+    Py_SETREF(call->events, frozen);
+    return 0;
 }
 
 static int
@@ -1191,6 +1232,8 @@ HotPath_exit(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (set_top(self, call->prev) < 0)
         goto error;
     call->status = 0;
+    if (freeze_events(call) < 0)
+        goto error;
     /* Still untracked (see do_enter): an ended call holds only snapshots,
      * its caller and OTel contexts, so the cyclic GC need not walk the
      * thousands of them waiting in the ring. */
@@ -1227,11 +1270,15 @@ HotPath_exception(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (set_top(self, call->prev) < 0)
         goto error;
     call->status = 1;
-    /* the exception's traceback can lead back to this call (a frame that
-     * still holds the token): the cyclic GC must see it from now on */
-    if (!PyObject_GC_IsTracked(token))
-        PyObject_GC_Track(token);
-    Py_XSETREF(call->value, Py_NewRef(args[1]));
+    /* the record keeps a summary (immutable values), never the exception:
+     * its traceback holds every frame and local it passed through */
+    PyObject *summary = PyObject_CallOneArg(self->summarize, args[1]);
+    if (summary == NULL)
+        goto error;
+    untrack_tuples(summary, 8);  /* the summary, its frames, chained summaries */
+    Py_XSETREF(call->value, summary);
+    if (freeze_events(call) < 0)
+        goto error;
     if (emit(self, token) < 0)
         goto error;
     Py_RETURN_NONE;
@@ -1280,7 +1327,7 @@ HotPath_reseed(HotPathObject *self, PyObject *arg)
     Py_RETURN_NONE;
 }
 
-static PyObject *HotPath_probe(HotPathObject *self, PyObject *fid);
+static PyObject *HotPath_probe(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs);
 
 static PyMethodDef HotPath_methods[] = {
     {"enter", (PyCFunction)(void (*)(void))HotPath_enter, METH_FASTCALL, "enter(fid, args=None) -> token | None"},
@@ -1292,7 +1339,8 @@ static PyMethodDef HotPath_methods[] = {
     {"set_current", (PyCFunction)HotPath_set_current, METH_O, "Make a token (or None, or the disabled marker) the innermost call."},
     {"set_ring", (PyCFunction)HotPath_set_ring, METH_O, "Write records into a Ring (or through a callable)."},
     {"reseed", (PyCFunction)HotPath_reseed, METH_O, "New span-id prefix and counter."},
-    {"probe", (PyCFunction)HotPath_probe, METH_O, "probe(fid) -> Probe: enter/exit/exception bound to one function."},
+    {"probe", (PyCFunction)(void (*)(void))HotPath_probe, METH_FASTCALL,
+     "probe(fid, sup=None) -> Probe: enter/exit/exception bound to one function."},
     {NULL}
 };
 
@@ -1324,20 +1372,21 @@ typedef struct {
     PyObject_HEAD
     HotPathObject *hot;
     PyObject *fid;
+    PyObject *sup;         /* the rewrite's helpers (or None) */
     Py_ssize_t fid_value;  /* >= 0 */
 } ProbeObject;
 
 static int
 Probe_traverse(ProbeObject *self, visitproc visit, void *arg)
 {
-    Py_VISIT(self->hot); Py_VISIT(self->fid);
+    Py_VISIT(self->hot); Py_VISIT(self->fid); Py_VISIT(self->sup);
     return 0;
 }
 
 static int
 Probe_clear(ProbeObject *self)
 {
-    Py_CLEAR(self->hot); Py_CLEAR(self->fid);
+    Py_CLEAR(self->hot); Py_CLEAR(self->fid); Py_CLEAR(self->sup);
     return 0;
 }
 
@@ -1380,8 +1429,28 @@ static PyMethodDef Probe_methods[] = {
     {NULL}
 };
 
+static PyObject *
+Probe_get_sup(ProbeObject *self, void *Py_UNUSED(c))
+{
+    return obj_or_none(self->sup);
+}
+
+/* The function's current level code (the runtime's LEVELS[fid]). */
+static PyObject *
+Probe_get_level(ProbeObject *self, void *Py_UNUSED(c))
+{
+    PyObject *levels = self->hot->levels;
+    if (levels == NULL || self->fid_value >= PyList_GET_SIZE(levels)) {
+        PyErr_SetString(PyExc_IndexError, "unknown function id");
+        return NULL;
+    }
+    return Py_NewRef(PyList_GET_ITEM(levels, self->fid_value));
+}
+
 static PyGetSetDef Probe_getset[] = {
     {"fid", (getter)Probe_get_fid, NULL, "the function id", NULL},
+    {"sup", (getter)Probe_get_sup, NULL, "the helpers given to probe()", NULL},
+    {"level", (getter)Probe_get_level, NULL, "the function's current level code", NULL},
     {NULL}
 };
 
@@ -1399,8 +1468,14 @@ static PyTypeObject Probe_Type = {
 };
 
 static PyObject *
-HotPath_probe(HotPathObject *self, PyObject *fid)
+HotPath_probe(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "probe(fid, sup=None)");
+        return NULL;
+    }
+    PyObject *fid = args[0];
+    PyObject *sup = nargs > 1 && args[1] != Py_None ? args[1] : NULL;
     if (!PyLong_CheckExact(fid)) {
         PyErr_SetString(PyExc_TypeError, "probe(fid): fid must be an int");
         return NULL;
@@ -1417,6 +1492,7 @@ HotPath_probe(HotPathObject *self, PyObject *fid)
         return NULL;
     probe->hot = (HotPathObject *)Py_NewRef(self);
     probe->fid = Py_NewRef(fid);
+    probe->sup = Py_XNewRef(sup);
     probe->fid_value = value;
     PyObject_GC_Track(probe);
     return (PyObject *)probe;
@@ -1462,7 +1538,8 @@ PyInit__speedups(void)
     }
     if (PyModule_AddObjectRef(m, "Ring", (PyObject *)&Ring_Type) < 0
         || PyModule_AddObjectRef(m, "HotPath", (PyObject *)&HotPath_Type) < 0
-        || PyModule_AddObjectRef(m, "Call", (PyObject *)&Call_Type) < 0) {
+        || PyModule_AddObjectRef(m, "Call", (PyObject *)&Call_Type) < 0
+        || PyModule_AddObjectRef(m, "Probe", (PyObject *)&Probe_Type) < 0) {
         Py_DECREF(m);
         return NULL;
     }
