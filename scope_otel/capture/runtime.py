@@ -89,6 +89,7 @@ from scope_otel.capture.records import (
 )
 from scope_otel.capture.ring import Ring
 from scope_otel.capture.snapshot import exception_summary as _exception_summary
+from scope_otel.capture.snapshot import _native as _native_snapshot
 from scope_otel.capture.snapshot import set_repr_types, snapshot as _snapshot
 
 __all__ = [
@@ -135,6 +136,14 @@ def _on_error(exc: BaseException) -> None:
 
 _MAX_KEEP = 1 << 16  # a snapshot longer than this is cut here; correlation truncates further
 _keep = _MAX_KEEP    # lowered to max_value_length + 1 by configure(): enough to see truncation
+
+
+def _set_keep(keep: int) -> None:
+    """Snapshots are cut at ``keep`` characters (both implementations)."""
+    global _keep
+    _keep = keep
+    if _native_snapshot is not None:
+        _native_snapshot.snapshot_config(limit=keep)
 
 
 def _snap(value: Any) -> Any:
@@ -196,13 +205,15 @@ def _new_hot() -> Any:
     # written only through hot.current()/hot.set_current().
     hot = _accel.IMPL.HotPath(
         LEVELS, _RATES, _FLAGS, _PARAMS, ContextVar("scope_otel_call", default=None), _DISABLED,
-        _context.raw_source(_overlay), _root_of, _snap, _ring.sink, _new_prefix(), _on_error, _summarize,
+        _context.raw_source(_overlay), _root_of, _accel.IMPL.snap or _snap, _ring.sink, _new_prefix(),
+        _on_error, _summarize,
     )
     _overlay.current = hot.current
     return hot
 
 
 _hot = _new_hot()
+_hot_snap = _accel.IMPL.snap or _snap  # what the hot path snapshots values with (state changes too)
 enter = _hot.enter
 enter_params = _hot.enter_params
 exit = _hot.exit  # noqa: A001 - the contract's name
@@ -217,7 +228,9 @@ def use_implementation(pure: bool | None) -> str:
     benchmarks; code that imported ``enter`` by name, and modules rewritten
     before the switch, which bind the calls at import, keep the old one)."""
     global _hot, enter, enter_params, exit, exception, IMPLEMENTATION, _ring, _current, _set_current
+    global _hot_snap
     impl = _accel.select(pure)
+    _hot_snap = impl.snap or _snap
     _ring = Ring(_ring.capacity, _ring.overflow, _ring.block_timeout)
     _hot = _new_hot()
     enter, enter_params, exit, exception = _hot.enter, _hot.enter_params, _hot.exit, _hot.exception
@@ -323,7 +336,7 @@ def state_change(token: Any, target: str, value: Any) -> None:
         saved = _current()
         _set_current(_DISABLED)
         try:
-            snap = _snap(value)
+            snap = _hot_snap(value)
         finally:
             _set_current(saved)
         _event(token, "scope.state_change", (("scope.target", target), ("scope.value", snap)))
@@ -526,7 +539,7 @@ def configure(cfg: Any = None, processor: Any = None, resource: Any = None) -> N
     try:
         _recompute(cfg)
         if cfg is not None and getattr(cfg, "max_value_length", None):
-            _keep = min(_MAX_KEEP, int(cfg.max_value_length) + 1)
+            _set_keep(min(_MAX_KEEP, int(cfg.max_value_length) + 1))
         if cfg is not None and getattr(cfg, "max_events", None) is not None:
             _max_events = int(cfg.max_events)
         if cfg is not None and getattr(cfg, "value_repr", None) is not None:

@@ -24,6 +24,13 @@ descriptor, no ``__getattr__``, ``__len__``, ``__iter__``, ``__eq__`` or
 
 A user who wants ``repr()`` for types of their own lists them in
 ``value_repr`` (globs on ``module.Qualname``): :func:`set_repr_types`.
+
+``_speedups.snapshot`` is the C twin of :func:`snapshot` for the values met
+most (builtins, their subclasses, plain instances of classes written in
+Python); it hands anything else to this module's walk, so the text is the
+same either way.  Reading an instance ``__dict__`` through its descriptor
+materialises it on CPython 3.11+ when the object kept its attributes
+inline (a memory layout change, not a behaviour change).
 """
 from __future__ import annotations
 
@@ -124,6 +131,8 @@ def set_repr_types(globs: Iterable[str]) -> None:
     """Allow ``repr()`` for values whose type's ``module.Qualname`` matches one of ``globs``."""
     global _repr_globs
     _repr_globs = tuple(str(g) for g in globs if g)
+    if _native is not None:
+        _native.snapshot_config(opt_in=bool(_repr_globs))
 
 
 def snapshot(value: Any, limit: int) -> str:
@@ -132,6 +141,17 @@ def snapshot(value: Any, limit: int) -> str:
     _walk(value, out, limit, 0, set())
     text = "".join(out)
     return text if len(text) <= limit else text[:limit]
+
+
+def _native_setup() -> Any:
+    """The C twin (``_speedups.snapshot``/``snap``), told where to send what it leaves to this module."""
+    try:
+        from scope_otel.capture import _speedups
+    except ImportError:
+        return None
+    _speedups.snapshot_config(fallback=_walk, enum=_ENUM, opt_in=False, max_depth=MAX_DEPTH,
+                              field_depth=FIELD_DEPTH)
+    return _speedups
 
 
 def _name(t: type) -> str:
@@ -455,3 +475,7 @@ def _message(exc: BaseException, t: type, limit: int) -> str:
     else:
         text = snapshot(args[0] if len(args) == 1 else args, limit)
     return text if len(text) <= limit else text[:limit]
+
+
+#: the C twin, or None without the accelerator (same text; tests/capture/test_snapshot.py compares)
+_native = _native_setup()

@@ -185,3 +185,76 @@ def test_orm_instances_show_loaded_fields_and_never_load_anything():
         text = snapshot(item, 500)
         assert statements == before  # no query
         assert "id=1" in text and "name='a'" in text and "notes" not in text
+
+
+def _corpus():
+    h = Hostile()
+    h.me = h
+    loop: list = [1]
+    loop.append(loop)
+    deep: list = []
+    for i in range(30):
+        deep = [i, deep]
+    d = {"k": [1, (2,), {3}], 4: frozenset(), "s": set(), (): (1,), "t": ()}
+    values = [
+        h, Hostile(), Slotted(), Color.RED, Pair(1, h), WithMeta, HostileList([1, h]), HostileDict(a=h),
+        HostileStr("x" * 50), loop, deep, d, [d, d], "ab" * 40, b"x" * 99, bytearray(b"y" * 70), 1 << 9000,
+        -5, 2.5, 1j, None, True, range(4), ..., NotImplemented, object, len, _trip, datetime.date(2020, 1, 1),
+        collections.deque([1, 2]), collections.OrderedDict(a=1), collections.Counter("aab"),
+        type("F", (float,), {})(2.5), type("I", (int,), {"__repr__": _trip})(7), KeyError("k", h),
+        SneakyUUID(int=1), [Hostile() for _ in range(20)], {Slotted(): 1}, memoryview(b"ab"),
+        type("B", (bytes,), {})(b"zz" * 30), type("S", (set,), {})({1, 2}), type("FS", (frozenset,), {})(),
+    ]
+    inner = Hostile()
+    inner.child = Hostile()
+    outer = Hostile()
+    outer.child = inner
+    values.append(outer)
+    return values
+
+
+@pytest.mark.parametrize("limit", [1, 5, 17, 40, 120, 513, 100_000])
+def test_the_c_snapshot_writes_the_same_text_as_the_python_one(limit):
+    native = pytest.importorskip("scope_otel.capture._speedups")
+    for value in _corpus():
+        assert native.snapshot(value, limit) == snapshot(value, limit), value.__class__
+
+
+def test_the_c_snapshot_sends_opted_in_types_to_the_python_walk():
+    native = pytest.importorskip("scope_otel.capture._speedups")
+
+    class Mine:
+        def __repr__(self):
+            return "Mine!"
+
+    snapshot_module.set_repr_types([f"{__name__}.*Mine"])
+    try:
+        assert native.snapshot([Mine(), 1], 100) == snapshot([Mine(), 1], 100) == "[Mine!, 1]"
+    finally:
+        snapshot_module.set_repr_types(())
+    assert native.snapshot(Mine(), 100).startswith("<")
+
+
+def test_int_enums_and_slotted_subclasses_look_the_same_from_c_and_python():
+    native = pytest.importorskip("scope_otel.capture._speedups")
+
+    class Level(enum.IntEnum):
+        LOW = 1
+
+    class Flags(enum.Flag):
+        A = 1
+        B = 2
+
+    class Base:
+        __slots__ = ("a",)
+
+    class Derived(Base):
+        __slots__ = ("b", "__dict__")
+
+        def __init__(self):
+            self.a, self.b, self.c = 1, [2], "three"
+
+    for value in (Level.LOW, Flags.A | Flags.B, Derived(), [Derived()], {"k": Level.LOW}):
+        for limit in (3, 30, 500):
+            assert native.snapshot(value, limit) == snapshot(value, limit)
+    assert snapshot(Level.LOW, 500) == f"<{__name__}.{Level.__qualname__}.LOW: 1>"
