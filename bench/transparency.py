@@ -170,7 +170,8 @@ def run_suite(lib: Library, source: str, workdir: str, level: str | None) -> dic
         if os.path.exists(stale):
             os.remove(stale)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SCOPE_OTEL_", "OTEL_"))}
-    env["PYTHONPATH"] = os.pathsep.join([os.path.join(source, lib.path), workdir])
+    # the library, the plugin, and the scope-otel of this tree (not whichever is installed)
+    env["PYTHONPATH"] = os.pathsep.join([os.path.join(source, lib.path), workdir] + ([ROOT] if level else []))
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # every run compiles from source: a fair comparison
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml_path}", *lib.pytest_args]
     if level:
