@@ -34,7 +34,7 @@ libraries marked quick (two small suites, for CI).  Exit status 1 when any
 library's outcomes differ.
 
 Test dependencies of the suites (trio, for jinja2's async tests) are in the
-``bench`` extra.
+``test`` extra (``.ci/transparency-quick`` runs ``--quick``).
 """
 from __future__ import annotations
 
