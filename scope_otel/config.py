@@ -263,6 +263,9 @@ SETTINGS: tuple[Setting, ...] = (
             "captured argument/return values are truncated to this many characters"),
     Setting("max_events", _int_range(0, 1 << 20), 128, ("SCOPE_OTEL_MAX_EVENTS", "OTEL_SPAN_EVENT_COUNT_LIMIT"),
             "events kept per function call (state changes, suspends and resumes); later ones are counted"),
+    Setting("value_repr", _list(), (), ("SCOPE_OTEL_VALUE_REPR",),
+            "globs on 'module.Qualname' of types whose captured values may be shown with repr(), which "
+            "runs their code inside the call (default: none; values are read without running any code)"),
     Setting("redact", _list(), DEFAULT_REDACT, ("SCOPE_OTEL_REDACT",),
             "key patterns whose values are redacted, comma-separated"),
     Setting("summary", _bool, False, ("SCOPE_OTEL_SUMMARY",),

@@ -179,6 +179,9 @@ def install(plan: Any) -> ImportHook:
     global _installed
     import scope_otel.capture.runtime  # noqa: F401 - fail here, not in the application's import
     import scope_otel.instrument._support  # noqa: F401
+    from scope_otel.instrument.rewrite import install_builtins
+
+    install_builtins()  # what rewritten modules' preludes read (cached code included)
 
     from scope_otel.instrument import wrap
 
