@@ -1,0 +1,407 @@
+"""DB-API integration: a CLIENT span per statement run through ``sqlite3`` or
+``psycopg`` (3), whoever opened the connection.
+
+Usage::
+
+    from scope_otel.instrumentors.dbapi import ScopeDBAPIInstrumentor
+    ScopeDBAPIInstrumentor().instrument()
+
+or the entry point ``scope_dbapi`` under ``scope-otel run`` /
+``opentelemetry-instrument`` (``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=
+scope_dbapi`` turns it off).  Each driver is attached when the program
+imports it, never imported for it.
+
+How it attaches
+    ``sqlite3``: ``sqlite3.connect`` (also reached as ``sqlite3.dbapi2.
+    connect``) opens connections of a traced subclass of the ``factory`` the
+    caller asked for (``sqlite3.Connection`` by default), whose cursors are a
+    traced subclass of the cursor factory asked for; so Flask's tutorial
+    pattern (``sqlite3.connect`` kept on ``g``) and Django's SQLite backend
+    are covered.  Connections opened before instrumenting, or through a
+    ``connect`` imported by name before it, are not.
+    ``psycopg``: ``execute`` and ``executemany`` of the ``Cursor``,
+    ``ServerCursor``, ``AsyncCursor`` and ``AsyncServerCursor`` classes, and
+    ``commit``/``rollback`` of ``Connection`` and ``AsyncConnection``, are
+    replaced on the classes: every connection is covered, whenever and by
+    whomever it was opened.  ``psycopg2`` cursors are C types that cannot be
+    patched: they are not traced.
+
+Spans
+    The shared SQL span shape (``_sql``): named by ``db.query.summary``
+    (``SELECT orders``), with ``db.system.name``, ``db.namespace``,
+    ``db.query.text`` (placeholders, never parameter values),
+    ``db.operation.name``, ``db.collection.name``, ``server.address``,
+    ``server.port``, ``db.response.returned_rows`` (psycopg, for statements
+    that return rows), ``error.type`` on failure.  ``commit()`` and
+    ``rollback()`` are spans named ``COMMIT`` and ``ROLLBACK``.
+    ``executescript`` is one span for the script.
+
+Coexistence
+    A statement that the Django or SQLAlchemy integration already records
+    (they claim it, see ``_sql.claim``) gets no second span here.
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Any, Callable
+
+from opentelemetry import trace
+
+from scope_otel.instrumentors import _sql
+from scope_otel.instrumentors._support import ScopeInstrumentor, failed, patch, unpatch
+from scope_otel.version import __version__
+
+_tracer: trace.Tracer | None = None
+
+
+class ScopeDBAPIInstrumentor(ScopeInstrumentor):
+    """sqlite3 and psycopg 3: one CLIENT span per statement, commit and rollback."""
+
+    _what = "DB-API"
+
+    def _instrument(self, **kwargs: Any) -> None:
+        from scope_otel.instrumentors._deferred import when_imported
+
+        global _tracer
+        _tracer = trace.get_tracer(__name__, __version__, kwargs.get("tracer_provider"))
+        self._pendings = [
+            when_imported("sqlite3", _attach_sqlite3, "dbapi.sqlite3"),
+            when_imported("psycopg", _attach_psycopg, "dbapi.psycopg"),
+        ]
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        global _tracer
+        for pending, detach in zip(self._pendings, (_detach_sqlite3, _detach_psycopg)):
+            if pending.cancel():
+                detach()
+        _tracer = None
+
+
+def _run(database: _sql.Database, text: Any, call: Callable, rowcount: Callable | None = None) -> Any:
+    """``call()`` inside the span of statement ``text`` (when not claimed)."""
+    tracer = _tracer
+    if tracer is None or _sql.claimed() or type(text) is not str:
+        return call()
+    try:
+        span, rows = _sql.start(tracer, database, text)
+    except Exception:
+        failed("dbapi.start")
+        return call()
+    token = _sql.claim()
+    try:
+        result = call()
+    except BaseException as exc:
+        _sql.release(token)
+        _sql.end(span, error=exc)
+        raise
+    _sql.release(token)
+    try:
+        _sql.end(span, rowcount() if rows and rowcount is not None else None)
+    except Exception:
+        failed("dbapi.end")
+    return result
+
+
+# --------------------------------------------------------------------------
+# sqlite3: traced subclasses of the caller's factories
+# --------------------------------------------------------------------------
+
+_sqlite_connect: Any = None
+_CONNECTIONS: "weakref.WeakKeyDictionary[type, type]" = weakref.WeakKeyDictionary()
+_CURSORS: "weakref.WeakKeyDictionary[type, type]" = weakref.WeakKeyDictionary()
+_FACTORY_POSITION = 4  # connect(database, timeout, detect_types, isolation_level, check_same_thread, factory, ...)
+
+
+def _attach_sqlite3(sqlite3: Any) -> None:
+    global _sqlite_connect
+    import sqlite3.dbapi2 as dbapi2
+
+    original = dbapi2.__dict__["connect"]
+    if getattr(original, "__scope_otel_original__", None) is not None:
+        return
+    _sqlite_connect = original
+
+    def connect(database: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            if len(args) > _FACTORY_POSITION:
+                args = list(args)
+                args[_FACTORY_POSITION] = _connection_class(args[_FACTORY_POSITION])
+            else:
+                kwargs["factory"] = _connection_class(kwargs.get("factory", sqlite3.Connection))
+        except Exception:
+            failed("dbapi.sqlite3.connect")
+        connection = original(database, *args, **kwargs)
+        db = getattr(type(connection), "_scope_otel_traced", False) and _sqlite_database(database)
+        if db:
+            try:
+                connection._scope_otel_db = db
+            except Exception:
+                failed("dbapi.sqlite3.database")
+        return connection
+
+    connect.__scope_otel_original__ = original
+    connect.__doc__ = original.__doc__
+    connect.__name__ = "connect"
+    for module in (sqlite3, dbapi2):
+        if module.__dict__.get("connect") is original:
+            module.connect = connect
+
+
+def _detach_sqlite3() -> None:
+    import sqlite3
+    import sqlite3.dbapi2 as dbapi2
+
+    original = _sqlite_connect
+    for module in (sqlite3, dbapi2):
+        if getattr(module.__dict__.get("connect"), "__scope_otel_original__", None) is original:
+            module.connect = original
+
+
+def _sqlite_database(database: Any) -> _sql.Database | None:
+    try:
+        import os
+
+        name = os.fsdecode(database) if not isinstance(database, str) else database
+        if name.startswith("file:"):
+            name = name[5:].split("?", 1)[0]
+        return _sql.Database("sqlite", _sql.database_name(name))
+    except Exception:
+        return _sql.Database("sqlite")
+
+
+def _connection_class(factory: type) -> type:
+    if getattr(factory, "_scope_otel_traced", False):
+        return factory
+    traced = _CONNECTIONS.get(factory)
+    if traced is None:
+        traced = _CONNECTIONS[factory] = type(factory.__name__, (_TracedConnection, factory), {
+            "__slots__": ("_scope_otel_db",),
+            "__module__": factory.__module__,
+            "__qualname__": factory.__qualname__,
+        })
+    return traced
+
+
+def _cursor_class(factory: type) -> type:
+    if getattr(factory, "_scope_otel_traced", False):
+        return factory
+    traced = _CURSORS.get(factory)
+    if traced is None:
+        traced = _CURSORS[factory] = type(factory.__name__, (_TracedCursor, factory), {
+            "__slots__": (),
+            "__module__": factory.__module__,
+            "__qualname__": factory.__qualname__,
+        })
+    return traced
+
+
+def _db_of(connection: Any) -> _sql.Database | None:
+    try:
+        return connection._scope_otel_db
+    except AttributeError:
+        return None
+
+
+class _TracedConnection:
+    """Mixed in front of the caller's connection factory.
+
+    ``Connection.execute`` and friends are written again as "a cursor, then
+    its method" (what CPython does) because CPython's own versions run the
+    statement without going through the cursor's Python-level methods.
+    """
+
+    __slots__ = ()
+    _scope_otel_traced = True
+
+    def cursor(self, factory: Any = None) -> Any:
+        if factory is None:
+            import sqlite3
+
+            factory = sqlite3.Cursor
+        try:
+            if isinstance(factory, type):
+                factory = _cursor_class(factory)
+        except Exception:
+            failed("dbapi.sqlite3.cursor")
+        return super().cursor(factory)
+
+    def execute(self, sql: Any, parameters: Any = (), /) -> Any:
+        return self.cursor().execute(sql, parameters)
+
+    def executemany(self, sql: Any, parameters: Any, /) -> Any:
+        return self.cursor().executemany(sql, parameters)
+
+    def executescript(self, script: Any, /) -> Any:
+        return self.cursor().executescript(script)
+
+    def commit(self) -> Any:
+        db = _db_of(self)
+        if db is None or not self.in_transaction:
+            return super().commit()
+        return _run(db, "COMMIT", super().commit)
+
+    def rollback(self) -> Any:
+        db = _db_of(self)
+        if db is None or not self.in_transaction:
+            return super().rollback()
+        return _run(db, "ROLLBACK", super().rollback)
+
+
+class _TracedCursor:
+    __slots__ = ()
+    _scope_otel_traced = True
+
+    def execute(self, sql: Any, parameters: Any = (), /) -> Any:
+        db = _db_of(self.connection)
+        if db is None:
+            return super().execute(sql, parameters)
+        return _run(db, sql, lambda: super(_TracedCursor, self).execute(sql, parameters))
+
+    def executemany(self, sql: Any, parameters: Any, /) -> Any:
+        db = _db_of(self.connection)
+        if db is None:
+            return super().executemany(sql, parameters)
+        return _run(db, sql, lambda: super(_TracedCursor, self).executemany(sql, parameters))
+
+    def executescript(self, script: Any, /) -> Any:
+        db = _db_of(self.connection)
+        if db is None:
+            return super().executescript(script)
+        return _run(db, script, lambda: super(_TracedCursor, self).executescript(script))
+
+
+# --------------------------------------------------------------------------
+# psycopg 3: the cursor and connection classes
+# --------------------------------------------------------------------------
+
+_PG_DATABASES: "weakref.WeakKeyDictionary[Any, _sql.Database]" = weakref.WeakKeyDictionary()
+
+
+def _pg_database(connection: Any) -> _sql.Database:
+    db = _PG_DATABASES.get(connection)
+    if db is None:
+        info = connection.info
+        host = info.host
+        db = _PG_DATABASES[connection] = _sql.Database(
+            "postgresql", info.dbname, host if host and not host.startswith("/") else None, info.port or None)
+    return db
+
+
+def _pg_rowcount(cursor: Any) -> Callable[[], int]:
+    return lambda: cursor.rowcount
+
+
+def _pg_targets() -> list[tuple[type, str, Callable]]:
+    import psycopg
+
+    return [
+        (psycopg.Cursor, "execute", _make_pg_execute),
+        (psycopg.Cursor, "executemany", _make_pg_execute),
+        (psycopg.ServerCursor, "execute", _make_pg_execute),
+        (psycopg.AsyncCursor, "execute", _make_pg_execute_async),
+        (psycopg.AsyncCursor, "executemany", _make_pg_execute_async),
+        (psycopg.AsyncServerCursor, "execute", _make_pg_execute_async),
+        (psycopg.Connection, "commit", _make_pg_end),
+        (psycopg.Connection, "rollback", _make_pg_end),
+        (psycopg.AsyncConnection, "commit", _make_pg_end_async),
+        (psycopg.AsyncConnection, "rollback", _make_pg_end_async),
+    ]
+
+
+def _attach_psycopg(_module: Any) -> None:
+    for owner, name, make in _pg_targets():
+        patch(owner, name, make)
+
+
+def _detach_psycopg() -> None:
+    for owner, name, _ in _pg_targets():
+        unpatch(owner, name)
+
+
+def _make_pg_execute(original: Callable) -> Callable:
+    def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
+        if _tracer is None or _sql.claimed() or type(query) is not str:
+            return original(self, query, *args, **kwargs)
+        try:
+            db = _pg_database(self.connection)
+        except Exception:
+            failed("dbapi.psycopg.database")
+            return original(self, query, *args, **kwargs)
+        return _run(db, query, lambda: original(self, query, *args, **kwargs), _pg_rowcount(self))
+
+    return execute
+
+
+def _make_pg_execute_async(original: Callable) -> Callable:
+    async def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
+        tracer = _tracer
+        if tracer is None or _sql.claimed() or type(query) is not str:
+            return await original(self, query, *args, **kwargs)
+        try:
+            span, rows = _sql.start(tracer, _pg_database(self.connection), query)
+        except Exception:
+            failed("dbapi.psycopg.start")
+            return await original(self, query, *args, **kwargs)
+        token = _sql.claim()
+        try:
+            result = await original(self, query, *args, **kwargs)
+        except BaseException as exc:
+            _sql.release(token)
+            _sql.end(span, error=exc)
+            raise
+        _sql.release(token)
+        _sql.end(span, self.rowcount if rows else None)
+        return result
+
+    return execute
+
+
+def _pg_in_transaction(connection: Any) -> bool:
+    from psycopg.pq import TransactionStatus
+
+    return connection.info.transaction_status != TransactionStatus.IDLE
+
+
+def _make_pg_end(original: Callable) -> Callable:
+    text = "COMMIT" if original.__name__ == "commit" else "ROLLBACK"
+
+    def end(self) -> Any:
+        if _tracer is None or _sql.claimed():
+            return original(self)
+        try:
+            if not _pg_in_transaction(self):
+                return original(self)
+            db = _pg_database(self)
+        except Exception:
+            failed("dbapi.psycopg.end")
+            return original(self)
+        return _run(db, text, lambda: original(self))
+
+    end.__name__ = original.__name__
+    return end
+
+
+def _make_pg_end_async(original: Callable) -> Callable:
+    text = "COMMIT" if original.__name__ == "commit" else "ROLLBACK"
+
+    async def end(self) -> Any:
+        tracer = _tracer
+        if tracer is None or _sql.claimed():
+            return await original(self)
+        try:
+            if not _pg_in_transaction(self):
+                return await original(self)
+            span, _ = _sql.start(tracer, _pg_database(self), text)
+        except Exception:
+            failed("dbapi.psycopg.end")
+            return await original(self)
+        try:
+            result = await original(self)
+        except BaseException as exc:
+            _sql.end(span, error=exc)
+            raise
+        _sql.end(span)
+        return result
+
+    end.__name__ = original.__name__
+    return end
