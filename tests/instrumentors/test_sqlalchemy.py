@@ -284,3 +284,41 @@ def test_repeated_statement_keeps_its_own_engines_name_and_attributes(spans, tmp
         ("SELECT", "two.db", "select ?"), ("SELECT", "two.db", "SELECT ?"),
     ]
     assert found == expected * 2
+
+
+def test_nothing_is_written_into_user_visible_info_dicts(spans, engine):
+    with instrumented(ScopeSQLAlchemyInstrumentor(), spans):
+        with spans.tracer.start_as_current_span("request"):
+            with Session(engine) as session:
+                session.add(Account(id=21, owner="info"))
+                session.commit()
+                conn = session.connection()
+                assert dict(conn.info) == {} and dict(session.info) == {}
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+                record_info = conn.connection._connection_record.info
+                assert dict(conn.info) == {} and dict(record_info) == {}
+    (request,) = spans.named("request")
+    assert [e.name for e in request.events].count("db.client.connection.checkin") >= 2  # still measured
+
+
+def test_attaching_does_not_import_the_orm_and_its_hook_follows_the_import(tmp_path):
+    import subprocess
+    import sys
+
+    code = """
+import sys
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from scope_otel.instrumentors.sqlalchemy import ScopeSQLAlchemyInstrumentor
+exporter = InMemorySpanExporter(); provider = TracerProvider(); provider.add_span_processor(SimpleSpanProcessor(exporter))
+ScopeSQLAlchemyInstrumentor().instrument(tracer_provider=provider)
+import sqlalchemy
+print("orm imported:", "sqlalchemy.orm" in sys.modules)
+from sqlalchemy import orm, event
+print("orm hook:", event.contains(orm.Session, "after_flush", sys.modules["scope_otel.instrumentors.sqlalchemy"]._after_flush))
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split("\n")[:2] == ["orm imported: False", "orm hook: True"]
