@@ -48,10 +48,17 @@ from typing import Any, Callable
 from opentelemetry import trace
 
 from scope_otel.instrumentors import _sql
-from scope_otel.instrumentors._support import ScopeInstrumentor, failed, patch, unpatch
+from scope_otel.instrumentors._base import Patch, ScopeInstrumentor
+from scope_otel.instrumentors._report import failed
 from scope_otel.version import __version__
 
-_tracer: trace.Tracer | None = None
+
+class _State:
+    def __init__(self, **kwargs: Any) -> None:
+        self.tracer = trace.get_tracer(__name__, __version__, kwargs.get("tracer_provider"))
+
+
+_state: _State | None = None
 
 
 class ScopeDBAPIInstrumentor(ScopeInstrumentor):
@@ -59,31 +66,34 @@ class ScopeDBAPIInstrumentor(ScopeInstrumentor):
 
     _what = "DB-API"
 
-    def _instrument(self, **kwargs: Any) -> None:
-        from scope_otel.instrumentors._deferred import when_imported
+    def _configure(self, **kwargs: Any) -> _State:
+        return _State(**kwargs)
 
-        global _tracer
-        _tracer = trace.get_tracer(__name__, __version__, kwargs.get("tracer_provider"))
-        self._pendings = [
-            when_imported("sqlite3", _attach_sqlite3, "dbapi.sqlite3"),
-            when_imported("psycopg", _attach_psycopg, "dbapi.psycopg"),
-        ]
-
-    def _uninstrument(self, **kwargs: Any) -> None:
-        global _tracer
-        for pending, detach in zip(self._pendings, (_detach_sqlite3, _detach_psycopg)):
-            if pending.cancel():
-                detach()
-        _tracer = None
+    @property
+    def _hooks(self) -> tuple:
+        return (
+            Patch("sqlite3", "", "connect", _make_connect),
+            Patch("sqlite3.dbapi2", "", "connect", _make_connect),
+            Patch("psycopg", "Cursor", "execute", _make_pg_execute),
+            Patch("psycopg", "Cursor", "executemany", _make_pg_execute),
+            Patch("psycopg", "ServerCursor", "execute", _make_pg_execute),
+            Patch("psycopg", "AsyncCursor", "execute", _make_pg_execute_async),
+            Patch("psycopg", "AsyncCursor", "executemany", _make_pg_execute_async),
+            Patch("psycopg", "AsyncServerCursor", "execute", _make_pg_execute_async),
+            Patch("psycopg", "Connection", "commit", _make_pg_end),
+            Patch("psycopg", "Connection", "rollback", _make_pg_end),
+            Patch("psycopg", "AsyncConnection", "commit", _make_pg_end_async),
+            Patch("psycopg", "AsyncConnection", "rollback", _make_pg_end_async),
+        )
 
 
 def _run(database: _sql.Database, text: Any, call: Callable, rowcount: Callable | None = None) -> Any:
     """``call()`` inside the span of statement ``text`` (when not claimed)."""
-    tracer = _tracer
-    if tracer is None or _sql.claimed() or type(text) is not str:
+    state = _state
+    if state is None or _sql.claimed() or type(text) is not str:
         return call()
     try:
-        span, rows = _sql.start(tracer, database, text)
+        span, rows = _sql.start(state.tracer, database, text)
     except Exception:
         failed("dbapi.start")
         return call()
@@ -106,55 +116,40 @@ def _run(database: _sql.Database, text: Any, call: Callable, rowcount: Callable 
 # sqlite3: traced subclasses of the caller's factories
 # --------------------------------------------------------------------------
 
-_sqlite_connect: Any = None
 _CONNECTIONS: "weakref.WeakKeyDictionary[type, type]" = weakref.WeakKeyDictionary()
 _CURSORS: "weakref.WeakKeyDictionary[type, type]" = weakref.WeakKeyDictionary()
 _FACTORY_POSITION = 4  # connect(database, timeout, detect_types, isolation_level, check_same_thread, factory, ...)
 
 
-def _attach_sqlite3(sqlite3: Any) -> None:
-    global _sqlite_connect
-    import sqlite3.dbapi2 as dbapi2
-
-    original = dbapi2.__dict__["connect"]
-    if getattr(original, "__scope_otel_original__", None) is not None:
-        return
-    _sqlite_connect = original
-
+def _make_connect(original: Callable) -> Callable:
     def connect(database: Any, *args: Any, **kwargs: Any) -> Any:
+        if _state is None:  # sqlite3 copies dbapi2's connect at import: one of the two may outlive us
+            return original(database, *args, **kwargs)
         try:
             if len(args) > _FACTORY_POSITION:
                 args = list(args)
                 args[_FACTORY_POSITION] = _connection_class(args[_FACTORY_POSITION])
             else:
-                kwargs["factory"] = _connection_class(kwargs.get("factory", sqlite3.Connection))
+                kwargs["factory"] = _connection_class(kwargs.get("factory", _sqlite3_connection()))
         except Exception:
             failed("dbapi.sqlite3.connect")
         connection = original(database, *args, **kwargs)
-        db = getattr(type(connection), "_scope_otel_traced", False) and _sqlite_database(database)
-        if db:
+        if getattr(type(connection), "_scope_otel_traced", False):
             try:
-                connection._scope_otel_db = db
+                connection._scope_otel_db = _sqlite_database(database)
             except Exception:
                 failed("dbapi.sqlite3.database")
         return connection
 
-    connect.__scope_otel_original__ = original
     connect.__doc__ = original.__doc__
     connect.__name__ = "connect"
-    for module in (sqlite3, dbapi2):
-        if module.__dict__.get("connect") is original:
-            module.connect = connect
+    return connect
 
 
-def _detach_sqlite3() -> None:
+def _sqlite3_connection() -> type:
     import sqlite3
-    import sqlite3.dbapi2 as dbapi2
 
-    original = _sqlite_connect
-    for module in (sqlite3, dbapi2):
-        if getattr(module.__dict__.get("connect"), "__scope_otel_original__", None) is original:
-            module.connect = original
+    return sqlite3.Connection
 
 
 def _sqlite_database(database: Any) -> _sql.Database | None:
@@ -291,36 +286,9 @@ def _pg_rowcount(cursor: Any) -> Callable[[], int]:
     return lambda: cursor.rowcount
 
 
-def _pg_targets() -> list[tuple[type, str, Callable]]:
-    import psycopg
-
-    return [
-        (psycopg.Cursor, "execute", _make_pg_execute),
-        (psycopg.Cursor, "executemany", _make_pg_execute),
-        (psycopg.ServerCursor, "execute", _make_pg_execute),
-        (psycopg.AsyncCursor, "execute", _make_pg_execute_async),
-        (psycopg.AsyncCursor, "executemany", _make_pg_execute_async),
-        (psycopg.AsyncServerCursor, "execute", _make_pg_execute_async),
-        (psycopg.Connection, "commit", _make_pg_end),
-        (psycopg.Connection, "rollback", _make_pg_end),
-        (psycopg.AsyncConnection, "commit", _make_pg_end_async),
-        (psycopg.AsyncConnection, "rollback", _make_pg_end_async),
-    ]
-
-
-def _attach_psycopg(_module: Any) -> None:
-    for owner, name, make in _pg_targets():
-        patch(owner, name, make)
-
-
-def _detach_psycopg() -> None:
-    for owner, name, _ in _pg_targets():
-        unpatch(owner, name)
-
-
 def _make_pg_execute(original: Callable) -> Callable:
     def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
-        if _tracer is None or _sql.claimed() or type(query) is not str:
+        if _state is None or _sql.claimed() or type(query) is not str:
             return original(self, query, *args, **kwargs)
         try:
             db = _pg_database(self.connection)
@@ -334,11 +302,11 @@ def _make_pg_execute(original: Callable) -> Callable:
 
 def _make_pg_execute_async(original: Callable) -> Callable:
     async def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
-        tracer = _tracer
-        if tracer is None or _sql.claimed() or type(query) is not str:
+        state = _state
+        if state is None or _sql.claimed() or type(query) is not str:
             return await original(self, query, *args, **kwargs)
         try:
-            span, rows = _sql.start(tracer, _pg_database(self.connection), query)
+            span, rows = _sql.start(state.tracer, _pg_database(self.connection), query)
         except Exception:
             failed("dbapi.psycopg.start")
             return await original(self, query, *args, **kwargs)
@@ -366,7 +334,7 @@ def _make_pg_end(original: Callable) -> Callable:
     text = "COMMIT" if original.__name__ == "commit" else "ROLLBACK"
 
     def end(self) -> Any:
-        if _tracer is None or _sql.claimed():
+        if _state is None or _sql.claimed():
             return original(self)
         try:
             if not _pg_in_transaction(self):
@@ -385,13 +353,13 @@ def _make_pg_end_async(original: Callable) -> Callable:
     text = "COMMIT" if original.__name__ == "commit" else "ROLLBACK"
 
     async def end(self) -> Any:
-        tracer = _tracer
-        if tracer is None or _sql.claimed():
+        state = _state
+        if state is None or _sql.claimed():
             return await original(self)
         try:
             if not _pg_in_transaction(self):
                 return await original(self)
-            span, _ = _sql.start(tracer, _pg_database(self), text)
+            span, _ = _sql.start(state.tracer, _pg_database(self), text)
         except Exception:
             failed("dbapi.psycopg.end")
             return await original(self)

@@ -86,15 +86,10 @@ from typing import Any, Callable
 from opentelemetry import context, trace
 
 from scope_otel.instrumentors import _http, _sql
-from scope_otel.instrumentors._support import (
-    ScopeInstrumentor,
-    add_event,
-    failed,
-    level,
-    patch,
-    redacted_repr,
-    unpatch,
-)
+from scope_otel.instrumentors._base import Call, Patch, Receiver, ScopeInstrumentor
+from scope_otel.instrumentors._record import add_event, level
+from scope_otel.instrumentors._report import failed, say_once
+from scope_otel.instrumentors._support import redacted_repr
 from scope_otel.version import __version__
 
 MIDDLEWARE = "scope_otel.instrumentors.django.ScopeOtelMiddleware"
@@ -105,63 +100,47 @@ _MODE = "_scope_otel_mode"  # handler attribute: "middleware", "wrap" or "contri
 
 
 class _State:
-    tracer: trace.Tracer
-    options: _http.ServerOptions
-    position: int
-    inserted: bool = False  # did load_middleware put MIDDLEWARE into settings?
+    def __init__(self, **kwargs: Any) -> None:
+        self.tracer = trace.get_tracer(__name__, __version__, kwargs.get("tracer_provider"))
+        self.options = _http.ServerOptions.from_env("django", **kwargs)
+        position = kwargs.get("middleware_position", os.environ.get("OTEL_PYTHON_DJANGO_MIDDLEWARE_POSITION", 0))
+        try:
+            self.position = int(position)
+        except (TypeError, ValueError):
+            say_once("django.position", f"scope-otel: middleware position {position!r} is not an integer; using 0")
+            self.position = 0
+        self.inserted = False  # did load_middleware put MIDDLEWARE into settings?
 
 
 _state: _State | None = None
 
 
 class ScopeDjangoInstrumentor(ScopeInstrumentor):
-    """Django ≥ 4.2: SERVER spans (WSGI and ASGI) and model-change events."""
+    """Django ≥ 4.2: SERVER spans (WSGI and ASGI), SQL spans and model-change events."""
 
     _requires = ("django >= 4.2",)
     _what = "Django"
-    _library = "django"  # a Flask app never pays for importing Django
 
-    def _attach(self, **kwargs: Any) -> None:
-        from django.core.handlers.base import BaseHandler
+    def _configure(self, **kwargs: Any) -> _State:
+        return _State(**kwargs)
 
-        global _state
-        state = _State()
-        state.tracer = trace.get_tracer(__name__, __version__, kwargs.get("tracer_provider"))
-        state.options = _http.ServerOptions.from_env("django", **kwargs)
-        position = kwargs.get("middleware_position", os.environ.get("OTEL_PYTHON_DJANGO_MIDDLEWARE_POSITION", 0))
-        try:
-            state.position = int(position)
-        except (TypeError, ValueError):
-            from scope_otel.instrumentors._support import say_once
-
-            say_once("django.position", f"scope-otel: middleware position {position!r} is not an integer; using 0")
-            state.position = 0
-        _state = state
-        patch(BaseHandler, "load_middleware", _make_load_middleware)
-        patch(BaseHandler, "get_response", _make_get_response)
-        patch(BaseHandler, "get_response_async", _make_get_response_async)
-        for signal, receiver in _receivers():
-            signal.connect(receiver, weak=False, dispatch_uid=f"scope_otel.{receiver.__name__}")
-        from scope_otel.instrumentors._deferred import when_imported
-
-        # django.db and its models only when the program imports them
-        self._db = when_imported("django.db", _attach_sql, "django.attach_sql")
-        self._models = when_imported("django.db.models", _attach_models, "django.attach_models")
-
-    def _detach(self, **kwargs: Any) -> None:
-        global _state
-        from django.core.handlers.base import BaseHandler
-
-        for name in ("load_middleware", "get_response", "get_response_async"):
-            unpatch(BaseHandler, name)
-        for signal, receiver in _receivers():
-            signal.disconnect(receiver, dispatch_uid=f"scope_otel.{receiver.__name__}")
-        if self._db.cancel():
-            _detach_sql()
-        if self._models.cancel():
-            for signal, receiver in _model_receivers():
-                signal.disconnect(receiver, dispatch_uid=f"scope_otel.{receiver.__name__}")
-        _state = None
+    @property
+    def _hooks(self) -> tuple:
+        # each part once the program imports its module: a Flask app never pays for importing Django
+        handlers = "django.core.handlers.base"
+        return (
+            Patch(handlers, "BaseHandler", "load_middleware", _make_load_middleware),
+            Patch(handlers, "BaseHandler", "get_response", _make_get_response),
+            Patch(handlers, "BaseHandler", "get_response_async", _make_get_response_async),
+            Receiver("django.core.signals", "request_started", _on_request_started),
+            Receiver("django.core.signals", "got_request_exception", _on_exception),
+            Receiver("django.db.backends.signals", "connection_created", _on_connection_created),
+            Call("django.db", _attach_sql, _detach_sql),
+            # nothing on pre_delete/post_delete: a receiver there makes Django
+            # give up fast deletes (it SELECTs every row first); a deletion
+            # shows as its DELETE span instead
+            Receiver("django.db.models", "signals.post_save", _on_post_save),
+        )
 
 
 # --------------------------------------------------------------------------
@@ -496,39 +475,11 @@ def _open_connections() -> list:
 
 
 def _attach_sql(_module: Any) -> None:
-    from django.db.backends.signals import connection_created
-
-    connection_created.connect(_on_connection_created, weak=False, dispatch_uid="scope_otel._on_connection_created")
+    """The execute wrapper on the connections open already (new ones: ``connection_created``)."""
     for connection in _open_connections():
         _install(connection)
 
 
-def _detach_sql() -> None:
-    from django.db.backends.signals import connection_created
-
-    connection_created.disconnect(_on_connection_created, dispatch_uid="scope_otel._on_connection_created")
+def _detach_sql(_module: Any) -> None:
     for connection in _open_connections():
         _uninstall(connection)
-
-
-def _receivers() -> list[tuple[Any, Callable]]:
-    from django.core import signals
-
-    return [
-        (signals.request_started, _on_request_started),
-        (signals.got_request_exception, _on_exception),
-    ]
-
-
-def _attach_models(_module: Any) -> None:
-    for signal, receiver in _model_receivers():
-        signal.connect(receiver, weak=False, dispatch_uid=f"scope_otel.{receiver.__name__}")
-
-
-def _model_receivers() -> list[tuple[Any, Callable]]:
-    # no receiver on pre_delete/post_delete: any receiver there makes Django
-    # give up fast deletes (it SELECTs every row first); a deletion shows
-    # through its SQL span instead
-    from django.db.models import signals as model_signals
-
-    return [(model_signals.post_save, _on_post_save)]

@@ -57,7 +57,8 @@ from typing import Any, Callable
 from opentelemetry import context, trace
 
 from scope_otel.instrumentors import _http, _sql
-from scope_otel.instrumentors._support import ScopeInstrumentor, failed, patch, unpatch
+from scope_otel.instrumentors._base import Call, Patch, Receiver, ScopeInstrumentor
+from scope_otel.instrumentors._report import failed
 from scope_otel.version import __version__
 
 _SPAN = "scope_otel.span"
@@ -67,13 +68,25 @@ _BUFFERED = "scope_otel.buffered"  # the response's body is a list: finished whe
 
 
 class _State:
-    tracer: trace.Tracer
-    options: _http.ServerOptions
+    def __init__(self, **kwargs: Any) -> None:
+        self.tracer = trace.get_tracer(__name__, __version__, kwargs.get("tracer_provider"))
+        self.options = _http.ServerOptions.from_env("flask", **kwargs)
+        self.flask: Any = None  # the flask module, once the program imports it
+        self.request_ctx: Any = None  # flask.globals._cv_request where Flask has it (3.0, 3.1): the cheap way in
+
+
+def _bind(flask: Any) -> None:
+    state = _state
+    if state is not None:
+        state.flask = flask
+        state.request_ctx = getattr(flask.globals, "_cv_request", None)
+
+
+def _unbind(flask: Any) -> None:
+    pass
 
 
 _state: _State | None = None
-_flask: Any = None  # the flask module, once instrumented (imported lazily: it may be absent)
-_request_ctx: Any = None  # flask.globals._cv_request where Flask has it (3.0, 3.1): the cheap way in
 
 
 class ScopeFlaskInstrumentor(ScopeInstrumentor):
@@ -81,29 +94,21 @@ class ScopeFlaskInstrumentor(ScopeInstrumentor):
 
     _requires = ("flask >= 3.0",)
     _what = "Flask"
-    _library = "flask"
 
-    def _attach(self, **kwargs: Any) -> None:
-        import flask
+    def _configure(self, **kwargs: Any) -> _State:
+        return _State(**kwargs)
 
-        global _state, _flask, _request_ctx
-        state = _State()
-        state.tracer = trace.get_tracer(__name__, __version__, kwargs.get("tracer_provider"))
-        state.options = _http.ServerOptions.from_env("flask", **kwargs)
-        _state, _flask = state, flask
-        _request_ctx = getattr(flask.globals, "_cv_request", None)
-        patch(flask.Flask, "__call__", _make_call)
-        for signal, receiver in _receivers():
-            signal.connect(receiver, weak=False)
-
-    def _detach(self, **kwargs: Any) -> None:
-        global _state
-        import flask
-
-        unpatch(flask.Flask, "__call__")
-        for signal, receiver in _receivers():
-            signal.disconnect(receiver)
-        _state = None
+    @property
+    def _hooks(self) -> tuple:
+        return (
+            Patch("flask", "Flask", "__call__", _make_call),
+            Call("flask", _bind, _unbind),
+            Receiver("flask", "request_started", _on_request_started),
+            Receiver("flask", "got_request_exception", _on_exception),
+            Receiver("flask", "request_finished", _on_request_finished),
+            Receiver("flask", "before_render_template", _on_before_render),
+            Receiver("flask", "template_rendered", _on_rendered),
+        )
 
 
 def _make_call(original: Callable) -> Callable:
@@ -230,11 +235,14 @@ class _Body:
 
 def _request() -> Any:
     """The current Flask request object (not the proxy), or None."""
-    cv = _request_ctx
+    state = _state
+    if state is None:
+        return None
+    cv = state.request_ctx
     if cv is not None:
         ctx = cv.get(None)
         return ctx.request if ctx is not None else None
-    flask = _flask
+    flask = state.flask
     if flask is None or not flask.has_request_context():
         return None
     return flask.request._get_current_object()
@@ -312,15 +320,3 @@ def _on_rendered(sender: Any, template: Any = None, **_: Any) -> None:
         span.end()
     except Exception:
         failed("flask.template_rendered")
-
-
-def _receivers() -> list[tuple[Any, Callable]]:
-    import flask
-
-    return [
-        (flask.request_started, _on_request_started),
-        (flask.got_request_exception, _on_exception),
-        (flask.request_finished, _on_request_finished),
-        (flask.before_render_template, _on_before_render),
-        (flask.template_rendered, _on_rendered),
-    ]

@@ -68,20 +68,27 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import get_current_span
 
 from scope_otel.instrumentors import _sql
-from scope_otel.instrumentors._support import ScopeInstrumentor, add_event, failed, level, redacted_repr
+from scope_otel.instrumentors._base import Listener, ScopeInstrumentor
+from scope_otel.instrumentors._record import add_event, level
+from scope_otel.instrumentors._report import failed
+from scope_otel.instrumentors._support import redacted_repr
 from scope_otel.version import __version__
 
 _SPAN = "_scope_otel_span"  # on SQLAlchemy's per-statement ExecutionContext: (span, returns rows, claim)
 
 
 class _State:
-    tracer: trace.Tracer
-    commenter: bool
-    engines: "weakref.WeakKeyDictionary[Any, _sql.Database]"
-    last: tuple[Any, _sql.Database | None]  # (weak reference to the last engine, its database)
-    contrib: "weakref.WeakKeyDictionary[Any, tuple[int, bool]]"
-    checkouts: "weakref.WeakKeyDictionary[Any, float]"  # connection record -> checked out at
-    pools: "weakref.WeakKeyDictionary[Any, str]"
+    def __init__(self, **kwargs: Any) -> None:
+        self.tracer = trace.get_tracer(__name__, __version__, kwargs.get("tracer_provider"))
+        commenter = kwargs.get("enable_commenter")
+        if commenter is None:
+            commenter = os.environ.get("SCOPE_OTEL_SQLCOMMENTER", "").strip().lower() in ("1", "true", "yes", "on")
+        self.commenter = bool(commenter)
+        self.engines: "weakref.WeakKeyDictionary[Any, _sql.Database]" = weakref.WeakKeyDictionary()
+        self.last: tuple[Any, _sql.Database | None] = (None, None)  # (weak ref to the last engine, its database)
+        self.contrib: "weakref.WeakKeyDictionary[Any, tuple[int, bool]]" = weakref.WeakKeyDictionary()
+        self.checkouts: "weakref.WeakKeyDictionary[Any, float]" = weakref.WeakKeyDictionary()  # record -> out at
+        self.pools: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
 
 
 _state: _State | None = None
@@ -92,50 +99,22 @@ class ScopeSQLAlchemyInstrumentor(ScopeInstrumentor):
 
     _requires = ("sqlalchemy >= 2.0, < 2.2",)
     _what = "SQLAlchemy"
-    _library = "sqlalchemy"  # listeners on the Engine class: engines made before attaching are covered
 
-    def _attach(self, **kwargs: Any) -> None:
-        from scope_otel.instrumentors._deferred import when_imported
+    def _configure(self, **kwargs: Any) -> _State:
+        return _State(**kwargs)
 
-        global _state
-        state = _State()
-        state.tracer = trace.get_tracer(__name__, __version__, kwargs.get("tracer_provider"))
-        commenter = kwargs.get("enable_commenter")
-        if commenter is None:
-            commenter = os.environ.get("SCOPE_OTEL_SQLCOMMENTER", "").strip().lower() in ("1", "true", "yes", "on")
-        state.commenter = bool(commenter)
-        state.engines = weakref.WeakKeyDictionary()
-        state.last = (None, None)
-        state.contrib = weakref.WeakKeyDictionary()
-        state.checkouts = weakref.WeakKeyDictionary()
-        state.pools = weakref.WeakKeyDictionary()
-        _state = state
-        _listen(_listeners())
-        # the ORM's hook once the program imports sqlalchemy.orm, never importing it for the program
-        self._orm = when_imported("sqlalchemy.orm", lambda _m: _listen(_orm_listeners()), "sqlalchemy.attach_orm")
-
-    def _detach(self, **kwargs: Any) -> None:
-        global _state
-        if self._orm.cancel():
-            _unlisten(_orm_listeners())
-        _unlisten(_listeners())
-        _state = None
-
-
-def _listen(listeners: list) -> None:
-    from sqlalchemy import event
-
-    for target, name, fn, kw in listeners:
-        if not event.contains(target, name, fn):
-            event.listen(target, name, fn, **kw)
-
-
-def _unlisten(listeners: list) -> None:
-    from sqlalchemy import event
-
-    for target, name, fn, _ in listeners:
-        if event.contains(target, name, fn):
-            event.remove(target, name, fn)
+    @property
+    def _hooks(self) -> tuple:
+        # listeners on the Engine class: engines made before attaching are covered;
+        # the ORM's once the program imports sqlalchemy.orm, never importing it for the program
+        return (
+            Listener("sqlalchemy", "engine.Engine", "before_cursor_execute", _before_cursor_execute, retval=True),
+            Listener("sqlalchemy", "engine.Engine", "after_cursor_execute", _after_cursor_execute),
+            Listener("sqlalchemy", "engine.Engine", "handle_error", _handle_error),
+            Listener("sqlalchemy", "pool.Pool", "checkout", _on_checkout),
+            Listener("sqlalchemy", "pool.Pool", "checkin", _on_checkin),
+            Listener("sqlalchemy.orm", "Session", "after_flush", _after_flush),
+        )
 
 
 # --------------------------------------------------------------------------
@@ -317,22 +296,3 @@ def _after_flush(session, flush_context):
             add_event(state.tracer, "scope.state_change", attrs)
     except Exception:
         failed("sqlalchemy.after_flush")
-
-
-def _listeners() -> list[tuple[Any, str, Any, dict]]:
-    from sqlalchemy.engine import Engine
-    from sqlalchemy.pool import Pool
-
-    return [
-        (Engine, "before_cursor_execute", _before_cursor_execute, {"retval": True}),
-        (Engine, "after_cursor_execute", _after_cursor_execute, {}),
-        (Engine, "handle_error", _handle_error, {}),
-        (Pool, "checkout", _on_checkout, {}),
-        (Pool, "checkin", _on_checkin, {}),
-    ]
-
-
-def _orm_listeners() -> list[tuple[Any, str, Any, dict]]:
-    from sqlalchemy.orm import Session
-
-    return [(Session, "after_flush", _after_flush, {})]

@@ -335,11 +335,11 @@ def test_full_level_reads_only_loaded_fields_and_says_nothing_after_a_delete(spa
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from scope_otel.instrumentors import _support
+    from scope_otel.instrumentors import _report
     from tests.instrumentors.apps.djangoapp.models import Item
 
     (pk,) = _fresh_items("fig")
-    before = {k: v for k, v in _support.stats().items() if k.startswith("django")}
+    before = {k: v for k, v in _report.stats().items() if k.startswith("django")}
     with level_full(), instrumented(ScopeDjangoInstrumentor(), spans), spans.tracer.start_as_current_span("work"):
         with CaptureQueriesContext(connection) as queries:
             item = Item.objects.only("name").get(pk=pk)  # api_key deferred
@@ -351,7 +351,7 @@ def test_full_level_reads_only_loaded_fields_and_says_nothing_after_a_delete(spa
     (change,) = [e.attributes for e in work.events if e.name == "scope.state_change"]
     assert change["scope.action"] == "update" and "name='FIG'" in change["scope.value"]
     assert "api_key" not in change["scope.value"]  # deferred: not loaded, not shown
-    after = {k: v for k, v in _support.stats().items() if k.startswith("django")}
+    after = {k: v for k, v in _report.stats().items() if k.startswith("django")}
     assert after == before
 
 

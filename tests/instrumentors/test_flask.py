@@ -6,7 +6,7 @@ import pytest
 import requests
 from opentelemetry.trace import SpanKind, StatusCode
 
-from scope_otel.instrumentors import _support
+from scope_otel.instrumentors import _report
 from scope_otel.instrumentors.flask import ScopeFlaskInstrumentor
 from scope_otel.instrumentors.sqlalchemy import ScopeSQLAlchemyInstrumentor
 from tests.instrumentors.apps import shop
@@ -157,7 +157,7 @@ def test_failing_hook_does_not_change_the_response(spans):
         assert server_span(spans, "GET /items/<int:item_id>")
     assert response.status_code == 200
     assert response.json()["name"] == "pear"
-    assert _support.stats()["flask.request_hook"] >= 1  # counted, not raised
+    assert _report.stats()["flask.request_hook"] >= 1  # counted, not raised
 
 
 def test_template_rendering_is_a_child_span(spans):
