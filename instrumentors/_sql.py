@@ -1,7 +1,7 @@
 """The one SQL span shape, shared by every SQL source (SQLAlchemy, Django,
 the DB-API drivers), so they cannot drift apart.
 
-* :class:`Database` holds what one connection target's spans share
+* :func:`database` gives the :class:`Database` of a connection target: what its spans share
   (``db.system.name``, ``db.namespace``, ``server.address``,
   ``server.port``) and, per statement text, the span name and attributes:
   ``db.query.text`` (the text as the caller wrote it, with string and
@@ -121,6 +121,23 @@ class Database:
                 statements.clear()
             statements[text] = found
         return found
+
+
+_DATABASES: dict[tuple, Database] = {}
+_DATABASES_MAX = 256
+
+
+def database(system: str, namespace: str | None = None, host: str | None = None, port: int | None = None) -> Database:
+    """The :class:`Database` of a connection target, shared by all its connections
+    (so a connection opened per request still finds its statements described)."""
+    mode = semconv_mode("database")
+    key = (system, namespace, host, port, mode)
+    found = _DATABASES.get(key)
+    if found is None:
+        if len(_DATABASES) >= _DATABASES_MAX:
+            _DATABASES.clear()
+        found = _DATABASES[key] = Database(system, namespace, host, port, mode)
+    return found
 
 
 # --------------------------------------------------------------------------

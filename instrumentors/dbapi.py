@@ -159,9 +159,9 @@ def _sqlite_database(database: Any) -> _sql.Database | None:
         name = os.fsdecode(database) if not isinstance(database, str) else database
         if name.startswith("file:"):
             name = name[5:].split("?", 1)[0]
-        return _sql.Database("sqlite", _sql.database_name(name))
+        return _sql.database("sqlite", _sql.database_name(name))
     except Exception:
-        return _sql.Database("sqlite")
+        return _sql.database("sqlite")
 
 
 def _connection_class(factory: type) -> type:
@@ -277,7 +277,7 @@ def _pg_database(connection: Any) -> _sql.Database:
     if db is None:
         info = connection.info
         host = info.host
-        db = _PG_DATABASES[connection] = _sql.Database(
+        db = _PG_DATABASES[connection] = _sql.database(
             "postgresql", info.dbname, host if host and not host.startswith("/") else None, info.port or None)
     return db
 

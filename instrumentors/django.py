@@ -437,7 +437,7 @@ def _database(connection: Any) -> _sql.Database:
     if vendor == "sqlite":
         name = _sql.database_name(str(name) if name else None)
     port = settings.get("PORT")
-    return _sql.Database(vendor, str(name) if name else None, settings.get("HOST") or None,
+    return _sql.database(vendor, str(name) if name else None, settings.get("HOST") or None,
                          int(port) if port and str(port).isdigit() else None)
 
 

@@ -133,7 +133,7 @@ def _database(engine: Any, state: _State) -> _sql.Database:
         name = url.database or None
         if dialect == "sqlite":
             name = _sql.database_name(name)
-        database = state.engines[engine] = _sql.Database(dialect, name, url.host, url.port)
+        database = state.engines[engine] = _sql.database(dialect, name, url.host, url.port)
     state.last = (weakref.ref(engine), database)
     return database
 
