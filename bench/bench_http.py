@@ -170,10 +170,8 @@ _DjangoItem = _DjangoStock = None
 urlpatterns: list = []  # ROOT_URLCONF of the Django app: this module
 
 
-def build_django_app(db_path: str):
-    """A Django WSGI handler over SQLite with two models and one view."""
-    global _DjangoItem, _DjangoStock
-    import django
+def configure_django(db_path: str) -> None:
+    """Django's settings, before any instrumentation reads them."""
     from django.conf import settings
 
     settings.configure(
@@ -181,6 +179,13 @@ def build_django_app(db_path: str):
         MIDDLEWARE=["django.middleware.common.CommonMiddleware"], INSTALLED_APPS=[], LOGGING_CONFIG=None,
         DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": db_path}},
     )
+
+
+def build_django_app(db_path: str):
+    """A Django WSGI handler over SQLite with two models and one view (settings from :func:`configure_django`)."""
+    global _DjangoItem, _DjangoStock
+    import django
+
     django.setup()
     from django.db import connection, models
     from django.urls import path
@@ -227,6 +232,7 @@ def _in_process_app(mode: str, db_path: str, app_name: str = "flask") -> Callabl
 
     trace.set_tracer_provider(TracerProvider())
     if app_name == "django":
+        configure_django(db_path)
         if mode == "contrib":  # contrib's Django plus its DB-API instrumentation for the same driver
             from opentelemetry.instrumentation.django import DjangoInstrumentor
             from opentelemetry.instrumentation.sqlite3 import SQLite3Instrumentor
