@@ -87,3 +87,16 @@ def test_a_failing_hook_is_counted_and_the_others_still_apply():
         Broken().uninstrument()
         del sys.modules["tests_base_fake"]
     assert Owner().method() == "original"
+
+
+def test_the_exit_summary_shows_integration_errors_in_words():
+    from scope_otel.instrumentors import _report
+    from scope_otel.launcher.pipeline import _SummaryProcessor
+
+    try:
+        raise ValueError("a broken hook")
+    except ValueError:
+        _report.failed("tests.summary")
+    text = _SummaryProcessor().render({})
+    assert "integration errors (each logged once, never raised into the program):" in text
+    assert "tests.summary ×" in text
