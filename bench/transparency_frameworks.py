@@ -51,8 +51,12 @@ SUITES = os.path.join(HERE, "out", "suites")
 PG = {"host": "127.0.0.1", "port": 5432}
 sys.path.insert(0, REPO)
 
-#: (suite, test id) -> why the scoped run may differ.  Empty: no accepted difference.
-EXPECTED: dict[tuple[str, str], str] = {}
+#: (suite, test id) -> why the scoped run may differ: each a test that inspects
+#: the framework's own registry of listeners and finds scope-otel's there.
+EXPECTED: dict[tuple[str, str], str] = {
+    ("sqlalchemy", "test.engine.test_execute.EngineEventsTest::test_add_event_after_connect"):
+        "asserts a new engine has no event listeners (engine._has_events); scope-otel listens on the Engine class",
+}
 
 
 @dataclass
