@@ -84,6 +84,7 @@ class ScopeDBAPIInstrumentor(ScopeInstrumentor):
             Patch("psycopg", "Connection", "rollback", _make_pg_end),
             Patch("psycopg", "AsyncConnection", "commit", _make_pg_end_async),
             Patch("psycopg", "AsyncConnection", "rollback", _make_pg_end_async),
+            Patch("psycopg2", "", "connect", _make_pg2_connect),
         )
 
 
@@ -373,3 +374,93 @@ def _make_pg_end_async(original: Callable) -> Callable:
 
     end.__name__ = original.__name__
     return end
+
+
+# --------------------------------------------------------------------------
+# psycopg2: traced subclasses of the caller's factories, as for sqlite3
+# --------------------------------------------------------------------------
+
+_PG2_CONNECTIONS: "weakref.WeakKeyDictionary[type, type]" = weakref.WeakKeyDictionary()
+_PG2_CURSORS: "weakref.WeakKeyDictionary[type, type]" = weakref.WeakKeyDictionary()
+
+
+def _make_pg2_connect(original: Callable) -> Callable:
+    def connect(*args: Any, **kwargs: Any) -> Any:
+        if _state is None:
+            return original(*args, **kwargs)
+        try:
+            import psycopg2.extensions
+
+            factory = kwargs.get("connection_factory") or psycopg2.extensions.connection
+            kwargs["connection_factory"] = _subclass(factory, _TracedPg2Connection, _PG2_CONNECTIONS,
+                                                     ("_scope_otel_db",))
+        except Exception:
+            failed("dbapi.psycopg2.connect")
+        connection = original(*args, **kwargs)
+        if getattr(type(connection), "_scope_otel_traced", False):
+            try:
+                info = connection.info
+                host = info.host
+                connection._scope_otel_db = _sql.database(
+                    "postgresql", info.dbname, host if host and not host.startswith("/") else None, info.port or None)
+            except Exception:
+                failed("dbapi.psycopg2.database")
+        return connection
+
+    connect.__doc__ = original.__doc__
+    connect.__name__ = "connect"
+    return connect
+
+
+def _subclass(factory: type, mixin: type, cache: Any, slots: tuple) -> type:
+    if getattr(factory, "_scope_otel_traced", False):
+        return factory
+    traced = cache.get(factory)
+    if traced is None:
+        traced = cache[factory] = type(factory.__name__, (mixin, factory), {
+            "__slots__": slots, "__module__": factory.__module__, "__qualname__": factory.__qualname__})
+    return traced
+
+
+class _TracedPg2Connection:
+    __slots__ = ()
+    _scope_otel_traced = True
+
+    def cursor(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            import psycopg2.extensions
+
+            factory = kwargs.get("cursor_factory") or self.cursor_factory or psycopg2.extensions.cursor
+            kwargs["cursor_factory"] = _subclass(factory, _TracedPg2Cursor, _PG2_CURSORS, ())
+        except Exception:
+            failed("dbapi.psycopg2.cursor")
+        return super().cursor(*args, **kwargs)
+
+    def commit(self) -> Any:
+        db = _db_of(self)
+        if db is None or self.status != 2:  # STATUS_IN_TRANSACTION / STATUS_BEGIN
+            return super().commit()
+        return _run(db, "COMMIT", super().commit)
+
+    def rollback(self) -> Any:
+        db = _db_of(self)
+        if db is None or self.status != 2:
+            return super().rollback()
+        return _run(db, "ROLLBACK", super().rollback)
+
+
+class _TracedPg2Cursor:
+    __slots__ = ()
+    _scope_otel_traced = True
+
+    def execute(self, query: Any, vars: Any = None) -> Any:
+        db = _db_of(self.connection)
+        if db is None:
+            return super().execute(query, vars)
+        return _run(db, query, lambda: super(_TracedPg2Cursor, self).execute(query, vars), lambda: self.rowcount)
+
+    def executemany(self, query: Any, vars_list: Any) -> Any:
+        db = _db_of(self.connection)
+        if db is None:
+            return super().executemany(query, vars_list)
+        return _run(db, query, lambda: super(_TracedPg2Cursor, self).executemany(query, vars_list))

@@ -213,3 +213,29 @@ def test_flask_sqlalchemy_over_http_one_span_per_statement_with_the_driver_trace
     assert get.attributes["scope.db.statements"] == len(listed)
     assert get.attributes["scope.db.repeated_statements"] == 1
     assert listed[0].attributes["db.system.name"] == kind
+
+
+def test_psycopg2_statements_rows_and_transactions_with_the_callers_factories(spans, pg):
+    psycopg2 = pytest.importorskip("psycopg2")
+    import psycopg2.extras
+
+    with instrumented(ScopeDBAPIInstrumentor(), spans):
+        with spans.tracer.start_as_current_span("work") as work:
+            conn = psycopg2.connect(PG_DSN, cursor_factory=psycopg2.extras.RealDictCursor)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("CREATE TEMP TABLE scope_pg2 (id int, name text)")
+                    cur.executemany("INSERT INTO scope_pg2 VALUES (%s, %s)", [(1, "a"), (2, "hunter2")])
+                    cur.execute("SELECT name FROM scope_pg2 ORDER BY id")
+                    rows = cur.fetchall()
+                    assert isinstance(cur, psycopg2.extras.RealDictCursor)
+                conn.commit()
+            finally:
+                conn.close()
+    assert [r["name"] for r in rows] == ["a", "hunter2"]
+    sql = sql_spans(spans, work)
+    assert [s.name for s in sql] == ["CREATE TABLE scope_pg2", "INSERT scope_pg2", "SELECT scope_pg2", "COMMIT"]
+    attrs = dict(sql[2].attributes)
+    assert attrs["db.system.name"] == "postgresql" and attrs["db.namespace"] == "test"
+    assert attrs["server.port"] == 5432 and attrs["db.response.returned_rows"] == 2
+    assert "hunter2" not in str([dict(s.attributes) for s in sql])
