@@ -12,7 +12,7 @@ entry point             class                                          needs
 ``scope_django``        ``django.ScopeDjangoInstrumentor``             django >= 4.2
 ``scope_sqlalchemy``    ``sqlalchemy.ScopeSQLAlchemyInstrumentor``     sqlalchemy 2.0–2.1
 ``scope_dbapi``         ``dbapi.ScopeDBAPIInstrumentor``               (sqlite3 always;
-                                                                       psycopg 3)
+                                                                       psycopg 3, psycopg2)
 ``scope_http_clients``  ``http_clients.ScopeHTTPClientsInstrumentor``  (any of requests,
                                                                        urllib3, httpx;
                                                                        urllib always)

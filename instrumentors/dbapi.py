@@ -1,5 +1,5 @@
-"""DB-API integration: a CLIENT span per statement run through ``sqlite3`` or
-``psycopg`` (3), whoever opened the connection.
+"""DB-API integration: a CLIENT span per statement run through ``sqlite3``,
+``psycopg`` (3) or ``psycopg2``, whoever opened the connection.
 
 Usage::
 
@@ -62,7 +62,7 @@ _state: _State | None = None
 
 
 class ScopeDBAPIInstrumentor(ScopeInstrumentor):
-    """sqlite3 and psycopg 3: one CLIENT span per statement, commit and rollback."""
+    """sqlite3, psycopg 3 and psycopg2: one CLIENT span per statement, commit and rollback."""
 
     _what = "DB-API"
 
