@@ -11,8 +11,9 @@ The suites come from the sdists of the installed versions (``pip download
   (``examples/tutorial``: register, login, blog over ``sqlite3``);
 * ``django``: ``tests/runtests.py`` for delete, delete_regress,
   transactions, defer, update_only_fields, signals, test_client and
-  middleware, on SQLite (``django``) and on PostgreSQL at 127.0.0.1:5432
-  (``django-pg``, skipped when unreachable);
+  middleware, on SQLite (``django``), again with the test apps' own modules
+  recorded at level ``full`` (``django-full``), and on PostgreSQL at
+  127.0.0.1:5432 (``django-pg``, skipped when unreachable);
 * ``sqlalchemy``: engine, ORM events, base events and pool tests on SQLite.
 
 Each suite runs twice with the same interpreter: ``plain`` (nothing of
@@ -70,6 +71,7 @@ class Suite:
     integration: str = ""  # instrumentation scope whose spans prove the integration was active
     needs_pg: bool = False
     quick: bool = False
+    scope_args: list[str] = field(default_factory=list)  # extra ``scope-otel run`` options for the scoped run
 
 
 DJANGO_APPS = ["delete", "delete_regress", "transactions", "defer", "update_only_fields", "signals", "test_client",
@@ -87,6 +89,11 @@ def suites(quick: bool) -> list[Suite]:
               env={"PYTHONPATH": "."}, integration="scope_otel.instrumentors.dbapi", quick=True),
         Suite("django", "django", "tests", ["runtests.py", "--parallel=1", "-v", "2", *django_apps],
               kind="django", integration="scope_otel.instrumentors.django", quick=True),
+        # the test apps' own modules (models, tests) recorded at level full: state capture
+        # must read only loaded fields (update_only_fields, defer) and nothing after a delete
+        Suite("django-full", "django", "tests", ["runtests.py", "--parallel=1", "-v", "2", *django_apps],
+              kind="django", integration="scope_otel.instrumentors.django",
+              scope_args=["--level", "full", "--instrument", ",".join(f"{app}.*" for app in django_apps)]),
         Suite("django-pg", "django", "tests",
               ["runtests.py", "--parallel=1", "-v", "2", "--settings=scope_pg_settings", *django_apps],
               kind="django", integration="scope_otel.instrumentors.django", needs_pg=True),
@@ -165,7 +172,7 @@ def run(suite: Suite, folder: str, scoped: bool, receiver_env: dict[str, str], o
     if scoped:
         env.update(receiver_env)
         env["OTEL_SERVICE_NAME"] = suite.name
-        cmd = [os.path.join(BIN, "scope-otel"), "run", "--", *cmd]
+        cmd = [os.path.join(BIN, "scope-otel"), "run", *suite.scope_args, "--", *cmd]
     with open(log, "w") as fh:
         subprocess.run(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=3600)
     if suite.kind == "django":
