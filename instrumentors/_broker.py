@@ -29,7 +29,8 @@ from opentelemetry import context, trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from scope_otel.causal import carrier as _carrier
-from scope_otel.instrumentors._support import capture_runtime, failed
+from scope_otel.instrumentors._record import capture_runtime
+from scope_otel.instrumentors._report import failed
 
 Message = tuple[Mapping[str, str], "str | None"]  # (carrier, message id)
 

@@ -36,7 +36,7 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from scope_otel.instrumentors._support import failed
+from scope_otel.instrumentors._report import failed
 
 STABLE, OLD, DUP = "stable", "old", "dup"
 _OPT_IN = "OTEL_SEMCONV_STABILITY_OPT_IN"
