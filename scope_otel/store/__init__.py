@@ -12,6 +12,7 @@
     store.service_edges(); store.function_edges(); store.message_edges()
     store.error_path(trace_id); store.causal_order(trace_id); store.events(trace_id)
     store.query("SELECT count() FROM otel_traces")   # unqualified names: the store's database
+    store.traces(TraceFilter(service="shop", errors=True, text="OutOfStock"))  # newest first
 
 Rows are dicts keyed by column name.  An embedded store is opened in this
 process; if another process owns it (the store writer of a running
@@ -22,6 +23,7 @@ and bound as query parameters, never pasted into SQL.
 """
 from __future__ import annotations
 
+import datetime as _dt
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -30,9 +32,32 @@ from scope_otel.export._ch_backend import Backend, StoreBusy, StoreUnavailable, 
 from scope_otel.export._ch_schema import SchemaError
 from scope_otel.export._ch_target import Target, TargetError, parse
 
-__all__ = ["Store", "QueryResult", "StoreError", "open_store"]
+__all__ = ["Store", "QueryResult", "StoreError", "TraceFilter", "open_store"]
 
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
+_ERROR = "('STATUS_CODE_ERROR', 'Error')"
+_ENTRY_KINDS = "('SPAN_KIND_SERVER', 'SPAN_KIND_CONSUMER', 'Server', 'Consumer')"
+
+
+@dataclass
+class TraceFilter:
+    """What :meth:`Store.traces` selects; every field is optional.
+
+    ``name`` matches (case-insensitively, as a substring) the name of the
+    trace's root or of any entry span (SERVER/CONSUMER: a route such as
+    ``POST /orders``); ``min_duration_ms`` applies to that same span, as
+    Jaeger's search does; ``text`` is a substring of a captured value
+    (argument, return value, exception, state change) or of a span's SQL.
+    """
+
+    service: str | None = None
+    name: str | None = None
+    errors: bool = False
+    min_duration_ms: float | None = None
+    since: _dt.datetime | None = None
+    until: _dt.datetime | None = None
+    text: str | None = None
+    limit: int = 50
 
 
 class StoreError(RuntimeError):
@@ -98,6 +123,74 @@ class Store:
 
     def message_edges(self) -> list[dict[str, Any]]:
         return self.query(f"SELECT * FROM `{self.database}`.scope_message_edges ORDER BY Messages DESC").dicts()
+
+    def traces(self, where: TraceFilter | None = None) -> list[dict[str, Any]]:
+        """Traces matching ``where``, newest first: one summary row each.
+
+        Columns: TraceId, Start, DurationNs, Spans, Errors, Services (list),
+        RootService, RootName, Entry (the first SERVER/CONSUMER span's name).
+        Two steps, like Jaeger's search: find up to ``limit`` trace ids from
+        the matching root and entry spans, then summarise only those traces
+        from ``scope_spans_by_trace`` (a primary-key range each).
+        """
+        where = where or TraceFilter()
+        db = self.database
+        cond = [f"(ParentSpanId = '' OR SpanKind IN {_ENTRY_KINDS})", "TraceId != ''"]
+        params: dict[str, Any] = {}
+        span_time: list[str] = []
+        if where.since is not None:
+            span_time.append("Timestamp >= {since:DateTime64(9)}")
+            params["since"] = where.since
+        if where.until is not None:
+            span_time.append("Timestamp <= {until:DateTime64(9)}")
+            params["until"] = where.until
+        cond += span_time
+        if where.service:
+            cond.append("ServiceName = {service:String}")
+            params["service"] = where.service
+        if where.name:
+            cond.append("positionCaseInsensitiveUTF8(SpanName, {name:String}) > 0")
+            params["name"] = where.name
+        if where.min_duration_ms:
+            cond.append("Duration >= {min_ns:UInt64}")
+            params["min_ns"] = int(where.min_duration_ms * 1e6)
+        inner_time = (" AND " + " AND ".join(span_time)) if span_time else ""
+        if where.errors:
+            cond.append(f"TraceId IN (SELECT TraceId FROM `{db}`.otel_traces WHERE StatusCode IN {_ERROR}{inner_time})")
+        if where.text:
+            params["text"] = where.text
+            cond.append(
+                f"(TraceId IN (SELECT TraceId FROM `{db}`.scope_events "
+                f"WHERE (positionCaseInsensitiveUTF8(Value, {{text:String}}) > 0 OR "
+                f"positionCaseInsensitiveUTF8(Name, {{text:String}}) > 0){inner_time}) OR "
+                f"TraceId IN (SELECT TraceId FROM `{db}`.otel_traces WHERE "
+                f"positionCaseInsensitiveUTF8(SpanAttributes['db.query.text'], {{text:String}}) > 0 OR "
+                f"positionCaseInsensitiveUTF8(SpanAttributes['db.statement'], {{text:String}}) > 0{inner_time}))"
+            )
+        params["limit"] = max(1, min(int(where.limit), 1000))
+        ids = [r[0] for r in self.query(
+            f"SELECT TraceId, min(Timestamp) AS First FROM `{db}`.otel_traces WHERE {' AND '.join(cond)} "
+            "GROUP BY TraceId ORDER BY First DESC LIMIT {limit:UInt32}", params).rows]
+        if not ids:
+            return []
+        rows = self.query(
+            f"""SELECT TraceId,
+                   min(Timestamp) AS Start,
+                   max(toUnixTimestamp64Nano(Timestamp) + Duration) - min(toUnixTimestamp64Nano(Timestamp)) AS DurationNs,
+                   count() AS Spans,
+                   countIf(StatusCode IN {_ERROR}) AS Errors,
+                   arraySort(groupUniqArray(ServiceName)) AS Services,
+                   argMinIf(ServiceName, Timestamp, ParentSpanId = '') AS RootService,
+                   argMinIf(SpanName, Timestamp, ParentSpanId = '') AS RootName,
+                   argMinIf(SpanName, Timestamp, SpanKind IN {_ENTRY_KINDS}) AS Entry
+            FROM (SELECT * FROM `{db}`.scope_spans_by_trace WHERE TraceId IN {{ids:Array(String)}} LIMIT 1 BY TraceId, SpanId)
+            GROUP BY TraceId ORDER BY Start DESC""", {"ids": ids}).dicts()
+        return rows
+
+    def services(self) -> list[str]:
+        """Service names seen in the store, sorted."""
+        return [r[0] for r in self.query(
+            f"SELECT DISTINCT ServiceName FROM `{self.database}`.otel_traces ORDER BY ServiceName").rows]
 
     def last_trace_id(self) -> str | None:
         """The trace whose root started last."""
