@@ -46,8 +46,10 @@ class TraceFilter:
     ``name`` matches (case-insensitively, as a substring) the name of the
     trace's root or of any entry span (SERVER/CONSUMER: a route such as
     ``POST /orders``); ``min_duration_ms`` applies to that same span, as
-    Jaeger's search does; ``text`` is a substring of a captured value
-    (argument, return value, exception, state change) or of a span's SQL.
+    Jaeger's search does; ``span`` selects traces holding a span of exactly
+    that name anywhere (what a call-graph edge leads to); ``text`` is a
+    substring of a captured value (argument, return value, exception type or
+    message, state change) or of a span's SQL.
     """
 
     service: str | None = None
@@ -57,6 +59,7 @@ class TraceFilter:
     since: _dt.datetime | None = None
     until: _dt.datetime | None = None
     text: str | None = None
+    span: str | None = None
     limit: int = 50
 
 
@@ -85,10 +88,18 @@ class Store:
     def database(self) -> str:
         return self.target.database
 
-    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> QueryResult:
-        """Run one SQL statement with the store's database as the default database."""
+    def query(self, sql: str, parameters: dict[str, Any] | None = None, *, replace_invalid: bool = False) -> QueryResult:
+        """Run one SQL statement with the store's database as the default database.
+
+        ``replace_invalid``: strings that are not valid UTF-8 come back with
+        U+FFFD in place of the bad bytes (the client's default shows such a
+        string as hex, which hides what was recorded).
+        """
         def run(client: Any) -> QueryResult:
             client.database = self.database
+            if replace_invalid:
+                result = client.query(sql, parameters=parameters or None, query_formats={"String": "bytes"})
+                return QueryResult(list(result.column_names), [_text(tuple(r)) for r in result.result_rows])
             result = client.query(sql, parameters=parameters or None)
             return QueryResult(list(result.column_names), [tuple(r) for r in result.result_rows])
 
@@ -116,13 +127,13 @@ class Store:
         ).dicts()
 
     def service_edges(self) -> list[dict[str, Any]]:
-        return self.query(f"SELECT * FROM `{self.database}`.scope_service_edges ORDER BY Calls DESC").dicts()
+        return self.query(f"SELECT * FROM `{self.database}`.scope_service_edges ORDER BY Calls DESC", replace_invalid=True).dicts()
 
     def function_edges(self) -> list[dict[str, Any]]:
-        return self.query(f"SELECT * FROM `{self.database}`.scope_function_edges ORDER BY Calls DESC").dicts()
+        return self.query(f"SELECT * FROM `{self.database}`.scope_function_edges ORDER BY Calls DESC", replace_invalid=True).dicts()
 
     def message_edges(self) -> list[dict[str, Any]]:
-        return self.query(f"SELECT * FROM `{self.database}`.scope_message_edges ORDER BY Messages DESC").dicts()
+        return self.query(f"SELECT * FROM `{self.database}`.scope_message_edges ORDER BY Messages DESC", replace_invalid=True).dicts()
 
     def traces(self, where: TraceFilter | None = None) -> list[dict[str, Any]]:
         """Traces matching ``where``, newest first: one summary row each.
@@ -157,6 +168,9 @@ class Store:
         inner_time = (" AND " + " AND ".join(span_time)) if span_time else ""
         if where.errors:
             cond.append(f"TraceId IN (SELECT TraceId FROM `{db}`.otel_traces WHERE StatusCode IN {_ERROR}{inner_time})")
+        if where.span:
+            params["span"] = where.span
+            cond.append(f"TraceId IN (SELECT TraceId FROM `{db}`.otel_traces WHERE SpanName = {{span:String}}{inner_time})")
         if where.text:
             params["text"] = where.text
             cond.append(
@@ -184,13 +198,14 @@ class Store:
                    argMinIf(SpanName, Timestamp, ParentSpanId = '') AS RootName,
                    argMinIf(SpanName, Timestamp, SpanKind IN {_ENTRY_KINDS}) AS Entry
             FROM (SELECT * FROM `{db}`.scope_spans_by_trace WHERE TraceId IN {{ids:Array(String)}} LIMIT 1 BY TraceId, SpanId)
-            GROUP BY TraceId ORDER BY Start DESC""", {"ids": ids}).dicts()
+            GROUP BY TraceId ORDER BY Start DESC""", {"ids": ids}, replace_invalid=True).dicts()
         return rows
 
     def services(self) -> list[str]:
         """Service names seen in the store, sorted."""
         return [r[0] for r in self.query(
-            f"SELECT DISTINCT ServiceName FROM `{self.database}`.otel_traces ORDER BY ServiceName").rows]
+            f"SELECT DISTINCT ServiceName FROM `{self.database}`.otel_traces ORDER BY ServiceName",
+            replace_invalid=True).rows]
 
     def last_trace_id(self) -> str | None:
         """The trace whose root started last."""
@@ -240,6 +255,19 @@ def open_store(url: str | None = None, database: str | None = None, wait_s: floa
         return Store(parse(url, database), wait_s=wait_s)
     except TargetError as exc:
         raise StoreError(str(exc)) from None
+
+
+def _text(value: Any) -> Any:
+    """``value`` with every bytes object decoded as UTF-8, bad bytes replaced (tuples, lists, dicts too)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, tuple):
+        return tuple(_text(v) for v in value)
+    if isinstance(value, list):
+        return [_text(v) for v in value]
+    if isinstance(value, dict):
+        return {_text(k): _text(v) for k, v in value.items()}
+    return value
 
 
 def _check_trace_id(trace_id: str) -> None:

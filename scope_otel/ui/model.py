@@ -70,7 +70,7 @@ def load_trace(store: Store, trace_id: str) -> dict[str, Any] | None:
                    Events.Attributes AS EventAttrs, Links.TraceId AS LinkTraces, Links.SpanId AS LinkSpans,
                    Links.Attributes AS LinkAttrs
             FROM `{db}`.otel_traces WHERE TraceId = {{tid:String}}{time_cond}
-            ORDER BY T, SpanId LIMIT 1 BY SpanId""", params).dicts()
+            ORDER BY T, SpanId LIMIT 1 BY SpanId""", params, replace_invalid=True).dicts()
     if not rows:
         return None
     spans = [_span(r) for r in rows]
@@ -181,7 +181,7 @@ def _incoming_links(store: Store, trace_id: str, spans: list[dict], params: dict
             FROM `{db}`.otel_traces
             ARRAY JOIN Links.TraceId AS LinkTraceId, Links.SpanId AS LinkSpanId, Links.Attributes AS LinkAttrs
             WHERE LinkTraceId = {{tid:String}} AND TraceId != {{tid:String}}{cond}
-            LIMIT 200""", query_params).dicts()
+            LIMIT 200""", query_params, replace_invalid=True).dicts()
     return [{"trace_id": r["TraceId"], "span_id": r["SpanId"], "name": r["SpanName"], "service": r["ServiceName"],
              "to_span": r["LinkSpanId"], "attrs": dict(r["LinkAttrs"])} for r in rows]
 
@@ -197,14 +197,14 @@ def load_graph(store: Store, by: str) -> dict[str, Any]:
     else:
         for e in store.function_edges():
             edges.append(_edge(f'{e["ParentService"]}:{e["Parent"]}', f'{e["ChildService"]}:{e["Child"]}', e,
-                               {"service": e["ChildService"], "name": e["Child"]}))
+                               {"service": e["ChildService"], "span": e["Child"]}))
     for m in store.message_edges():
         if by == "service":
             src, dst, match = m["ProducerService"], m["ConsumerService"], {"service": m["ConsumerService"]}
         else:
             src = f'{m["ProducerService"]}:{m["Producer"]}'
             dst = f'{m["ConsumerService"]}:{m["Consumer"]}'
-            match = {"service": m["ConsumerService"], "name": m["Consumer"]}
+            match = {"span": m["Consumer"]} if m["Consumer"] else {"service": m["ConsumerService"]}
         edges.append({"src": src, "dst": dst, "calls": int(m["Messages"]), "errors": 0, "p50_ns": None,
                       "p99_ns": None, "message": True, "via": m["Via"], "channel": m["Channel"], "match": match})
     edges.sort(key=lambda e: -e["calls"])

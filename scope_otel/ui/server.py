@@ -216,5 +216,6 @@ def _filter(query: dict[str, list[str]]) -> TraceFilter:
         since=when("since"),
         until=when("until"),
         text=(_one(query, "text") or "").strip() or None,
+        span=(_one(query, "span") or "").strip() or None,
         limit=int(limit) if limit else 50,
     )

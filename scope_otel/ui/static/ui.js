@@ -123,6 +123,7 @@
       el("label", null, "from ", since),
       el("label", null, "to ", until),
       el("label", null, "text ", input("text", { type: "search", placeholder: "argument, return value, SQL" })),
+      el("label", { title: "traces holding a span of exactly this name, anywhere" }, "calls ", input("span", { type: "search", placeholder: "Cart.add" })),
       el("button", { type: "submit", text: "Search" }),
       el("label", { cls: "live" }, live, " live"));
     var status = el("div", { cls: "status", id: "list-status" });
@@ -138,7 +139,7 @@
     var pending = false;
     function query() {
       var q = new URLSearchParams();
-      ["service", "name", "min_ms", "text"].forEach(function (k) { if (fields[k].value) q.set(k, fields[k].value); });
+      ["service", "name", "min_ms", "text", "span"].forEach(function (k) { if (fields[k].value) q.set(k, fields[k].value); });
       if (fields.errors.checked) q.set("errors", "1");
       ["since", "until"].forEach(function (k) {
         if (fields[k].value) { var d = new Date(fields[k].value); if (!isNaN(d)) q.set(k, d.toISOString()); }
@@ -681,7 +682,7 @@
         group.appendChild(t);
         group.addEventListener("click", function () {
           var i = n.indexOf(":");
-          location.href = listHref(g.by === "function" && i >= 0 ? { service: n.slice(0, i), name: n.slice(i + 1) } : { service: n });
+          location.href = listHref(g.by === "function" && i >= 0 ? { service: n.slice(0, i), span: n.slice(i + 1) } : { service: n });
         });
         root.appendChild(group);
       });
