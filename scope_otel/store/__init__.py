@@ -126,6 +126,15 @@ class Store:
             {"tid": trace_id},
         ).dicts()
 
+    def sql_texts(self, trace_id: str) -> dict[str, str]:
+        """Span id -> the statement a database span of the trace ran."""
+        _check_trace_id(trace_id)
+        rows = self.query(
+            f"SELECT SpanId, if(SpanAttributes['db.query.text'] != '', SpanAttributes['db.query.text'], "
+            f"SpanAttributes['db.statement']) AS Sql FROM `{self.database}`.otel_traces "
+            "WHERE TraceId = {tid:String} AND Sql != ''", {"tid": trace_id}, replace_invalid=True).rows
+        return dict(rows)
+
     def service_edges(self) -> list[dict[str, Any]]:
         return self.query(f"SELECT * FROM `{self.database}`.scope_service_edges ORDER BY Calls DESC", replace_invalid=True).dicts()
 

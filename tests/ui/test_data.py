@@ -1,0 +1,156 @@
+"""What the viewer and the CLI read from a recorded shop: filters, steps, grouping, exports, access."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
+
+from scope_otel.store import TraceFilter
+from scope_otel.store.cli import trace_main, traces_main
+from scope_otel.store.shape import group_repeats
+from scope_otel.ui import model
+from scope_otel.ui.chrome_trace import chrome_trace
+from scope_otel.ui.cli import export_main
+from scope_otel.ui.server import ViewerServer
+
+
+def ask(viewer, fn, *args):
+    return viewer.server.ask(fn, *args)
+
+
+def test_trace_filters_select_by_errors_text_service_name_duration_span_and_time(viewer, failing_order):
+    traces = lambda **kw: [r["TraceId"] for r in ask(viewer, lambda s: s.traces(TraceFilter(**kw)))]  # noqa: E731
+    everything = traces()
+    assert failing_order in everything and len(everything) >= 8
+    errors = traces(errors=True)
+    assert failing_order in errors and len(errors) < len(everything)
+    assert traces(text="apron: 0 left") == [failing_order]          # an exception message
+    assert failing_order in traces(text="outofstock")              # an exception type, any case
+    assert len(traces(text="WHERE products.id = ?")) >= 3  # SQL text
+    assert failing_order in traces(service="shop", name="post /ORDERS")
+    assert traces(service="nobody") == []
+    assert failing_order in traces(span="Cart.add")
+    assert traces(span="Cart.ad") == []                              # exact span names only
+    assert traces(min_duration_ms=60_000) == []
+    rows = ask(viewer, lambda s: s.traces(TraceFilter(limit=3)))
+    assert len(rows) == 3 and [r["Start"] for r in rows] == sorted((r["Start"] for r in rows), reverse=True)
+    start = next(r["Start"] for r in ask(viewer, lambda s: s.traces()) if r["TraceId"] == failing_order)
+    assert failing_order in traces(since=start - dt.timedelta(seconds=1), until=start + dt.timedelta(seconds=1))
+    assert traces(since=start + dt.timedelta(hours=1)) == []
+
+
+def test_trace_bundle_orders_steps_by_the_call_tree_and_marks_the_error_path(viewer, failing_order):
+    bundle = ask(viewer, model.load_trace, failing_order)
+    spans = bundle["spans"]
+    names = [s["name"] for s in spans]
+    assert names[:4] == ["POST", "POST /orders", "create_app.<locals>.create_order", "place_order"]
+    by_name = {}
+    for s in spans:
+        by_name.setdefault(s["name"], []).append(s)
+    bad_add = [s for s in by_name["Cart.add"] if s["err"] == 2]
+    assert len(bad_add) == 1 and bad_add[0]["events"][0]["attrs"]["exception.type"] == "OutOfStock"
+    assert by_name["POST /orders"][0]["err"] == 1 and by_name["line_price"][0]["err"] == 0
+    steps = bundle["steps"]
+    # every span enters once and exits once, and the entries and exits nest like calls
+    open_: list[int] = []
+    for st in steps:
+        if st["k"] == "enter":
+            open_.append(st["s"])
+        elif st["k"] == "exit":
+            assert open_.pop() == st["s"], "an exit that does not close the innermost open call"
+        else:
+            assert open_ and open_[-1] == st["s"], f"{st} outside its own call"
+    assert not open_ and sum(st["k"] == "enter" for st in steps) == len(spans)
+    raised = [i for i, st in enumerate(steps) if st["k"] == "exception" and spans[st["s"]]["name"] == "Cart.add"]
+    before = [st for st in steps[: raised[0]] if st["k"] == "return"]
+    assert [spans[st["s"]]["name"] for st in before] == ["line_price"] and before[0]["v"] == "2999"
+
+
+def test_repeated_siblings_group_where_the_first_stood():
+    kids = ["a", "sel", "b", "sel", "sel", "c", "c"]
+    assert group_repeats(kids, key=lambda k: k) == [["a"], ["sel", "sel", "sel"], ["b"], ["c"], ["c"]]
+
+
+def test_chrome_trace_events_nest_on_each_thread_and_carry_arguments(viewer, failing_order):
+    data = chrome_trace(ask(viewer, model.load_trace, failing_order))
+    complete = [e for e in data["traceEvents"] if e["ph"] == "X"]
+    assert len(complete) == 10
+    add = [e for e in complete if e["name"] == "Cart.add"]
+    assert {e["args"]["quantity"] for e in add} == {"1"}
+    assert any(e["ph"] == "i" and e["name"] == "exception OutOfStock" for e in data["traceEvents"])
+    lanes: dict = {}
+    for e in sorted(complete, key=lambda e: (e["ts"], -e["dur"])):
+        stack = lanes.setdefault((e["pid"], e["tid"]), [])
+        while stack and stack[-1] <= e["ts"]:
+            stack.pop()
+        assert not stack or e["ts"] + e["dur"] <= stack[-1] + 1e-6, f"{e['name']} overlaps its lane"
+        stack.append(e["ts"] + e["dur"])
+
+
+def test_cli_export_html_and_chrome_trace_and_trace_html(viewer, failing_order, shop_store, tmp_path, capsys):
+    flags = ["--store", shop_store, "--database", "otel"]
+    out = tmp_path / "t.json"
+    assert export_main([failing_order, "--format", "chrome-trace", "-o", str(out), *flags]) == 0
+    assert json.loads(out.read_text())["otherData"]["trace_id"] == failing_order
+    page = tmp_path / "t.html"
+    assert trace_main([failing_order, "--html", str(page), *flags]) == 0
+    text = page.read_text(encoding="utf-8")
+    assert text.startswith("<!doctype html>") and "Content-Security-Policy" in text and "OutOfStock" in text
+    assert export_main(["0" * 32, *flags]) == 1
+    assert "not found" in capsys.readouterr().err
+
+
+def test_cli_traces_lists_with_filters_and_trace_prints_sql_and_a_legend(viewer, failing_order, shop_store, capsys):
+    flags = ["--store", shop_store, "--database", "otel"]
+    assert traces_main(["--errors", "--text", "apron", *flags]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and failing_order in lines[0] and "✗" in lines[0] and "POST /orders" in lines[0]
+    assert traces_main(["--service", "nobody", *flags]) == 0
+    assert capsys.readouterr().out == "(no trace matches)\n"
+    assert trace_main([failing_order, *flags]) == 0
+    out = capsys.readouterr().out
+    assert "sql: SELECT products.id, products.name" in out
+    assert out.rstrip().splitlines()[-1].startswith("markers: ✗ failing span · ↑ on the error path")
+
+
+def test_cli_trace_groups_repeated_siblings(viewer, shop_store, capsys):
+    listing = [r for r in ask(viewer, lambda s: s.traces(TraceFilter(name="GET /products")))]
+    assert listing
+    assert trace_main([listing[0]["TraceId"], "--store", shop_store, "--database", "otel"]) == 0
+    out = capsys.readouterr().out
+    assert "[shop] category_path ×3" in out and out.count("category_path") == 1
+
+
+def test_token_is_required_then_kept_in_a_cookie(viewer):
+    server = ViewerServer(viewer.store, port=0, token="s3cret")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(base + "/api/services", timeout=30)
+        assert denied.value.code == 401
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(base + "/api/services?token=wrong", timeout=30)
+        with urllib.request.urlopen(base + "/?token=s3cret", timeout=30) as resp:
+            cookie = resp.headers["Set-Cookie"].split(";")[0]
+            assert "HttpOnly" in resp.headers["Set-Cookie"]
+            assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
+        req = urllib.request.Request(base + "/api/services", headers={"Cookie": cookie})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            assert "shop" in json.loads(resp.read())
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_bad_filter_and_unknown_trace_answer_with_one_clear_message(viewer):
+    with pytest.raises(urllib.error.HTTPError) as bad:
+        urllib.request.urlopen(viewer.base + "/api/traces?min_ms=fast", timeout=30)
+    assert bad.value.code == 400 and json.loads(bad.value.read()) == {"error": "min_ms='fast' is not a number"}
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(viewer.base + "/api/trace/" + "0" * 32, timeout=30)
+    assert missing.value.code == 404
