@@ -5,6 +5,8 @@ import re
 
 from playwright.sync_api import expect
 
+from tests.ui.conftest import record_shop
+
 
 def open_trace(page, viewer, trace_id: str) -> None:
     page.goto(f"{viewer.base}/trace/{trace_id}")
@@ -132,3 +134,15 @@ def test_saved_page_works_offline_with_the_network_blocked(page, viewer, failing
     context.close()
     assert not problems, problems
     assert requests == [], f"the saved page fetched {requests}"
+
+
+def test_list_updates_while_the_app_records_into_the_same_store(page, viewer, shop_store):
+    """The viewer holds the embedded store; a second run of the shop writes into it meanwhile."""
+    page.goto(viewer.base + "/")
+    rows = page.locator("#traces tr.row")
+    expect(rows.first).to_be_visible()
+    before = rows.count()
+    expect(page.locator("#traces tr.new")).to_have_count(0)
+    record_shop(shop_store.rsplit("/", 1)[0])  # the app's store writer asks the viewer to let go
+    expect(page.locator("#traces tr.new").first).to_be_visible(timeout=30_000)
+    assert rows.count() > before
