@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from scope_otel.ui.steps import event_fact
+from scope_otel.ui.model import spans as _spans
 
 
 def chrome_trace(bundle: dict[str, Any]) -> dict[str, Any]:
-    spans = bundle["spans"]
+    spans = _spans(bundle)
     pids: dict[tuple[str, str], int] = {}
     lanes: dict[int, list[list[int]]] = {}  # pid -> lanes, each a stack of open end times (ns)
     events: list[dict[str, Any]] = []
-    for s in sorted(spans, key=lambda s: (s["start"], -s["dur"], s["depth"])):
+    for s in sorted(spans, key=lambda s: (s["start"], -s["dur"])):
         key = (s["service"], s["instance"])
         if key not in pids:
             pids[key] = len(pids) + 1
@@ -55,3 +55,15 @@ def _lane(lanes: list[list[int]], start: int, end: int) -> int:
             return n + 1
     lanes.append([end])
     return len(lanes)
+
+
+def event_fact(event: dict[str, Any]) -> tuple[str, str, str]:
+    """(kind, name, value) of a span event, as the viewer's time travel names them."""
+    name, attrs = event["name"], event["attrs"]
+    if name == "exception":
+        return "exception", attrs.get("exception.type", ""), attrs.get("exception.message", "")
+    if name == "scope.state_change":
+        return "state", attrs.get("scope.target", ""), attrs.get("scope.value", "")
+    if name in ("scope.send", "scope.recv"):
+        return name[6:], attrs.get("messaging.destination.name", ""), attrs.get("messaging.message.id", "")
+    return "event", name, ", ".join(f"{k}={v}" for k, v in attrs.items())

@@ -1,19 +1,18 @@
-"""What the viewer shows, as plain JSON-ready dicts read from the store.
+"""What the viewer shows, read from the store as JSON-ready data.
 
 :func:`load_trace` gathers one trace (every span with its attributes, events
-and links, the error path, the links that other traces hold to it, and the
-time-travel steps); :func:`load_graph` the service or function call graph;
-:func:`trace_rows` the traces list.  Every string is made safe to serialise
-(invalid UTF-8 replaced, never dropped): the page shows values as text.
+and links, and the links that other traces hold to it); :func:`load_graph`
+the service or function call graph; :func:`trace_rows` the traces list.
+Every string is valid Unicode (invalid UTF-8 replaced with U+FFFD, never
+dropped): the page shows values as text.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import json
 from typing import Any
 
 from scope_otel.store import Store, StoreError, TraceFilter, _check_trace_id
-from scope_otel.store.shape import group_repeats, sql_text
-from scope_otel.ui.steps import build_steps
 
 _ERROR = ("STATUS_CODE_ERROR", "Error")
 #: Edges drawn on one graph; the rest are counted and said to be left out.
@@ -51,7 +50,14 @@ def trace_rows(store: Store, where: TraceFilter) -> list[dict[str, Any]]:
 
 
 def load_trace(store: Store, trace_id: str) -> dict[str, Any] | None:
-    """One trace as the viewer's bundle, or None when the store does not hold it."""
+    """One trace as the viewer's bundle, or None when the store does not hold it.
+
+    ``spans_json`` is the spans as JSON text, written by ClickHouse itself
+    (``formatRowNoNewline``: strings made valid UTF-8, times in ns from the
+    trace's start); the page lays them out and derives the time-travel steps.
+    Python never touches the spans one by one, which keeps a 10,000-span
+    trace's page quick.  :func:`spans` parses them for Python callers.
+    """
     _check_trace_id(trace_id)
     db = store.database
     window = store.query(
@@ -63,111 +69,72 @@ def load_trace(store: Store, trace_id: str) -> dict[str, Any] | None:
         params["lo"] = window[0][0] - _dt.timedelta(seconds=1)
         params["hi"] = window[0][1] + _dt.timedelta(seconds=2)
         time_cond = " AND Timestamp >= {lo:DateTime} AND Timestamp <= {hi:DateTime}"
-    rows = store.query(
-        f"""SELECT toUnixTimestamp64Nano(Timestamp) AS T, SpanId, ParentSpanId, SpanName, SpanKind, ServiceName,
-                   ResourceAttributes, SpanAttributes, Duration, StatusCode, StatusMessage,
-                   arrayMap(x -> toUnixTimestamp64Nano(x), Events.Timestamp) AS EventTs, Events.Name AS EventNames,
-                   Events.Attributes AS EventAttrs, Links.TraceId AS LinkTraces, Links.SpanId AS LinkSpans,
-                   Links.Attributes AS LinkAttrs
-            FROM `{db}`.otel_traces WHERE TraceId = {{tid:String}}{time_cond}
-            ORDER BY T, SpanId LIMIT 1 BY SpanId""", params, replace_invalid=True).dicts()
-    if not rows:
+    head = store.query(
+        f"""SELECT min(toUnixTimestamp64Nano(Timestamp)), max(toUnixTimestamp64Nano(Timestamp) + Duration),
+                   arraySort(groupUniqArray(toValidUTF8(ServiceName))), uniqExact(SpanId)
+            FROM `{db}`.otel_traces WHERE TraceId = {{tid:String}}{time_cond}""", params).rows
+    if not head or not head[0][3]:
         return None
-    spans = [_span(r) for r in rows]
-    _lay_out(spans)
-    incoming = _incoming_links(store, trace_id, spans, params if time_cond else None)
-    start = min(s["start"] for s in spans)
-    end = max(s["start"] + s["dur"] for s in spans)
-    for s in spans:
-        s["start"] -= start
-        for e in s["events"]:
-            e["t"] -= start
-    steps = build_steps(spans)
-    return clean({
-        "trace_id": trace_id,
-        "start_ns": start,
-        "start": _dt.datetime.fromtimestamp(start / 1e9, _dt.timezone.utc).isoformat(),
-        "duration_ns": end - start,
-        "services": sorted({s["service"] for s in spans}),
-        "spans": spans,
-        "incoming": incoming,
-        "steps": steps,
-        "store": store.target.display,
-    })
-
-
-def _span(r: dict[str, Any]) -> dict[str, Any]:
-    attrs = dict(r["SpanAttributes"])
-    resource = dict(r["ResourceAttributes"])
-    events = [{"t": int(t), "name": n, "attrs": dict(a)}
-              for t, n, a in zip(r["EventTs"], r["EventNames"], r["EventAttrs"])]
-    links = [{"trace_id": t, "span_id": s, "attrs": dict(a)}
-             for t, s, a in zip(r["LinkTraces"], r["LinkSpans"], r["LinkAttrs"])]
-    process = " ".join(v for v in (resource.get("host.name", ""), resource.get("process.pid", "")) if v)
+    base, last, services, _count = head[0]
+    params["base"] = int(base)
+    error = "('STATUS_CODE_ERROR', 'Error')"
+    rows = store.query(
+        f"""SELECT formatRowNoNewline('JSONEachRow',
+                   toValidUTF8(SpanId) AS id, toValidUTF8(ParentSpanId) AS parent, toValidUTF8(SpanName) AS name,
+                   lower(replaceRegexpOne(toString(SpanKind), '^SPAN_KIND_', '')) AS kind,
+                   toValidUTF8(ServiceName) AS service,
+                   toValidUTF8(ResourceAttributes['service.instance.id']) AS instance,
+                   trimBoth(toValidUTF8(concat(ResourceAttributes['host.name'], ' ',
+                                               ResourceAttributes['process.pid']))) AS process,
+                   toInt64(toUnixTimestamp64Nano(Timestamp) - {{base:Int64}}) AS start, Duration AS dur,
+                   multiIf(StatusCode IN {error}, 'error', StatusCode IN ('STATUS_CODE_OK', 'Ok'), 'ok', '') AS status,
+                   toValidUTF8(StatusMessage) AS status_msg,
+                   {_valid_map('SpanAttributes')} AS attrs,
+                   arrayMap((t, n, a) -> CAST((toInt64(toUnixTimestamp64Nano(t) - {{base:Int64}}), toValidUTF8(n),
+                                               {_valid_map('a')}),
+                                              'Tuple(t Int64, name String, attrs Map(String, String))'),
+                            Events.Timestamp, Events.Name, Events.Attributes) AS events,
+                   arrayMap((t, i, a) -> CAST((toValidUTF8(t), toValidUTF8(i), {_valid_map('a')}),
+                                              'Tuple(trace_id String, span_id String, attrs Map(String, String))'),
+                            Links.TraceId, Links.SpanId, Links.Attributes) AS links,
+                   toValidUTF8(if(SpanAttributes['db.query.text'] != '', SpanAttributes['db.query.text'],
+                                  SpanAttributes['db.statement'])) AS sql,
+                   toValidUTF8(SpanAttributes['scope.hlc']) AS hlc)
+            FROM `{db}`.otel_traces WHERE TraceId = {{tid:String}}{time_cond}
+            ORDER BY Timestamp, SpanId LIMIT 1 BY SpanId
+            SETTINGS output_format_json_quote_64bit_integers = 0, output_format_json_named_tuples_as_objects = 1""",
+        params).rows
+    incoming = _incoming_links(store, trace_id, params if time_cond else None)
     return {
-        "id": r["SpanId"], "parent": r["ParentSpanId"], "name": r["SpanName"],
-        "kind": str(r["SpanKind"]).replace("SPAN_KIND_", "").lower(),
-        "service": r["ServiceName"], "instance": resource.get("service.instance.id", ""),
-        "process": process, "start": int(r["T"]), "dur": int(r["Duration"]),
-        "status": "error" if r["StatusCode"] in _ERROR else ("ok" if r["StatusCode"] in ("STATUS_CODE_OK", "Ok") else ""),
-        "status_msg": r["StatusMessage"], "attrs": attrs, "events": events, "links": links,
-        "sql": sql_text(attrs), "hlc": attrs.get("scope.hlc", ""),
+        "trace_id": trace_id,
+        "start_ns": int(base),
+        "start": _dt.datetime.fromtimestamp(int(base) / 1e9, _dt.timezone.utc).isoformat(),
+        "duration_ns": int(last) - int(base),
+        "services": list(services),
+        "incoming": incoming,
+        "store": store.target.display,
+        "spans_json": "[" + ",".join(r[0] for r in rows) + "]",
     }
 
 
-def _lay_out(spans: list[dict[str, Any]]) -> None:
-    """Order ``spans`` depth-first (siblings by start), set depth, error marks and groups, in place."""
-    by_id = {s["id"]: s for s in spans}
-    children: dict[str, list[dict]] = {}
-    roots = []
-    for s in spans:  # already sorted by start
-        if s["parent"] and s["parent"] in by_id and s["parent"] != s["id"]:
-            children.setdefault(s["parent"], []).append(s)
-        else:
-            roots.append(s)
-    ordered: list[dict] = []
-    seen: set[str] = set()
-    group_no = 0
-    stack: list[tuple[dict, int]] = [(r, 0) for r in reversed(roots)]
-    while stack:
-        span, depth = stack.pop()
-        if span["id"] in seen:  # a corrupt parent cycle
-            continue
-        seen.add(span["id"])
-        span["depth"] = depth
-        ordered.append(span)
-        kids = children.get(span["id"], [])
-        rows = group_repeats(kids, key=lambda c: (c["service"], c["name"], c["sql"]))
-        for row in rows:
-            if len(row) > 1:
-                group_no += 1
-                for member in row:
-                    member["group"] = group_no
-        for row in reversed(rows):
-            for member in reversed(row):
-                stack.append((member, depth + 1))
-    for s in spans:  # spans only reachable through a cycle
-        if s["id"] not in seen:
-            s["depth"] = 0
-            ordered.append(s)
-    spans[:] = ordered
-    for i, s in enumerate(spans):
-        s["i"] = i
-        s.setdefault("group", 0)
-        s["err"] = 0
-    for s in spans:  # 2 = the failing span, 1 = on the path from it to the root
-        if s["status"] == "error":
-            s["err"] = 2
-            p = by_id.get(s["parent"])
-            hops = 0
-            while p is not None and hops < 512:
-                if p["err"] == 0:
-                    p["err"] = 1
-                p = by_id.get(p["parent"])
-                hops += 1
+def trace_json(bundle: dict[str, Any]) -> str:
+    """The bundle as JSON text (its spans spliced in as ClickHouse wrote them)."""
+    meta = {k: v for k, v in bundle.items() if k != "spans_json"}
+    text = json.dumps(meta, ensure_ascii=False, separators=(",", ":"))
+    return text[:-1] + ',"spans":' + bundle["spans_json"] + "}"
 
 
-def _incoming_links(store: Store, trace_id: str, spans: list[dict], params: dict | None) -> list[dict[str, Any]]:
+def spans(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    """The bundle's spans as Python dicts, in start order."""
+    return json.loads(bundle["spans_json"])
+
+
+def _valid_map(expr: str) -> str:
+    """SQL: the map ``expr`` with keys and values made valid UTF-8 (bad bytes become U+FFFD)."""
+    return f"mapApply((k, v) -> (toValidUTF8(k), toValidUTF8(v)), {expr})"
+
+
+def _incoming_links(store: Store, trace_id: str, params: dict | None) -> list[dict[str, Any]]:
     """Spans of other traces that link to a span of this one (the consumer side of a message hop)."""
     db = store.database
     cond = ""
@@ -177,11 +144,13 @@ def _incoming_links(store: Store, trace_id: str, spans: list[dict], params: dict
         query_params["lo"] = params["lo"]
         query_params["far"] = params["hi"] + _dt.timedelta(seconds=_LINK_HORIZON_S)
     rows = store.query(
-        f"""SELECT TraceId, SpanId, SpanName, ServiceName, LinkSpanId, LinkAttrs
+        f"""SELECT toValidUTF8(TraceId) AS TraceId, toValidUTF8(SpanId) AS SpanId, toValidUTF8(SpanName) AS SpanName,
+                   toValidUTF8(ServiceName) AS ServiceName, toValidUTF8(LinkSpanId) AS LinkSpanId,
+                   {_valid_map('LinkAttrs')} AS LinkAttrs
             FROM `{db}`.otel_traces
             ARRAY JOIN Links.TraceId AS LinkTraceId, Links.SpanId AS LinkSpanId, Links.Attributes AS LinkAttrs
             WHERE LinkTraceId = {{tid:String}} AND TraceId != {{tid:String}}{cond}
-            LIMIT 200""", query_params, replace_invalid=True).dicts()
+            LIMIT 200""", query_params).dicts()
     return [{"trace_id": r["TraceId"], "span_id": r["SpanId"], "name": r["SpanName"], "service": r["ServiceName"],
              "to_span": r["LinkSpanId"], "attrs": dict(r["LinkAttrs"])} for r in rows]
 

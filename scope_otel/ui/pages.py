@@ -26,17 +26,13 @@ def asset(name: str) -> bytes:
 
 
 def data_json(data: Any) -> str:
-    """``data`` as JSON that is safe inside a ``<script type="application/json">`` block."""
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    """``data`` (or JSON text) as JSON that is safe inside a ``<script type="application/json">`` block."""
+    text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     return (text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
             .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
 
 
-def _title(page: str, data: Any) -> str:
-    if page == "trace" and isinstance(data, dict) and data.get("trace"):
-        spans = data["trace"]["spans"]
-        return f"trace {data['trace']['trace_id'][:8]} · {spans[0]['name'] if spans else ''} · scope-otel"
-    return {"list": "traces · scope-otel", "graph": "graph · scope-otel"}.get(page, "scope-otel")
+_TITLES = {"list": "traces · scope-otel", "graph": "graph · scope-otel", "trace": "trace · scope-otel"}
 
 
 def _escape_text(text: str) -> str:
@@ -48,7 +44,7 @@ def served(page: str, data: Any) -> str:
     return (
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-        f"<title>{_escape_text(_title(page, data))}</title>"
+        f"<title>{_escape_text(_TITLES.get(page, 'scope-otel'))}</title>"
         "<link rel=\"stylesheet\" href=\"/static/ui.css\"></head>"
         f"<body data-page=\"{page}\"><script id=\"scope-data\" type=\"application/json\">{data_json(data)}</script>"
         "<script src=\"/static/ui.js\"></script></body></html>\n"
@@ -70,12 +66,15 @@ def self_contained(page: str, data: Any) -> str:
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<meta http-equiv=\"Content-Security-Policy\" content=\"{csp}\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-        f"<title>{_escape_text(_title(page, data))}</title><style>{css}</style></head>"
+        f"<title>{_escape_text(_TITLES.get(page, 'scope-otel'))}</title><style>{css}</style></head>"
         f"<body data-page=\"{page}\" data-offline=\"1\">"
         f"<script id=\"scope-data\" type=\"application/json\">{data_json(data)}</script>"
         f"<script>{js}</script></body></html>\n"
     )
 
 
-def trace_page_data(bundle: dict[str, Any]) -> dict[str, Any]:
-    return {"trace": bundle}
+def trace_page_data(bundle: dict[str, Any]) -> str:
+    """The trace page's data as JSON text."""
+    from scope_otel.ui.model import trace_json
+
+    return '{"trace":' + trace_json(bundle) + "}"

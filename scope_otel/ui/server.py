@@ -90,7 +90,7 @@ class _Handler(BaseHTTPRequestHandler):
                     return self._error(HTTPStatus.NOT_FOUND, f"trace {m.group(1)} is not in the store")
                 if m.group(2):
                     return self._json(chrome_trace(bundle), download=f"trace-{m.group(1).lower()}.json")
-                return self._json(bundle)
+                return self._json_text(model.trace_json(bundle))
             if path == "/favicon.ico":
                 return self._send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
             return self._error(HTTPStatus.NOT_FOUND, f"no page at {path}")
@@ -127,6 +127,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self, data: Any, download: str | None = None) -> None:
         body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         self._send(HTTPStatus.OK, body, "application/json; charset=utf-8", download=download)
+
+    def _json_text(self, text: str) -> None:
+        self._send(HTTPStatus.OK, text.encode("utf-8"), "application/json; charset=utf-8")
 
     def _error(self, status: HTTPStatus, message: str) -> None:
         if self.path.startswith("/api/"):

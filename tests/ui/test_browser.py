@@ -93,6 +93,25 @@ def test_time_travel_steps_with_the_keyboard_and_shows_the_stack(page, viewer, f
     expect(page.locator("#tt-stack li")).to_have_text(["(nothing running)"])
 
 
+def test_every_time_travel_step_keeps_calls_nested(page, viewer, failing_order):
+    """Walk all steps: an entry pushes its call on the stack, an exit pops it, facts happen on top."""
+    open_trace(page, viewer, failing_order)
+    page.keyboard.press("ArrowRight")
+    total = int(re.search(r"/ (\d+)", page.locator("#tt-step").text_content()).group(1))
+    expected: list[str] = []
+    for i in range(total):
+        what = page.locator("#tt-what").text_content()
+        stack = page.locator("#tt-stack li").evaluate_all("items => items.map(i => i.dataset.spanName || '')")
+        if what.startswith("→ call "):
+            expected.insert(0, what[len("→ call "):].rsplit("  [", 1)[0])
+        elif what.startswith("← leave "):
+            assert expected and what[len("← leave "):].startswith(expected[0]), (i, what, expected)
+            expected.pop(0)
+        assert [n for n in stack if n] == expected, (i, what)
+        page.keyboard.press("ArrowRight")
+    assert expected == [] and total >= 38
+
+
 def test_graph_draws_edges_with_counts_and_a_click_lists_matching_traces(page, viewer):
     page.goto(viewer.base + "/graph")
     page.wait_for_selector("body[data-ready='1']")

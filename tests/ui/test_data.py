@@ -44,31 +44,20 @@ def test_trace_filters_select_by_errors_text_service_name_duration_span_and_time
     assert traces(since=start + dt.timedelta(hours=1)) == []
 
 
-def test_trace_bundle_orders_steps_by_the_call_tree_and_marks_the_error_path(viewer, failing_order):
+def test_trace_bundle_holds_every_span_with_times_from_the_start_and_its_facts(viewer, failing_order):
     bundle = ask(viewer, model.load_trace, failing_order)
-    spans = bundle["spans"]
-    names = [s["name"] for s in spans]
-    assert names[:4] == ["POST", "POST /orders", "create_app.<locals>.create_order", "place_order"]
-    by_name = {}
-    for s in spans:
-        by_name.setdefault(s["name"], []).append(s)
-    bad_add = [s for s in by_name["Cart.add"] if s["err"] == 2]
-    assert len(bad_add) == 1 and bad_add[0]["events"][0]["attrs"]["exception.type"] == "OutOfStock"
-    assert by_name["POST /orders"][0]["err"] == 1 and by_name["line_price"][0]["err"] == 0
-    steps = bundle["steps"]
-    # every span enters once and exits once, and the entries and exits nest like calls
-    open_: list[int] = []
-    for st in steps:
-        if st["k"] == "enter":
-            open_.append(st["s"])
-        elif st["k"] == "exit":
-            assert open_.pop() == st["s"], "an exit that does not close the innermost open call"
-        else:
-            assert open_ and open_[-1] == st["s"], f"{st} outside its own call"
-    assert not open_ and sum(st["k"] == "enter" for st in steps) == len(spans)
-    raised = [i for i, st in enumerate(steps) if st["k"] == "exception" and spans[st["s"]]["name"] == "Cart.add"]
-    before = [st for st in steps[: raised[0]] if st["k"] == "return"]
-    assert [spans[st["s"]]["name"] for st in before] == ["line_price"] and before[0]["v"] == "2999"
+    spans = model.spans(bundle)
+    assert len(spans) == 10 and min(s["start"] for s in spans) == 0
+    assert bundle["duration_ns"] == max(s["start"] + s["dur"] for s in spans)
+    bad_add = [s for s in spans if s["name"] == "Cart.add" and s["status"] == "error"]
+    assert len(bad_add) == 1
+    assert bad_add[0]["attrs"]["scope.arg.quantity"] == "1"
+    exc = bad_add[0]["events"][0]
+    assert exc["name"] == "exception" and exc["attrs"]["exception.type"] == "OutOfStock"
+    assert 0 <= exc["t"] - bad_add[0]["start"] <= bad_add[0]["dur"] + 1000
+    selects = [s for s in spans if s["kind"] == "client" and s["sql"]]
+    assert selects and all(s["sql"].startswith("SELECT products.id") for s in selects)
+    assert json.loads(model.trace_json(bundle))["spans"] == spans
 
 
 def test_repeated_siblings_group_where_the_first_stood():

@@ -157,6 +157,10 @@
         status.textContent = rows.length + " trace" + (rows.length === 1 ? "" : "s") +
           (rows.length >= 50 ? " (the newest 50)" : "") + " · updated " + new Date().toLocaleTimeString();
         status.classList.remove("bad");
+        if (!document.body.hasAttribute("data-ready")) {
+          document.body.setAttribute("data-ready-ms", String(Math.round(performance.now())));
+          document.body.setAttribute("data-ready", "1");
+        }
       }, function (err) {
         pending = false;
         status.textContent = "cannot list traces: " + err.message;
@@ -201,15 +205,117 @@
       two(d.getHours()) + ":" + two(d.getMinutes()) + ":" + two(d.getSeconds());
   }
 
-  // -- one trace ---------------------------------------------------------------
-  var ROW = 24; // px per waterfall row
+  // -- one trace: layout and time-travel steps ---------------------------------
+  var ROW = 24;        // px per waterfall row
+  var GROUP_MIN = 3;   // siblings repeated this often show as one group (as `scope-otel trace` does)
+
+  function groupRepeats(kids, key) {
+    // siblings in order; those sharing a key GROUP_MIN times or more gathered where the first stood
+    var counts = {}, out = [], groups = {};
+    kids.forEach(function (c) { var k = key(c); counts[k] = (counts[k] || 0) + 1; });
+    kids.forEach(function (c) {
+      var k = key(c);
+      if (counts[k] >= GROUP_MIN) {
+        if (!groups[k]) { groups[k] = []; out.push(groups[k]); }
+        groups[k].push(c);
+      } else out.push([c]);
+    });
+    return out;
+  }
+
+  function layout(input) {
+    // depth-first order (siblings by start), depth, repeated-sibling groups, error marks:
+    // err 2 = a failing span, 1 = on the path from one to its root
+    var byId = {}, children = {}, roots = [];
+    input.forEach(function (s) { byId[s.id] = s; s.err = 0; s.group = 0; });
+    input.forEach(function (s) {
+      if (s.parent && byId[s.parent] && s.parent !== s.id) (children[s.parent] = children[s.parent] || []).push(s);
+      else roots.push(s);
+    });
+    var ordered = [], seen = {}, groupNo = 0, stack = [];
+    for (var r = roots.length - 1; r >= 0; r--) stack.push([roots[r], 0]);
+    while (stack.length) {
+      var top = stack.pop(), span = top[0], depth = top[1];
+      if (seen[span.id]) continue;  // a corrupt parent cycle
+      seen[span.id] = true;
+      span.depth = depth;
+      ordered.push(span);
+      var rows = groupRepeats(children[span.id] || [], function (c) { return c.service + "\u0000" + c.name + "\u0000" + c.sql; });
+      rows.forEach(function (row) { if (row.length > 1) { groupNo++; row.forEach(function (m) { m.group = groupNo; }); } });
+      for (var i = rows.length - 1; i >= 0; i--) for (var j = rows[i].length - 1; j >= 0; j--) stack.push([rows[i][j], depth + 1]);
+    }
+    input.forEach(function (s) { if (!seen[s.id]) { s.depth = 0; ordered.push(s); } });
+    ordered.forEach(function (s, i) { s.i = i; });
+    ordered.forEach(function (s) {
+      if (s.status !== "error") return;
+      s.err = 2;
+      for (var p = byId[s.parent], hops = 0; p && hops < 512; p = byId[p.parent], hops++) if (!p.err) p.err = 1;
+    });
+    return { spans: ordered, byId: byId, children: children, roots: roots };
+  }
+
+  function eventFact(e) {
+    var a = e.attrs;
+    if (e.name === "exception") return ["exception", a["exception.type"] || "", a["exception.message"] || ""];
+    if (e.name === "scope.state_change") return ["state", a["scope.target"] || "", a["scope.value"] || ""];
+    if (e.name === "scope.send" || e.name === "scope.recv") return [e.name.slice(6), a["messaging.destination.name"] || "", a["messaging.message.id"] || ""];
+    return ["event", e.name, Object.keys(a).map(function (k) { return k + "=" + a[k]; }).join(", ")];
+  }
+
+  function buildSteps(L) {
+    // Every recorded fact, one per step, in the call tree's order: a call's entry and
+    // arguments before anything inside it, its return and exit after; each child call one
+    // unbroken block among its parent's own facts.  Clocks order only siblings (by the
+    // hybrid logical clock when all of them carry one, which holds across nodes whose wall
+    // clocks disagree, else by start) and a span's own facts among its children.
+    // Concurrent children (threads) are shown one after the other.
+    function ordered(sibs) {
+      var all = sibs.length && sibs.every(function (s) { return s.hlc; });
+      return sibs.slice().sort(all
+        ? function (a, b) { return a.hlc < b.hlc ? -1 : a.hlc > b.hlc ? 1 : a.start - b.start; }
+        : function (a, b) { return a.start - b.start; });
+    }
+    var steps = [], seen = {};
+    function open(span) {
+      seen[span.id] = true;
+      steps.push({ k: "enter", s: span.i, n: span.name, v: "", t: span.start });
+      Object.keys(span.attrs).forEach(function (key) {
+        if (key.indexOf("scope.arg.") === 0) steps.push({ k: "arg", s: span.i, n: key.slice(10), v: span.attrs[key], t: span.start });
+      });
+      var facts = span.events.slice().sort(function (a, b) { return a.t - b.t; }).map(function (e) {
+        var f = eventFact(e);
+        return { k: f[0], s: span.i, n: f[1], v: f[2], t: e.t };
+      });
+      return { span: span, facts: facts, kids: ordered(L.children[span.id] || []), f: 0, c: 0 };
+    }
+    function close(span) {
+      var end = span.start + span.dur;
+      if ("scope.return" in span.attrs) steps.push({ k: "return", s: span.i, n: "", v: span.attrs["scope.return"], t: end });
+      steps.push({ k: "exit", s: span.i, n: span.name, v: span.status, t: end });
+    }
+    ordered(L.roots).forEach(function (root) {
+      if (seen[root.id]) return;
+      var stack = [open(root)];
+      while (stack.length) {
+        var fr = stack[stack.length - 1];
+        var factNext = fr.f < fr.facts.length, kidNext = fr.c < fr.kids.length;
+        if (!factNext && !kidNext) { stack.pop(); close(fr.span); continue; }
+        if (factNext && (!kidNext || fr.facts[fr.f].t <= fr.kids[fr.c].start)) { steps.push(fr.facts[fr.f++]); continue; }
+        var kid = fr.kids[fr.c++];
+        if (!seen[kid.id]) stack.push(open(kid));
+      }
+    });
+    return steps;
+  }
+
+  // -- one trace: the page ----------------------------------------------------------
 
   function tracePage() {
     header("trace");
     var T = DATA.trace;
-    var spans = T.spans;
-    var byId = {};
-    spans.forEach(function (s) { byId[s.id] = s; });
+    var L = layout(T.spans);
+    var spans = L.spans, byId = L.byId;
+    T.steps = buildSteps(L);
     var groups = {};   // group number -> member spans
     spans.forEach(function (s) { if (s.group) (groups[s.group] = groups[s.group] || []).push(s); });
     var open = {};     // group number -> expanded
@@ -562,7 +668,8 @@
     var m = /#span=([0-9a-fA-F]+)/.exec(location.hash);
     if (m && byId[m[1]]) select(byId[m[1]], false);
     window.addEventListener("resize", draw);
-    document.body.setAttribute("data-ready", "1");
+    document.body.setAttribute("data-ready-ms", String(Math.round(performance.now())));
+      document.body.setAttribute("data-ready", "1");
   }
 
   // -- graphs ------------------------------------------------------------------
@@ -687,6 +794,7 @@
         root.appendChild(group);
       });
       holder.appendChild(root);
+      document.body.setAttribute("data-ready-ms", String(Math.round(performance.now())));
       document.body.setAttribute("data-ready", "1");
     }
     load(by, by === "service");
