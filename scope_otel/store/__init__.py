@@ -149,13 +149,14 @@ class Store:
 
         Columns: TraceId, Start, DurationNs, Spans, Errors, Services (list),
         RootService, RootName, Entry (the first SERVER/CONSUMER span's name).
-        Two steps, like Jaeger's search: find up to ``limit`` trace ids from
-        the matching root and entry spans, then summarise only those traces
-        from ``scope_spans_by_trace`` (a primary-key range each).
+        Two steps, like Jaeger's search: the newest ``4 × limit`` matching
+        root and entry spans (or, with only errors or a span name asked for,
+        the matching spans themselves) give up to ``limit`` trace ids, then
+        only those traces are summarised from ``scope_spans_by_trace`` (a
+        primary-key range each).  SQL text is searched in CLIENT spans.
         """
         where = where or TraceFilter()
         db = self.database
-        cond = [f"(ParentSpanId = '' OR SpanKind IN {_ENTRY_KINDS})", "TraceId != ''"]
         params: dict[str, Any] = {}
         span_time: list[str] = []
         if where.since is not None:
@@ -164,36 +165,52 @@ class Store:
         if where.until is not None:
             span_time.append("Timestamp <= {until:DateTime64(9)}")
             params["until"] = where.until
-        cond += span_time
+        inner_time = (" AND " + " AND ".join(span_time)) if span_time else ""
+        entry: list[str] = []  # conditions on the root or entry span
         if where.service:
-            cond.append("ServiceName = {service:String}")
+            entry.append("ServiceName = {service:String}")
             params["service"] = where.service
         if where.name:
-            cond.append("positionCaseInsensitiveUTF8(SpanName, {name:String}) > 0")
+            entry.append("positionCaseInsensitiveUTF8(SpanName, {name:String}) > 0")
             params["name"] = where.name
         if where.min_duration_ms:
-            cond.append("Duration >= {min_ns:UInt64}")
+            entry.append("Duration >= {min_ns:UInt64}")
             params["min_ns"] = int(where.min_duration_ms * 1e6)
-        inner_time = (" AND " + " AND ".join(span_time)) if span_time else ""
+        whole: list[str] = []  # conditions on any span of the trace: (as a row filter, as a trace filter)
         if where.errors:
-            cond.append(f"TraceId IN (SELECT TraceId FROM `{db}`.otel_traces WHERE StatusCode IN {_ERROR}{inner_time})")
+            whole.append(f"StatusCode IN {_ERROR}")
         if where.span:
             params["span"] = where.span
-            cond.append(f"TraceId IN (SELECT TraceId FROM `{db}`.otel_traces WHERE SpanName = {{span:String}}{inner_time})")
+            whole.append("SpanName = {span:String}")
+        cond = [*span_time]
+        if entry or not whole:  # empty() reads only the lengths of ParentSpanId, not its bytes
+            cond += [f"(empty(ParentSpanId) OR SpanKind IN {_ENTRY_KINDS})", *entry]
+        else:  # the matching spans themselves are the candidates: no join
+            cond.append(whole.pop(0))
+        for c in whole:
+            cond.append(f"TraceId IN (SELECT TraceId FROM `{db}`.otel_traces WHERE {c}{inner_time})")
         if where.text:
             params["text"] = where.text
             cond.append(
                 f"(TraceId IN (SELECT TraceId FROM `{db}`.scope_events "
                 f"WHERE (positionCaseInsensitiveUTF8(Value, {{text:String}}) > 0 OR "
                 f"positionCaseInsensitiveUTF8(Name, {{text:String}}) > 0){inner_time}) OR "
-                f"TraceId IN (SELECT TraceId FROM `{db}`.otel_traces WHERE "
-                f"positionCaseInsensitiveUTF8(SpanAttributes['db.query.text'], {{text:String}}) > 0 OR "
-                f"positionCaseInsensitiveUTF8(SpanAttributes['db.statement'], {{text:String}}) > 0{inner_time}))"
+                f"TraceId IN (SELECT TraceId FROM `{db}`.otel_traces WHERE SpanKind IN ('SPAN_KIND_CLIENT', 'Client') "
+                f"AND (positionCaseInsensitiveUTF8(SpanAttributes['db.query.text'], {{text:String}}) > 0 OR "
+                f"positionCaseInsensitiveUTF8(SpanAttributes['db.statement'], {{text:String}}) > 0){inner_time}))"
             )
-        params["limit"] = max(1, min(int(where.limit), 1000))
-        ids = [r[0] for r in self.query(
-            f"SELECT TraceId, min(Timestamp) AS First FROM `{db}`.otel_traces WHERE {' AND '.join(cond)} "
-            "GROUP BY TraceId ORDER BY First DESC LIMIT {limit:UInt32}", params).rows]
+        limit = max(1, min(int(where.limit), 1000))
+        # newest candidate spans (a top-N sort, no GROUP BY over the table), then distinct traces
+        params["rows"] = limit * 4
+        ids: list[str] = []
+        for (trace_id,) in self.query(
+                f"SELECT TraceId FROM `{db}`.otel_traces WHERE {' AND '.join(cond) or '1'} "
+                "ORDER BY Timestamp DESC LIMIT {rows:UInt32} SETTINGS optimize_functions_to_subcolumns = 1",
+                params).rows:
+            if trace_id and trace_id not in ids:
+                ids.append(trace_id)
+                if len(ids) == limit:
+                    break
         if not ids:
             return []
         rows = self.query(
@@ -206,7 +223,8 @@ class Store:
                    argMinIf(ServiceName, Timestamp, ParentSpanId = '') AS RootService,
                    argMinIf(SpanName, Timestamp, ParentSpanId = '') AS RootName,
                    argMinIf(SpanName, Timestamp, SpanKind IN {_ENTRY_KINDS}) AS Entry
-            FROM (SELECT * FROM `{db}`.scope_spans_by_trace WHERE TraceId IN {{ids:Array(String)}} LIMIT 1 BY TraceId, SpanId)
+            FROM (SELECT TraceId, SpanId, ParentSpanId, SpanName, SpanKind, ServiceName, Timestamp, Duration, StatusCode
+                  FROM `{db}`.scope_spans_by_trace WHERE TraceId IN {{ids:Array(String)}} LIMIT 1 BY TraceId, SpanId)
             GROUP BY TraceId ORDER BY Start DESC""", {"ids": ids}, replace_invalid=True).dicts()
         return rows
 
