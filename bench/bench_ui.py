@@ -189,8 +189,10 @@ def main() -> int:
                                                                          time.gmtime(time.time() - 3600))),
                 ("list: text in values", "/api/traces?text=value-12345"),
                 ("list: calls Cart.add", "/api/traces?span=Cart.add"),
-                ("graph: services", "/api/graph?by=service"),
-                ("graph: functions", "/api/graph?by=function"),
+                ("graph: services, last hour (the page's default)", "/api/graph?by=service&window=3600"),
+                ("graph: functions, last hour", "/api/graph?by=function&window=3600"),
+                ("graph: services, all time", "/api/graph?by=service&window=all"),
+                ("graph: functions, all time", "/api/graph?by=function&window=all"),
             ]
             for label, path in shapes:
                 rows.append((label, timed_get(base + path, args.runs), "uniq(TraceId) scan", scan, 300))

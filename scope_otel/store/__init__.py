@@ -135,11 +135,20 @@ class Store:
             "WHERE TraceId = {tid:String} AND Sql != ''", {"tid": trace_id}, replace_invalid=True).rows
         return dict(rows)
 
-    def service_edges(self) -> list[dict[str, Any]]:
-        return self.query(f"SELECT * FROM `{self.database}`.scope_service_edges ORDER BY Calls DESC", replace_invalid=True).dicts()
+    def service_edges(self, since: _dt.datetime | None = None) -> list[dict[str, Any]]:
+        """Calls between services (all time, or by spans started at or after ``since``, UTC)."""
+        return self._edges("scope_service_edges", since)
 
-    def function_edges(self) -> list[dict[str, Any]]:
-        return self.query(f"SELECT * FROM `{self.database}`.scope_function_edges ORDER BY Calls DESC", replace_invalid=True).dicts()
+    def function_edges(self, since: _dt.datetime | None = None) -> list[dict[str, Any]]:
+        """Calls between functions (all time, or by spans started at or after ``since``, UTC)."""
+        return self._edges("scope_function_edges", since)
+
+    def _edges(self, view: str, since: _dt.datetime | None) -> list[dict[str, Any]]:
+        if since is None:
+            return self.query(f"SELECT * FROM `{self.database}`.{view} ORDER BY Calls DESC", replace_invalid=True).dicts()
+        return self.query(
+            f"SELECT * FROM `{self.database}`.{view}_between(since = {{since:DateTime64(9)}}, "
+            "until = '2262-01-01 00:00:00') ORDER BY Calls DESC", {"since": since}, replace_invalid=True).dicts()
 
     def message_edges(self) -> list[dict[str, Any]]:
         return self.query(f"SELECT * FROM `{self.database}`.scope_message_edges ORDER BY Messages DESC", replace_invalid=True).dicts()

@@ -155,16 +155,23 @@ def _incoming_links(store: Store, trace_id: str, params: dict | None) -> list[di
              "to_span": r["LinkSpanId"], "attrs": dict(r["LinkAttrs"])} for r in rows]
 
 
-def load_graph(store: Store, by: str) -> dict[str, Any]:
-    """Nodes and edges of the service (``by='service'``) or function call graph, with messages."""
+def load_graph(store: Store, by: str, window_s: float | None = None) -> dict[str, Any]:
+    """Nodes and edges of the service (``by='service'``) or function call graph, with messages.
+
+    ``window_s``: count only calls of the last that many seconds (None: all
+    time).  Messages are always counted over all time.
+    """
     if by not in ("service", "function"):
         raise StoreError(f"graph by {by!r}: choose service or function")
+    since = None
+    if window_s:
+        since = _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None) - _dt.timedelta(seconds=window_s)
     edges: list[dict[str, Any]] = []
     if by == "service":
-        for e in store.service_edges():
+        for e in store.service_edges(since):
             edges.append(_edge(e["Parent"], e["Child"], e, {"service": e["Child"]}))
     else:
-        for e in store.function_edges():
+        for e in store.function_edges(since):
             edges.append(_edge(f'{e["ParentService"]}:{e["Parent"]}', f'{e["ChildService"]}:{e["Child"]}', e,
                                {"service": e["ChildService"], "span": e["Child"]}))
     for m in store.message_edges():
@@ -180,7 +187,7 @@ def load_graph(store: Store, by: str) -> dict[str, Any]:
     left_out = max(0, len(edges) - GRAPH_MAX_EDGES)
     edges = edges[:GRAPH_MAX_EDGES]
     nodes = sorted({e["src"] for e in edges} | {e["dst"] for e in edges})
-    return clean({"by": by, "nodes": nodes, "edges": edges, "left_out": left_out})
+    return clean({"by": by, "nodes": nodes, "edges": edges, "left_out": left_out, "window_s": window_s})
 
 
 def _edge(src: str, dst: str, e: dict[str, Any], match: dict[str, str]) -> dict[str, Any]:

@@ -82,7 +82,12 @@ class _Handler(BaseHTTPRequestHandler):
             if path == "/api/services":
                 return self._json(self.server.ask(Store.services))
             if path == "/api/graph":
-                return self._json(self.server.ask(model.load_graph, _one(query, "by") or "service"))
+                window = (_one(query, "window") or "all").strip()
+                try:
+                    window_s = None if window == "all" else float(window)
+                except ValueError:
+                    raise ValueError(f"window={window!r}: seconds, or all") from None
+                return self._json(self.server.ask(model.load_graph, _one(query, "by") or "service", window_s))
             m = _API_TRACE.fullmatch(path)
             if m:
                 bundle = self.server.ask(model.load_trace, m.group(1).lower())

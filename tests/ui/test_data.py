@@ -146,3 +146,15 @@ def test_bad_filter_and_unknown_trace_answer_with_one_clear_message(viewer):
     with pytest.raises(urllib.error.HTTPError) as missing:
         urllib.request.urlopen(viewer.base + "/api/trace/" + "0" * 32, timeout=30)
     assert missing.value.code == 404
+
+
+def test_graph_window_counts_only_recent_calls(viewer):
+    future = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) + dt.timedelta(hours=1)
+    past = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(hours=1)
+    everything = ask(viewer, lambda s: s.function_edges())
+    assert ask(viewer, lambda s: s.function_edges(since=future)) == []
+    recent = ask(viewer, lambda s: s.function_edges(since=past))
+    key = lambda e: (e["Parent"], e["Child"], e["Calls"])  # noqa: E731
+    assert sorted(map(key, recent)) == sorted(map(key, everything)) and recent
+    graph = ask(viewer, model.load_graph, "function", 3600.0)
+    assert any(e["src"] == "shop:place_order" and e["dst"] == "shop:Cart.add" for e in graph["edges"])

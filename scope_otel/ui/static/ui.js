@@ -677,22 +677,34 @@
     header("graph");
     var params = new URLSearchParams(location.search);
     var by = params.get("by") || "service";
+    var window_ = params.get("window") || "3600";  // seconds or "all"; an empty hour falls back to all time
+    var windows = [["900", "15 min"], ["3600", "1 hour"], ["21600", "6 hours"], ["86400", "24 hours"], ["all", "all time"]];
     var note = el("p", { cls: "hint", id: "graph-note" });
     var holder = el("div", { cls: "graph", id: "graph" });
     var pick = el("div", { cls: "tabs" });
     ["service", "function"].forEach(function (b) {
-      add(pick, el("a", { href: "/graph?by=" + b, cls: b === by ? "on" : "", id: "by-" + b, text: b + " calls" }));
+      add(pick, el("a", { href: "/graph?by=" + b + "&window=" + window_, cls: b === by ? "on" : "", id: "by-" + b, text: b + " calls" }));
     });
+    var span = el("select", { id: "graph-window", title: "count calls started in this window" });
+    windows.forEach(function (w) { add(span, el("option", { value: w[0], text: "last " + w[1] })); });
+    span.value = window_;
+    span.addEventListener("change", function () { location.href = "/graph?by=" + by + "&window=" + span.value; });
+    add(pick, el("label", null, " over ", span));
     add(document.body, el("main", { cls: "graphs" }, el("h1", { text: "Call graph" }), pick, note, holder,
       el("p", { cls: "legend", text: "edge label: calls · error rate · p50 / p99 of the callee · dashed: messages (queues, links) · click an edge or a node to list its traces" })));
-    function load(kind, fallback) {
-      getJSON("/api/graph?by=" + kind).then(function (g) {
+    function load(kind, fallback, win) {
+      getJSON("/api/graph?by=" + kind + "&window=" + win).then(function (g) {
+        if (!g.edges.length && win !== "all") {
+          note.textContent += " No calls in the chosen window: showing all time. ";
+          span.value = "all";
+          return load(kind, fallback, "all");
+        }
         var between = g.edges.filter(function (e) { return e.src !== e.dst; });
         if (!between.length && kind === "service" && fallback) {
-          note.textContent = "No calls between services recorded (one service, or no client/server pairs): showing the function graph.";
+          note.textContent += "No calls between services recorded (one service, or no client/server pairs): showing the function graph. ";
           pick.querySelector("#by-service").classList.remove("on");
           pick.querySelector("#by-function").classList.add("on");
-          return load("function", false);
+          return load("function", false, win);
         }
         if (g.left_out) note.textContent += " The " + g.edges.length + " busiest edges are drawn; " + g.left_out + " more are left out.";
         draw(g);
@@ -797,7 +809,7 @@
       document.body.setAttribute("data-ready-ms", String(Math.round(performance.now())));
       document.body.setAttribute("data-ready", "1");
     }
-    load(by, by === "service");
+    load(by, by === "service", window_);
   }
 
   function errorPage() {
