@@ -40,7 +40,7 @@ def hostile(viewer):
          f" ({base}, 'exception', map('exception.type', {{script:String}}, 'exception.message', {{img:String}}, "
          f"'exception.stacktrace', 'Traceback (most recent call last):\\n  File \"' || {{close:String}} || '\", line 1, in ' || {{img:String}} || '\\nX: y\\n')),"
          f" ({base}, {{quotes:String}}, map({{img:String}}, {bad_utf8}))]",
-         f"[('javascript:window.__xss=1', {{quotes:String}}, '', map('messaging.destination.name', {{script:String}}))]"),
+         "[('javascript:window.__xss=1', {quotes:String}, '', map('messaging.destination.name', {script:String}))]"),
         ("0000000000000003", "0000000000000002", "'SELECT ' || {quotes:String}", "SPAN_KIND_CLIENT", "STATUS_CODE_UNSET", 2000,
          "map('db.query.text', 'SELECT ' || {close:String} || ' FROM t WHERE x = ' || {nul:String})", "[]", "[]"),
     ]
