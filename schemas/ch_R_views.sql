@@ -179,7 +179,9 @@ SELECT * FROM ${db}.scope_function_edges_between(since = '1970-01-01 01:00:00', 
 --   Via = 'message': scope.send / scope.recv events with the same channel and
 --                    message id (the capture runtime's hand-off records).
 -- LagNs is consumer start minus producer start (link) or recv minus send.
-CREATE OR REPLACE VIEW ${db}.scope_message_edges ${on_cluster} AS
+-- ``_between(since, until)``: consumers started in that window, producers up
+-- to an hour before it.
+CREATE OR REPLACE VIEW ${db}.scope_message_edges_between ${on_cluster} AS
 SELECT
     'link' AS Via,
     p.Channel AS Channel,
@@ -188,21 +190,23 @@ SELECT
     c.ServiceName AS ConsumerService,
     c.SpanName AS Consumer,
     count() AS Messages,
-    avg(toUnixTimestamp64Nano(c.Timestamp) - toUnixTimestamp64Nano(p.Timestamp)) AS AvgLagNs
+    avg(toUnixTimestamp64Nano(c.Timestamp) - toUnixTimestamp64Nano(p.Produced)) AS AvgLagNs
 FROM (
     SELECT cityHash64(LinkTraceId, LinkSpanId) AS ProducerKey, ServiceName, SpanName, Timestamp
     FROM ${db}.otel_traces
     ARRAY JOIN Links.TraceId AS LinkTraceId, Links.SpanId AS LinkSpanId
-    WHERE LinkSpanId != ''
+    WHERE LinkSpanId != '' AND Timestamp >= {since:DateTime64(9)} AND Timestamp <= {until:DateTime64(9)}
 ) AS c
 INNER JOIN (
     SELECT cityHash64(TraceId, SpanId) AS Key, any(ServiceName) AS ServiceName, any(SpanName) AS SpanName,
-           any(Timestamp) AS Timestamp, any(SpanAttributes['messaging.destination.name']) AS Channel
+           any(Timestamp) AS Produced, any(SpanAttributes['messaging.destination.name']) AS Channel
     FROM ${db}.otel_traces
-    WHERE Key IN (
+    WHERE Timestamp >= {since:DateTime64(9)} - INTERVAL 1 HOUR AND Timestamp <= {until:DateTime64(9)}
+      AND Key IN (
         SELECT cityHash64(LinkTraceId, LinkSpanId)
         FROM ${db}.otel_traces
         ARRAY JOIN Links.TraceId AS LinkTraceId, Links.SpanId AS LinkSpanId
+        WHERE Timestamp >= {since:DateTime64(9)} AND Timestamp <= {until:DateTime64(9)}
     )
     GROUP BY Key
 ) AS p ON c.ProducerKey = p.Key
@@ -217,7 +221,13 @@ SELECT
     r.Function AS Consumer,
     count() AS Messages,
     avg(toUnixTimestamp64Nano(r.Timestamp) - toUnixTimestamp64Nano(s.Timestamp)) AS AvgLagNs
-FROM (SELECT Name, Value, ServiceName, Function, Timestamp FROM ${db}.scope_events WHERE Kind = 'recv') AS r
-INNER JOIN (SELECT Name, Value, ServiceName, Function, Timestamp FROM ${db}.scope_events WHERE Kind = 'send') AS s
+FROM (SELECT Name, Value, ServiceName, Function, Timestamp FROM ${db}.scope_events
+      WHERE Kind = 'recv' AND Timestamp >= {since:DateTime64(9)} AND Timestamp <= {until:DateTime64(9)}) AS r
+INNER JOIN (SELECT Name, Value, ServiceName, Function, Timestamp FROM ${db}.scope_events
+            WHERE Kind = 'send' AND Timestamp >= {since:DateTime64(9)} - INTERVAL 1 HOUR
+              AND Timestamp <= {until:DateTime64(9)}) AS s
     ON r.Name = s.Name AND r.Value = s.Value
 GROUP BY Channel, ProducerService, Producer, ConsumerService, Consumer;
+
+CREATE OR REPLACE VIEW ${db}.scope_message_edges ${on_cluster} AS
+SELECT * FROM ${db}.scope_message_edges_between(since = '1970-01-01 01:00:00', until = '2262-01-01 00:00:00');

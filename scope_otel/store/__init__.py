@@ -143,15 +143,17 @@ class Store:
         """Calls between functions (all time, or by spans started at or after ``since``, UTC)."""
         return self._edges("scope_function_edges", since)
 
-    def _edges(self, view: str, since: _dt.datetime | None) -> list[dict[str, Any]]:
+    def _edges(self, view: str, since: _dt.datetime | None, order: str = "Calls") -> list[dict[str, Any]]:
         if since is None:
-            return self.query(f"SELECT * FROM `{self.database}`.{view} ORDER BY Calls DESC", replace_invalid=True).dicts()
+            return self.query(f"SELECT * FROM `{self.database}`.{view} ORDER BY {order} DESC",
+                              replace_invalid=True).dicts()
         return self.query(
             f"SELECT * FROM `{self.database}`.{view}_between(since = {{since:DateTime64(9)}}, "
-            "until = '2262-01-01 00:00:00') ORDER BY Calls DESC", {"since": since}, replace_invalid=True).dicts()
+            f"until = '2262-01-01 00:00:00') ORDER BY {order} DESC", {"since": since}, replace_invalid=True).dicts()
 
-    def message_edges(self) -> list[dict[str, Any]]:
-        return self.query(f"SELECT * FROM `{self.database}`.scope_message_edges ORDER BY Messages DESC", replace_invalid=True).dicts()
+    def message_edges(self, since: _dt.datetime | None = None) -> list[dict[str, Any]]:
+        """Messages between producers and consumers (all time, or consumed at or after ``since``, UTC)."""
+        return self._edges("scope_message_edges", since, order="Messages")
 
     def traces(self, where: TraceFilter | None = None) -> list[dict[str, Any]]:
         """Traces matching ``where``, newest first: one summary row each.

@@ -158,8 +158,8 @@ def _incoming_links(store: Store, trace_id: str, params: dict | None) -> list[di
 def load_graph(store: Store, by: str, window_s: float | None = None) -> dict[str, Any]:
     """Nodes and edges of the service (``by='service'``) or function call graph, with messages.
 
-    ``window_s``: count only calls of the last that many seconds (None: all
-    time).  Messages are always counted over all time.
+    ``window_s``: count only calls and messages of the last that many seconds
+    (None: all time).
     """
     if by not in ("service", "function"):
         raise StoreError(f"graph by {by!r}: choose service or function")
@@ -174,7 +174,7 @@ def load_graph(store: Store, by: str, window_s: float | None = None) -> dict[str
         for e in store.function_edges(since):
             edges.append(_edge(f'{e["ParentService"]}:{e["Parent"]}', f'{e["ChildService"]}:{e["Child"]}', e,
                                {"service": e["ChildService"], "span": e["Child"]}))
-    for m in store.message_edges():
+    for m in store.message_edges(since):
         if by == "service":
             src, dst, match = m["ProducerService"], m["ConsumerService"], {"service": m["ConsumerService"]}
         else:
