@@ -169,10 +169,9 @@ def close_engine(path: str | None = None) -> None:
 def write_spools_from_own_loop() -> None:
     """This process writes its spools from a loop of its own (the store writer's): no keeper thread.
 
-    The keeper writes whatever is queued within 50 ms.  In the store writer it ran beside the
-    writer's loop and wrote batches before the loop's rule for gathering them
-    (``writer.gathered``) could apply: 30 batches sent one every 100 ms went in as 18-23
-    INSERTs, each a part for chDB to merge again; written by the loop alone, as 3."""
+    The keeper writes whatever is queued within 50 ms.  Beside the writer's loop it would
+    write batches before the loop's rule for gathering them (``writer.gathered``) applies,
+    as many small INSERTs, each a part chDB has to merge again."""
     _Engine.keeper_pid = os.getpid()
 
 

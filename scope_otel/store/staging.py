@@ -70,9 +70,9 @@ def _merged(parts: list[Part], order: tuple[tuple[bytes, int], ...] | None = Non
     """The parts' Native blocks as one byte string: merged into one block where the accelerator can,
     with the columns the tables declare LowCardinality(String) written as such (the exporter's C
     encoder writes them as String) and, given the table's sorting key (``order``, from
-    :func:`_sorting_keys`), the rows in that order.  All three save chDB work on insert (measured,
-    bench/results): a MergeTree sorts an unsorted block and writes every column through that
-    permutation.  The parts are read into ``read_into`` when given (their total length), and
+    :func:`_sorting_keys`), the rows in that order.  All three save chDB work on insert: one
+    block pays chDB's fixed per-block cost once, and a MergeTree sorts an unsorted block and
+    writes every column through that permutation.  The parts are read into ``read_into`` when given (their total length), and
     merged into ``out`` when given and large enough (a view of it is returned); else fresh memory."""
     data = read_parts(parts, into=read_into)
     merge = _block_merger()
@@ -99,14 +99,10 @@ class _Scratch:
     batches are read into, and in-memory files (:class:`_Stage`) the merger writes each table's
     block into and chDB reads it from (``INSERT ... FROM INFILE '/proc/self/fd/N'``).
 
-    Measured on the benchmark's spans: fresh memory cost a page fault and zeroing for every 4 KiB
-    of every drain (staging 1.47 -> 0.91 us of CPU per span once kept).  Writing the merged block
-    to a file in the spool folder instead cost a copy through the page cache (staging a 64k-span
-    drain: 0.68 us per span with a file, 0.58 merged straight into the memfd), and creating and
-    deleting that file made every later file in the folder's inode group, chDB's part files
-    among them, scan past the deleted inode (ext4 without a journal: 13 % of the writer's CPU
-    after a few bursts).  A table keeps its own memfd: its blocks are about the size they were
-    last drain (swapped between tables, the pages were cut and faulted in again every drain).
+    Kept memory saves a page fault and zeroing for every page of every drain; a memfd saves
+    the copy through the page cache and the file create/delete that a staging file in the
+    spool folder costs (see the module docstring).  A table keeps its own memfd: its blocks
+    are about the size they were last drain, so its pages are neither cut nor faulted in again.
     The read mapping is populated in one call when made (the batches fill it).  Linux only
     (``memfd_create``); elsewhere a writer stages like an application.  Used under the engine
     lock, one drain at a time."""
