@@ -30,6 +30,12 @@ class OptionalBuildExt(build_ext):
             print(f"scope-otel: C accelerator {ext.name} not built ({exc}); using pure Python")
 
 
+#: headers shared by the C encoders (one buffer/varint stack, one list of the
+#: SDK's private fields); ``depends`` also puts them in the sdist
+C_INCLUDE = "scope_otel/_c"
+C_HEADERS = ["scope_otel/_c/scope_buf.h", "scope_otel/_c/sdk_fields.h"]
+
+
 def _extensions():
     from setuptools import Extension
 
@@ -40,7 +46,7 @@ def _extensions():
         ("scope_otel.export._otlpenc", "scope_otel/export/_otlpenc.c"),
     ]:
         if os.path.exists(os.path.join(HERE, src)) and not os.environ.get("SCOPE_OTEL_NO_EXTENSIONS"):
-            exts.append(Extension(name, [src], optional=True))
+            exts.append(Extension(name, [src], include_dirs=[C_INCLUDE], depends=C_HEADERS, optional=True))
     return exts
 
 

@@ -25,39 +25,14 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "scope_buf.h"
+#include "sdk_fields.h"
+
 #if PY_BIG_ENDIAN
 #error "_chnative writes little-endian integers with memcpy"
 #endif
 
-/* -- growable byte buffers ------------------------------------------------ */
-
-typedef struct {
-    char *p;
-    Py_ssize_t n, cap;
-    int borrowed; /* p is someone else's memory of fixed size: never grow */
-} Buf;
-
-static int
-buf_grow(Buf *b, Py_ssize_t extra)
-{
-    if (b->borrowed) {
-        PyErr_SetString(PyExc_BufferError, "_chnative: the output buffer is too small");
-        return -1;
-    }
-    Py_ssize_t need = b->n + extra, cap = b->cap ? b->cap : 256;
-    while (cap < need)
-        cap *= 2;
-    char *p = PyMem_Realloc(b->p, (size_t)cap);
-    if (p == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    b->p = p;
-    b->cap = cap;
-    return 0;
-}
-
-#define RESERVE(b, k) (((b)->n + (k) <= (b)->cap) ? 0 : buf_grow((b), (k)))
+/* -- byte buffers: Buf, RESERVE, varint_write (scope_otel/_c/scope_buf.h) -- */
 
 static inline int
 put_raw(Buf *b, const void *src, Py_ssize_t n)
@@ -81,24 +56,12 @@ put_u32(Buf *b, uint32_t v)
     return put_raw(b, &v, 4);
 }
 
-static inline Py_ssize_t
-varint(char *out, uint64_t v)
-{
-    Py_ssize_t i = 0;
-    while (v >= 0x80) {
-        out[i++] = (char)((v & 0x7f) | 0x80);
-        v >>= 7;
-    }
-    out[i++] = (char)v;
-    return i;
-}
-
 static inline int
 put_bytes(Buf *b, const char *s, Py_ssize_t n)
 {
     if (RESERVE(b, n + 10) < 0)
         return -1;
-    b->n += varint(b->p + b->n, (uint64_t)n);
+    b->n += varint_write(b->p + b->n, (uint64_t)n);
     memcpy(b->p + b->n, s, (size_t)n);
     b->n += n;
     return 0;
@@ -123,9 +86,8 @@ typedef struct {
     PyObject *escape;   /* rows._escape_text: str -> valid str */
     PyObject *resource; /* Batch._resource: resource -> (attrs dict, service) */
     /* The SDK's Status, BoundedList and TraceState (or NULL): their public
-     * properties and __len__ are Python code returning a private field, read
-     * here directly: 5 Python calls a span fewer (the benchmark's spans:
-     * 2.46-2.61 us a span to encode, 2.75-3.16 before). */
+     * properties and __len__ are Python code returning a private field
+     * (sdk_fields.h), read here directly: five Python calls a span fewer. */
     PyTypeObject *status_type, *list_type, *state_type;
 } Enc;
 
@@ -292,7 +254,7 @@ pairs_reset(Pairs *ps)
     ps->n = 0;
 }
 
-static PyObject *s_dict, *s_items;
+static PyObject *s_items;
 
 static int
 add_pair(Enc *e, Pairs *ps, PyObject *key, PyObject *value)
@@ -320,7 +282,7 @@ convert_map(Enc *e, Pairs *ps, PyObject *attributes)
     if (m == NULL || m == Py_None)
         return 0;
     if (!PyDict_Check(m)) {
-        PyObject *d = PyObject_GetAttr(m, s_dict);
+        PyObject *d = PyObject_GetAttr(m, sdk_field[SDK_DICT]);
         if (d == NULL) {
             if (!PyErr_ExceptionMatches(PyExc_AttributeError))
                 return -1;
@@ -500,8 +462,8 @@ build_block(PyObject *header, Py_ssize_t rows, Buf *bufs, const int *layout, int
     }
     Buf out = {0};
     char tmp[10];
-    int rc = put_raw(&out, tmp, varint(tmp, (uint64_t)ncols));
-    rc = rc ? rc : put_raw(&out, tmp, varint(tmp, (uint64_t)rows));
+    int rc = put_raw(&out, tmp, varint_write(tmp, (uint64_t)ncols));
+    rc = rc ? rc : put_raw(&out, tmp, varint_write(tmp, (uint64_t)rows));
     for (int c = 0; rc == 0 && c < ncols; c++) {
         PyObject *item = PySequence_Fast_GET_ITEM(fast, c);
         PyObject *name, *type;
@@ -529,9 +491,7 @@ build_block(PyObject *header, Py_ssize_t rows, Buf *bufs, const int *layout, int
 
 static PyObject *s_context, *s_parent, *s_start_time, *s_end_time, *s_resource, *s_scope, *s_status,
     *s_name, *s_kind, *s_attributes, *s_events, *s_links, *s_trace_id, *s_span_id, *s_trace_state,
-    *s_to_header, *s_value_, *s_status_code, *s_description, *s_version, *s_timestamp,
-    *p_context, *p_parent, *p_start_time, *p_end_time, *p_resource, *p_scope, *p_status, *p_name, *p_kind,
-    *p_attributes, *p_events, *p_links, *p_status_code, *p_description, *p_dq;
+    *s_to_header, *s_value_, *s_status_code, *s_description, *s_version, *s_timestamp;
 
 static const char *SPAN_KINDS[] = {"SPAN_KIND_INTERNAL", "SPAN_KIND_SERVER", "SPAN_KIND_CLIENT",
                                    "SPAN_KIND_PRODUCER", "SPAN_KIND_CONSUMER"};
@@ -604,7 +564,7 @@ trace_state_text(Enc *e, PyObject *state, Str *s)
         return 0;
     int truth = -2;
     if (Py_TYPE(state) == e->state_type) { /* TraceState: as long as its _dict */
-        PyObject *d = PyObject_GetAttr(state, s_dict);
+        PyObject *d = PyObject_GetAttr(state, sdk_field[SDK_DICT]);
         if (d == NULL)
             PyErr_Clear();
         else {
@@ -645,7 +605,7 @@ seq_items(Enc *e, PyObject *o, Py_ssize_t *n, int *err)
     if (o == Py_None)
         return NULL;
     if (Py_TYPE(o) == e->list_type) { /* BoundedList: its deque, as its __iter__ lists it */
-        PyObject *dq = PyObject_GetAttr(o, p_dq);
+        PyObject *dq = PyObject_GetAttr(o, sdk_field[SDK_DQ]);
         if (dq == NULL)
             PyErr_Clear();
         else {
@@ -891,7 +851,7 @@ encode_spans(PyObject *self, PyObject *args)
         int64_t start = 0, end;
 
         /* ids */
-        ctx = attr(span, fast, p_context, s_context);
+        ctx = attr(span, fast, sdk_field[SDK_CONTEXT], s_context);
         if (ctx == NULL)
             FAIL;
         o = ctx_field(ctx, (PyTypeObject *)ctx_type, 0, s_trace_id);
@@ -902,7 +862,7 @@ encode_spans(PyObject *self, PyObject *args)
         if (o == NULL || hex_id(&e, o, sid_buf, 8, &sid) < 0)
             FAIL;
         DROP(o);
-        parent = attr(span, fast, p_parent, s_parent);
+        parent = attr(span, fast, sdk_field[SDK_PARENT], s_parent);
         if (parent == NULL)
             FAIL;
         if (parent == Py_None)
@@ -921,7 +881,7 @@ encode_spans(PyObject *self, PyObject *args)
         DROP(ctx);
 
         /* times: start = span.start_time or 0; end = span.end_time or start */
-        o = attr(span, fast, p_start_time, s_start_time);
+        o = attr(span, fast, sdk_field[SDK_START_TIME], s_start_time);
         if (o == NULL)
             FAIL;
         int truth = PyObject_IsTrue(o);
@@ -929,7 +889,7 @@ encode_spans(PyObject *self, PyObject *args)
             FAIL;
         DROP(o);
         end = start;
-        o = attr(span, fast, p_end_time, s_end_time);
+        o = attr(span, fast, sdk_field[SDK_END_TIME], s_end_time);
         if (o == NULL)
             FAIL;
         truth = PyObject_IsTrue(o);
@@ -938,13 +898,13 @@ encode_spans(PyObject *self, PyObject *args)
         DROP(o);
 
         /* resource, scope */
-        o = attr(span, fast, p_resource, s_resource);
+        o = attr(span, fast, sdk_field[SDK_RESOURCE], s_resource);
         if (o == NULL)
             FAIL;
         if (o != st.res_obj)
             CHK(set_resource(&e, &st, o));
         DROP(o);
-        o = attr(span, fast, p_scope, s_scope);
+        o = attr(span, fast, sdk_field[SDK_SCOPE], s_scope);
         if (o == NULL)
             FAIL;
         if (o != st.scope_obj)
@@ -953,36 +913,36 @@ encode_spans(PyObject *self, PyObject *args)
 
         /* attributes: span._attributes, or span.attributes when missing/None */
         pairs_reset(&st.attrs);
-        o = private_or_public(span, p_attributes, s_attributes, 1);
+        o = private_or_public(span, sdk_field[SDK_ATTRIBUTES], s_attributes, 1);
         if (o == NULL)
             FAIL;
         CHK(convert_map(&e, &st.attrs, o));
         DROP(o);
 
         /* name, kind, status */
-        o = attr(span, fast, p_name, s_name);
+        o = attr(span, fast, sdk_field[SDK_NAME], s_name);
         if (o == NULL || str_set(&e, &name, o) < 0)
             FAIL;
         DROP(o);
-        o = attr(span, fast, p_kind, s_kind);
+        o = attr(span, fast, sdk_field[SDK_KIND], s_kind);
         if (o == NULL)
             FAIL;
         Py_ssize_t kind = enum_index(o, 5);
         DROP(o);
         if (kind == -2)
             FAIL;
-        o = attr(span, fast, p_status, s_status);
+        o = attr(span, fast, sdk_field[SDK_STATUS], s_status);
         if (o == NULL)
             FAIL;
         int plain = Py_TYPE(o) == e.status_type;
-        PyObject *code = PyObject_GetAttr(o, plain ? p_status_code : s_status_code);
+        PyObject *code = PyObject_GetAttr(o, plain ? sdk_field[SDK_STATUS_CODE] : s_status_code);
         if (code == NULL)
             FAIL;
         Py_ssize_t status = enum_index(code, 3);
         Py_DECREF(code);
         if (status == -2)
             FAIL;
-        PyObject *desc = PyObject_GetAttr(o, plain ? p_description : s_description);
+        PyObject *desc = PyObject_GetAttr(o, plain ? sdk_field[SDK_DESCRIPTION] : s_description);
         if (desc == NULL)
             FAIL;
         int rc = or_empty(&e, desc, &status_msg);
@@ -1014,7 +974,7 @@ encode_spans(PyObject *self, PyObject *args)
 
         /* events: span._events if present, else span.events */
         pairs_reset(&st.evattrs);
-        o = private_or_public(span, p_events, s_events, !fast);
+        o = private_or_public(span, sdk_field[SDK_EVENTS], s_events, !fast);
         if (o == NULL)
             FAIL;
         Py_ssize_t nev;
@@ -1070,7 +1030,7 @@ encode_spans(PyObject *self, PyObject *args)
         CHK(put_u64(&t[T_EV_OFF], ev_total));
 
         /* links */
-        o = private_or_public(span, p_links, s_links, !fast);
+        o = private_or_public(span, sdk_field[SDK_LINKS], s_links, !fast);
         if (o == NULL)
             FAIL;
         Py_ssize_t nln;
@@ -1274,8 +1234,8 @@ error:
 
 /* -- merging Native blocks ------------------------------------------------------
  *
- * chDB pays a fixed cost per block on insert (type conversion, squashing):
- * 1.4-2 us per span with the exporter's 512-row blocks, measured.  The store
+ * chDB pays a fixed cost per block on insert (type conversion, squashing),
+ * which with the exporter's 512-row blocks is a large part of its work.  The store
  * writer therefore merges the blocks of many batches into one before its
  * INSERT, and, given the tables' column types, writes the columns they
  * declare LowCardinality(String) as such (one dictionary per merged block;
@@ -1799,7 +1759,7 @@ static int
 block_head(const Block *first, uint64_t rows, Buf *out)
 {
     char tmp[10];
-    if (put_raw(out, tmp, varint(tmp, first->cols)) < 0 || put_raw(out, tmp, varint(tmp, rows)) < 0)
+    if (put_raw(out, tmp, varint_write(tmp, first->cols)) < 0 || put_raw(out, tmp, varint_write(tmp, rows)) < 0)
         return -1;
     return 0;
 }
@@ -1862,8 +1822,7 @@ merge_run(Block *blocks, Py_ssize_t from, Py_ssize_t to, Buf *out, PyObject *tar
  *
  * A MergeTree sorts each inserted block by its sorting key, unless ClickHouse
  * finds it sorted already, and writes every column through that permutation:
- * for otel_traces about half of chDB's insert cost (200k spans: 889 against
- * 407 ms, measured).  The store writer copies every row while merging anyway;
+ * for otel_traces about half of chDB's insert cost.  The store writer copies every row while merging anyway;
  * given the key (order: ((column name, divisor), ...)) it copies them in key
  * order.  A key that differs from the table's costs time, never rows:
  * ClickHouse then sorts the block itself.
@@ -1873,8 +1832,8 @@ merge_run(Block *blocks, Py_ssize_t from, Py_ssize_t to, Buf *out, PyObject *tar
  * optionally divided (toDateTime(Timestamp) is Timestamp floor-divided by
  * 10^9).  Ties keep their input order.  Text parts with few distinct values
  * become ranks, and parts whose ranges fit in 64 bits together one integer;
- * a key of at most 32 bits is radix-sorted (otel_traces' key on the
- * benchmark's spans: 7 bits; merging 0.70 -> 0.61 us per row).
+ * a key of at most 32 bits (otel_traces' key usually packs into a few) is
+ * radix-sorted.
  */
 #define MAX_KEYS 4
 
@@ -2053,7 +2012,7 @@ ranked_cmp(const void *a, const void *b)
  * ClickHouse gives the strings (bytes, then length), so its rows compare as
  * integers.  The sorting keys' text columns (service and span names) hold a
  * few distinct values: ranking them is a hash per row and a sort of those
- * few, where comparing them was a memcmp per comparison.  Left as text past
+ * few, instead of a memcmp per comparison.  Left as text past
  * RANK_MAX distinct strings or one per four rows. */
 static int
 rank_text(Keys *keys, int part, uint64_t total)
@@ -2615,7 +2574,8 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_chnative", NULL, -1
 PyMODINIT_FUNC
 PyInit__chnative(void)
 {
-    INTERN(s_dict, "_dict");
+    if (sdk_fields_init() < 0)
+        return NULL;
     INTERN(s_items, "items");
     INTERN(s_context, "context");
     INTERN(s_parent, "parent");
@@ -2638,20 +2598,5 @@ PyInit__chnative(void)
     INTERN(s_description, "description");
     INTERN(s_version, "version");
     INTERN(s_timestamp, "timestamp");
-    INTERN(p_context, "_context");
-    INTERN(p_parent, "_parent");
-    INTERN(p_start_time, "_start_time");
-    INTERN(p_end_time, "_end_time");
-    INTERN(p_resource, "_resource");
-    INTERN(p_scope, "_instrumentation_scope");
-    INTERN(p_status, "_status");
-    INTERN(p_name, "_name");
-    INTERN(p_kind, "_kind");
-    INTERN(p_attributes, "_attributes");
-    INTERN(p_events, "_events");
-    INTERN(p_links, "_links");
-    INTERN(p_status_code, "_status_code");
-    INTERN(p_description, "_description");
-    INTERN(p_dq, "_dq");
     return PyModule_Create(&module);
 }
