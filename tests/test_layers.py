@@ -161,36 +161,17 @@ def violations(modules: dict[str, pathlib.Path]) -> dict[tuple[str, str], str]:
 
 
 def cycles(modules: dict[str, pathlib.Path]) -> set[tuple[str, ...]]:
-    """Strongly connected components of more than one file (Tarjan)."""
+    """The groups of files that import each other, directly or round a loop (each sorted)."""
     graph = {n: {t for t, _ in imports(n, p, modules) if t in modules and t != n} for n, p in modules.items()}
-    index, low, stack, on, out, counter = {}, {}, [], set(), set(), [0]
-
-    def visit(v):
-        index[v] = low[v] = counter[0]
-        counter[0] += 1
-        stack.append(v)
-        on.add(v)
-        for w in graph[v]:
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            component = []
-            while True:
-                w = stack.pop()
-                on.discard(w)
-                component.append(w)
-                if w == v:
-                    break
-            if len(component) > 1:
-                out.add(tuple(sorted(component)))
-
-    for v in graph:
-        if v not in index:
-            visit(v)
-    return out
+    reach = {}
+    for start in graph:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in graph[todo.pop()] - seen:
+                seen.add(nxt)
+                todo.append(nxt)
+        reach[start] = seen
+    return {tuple(sorted(n for n in graph if n in reach[v] and v in reach[n])) for v in graph if v in reach[v]}
 
 
 def test_every_module_is_on_a_known_layer():
