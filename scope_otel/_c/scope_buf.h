@@ -1,7 +1,7 @@
 /* The growable output buffer and varints shared by scope-otel's C encoders.
  *
  * Used by the OTLP request encoder (export/_otlpenc.c) and the ClickHouse
- * Native encoder and block merger (store/_native/chnative.c), so both grow,
+ * Native encoder and block merger (store/_native/encode.c, merge.c), so all grow,
  * check for overflow and fail the same way.
  *
  * RESERVE(b, k) makes room for k more bytes and is an expression: 0, or -1
@@ -82,5 +82,45 @@ varint_size(uint64_t v)
     }
     return n;
 }
+
+/* ClickHouse Native writers: raw bytes, little-endian integers (the
+ * machine's own order, hence the check), and a varint-length-prefixed string. */
+#if PY_BIG_ENDIAN
+#error "scope-otel's C encoders write little-endian integers with memcpy"
+#endif
+
+static inline int
+put_raw(Buf *b, const void *src, Py_ssize_t n)
+{
+    if (RESERVE(b, n) < 0)
+        return -1;
+    memcpy(b->p + b->n, src, (size_t)n);
+    b->n += n;
+    return 0;
+}
+
+static inline int
+put_u64(Buf *b, uint64_t v)
+{
+    return put_raw(b, &v, 8);
+}
+
+static inline int
+put_u32(Buf *b, uint32_t v)
+{
+    return put_raw(b, &v, 4);
+}
+
+static inline int
+put_bytes(Buf *b, const char *s, Py_ssize_t n)
+{
+    if (RESERVE(b, n + 10) < 0)
+        return -1;
+    b->n += varint_write(b->p + b->n, (uint64_t)n);
+    memcpy(b->p + b->n, s, (size_t)n);
+    b->n += n;
+    return 0;
+}
+
 
 #endif /* SCOPE_OTEL_BUF_H */

@@ -1,7 +1,7 @@
 /* The OpenTelemetry SDK's private fields that scope-otel's C encoders read, named once.
  *
  * The OTLP encoder (export/_otlpenc.c) and the ClickHouse Native encoder
- * (store/_native/chnative.c) read these attributes directly instead of going
+ * (store/_native/encode.c) read these attributes directly instead of going
  * through the SDK's public properties, which are Python functions returning
  * exactly these fields: several Python calls a span fewer.  Both do so only
  * for objects whose type is exactly the SDK class (ReadableSpan, Event,
