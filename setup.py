@@ -30,17 +30,25 @@ class OptionalBuildExt(build_ext):
             print(f"scope-otel: C accelerator {ext.name} not built ({exc}); using pure Python")
 
 
+#: headers shared by the C encoders (one buffer/varint stack, one list of the
+#: SDK's private fields); ``depends`` also puts them in the sdist
+C_INCLUDE = "scope_otel/_c"
+C_HEADERS = ["scope_otel/_c/scope_buf.h", "scope_otel/_c/sdk_fields.h"]
+
+
 def _extensions():
     from setuptools import Extension
 
     exts = []
-    for name, src in [
-        ("scope_otel.capture._speedups", "scope_otel/capture/_speedups.c"),
-        ("scope_otel.store._chnative", "scope_otel/store/_native/chnative.c"),
-        ("scope_otel.export._otlpenc", "scope_otel/export/_otlpenc.c"),
+    native = "scope_otel/store/_native/"
+    for name, sources, headers in [
+        ("scope_otel.capture._speedups", ["scope_otel/capture/_speedups.c"], []),
+        ("scope_otel.store._chnative", [native + "encode.c", native + "merge.c", native + "module.c"],
+         C_HEADERS + [native + "chnative.h"]),
+        ("scope_otel.export._otlpenc", ["scope_otel/export/_otlpenc.c"], C_HEADERS),
     ]:
-        if os.path.exists(os.path.join(HERE, src)) and not os.environ.get("SCOPE_OTEL_NO_EXTENSIONS"):
-            exts.append(Extension(name, [src], optional=True))
+        if all(os.path.exists(os.path.join(HERE, s)) for s in sources) and not os.environ.get("SCOPE_OTEL_NO_EXTENSIONS"):
+            exts.append(Extension(name, sources, include_dirs=[C_INCLUDE], depends=headers, optional=True))
     return exts
 
 

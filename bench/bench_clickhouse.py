@@ -124,7 +124,7 @@ def ceiling_files(groups: list, workdir: str) -> dict[str, dict[str, tuple[str, 
     the same rows in arrival order, with LowCardinality columns as String, the C
     encoder's 512-row blocks, and clickhouse-connect's 512-row blocks (the
     pure-Python path)."""
-    from scope_otel.store.engine import _table_types
+    from scope_otel.store.sortkeys import _table_types
 
     # the sorting keys as a store writer reads them from a fresh store's tables (read in a child
     # process: this one, the application, never loads chDB)
@@ -172,7 +172,8 @@ def _child(job: dict) -> str:
 def child_main(job: dict) -> None:
     """In a child process: a store's row count or its tables' sorting keys, or chDB's own ingest rate
     for prebuilt files (the ceiling)."""
-    from scope_otel.store.engine import Backend, _sorting_keys
+    from scope_otel.store.engine import Backend
+    from scope_otel.store.sortkeys import _sorting_keys
     from scope_otel.store.target import parse
 
     if job["op"] == "count":

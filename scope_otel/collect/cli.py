@@ -89,12 +89,8 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from scope_otel.collect.collector import Collector
+    from scope_otel.export import ClickHouseSpanExporter
 
-    try:
-        from scope_otel.export import ClickHouseSpanExporter
-    except ImportError as exc:
-        print(f"scope-otel collect: the ClickHouse exporter is not available ({exc})", file=sys.stderr)
-        return 2
     try:
         sink = ClickHouseSpanExporter(args.store, database=args.database)
     except Exception as exc:  # the exporter names what is wrong with the store

@@ -26,6 +26,9 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "scope_buf.h"
+#include "sdk_fields.h"
+
 #if PY_VERSION_HEX < 0x030C0000
 static PyObject *
 PyErr_GetRaisedException(void)
@@ -56,9 +59,6 @@ static long code_vals[MAX_ENUM];
 static int n_codes;
 
 /* attribute names */
-static PyObject *s__name, *s__context, *s__parent, *s__kind, *s__start_time, *s__end_time,
-    *s__attributes, *s__events, *s__links, *s__status, *s__resource, *s__instrumentation_scope,
-    *s__timestamp, *s__dict, *s__dq, *s__status_code, *s__description;
 static PyObject *s_name, *s_get_span_context, *s_parent, *s_kind, *s_start_time, *s_end_time,
     *s_attributes, *s_events, *s_links, *s_status, *s_resource, *s_instrumentation_scope,
     *s_timestamp, *s_context, *s_dropped, *s_dropped_attributes, *s_dropped_events,
@@ -66,67 +66,22 @@ static PyObject *s_name, *s_get_span_context, *s_parent, *s_kind, *s_start_time,
     *s_description, *s_value, *s_items, *s_version, *s_schema_url, *s_to_bytes, *s_empty,
     *s_comma, *s_length, *s_byteorder, *s_big, *s_signed;
 
-/* ---- output buffer ---------------------------------------------------------- */
-
-typedef struct {
-    char *p;
-    Py_ssize_t len, cap;
-} Buf;
-
-static int
-buf_grow(Buf *b, Py_ssize_t need)
-{
-    Py_ssize_t cap = b->cap ? b->cap : 1024;
-    while (cap - b->len < need) {
-        if (cap > PY_SSIZE_T_MAX / 2) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        cap *= 2;
-    }
-    char *p = PyMem_Realloc(b->p, (size_t)cap);
-    if (p == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    b->p = p;
-    b->cap = cap;
-    return 0;
-}
-
-#define RESERVE(b, n)                                                        \
-    do {                                                                     \
-        if ((b)->cap - (b)->len < (Py_ssize_t)(n) && buf_grow((b), (n)) < 0) \
-            return -1;                                                       \
-    } while (0)
+/* ---- output buffer: Buf, RESERVE, varint_write/varint_size (scope_otel/_c) ---- */
 
 enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_I32 = 5 };
 
+/* after RESERVE: v as a varint at the end of b */
 static inline void
 varint_(Buf *b, uint64_t v)
 {
-    while (v >= 0x80) {
-        b->p[b->len++] = (char)(v | 0x80);
-        v >>= 7;
-    }
-    b->p[b->len++] = (char)v;
-}
-
-static inline int
-varint_size(uint64_t v)
-{
-    int n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
+    b->n += varint_write(b->p + b->n, v);
 }
 
 static int
 put_varint_field(Buf *b, uint32_t field, uint64_t v)
 {
-    RESERVE(b, 20);
+    if (RESERVE(b, 20) < 0)
+        return -1;
     varint_(b, ((uint64_t)field << 3) | WT_VARINT);
     varint_(b, v);
     return 0;
@@ -135,31 +90,34 @@ put_varint_field(Buf *b, uint32_t field, uint64_t v)
 static int
 put_fixed64_field(Buf *b, uint32_t field, uint64_t v)
 {
-    RESERVE(b, 16);
+    if (RESERVE(b, 16) < 0)
+        return -1;
     varint_(b, ((uint64_t)field << 3) | WT_I64);
     for (int i = 0; i < 8; i++)
-        b->p[b->len++] = (char)(v >> (8 * i));
+        b->p[b->n++] = (char)(v >> (8 * i));
     return 0;
 }
 
 static int
 put_fixed32_field(Buf *b, uint32_t field, uint32_t v)
 {
-    RESERVE(b, 12);
+    if (RESERVE(b, 12) < 0)
+        return -1;
     varint_(b, ((uint64_t)field << 3) | WT_I32);
     for (int i = 0; i < 4; i++)
-        b->p[b->len++] = (char)(v >> (8 * i));
+        b->p[b->n++] = (char)(v >> (8 * i));
     return 0;
 }
 
 static int
 put_bytes_field(Buf *b, uint32_t field, const char *s, Py_ssize_t n)
 {
-    RESERVE(b, 20 + n);
+    if (RESERVE(b, 20 + n) < 0)
+        return -1;
     varint_(b, ((uint64_t)field << 3) | WT_LEN);
     varint_(b, (uint64_t)n);
-    memcpy(b->p + b->len, s, (size_t)n);
-    b->len += n;
+    memcpy(b->p + b->n, s, (size_t)n);
+    b->n += n;
     return 0;
 }
 
@@ -170,23 +128,24 @@ put_bytes_field(Buf *b, uint32_t field, const char *s, Py_ssize_t n)
 static Py_ssize_t
 begin_len(Buf *b, uint32_t field, int reserve)
 {
-    if (b->cap - b->len < 10 + reserve && buf_grow(b, 10 + reserve) < 0)
+    if (RESERVE(b, 10 + reserve) < 0)
         return -1;
     varint_(b, ((uint64_t)field << 3) | WT_LEN);
-    Py_ssize_t at = b->len;
-    b->len += reserve;
+    Py_ssize_t at = b->n;
+    b->n += reserve;
     return at;
 }
 
 static int
 end_len(Buf *b, Py_ssize_t at, int reserve)
 {
-    Py_ssize_t n = b->len - at - reserve;
+    Py_ssize_t n = b->n - at - reserve;
     int need = varint_size((uint64_t)n);
     if (need != reserve) {
-        RESERVE(b, need > reserve ? need - reserve : 0);
+        if (RESERVE(b, need > reserve ? need - reserve : 0) < 0)
+            return -1;
         memmove(b->p + at + need, b->p + at + reserve, (size_t)n);
-        b->len += need - reserve;
+        b->n += need - reserve;
     }
     uint64_t v = (uint64_t)n;
     char *q = b->p + at;
@@ -630,11 +589,11 @@ enc_anyvalue(Buf *b, PyObject *v, int level)
 static int
 enc_attribute(Buf *b, uint32_t field, PyObject *key, PyObject *value, int level)
 {
-    Py_ssize_t mark = b->len;
+    Py_ssize_t mark = b->n;
     Py_ssize_t at = begin_len(b, field, 1);
     if (at >= 0 && enc_keyvalue(b, key, value, level) == 0 && end_len(b, at, 1) == 0)
         return 0;
-    b->len = mark;
+    b->n = mark;
     if (!PyErr_ExceptionMatches(PyExc_Exception))
         return -1; /* KeyboardInterrupt and friends go up, as in the stock encoder */
     PyObject *exc = PyErr_GetRaisedException();
@@ -681,7 +640,7 @@ enc_attributes(Buf *b, uint32_t field, PyObject *attrs, int level)
     if (PyDict_CheckExact(attrs))
         return enc_attr_dict(b, field, attrs, level);
     if ((PyObject *)Py_TYPE(attrs) == T_BoundedAttributes) {
-        PyObject *d = iattr(attrs, s__dict);
+        PyObject *d = iattr(attrs, sdk_field[SDK_DICT]);
         if (d == NULL)
             return -1;
         if (PyDict_CheckExact(d)) {
@@ -780,7 +739,7 @@ trace_state_str(PyObject *ts)
         return Py_NewRef(Py_None);
     PyObject *items = NULL;
     if ((PyObject *)Py_TYPE(ts) == T_TraceState) {
-        PyObject *d = iattr(ts, s__dict);
+        PyObject *d = iattr(ts, sdk_field[SDK_DICT]);
         if (d == NULL)
             return NULL;
         if (PyDict_CheckExact(d) && PyDict_GET_SIZE(d) == 0) {
@@ -867,8 +826,8 @@ enc_event(Buf *b, PyObject *ev)
     int fast = (PyObject *)Py_TYPE(ev) == T_Event;
     PyObject *name = NULL, *ts = NULL, *attrs = NULL, *dropped = NULL;
     int rc = -1;
-    if (!(ts = FIELD(ev, fast, s__timestamp, s_timestamp)) || !(name = FIELD(ev, fast, s__name, s_name)) ||
-        !(attrs = FIELD(ev, fast, s__attributes, s_attributes)))
+    if (!(ts = FIELD(ev, fast, sdk_field[SDK_TIMESTAMP], s_timestamp)) || !(name = FIELD(ev, fast, sdk_field[SDK_NAME], s_name)) ||
+        !(attrs = FIELD(ev, fast, sdk_field[SDK_ATTRIBUTES], s_attributes)))
         goto done;
     dropped = fast ? dropped_of(attrs, T_BoundedAttributes) : get(ev, s_dropped_attributes);
     if (dropped == NULL)
@@ -894,7 +853,7 @@ enc_link(Buf *b, PyObject *link)
     PyObject *ctx = NULL, *attrs = NULL, *dropped = NULL, *tid = NULL, *sid = NULL;
     int rc = -1;
     uint32_t flags;
-    if (!(ctx = FIELD(link, fast, s__context, s_context)) || !(attrs = FIELD(link, fast, s__attributes, s_attributes)))
+    if (!(ctx = FIELD(link, fast, sdk_field[SDK_CONTEXT], s_context)) || !(attrs = FIELD(link, fast, sdk_field[SDK_ATTRIBUTES], s_attributes)))
         goto done;
     dropped = fast ? dropped_of(attrs, T_BoundedAttributes) : get(link, s_dropped_attributes);
     if (dropped == NULL || ctx_get(ctx, &tid, &sid, NULL, NULL) < 0 || span_flags(ctx, &flags) < 0)
@@ -919,7 +878,7 @@ done:
 static int
 enc_repeated(Buf *b, PyObject *seq, int (*enc)(Buf *, PyObject *))
 {
-    PyObject *src = (PyObject *)Py_TYPE(seq) == T_BoundedList ? iattr(seq, s__dq) : Py_NewRef(seq);
+    PyObject *src = (PyObject *)Py_TYPE(seq) == T_BoundedList ? iattr(seq, sdk_field[SDK_DQ]) : Py_NewRef(seq);
     if (src == NULL)
         return -1;
     Py_ssize_t n = PyObject_Length(src);
@@ -951,7 +910,7 @@ enc_status(Buf *b, PyObject *status)
     if (status == Py_None)
         return 0;
     int fast = (PyObject *)Py_TYPE(status) == T_Status;
-    PyObject *code = FIELD(status, fast, s__status_code, s_status_code);
+    PyObject *code = FIELD(status, fast, sdk_field[SDK_STATUS_CODE], s_status_code);
     if (code == NULL)
         return -1;
     PyObject *value = NULL;
@@ -965,7 +924,7 @@ enc_status(Buf *b, PyObject *status)
     Py_DECREF(code);
     if (value == NULL)
         return -1;
-    PyObject *desc = FIELD(status, fast, s__description, s_description);
+    PyObject *desc = FIELD(status, fast, sdk_field[SDK_DESCRIPTION], s_description);
     int rc = -1;
     if (desc != NULL) {
         Py_ssize_t at = begin_len(b, 15, 1);
@@ -996,8 +955,8 @@ enum { F_CONTEXT, F_PARENT, F_NAME, F_KIND, F_START, F_END, F_ATTRS, F_EVENTS, F
 static int
 span_fields(PyObject *span, PyObject **out)
 {
-    PyObject *names[N_FIELDS] = {s__context, s__parent, s__name, s__kind, s__start_time,
-                                 s__end_time, s__attributes, s__events, s__links, s__status};
+    PyObject *names[N_FIELDS] = {sdk_field[SDK_CONTEXT], sdk_field[SDK_PARENT], sdk_field[SDK_NAME], sdk_field[SDK_KIND], sdk_field[SDK_START_TIME],
+                                 sdk_field[SDK_END_TIME], sdk_field[SDK_ATTRIBUTES], sdk_field[SDK_EVENTS], sdk_field[SDK_LINKS], sdk_field[SDK_STATUS]};
     for (int i = 0; i < N_FIELDS; i++)
         out[i] = NULL;
     PyObject *d = PyObject_GenericGetDict(span, NULL);
@@ -1217,10 +1176,10 @@ group_spans(PyObject *seq)
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
         PyObject *span = PySequence_Fast_GET_ITEM(seq, i);
         int fast = (PyObject *)Py_TYPE(span) == T_ReadableSpan;
-        PyObject *res = FIELD(span, fast, s__resource, s_resource);
+        PyObject *res = FIELD(span, fast, sdk_field[SDK_RESOURCE], s_resource);
         if (res == NULL)
             goto fail;
-        PyObject *scope = FIELD(span, fast, s__instrumentation_scope, s_instrumentation_scope);
+        PyObject *scope = FIELD(span, fast, sdk_field[SDK_SCOPE], s_instrumentation_scope);
         if (scope == NULL) {
             Py_DECREF(res);
             goto fail;
@@ -1280,7 +1239,7 @@ encode_spans(PyObject *module, PyObject *spans)
         Py_DECREF(seq);
         return NULL;
     }
-    Buf b = {NULL, 0, 0};
+    Buf b = {NULL, 0, 0, 0};
     PyObject *out = NULL;
     if (buf_grow(&b, 256 + 512 * PySequence_Fast_GET_SIZE(seq)) == 0) {
         PyObject *resources = PyList_GET_ITEM(root, 2);
@@ -1289,7 +1248,7 @@ encode_spans(PyObject *module, PyObject *spans)
             if (enc_resource_spans(&b, PyList_GET_ITEM(resources, i)) < 0)
                 break;
         if (i == PyList_GET_SIZE(resources))
-            out = PyBytes_FromStringAndSize(b.p, b.len);
+            out = PyBytes_FromStringAndSize(b.p, b.n);
     }
     PyMem_Free(b.p);
     Py_DECREF(root);
@@ -1373,23 +1332,8 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_otlpenc",
 PyMODINIT_FUNC
 PyInit__otlpenc(void)
 {
-    INTERN(s__name, "_name");
-    INTERN(s__context, "_context");
-    INTERN(s__parent, "_parent");
-    INTERN(s__kind, "_kind");
-    INTERN(s__start_time, "_start_time");
-    INTERN(s__end_time, "_end_time");
-    INTERN(s__attributes, "_attributes");
-    INTERN(s__events, "_events");
-    INTERN(s__links, "_links");
-    INTERN(s__status, "_status");
-    INTERN(s__resource, "_resource");
-    INTERN(s__instrumentation_scope, "_instrumentation_scope");
-    INTERN(s__timestamp, "_timestamp");
-    INTERN(s__dict, "_dict");
-    INTERN(s__dq, "_dq");
-    INTERN(s__status_code, "_status_code");
-    INTERN(s__description, "_description");
+    if (sdk_fields_init() < 0)
+        return NULL;
     INTERN(s_name, "name");
     INTERN(s_get_span_context, "get_span_context");
     INTERN(s_parent, "parent");

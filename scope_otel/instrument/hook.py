@@ -216,8 +216,3 @@ def uninstall() -> None:
 def installed() -> ImportHook | None:
     """The hook in force, if any."""
     return _installed
-
-
-def is_rewritten(module: ModuleType) -> bool:
-    """True when ``module`` was loaded through the rewrite."""
-    return bool(getattr(module, "__dict__", {}).get(MARKER))

@@ -27,6 +27,7 @@ import wrapt
 
 from scope_otel.capture import runtime as _rt
 from scope_otel.instrument.exclusions import never_instrumented
+from scope_otel.instrument.rewrite import MARKER
 
 _log = logging.getLogger("scope_otel.instrument")
 
@@ -36,8 +37,6 @@ class _ScopeWrapper(wrapt.FunctionWrapper):
 
 def wrap_module(module: ModuleType, plan: Any) -> int:
     """Wrap the planned callables of an already-imported ``module``; returns how many."""
-    from scope_otel.instrument.hook import is_rewritten
-
     name = getattr(module, "__name__", None)
     if not isinstance(name, str) or never_instrumented(name) or is_rewritten(module):
         return 0
@@ -53,6 +52,11 @@ def wrap_module(module: ModuleType, plan: Any) -> int:
     except Exception as exc:  # partial wrapping is fine; failing the app is not
         _log.warning("scope-otel: %s only partly instrumented: %r", name, exc)
     return count
+
+
+def is_rewritten(module: ModuleType) -> bool:
+    """True when ``module`` was loaded through the rewrite (the import hook's work: leave it)."""
+    return bool(getattr(module, "__dict__", {}).get(MARKER))
 
 
 def wrap_after_import(name: str, plan: Any) -> None:

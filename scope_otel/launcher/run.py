@@ -138,10 +138,8 @@ def prepare(argv: list[str], prog: str = "scope-otel run", environ: dict | None 
 
 
 def _check_plan(path: str) -> None:
-    try:
-        from scope_otel.plan import load_plan
-    except ImportError:
-        return
+    from scope_otel.plan import load_plan
+
     try:
         load_plan(path)
     except (ValueError, OSError) as exc:

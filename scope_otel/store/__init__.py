@@ -28,7 +28,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from scope_otel.store.engine import Backend, StoreBusy, StoreUnavailable, owner_pid
+from scope_otel.store.engine import Backend, StoreBusy, StoreUnavailable
+from scope_otel.store.ownership import owner_pid
 from scope_otel.store.migrations import SchemaError
 from scope_otel.store.target import Target, TargetError, parse
 

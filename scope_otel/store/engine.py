@@ -36,9 +36,7 @@ before ``fork()`` and a forked child never opens chDB (rule 3).
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import logging
-import mmap
 import os
 import subprocess
 import sys
@@ -47,25 +45,22 @@ import time
 import weakref
 from typing import Any, Callable, TypeVar
 
-from scope_otel.accelerators import pure_python_requested
 from scope_otel.store.quiet import quiet_clickhouse_connect
 from scope_otel.store.migrations import EMBEDDED_WIDE_PART_BYTES, SchemaOptions, ensure_schema
-from scope_otel.store.spool import Part, Spool, read_parts
+from scope_otel.store.ownership import (StoreBusy, _ReleaseRequest, _take_ownership, owner_is_running,
+                                        release_requested)
+from scope_otel.store.sortkeys import _sorting_keys
+from scope_otel.store.staging import _MEMFD, _merged, _Scratch, _StagedFile
+from scope_otel.store.spool import Part, Spool
 from scope_otel.store.target import Target
 
 _log = logging.getLogger("scope_otel.export.clickhouse")
 T = TypeVar("T")
 
-OWNER_LOCK = "scope-owner.lock"
 #: Servers get many small batches from many processes: let them buffer and
 #: merge (async insert), but only answer once the data is durable.
 SERVER_INSERT_SETTINGS = {"async_insert": 1, "wait_for_async_insert": 1}
-RELEASE_PREFIX = "scope-release-"
 SPOOL_DIR = "scope-spool"
-
-
-class StoreBusy(RuntimeError):
-    """The embedded store is owned by another process (or unusable after fork)."""
 
 
 class StoreUnavailable(RuntimeError):
@@ -73,64 +68,6 @@ class StoreUnavailable(RuntimeError):
 
 
 # -- ownership of an embedded store ----------------------------------------------
-
-def _lock_path(path: str) -> str:
-    return os.path.join(path, OWNER_LOCK)
-
-
-def owner_is_running(path: str) -> bool:
-    """True when some process owns the embedded store at ``path``."""
-    try:
-        fd = os.open(_lock_path(path), os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
-
-
-def owner_pid(path: str) -> int | None:
-    try:
-        with open(_lock_path(path), encoding="ascii", errors="replace") as fh:
-            return int(fh.read().strip() or 0) or None
-    except (OSError, ValueError):
-        return None
-
-
-def release_requested(path: str) -> bool:
-    try:
-        return any(n.startswith(RELEASE_PREFIX) for n in os.listdir(path))
-    except OSError:
-        return False
-
-
-class _ReleaseRequest:
-    """``with _ReleaseRequest(path):`` asks the current owner to let go while we wait."""
-
-    def __init__(self, path: str) -> None:
-        self.file = os.path.join(path, f"{RELEASE_PREFIX}{os.getpid()}")
-
-    def __enter__(self) -> "_ReleaseRequest":
-        try:
-            with open(self.file, "w"):
-                pass
-        except OSError:
-            pass
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        try:
-            os.unlink(self.file)
-        except OSError:
-            pass
 
 
 class _Engine:
@@ -177,19 +114,6 @@ def _after_fork_child() -> None:
 
 
 os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_parent, after_in_child=_after_fork_child)
-
-
-def _take_ownership(path: str) -> int:
-    os.makedirs(path, exist_ok=True)
-    fd = os.open(_lock_path(path), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise StoreBusy(f"chdb://{path} is owned by process {owner_pid(path) or '?'}") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, str(os.getpid()).encode())
-    return fd
 
 
 def _open_engine(path: str) -> Any:
@@ -245,10 +169,9 @@ def close_engine(path: str | None = None) -> None:
 def write_spools_from_own_loop() -> None:
     """This process writes its spools from a loop of its own (the store writer's): no keeper thread.
 
-    The keeper writes whatever is queued within 50 ms.  In the store writer it ran beside the
-    writer's loop and wrote batches before the loop's rule for gathering them
-    (``writer.gathered``) could apply: 30 batches sent one every 100 ms went in as 18-23
-    INSERTs, each a part for chDB to merge again; written by the loop alone, as 3."""
+    The keeper writes whatever is queued within 50 ms.  Beside the writer's loop it would
+    write batches before the loop's rule for gathering them (``writer.gathered``) applies,
+    as many small INSERTs, each a part chDB has to merge again."""
     _Engine.keeper_pid = os.getpid()
 
 
@@ -634,229 +557,6 @@ class _Drain:
         for insert in self.inserts:
             insert.close()
         self.inserts = []
-
-
-class _StagedFile:
-    """Merged blocks where chDB, in this process, reads them with ``INSERT ... FROM INFILE``:
-    a hidden file in the spool folder, deleted after the INSERT (one a dead process left is
-    deleted by the next claim).  What an application in ``inprocess`` mode stages; a store
-    writer stages in the memory it keeps (:class:`_Scratch`)."""
-
-    def __init__(self, spool: Spool, data: bytes | bytearray | memoryview) -> None:
-        self.path = spool.scratch_path()
-        self._open = True
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
-            try:
-                _write_all(fd, data)
-            finally:
-                os.close(fd)
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        if self._open:
-            self._open = False
-            try:
-                os.unlink(self.path)
-            except OSError:
-                pass
-
-
-def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
-    view = memoryview(data)
-    try:
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        view.release()
-
-
-def _merged(parts: list[Part], order: tuple[tuple[bytes, int], ...] | None = None,
-            read_into: memoryview | None = None, out: memoryview | None = None) -> bytes | bytearray | memoryview:
-    """The parts' Native blocks as one byte string: merged into one block where the accelerator can,
-    with the columns the tables declare LowCardinality(String) written as such (the exporter's C
-    encoder writes them as String) and, given the table's sorting key (``order``, from
-    :func:`_sorting_keys`), the rows in that order.  All three save chDB work on insert (measured,
-    bench/results): a MergeTree sorts an unsorted block and writes every column through that
-    permutation.  The parts are read into ``read_into`` when given (their total length), and
-    merged into ``out`` when given and large enough (a view of it is returned); else fresh memory."""
-    data = read_parts(parts, into=read_into)
-    merge = _block_merger()
-    if merge is not None:
-        try:
-            if out is None:
-                return merge(data, _table_types(), None, order)
-            try:
-                return out[:merge(data, _table_types(), out, order)]
-            except BufferError:  # larger than the room: fresh memory
-                return merge(data, _table_types(), None, order)
-        except ValueError:  # not data the merger understands: ClickHouse reads the blocks as they are
-            pass
-    return data
-
-
-_MEMFD = hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd")
-
-
-class _Scratch:
-    """The memory a store writer stages in and keeps from drain to drain: one private mapping the
-    batches are read into, and in-memory files (:class:`_Stage`) the merger writes each table's
-    block into and chDB reads it from (``INSERT ... FROM INFILE '/proc/self/fd/N'``).
-
-    Measured on the benchmark's spans: fresh memory cost a page fault and zeroing for every 4 KiB
-    of every drain (staging 1.47 -> 0.91 us of CPU per span once kept).  Writing the merged block
-    to a file in the spool folder instead cost a copy through the page cache (staging a 64k-span
-    drain: 0.68 us per span with a file, 0.58 merged straight into the memfd), and creating and
-    deleting that file made every later file in the folder's inode group, chDB's part files
-    among them, scan past the deleted inode (ext4 without a journal: 13 % of the writer's CPU
-    after a few bursts).  A table keeps its own memfd: its blocks are about the size they were
-    last drain (swapped between tables, the pages were cut and faulted in again every drain).
-    The read mapping is populated in one call when made (the batches fill it).  Linux only
-    (``memfd_create``); elsewhere a writer stages like an application.  Used under the engine
-    lock, one drain at a time."""
-
-    def __init__(self) -> None:
-        self._read: mmap.mmap | None = None
-        self._free: dict[str, list[_Stage]] = {}  # per table, stages not in use, kept for the next drain
-        self.closed = False
-
-    def read_view(self, size: int) -> memoryview:
-        """``size`` bytes to read batches into (valid until the next call)."""
-        if self._read is None or len(self._read) < size:  # a larger one (the old one goes with its last view)
-            self._read = mmap.mmap(-1, max(size, 1 << 20), flags=mmap.MAP_PRIVATE | _POPULATE)
-        return memoryview(self._read)[:size]
-
-    def stage(self, parts: list[Part], order: tuple[tuple[bytes, int], ...] | None) -> _Stage:
-        """The parts merged (:func:`_merged`) into a stage of their own, until its ``close()``."""
-        size = sum(p.length for p in parts)
-        free = self._free.get(parts[0].table)  # a table's blocks are about the size they were last time
-        stage = free.pop() if free else _Stage(self, parts[0].table)
-        try:
-            merged = _merged(parts, order, self.read_view(size), stage.room(_room_for(size)))
-            if isinstance(merged, memoryview) and stage.holds(merged):
-                stage.seal(len(merged))
-            else:  # the merger needed more room, or left the blocks as they are
-                stage.fill(merged)
-        except BaseException:
-            stage.discard()
-            raise
-        return stage
-
-    def discard(self) -> None:
-        """Free everything (the writer is done); stages in use are freed when closed."""
-        self.closed = True
-        for free in self._free.values():
-            while free:
-                free.pop().discard()
-        self._read = None
-
-
-_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
-
-
-def _room_for(size: int) -> int:
-    """Room for the merged block of ``size`` bytes of batches: LowCardinality data is rarely larger
-    than its Strings, so twice as much (untouched pages of the room cost nothing)."""
-    return 2 * size + (1 << 20)
-
-
-class _Stage:
-    """One in-memory file (``memfd``) chDB reads a merged block from, and a shared mapping of it
-    the merger writes into.  The file is grown to the room asked for, then cut to what was
-    written (chDB reads to its end); the pages below the cut stay for the next drain."""
-
-    def __init__(self, scratch: _Scratch, table: str) -> None:
-        self._scratch, self.table = scratch, table
-        self.fd = os.memfd_create("scope-otel-stage", os.MFD_CLOEXEC)
-        self.path = f"/proc/self/fd/{self.fd}"
-        self._map: mmap.mmap | None = None
-
-    def room(self, size: int) -> memoryview:
-        """``size`` writable bytes at the start of the file (valid until :meth:`seal` or :meth:`fill`)."""
-        os.ftruncate(self.fd, size)
-        if self._map is None or len(self._map) < size:  # a larger one (the old one goes with its last view)
-            self._map = mmap.mmap(self.fd, size, flags=mmap.MAP_SHARED)
-        return memoryview(self._map)[:size]
-
-    def holds(self, view: memoryview) -> bool:
-        return view.obj is self._map
-
-    def seal(self, size: int) -> None:
-        """The file is the first ``size`` bytes written (nothing past them is touched again)."""
-        os.ftruncate(self.fd, size)
-
-    def fill(self, data: bytes | bytearray | memoryview) -> None:
-        room = self.room(len(data))
-        try:
-            room[:] = data
-        finally:
-            room.release()
-
-    def close(self) -> None:
-        """The INSERT read it: kept for the next drain."""
-        if self._scratch.closed:
-            self.discard()
-        else:
-            self._scratch._free.setdefault(self.table, []).append(self)
-
-    def discard(self) -> None:
-        self._map = None  # unmapped with its last view
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-
-_TABLE_TYPES: dict[bytes, bytes] = {}
-
-
-def _table_types() -> dict[bytes, bytes]:
-    if not _TABLE_TYPES:
-        from scope_otel.store.rows import EVENT_COLUMNS, TRACE_COLUMNS
-
-        # the two tables agree on the types of the column names they share
-        _TABLE_TYPES.update((n.encode(), t.encode()) for n, t in TRACE_COLUMNS + EVENT_COLUMNS)
-    return _TABLE_TYPES
-
-
-def sort_order(sorting_key: str) -> tuple[tuple[bytes, int], ...] | None:
-    """A table's sorting key (``system.tables.sorting_key``) as ``merge_blocks`` takes it, or None
-    when it is more than plain columns and ``toDateTime`` of a DateTime64(9) column."""
-    order = []
-    for term in (t.strip() for t in sorting_key.split(",")):
-        divisor = 0
-        if term.startswith("toDateTime(") and term.endswith(")"):
-            term, divisor = term[len("toDateTime("):-1].strip(), 10 ** 9
-        name = term[1:-1] if len(term) > 1 and term[0] == term[-1] == "`" else term
-        if not name or not all(ch.isalnum() or ch in "_." for ch in name):
-            return None
-        column_type = _table_types().get(name.encode())
-        if column_type is None or (divisor and column_type != b"DateTime64(9)"):
-            return None
-        order.append((name.encode(), divisor))
-    return tuple(order) or None
-
-
-def _sorting_keys(client: Any, database: str) -> dict[str, tuple[tuple[bytes, int], ...]]:
-    """The sorting key of each of the database's tables the writer can sort its rows by."""
-    try:
-        rows = client.query("SELECT name, sorting_key FROM system.tables WHERE database = {db:String}",
-                            parameters={"db": database}).result_rows
-    except Exception as exc:  # the rows still go in, unsorted: ClickHouse sorts them
-        _log.warning("scope-otel: could not read the tables' sorting keys (%s); rows go in unsorted", _short(exc))
-        return {}
-    return {name: order for name, key in rows if (order := sort_order(key)) is not None}
-
-
-def _block_merger() -> Callable[..., Any] | None:
-    if pure_python_requested():
-        return None
-    try:
-        from scope_otel.store._chnative import merge_blocks
-    except ImportError:
-        return None
-    return merge_blocks
 
 
 def default_spool_dir(target: Target) -> str:

@@ -11,6 +11,7 @@ hides files that are missing from the distribution; this does not.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -75,6 +76,10 @@ def test_non_editable_install_records_into_the_store(tmp_path, kind):
     located = subprocess.run([python, "-c", "import scope_otel; print(scope_otel.__file__)"],
                              capture_output=True, text=True, cwd=str(work), env=env)
     assert located.stdout.startswith(str(tmp_path / "venv")), located.stdout + located.stderr
+    if shutil.which("cc") or shutil.which("gcc"):  # the accelerators are optional: a failed build is silent
+        built = subprocess.run([python, "-c", "import scope_otel.capture._speedups, scope_otel.export._otlpenc, "
+                                "scope_otel.store._chnative"], capture_output=True, text=True, cwd=str(work), env=env)
+        assert built.returncode == 0, f"C accelerators missing from the {kind} install: {built.stderr[-2000:]}"
 
     scope = os.path.join(os.path.dirname(python), "scope-otel")
     ran = subprocess.run([scope, "run", "--service_name", "installed", "--", python, "app.py"],

@@ -18,9 +18,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from scope_otel.store import spool as store_spool
-from scope_otel.store import engine as store_engine
+from scope_otel.store import staging as store_staging
 from scope_otel.store.writer import GATHER_BATCHES, GATHER_MAX_S, GATHER_MIN_BURST, GATHER_QUIET_S, gathered
-from scope_otel.store.engine import Backend, _Engine, _merged, _Scratch
+from scope_otel.store.engine import Backend, _Engine
+from scope_otel.store.staging import _merged, _Scratch
 from scope_otel.store.rows import Batch
 from scope_otel.store.spool import Spool, read_parts
 from scope_otel.store.target import parse
@@ -86,7 +87,7 @@ def _already_sorted(backend: Backend) -> int:
         "SELECT sum(value) FROM system.events WHERE event = 'MergeTreeDataWriterBlocksAlreadySorted'").result_rows[0][0])
 
 
-@pytest.mark.skipif(store_engine._block_merger() is None, reason="the C accelerator (_chnative) is not built")
+@pytest.mark.skipif(store_staging._block_merger() is None, reason="the C accelerator (_chnative) is not built")
 def test_the_writer_inserts_rows_in_each_tables_sorting_key_order(store_path):
     exporter = ClickHouseSpanExporter(store_path, embedded="inprocess", idle_close_s=30.0)
     backend = exporter._backend
@@ -111,16 +112,16 @@ def test_the_writer_inserts_rows_in_each_tables_sorting_key_order(store_path):
     assert counts["keyed"] - counts["unkeyed"] == 2
 
 
-@pytest.mark.skipif(not store_engine._MEMFD, reason="a writer stages in memory only where memfd_create exists")
+@pytest.mark.skipif(not store_staging._MEMFD, reason="a writer stages in memory only where memfd_create exists")
 @pytest.mark.parametrize("case", ["fits", "merged block outgrows the room", "blocks the merger does not know"])
 def test_reused_staging_memory_holds_exactly_what_fresh_memory_would(tmp_path, monkeypatch, case):
     spool = Spool(str(tmp_path / "spool"))
     if case == "merged block outgrows the room":
-        monkeypatch.setattr(store_engine, "_room_for", lambda size: 64)
+        monkeypatch.setattr(store_staging, "_room_for", lambda size: 64)
     if case == "blocks the merger does not know":
         def refuse(data, targets, into=None, order=None):
             raise ValueError("malformed Native data")
-        monkeypatch.setattr(store_engine, "_block_merger", lambda: refuse)
+        monkeypatch.setattr(store_staging, "_block_merger", lambda: refuse)
     scratch = _Scratch()
     fds = []
     for prefix, count in (("large", 9), ("small", 2)):  # the second drain reuses the first one's memory
