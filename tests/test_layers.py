@@ -44,6 +44,8 @@ RANKS = {
 KNOWN = {
     ("scope_otel.capture.processor", "scope_otel.correlate.spans"):
         "issue 25: the processor builds the Correlator; capture/ is being reworked under the runtime issue",
+    ("scope_otel.store.cli", "scope_otel.ui.cli"):
+        "issue 26: `trace --html` renders the viewer's page; the viewer is being built in parallel",
 }
 #: fallbacks for parts of our own package ("absent in this build"): (module, what it may lack) -> why
 KNOWN_FALLBACKS = {
