@@ -44,8 +44,6 @@ RANKS = {
 KNOWN = {
     ("scope_otel.capture.processor", "scope_otel.correlate.spans"):
         "issue 25: the processor builds the Correlator; capture/ is being reworked under the runtime issue",
-    ("scope_otel.store.cli", "scope_otel.ui.cli"):
-        "issue 26: `trace --html` renders the viewer's page; the viewer is being built in parallel",
 }
 #: fallbacks for parts of our own package ("absent in this build"): (module, what it may lack) -> why
 KNOWN_FALLBACKS = {
@@ -67,8 +65,6 @@ KNOWN_FALLBACKS = {
 KNOWN_CYCLES = {
     ("scope_otel.planner.analysis", "scope_otel.planner.callgraph"):
         "issue 25: planner/ is being reworked under the planner issue",
-    ("scope_otel.instrumentors._deferred", "scope_otel.instrumentors._support"):
-        "issue 25: _support is being split by job under the integrations issue",
 }
 
 

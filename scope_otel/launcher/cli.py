@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("scope_otel.planner.cli:main", "analyse source and write an instrumentation plan"),
     "compile": ("scope_otel.instrument.cli:main", "pre-build the instrumented bytecode cache"),
     "query": ("scope_otel.store.cli:query_main", "run SQL against the scope-otel store"),
-    "trace": ("scope_otel.store.cli:trace_main", "print a trace as a call tree"),
+    "trace": ("scope_otel.ui.cli:trace_main", "print a trace as a call tree"),
     "traces": ("scope_otel.store.cli:traces_main", "list traces, newest first, with filters"),
     "graph": ("scope_otel.store.cli:graph_main", "print the service or function graph"),
     "ui": ("scope_otel.ui.cli:ui_main", "serve a local web viewer: traces, waterfall, time travel, graphs"),

@@ -43,7 +43,9 @@ def query_main(argv: list[str]) -> int:
     return 0
 
 
-def trace_main(argv: list[str]) -> int:
+def trace_main(argv: list[str], write_html: Any = None) -> int:
+    """``scope-otel trace``; ``write_html(store, trace_id, path)`` (the viewer's, given by ``scope_otel.ui.cli``)
+    writes ``--html FILE`` and returns the exit status, or None when the trace is absent."""
     parser = _parser("trace", "print a trace as a call tree with arguments, returns and errors")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("trace_id", nargs="?", help="32 hex digits")
@@ -60,12 +62,12 @@ def trace_main(argv: list[str]) -> int:
                 return _fail(f"{store.target.display} holds no traces yet")
             trace_id = trace_id.lower()
             if args.html:
-                from scope_otel.ui.cli import render, write  # the viewer's page, only when asked
-
-                text = render(store, trace_id, "html")
-                if text is None:
+                if write_html is None:
+                    return _fail("--html is served by the viewer's command: scope-otel trace --html FILE")
+                status = write_html(store, trace_id, args.html)
+                if status is None:
                     return _fail(f"trace {trace_id} not found in {store.target.display}")
-                return write(text, args.html)
+                return status
             spans = store.call_tree(trace_id)
             if not spans:
                 return _fail(f"trace {trace_id} not found in {store.target.display}")

@@ -11,7 +11,18 @@ import json
 import sys
 from typing import Any
 
+from scope_otel.store import cli as _store_cli
 from scope_otel.store.cli import _fail, _first_line, _opened, _parser
+
+
+def trace_main(argv: list[str]) -> int:
+    """``scope-otel trace``: the store's call tree, and ``--html FILE`` the viewer's self-contained page."""
+    return _store_cli.trace_main(argv, write_html=_write_trace_html)
+
+
+def _write_trace_html(store: Any, trace_id: str, path: str) -> int | None:
+    text = render(store, trace_id, "html")
+    return None if text is None else write(text, path)
 
 
 def ui_main(argv: list[str]) -> int:

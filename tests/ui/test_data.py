@@ -10,7 +10,8 @@ import urllib.request
 import pytest
 
 from scope_otel.store import TraceFilter
-from scope_otel.store.cli import trace_main, traces_main
+from scope_otel.store.cli import traces_main
+from scope_otel.ui.cli import trace_main
 from scope_otel.store.shape import group_repeats
 from scope_otel.ui import model
 from scope_otel.ui.chrome_trace import chrome_trace
