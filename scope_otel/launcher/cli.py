@@ -21,8 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "graph": ("scope_otel.store.cli:graph_main", "print the service or function graph"),
     "ui": ("scope_otel.ui.cli:ui_main", "serve a local web viewer: traces, waterfall, time travel, graphs"),
     "export": ("scope_otel.ui.cli:export_main", "write a trace as Chrome Trace JSON or self-contained HTML"),
-    "collect": ("scope_otel.distributed.cli:main", "OTLP receiver that writes into ClickHouse"),
-    "schema": ("scope_otel.store.schema:main", "create or migrate the ClickHouse schema (TTL, cluster)"),
+    "collect": ("scope_otel.collect.cli:main", "OTLP receiver that writes into ClickHouse"),
+    "schema": ("scope_otel.store.schema_cli:main", "create or migrate the ClickHouse schema (TTL, cluster)"),
 }
 
 

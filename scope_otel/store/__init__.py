@@ -28,9 +28,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from scope_otel.export._ch_backend import Backend, StoreBusy, StoreUnavailable, owner_pid
-from scope_otel.export._ch_schema import SchemaError
-from scope_otel.export._ch_target import Target, TargetError, parse
+from scope_otel.store.engine import Backend, StoreBusy, StoreUnavailable, owner_pid
+from scope_otel.store.migrations import SchemaError
+from scope_otel.store.target import Target, TargetError, parse
 
 __all__ = ["Store", "QueryResult", "StoreError", "TraceFilter", "open_store"]
 

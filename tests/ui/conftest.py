@@ -55,10 +55,9 @@ class Viewer:
 
 
 def close_engine() -> None:
-    from scope_otel.export._ch_backend import _close_engine, _Engine
+    from scope_otel.store.engine import close_engine as _close
 
-    with _Engine.lock:
-        _close_engine()
+    _close()
 
 
 @pytest.fixture(scope="package")

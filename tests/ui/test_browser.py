@@ -57,7 +57,7 @@ def test_failing_order_shows_cart_add_its_arguments_and_out_of_stock_on_the_erro
     args = page.locator("#detail-args")
     expect(args).to_contain_text("product")
     expect(args).to_contain_text("quantity")
-    expect(args).to_contain_text("<shop.db.Product object at")
+    expect(args).to_contain_text("<shop.db.Product at")
     exc = page.locator("#detail-exception")
     expect(exc).to_contain_text("OutOfStock")
     expect(exc).to_contain_text("apron: 0 left, 1 wanted")
