@@ -149,8 +149,9 @@ class Store:
             return self.query(f"SELECT * FROM `{self.database}`.{view} ORDER BY {order} DESC",
                               replace_invalid=True).dicts()
         return self.query(
-            f"SELECT * FROM `{self.database}`.{view}_between(since = {{since:DateTime64(9)}}, "
-            f"until = '2262-01-01 00:00:00') ORDER BY {order} DESC", {"since": since}, replace_invalid=True).dicts()
+            f"SELECT * FROM `{self.database}`.{view}_between(since = fromUnixTimestamp64Nano({{since:Int64}}), "
+            f"until = '2262-01-01 00:00:00') ORDER BY {order} DESC", {"since": _epoch_ns(since)},
+            replace_invalid=True).dicts()
 
     def message_edges(self, since: _dt.datetime | None = None) -> list[dict[str, Any]]:
         """Messages between producers and consumers (all time, or consumed at or after ``since``, UTC)."""
@@ -172,11 +173,11 @@ class Store:
         params: dict[str, Any] = {}
         span_time: list[str] = []
         if where.since is not None:
-            span_time.append("Timestamp >= {since:DateTime64(9)}")
-            params["since"] = where.since
+            span_time.append("Timestamp >= fromUnixTimestamp64Nano({since:Int64})")
+            params["since"] = _epoch_ns(where.since)
         if where.until is not None:
-            span_time.append("Timestamp <= {until:DateTime64(9)}")
-            params["until"] = where.until
+            span_time.append("Timestamp <= fromUnixTimestamp64Nano({until:Int64})")
+            params["until"] = _epoch_ns(where.until)
         inner_time = (" AND " + " AND ".join(span_time)) if span_time else ""
         entry: list[str] = []  # conditions on the root or entry span
         if where.service:
@@ -294,6 +295,14 @@ def open_store(url: str | None = None, database: str | None = None, wait_s: floa
         return Store(parse(url, database), wait_s=wait_s)
     except TargetError as exc:
         raise StoreError(str(exc)) from None
+
+
+def _epoch_ns(when: _dt.datetime) -> int:
+    """Nanoseconds since the epoch; a naive datetime is UTC (whatever the store's time zone)."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=_dt.timezone.utc)
+    delta = when - _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
 
 
 def _text(value: Any) -> Any:

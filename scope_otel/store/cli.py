@@ -152,6 +152,9 @@ def graph_main(argv: list[str]) -> int:
         except Exception as exc:
             return _fail(_first_line(exc))
         sys.stdout.write(render_graph(edges, messages, args.format))
+        if args.format == "text" and args.by == "service" and not edges:
+            print("(no calls between services: with one service, `scope-otel graph --by function` "
+                  "shows its calls; `scope-otel ui` draws both)")
     return 0
 
 

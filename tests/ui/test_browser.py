@@ -165,3 +165,19 @@ def test_list_updates_while_the_app_records_into_the_same_store(page, viewer, sh
     record_shop(shop_store.rsplit("/", 1)[0])  # the app's store writer asks the viewer to let go
     expect(page.locator("#traces tr.new").first).to_be_visible(timeout=30_000)
     assert rows.count() > before
+
+
+def test_a_link_follows_the_message_hop_to_the_consumer_and_back(page, viewer):
+    from scope_otel.store import TraceFilter
+
+    producer = viewer.server.ask(lambda s: s.traces(TraceFilter(span="Fulfilment.submit")))[0]["TraceId"]
+    open_trace(page, viewer, producer)
+    page.locator(".wf-row", has=page.locator(".name", has_text=re.compile(r"^ Fulfilment\.submit$"))).click()
+    hop = page.locator("#detail-links a", has_text="→ message to shop receive Queue@")
+    expect(hop).to_have_count(1)
+    hop.click()
+    page.wait_for_selector("body[data-ready='1']")
+    assert f"/trace/{producer}" not in page.url and "#span=" in page.url
+    expect(page.locator("#detail-name")).to_have_text(re.compile(r"^receive Queue@"))
+    back = page.locator("#detail-links a", has_text="← message from")
+    expect(back.first).to_have_attribute("href", re.compile(f"^/trace/{producer}#span="))

@@ -159,3 +159,13 @@ def test_graph_window_counts_only_recent_calls(viewer):
     assert sorted(map(key, recent)) == sorted(map(key, everything)) and recent
     graph = ask(viewer, model.load_graph, "function", 3600.0)
     assert any(e["src"] == "shop:place_order" and e["dst"] == "shop:Cart.add" for e in graph["edges"])
+
+
+def test_cli_graph_of_one_service_points_to_the_function_graph(viewer, shop_store, capsys):
+    from scope_otel.store.cli import graph_main
+
+    assert graph_main(["--store", shop_store, "--database", "otel"]) == 0
+    out = capsys.readouterr().out
+    assert "(no calls between services: with one service, `scope-otel graph --by function`" in out
+    assert graph_main(["--by", "function", "--store", shop_store, "--database", "otel"]) == 0
+    assert "shop:place_order -> shop:Cart.add" in capsys.readouterr().out
