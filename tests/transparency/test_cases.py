@@ -55,7 +55,7 @@ def test_an_instrumented_case_prints_what_it_prints_plainly(workdir, plain, case
 
 def test_the_cases_do_instrument_their_module(workdir):
     """A vacuous 'same' (nothing rewritten) would show here."""
-    probe = ("import tcase.shapes as s, scope_otel.instrument.hook as h; "
+    probe = ("import tcase.shapes as s, scope_otel.instrument.wrap as h; "
              "print(h.is_rewritten(s), any(k.startswith('_@scope_p') for k in vars(s)))")
     result = run([tool("scope-otel"), "run", "--instrument", "tcase*", "--traces_exporter", "none", "--",
                   sys.executable, "-c", probe], clean_env(), cwd=workdir)
