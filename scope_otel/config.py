@@ -36,13 +36,6 @@ SAMPLERS = (
     "parentbased_always_off",
     "parentbased_traceidratio",
 )
-# Substrings of names whose values are never stored.  Deliberately not bare
-# "session" or "auth": they would hide `session_factory` and `author`.
-DEFAULT_REDACT = (
-    "password", "passwd", "pwd", "secret", "token", "authorization", "auth_",
-    "cookie", "sessionid", "session_id", "session_key", "api_key", "apikey",
-    "credential", "private_key",
-)
 #: Keys that may change while the application runs.
 RUNTIME_KEYS = frozenset({"sampling_rate", "function_levels", "level"})
 
@@ -262,8 +255,10 @@ SETTINGS: tuple[Setting, ...] = (
             "captured argument/return values are truncated to this many characters"),
     Setting("max_events", _int_range(0, 1 << 20), 128, ("SCOPE_OTEL_MAX_EVENTS", "OTEL_SPAN_EVENT_COUNT_LIMIT"),
             "events kept per function call (state changes, suspends and resumes); later ones are counted"),
-    Setting("redact", _list(), DEFAULT_REDACT, ("SCOPE_OTEL_REDACT",),
-            "key patterns whose values are redacted, comma-separated"),
+    Setting("redact", _list(), (), ("SCOPE_OTEL_REDACT",),
+            "more name patterns whose values are redacted, added to the built-in ones, comma-separated"),
+    Setting("redact_defaults", _bool, True, ("SCOPE_OTEL_REDACT_DEFAULTS",),
+            "false: drop the built-in redaction names and shapes, keeping only `redact` (see README, Redaction)"),
     Setting("summary", _bool, False, ("SCOPE_OTEL_SUMMARY",),
             "print a short summary of what was recorded when the program exits"),
     Setting("log_level", _choice(("debug", "info", "warning", "error")), "warning", ("SCOPE_OTEL_LOG_LEVEL",),
