@@ -33,6 +33,8 @@ from operator import attrgetter
 from typing import Any, Iterable, Mapping
 from urllib.parse import unquote_plus
 
+from scope_otel import config
+
 REDACTED = "[REDACTED]"
 
 #: Substrings of names whose values are never stored ('-', '_' and ' ' alike).
@@ -309,8 +311,6 @@ def current() -> Redactor:
     """The rules of the configuration in force (rebuilt when it changes)."""
     global _current, _current_key
     try:
-        from scope_otel import config
-
         cfg = config.current()
         key = (tuple(cfg.redact), bool(cfg.redact_defaults))
     except Exception:  # a bad configuration must not turn redaction off
