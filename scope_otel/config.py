@@ -245,6 +245,8 @@ SETTINGS: tuple[Setting, ...] = (
             "ClickHouse destination: a path or chdb:///path (embedded) or http(s)://host:port"),
     Setting("database", _str, "otel", ("SCOPE_OTEL_DATABASE",),
             "ClickHouse database name"),
+    Setting("spool_max_mb", _int_range(1, 1 << 20), 1024, ("SCOPE_OTEL_SPOOL_MAX_MB",),
+            "largest on-disk queue of batches waiting for the store, in MB; when full the oldest are dropped and counted"),
     Setting("overflow", _choice(OVERFLOWS), "drop_oldest", ("SCOPE_OTEL_OVERFLOW",),
             "what a full ring buffer does: drop_oldest, drop_newest, block"),
     # 8192: a stalled exporter holding a full ring of SDK spans (~3 KB each)
