@@ -43,12 +43,14 @@ from __future__ import annotations
 import errno
 import itertools
 import json
+import logging
 import os
 import threading
 import time
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
+_log = logging.getLogger("scope_otel.export.clickhouse")
 _counter = itertools.count()
 #: Claims this process holds and is writing (a claim of ours not in here was abandoned).
 _in_flight: set[str] = set()
@@ -263,7 +265,9 @@ class Spool:
                 base = len(head)
                 parts = [Part(p["table"], list(p["columns"]), int(p["rows"]), claimed, base + int(p["offset"]),
                               int(p["length"])) for p in meta["parts"]]
-            except (OSError, ValueError, KeyError, TypeError):
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                _log.warning("scope-otel: a spooled batch is unreadable; it is kept in %s/rejected/%s: %s: %s",
+                             self.folder, name, type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")
                 self.quarantine(claimed)
                 continue
             yield claimed, parts
@@ -283,8 +287,9 @@ class Spool:
         except OSError:
             pass
 
-    def trim(self, keep: int = FREE_KEEP) -> int:
-        """Empty the free files past the first ``keep`` (see the module docstring); how many were emptied.
+    def trim(self, keep: int | None = None) -> int:
+        """Empty the free files past the first ``keep`` (``FREE_KEEP``; see the module docstring); how many
+        were emptied.
 
         A file an application takes meanwhile is renamed away first, so it is
         never emptied under its writer (and one emptied just before is simply
@@ -294,7 +299,7 @@ class Spool:
         except FileNotFoundError:
             return 0
         emptied = 0
-        for name in names[keep:]:
+        for name in names[FREE_KEEP if keep is None else keep:]:
             path = os.path.join(self.folder, name)
             try:
                 if os.path.getsize(path):
