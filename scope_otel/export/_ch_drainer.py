@@ -9,8 +9,9 @@ It takes ownership (exits at once if another process owns the store),
 writes queued batches as they arrive, a burst's together (many per INSERT,
 see ``gathered``), and exits after
 ``--idle`` seconds without work (30: an application exporting every few
-seconds keeps one writer instead of starting one per batch) or as soon as
-another process asks for the store (a ``scope-release-<pid>`` file), leaving
+seconds keeps one writer instead of starting one per batch), after as long
+in which the store took nothing (a full disk: the queue waits for the next
+writer, see ``_Retry``), or as soon as another process asks for the store (a ``scope-release-<pid>`` file), leaving
 the rest of the queue to that process.  It runs at a lower CPU priority
 (nice 5): the application comes first.
 Problems go to ``<store>/scope-drainer.log``.
@@ -69,11 +70,14 @@ def main(argv: list[str] | None = None) -> int:
             queued = backend.spool.pending()
             if queued and retry.due() and gathered(queued, time.time_ns()):
                 retry.write()
-                last_work = time.monotonic()
+                if retry.failing_since is None:
+                    last_work = time.monotonic()
                 trimmed = False
                 continue
             idle_s = time.monotonic() - last_work
-            if not queued and idle_s >= args.idle:
+            if idle_s >= args.idle and (not queued or retry.failing_since is not None):
+                # nothing to do, or a store that has taken nothing for that long: the queue stays
+                # for the next writer (the next export or query starts one)
                 break
             if not queued and not trimmed and idle_s >= IDLE_TRIM_S:
                 backend.spool.trim()
