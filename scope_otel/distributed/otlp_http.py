@@ -259,6 +259,9 @@ class OTLPHTTPServer:
                 conn.start_next_cycle()
         except (ConnectionError, OSError):
             self._client_error("connection_reset")
+        except Exception as exc:  # a fault of ours: one line, the connection closed, serving goes on
+            self._client_error("internal_error")
+            _log.warning("scope-otel collect: an HTTP connection failed: %s: %s", type(exc).__name__, exc)
         finally:
             self._open -= 1
             self._writers.discard(writer)
@@ -287,7 +290,7 @@ class OTLPHTTPServer:
                 raise _Failure(400, "expected an HTTP request", "bad_request")
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
             as_json = headers.get("content-type", "").split(";")[0].strip().lower() == _JSON
-            body = await self._read_body(conn, reader, event, headers)
+            body = await self._read_body(conn, reader, writer, event, headers)
             request, as_json, nbytes = await loop.run_in_executor(
                 self._decoder, self._decode, body, headers)
             accepted = await loop.run_in_executor(self._decoder, self.intake.offer, request, nbytes)
@@ -335,8 +338,8 @@ class OTLPHTTPServer:
                 first = False
             conn.receive_data(data)  # b"" means the peer closed its side
 
-    async def _read_body(self, conn: h11.Connection, reader: asyncio.StreamReader, event: h11.Request,
-                         headers: dict) -> bytes:
+    async def _read_body(self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                         event: h11.Request, headers: dict) -> bytes:
         method, path = event.method.decode("latin-1"), event.target.decode("latin-1").split("?")[0]
         if method != "POST":
             raise _Failure(405 if path == PATH else 404, f"only POST {PATH} is served", "bad_request",
@@ -354,6 +357,8 @@ class OTLPHTTPServer:
         length = int(length_header)  # h11 checked it is a number
         if length > self.max_request_bytes:
             raise _Failure(413, f"body of {length} bytes exceeds {self.max_request_bytes}", "too_large")
+        if conn.they_are_waiting_for_100_continue:  # curl asks before a body over 1 KiB
+            writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
         deadline = self._loop.time() + self.body_timeout_s
         body = bytearray()
         while True:
