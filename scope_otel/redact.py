@@ -130,8 +130,8 @@ class Redactor:
         # addresses, the statement text SQLAlchemy caches), so most are found here
         self._clean: dict[str, None] = {}
         self._plain_keys: set[str] = set()  # names seen that are not secret
-        # a name's first part ('api' for 'api_key') is in every spelling of it
-        name_hints = tuple(sorted({n.split("_")[0] or n for n in self.names}))
+        # a name's longest part ('api' for 'api_key', 'api' for 'x_api_key') is in every spelling of it
+        name_hints = tuple(sorted({max(n.split("_"), key=len) or n for n in self.names}))
         passes: list[tuple[tuple[str, ...], re.Pattern, str]] = []
         if shapes:
             passes += [(("-----begin",), _PEM, ""), (("authorization", "cookie"), _HEADER_LINE, "")]
@@ -143,7 +143,9 @@ class Redactor:
                 (("eyj",), _JWT, ""), (_TOKEN_HINTS, _TOKEN, ""), (("%", "+"), _QUERY, "query"),
             ]
         self._passes = passes
-        self._hints = tuple(sorted({h for hints, _, _ in passes for h in hints}))
+        hints = {h for hints, _, _ in passes for h in hints}
+        # the gate: any pass's hint; one that contains another ('authorization', 'auth') adds nothing
+        self._hints = tuple(sorted(h for h in hints if not any(o != h and o in h for o in hints)))
 
     # ------------------------------------------------------------ queries
 
