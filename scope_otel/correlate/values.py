@@ -53,7 +53,11 @@ class ValuePolicy:
                     secrets.append(val)
         if events:
             for _name, _ts, attrs in events:
-                if attrs and "scope.value" in attrs and secret_name(attrs["scope.target"]):
+                if not attrs:
+                    continue
+                if type(attrs) is not dict:  # records hold (key, value) pairs
+                    attrs = dict(attrs)
+                if "scope.value" in attrs and secret_name(attrs["scope.target"]):
                     val = attrs["scope.value"]
                     if type(val) is str:
                         secrets.append(val)

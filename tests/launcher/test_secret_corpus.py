@@ -5,7 +5,8 @@ the embedded store, then looked for in the store by its own text.
 Channels: positional argument, keyword (named and ``**kwargs``), nested dict
 value, tuple header list, ``self`` attribute, HTTP request header, HTTP
 response header, URL query string, SQL parameter (bound, and the dict of
-parameters handed to a function) and SQL text.  A harmless control value
+parameters handed to a function) and SQL text (whose literals the SQL
+integration records as ``?``).  A harmless control value
 goes through the same channels and must be found in each: the channels reach
 the store, so the absences are real.
 """
@@ -208,8 +209,11 @@ def test_no_secret_of_the_corpus_reaches_the_store_through_any_channel(tmp_path)
     shown = _attribute_values(store, str(tmp_path), CONTROL[2])
     for where in ("scope.arg.note", "scope.arg.kwargs", "scope.arg.config", "scope.arg.headers",
                   "scope.arg.params", "self.note", "http.request.header.x-note", "http.response.header.x-note",
-                  "url.query", "db.query.text"):
+                  "url.query"):
         assert where in shown, f"the control value never reached the store through {where}"
+    # SQL text reaches the store too; the SQL integration records literals as '?' itself
+    sql = _attribute_values(store, str(tmp_path), "SELECT ? AS note")
+    assert "db.query.text" in sql, sql[-2000:]
 
     # every redaction was counted, and said in words
     counted = re.search(r"(\d+) values redacted", result.stderr)
