@@ -311,7 +311,10 @@ def from_config(cfg: Any) -> Redactor:
 
 def current() -> Redactor:
     """The rules of the configuration in force (rebuilt when it changes)."""
-    global _current, _current_key
+    global _current, _current_key, _current_cfg
+    cfg = config._current  # the same object until a change: no lock for a look
+    if cfg is not None and cfg is _current_cfg and _current is not None:
+        return _current
     try:
         cfg = config.current()
         key = (tuple(cfg.redact), bool(cfg.redact_defaults))
@@ -320,7 +323,11 @@ def current() -> Redactor:
     if _current is None or key != _current_key:
         _current = from_config(cfg) if cfg is not None else Redactor()
         _current_key = key
+    _current_cfg = cfg
     return _current
+
+
+_current_cfg: Any = None
 
 
 # ---------------------------------------------------------------- SDK spans
@@ -366,6 +373,10 @@ def scrub_spans(spans: list, redactor: Redactor) -> None:
     every string value seen before and found clean, no event, no status
     description.  Only the spans holding something new are looked at one by
     one: per span the batch costs two set updates instead of a loop."""
+    if len(spans) < 8:  # the sets below cost more than they save for a few spans
+        for span in spans:
+            scrub_span(span, redactor)
+        return
     try:  # C-level iteration only: map, chain and set do the per-span work
         dicts = list(map(_ATTRS, spans))
         keys = set().union(*dicts)
