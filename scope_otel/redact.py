@@ -410,9 +410,13 @@ _DESCRIPTION = attrgetter("_status._description")
 def _needs_look(values: set) -> bool:
     """Whether any of ``values`` is text (a string longer than the shortest
     secret, or a sequence) not yet known to be clean."""
+    types = set(map(type, values))  # numbers, most often: decided without a Python loop
+    if tuple in types or list in types:
+        return True
+    if str not in types:
+        return False
     for v in values:
-        t = type(v)
-        if (t is str and len(v) >= 5) or t is tuple or t is list:
+        if type(v) is str and len(v) >= 5:
             return True
     return False
 
