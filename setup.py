@@ -38,6 +38,7 @@ def _extensions():
         ("scope_otel.capture._speedups", "scope_otel/capture/_speedups.c"),
         ("scope_otel.store._chnative", "scope_otel/store/_native/chnative.c"),
         ("scope_otel.export._otlpenc", "scope_otel/export/_otlpenc.c"),
+        ("scope_otel._redactc", "scope_otel/_redactc.c"),
     ]:
         if os.path.exists(os.path.join(HERE, src)) and not os.environ.get("SCOPE_OTEL_NO_EXTENSIONS"):
             exts.append(Extension(name, [src], optional=True))

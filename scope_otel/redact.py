@@ -34,6 +34,7 @@ from typing import Any, Iterable, Mapping
 from urllib.parse import unquote_plus
 
 from scope_otel import config
+from scope_otel.accelerators import pure_python_requested
 
 REDACTED = "[REDACTED]"
 
@@ -372,34 +373,52 @@ def scrub_spans(spans: list, redactor: Redactor) -> None:
     whole batch at once: every attribute key known to be no secret name,
     every string value seen before and found clean, no event, no status
     description.  Only the spans holding something new are looked at one by
-    one: per span the batch costs two set updates instead of a loop."""
+    one (the C twin, ``scope_otel/_redactc.c``, decides the same without a
+    Python call per span)."""
     if len(spans) < 8:  # the sets below cost more than they save for a few spans
-        for span in spans:
-            scrub_span(span, redactor)
-        return
+        look = spans
+    else:
+        c_check = _c_needs_look()
+        if c_check is not None:
+            look = c_check(spans if type(spans) is list else list(spans), redactor._plain_keys, redactor._clean)
+        else:
+            look = _py_needs_look(spans, redactor)
+    for span in look:
+        scrub_span(span, redactor)
+
+
+def _py_needs_look(spans: list, redactor: Redactor) -> list:
+    """The spans of a batch that hold something not known to be clean (see
+    :func:`scrub_spans`), in batch order: what ``_redactc.needs_look`` returns."""
     try:  # C-level iteration only: map, chain and set do the per-span work
         dicts = list(map(_ATTRS, spans))
         keys = set().union(*dicts)
         values = set(chain.from_iterable(map(dict.values, dicts)))
-        if any(map(_EVENTS, spans)) or any(map(_DESCRIPTION, spans)):
-            raise LookupError  # events or a status description: one by one
-    except (AttributeError, TypeError, LookupError):
-        # not the SDK's layout, an unhashable value, or something to look at
-        for span in spans:
-            scrub_span(span, redactor)
-        return
+        look = set()
+        if any(map(_EVENTS, spans)) or any(map(_DESCRIPTION, spans)):  # events or a description
+            look = {id(s) for s in spans if s._events._dq or s._status._description}
+    except (AttributeError, TypeError):  # not the SDK's layout, or an unhashable value
+        return list(spans)
     if not redactor._plain_keys.issuperset(keys):
         new_keys = keys.difference(redactor._plain_keys)
-        look = [s for s in spans if not new_keys.isdisjoint(s._attributes._dict)]
-    else:
-        new_keys = None
-        look = []
+        look.update(id(s) for s, d in zip(spans, dicts) if not new_keys.isdisjoint(d))
     rest = values.difference(redactor._clean)
     if _needs_look(rest):
-        unknown = {v for v in rest if type(v) is str or type(v) is tuple or type(v) is list}
-        look += [s for s in spans if not unknown.isdisjoint(s._attributes._dict.values())]
-    for span in look:
-        scrub_span(span, redactor)
+        unknown = {v for v in rest if (type(v) is str and len(v) >= 5) or type(v) is tuple or type(v) is list}
+        look.update(id(s) for s, d in zip(spans, dicts) if not unknown.isdisjoint(d.values()))
+    return [s for s in spans if id(s) in look] if look else []
+
+
+def _c_needs_look() -> Any:
+    """The C twin of the batch check (``scope_otel/_redactc.c``), unless absent or
+    ``SCOPE_OTEL_PURE_PYTHON`` asks for the pure-Python one."""
+    if pure_python_requested():
+        return None
+    try:
+        from scope_otel._redactc import needs_look
+    except ImportError:
+        return None
+    return needs_look
 
 
 _ATTRS = attrgetter("_attributes._dict")

@@ -129,3 +129,37 @@ def test_config_command_shows_the_effective_redaction_list(tmp_path):
                    cwd=str(tmp_path))
     names = next(line for line in replaced.stdout.splitlines() if line.strip().startswith("names:"))
     assert names.split() == ["names:", "pin_code"]
+
+
+def test_the_c_batch_check_picks_the_same_spans_as_the_python_one():
+    from opentelemetry.sdk.trace import TracerProvider
+
+    c_check = redact._c_needs_look()
+    if c_check is None:
+        pytest.skip("the C twin (scope_otel/_redactc.c) is not built, or SCOPE_OTEL_PURE_PYTHON is set")
+    tracer = TracerProvider().get_tracer("twin")
+    r = Redactor()
+    known = []
+    for i in range(10):  # what the rules have seen: these keys and values
+        with tracer.start_as_current_span("seen", attributes={"http.route": "/items/<id>", "n": i}) as span:
+            pass
+        known.append(span)
+    redact.scrub_spans(known, r)
+    shapes = [
+        {"http.route": "/items/<id>", "n": 1},                # all seen: no look
+        {"http.route": "/items/<id>", "other.key": 2},        # a new key
+        {"http.route": "/orders/<id>/lines"},                 # a new text
+        {"http.route": "/items/<id>", "tags": ("a", "b")},    # a sequence
+        {"http.route": "/items/<id>", "n": 3, "x": "abc"},    # a new key with a short text
+    ]
+    spans = []
+    for attrs in shapes:
+        with tracer.start_as_current_span("s", attributes=attrs) as span:
+            pass
+        spans.append(span)
+    with tracer.start_as_current_span("e", attributes={"n": 1}) as span:
+        span.add_event("an event")
+    spans.append(span)
+    python = redact._py_needs_look(spans, r)
+    assert c_check(spans, r._plain_keys, r._clean) == python
+    assert [spans.index(s) for s in python] == [1, 2, 3, 4, 5]
