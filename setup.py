@@ -46,6 +46,7 @@ def _extensions():
         ("scope_otel.store._chnative", [native + "encode.c", native + "merge.c", native + "module.c"],
          C_HEADERS + [native + "chnative.h"]),
         ("scope_otel.export._otlpenc", ["scope_otel/export/_otlpenc.c"], C_HEADERS),
+        ("scope_otel._redactc", ["scope_otel/_redactc.c"], []),
     ]:
         if all(os.path.exists(os.path.join(HERE, s)) for s in sources) and not os.environ.get("SCOPE_OTEL_NO_EXTENSIONS"):
             exts.append(Extension(name, sources, include_dirs=[C_INCLUDE], depends=headers, optional=True))

@@ -36,6 +36,7 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from scope_otel import redact
 from scope_otel.instrumentors._report import failed
 
 STABLE, OLD, DUP = "stable", "old", "dup"
@@ -151,13 +152,7 @@ class ServerOptions:
             if excluded is not None
             else _env_list(f"OTEL_PYTHON_{framework.upper()}_EXCLUDED_URLS", "OTEL_PYTHON_EXCLUDED_URLS")
         )
-        try:
-            from scope_otel.config import current
-
-            redact = list(current().redact)
-        except Exception:
-            from scope_otel.config import DEFAULT_REDACT as redact
-        sanitize = _env_list(_CAPTURE + "SANITIZE_FIELDS") + [re.escape(r) for r in redact]
+        sanitize = _env_list(_CAPTURE + "SANITIZE_FIELDS")  # scope-otel's own rules: scope_otel.redact
         return cls(
             framework=framework,
             mode=semconv_mode("http"),
@@ -356,8 +351,9 @@ def _capture_request_headers(attrs: dict, environ: Mapping, options: ServerOptio
 
 def _sanitized(name: str, value: str, options: ServerOptions) -> str:
     if options.sanitize is not None and options.sanitize.search(name):
-        return "[REDACTED]"
-    return value
+        redact.counted()
+        return redact.REDACTED
+    return redact.current().value(name, value)
 
 
 def capture_response_headers(span: Span, headers: Iterable[tuple[str, str]], options: ServerOptions) -> None:

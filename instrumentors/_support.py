@@ -3,29 +3,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from scope_otel import redact
+
 
 def redacted_repr(values: dict[str, Any]) -> str:
-    """``{key: repr(value)}`` with secret-looking keys redacted, length-capped.
-
-    Keys are matched (case-insensitive substring) against the configured
-    ``redact`` patterns; the result is truncated to ``max_value_length``.
-    """
+    """``{key: repr(value)}`` redacted by :mod:`scope_otel.redact` (counted), length-capped
+    to ``max_value_length``."""
+    redactor = redact.current()
     try:
         from scope_otel import config
 
-        cfg = config.current()
-        patterns = tuple(p.lower() for p in cfg.redact)
-        limit = cfg.max_value_length
+        limit = config.current().max_value_length
     except Exception:
-        from scope_otel.config import DEFAULT_REDACT
-
-        patterns, limit = DEFAULT_REDACT, 512
-    parts = []
-    for key, value in values.items():
-        lowered = key.lower()
-        shown = "[REDACTED]" if any(p in lowered for p in patterns) else _short_repr(value)
-        parts.append(f"{key}={shown}")
-    text = "{" + ", ".join(parts) + "}"
+        limit = 512
+    text = "{" + ", ".join(f"{key}={redactor.value(key, _short_repr(value))}" for key, value in values.items()) + "}"
     if len(text) > limit:
         text = text[: limit - 3] + "..."
     return text

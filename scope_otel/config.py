@@ -37,13 +37,6 @@ SAMPLERS = (
     "parentbased_always_off",
     "parentbased_traceidratio",
 )
-# Substrings of names whose values are never stored.  Deliberately not bare
-# "session" or "auth": they would hide `session_factory` and `author`.
-DEFAULT_REDACT = (
-    "password", "passwd", "pwd", "secret", "token", "authorization", "auth_",
-    "cookie", "sessionid", "session_id", "session_key", "api_key", "apikey",
-    "credential", "private_key",
-)
 #: Keys that may change while the application runs.
 RUNTIME_KEYS = frozenset({"sampling_rate", "function_levels", "level"})
 
@@ -253,6 +246,8 @@ SETTINGS: tuple[Setting, ...] = (
             "ClickHouse destination: a path or chdb:///path (embedded) or http(s)://host:port"),
     Setting("database", _str, "otel", ("SCOPE_OTEL_DATABASE",),
             "ClickHouse database name"),
+    Setting("spool_max_mb", _int_range(1, 1 << 20), 1024, ("SCOPE_OTEL_SPOOL_MAX_MB",),
+            "largest on-disk queue of batches waiting for the store, in MB; when full the oldest are dropped and counted"),
     Setting("overflow", _choice(OVERFLOWS), "drop_oldest", ("SCOPE_OTEL_OVERFLOW",),
             "what a full ring buffer does: drop_oldest, drop_newest, block"),
     # 8192: a stalled exporter holding a full ring of SDK spans (~3 KB each)
@@ -266,8 +261,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("value_repr", _list(), (), ("SCOPE_OTEL_VALUE_REPR",),
             "globs on 'module.Qualname' of types whose captured values may be shown with repr(), which "
             "runs their code inside the call (default: none; values are read without running any code)"),
-    Setting("redact", _list(), DEFAULT_REDACT, ("SCOPE_OTEL_REDACT",),
-            "key patterns whose values are redacted, comma-separated"),
+    Setting("redact", _list(), (), ("SCOPE_OTEL_REDACT",),
+            "more name patterns whose values are redacted, added to the built-in ones, comma-separated"),
+    Setting("redact_defaults", _bool, True, ("SCOPE_OTEL_REDACT_DEFAULTS",),
+            "false: drop the built-in redaction names and shapes, keeping only `redact` (see README, Redaction)"),
     Setting("summary", _bool, False, ("SCOPE_OTEL_SUMMARY",),
             "print a short summary of what was recorded when the program exits"),
     Setting("log_level", _choice(("debug", "info", "warning", "error")), "warning", ("SCOPE_OTEL_LOG_LEVEL",),

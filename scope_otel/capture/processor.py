@@ -47,7 +47,9 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, set_val
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from scope_otel import redact
 from scope_otel.capture import _accel, runtime
+from scope_otel.redact import scrub_spans
 from scope_otel.capture.ring import Ring
 
 _log = logging.getLogger("scope_otel.capture")
@@ -289,6 +291,7 @@ class RingBufferSpanProcessor(SpanProcessor):
                     correlator.learn_resource(item.resource)
                     break
         to_span, append = correlator.to_span, spans.append
+        sdk_spans: list = []
         for item in batch:
             try:
                 if type(item) in _RECORD_TYPES:  # a function-call record
@@ -299,12 +302,20 @@ class RingBufferSpanProcessor(SpanProcessor):
                 context = item.context
                 if context and context[3] & 1:
                     append(item)
+                    sdk_spans.append(item)
                 else:
                     self._unsampled += 1  # RECORD_ONLY sampling: not exported, as in BSP
             except Exception:
                 self._export_failures += 1
                 _log.exception("scope-otel: could not convert a record; skipped")
         correlator.batch_done()
+        if sdk_spans:
+            try:
+                scrub_spans(sdk_spans, redact.current())
+            except Exception:  # never export what could not be redacted
+                self._export_failures += len(spans)
+                _log.exception("scope-otel: redaction failed; %d spans not exported", len(spans))
+                return
         if not spans:
             return
         try:
@@ -337,7 +348,8 @@ class RingBufferSpanProcessor(SpanProcessor):
             workers_alive=sum(t.is_alive() for t in self._threads),
         )
         correlator = self._correlator
-        out.update(correlator.stats() if correlator else {"function_spans": 0, "values_truncated": 0, "values_redacted": 0})
+        out.update(correlator.stats() if correlator else {"function_spans": 0, "values_truncated": 0})
+        out["values_redacted"] = redact.count()
         out.update(runtime.stats())
         return out
 

@@ -77,8 +77,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="largest request after decompression, gRPC message limit (default 16MiB)")
     p.add_argument("--max-queue-size", type=_size, default=64 << 20,
                    help="accepted but unwritten requests before clients are told to retry (default 64MiB)")
-    p.add_argument("--max-connections", type=int, default=64,
-                   help="HTTP connections served at once; more wait in the listen backlog (default 64)")
+    p.add_argument("--max-connections", type=int, default=1024,
+                   help="HTTP connections open at once (idle ones cost no thread); more are closed (default 1024)")
+    p.add_argument("--header-timeout", type=float, default=10.0,
+                   help="seconds an HTTP request head may take from its first byte; then 408 (default 10)")
+    p.add_argument("--body-timeout", type=float, default=30.0,
+                   help="seconds an HTTP request body may take; then 408 (default 30)")
+    p.add_argument("--idle-timeout", type=float, default=60.0,
+                   help="seconds an idle keep-alive HTTP connection is kept (default 60)")
     p.add_argument("--retry-after", type=int, default=1, help="seconds clients are told to wait (default 1)")
     p.add_argument("--ready-file", help="write the listening endpoints as JSON to this file once serving")
     return p
@@ -101,7 +107,8 @@ def main(argv: list[str]) -> int:
             sink, host=args.host, grpc_port=args.grpc_port, http_port=args.http_port, token=args.token,
             max_request_bytes=args.max_request_size, max_decompressed_bytes=args.max_decompressed_size,
             max_queue_bytes=args.max_queue_size, max_http_connections=args.max_connections,
-            retry_after_s=args.retry_after,
+            retry_after_s=args.retry_after, http_header_timeout_s=args.header_timeout,
+            http_body_timeout_s=args.body_timeout, http_idle_timeout_s=args.idle_timeout,
         ).start()
     except (OSError, ValueError) as exc:
         sink.shutdown()

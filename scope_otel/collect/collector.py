@@ -46,15 +46,21 @@ class Collector:
         max_request_bytes: int = 4 << 20,
         max_decompressed_bytes: int = 16 << 20,
         max_queue_bytes: int = 64 << 20,
-        max_http_connections: int = 64,
+        max_http_connections: int = 1024,
         retry_after_s: int = 1,
+        http_header_timeout_s: float = 10.0,
+        http_body_timeout_s: float = 30.0,
+        http_idle_timeout_s: float = 60.0,
     ) -> None:
         if grpc_port is None and http_port is None:
             raise ValueError("at least one of the gRPC and HTTP ports is needed")
         for name, value in (("max_request_bytes", max_request_bytes),
                             ("max_decompressed_bytes", max_decompressed_bytes),
                             ("max_queue_bytes", max_queue_bytes),
-                            ("max_http_connections", max_http_connections)):
+                            ("max_http_connections", max_http_connections),
+                            ("http_header_timeout_s", http_header_timeout_s),
+                            ("http_body_timeout_s", http_body_timeout_s),
+                            ("http_idle_timeout_s", http_idle_timeout_s)):
             if value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
         if retry_after_s < 0:
@@ -75,7 +81,10 @@ class Collector:
                                             max_request_bytes=max_request_bytes,
                                             max_decompressed_bytes=max_decompressed_bytes,
                                             max_connections=max_http_connections,
-                                            retry_after_s=retry_after_s)
+                                            retry_after_s=retry_after_s,
+                                            header_timeout_s=http_header_timeout_s,
+                                            body_timeout_s=http_body_timeout_s,
+                                            idle_timeout_s=http_idle_timeout_s)
         except (OSError, RuntimeError) as exc:
             self._close_listeners()
             raise OSError(f"cannot listen on {host} ({exc}); is another collector running?") from exc
@@ -114,10 +123,13 @@ class Collector:
         return self
 
     def stats(self) -> dict:
-        """Intake counters plus HTTP responses by status."""
+        """Intake counters plus HTTP responses by status and client mistakes by kind."""
         out: dict = self.intake.stats()
+        if self._grpc:
+            out["grpc_client_errors"] = self._grpc.client_errors
         if self._http:
             out["http_responses"] = dict(self._http.responses)
+            out["http_client_errors"] = dict(self._http.client_errors)
         if self._stop_s is not None:
             out["stop_s"] = round(self._stop_s, 3)  # closing listeners + writing what was queued
         return out

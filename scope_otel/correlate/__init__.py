@@ -5,7 +5,7 @@
   ``ReadableSpan`` parented to its caller function or SDK span, with the
   attributes and events of the capture contract;
 * :mod:`scope_otel.correlate.values` - ``ValuePolicy``: captured values
-  truncated to ``max_value_length`` and redacted by key pattern, counted.
+  truncated to ``max_value_length`` and redacted (:mod:`scope_otel.redact`), counted.
 
 It runs in ``RingBufferSpanProcessor``'s worker thread, never on the
 application's.

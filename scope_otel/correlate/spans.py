@@ -31,6 +31,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 from scope_otel.capture import runtime
 from scope_otel.capture.records import CAP_EXCEPTIONS, RAISED, TOKEN_LEN
 from scope_otel.correlate.stack import StackFormatter
+from scope_otel import redact
 from scope_otel.correlate.values import ValuePolicy
 from scope_otel.plan import LEVELS
 from scope_otel.version import __version__
@@ -89,7 +90,10 @@ class Correlator:
         if static is None:
             static = self._static[(fid, level)] = self._static_attributes(fid, level)
         attrs = dict(static)
-        fmt = self.policy.format
+        policy = self.policy
+        fmt = policy.format
+        if args or raw_events or policy.secrets:
+            policy.begin(args, raw_events)
         if args:
             for name, val in args.items():
                 attrs["scope.arg." + name] = fmt(name, val)
@@ -103,8 +107,9 @@ class Correlator:
                 events.append(Event(name, ev_attrs, ts))
         span_status = _UNSET
         if status == RAISED:
-            events.append(self._exception_event(value, end_ns, flags & CAP_EXCEPTIONS))
-            span_status = Status(StatusCode.ERROR, f"{value[0]}: {value[2]}")
+            event = self._exception_event(value, end_ns, flags & CAP_EXCEPTIONS)
+            events.append(event)
+            span_status = Status(StatusCode.ERROR, f"{value[0]}: {event.attributes['exception.message']}")
         elif value is not None:
             attrs["scope.return"] = fmt("return", value)
         resource = self.resource
@@ -148,7 +153,7 @@ class Correlator:
             "exception.message": self.policy.format("exception.message", summary[2]),
         }
         if with_stack:
-            attrs["exception.stacktrace"] = self._stacktrace(summary)
+            attrs["exception.stacktrace"] = self.policy.hide(self.policy.redactor.text(self._stacktrace(summary)))
         return Event("exception", attrs, ts)
 
     def batch_done(self) -> None:
@@ -159,7 +164,7 @@ class Correlator:
         return {
             "function_spans": self.spans,
             "values_truncated": self.policy.truncated,
-            "values_redacted": self.policy.redacted,
+            "values_redacted": redact.count(),
         }
 
 
@@ -173,6 +178,6 @@ def _policy_from_config() -> ValuePolicy:
         from scope_otel import config
 
         cfg = config.current()
-        return ValuePolicy(cfg.max_value_length, cfg.redact)
+        return ValuePolicy(cfg.max_value_length)
     except Exception:  # a bad config must not stop export; use the defaults
         return ValuePolicy()

@@ -72,6 +72,7 @@ COUNTERS = (
     "spans_spooled",       # spans parked because the server was unreachable or the store busy
     "batches_replayed",    # spooled batches this process wrote later
     "spans_dropped",       # lost: spool full or disabled, rejected, unreadable, after shutdown
+    "spool_dropped",       # of those: queued spans dropped, oldest first, to keep within spool_max_mb or a full disk
     "batches_rejected",    # the store refused the data itself
     "retries",
     "values_truncated",    # attribute values cut to max_value_chars
@@ -256,15 +257,22 @@ class ClickHouseSpanExporter(SpanExporter):
 
     def _queue(self, parts: list, spans: int, counter: str) -> bool:
         if self.spool_enabled or self.target.kind == "chdb":
+            spool = self._backend.spool
+            before = spool.dropped_spans
             try:
-                if self._backend.spool.put(parts):
+                if spool.put(parts):
                     self._count(**{counter: spans})
                     return True
-                self._log_once("spool-full", "scope-otel: spool %s is full; dropping batches",
-                               self._backend.spool.folder)
+                self._log_once("spool-full", "scope-otel: a batch larger than the whole spool %s (%.1f MB) was dropped",
+                               spool.folder, spool.max_bytes / (1 << 20))
             except Exception as exc:
-                self._log_once("spool-error", "scope-otel: cannot write spool %s: %s",
-                               self._backend.spool.folder, exc)
+                self._log_once("spool-error", "scope-otel: cannot write spool %s: %s", spool.folder, exc)
+            finally:
+                older = spool.dropped_spans - before
+                if older:
+                    self._count(spans_dropped=older, spool_dropped=older)
+                    self._log_once("spool-oldest", "scope-otel: spool %s is full (%.1f MB, or the disk): dropping the "
+                                   "oldest batches, counted in spool_dropped", spool.folder, spool.max_bytes / (1 << 20))
         self._count(spans_dropped=spans)
         return False
 

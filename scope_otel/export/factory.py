@@ -41,7 +41,8 @@ def _clickhouse(config: Config) -> SpanExporter:
     from scope_otel.export.clickhouse import ClickHouseSpanExporter
 
     # a bare path is embedded chDB; the exporter resolves it (scope_otel.store.target)
-    return ClickHouseSpanExporter(url=config.store, database=config.database)
+    return ClickHouseSpanExporter(url=config.store, database=config.database,
+                                  spool_max_bytes=config.spool_max_mb << 20)
 
 
 def _otlp(config: Config) -> SpanExporter:

@@ -261,6 +261,8 @@ class _SummaryProcessor(SpanProcessor):
             f"({self.errors} with errors) and {functions} function spans"
             f" -> {','.join(config.traces_exporter) if config else '?'}"
         ]
+        if stats.get("values_redacted"):
+            lines.append(f"  {stats['values_redacted']} values redacted (secrets; rules: scope-otel config)")
         for (kind, name), n in self.counts.most_common(12):
             lines.append(f"  {n:6d}  {kind:8s}  {name}")
         if stats:

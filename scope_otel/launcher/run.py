@@ -23,6 +23,7 @@ import sys
 from importlib.metadata import entry_points
 
 from scope_otel import config as _config
+from scope_otel import redact
 
 BOOTSTRAP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootstrap")
 
@@ -178,4 +179,7 @@ def config_main(argv: list[str]) -> int:
     if config.file:
         print(f"# config file: {config.file}")
     print(config.describe())
+    print("\nredaction in force (redact extends the built-in names; redact_defaults = false keeps only it):")
+    for line in redact.from_config(config).describe().splitlines():
+        print("  " + line)
     return 0

@@ -36,6 +36,7 @@ before ``fork()`` and a forked child never opens chDB (rule 3).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
 import subprocess
@@ -65,6 +66,11 @@ SPOOL_DIR = "scope-spool"
 
 class StoreUnavailable(RuntimeError):
     """The server cannot be reached right now."""
+
+
+class StoreRetry(RuntimeError):
+    """The store cannot take batches right now (a full disk, a timeout, a busy or half-created
+    store): they stay queued in the spool, to be written on a later try."""
 
 
 # -- ownership of an embedded store ----------------------------------------------
@@ -231,6 +237,8 @@ class Backend:
         self.connect_timeout_s = connect_timeout_s
         self.timeout_s = timeout_s
         self.spool = Spool(spool_dir or default_spool_dir(target), max_bytes=spool_max_bytes)
+        #: why the last write of the queue stopped with batches left for a later try (StoreRetry), else None
+        self.retry_pending: StoreRetry | None = None
         self.rows_written = {"otel_traces": 0, "scope_events": 0}  # from the spool, by this process
         self.batches_replayed = 0
         self.last_applied: list[str] = []  # schema files the last connect applied
@@ -390,7 +398,12 @@ class Backend:
                 self._orders = _sorting_keys(client, self.target.database)
             self._schema_ready.add(generation)
         if self.spool.pending():
-            self._drain(client)
+            try:
+                self._drain(client)
+            except StoreRetry as exc:  # the queue stays for a later try; the caller's work goes on
+                self.retry_pending = exc
+            else:
+                self.retry_pending = None
 
     def _drain(self, client: Any, max_batches: int = 512, max_bytes: int = 64 << 20) -> None:
         """Write queued batches, many per INSERT; isolate and quarantine a batch the store rejects.
@@ -492,6 +505,10 @@ class Backend:
                 self._give_back_claims(drain.claimed)
                 drain.claimed = []
                 raise
+            if _retryable(exc):  # the data is fine, the store cannot take it now: all stay queued
+                self._give_back_claims(drain.claimed)
+                drain.claimed = []
+                raise StoreRetry(self.target.scrub(_reason(exc))) from exc
         finally:
             drain.close()
         claimed, drain.claimed = drain.claimed, []
@@ -502,8 +519,13 @@ class Backend:
                 if _is_connection_error(one):
                     self._give_back_claims(claimed[i:])
                     raise
-                _log.warning("scope-otel: a spooled batch was rejected by %s and moved to %s/rejected: %s",
-                             self.target.display, self.spool.folder, self.target.scrub(_short(one)))
+                if _retryable(one):
+                    self._give_back_claims(claimed[i:])
+                    raise StoreRetry(self.target.scrub(_reason(one))) from one
+                spans = sum(p.rows for p in parts if p.table == "otel_traces")
+                _log.warning("scope-otel: %s refused a batch of %d spans as invalid; it is kept in %s/rejected/%s: %s",
+                             self.target.display, spans, self.spool.folder,
+                             os.path.basename(dir_).rsplit(".claim-", 1)[0], self.target.scrub(_reason(one)))
                 self.spool.quarantine(dir_)
 
     def _write_claimed(self, client: Any, claimed: list[tuple[str, list[Part]]]) -> None:
@@ -588,6 +610,36 @@ def _is_connection_error(exc: BaseException) -> bool:
         return True
     text = str(exc)
     return any(s in text for s in ("Connection refused", "Max retries exceeded", "timed out", "Name or service"))
+
+
+#: Failures that say nothing about the data: the batch stays queued and is tried again.
+_RETRYABLE_TEXT = (
+    "NOT_ENOUGH_SPACE", "No space left", "Disk quota exceeded", "CANNOT_WRITE_TO_FILE_DESCRIPTOR",
+    "TIMEOUT_EXCEEDED", "SOCKET_TIMEOUT", "timed out", "Timeout", "TOO_MANY_PARTS", "TOO_MANY_SIMULTANEOUS_QUERIES",
+    "TABLE_IS_READ_ONLY", "TABLE_IS_DROPPED", "UNKNOWN_TABLE", "UNKNOWN_DATABASE", "MEMORY_LIMIT_EXCEEDED",
+    "CANNOT_ALLOCATE_MEMORY", "QUERY_WAS_CANCELLED", "ABORTED", "Cannot lock", "Resource temporarily unavailable",
+    "Too many open files",
+)
+_RETRYABLE_ERRNOS = frozenset(getattr(errno, name) for name in (
+    "ENOSPC", "EDQUOT", "EAGAIN", "EBUSY", "ETIMEDOUT", "EINTR", "EMFILE", "ENFILE", "ENOMEM") if hasattr(errno, name))
+
+
+def _retryable(exc: BaseException) -> bool:
+    """Whether the store failed for a reason of its own (space, time, load, a store still being
+    created by another process) rather than because the batch is invalid."""
+    if isinstance(exc, (StoreBusy, StoreRetry, TimeoutError)):
+        return True
+    if isinstance(exc, OSError) and exc.errno in _RETRYABLE_ERRNOS:
+        return True
+    text = str(exc)
+    return any(mark in text for mark in _RETRYABLE_TEXT)
+
+
+def _reason(exc: BaseException) -> str:
+    """One readable line: the exception's first line, without ClickHouse's stack trace."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = f"{type(exc).__name__}: {lines[0] if lines else ''}".strip()
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _short(exc: BaseException) -> str:

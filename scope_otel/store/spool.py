@@ -30,18 +30,27 @@ during a burst, emptying a file and then filling it again cost both sides
 the benchmark's end-to-end rate was 193,602 spans/s with files emptied at
 once and 209,539 without (medians of five alternated runs).
 
-The queue is bounded (``max_bytes``, free files not counted); a batch that
-does not fit is refused and the caller counts it as dropped.
+The queue is bounded (``max_bytes``, free files not counted; the ``spool_max_mb``
+setting): a batch that does not fit makes room by dropping the oldest queued
+batches, counted (``dropped_batches``, ``dropped_spans``; the exporter adds
+them to its ``spans_dropped``).  When the disk itself is full (``ENOSPC``,
+``EDQUOT``), a put first empties the spare free files, then drops the oldest
+batches as well, and tries once more: the newest data is kept.  Only a batch
+larger than the whole bound is refused.
 """
 from __future__ import annotations
 
+import errno
 import itertools
 import json
+import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
+_log = logging.getLogger("scope_otel.export.clickhouse")
 _counter = itertools.count()
 #: Claims this process holds and is writing (a claim of ours not in here was abandoned).
 _in_flight: set[str] = set()
@@ -104,12 +113,30 @@ class Spool:
         self._free_kept = FREE_KEEP  # free files in the folder as this process last counted them
         #: True: written batch files are emptied by :meth:`trim`, not as they are freed (the store writer)
         self.trim_later = False
+        #: batches (and their spans) this process dropped, oldest first, to keep within the bound or the disk
+        self.dropped_batches = 0
+        self.dropped_spans = 0
+        self._drop_lock = threading.Lock()
 
     def put(self, parts: Sequence[tuple[str, list[str], bytes, int]]) -> bool:
-        """Queue one batch (``(table, columns, native bytes, rows)`` per table); False if full."""
+        """Queue one batch (``(table, columns, native bytes, rows)`` per table), dropping the oldest
+        queued batches when the bound or the disk asks for room; False if it cannot fit at all."""
         total = sum(len(p[2]) for p in parts)
-        if self._approx_size() + total > self.max_bytes:
+        if total > self.max_bytes:
             return False
+        if self._approx_size() + total > self.max_bytes:
+            self._drop_oldest(self._approx_size() + total - self.max_bytes)
+        try:
+            return self._put(parts, total)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+        # the disk is full: spare files first, then the oldest batches, and once more
+        self.trim(keep=0)
+        self._drop_oldest(total)
+        return self._put(parts, total)
+
+    def _put(self, parts: Sequence[tuple[str, list[str], bytes, int]], total: int) -> bool:
         header, offset = [], 0
         for table, columns, data, rows in parts:
             header.append({"table": table, "columns": columns, "rows": rows, "offset": offset, "length": len(data)})
@@ -141,6 +168,35 @@ class Spool:
             raise
         self._size += total
         return True
+
+    def _drop_oldest(self, need: int) -> None:
+        """Delete the oldest queued (unclaimed) batches until ``need`` bytes are freed; counted."""
+        freed = 0
+        with self._drop_lock:
+            for name in self.pending():
+                if freed >= need:
+                    break
+                path = os.path.join(self.folder, name)
+                victim = f"{path}.drop-{os.getpid()}"
+                try:
+                    os.rename(path, victim)  # claimed first: a writer may be taking it right now
+                except OSError:
+                    continue
+                try:
+                    with open(victim, "rb") as fh:
+                        meta = json.loads(fh.readline())
+                    spans = sum(int(p["rows"]) for p in meta["parts"] if p["table"] == "otel_traces")
+                except (OSError, ValueError, KeyError, TypeError):
+                    spans = 0
+                try:
+                    size = os.path.getsize(victim)
+                    os.unlink(victim)
+                except OSError:
+                    continue
+                freed += size
+                self._size -= size
+                self.dropped_batches += 1
+                self.dropped_spans += spans
 
     def _open_batch_file(self, tmp: str) -> tuple[int, bool]:
         """``tmp`` opened for writing: a free file renamed to it (True), else a new file (False)."""
@@ -209,7 +265,9 @@ class Spool:
                 base = len(head)
                 parts = [Part(p["table"], list(p["columns"]), int(p["rows"]), claimed, base + int(p["offset"]),
                               int(p["length"])) for p in meta["parts"]]
-            except (OSError, ValueError, KeyError, TypeError):
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                _log.warning("scope-otel: a spooled batch is unreadable; it is kept in %s/rejected/%s: %s: %s",
+                             self.folder, name, type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")
                 self.quarantine(claimed)
                 continue
             yield claimed, parts
@@ -229,8 +287,9 @@ class Spool:
         except OSError:
             pass
 
-    def trim(self) -> int:
-        """Empty the free files past the first ``FREE_KEEP`` (see the module docstring); how many were emptied.
+    def trim(self, keep: int | None = None) -> int:
+        """Empty the free files past the first ``keep`` (``FREE_KEEP``; see the module docstring); how many
+        were emptied.
 
         A file an application takes meanwhile is renamed away first, so it is
         never emptied under its writer (and one emptied just before is simply
@@ -240,7 +299,7 @@ class Spool:
         except FileNotFoundError:
             return 0
         emptied = 0
-        for name in names[FREE_KEEP:]:
+        for name in names[FREE_KEEP if keep is None else keep:]:
             path = os.path.join(self.folder, name)
             try:
                 if os.path.getsize(path):
@@ -300,6 +359,13 @@ class Spool:
         me = str(os.getpid())
         self._free_kept = sum(1 for name in names if name.startswith(FREE))
         for name in names:
+            if ".drop-" in name:  # a batch being dropped when its process died
+                if not _alive(name.rsplit(".drop-", 1)[1]):
+                    try:
+                        os.unlink(os.path.join(self.folder, name))
+                    except OSError:
+                        pass
+                continue
             if name.startswith(SCRATCH):
                 if not _alive(name[len(SCRATCH):].split("-", 1)[0]):
                     try:

@@ -9,8 +9,9 @@ It takes ownership (exits at once if another process owns the store),
 writes queued batches as they arrive, a burst's together (many per INSERT,
 see ``gathered``), and exits after
 ``--idle`` seconds without work (30: an application exporting every few
-seconds keeps one writer instead of starting one per batch) or as soon as
-another process asks for the store (a ``scope-release-<pid>`` file), leaving
+seconds keeps one writer instead of starting one per batch), after as long
+in which the store took nothing (a full disk: the queue waits for the next
+writer, see ``_Retry``), or as soon as another process asks for the store (a ``scope-release-<pid>`` file), leaving
 the rest of the queue to that process.  It runs at a lower CPU priority
 (nice 5): the application comes first.
 Problems go to ``<store>/scope-drainer.log``.
@@ -25,10 +26,13 @@ import os
 import sys
 import time
 
-from scope_otel.store.engine import Backend, StoreBusy, release_requested, write_spools_from_own_loop
+from scope_otel.store.engine import (Backend, StoreBusy, StoreRetry, _reason, _retryable, release_requested,
+                                     write_spools_from_own_loop)
 from scope_otel.store.migrations import SchemaOptions
 from scope_otel.store.spool import Spool
 from scope_otel.store.target import parse
+
+_log = logging.getLogger("scope_otel.export.clickhouse")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,12 +50,16 @@ def main(argv: list[str] | None = None) -> int:
     _keep_freed_memory()
     write_spools_from_own_loop()  # the loop below decides when to write
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s scope-otel drainer %(process)d: %(message)s")
+    # a line that cannot be written (the log is on the full disk it reports) is lost, not
+    # replaced by logging's "--- Logging error ---" and a traceback, which lands once there is room
+    logging.raiseExceptions = False
     target = parse("chdb://" + args.store, args.database)
     backend = Backend(target, schema=SchemaOptions(ttl_days=args.ttl_days), spool_dir=args.spool,
                       idle_close_s=3600.0, reuse_buffers=True)
     backend.spool.trim_later = True  # written batch files are emptied below, once the writer is idle
+    retry = _Retry(backend)
     try:
-        backend.run(lambda client: None)  # own the store, create the schema, write what is queued
+        retry.write()  # own the store, create the schema, write what is queued
         # What start-up made (chDB, clickhouse-connect, pyarrow: ~100k objects) stays: the collector's
         # full passes no longer walk it on every few drains.
         gc.collect()
@@ -60,13 +68,16 @@ def main(argv: list[str] | None = None) -> int:
         trimmed = False
         while not release_requested(target.path):
             queued = backend.spool.pending()
-            if queued and gathered(queued, time.time_ns()):
-                backend.run(lambda client: None)
-                last_work = time.monotonic()
+            if queued and retry.due() and gathered(queued, time.time_ns()):
+                retry.write()
+                if retry.failing_since is None:
+                    last_work = time.monotonic()
                 trimmed = False
                 continue
             idle_s = time.monotonic() - last_work
-            if not queued and idle_s >= args.idle:
+            if idle_s >= args.idle and (not queued or retry.failing_since is not None):
+                # nothing to do, or a store that has taken nothing for that long: the queue stays
+                # for the next writer (the next export or query starts one)
                 break
             if not queued and not trimmed and idle_s >= IDLE_TRIM_S:
                 backend.spool.trim()
@@ -75,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                 # every look lists the spool folder (~0.25 ms, 1.2 % of a core at 50 a second while
                 # idle): every 20 ms while batches gather or just after work, every 100 ms after a
                 # second of none (a new burst or a request for the store waits that much longer)
-                time.sleep(0.02 if queued or idle_s < 1.0 else IDLE_LOOK_S)
+                time.sleep(0.02 if (queued and retry.due()) or idle_s < 1.0 else IDLE_LOOK_S)
     except StoreBusy:
         return 0  # another process owns the store: it writes the spool
     finally:
@@ -107,6 +118,52 @@ GATHER_MIN_BURST = 8
 IDLE_LOOK_S = 0.1
 #: After this long without work the writer empties the spool's spare batch files (``Spool.trim``).
 IDLE_TRIM_S = 1.0
+
+
+class _Retry:
+    """Writes the queue; when the store cannot take it (``StoreRetry``: a full disk, a
+    timeout, a busy store) the batches stay queued and the next try waits, doubling
+    from ``RETRY_FIRST_S`` to ``RETRY_MAX_S``.  One log line when that starts, one when
+    writing works again."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.wait_s = 0.0
+        self.next_try = 0.0
+        self.failing_since: float | None = None
+
+    def due(self) -> bool:
+        return time.monotonic() >= self.next_try
+
+    def write(self) -> None:
+        self.backend.retry_pending = None
+        try:
+            self.backend.run(lambda client: None)
+            exc = self.backend.retry_pending
+        except StoreBusy:
+            raise
+        except Exception as error:  # e.g. the schema cannot be created on a full disk
+            if not _retryable(error):
+                raise
+            exc = StoreRetry(_reason(error))
+        if exc is not None:
+            self.wait_s = min(max(RETRY_FIRST_S, self.wait_s * 2), RETRY_MAX_S)
+            self.next_try = time.monotonic() + self.wait_s
+            if self.failing_since is None:
+                self.failing_since = time.monotonic()
+                _log.warning("scope-otel: the store cannot take batches now (%s); %d wait in the spool, "
+                             "tried again every %g-%g s", exc, len(self.backend.spool.pending()),
+                             RETRY_FIRST_S, RETRY_MAX_S)
+            return
+        if self.failing_since is not None:
+            _log.warning("scope-otel: the store takes batches again after %.0f s; the queue was written",
+                         time.monotonic() - self.failing_since)
+        self.wait_s, self.next_try, self.failing_since = 0.0, 0.0, None
+
+
+#: Waits between tries while the store cannot take batches (full disk, timeouts).
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 30.0
 
 
 def gathered(queued: list[str], now_ns: int) -> bool:

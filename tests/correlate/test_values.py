@@ -1,19 +1,21 @@
-"""Captured values: truncated to max_value_length and redacted by key, both counted."""
+"""Captured values: truncated to max_value_length and redacted (scope_otel.redact), both counted."""
 from __future__ import annotations
 
+from scope_otel import redact
 from scope_otel.capture import runtime
 from scope_otel.correlate.values import ELLIPSIS, REDACTED, ValuePolicy
 
 
 def test_secret_argument_names_are_redacted_and_counted(pipeline, fn):
     fid = fn("login", level="full")
+    before = redact.count()
     runtime.exit(runtime.enter(fid, {"user": "ann", "password": "hunter2", "api_token": "t0k"}))
     (span,) = pipeline.spans()
     assert span.attributes["scope.arg.user"] == "ann"
     assert span.attributes["scope.arg.password"] == REDACTED
     assert span.attributes["scope.arg.api_token"] == REDACTED
     assert "hunter2" not in str(span.attributes)
-    assert pipeline.processor.stats()["values_redacted"] == 2
+    assert pipeline.processor.stats()["values_redacted"] - before == 2
 
 
 def test_secrets_inside_a_repr_are_redacted(pipeline, fn):
@@ -48,8 +50,19 @@ def test_long_values_are_truncated_and_counted(pipeline, fn):
 
 
 def test_policy_uses_configured_length_and_patterns():
-    policy = ValuePolicy(max_value_length=16, redact=["pin"])
+    before = redact.count()
+    policy = ValuePolicy(max_value_length=16, redactor=redact.Redactor(["pin"], shapes=False))
     assert policy.format("pin_code", 1234) == REDACTED
-    assert policy.format("password", "shown") == "shown"  # only configured patterns
+    assert policy.format("password", "shown") == "shown"  # only the patterns given
     assert policy.format("text", "a" * 40) == "a" * 16 + ELLIPSIS
-    assert (policy.redacted, policy.truncated) == (1, 1)
+    assert (redact.count() - before, policy.truncated) == (1, 1)
+
+
+def test_a_secret_held_under_a_secret_name_is_hidden_elsewhere_in_the_call(pipeline, fn):
+    fid = fn("Client.set_password", level="full")
+    token = runtime.enter(fid, {"value": "Hunter2-value"})
+    runtime.state_change(token, "self.password", "Hunter2-value")
+    runtime.exit(token, "stored Hunter2-value")
+    (span,) = pipeline.spans()
+    assert "Hunter2-value" not in str(span.attributes) + str([e.attributes for e in span.events])
+    assert span.attributes["scope.arg.value"] == REDACTED

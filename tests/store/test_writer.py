@@ -286,7 +286,8 @@ def test_free_files_do_not_count_against_the_spool_bound(tmp_path):
     assert any(n.startswith(store_spool.FREE) for n in os.listdir(folder))
     full = Spool(folder, max_bytes=int(size * 1.5))  # counts what is in the folder when it starts
     assert full.put(parts)
-    assert not full.put(parts)  # a second batch would pass the bound
+    assert full.put(parts)  # a second batch would pass the bound: the oldest makes room, counted
+    assert len(full.pending()) == 1 and full.dropped_batches == 1
 
 
 def test_the_writer_waits_for_a_bursts_batches_and_never_long():
