@@ -206,7 +206,7 @@ _GETTER = _EnvironGetter()
 _PLAIN_PROPAGATORS = {
     "opentelemetry.trace.propagation.tracecontext.TraceContextTextMapPropagator": "empty",
     "opentelemetry.baggage.propagation.W3CBaggagePropagator": "current",
-    "scope_otel.distributed.propagator.HLCPropagator": "empty",
+    "scope_otel.causal.propagator.HLCPropagator": "empty",
 }
 _NO_PLAN = (None, None, None)
 _extract_plan: tuple[Any, tuple[str, ...] | None, str | None] = _NO_PLAN

@@ -81,7 +81,7 @@ def build_tracer_provider(config: _config.Config):
     provider = TracerProvider(
         resource=Resource.create(attributes), sampler=_sampler(config), shutdown_on_exit=False
     )
-    hlc = _optional("scope_otel.distributed.processor", "HLCSpanProcessor")
+    hlc = _optional("scope_otel.causal.processor", "HLCSpanProcessor")
     if hlc is not None:
         provider.add_span_processor(hlc())
     if config.summary:
@@ -148,7 +148,7 @@ def _start_capture(config: _config.Config, provider) -> None:
 def _apply_plan(config: _config.Config) -> None:
     if not (config.plan or config.instrument) or (config.level == "off" and not config.plan):
         return
-    from scope_otel.planner.plan import Plan, load_plan
+    from scope_otel.plan import Plan, load_plan
 
     plan = load_plan(config.plan) if config.plan else Plan.from_globs(list(config.instrument), config.level)
     if plan.empty:  # an all-off plan: installing the hook would cost start-up time for nothing

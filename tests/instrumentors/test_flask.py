@@ -255,7 +255,7 @@ def test_spans_are_freed_without_the_cycle_collector(spans):
 
     from opentelemetry.sdk.trace import SpanProcessor
 
-    from scope_otel.distributed.processor import HLCSpanProcessor
+    from scope_otel.causal.processor import HLCSpanProcessor
 
     class Watch(SpanProcessor):
         refs: list = []
