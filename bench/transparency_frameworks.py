@@ -29,7 +29,7 @@ a run that recorded nothing is shown as such: a suite whose scoped run
 exported no span from its framework's integration also fails.
 
 ``--quick`` (for CI, about 3 minutes): Flask's subset and tutorial, Django's
-``delete`` and ``update_only_fields`` on SQLite.
+``delete`` and ``update_only_fields`` on SQLite, plainly and at ``full``.
 """
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def suites(quick: bool) -> list[Suite]:
         # the test apps' own modules (models, tests) recorded at level full: state capture
         # must read only loaded fields (update_only_fields, defer) and nothing after a delete
         Suite("django-full", "django", "tests", ["runtests.py", "--parallel=1", "-v", "2", *django_apps],
-              kind="django", integration="scope_otel.instrumentors.django",
+              kind="django", integration="scope_otel.instrumentors.django", quick=True,
               scope_args=["--level", "full", "--instrument", ",".join(f"{app}.*" for app in django_apps)]),
         Suite("django-pg", "django", "tests",
               ["runtests.py", "--parallel=1", "-v", "2", "--settings=scope_pg_settings", *django_apps],
