@@ -75,6 +75,7 @@ import os
 import random
 import threading
 import time
+import types
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Iterator
@@ -253,7 +254,12 @@ def probe(fid: int, helpers: Any = None) -> Any:
 
 def _probe_by_identity(module: str, qualname: str, filename: str, firstlineno: int, level: str,
                        capture: frozenset, sampling: float, params: tuple, helpers: Any) -> Any:
-    """The probe of the function with this identity, registering it if this process has not."""
+    """The probe of the function with this identity, registering it if this process has not.
+    ``helpers`` may be a module's name (a module does not pickle with plain ``pickle``)."""
+    if isinstance(helpers, str):
+        import importlib
+
+        helpers = importlib.import_module(helpers)
     key = (module, qualname, filename, firstlineno)
     with _registry_lock:
         fid = _BY_IDENTITY.get(key)
@@ -264,8 +270,11 @@ def _probe_by_identity(module: str, qualname: str, filename: str, firstlineno: i
 
 def _reduce_probe(p: Any) -> tuple:
     module, qualname, filename, line, code, capture, sampling = _FUNCS[p.fid]
+    helpers = p.sup
+    if isinstance(helpers, types.ModuleType):
+        helpers = helpers.__name__
     return _probe_by_identity, (module, qualname, filename, line, LEVEL_NAMES[code], capture, sampling,
-                                _PARAMS[p.fid], p.sup)
+                                _PARAMS[p.fid], helpers)
 
 
 def _register_probe_pickling() -> None:
