@@ -1685,10 +1685,35 @@ static int
 snap_leaf(SnapState *st, PyObject *v)
 {
     PyTypeObject *t = Py_TYPE(v);
+    if (t == &PyUnicode_Type && PyUnicode_IS_ASCII(v) && PyUnicode_GET_LENGTH(v) <= LEFT(st)) {
+        /* the common short ASCII string, written as repr writes it without building the repr:
+         * 'text' when it holds no quote, backslash or control character */
+        const Py_UCS1 *c = PyUnicode_1BYTE_DATA(v);
+        Py_ssize_t n = PyUnicode_GET_LENGTH(v), i;
+        for (i = 0; i < n; i++)
+            if (c[i] < 0x20 || c[i] == 0x7f || c[i] == '\'' || c[i] == '\\')
+                break;
+        if (i == n) {
+            if (_PyUnicodeWriter_WriteChar(&st->w, '\'') < 0
+                || _PyUnicodeWriter_WriteASCIIString(&st->w, (const char *)c, n) < 0
+                || _PyUnicodeWriter_WriteChar(&st->w, '\'') < 0)
+                return -1;
+            return 1;
+        }
+    }
     if (t == &PyUnicode_Type || t == &PyBytes_Type || t == &PyByteArray_Type)
         return snap_text_put(st, snap_cut_repr(v, t, LEFT(st), 0)) < 0 ? -1 : 1;
-    if (t == &PyLong_Type)
+    if (t == &PyLong_Type) {
+        int overflow = 0;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (!overflow && !(x == -1 && PyErr_Occurred())) {  /* most ints: no repr object built */
+            char digits[32];
+            int len = snprintf(digits, sizeof digits, "%lld", x);
+            return _PyUnicodeWriter_WriteASCIIString(&st->w, digits, len) < 0 ? -1 : 1;
+        }
+        PyErr_Clear();
         return snap_text_put(st, snap_int_repr(v)) < 0 ? -1 : 1;
+    }
     if (v == Py_None)
         return snap_ascii(st, "None") < 0 ? -1 : 1;
     if (t == &PyBool_Type)

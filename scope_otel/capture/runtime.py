@@ -82,6 +82,8 @@ from typing import Any, Iterator
 
 from opentelemetry.trace.propagation import _SPAN_KEY
 
+from scope_otel import config as _config_module
+
 from scope_otel.capture import context as _context
 from scope_otel.capture import _accel
 from scope_otel.capture.breaker import CircuitBreaker
@@ -136,7 +138,9 @@ def _on_error(exc: BaseException) -> None:
 # ---------------------------------------------------------------- values
 
 _MAX_KEEP = 1 << 16  # a snapshot longer than this is cut here; correlation truncates further
-_keep = _MAX_KEEP    # lowered to max_value_length + 1 by configure(): enough to see truncation
+#: snapshots are cut at max_value_length + 1 (enough to see truncation): the default's until
+#: configure() applies the configuration (instrument.apply() alone never calls it)
+_keep = _config_module.BY_KEY["max_value_length"].default + 1
 
 
 def _set_keep(keep: int) -> None:
@@ -145,6 +149,10 @@ def _set_keep(keep: int) -> None:
     _keep = keep
     if _native_snapshot is not None:
         _native_snapshot.snapshot_config(limit=keep)
+
+
+if _native_snapshot is not None:
+    _native_snapshot.snapshot_config(limit=_keep)
 
 
 def _snap(value: Any) -> Any:

@@ -204,6 +204,8 @@ def _corpus():
         type("F", (float,), {})(2.5), type("I", (int,), {"__repr__": _trip})(7), KeyError("k", h),
         SneakyUUID(int=1), [Hostile() for _ in range(20)], {Slotted(): 1}, memoryview(b"ab"),
         type("B", (bytes,), {})(b"zz" * 30), type("S", (set,), {})({1, 2}), type("FS", (frozenset,), {})(),
+        ["it's", 'say "x"', "tab\there", "back\\slash", "\x7f", "\x00", "é", "日本", ""],
+        [0, -1, 2 ** 63 - 1, -2 ** 63, 2 ** 63, -2 ** 64, 10 ** 100],
     ]
     inner = Hostile()
     inner.child = Hostile()
