@@ -101,7 +101,7 @@ import atexit
 import json
 import os
 
-from scope_otel.planner.plan import Plan
+from scope_otel.plan import Plan
 import scope_otel.instrument as instrument
 from scope_otel.instrument import hook
 

@@ -7,8 +7,9 @@ use :func:`load` to get either explicitly.
 """
 from __future__ import annotations
 
-import os
 from types import SimpleNamespace
+
+from scope_otel.accelerators import pure_python_requested
 
 
 def load(pure: bool | None = None) -> SimpleNamespace:
@@ -17,7 +18,7 @@ def load(pure: bool | None = None) -> SimpleNamespace:
     the C clock, which reads the TSC where it can, aligned with the system
     clock; ``SCOPE_OTEL_SYSTEM_CLOCK=1`` turns the TSC off) and ``name``."""
     if pure is None:
-        pure = os.environ.get("SCOPE_OTEL_PURE_PYTHON", "").strip().lower() in ("1", "true", "yes", "on")
+        pure = pure_python_requested()
     if not pure:
         try:
             from scope_otel.capture import _speedups

@@ -94,6 +94,7 @@ from scope_otel.capture.ring import Ring
 from scope_otel.capture.snapshot import exception_summary as _exception_summary
 from scope_otel.capture.snapshot import _native as _native_snapshot
 from scope_otel.capture.snapshot import set_repr_types, snapshot as _snapshot
+from scope_otel.plan import LEVELS as LEVEL_NAMES
 
 __all__ = [
     "LEVELS", "register", "probe", "enter", "enter_params", "exit", "exception", "state_change", "suspend", "resume",
@@ -103,8 +104,7 @@ __all__ = [
 
 _log = logging.getLogger("scope_otel.capture")
 
-LEVEL_CODES = {"off": 0, "boundaries": 1, "full": 2}
-LEVEL_NAMES = ("off", "boundaries", "full")
+LEVEL_CODES = {name: code for code, name in enumerate(LEVEL_NAMES)}
 _CAPTURE_BITS = {"args": CAP_ARGS, "return": CAP_RETURN, "state": CAP_STATE, "exceptions": CAP_EXCEPTIONS}
 _FULL_BITS = CAP_ARGS | CAP_RETURN | CAP_STATE | CAP_EXCEPTIONS
 

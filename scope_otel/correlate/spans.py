@@ -32,10 +32,10 @@ from scope_otel.capture import runtime
 from scope_otel.capture.records import CAP_EXCEPTIONS, RAISED, TOKEN_LEN
 from scope_otel.correlate.stack import StackFormatter
 from scope_otel.correlate.values import ValuePolicy
+from scope_otel.plan import LEVELS
 from scope_otel.version import __version__
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-_LEVEL_NAMES = ("off", "boundaries", "full")
 
 
 def _context_factory():
@@ -138,7 +138,7 @@ class Correlator:
             "code.file.path": filename,
             "code.line.number": line,
             "scope.kind": "function",
-            "scope.level": _LEVEL_NAMES[level],
+            "scope.level": LEVELS[level],
         }
 
     def _exception_event(self, summary: tuple, ts: int, with_stack: int) -> Event:

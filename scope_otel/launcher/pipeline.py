@@ -31,7 +31,8 @@ _state: dict[str, Any] = {}
 #: Contrib instrumentors that scope-otel's own integrations replace.  When
 #: scope-otel loads instrumentors it skips these so nothing is recorded twice.
 SUPERSEDED = frozenset(
-    {"flask", "django", "sqlalchemy", "requests", "urllib", "urllib3", "httpx", "threading", "pika"}
+    {"flask", "django", "sqlalchemy", "requests", "urllib", "urllib3", "httpx", "threading", "pika", "sqlite3",
+     "psycopg"}
 )
 
 
@@ -80,7 +81,7 @@ def build_tracer_provider(config: _config.Config):
     provider = TracerProvider(
         resource=Resource.create(attributes), sampler=_sampler(config), shutdown_on_exit=False
     )
-    hlc = _optional("scope_otel.distributed.processor", "HLCSpanProcessor")
+    hlc = _optional("scope_otel.causal.processor", "HLCSpanProcessor")
     if hlc is not None:
         provider.add_span_processor(hlc())
     if config.summary:
@@ -147,7 +148,7 @@ def _start_capture(config: _config.Config, provider) -> None:
 def _apply_plan(config: _config.Config) -> None:
     if not (config.plan or config.instrument) or (config.level == "off" and not config.plan):
         return
-    from scope_otel.planner.plan import Plan, load_plan
+    from scope_otel.plan import Plan, load_plan
 
     plan = load_plan(config.plan) if config.plan else Plan.from_globs(list(config.instrument), config.level)
     if plan.empty:  # an all-off plan: installing the hook would cost start-up time for nothing
@@ -264,7 +265,23 @@ class _SummaryProcessor(SpanProcessor):
             lines.append(f"  {n:6d}  {kind:8s}  {name}")
         if stats:
             lines.append(f"  pipeline: {stats}")
+        lines += _integration_lines()
         return "\n".join(lines)
+
+
+def _integration_lines() -> list[str]:
+    """The integrations' own counts, in words (only for integrations the program loaded)."""
+    lines = []
+    report = sys.modules.get("scope_otel.instrumentors._report")
+    failures = report.stats() if report is not None else {}
+    if failures:
+        places = ", ".join(f"{where} ×{n}" for where, n in sorted(failures.items()))
+        lines.append(f"  integration errors (each logged once, never raised into the program): {places}")
+    handoff = sys.modules.get("scope_otel.instrumentors.handoff")
+    dropped = handoff.dropped() if handoff is not None else 0
+    if dropped:
+        lines.append(f"  queue puts not linked to their get (a queue had 10,000 items waiting): {dropped}")
+    return lines
 
 
 def _setup_logging(config: _config.Config) -> None:

@@ -22,7 +22,7 @@ from scope_otel.capture import records as R
 from scope_otel.capture import runtime
 from scope_otel.capture.ring import Ring
 from scope_otel.instrument import hook, wrap
-from scope_otel.planner.plan import Plan
+from scope_otel.plan import Plan
 
 _counter = itertools.count()
 _C_BUILT = _accel.load(pure=False).name == "c"
