@@ -98,7 +98,7 @@ def _rewritten_keep(level: str):
     import types
 
     from scope_otel.instrument.rewrite import rewrite_module
-    from scope_otel.planner.plan import Plan
+    from scope_otel.plan import Plan
 
     name = f"bench_keep_{level}"
     tree = ast.parse(_OBJECT_SOURCE, __file__)
