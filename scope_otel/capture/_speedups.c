@@ -1513,6 +1513,7 @@ HotPath_probe(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
  */
 static PyObject *snap_fallback = NULL;   /* snapshot._walk(v, out, left, depth, seen) -> left */
 static PyObject *snap_enum = NULL;       /* enum.Enum */
+static PyObject *snap_python_types = NULL;  /* exact types snapshot.py formats itself (its _LEAVES...) */
 static int snap_opt_in = 0;              /* value_repr set: classes written in Python go to the fallback */
 static Py_ssize_t snap_limit = 1 << 16;
 static Py_ssize_t snap_max_depth = 8, snap_field_depth = 1;
@@ -1636,6 +1637,16 @@ snap_type_name(SnapState *st, PyTypeObject *t)
             return -1;
     }
     return _PyUnicodeWriter_WriteStr(&st->w, qualname);
+}
+
+/* snapshot._name of any class: a class written in Python as above, one defined in C by its
+ * tp_name (module and qualname are the parts of tp_name around its last dot; builtins: the name). */
+static int
+snap_any_type_name(SnapState *st, PyTypeObject *t)
+{
+    if (t->tp_flags & Py_TPFLAGS_HEAPTYPE)
+        return snap_type_name(st, t);
+    return snap_ascii(st, t->tp_name);
 }
 
 /* repr of the first `left` characters/bytes of a str/bytes/bytearray (exact copy, any subclass) */
@@ -2027,6 +2038,45 @@ snap_heap(SnapState *st, PyObject *v, PyTypeObject *t, Py_ssize_t depth)
     return snap_to_fallback(st, v, depth);
 }
 
+/* A value of a type defined in C that snapshot.py would show as <name at 0x...> (its _instance
+ * with no fields: the class has no Python-made __dict__ descriptor, no heap __slots__): the type
+ * derives from object alone and is none snapshot.py formats itself.  1 written, 0 not such a type. */
+static int
+snap_static_plain(SnapState *st, PyObject *v, PyTypeObject *t)
+{
+    if (t->tp_base != &PyBaseObject_Type || t->tp_mro == NULL || PyTuple_GET_SIZE(t->tp_mro) != 2
+        || snap_python_types == NULL || PyType_Check(v) || PyExceptionInstance_Check(v))
+        return 0;  /* classes and exceptions: snapshot.py's own formats */
+    int known = PySet_Contains(snap_python_types, (PyObject *)t);
+    if (known != 0)
+        return known < 0 ? -1 : 0;
+    char where[40];
+    snprintf(where, sizeof where, " at 0x%zx>", (size_t)(uintptr_t)v);
+    if (_PyUnicodeWriter_WriteChar(&st->w, '<') < 0 || snap_ascii(st, t->tp_name) < 0 || snap_ascii(st, where) < 0)
+        return -1;
+    return 1;
+}
+
+/* A bound method: <bound method Qual.name of <module.Type at 0x...>> (snapshot._other). */
+static int
+snap_method(SnapState *st, PyObject *v)
+{
+    PyObject *func = PyMethod_GET_FUNCTION(v), *owner = PyMethod_GET_SELF(v);
+    if (snap_ascii(st, "<bound method ") < 0)
+        return -1;
+    if (PyFunction_Check(func) && Py_IS_TYPE(func, &PyFunction_Type)) {
+        if (_PyUnicodeWriter_WriteStr(&st->w, ((PyFunctionObject *)func)->func_qualname) < 0)
+            return -1;
+    }
+    else if (snap_any_type_name(st, Py_TYPE(func)) < 0)
+        return -1;
+    char where[40];
+    snprintf(where, sizeof where, " at 0x%zx>>", (size_t)(uintptr_t)owner);
+    if (snap_ascii(st, " of <") < 0 || snap_any_type_name(st, Py_TYPE(owner)) < 0 || snap_ascii(st, where) < 0)
+        return -1;
+    return 0;
+}
+
 static int
 snap_walk(SnapState *st, PyObject *v, Py_ssize_t depth)
 {
@@ -2042,6 +2092,10 @@ snap_walk(SnapState *st, PyObject *v, Py_ssize_t depth)
         r = snap_container(st, v, t, NULL, depth);
     else if (t->tp_flags & Py_TPFLAGS_HEAPTYPE)
         r = snap_heap(st, v, t, depth);
+    else if (t == &PyMethod_Type && !snap_opt_in)
+        r = snap_method(st, v);
+    else if (!snap_opt_in && (r = snap_static_plain(st, v, t)) != 0)
+        r = r < 0 ? -1 : 0;
     else
         r = snap_to_fallback(st, v, depth);
     Py_LeaveRecursiveCall();
@@ -2097,13 +2151,20 @@ speedups_snap(PyObject *Py_UNUSED(m), PyObject *v)
 static PyObject *
 speedups_snapshot_config(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"fallback", "enum", "opt_in", "limit", "max_depth", "field_depth", NULL};
-    PyObject *fallback = NULL, *enum_type = NULL;
+    static char *kwlist[] = {"fallback", "enum", "opt_in", "limit", "max_depth", "field_depth", "python_types",
+                             NULL};
+    PyObject *fallback = NULL, *enum_type = NULL, *python_types = NULL;
     int opt_in = -1;
     Py_ssize_t limit = -1, max_depth = -1, field_depth = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$OOinnn", kwlist, &fallback, &enum_type, &opt_in, &limit,
-                                     &max_depth, &field_depth))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$OOinnnO", kwlist, &fallback, &enum_type, &opt_in, &limit,
+                                     &max_depth, &field_depth, &python_types))
         return NULL;
+    if (python_types != NULL) {
+        PyObject *set = PyFrozenSet_New(python_types);
+        if (set == NULL)
+            return NULL;
+        Py_XSETREF(snap_python_types, set);
+    }
     if (fallback != NULL)
         Py_XSETREF(snap_fallback, Py_NewRef(fallback));
     if (enum_type != NULL)
