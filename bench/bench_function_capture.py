@@ -14,8 +14,15 @@ the import hook does it), so the numbers are the product's.  Rows:
   the usual alternative: an SDK span per call through ``BatchSpanProcessor``
   to the same exporter.
 
-Targets (issue 3): boundaries <= 0.75x VizTracer default; full <= 0.75x
-VizTracer with args+retval; all-in <= 0.25x SDK span per call.
+* objects: a call chain passing a user object (three fields) down and
+  back, at ``full``: scope-otel reads the object's fields without running
+  its code; VizTracer calls ``repr()`` on it at every call (the object's
+  own, here one costing 20 µs: the row shows what a costly ``repr`` does to
+  each).  Informative rows, no target.
+
+Targets (issue 3, again after issue 22): boundaries <= 0.75x VizTracer
+default; full <= 0.75x VizTracer with args+retval; all-in <= 0.25x SDK span
+per call.
 """
 from __future__ import annotations
 
@@ -56,6 +63,50 @@ def _rewritten_fib(level: str):
     module.__file__ = __file__
     exec(compile(tree, __file__, "exec", dont_inherit=True), module.__dict__)
     return module.fib
+
+
+_OBJECT_SOURCE = """
+def keep(obj, n):
+    return obj if n < 2 else keep(obj, n - 1)
+"""
+
+
+class Order:
+    """A user object with a few fields, as arguments and return values usually are."""
+
+    def __init__(self, i):
+        self.id, self.total, self.lines = i, 1250, ["a", "b"]
+
+
+class SlowRepr(Order):
+    """A repr that costs what a template loop's or an ORM model's can (reads, formats, queries)."""
+
+    def __repr__(self):
+        t = time.perf_counter() + 20e-6
+        while time.perf_counter() < t:
+            pass
+        return "SlowRepr()"
+
+
+def _plain_keep(obj, n):
+    return obj if n < 2 else _plain_keep(obj, n - 1)
+
+
+def _rewritten_keep(level: str):
+    """``keep`` (a call chain passing an object down and back) compiled as the import hook would."""
+    import ast
+    import types
+
+    from scope_otel.instrument.rewrite import rewrite_module
+    from scope_otel.plan import Plan
+
+    name = f"bench_keep_{level}"
+    tree = ast.parse(_OBJECT_SOURCE, __file__)
+    rewrite_module(tree, name, Plan.from_globs([name], level))
+    module = types.ModuleType(name)
+    module.__file__ = __file__
+    exec(compile(tree, __file__, "exec", dont_inherit=True), module.__dict__)
+    return module.keep
 
 
 def _make_sdk_span_fib(tracer):
@@ -177,6 +228,35 @@ def main(argv: list[str] | None = None) -> int:
         proc.shutdown()
         return dt
 
+    # objects as arguments and return values: ours reads the object's fields (no code of the
+    # program runs); VizTracer calls repr() on every argument and return value
+    keep_f = _rewritten_keep("full")
+    depth = 200
+    obj_rounds = max(3, rounds // 3)
+    obj_best = {}
+    for label, obj, reps in (("object", Order(1), 100), ("slow repr", SlowRepr(1), 10)):
+        def ours(_n, obj=obj, reps=reps):
+            for _ in range(reps):
+                keep_f(obj, depth)
+
+        def plain_run(_n, obj=obj, reps=reps):
+            for _ in range(reps):
+                _plain_keep(obj, depth)
+
+        def viz_run(_n, obj=obj, reps=reps):
+            viz_args.start()
+            try:
+                for _ in range(reps):
+                    _plain_keep(obj, depth)
+            finally:
+                viz_args.stop()
+
+        timings = {"plain": float("inf"), "ours": float("inf"), "viz": float("inf")}
+        for _ in range(obj_rounds):
+            for key, func, after in (("plain", plain_run, None), ("ours", ours, drain), ("viz", viz_run, viz_args.clear)):
+                timings[key] = min(timings[key], _time(func, 0, 1, after=after))
+        obj_best[label] = {k: (v - timings["plain"]) / (reps * depth) * 1e9 for k, v in timings.items()}
+
     allin_ours = min(all_in_ours() for _ in range(max(1, rounds // 2)))
     allin_sdk = min(all_in_sdk() for _ in range(max(1, rounds // 2)))
 
@@ -189,6 +269,11 @@ def main(argv: list[str] | None = None) -> int:
         ("boundaries, into the ring (added ns/call)", "VizTracer default", per_call(viz_d), per_call(ours_b), "<= 0.75"),
         ("full: args + return, into the ring (added ns/call)", "VizTracer args+retval", per_call(viz_a), per_call(ours_f), "<= 0.75"),
         ("all-in: exported incl. flush (added ns/call)", "SDK span/call + BSP", per_call(allin_sdk), per_call(allin_ours), "<= 0.25"),
+    ]
+    rows += [
+        (f"full: a user object as argument and return ({label}, added ns/call)", "VizTracer args+retval",
+         obj_best[label]["viz"], obj_best[label]["ours"], "informative")
+        for label in obj_best
     ]
     w = max(len(r[0]) for r in rows)
     pw = max(len(r[1]) for r in rows)

@@ -1512,71 +1512,141 @@ HotPath_probe(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
  * and the instance __dict__ descriptor CPython made for the class.
  */
 static PyObject *snap_fallback = NULL;   /* snapshot._walk(v, out, left, depth, seen) -> left */
-static PyObject *snap_enum = NULL;       /* enum.Enum: members go to the fallback */
+static PyObject *snap_enum = NULL;       /* enum.Enum */
+static PyObject *snap_python_types = NULL;  /* exact types snapshot.py formats itself (its _LEAVES...) */
 static int snap_opt_in = 0;              /* value_repr set: classes written in Python go to the fallback */
 static Py_ssize_t snap_limit = 1 << 16;
 static Py_ssize_t snap_max_depth = 8, snap_field_depth = 1;
 
 static PyObject *s_module = NULL, *s_dict = NULL, *s_empty = NULL, *s_slots = NULL;  /* interned at init */
 
-static Py_ssize_t snap_walk(PyObject *v, PyObject *out, Py_ssize_t left, Py_ssize_t depth, PyObject *seen);
+/* One snapshot being written: the text so far, and the containers and objects being walked
+ * (snapshot.py's `seen`, here a short stack of pointers: nesting is bounded by the depths). */
+#define SNAP_STACK 64
+typedef struct {
+    _PyUnicodeWriter w;
+    Py_ssize_t limit;
+    Py_ssize_t n;
+    PyObject *stack[SNAP_STACK];
+} SnapState;
 
-/* Append `text` (stolen) to out; the characters left after it, or PY_SSIZE_T_MIN on error. */
-static Py_ssize_t
-snap_put(PyObject *out, PyObject *text, Py_ssize_t left)
+#define LEFT(st) ((st)->limit - (st)->w.pos)
+
+static int snap_walk(SnapState *st, PyObject *v, Py_ssize_t depth);
+
+static int
+snap_ascii(SnapState *st, const char *s)
+{
+    return _PyUnicodeWriter_WriteASCIIString(&st->w, s, (Py_ssize_t)strlen(s));
+}
+
+/* Write `text` (stolen reference; NULL: an error is set). */
+static int
+snap_text_put(SnapState *st, PyObject *text)
 {
     if (text == NULL)
-        return PY_SSIZE_T_MIN;
+        return -1;
     if (!PyUnicode_Check(text)) {
         Py_DECREF(text);
         PyErr_SetString(PyExc_TypeError, "a repr returned a non-string");
-        return PY_SSIZE_T_MIN;
+        return -1;
     }
-    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
-    int rc = PyList_Append(out, text);
+    int rc = _PyUnicodeWriter_WriteStr(&st->w, text);
     Py_DECREF(text);
-    return rc < 0 ? PY_SSIZE_T_MIN : left - n;
+    return rc;
 }
 
-static Py_ssize_t
-snap_put_str(PyObject *out, const char *s, Py_ssize_t left)
+static int
+snap_seen(SnapState *st, PyObject *v)
 {
-    return snap_put(out, PyUnicode_FromString(s), left);
+    for (Py_ssize_t i = 0; i < st->n; i++)
+        if (st->stack[i] == v)
+            return 1;
+    return 0;
 }
 
-#define SNAP_ERR(x) ((x) == PY_SSIZE_T_MIN)
+static int
+snap_push(SnapState *st, PyObject *v)
+{
+    if (st->n >= SNAP_STACK) {
+        PyErr_SetString(PyExc_RecursionError, "value snapshot nested too deeply");
+        return -1;
+    }
+    st->stack[st->n++] = v;
+    return 0;
+}
 
-static Py_ssize_t
-snap_to_fallback(PyObject *v, PyObject *out, Py_ssize_t left, Py_ssize_t depth, PyObject *seen)
+static void
+snap_pop(SnapState *st, PyObject *v)
+{
+    for (Py_ssize_t i = st->n - 1; i >= 0; i--) {
+        if (st->stack[i] == v) {
+            memmove(&st->stack[i], &st->stack[i + 1], (size_t)(st->n - i - 1) * sizeof(PyObject *));
+            st->n--;
+            return;
+        }
+    }
+}
+
+/* snapshot.py's walk for a value the C side leaves to it, on a list of pieces and the set of
+ * ids in progress it expects; its text joins ours. */
+static int
+snap_to_fallback(SnapState *st, PyObject *v, Py_ssize_t depth)
 {
     if (snap_fallback == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "snapshot fallback not set");
-        return PY_SSIZE_T_MIN;
+        return -1;
     }
-    PyObject *r = PyObject_CallFunction(snap_fallback, "OOnnO", v, out, left, depth, seen);
+    PyObject *out = PyList_New(0), *seen = PySet_New(NULL), *r = NULL, *text = NULL;
+    int rc = -1;
+    if (out == NULL || seen == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < st->n; i++) {
+        PyObject *id = PyLong_FromVoidPtr(st->stack[i]);
+        if (id == NULL || PySet_Add(seen, id) < 0) {
+            Py_XDECREF(id);
+            goto done;
+        }
+        Py_DECREF(id);
+    }
+    r = PyObject_CallFunction(snap_fallback, "OOnnO", v, out, LEFT(st), depth, seen);
     if (r == NULL)
-        return PY_SSIZE_T_MIN;
-    Py_ssize_t n = PyLong_AsSsize_t(r);
-    Py_DECREF(r);
-    if (n == -1 && PyErr_Occurred())
-        return PY_SSIZE_T_MIN;
-    return n;
+        goto done;
+    text = PyUnicode_Join(s_empty, out);
+    if (text == NULL)
+        goto done;
+    rc = _PyUnicodeWriter_WriteStr(&st->w, text);
+done:
+    Py_XDECREF(out); Py_XDECREF(seen); Py_XDECREF(r); Py_XDECREF(text);
+    return rc;
 }
 
 /* `module.Qualname` of a class written in Python, as snapshot._name writes it. */
-static PyObject *
-snap_type_name(PyTypeObject *t)
+static int
+snap_type_name(SnapState *st, PyTypeObject *t)
 {
     PyObject *qualname = ((PyHeapTypeObject *)t)->ht_qualname;
     PyObject *module = PyDict_GetItemWithError(t->tp_dict, s_module);
     if (module == NULL) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_AttributeError, "__module__");
-        return NULL;
+        return -1;
     }
-    if (!PyUnicode_CheckExact(module) || PyUnicode_CompareWithASCIIString(module, "builtins") == 0)
-        return Py_NewRef(qualname);
-    return PyUnicode_FromFormat("%U.%U", module, qualname);
+    if (PyUnicode_CheckExact(module) && PyUnicode_CompareWithASCIIString(module, "builtins") != 0) {
+        if (_PyUnicodeWriter_WriteStr(&st->w, module) < 0 || _PyUnicodeWriter_WriteChar(&st->w, '.') < 0)
+            return -1;
+    }
+    return _PyUnicodeWriter_WriteStr(&st->w, qualname);
+}
+
+/* snapshot._name of any class: a class written in Python as above, one defined in C by its
+ * tp_name (module and qualname are the parts of tp_name around its last dot; builtins: the name). */
+static int
+snap_any_type_name(SnapState *st, PyTypeObject *t)
+{
+    if (t->tp_flags & Py_TPFLAGS_HEAPTYPE)
+        return snap_type_name(st, t);
+    return snap_ascii(st, t->tp_name);
 }
 
 /* repr of the first `left` characters/bytes of a str/bytes/bytearray (exact copy, any subclass) */
@@ -1586,10 +1656,9 @@ snap_cut_repr(PyObject *v, PyTypeObject *base, Py_ssize_t left, int always_copy)
     PyObject *part = NULL;
     if (base == &PyUnicode_Type) {
         Py_ssize_t n = PyUnicode_GET_LENGTH(v);
-        if (n > left || always_copy)
-            part = PyUnicode_Substring(v, 0, n > left ? left : n);
-        else
+        if (n <= left && !always_copy)
             return PyObject_Repr(v);
+        part = PyUnicode_Substring(v, 0, n > left ? left : n);  /* an exact str */
     }
     else if (base == &PyBytes_Type) {
         Py_ssize_t n = PyBytes_GET_SIZE(v);
@@ -1621,20 +1690,50 @@ snap_int_repr(PyObject *v)
     return PyLong_Type.tp_repr(v);
 }
 
-/* Exact types whose repr is CPython's C code reading the object's own state. */
-static PyObject *
-snap_leaf(PyObject *v, Py_ssize_t left)
+/* Exact types whose repr is CPython's C code reading the object's own state: 1 written,
+ * 0 not a leaf, -1 error. */
+static int
+snap_leaf(SnapState *st, PyObject *v)
 {
     PyTypeObject *t = Py_TYPE(v);
+    if (t == &PyUnicode_Type && PyUnicode_IS_ASCII(v) && PyUnicode_GET_LENGTH(v) <= LEFT(st)) {
+        /* the common short ASCII string, written as repr writes it without building the repr:
+         * 'text' when it holds no quote, backslash or control character */
+        const Py_UCS1 *c = PyUnicode_1BYTE_DATA(v);
+        Py_ssize_t n = PyUnicode_GET_LENGTH(v), i;
+        for (i = 0; i < n; i++)
+            if (c[i] < 0x20 || c[i] == 0x7f || c[i] == '\'' || c[i] == '\\')
+                break;
+        if (i == n) {
+            if (_PyUnicodeWriter_WriteChar(&st->w, '\'') < 0
+                || _PyUnicodeWriter_WriteASCIIString(&st->w, (const char *)c, n) < 0
+                || _PyUnicodeWriter_WriteChar(&st->w, '\'') < 0)
+                return -1;
+            return 1;
+        }
+    }
     if (t == &PyUnicode_Type || t == &PyBytes_Type || t == &PyByteArray_Type)
-        return snap_cut_repr(v, t, left, 0);
-    if (t == &PyLong_Type)
-        return snap_int_repr(v);
-    if (t == &PyBool_Type || t == &PyFloat_Type || t == &PyComplex_Type || v == Py_None || t == &PyRange_Type
+        return snap_text_put(st, snap_cut_repr(v, t, LEFT(st), 0)) < 0 ? -1 : 1;
+    if (t == &PyLong_Type) {
+        int overflow = 0;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (!overflow && !(x == -1 && PyErr_Occurred())) {  /* most ints: no repr object built */
+            char digits[32];
+            int len = snprintf(digits, sizeof digits, "%lld", x);
+            return _PyUnicodeWriter_WriteASCIIString(&st->w, digits, len) < 0 ? -1 : 1;
+        }
+        PyErr_Clear();
+        return snap_text_put(st, snap_int_repr(v)) < 0 ? -1 : 1;
+    }
+    if (v == Py_None)
+        return snap_ascii(st, "None") < 0 ? -1 : 1;
+    if (t == &PyBool_Type)
+        return snap_ascii(st, v == Py_True ? "True" : "False") < 0 ? -1 : 1;
+    if (t == &PyFloat_Type || t == &PyComplex_Type || t == &PyRange_Type
         || v == Py_Ellipsis || v == Py_NotImplemented || t == &PyBaseObject_Type || t == &PyMemoryView_Type
         || t == &PyFunction_Type || t == &PyCFunction_Type || t == &PyCode_Type)
-        return PyObject_Repr(v);
-    return NULL;  /* not a leaf: no error set */
+        return snap_text_put(st, PyObject_Repr(v)) < 0 ? -1 : 1;
+    return 0;
 }
 
 static int
@@ -1653,9 +1752,10 @@ snap_len(PyObject *v, PyTypeObject *base)
     return PySet_GET_SIZE(v);
 }
 
-static Py_ssize_t
-snap_container(PyObject *v, PyTypeObject *base, PyObject *name, PyObject *out, Py_ssize_t left,
-               Py_ssize_t depth, PyObject *seen)
+/* A builtin container, or a subclass (`named`: its type's name around it) read through its
+ * builtin base's own storage (snapshot._container). */
+static int
+snap_container(SnapState *st, PyObject *v, PyTypeObject *base, PyTypeObject *named, Py_ssize_t depth)
 {
     const char *opening, *closing;
     if (base == &PyList_Type) { opening = "["; closing = "]"; }
@@ -1663,103 +1763,94 @@ snap_container(PyObject *v, PyTypeObject *base, PyObject *name, PyObject *out, P
     else if (base == &PyFrozenSet_Type) { opening = "frozenset({"; closing = "})"; }
     else { opening = "{"; closing = "}"; }
     Py_ssize_t size = snap_len(v, base);
-    if (name != NULL) {
-        left = snap_put(out, PyUnicode_FromFormat("%U(", name), left);
-        if (SNAP_ERR(left))
-            return left;
-    }
-    PyObject *key = PyLong_FromVoidPtr(v);
-    if (key == NULL)
-        return PY_SSIZE_T_MIN;
+    if (named != NULL && (snap_type_name(st, named) < 0 || _PyUnicodeWriter_WriteChar(&st->w, '(') < 0))
+        return -1;
     const char *text = NULL;
-    int in_seen = 0;
     if (!size && (base == &PySet_Type || base == &PyFrozenSet_Type))
         text = base == &PySet_Type ? "set()" : "frozenset()";
     else if (!size)
         text = base == &PyList_Type ? "[]" : base == &PyTuple_Type ? "()" : "{}";
-    else if ((in_seen = PySet_Contains(seen, key)) != 0) {
-        if (in_seen < 0) { Py_DECREF(key); return PY_SSIZE_T_MIN; }
+    else if (snap_seen(st, v))  /* a container that holds itself, as repr shows it */
         text = base == &PyList_Type ? "[...]" : base == &PyDict_Type ? "{...}" : "...";
-    }
     if (text != NULL) {
-        Py_DECREF(key);
-        left = snap_put_str(out, text, left);
+        if (snap_ascii(st, text) < 0)
+            return -1;
     }
     else if (depth >= snap_max_depth) {
-        Py_DECREF(key);
-        left = snap_put(out, PyUnicode_FromFormat("%s...%s", opening, closing), left);
+        if (snap_ascii(st, opening) < 0 || snap_ascii(st, "...") < 0 || snap_ascii(st, closing) < 0)
+            return -1;
     }
     else {
-        left = snap_put_str(out, opening, left);
-        if (SNAP_ERR(left) || PySet_Add(seen, key) < 0) {
-            Py_DECREF(key);
-            return PY_SSIZE_T_MIN;
-        }
+        if (snap_ascii(st, opening) < 0 || snap_push(st, v) < 0)
+            return -1;
         int first = 1;
         if (base == &PyDict_Type) {
             Py_ssize_t pos = 0;
             PyObject *k, *item;
             while (PyDict_Next(v, &pos, &k, &item)) {
-                if (left <= 0) { Py_DECREF(key); return left; }
-                if (!first && SNAP_ERR(left = snap_put_str(out, ", ", left))) break;
+                if (LEFT(st) <= 0)
+                    return 0;
+                if (!first && snap_ascii(st, ", ") < 0)
+                    return -1;
                 first = 0;
                 Py_INCREF(k); Py_INCREF(item);
-                left = snap_walk(k, out, left, depth + 1, seen);
-                if (!SNAP_ERR(left) && left > 0) {
-                    left = snap_put_str(out, ": ", left);
-                    if (!SNAP_ERR(left))
-                        left = snap_walk(item, out, left, depth + 1, seen);
+                int rc = snap_walk(st, k, depth + 1);
+                if (rc == 0 && LEFT(st) > 0) {
+                    rc = snap_ascii(st, ": ");
+                    if (rc == 0)
+                        rc = snap_walk(st, item, depth + 1);
                 }
                 Py_DECREF(k); Py_DECREF(item);
-                if (SNAP_ERR(left) || left <= 0) { Py_DECREF(key); return left; }
+                if (rc < 0)
+                    return -1;
+                if (LEFT(st) <= 0)
+                    return 0;
             }
         }
         else if (base == &PySet_Type || base == &PyFrozenSet_Type) {
             PyObject *it = PySet_Type.tp_iter(v);  /* the set's own iterator, whatever the subclass says */
-            if (it == NULL) { Py_DECREF(key); return PY_SSIZE_T_MIN; }
+            if (it == NULL)
+                return -1;
             PyObject *item;
-            while ((item = PyIter_Next(it)) != NULL) {
-                if (left <= 0) { Py_DECREF(item); break; }
-                if (!first) left = snap_put_str(out, ", ", left);
+            int rc = 0;
+            while (rc == 0 && LEFT(st) > 0 && (item = PyIter_Next(it)) != NULL) {
+                if (!first)
+                    rc = snap_ascii(st, ", ");
                 first = 0;
-                if (!SNAP_ERR(left))
-                    left = snap_walk(item, out, left, depth + 1, seen);
+                if (rc == 0)
+                    rc = snap_walk(st, item, depth + 1);
                 Py_DECREF(item);
-                if (SNAP_ERR(left)) break;
             }
             Py_DECREF(it);
-            if (PyErr_Occurred()) { Py_DECREF(key); return PY_SSIZE_T_MIN; }
-            if (left <= 0) { Py_DECREF(key); return left; }
+            if (rc < 0 || PyErr_Occurred())
+                return -1;
         }
         else {
             int is_list = base == &PyList_Type;
             for (Py_ssize_t i = 0; i < (is_list ? PyList_GET_SIZE(v) : PyTuple_GET_SIZE(v)); i++) {
-                if (left <= 0) { Py_DECREF(key); return left; }
-                if (!first && SNAP_ERR(left = snap_put_str(out, ", ", left))) break;
+                if (LEFT(st) <= 0)
+                    return 0;
+                if (!first && snap_ascii(st, ", ") < 0)
+                    return -1;
                 first = 0;
                 PyObject *item = Py_NewRef(is_list ? PyList_GET_ITEM(v, i) : PyTuple_GET_ITEM(v, i));
-                left = snap_walk(item, out, left, depth + 1, seen);
+                int rc = snap_walk(st, item, depth + 1);
                 Py_DECREF(item);
-                if (SNAP_ERR(left)) break;
+                if (rc < 0)
+                    return -1;
             }
         }
-        if (SNAP_ERR(left)) { Py_DECREF(key); return left; }
-        if (left <= 0) { Py_DECREF(key); return left; }
-        if (base == &PyTuple_Type && size == 1 && SNAP_ERR(left = snap_put_str(out, ",", left))) {
-            Py_DECREF(key);
-            return left;
-        }
-        int rc = PySet_Discard(seen, key);
-        Py_DECREF(key);
-        if (rc < 0)
-            return PY_SSIZE_T_MIN;
-        left = snap_put_str(out, closing, left);
+        if (LEFT(st) <= 0)
+            return 0;
+        if (base == &PyTuple_Type && size == 1 && _PyUnicodeWriter_WriteChar(&st->w, ',') < 0)
+            return -1;
+        snap_pop(st, v);
+        if (snap_ascii(st, closing) < 0)
+            return -1;
     }
-    if (SNAP_ERR(left))
-        return left;
-    if (name != NULL)
-        left = snap_put_str(out, ")", left);
-    return left;
+    if (named != NULL && _PyUnicodeWriter_WriteChar(&st->w, ')') < 0)
+        return -1;
+    return 0;
 }
 
 /* The instance __dict__ read through the descriptor CPython made for the class (new reference), or
@@ -1822,63 +1913,61 @@ snap_slots(PyObject *v, PyTypeObject *t, PyObject *pairs)
 }
 
 /* An enum member: <module.Qual.NAME: value> (snapshot._enum_member). */
-static Py_ssize_t
-snap_enum_member(PyObject *v, PyTypeObject *t, PyObject *out, Py_ssize_t left, Py_ssize_t depth, PyObject *seen)
+static int
+snap_enum_member(SnapState *st, PyObject *v, PyTypeObject *t, Py_ssize_t depth)
 {
     PyObject *d = snap_instance_dict(v, t);
     if (d == NULL && PyErr_Occurred())
-        return PY_SSIZE_T_MIN;
+        return -1;
     PyObject *name = d ? PyDict_GetItemString(d, "_name_") : NULL;   /* borrowed */
     PyObject *value = d ? PyDict_GetItemString(d, "_value_") : NULL;
+    Py_XINCREF(name);
     Py_XINCREF(value);
-    PyObject *tname = snap_type_name(t);
-    if (tname == NULL) { Py_XDECREF(d); Py_XDECREF(value); return PY_SSIZE_T_MIN; }
-    PyObject *head = name != NULL && PyUnicode_CheckExact(name)
-        ? PyUnicode_FromFormat("<%U.%U: ", tname, name) : PyUnicode_FromFormat("<%U: ", tname);
-    Py_DECREF(tname);
     Py_XDECREF(d);
-    left = snap_put(out, head, left);
-    if (!SNAP_ERR(left))
-        left = snap_walk(value ? value : Py_None, out, left, depth + 1, seen);
+    int rc = -1;
+    if (_PyUnicodeWriter_WriteChar(&st->w, '<') < 0 || snap_type_name(st, t) < 0)
+        goto done;
+    if (name != NULL && PyUnicode_CheckExact(name)
+        && (_PyUnicodeWriter_WriteChar(&st->w, '.') < 0 || _PyUnicodeWriter_WriteStr(&st->w, name) < 0))
+        goto done;
+    if (snap_ascii(st, ": ") < 0 || snap_walk(st, value ? value : Py_None, depth + 1) < 0)
+        goto done;
+    rc = _PyUnicodeWriter_WriteChar(&st->w, '>');
+done:
+    Py_XDECREF(name);
     Py_XDECREF(value);
-    if (SNAP_ERR(left))
-        return left;
-    return snap_put_str(out, ">", left);
+    return rc;
 }
 
 /* An instance of a class written in Python: <module.Qual at 0x...: a=1, b=2> (snapshot._instance). */
-static Py_ssize_t
-snap_instance(PyObject *v, PyTypeObject *t, PyObject *out, Py_ssize_t left, Py_ssize_t depth, PyObject *seen)
+static int
+snap_instance(SnapState *st, PyObject *v, PyTypeObject *t, Py_ssize_t depth)
 {
-    PyObject *name = snap_type_name(t);
-    if (name == NULL)
-        return PY_SSIZE_T_MIN;
     char where[32];
-    snprintf(where, sizeof where, "0x%zx", (size_t)(uintptr_t)v);  /* as f"{id(v):#x}" */
-    left = snap_put(out, PyUnicode_FromFormat("<%U at %s", name, where), left);
-    Py_DECREF(name);
-    if (SNAP_ERR(left))
-        return left;
-    PyObject *key = PyLong_FromVoidPtr(v);
-    if (key == NULL)
-        return PY_SSIZE_T_MIN;
-    int in_seen = PySet_Contains(seen, key);
-    if (in_seen < 0) { Py_DECREF(key); return PY_SSIZE_T_MIN; }
-    if (depth <= snap_field_depth && !in_seen) {
+    snprintf(where, sizeof where, " at 0x%zx", (size_t)(uintptr_t)v);  /* as f"{id(v):#x}" */
+    if (_PyUnicodeWriter_WriteChar(&st->w, '<') < 0 || snap_type_name(st, t) < 0 || snap_ascii(st, where) < 0)
+        return -1;
+    if (depth <= snap_field_depth && !snap_seen(st, v)) {
         PyObject *d = snap_instance_dict(v, t);
-        if (d == NULL && PyErr_Occurred()) { Py_DECREF(key); return PY_SSIZE_T_MIN; }
+        if (d == NULL && PyErr_Occurred())
+            return -1;
         PyObject *items = d != NULL && PyDict_GET_SIZE(d) ? PyDict_Items(d) : PyList_New(0);
         Py_XDECREF(d);
         if (items == NULL || snap_slots(v, t, items) < 0) {
             Py_XDECREF(items);
-            Py_DECREF(key);
-            return PY_SSIZE_T_MIN;
+            return -1;
         }
         if (PyList_GET_SIZE(items) > 0) {
-            if (PySet_Add(seen, key) < 0) { Py_DECREF(items); Py_DECREF(key); return PY_SSIZE_T_MIN; }
+            if (snap_push(st, v) < 0) {
+                Py_DECREF(items);
+                return -1;
+            }
             const char *sep = ": ";
             for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
-                if (left <= 0) { Py_DECREF(items); Py_DECREF(key); return left; }
+                if (LEFT(st) <= 0) {
+                    Py_DECREF(items);
+                    return 0;
+                }
                 PyObject *pair = PyList_GET_ITEM(items, i);
                 PyObject *k = PyTuple_GET_ITEM(pair, 0), *item = PyTuple_GET_ITEM(pair, 1);
                 if (!PyUnicode_CheckExact(k))
@@ -1887,106 +1976,146 @@ snap_instance(PyObject *v, PyTypeObject *t, PyObject *out, Py_ssize_t left, Py_s
                     && PyUnicode_READ_CHAR(k, 1) == 's' && PyUnicode_READ_CHAR(k, 2) == 'a'
                     && PyUnicode_READ_CHAR(k, 3) == '_')
                     continue;  /* SQLAlchemy's instance state */
-                left = snap_put(out, PyUnicode_FromFormat("%s%U=", sep, k), left);
+                if (snap_ascii(st, sep) < 0 || _PyUnicodeWriter_WriteStr(&st->w, k) < 0
+                    || _PyUnicodeWriter_WriteChar(&st->w, '=') < 0 || snap_walk(st, item, depth + 1) < 0) {
+                    Py_DECREF(items);
+                    return -1;
+                }
                 sep = ", ";
-                if (!SNAP_ERR(left))
-                    left = snap_walk(item, out, left, depth + 1, seen);
-                if (SNAP_ERR(left)) { Py_DECREF(items); Py_DECREF(key); return left; }
             }
-            if (PySet_Discard(seen, key) < 0) { Py_DECREF(items); Py_DECREF(key); return PY_SSIZE_T_MIN; }
+            snap_pop(st, v);
         }
-        Py_XDECREF(items);
+        Py_DECREF(items);
     }
-    Py_DECREF(key);
-    return snap_put_str(out, ">", left);
+    return _PyUnicodeWriter_WriteChar(&st->w, '>');
 }
 
-/* A value of a type created by a class statement (a heap type). */
-static Py_ssize_t
-snap_heap(PyObject *v, PyTypeObject *t, PyObject *out, Py_ssize_t left, Py_ssize_t depth, PyObject *seen)
+/* A value of a type created by a class statement (a heap type): snapshot._other's order. */
+static int
+snap_heap(SnapState *st, PyObject *v, PyTypeObject *t, Py_ssize_t depth)
 {
     PyObject *mro = t->tp_mro;
     if (snap_opt_in || mro == NULL || !PyTuple_Check(mro))
-        return snap_to_fallback(v, out, left, depth, seen);
+        return snap_to_fallback(st, v, depth);
     Py_ssize_t n = PyTuple_GET_SIZE(mro);
-    for (Py_ssize_t i = 0; i < n; i++) {  /* as snapshot._other: classes and enum members first */
+    for (Py_ssize_t i = 0; i < n; i++) {  /* classes and enum members first */
         PyObject *base = PyTuple_GET_ITEM(mro, i);
         if (base == (PyObject *)&PyType_Type)
-            return snap_to_fallback(v, out, left, depth, seen);
+            return snap_to_fallback(st, v, depth);
         if (base == snap_enum)
-            return snap_enum_member(v, t, out, left, depth, seen);
+            return snap_enum_member(st, v, t, depth);
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         PyTypeObject *base = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
         if (base->tp_flags & Py_TPFLAGS_HEAPTYPE)
             continue;
         if (base == &PyBaseObject_Type)
-            return snap_instance(v, t, out, left, depth, seen);
+            return snap_instance(st, v, t, depth);
         if (snap_is_container(base)) {
             if (base == &PyTuple_Type)  /* named tuples: the fallback looks for _fields */
-                return snap_to_fallback(v, out, left, depth, seen);
-            PyObject *name = snap_type_name(t);
-            if (name == NULL)
-                return PY_SSIZE_T_MIN;
-            left = snap_container(v, base, name, out, left, depth, seen);
-            Py_DECREF(name);
-            return left;
+                return snap_to_fallback(st, v, depth);
+            return snap_container(st, v, base, t, depth);
         }
         PyObject *inner = NULL;
         if (base == &PyUnicode_Type || base == &PyBytes_Type || base == &PyByteArray_Type)
-            inner = snap_cut_repr(v, base, left, 1);
+            inner = snap_cut_repr(v, base, LEFT(st), 1);
         else if (base == &PyLong_Type)
             inner = snap_int_repr(v);
         else if (base == &PyFloat_Type || base == &PyComplex_Type)
             inner = base->tp_repr(v);
         else
-            return snap_to_fallback(v, out, left, depth, seen);
+            return snap_to_fallback(st, v, depth);
         if (inner == NULL)
-            return PY_SSIZE_T_MIN;
-        PyObject *name = snap_type_name(t);
-        if (name == NULL) { Py_DECREF(inner); return PY_SSIZE_T_MIN; }
-        PyObject *text = PyUnicode_FromFormat("%U(%U)", name, inner);
-        Py_DECREF(name); Py_DECREF(inner);
-        return snap_put(out, text, left);
+            return -1;
+        if (snap_type_name(st, t) < 0 || _PyUnicodeWriter_WriteChar(&st->w, '(') < 0) {
+            Py_DECREF(inner);
+            return -1;
+        }
+        if (snap_text_put(st, inner) < 0)
+            return -1;
+        return _PyUnicodeWriter_WriteChar(&st->w, ')');
     }
-    return snap_to_fallback(v, out, left, depth, seen);
+    return snap_to_fallback(st, v, depth);
 }
 
-static Py_ssize_t
-snap_walk(PyObject *v, PyObject *out, Py_ssize_t left, Py_ssize_t depth, PyObject *seen)
+/* A value of a type defined in C that snapshot.py would show as <name at 0x...> (its _instance
+ * with no fields: the class has no Python-made __dict__ descriptor, no heap __slots__): the type
+ * derives from object alone and is none snapshot.py formats itself.  1 written, 0 not such a type. */
+static int
+snap_static_plain(SnapState *st, PyObject *v, PyTypeObject *t)
 {
-    if (left <= 0)
-        return left;  /* past the limit: the text is cut there anyway */
+    if (t->tp_base != &PyBaseObject_Type || t->tp_mro == NULL || PyTuple_GET_SIZE(t->tp_mro) != 2
+        || snap_python_types == NULL || PyType_Check(v) || PyExceptionInstance_Check(v))
+        return 0;  /* classes and exceptions: snapshot.py's own formats */
+    int known = PySet_Contains(snap_python_types, (PyObject *)t);
+    if (known != 0)
+        return known < 0 ? -1 : 0;
+    char where[40];
+    snprintf(where, sizeof where, " at 0x%zx>", (size_t)(uintptr_t)v);
+    if (_PyUnicodeWriter_WriteChar(&st->w, '<') < 0 || snap_ascii(st, t->tp_name) < 0 || snap_ascii(st, where) < 0)
+        return -1;
+    return 1;
+}
+
+/* A bound method: <bound method Qual.name of <module.Type at 0x...>> (snapshot._other). */
+static int
+snap_method(SnapState *st, PyObject *v)
+{
+    PyObject *func = PyMethod_GET_FUNCTION(v), *owner = PyMethod_GET_SELF(v);
+    if (snap_ascii(st, "<bound method ") < 0)
+        return -1;
+    if (PyFunction_Check(func) && Py_IS_TYPE(func, &PyFunction_Type)) {
+        if (_PyUnicodeWriter_WriteStr(&st->w, ((PyFunctionObject *)func)->func_qualname) < 0)
+            return -1;
+    }
+    else if (snap_any_type_name(st, Py_TYPE(func)) < 0)
+        return -1;
+    char where[40];
+    snprintf(where, sizeof where, " at 0x%zx>>", (size_t)(uintptr_t)owner);
+    if (snap_ascii(st, " of <") < 0 || snap_any_type_name(st, Py_TYPE(owner)) < 0 || snap_ascii(st, where) < 0)
+        return -1;
+    return 0;
+}
+
+static int
+snap_walk(SnapState *st, PyObject *v, Py_ssize_t depth)
+{
+    if (LEFT(st) <= 0)
+        return 0;  /* past the limit: the text is cut there anyway */
+    int r = snap_leaf(st, v);
+    if (r != 0)
+        return r < 0 ? -1 : 0;
     if (Py_EnterRecursiveCall(" in a value snapshot"))
-        return PY_SSIZE_T_MIN;
+        return -1;
     PyTypeObject *t = Py_TYPE(v);
-    Py_ssize_t r;
-    PyObject *text = snap_leaf(v, left);
-    if (text != NULL)
-        r = snap_put(out, text, left);
-    else if (PyErr_Occurred())
-        r = PY_SSIZE_T_MIN;
-    else if (snap_is_container(t))
-        r = snap_container(v, t, NULL, out, left, depth, seen);
+    if (snap_is_container(t))
+        r = snap_container(st, v, t, NULL, depth);
     else if (t->tp_flags & Py_TPFLAGS_HEAPTYPE)
-        r = snap_heap(v, t, out, left, depth, seen);
+        r = snap_heap(st, v, t, depth);
+    else if (t == &PyMethod_Type && !snap_opt_in)
+        r = snap_method(st, v);
+    else if (!snap_opt_in && (r = snap_static_plain(st, v, t)) != 0)
+        r = r < 0 ? -1 : 0;
     else
-        r = snap_to_fallback(v, out, left, depth, seen);
+        r = snap_to_fallback(st, v, depth);
     Py_LeaveRecursiveCall();
     return r;
 }
 
-/* snapshot(value, limit) -> str: what snapshot.snapshot returns, or raises as it would. */
+/* snapshot(value, limit) -> str: what snapshot.snapshot returns, or NULL with the error it raises. */
 static PyObject *
 snap_text(PyObject *v, Py_ssize_t limit)
 {
-    PyObject *out = PyList_New(0);
-    PyObject *seen = PySet_New(NULL);
-    PyObject *text = NULL;
-    if (out != NULL && seen != NULL && !SNAP_ERR(snap_walk(v, out, limit, 0, seen)))
-        text = PyUnicode_Join(s_empty, out);
-    Py_XDECREF(out);
-    Py_XDECREF(seen);
+    SnapState st;
+    _PyUnicodeWriter_Init(&st.w);
+    st.w.overallocate = 1;
+    st.limit = limit;
+    st.n = 0;
+    if (snap_walk(&st, v, 0) < 0) {
+        _PyUnicodeWriter_Dealloc(&st.w);
+        return NULL;
+    }
+    PyObject *text = _PyUnicodeWriter_Finish(&st.w);
     if (text != NULL && PyUnicode_GET_LENGTH(text) > limit)
         Py_SETREF(text, PyUnicode_Substring(text, 0, limit));
     return text;
@@ -2022,13 +2151,20 @@ speedups_snap(PyObject *Py_UNUSED(m), PyObject *v)
 static PyObject *
 speedups_snapshot_config(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"fallback", "enum", "opt_in", "limit", "max_depth", "field_depth", NULL};
-    PyObject *fallback = NULL, *enum_type = NULL;
+    static char *kwlist[] = {"fallback", "enum", "opt_in", "limit", "max_depth", "field_depth", "python_types",
+                             NULL};
+    PyObject *fallback = NULL, *enum_type = NULL, *python_types = NULL;
     int opt_in = -1;
     Py_ssize_t limit = -1, max_depth = -1, field_depth = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$OOinnn", kwlist, &fallback, &enum_type, &opt_in, &limit,
-                                     &max_depth, &field_depth))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$OOinnnO", kwlist, &fallback, &enum_type, &opt_in, &limit,
+                                     &max_depth, &field_depth, &python_types))
         return NULL;
+    if (python_types != NULL) {
+        PyObject *set = PyFrozenSet_New(python_types);
+        if (set == NULL)
+            return NULL;
+        Py_XSETREF(snap_python_types, set);
+    }
     if (fallback != NULL)
         Py_XSETREF(snap_fallback, Py_NewRef(fallback));
     if (enum_type != NULL)

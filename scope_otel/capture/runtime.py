@@ -75,11 +75,14 @@ import os
 import random
 import threading
 import time
+import types
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Iterator
 
 from opentelemetry.trace.propagation import _SPAN_KEY
+
+from scope_otel import config as _config_module
 
 from scope_otel.capture import context as _context
 from scope_otel.capture import _accel
@@ -135,7 +138,9 @@ def _on_error(exc: BaseException) -> None:
 # ---------------------------------------------------------------- values
 
 _MAX_KEEP = 1 << 16  # a snapshot longer than this is cut here; correlation truncates further
-_keep = _MAX_KEEP    # lowered to max_value_length + 1 by configure(): enough to see truncation
+#: snapshots are cut at max_value_length + 1 (enough to see truncation): the default's until
+#: configure() applies the configuration (instrument.apply() alone never calls it)
+_keep = _config_module.BY_KEY["max_value_length"].default + 1
 
 
 def _set_keep(keep: int) -> None:
@@ -144,6 +149,10 @@ def _set_keep(keep: int) -> None:
     _keep = keep
     if _native_snapshot is not None:
         _native_snapshot.snapshot_config(limit=keep)
+
+
+if _native_snapshot is not None:
+    _native_snapshot.snapshot_config(limit=_keep)
 
 
 def _snap(value: Any) -> Any:
@@ -253,7 +262,12 @@ def probe(fid: int, helpers: Any = None) -> Any:
 
 def _probe_by_identity(module: str, qualname: str, filename: str, firstlineno: int, level: str,
                        capture: frozenset, sampling: float, params: tuple, helpers: Any) -> Any:
-    """The probe of the function with this identity, registering it if this process has not."""
+    """The probe of the function with this identity, registering it if this process has not.
+    ``helpers`` may be a module's name (a module does not pickle with plain ``pickle``)."""
+    if isinstance(helpers, str):
+        import importlib
+
+        helpers = importlib.import_module(helpers)
     key = (module, qualname, filename, firstlineno)
     with _registry_lock:
         fid = _BY_IDENTITY.get(key)
@@ -264,8 +278,11 @@ def _probe_by_identity(module: str, qualname: str, filename: str, firstlineno: i
 
 def _reduce_probe(p: Any) -> tuple:
     module, qualname, filename, line, code, capture, sampling = _FUNCS[p.fid]
+    helpers = p.sup
+    if isinstance(helpers, types.ModuleType):
+        helpers = helpers.__name__
     return _probe_by_identity, (module, qualname, filename, line, LEVEL_NAMES[code], capture, sampling,
-                                _PARAMS[p.fid], p.sup)
+                                _PARAMS[p.fid], helpers)
 
 
 def _register_probe_pickling() -> None:

@@ -150,7 +150,8 @@ def _native_setup() -> Any:
     except ImportError:
         return None
     _speedups.snapshot_config(fallback=_walk, enum=_ENUM, opt_in=False, max_depth=MAX_DEPTH,
-                              field_depth=FIELD_DEPTH)
+                              field_depth=FIELD_DEPTH,
+                              python_types={*_LEAVES, *_OPEN_CLOSE, types.ModuleType, types.MethodType})
     return _speedups
 
 

@@ -403,3 +403,25 @@ def test_a_failing_opted_in_repr_is_recorded_as_such(pipeline, fn, repr_opt_in):
     runtime.exit(runtime.enter(fid, {"b": b}))
     (span,) = pipeline.spans()
     assert span.attributes["scope.arg.b"] == f"<{__name__}.{Broken.__qualname__} at {id(b):#x}: repr() raised RuntimeError>"
+
+
+def test_a_probe_pickles_as_its_functions_identity_and_registers_it_where_it_is_loaded(impl, tmp_path):
+    import pickle
+    import subprocess
+    import sys
+
+    from scope_otel.instrument import _support
+
+    fid = runtime.register("tests.pickled", f"f_{impl}", "/src/pickled.py", 3, level="full",
+                           capture=frozenset({"args"}), params=("a", "b"))
+    probe = runtime.probe(fid, _support)
+    again = pickle.loads(pickle.dumps(probe))
+    assert again.fid == fid and again.sup is _support and again.level == runtime.LEVELS[fid]  # same process
+    payload = tmp_path / "probe.pickle"
+    payload.write_bytes(pickle.dumps(probe))
+    code = ("import pickle, sys; from scope_otel.capture import runtime; "
+            "p = pickle.loads(open(sys.argv[1], 'rb').read()); "
+            "print(runtime.function_info(p.fid), runtime._PARAMS[p.fid], p.sup.__name__, p.enter(1, 2) is not None)")
+    out = subprocess.run([sys.executable, "-c", code, str(payload)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == (f"('tests.pickled', 'f_{impl}', '/src/pickled.py', 3) ('a', 'b') "
+                                  "scope_otel.instrument._support True")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import collections
 import datetime
+import functools
+import weakref
 import decimal
 import enum
 import fractions
@@ -204,6 +206,10 @@ def _corpus():
         type("F", (float,), {})(2.5), type("I", (int,), {"__repr__": _trip})(7), KeyError("k", h),
         SneakyUUID(int=1), [Hostile() for _ in range(20)], {Slotted(): 1}, memoryview(b"ab"),
         type("B", (bytes,), {})(b"zz" * 30), type("S", (set,), {})({1, 2}), type("FS", (frozenset,), {})(),
+        ["it's", 'say "x"', "tab\there", "back\\slash", "\x7f", "\x00", "é", "日本", ""],
+        [0, -1, 2 ** 63 - 1, -2 ** 63, 2 ** 63, -2 ** 64, 10 ** 100],
+        (x for x in ()), h.__init__, [].append, functools.partial(len), iter([]), property(), staticmethod(len),
+        collections.namedtuple("NT", "a b")(1, [2]), _trip.__get__(h), Pair.__repr__, weakref.ref(Hostile),
     ]
     inner = Hostile()
     inner.child = Hostile()
