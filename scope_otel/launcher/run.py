@@ -72,6 +72,10 @@ def _parser(prog: str, otel_flags: dict[str, str]) -> argparse.ArgumentParser:
 
 def prepare(argv: list[str], prog: str = "scope-otel run", environ: dict | None = None):
     """Parse and validate; return ``(executable, args, env)`` or raise ConfigError/SystemExit."""
+    return _prepare(argv, prog, environ)[:3]
+
+
+def _prepare(argv: list[str], prog: str, environ: dict | None):
     environ = dict(os.environ if environ is None else environ)
     otel_flags = _otel_env_flags()
     if argv and argv[0] == "--":
@@ -134,7 +138,7 @@ def prepare(argv: list[str], prog: str = "scope-otel run", environ: dict | None 
     executable = shutil.which(args.command, path=environ.get("PATH"))
     if executable is None:
         raise _config.ConfigError(f"command not found: {args.command!r} (check PATH or give a full path)")
-    return executable, [executable] + list(args.command_args), environ
+    return executable, [executable] + list(args.command_args), environ, config
 
 
 def _check_plan(path: str) -> None:
@@ -151,14 +155,31 @@ def _check_plan(path: str) -> None:
 def run_main(argv: list[str], prog: str = "scope-otel run") -> int:
     """Validate, set up the environment and ``exec`` the command (never returns on success)."""
     try:
-        executable, args, environ = prepare(argv, prog=prog)
+        executable, args, environ, config = _prepare(argv, prog, None)
     except _config.ConfigError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
+    print(f"{prog}: {_what_is_recorded(config)}", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(executable, args, environ)
     return 0  # pragma: no cover - execve does not return
+
+
+def _what_is_recorded(config: _config.Config) -> str:
+    """The start-up line: which plan the program's functions are recorded by, and where it came from."""
+    if config.sdk_disabled:
+        return "OTEL_SDK_DISABLED is set: nothing is recorded"
+    if config.plan:
+        shown = os.path.relpath(config.plan) if not os.path.relpath(config.plan).startswith("..") else config.plan
+        return f"plan {shown} ({_where(config.source('plan'))})"
+    if config.instrument:
+        return f"functions of {','.join(config.instrument)} at {config.level} ({_where(config.source('instrument'))})"
+    return "no plan: requests and SQL only (`scope-otel plan` writes scope-otel.plan.json, used from then on)"
+
+
+def _where(source: str) -> str:
+    return {"env SCOPE_OTEL_PLAN": "SCOPE_OTEL_PLAN"}.get(source, source)
 
 
 def config_main(argv: list[str]) -> int:
