@@ -117,6 +117,18 @@ def _rate(raw: Any) -> float:
     return value
 
 
+def _percent(raw: Any) -> float:
+    if isinstance(raw, bool):
+        raise ValueError("expected a percentage from 0 to 1000")
+    try:
+        value = float(str(raw).strip().rstrip("%"))
+    except ValueError:
+        raise ValueError("expected a percentage from 0 to 1000") from None
+    if not 0.0 <= value <= 1000.0:
+        raise ValueError("expected a percentage from 0 to 1000")
+    return value
+
+
 def _list(item: Callable[[Any], str] | None = None) -> Callable[[Any], tuple]:
     def parse(raw: Any) -> tuple:
         items = raw if isinstance(raw, (list, tuple)) else str(raw).split(",")
@@ -253,6 +265,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("plan", _plan, None, ("SCOPE_OTEL_PLAN",),
             "instrumentation plan file (default: scope-otel.plan.json in the working directory or the project "
             "root; 'none' for no plan)"),
+    Setting("budget", _percent, 5.0, ("SCOPE_OTEL_BUDGET",),
+            "what recording may cost, in percent of the program's CPU time; each process samples whole "
+            "traces, then lowers the busiest functions, to stay within it (default: the plan's budget, else 5)"),
     Setting("instrument", _list(), (), ("SCOPE_OTEL_INSTRUMENT",),
             "module globs to instrument without a plan, comma-separated (flag repeatable)"),
     Setting("store", _str, ".scope-otel", ("SCOPE_OTEL_STORE",),

@@ -573,6 +573,7 @@ typedef struct {
     PyObject *last_ctx, *last_stack;    /* one-entry cache: Context -> its Stack */
     PyObject *oc_ctx, *oc_vars, *oc_val; /* one-entry cache: (Context, its variables) -> OTel context */
     uint64_t prefix, counter, rng;
+    uint64_t unsampled;                 /* calls not recorded: their trace was sampled out (see root_of) */
 } HotPathObject;
 
 static int
@@ -611,6 +612,7 @@ HotPath_init(HotPathObject *self, PyObject *args, PyObject *kwds)
     Py_CLEAR(self->oc_val);
     self->prefix = (uint64_t)(prefix & 0xFFFFFFFFu) << 32;
     self->counter = 0;
+    self->unsampled = 0;
     self->rng = ((uint64_t)prefix * 0x9E3779B97F4A7C15ull) ^ (uint64_t)time(NULL) ^ 0x2545F4914F6CDD1Dull;
     if (self->rng == 0)
         self->rng = 88172645463325252ull;
@@ -1022,7 +1024,13 @@ do_enter(HotPathObject *self, PyObject *fid_obj, Py_ssize_t fid, PyObject *call_
     octx = get_octx(self, ts);
     if (octx == NULL)
         goto error;
+    int unsampled = 0;
     if (caller != NULL && Py_IS_TYPE(caller, &Call_Type) && ((CallObject *)caller)->octx == octx) {
+        if (((CallObject *)caller)->level == 0) {  /* inside a trace that is not recorded */
+            self->unsampled++;
+            Py_DECREF(octx);
+            Py_RETURN_NONE;
+        }
         trace = Py_NewRef(((CallObject *)caller)->trace);
         parent_id = ((CallObject *)caller)->span_id;
     }
@@ -1036,11 +1044,15 @@ do_enter(HotPathObject *self, PyObject *fid_obj, Py_ssize_t fid, PyObject *call_
             Py_DECREF(octx);
             Py_RETURN_NONE;
         }
-        if (!PyTuple_Check(root) || PyTuple_GET_SIZE(root) != 2) {
+        if (!PyTuple_Check(root) || PyTuple_GET_SIZE(root) < 2 || PyTuple_GET_SIZE(root) > 3) {
             Py_DECREF(root);
-            PyErr_SetString(PyExc_TypeError, "root_of must return (trace_id, parent_id) or None");
+            PyErr_SetString(PyExc_TypeError,
+                            "root_of must return (trace_id, parent_id), (trace_id, parent_id, False) or None");
             goto error;
         }
+        /* (trace_id, parent_id, False): a trace sampled out as a whole.  The call is pushed as a
+         * level-0 marker that is never emitted, so the calls under it are not recorded either. */
+        unsampled = PyTuple_GET_SIZE(root) == 3;
         trace = Py_NewRef(PyTuple_GET_ITEM(root, 0));
         parent_id = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(root, 1));
         Py_DECREF(root);
@@ -1057,6 +1069,11 @@ do_enter(HotPathObject *self, PyObject *fid_obj, Py_ssize_t fid, PyObject *call_
     if (flg == -1 && PyErr_Occurred()) {
         Py_XDECREF(caller);
         goto error;
+    }
+    if (unsampled) {
+        self->unsampled++;
+        lvl = 0;
+        flg = 0;
     }
     if ((flg & CAP_ARGS) && (call_args != NULL ? PyDict_Check(call_args) : (lvl > 1 && nvalues > 0))) {
         captured = capture_args(self, fid, call_args, values, nvalues, caller, &ran_python);
@@ -1171,6 +1188,12 @@ HotPath_exit(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
     CallObject *call = (CallObject *)token;
     if (call->end != 0)
         return Py_NewRef(value);
+    if (call->level == 0) {  /* the marker of a trace that is not recorded: only leaves the stack */
+        call->end = 1;
+        if (set_top(self, call->prev) < 0)
+            goto error;
+        return Py_NewRef(value);
+    }
     call->end = now_ns();
     if (call->end < call->start)  /* a recalibration stepped the clock back */
         call->end = call->start;
@@ -1221,6 +1244,12 @@ HotPath_exception(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
     CallObject *call = (CallObject *)token;
     if (call->end != 0)  /* already ended (see exit) */
         Py_RETURN_NONE;
+    if (call->level == 0) {  /* a marker (see exit): the exception is not kept */
+        call->end = 1;
+        if (set_top(self, call->prev) < 0)
+            goto error;
+        Py_RETURN_NONE;
+    }
     call->end = now_ns();
     if (call->end < call->start)
         call->end = call->start;
@@ -1274,6 +1303,7 @@ HotPath_reseed(HotPathObject *self, PyObject *arg)
         return NULL;
     self->prefix = (uint64_t)(prefix & 0xFFFFFFFFu) << 32;
     self->counter = 0;
+    self->unsampled = 0;  /* after fork: the child counts its own */
     self->rng ^= (uint64_t)prefix * 0x9E3779B97F4A7C15ull;
     if (self->rng == 0)
         self->rng = 88172645463325252ull;
@@ -1281,6 +1311,12 @@ HotPath_reseed(HotPathObject *self, PyObject *arg)
 }
 
 static PyObject *HotPath_probe(HotPathObject *self, PyObject *fid);
+
+static PyObject *
+HotPath_unsampled(HotPathObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromUnsignedLongLong(self->unsampled);
+}
 
 static PyMethodDef HotPath_methods[] = {
     {"enter", (PyCFunction)(void (*)(void))HotPath_enter, METH_FASTCALL, "enter(fid, args=None) -> token | None"},
@@ -1293,6 +1329,8 @@ static PyMethodDef HotPath_methods[] = {
     {"set_ring", (PyCFunction)HotPath_set_ring, METH_O, "Write records into a Ring (or through a callable)."},
     {"reseed", (PyCFunction)HotPath_reseed, METH_O, "New span-id prefix and counter."},
     {"probe", (PyCFunction)HotPath_probe, METH_O, "probe(fid) -> Probe: enter/exit/exception bound to one function."},
+    {"unsampled", (PyCFunction)HotPath_unsampled, METH_NOARGS,
+     "Calls not recorded because their trace was sampled out as a whole (markers included)."},
     {NULL}
 };
 

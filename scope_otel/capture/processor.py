@@ -147,6 +147,7 @@ class RingBufferSpanProcessor(SpanProcessor):
         self._stop = threading.Event()
         self._flush_lock = threading.Lock()
         self._flush_waiters: list[threading.Event] = []
+        self._reserved: list = []  # spans that must not meet a full ring (see submit)
         self._in_flight = 0  # batches being exported right now (several workers)
         self._ring.set_wake(self._nudge, self.max_export_batch_size)
         # on_end is the ring's put: nothing else runs on the application thread
@@ -158,6 +159,8 @@ class RingBufferSpanProcessor(SpanProcessor):
             t = threading.Thread(target=self._work, name=f"scope-otel-export-{i}", daemon=True)
             self._threads.append(t)
             t.start()
+        if self.capture_functions:
+            runtime.governor.attach(self)  # watches this ring and these workers' CPU time
 
     def _nudge(self) -> None:
         """Called by the ring when a batch is waiting (or drops keep happening)."""
@@ -165,9 +168,6 @@ class RingBufferSpanProcessor(SpanProcessor):
             self._after_fork()  # at-fork hooks did not run (uWSGI and friends)
             return
         self._wake.set()
-        # The worker may be stuck in a hung exporter: the circuit breaker
-        # must still hear about drops, so the producers report them too.
-        self._observe_drops()
 
     def _after_fork(self) -> None:
         if self._pid == os.getpid():
@@ -197,6 +197,13 @@ class RingBufferSpanProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:  # replaced per instance by ring.put
         self._ring.put(span)
+
+    def submit(self, span: ReadableSpan) -> None:
+        """Export ``span`` past the ring: the record of a governor change is made when the ring is
+        full, and must not be the record dropped."""
+        with self._flush_lock:
+            self._reserved.append(span)
+        self._wake.set()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Export everything queued now; False if not done within the timeout."""
@@ -247,6 +254,10 @@ class RingBufferSpanProcessor(SpanProcessor):
             wake.clear()
             with self._flush_lock:
                 waiters, self._flush_waiters = self._flush_waiters, []
+                reserved, self._reserved = self._reserved, []
+            if reserved:
+                self._export(reserved)
+                reserved = None
             while True:
                 batch = ring.take(limit)
                 if batch:
@@ -273,7 +284,6 @@ class RingBufferSpanProcessor(SpanProcessor):
                         waiters = []
                 for w in waiters:
                     w.set()
-            self._observe_drops()
             _accel.IMPL.recalibrate()
             if stop.is_set() or ring is not self._ring:
                 return
@@ -289,10 +299,13 @@ class RingBufferSpanProcessor(SpanProcessor):
                     correlator.learn_resource(item.resource)
                     break
         to_span, append = correlator.to_span, spans.append
+        counts = runtime.governor.function_counts  # records per function: the governor lowers the busiest
         for item in batch:
             try:
                 if type(item) in _RECORD_TYPES:  # a function-call record
                     append(to_span(item))
+                    fid = item[3]
+                    counts[fid] = counts.get(fid, 0) + 1
                     continue
                 # SpanContext is a tuple whose item 3 is the trace flags; this
                 # is the per-span cost of the worker, so no property chain
@@ -317,16 +330,12 @@ class RingBufferSpanProcessor(SpanProcessor):
             self._export_failures += len(spans)
             _log.exception("scope-otel: exporter failed; %d spans lost", len(spans))
 
-    def _observe_drops(self) -> None:
-        c = self._ring.counters()
-        runtime.breaker.observe(c["written"], c["dropped"])
-
     # ------------------------------------------------------------ reporting
 
     def stats(self) -> dict[str, Any]:
         """Counters: ring (written, read, dropped by reason, high water, size),
         exported, export failures, function spans, truncations, redactions,
-        breaker and runtime state."""
+        governor and runtime state."""
         out: dict[str, Any] = dict(self._ring.counters())
         out.update(
             exported=self._exported,
