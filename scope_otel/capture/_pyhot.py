@@ -72,6 +72,9 @@ class HotPath:
             raise ValueError("probe(fid): fid must not be negative")
         return Probe(self, fid)
 
+    def set_roots(self, span_key: Any, bound: int, every: bool) -> None:
+        """The C twin decides new traces itself; here ``root_of`` does, with the same rule."""
+
     def reseed(self, prefix: int) -> None:
         """New span-id prefix and counter (after fork, so ids stay unique)."""
         self._rebind(None, prefix)
@@ -98,11 +101,11 @@ class HotPath:
                 caller = cur_get()
                 if caller is disabled:
                     return None
+                if caller is not None and not caller[10]:  # inside a trace that is not recorded
+                    unsampled[0] += 1
+                    return None
                 octx = octx_get()
                 if caller is not None and caller[5] is octx:
-                    if not caller[10]:  # inside a trace that is not recorded
-                        unsampled[0] += 1
-                        return None
                     trace_id = caller[1]
                     parent_id = caller[0]
                 else:

@@ -574,6 +574,9 @@ typedef struct {
     PyObject *oc_ctx, *oc_vars, *oc_val; /* one-entry cache: (Context, its variables) -> OTel context */
     uint64_t prefix, counter, rng;
     uint64_t unsampled;                 /* calls not recorded: their trace was sampled out (see root_of) */
+    PyObject *span_key;                 /* set_roots(): the OTel context key of the current span, or NULL */
+    uint64_t root_bound;                /* set_roots(): a new trace is recorded if its low 64 bits are below */
+    int root_all;                       /* set_roots(): every new trace is recorded */
 } HotPathObject;
 
 static int
@@ -625,7 +628,7 @@ HotPath_traverse(HotPathObject *self, visitproc visit, void *arg)
     Py_VISIT(self->levels); Py_VISIT(self->rates); Py_VISIT(self->flags); Py_VISIT(self->params); Py_VISIT(self->cur);
     Py_VISIT(self->disabled); Py_VISIT(self->octx); Py_VISIT(self->root_of); Py_VISIT(self->snap);
     Py_VISIT(self->put); Py_VISIT(self->on_error); Py_VISIT(self->last_ctx); Py_VISIT(self->last_stack);
-    Py_VISIT(self->oc_ctx); Py_VISIT(self->oc_vars); Py_VISIT(self->oc_val);
+    Py_VISIT(self->oc_ctx); Py_VISIT(self->oc_vars); Py_VISIT(self->oc_val); Py_VISIT(self->span_key);
     return 0;
 }
 
@@ -635,7 +638,7 @@ HotPath_clear(HotPathObject *self)
     Py_CLEAR(self->levels); Py_CLEAR(self->rates); Py_CLEAR(self->flags); Py_CLEAR(self->params); Py_CLEAR(self->cur);
     Py_CLEAR(self->disabled); Py_CLEAR(self->octx); Py_CLEAR(self->root_of); Py_CLEAR(self->snap);
     Py_CLEAR(self->put); Py_CLEAR(self->on_error); Py_CLEAR(self->last_ctx); Py_CLEAR(self->last_stack);
-    Py_CLEAR(self->oc_ctx); Py_CLEAR(self->oc_vars); Py_CLEAR(self->oc_val);
+    Py_CLEAR(self->oc_ctx); Py_CLEAR(self->oc_vars); Py_CLEAR(self->oc_val); Py_CLEAR(self->span_key);
     return 0;
 }
 
@@ -895,6 +898,15 @@ get_octx(HotPathObject *self, PyThreadState *ts)
     return v;
 }
 
+static uint64_t
+next_bits(HotPathObject *self)
+{
+    uint64_t x = self->rng;
+    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+    self->rng = x;
+    return x;
+}
+
 static double
 next_random(HotPathObject *self)
 {
@@ -1021,18 +1033,39 @@ do_enter(HotPathObject *self, PyObject *fid_obj, Py_ssize_t fid, PyObject *call_
     PyObject *caller = stack ? stack->top : NULL;  /* borrowed */
     if (caller == self->disabled)
         Py_RETURN_NONE;
+    if (caller != NULL && Py_IS_TYPE(caller, &Call_Type) && ((CallObject *)caller)->level == 0) {
+        /* inside a trace that is not recorded: spans started in it are unsampled too (the overlay
+         * says so), so nothing under it records, whatever the OTel context is now */
+        self->unsampled++;
+        Py_RETURN_NONE;
+    }
     octx = get_octx(self, ts);
     if (octx == NULL)
         goto error;
     int unsampled = 0;
     if (caller != NULL && Py_IS_TYPE(caller, &Call_Type) && ((CallObject *)caller)->octx == octx) {
-        if (((CallObject *)caller)->level == 0) {  /* inside a trace that is not recorded */
-            self->unsampled++;
-            Py_DECREF(octx);
-            Py_RETURN_NONE;
-        }
         trace = Py_NewRef(((CallObject *)caller)->trace);
         parent_id = ((CallObject *)caller)->span_id;
+    }
+    else if (self->span_key != NULL && PyDict_Check(octx)
+             && PyDict_GetItemWithError(octx, self->span_key) == NULL && !PyErr_Occurred()) {
+        /* No span in the context: a new trace, decided here as root_of would (set_roots) without a
+         * Python call: a sampled-out one only needs 64 random bits, the ones that decide. */
+        uint64_t lo = next_bits(self) | 1, hi = next_bits(self);
+        if (self->root_all || lo < self->root_bound) {
+            PyObject *h = PyLong_FromUnsignedLongLong(hi), *l = PyLong_FromUnsignedLongLong(lo);
+            PyObject *shift = PyLong_FromLong(64);
+            PyObject *hs = (h && shift) ? PyNumber_Lshift(h, shift) : NULL;
+            trace = (hs && l) ? PyNumber_Or(hs, l) : NULL;
+            Py_XDECREF(h); Py_XDECREF(l); Py_XDECREF(shift); Py_XDECREF(hs);
+        }
+        else {
+            trace = PyLong_FromUnsignedLongLong(lo);
+            unsampled = 1;
+        }
+        if (trace == NULL)
+            goto error;
+        parent_id = 0;
     }
     else {
         PyObject *root = PyObject_CallOneArg(self->root_of, octx);
@@ -1313,6 +1346,25 @@ HotPath_reseed(HotPathObject *self, PyObject *arg)
 static PyObject *HotPath_probe(HotPathObject *self, PyObject *fid);
 
 static PyObject *
+HotPath_set_roots(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "set_roots(span_key, bound, every)");
+        return NULL;
+    }
+    uint64_t bound = PyLong_AsUnsignedLongLong(args[1]);
+    if (bound == (uint64_t)-1 && PyErr_Occurred())
+        return NULL;
+    int every = PyObject_IsTrue(args[2]);
+    if (every < 0)
+        return NULL;
+    Py_XSETREF(self->span_key, args[0] == Py_None ? NULL : Py_NewRef(args[0]));
+    self->root_bound = bound;
+    self->root_all = every;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
 HotPath_unsampled(HotPathObject *self, PyObject *Py_UNUSED(ignored))
 {
     return PyLong_FromUnsignedLongLong(self->unsampled);
@@ -1329,6 +1381,10 @@ static PyMethodDef HotPath_methods[] = {
     {"set_ring", (PyCFunction)HotPath_set_ring, METH_O, "Write records into a Ring (or through a callable)."},
     {"reseed", (PyCFunction)HotPath_reseed, METH_O, "New span-id prefix and counter."},
     {"probe", (PyCFunction)HotPath_probe, METH_O, "probe(fid) -> Probe: enter/exit/exception bound to one function."},
+    {"set_roots", (PyCFunction)(void (*)(void))HotPath_set_roots, METH_FASTCALL,
+     "set_roots(span_key, bound, every): a call with no recorded caller and no span under span_key in its "
+     "OTel context starts a new trace without calling root_of: recorded if every or the trace id's low 64 "
+     "bits are below bound, else sampled out whole (span_key None: always root_of)."},
     {"unsampled", (PyCFunction)HotPath_unsampled, METH_NOARGS,
      "Calls not recorded because their trace was sampled out as a whole (markers included)."},
     {NULL}

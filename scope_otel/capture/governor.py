@@ -4,7 +4,9 @@ Twice a second a thread of its own measures what recording cost this process
 in the last window: the records written in it times what one costs, the hot
 path's cost per record (measured once at start) plus the span processor's
 workers' CPU time per record they exported (turning records into spans and
-exporting them).  It compares that with
+exporting them, and the store writer's CPU time when this process started
+it), and the calls of sampled-out traces times the hot path's cost
+for one of those (also measured at start).  It compares that with
 the CPU time the program itself used (the process' CPU time less recording)
 and with the ring: records dropped, or a ring more than half full, mean export
 cannot keep up.  When recording costs more than the budget, or the ring would
@@ -81,9 +83,10 @@ def ratio_at(time_ns: int) -> float:
     return _history_r[bisect.bisect_right(_history_t, time_ns) - 1]
 
 
-def _hot_path_cost_us() -> float:
-    """What the hot path costs per recorded call on this machine: ``enter`` with two values at
-    level ``full`` and ``exit`` with a value, into a private table and sink (about a millisecond)."""
+def _hot_path_cost_us() -> tuple[float, float]:
+    """What the hot path costs on this machine per recorded call (``enter`` with two values at level
+    ``full`` and ``exit`` with a value) and per call in a sampled-out trace, into a private table and
+    sink (about two milliseconds)."""
     from scope_otel.capture import _accel
     from scope_otel.capture.records import CAP_ARGS, CAP_RETURN
 
@@ -99,7 +102,43 @@ def _hot_path_cost_us() -> float:
         for i in range(1000):
             exit_(enter(0, i, "x"), i)
         best = min(best, (time.perf_counter_ns() - t0) / 1000 / 1000)
-    return best
+    unsampled = float("inf")
+    hot.set_roots(None, 0, False)
+    hot_out = _accel.IMPL.HotPath([2], [1.0], [CAP_ARGS | CAP_RETURN], [("a", "b")],
+                                  ContextVar("scope_otel_governor_call2", default=None), object(), octx,
+                                  lambda _ctx: (1, 0, False), lambda v: v, sink.append, 1, lambda _exc: None)
+    enter, exit_ = hot_out.enter_params, hot_out.exit
+    for _ in range(3):
+        t0 = time.perf_counter_ns()
+        for i in range(100):
+            root = enter(0, i, "x")
+            for j in range(9):
+                exit_(enter(0, j, "x"), j)
+            exit_(root, i)
+        unsampled = min(unsampled, (time.perf_counter_ns() - t0) / 1000 / 1000)
+    return best, unsampled
+
+
+_helpers: set[int] = set()
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def helper_process(pid: int) -> None:
+    """Count the CPU time of process ``pid`` (the store writer this process started) as recording's."""
+    _helpers.add(pid)
+
+
+def _helpers_cpu_s() -> float:
+    """CPU seconds of the helper processes still alive (from ``/proc``; 0 where there is none)."""
+    total = 0.0
+    for pid in list(_helpers):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime
+        except (OSError, IndexError, ValueError):
+            _helpers.discard(pid)
+    return total
 
 
 def _thread_cpu_s(threads: list[threading.Thread]) -> float:
@@ -136,6 +175,7 @@ class Governor:
         self._hot_us: float | None = None
         self._settling = False
         self._export_us = 0.0  # the workers' CPU per record exported, last measured
+        self._unsampled_us = 0.0  # the hot path's cost per call in a sampled-out trace
         self._mark: tuple | None = None
         self._pid = os.getpid()
         self.function_counts: dict[int, int] = {}  # fid -> records since the last tick (the worker adds)
@@ -187,9 +227,9 @@ class Governor:
 
         runtime.disable_current_thread()
         try:
-            self._hot_us = _hot_path_cost_us()
+            self._hot_us, self._unsampled_us = _hot_path_cost_us()
         except Exception:
-            self._hot_us = 1.0
+            self._hot_us, self._unsampled_us = 1.0, 0.1
         self.tick()  # the first mark: the first decision comes one tick after start
         while not self._stop.wait(TICK):
             try:
@@ -203,8 +243,10 @@ class Governor:
             return None
         ring = proc._ring
         c = ring.counters()
+        from scope_otel.capture import runtime
+
         return (time.monotonic(), time.process_time(), _thread_cpu_s(list(proc._threads)), c["written"],
-                c["dropped"], c["size"], ring.capacity, c["read"])
+                c["dropped"], c["size"], ring.capacity, c["read"], runtime._hot.unsampled(), _helpers_cpu_s())
 
     def tick(self, sample: tuple | None = None) -> None:
         """Look at the last window and change the ratio or levels if needed (``sample`` for tests)."""
@@ -215,17 +257,19 @@ class Governor:
             mark, self._mark = self._mark, sample
             if mark is None:
                 return
-            now, cpu, worker, written, dropped, size, capacity, read = sample
-            _t0, cpu0, worker0, written0, dropped0, _s, _c, read0 = mark
+            now, cpu, worker, written, dropped, size, capacity, read, unsampled, helpers = sample
+            _t0, cpu0, worker0, written0, dropped0, _s, _c, read0, unsampled0, helpers0 = mark
             counts, self.function_counts = self.function_counts, {}
             spent = max(worker - worker0, 0.0)
             if read > read0:
                 self._export_us = spent / (read - read0) * 1e6
-            hot = (written - written0) * (self._hot_us or 1.0) / 1e6
+            hot = ((written - written0) * (self._hot_us or 1.0) + (unsampled - unsampled0) * self._unsampled_us) / 1e6
             program = max((cpu - cpu0) - spent - hot, 1e-6)
             # the window is charged for the records written in it, at what exporting one costs: what
             # the worker spends now on a backlog written earlier is not what recording costs now
-            self.cost = cost = ((written - written0) * self._export_us / 1e6 + hot) / program
+            # (the store writer's CPU is charged as it is spent: it works in batches of its own)
+            stored = max(helpers - helpers0, 0.0)
+            self.cost = cost = ((written - written0) * self._export_us / 1e6 + hot + stored) / program
             self.peak_cost = max(self.peak_cost, cost)
             new_drops = dropped - dropped0
             overflowing = new_drops > 0 or size > capacity // 2
@@ -351,9 +395,21 @@ class Governor:
         self._apply()
 
 
+_ratio_listeners: list[Callable[[int, bool], None]] = []
+
+
+def on_ratio(listener: Callable[[int, bool], None]) -> None:
+    """``listener(bound, every)`` now and at every change of the ratio: the C hot path decides new
+    traces without calling ``root_of`` (the newest listener replaces the others: one hot path is live)."""
+    _ratio_listeners[:] = [listener]
+    listener(min(_bound, _MASK64), _bound > _MASK64)
+
+
 def _set_ratio(ratio: float) -> None:
     global _bound
     _bound = int(ratio * (1 << 64))
+    for listener in _ratio_listeners:
+        listener(min(_bound, _MASK64), _bound > _MASK64)
     now = time.time_ns()
     if _history_r[-1] != ratio:
         _history_t.append(now)

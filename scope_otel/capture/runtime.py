@@ -261,6 +261,7 @@ def _new_hot() -> Any:
         _context.raw_source(_overlay), _root_of, _snap, _ring.sink, _new_prefix(), _on_error,
     )
     _overlay.current = hot.current
+    _governor.on_ratio(lambda bound, every: hot.set_roots(_SPAN_KEY, bound, every))
     return hot
 
 

@@ -18,14 +18,15 @@ from tests.support.procs import clean_env, run, tool
 
 class Window:
     """Measurements as the governor's thread takes them: (time, process CPU, workers' CPU, written,
-    dropped, ring size, capacity, read), advanced one tick at a time; every record written is read."""
+    dropped, ring size, capacity, read, unsampled calls, store writer's CPU), advanced one tick at a time; every record
+    written is read."""
 
     def __init__(self, governor):
         self.g = governor
         self.t = self.cpu = self.worker = 0.0
         self.written = self.dropped = 0
         governor._hot_us = 1.0
-        governor.tick((0.0, 0.0, 0.0, 0, 0, 0, 1024, 0))
+        governor.tick((0.0, 0.0, 0.0, 0, 0, 0, 1024, 0, 0, 0.0))
 
     def tick(self, cost: float, records: int = 1000, dropped: int = 0, size: int = 0):
         """One window in which recording cost ``cost`` of the program's CPU (0.5 s of it)."""
@@ -35,7 +36,7 @@ class Window:
         self.worker += recording - records * 1e-6
         self.written += records
         self.dropped += dropped
-        self.g.tick((self.t, self.cpu, self.worker, self.written, self.dropped, size, 1024, self.written))
+        self.g.tick((self.t, self.cpu, self.worker, self.written, self.dropped, size, 1024, self.written, 0, 0.0))
 
 
 @pytest.fixture
@@ -210,7 +211,7 @@ def test_a_busy_program_is_sampled_whole_traces_and_says_so(tmp_path, otlp_recei
     (tmp_path / "app.py").write_text(textwrap.dedent(DRIVER))
     # a ring that holds the first second's records: a record dropped at a full ring would leave its
     # trace partial, and what is checked here is that sampling never does
-    env = clean_env(SCOPE_OTEL_BUDGET="10", SCOPE_OTEL_SUMMARY="true", SCOPE_OTEL_RING_SIZE=str(1 << 19),
+    env = clean_env(SCOPE_OTEL_BUDGET="50", SCOPE_OTEL_SUMMARY="true", SCOPE_OTEL_RING_SIZE=str(1 << 19),
                     **otlp_receiver.env("grpc"))
     result = run([tool("scope-otel"), "run", "--instrument", "work", "--level", "full", "--", sys.executable,
                   "app.py"], env, cwd=str(tmp_path), timeout=120)
