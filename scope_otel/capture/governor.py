@@ -119,25 +119,37 @@ def _hot_path_cost_us() -> tuple[float, float]:
     return best, unsampled
 
 
-_helpers: set[int] = set()
+#: helper pid -> [when it was named, its CPU seconds at the end of its start-up, or None before]
+_helpers: dict[int, list] = {}
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+#: a helper's first seconds (the store writer imports chDB and opens the store: a fixed cost that
+#: sampling cannot lower) are not charged
+HELPER_START_S = 3.0
 
 
 def helper_process(pid: int) -> None:
-    """Count the CPU time of process ``pid`` (the store writer this process started) as recording's."""
-    _helpers.add(pid)
+    """Count the CPU time of process ``pid`` (the store writer this process started) as recording's,
+    after its start-up."""
+    _helpers[pid] = [time.monotonic(), None]
 
 
 def _helpers_cpu_s() -> float:
-    """CPU seconds of the helper processes still alive (from ``/proc``; 0 where there is none)."""
+    """CPU seconds the helper processes still alive spent after their start-up (from ``/proc``)."""
     total = 0.0
-    for pid in list(_helpers):
+    now = time.monotonic()
+    for pid, entry in list(_helpers.items()):
+        if now - entry[0] < HELPER_START_S:
+            continue
         try:
             with open(f"/proc/{pid}/stat", "rb") as fh:
                 fields = fh.read().rsplit(b")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime
+            cpu = (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime
         except (OSError, IndexError, ValueError):
-            _helpers.discard(pid)
+            _helpers.pop(pid, None)
+            continue
+        if entry[1] is None:
+            entry[1] = cpu
+        total += cpu - entry[1]
     return total
 
 
@@ -175,6 +187,8 @@ class Governor:
         self._hot_us: float | None = None
         self._settling = False
         self._export_us = 0.0  # the workers' CPU per record exported, last measured
+        self._smoothed: float | None = None
+        self.smooth = True
         self._unsampled_us = 0.0  # the hot path's cost per call in a sampled-out trace
         self._mark: tuple | None = None
         self._pid = os.getpid()
@@ -269,8 +283,12 @@ class Governor:
             # the worker spends now on a backlog written earlier is not what recording costs now
             # (the store writer's CPU is charged as it is spent: it works in batches of its own)
             stored = max(helpers - helpers0, 0.0)
-            self.cost = cost = ((written - written0) * self._export_us / 1e6 + hot + stored) / program
-            self.peak_cost = max(self.peak_cost, cost)
+            window = ((written - written0) * self._export_us / 1e6 + hot + stored) / program
+            self.peak_cost = max(self.peak_cost, window)
+            # judged on a moving average of two windows or so: the store writer works in bursts, and a
+            # burst judged alone sends the ratio to the floor and back every few seconds
+            self.cost = cost = window if self._smoothed is None or not self.smooth else (self._smoothed + window) / 2
+            self._smoothed = cost
             new_drops = dropped - dropped0
             overflowing = new_drops > 0 or size > capacity // 2
             if self._settling and not new_drops:
@@ -389,7 +407,7 @@ class Governor:
     def reset(self) -> None:
         """Every trace recorded, no function lowered (tests)."""
         with self._lock:
-            self._mark = None
+            self._mark = self._smoothed = None
             self.step, self.caps, self._hold = 0, {}, {}
             _set_ratio(1.0)
         self._apply()

@@ -45,12 +45,14 @@ def governor():
     g.reset()
     g.configure(10)
     g.quiet = True
+    g.smooth = False  # the control law on each window as it comes (smoothing has a test of its own)
     saved = g._listeners[:]
     try:
         yield g
     finally:
         g._listeners[:] = saved
         g.quiet = False
+        g.smooth = True
         g.configure(1000)
         g.reset()
 
@@ -71,6 +73,14 @@ def test_over_budget_halves_traces_at_once_to_the_target_and_recovers_within_sec
         w.tick(0.01)
         ticks += 1
     assert ticks == 3 and ticks * gov.TICK <= 2.0
+
+
+def test_a_single_burst_is_averaged_with_the_window_before(governor):
+    governor.smooth = True
+    w = Window(governor)
+    w.tick(0.02)
+    w.tick(0.30)  # a store writer's burst: judged as (0.02 + 0.30) / 2 = 0.16 -> one halving, not three
+    assert governor.ratio == 0.5
 
 
 def test_a_ring_that_would_overflow_halves_the_traces_even_within_budget(governor):
