@@ -117,6 +117,12 @@ def _prepare(argv: list[str], prog: str, environ: dict | None):
         environ[_config.BY_KEY[key].envs[0]] = str(value)
     if config.file:
         environ[_config.CONFIG_ENV] = config.file
+    own = _zero_configuration(config, [args.command] + list(args.command_args))
+    if own:
+        environ["SCOPE_OTEL_INSTRUMENT"] = ",".join(own)
+        config.values["instrument"] = _config.Value(tuple(own), "the program's own code (no plan)")
+        config.values["level"] = _config.Value("boundaries", "the program's own code (no plan)")
+        environ["SCOPE_OTEL_LEVEL"] = "boundaries"
     if config.plan:
         environ["SCOPE_OTEL_PLAN"] = os.path.abspath(config.plan)
     if "://" not in config.store:
@@ -139,6 +145,52 @@ def _prepare(argv: list[str], prog: str, environ: dict | None):
     if executable is None:
         raise _config.ConfigError(f"command not found: {args.command!r} (check PATH or give a full path)")
     return executable, [executable] + list(args.command_args), environ, config
+
+
+#: folders of a project that are not the program
+_NOT_THE_PROGRAM = frozenset({"tests", "test", "docs", "doc", "build", "dist", "venv", ".venv", "env",
+                              "node_modules", "migrations", "scope_otel", "examples", "bench", "benchmarks"})
+
+
+def _zero_configuration(config: _config.Config, command: list[str]) -> list[str]:
+    """Module globs of the program's own code, recorded when nothing else says what to record: the
+    main script's folder (its modules and packages), the ``-m`` module's top package, and the working
+    directory's packages and modules; never anything under the interpreter's prefixes (the standard
+    library, site-packages).  Empty when a plan, ``instrument`` globs or ``level = off`` were given."""
+    if config.plan or config.instrument or config.sdk_disabled or config.source("plan") != "default":
+        return []
+    if config.source("level") != "default" and config.level == "off":
+        return []
+    folders = [os.getcwd()]
+    names: list[str] = []
+    for i, arg in enumerate(command[1:], 1):
+        if arg == "-m" and i + 1 < len(command):
+            names.append(command[i + 1].split(".")[0])
+            break
+        if arg.endswith(".py") and os.path.isfile(arg):
+            folders.insert(0, os.path.dirname(os.path.abspath(arg)))
+            break
+    system = [os.path.realpath(p) for p in {sys.prefix, sys.base_prefix, sys.exec_prefix} if p]
+    for folder in dict.fromkeys(os.path.realpath(f) for f in folders):
+        if any(folder == p or folder.startswith(p + os.sep) for p in system) or "site-packages" in folder:
+            continue
+        try:
+            entries = sorted(os.listdir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            path = os.path.join(folder, entry)
+            stem = entry[:-3] if entry.endswith(".py") else entry
+            if not stem.isidentifier() or stem in _NOT_THE_PROGRAM or stem.startswith(("test_", "_")):
+                continue
+            if entry.endswith(".py") and os.path.isfile(path) and stem not in ("setup", "conftest", "noxfile"):
+                names.append(stem)
+            elif os.path.isfile(os.path.join(path, "__init__.py")):
+                names.append(stem)
+    globs: list[str] = []
+    for name in dict.fromkeys(names):
+        globs += [name, f"{name}.*"]
+    return globs
 
 
 def _check_plan(path: str) -> None:
@@ -173,6 +225,10 @@ def _what_is_recorded(config: _config.Config) -> str:
     if config.plan:
         shown = os.path.relpath(config.plan) if not os.path.relpath(config.plan).startswith("..") else config.plan
         return f"plan {shown} ({_where(config.source('plan'))})"
+    if config.instrument and config.source("instrument") == "the program's own code (no plan)":
+        shown = sorted({g.removesuffix(".*") for g in config.instrument})
+        return (f"no plan: recording the program's own code ({', '.join(shown)}) at boundaries within the "
+                f"{config.budget:g}% budget (`scope-otel plan` writes scope-otel.plan.json, used from then on)")
     if config.instrument:
         return f"functions of {','.join(config.instrument)} at {config.level} ({_where(config.source('instrument'))})"
     return "no plan: requests and SQL only (`scope-otel plan` writes scope-otel.plan.json, used from then on)"
