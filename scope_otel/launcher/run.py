@@ -163,12 +163,14 @@ def _zero_configuration(config: _config.Config, command: list[str]) -> list[str]
         return []
     folders = [os.getcwd()]
     names: list[str] = []
+    main = None  # the script runs as __main__, which the import hook does not see
     for i, arg in enumerate(command[1:], 1):
         if arg == "-m" and i + 1 < len(command):
             names.append(command[i + 1].split(".")[0])
             break
         if arg.endswith(".py") and os.path.isfile(arg):
             folders.insert(0, os.path.dirname(os.path.abspath(arg)))
+            main = os.path.basename(arg)[:-3]
             break
     system = [os.path.realpath(p) for p in {sys.prefix, sys.base_prefix, sys.exec_prefix} if p]
     for folder in dict.fromkeys(os.path.realpath(f) for f in folders):
@@ -181,7 +183,8 @@ def _zero_configuration(config: _config.Config, command: list[str]) -> list[str]
         for entry in entries:
             path = os.path.join(folder, entry)
             stem = entry[:-3] if entry.endswith(".py") else entry
-            if not stem.isidentifier() or stem in _NOT_THE_PROGRAM or stem.startswith(("test_", "_")):
+            if (not stem.isidentifier() or stem in _NOT_THE_PROGRAM or stem.startswith(("test_", "_"))
+                    or stem == main):
                 continue
             if entry.endswith(".py") and os.path.isfile(path) and stem not in ("setup", "conftest", "noxfile"):
                 names.append(stem)

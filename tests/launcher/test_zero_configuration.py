@@ -35,7 +35,7 @@ def test_level_off_or_instrument_globs_leave_the_default_alone(tmp_path):
     os.chdir(tmp_path)
     try:
         cfg = _config.load(env={}, cwd=str(tmp_path))
-        assert _zero_configuration(cfg, command) == ["app", "app.*", "lib", "lib.*", "pkg", "pkg.*"]
+        assert _zero_configuration(cfg, command) == ["lib", "lib.*", "pkg", "pkg.*"]  # app.py is __main__
         assert _zero_configuration(_config.load(flags={"level": "off"}, env={}), command) == []
         assert _zero_configuration(_config.load(flags={"instrument": "lib"}, env={}), command) == []
         assert _zero_configuration(_config.load(flags={"plan": "none"}, env={}), command) == []
