@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import sys
 import textwrap
 import time
@@ -244,3 +245,70 @@ def test_a_busy_program_is_sampled_whole_traces_and_says_so(tmp_path, otlp_recei
                and sorted(names) != ["handle", "leaf", "leaf", "leaf"]]
     assert not partial, partial[:5]
     assert len([n for n in by_trace.values() if "handle" in n]) == len(handles)
+
+
+BACKEND = """
+    from flask import Flask
+
+    app = Flask(__name__)
+
+    @app.route("/work")
+    def work():
+        return "done"
+
+    if __name__ == "__main__":
+        import sys
+        from werkzeug.serving import make_server
+
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        with open(sys.argv[1], "w") as fh:
+            fh.write(str(server.server_port))
+        server.serve_forever()
+"""
+FRONT = """
+    import sys
+    import time
+    import urllib.request
+
+    base = sys.argv[1]
+    end = time.monotonic() + 4.0
+    while time.monotonic() < end:
+        urllib.request.urlopen(base + "/work").read()
+        for _ in range(2000):  # the front's own work between requests
+            pass
+"""
+
+
+def test_the_front_process_samples_whole_requests_and_the_backend_follows_its_flag(tmp_path, otlp_receiver):
+    import subprocess
+
+    (tmp_path / "backend.py").write_text(textwrap.dedent(BACKEND))
+    (tmp_path / "front.py").write_text(textwrap.dedent(FRONT))
+    port_file = tmp_path / "port"
+    backend_env = clean_env(OTEL_SERVICE_NAME="backend", **otlp_receiver.env("grpc"))  # budget 1000 %
+    log = open(tmp_path / "backend.log", "w")  # werkzeug logs every request: a pipe would fill and block it
+    backend = subprocess.Popen([tool("scope-otel"), "run", "--plan", "none", "--", sys.executable, "backend.py",
+                                str(port_file)], env=backend_env, cwd=str(tmp_path),
+                               stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        deadline = time.monotonic() + 60
+        while not port_file.exists() or not port_file.read_text():
+            assert backend.poll() is None and time.monotonic() < deadline, (tmp_path / "backend.log").read_text()
+            time.sleep(0.1)
+        base = f"http://127.0.0.1:{port_file.read_text()}"
+        # a budget the front's recording cannot meet: it samples its requests down to the floor
+        front_env = clean_env(OTEL_SERVICE_NAME="front", SCOPE_OTEL_BUDGET="0.001", **otlp_receiver.env("grpc"))
+        result = run([tool("scope-otel"), "run", "--plan", "none", "--", sys.executable, "front.py", base],
+                     front_env, cwd=str(tmp_path), timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert "recording 1 in" in result.stderr
+    finally:
+        backend.send_signal(signal.SIGINT)  # serve_forever ends, the exit flushes what it recorded
+        backend.wait(30)
+        log.close()
+    spans = otlp_receiver.spans
+    clients = {s["trace_id"] for s in spans if s["kind"] == "CLIENT" and s["resource"].get("service.name") == "front"}
+    servers = {s["trace_id"] for s in spans if s["kind"] == "SERVER" and s["resource"].get("service.name") == "backend"}
+    assert clients and servers
+    # every request the backend recorded is one the front kept, and the other way round
+    assert servers == clients
