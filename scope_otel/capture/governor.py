@@ -10,7 +10,8 @@ for one of those (also measured at start).  It compares that with
 the CPU time the program itself used (the process' CPU time less recording)
 and with the ring: records dropped, or a ring more than half full, mean export
 cannot keep up.  When recording costs more than the budget, or the ring would
-overflow, it
+overflow (records dropped, or more than half of it waiting and more than a
+window before), it
 
 1. samples whole traces: a new trace is recorded with probability 1, 1/2,
    1/4, ... 1/1024 (:data:`MIN_RATIO`), decided from the trace id as
@@ -49,6 +50,8 @@ from collections import deque
 from contextvars import ContextVar
 from typing import Any, Callable
 
+from scope_otel.plan import LEVELS as _LEVEL_NAMES
+
 #: seconds between two looks at the cost
 TICK = 0.5
 #: the lowest share of traces recorded (as a power of two: 1/1024)
@@ -56,6 +59,8 @@ MAX_STEP = 10
 MIN_RATIO = 2.0 ** -MAX_STEP
 #: the cost aimed at, as a share of the budget; raised again only below half of it (a step doubles it)
 TARGET = 0.8
+#: a window in which the program used less CPU than this share of its length is not judged by cost
+IDLE = 0.1
 #: functions whose level is lowered at once, at most, when sampling is at its lowest
 LOWER_AT_ONCE = 4
 #: a function lowered again after being raised waits twice as long as the last time before it is
@@ -64,7 +69,6 @@ LOWER_AT_ONCE = 4
 HOLD_S = 1.0
 HOLD_MAX_S = 64.0
 _MASK64 = (1 << 64) - 1
-_LEVEL_NAMES = ("off", "boundaries", "full")
 
 # The ratio in force, read on every new trace: a module global, one comparison.
 _bound = 1 << 64
@@ -272,7 +276,7 @@ class Governor:
             if mark is None:
                 return
             now, cpu, worker, written, dropped, size, capacity, read, unsampled, helpers = sample
-            _t0, cpu0, worker0, written0, dropped0, _s, _c, read0, unsampled0, helpers0 = mark
+            t0, cpu0, worker0, written0, dropped0, size0, _c, read0, unsampled0, helpers0 = mark
             counts, self.function_counts = self.function_counts, {}
             spent = max(worker - worker0, 0.0)
             if read > read0:
@@ -284,13 +288,20 @@ class Governor:
             # (the store writer's CPU is charged as it is spent: it works in batches of its own)
             stored = max(helpers - helpers0, 0.0)
             window = ((written - written0) * self._export_us / 1e6 + hot + stored) / program
+            if program < IDLE * (now - t0):
+                # the program hardly ran (waiting for requests, or exiting while the worker drains):
+                # what recording costs then slows nothing of it, and a share of almost nothing says
+                # nothing; only a ring about to overflow is acted on
+                window = 0.0
             self.peak_cost = max(self.peak_cost, window)
             # judged on a moving average of two windows or so: the store writer works in bursts, and a
             # burst judged alone sends the ratio to the floor and back every few seconds
             self.cost = cost = window if self._smoothed is None or not self.smooth else (self._smoothed + window) / 2
             self._smoothed = cost
             new_drops = dropped - dropped0
-            overflowing = new_drops > 0 or size > capacity // 2
+            # more than half the ring waiting, and more than a window ago: export is falling behind (a
+            # large ring draining a backlog is not)
+            overflowing = new_drops > 0 or size > max(capacity // 2, size0)
             if self._settling and not new_drops:
                 # the window after a change still shows the records written before it being exported:
                 # judged once the change has had a whole window to act

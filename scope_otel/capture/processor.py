@@ -254,11 +254,12 @@ class RingBufferSpanProcessor(SpanProcessor):
             wake.clear()
             with self._flush_lock:
                 waiters, self._flush_waiters = self._flush_waiters, []
-                reserved, self._reserved = self._reserved, []
-            if reserved:
-                self._export(reserved)
-                reserved = None
             while True:
+                if self._reserved:  # between batches too: a backlog must not hold them until it ends
+                    with self._flush_lock:
+                        reserved, self._reserved = self._reserved, []
+                    self._export(reserved)
+                    reserved = None
                 batch = ring.take(limit)
                 if batch:
                     with self._flush_lock:
@@ -369,7 +370,7 @@ class RingBufferSpanProcessor(SpanProcessor):
 
 
 def _record_types() -> frozenset:
-    types: set = {list}  # the pure-Python token
+    types: set = {tuple}  # the pure-Python twin's record
     try:
         from scope_otel.capture._speedups import Call
 

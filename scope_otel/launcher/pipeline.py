@@ -31,7 +31,8 @@ _state: dict[str, Any] = {}
 #: Contrib instrumentors that scope-otel's own integrations replace.  When
 #: scope-otel loads instrumentors it skips these so nothing is recorded twice.
 SUPERSEDED = frozenset(
-    {"flask", "django", "sqlalchemy", "requests", "urllib", "urllib3", "httpx", "threading", "pika"}
+    {"flask", "django", "sqlalchemy", "requests", "urllib", "urllib3", "httpx", "threading", "pika", "sqlite3",
+     "psycopg"}
 )
 
 
@@ -80,7 +81,7 @@ def build_tracer_provider(config: _config.Config):
     provider = TracerProvider(
         resource=Resource.create(attributes), sampler=_governed(_sampler(config)), shutdown_on_exit=False
     )
-    hlc = _optional("scope_otel.distributed.processor", "HLCSpanProcessor")
+    hlc = _optional("scope_otel.causal.processor", "HLCSpanProcessor")
     if hlc is not None:
         provider.add_span_processor(hlc())
     if config.summary:
@@ -180,7 +181,7 @@ def _governor_span(provider):
 def _apply_plan(config: _config.Config) -> None:
     if not (config.plan or config.instrument) or (config.level == "off" and not config.plan):
         return
-    from scope_otel.planner.plan import Plan, load_plan
+    from scope_otel.plan import Plan, load_plan
 
     plan = load_plan(config.plan) if config.plan else Plan.from_globs(list(config.instrument), config.level)
     if plan.budget_pct is not None and config.source("budget") == "default":
@@ -303,6 +304,7 @@ class _SummaryProcessor(SpanProcessor):
             lines.append(_not_stored(stats))
         if stats:
             lines.append(f"  pipeline: {stats}")
+        lines += _integration_lines()
         return "\n".join(lines)
 
 
@@ -318,6 +320,21 @@ def _not_stored(stats: dict) -> str:
                  f"1 in {round(1 / stats['governor_ratio'])} traces, {stats['governor_functions_lowered']} "
                  "functions lowered")
     return line
+
+
+def _integration_lines() -> list[str]:
+    """The integrations' own counts, in words (only for integrations the program loaded)."""
+    lines = []
+    report = sys.modules.get("scope_otel.instrumentors._report")
+    failures = report.stats() if report is not None else {}
+    if failures:
+        places = ", ".join(f"{where} ×{n}" for where, n in sorted(failures.items()))
+        lines.append(f"  integration errors (each logged once, never raised into the program): {places}")
+    handoff = sys.modules.get("scope_otel.instrumentors.handoff")
+    dropped = handoff.dropped() if handoff is not None else 0
+    if dropped:
+        lines.append(f"  queue puts not linked to their get (a queue had 10,000 items waiting): {dropped}")
+    return lines
 
 
 def _setup_logging(config: _config.Config) -> None:

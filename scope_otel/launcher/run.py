@@ -198,7 +198,7 @@ def _zero_configuration(config: _config.Config, command: list[str]) -> list[str]
 
 def _check_plan(path: str) -> None:
     try:
-        from scope_otel.planner.plan import load_plan
+        from scope_otel.plan import load_plan
     except ImportError:
         return
     try:

@@ -50,7 +50,7 @@ import os
 import subprocess
 import sys
 
-from scope_otel.planner.plan import LEVELS
+from scope_otel.plan import LEVELS
 
 
 #: Exit statuses of a profiled command that ended as servers do: SIGTERM or SIGINT (or their shell

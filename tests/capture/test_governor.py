@@ -84,13 +84,26 @@ def test_a_single_burst_is_averaged_with_the_window_before(governor):
     assert governor.ratio == 0.5
 
 
+def test_a_window_in_which_the_program_hardly_ran_is_not_judged_by_cost(governor):
+    w = Window(governor)
+    w.t += gov.TICK  # 0.5 s of wall time, 0.01 s of the program's CPU and as much of recording's
+    w.cpu += 0.02
+    w.worker += 0.01 - 1000 * 1e-6
+    w.written += 1000
+    governor.tick((w.t, w.cpu, w.worker, w.written, 0, 0, 1024, w.written, 0, 0.0))
+    assert governor.ratio == 1.0 and governor.cost == 0.0
+
+
 def test_a_ring_that_would_overflow_halves_the_traces_even_within_budget(governor):
     w = Window(governor)
     w.tick(0.01, dropped=12)
     assert governor.ratio == 0.5
     w.tick(0.01, size=900)  # not judged: the window after a change
-    w.tick(0.01, size=900)  # more than half the ring waiting
+    w.tick(0.01, size=950)  # more than half the ring waiting, and more than before
     assert governor.ratio == 0.25
+    w.tick(0.01, size=950)  # not judged
+    w.tick(0.01, size=700)  # a backlog draining, at little cost: not lowered, raised
+    assert governor.ratio == 0.5
 
 
 def test_sampling_never_goes_below_the_floor_then_the_busiest_functions_are_lowered_and_raised(governor, fn):
@@ -220,9 +233,9 @@ DRIVER = """
 def test_a_busy_program_is_sampled_whole_traces_and_says_so(tmp_path, otlp_receiver):
     (tmp_path / "work.py").write_text(textwrap.dedent(WORKLOAD))
     (tmp_path / "app.py").write_text(textwrap.dedent(DRIVER))
-    # a ring that holds the first second's records: a record dropped at a full ring would leave its
-    # trace partial, and what is checked here is that sampling never does
-    env = clean_env(SCOPE_OTEL_BUDGET="50", SCOPE_OTEL_SUMMARY="true", SCOPE_OTEL_RING_SIZE=str(1 << 19),
+    # overflow=block: a record dropped at a full ring would leave its trace partial, and what is checked
+    # here is that sampling never does
+    env = clean_env(SCOPE_OTEL_BUDGET="200", SCOPE_OTEL_SUMMARY="true", SCOPE_OTEL_OVERFLOW="block",
                     **otlp_receiver.env("grpc"))
     result = run([tool("scope-otel"), "run", "--instrument", "work", "--level", "full", "--", sys.executable,
                   "app.py"], env, cwd=str(tmp_path), timeout=120)
@@ -230,7 +243,6 @@ def test_a_busy_program_is_sampled_whole_traces_and_says_so(tmp_path, otlp_recei
     changes = [line for line in result.stderr.splitlines() if line.startswith("scope-otel[")]
     assert changes and "traces" in changes[0], result.stderr
     assert "not stored: 0 records dropped at the full ring" in result.stderr, result.stderr
-    assert ": lowered " not in result.stderr
     unsampled = int(result.stderr.split("records dropped at the full ring, ")[1].split()[0])
     assert unsampled > 0
     governed = otlp_receiver.wait_for(len(changes), timeout=30, where=lambda s: s["name"] == gov.GOVERNOR_SPAN)
@@ -238,13 +250,18 @@ def test_a_busy_program_is_sampled_whole_traces_and_says_so(tmp_path, otlp_recei
     spans = otlp_receiver.spans
     handles = [s for s in spans if s["name"] == "handle"]
     assert handles and min(s["attributes"]["scope.sampling.ratio"] for s in handles) < 1.0
+    # a function lowered (when sampling at its floor is not enough) leaves traces with fewer calls:
+    # only the traces started before the first lowering must be whole
+    lowered = [s["start_ns"] for s in governed if s["attributes"]["scope.governor.change"].startswith("lowered")]
+    until = min(lowered, default=float("inf"))
     by_trace = {}
     for s in spans:
-        by_trace.setdefault(s["trace_id"], []).append(s["name"])
-    partial = [names for names in by_trace.values() if "handle" in names
-               and sorted(names) != ["handle", "leaf", "leaf", "leaf"]]
+        by_trace.setdefault(s["trace_id"], []).append(s)
+    partial = [sorted(x["name"] for x in t) for t in by_trace.values()
+               if any(x["name"] == "handle" and x["start_ns"] < until for x in t)
+               and sorted(x["name"] for x in t) != ["handle", "leaf", "leaf", "leaf"]]
     assert not partial, partial[:5]
-    assert len([n for n in by_trace.values() if "handle" in n]) == len(handles)
+    assert all(sum(x["name"] == "handle" for x in t) == 1 for t in by_trace.values() if t[0]["name"] != gov.GOVERNOR_SPAN)
 
 
 BACKEND = """
