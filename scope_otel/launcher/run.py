@@ -166,7 +166,9 @@ def _zero_configuration(config: _config.Config, command: list[str]) -> list[str]
     main = None  # the script runs as __main__, which the import hook does not see
     for i, arg in enumerate(command[1:], 1):
         if arg == "-m" and i + 1 < len(command):
-            names.append(command[i + 1].split(".")[0])
+            top = command[i + 1].split(".")[0]
+            if os.path.isdir(top) or os.path.isfile(top + ".py"):  # the project's, not an installed one
+                names.append(top)
             break
         if arg.endswith(".py") and os.path.isfile(arg):
             folders.insert(0, os.path.dirname(os.path.abspath(arg)))
@@ -214,7 +216,9 @@ def run_main(argv: list[str], prog: str = "scope-otel run") -> int:
     except _config.ConfigError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
-    print(f"{prog}: {_what_is_recorded(config)}", file=sys.stderr)
+    if sys.stderr.isatty() or config.log_level in ("info", "debug"):
+        # a person watching, or asked for: a program's piped output stays the program's own
+        print(f"{prog}: {_what_is_recorded(config)}", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(executable, args, environ)

@@ -76,7 +76,7 @@ def test_an_explicit_plan_wins(project):
 
 def test_run_records_the_found_plan_and_names_it_at_start(project, otlp_receiver):
     _plan(project)
-    result = run([tool("scope-otel"), "run", "--", sys.executable, "app.py"],
+    result = run([tool("scope-otel"), "run", "--log_level", "info", "--", sys.executable, "app.py"],
                  clean_env(**otlp_receiver.env("grpc")), cwd=str(project))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "20"
@@ -87,7 +87,8 @@ def test_run_records_the_found_plan_and_names_it_at_start(project, otlp_receiver
 
 def test_run_with_level_off_records_no_function_and_says_so(project, otlp_receiver):
     _plan(project)
-    result = run([tool("scope-otel"), "run", "--level", "off", "--", sys.executable, "app.py"],
+    result = run([tool("scope-otel"), "run", "--log_level", "info", "--level", "off", "--", sys.executable,
+                  "app.py"],
                  clean_env(**otlp_receiver.env("grpc")), cwd=str(project))
     assert result.returncode == 0, result.stderr
     assert "no plan" in result.stderr

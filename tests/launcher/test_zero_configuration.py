@@ -11,7 +11,8 @@ from tests.support.procs import EXAMPLES, clean_env, run, tool
 
 def test_the_example_shop_records_its_own_functions_with_no_plan(otlp_receiver):
     demo = os.path.join(EXAMPLES, "shop_demo.py")
-    result = run([tool("scope-otel"), "run", "--service_name", "shop", "--", sys.executable, demo],
+    result = run([tool("scope-otel"), "run", "--service_name", "shop", "--log_level", "info", "--", sys.executable,
+                  demo],
                  clean_env(**otlp_receiver.env("grpc")), cwd=EXAMPLES)
     assert result.returncode == 0, result.stderr
     assert "no plan: recording the program's own code (shop) at boundaries within the 1000% budget" \
@@ -52,5 +53,19 @@ def test_the_standard_library_and_site_packages_are_never_the_program():
     os.chdir(folder)
     try:
         assert _zero_configuration(cfg, ["python", os.path.join(folder, "__init__.py")]) == []
+    finally:
+        os.chdir(saved)
+
+
+def test_an_installed_module_run_with_dash_m_is_not_the_program(tmp_path):
+    (tmp_path / "mysite").mkdir()
+    (tmp_path / "mysite" / "__init__.py").write_text("")
+    saved = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        cfg = _config.load(env={}, cwd=str(tmp_path))
+        # python -m django runserver: Django is installed, the project's package is the program
+        assert _zero_configuration(cfg, ["python", "-m", "django", "runserver"]) == ["mysite", "mysite.*"]
+        assert _zero_configuration(cfg, ["python", "-m", "mysite.main"]) == ["mysite", "mysite.*"]
     finally:
         os.chdir(saved)
