@@ -6,7 +6,7 @@ For ``--seconds`` (default 60; ``--quick``: 10) the application thread ends
 SDK spans at a steady rate (and records instrumented function calls) while
 the exporter blocks forever on its first batch.  Measured per scenario:
 application-thread time per span (p50/p99 from a 100 ns histogram, max),
-RSS every second, the processor's drop counters and the circuit breaker's
+RSS every second, the processor's drop counters and the overhead governor's
 state.  Scenarios, each in a fresh child process:
 
 * ``healthy``: RingBufferSpanProcessor, null exporter (the baseline p99);
@@ -111,9 +111,10 @@ def scenario(name: str, seconds: float, ring_size: int) -> dict:
     if isinstance(proc, RingBufferSpanProcessor):
         st = proc.stats()
         out.update(dropped=st["dropped"], written=st["written"], exported=st["exported"],
-                   breaker=f"{st['breaker_trips']} trips, cap {st['breaker_cap']}")
+                   governor=f"{st['governor_changes']} changes, 1/{round(1 / st['governor_ratio'])}, "
+                            f"{st['governor_functions_lowered']} lowered")
     else:
-        out.update(dropped="not counted", written="", exported=exporter.exported, breaker="n/a")
+        out.update(dropped="not counted", written="", exported=exporter.exported, governor="n/a")
     forever.set()
     return out
 
@@ -138,12 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     print(f"{seconds:.0f} s per scenario, ring/queue size {args.ring}; each span = 1 function call (full) + 1 SDK span")
     cols = ["scenario", "spans", "p50_us", "p99_us", "max_us", "rss_start_mb", "rss_max_mb", "rss_end_mb",
-            "written", "dropped", "exported", "app_errors", "breaker"]
+            "written", "dropped", "exported", "app_errors", "governor"]
     print("  ".join(f"{c:>12}" for c in cols))
     for r in results:
         print("  ".join(f"{r[c]:>12.1f}" if isinstance(r[c], float) else f"{r[c]!s:>12}" for c in cols))
-    print("breaker: the circuit breaker degrades function capture (full -> boundaries -> off) "
-          "while drops exceed 1%; the function calls then cost less")
+    print("governor: the overhead governor samples whole traces (1 in 2 ... 1024), then lowers the busiest "
+          "functions, while the ring overflows; the function calls then cost less")
     for r in results:
         print(f"RSS over time ({r['scenario']}, MB, every {seconds / max(1, len(r['rss_series_mb']) - 1):.0f} s): "
               f"{r['rss_series_mb']}")

@@ -111,6 +111,18 @@ def _rate(raw: Any) -> float:
     return value
 
 
+def _percent(raw: Any) -> float:
+    if isinstance(raw, bool):
+        raise ValueError("expected a percentage from 0 to 1000")
+    try:
+        value = float(str(raw).strip().rstrip("%"))
+    except ValueError:
+        raise ValueError("expected a percentage from 0 to 1000") from None
+    if not 0.0 <= value <= 1000.0:
+        raise ValueError("expected a percentage from 0 to 1000")
+    return value
+
+
 def _list(item: Callable[[Any], str] | None = None) -> Callable[[Any], tuple]:
     def parse(raw: Any) -> tuple:
         items = raw if isinstance(raw, (list, tuple)) else str(raw).split(",")
@@ -146,6 +158,12 @@ def _pairs(raw: Any, what: str, value_parser: Callable[[str], str] | None = None
             raise ValueError(f"empty key in {what} (expected key=value, comma-separated)")
         out[k] = value_parser(v) if value_parser else str(v)
     return out
+
+
+def _plan(raw: Any) -> str | None:
+    """A plan file, or None for an explicit "no plan" (``''`` or ``none``): that turns off finding one."""
+    value = _opt_str(raw)
+    return None if value is None or value.lower() == "none" else value
 
 
 def _function_levels(raw: Any) -> dict:
@@ -238,8 +256,12 @@ SETTINGS: tuple[Setting, ...] = (
             "per-function level overrides, 'module:qualname-glob=level,...'"),
     Setting("sampling_rate", _rate, 1.0, ("SCOPE_OTEL_SAMPLING_RATE",),
             "share of function calls recorded, 0.0 to 1.0"),
-    Setting("plan", _opt_str, None, ("SCOPE_OTEL_PLAN",),
-            "instrumentation plan file (see `scope-otel plan`)"),
+    Setting("plan", _plan, None, ("SCOPE_OTEL_PLAN",),
+            "instrumentation plan file (default: scope-otel.plan.json in the working directory or the project "
+            "root; 'none' for no plan)"),
+    Setting("budget", _percent, 5.0, ("SCOPE_OTEL_BUDGET",),
+            "what recording may cost, in percent of the program's CPU time; each process samples whole "
+            "traces, then lowers the busiest functions, to stay within it (default: the plan's budget, else 5)"),
     Setting("instrument", _list(), (), ("SCOPE_OTEL_INSTRUMENT",),
             "module globs to instrument without a plan, comma-separated (flag repeatable)"),
     Setting("store", _str, ".scope-otel", ("SCOPE_OTEL_STORE",),
@@ -413,7 +435,44 @@ def load(
         config.values[key] = Value(_parse(s, raw, f"flag {s.flag_name}"), f"flag {s.flag_name}")
 
     _check_together(config)
+    _find_plan(config, cwd or os.getcwd())
     return config
+
+
+#: The plan file ``scope-otel plan`` writes, found without naming it (see :func:`find_plan`).
+PLAN_FILE = "scope-otel.plan.json"
+_PROJECT_MARKERS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
+
+
+def find_plan(cwd: str) -> tuple[str, str] | None:
+    """``(path, where)`` of the plan found for the project run from ``cwd``: ``scope-otel.plan.json``
+    in ``cwd``, else in the project root (the nearest folder above with ``pyproject.toml``,
+    ``setup.py``, ``setup.cfg`` or ``.git``)."""
+    here = os.path.abspath(cwd)
+    if os.path.isfile(os.path.join(here, PLAN_FILE)):
+        return os.path.join(here, PLAN_FILE), "found in the working directory"
+    folder = here
+    while True:
+        if any(os.path.exists(os.path.join(folder, m)) for m in _PROJECT_MARKERS):
+            candidate = os.path.join(folder, PLAN_FILE)
+            if folder != here and os.path.isfile(candidate):
+                return candidate, f"found in the project root {folder}"
+            return None
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return None
+        folder = parent
+
+
+def _find_plan(config: Config, cwd: str) -> None:
+    """The plan nobody named: used unless a plan (``none`` turns planning off), ``instrument``
+    globs or ``level = off`` were given."""
+    if (config.source("plan") != "default" or config.source("instrument") != "default"
+            or config.source("level") != "default" and config.level == "off"):
+        return
+    found = find_plan(cwd)
+    if found:
+        config.values["plan"] = Value(found[0], found[1])
 
 
 def _parse(s: Setting, raw: Any, source: str) -> Any:

@@ -32,7 +32,10 @@ class HotPath:
     ``octx`` is the ContextVar holding the current OpenTelemetry Context (or a
     callable returning it); ``root_of(ctx)``
     returns ``(trace_id, parent_span_id)`` for a call with no recorded caller,
-    or ``None`` when the call must not be recorded (unsampled parent).
+    ``(trace_id, parent_span_id, False)`` for one whose trace is sampled out as
+    a whole (it is pushed as a level-0 marker that is never emitted, and no
+    call under it is recorded; :meth:`unsampled` counts them), or ``None``
+    when the call must not be recorded (unsampled parent).
     ``snap(obj)`` turns a value into something safe to keep (runs with
     recording disabled).  ``put`` is the ring (anything with ``put``) or a
     callable that writes a record.  ``summarize(exc)`` turns an exception
@@ -79,6 +82,9 @@ class HotPath:
             raise ValueError("probe(fid): fid must not be negative")
         return Probe(self, fid, sup)
 
+    def set_roots(self, span_key: Any, bound: int, every: bool) -> None:
+        """The C twin decides new traces itself; here ``root_of`` does, with the same rule."""
+
     def reseed(self, prefix: int) -> None:
         """New span-id prefix and counter (after fork, so ids stay unique)."""
         self._rebind(None, prefix)
@@ -91,6 +97,7 @@ class HotPath:
         count = itertools.count(1).__next__
         prefix = (prefix & 0xFFFFFFFF) << 32
         clock = time.time_ns
+        unsampled = [0]
         rand = _RNG.random  # sampling never consumes the application's random state
 
         def enter(fid: int, args: dict | None = None) -> list | None:
@@ -104,6 +111,9 @@ class HotPath:
                 caller = cur_get()
                 if caller is disabled:
                     return None
+                if caller is not None and not caller[10]:  # inside a trace that is not recorded
+                    unsampled[0] += 1
+                    return None
                 octx = octx_get()
                 if caller is not None and caller[5] is octx:
                     trace_id = caller[1]
@@ -112,6 +122,12 @@ class HotPath:
                     root = root_of(octx)
                     if root is None:
                         return None
+                    if len(root) == 3:  # sampled out as a whole: a marker, never emitted
+                        unsampled[0] += 1
+                        token = [prefix | (count() & 0xFFFFFFFF), root[0], root[1], fid, 0,
+                                 octx, caller, None, None, None, 0, 0, 0, 0, None]
+                        cur_set(token)
+                        return token
                     trace_id, parent_id = root
                 flg = flags[fid]
                 captured = None
@@ -148,6 +164,10 @@ class HotPath:
             try:
                 if token[12]:
                     return value
+                if not token[10]:  # a marker (see enter): only leaves the stack
+                    token[12] = 1
+                    cur_set(token[6])
+                    return value
                 end = clock()
                 if value is not None and token[11] & CAP_RETURN:
                     cur_set(disabled)
@@ -171,6 +191,9 @@ class HotPath:
                 if token[12]:
                     return
                 cur_set(token[6])
+                if not token[10]:  # a marker: the exception is not kept
+                    token[12] = 1
+                    return
                 end = token[12] = clock()
                 token[13] = 1
                 summary = token[14] = summarize(exc)
@@ -188,6 +211,7 @@ class HotPath:
             if new_prefix is not None:
                 prefix = (new_prefix & 0xFFFFFFFF) << 32
                 count = itertools.count(1).__next__
+                unsampled[0] = 0
 
         def set_current(token: Any) -> None:
             cur_set(token)
@@ -195,6 +219,7 @@ class HotPath:
         self.enter, self.enter_params, self.exit, self.exception = enter, enter_params, exit, exception
         self._levels = levels
         self.current, self.set_current = cur_get, set_current
+        self.unsampled = lambda: unsampled[0]
         self._rebind = rebind
 
 

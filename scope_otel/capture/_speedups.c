@@ -573,6 +573,10 @@ typedef struct {
     PyObject *last_ctx, *last_stack;    /* one-entry cache: Context -> its Stack */
     PyObject *oc_ctx, *oc_vars, *oc_val; /* one-entry cache: (Context, its variables) -> OTel context */
     uint64_t prefix, counter, rng;
+    uint64_t unsampled;                 /* calls not recorded: their trace was sampled out (see root_of) */
+    PyObject *span_key;                 /* set_roots(): the OTel context key of the current span, or NULL */
+    uint64_t root_bound;                /* set_roots(): a new trace is recorded if its low 64 bits are below */
+    int root_all;                       /* set_roots(): every new trace is recorded */
 } HotPathObject;
 
 static int
@@ -613,6 +617,7 @@ HotPath_init(HotPathObject *self, PyObject *args, PyObject *kwds)
     Py_CLEAR(self->oc_val);
     self->prefix = (uint64_t)(prefix & 0xFFFFFFFFu) << 32;
     self->counter = 0;
+    self->unsampled = 0;
     self->rng = ((uint64_t)prefix * 0x9E3779B97F4A7C15ull) ^ (uint64_t)time(NULL) ^ 0x2545F4914F6CDD1Dull;
     if (self->rng == 0)
         self->rng = 88172645463325252ull;
@@ -625,7 +630,7 @@ HotPath_traverse(HotPathObject *self, visitproc visit, void *arg)
     Py_VISIT(self->levels); Py_VISIT(self->rates); Py_VISIT(self->flags); Py_VISIT(self->params); Py_VISIT(self->cur);
     Py_VISIT(self->disabled); Py_VISIT(self->octx); Py_VISIT(self->root_of); Py_VISIT(self->snap);
     Py_VISIT(self->put); Py_VISIT(self->on_error); Py_VISIT(self->summarize); Py_VISIT(self->last_ctx); Py_VISIT(self->last_stack);
-    Py_VISIT(self->oc_ctx); Py_VISIT(self->oc_vars); Py_VISIT(self->oc_val);
+    Py_VISIT(self->oc_ctx); Py_VISIT(self->oc_vars); Py_VISIT(self->oc_val); Py_VISIT(self->span_key);
     return 0;
 }
 
@@ -635,7 +640,7 @@ HotPath_clear(HotPathObject *self)
     Py_CLEAR(self->levels); Py_CLEAR(self->rates); Py_CLEAR(self->flags); Py_CLEAR(self->params); Py_CLEAR(self->cur);
     Py_CLEAR(self->disabled); Py_CLEAR(self->octx); Py_CLEAR(self->root_of); Py_CLEAR(self->snap);
     Py_CLEAR(self->put); Py_CLEAR(self->on_error); Py_CLEAR(self->summarize); Py_CLEAR(self->last_ctx); Py_CLEAR(self->last_stack);
-    Py_CLEAR(self->oc_ctx); Py_CLEAR(self->oc_vars); Py_CLEAR(self->oc_val);
+    Py_CLEAR(self->oc_ctx); Py_CLEAR(self->oc_vars); Py_CLEAR(self->oc_val); Py_CLEAR(self->span_key);
     return 0;
 }
 
@@ -895,6 +900,15 @@ get_octx(HotPathObject *self, PyThreadState *ts)
     return v;
 }
 
+static uint64_t
+next_bits(HotPathObject *self)
+{
+    uint64_t x = self->rng;
+    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+    self->rng = x;
+    return x;
+}
+
 static double
 next_random(HotPathObject *self)
 {
@@ -1021,12 +1035,39 @@ do_enter(HotPathObject *self, PyObject *fid_obj, Py_ssize_t fid, PyObject *call_
     PyObject *caller = stack ? stack->top : NULL;  /* borrowed */
     if (caller == self->disabled)
         Py_RETURN_NONE;
+    if (caller != NULL && Py_IS_TYPE(caller, &Call_Type) && ((CallObject *)caller)->level == 0) {
+        /* inside a trace that is not recorded: spans started in it are unsampled too (the overlay
+         * says so), so nothing under it records, whatever the OTel context is now */
+        self->unsampled++;
+        Py_RETURN_NONE;
+    }
     octx = get_octx(self, ts);
     if (octx == NULL)
         goto error;
+    int unsampled = 0;
     if (caller != NULL && Py_IS_TYPE(caller, &Call_Type) && ((CallObject *)caller)->octx == octx) {
         trace = Py_NewRef(((CallObject *)caller)->trace);
         parent_id = ((CallObject *)caller)->span_id;
+    }
+    else if (self->span_key != NULL && PyDict_Check(octx)
+             && PyDict_GetItemWithError(octx, self->span_key) == NULL && !PyErr_Occurred()) {
+        /* No span in the context: a new trace, decided here as root_of would (set_roots) without a
+         * Python call: a sampled-out one only needs 64 random bits, the ones that decide. */
+        uint64_t lo = next_bits(self) | 1, hi = next_bits(self);
+        if (self->root_all || lo < self->root_bound) {
+            PyObject *h = PyLong_FromUnsignedLongLong(hi), *l = PyLong_FromUnsignedLongLong(lo);
+            PyObject *shift = PyLong_FromLong(64);
+            PyObject *hs = (h && shift) ? PyNumber_Lshift(h, shift) : NULL;
+            trace = (hs && l) ? PyNumber_Or(hs, l) : NULL;
+            Py_XDECREF(h); Py_XDECREF(l); Py_XDECREF(shift); Py_XDECREF(hs);
+        }
+        else {
+            trace = PyLong_FromUnsignedLongLong(lo);
+            unsampled = 1;
+        }
+        if (trace == NULL)
+            goto error;
+        parent_id = 0;
     }
     else {
         PyObject *root = PyObject_CallOneArg(self->root_of, octx);
@@ -1038,11 +1079,15 @@ do_enter(HotPathObject *self, PyObject *fid_obj, Py_ssize_t fid, PyObject *call_
             Py_DECREF(octx);
             Py_RETURN_NONE;
         }
-        if (!PyTuple_Check(root) || PyTuple_GET_SIZE(root) != 2) {
+        if (!PyTuple_Check(root) || PyTuple_GET_SIZE(root) < 2 || PyTuple_GET_SIZE(root) > 3) {
             Py_DECREF(root);
-            PyErr_SetString(PyExc_TypeError, "root_of must return (trace_id, parent_id) or None");
+            PyErr_SetString(PyExc_TypeError,
+                            "root_of must return (trace_id, parent_id), (trace_id, parent_id, False) or None");
             goto error;
         }
+        /* (trace_id, parent_id, False): a trace sampled out as a whole.  The call is pushed as a
+         * level-0 marker that is never emitted, so the calls under it are not recorded either. */
+        unsampled = PyTuple_GET_SIZE(root) == 3;
         trace = Py_NewRef(PyTuple_GET_ITEM(root, 0));
         parent_id = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(root, 1));
         Py_DECREF(root);
@@ -1059,6 +1104,11 @@ do_enter(HotPathObject *self, PyObject *fid_obj, Py_ssize_t fid, PyObject *call_
     if (flg == -1 && PyErr_Occurred()) {
         Py_XDECREF(caller);
         goto error;
+    }
+    if (unsampled) {
+        self->unsampled++;
+        lvl = 0;
+        flg = 0;
     }
     if ((flg & CAP_ARGS) && (call_args != NULL ? PyDict_Check(call_args) : (lvl > 1 && nvalues > 0))) {
         captured = capture_args(self, fid, call_args, values, nvalues, caller, &ran_python);
@@ -1212,6 +1262,12 @@ HotPath_exit(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
     CallObject *call = (CallObject *)token;
     if (call->end != 0)
         return Py_NewRef(value);
+    if (call->level == 0) {  /* the marker of a trace that is not recorded: only leaves the stack */
+        call->end = 1;
+        if (set_top(self, call->prev) < 0)
+            goto error;
+        return Py_NewRef(value);
+    }
     call->end = now_ns();
     if (call->end < call->start)  /* a recalibration stepped the clock back */
         call->end = call->start;
@@ -1264,6 +1320,12 @@ HotPath_exception(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
     CallObject *call = (CallObject *)token;
     if (call->end != 0)  /* already ended (see exit) */
         Py_RETURN_NONE;
+    if (call->level == 0) {  /* a marker (see exit): the exception is not kept */
+        call->end = 1;
+        if (set_top(self, call->prev) < 0)
+            goto error;
+        Py_RETURN_NONE;
+    }
     call->end = now_ns();
     if (call->end < call->start)
         call->end = call->start;
@@ -1321,6 +1383,7 @@ HotPath_reseed(HotPathObject *self, PyObject *arg)
         return NULL;
     self->prefix = (uint64_t)(prefix & 0xFFFFFFFFu) << 32;
     self->counter = 0;
+    self->unsampled = 0;  /* after fork: the child counts its own */
     self->rng ^= (uint64_t)prefix * 0x9E3779B97F4A7C15ull;
     if (self->rng == 0)
         self->rng = 88172645463325252ull;
@@ -1328,6 +1391,31 @@ HotPath_reseed(HotPathObject *self, PyObject *arg)
 }
 
 static PyObject *HotPath_probe(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs);
+
+static PyObject *
+HotPath_set_roots(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "set_roots(span_key, bound, every)");
+        return NULL;
+    }
+    uint64_t bound = PyLong_AsUnsignedLongLong(args[1]);
+    if (bound == (uint64_t)-1 && PyErr_Occurred())
+        return NULL;
+    int every = PyObject_IsTrue(args[2]);
+    if (every < 0)
+        return NULL;
+    Py_XSETREF(self->span_key, args[0] == Py_None ? NULL : Py_NewRef(args[0]));
+    self->root_bound = bound;
+    self->root_all = every;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+HotPath_unsampled(HotPathObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromUnsignedLongLong(self->unsampled);
+}
 
 static PyMethodDef HotPath_methods[] = {
     {"enter", (PyCFunction)(void (*)(void))HotPath_enter, METH_FASTCALL, "enter(fid, args=None) -> token | None"},
@@ -1341,6 +1429,12 @@ static PyMethodDef HotPath_methods[] = {
     {"reseed", (PyCFunction)HotPath_reseed, METH_O, "New span-id prefix and counter."},
     {"probe", (PyCFunction)(void (*)(void))HotPath_probe, METH_FASTCALL,
      "probe(fid, sup=None) -> Probe: enter/exit/exception bound to one function."},
+    {"set_roots", (PyCFunction)(void (*)(void))HotPath_set_roots, METH_FASTCALL,
+     "set_roots(span_key, bound, every): a call with no recorded caller and no span under span_key in its "
+     "OTel context starts a new trace without calling root_of: recorded if every or the trace id's low 64 "
+     "bits are below bound, else sampled out whole (span_key None: always root_of)."},
+    {"unsampled", (PyCFunction)HotPath_unsampled, METH_NOARGS,
+     "Calls not recorded because their trace was sampled out as a whole (markers included)."},
     {NULL}
 };
 

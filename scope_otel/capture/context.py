@@ -26,9 +26,10 @@ import opentelemetry.context as _otel_context
 from opentelemetry.context.context import Context, _RuntimeContext
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
-from scope_otel.capture.records import OTEL_CTX, OVERLAY, SPAN_ID, TRACE_ID
+from scope_otel.capture.records import LEVEL, OTEL_CTX, OVERLAY, SPAN_ID, TRACE_ID
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
 
 
 class OverlayRuntimeContext(_RuntimeContext):
@@ -53,7 +54,10 @@ class OverlayRuntimeContext(_RuntimeContext):
             return base
         overlay = token[OVERLAY]
         if overlay is None:
-            span = NonRecordingSpan(SpanContext(token[TRACE_ID], token[SPAN_ID], False, _SAMPLED))
+            # a level-0 token marks a trace sampled out as a whole: SDK spans inside, and the
+            # processes it calls, see it unsampled and record nothing of it either
+            flags = _SAMPLED if token[LEVEL] else _UNSAMPLED
+            span = NonRecordingSpan(SpanContext(token[TRACE_ID], token[SPAN_ID], False, flags))
             overlay = token[OVERLAY] = set_span_in_context(span, base)
         return overlay
 

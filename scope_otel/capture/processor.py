@@ -149,6 +149,7 @@ class RingBufferSpanProcessor(SpanProcessor):
         self._stop = threading.Event()
         self._flush_lock = threading.Lock()
         self._flush_waiters: list[threading.Event] = []
+        self._reserved: list = []  # spans that must not meet a full ring (see submit)
         self._in_flight = 0  # batches being exported right now (several workers)
         self._ring.set_wake(self._nudge, self.max_export_batch_size)
         # on_end is the ring's put: nothing else runs on the application thread
@@ -160,6 +161,8 @@ class RingBufferSpanProcessor(SpanProcessor):
             t = threading.Thread(target=self._work, name=f"scope-otel-export-{i}", daemon=True)
             self._threads.append(t)
             t.start()
+        if self.capture_functions:
+            runtime.governor.attach(self)  # watches this ring and these workers' CPU time
 
     def _nudge(self) -> None:
         """Called by the ring when a batch is waiting (or drops keep happening)."""
@@ -167,9 +170,6 @@ class RingBufferSpanProcessor(SpanProcessor):
             self._after_fork()  # at-fork hooks did not run (uWSGI and friends)
             return
         self._wake.set()
-        # The worker may be stuck in a hung exporter: the circuit breaker
-        # must still hear about drops, so the producers report them too.
-        self._observe_drops()
 
     def _after_fork(self) -> None:
         if self._pid == os.getpid():
@@ -199,6 +199,13 @@ class RingBufferSpanProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:  # replaced per instance by ring.put
         self._ring.put(span)
+
+    def submit(self, span: ReadableSpan) -> None:
+        """Export ``span`` past the ring: the record of a governor change is made when the ring is
+        full, and must not be the record dropped."""
+        with self._flush_lock:
+            self._reserved.append(span)
+        self._wake.set()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Export everything queued now; False if not done within the timeout."""
@@ -250,6 +257,11 @@ class RingBufferSpanProcessor(SpanProcessor):
             with self._flush_lock:
                 waiters, self._flush_waiters = self._flush_waiters, []
             while True:
+                if self._reserved:  # between batches too: a backlog must not hold them until it ends
+                    with self._flush_lock:
+                        reserved, self._reserved = self._reserved, []
+                    self._export(reserved)
+                    reserved = None
                 batch = ring.take(limit)
                 if batch:
                     with self._flush_lock:
@@ -275,7 +287,6 @@ class RingBufferSpanProcessor(SpanProcessor):
                         waiters = []
                 for w in waiters:
                     w.set()
-            self._observe_drops()
             _accel.IMPL.recalibrate()
             if stop.is_set() or ring is not self._ring:
                 return
@@ -292,10 +303,13 @@ class RingBufferSpanProcessor(SpanProcessor):
                     break
         to_span, append = correlator.to_span, spans.append
         sdk_spans: list = []
+        counts = runtime.governor.function_counts  # records per function: the governor lowers the busiest
         for item in batch:
             try:
                 if type(item) in _RECORD_TYPES:  # a function-call record
                     append(to_span(item))
+                    fid = item[3]
+                    counts[fid] = counts.get(fid, 0) + 1
                     continue
                 # SpanContext is a tuple whose item 3 is the trace flags; this
                 # is the per-span cost of the worker, so no property chain
@@ -328,16 +342,12 @@ class RingBufferSpanProcessor(SpanProcessor):
             self._export_failures += len(spans)
             _log.exception("scope-otel: exporter failed; %d spans lost", len(spans))
 
-    def _observe_drops(self) -> None:
-        c = self._ring.counters()
-        runtime.breaker.observe(c["written"], c["dropped"])
-
     # ------------------------------------------------------------ reporting
 
     def stats(self) -> dict[str, Any]:
         """Counters: ring (written, read, dropped by reason, high water, size),
         exported, export failures, function spans, truncations, redactions,
-        breaker and runtime state."""
+        governor and runtime state."""
         out: dict[str, Any] = dict(self._ring.counters())
         out.update(
             exported=self._exported,

@@ -21,8 +21,8 @@ same with the values of the parameters named by ``register(...,
 params=(...))``, in order: the argument dict is built only when the level
 is ``full``, so a caller need not read the level first (the AST rewriter
 uses it).  Both return a token (or ``None`` when the call is not recorded:
-level off, sampled out, inside :func:`disabled`, breaker open, unsampled
-parent trace); every other call accepts ``None`` and does nothing.
+level off, sampled out, inside :func:`disabled`, unsampled
+parent trace, a trace the governor sampled out); every other call accepts ``None`` and does nothing.
 ``exit`` returns the value it is given (``return runtime.exit(token, x)``
 ends a call in its return statement), and a token that already ended is
 left alone by ``exit`` and ``exception``.  None of them
@@ -34,12 +34,12 @@ logged once.  They never block unless the ring was configured with
 instrumented code may read it inline to skip work.  It is updated in place
 when configuration changes at run time (``level``, ``function_levels``,
 ``sampling_rate`` through :func:`scope_otel.config.update` or SIGHUP) and when
-the circuit breaker degrades capture.
+the overhead governor (:mod:`.governor`) lowers or raises a function.
 
 Effective level of a function: the first ``function_levels`` glob matching
 ``module:qualname``; else the configured ``level`` if it was set explicitly
 (file, env, flag or run time); else the level given to :func:`register` (the
-plan's).  The breaker caps it.  Effective sampling is the function's
+plan's).  The governor caps it.  Effective sampling is the function's
 ``sampling`` times ``sampling_rate``.
 
 What is recorded: one record per call into the ring (see ``records.py``),
@@ -86,7 +86,7 @@ from scope_otel import config as _config_module
 
 from scope_otel.capture import context as _context
 from scope_otel.capture import _accel
-from scope_otel.capture.breaker import CircuitBreaker
+from scope_otel.capture import governor as _governor
 from scope_otel.capture.records import (
     CAP_ARGS, CAP_EXCEPTIONS, CAP_RETURN, CAP_STATE, EVENTS, FLAGS, OTEL_CTX, OVERLAY, PREV,
 )
@@ -98,7 +98,7 @@ from scope_otel.plan import LEVELS as LEVEL_NAMES
 
 __all__ = [
     "LEVELS", "register", "probe", "enter", "enter_params", "exit", "exception", "state_change", "suspend", "resume",
-    "send", "recv", "disabled", "stats", "function_info", "bind_ring", "unbind_ring", "breaker",
+    "send", "recv", "disabled", "stats", "function_info", "bind_ring", "unbind_ring", "governor",
     "configure", "set_enabled", "use_implementation", "IMPLEMENTATION",
 ]
 
@@ -188,7 +188,10 @@ def _new_prefix() -> int:
     return _rng.getrandbits(31) | (1 << 31)
 
 
-def _root_of(octx: Any) -> tuple[int, int] | None:
+_MASK64 = (1 << 64) - 1
+
+
+def _root_of(octx: Any) -> tuple | None:
     span = octx.get(_SPAN_KEY)
     if span is not None:
         sc = span.get_span_context()
@@ -196,7 +199,9 @@ def _root_of(octx: Any) -> tuple[int, int] | None:
             if not sc.trace_flags & 1:
                 return None  # the trace is not sampled: neither are its functions
             return sc.trace_id, sc.span_id
-    return _trace_bits(128) or 1, 0
+    trace_id = _trace_bits(128) or 1
+    # a new trace: the governor's ratio decides, for the whole trace (governor.keeps, inlined)
+    return (trace_id, 0) if trace_id & _MASK64 < _governor._bound else (trace_id, 0, False)
 
 
 # ---------------------------------------------------------------- the hot path
@@ -218,6 +223,7 @@ def _new_hot() -> Any:
         _on_error, _summarize,
     )
     _overlay.current = hot.current
+    _governor.on_ratio(lambda bound, every: hot.set_roots(_SPAN_KEY, bound, every))
     return hot
 
 
@@ -467,7 +473,7 @@ def _effective(fid: int, cfg: Any) -> tuple[int, float, int]:
         rate = sampling * cfg.sampling_rate
     if not _enabled:
         level = 0
-    level = min(level, breaker.cap)
+    level = min(level, governor.cap(fid))
     bits = _FULL_BITS if level == 2 else sum(_CAPTURE_BITS[c] for c in capture if c in _CAPTURE_BITS)
     return level, rate, bits
 
@@ -559,6 +565,8 @@ def configure(cfg: Any = None, processor: Any = None, resource: Any = None) -> N
             _set_keep(min(_MAX_KEEP, int(cfg.max_value_length) + 1))
         if cfg is not None and getattr(cfg, "max_events", None) is not None:
             _max_events = int(cfg.max_events)
+        if cfg is not None and getattr(cfg, "budget", None) is not None:
+            governor.configure(cfg.budget)
         if cfg is not None and getattr(cfg, "value_repr", None) is not None:
             set_repr_types(cfg.value_repr)
         if processor is not None and resource is not None and hasattr(processor, "set_resource"):
@@ -574,7 +582,7 @@ def set_enabled(on: bool) -> None:
     _recompute()
 
 
-breaker = CircuitBreaker(lambda cap: _recompute())
+governor = _governor.Governor(lambda: _recompute())
 
 
 # ---------------------------------------------------------------- fork and stats
@@ -600,12 +608,13 @@ def reseed_after_fork() -> None:
 
 
 def stats() -> dict[str, Any]:
-    """Runtime counters: functions, internal errors, breaker state, implementation."""
+    """Runtime counters: functions, internal errors, governor state, implementation."""
     out = {
         "implementation": IMPLEMENTATION,
         "functions_registered": len(_FUNCS),
         "internal_errors": _errors_seen,
         "orphan_messages": _orphans_seen,
+        "calls_unsampled": _hot.unsampled(),
     }
-    out.update(breaker.stats())
+    out.update(governor.stats())
     return out

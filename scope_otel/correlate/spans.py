@@ -29,6 +29,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from scope_otel.capture import runtime
+from scope_otel.capture.governor import ratio_at
 from scope_otel.capture.records import CAP_EXCEPTIONS, RAISED, TOKEN_LEN
 from scope_otel.correlate.stack import StackFormatter
 from scope_otel import redact
@@ -90,6 +91,8 @@ class Correlator:
         if static is None:
             static = self._static[(fid, level)] = self._static_attributes(fid, level)
         attrs = dict(static)
+        if not parent_id:  # a trace's root: the share of traces recorded when it started
+            attrs["scope.sampling.ratio"] = ratio_at(start_ns)
         policy = self.policy
         fmt = policy.format
         if args or raw_events or policy.secrets:

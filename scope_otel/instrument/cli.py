@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``scope-otel compile``; returns the exit status."""
     parser = argparse.ArgumentParser(prog="scope-otel compile", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="*", default=["."], metavar="PATH")
-    parser.add_argument("--plan", help="plan file (default: the configured plan)")
+    parser.add_argument("--plan", help="plan file (default: the configured plan, else scope-otel.plan.json in the "
+                                       "working directory or the project root)")
     parser.add_argument("--instrument", action="append", default=[], metavar="GLOB",
                         help="module glob to instrument without a plan (repeatable)")
     parser.add_argument("--level", default="full", choices=LEVELS,
@@ -48,10 +49,13 @@ def main(argv: list[str] | None = None) -> int:
             cfg = config.current()
             if cfg.plan:
                 plan = load_plan(cfg.plan)
+                if not args.quiet:
+                    print(f"plan {cfg.plan} ({cfg.source('plan')})", file=sys.stderr)
             elif cfg.instrument:
                 plan = Plan.from_globs(list(cfg.instrument), cfg.level)
             else:
-                parser.error("nothing to compile: give --plan FILE or --instrument GLOB")
+                parser.error("nothing to compile: no scope-otel.plan.json in the working directory or the project "
+                             "root; give --plan FILE or --instrument GLOB")
     except PlanError as exc:
         print(f"scope-otel compile: {exc}", file=sys.stderr)
         return 2

@@ -79,7 +79,7 @@ def build_tracer_provider(config: _config.Config):
     attributes["telemetry.distro.name"] = "scope-otel"
     attributes["telemetry.distro.version"] = __version__
     provider = TracerProvider(
-        resource=Resource.create(attributes), sampler=_sampler(config), shutdown_on_exit=False
+        resource=Resource.create(attributes), sampler=_governed(_sampler(config)), shutdown_on_exit=False
     )
     hlc = _optional("scope_otel.causal.processor", "HLCSpanProcessor")
     if hlc is not None:
@@ -105,6 +105,13 @@ def _span_processor(config: _config.Config, exporter):
 
         return BatchSpanProcessor(exporter)
     return RingBufferSpanProcessor(exporter, overflow=config.overflow)
+
+
+def _governed(sampler):
+    """The sampler, with the overhead governor's share of new traces applied first (capture layer
+    present), so that a request is recorded whole or not at all, in every process it reaches."""
+    governed = _optional("scope_otel.capture.governor", "GovernedSampler")
+    return governed(sampler) if governed is not None else sampler
 
 
 def _sampler(config: _config.Config):
@@ -143,6 +150,32 @@ def _start_capture(config: _config.Config, provider) -> None:
     if runtime is not None and hasattr(runtime, "configure"):
         # function spans that end before any SDK span still get the provider's resource
         runtime.configure(config, processor=_state.get("processor"), resource=provider.resource)
+    governor = getattr(runtime, "governor", None)
+    if governor is not None:
+        governor.on_change(_governor_span(provider))
+
+
+def _governor_span(provider):
+    """Each change of the governor becomes a span in the store: a trace's ``scope.sampling.ratio``
+    says which sampling applied to it, these say when and why it changed.  They are made by a
+    provider of their own and handed to the processor past its ring (``submit``): a change is made
+    when the ring is full, and its record must not be the one dropped."""
+    from opentelemetry.context import Context
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from scope_otel.capture import governor as _governor
+
+    tracer = TracerProvider(resource=provider.resource).get_tracer("scope_otel.governor", __version__)
+
+    def record(change: dict) -> None:
+        processor = _state.get("processor")
+        if processor is None or not hasattr(processor, "submit"):
+            return
+        span = tracer.start_span(_governor.GOVERNOR_SPAN, context=Context(), attributes=change)
+        span.end()
+        processor.submit(span)
+
+    return record
 
 
 def _apply_plan(config: _config.Config) -> None:
@@ -151,6 +184,10 @@ def _apply_plan(config: _config.Config) -> None:
     from scope_otel.plan import Plan, load_plan
 
     plan = load_plan(config.plan) if config.plan else Plan.from_globs(list(config.instrument), config.level)
+    if plan.budget_pct is not None and config.source("budget") == "default":
+        runtime = _optional_module("scope_otel.capture.runtime")
+        if runtime is not None:
+            runtime.governor.configure(plan.budget_pct)  # the governor holds the plan to its own budget
     if plan.empty:  # an all-off plan: installing the hook would cost start-up time for nothing
         return
     import scope_otel.instrument as instrument
@@ -266,9 +303,25 @@ class _SummaryProcessor(SpanProcessor):
         for (kind, name), n in self.counts.most_common(12):
             lines.append(f"  {n:6d}  {kind:8s}  {name}")
         if stats:
+            lines.append(_not_stored(stats))
+        if stats:
             lines.append(f"  pipeline: {stats}")
         lines += _integration_lines()
         return "\n".join(lines)
+
+
+def _not_stored(stats: dict) -> str:
+    """What was not stored, and why, in words: every record the program made that is not in the store."""
+    parts = [f"{stats.get('dropped', 0)} records dropped at the full ring",
+             f"{stats.get('calls_unsampled', 0)} function calls in traces the governor sampled out",
+             f"{stats.get('export_failures', 0)} spans the exporter failed"]
+    line = "  not stored: " + ", ".join(parts)
+    if "governor_budget_pct" in stats:
+        line += (f"\n  governor: budget {stats['governor_budget_pct']:g}% of CPU, {stats['governor_changes']} changes, "
+                 f"peak cost {stats['governor_peak_cost_pct']:g}%, last {stats['governor_cost_pct']:g}%; now recording "
+                 f"1 in {round(1 / stats['governor_ratio'])} traces, {stats['governor_functions_lowered']} "
+                 "functions lowered")
+    return line
 
 
 def _integration_lines() -> list[str]:

@@ -73,6 +73,10 @@ def _parser(prog: str, otel_flags: dict[str, str]) -> argparse.ArgumentParser:
 
 def prepare(argv: list[str], prog: str = "scope-otel run", environ: dict | None = None):
     """Parse and validate; return ``(executable, args, env)`` or raise ConfigError/SystemExit."""
+    return _prepare(argv, prog, environ)[:3]
+
+
+def _prepare(argv: list[str], prog: str, environ: dict | None):
     environ = dict(os.environ if environ is None else environ)
     otel_flags = _otel_env_flags()
     if argv and argv[0] == "--":
@@ -114,6 +118,12 @@ def prepare(argv: list[str], prog: str = "scope-otel run", environ: dict | None 
         environ[_config.BY_KEY[key].envs[0]] = str(value)
     if config.file:
         environ[_config.CONFIG_ENV] = config.file
+    own = _zero_configuration(config, [args.command] + list(args.command_args))
+    if own:
+        environ["SCOPE_OTEL_INSTRUMENT"] = ",".join(own)
+        config.values["instrument"] = _config.Value(tuple(own), "the program's own code (no plan)")
+        config.values["level"] = _config.Value("boundaries", "the program's own code (no plan)")
+        environ["SCOPE_OTEL_LEVEL"] = "boundaries"
     if config.plan:
         environ["SCOPE_OTEL_PLAN"] = os.path.abspath(config.plan)
     if "://" not in config.store:
@@ -135,7 +145,58 @@ def prepare(argv: list[str], prog: str = "scope-otel run", environ: dict | None 
     executable = shutil.which(args.command, path=environ.get("PATH"))
     if executable is None:
         raise _config.ConfigError(f"command not found: {args.command!r} (check PATH or give a full path)")
-    return executable, [executable] + list(args.command_args), environ
+    return executable, [executable] + list(args.command_args), environ, config
+
+
+#: folders of a project that are not the program
+_NOT_THE_PROGRAM = frozenset({"tests", "test", "docs", "doc", "build", "dist", "venv", ".venv", "env",
+                              "node_modules", "migrations", "scope_otel", "examples", "bench", "benchmarks"})
+
+
+def _zero_configuration(config: _config.Config, command: list[str]) -> list[str]:
+    """Module globs of the program's own code, recorded when nothing else says what to record: the
+    main script's folder (its modules and packages), the ``-m`` module's top package, and the working
+    directory's packages and modules; never anything under the interpreter's prefixes (the standard
+    library, site-packages).  Empty when a plan, ``instrument`` globs or ``level = off`` were given."""
+    if config.plan or config.instrument or config.sdk_disabled or config.source("plan") != "default":
+        return []
+    if config.source("level") != "default" and config.level == "off":
+        return []
+    folders = [os.getcwd()]
+    names: list[str] = []
+    main = None  # the script runs as __main__, which the import hook does not see
+    for i, arg in enumerate(command[1:], 1):
+        if arg == "-m" and i + 1 < len(command):
+            top = command[i + 1].split(".")[0]
+            if os.path.isdir(top) or os.path.isfile(top + ".py"):  # the project's, not an installed one
+                names.append(top)
+            break
+        if arg.endswith(".py") and os.path.isfile(arg):
+            folders.insert(0, os.path.dirname(os.path.abspath(arg)))
+            main = os.path.basename(arg)[:-3]
+            break
+    system = [os.path.realpath(p) for p in {sys.prefix, sys.base_prefix, sys.exec_prefix} if p]
+    for folder in dict.fromkeys(os.path.realpath(f) for f in folders):
+        if any(folder == p or folder.startswith(p + os.sep) for p in system) or "site-packages" in folder:
+            continue
+        try:
+            entries = sorted(os.listdir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            path = os.path.join(folder, entry)
+            stem = entry[:-3] if entry.endswith(".py") else entry
+            if (not stem.isidentifier() or stem in _NOT_THE_PROGRAM or stem.startswith(("test_", "_"))
+                    or stem == main):
+                continue
+            if entry.endswith(".py") and os.path.isfile(path) and stem not in ("setup", "conftest", "noxfile"):
+                names.append(stem)
+            elif os.path.isfile(os.path.join(path, "__init__.py")):
+                names.append(stem)
+    globs: list[str] = []
+    for name in dict.fromkeys(names):
+        globs += [name, f"{name}.*"]
+    return globs
 
 
 def _check_plan(path: str) -> None:
@@ -150,14 +211,37 @@ def _check_plan(path: str) -> None:
 def run_main(argv: list[str], prog: str = "scope-otel run") -> int:
     """Validate, set up the environment and ``exec`` the command (never returns on success)."""
     try:
-        executable, args, environ = prepare(argv, prog=prog)
+        executable, args, environ, config = _prepare(argv, prog, None)
     except _config.ConfigError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
+    if sys.stderr.isatty() or config.log_level in ("info", "debug"):
+        # a person watching, or asked for: a program's piped output stays the program's own
+        print(f"{prog}: {_what_is_recorded(config)}", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(executable, args, environ)
     return 0  # pragma: no cover - execve does not return
+
+
+def _what_is_recorded(config: _config.Config) -> str:
+    """The start-up line: which plan the program's functions are recorded by, and where it came from."""
+    if config.sdk_disabled:
+        return "OTEL_SDK_DISABLED is set: nothing is recorded"
+    if config.plan:
+        shown = os.path.relpath(config.plan) if not os.path.relpath(config.plan).startswith("..") else config.plan
+        return f"plan {shown} ({_where(config.source('plan'))})"
+    if config.instrument and config.source("instrument") == "the program's own code (no plan)":
+        shown = sorted({g.removesuffix(".*") for g in config.instrument})
+        return (f"no plan: recording the program's own code ({', '.join(shown)}) at boundaries within the "
+                f"{config.budget:g}% budget (`scope-otel plan` writes scope-otel.plan.json, used from then on)")
+    if config.instrument:
+        return f"functions of {','.join(config.instrument)} at {config.level} ({_where(config.source('instrument'))})"
+    return "no plan: requests and SQL only (`scope-otel plan` writes scope-otel.plan.json, used from then on)"
+
+
+def _where(source: str) -> str:
+    return {"env SCOPE_OTEL_PLAN": "SCOPE_OTEL_PLAN"}.get(source, source)
 
 
 def config_main(argv: list[str]) -> int:

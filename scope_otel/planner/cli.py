@@ -35,8 +35,11 @@ modules.  Precedence: ``--pin`` > ``--exclude`` > ``--include`` > the
 optimiser.  ``--explain`` prints why each function got its level.
 
 Files that cannot be read or parsed are reported on stderr and skipped; the
-plan is still written.  Exit status: 0 written, 2 bad arguments, a failed
-profile run or an unwritable output file.
+plan is still written.  Exit status: 0 written; 2, with one line on stderr
+and any existing plan left as it was, for bad arguments, a path that does not
+exist, no Python functions under the paths, a profiled command that failed
+(any status but 0 or a stop by SIGTERM/SIGINT) or made no calls to them, or an
+unwritable output file.
 """
 from __future__ import annotations
 
@@ -48,6 +51,11 @@ import subprocess
 import sys
 
 from scope_otel.plan import LEVELS
+
+
+#: Exit statuses of a profiled command that ended as servers do: SIGTERM or SIGINT (or their shell
+#: statuses), besides 0.  Its counts are whole: the counter writes them before SIGTERM acts.
+_STOPPED = frozenset({0, -15, -2, 143, 130})
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -306,7 +314,16 @@ def main(argv: list[str] | None = None) -> int:
     from scope_otel.planner.source import discover
 
     err = sys.stderr
+
+    def fail(message: str) -> int:
+        """One line, status 2, nothing written: an existing plan stays as it was."""
+        err.write(f"scope-otel plan: error: {message}\n")
+        return 2
+
     paths = args.paths or _default_paths(command)
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        return fail(f"{', '.join(missing)}: not found (give the application's source files or directories)")
     profile = None
     if args.profile:
         if not args.quiet:
@@ -317,19 +334,15 @@ def main(argv: list[str] | None = None) -> int:
             profile = run_profile(command, baseline_run=not args.no_baseline_run, files=files,
                                   baseline_runs=5 if args.trial else 1)
         except ProfileError as exc:
-            err.write(f"scope-otel plan: {exc}\n")
-            return 2
-        if profile.returncode != 0:
-            err.write(f"scope-otel plan: warning: the profiled command exited with {profile.returncode}\n")
-        counts_out = args.counts_out or (
-            (args.output if args.output != "-" else "scope-otel.plan.json").removesuffix(".json") + ".counts.json")
-        profile.save(counts_out)
+            return fail(str(exc))
+        if profile.returncode not in _STOPPED:
+            return fail(f"the profiled command exited with status {profile.returncode}; no plan written "
+                        "(its counts would describe a failed run)")
     elif args.counts:
         try:
             profile = load_profile(args.counts)
         except ProfileError as exc:
-            err.write(f"scope-otel plan: {exc}\n")
-            return 2
+            return fail(str(exc))
 
     progress = Progress(err) if not args.quiet else None
     analysis = analyse(paths, progress=progress)
@@ -337,11 +350,22 @@ def main(argv: list[str] | None = None) -> int:
         progress.close()
     for skipped in analysis.skipped:
         err.write(f"scope-otel plan: skipped {skipped.path}: {skipped.reason}\n")
+    if not analysis.functions:
+        return fail(f"no Python functions found under {', '.join(paths)}")
 
     model = calibrate(refresh=args.recalibrate, exporter=args.exporter)
     fixed, args_repr, gc_step = 0.0, None, None
     if profile is not None:
         calls = profile.counts_for(analysis.functions)
+        if not any(calls.values()):
+            return fail(f"the {'profiled command' if args.profile else 'counts in ' + args.counts} made no calls "
+                        f"to the {len(analysis.functions)} functions under {', '.join(paths)} (is that the "
+                        "program's source?)")
+        if args.profile:
+            counts_out = args.counts_out or (
+                (args.output if args.output != "-" else "scope-otel.plan.json").removesuffix(".json")
+                + ".counts.json")
+            profile.save(counts_out)
         frequencies, baseline, meta = "profile", profile.baseline_us, profile.meta()
         fixed = model.startup_us * max(profile.processes, 1)
         args_repr = profile.arg_cost_for(analysis.functions)
@@ -379,8 +403,6 @@ def main(argv: list[str] | None = None) -> int:
         est = document["estimate"]
         levels = est["levels"]
         where = "stdout" if args.output == "-" else args.output
-        if not analysis.functions:
-            err.write("scope-otel plan: warning: no functions found under " + ", ".join(paths) + "\n")
         err.write(
             f"scope-otel plan: wrote {where}: {len(document['functions'])} functions in "
             f"{len(analysis.modules)} modules ({levels['full']} full, {levels['boundaries']} boundaries, "

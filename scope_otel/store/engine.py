@@ -309,6 +309,9 @@ class Backend:
                     args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
                     close_fds=True, start_new_session=True, cwd=path,
                 )
+            from scope_otel.capture import governor  # what it spends is recording's cost too
+
+            governor.helper_process(self._drainer.pid)
         except (OSError, ValueError) as exc:
             self._warn_once("spawn", "scope-otel: cannot start the store writer process: %s", exc)
 

@@ -1,4 +1,4 @@
-"""The function-event runtime: recording rules, levels, sampling, breaker, safety."""
+"""The function-event runtime: recording rules, levels, sampling, safety."""
 from __future__ import annotations
 
 import pytest
@@ -288,25 +288,6 @@ def test_level_changes_at_run_time_update_LEVELS_in_place(live_config, impl, fn)
     assert runtime.LEVELS[other] == 0 and runtime.LEVELS[fid] == 2  # the glob still wins
     config.update(sampling_rate=0.0)
     assert runtime.enter(fid) is None
-
-
-def test_breaker_degrades_levels_when_drops_pass_the_threshold_and_recovers(impl, fn):
-    fid = fn("busy", level="full")
-    b = runtime.breaker
-    try:
-        b.reset()
-        b.observe(written=0, dropped=0, now=100.0)
-        b.observe(written=1000, dropped=500, now=101.5)
-        assert b.cap == 1 and runtime.LEVELS[fid] == 1
-        b.observe(written=2000, dropped=1000, now=103.0)
-        assert b.cap == 0 and runtime.LEVELS[fid] == 0
-        assert runtime.enter(fid) is None
-        b.observe(written=3000, dropped=1000, now=140.0)
-        assert b.cap == 1
-        assert runtime.stats()["breaker_trips"] >= 2
-    finally:
-        b.reset()
-    assert runtime.LEVELS[fid] == 2
 
 
 def test_pure_python_is_chosen_by_environment_variable():

@@ -231,7 +231,18 @@ def test_example_app_runs_unchanged_under_scope_otel(otlp_receiver):
     scoped = run([tool("scope-otel"), "run", "--service_name", "shop", "--", sys.executable, demo],
                  clean_env(**otlp_receiver.env("grpc")))
     assert plain.returncode == scoped.returncode == 0, scoped.stderr
-    assert scoped.stdout == plain.stdout
+    assert _unraced(scoped.stdout) == _unraced(plain.stdout)
+
+
+def _unraced(stdout: str) -> str:
+    """The demo's output without the one thing thread timing decides: whether the fulfilment thread
+    shipped order 1 before the GET that precedes the wait for it (scope-otel, which now records the
+    shop's own functions by default, changes that timing, and so does a loaded machine)."""
+    lines = stdout.splitlines()
+    first = next((i for i, line in enumerate(lines) if line.startswith("GET  /orders/1")), None)
+    if first is not None:
+        lines[first] = lines[first].replace('"status": "shipped"', '"status": "new"')
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------

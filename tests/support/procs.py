@@ -16,10 +16,12 @@ def tool(name: str) -> str:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """The current environment without OTEL_/SCOPE_OTEL_ settings, plus ``extra``."""
+    """The current environment without OTEL_/SCOPE_OTEL_ settings, plus ``extra`` (and a budget the
+    overhead governor never reaches, unless ``extra`` gives one)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SCOPE_OTEL_"))}
     env.pop("PYTHONPATH", None)
     env["PATH"] = BIN + os.pathsep + env.get("PATH", "")
+    env["SCOPE_OTEL_BUDGET"] = "1000"  # the governor out of the way (tests/conftest.py says why)
     env.update(extra)
     return env
 

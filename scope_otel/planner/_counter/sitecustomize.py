@@ -191,6 +191,26 @@ def _write(uninstall, per_call_us, started):
         print(f"scope-otel plan --profile: cannot write counts: {exc!r}", file=sys.stderr)
 
 
+def _write_on_sigterm(uninstall, per_call_us, started):
+    """A server is usually stopped with SIGTERM, whose default action skips atexit: while the
+    program keeps that default, the counts are written first and the signal then acts as it would."""
+    import signal
+
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def on_term(signum, frame):
+        if signal.getsignal(signal.SIGTERM) is on_term:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _write(uninstall, per_call_us, started)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    try:
+        signal.signal(signal.SIGTERM, on_term)
+    except (ValueError, OSError):  # not the main thread, or no signals here
+        pass
+
+
 def _start():
     started = time.perf_counter()
     bare = min(_probe() for _ in range(3))
@@ -199,6 +219,7 @@ def _start():
     per_call_us = max(counted - bare, 0) / 20000 / 1000.0
     _counts.clear()
     atexit.register(_write, uninstall, per_call_us, started)
+    _write_on_sigterm(uninstall, per_call_us, started)
 
     def after_fork_in_child():
         # The child counts only its own calls.  A forked child usually leaves

@@ -1,0 +1,482 @@
+"""The overhead governor: recording stays within its budget of this process' CPU, and never goes dark.
+
+Twice a second a thread of its own measures what recording cost this process
+in the last window: the records written in it times what one costs, the hot
+path's cost per record (measured once at start) plus the span processor's
+workers' CPU time per record they exported (turning records into spans and
+exporting them, and the store writer's CPU time when this process started
+it), and the calls of sampled-out traces times the hot path's cost
+for one of those (also measured at start).  It compares that with
+the CPU time the program itself used (the process' CPU time less recording)
+and with the ring: records dropped, or a ring more than half full, mean export
+cannot keep up.  When recording costs more than the budget, or the ring would
+overflow (records dropped, or more than half of it waiting and more than a
+window before), it
+
+1. samples whole traces: a new trace is recorded with probability 1, 1/2,
+   1/4, ... 1/1024 (:data:`MIN_RATIO`), decided from the trace id as
+   ``TraceIdRatioBased`` does, and every span under it follows: a request is
+   recorded entirely or not at all.  SDK root spans are decided by
+   :class:`GovernedSampler`, and the sampled flag carries the decision to the
+   processes the request calls; a function call with no span around it is
+   decided in :func:`keeps` (the runtime's ``root_of``), and the calls under an
+   unrecorded root are not recorded (the hot path counts them, ``unsampled``);
+2. only at the lowest ratio, lowers the level of the functions that wrote the
+   most records (full -> boundaries -> off), a few at a time;
+
+and when recording costs less than half its target (80 % of the budget) it
+raises the levels again, then the ratio, one step per tick: from the lowest
+ratio back to every trace in about five seconds.  The window after a
+lowering is not judged (unless records are dropped): it still shows the
+export of what was written before.  A function lowered again
+soon after it was raised waits twice as long as before (1 s up to 64 s) to
+be raised again, so that one that overloads whenever it records does not
+flap.  The ratio never goes below
+:data:`MIN_RATIO`: something is recorded while any budget remains.
+
+Every change is one line on stderr (``scope-otel[PID]: ...``), a span named
+``scope-otel.governor`` in the store (through :meth:`Governor.on_change`,
+which the launcher connects), and counted in :meth:`Governor.stats`; root
+spans carry the ratio that applied to them (``scope.sampling.ratio``).
+"""
+from __future__ import annotations
+
+import bisect
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from contextvars import ContextVar
+from typing import Any, Callable
+
+from scope_otel.plan import LEVELS as _LEVEL_NAMES
+
+#: seconds between two looks at the cost
+TICK = 0.5
+#: the lowest share of traces recorded (as a power of two: 1/1024)
+MAX_STEP = 10
+MIN_RATIO = 2.0 ** -MAX_STEP
+#: the cost aimed at, as a share of the budget; raised again only below half of it (a step doubles it)
+TARGET = 0.8
+#: a window in which the program used less CPU than this share of its length is not judged by cost
+IDLE = 0.1
+#: functions whose level is lowered at once, at most, when sampling is at its lowest
+LOWER_AT_ONCE = 4
+#: a function lowered again after being raised waits twice as long as the last time before it is
+#: raised again, from HOLD_S up to HOLD_MAX_S: a function that overloads whenever it records must not
+#: flap twice a second
+HOLD_S = 1.0
+HOLD_MAX_S = 64.0
+_MASK64 = (1 << 64) - 1
+
+# The ratio in force, read on every new trace: a module global, one comparison.
+_bound = 1 << 64
+# (time_ns, ratio) of every change, to tell a root span the ratio of its start
+_history_t: list[int] = [0]
+_history_r: list[float] = [1.0]
+
+
+def keeps(trace_id: int) -> bool:
+    """Whether a new trace with this id is recorded (the same answer in every process)."""
+    return (trace_id & _MASK64) < _bound
+
+
+def ratio_at(time_ns: int) -> float:
+    """The share of traces recorded at ``time_ns`` (for a root span's ``scope.sampling.ratio``)."""
+    return _history_r[bisect.bisect_right(_history_t, time_ns) - 1]
+
+
+def _hot_path_cost_us() -> tuple[float, float]:
+    """What the hot path costs on this machine per recorded call (``enter`` with two values at level
+    ``full`` and ``exit`` with a value) and per call in a sampled-out trace, into a private table and
+    sink (about two milliseconds)."""
+    from scope_otel.capture import _accel
+    from scope_otel.capture.records import CAP_ARGS, CAP_RETURN
+
+    sink: deque = deque(maxlen=64)  # a callable sink: a private C ring would resize the shared free list
+    octx: ContextVar = ContextVar("scope_otel_governor_octx", default=None)
+    hot = _accel.IMPL.HotPath([2], [1.0], [CAP_ARGS | CAP_RETURN], [("a", "b")],
+                              ContextVar("scope_otel_governor_call", default=None), object(), octx,
+                              lambda _ctx: (1, 0), lambda v: v, sink.append, 1, lambda _exc: None)
+    enter, exit_ = hot.enter_params, hot.exit
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter_ns()
+        for i in range(1000):
+            exit_(enter(0, i, "x"), i)
+        best = min(best, (time.perf_counter_ns() - t0) / 1000 / 1000)
+    unsampled = float("inf")
+    hot.set_roots(None, 0, False)
+    hot_out = _accel.IMPL.HotPath([2], [1.0], [CAP_ARGS | CAP_RETURN], [("a", "b")],
+                                  ContextVar("scope_otel_governor_call2", default=None), object(), octx,
+                                  lambda _ctx: (1, 0, False), lambda v: v, sink.append, 1, lambda _exc: None)
+    enter, exit_ = hot_out.enter_params, hot_out.exit
+    for _ in range(3):
+        t0 = time.perf_counter_ns()
+        for i in range(100):
+            root = enter(0, i, "x")
+            for j in range(9):
+                exit_(enter(0, j, "x"), j)
+            exit_(root, i)
+        unsampled = min(unsampled, (time.perf_counter_ns() - t0) / 1000 / 1000)
+    return best, unsampled
+
+
+#: helper pid -> [when it was named, its CPU seconds at the end of its start-up, or None before]
+_helpers: dict[int, list] = {}
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+#: a helper's first seconds (the store writer imports chDB and opens the store: a fixed cost that
+#: sampling cannot lower) are not charged
+HELPER_START_S = 3.0
+
+
+def helper_process(pid: int) -> None:
+    """Count the CPU time of process ``pid`` (the store writer this process started) as recording's,
+    after its start-up."""
+    _helpers[pid] = [time.monotonic(), None]
+
+
+def _helpers_cpu_s() -> float:
+    """CPU seconds the helper processes still alive spent after their start-up (from ``/proc``)."""
+    total = 0.0
+    now = time.monotonic()
+    for pid, entry in list(_helpers.items()):
+        if now - entry[0] < HELPER_START_S:
+            continue
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+            cpu = (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime
+        except (OSError, IndexError, ValueError):
+            _helpers.pop(pid, None)
+            continue
+        if entry[1] is None:
+            entry[1] = cpu
+        total += cpu - entry[1]
+    return total
+
+
+def _thread_cpu_s(threads: list[threading.Thread]) -> float:
+    total = 0.0
+    for t in threads:
+        ident = t.ident
+        if ident is None or not t.is_alive():
+            continue
+        try:
+            total += time.clock_gettime(time.pthread_getcpuclockid(ident))
+        except (AttributeError, OSError, ValueError):
+            pass
+    return total
+
+
+class Governor:
+    """Keeps this process' recording within ``budget_pct`` percent of its CPU time (see the module)."""
+
+    def __init__(self, apply: Callable[[], None], budget_pct: float = 5.0) -> None:
+        self._apply = apply
+        self.budget = budget_pct / 100.0
+        self.step = 0
+        self.caps: dict[int, int] = {}     # fid -> the level it is lowered to
+        self._hold: dict[int, tuple[float, float]] = {}  # fid -> (not raised before, the hold it got)
+        self.changes = 0
+        self.lowerings = 0
+        self.cost = 0.0                    # the last window's cost, share of the program's CPU
+        self.peak_cost = 0.0
+        self._listeners: list[Callable[[dict], None]] = []
+        self._processor: Any = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._hot_us: float | None = None
+        self._settling = False
+        self._export_us = 0.0  # the workers' CPU per record exported, last measured
+        self._smoothed: float | None = None
+        self.smooth = True
+        self._unsampled_us = 0.0  # the hot path's cost per call in a sampled-out trace
+        self._mark: tuple | None = None
+        self._pid = os.getpid()
+        self.function_counts: dict[int, int] = {}  # fid -> records since the last tick (the worker adds)
+        self.quiet = False
+
+    # ---------------------------------------------------------------- wiring
+
+    def configure(self, budget_pct: float) -> None:
+        self.budget = max(float(budget_pct), 0.0) / 100.0
+
+    def on_change(self, listener: Callable[[dict], None]) -> None:
+        """Call ``listener(change)`` after every change (from the governor's thread)."""
+        self._listeners.append(listener)
+
+    def attach(self, processor: Any) -> None:
+        """Watch ``processor``'s ring and worker threads; starts the governor's thread (once per process)."""
+        self._processor = weakref.ref(processor)
+        if self._pid != os.getpid():
+            self._after_fork()
+        self._mark = None
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="scope-otel-governor", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _after_fork(self) -> None:
+        # a child starts over: its own costs, every trace recorded, no function lowered
+        self._pid = os.getpid()
+        self._thread = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._mark = None
+        self.function_counts = {}
+        self.changes = self.lowerings = 0
+        self.cost = self.peak_cost = 0.0
+        self._hold = {}
+        if self.step or self.caps:
+            self.step, self.caps = 0, {}
+            _set_ratio(1.0)
+            self._apply()
+
+    # ---------------------------------------------------------------- the loop
+
+    def _run(self) -> None:
+        from scope_otel.capture import runtime
+
+        runtime.disable_current_thread()
+        try:
+            self._hot_us, self._unsampled_us = _hot_path_cost_us()
+        except Exception:
+            self._hot_us, self._unsampled_us = 1.0, 0.1
+        self.tick()  # the first mark: the first decision comes one tick after start
+        while not self._stop.wait(TICK):
+            try:
+                self.tick()
+            except Exception as exc:  # never into the application; counted as the runtime's own errors
+                runtime._on_error(exc)
+
+    def _sample(self) -> tuple | None:
+        proc = self._processor() if self._processor is not None else None
+        if proc is None:
+            return None
+        ring = proc._ring
+        c = ring.counters()
+        from scope_otel.capture import runtime
+
+        return (time.monotonic(), time.process_time(), _thread_cpu_s(list(proc._threads)), c["written"],
+                c["dropped"], c["size"], ring.capacity, c["read"], runtime._hot.unsampled(), _helpers_cpu_s())
+
+    def tick(self, sample: tuple | None = None) -> None:
+        """Look at the last window and change the ratio or levels if needed (``sample`` for tests)."""
+        sample = sample if sample is not None else self._sample()
+        if sample is None:
+            return
+        with self._lock:
+            mark, self._mark = self._mark, sample
+            if mark is None:
+                return
+            now, cpu, worker, written, dropped, size, capacity, read, unsampled, helpers = sample
+            t0, cpu0, worker0, written0, dropped0, size0, _c, read0, unsampled0, helpers0 = mark
+            counts, self.function_counts = self.function_counts, {}
+            spent = max(worker - worker0, 0.0)
+            if read > read0:
+                self._export_us = spent / (read - read0) * 1e6
+            hot = ((written - written0) * (self._hot_us or 1.0) + (unsampled - unsampled0) * self._unsampled_us) / 1e6
+            program = max((cpu - cpu0) - spent - hot, 1e-6)
+            # the window is charged for the records written in it, at what exporting one costs: what
+            # the worker spends now on a backlog written earlier is not what recording costs now
+            # (the store writer's CPU is charged as it is spent: it works in batches of its own)
+            stored = max(helpers - helpers0, 0.0)
+            window = ((written - written0) * self._export_us / 1e6 + hot + stored) / program
+            if program < IDLE * (now - t0):
+                # the program hardly ran (waiting for requests, or exiting while the worker drains):
+                # what recording costs then slows nothing of it, and a share of almost nothing says
+                # nothing; only a ring about to overflow is acted on
+                window = 0.0
+            self.peak_cost = max(self.peak_cost, window)
+            # judged on a moving average of two windows or so: the store writer works in bursts, and a
+            # burst judged alone sends the ratio to the floor and back every few seconds
+            self.cost = cost = window if self._smoothed is None or not self.smooth else (self._smoothed + window) / 2
+            self._smoothed = cost
+            new_drops = dropped - dropped0
+            # more than half the ring waiting, and more than a window ago: export is falling behind (a
+            # large ring draining a backlog is not)
+            overflowing = new_drops > 0 or size > max(capacity // 2, size0)
+            if self._settling and not new_drops:
+                # the window after a change still shows the records written before it being exported:
+                # judged once the change has had a whole window to act
+                self._settling = False
+                return
+            self._settling = False
+            if cost > self.budget or overflowing:
+                self._less(cost, new_drops, size, capacity, counts, now)
+            elif cost < self.budget * TARGET / 2:
+                self._more(cost, now)
+
+    def _less(self, cost: float, drops: int, size: int, capacity: int, counts: dict[int, int], now: float) -> None:
+        why = (f"recording cost {cost:.1%} of the program's CPU (budget {self.budget:.0%})" if cost > self.budget
+               else f"the ring is overflowing ({drops} records dropped, {size} of {capacity} waiting)")
+        if self.step < MAX_STEP:
+            # as many halvings as bring the cost to the target at once (the ring: one at a time)
+            steps = 1
+            if cost > self.budget and self.budget > 0:
+                need = cost / (self.budget * TARGET)
+                while steps < MAX_STEP and 2 ** steps < need:
+                    steps += 1
+            old = self.step
+            self.step = min(MAX_STEP, self.step + steps)
+            self._changed(why, f"recording 1 in {2 ** self.step} traces (was 1 in {2 ** old})", True)
+            return
+        lowered = self._lower(counts, now)
+        if lowered:
+            self._changed(why, "lowered " + ", ".join(lowered), True)
+
+    def _more(self, cost: float, now: float) -> None:
+        why = f"recording cost {cost:.1%} of the program's CPU (budget {self.budget:.0%})"
+        if self.caps:
+            raised = self._raise(now)
+            if raised:
+                self._changed(why, "raised " + ", ".join(raised), False)
+        elif self.step > 0:
+            self.step -= 1
+            self._changed(why, f"recording 1 in {2 ** self.step} traces (was 1 in {2 ** (self.step + 1)})", False)
+
+    def _lower(self, counts: dict[int, int], now: float) -> list[str]:
+        from scope_otel.capture import runtime
+
+        names = []
+        ranked = sorted(counts.items(), key=lambda kv: kv[1] * (2 if runtime.LEVELS[kv[0]] > 1 else 1),
+                        reverse=True)
+        for fid, _n in ranked:
+            level = runtime.LEVELS[fid] if fid < len(runtime.LEVELS) else 0
+            if level <= 0:
+                continue
+            self.caps[fid] = level - 1
+            _until, held = self._hold.get(fid, (0.0, HOLD_S / 2))
+            held = min(held * 2, HOLD_MAX_S)
+            self._hold[fid] = (now + held, held)
+            module, qualname = runtime.function_info(fid)[:2]
+            names.append(f"{module}:{qualname} to {_LEVEL_NAMES[level - 1]}")
+            if len(names) >= LOWER_AT_ONCE:
+                break
+        if names:
+            self.lowerings += len(names)
+            self._apply()
+        return names
+
+    def _raise(self, now: float) -> list[str]:
+        from scope_otel.capture import runtime
+
+        names = []
+        ready = [fid for fid in self.caps if self._hold.get(fid, (0.0, 0.0))[0] <= now]
+        if not ready:
+            return names
+        for fid in ready[-LOWER_AT_ONCE:]:  # the last lowered first
+            cap = self.caps.pop(fid) + 1
+            if cap < 2:
+                self.caps[fid] = cap
+            module, qualname = runtime.function_info(fid)[:2]
+            names.append(f"{module}:{qualname} to at most {_LEVEL_NAMES[cap]}")
+        self._apply()
+        return names
+
+    def _changed(self, why: str, what: str, lower: bool) -> None:
+        self.changes += 1
+        self._settling = lower
+        ratio = 2.0 ** -self.step
+        _set_ratio(ratio)
+        if not self.quiet:
+            try:
+                os.write(2, f"scope-otel[{os.getpid()}]: {why}: {what}\n".encode("utf-8", "replace"))
+            except OSError:
+                pass
+        change = {"scope.governor.reason": why, "scope.governor.change": what,
+                  "scope.sampling.ratio": ratio, "scope.governor.cost": round(self.cost, 4),
+                  "scope.governor.budget": self.budget, "scope.governor.functions_lowered": len(self.caps)}
+        for listener in list(self._listeners):
+            try:
+                listener(change)
+            except Exception:
+                pass
+
+    # ---------------------------------------------------------------- reading
+
+    def cap(self, fid: int) -> int:
+        """The highest level function ``fid`` may record at now (2: not lowered)."""
+        return self.caps.get(fid, 2)
+
+    @property
+    def ratio(self) -> float:
+        return 2.0 ** -self.step
+
+    def stats(self) -> dict[str, Any]:
+        return {"governor_budget_pct": round(self.budget * 100, 3), "governor_cost_pct": round(self.cost * 100, 2),
+                "governor_peak_cost_pct": round(self.peak_cost * 100, 2), "governor_ratio": self.ratio,
+                "governor_changes": self.changes, "governor_functions_lowered": len(self.caps),
+                "governor_lowerings": self.lowerings}
+
+    def reset(self) -> None:
+        """Every trace recorded, no function lowered (tests)."""
+        with self._lock:
+            self._mark = self._smoothed = None
+            self.step, self.caps, self._hold = 0, {}, {}
+            _set_ratio(1.0)
+        self._apply()
+
+
+_ratio_listeners: list[Callable[[int, bool], None]] = []
+
+
+def on_ratio(listener: Callable[[int, bool], None]) -> None:
+    """``listener(bound, every)`` now and at every change of the ratio: the C hot path decides new
+    traces without calling ``root_of`` (the newest listener replaces the others: one hot path is live)."""
+    _ratio_listeners[:] = [listener]
+    listener(min(_bound, _MASK64), _bound > _MASK64)
+
+
+def _set_ratio(ratio: float) -> None:
+    global _bound
+    _bound = int(ratio * (1 << 64))
+    for listener in _ratio_listeners:
+        listener(min(_bound, _MASK64), _bound > _MASK64)
+    now = time.time_ns()
+    if _history_r[-1] != ratio:
+        _history_t.append(now)
+        _history_r.append(ratio)
+        if len(_history_t) > 4096:  # a day of changes every half second is not kept: the oldest go
+            del _history_t[1:2048], _history_r[1:2048]
+
+
+class GovernedSampler:
+    """An SDK sampler: a root span (no parent) is first sampled by the governor's ratio, from its trace
+    id, then by ``inner``; a span with a parent is ``inner``'s call (``ParentBased`` follows the parent's
+    sampled flag, so a request is recorded in every process or in none).  Kept roots carry
+    ``scope.sampling.ratio``."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None, links=None,
+                      trace_state=None):
+        from opentelemetry.sdk.trace.sampling import Decision, SamplingResult
+        from opentelemetry.trace import get_current_span
+
+        parent = get_current_span(parent_context).get_span_context()
+        if (parent is None or not parent.is_valid) and name != GOVERNOR_SPAN:
+            if not keeps(trace_id):
+                return SamplingResult(Decision.DROP, None, None)
+            result = self.inner.should_sample(parent_context, trace_id, name, kind, attributes, links,
+                                              trace_state)
+            if result.decision is Decision.RECORD_AND_SAMPLE:
+                attrs = dict(result.attributes or {})
+                attrs["scope.sampling.ratio"] = _bound / (1 << 64)
+                return SamplingResult(result.decision, attrs, result.trace_state)
+            return result
+        return self.inner.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+    def get_description(self) -> str:
+        return f"GovernedSampler{{{self.inner.get_description()}}}"
+
+
+#: the name of the span recording one change of the governor
+GOVERNOR_SPAN = "scope-otel.governor"

@@ -1,0 +1,71 @@
+"""With no plan, ``scope-otel run`` records the program's own code, within the default budget."""
+from __future__ import annotations
+
+import os
+import sys
+
+from scope_otel import config as _config
+from scope_otel.launcher.run import _zero_configuration
+from tests.support.procs import EXAMPLES, clean_env, run, tool
+
+
+def test_the_example_shop_records_its_own_functions_with_no_plan(otlp_receiver):
+    demo = os.path.join(EXAMPLES, "shop_demo.py")
+    result = run([tool("scope-otel"), "run", "--service_name", "shop", "--log_level", "info", "--", sys.executable,
+                  demo],
+                 clean_env(**otlp_receiver.env("grpc")), cwd=EXAMPLES)
+    assert result.returncode == 0, result.stderr
+    assert "no plan: recording the program's own code (shop) at boundaries within the 1000% budget" \
+        in result.stderr
+    spans = otlp_receiver.wait_for(20, timeout=30)
+    functions = {s["name"] for s in spans if s["attributes"].get("scope.kind") == "function"}
+    assert {"place_order", "Cart.add"} <= functions, functions
+    assert all(s["attributes"]["code.namespace"].startswith("shop") for s in spans
+               if s["attributes"].get("scope.kind") == "function")
+
+
+def test_level_off_or_instrument_globs_leave_the_default_alone(tmp_path):
+    (tmp_path / "app.py").write_text("import lib\n")
+    (tmp_path / "lib.py").write_text("def f():\n    return 1\n")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "__init__.py").write_text("")
+    (tmp_path / "test_app.py").write_text("")
+    command = ["python", str(tmp_path / "app.py")]
+    os.chdir(tmp_path)
+    try:
+        cfg = _config.load(env={}, cwd=str(tmp_path))
+        assert _zero_configuration(cfg, command) == ["lib", "lib.*", "pkg", "pkg.*"]  # app.py is __main__
+        assert _zero_configuration(_config.load(flags={"level": "off"}, env={}), command) == []
+        assert _zero_configuration(_config.load(flags={"instrument": "lib"}, env={}), command) == []
+        assert _zero_configuration(_config.load(flags={"plan": "none"}, env={}), command) == []
+    finally:
+        os.chdir(os.path.dirname(EXAMPLES))
+
+
+def test_the_standard_library_and_site_packages_are_never_the_program():
+    import json
+
+    folder = os.path.dirname(json.__file__)  # the standard library's folder
+    cfg = _config.load(env={})
+    saved = os.getcwd()
+    os.chdir(folder)
+    try:
+        assert _zero_configuration(cfg, ["python", os.path.join(folder, "__init__.py")]) == []
+    finally:
+        os.chdir(saved)
+
+
+def test_an_installed_module_run_with_dash_m_is_not_the_program(tmp_path):
+    (tmp_path / "mysite").mkdir()
+    (tmp_path / "mysite" / "__init__.py").write_text("")
+    saved = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        cfg = _config.load(env={}, cwd=str(tmp_path))
+        # python -m django runserver: Django is installed, the project's package is the program
+        assert _zero_configuration(cfg, ["python", "-m", "django", "runserver"]) == ["mysite", "mysite.*"]
+        assert _zero_configuration(cfg, ["python", "-m", "mysite.main"]) == ["mysite", "mysite.*"]
+    finally:
+        os.chdir(saved)
