@@ -72,6 +72,16 @@ _MASK64 = (1 << 64) - 1
 
 # The ratio in force, read on every new trace: a module global, one comparison.
 _bound = 1 << 64
+
+#: the capture runtime, handed over by it at import (:func:`attach_runtime`): the runtime
+#: imports this module, so importing it back would make a cycle
+_runtime: Any = None
+
+
+def attach_runtime(module: Any) -> None:
+    """Called once by :mod:`scope_otel.capture.runtime` as it is imported."""
+    global _runtime
+    _runtime = module
 # (time_ns, ratio) of every change, to tell a root span the ratio of its start
 _history_t: list[int] = [0]
 _history_r: list[float] = [1.0]
@@ -241,7 +251,7 @@ class Governor:
     # ---------------------------------------------------------------- the loop
 
     def _run(self) -> None:
-        from scope_otel.capture import runtime
+        runtime = _runtime
 
         runtime.disable_current_thread()
         try:
@@ -261,7 +271,7 @@ class Governor:
             return None
         ring = proc._ring
         c = ring.counters()
-        from scope_otel.capture import runtime
+        runtime = _runtime
 
         return (time.monotonic(), time.process_time(), _thread_cpu_s(list(proc._threads)), c["written"],
                 c["dropped"], c["size"], ring.capacity, c["read"], runtime._hot.unsampled(), _helpers_cpu_s())
@@ -342,7 +352,7 @@ class Governor:
             self._changed(why, f"recording 1 in {2 ** self.step} traces (was 1 in {2 ** (self.step + 1)})", False)
 
     def _lower(self, counts: dict[int, int], now: float) -> list[str]:
-        from scope_otel.capture import runtime
+        runtime = _runtime
 
         names = []
         ranked = sorted(counts.items(), key=lambda kv: kv[1] * (2 if runtime.LEVELS[kv[0]] > 1 else 1),
@@ -365,7 +375,7 @@ class Governor:
         return names
 
     def _raise(self, now: float) -> list[str]:
-        from scope_otel.capture import runtime
+        runtime = _runtime
 
         names = []
         ready = [fid for fid in self.caps if self._hold.get(fid, (0.0, 0.0))[0] <= now]

@@ -73,6 +73,7 @@ import itertools
 import logging
 import os
 import random
+import sys
 import threading
 import time
 import types
@@ -228,6 +229,7 @@ def _new_hot() -> Any:
 
 
 _hot = _new_hot()
+_governor.attach_runtime(sys.modules[__name__])
 _hot_snap = _accel.IMPL.snap or _snap  # what the hot path snapshots values with (state changes too)
 enter = _hot.enter
 enter_params = _hot.enter_params

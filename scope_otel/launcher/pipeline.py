@@ -108,10 +108,11 @@ def _span_processor(config: _config.Config, exporter):
 
 
 def _governed(sampler):
-    """The sampler, with the overhead governor's share of new traces applied first (capture layer
-    present), so that a request is recorded whole or not at all, in every process it reaches."""
-    governed = _optional("scope_otel.capture.governor", "GovernedSampler")
-    return governed(sampler) if governed is not None else sampler
+    """The sampler, with the overhead governor's share of new traces applied first, so that a
+    request is recorded whole or not at all, in every process it reaches."""
+    from scope_otel.capture.governor import GovernedSampler
+
+    return GovernedSampler(sampler)
 
 
 def _sampler(config: _config.Config):
