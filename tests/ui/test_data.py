@@ -173,9 +173,9 @@ def test_cli_graph_of_one_service_points_to_the_function_graph(viewer, shop_stor
 
 @pytest.mark.parametrize("view", ["scope_service_edges", "scope_function_edges", "scope_message_edges"])
 def test_graph_views_answer_the_same_with_and_without_the_time_projection(viewer, view):
-    past = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(hours=1)
-    sql = (f"SELECT * FROM otel.{view}_between(since = {{since:DateTime64(9)}}, until = '2262-01-01 00:00:00') "
-           "ORDER BY ALL SETTINGS optimize_use_projections = {on:UInt8}")
+    past = int((dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)).timestamp() * 1e9)
+    sql = (f"SELECT * FROM otel.{view}_between(since = fromUnixTimestamp64Nano({{since:Int64}}), "
+           "until = '2262-01-01 00:00:00') ORDER BY ALL SETTINGS optimize_use_projections = {on:UInt8}")
 
     def rows(store, on):
         return store.query(sql, {"since": past, "on": on}).rows
