@@ -180,7 +180,10 @@ SELECT * FROM ${db}.scope_function_edges_between(since = '1970-01-01 01:00:00', 
 --                    message id (the capture runtime's hand-off records).
 -- LagNs is consumer start minus producer start (link) or recv minus send.
 -- ``_between(since, until)``: consumers started in that window, producers up
--- to an hour before it.
+-- to an hour before it.  The producer side is first narrowed to the linked
+-- traces (TraceId IN ..., which otel_traces' trace-id bloom filter skips
+-- granules by) before spans are hashed and their attributes read; the
+-- Key IN ... test alone read the whole window.
 CREATE OR REPLACE VIEW ${db}.scope_message_edges_between ${on_cluster} AS
 SELECT
     'link' AS Via,
@@ -202,6 +205,12 @@ INNER JOIN (
            any(Timestamp) AS Produced, any(SpanAttributes['messaging.destination.name']) AS Channel
     FROM ${db}.otel_traces
     WHERE Timestamp >= {since:DateTime64(9)} - INTERVAL 1 HOUR AND Timestamp <= {until:DateTime64(9)}
+      AND TraceId IN (
+        SELECT LinkTraceId
+        FROM ${db}.otel_traces
+        ARRAY JOIN Links.TraceId AS LinkTraceId, Links.SpanId AS LinkSpanId
+        WHERE LinkSpanId != '' AND Timestamp >= {since:DateTime64(9)} AND Timestamp <= {until:DateTime64(9)}
+    )
       AND Key IN (
         SELECT cityHash64(LinkTraceId, LinkSpanId)
         FROM ${db}.otel_traces
