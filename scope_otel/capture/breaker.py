@@ -5,16 +5,16 @@ Fed by the processor's worker (off the hot path) with the ring's cumulative
 ``window`` seconds, drops exceed ``threshold`` of what was offered, the level
 cap goes down one step (full -> boundaries -> off); after ``cooldown`` seconds
 without drops it goes back up one step.  Every trip and recovery is counted
-and logged, and :meth:`stats` reports the current cap.
+and told on stderr (once per process and kind, :mod:`scope_otel.notice`), and
+:meth:`stats` reports the current cap.
 """
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from typing import Callable
 
-_log = logging.getLogger("scope_otel.capture")
+from scope_otel import notice
 
 
 class CircuitBreaker:
@@ -56,16 +56,14 @@ class CircuitBreaker:
                 if offered and new_drops / offered > self.threshold and self.cap > 0:
                     self.cap -= 1
                     self.trips += 1
-                    _log.warning(
-                        "scope-otel: %d of %d records dropped in %.1fs; function capture degraded to level cap %d",
-                        new_drops, offered, now - t0, self.cap,
-                    )
+                    notice.tell("breaker-trip", f"{new_drops} of {offered} records dropped in {now - t0:.1f}s; "
+                                f"function capture degraded to level cap {self.cap} (2 full, 1 boundaries, 0 off)")
                     self._apply(self.cap)
             elif self.cap < 2 and now - self._last_drop >= self.cooldown:
                 self.cap += 1
                 self.recoveries += 1
-                _log.warning("scope-otel: no drops for %.0fs; function capture level cap back to %d",
-                             self.cooldown, self.cap)
+                notice.tell("breaker-recovery", f"no drops for {self.cooldown:.0f}s; function capture "
+                            f"level cap back to {self.cap}")
                 self._apply(self.cap)
 
     def reset(self) -> None:

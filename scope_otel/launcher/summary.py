@@ -1,0 +1,244 @@
+"""The exit report: what was recorded, and per destination what was delivered and what was not.
+
+Printed to stderr at exit with ``--summary true``::
+
+    scope-otel summary: 20000 spans recorded by 1 process (finished in 10.4 s)
+      otlp grpc 127.0.0.1:9: exported 0 of 20000; NOT exported 20000: failed 1024 (UNAVAILABLE: connection refused),
+        still queued at exit 18976
+      ...
+
+Every figure is the process' own count; nothing is called "exported" that the
+backend did not acknowledge (the embedded store's batches are "spooled for
+the store writer", which writes them after the program ends).  Whatever
+``--summary`` says, a destination that did not get everything gets one line
+on stderr (:func:`lost_lines`).
+
+Processes of one ``scope-otel run`` (gunicorn's workers, ``multiprocessing``
+children) are summarised once: ``run`` names a folder in
+``SCOPE_OTEL_SUMMARY_DIR``; the first process to start claims it, the others
+leave their report there when they end, and the first one prints the sum
+when it ends (its children have ended by then: servers and pools wait for
+theirs).  Without ``scope-otel run`` each process prints its own.
+"""
+from __future__ import annotations
+
+import collections
+import glob
+import json
+import os
+import shutil
+from typing import Any
+
+from opentelemetry.sdk.trace import SpanProcessor
+
+from scope_otel import notice
+
+DIR_ENV = "SCOPE_OTEL_SUMMARY_DIR"
+
+_DROP_REASONS = {
+    "dropped_oldest": "queue full, oldest overwritten",
+    "dropped_newest": "queue full, new refused",
+    "dropped_block_timeout": "queue full, waited block_timeout_ms",
+}
+
+
+class SummaryProcessor(SpanProcessor):
+    """Counts finished SDK spans by kind and name for the exit summary."""
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter = collections.Counter()
+        self.traces: set[int] = set()
+        self.errors = 0
+
+    def on_start(self, span, parent_context=None) -> None:
+        pass
+
+    def on_end(self, span) -> None:
+        self.counts[(span.kind.name.lower(), span.name)] += 1
+        self.traces.add(span.context.trace_id)
+        if span.status.status_code.name == "ERROR":
+            self.errors += 1
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+# -- one process' report -------------------------------------------------------
+
+def collect(state: dict[str, Any], why: str = "exit", seconds: float = 0.0) -> dict[str, Any]:
+    """This process' figures as plain data (summable across processes)."""
+    processor = state.get("processor")
+    stats: dict[str, Any] = {}
+    if processor is not None and callable(getattr(processor, "stats", None)):
+        try:
+            stats = processor.stats()
+        except Exception:  # noqa: BLE001
+            stats = {}
+    recorded = stats.get("written", 0) + stats.get("dropped_newest", 0) + stats.get("dropped_block_timeout", 0)
+    destinations = []
+    for dest in state.get("destinations") or []:
+        account = dest.account() if callable(getattr(dest, "account", None)) else {}
+        if account:
+            account.pop("stats", None)
+            destinations.append(account)
+    counted = state.get("summary")
+    report: dict[str, Any] = {
+        "pids": [os.getpid()],
+        "why": {why: 1},
+        "seconds": round(seconds, 2),
+        "recorded": recorded,
+        "dropped": {label: stats.get(key, 0) for key, label in _DROP_REASONS.items() if stats.get(key, 0)},
+        "unsampled": stats.get("unsampled", 0),
+        "queued_at_exit": stats.get("queued_at_shutdown", 0),
+        "function_spans": stats.get("function_spans", 0),
+        "destinations": destinations,
+        "breaker_trips": stats.get("breaker_trips", 0),
+        "values_truncated": stats.get("values_truncated", 0),
+        "values_redacted": stats.get("values_redacted", 0),
+        "notices": notice.counts(),
+        "exporters": list(getattr(state.get("config"), "traces_exporter", ()) or ()),
+    }
+    if counted is not None:
+        report["sdk_spans"] = sum(counted.counts.values())
+        report["traces"] = len(counted.traces)
+        report["errors"] = counted.errors
+        report["top"] = [[kind, name, n] for (kind, name), n in counted.counts.most_common(12)]
+    return report
+
+
+def merge(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """The sum of several processes' reports."""
+    out: dict[str, Any] = {"pids": [], "why": collections.Counter(), "seconds": 0.0, "dropped": collections.Counter(),
+                           "notices": collections.Counter(), "destinations": {}, "top": collections.Counter()}
+    for r in reports:
+        out["pids"] += r.get("pids", [])
+        out["why"].update(r.get("why", {}))
+        out["seconds"] = max(out["seconds"], r.get("seconds", 0.0))
+        out["dropped"].update(r.get("dropped", {}))
+        out["notices"].update(r.get("notices", {}))
+        for key in ("recorded", "unsampled", "queued_at_exit", "function_spans", "breaker_trips",
+                    "values_truncated", "values_redacted", "sdk_spans", "traces", "errors"):
+            if key in r:
+                out[key] = out.get(key, 0) + r[key]
+        for d in r.get("destinations", []):
+            acc = out["destinations"].setdefault(
+                d["name"], {"name": d["name"], "word": d["word"], "exported": 0, "failed": collections.Counter(),
+                            "queued_at_exit": 0})
+            acc["exported"] += d.get("exported", 0)
+            acc["failed"].update(d.get("failed", {}))
+        for kind, name, n in r.get("top", []):
+            out["top"][(kind, name)] += n
+        out.setdefault("exporters", r.get("exporters", []))
+    out["destinations"] = list(out["destinations"].values())
+    out["top"] = [[k, n_, c] for (k, n_), c in out["top"].most_common(12)]
+    return out
+
+
+def _not_delivered(report: dict[str, Any], dest: dict[str, Any]) -> tuple[int, list[str]]:
+    failed = sum(dest.get("failed", {}).values())
+    queued = report.get("queued_at_exit", 0)
+    dropped = sum(report.get("dropped", {}).values())
+    parts = [f"failed {n} ({reason})" for reason, n in sorted(dest.get("failed", {}).items(), key=lambda x: -x[1])]
+    if queued:
+        parts.append(f"still queued when the exit deadline passed {queued}")
+    if dropped:
+        parts.append(f"dropped before export {dropped} ("
+                     + ", ".join(f"{label}: {n}" for label, n in report["dropped"].items()) + ")")
+    return failed + queued + dropped, parts
+
+
+def lost_lines(report: dict[str, Any]) -> list[str]:
+    """One line per destination that did not get everything recorded (empty when all went)."""
+    lines = []
+    for dest in report.get("destinations", []):
+        lost, parts = _not_delivered(report, dest)
+        if lost:
+            lines.append(f"scope-otel: {lost} of {report.get('recorded', 0)} spans NOT {dest['word']} to "
+                         f"{dest['name']}: " + "; ".join(parts))
+    return lines
+
+
+def render(report: dict[str, Any]) -> str:
+    """The readable report (see the module docstring)."""
+    processes = len(report.get("pids", [])) or 1
+    recorded = report.get("recorded", 0)
+    why = ", ".join(f"{w}: {n}" if processes > 1 else w for w, n in dict(report.get("why", {})).items())
+    lines = [f"scope-otel summary: {recorded} spans recorded by {processes} process"
+             f"{'es' if processes > 1 else ''} (ended by {why}; finishing took {report.get('seconds', 0):.1f} s)"]
+    if not report.get("destinations"):
+        lines.append("  destinations: none (traces_exporter = none): nothing was exported")
+    for dest in report.get("destinations", []):
+        lost, parts = _not_delivered(report, dest)
+        line = f"  -> {dest['name']}: {dest['word']} {dest['exported']} of {recorded}"
+        if lost:
+            line += f"; NOT {dest['word']} {lost}: " + "; ".join(parts)
+        lines.append(line)
+    if report.get("unsampled"):
+        lines.append(f"  not sampled (never exported, by the sampler's choice): {report['unsampled']}")
+    drops = report.get("dropped", {})
+    lines.append("  capture queue: " + (", ".join(f"{label} {n}" for label, n in drops.items()) or "nothing dropped"))
+    if "sdk_spans" in report:
+        lines.append(f"  request/SQL/client spans: {report['sdk_spans']} in {report.get('traces', 0)} traces "
+                     f"({report.get('errors', 0)} with errors); function spans: {report.get('function_spans', 0)}")
+    else:
+        lines.append(f"  function spans: {report.get('function_spans', 0)}")
+    extra = []
+    if report.get("breaker_trips"):
+        extra.append(f"capture degraded {report['breaker_trips']} times by the circuit breaker")
+    if report.get("values_truncated"):
+        extra.append(f"values truncated {report['values_truncated']}")
+    if report.get("values_redacted"):
+        extra.append(f"values redacted {report['values_redacted']}")
+    if extra:
+        lines.append("  " + "; ".join(extra))
+    for kind, name, n in report.get("top", []):
+        lines.append(f"  {n:8d}  {kind:8s}  {name}")
+    return "\n".join(lines)
+
+
+# -- once per run ----------------------------------------------------------------
+
+def claim_root(state: dict[str, Any]) -> None:
+    """The first process of a ``scope-otel run`` session prints the summary for all."""
+    folder = os.environ.get(DIR_ENV)
+    if not folder:
+        return
+    try:
+        fd = os.open(os.path.join(folder, "root"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except OSError:
+        return
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    state["summary_root"] = os.getpid()
+
+
+def publish(state: dict[str, Any], report: dict[str, Any]) -> None:
+    """Print the report, or leave it for the session's first process to print with the others'."""
+    folder = os.environ.get(DIR_ENV)
+    if folder and state.get("summary_root") != os.getpid() and not os.path.isdir(folder):
+        # the first process has printed already: helpers that outlive it (multiprocessing's
+        # forkserver and resource tracker) recorded nothing worth a second report
+        if not report.get("recorded"):
+            return
+    elif folder and state.get("summary_root") != os.getpid():
+        path = os.path.join(folder, f"{os.getpid()}.json")
+        try:
+            with open(path + ".tmp", "w") as fh:
+                json.dump(report, fh)
+            os.replace(path + ".tmp", path)
+            return
+        except OSError:
+            pass  # cannot leave it: print it here rather than lose it
+    reports = [report]
+    if folder and state.get("summary_root") == os.getpid():
+        for path in glob.glob(os.path.join(folder, "*.json")):
+            try:
+                with open(path) as fh:
+                    reports.append(json.load(fh))
+            except (OSError, ValueError):
+                continue
+        shutil.rmtree(folder, ignore_errors=True)
+    notice.write(render(merge(reports) if len(reports) > 1 else report))
