@@ -37,8 +37,9 @@ from scope_otel import notice
 SLACK_S = 2.0
 
 _finishing_pid = 0  # the process running (or done with) finish()
+_finished_pid = 0  # the process done with finish()
 _sigterm_pending = False  # SIGTERM came while finish() ran: re-raise it when done
-_finish_lock = threading.Lock()
+_finish_lock = threading.RLock()  # re-entered by the SIGTERM handler interrupting finish()
 
 
 def install(state: dict[str, Any], config: Any) -> None:
@@ -60,6 +61,8 @@ def finish(state: dict[str, Any], why: str = "exit") -> None:
     try:
         _finish(state, why)
     finally:
+        global _finished_pid
+        _finished_pid = os.getpid()
         if _sigterm_pending:
             _die_by_sigterm()
 
@@ -111,6 +114,8 @@ def _install_sigterm(state: dict[str, Any]) -> None:
 def _make_sigterm_handler(state: dict[str, Any]):
     def _scope_otel_sigterm(signum: int, frame: Any) -> None:
         global _sigterm_pending
+        if _finished_pid == os.getpid():
+            _die_by_sigterm()  # flushed already (a child past its finalizer): nothing to wait for
         if _finishing_pid == os.getpid():
             # finish() is running (this handler interrupted it: a multiprocessing
             # child ending as Pool.terminate() signals it): let it complete, then die
@@ -139,7 +144,7 @@ def is_ours(handler: Any) -> bool:
 
 def _after_fork_in_child() -> None:
     global _finish_lock, _sigterm_pending
-    _finish_lock = threading.Lock()  # another thread may have held it at fork time
+    _finish_lock = threading.RLock()  # another thread may have held it at fork time
     _sigterm_pending = False
 
 
