@@ -110,8 +110,13 @@ def test_block_after_one_timeout_drops_at_once_until_the_consumer_takes_again(ri
     # a hung exporter takes nothing: the application must pay one wait, not one per record
     ring = Ring(2, "block", block_timeout=0.01, impl=ring_impl)
     assert [ring.put(i) for i in range(3)] == [1, 2, -1]  # the third waited 10 ms, then dropped
-    ring.block_timeout = 3600.0  # were later puts to wait again, this test would hang
-    assert [ring.put(i) for i in range(3, 100)] == [-1] * 97
+    ring.block_timeout = 3600.0  # were later puts to wait again, they would not be done in a minute
+    results: list = []
+    putter = threading.Thread(target=lambda: results.extend(ring.put(i) for i in range(3, 100)), daemon=True)
+    putter.start()
+    putter.join(60)
+    assert not putter.is_alive(), "later puts waited for room although the consumer is stuck"
+    assert results == [-1] * 97
     assert ring.counters()["dropped_block_timeout"] == 98
     assert ring.take(1) == [0]  # the consumer is back: waiting for room is worth it again
     assert ring.put(100) == 2
