@@ -36,7 +36,7 @@ def _extensions():
     exts = []
     for name, src in [
         ("scope_otel.capture._speedups", "scope_otel/capture/_speedups.c"),
-        ("scope_otel.export._chnative", "scope_otel/export/_chnative.c"),
+        ("scope_otel.store._chnative", "scope_otel/store/_native/chnative.c"),
         ("scope_otel.export._otlpenc", "scope_otel/export/_otlpenc.c"),
     ]:
         if os.path.exists(os.path.join(HERE, src)) and not os.environ.get("SCOPE_OTEL_NO_EXTENSIONS"):

@@ -43,8 +43,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
 from opentelemetry.trace import SpanKind  # noqa: E402
 
-from scope_otel.export import _ch_rows  # noqa: E402
-from scope_otel.export._ch_rows import Batch  # noqa: E402
+from scope_otel.store import rows as store_rows  # noqa: E402
+from scope_otel.store.rows import Batch  # noqa: E402
 from scope_otel.export.clickhouse import ClickHouseSpanExporter  # noqa: E402
 
 
@@ -124,13 +124,13 @@ def ceiling_files(groups: list, workdir: str) -> dict[str, dict[str, tuple[str, 
     the same rows in arrival order, with LowCardinality columns as String, the C
     encoder's 512-row blocks, and clickhouse-connect's 512-row blocks (the
     pure-Python path)."""
-    from scope_otel.export._ch_backend import _table_types
+    from scope_otel.store.engine import _table_types
 
     # the sorting keys as a store writer reads them from a fresh store's tables (read in a child
     # process: this one, the application, never loads chDB)
     keys = json.loads(_child({"op": "keys", "store": os.path.join(workdir, "keys")}))
     orders = {table: tuple((name.encode(), div) for name, div in order) for table, order in keys.items() if order}
-    c_built = _ch_rows.load_encoder(pure=False) is not None
+    c_built = store_rows.load_encoder(pure=False) is not None
     variants: dict[str, dict[str, tuple[str, list[str]]]] = {}
     for label, pure, lowcardinality, by_key in CEILING_VARIANTS:
         if not pure and not c_built:
@@ -147,7 +147,7 @@ def ceiling_files(groups: list, workdir: str) -> dict[str, dict[str, tuple[str, 
         for table, parts in chunks.items():
             data = b"".join(parts)
             if lowcardinality is not None:
-                from scope_otel.export._chnative import merge_blocks
+                from scope_otel.store._chnative import merge_blocks
 
                 data = merge_blocks(data, _table_types() if lowcardinality else {}, None,
                                     orders.get(table) if by_key else None)
@@ -172,8 +172,8 @@ def _child(job: dict) -> str:
 def child_main(job: dict) -> None:
     """In a child process: a store's row count or its tables' sorting keys, or chDB's own ingest rate
     for prebuilt files (the ceiling)."""
-    from scope_otel.export._ch_backend import Backend, _sorting_keys
-    from scope_otel.export._ch_target import parse
+    from scope_otel.store.engine import Backend, _sorting_keys
+    from scope_otel.store.target import parse
 
     if job["op"] == "count":
         from scope_otel.store import Store
@@ -257,7 +257,7 @@ def ingest(spans: list, batch_size: int, workdir: str, process_runs: int = 5) ->
 
     # where the application side spends its time, stage by stage, for the
     # encoder in use and for the pure-Python path (the peer)
-    from scope_otel.export._ch_spool import Spool
+    from scope_otel.store.spool import Spool
 
     n = len(spans)
     for label, pure in (("app", None), ("python", True)):
@@ -276,7 +276,7 @@ def ingest(spans: list, batch_size: int, workdir: str, process_runs: int = 5) ->
         t3 = time.perf_counter()
         out[f"stages_{label}"] = (1e6 * (t1 - t0) / n, 1e6 * (t2 - t1) / n, 1e6 * (t3 - t2) / n)
         del built, encoded
-    out["encoder"] = "C (_chnative)" if _ch_rows.ENCODER is not None else "pure Python"
+    out["encoder"] = "C (_chnative)" if store_rows.ENCODER is not None else "pure Python"
 
     # inprocess mode: chDB in this process (loaded only now), timed until everything is written.
     store = os.path.join(workdir, "inprocess")
@@ -343,7 +343,7 @@ def timed(fn, repeat: int) -> float:
 
 
 def queries(n: int, workdir: str, repeat: int) -> dict:
-    from scope_otel.export._ch_target import parse
+    from scope_otel.store.target import parse
     from scope_otel.store import Store
 
     store = Store(parse(os.path.join(workdir, "big"), "otel"))

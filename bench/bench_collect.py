@@ -48,7 +48,7 @@ def _spans(n: int = BATCH) -> list:
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from scope_otel.distributed.processor import HLCSpanProcessor
+    from scope_otel.causal.processor import HLCSpanProcessor
 
     memory = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": "bench"}))
@@ -117,8 +117,8 @@ def _serve_null(ready: str) -> int:
     """The collector of ``scope-otel collect`` with a sink that stores nothing (receiver cost only)."""
     from opentelemetry.sdk.trace.export import SpanExportResult
 
-    from scope_otel.distributed.cli import _serve
-    from scope_otel.distributed.collector import Collector
+    from scope_otel.collect.cli import _serve
+    from scope_otel.collect.collector import Collector
 
     class NullSink:
         def export_otlp(self, request):

@@ -46,7 +46,7 @@ def _rewritten_fib(level: str):
     import types
 
     from scope_otel.instrument.rewrite import rewrite_module
-    from scope_otel.planner.plan import Plan
+    from scope_otel.plan import Plan
 
     name = f"bench_fib_{level}"
     tree = ast.parse(_FIB_SOURCE, __file__)

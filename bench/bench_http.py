@@ -72,6 +72,8 @@ CONTRIB_PACKAGES = (
     "opentelemetry-distro==0.66b1",
     "opentelemetry-instrumentation-flask==0.66b1",
     "opentelemetry-instrumentation-sqlalchemy==0.66b1",
+    "opentelemetry-instrumentation-django==0.66b1",
+    "opentelemetry-instrumentation-sqlite3==0.66b1",
     "opentelemetry-exporter-otlp==1.45.1",
     "sqlalchemy>=2.0,<2.1",
 )
@@ -132,7 +134,7 @@ def versions() -> str:
     import sqlalchemy
 
     return (
-        f"flask={version('flask')} werkzeug={version('werkzeug')} sqlalchemy={sqlalchemy.__version__}"
+        f"flask={version('flask')} werkzeug={version('werkzeug')} django={version('django')} sqlalchemy={sqlalchemy.__version__}"
         f" python={sys.version.split()[0]}"
     )
 
@@ -150,7 +152,77 @@ def serve(port: int, db_path: str) -> None:
     server.serve_forever()
 
 
-def _in_process_app(mode: str, db_path: str) -> Callable[[int], None]:
+# --------------------------------------------------------------------------
+# the Django app (``--app django``): the same two queries through the ORM
+# --------------------------------------------------------------------------
+
+def _django_item(request, item_id: int):
+    from django.http import Http404, JsonResponse
+
+    item = _DjangoItem.objects.filter(pk=item_id).values("id", "name", "price").first()
+    if item is None:
+        raise Http404("no such item")
+    stock = _DjangoStock.objects.filter(item_id=item_id).count()
+    return JsonResponse(describe(item["id"], item["name"], item["price"], stock))
+
+
+_DjangoItem = _DjangoStock = None
+urlpatterns: list = []  # ROOT_URLCONF of the Django app: this module
+
+
+def configure_django(db_path: str) -> None:
+    """Django's settings, before any instrumentation reads them."""
+    from django.conf import settings
+
+    settings.configure(
+        DEBUG=False, SECRET_KEY="bench", ALLOWED_HOSTS=["*"], ROOT_URLCONF="bench_http", USE_TZ=True,
+        MIDDLEWARE=["django.middleware.common.CommonMiddleware"], INSTALLED_APPS=[], LOGGING_CONFIG=None,
+        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": db_path}},
+    )
+
+
+def build_django_app(db_path: str):
+    """A Django WSGI handler over SQLite with two models and one view (settings from :func:`configure_django`)."""
+    global _DjangoItem, _DjangoStock
+    import django
+
+    django.setup()
+    from django.db import connection, models
+    from django.urls import path
+
+    class Item(models.Model):
+        name = models.TextField()
+        price = models.FloatField()
+
+        class Meta:
+            app_label = "bench"
+            db_table = "items"
+
+    class Stock(models.Model):
+        item_id = models.IntegerField()
+
+        class Meta:
+            app_label = "bench"
+            db_table = "stock"
+
+    _DjangoItem, _DjangoStock = Item, Stock
+    urlpatterns[:] = [path("items/<int:item_id>", _django_item)]
+    with connection.schema_editor() as editor:
+        for model in (Item, Stock):
+            if model._meta.db_table not in connection.introspection.table_names():
+                editor.create_model(model)
+    Stock.objects.all().delete()
+    Item.objects.all().delete()
+    for i in range(1, 11):
+        Item.objects.create(id=i, name=f"item{i}", price=i * 1.5)
+        Stock.objects.create(item_id=i)
+    connection.close()
+    from django.core.handlers.wsgi import WSGIHandler
+
+    return WSGIHandler()
+
+
+def _in_process_app(mode: str, db_path: str, app_name: str = "flask") -> Callable[[int], None]:
     """The app of ``mode`` with a bare SDK ``TracerProvider`` (spans made,
     nothing exported), as a function making request number ``i``."""
     import io
@@ -159,19 +231,37 @@ def _in_process_app(mode: str, db_path: str) -> Callable[[int], None]:
     from opentelemetry.sdk.trace import TracerProvider
 
     trace.set_tracer_provider(TracerProvider())
-    if mode == "contrib":
+    if app_name == "django":
+        configure_django(db_path)
+        if mode == "contrib":  # contrib's Django plus its DB-API instrumentation for the same driver
+            from opentelemetry.instrumentation.django import DjangoInstrumentor
+            from opentelemetry.instrumentation.sqlite3 import SQLite3Instrumentor
+
+            DjangoInstrumentor().instrument()
+            SQLite3Instrumentor().instrument()
+        elif mode == "scope":
+            from scope_otel.instrumentors.dbapi import ScopeDBAPIInstrumentor
+            from scope_otel.instrumentors.django import ScopeDjangoInstrumentor
+
+            ScopeDjangoInstrumentor().instrument()
+            ScopeDBAPIInstrumentor().instrument()
+        app = build_django_app(db_path)
+    if mode == "contrib" and app_name == "flask":
         from opentelemetry.instrumentation.flask import FlaskInstrumentor
         from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
         FlaskInstrumentor().instrument()
         SQLAlchemyInstrumentor().instrument(skip_dep_check=True)
-    elif mode == "scope":
+    elif mode == "scope" and app_name == "flask":
+        from scope_otel.instrumentors.dbapi import ScopeDBAPIInstrumentor
         from scope_otel.instrumentors.flask import ScopeFlaskInstrumentor
         from scope_otel.instrumentors.sqlalchemy import ScopeSQLAlchemyInstrumentor
 
         ScopeFlaskInstrumentor().instrument()
         ScopeSQLAlchemyInstrumentor().instrument()
-    app = build_app(db_path)
+        ScopeDBAPIInstrumentor().instrument()  # as under scope-otel run: the driver is traced too
+    if app_name == "flask":
+        app = build_app(db_path)
     base = {
         "REQUEST_METHOD": "GET", "SERVER_NAME": "bench", "SERVER_PORT": "80", "HTTP_HOST": "bench:80",
         "wsgi.url_scheme": "http", "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1",
@@ -180,6 +270,8 @@ def _in_process_app(mode: str, db_path: str) -> Callable[[int], None]:
 
     def call(i: int) -> None:
         environ = dict(base, PATH_INFO=f"/items/{i % 10 + 1}", **{"wsgi.input": io.BytesIO(), "wsgi.errors": sys.stderr})
+        if app_name == "django":
+            environ["SCRIPT_NAME"] = ""
         body = app(environ, lambda status, headers, exc_info=None: None)
         b"".join(body)
         getattr(body, "close", lambda: None)()
@@ -205,14 +297,15 @@ def in_process(mode: str, calls: int, db_path: str) -> float:
     return best
 
 
-def in_process_instructions(mode: str, calls: int, db_path: str) -> None:
+def in_process_instructions(mode: str, calls: int, db_path: str, app_name: str = "flask") -> None:
     """Worker of ``--instructions``, run under ``valgrind --tool=callgrind
     --instr-atstart=no``: counting is switched on for the measured requests
     only (``callgrind_control -i``), after a warm-up, so start-up and imports
     are not counted."""
     import gc
 
-    call = _in_process_app(mode, db_path)
+    call = _in_process_app(mode, db_path, app_name)
+    spans = _count_spans()
     for i in range(100):
         call(i)
     gc.collect()
@@ -221,6 +314,7 @@ def in_process_instructions(mode: str, calls: int, db_path: str) -> None:
     for i in range(calls):
         call(i)
     subprocess.run(["callgrind_control", "-i", "off", pid], capture_output=True, check=True)
+    print("SPANS", spans[0] / (100 + calls))
 
 
 def run_in_process(calls: int, envs: dict[str, tuple[str, dict[str, str]]], workdir: str) -> None:
@@ -329,7 +423,8 @@ def ensure_contrib_venv() -> str:
     """
     from importlib.metadata import version
 
-    wanted = [*CONTRIB_PACKAGES, f"flask=={version('flask')}", f"werkzeug=={version('werkzeug')}"]
+    wanted = [*CONTRIB_PACKAGES, f"flask=={version('flask')}", f"werkzeug=={version('werkzeug')}",
+              f"django=={version('django')}"]
     stamp = os.path.join(CONTRIB, "bench-packages.txt")
     bindir = os.path.join(CONTRIB, "bin")
     try:
@@ -379,25 +474,44 @@ def ensure_sqlalchemy(contrib_bin: str) -> str | None:
     return SA20
 
 
-def run_instructions(calls: int, envs: dict[str, tuple[str, dict[str, str]]], workdir: str) -> None:
+def _count_spans() -> list[int]:
+    """Ended spans so far (a processor on the current provider): each mode must make the same spans."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    count = [0]
+
+    class Count(SpanProcessor):
+        def on_end(self, span):
+            count[0] += 1
+
+    trace.get_tracer_provider().add_span_processor(Count())
+    return count
+
+
+def run_instructions(calls: int, envs: dict[str, tuple[str, dict[str, str]]], workdir: str,
+                     app_name: str = "flask") -> None:
     """``--instructions``: instructions per request of each in-process mode
     (callgrind), exact and independent of the machine's load."""
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("--instructions needs valgrind (callgrind_control) on PATH")
-    results, seen = {}, {}
+    results, seen, spans = {}, {}, {}
     for mode in ("uninstrumented", "contrib", "scope"):
         python, extra = envs[mode]
         out = os.path.join(workdir, f"callgrind.{mode}")
         code = (
-            "import sys, bench_http; bench_http.in_process_instructions(sys.argv[1], int(sys.argv[2]), sys.argv[3]); "
+            "import sys, bench_http; "
+            "bench_http.in_process_instructions(sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]); "
             "print(bench_http.versions())"
         )
         ran = subprocess.run(
             ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
-             python, "-c", code, mode, str(calls), os.path.join(workdir, f"{mode}.db")],
+             python, "-c", code, mode, str(calls), os.path.join(workdir, f"{mode}.db"), app_name],
             env=dict(os.environ, PYTHONHASHSEED="0", **extra), capture_output=True, text=True, check=True,
         )
-        seen[mode] = ran.stdout.strip().splitlines()[-1]
+        lines = ran.stdout.strip().splitlines()
+        seen[mode] = lines[-1]
+        spans[mode] = next(float(line.split()[1]) for line in lines if line.startswith("SPANS"))
         total = 0
         for name in os.listdir(workdir):  # one file per thread or dump
             if name.startswith(f"callgrind.{mode}"):
@@ -406,9 +520,10 @@ def run_instructions(calls: int, envs: dict[str, tuple[str, dict[str, str]]], wo
         results[mode] = total / calls
     same_versions(seen)
     _per_request_table(
-        f"instructions: WSGI app called directly, {calls} calls counted after 100 warm-up (callgrind); "
+        f"instructions: {app_name} app (WSGI) called directly, {calls} calls counted after 100 warm-up (callgrind); "
         f"bare SDK TracerProvider (no export); {seen['scope']}", ("M instr/req", "added M"), results,
         scale=1e-6, digits=3)
+    print("spans per request: " + ", ".join(f"{mode} {count:.2f}" for mode, count in spans.items()))
 
 
 def _free_port() -> int:
@@ -535,6 +650,10 @@ def main(argv: list[str] | None = None) -> int:
         help="instead: instructions per request with the WSGI app called directly (callgrind; load-independent)",
     )
     parser.add_argument(
+        "--app", choices=("flask", "django"), default="flask",
+        help="with --instructions: Flask + SQLAlchemy (default) or Django's ORM (contrib: Django + sqlite3)",
+    )
+    parser.add_argument(
         "--exporter", choices=("otlp", "none"), default="otlp",
         help="otlp: every mode exports to the sink; none: spans are made but not exported (instrumentation cost only)",
     )
@@ -548,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir = tempfile.mkdtemp(prefix="bench-http-")
         try:
             if args.instructions:
-                run_instructions(200 if args.quick else 600, environments(sa_path, contrib_bin), workdir)
+                run_instructions(200 if args.quick else 600, environments(sa_path, contrib_bin), workdir, args.app)
             else:
                 run_in_process(300 if args.quick else 1000, environments(sa_path, contrib_bin), workdir)
         finally:

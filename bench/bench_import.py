@@ -229,11 +229,11 @@ def _script(modules: list[str], globs: list[str] | None) -> str:
     # and importlib.metadata) and load the configuration, as the launcher does
     # before it applies a plan: what remains is the hook's own work.
     setup = ("import scope_otel.capture.runtime, scope_otel.instrument, scope_otel.instrument.wrap\n"
-             "import scope_otel.planner.plan, scope_otel.config\n"
+             "import scope_otel.plan, scope_otel.config\n"
              "scope_otel.config.current()\n")
     if globs is not None:
         setup += ("t0 = time.perf_counter()\n"
-                  "scope_otel.instrument.apply(scope_otel.planner.plan.Plan.from_globs(%r, 'full'))\n"
+                  "scope_otel.instrument.apply(scope_otel.plan.Plan.from_globs(%r, 'full'))\n"
                   "applied = time.perf_counter() - t0\n" % (globs,))
     else:
         setup += "applied = 0.0\n"
@@ -273,7 +273,7 @@ def measure_tree(path: list[str], modules: list[str], globs: list[str], tree_dir
 def rewrite_cost(sources: list[bytes], repeat: int) -> tuple[float, float, int]:
     """Seconds per 1,000 lines: (parse + compile, parse + rewrite + compile), and the line count."""
     from scope_otel.instrument.rewrite import rewrite_module
-    from scope_otel.planner.plan import Plan
+    from scope_otel.plan import Plan
 
     plan = Plan.from_globs(["*"], "full")
     lines = sum(s.count(b"\n") for s in sources)
@@ -313,7 +313,7 @@ def call_overhead(calls: int) -> list[tuple[str, float, float]]:
     from scope_otel.capture.ring import Ring
     from scope_otel.instrument import wrap
     from scope_otel.instrument.rewrite import rewrite_module
-    from scope_otel.planner.plan import Plan
+    from scope_otel.plan import Plan
 
     runtime.bind_ring(Ring(1 << 12))  # nothing drains it here: keep it small, drop the oldest
     plan = Plan.from_globs(["callbench"], "full")

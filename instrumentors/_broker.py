@@ -5,7 +5,7 @@ correlation views:
 
 * sending: a PRODUCER span ``send <destination>`` is current while the
   library call runs; the trace context and hybrid logical clock of that span
-  travel with the message (:func:`scope_otel.distributed.carrier.inject`);
+  travel with the message (:func:`scope_otel.causal.carrier.inject`);
 * receiving one message: a CONSUMER span ``process <destination>`` whose
   parent is the producer span *and* which links to it, so the trace crosses
   the broker as one tree and ``messaging`` edges are explicit;
@@ -28,8 +28,9 @@ from typing import Any, Iterator, Mapping
 from opentelemetry import context, trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from scope_otel.distributed import carrier as _carrier
-from scope_otel.instrumentors._support import capture_runtime, failed
+from scope_otel.causal import carrier as _carrier
+from scope_otel.instrumentors._record import capture_runtime
+from scope_otel.instrumentors._report import failed
 
 Message = tuple[Mapping[str, str], "str | None"]  # (carrier, message id)
 

@@ -3,8 +3,8 @@
 Importing a library only to patch it costs the program its import time even
 when it never uses the library: Django, redis and pika together added about
 a second of CPU to the start of a Flask app that imports none of them.  An
-integration names its library (``ScopeInstrumentor._library``, which calls
-:func:`when_imported`; the HTTP clients call it once per client): ``attach`` runs at once if
+integration's hooks each name their module (``_base``, which calls
+:func:`when_imported` once per module): ``attach`` runs at once if
 the module is already imported, else right after the program imports it
 (``wrapt``'s post-import hooks, the same hooks ``wrapt`` users rely on), so
 classes are still patched before the program can use them, and apps, engines
@@ -23,7 +23,7 @@ from typing import Callable
 
 import wrapt
 
-from scope_otel.instrumentors._support import failed
+from scope_otel.instrumentors._report import failed
 
 
 class Pending:

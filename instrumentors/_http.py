@@ -36,7 +36,7 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from scope_otel.instrumentors._support import failed
+from scope_otel.instrumentors._report import failed
 
 STABLE, OLD, DUP = "stable", "old", "dup"
 _OPT_IN = "OTEL_SEMCONV_STABILITY_OPT_IN"
@@ -206,7 +206,7 @@ _GETTER = _EnvironGetter()
 _PLAIN_PROPAGATORS = {
     "opentelemetry.trace.propagation.tracecontext.TraceContextTextMapPropagator": "empty",
     "opentelemetry.baggage.propagation.W3CBaggagePropagator": "current",
-    "scope_otel.distributed.propagator.HLCPropagator": "empty",
+    "scope_otel.causal.propagator.HLCPropagator": "empty",
 }
 _NO_PLAN = (None, None, None)
 _extract_plan: tuple[Any, tuple[str, ...] | None, str | None] = _NO_PLAN

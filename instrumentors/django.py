@@ -28,17 +28,39 @@ Signals
     ``request_started`` stamps the request's arrival, so the span starts
     where Django starts even when the middleware is not first;
     ``got_request_exception`` records the exception (event, ``error.type``,
-    ERROR status) that Django turns into a 500; ``post_save`` and
-    ``post_delete`` become ``scope.state_change`` events on the current span
-    (inside a function recorded by the capture runtime, on a zero-length
-    child span of that function)
+    ERROR status) that Django turns into a 500; ``post_save`` (connected once
+    the program imports ``django.db.models``) becomes a ``scope.state_change``
+    event on the current span (inside a function recorded by the capture
+    runtime, on a zero-length child span of that function)
     (``scope.target`` = ``django:<app_label.Model>``, ``scope.action`` =
-    ``insert``/``update``/``delete``, ``scope.pk``, ``scope.db_alias``; at
-    level ``full`` also ``scope.value``, the field values redacted by the
-    ``redact`` patterns and truncated).  ``pre_save`` is not used: a change is
-    a fact once saved, and a failed save shows as an exception.  The span
-    ends when the view's response comes back; a streaming response's span
-    ends when the response is closed (Django's ``request_finished`` point).
+    ``insert``/``update``, ``scope.pk``, ``scope.db_alias``; at level ``full``
+    also ``scope.value``: the fields already loaded on the instance, read
+    from its ``__dict__`` (never a deferred field, never a related object,
+    never a query), redacted by the ``redact`` patterns and truncated).
+    Nothing listens to ``pre_delete``/``post_delete``: a receiver there
+    makes Django give up fast deletes (it would SELECT every row first); a
+    deletion shows as its ``DELETE`` span.  ``pre_save`` is not used: a
+    change is a fact once saved, and a failed save shows as an exception.
+    The span ends when the view's response comes back; a streaming
+    response's span ends, once, when the response is closed (Django's
+    ``request_finished`` point).
+
+SQL
+    Django's own hook, ``connection.execute_wrapper``, is installed on every
+    connection as it is created (the ``connection_created`` signal) and on
+    those already open when the program imports ``django.db``: every
+    statement through a Django cursor (ORM queries, raw cursors,
+    ``executemany``, savepoints and the ``BEGIN`` of ``atomic`` blocks, sync
+    and async views, every backend) is one CLIENT span in the shared SQL
+    shape (``_sql``: named by ``db.query.summary``, ``db.system.name``,
+    ``db.namespace``, ``db.query.text`` with placeholders, ``server.address``,
+    ``db.response.returned_rows`` where the driver reports it, ``error.type``),
+    nested under the function or request it runs in.  ``COMMIT`` and
+    ``ROLLBACK`` are the driver's (``commit()`` is not a cursor statement):
+    they are spans where the DB-API integration traces the driver.  The
+    request span carries ``scope.db.statements`` and
+    ``scope.db.repeated_statements`` (same ``db.query.text`` again: N+1).
+    Over an instrumented driver a statement is still one span: this one.
 
 Span name, attributes and options
     As the Flask integration (one shared implementation): ``METHOD route``
@@ -63,16 +85,11 @@ from typing import Any, Callable
 
 from opentelemetry import context, trace
 
-from scope_otel.instrumentors import _http
-from scope_otel.instrumentors._support import (
-    ScopeInstrumentor,
-    add_event,
-    failed,
-    level,
-    patch,
-    redacted_repr,
-    unpatch,
-)
+from scope_otel.instrumentors import _http, _sql
+from scope_otel.instrumentors._base import Call, Patch, Receiver, ScopeInstrumentor
+from scope_otel.instrumentors._record import add_event, level
+from scope_otel.instrumentors._report import failed, say_once
+from scope_otel.instrumentors._support import redacted_repr
 from scope_otel.version import __version__
 
 MIDDLEWARE = "scope_otel.instrumentors.django.ScopeOtelMiddleware"
@@ -83,53 +100,47 @@ _MODE = "_scope_otel_mode"  # handler attribute: "middleware", "wrap" or "contri
 
 
 class _State:
-    tracer: trace.Tracer
-    options: _http.ServerOptions
-    position: int
-    inserted: bool = False  # did load_middleware put MIDDLEWARE into settings?
+    def __init__(self, **kwargs: Any) -> None:
+        self.tracer = trace.get_tracer(__name__, __version__, kwargs.get("tracer_provider"))
+        self.options = _http.ServerOptions.from_env("django", **kwargs)
+        position = kwargs.get("middleware_position", os.environ.get("OTEL_PYTHON_DJANGO_MIDDLEWARE_POSITION", 0))
+        try:
+            self.position = int(position)
+        except (TypeError, ValueError):
+            say_once("django.position", f"scope-otel: middleware position {position!r} is not an integer; using 0")
+            self.position = 0
+        self.inserted = False  # did load_middleware put MIDDLEWARE into settings?
 
 
 _state: _State | None = None
 
 
 class ScopeDjangoInstrumentor(ScopeInstrumentor):
-    """Django ≥ 4.2: SERVER spans (WSGI and ASGI) and model-change events."""
+    """Django ≥ 4.2: SERVER spans (WSGI and ASGI), SQL spans and model-change events."""
 
     _requires = ("django >= 4.2",)
     _what = "Django"
-    _library = "django"  # a Flask app never pays for importing Django
 
-    def _attach(self, **kwargs: Any) -> None:
-        from django.core.handlers.base import BaseHandler
+    def _configure(self, **kwargs: Any) -> _State:
+        return _State(**kwargs)
 
-        global _state
-        state = _State()
-        state.tracer = trace.get_tracer(__name__, __version__, kwargs.get("tracer_provider"))
-        state.options = _http.ServerOptions.from_env("django", **kwargs)
-        position = kwargs.get("middleware_position", os.environ.get("OTEL_PYTHON_DJANGO_MIDDLEWARE_POSITION", 0))
-        try:
-            state.position = int(position)
-        except (TypeError, ValueError):
-            from scope_otel.instrumentors._support import say_once
-
-            say_once("django.position", f"scope-otel: middleware position {position!r} is not an integer; using 0")
-            state.position = 0
-        _state = state
-        patch(BaseHandler, "load_middleware", _make_load_middleware)
-        patch(BaseHandler, "get_response", _make_get_response)
-        patch(BaseHandler, "get_response_async", _make_get_response_async)
-        for signal, receiver in _receivers():
-            signal.connect(receiver, weak=False, dispatch_uid=f"scope_otel.{receiver.__name__}")
-
-    def _detach(self, **kwargs: Any) -> None:
-        global _state
-        from django.core.handlers.base import BaseHandler
-
-        for name in ("load_middleware", "get_response", "get_response_async"):
-            unpatch(BaseHandler, name)
-        for signal, receiver in _receivers():
-            signal.disconnect(receiver, dispatch_uid=f"scope_otel.{receiver.__name__}")
-        _state = None
+    @property
+    def _hooks(self) -> tuple:
+        # each part once the program imports its module: a Flask app never pays for importing Django
+        handlers = "django.core.handlers.base"
+        return (
+            Patch(handlers, "BaseHandler", "load_middleware", _make_load_middleware),
+            Patch(handlers, "BaseHandler", "get_response", _make_get_response),
+            Patch(handlers, "BaseHandler", "get_response_async", _make_get_response_async),
+            Receiver("django.core.signals", "request_started", _on_request_started),
+            Receiver("django.core.signals", "got_request_exception", _on_exception),
+            Receiver("django.db.backends.signals", "connection_created", _on_connection_created),
+            Call("django.db", _attach_sql, _detach_sql),
+            # nothing on pre_delete/post_delete: a receiver there makes Django
+            # give up fast deletes (it SELECTs every row first); a deletion
+            # shows as its DELETE span instead
+            Receiver("django.db.models", "signals.post_save", _on_post_save),
+        )
 
 
 # --------------------------------------------------------------------------
@@ -280,15 +291,17 @@ def _start(request: Any) -> tuple[trace.Span, object] | None:
         if arrived is None:
             arrived = (getattr(request, "scope", None) or {}).get(_ARRIVED)
         span, ctx = _http.start_server_span(state.tracer, meta, state.options, scheme=scheme, start_time=arrived)
+        ctx = _sql.track(ctx)
         meta[_SPAN] = span
-        return span, context.attach(ctx)
+        return span, context.attach(ctx), ctx
     except Exception:
         failed("django.start")
         return None
 
 
 def _finish(request: Any, started: tuple, response: Any = None, exc: BaseException | None = None) -> None:
-    span, token = started
+    span, token, ctx = started
+    end = _End(span, ctx)
     try:
         context.detach(token)
     except Exception:
@@ -301,7 +314,7 @@ def _finish(request: Any, started: tuple, response: Any = None, exc: BaseExcepti
         _http.set_route(span, request.method, route, options)
         if exc is not None:
             _http.record_exception(span, exc, options)
-            span.end()
+            end()
             return
         _http.set_status(span, response.status_code, options)
         if options.response_headers is not None or options.response_hook is not None:
@@ -309,12 +322,28 @@ def _finish(request: Any, started: tuple, response: Any = None, exc: BaseExcepti
             _http.capture_response_headers(span, headers, options)
             _http.call_response_hook(span, f"{response.status_code} {response.reason_phrase}", headers, options)
         if getattr(response, "streaming", False):
-            response._resource_closers.append(span.end)  # ends with the stream
+            response._resource_closers.append(end)  # ends with the stream
         else:
-            span.end()
+            end()
     except Exception:
         failed("django.finish")
-        span.end()
+        end()
+
+
+class _End:
+    """Ends a request's span once, with its SQL counts, however often it is called."""
+
+    __slots__ = ("_span", "_ctx")
+
+    def __init__(self, span: trace.Span, ctx: Any) -> None:
+        self._span = span
+        self._ctx = ctx
+
+    def __call__(self) -> None:
+        span, self._span = self._span, None
+        if span is not None:
+            _sql.report(span, self._ctx)
+            span.end()
 
 
 # --------------------------------------------------------------------------
@@ -342,15 +371,16 @@ def _state_change(instance: Any, action: str, using: str | None) -> None:
     if state is None or not trace.get_current_span().get_span_context().is_valid:
         return
     meta = instance._meta
-    attrs: dict[str, Any] = {
-        "scope.target": f"django:{meta.label}",
-        "scope.action": action,
-        "scope.pk": str(instance.pk),
-    }
+    loaded = instance.__dict__  # fields already loaded: never a query, never a descriptor
+    attrs: dict[str, Any] = {"scope.target": f"django:{meta.label}", "scope.action": action}
+    pk = loaded.get(meta.pk.attname)
+    if pk is not None:
+        attrs["scope.pk"] = str(pk)
     if using:
         attrs["scope.db_alias"] = using
     if level() == "full":
-        attrs["scope.value"] = redacted_repr({f.attname: getattr(instance, f.attname, None) for f in meta.concrete_fields})
+        attrs["scope.value"] = redacted_repr(
+            {f.attname: loaded[f.attname] for f in meta.concrete_fields if f.attname in loaded})
     add_event(state.tracer, "scope.state_change", attrs)
 
 
@@ -361,20 +391,95 @@ def _on_post_save(sender: Any, instance: Any = None, created: bool = False, usin
         failed("django.post_save")
 
 
-def _on_post_delete(sender: Any, instance: Any = None, using: str | None = None, **_: Any) -> None:
+# --------------------------------------------------------------------------
+# SQL: Django's execute_wrapper on every connection
+# --------------------------------------------------------------------------
+
+class _SQLWrapper:
+    """One connection's execute wrapper: a CLIENT span per statement (the
+    shared shape, ``_sql``), claimed so the driver underneath makes no
+    second span."""
+
+    __slots__ = ("database",)
+
+    def __init__(self, connection: Any) -> None:
+        self.database = _database(connection)
+
+    def __call__(self, execute: Callable, sql: Any, params: Any, many: bool, context: dict) -> Any:
+        state = _state
+        if state is None or _sql.claimed() or type(sql) is not str:
+            return execute(sql, params, many, context)
+        try:
+            span, rows = _sql.start(state.tracer, self.database, sql)
+        except Exception:
+            failed("django.sql")
+            return execute(sql, params, many, context)
+        token = _sql.claim()
+        try:
+            result = execute(sql, params, many, context)
+        except BaseException as exc:
+            _sql.release(token)
+            _sql.end(span, error=exc)
+            raise
+        _sql.release(token)
+        try:
+            _sql.end(span, context["cursor"].rowcount if rows and not many else None)
+        except Exception:
+            failed("django.sql.end")
+            span.end()
+        return result
+
+
+def _database(connection: Any) -> _sql.Database:
+    settings = connection.settings_dict
+    name = settings.get("NAME")
+    vendor = connection.vendor
+    if vendor == "sqlite":
+        name = _sql.database_name(str(name) if name else None)
+    port = settings.get("PORT")
+    return _sql.database(vendor, str(name) if name else None, settings.get("HOST") or None,
+                         int(port) if port and str(port).isdigit() else None)
+
+
+def _install(connection: Any) -> None:
+    """Put the execute wrapper on ``connection`` (once; refreshed on reconnect:
+    the test runner renames the database)."""
+    for wrapper in connection.execute_wrappers:
+        if isinstance(wrapper, _SQLWrapper):
+            wrapper.database = _database(connection)
+            return
+    connection.execute_wrappers.append(_SQLWrapper(connection))
+
+
+def _uninstall(connection: Any) -> None:
+    connection.execute_wrappers[:] = [w for w in connection.execute_wrappers if not isinstance(w, _SQLWrapper)]
+
+
+def _on_connection_created(sender: Any, connection: Any = None, **_: Any) -> None:
     try:
-        _state_change(instance, "delete", using)
+        if connection is not None and _state is not None:
+            _install(connection)
     except Exception:
-        failed("django.post_delete")
+        failed("django.connection_created")
 
 
-def _receivers() -> list[tuple[Any, Callable]]:
-    from django.core import signals
-    from django.db.models import signals as model_signals
+def _open_connections() -> list:
+    """This thread's connection wrappers that exist already (none before settings)."""
+    from django.conf import settings
 
-    return [
-        (signals.request_started, _on_request_started),
-        (signals.got_request_exception, _on_exception),
-        (model_signals.post_save, _on_post_save),
-        (model_signals.post_delete, _on_post_delete),
-    ]
+    if not settings.configured:
+        return []
+    from django.db import connections
+
+    return connections.all(initialized_only=True)
+
+
+def _attach_sql(_module: Any) -> None:
+    """The execute wrapper on the connections open already (new ones: ``connection_created``)."""
+    for connection in _open_connections():
+        _install(connection)
+
+
+def _detach_sql(_module: Any) -> None:
+    for connection in _open_connections():
+        _uninstall(connection)

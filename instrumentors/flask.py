@@ -56,23 +56,37 @@ from typing import Any, Callable
 
 from opentelemetry import context, trace
 
-from scope_otel.instrumentors import _http
-from scope_otel.instrumentors._support import ScopeInstrumentor, failed, patch, unpatch
+from scope_otel.instrumentors import _http, _sql
+from scope_otel.instrumentors._base import Call, Patch, Receiver, ScopeInstrumentor
+from scope_otel.instrumentors._report import failed
 from scope_otel.version import __version__
 
 _SPAN = "scope_otel.span"
 _RECORDED = "scope_otel.recorded"
 _TEMPLATES = "scope_otel.templates"
+_BUFFERED = "scope_otel.buffered"  # the response's body is a list: finished when returned
 
 
 class _State:
-    tracer: trace.Tracer
-    options: _http.ServerOptions
+    def __init__(self, **kwargs: Any) -> None:
+        self.tracer = trace.get_tracer(__name__, __version__, kwargs.get("tracer_provider"))
+        self.options = _http.ServerOptions.from_env("flask", **kwargs)
+        self.flask: Any = None  # the flask module, once the program imports it
+        self.request_ctx: Any = None  # flask.globals._cv_request where Flask has it (3.0, 3.1): the cheap way in
+
+
+def _bind(flask: Any) -> None:
+    state = _state
+    if state is not None:
+        state.flask = flask
+        state.request_ctx = getattr(flask.globals, "_cv_request", None)
+
+
+def _unbind(flask: Any) -> None:
+    pass
 
 
 _state: _State | None = None
-_flask: Any = None  # the flask module, once instrumented (imported lazily: it may be absent)
-_request_ctx: Any = None  # flask.globals._cv_request where Flask has it (3.0, 3.1): the cheap way in
 
 
 class ScopeFlaskInstrumentor(ScopeInstrumentor):
@@ -80,29 +94,21 @@ class ScopeFlaskInstrumentor(ScopeInstrumentor):
 
     _requires = ("flask >= 3.0",)
     _what = "Flask"
-    _library = "flask"
 
-    def _attach(self, **kwargs: Any) -> None:
-        import flask
+    def _configure(self, **kwargs: Any) -> _State:
+        return _State(**kwargs)
 
-        global _state, _flask, _request_ctx
-        state = _State()
-        state.tracer = trace.get_tracer(__name__, __version__, kwargs.get("tracer_provider"))
-        state.options = _http.ServerOptions.from_env("flask", **kwargs)
-        _state, _flask = state, flask
-        _request_ctx = getattr(flask.globals, "_cv_request", None)
-        patch(flask.Flask, "__call__", _make_call)
-        for signal, receiver in _receivers():
-            signal.connect(receiver, weak=False)
-
-    def _detach(self, **kwargs: Any) -> None:
-        global _state
-        import flask
-
-        unpatch(flask.Flask, "__call__")
-        for signal, receiver in _receivers():
-            signal.disconnect(receiver)
-        _state = None
+    @property
+    def _hooks(self) -> tuple:
+        return (
+            Patch("flask", "Flask", "__call__", _make_call),
+            Call("flask", _bind, _unbind),
+            Receiver("flask", "request_started", _on_request_started),
+            Receiver("flask", "got_request_exception", _on_exception),
+            Receiver("flask", "request_finished", _on_request_finished),
+            Receiver("flask", "before_render_template", _on_before_render),
+            Receiver("flask", "template_rendered", _on_rendered),
+        )
 
 
 def _make_call(original: Callable) -> Callable:
@@ -119,6 +125,7 @@ def _make_call(original: Callable) -> Callable:
             if options.excluded is not None and _http.is_excluded(environ, options):
                 return original(self, environ, start_response)
             span, ctx = _http.start_server_span(state.tracer, environ, options)
+            ctx = _sql.track(ctx)
             environ[_SPAN] = span
             token = context.attach(ctx)
         except Exception:
@@ -142,14 +149,20 @@ def _make_call(original: Callable) -> Callable:
             try:
                 if environ.get(_RECORDED) is not exc:  # a signal may have recorded it already
                     _http.record_exception(span, exc, options)
+                _sql.report(span, ctx)
                 span.end()
             except Exception:
                 failed("flask.end")
             raise
         finally:
             context.detach(token)
+        if environ.get(_BUFFERED):
+            _sql.report(span, ctx)
+            span.end()  # the whole body is in memory: the request is finished
+            return body
         file_wrapper = environ.get("wsgi.file_wrapper")
         if isinstance(file_wrapper, type) and isinstance(body, file_wrapper):
+            _sql.report(span, ctx)
             span.end()  # keep the server's sendfile path; the transfer is not timed
             return body
         return _Body(body, span, ctx)
@@ -158,7 +171,9 @@ def _make_call(original: Callable) -> Callable:
 
 
 class _Body:
-    """The response iterable; the span ends when the server closes it.
+    """A streamed response's iterable; the span ends exactly once, when the
+    stream is exhausted, fails, or is closed, or at the latest when the
+    iterable is released (a server or test client that never closes it).
 
     Iteration runs in the request's context, so spans made while a streamed
     response is produced nest under the request span.
@@ -182,12 +197,22 @@ class _Body:
                 self._it = iter(self._body)
             return next(self._it)
         except StopIteration:
+            self._end()
             raise
         except BaseException as exc:
-            _http.record_exception(self._span, exc)
+            span = self._span
+            if span is not None:
+                _http.record_exception(span, exc)
+                self._end()
             raise
         finally:
             context.detach(token)
+
+    def _end(self) -> None:
+        span, self._span = self._span, None
+        if span is not None:
+            _sql.report(span, self._ctx)
+            span.end()
 
     def close(self) -> None:
         try:
@@ -195,7 +220,13 @@ class _Body:
             if close is not None:
                 close()
         finally:
-            self._span.end()
+            self._end()
+
+    def __del__(self) -> None:
+        try:
+            self._end()
+        except Exception:
+            failed("flask.release")
 
 
 # --------------------------------------------------------------------------
@@ -204,11 +235,14 @@ class _Body:
 
 def _request() -> Any:
     """The current Flask request object (not the proxy), or None."""
-    cv = _request_ctx
+    state = _state
+    if state is None:
+        return None
+    cv = state.request_ctx
     if cv is not None:
         ctx = cv.get(None)
         return ctx.request if ctx is not None else None
-    flask = _flask
+    flask = state.flask
     if flask is None or not flask.has_request_context():
         return None
     return flask.request._get_current_object()
@@ -246,6 +280,19 @@ def _on_exception(sender: Any, exception: BaseException | None = None, **_: Any)
         failed("flask.exception")
 
 
+def _on_request_finished(sender: Any, response: Any = None, **_: Any) -> None:
+    # werkzeug keeps a body given as bytes or str as a one-item list; anything
+    # else is an iterable the server will pull later (a stream)
+    try:
+        if response is None or type(response.__dict__.get("response")) not in (list, tuple):
+            return
+        request = _request()
+        if request is not None and _SPAN in request.environ:
+            request.environ[_BUFFERED] = True
+    except Exception:
+        failed("flask.request_finished")
+
+
 def _on_before_render(sender: Any, template: Any = None, **_: Any) -> None:
     try:
         request = _request()
@@ -273,14 +320,3 @@ def _on_rendered(sender: Any, template: Any = None, **_: Any) -> None:
         span.end()
     except Exception:
         failed("flask.template_rendered")
-
-
-def _receivers() -> list[tuple[Any, Callable]]:
-    import flask
-
-    return [
-        (flask.request_started, _on_request_started),
-        (flask.got_request_exception, _on_exception),
-        (flask.before_render_template, _on_before_render),
-        (flask.template_rendered, _on_rendered),
-    ]

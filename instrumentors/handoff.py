@@ -55,14 +55,15 @@ import queue
 import sys
 import sysconfig
 import threading
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, Callable
 
 from opentelemetry import context, propagate, trace
 from opentelemetry.trace import Link, SpanKind
 
 import scope_otel
-from scope_otel.instrumentors._support import ScopeInstrumentor, capture_runtime, failed, patch, unpatch
+from scope_otel.instrumentors._base import Patch, ScopeInstrumentor
+from scope_otel.instrumentors._record import capture_runtime
+from scope_otel.instrumentors._report import failed
 from scope_otel.version import __version__
 
 _PENDING = "_scope_otel_sent"
@@ -86,45 +87,33 @@ _IN_APP: dict[str, bool] = {}
 
 
 class _State:
-    tracer: trace.Tracer
-    runtime: Any
+    def __init__(self, **kwargs: Any) -> None:
+        self.tracer = trace.get_tracer(__name__, __version__, kwargs.get("tracer_provider"))
+        self.runtime = capture_runtime()
 
 
 _state: _State | None = None
 
 
-def _targets() -> list[tuple[type, str, Callable[[Callable], Callable]]]:
-    return [
-        (threading.Thread, "start", _wrap_thread_start),
-        (ThreadPoolExecutor, "submit", _wrap_submit),
-        (ProcessPoolExecutor, "submit", _wrap_process_submit),
-        (queue.Queue, "put", _wrap_put),
-        (queue.Queue, "get", _wrap_get),
-        (asyncio.Queue, "put_nowait", _wrap_put),
-        (asyncio.Queue, "get_nowait", _wrap_get),
-    ]
-
-
 class ScopeHandoffInstrumentor(ScopeInstrumentor):
     """Thread, executor, queue and asyncio hand-off correlation."""
 
-    _requires = ()
     _what = "hand-off"
 
-    def _instrument(self, **kwargs: Any) -> None:
-        global _state
-        state = _State()
-        state.tracer = trace.get_tracer(__name__, __version__, kwargs.get("tracer_provider"))
-        state.runtime = capture_runtime()
-        _state = state
-        for owner, name, make in _targets():
-            patch(owner, name, make)
+    def _configure(self, **kwargs: Any) -> _State:
+        return _State(**kwargs)
 
-    def _uninstrument(self, **kwargs: Any) -> None:
-        global _state
-        for owner, name, _ in _targets():
-            unpatch(owner, name)
-        _state = None
+    @property
+    def _hooks(self) -> tuple:
+        return (
+            Patch("threading", "Thread", "start", _wrap_thread_start),
+            Patch("concurrent.futures", "ThreadPoolExecutor", "submit", _wrap_submit),
+            Patch("concurrent.futures", "ProcessPoolExecutor", "submit", _wrap_process_submit),
+            Patch("queue", "Queue", "put", _wrap_put),
+            Patch("queue", "Queue", "get", _wrap_get),
+            Patch("asyncio", "Queue", "put_nowait", _wrap_put),
+            Patch("asyncio", "Queue", "get_nowait", _wrap_get),
+        )
 
 
 def dropped() -> int:

@@ -30,8 +30,6 @@ sending spans) are not traced.
 """
 from __future__ import annotations
 
-import sys
-from types import ModuleType
 from typing import Any, Callable
 
 from opentelemetry import context, propagate, trace
@@ -42,60 +40,39 @@ from opentelemetry.instrumentation.utils import (
 from opentelemetry.trace import SpanKind
 
 from scope_otel.instrumentors import _http
-from scope_otel.instrumentors._deferred import when_imported
-from scope_otel.instrumentors._support import ScopeInstrumentor, failed, patch, unpatch
+from scope_otel.instrumentors._base import Patch, ScopeInstrumentor
+from scope_otel.instrumentors._report import failed
 from scope_otel.version import __version__
 
 
 class _State:
-    tracer: trace.Tracer
-    mode: str
+    def __init__(self, **kwargs: Any) -> None:
+        self.tracer = trace.get_tracer(__name__, __version__, kwargs.get("tracer_provider"))
+        self.mode = _http.semconv_mode("http")
 
 
 _state: _State | None = None
 
 
-def _targets() -> list[tuple[str, Callable[[ModuleType], list[tuple[type, str, Callable]]]]]:
-    """(module, patches) for each client: ``patches(module)`` gives (class, method, wrapper factory)."""
-    return [
-        ("requests.sessions", lambda m: [(m.Session, "send", _wrap_requests)]),
-        ("urllib3.connectionpool", lambda m: [(m.HTTPConnectionPool, "urlopen", _wrap_urllib3)]),
-        ("httpx", lambda m: [(m.Client, "send", _wrap_httpx), (m.AsyncClient, "send", _wrap_httpx_async)]),
-        ("urllib.request", lambda m: [(m.AbstractHTTPHandler, "do_open", _wrap_urllib)]),
-    ]
-
-
 class ScopeHTTPClientsInstrumentor(ScopeInstrumentor):
     """requests, urllib3, httpx and urllib: client spans and context injection."""
 
-    _requires = ()
     _what = "HTTP clients"
 
-    def _instrument(self, **kwargs: Any) -> None:
-        global _state
-        state = _State()
-        state.tracer = trace.get_tracer(__name__, __version__, kwargs.get("tracer_provider"))
-        state.mode = _http.semconv_mode("http")
-        _state = state
-        # Each client is patched when the program imports it (an app using
-        # only urllib does not pay for importing requests and httpx).
-        self._pending = [
-            (when_imported(module, lambda m, patches=patches: _patch_all(patches(m)), "http_clients.attach"), patches)
-            for module, patches in _targets()
-        ]
+    def _configure(self, **kwargs: Any) -> _State:
+        return _State(**kwargs)
 
-    def _uninstrument(self, **kwargs: Any) -> None:
-        global _state
-        for pending, patches in self._pending:
-            if pending.cancel():
-                for owner, name, _ in patches(sys.modules[pending.module]):
-                    unpatch(owner, name)
-        _state = None
-
-
-def _patch_all(targets: list[tuple[type, str, Callable]]) -> None:
-    for owner, name, make in targets:
-        patch(owner, name, make)
+    @property
+    def _hooks(self) -> tuple:
+        # each client when the program imports it: an app using only urllib
+        # does not pay for importing requests and httpx
+        return (
+            Patch("requests.sessions", "Session", "send", _wrap_requests),
+            Patch("urllib3.connectionpool", "HTTPConnectionPool", "urlopen", _wrap_urllib3),
+            Patch("httpx", "Client", "send", _wrap_httpx),
+            Patch("httpx", "AsyncClient", "send", _wrap_httpx_async),
+            Patch("urllib.request", "AbstractHTTPHandler", "do_open", _wrap_urllib),
+        )
 
 
 # --------------------------------------------------------------------------

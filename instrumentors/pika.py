@@ -37,7 +37,8 @@ from typing import Any, Callable
 from opentelemetry import trace
 
 from scope_otel.instrumentors import _broker
-from scope_otel.instrumentors._support import ScopeInstrumentor, failed, patch, unpatch
+from scope_otel.instrumentors._base import Patch, ScopeInstrumentor
+from scope_otel.instrumentors._report import failed
 from scope_otel.version import __version__
 
 _SYSTEM = "rabbitmq"
@@ -45,7 +46,8 @@ _in_blocking_publish = threading.local()
 
 
 class _State:
-    tracer: trace.Tracer
+    def __init__(self, **kwargs: Any) -> None:
+        self.tracer = trace.get_tracer(__name__, __version__, tracer_provider=kwargs.get("tracer_provider"))
 
 
 _state: _State | None = None
@@ -56,33 +58,21 @@ class ScopePikaInstrumentor(ScopeInstrumentor):
 
     _requires = ("pika >= 1.0",)
     _what = "RabbitMQ (pika)"
-    _library = "pika"
 
-    def _attach(self, **kwargs: Any) -> None:
-        global _state
-        from pika.adapters.blocking_connection import BlockingChannel
-        from pika.channel import Channel
+    def _configure(self, **kwargs: Any) -> _State:
+        return _State(**kwargs)
 
-        state = _State()
-        state.tracer = trace.get_tracer(__name__, __version__, tracer_provider=kwargs.get("tracer_provider"))
-        _state = state
-        patch(BlockingChannel, "basic_publish", _wrap_publish(blocking=True))
-        patch(Channel, "basic_publish", _wrap_publish(blocking=False))
-        patch(BlockingChannel, "basic_consume", _wrap_basic_consume)
-        patch(Channel, "basic_consume", _wrap_basic_consume)
-        patch(BlockingChannel, "basic_get", _wrap_basic_get)
-        patch(BlockingChannel, "consume", _wrap_consume)
-
-    def _detach(self, **kwargs: Any) -> None:
-        global _state
-        from pika.adapters.blocking_connection import BlockingChannel
-        from pika.channel import Channel
-
-        for owner, name in ((BlockingChannel, "basic_publish"), (Channel, "basic_publish"),
-                            (BlockingChannel, "basic_consume"), (Channel, "basic_consume"),
-                            (BlockingChannel, "basic_get"), (BlockingChannel, "consume")):
-            unpatch(owner, name)
-        _state = None
+    @property
+    def _hooks(self) -> tuple:
+        blocking, channel = "pika.adapters.blocking_connection", "pika.channel"
+        return (
+            Patch(blocking, "BlockingChannel", "basic_publish", _wrap_publish(blocking=True)),
+            Patch(channel, "Channel", "basic_publish", _wrap_publish(blocking=False)),
+            Patch(blocking, "BlockingChannel", "basic_consume", _wrap_basic_consume),
+            Patch(channel, "Channel", "basic_consume", _wrap_basic_consume),
+            Patch(blocking, "BlockingChannel", "basic_get", _wrap_basic_get),
+            Patch(blocking, "BlockingChannel", "consume", _wrap_consume),
+        )
 
 
 def _message(properties: Any) -> _broker.Message | None:

@@ -45,7 +45,8 @@ from typing import Any, Callable
 from opentelemetry import trace
 
 from scope_otel.instrumentors import _broker
-from scope_otel.instrumentors._support import ScopeInstrumentor, failed, patch, unpatch
+from scope_otel.instrumentors._base import Patch, ScopeInstrumentor
+from scope_otel.instrumentors._report import failed
 from scope_otel.version import __version__
 
 #: Stream field carrying the context.
@@ -60,11 +61,17 @@ _STREAM_CONSUMERS = ("xread", "xreadgroup", "xrange", "xrevrange")
 
 
 class _State:
-    tracer: trace.Tracer
-    lists: bool
+    def __init__(self, **kwargs: Any) -> None:
+        self.tracer = trace.get_tracer(__name__, __version__, tracer_provider=kwargs.get("tracer_provider"))
+        lists = kwargs.get("lists")
+        self.lists = bool(lists) if lists is not None else _lists_from_config()
 
 
 _state: _State | None = None
+
+
+def _lists(state: _State) -> bool:
+    return state.lists
 
 
 class ScopeRedisInstrumentor(ScopeInstrumentor):
@@ -72,34 +79,18 @@ class ScopeRedisInstrumentor(ScopeInstrumentor):
 
     _requires = ("redis >= 4.0",)
     _what = "Redis messaging"
-    _library = "redis"
 
-    def _attach(self, **kwargs: Any) -> None:
-        global _state
-        from redis.client import Redis
+    def _configure(self, **kwargs: Any) -> _State:
+        return _State(**kwargs)
 
-        state = _State()
-        state.tracer = trace.get_tracer(__name__, __version__, tracer_provider=kwargs.get("tracer_provider"))
-        lists = kwargs.get("lists")
-        state.lists = bool(lists) if lists is not None else (
-            _lists_from_config())
-        _state = state
-        patch(Redis, "xadd", _wrap_xadd)
-        for name in _STREAM_CONSUMERS:
-            patch(Redis, name, _wrap_stream_read)
-        if state.lists:
-            for name in _PRODUCERS:
-                patch(Redis, name, _wrap_push)
-            for name in _LIST_CONSUMERS:
-                patch(Redis, name, _wrap_pop)
-
-    def _detach(self, **kwargs: Any) -> None:
-        global _state
-        from redis.client import Redis
-
-        for name in ("xadd", *_STREAM_CONSUMERS, *_PRODUCERS, *_LIST_CONSUMERS):
-            unpatch(Redis, name)
-        _state = None
+    @property
+    def _hooks(self) -> tuple:
+        return (
+            Patch("redis.client", "Redis", "xadd", _wrap_xadd),
+            *(Patch("redis.client", "Redis", name, _wrap_stream_read) for name in _STREAM_CONSUMERS),
+            *(Patch("redis.client", "Redis", name, _wrap_push, when=_lists) for name in _PRODUCERS),
+            *(Patch("redis.client", "Redis", name, _wrap_pop, when=_lists) for name in _LIST_CONSUMERS),
+        )
 
 
 def _lists_from_config() -> bool:

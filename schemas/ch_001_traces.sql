@@ -4,7 +4,7 @@
 -- by the Collector and by scope-otel share one table and Grafana's ClickHouse
 -- data source reads both.
 --
--- Placeholders (filled by scope_otel.export._ch_schema, never by users):
+-- Placeholders (filled by scope_otel.store.migrations, never by users):
 --   ${db}          validated database name
 --   ${on_cluster}  '' or ON CLUSTER "name"
 --   ${engine}      MergeTree() or ReplicatedMergeTree()

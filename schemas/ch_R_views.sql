@@ -110,8 +110,10 @@ GROUP BY TraceId;
 -- Jaeger's dependency graph; restricting both sides by kind keeps the join
 -- small on large tables (an entry span parented directly by an INTERNAL span
 -- of another service is not counted).  Latency quantiles are the entry
--- spans' durations.
-CREATE OR REPLACE VIEW ${db}.scope_service_edges ${on_cluster} AS
+-- spans' durations.  ``_between(since, until)`` counts only spans started in
+-- that window (the viewer's graph asks for the last hour first: joining
+-- every span of a large store takes seconds); the plain view spans all time.
+CREATE OR REPLACE VIEW ${db}.scope_service_edges_between ${on_cluster} AS
 SELECT
     p.ServiceName AS Parent,
     c.ServiceName AS Child,
@@ -126,19 +128,25 @@ FROM (
     FROM ${db}.scope_spans_by_trace
     WHERE ParentKey != 0
       AND SpanKind IN ('SPAN_KIND_SERVER', 'SPAN_KIND_CONSUMER', 'Server', 'Consumer')
+      AND Timestamp >= {since:DateTime64(9)} AND Timestamp <= {until:DateTime64(9)}
 ) AS c
 INNER JOIN (
     SELECT SpanKey AS Key, any(ServiceName) AS ServiceName
     FROM ${db}.scope_spans_by_trace
     WHERE SpanKind IN ('SPAN_KIND_CLIENT', 'SPAN_KIND_PRODUCER', 'Client', 'Producer')
+      AND Timestamp >= {since:DateTime64(9)} - INTERVAL 1 HOUR AND Timestamp <= {until:DateTime64(9)}
     GROUP BY Key
 ) AS p ON c.ParentKey = p.Key
 WHERE p.ServiceName != c.ServiceName
 GROUP BY Parent, Child;
 
+CREATE OR REPLACE VIEW ${db}.scope_service_edges ${on_cluster} AS
+SELECT * FROM ${db}.scope_service_edges_between(since = '1970-01-01 01:00:00', until = '2262-01-01 00:00:00');
+
 -- Calls between functions (span names) inside and across services: every
 -- parent/child pair, with counts, errors and latency quantiles of the child.
-CREATE OR REPLACE VIEW ${db}.scope_function_edges ${on_cluster} AS
+-- ``_between(since, until)``: children started in that window (see above).
+CREATE OR REPLACE VIEW ${db}.scope_function_edges_between ${on_cluster} AS
 SELECT
     p.ServiceName AS ParentService,
     p.SpanName AS Parent,
@@ -153,21 +161,27 @@ SELECT
 FROM (
     SELECT ParentKey, ServiceName, SpanName, StatusCode, Duration
     FROM ${db}.scope_spans_by_trace
-    WHERE ParentKey != 0
+    WHERE ParentKey != 0 AND Timestamp >= {since:DateTime64(9)} AND Timestamp <= {until:DateTime64(9)}
 ) AS c
 INNER JOIN (
     SELECT SpanKey AS Key, any(ServiceName) AS ServiceName, any(SpanName) AS SpanName
     FROM ${db}.scope_spans_by_trace
+    WHERE Timestamp >= {since:DateTime64(9)} - INTERVAL 1 HOUR AND Timestamp <= {until:DateTime64(9)}
     GROUP BY Key
 ) AS p ON c.ParentKey = p.Key
 GROUP BY ParentService, Parent, ChildService, Child;
+
+CREATE OR REPLACE VIEW ${db}.scope_function_edges ${on_cluster} AS
+SELECT * FROM ${db}.scope_function_edges_between(since = '1970-01-01 01:00:00', until = '2262-01-01 00:00:00');
 
 -- Messages between producers and consumers, from two sources:
 --   Via = 'link':    a consumer span's span links to its producer span;
 --   Via = 'message': scope.send / scope.recv events with the same channel and
 --                    message id (the capture runtime's hand-off records).
 -- LagNs is consumer start minus producer start (link) or recv minus send.
-CREATE OR REPLACE VIEW ${db}.scope_message_edges ${on_cluster} AS
+-- ``_between(since, until)``: consumers started in that window, producers up
+-- to an hour before it.
+CREATE OR REPLACE VIEW ${db}.scope_message_edges_between ${on_cluster} AS
 SELECT
     'link' AS Via,
     p.Channel AS Channel,
@@ -176,21 +190,23 @@ SELECT
     c.ServiceName AS ConsumerService,
     c.SpanName AS Consumer,
     count() AS Messages,
-    avg(toUnixTimestamp64Nano(c.Timestamp) - toUnixTimestamp64Nano(p.Timestamp)) AS AvgLagNs
+    avg(toUnixTimestamp64Nano(c.Timestamp) - toUnixTimestamp64Nano(p.Produced)) AS AvgLagNs
 FROM (
     SELECT cityHash64(LinkTraceId, LinkSpanId) AS ProducerKey, ServiceName, SpanName, Timestamp
     FROM ${db}.otel_traces
     ARRAY JOIN Links.TraceId AS LinkTraceId, Links.SpanId AS LinkSpanId
-    WHERE LinkSpanId != ''
+    WHERE LinkSpanId != '' AND Timestamp >= {since:DateTime64(9)} AND Timestamp <= {until:DateTime64(9)}
 ) AS c
 INNER JOIN (
     SELECT cityHash64(TraceId, SpanId) AS Key, any(ServiceName) AS ServiceName, any(SpanName) AS SpanName,
-           any(Timestamp) AS Timestamp, any(SpanAttributes['messaging.destination.name']) AS Channel
+           any(Timestamp) AS Produced, any(SpanAttributes['messaging.destination.name']) AS Channel
     FROM ${db}.otel_traces
-    WHERE Key IN (
+    WHERE Timestamp >= {since:DateTime64(9)} - INTERVAL 1 HOUR AND Timestamp <= {until:DateTime64(9)}
+      AND Key IN (
         SELECT cityHash64(LinkTraceId, LinkSpanId)
         FROM ${db}.otel_traces
         ARRAY JOIN Links.TraceId AS LinkTraceId, Links.SpanId AS LinkSpanId
+        WHERE Timestamp >= {since:DateTime64(9)} AND Timestamp <= {until:DateTime64(9)}
     )
     GROUP BY Key
 ) AS p ON c.ProducerKey = p.Key
@@ -205,7 +221,13 @@ SELECT
     r.Function AS Consumer,
     count() AS Messages,
     avg(toUnixTimestamp64Nano(r.Timestamp) - toUnixTimestamp64Nano(s.Timestamp)) AS AvgLagNs
-FROM (SELECT Name, Value, ServiceName, Function, Timestamp FROM ${db}.scope_events WHERE Kind = 'recv') AS r
-INNER JOIN (SELECT Name, Value, ServiceName, Function, Timestamp FROM ${db}.scope_events WHERE Kind = 'send') AS s
+FROM (SELECT Name, Value, ServiceName, Function, Timestamp FROM ${db}.scope_events
+      WHERE Kind = 'recv' AND Timestamp >= {since:DateTime64(9)} AND Timestamp <= {until:DateTime64(9)}) AS r
+INNER JOIN (SELECT Name, Value, ServiceName, Function, Timestamp FROM ${db}.scope_events
+            WHERE Kind = 'send' AND Timestamp >= {since:DateTime64(9)} - INTERVAL 1 HOUR
+              AND Timestamp <= {until:DateTime64(9)}) AS s
     ON r.Name = s.Name AND r.Value = s.Value
 GROUP BY Channel, ProducerService, Producer, ConsumerService, Consumer;
+
+CREATE OR REPLACE VIEW ${db}.scope_message_edges ${on_cluster} AS
+SELECT * FROM ${db}.scope_message_edges_between(since = '1970-01-01 01:00:00', until = '2262-01-01 00:00:00');

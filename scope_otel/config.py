@@ -19,12 +19,13 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
+from scope_otel.plan import LEVELS
+
 try:  # Python 3.11+
     import tomllib as _toml
 except ImportError:  # pragma: no cover - 3.10
     import tomli as _toml  # type: ignore[no-redef]
 
-LEVELS = ("off", "boundaries", "full")
 EXPORTERS = ("otlp", "console", "none", "clickhouse")
 PROTOCOLS = ("grpc", "http/protobuf")
 OVERFLOWS = ("drop_oldest", "drop_newest", "block")
@@ -264,13 +265,16 @@ SETTINGS: tuple[Setting, ...] = (
             "captured argument/return values are truncated to this many characters"),
     Setting("max_events", _int_range(0, 1 << 20), 128, ("SCOPE_OTEL_MAX_EVENTS", "OTEL_SPAN_EVENT_COUNT_LIMIT"),
             "events kept per function call (state changes, suspends and resumes); later ones are counted"),
+    Setting("value_repr", _list(), (), ("SCOPE_OTEL_VALUE_REPR",),
+            "globs on 'module.Qualname' of types whose captured values may be shown with repr(), which "
+            "runs their code inside the call (default: none; values are read without running any code)"),
     Setting("redact", _list(), DEFAULT_REDACT, ("SCOPE_OTEL_REDACT",),
             "key patterns whose values are redacted, comma-separated"),
     Setting("summary", _bool, False, ("SCOPE_OTEL_SUMMARY",),
             "print a short summary of what was recorded when the program exits"),
     Setting("log_level", _choice(("debug", "info", "warning", "error")), "warning", ("SCOPE_OTEL_LOG_LEVEL",),
             "scope-otel's own log level"),
-    # causal order across nodes (scope_otel/distributed/hlc.py), read when the process clock starts
+    # causal order across nodes (scope_otel/causal/hlc.py), read when the process clock starts
     Setting("node_id", _opt_str, None, ("SCOPE_OTEL_NODE_ID",),
             "node id in hybrid logical clock stamps (default: from host name and pid)"),
     Setting("clock_skew_ms", _int_range(-86_400_000, 86_400_000), 0, ("SCOPE_OTEL_CLOCK_SKEW_MS",),

@@ -7,16 +7,18 @@ use :func:`load` to get either explicitly.
 """
 from __future__ import annotations
 
-import os
 from types import SimpleNamespace
+
+from scope_otel.accelerators import pure_python_requested
 
 
 def load(pure: bool | None = None) -> SimpleNamespace:
-    """The hot-path implementation: ``Ring``, ``HotPath``, ``recalibrate`` (keeps
+    """The hot-path implementation: ``Ring``, ``HotPath``, ``Probe``, ``snap`` (the C snapshot
+    of a captured value, None in pure Python: ``runtime._snap`` then), ``recalibrate`` (keeps
     the C clock, which reads the TSC where it can, aligned with the system
     clock; ``SCOPE_OTEL_SYSTEM_CLOCK=1`` turns the TSC off) and ``name``."""
     if pure is None:
-        pure = os.environ.get("SCOPE_OTEL_PURE_PYTHON", "").strip().lower() in ("1", "true", "yes", "on")
+        pure = pure_python_requested()
     if not pure:
         try:
             from scope_otel.capture import _speedups
@@ -24,11 +26,11 @@ def load(pure: bool | None = None) -> SimpleNamespace:
             pass
         else:
             return SimpleNamespace(name="c", Ring=_speedups.Ring, HotPath=_speedups.HotPath,
-                                   recalibrate=_speedups.recalibrate)
-    from scope_otel.capture._pyhot import HotPath
+                                   Probe=_speedups.Probe, snap=_speedups.snap, recalibrate=_speedups.recalibrate)
+    from scope_otel.capture._pyhot import HotPath, Probe
     from scope_otel.capture._pyring import Ring
 
-    return SimpleNamespace(name="python", Ring=Ring, HotPath=HotPath, recalibrate=_no_clock)
+    return SimpleNamespace(name="python", Ring=Ring, HotPath=HotPath, Probe=Probe, snap=None, recalibrate=_no_clock)
 
 
 def _no_clock() -> bool:

@@ -35,7 +35,15 @@ class HotPath:
     or ``None`` when the call must not be recorded (unsampled parent).
     ``snap(obj)`` turns a value into something safe to keep (runs with
     recording disabled).  ``put`` is the ring (anything with ``put``) or a
-    callable that writes a record.
+    callable that writes a record.  ``summarize(exc)`` turns an exception
+    leaving a call into the immutable summary the record keeps.
+
+    An ended call's record is a tuple of immutable values: the token list
+    with the caller, the OpenTelemetry contexts and the events list left
+    out (events become a tuple), so records waiting in the ring keep nothing
+    alive and leave nothing for the cyclic garbage collector.  One
+    difference from C: the collector untracks nested tuples one nesting level
+    per collection, where the C path untracks a record's tuples at once.
     """
 
     def __init__(
@@ -52,29 +60,31 @@ class HotPath:
         put: Any,
         prefix: int,
         on_error: Callable[[BaseException], None],
+        summarize: Callable[[BaseException], Any],
     ) -> None:
         octx_get = octx.get if isinstance(octx, ContextVar) else octx
         self._build(levels, rates, flags, params, cur, disabled, octx_get, root_of, snap, _writer(put),
-                    prefix, on_error)
+                    prefix, on_error, summarize)
 
     def set_ring(self, put: Any) -> None:
         """Write records into ``put`` (a ring or a callable) from now on."""
         self._rebind(_writer(put), None)
 
-    def probe(self, fid: int) -> "Probe":
-        """``enter``/``exit``/``exception`` bound to function ``fid`` (see :class:`Probe`)."""
+    def probe(self, fid: int, sup: Any = None) -> "Probe":
+        """``enter``/``exit``/``exception`` bound to function ``fid``, with its ``level`` and the
+        helpers ``sup`` (see :class:`Probe`)."""
         if type(fid) is not int:
             raise TypeError("probe(fid): fid must be an int")
         if fid < 0:
             raise ValueError("probe(fid): fid must not be negative")
-        return Probe(self, fid)
+        return Probe(self, fid, sup)
 
     def reseed(self, prefix: int) -> None:
         """New span-id prefix and counter (after fork, so ids stay unique)."""
         self._rebind(None, prefix)
 
     def _build(self, levels, rates, flags, params, cur, disabled, octx_get, root_of, snap, put, prefix,
-               on_error) -> None:
+               on_error, summarize) -> None:
         # enter/exit/exception are built once and never replaced (callers may
         # hold them); _rebind swaps the ring and id prefix through nonlocal.
         cur_get, cur_set = cur.get, cur.set
@@ -147,7 +157,9 @@ class HotPath:
                 cur_set(token[6])
                 token[12] = end
                 token[14] = kept
-                put(token)
+                events = token[8]
+                put((token[0], token[1], token[2], token[3], token[4], None, None, token[7],
+                     None if events is None else tuple(events), None, token[10], token[11], end, 0, kept))
             except Exception as exc:
                 on_error(exc)
             return value
@@ -159,10 +171,13 @@ class HotPath:
                 if token[12]:
                     return
                 cur_set(token[6])
-                token[12] = clock()
+                end = token[12] = clock()
                 token[13] = 1
-                token[14] = exc
-                put(token)
+                summary = token[14] = summarize(exc)
+                events = token[8]
+                put((token[0], token[1], token[2], token[3], token[4], None, None, token[7],
+                     None if events is None else tuple(events), None, token[10], token[11], end, 1,
+                     summary))
             except Exception as err:
                 on_error(err)
 
@@ -178,20 +193,27 @@ class HotPath:
             cur_set(token)
 
         self.enter, self.enter_params, self.exit, self.exception = enter, enter_params, exit, exception
+        self._levels = levels
         self.current, self.set_current = cur_get, set_current
         self._rebind = rebind
 
 
 class Probe:
     """One function's calls: ``enter(*values)`` is ``HotPath.enter_params(fid,
-    *values)``; ``exit`` and ``exception`` are the hot path's.  Not callable
-    itself, so a module holding probes gains no callable."""
+    *values)``; ``exit`` and ``exception`` are the hot path's; ``level`` is
+    the function's current level code; ``sup`` the helpers given at creation.
+    Not callable itself, so a module holding probes gains no callable."""
 
-    __slots__ = ("enter", "exit", "exception", "fid")
+    __slots__ = ("enter", "exit", "exception", "fid", "sup", "_levels")
 
-    def __init__(self, hot: HotPath, fid: int) -> None:
+    def __init__(self, hot: HotPath, fid: int, sup: Any = None) -> None:
         self.enter = functools.partial(hot.enter_params, fid)  # no frame of its own
-        self.exit, self.exception, self.fid = hot.exit, hot.exception, fid
+        self.exit, self.exception, self.fid, self.sup = hot.exit, hot.exception, fid, sup
+        self._levels = hot._levels
+
+    @property
+    def level(self) -> int:
+        return self._levels[self.fid]
 
 
 def _writer(put: Any) -> Callable[[Any], Any]:

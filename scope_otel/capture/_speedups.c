@@ -569,7 +569,7 @@ typedef struct {
     PyObject *cur;                      /* ContextVar holding a Stack */
     PyObject *disabled;
     PyObject *octx;                     /* ContextVar or callable */
-    PyObject *root_of, *snap, *put, *on_error;
+    PyObject *root_of, *snap, *put, *on_error, *summarize;
     PyObject *last_ctx, *last_stack;    /* one-entry cache: Context -> its Stack */
     PyObject *oc_ctx, *oc_vars, *oc_val; /* one-entry cache: (Context, its variables) -> OTel context */
     uint64_t prefix, counter, rng;
@@ -579,13 +579,14 @@ static int
 HotPath_init(HotPathObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"levels", "rates", "flags", "params", "cur", "disabled", "octx", "root_of",
-                             "snap", "put", "prefix", "on_error", NULL};
+                             "snap", "put", "prefix", "on_error", "summarize", NULL};
     PyObject *levels, *rates, *flags, *params, *cur, *disabled, *octx, *root_of, *snap, *put, *on_error;
+    PyObject *summarize;
     unsigned long long prefix;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!O!OOOOOOKO", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!O!OOOOOOKOO", kwlist,
                                      &PyList_Type, &levels, &PyList_Type, &rates, &PyList_Type, &flags,
                                      &PyList_Type, &params, &cur, &disabled, &octx, &root_of, &snap, &put,
-                                     &prefix, &on_error))
+                                     &prefix, &on_error, &summarize))
         return -1;
     if (!PyContextVar_CheckExact(cur)) {
         PyErr_SetString(PyExc_TypeError, "cur must be a ContextVar");
@@ -604,6 +605,7 @@ HotPath_init(HotPathObject *self, PyObject *args, PyObject *kwds)
     if (Py_IS_TYPE(put, &Ring_Type))
         call_freelist_bound(((RingObject *)put)->cap);
     Py_XSETREF(self->on_error, Py_NewRef(on_error));
+    Py_XSETREF(self->summarize, Py_NewRef(summarize));
     Py_CLEAR(self->last_ctx);
     Py_CLEAR(self->last_stack);
     Py_CLEAR(self->oc_ctx);
@@ -622,7 +624,7 @@ HotPath_traverse(HotPathObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->levels); Py_VISIT(self->rates); Py_VISIT(self->flags); Py_VISIT(self->params); Py_VISIT(self->cur);
     Py_VISIT(self->disabled); Py_VISIT(self->octx); Py_VISIT(self->root_of); Py_VISIT(self->snap);
-    Py_VISIT(self->put); Py_VISIT(self->on_error); Py_VISIT(self->last_ctx); Py_VISIT(self->last_stack);
+    Py_VISIT(self->put); Py_VISIT(self->on_error); Py_VISIT(self->summarize); Py_VISIT(self->last_ctx); Py_VISIT(self->last_stack);
     Py_VISIT(self->oc_ctx); Py_VISIT(self->oc_vars); Py_VISIT(self->oc_val);
     return 0;
 }
@@ -632,7 +634,7 @@ HotPath_clear(HotPathObject *self)
 {
     Py_CLEAR(self->levels); Py_CLEAR(self->rates); Py_CLEAR(self->flags); Py_CLEAR(self->params); Py_CLEAR(self->cur);
     Py_CLEAR(self->disabled); Py_CLEAR(self->octx); Py_CLEAR(self->root_of); Py_CLEAR(self->snap);
-    Py_CLEAR(self->put); Py_CLEAR(self->on_error); Py_CLEAR(self->last_ctx); Py_CLEAR(self->last_stack);
+    Py_CLEAR(self->put); Py_CLEAR(self->on_error); Py_CLEAR(self->summarize); Py_CLEAR(self->last_ctx); Py_CLEAR(self->last_stack);
     Py_CLEAR(self->oc_ctx); Py_CLEAR(self->oc_vars); Py_CLEAR(self->oc_val);
     return 0;
 }
@@ -1088,8 +1090,8 @@ do_enter(HotPathObject *self, PyObject *fid_obj, Py_ssize_t fid, PyObject *call_
     call->value = NULL;
     /* Not tracked by the cyclic GC: a running call refers to its caller, the
      * OTel context and snapshots, none of which can lead back to it (the
-     * same holds once it ended); exception() tracks it when it keeps an
-     * exception, whose traceback can. */
+     * same holds once it ended: an exception is kept as a summary of
+     * immutable values, never the exception object). */
     if (!ran_python && stack != NULL && stack->owner == ts->context) {
         /* common case: this Context's own stack, no Python code ran since */
         Py_INCREF(call);
@@ -1129,6 +1131,45 @@ HotPath_enter_params(HotPathObject *self, PyObject *const *args, Py_ssize_t narg
         Py_RETURN_NONE;
     }
     return do_enter(self, args[0], -1, NULL, args + 1, nargs - 1);
+}
+
+/* An ended call's events become a tuple: the record then holds nothing the
+ * cyclic GC must track (a tuple of untracked values is untracked at the
+ * next collection; a list never is). */
+/* CPython's own rule for tuples (_PyTuple_MaybeUntrack), applied now and
+ * to nested tuples first: a tuple holding only objects the collector does not
+ * track needs no tracking.  The collector would do it, one nesting level per
+ * collection; records must leave nothing behind after one. */
+static void
+untrack_tuples(PyObject *t, int depth)
+{
+    if (!PyTuple_CheckExact(t) || !PyObject_GC_IsTracked(t))
+        return;
+    Py_ssize_t n = PyTuple_GET_SIZE(t);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(t, i);
+        if (depth > 0 && PyTuple_CheckExact(item))
+            untrack_tuples(item, depth - 1);
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(t, i);
+        if (PyObject_IS_GC(item) && (!PyTuple_CheckExact(item) || PyObject_GC_IsTracked(item)))
+            return;
+    }
+    PyObject_GC_UnTrack(t);
+}
+
+static int
+freeze_events(CallObject *call)
+{
+    if (call->events == NULL || !PyList_CheckExact(call->events))
+        return 0;
+    PyObject *frozen = PyList_AsTuple(call->events);
+    if (frozen == NULL)
+        return -1;
+    untrack_tuples(frozen, 4);  /* events, (name, ts, attrs), attrs, (key, value) */
+    Py_SETREF(call->events, frozen);
+    return 0;
 }
 
 static int
@@ -1191,6 +1232,8 @@ HotPath_exit(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (set_top(self, call->prev) < 0)
         goto error;
     call->status = 0;
+    if (freeze_events(call) < 0)
+        goto error;
     /* Still untracked (see do_enter): an ended call holds only snapshots,
      * its caller and OTel contexts, so the cyclic GC need not walk the
      * thousands of them waiting in the ring. */
@@ -1227,11 +1270,15 @@ HotPath_exception(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (set_top(self, call->prev) < 0)
         goto error;
     call->status = 1;
-    /* the exception's traceback can lead back to this call (a frame that
-     * still holds the token): the cyclic GC must see it from now on */
-    if (!PyObject_GC_IsTracked(token))
-        PyObject_GC_Track(token);
-    Py_XSETREF(call->value, Py_NewRef(args[1]));
+    /* the record keeps a summary (immutable values), never the exception:
+     * its traceback holds every frame and local it passed through */
+    PyObject *summary = PyObject_CallOneArg(self->summarize, args[1]);
+    if (summary == NULL)
+        goto error;
+    untrack_tuples(summary, 8);  /* the summary, its frames, chained summaries */
+    Py_XSETREF(call->value, summary);
+    if (freeze_events(call) < 0)
+        goto error;
     if (emit(self, token) < 0)
         goto error;
     Py_RETURN_NONE;
@@ -1280,7 +1327,7 @@ HotPath_reseed(HotPathObject *self, PyObject *arg)
     Py_RETURN_NONE;
 }
 
-static PyObject *HotPath_probe(HotPathObject *self, PyObject *fid);
+static PyObject *HotPath_probe(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs);
 
 static PyMethodDef HotPath_methods[] = {
     {"enter", (PyCFunction)(void (*)(void))HotPath_enter, METH_FASTCALL, "enter(fid, args=None) -> token | None"},
@@ -1292,7 +1339,8 @@ static PyMethodDef HotPath_methods[] = {
     {"set_current", (PyCFunction)HotPath_set_current, METH_O, "Make a token (or None, or the disabled marker) the innermost call."},
     {"set_ring", (PyCFunction)HotPath_set_ring, METH_O, "Write records into a Ring (or through a callable)."},
     {"reseed", (PyCFunction)HotPath_reseed, METH_O, "New span-id prefix and counter."},
-    {"probe", (PyCFunction)HotPath_probe, METH_O, "probe(fid) -> Probe: enter/exit/exception bound to one function."},
+    {"probe", (PyCFunction)(void (*)(void))HotPath_probe, METH_FASTCALL,
+     "probe(fid, sup=None) -> Probe: enter/exit/exception bound to one function."},
     {NULL}
 };
 
@@ -1324,20 +1372,21 @@ typedef struct {
     PyObject_HEAD
     HotPathObject *hot;
     PyObject *fid;
+    PyObject *sup;         /* the rewrite's helpers (or None) */
     Py_ssize_t fid_value;  /* >= 0 */
 } ProbeObject;
 
 static int
 Probe_traverse(ProbeObject *self, visitproc visit, void *arg)
 {
-    Py_VISIT(self->hot); Py_VISIT(self->fid);
+    Py_VISIT(self->hot); Py_VISIT(self->fid); Py_VISIT(self->sup);
     return 0;
 }
 
 static int
 Probe_clear(ProbeObject *self)
 {
-    Py_CLEAR(self->hot); Py_CLEAR(self->fid);
+    Py_CLEAR(self->hot); Py_CLEAR(self->fid); Py_CLEAR(self->sup);
     return 0;
 }
 
@@ -1380,8 +1429,28 @@ static PyMethodDef Probe_methods[] = {
     {NULL}
 };
 
+static PyObject *
+Probe_get_sup(ProbeObject *self, void *Py_UNUSED(c))
+{
+    return obj_or_none(self->sup);
+}
+
+/* The function's current level code (the runtime's LEVELS[fid]). */
+static PyObject *
+Probe_get_level(ProbeObject *self, void *Py_UNUSED(c))
+{
+    PyObject *levels = self->hot->levels;
+    if (levels == NULL || self->fid_value >= PyList_GET_SIZE(levels)) {
+        PyErr_SetString(PyExc_IndexError, "unknown function id");
+        return NULL;
+    }
+    return Py_NewRef(PyList_GET_ITEM(levels, self->fid_value));
+}
+
 static PyGetSetDef Probe_getset[] = {
     {"fid", (getter)Probe_get_fid, NULL, "the function id", NULL},
+    {"sup", (getter)Probe_get_sup, NULL, "the helpers given to probe()", NULL},
+    {"level", (getter)Probe_get_level, NULL, "the function's current level code", NULL},
     {NULL}
 };
 
@@ -1399,8 +1468,14 @@ static PyTypeObject Probe_Type = {
 };
 
 static PyObject *
-HotPath_probe(HotPathObject *self, PyObject *fid)
+HotPath_probe(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "probe(fid, sup=None)");
+        return NULL;
+    }
+    PyObject *fid = args[0];
+    PyObject *sup = nargs > 1 && args[1] != Py_None ? args[1] : NULL;
     if (!PyLong_CheckExact(fid)) {
         PyErr_SetString(PyExc_TypeError, "probe(fid): fid must be an int");
         return NULL;
@@ -1417,9 +1492,556 @@ HotPath_probe(HotPathObject *self, PyObject *fid)
         return NULL;
     probe->hot = (HotPathObject *)Py_NewRef(self);
     probe->fid = Py_NewRef(fid);
+    probe->sup = Py_XNewRef(sup);
     probe->fid_value = value;
     PyObject_GC_Track(probe);
     return (PyObject *)probe;
+}
+
+/* =================================================================== snapshot */
+
+/*
+ * The C twin of snapshot.py's walk, for the values it meets most: builtin
+ * scalars and containers, subclasses of str/bytes/bytearray/int/float/
+ * complex/list/tuple/dict/set/frozenset, and instances of classes written in
+ * Python with a plain instance __dict__ (no __slots__).  Anything else goes
+ * to snapshot.py's own _walk (the fallback), which appends to the same list
+ * of pieces and uses the same set of ids in progress: the text is the same
+ * either way (tests/capture/test_snapshot.py compares them).  Nothing here
+ * calls code of the program: reprs of exact builtin types, storage reads,
+ * and the instance __dict__ descriptor CPython made for the class.
+ */
+static PyObject *snap_fallback = NULL;   /* snapshot._walk(v, out, left, depth, seen) -> left */
+static PyObject *snap_enum = NULL;       /* enum.Enum: members go to the fallback */
+static int snap_opt_in = 0;              /* value_repr set: classes written in Python go to the fallback */
+static Py_ssize_t snap_limit = 1 << 16;
+static Py_ssize_t snap_max_depth = 8, snap_field_depth = 1;
+
+static PyObject *s_module = NULL, *s_dict = NULL, *s_empty = NULL, *s_slots = NULL;  /* interned at init */
+
+static Py_ssize_t snap_walk(PyObject *v, PyObject *out, Py_ssize_t left, Py_ssize_t depth, PyObject *seen);
+
+/* Append `text` (stolen) to out; the characters left after it, or PY_SSIZE_T_MIN on error. */
+static Py_ssize_t
+snap_put(PyObject *out, PyObject *text, Py_ssize_t left)
+{
+    if (text == NULL)
+        return PY_SSIZE_T_MIN;
+    if (!PyUnicode_Check(text)) {
+        Py_DECREF(text);
+        PyErr_SetString(PyExc_TypeError, "a repr returned a non-string");
+        return PY_SSIZE_T_MIN;
+    }
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    int rc = PyList_Append(out, text);
+    Py_DECREF(text);
+    return rc < 0 ? PY_SSIZE_T_MIN : left - n;
+}
+
+static Py_ssize_t
+snap_put_str(PyObject *out, const char *s, Py_ssize_t left)
+{
+    return snap_put(out, PyUnicode_FromString(s), left);
+}
+
+#define SNAP_ERR(x) ((x) == PY_SSIZE_T_MIN)
+
+static Py_ssize_t
+snap_to_fallback(PyObject *v, PyObject *out, Py_ssize_t left, Py_ssize_t depth, PyObject *seen)
+{
+    if (snap_fallback == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "snapshot fallback not set");
+        return PY_SSIZE_T_MIN;
+    }
+    PyObject *r = PyObject_CallFunction(snap_fallback, "OOnnO", v, out, left, depth, seen);
+    if (r == NULL)
+        return PY_SSIZE_T_MIN;
+    Py_ssize_t n = PyLong_AsSsize_t(r);
+    Py_DECREF(r);
+    if (n == -1 && PyErr_Occurred())
+        return PY_SSIZE_T_MIN;
+    return n;
+}
+
+/* `module.Qualname` of a class written in Python, as snapshot._name writes it. */
+static PyObject *
+snap_type_name(PyTypeObject *t)
+{
+    PyObject *qualname = ((PyHeapTypeObject *)t)->ht_qualname;
+    PyObject *module = PyDict_GetItemWithError(t->tp_dict, s_module);
+    if (module == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_AttributeError, "__module__");
+        return NULL;
+    }
+    if (!PyUnicode_CheckExact(module) || PyUnicode_CompareWithASCIIString(module, "builtins") == 0)
+        return Py_NewRef(qualname);
+    return PyUnicode_FromFormat("%U.%U", module, qualname);
+}
+
+/* repr of the first `left` characters/bytes of a str/bytes/bytearray (exact copy, any subclass) */
+static PyObject *
+snap_cut_repr(PyObject *v, PyTypeObject *base, Py_ssize_t left, int always_copy)
+{
+    PyObject *part = NULL;
+    if (base == &PyUnicode_Type) {
+        Py_ssize_t n = PyUnicode_GET_LENGTH(v);
+        if (n > left || always_copy)
+            part = PyUnicode_Substring(v, 0, n > left ? left : n);
+        else
+            return PyObject_Repr(v);
+    }
+    else if (base == &PyBytes_Type) {
+        Py_ssize_t n = PyBytes_GET_SIZE(v);
+        if (n <= left && !always_copy)
+            return PyObject_Repr(v);
+        part = PyBytes_FromStringAndSize(PyBytes_AS_STRING(v), n > left ? left : n);
+    }
+    else {
+        Py_ssize_t n = PyByteArray_GET_SIZE(v);
+        if (n <= left && !always_copy)
+            return PyObject_Repr(v);
+        part = PyByteArray_FromStringAndSize(PyByteArray_AS_STRING(v), n > left ? left : n);
+    }
+    if (part == NULL)
+        return NULL;
+    PyObject *r = PyObject_Repr(part);
+    Py_DECREF(part);
+    return r;
+}
+
+static PyObject *
+snap_int_repr(PyObject *v)
+{
+    size_t bits = _PyLong_NumBits(v);
+    if (bits == (size_t)-1 && PyErr_Occurred())
+        return NULL;
+    if (bits > 8000)
+        return PyUnicode_FromFormat("<int of %zu bits>", bits);
+    return PyLong_Type.tp_repr(v);
+}
+
+/* Exact types whose repr is CPython's C code reading the object's own state. */
+static PyObject *
+snap_leaf(PyObject *v, Py_ssize_t left)
+{
+    PyTypeObject *t = Py_TYPE(v);
+    if (t == &PyUnicode_Type || t == &PyBytes_Type || t == &PyByteArray_Type)
+        return snap_cut_repr(v, t, left, 0);
+    if (t == &PyLong_Type)
+        return snap_int_repr(v);
+    if (t == &PyBool_Type || t == &PyFloat_Type || t == &PyComplex_Type || v == Py_None || t == &PyRange_Type
+        || v == Py_Ellipsis || v == Py_NotImplemented || t == &PyBaseObject_Type || t == &PyMemoryView_Type
+        || t == &PyFunction_Type || t == &PyCFunction_Type || t == &PyCode_Type)
+        return PyObject_Repr(v);
+    return NULL;  /* not a leaf: no error set */
+}
+
+static int
+snap_is_container(PyTypeObject *t)
+{
+    return t == &PyList_Type || t == &PyTuple_Type || t == &PyDict_Type || t == &PySet_Type
+        || t == &PyFrozenSet_Type;
+}
+
+static Py_ssize_t
+snap_len(PyObject *v, PyTypeObject *base)
+{
+    if (base == &PyList_Type) return PyList_GET_SIZE(v);
+    if (base == &PyTuple_Type) return PyTuple_GET_SIZE(v);
+    if (base == &PyDict_Type) return PyDict_GET_SIZE(v);
+    return PySet_GET_SIZE(v);
+}
+
+static Py_ssize_t
+snap_container(PyObject *v, PyTypeObject *base, PyObject *name, PyObject *out, Py_ssize_t left,
+               Py_ssize_t depth, PyObject *seen)
+{
+    const char *opening, *closing;
+    if (base == &PyList_Type) { opening = "["; closing = "]"; }
+    else if (base == &PyTuple_Type) { opening = "("; closing = ")"; }
+    else if (base == &PyFrozenSet_Type) { opening = "frozenset({"; closing = "})"; }
+    else { opening = "{"; closing = "}"; }
+    Py_ssize_t size = snap_len(v, base);
+    if (name != NULL) {
+        left = snap_put(out, PyUnicode_FromFormat("%U(", name), left);
+        if (SNAP_ERR(left))
+            return left;
+    }
+    PyObject *key = PyLong_FromVoidPtr(v);
+    if (key == NULL)
+        return PY_SSIZE_T_MIN;
+    const char *text = NULL;
+    int in_seen = 0;
+    if (!size && (base == &PySet_Type || base == &PyFrozenSet_Type))
+        text = base == &PySet_Type ? "set()" : "frozenset()";
+    else if (!size)
+        text = base == &PyList_Type ? "[]" : base == &PyTuple_Type ? "()" : "{}";
+    else if ((in_seen = PySet_Contains(seen, key)) != 0) {
+        if (in_seen < 0) { Py_DECREF(key); return PY_SSIZE_T_MIN; }
+        text = base == &PyList_Type ? "[...]" : base == &PyDict_Type ? "{...}" : "...";
+    }
+    if (text != NULL) {
+        Py_DECREF(key);
+        left = snap_put_str(out, text, left);
+    }
+    else if (depth >= snap_max_depth) {
+        Py_DECREF(key);
+        left = snap_put(out, PyUnicode_FromFormat("%s...%s", opening, closing), left);
+    }
+    else {
+        left = snap_put_str(out, opening, left);
+        if (SNAP_ERR(left) || PySet_Add(seen, key) < 0) {
+            Py_DECREF(key);
+            return PY_SSIZE_T_MIN;
+        }
+        int first = 1;
+        if (base == &PyDict_Type) {
+            Py_ssize_t pos = 0;
+            PyObject *k, *item;
+            while (PyDict_Next(v, &pos, &k, &item)) {
+                if (left <= 0) { Py_DECREF(key); return left; }
+                if (!first && SNAP_ERR(left = snap_put_str(out, ", ", left))) break;
+                first = 0;
+                Py_INCREF(k); Py_INCREF(item);
+                left = snap_walk(k, out, left, depth + 1, seen);
+                if (!SNAP_ERR(left) && left > 0) {
+                    left = snap_put_str(out, ": ", left);
+                    if (!SNAP_ERR(left))
+                        left = snap_walk(item, out, left, depth + 1, seen);
+                }
+                Py_DECREF(k); Py_DECREF(item);
+                if (SNAP_ERR(left) || left <= 0) { Py_DECREF(key); return left; }
+            }
+        }
+        else if (base == &PySet_Type || base == &PyFrozenSet_Type) {
+            PyObject *it = PySet_Type.tp_iter(v);  /* the set's own iterator, whatever the subclass says */
+            if (it == NULL) { Py_DECREF(key); return PY_SSIZE_T_MIN; }
+            PyObject *item;
+            while ((item = PyIter_Next(it)) != NULL) {
+                if (left <= 0) { Py_DECREF(item); break; }
+                if (!first) left = snap_put_str(out, ", ", left);
+                first = 0;
+                if (!SNAP_ERR(left))
+                    left = snap_walk(item, out, left, depth + 1, seen);
+                Py_DECREF(item);
+                if (SNAP_ERR(left)) break;
+            }
+            Py_DECREF(it);
+            if (PyErr_Occurred()) { Py_DECREF(key); return PY_SSIZE_T_MIN; }
+            if (left <= 0) { Py_DECREF(key); return left; }
+        }
+        else {
+            int is_list = base == &PyList_Type;
+            for (Py_ssize_t i = 0; i < (is_list ? PyList_GET_SIZE(v) : PyTuple_GET_SIZE(v)); i++) {
+                if (left <= 0) { Py_DECREF(key); return left; }
+                if (!first && SNAP_ERR(left = snap_put_str(out, ", ", left))) break;
+                first = 0;
+                PyObject *item = Py_NewRef(is_list ? PyList_GET_ITEM(v, i) : PyTuple_GET_ITEM(v, i));
+                left = snap_walk(item, out, left, depth + 1, seen);
+                Py_DECREF(item);
+                if (SNAP_ERR(left)) break;
+            }
+        }
+        if (SNAP_ERR(left)) { Py_DECREF(key); return left; }
+        if (left <= 0) { Py_DECREF(key); return left; }
+        if (base == &PyTuple_Type && size == 1 && SNAP_ERR(left = snap_put_str(out, ",", left))) {
+            Py_DECREF(key);
+            return left;
+        }
+        int rc = PySet_Discard(seen, key);
+        Py_DECREF(key);
+        if (rc < 0)
+            return PY_SSIZE_T_MIN;
+        left = snap_put_str(out, closing, left);
+    }
+    if (SNAP_ERR(left))
+        return left;
+    if (name != NULL)
+        left = snap_put_str(out, ")", left);
+    return left;
+}
+
+/* The instance __dict__ read through the descriptor CPython made for the class (new reference), or
+ * NULL: without error when there is none (snapshot._instance_dict). */
+static PyObject *
+snap_instance_dict(PyObject *v, PyTypeObject *t)
+{
+    PyObject *descr = _PyType_Lookup(t, s_dict);  /* borrowed; MRO dicts only */
+    if (descr == NULL || !Py_IS_TYPE(descr, &PyGetSetDescr_Type)
+        || !(((PyDescrObject *)descr)->d_type->tp_flags & Py_TPFLAGS_HEAPTYPE))
+        return NULL;
+    Py_INCREF(descr);
+    PyObject *d = Py_TYPE(descr)->tp_descr_get(descr, v, (PyObject *)t);
+    Py_DECREF(descr);
+    if (d != NULL && !PyDict_CheckExact(d))
+        Py_CLEAR(d);
+    return d;
+}
+
+/* Append (name, value) of the filled __slots__ of heap classes to `pairs` (snapshot._slots). */
+static int
+snap_slots(PyObject *v, PyTypeObject *t, PyObject *pairs)
+{
+    PyObject *mro = t->tp_mro;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(mro); i++) {
+        PyTypeObject *k = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
+        if (!(k->tp_flags & Py_TPFLAGS_HEAPTYPE) || k->tp_dict == NULL)
+            continue;
+        int has = PyDict_Contains(k->tp_dict, s_slots);
+        if (has < 0)
+            return -1;
+        if (!has)
+            continue;
+        Py_ssize_t pos = 0;
+        PyObject *name, *descr;
+        while (PyDict_Next(k->tp_dict, &pos, &name, &descr)) {
+            if (!Py_IS_TYPE(descr, &PyMemberDescr_Type) || (PyUnicode_Check(name)
+                    && PyUnicode_CompareWithASCIIString(name, "__weakref__") == 0))
+                continue;
+            Py_INCREF(name); Py_INCREF(descr);
+            PyObject *value = Py_TYPE(descr)->tp_descr_get(descr, v, (PyObject *)k);
+            Py_DECREF(descr);
+            if (value == NULL) {
+                Py_DECREF(name);
+                if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+                    return -1;
+                PyErr_Clear();  /* an empty slot */
+                continue;
+            }
+            PyObject *pair = PyTuple_Pack(2, name, value);
+            Py_DECREF(name); Py_DECREF(value);
+            if (pair == NULL || PyList_Append(pairs, pair) < 0) {
+                Py_XDECREF(pair);
+                return -1;
+            }
+            Py_DECREF(pair);
+        }
+    }
+    return 0;
+}
+
+/* An enum member: <module.Qual.NAME: value> (snapshot._enum_member). */
+static Py_ssize_t
+snap_enum_member(PyObject *v, PyTypeObject *t, PyObject *out, Py_ssize_t left, Py_ssize_t depth, PyObject *seen)
+{
+    PyObject *d = snap_instance_dict(v, t);
+    if (d == NULL && PyErr_Occurred())
+        return PY_SSIZE_T_MIN;
+    PyObject *name = d ? PyDict_GetItemString(d, "_name_") : NULL;   /* borrowed */
+    PyObject *value = d ? PyDict_GetItemString(d, "_value_") : NULL;
+    Py_XINCREF(value);
+    PyObject *tname = snap_type_name(t);
+    if (tname == NULL) { Py_XDECREF(d); Py_XDECREF(value); return PY_SSIZE_T_MIN; }
+    PyObject *head = name != NULL && PyUnicode_CheckExact(name)
+        ? PyUnicode_FromFormat("<%U.%U: ", tname, name) : PyUnicode_FromFormat("<%U: ", tname);
+    Py_DECREF(tname);
+    Py_XDECREF(d);
+    left = snap_put(out, head, left);
+    if (!SNAP_ERR(left))
+        left = snap_walk(value ? value : Py_None, out, left, depth + 1, seen);
+    Py_XDECREF(value);
+    if (SNAP_ERR(left))
+        return left;
+    return snap_put_str(out, ">", left);
+}
+
+/* An instance of a class written in Python: <module.Qual at 0x...: a=1, b=2> (snapshot._instance). */
+static Py_ssize_t
+snap_instance(PyObject *v, PyTypeObject *t, PyObject *out, Py_ssize_t left, Py_ssize_t depth, PyObject *seen)
+{
+    PyObject *name = snap_type_name(t);
+    if (name == NULL)
+        return PY_SSIZE_T_MIN;
+    char where[32];
+    snprintf(where, sizeof where, "0x%zx", (size_t)(uintptr_t)v);  /* as f"{id(v):#x}" */
+    left = snap_put(out, PyUnicode_FromFormat("<%U at %s", name, where), left);
+    Py_DECREF(name);
+    if (SNAP_ERR(left))
+        return left;
+    PyObject *key = PyLong_FromVoidPtr(v);
+    if (key == NULL)
+        return PY_SSIZE_T_MIN;
+    int in_seen = PySet_Contains(seen, key);
+    if (in_seen < 0) { Py_DECREF(key); return PY_SSIZE_T_MIN; }
+    if (depth <= snap_field_depth && !in_seen) {
+        PyObject *d = snap_instance_dict(v, t);
+        if (d == NULL && PyErr_Occurred()) { Py_DECREF(key); return PY_SSIZE_T_MIN; }
+        PyObject *items = d != NULL && PyDict_GET_SIZE(d) ? PyDict_Items(d) : PyList_New(0);
+        Py_XDECREF(d);
+        if (items == NULL || snap_slots(v, t, items) < 0) {
+            Py_XDECREF(items);
+            Py_DECREF(key);
+            return PY_SSIZE_T_MIN;
+        }
+        if (PyList_GET_SIZE(items) > 0) {
+            if (PySet_Add(seen, key) < 0) { Py_DECREF(items); Py_DECREF(key); return PY_SSIZE_T_MIN; }
+            const char *sep = ": ";
+            for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
+                if (left <= 0) { Py_DECREF(items); Py_DECREF(key); return left; }
+                PyObject *pair = PyList_GET_ITEM(items, i);
+                PyObject *k = PyTuple_GET_ITEM(pair, 0), *item = PyTuple_GET_ITEM(pair, 1);
+                if (!PyUnicode_CheckExact(k))
+                    continue;
+                if (PyUnicode_GET_LENGTH(k) >= 4 && PyUnicode_READ_CHAR(k, 0) == '_'
+                    && PyUnicode_READ_CHAR(k, 1) == 's' && PyUnicode_READ_CHAR(k, 2) == 'a'
+                    && PyUnicode_READ_CHAR(k, 3) == '_')
+                    continue;  /* SQLAlchemy's instance state */
+                left = snap_put(out, PyUnicode_FromFormat("%s%U=", sep, k), left);
+                sep = ", ";
+                if (!SNAP_ERR(left))
+                    left = snap_walk(item, out, left, depth + 1, seen);
+                if (SNAP_ERR(left)) { Py_DECREF(items); Py_DECREF(key); return left; }
+            }
+            if (PySet_Discard(seen, key) < 0) { Py_DECREF(items); Py_DECREF(key); return PY_SSIZE_T_MIN; }
+        }
+        Py_XDECREF(items);
+    }
+    Py_DECREF(key);
+    return snap_put_str(out, ">", left);
+}
+
+/* A value of a type created by a class statement (a heap type). */
+static Py_ssize_t
+snap_heap(PyObject *v, PyTypeObject *t, PyObject *out, Py_ssize_t left, Py_ssize_t depth, PyObject *seen)
+{
+    PyObject *mro = t->tp_mro;
+    if (snap_opt_in || mro == NULL || !PyTuple_Check(mro))
+        return snap_to_fallback(v, out, left, depth, seen);
+    Py_ssize_t n = PyTuple_GET_SIZE(mro);
+    for (Py_ssize_t i = 0; i < n; i++) {  /* as snapshot._other: classes and enum members first */
+        PyObject *base = PyTuple_GET_ITEM(mro, i);
+        if (base == (PyObject *)&PyType_Type)
+            return snap_to_fallback(v, out, left, depth, seen);
+        if (base == snap_enum)
+            return snap_enum_member(v, t, out, left, depth, seen);
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyTypeObject *base = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
+        if (base->tp_flags & Py_TPFLAGS_HEAPTYPE)
+            continue;
+        if (base == &PyBaseObject_Type)
+            return snap_instance(v, t, out, left, depth, seen);
+        if (snap_is_container(base)) {
+            if (base == &PyTuple_Type)  /* named tuples: the fallback looks for _fields */
+                return snap_to_fallback(v, out, left, depth, seen);
+            PyObject *name = snap_type_name(t);
+            if (name == NULL)
+                return PY_SSIZE_T_MIN;
+            left = snap_container(v, base, name, out, left, depth, seen);
+            Py_DECREF(name);
+            return left;
+        }
+        PyObject *inner = NULL;
+        if (base == &PyUnicode_Type || base == &PyBytes_Type || base == &PyByteArray_Type)
+            inner = snap_cut_repr(v, base, left, 1);
+        else if (base == &PyLong_Type)
+            inner = snap_int_repr(v);
+        else if (base == &PyFloat_Type || base == &PyComplex_Type)
+            inner = base->tp_repr(v);
+        else
+            return snap_to_fallback(v, out, left, depth, seen);
+        if (inner == NULL)
+            return PY_SSIZE_T_MIN;
+        PyObject *name = snap_type_name(t);
+        if (name == NULL) { Py_DECREF(inner); return PY_SSIZE_T_MIN; }
+        PyObject *text = PyUnicode_FromFormat("%U(%U)", name, inner);
+        Py_DECREF(name); Py_DECREF(inner);
+        return snap_put(out, text, left);
+    }
+    return snap_to_fallback(v, out, left, depth, seen);
+}
+
+static Py_ssize_t
+snap_walk(PyObject *v, PyObject *out, Py_ssize_t left, Py_ssize_t depth, PyObject *seen)
+{
+    if (left <= 0)
+        return left;  /* past the limit: the text is cut there anyway */
+    if (Py_EnterRecursiveCall(" in a value snapshot"))
+        return PY_SSIZE_T_MIN;
+    PyTypeObject *t = Py_TYPE(v);
+    Py_ssize_t r;
+    PyObject *text = snap_leaf(v, left);
+    if (text != NULL)
+        r = snap_put(out, text, left);
+    else if (PyErr_Occurred())
+        r = PY_SSIZE_T_MIN;
+    else if (snap_is_container(t))
+        r = snap_container(v, t, NULL, out, left, depth, seen);
+    else if (t->tp_flags & Py_TPFLAGS_HEAPTYPE)
+        r = snap_heap(v, t, out, left, depth, seen);
+    else
+        r = snap_to_fallback(v, out, left, depth, seen);
+    Py_LeaveRecursiveCall();
+    return r;
+}
+
+/* snapshot(value, limit) -> str: what snapshot.snapshot returns, or raises as it would. */
+static PyObject *
+snap_text(PyObject *v, Py_ssize_t limit)
+{
+    PyObject *out = PyList_New(0);
+    PyObject *seen = PySet_New(NULL);
+    PyObject *text = NULL;
+    if (out != NULL && seen != NULL && !SNAP_ERR(snap_walk(v, out, limit, 0, seen)))
+        text = PyUnicode_Join(s_empty, out);
+    Py_XDECREF(out);
+    Py_XDECREF(seen);
+    if (text != NULL && PyUnicode_GET_LENGTH(text) > limit)
+        Py_SETREF(text, PyUnicode_Substring(text, 0, limit));
+    return text;
+}
+
+static PyObject *
+speedups_snapshot(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "snapshot(value, limit)");
+        return NULL;
+    }
+    Py_ssize_t limit = PyLong_AsSsize_t(args[1]);
+    if (limit == -1 && PyErr_Occurred())
+        return NULL;
+    return snap_text(args[0], limit);
+}
+
+/* snap(value): runtime._snap's twin for the C hot path (plain values as they are). */
+static PyObject *
+speedups_snap(PyObject *Py_UNUSED(m), PyObject *v)
+{
+    if (is_plain(v))
+        return Py_NewRef(v);
+    PyObject *text = snap_text(v, snap_limit);
+    if (text == NULL) {
+        PyErr_Clear();
+        return PyUnicode_FromString("<unrepresentable value>");
+    }
+    return text;
+}
+
+static PyObject *
+speedups_snapshot_config(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"fallback", "enum", "opt_in", "limit", "max_depth", "field_depth", NULL};
+    PyObject *fallback = NULL, *enum_type = NULL;
+    int opt_in = -1;
+    Py_ssize_t limit = -1, max_depth = -1, field_depth = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$OOinnn", kwlist, &fallback, &enum_type, &opt_in, &limit,
+                                     &max_depth, &field_depth))
+        return NULL;
+    if (fallback != NULL)
+        Py_XSETREF(snap_fallback, Py_NewRef(fallback));
+    if (enum_type != NULL)
+        Py_XSETREF(snap_enum, Py_NewRef(enum_type));
+    if (opt_in >= 0)
+        snap_opt_in = opt_in;
+    if (limit >= 0)
+        snap_limit = limit;
+    if (max_depth >= 0)
+        snap_max_depth = max_depth;
+    if (field_depth >= 0)
+        snap_field_depth = field_depth;
+    Py_RETURN_NONE;
 }
 
 /* ==================================================================== module */
@@ -1431,6 +2053,11 @@ speedups_call_cache(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
 }
 
 static PyMethodDef speedups_functions[] = {
+    {"snapshot", (PyCFunction)(void (*)(void))speedups_snapshot, METH_FASTCALL,
+     "snapshot(value, limit) -> str: the C twin of snapshot.snapshot."},
+    {"snap", speedups_snap, METH_O, "snap(value): a plain value as it is, else its snapshot (runtime._snap's twin)."},
+    {"snapshot_config", (PyCFunction)(void (*)(void))speedups_snapshot_config, METH_VARARGS | METH_KEYWORDS,
+     "snapshot_config(*, fallback, enum, opt_in, limit, max_depth, field_depth)"},
     {"call_cache", speedups_call_cache, METH_NOARGS, "(freed Calls kept for reuse, their bound)."},
     {"recalibrate", speedups_recalibrate, METH_NOARGS, "Realign the TSC clock with CLOCK_REALTIME; True if the TSC is used."},
     {"now_ns", speedups_now_ns, METH_NOARGS, "The hot path's clock, in ns since the epoch."},
@@ -1453,6 +2080,12 @@ PyInit__speedups(void)
         return NULL;
     if (getenv("SCOPE_OTEL_SYSTEM_CLOCK") == NULL)
         calibrate();
+    s_module = PyUnicode_InternFromString("__module__");
+    s_dict = PyUnicode_InternFromString("__dict__");
+    s_empty = PyUnicode_InternFromString("");
+    s_slots = PyUnicode_InternFromString("__slots__");
+    if (s_module == NULL || s_dict == NULL || s_empty == NULL || s_slots == NULL)
+        return NULL;
     PyObject *m = PyModule_Create(&speedups_module);
     if (m == NULL)
         return NULL;
@@ -1462,7 +2095,8 @@ PyInit__speedups(void)
     }
     if (PyModule_AddObjectRef(m, "Ring", (PyObject *)&Ring_Type) < 0
         || PyModule_AddObjectRef(m, "HotPath", (PyObject *)&HotPath_Type) < 0
-        || PyModule_AddObjectRef(m, "Call", (PyObject *)&Call_Type) < 0) {
+        || PyModule_AddObjectRef(m, "Call", (PyObject *)&Call_Type) < 0
+        || PyModule_AddObjectRef(m, "Probe", (PyObject *)&Probe_Type) < 0) {
         Py_DECREF(m);
         return NULL;
     }

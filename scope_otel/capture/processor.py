@@ -439,7 +439,7 @@ class RingBufferSpanProcessor(SpanProcessor):
 
 
 def _record_types() -> frozenset:
-    types: set = {list}  # the pure-Python token
+    types: set = {tuple}  # the pure-Python twin's record
     try:
         from scope_otel.capture._speedups import Call
 

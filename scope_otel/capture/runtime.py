@@ -15,7 +15,8 @@ Instrumented code (the AST rewriter or a wrapt wrapper) does, per function::
 
 ``enter`` takes ownership of the ``args`` dict (build a fresh one per call;
 values that are not plain ``int``/``str``/``float``/``bool``/``None`` are
-snapshotted with ``repr`` at once).  ``enter_params(fid, *values)`` is the
+snapshotted at once by :mod:`scope_otel.capture.snapshot`, which runs none of
+the program's code).  ``enter_params(fid, *values)`` is the
 same with the values of the parameters named by ``register(...,
 params=(...))``, in order: the argument dict is built only when the level
 is ``full``, so a caller need not read the level first (the AST rewriter
@@ -66,6 +67,7 @@ the creator's caller instead.
 """
 from __future__ import annotations
 
+import copyreg
 import fnmatch
 import itertools
 import logging
@@ -86,6 +88,10 @@ from scope_otel.capture.records import (
     CAP_ARGS, CAP_EXCEPTIONS, CAP_RETURN, CAP_STATE, EVENTS, FLAGS, OTEL_CTX, OVERLAY, PREV,
 )
 from scope_otel.capture.ring import Ring
+from scope_otel.capture.snapshot import exception_summary as _exception_summary
+from scope_otel.capture.snapshot import _native as _native_snapshot
+from scope_otel.capture.snapshot import set_repr_types, snapshot as _snapshot
+from scope_otel.plan import LEVELS as LEVEL_NAMES
 
 __all__ = [
     "LEVELS", "register", "probe", "enter", "enter_params", "exit", "exception", "state_change", "suspend", "resume",
@@ -95,8 +101,7 @@ __all__ = [
 
 _log = logging.getLogger("scope_otel.capture")
 
-LEVEL_CODES = {"off": 0, "boundaries": 1, "full": 2}
-LEVEL_NAMES = ("off", "boundaries", "full")
+LEVEL_CODES = {name: code for code, name in enumerate(LEVEL_NAMES)}
 _CAPTURE_BITS = {"args": CAP_ARGS, "return": CAP_RETURN, "state": CAP_STATE, "exceptions": CAP_EXCEPTIONS}
 _FULL_BITS = CAP_ARGS | CAP_RETURN | CAP_STATE | CAP_EXCEPTIONS
 
@@ -106,6 +111,7 @@ _RATES: list[float] = []   # effective sampling per fid
 _FLAGS: list[int] = []     # capture bits per fid
 _PARAMS: list[tuple[str, ...]] = []  # parameter names per fid (enter_params)
 _FUNCS: list[tuple[str, str, str, int, int, frozenset, float]] = []  # register() arguments
+_BY_IDENTITY: dict[tuple[str, str, str, int], int] = {}  # (module, qualname, file, line) -> fid
 _registry_lock = threading.Lock()
 
 #: marks "record nothing here" where the innermost call would be
@@ -128,90 +134,36 @@ def _on_error(exc: BaseException) -> None:
 
 # ---------------------------------------------------------------- values
 
-_MAX_KEEP = 1 << 16  # a repr longer than this is cut here; correlation truncates further
+_MAX_KEEP = 1 << 16  # a snapshot longer than this is cut here; correlation truncates further
 _keep = _MAX_KEEP    # lowered to max_value_length + 1 by configure(): enough to see truncation
 
-_OPEN_CLOSE = {list: ("[", "]"), tuple: ("(", ")"), set: ("{", "}"), dict: ("{", "}")}
-#: Values whose repr starts with the repr of their first characters or bytes: cut before repr
-_SLICEABLE = frozenset((str, bytes, bytearray))
-#: Containers nested deeper than this show as ``[...]`` (``reprlib``'s notation; it stops at 6).
-_MAX_DEPTH = 8
 
-
-def _leaf_repr(value: Any, budget: int) -> str:
-    """``repr(value)``, of its first ``budget`` characters or bytes when it is longer: a 16 MB
-    bytearray argument (more-itertools' sieve) must not cost a 64 MB repr per call."""
-    return repr(value[:budget] if type(value) in _SLICEABLE and len(value) > budget else value)
-
-
-def _bounded_repr(value: Any, budget: int) -> str:
-    """``repr(value)`` for builtin containers, built only up to about
-    ``budget`` characters: a 10-million-item list argument must not cost a
-    10-million-item repr on the application thread.  The prefix is the same
-    as ``repr``'s; anything longer is cut (and counted) by correlation.
-    Containers deeper than :data:`_MAX_DEPTH` show as ``[...]``: a linked
-    list of pairs (``[value, [value, ...]]``) recorded on every step of an
-    iterator cost one call per four characters of the budget."""
-    out: list[str] = []
-    used = 0
-    seen: set[int] = set()
-    depth = 0
-
-    def emit(text: str) -> bool:
-        nonlocal used
-        out.append(text)
-        used += len(text)
-        return used <= budget
-
-    def walk(v: Any) -> bool:
-        nonlocal depth
-        t = type(v)
-        if t not in _OPEN_CLOSE or (t is set and not v):
-            return emit(_leaf_repr(v, budget))
-        opening, closing = _OPEN_CLOSE[t]
-        if id(v) in seen:  # a container that holds itself, as repr shows it
-            return emit({list: "[...]", dict: "{...}"}.get(t, "..."))
-        if depth >= _MAX_DEPTH and v:
-            return emit(f"{opening}...{closing}")
-        seen.add(id(v))
-        if not emit(opening):
-            return False
-        depth += 1
-        first = True
-        items = v.items() if t is dict else v
-        for item in items:
-            if not first and not emit(", "):
-                return False
-            first = False
-            if t is dict:
-                if not (walk(item[0]) and emit(": ") and walk(item[1])):
-                    return False
-            elif not walk(item):
-                return False
-        if t is tuple and len(v) == 1 and not emit(","):
-            return False
-        seen.discard(id(v))
-        depth -= 1
-        return emit(closing)
-
-    walk(value)
-    return "".join(out)
+def _set_keep(keep: int) -> None:
+    """Snapshots are cut at ``keep`` characters (both implementations)."""
+    global _keep
+    _keep = keep
+    if _native_snapshot is not None:
+        _native_snapshot.snapshot_config(limit=keep)
 
 
 def _snap(value: Any) -> Any:
     """Something safe to keep until the worker formats it: the value if
-    immutable and plain, else its repr (computed now, while it is true)."""
+    immutable and plain, else its snapshot (:mod:`snapshot`: computed now,
+    while it is true, running none of the program's code)."""
     t = type(value)
     if t is int or t is str or t is float or t is bool or value is None:
         return value
     try:
-        if t in _OPEN_CLOSE:
-            text = _bounded_repr(value, _keep)
-        else:
-            text = _leaf_repr(value, _keep)
+        return _snapshot(value, _keep)
     except Exception:
-        return f"<unrepresentable {t.__qualname__}>"
-    return text if len(text) <= _keep else text[:_keep]
+        return "<unrepresentable value>"
+def _summarize(exc: BaseException) -> tuple:
+    """What a record keeps of an exception (see :func:`snapshot.exception_summary`)."""
+    try:
+        return _exception_summary(exc, _keep)
+    except Exception as err:
+        _on_error(err)
+        return ("BaseException", "builtins", "<unrepresentable exception>", (), 0, None, None)
 
 
 # ---------------------------------------------------------------- ids
@@ -253,13 +205,15 @@ def _new_hot() -> Any:
     # written only through hot.current()/hot.set_current().
     hot = _accel.IMPL.HotPath(
         LEVELS, _RATES, _FLAGS, _PARAMS, ContextVar("scope_otel_call", default=None), _DISABLED,
-        _context.raw_source(_overlay), _root_of, _snap, _ring.sink, _new_prefix(), _on_error,
+        _context.raw_source(_overlay), _root_of, _accel.IMPL.snap or _snap, _ring.sink, _new_prefix(),
+        _on_error, _summarize,
     )
     _overlay.current = hot.current
     return hot
 
 
 _hot = _new_hot()
+_hot_snap = _accel.IMPL.snap or _snap  # what the hot path snapshots values with (state changes too)
 enter = _hot.enter
 enter_params = _hot.enter_params
 exit = _hot.exit  # noqa: A001 - the contract's name
@@ -274,7 +228,9 @@ def use_implementation(pure: bool | None) -> str:
     benchmarks; code that imported ``enter`` by name, and modules rewritten
     before the switch, which bind the calls at import, keep the old one)."""
     global _hot, enter, enter_params, exit, exception, IMPLEMENTATION, _ring, _current, _set_current
+    global _hot_snap
     impl = _accel.select(pure)
+    _hot_snap = impl.snap or _snap
     _ring = Ring(_ring.capacity, _ring.overflow, _ring.block_timeout)
     _hot = _new_hot()
     enter, enter_params, exit, exception = _hot.enter, _hot.enter_params, _hot.exit, _hot.exception
@@ -283,11 +239,42 @@ def use_implementation(pure: bool | None) -> str:
     return impl.name
 
 
-def probe(fid: int) -> Any:
+def probe(fid: int, helpers: Any = None) -> Any:
     """``enter(*values)``/``exit``/``exception`` bound to function ``fid``
     (what rewritten modules call: ``enter`` is :func:`enter_params` for that
-    function).  Bound to the hot path current now (see :func:`use_implementation`)."""
-    return _hot.probe(fid)
+    function), its current ``level`` and ``sup`` (``helpers``: the rewrite's
+    helper module).  Bound to the hot path current now (see
+    :func:`use_implementation`).  A probe pickles as the identity of its
+    function (module, qualname, file, line...), so a function pickled by value
+    (cloudpickle) carries its probe to another process, where it registers
+    the function again (see :func:`_probe_by_identity`)."""
+    return _hot.probe(fid, helpers)
+
+
+def _probe_by_identity(module: str, qualname: str, filename: str, firstlineno: int, level: str,
+                       capture: frozenset, sampling: float, params: tuple, helpers: Any) -> Any:
+    """The probe of the function with this identity, registering it if this process has not."""
+    key = (module, qualname, filename, firstlineno)
+    with _registry_lock:
+        fid = _BY_IDENTITY.get(key)
+    if fid is None:
+        fid = register(module, qualname, filename, firstlineno, level, capture, sampling, params)
+    return probe(fid, helpers)
+
+
+def _reduce_probe(p: Any) -> tuple:
+    module, qualname, filename, line, code, capture, sampling = _FUNCS[p.fid]
+    return _probe_by_identity, (module, qualname, filename, line, LEVEL_NAMES[code], capture, sampling,
+                                _PARAMS[p.fid], p.sup)
+
+
+def _register_probe_pickling() -> None:
+    # copyreg: both pickle and cloudpickle (whose dispatch table chains copyreg's) use it
+    for pure in (True, False):
+        copyreg.pickle(_accel.load(pure).Probe, _reduce_probe)
+
+
+_register_probe_pickling()
 
 
 def bind_ring(ring: Ring, move: bool = True) -> None:
@@ -324,7 +311,10 @@ _max_events = 128
 EVENTS_DROPPED = "scope.events_dropped"
 
 
-def _event(token: Any, name: str, attrs: dict | None) -> None:
+def _event(token: Any, name: str, attrs: tuple | None) -> None:
+    # an event is (name, time_ns, attributes as a tuple of (key, value) pairs or None): only
+    # immutable values, so the record, once its events list becomes a tuple at exit, holds
+    # nothing the cyclic garbage collector keeps tracking (a tuple holding a dict stays tracked)
     events = token[EVENTS]
     if events is None:
         events = token[EVENTS] = []
@@ -332,9 +322,10 @@ def _event(token: Any, name: str, attrs: dict | None) -> None:
     if kept < _max_events:
         events.append((name, time.time_ns(), attrs))
     elif kept == _max_events:
-        events.append((EVENTS_DROPPED, time.time_ns(), {"scope.dropped": 1}))
+        events.append((EVENTS_DROPPED, time.time_ns(), (("scope.dropped", 1),)))
     else:
-        events[-1][2]["scope.dropped"] += 1
+        last = events[-1]
+        events[-1] = (last[0], last[1], (("scope.dropped", last[2][0][1] + 1),))
 
 
 def state_change(token: Any, target: str, value: Any) -> None:
@@ -345,10 +336,10 @@ def state_change(token: Any, target: str, value: Any) -> None:
         saved = _current()
         _set_current(_DISABLED)
         try:
-            snap = _snap(value)
+            snap = _hot_snap(value)
         finally:
             _set_current(saved)
-        _event(token, "scope.state_change", {"scope.target": target, "scope.value": snap})
+        _event(token, "scope.state_change", (("scope.target", target), ("scope.value", snap)))
     except Exception as exc:
         _on_error(exc)
 
@@ -389,7 +380,7 @@ def _message(kind: str, channel: str, message_id: str) -> None:
     global _orphans_seen
     try:
         token = _current()
-        attrs = {"messaging.destination.name": str(channel), "messaging.message.id": str(message_id)}
+        attrs = (("messaging.destination.name", str(channel)), ("messaging.message.id", str(message_id)))
         if token is not None and token is not _DISABLED:
             _event(token, kind, attrs)
             return
@@ -397,7 +388,7 @@ def _message(kind: str, channel: str, message_id: str) -> None:
             return
         span = _raw_ctx().get(_SPAN_KEY)
         if span is not None and span.is_recording():
-            span.add_event(kind, attrs)
+            span.add_event(kind, dict(attrs))
         else:
             _orphans_seen = next(_orphans) + 1
     except Exception as exc:
@@ -496,6 +487,7 @@ def register(
         fid = len(_FUNCS)
         _FUNCS.append((str(module), str(qualname), str(filename), int(firstlineno or 0), code,
                        frozenset(capture or ()), sampling))
+        _BY_IDENTITY.setdefault(_FUNCS[fid][:4], fid)
         LEVELS.append(0)
         _RATES.append(1.0)
         _FLAGS.append(0)
@@ -547,9 +539,11 @@ def configure(cfg: Any = None, processor: Any = None, resource: Any = None) -> N
     try:
         _recompute(cfg)
         if cfg is not None and getattr(cfg, "max_value_length", None):
-            _keep = min(_MAX_KEEP, int(cfg.max_value_length) + 1)
+            _set_keep(min(_MAX_KEEP, int(cfg.max_value_length) + 1))
         if cfg is not None and getattr(cfg, "max_events", None) is not None:
             _max_events = int(cfg.max_events)
+        if cfg is not None and getattr(cfg, "value_repr", None) is not None:
+            set_repr_types(cfg.value_repr)
         if processor is not None and resource is not None and hasattr(processor, "set_resource"):
             processor.set_resource(resource)
     except Exception as exc:

@@ -32,10 +32,10 @@ from scope_otel.capture import runtime
 from scope_otel.capture.records import CAP_EXCEPTIONS, RAISED, TOKEN_LEN
 from scope_otel.correlate.stack import StackFormatter
 from scope_otel.correlate.values import ValuePolicy
+from scope_otel.plan import LEVELS
 from scope_otel.version import __version__
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-_LEVEL_NAMES = ("off", "boundaries", "full")
 
 
 def _context_factory():
@@ -74,7 +74,7 @@ class Correlator:
         self.spans = 0
         self._fallback: Resource | None = None
         self._static: dict[tuple[int, int], dict[str, Any]] = {}  # (fid, level) -> fixed attributes
-        self._stacktrace = StackFormatter()  # an exception crossing several functions is formatted once
+        self._stacktrace = StackFormatter()  # the same exception raised in a loop is formatted once
 
     def learn_resource(self, resource: Resource) -> None:
         if self.resource is None:
@@ -96,14 +96,15 @@ class Correlator:
         events = []
         if raw_events:
             for name, ts, ev_attrs in raw_events:
-                if ev_attrs and "scope.value" in ev_attrs:
+                if ev_attrs:  # (key, value) pairs: records hold only immutable values
                     ev_attrs = dict(ev_attrs)
-                    ev_attrs["scope.value"] = fmt(ev_attrs["scope.target"], ev_attrs["scope.value"])
+                    if "scope.value" in ev_attrs:
+                        ev_attrs["scope.value"] = fmt(ev_attrs["scope.target"], ev_attrs["scope.value"])
                 events.append(Event(name, ev_attrs, ts))
         span_status = _UNSET
         if status == RAISED:
             events.append(self._exception_event(value, end_ns, flags & CAP_EXCEPTIONS))
-            span_status = Status(StatusCode.ERROR, f"{type(value).__name__}: {value}")
+            span_status = Status(StatusCode.ERROR, f"{value[0]}: {value[2]}")
         elif value is not None:
             attrs["scope.return"] = fmt("return", value)
         resource = self.resource
@@ -137,20 +138,21 @@ class Correlator:
             "code.file.path": filename,
             "code.line.number": line,
             "scope.kind": "function",
-            "scope.level": _LEVEL_NAMES[level],
+            "scope.level": LEVELS[level],
         }
 
-    def _exception_event(self, exc: Any, ts: int, with_stack: int) -> Event:
+    def _exception_event(self, summary: tuple, ts: int, with_stack: int) -> Event:
+        # a record keeps a summary of the exception (capture/snapshot.py), never the exception
         attrs = {
-            "exception.type": type(exc).__qualname__,
-            "exception.message": self.policy.format("exception.message", str(exc)),
+            "exception.type": summary[0],
+            "exception.message": self.policy.format("exception.message", summary[2]),
         }
-        if with_stack and isinstance(exc, BaseException):
-            attrs["exception.stacktrace"] = self._stacktrace(exc)
+        if with_stack:
+            attrs["exception.stacktrace"] = self._stacktrace(summary)
         return Event("exception", attrs, ts)
 
     def batch_done(self) -> None:
-        """Drop the exceptions kept for formatting: they hold their frames and every local in them."""
+        """Forget the texts kept for formatting (a batch's worth)."""
         self._stacktrace.clear()
 
     def stats(self) -> dict[str, int]:

@@ -1,46 +1,40 @@
-"""``exception.stacktrace`` text, cheaply, in Python's own traceback layout.
+"""``exception.stacktrace`` text from a recorded exception summary, in Python's own layout.
 
-``traceback.format_exception`` costs 200-300 µs for a dozen frames on
-CPython 3.11 (a ``FrameSummary`` per frame, a ``stat`` per file, and an
-``ast.parse`` per frame for the ``^^^^`` markers).  An application that
-raises and catches often pays that for every recorded exception, on its own
-cores.  :func:`stacktrace` writes the same text without the marker lines
-(the ``File ..., line ..., in ...`` lines, source lines, ``[Previous line
-repeated N more times]``, chained causes and contexts, the final
-``Type: message``) at a few µs per frame, and formats an exception once
-however many recorded functions it passed through.  Exception groups, rare
-and nested, go to ``traceback`` itself.
+A record keeps no exception object (its traceback would keep every frame and
+local alive): the hot path keeps a summary of immutable values
+(``scope_otel.capture.snapshot.exception_summary``: type, message, the
+``(file, line, function)`` frames from the recorded call down to where it
+was raised, and the chained cause or context).  :func:`stacktrace` writes it
+as Python prints a traceback, without the ``^^^`` marker lines: ``File ...,
+line ..., in ...`` lines, source lines (read here, in the worker, through
+``linecache``), ``[Previous line repeated N more times]``, chained causes
+and contexts, and the final ``Type: message``.  Frames left out of a very
+deep traceback show as one ``[... N frames not recorded ...]`` line.
 """
 from __future__ import annotations
 
-import builtins
 import linecache
-import traceback
 from collections import OrderedDict
-from typing import Any
 
 _RECURSIVE_CUTOFF = 3  # as in traceback.py: identical frames shown before "repeated"
 _CACHE_SIZE = 32
 
+# summary layout (capture/snapshot.py)
+_QUALNAME, _MODULE, _MESSAGE, _FRAMES, _OMITTED, _CAUSE, _CONTEXT = range(7)
+
 
 class StackFormatter:
-    """Formats exceptions; remembers the last few, so a shared exception is formatted once.
-
-    What it remembers keeps those exceptions alive, with their tracebacks,
-    frames and every local of those frames: its owner calls :meth:`clear`
-    after each batch of records.
-    """
+    """Formats summaries; remembers the last few (a loop raising the same way formats once)."""
 
     def __init__(self) -> None:
-        self._recent: OrderedDict[int, tuple[BaseException, str]] = OrderedDict()
+        self._recent: OrderedDict[tuple, str] = OrderedDict()
 
-    def __call__(self, exc: BaseException) -> str:
-        key = id(exc)
-        hit = self._recent.get(key)
-        if hit is not None and hit[0] is exc:
-            return hit[1]
-        text = stacktrace(exc)
-        self._recent[key] = (exc, text)
+    def __call__(self, summary: tuple) -> str:
+        hit = self._recent.get(summary)
+        if hit is not None:
+            return hit
+        text = stacktrace(summary)
+        self._recent[summary] = text
         if len(self._recent) > _CACHE_SIZE:
             self._recent.popitem(last=False)
         return text
@@ -49,55 +43,46 @@ class StackFormatter:
         self._recent.clear()
 
 
-def stacktrace(exc: BaseException) -> str:
-    """The traceback of ``exc`` as Python prints it, without the ``^^^`` marker lines."""
-    if _has_group(exc, set()):
-        return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+def type_name(summary: tuple) -> str:
+    """The exception's type as Python's traceback names it (``module.Qual`` outside builtins)."""
+    module = summary[_MODULE]
+    if module in ("builtins", "__main__", ""):
+        return summary[_QUALNAME]
+    return f"{module}.{summary[_QUALNAME]}"
+
+
+def stacktrace(summary: tuple) -> str:
+    """The traceback of a recorded exception as Python prints it, without the ``^^^`` lines."""
     lines: list[str] = []
-    _chain(exc, lines, set())
+    _chain(summary, lines)
     return "".join(lines)
 
 
-#: exception groups came with Python 3.11
-_GROUP = getattr(builtins, "BaseExceptionGroup", None)
-
-
-def _has_group(exc: Any, seen: set) -> bool:
-    if _GROUP is None:
-        return False
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, _GROUP):
-            return True
-        if exc.__cause__ is not None and _has_group(exc.__cause__, seen):
-            return True
-        exc = exc.__context__
-    return False
-
-
-def _chain(exc: BaseException, out: list[str], seen: set) -> None:
-    seen.add(id(exc))
-    cause, context = exc.__cause__, exc.__context__
-    if cause is not None and id(cause) not in seen:
-        _chain(cause, out, seen)
+def _chain(summary: tuple, out: list[str]) -> None:
+    if summary[_CAUSE] is not None:
+        _chain(summary[_CAUSE], out)
         out.append("\nThe above exception was the direct cause of the following exception:\n\n")
-    elif context is not None and not exc.__suppress_context__ and id(context) not in seen:
-        _chain(context, out, seen)
+    elif summary[_CONTEXT] is not None:
+        _chain(summary[_CONTEXT], out)
         out.append("\nDuring handling of the above exception, another exception occurred:\n\n")
-    if exc.__traceback__ is not None:
+    if summary[_FRAMES]:
         out.append("Traceback (most recent call last):\n")
-        _frames(exc.__traceback__, out)
-    out.extend(traceback.format_exception_only(type(exc), exc))
+        _frames(summary[_FRAMES], summary[_OMITTED], out)
+    message = summary[_MESSAGE]
+    out.append(f"{type_name(summary)}: {message}\n" if message else f"{type_name(summary)}\n")
 
 
-def _frames(tb: Any, out: list[str]) -> None:
+def _frames(frames: tuple, omitted: int, out: list[str]) -> None:
+    from scope_otel.capture.snapshot import MAX_FRAMES_HEAD
+
     last = None
     repeats = 0
-    while tb is not None:
-        code = tb.tb_frame.f_code
-        filename, lineno, name = code.co_filename, tb.tb_lineno, code.co_name
-        tb = tb.tb_next
-        here = (filename, lineno, name)
+    for i, here in enumerate(frames):
+        if omitted and i == MAX_FRAMES_HEAD:
+            _repeated(repeats, out)
+            last, repeats = None, 0
+            out.append(f"  [... {omitted} frames not recorded ...]\n")
+        filename, lineno, name = here
         if here == last:
             repeats += 1
             if repeats > _RECURSIVE_CUTOFF:

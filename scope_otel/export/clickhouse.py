@@ -20,12 +20,12 @@ exceptions, state changes and messages of function spans).  The schema is
 created or migrated on first use (``schemas/ch_*.sql``).
 
 How it writes: each batch is encoded once into ClickHouse Native blocks (by
-the C accelerator ``_chnative`` where it is built, see ``_ch_rows``).  A
+the C accelerator ``store._chnative`` where it is built, see ``store.rows``).  A
 server gets them over HTTP directly (retried with backoff, spooled on disk
 while unreachable, replayed when it answers).  An embedded store is never
 opened by the application: batches go to the store's spool and a separate
 store-writer process owns chDB and writes them (``embedded="process"``, the
-default; see ``_ch_backend`` for why: chDB and ``fork()`` do not mix, and
+default; see ``store.engine`` for why: chDB and ``fork()`` do not mix, and
 one process at a time may open a store).  ``embedded="inprocess"`` opens
 chDB in this process instead, for programs that never fork (``scope-otel
 collect``, benchmarks, tests).
@@ -57,10 +57,10 @@ from typing import Any, Sequence
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from scope_otel.export._ch_backend import SERVER_INSERT_SETTINGS, Backend, StoreBusy, StoreUnavailable
-from scope_otel.export._ch_rows import Batch
-from scope_otel.export._ch_schema import SchemaOptions
-from scope_otel.export._ch_target import Target, parse
+from scope_otel.store.engine import SERVER_INSERT_SETTINGS, Backend, StoreBusy, StoreUnavailable
+from scope_otel.store.rows import Batch
+from scope_otel.store.migrations import SchemaOptions
+from scope_otel.store.target import Target, parse
 
 _log = logging.getLogger("scope_otel.export.clickhouse")
 
@@ -115,6 +115,7 @@ class ClickHouseSpanExporter(SpanExporter):
         self._down_until = 0.0
         self._down_for = 0.0
         self._shutdown = False
+        self.last_failure: str | None = None
 
     # -- SpanExporter ---------------------------------------------------------
 
@@ -187,6 +188,7 @@ class ClickHouseSpanExporter(SpanExporter):
     def _deliver(self, batch: Batch) -> SpanExportResult:
         if self._shutdown:
             self._count(spans_dropped=len(batch))
+            self.last_failure = "the exporter was already shut down"
             return SpanExportResult.FAILURE
         try:
             parts = batch.encode()
@@ -276,6 +278,8 @@ class ClickHouseSpanExporter(SpanExporter):
                 self._counts[key] += delta
 
     def _log_once(self, kind: str, message: str, *args: Any) -> None:
+        # why the last batch failed, for the span processor's count by reason
+        self.last_failure = (message % args).replace("scope-otel: ", "", 1)[:200]
         if kind not in self._logged:
             self._logged.add(kind)
             _log.warning(message, *args)

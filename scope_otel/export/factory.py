@@ -56,7 +56,7 @@ def _otlp_where(exporter: Any, config: Config) -> str:
 def _clickhouse(config: Config) -> SpanExporter:
     from scope_otel.export.clickhouse import ClickHouseSpanExporter
 
-    # a bare path is embedded chDB; the exporter resolves it (scope_otel.export._ch_target)
+    # a bare path is embedded chDB; the exporter resolves it (scope_otel.store.target)
     return ClickHouseSpanExporter(url=config.store, database=config.database)
 
 

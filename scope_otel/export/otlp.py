@@ -45,7 +45,6 @@ And about a backend that is down, silent or slow:
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable
@@ -65,6 +64,8 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
 from opentelemetry.trace import Link, SpanContext, Status, StatusCode
 from opentelemetry.trace.span import TraceState
+
+from scope_otel.accelerators import pure_python_requested
 
 __all__ = ["OTLPGrpcSpanExporter", "OTLPHttpSpanExporter", "encode_request", "IMPLEMENTATION", "use_implementation"]
 
@@ -188,7 +189,7 @@ def use_implementation(pure: bool | None = None) -> str:
     ``SCOPE_OTEL_PURE_PYTHON=1``) asks for the stock one.  Returns "c" or "python"."""
     global encode_request, IMPLEMENTATION
     if pure is None:
-        pure = os.environ.get("SCOPE_OTEL_PURE_PYTHON", "").strip().lower() in ("1", "true", "yes", "on")
+        pure = pure_python_requested()
     native = None if pure else _load_c()
     encode_request = native or _encode_python
     IMPLEMENTATION = "c" if native else "python"

@@ -2,7 +2,7 @@
 
 The launcher's bootstrap does this for you; by hand::
 
-    from scope_otel.planner.plan import Plan, load_plan
+    from scope_otel.plan import Plan, load_plan
     import scope_otel.instrument as instrument
 
     instrument.apply(load_plan("scope-otel.plan.json"))
@@ -34,7 +34,7 @@ __all__ = ["apply", "install", "uninstall", "installed", "ImportHook"]
 def apply(plan: Any, *, already_imported: bool = True) -> ImportHook | None:
     """Install the import hook for ``plan``; wrap planned modules already imported.
 
-    ``plan`` is a :class:`scope_otel.planner.plan.Plan` (anything with
+    ``plan`` is a :class:`scope_otel.plan.Plan` (anything with
     ``wants_module``, ``for_function`` and ``hash`` will do).  Returns the
     hook, or None when instrumentation could not be set up at all (logged
     once; the program then runs uninstrumented).

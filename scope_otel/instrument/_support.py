@@ -1,4 +1,4 @@
-"""Small helpers that rewritten code calls; imported by every rewritten module.
+"""Small helpers that rewritten code calls, through its probes (``probe.sup``).
 
 They exist only where an inline statement cannot do the job: a ``yield``
 nested inside a larger expression (no room for ``try``/``finally``) and
@@ -15,6 +15,9 @@ _PREFIX = "_@"
 
 #: builtins the ``yield from`` expansion calls, safe from a module shadowing them
 builtin_iter, builtin_next, builtin_getattr = iter, next, getattr
+
+#: the runtime's calls that rewritten code makes through ``probe.sup``
+state_change, suspend, resume = _rt.state_change, _rt.suspend, _rt.resume
 
 
 def yield_one(token: Any, value: Any) -> Generator[Any, Any, Any]:

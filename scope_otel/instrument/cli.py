@@ -18,7 +18,9 @@ import sys
 from typing import Iterator
 
 from scope_otel.instrument import cache
-from scope_otel.instrument.hook import ImportHook, never_instrumented
+from scope_otel.instrument.exclusions import never_instrumented
+from scope_otel.instrument.hook import ImportHook
+from scope_otel.plan import LEVELS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,12 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plan", help="plan file (default: the configured plan)")
     parser.add_argument("--instrument", action="append", default=[], metavar="GLOB",
                         help="module glob to instrument without a plan (repeatable)")
-    parser.add_argument("--level", default="full", choices=("off", "boundaries", "full"),
+    parser.add_argument("--level", default="full", choices=LEVELS,
                         help="level for --instrument (default: full)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only failures")
     args = parser.parse_args(argv)
 
-    from scope_otel.planner.plan import Plan, PlanError, load_plan
+    from scope_otel.plan import Plan, PlanError, load_plan
 
     try:
         if args.plan:

@@ -30,22 +30,10 @@ from types import CodeType, ModuleType
 from typing import Any
 
 from scope_otel.instrument import cache
+from scope_otel.instrument.exclusions import never_instrumented
 from scope_otel.instrument.rewrite import MARKER, rewrite_module
 
 _log = logging.getLogger("scope_otel.instrument")
-
-#: Never rewritten: scope-otel itself and what its capture path runs on
-#: (rewriting them would record the recorder), and the import machinery.
-_NEVER = frozenset({
-    "scope_otel", "opentelemetry", "wrapt", "google", "grpc", "importlib", "encodings",
-    "sitecustomize", "usercustomize", "site",
-}) | frozenset(getattr(sys, "stdlib_module_names", ()))
-
-
-def never_instrumented(name: str) -> bool:
-    """True for modules scope-otel must not rewrite (see ``_NEVER``)."""
-    return name.partition(".")[0] in _NEVER
-
 
 class ImportHook:
     """Finder (and loader factory) that rewrites the modules ``plan`` wants."""
@@ -191,6 +179,9 @@ def install(plan: Any) -> ImportHook:
     global _installed
     import scope_otel.capture.runtime  # noqa: F401 - fail here, not in the application's import
     import scope_otel.instrument._support  # noqa: F401
+    from scope_otel.instrument.rewrite import install_builtins
+
+    install_builtins()  # what rewritten modules' preludes read (cached code included)
 
     from scope_otel.instrument import wrap
 

@@ -19,10 +19,16 @@
                                                         _@scope_t = None
                                                     raise
 
-``_@scope_p3`` is the function's probe (``runtime.probe(fid)``, a module
-global): ``enter`` is ``runtime.enter_params(fid, ...)``, ``exit`` and
-``exception`` the runtime's, as cheap to call as module global functions,
-and the module's namespace gains no callable.  ``enter`` receives the
+``_@scope_p3`` is the function's probe (``runtime.probe(fid, helpers)``,
+the only module global a rewritten function refers to): ``enter`` is
+``runtime.enter_params(fid, ...)``, ``exit`` and ``exception`` the
+runtime's, as cheap to call as module global functions, ``level`` the
+function's current level, ``sup`` the helpers of
+``scope_otel.instrument._support`` (state changes, suspend/resume); the
+module's namespace gains no callable.  The prelude that registers the
+functions imports nothing (see :func:`install_builtins`), and probes pickle
+by the function's identity, so functions pickled by value (cloudpickle)
+unpickle wherever scope-otel is installed.  ``enter`` receives the
 parameters' values (their names were given to ``register``) and reads the
 function's level itself, on every call: a level changed at run time
 (config ``level``/``function_levels``, the circuit breaker) takes effect on
@@ -73,11 +79,10 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 #: Bumped whenever the generated code changes, so cached bytecode is rebuilt.
-REWRITE_VERSION = 7
+REWRITE_VERSION = 8
 
-RT = "_@scope_rt"       # scope_otel.capture.runtime
-SUP = "_@scope_sup"     # scope_otel.instrument._support
-LV = "_@scope_L"        # runtime.LEVELS
+RT = "_@scope_rt"       # scope_otel.capture.runtime, a builtins name (install_builtins)
+SUP = "_@scope_sup"     # scope_otel.instrument._support, a builtins name (install_builtins)
 MARKER = "_@scope_rewritten"  # module global: this module was rewritten
 _T, _RV, _E, _Y, _SV = "_@scope_t", "_@scope_rv", "_@scope_e", "_@scope_y", "_@scope_sv"
 _LV = "_@scope_l"  # the level after entry, read only by functions with state hooks
@@ -115,6 +120,7 @@ def rewrite_module(tree: ast.Module, module: str, plan: Any) -> RewriteResult:
     _Walker(module, plan, result).visit_body(tree.body, prefix="", in_class=False)
     if result.functions:
         tree.body[_prelude_index(tree.body):0] = _prelude(module, result.functions)
+        install_builtins()  # whoever runs this code next finds the runtime
     return result
 
 
@@ -141,7 +147,7 @@ def _stamp(node: ast.AST, line: int) -> ast.AST:
 
 _RENAME = {"S_T": _T, "S_RV": _RV, "S_E": _E, "S_Y": _Y, "S_SV": _SV, "S_LV": _LV,
            "S_I": _I, "S_S": _S, "S_M": _M, "S_E2": _E2, "S_R": _R,
-           "S_RT": RT, "S_SUP": SUP, "S_L": LV}
+           "S_RT": RT, "S_SUP": SUP}
 
 # S_P is the function's probe (runtime.probe(fid), a module global): its
 # methods are the runtime's calls bound to the function, as cheap as calling
@@ -164,7 +170,7 @@ _FALL_OFF = """
 S_P.exit(S_T)
 """
 _LEVEL_READ = """
-S_LV = S_L[S_F]
+S_LV = S_P.level
 """
 _WRAP = """
 try:
@@ -186,38 +192,38 @@ except GeneratorExit:
 """
 _STATE = """
 if S_T is not None and S_LV > 1:
-    S_RT.state_change(S_T, S_TARGET, S_VALUE)
+    S_P.sup.state_change(S_T, S_TARGET, S_VALUE)
 """
 _SUSPEND = """
 if S_T is not None:
-    S_RT.suspend(S_T)
+    S_P.sup.suspend(S_T)
 """
 # PEP 380's expansion of ``R = yield from EXPR``, with suspend/resume around
 # each hand-over, inlined so that no frame is added between the generator
 # and its sub-iterator (recursion depth unchanged).
 _DELEGATE = """
-S_I = S_SUP.builtin_iter(S_EXPR)
+S_I = S_P.sup.builtin_iter(S_EXPR)
 try:
-    S_Y = S_SUP.builtin_next(S_I)
+    S_Y = S_P.sup.builtin_next(S_I)
 except StopIteration as S_E:
     S_R = S_E.value
 else:
     while True:
         if S_T is not None:
-            S_RT.suspend(S_T)
+            S_P.sup.suspend(S_T)
         try:
             S_S = yield S_TAKE_Y
         except GeneratorExit:
             if S_T is not None:
-                S_RT.resume(S_T)
-            S_M = S_SUP.builtin_getattr(S_I, "close", None)
+                S_P.sup.resume(S_T)
+            S_M = S_P.sup.builtin_getattr(S_I, "close", None)
             if S_M is not None:
                 S_M()
             raise
         except BaseException as S_E:
             if S_T is not None:
-                S_RT.resume(S_T)
-            S_M = S_SUP.builtin_getattr(S_I, "throw", None)
+                S_P.sup.resume(S_T)
+            S_M = S_P.sup.builtin_getattr(S_I, "throw", None)
             if S_M is None:
                 raise
             try:
@@ -227,10 +233,10 @@ else:
                 break
         else:
             if S_T is not None:
-                S_RT.resume(S_T)
+                S_P.sup.resume(S_T)
             try:
                 if S_S is None:
-                    S_Y = S_SUP.builtin_next(S_I)
+                    S_Y = S_P.sup.builtin_next(S_I)
                 else:
                     S_Y = S_I.send(S_S)
             except StopIteration as S_E:
@@ -243,7 +249,7 @@ try:
     pass
 finally:
     if S_T is not None:
-        S_RT.resume(S_T)
+        S_P.sup.resume(S_T)
 """
 _TEMPLATE_TEXT = {
     "prologue": _PROLOGUE, "prologue_direct": _PROLOGUE_DIRECT, "fall_off": _FALL_OFF,
@@ -290,6 +296,12 @@ def _probe_var(fid_var: str) -> str:
     return fid_var.replace("_@scope_f", "_@scope_p", 1)
 
 
+def _sup_call(probe: str, attr: str, *args: ast.expr) -> ast.Call:
+    """``probe.sup.attr(*args)``: the rewrite's helpers, reached through the function's probe."""
+    helpers = ast.Attribute(value=_name(probe), attr="sup", ctx=ast.Load())
+    return ast.Call(func=ast.Attribute(value=helpers, attr=attr, ctx=ast.Load()), args=list(args), keywords=[])
+
+
 def _name(id_: str, ctx: ast.expr_context | None = None) -> ast.Name:
     return ast.Name(id=id_, ctx=ctx or ast.Load())
 
@@ -311,32 +323,42 @@ def _prelude_index(body: list[ast.stmt]) -> int:
 
 
 def _prelude(module: str, functions: list[Registered]) -> list[ast.stmt]:
-    lines = [
-        f"import scope_otel.capture.runtime as S_RT",
-        f"import scope_otel.instrument._support as S_SUP",
-        "S_L = S_RT.LEVELS",
-        f"{MARKER.replace('_@scope_', 'S_')} = True",
-    ]
+    # No import statement and no module global but the probes: the runtime and the helpers are
+    # reached through builtins names no source can spell (see install_builtins), used here only,
+    # so a builtins.__import__ hook sees nothing and functions pickled by value (cloudpickle)
+    # carry only their probes, which pickle by function identity.
+    lines = [f"{MARKER.replace('_@scope_', 'S_')} = True"]
     for fn in functions:
         lines.append(
-            f"{fn.var.replace('_@scope_', 'S_')} = S_RT.register({module!r}, {fn.qualname!r}, "
-            f"__file__, {fn.lineno}, {fn.level!r}, frozenset({sorted(fn.capture)!r}), {fn.sampling!r}, "
-            f"{tuple(fn.params)!r})"
+            f"{_probe_var(fn.var).replace('_@scope_', 'S_')} = S_RT.probe(S_RT.register({module!r}, "
+            f"{fn.qualname!r}, __file__, {fn.lineno}, {fn.level!r}, frozenset({sorted(fn.capture)!r}), "
+            f"{fn.sampling!r}, {tuple(fn.params)!r}), S_SUP)"
         )
-        lines.append(f"{_probe_var(fn.var).replace('_@scope_', 'S_')} = S_RT.probe({fn.var.replace('_@scope_', 'S_')})")
     tree = ast.parse("\n".join(lines))
     renamer = {**_RENAME, MARKER.replace("_@scope_", "S_"): MARKER}
-    renamer.update({fn.var.replace("_@scope_", "S_"): fn.var for fn in functions})
     renamer.update({_probe_var(fn.var).replace("_@scope_", "S_"): _probe_var(fn.var) for fn in functions})
     for node in ast.walk(tree):
         if isinstance(node, ast.Name):
             node.id = renamer.get(node.id, node.id)
-        elif isinstance(node, ast.alias) and node.asname:
-            node.asname = renamer.get(node.asname, node.asname)
         if hasattr(node, "lineno"):
             node.lineno = node.end_lineno = 1
             node.col_offset = node.end_col_offset = 0
     return tree.body
+
+
+def install_builtins() -> None:
+    """Make the runtime and the rewrite's helpers reachable from rewritten modules' preludes.
+
+    Two ``builtins`` names that no source code can spell (``_@scope_rt``, ``_@scope_sup``): the
+    prelude reads them without an ``import`` statement (which ``builtins.__import__`` hooks
+    would see) and without adding them to the module's globals."""
+    import builtins
+
+    from scope_otel.capture import runtime
+    from scope_otel.instrument import _support
+
+    setattr(builtins, RT, runtime)
+    setattr(builtins, SUP, _support)
 
 
 # --------------------------------------------------------------------------
@@ -434,6 +456,9 @@ class _FunctionRewrite(ast.NodeTransformer):
         self.direct = not self.is_gen and not self.is_async and _direct_returns(node.body)
 
     # -- the whole function -------------------------------------------------
+
+    def _sup_call(self, attr: str, *args: ast.expr) -> ast.Call:
+        return _sup_call(self.probe, attr, *args)
 
     def apply(self) -> None:
         node = self.node
@@ -533,15 +558,15 @@ class _FunctionRewrite(ast.NodeTransformer):
         value = self.visit(node.value) if node.value else ast.Constant(None)
         if not self.is_async:
             # (yield from yield_one(t, v)): a helper generator resumes on throw/close too
-            new = ast.YieldFrom(value=_attr_call(SUP, "yield_one", _name(_T), value))
+            new = ast.YieldFrom(value=self._sup_call("yield_one", _name(_T), value))
             return _stamp(ast.copy_location(new, node), node.lineno)
         # async generators cannot yield from: helpers around it (not throw-safe)
-        node.value = _attr_call(SUP, "suspending", _name(_T), value)
+        node.value = self._sup_call("suspending", _name(_T), value)
         _stamp(node, node.lineno)
-        return _stamp(_attr_call(SUP, "resumed", _name(_T), node), node.lineno)
+        return _stamp(self._sup_call("resumed", _name(_T), node), node.lineno)
 
     def visit_YieldFrom(self, node: ast.YieldFrom) -> ast.expr:
-        node.value = _attr_call(SUP, "delegate", _name(_T), self.visit(node.value))
+        node.value = self._sup_call("delegate", _name(_T), self.visit(node.value))
         return _stamp(node, node.lineno)
 
     def _yield_statement(self, stmt: ast.Expr | ast.Assign) -> list[ast.stmt]:
@@ -699,7 +724,7 @@ class _FunctionRewrite(ast.NodeTransformer):
         self.generic_visit(node)
         if isinstance(node.func, ast.Name) and node.func.id in ("locals", "vars") and not node.args \
                 and not node.keywords:
-            return _stamp(_attr_call(SUP, "user_locals", node), node.lineno)
+            return _stamp(self._sup_call("user_locals", node), node.lineno)
         return node
 
 

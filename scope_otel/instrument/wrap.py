@@ -26,17 +26,9 @@ from typing import Any, Callable
 import wrapt
 
 from scope_otel.capture import runtime as _rt
+from scope_otel.instrument.exclusions import never_instrumented
 
 _log = logging.getLogger("scope_otel.instrument")
-
-#: Modules the capture path itself runs on: wrapping them would recurse.
-_NEVER_WRAP = frozenset({
-    "scope_otel", "opentelemetry", "wrapt", "builtins", "sys", "os", "time", "random", "threading",
-    "_thread", "contextvars", "itertools", "functools", "collections", "logging", "fnmatch",
-    "inspect", "types", "abc", "weakref", "reprlib", "traceback", "linecache", "importlib",
-    "marshal", "io", "codecs", "encodings", "warnings", "typing", "enum", "re", "copy",
-})
-
 
 class _ScopeWrapper(wrapt.FunctionWrapper):
     """Marks callables scope-otel wrapped (never wrapped twice)."""
@@ -47,7 +39,7 @@ def wrap_module(module: ModuleType, plan: Any) -> int:
     from scope_otel.instrument.hook import is_rewritten
 
     name = getattr(module, "__name__", None)
-    if not isinstance(name, str) or name.partition(".")[0] in _NEVER_WRAP or is_rewritten(module):
+    if not isinstance(name, str) or never_instrumented(name) or is_rewritten(module):
         return 0
     count = 0
     try:
@@ -354,7 +346,7 @@ def wrap_imported(plan: Any, modules: dict[str, ModuleType] | None = None) -> in
     """Wrap every planned module already in ``sys.modules``; returns the callables wrapped."""
     total = 0
     for name, module in list((modules if modules is not None else sys.modules).items()):
-        if not isinstance(module, ModuleType) or name.partition(".")[0] in _NEVER_WRAP:
+        if not isinstance(module, ModuleType) or never_instrumented(name):
             continue
         try:
             wanted = plan.wants_module(name)

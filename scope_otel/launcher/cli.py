@@ -17,9 +17,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compile": ("scope_otel.instrument.cli:main", "pre-build the instrumented bytecode cache"),
     "query": ("scope_otel.store.cli:query_main", "run SQL against the scope-otel store"),
     "trace": ("scope_otel.store.cli:trace_main", "print a trace as a call tree"),
+    "traces": ("scope_otel.store.cli:traces_main", "list traces, newest first, with filters"),
     "graph": ("scope_otel.store.cli:graph_main", "print the service or function graph"),
-    "collect": ("scope_otel.distributed.cli:main", "OTLP receiver that writes into ClickHouse"),
-    "schema": ("scope_otel.store.schema:main", "create or migrate the ClickHouse schema (TTL, cluster)"),
+    "ui": ("scope_otel.ui.cli:ui_main", "serve a local web viewer: traces, waterfall, time travel, graphs"),
+    "export": ("scope_otel.ui.cli:export_main", "write a trace as Chrome Trace JSON or self-contained HTML"),
+    "collect": ("scope_otel.collect.cli:main", "OTLP receiver that writes into ClickHouse"),
+    "schema": ("scope_otel.store.schema_cli:main", "create or migrate the ClickHouse schema (TTL, cluster)"),
 }
 
 

@@ -28,7 +28,8 @@ _state: dict[str, Any] = {}
 #: Contrib instrumentors that scope-otel's own integrations replace.  When
 #: scope-otel loads instrumentors it skips these so nothing is recorded twice.
 SUPERSEDED = frozenset(
-    {"flask", "django", "sqlalchemy", "requests", "urllib", "urllib3", "httpx", "threading", "pika"}
+    {"flask", "django", "sqlalchemy", "requests", "urllib", "urllib3", "httpx", "threading", "pika", "sqlite3",
+     "psycopg"}
 )
 
 
@@ -82,7 +83,7 @@ def build_tracer_provider(config: _config.Config):
     provider = TracerProvider(
         resource=Resource.create(attributes), sampler=_sampler(config), shutdown_on_exit=False
     )
-    hlc = _optional("scope_otel.distributed.processor", "HLCSpanProcessor")
+    hlc = _optional("scope_otel.causal.processor", "HLCSpanProcessor")
     if hlc is not None:
         provider.add_span_processor(hlc())
     if config.summary:
@@ -150,7 +151,7 @@ def _start_capture(config: _config.Config, provider) -> None:
 def _apply_plan(config: _config.Config) -> None:
     if not (config.plan or config.instrument) or (config.level == "off" and not config.plan):
         return
-    from scope_otel.planner.plan import Plan, load_plan
+    from scope_otel.plan import Plan, load_plan
 
     plan = load_plan(config.plan) if config.plan else Plan.from_globs(list(config.instrument), config.level)
     if plan.empty:  # an all-off plan: installing the hook would cost start-up time for nothing

@@ -143,7 +143,7 @@ def prepare(argv: list[str], prog: str = "scope-otel run", environ: dict | None 
 
 def _check_plan(path: str) -> None:
     try:
-        from scope_otel.planner.plan import load_plan
+        from scope_otel.plan import load_plan
     except ImportError:
         return
     try:

@@ -27,6 +27,7 @@ import glob
 import json
 import os
 import shutil
+import sys
 from typing import Any
 
 from opentelemetry.sdk.trace import SpanProcessor
@@ -101,6 +102,11 @@ def collect(state: dict[str, Any], why: str = "exit", seconds: float = 0.0) -> d
         "notices": notice.counts(),
         "exporters": list(getattr(state.get("config"), "traces_exporter", ()) or ()),
     }
+    # the integrations' own counts (only for integrations the program loaded)
+    errors = sys.modules.get("scope_otel.instrumentors._report")
+    report["integration_errors"] = dict(errors.stats()) if errors is not None else {}
+    handoff = sys.modules.get("scope_otel.instrumentors.handoff")
+    report["handoff_unlinked"] = handoff.dropped() if handoff is not None else 0
     if counted is not None:
         report["sdk_spans"] = sum(counted.counts.values())
         report["traces"] = len(counted.traces)
@@ -112,15 +118,17 @@ def collect(state: dict[str, Any], why: str = "exit", seconds: float = 0.0) -> d
 def merge(reports: list[dict[str, Any]]) -> dict[str, Any]:
     """The sum of several processes' reports."""
     out: dict[str, Any] = {"pids": [], "why": collections.Counter(), "seconds": 0.0, "dropped": collections.Counter(),
-                           "notices": collections.Counter(), "destinations": {}, "top": collections.Counter()}
+                           "notices": collections.Counter(), "destinations": {}, "top": collections.Counter(),
+                           "integration_errors": collections.Counter()}
     for r in reports:
         out["pids"] += r.get("pids", [])
         out["why"].update(r.get("why", {}))
         out["seconds"] = max(out["seconds"], r.get("seconds", 0.0))
         out["dropped"].update(r.get("dropped", {}))
         out["notices"].update(r.get("notices", {}))
+        out["integration_errors"].update(r.get("integration_errors", {}))
         for key in ("recorded", "unsampled", "queued_at_exit", "function_spans", "breaker_trips",
-                    "values_truncated", "values_redacted", "sdk_spans", "traces", "errors"):
+                    "values_truncated", "values_redacted", "sdk_spans", "traces", "errors", "handoff_unlinked"):
             if key in r:
                 out[key] = out.get(key, 0) + r[key]
         for d in r.get("destinations", []):
@@ -194,6 +202,13 @@ def render(report: dict[str, Any]) -> str:
         extra.append(f"values redacted {report['values_redacted']}")
     if extra:
         lines.append("  " + "; ".join(extra))
+    failures = report.get("integration_errors") or {}
+    if failures:
+        places = ", ".join(f"{where} ×{n}" for where, n in sorted(dict(failures).items()))
+        lines.append(f"  integration errors (each logged once, never raised into the program): {places}")
+    if report.get("handoff_unlinked"):
+        lines.append(f"  queue puts not linked to their get (a queue had 10,000 items waiting): "
+                     f"{report['handoff_unlinked']}")
     for kind, name, n in report.get("top", []):
         lines.append(f"  {n:8d}  {kind:8s}  {name}")
     return "\n".join(lines)

@@ -36,7 +36,7 @@ The result, ``scope-otel.plan.json`` (schema: ``schemas/plan.schema.json``)::
      "overrides": {"include": [], "exclude": [], "pin": {}},
      "estimate": {"overhead_pct": 4.1, "baseline_us": ..., "cost_model": {...}}}
 
-is read back with :func:`scope_otel.planner.plan.load_plan` — the contract
-the launcher and the import hook use (see :mod:`.plan`).  This package's
+is read back with :func:`scope_otel.plan.load_plan` — the contract
+the launcher and the import hook use (see :mod:`scope_otel.plan`).  This package's
 ``__init__`` imports nothing, so loading a plan at start-up stays cheap.
 """

@@ -47,7 +47,7 @@ import os
 import subprocess
 import sys
 
-from scope_otel.planner.plan import LEVELS
+from scope_otel.plan import LEVELS
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -179,7 +179,7 @@ def _encoder(exporter: str):
     """A function encoding a list of spans the way ``exporter`` does, or None."""
     try:
         if exporter == "clickhouse":
-            from scope_otel.export._ch_rows import Batch
+            from scope_otel.store.rows import Batch
 
             def encode(spans):  # rows, then the Native blocks the store writer ingests
                 batch = Batch()
@@ -406,7 +406,7 @@ import opentelemetry.sdk.trace, scope_otel.capture.runtime, scope_otel.launcher.
 sys.path.insert(0, sys.argv[1])
 t0 = time.thread_time()
 import scope_otel.instrument as instrument
-from scope_otel.planner.plan import Plan
+from scope_otel.plan import Plan
 instrument.apply(Plan.from_globs(["_scope_otel_probe"], "full"))
 import _scope_otel_probe
 _scope_otel_probe.f(1)

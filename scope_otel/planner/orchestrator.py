@@ -53,7 +53,7 @@ from scope_otel.planner.callgraph import is_implicit
 from scope_otel.planner.costmodel import CostModel
 from scope_otel.planner.gcstep import SAFETY, GcStep
 from scope_otel.planner.patterns import BOUNDARIES, ENTRY_POINTS
-from scope_otel.planner.plan import PLAN_VERSION, content_hash
+from scope_otel.plan import PLAN_VERSION, content_hash
 from scope_otel.version import __version__
 
 #: Time spent outside Python by a call with this pattern (µs), for run-time estimates.

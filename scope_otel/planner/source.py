@@ -20,7 +20,6 @@ import os
 import tokenize
 import warnings
 from dataclasses import dataclass
-from typing import Iterator
 
 #: Files larger than this are treated as generated and skipped.
 MAX_FILE_BYTES = 2_000_000
@@ -116,8 +115,3 @@ def parse(source: SourceFile) -> Parsed | Skipped:
     except (ValueError, RecursionError, MemoryError) as exc:
         return Skipped(source.path, f"cannot parse: {type(exc).__name__}: {exc}")
     return Parsed(source.path, source.module, tree)
-
-
-def parse_all(files: list[SourceFile]) -> Iterator[Parsed | Skipped]:
-    for source in files:
-        yield parse(source)

@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from scope_otel.planner import gcstep
-from scope_otel.planner.plan import LEVELS
+from scope_otel.plan import LEVELS
 from scope_otel.planner.profile import cpu_each, put_first_on_path
 
 #: Fewer recorded calls than this and the difference is mostly noise.

@@ -12,6 +12,7 @@
     store.service_edges(); store.function_edges(); store.message_edges()
     store.error_path(trace_id); store.causal_order(trace_id); store.events(trace_id)
     store.query("SELECT count() FROM otel_traces")   # unqualified names: the store's database
+    store.traces(TraceFilter(service="shop", errors=True, text="OutOfStock"))  # newest first
 
 Rows are dicts keyed by column name.  An embedded store is opened in this
 process; if another process owns it (the store writer of a running
@@ -22,17 +23,44 @@ and bound as query parameters, never pasted into SQL.
 """
 from __future__ import annotations
 
+import datetime as _dt
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from scope_otel.export._ch_backend import Backend, StoreBusy, StoreUnavailable, owner_pid
-from scope_otel.export._ch_schema import SchemaError
-from scope_otel.export._ch_target import Target, TargetError, parse
+from scope_otel.store.engine import Backend, StoreBusy, StoreUnavailable, owner_pid
+from scope_otel.store.migrations import SchemaError
+from scope_otel.store.target import Target, TargetError, parse
 
-__all__ = ["Store", "QueryResult", "StoreError", "open_store"]
+__all__ = ["Store", "QueryResult", "StoreError", "TraceFilter", "open_store"]
 
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
+_ERROR = "('STATUS_CODE_ERROR', 'Error')"
+_ENTRY_KINDS = "('SPAN_KIND_SERVER', 'SPAN_KIND_CONSUMER', 'Server', 'Consumer')"
+
+
+@dataclass
+class TraceFilter:
+    """What :meth:`Store.traces` selects; every field is optional.
+
+    ``name`` matches (case-insensitively, as a substring) the name of the
+    trace's root or of any entry span (SERVER/CONSUMER: a route such as
+    ``POST /orders``); ``min_duration_ms`` applies to that same span, as
+    Jaeger's search does; ``span`` selects traces holding a span of exactly
+    that name anywhere (what a call-graph edge leads to); ``text`` is a
+    substring of a captured value (argument, return value, exception type or
+    message, state change) or of a span's SQL.
+    """
+
+    service: str | None = None
+    name: str | None = None
+    errors: bool = False
+    min_duration_ms: float | None = None
+    since: _dt.datetime | None = None
+    until: _dt.datetime | None = None
+    text: str | None = None
+    span: str | None = None
+    limit: int = 50
 
 
 class StoreError(RuntimeError):
@@ -60,10 +88,18 @@ class Store:
     def database(self) -> str:
         return self.target.database
 
-    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> QueryResult:
-        """Run one SQL statement with the store's database as the default database."""
+    def query(self, sql: str, parameters: dict[str, Any] | None = None, *, replace_invalid: bool = False) -> QueryResult:
+        """Run one SQL statement with the store's database as the default database.
+
+        ``replace_invalid``: strings that are not valid UTF-8 come back with
+        U+FFFD in place of the bad bytes (the client's default shows such a
+        string as hex, which hides what was recorded).
+        """
         def run(client: Any) -> QueryResult:
             client.database = self.database
+            if replace_invalid:
+                result = client.query(sql, parameters=parameters or None, query_formats={"String": "bytes"})
+                return QueryResult(list(result.column_names), [_text(tuple(r)) for r in result.result_rows])
             result = client.query(sql, parameters=parameters or None)
             return QueryResult(list(result.column_names), [tuple(r) for r in result.result_rows])
 
@@ -90,14 +126,124 @@ class Store:
             {"tid": trace_id},
         ).dicts()
 
-    def service_edges(self) -> list[dict[str, Any]]:
-        return self.query(f"SELECT * FROM `{self.database}`.scope_service_edges ORDER BY Calls DESC").dicts()
+    def sql_texts(self, trace_id: str) -> dict[str, str]:
+        """Span id -> the statement a database span of the trace ran."""
+        _check_trace_id(trace_id)
+        rows = self.query(
+            f"SELECT SpanId, if(SpanAttributes['db.query.text'] != '', SpanAttributes['db.query.text'], "
+            f"SpanAttributes['db.statement']) AS Sql FROM `{self.database}`.otel_traces "
+            "WHERE TraceId = {tid:String} AND Sql != ''", {"tid": trace_id}, replace_invalid=True).rows
+        return dict(rows)
 
-    def function_edges(self) -> list[dict[str, Any]]:
-        return self.query(f"SELECT * FROM `{self.database}`.scope_function_edges ORDER BY Calls DESC").dicts()
+    def service_edges(self, since: _dt.datetime | None = None) -> list[dict[str, Any]]:
+        """Calls between services (all time, or by spans started at or after ``since``, UTC)."""
+        return self._edges("scope_service_edges", since)
 
-    def message_edges(self) -> list[dict[str, Any]]:
-        return self.query(f"SELECT * FROM `{self.database}`.scope_message_edges ORDER BY Messages DESC").dicts()
+    def function_edges(self, since: _dt.datetime | None = None) -> list[dict[str, Any]]:
+        """Calls between functions (all time, or by spans started at or after ``since``, UTC)."""
+        return self._edges("scope_function_edges", since)
+
+    def _edges(self, view: str, since: _dt.datetime | None, order: str = "Calls") -> list[dict[str, Any]]:
+        if since is None:
+            return self.query(f"SELECT * FROM `{self.database}`.{view} ORDER BY {order} DESC",
+                              replace_invalid=True).dicts()
+        return self.query(
+            f"SELECT * FROM `{self.database}`.{view}_between(since = {{since:DateTime64(9)}}, "
+            f"until = '2262-01-01 00:00:00') ORDER BY {order} DESC", {"since": since}, replace_invalid=True).dicts()
+
+    def message_edges(self, since: _dt.datetime | None = None) -> list[dict[str, Any]]:
+        """Messages between producers and consumers (all time, or consumed at or after ``since``, UTC)."""
+        return self._edges("scope_message_edges", since, order="Messages")
+
+    def traces(self, where: TraceFilter | None = None) -> list[dict[str, Any]]:
+        """Traces matching ``where``, newest first: one summary row each.
+
+        Columns: TraceId, Start, DurationNs, Spans, Errors, Services (list),
+        RootService, RootName, Entry (the first SERVER/CONSUMER span's name).
+        Two steps, like Jaeger's search: the newest ``4 × limit`` matching
+        root and entry spans (or, with only errors or a span name asked for,
+        the matching spans themselves) give up to ``limit`` trace ids, then
+        only those traces are summarised from ``scope_spans_by_trace`` (a
+        primary-key range each).  SQL text is searched in CLIENT spans.
+        """
+        where = where or TraceFilter()
+        db = self.database
+        params: dict[str, Any] = {}
+        span_time: list[str] = []
+        if where.since is not None:
+            span_time.append("Timestamp >= {since:DateTime64(9)}")
+            params["since"] = where.since
+        if where.until is not None:
+            span_time.append("Timestamp <= {until:DateTime64(9)}")
+            params["until"] = where.until
+        inner_time = (" AND " + " AND ".join(span_time)) if span_time else ""
+        entry: list[str] = []  # conditions on the root or entry span
+        if where.service:
+            entry.append("ServiceName = {service:String}")
+            params["service"] = where.service
+        if where.name:
+            entry.append("positionCaseInsensitiveUTF8(SpanName, {name:String}) > 0")
+            params["name"] = where.name
+        if where.min_duration_ms:
+            entry.append("Duration >= {min_ns:UInt64}")
+            params["min_ns"] = int(where.min_duration_ms * 1e6)
+        whole: list[str] = []  # conditions on any span of the trace: (as a row filter, as a trace filter)
+        if where.errors:
+            whole.append(f"StatusCode IN {_ERROR}")
+        if where.span:
+            params["span"] = where.span
+            whole.append("SpanName = {span:String}")
+        cond = [*span_time]
+        if entry or not whole:  # empty() reads only the lengths of ParentSpanId, not its bytes
+            cond += [f"(empty(ParentSpanId) OR SpanKind IN {_ENTRY_KINDS})", *entry]
+        else:  # the matching spans themselves are the candidates: no join
+            cond.append(whole.pop(0))
+        for c in whole:
+            cond.append(f"TraceId IN (SELECT TraceId FROM `{db}`.otel_traces WHERE {c}{inner_time})")
+        if where.text:
+            params["text"] = where.text
+            cond.append(
+                f"(TraceId IN (SELECT TraceId FROM `{db}`.scope_events "
+                f"WHERE (positionCaseInsensitiveUTF8(Value, {{text:String}}) > 0 OR "
+                f"positionCaseInsensitiveUTF8(Name, {{text:String}}) > 0){inner_time}) OR "
+                f"TraceId IN (SELECT TraceId FROM `{db}`.otel_traces WHERE SpanKind IN ('SPAN_KIND_CLIENT', 'Client') "
+                f"AND (positionCaseInsensitiveUTF8(SpanAttributes['db.query.text'], {{text:String}}) > 0 OR "
+                f"positionCaseInsensitiveUTF8(SpanAttributes['db.statement'], {{text:String}}) > 0){inner_time}))"
+            )
+        limit = max(1, min(int(where.limit), 1000))
+        # newest candidate spans (a top-N sort, no GROUP BY over the table), then distinct traces
+        params["rows"] = limit * 4
+        ids: list[str] = []
+        for (trace_id,) in self.query(
+                f"SELECT TraceId FROM `{db}`.otel_traces WHERE {' AND '.join(cond) or '1'} "
+                "ORDER BY Timestamp DESC LIMIT {rows:UInt32} SETTINGS optimize_functions_to_subcolumns = 1",
+                params).rows:
+            if trace_id and trace_id not in ids:
+                ids.append(trace_id)
+                if len(ids) == limit:
+                    break
+        if not ids:
+            return []
+        rows = self.query(
+            f"""SELECT TraceId,
+                   min(Timestamp) AS Start,
+                   max(toUnixTimestamp64Nano(Timestamp) + Duration) - min(toUnixTimestamp64Nano(Timestamp)) AS DurationNs,
+                   count() AS Spans,
+                   countIf(StatusCode IN {_ERROR}) AS Errors,
+                   arraySort(groupUniqArray(ServiceName)) AS Services,
+                   argMinIf(ServiceName, Timestamp, ParentSpanId = '') AS RootService,
+                   argMinIf(SpanName, Timestamp, ParentSpanId = '') AS RootName,
+                   argMinIf(SpanName, Timestamp, SpanKind IN {_ENTRY_KINDS}) AS Entry
+            FROM (SELECT TraceId, SpanId, ParentSpanId, SpanName, SpanKind, ServiceName, Timestamp, Duration, StatusCode
+                  FROM `{db}`.scope_spans_by_trace WHERE TraceId IN {{ids:Array(String)}} LIMIT 1 BY TraceId, SpanId)
+            GROUP BY TraceId ORDER BY Start DESC""", {"ids": ids}, replace_invalid=True).dicts()
+        return rows
+
+    def services(self) -> list[str]:
+        """Service names seen in the store, sorted."""
+        return [r[0] for r in self.query(
+            f"SELECT DISTINCT ServiceName FROM `{self.database}`.otel_traces ORDER BY ServiceName",
+            replace_invalid=True).rows]
 
     def last_trace_id(self) -> str | None:
         """The trace whose root started last."""
@@ -147,6 +293,19 @@ def open_store(url: str | None = None, database: str | None = None, wait_s: floa
         return Store(parse(url, database), wait_s=wait_s)
     except TargetError as exc:
         raise StoreError(str(exc)) from None
+
+
+def _text(value: Any) -> Any:
+    """``value`` with every bytes object decoded as UTF-8, bad bytes replaced (tuples, lists, dicts too)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, tuple):
+        return tuple(_text(v) for v in value)
+    if isinstance(value, list):
+        return [_text(v) for v in value]
+    if isinstance(value, dict):
+        return {_text(k): _text(v) for k, v in value.items()}
+    return value
 
 
 def _check_trace_id(trace_id: str) -> None:

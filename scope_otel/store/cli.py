@@ -3,7 +3,8 @@
 ::
 
     scope-otel query "SELECT SpanName, count() FROM otel_traces GROUP BY 1" [--format table|csv|json]
-    scope-otel trace [TRACE_ID | --last | --slowest]
+    scope-otel trace [TRACE_ID | --last | --slowest] [--html FILE]
+    scope-otel traces [--service S] [--name ROUTE] [--errors] [--min-ms N] [--since T] [--until T] [--text T]
     scope-otel graph [--by service|function] [--format text|dot|mermaid]
 
 All take ``--store PATH_OR_URL`` and ``--database NAME`` (default: the
@@ -19,7 +20,11 @@ import json
 import sys
 from typing import Any, Sequence
 
-from scope_otel.store import QueryResult, Store, open_store
+from scope_otel.store import QueryResult, Store, TraceFilter, open_store
+from scope_otel.store.shape import group_repeats
+
+LEGEND = ("markers: ✗ failing span · ↑ on the error path from a failing span to the root · "
+          "×N repeated siblings shown once · N+1? the same statement run again and again under one parent")
 
 
 def query_main(argv: list[str]) -> int:
@@ -44,6 +49,7 @@ def trace_main(argv: list[str]) -> int:
     which.add_argument("trace_id", nargs="?", help="32 hex digits")
     which.add_argument("--last", action="store_true", help="the most recent trace (default)")
     which.add_argument("--slowest", action="store_true", help="the longest trace")
+    parser.add_argument("--html", metavar="FILE", help="write the trace as a self-contained HTML page instead")
     args = parser.parse_args(argv)
     with _opened(args) as store:
         if store is None:
@@ -53,15 +59,75 @@ def trace_main(argv: list[str]) -> int:
             if trace_id is None:
                 return _fail(f"{store.target.display} holds no traces yet")
             trace_id = trace_id.lower()
+            if args.html:
+                from scope_otel.ui.cli import render, write  # the viewer's page, only when asked
+
+                text = render(store, trace_id, "html")
+                if text is None:
+                    return _fail(f"trace {trace_id} not found in {store.target.display}")
+                return write(text, args.html)
             spans = store.call_tree(trace_id)
             if not spans:
                 return _fail(f"trace {trace_id} not found in {store.target.display}")
             events = store.events(trace_id)
             errors = store.error_path(trace_id)
+            sql = store.sql_texts(trace_id)
         except Exception as exc:  # store or SQL trouble: one line, no traceback
             return _fail(_first_line(exc))
-        sys.stdout.write(render_tree(trace_id, spans, events, errors))
+        sys.stdout.write(render_tree(trace_id, spans, events, errors, sql))
     return 0
+
+
+def traces_main(argv: list[str]) -> int:
+    parser = _parser("traces", "list traces, newest first (the viewer's filters)")
+    parser.add_argument("--service", help="service of the root or entry span")
+    parser.add_argument("--name", help="root name or route contains this (case-insensitive)")
+    parser.add_argument("--errors", action="store_true", help="only traces with a failing span")
+    parser.add_argument("--min-ms", type=float, help="root or entry span at least this long")
+    parser.add_argument("--since", type=_when, help="started at or after (ISO 8601, UTC unless an offset is given)")
+    parser.add_argument("--until", type=_when, help="started at or before (ISO 8601)")
+    parser.add_argument("--text", help="text in an argument, return value, exception, state change or SQL")
+    parser.add_argument("--span", help="holds a span of exactly this name")
+    parser.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
+    args = parser.parse_args(argv)
+    where = TraceFilter(service=args.service, name=args.name, errors=args.errors, min_duration_ms=args.min_ms,
+                        since=args.since, until=args.until, text=args.text, span=args.span, limit=args.limit)
+    with _opened(args) as store:
+        if store is None:
+            return 1
+        try:
+            rows = store.traces(where)
+        except Exception as exc:
+            return _fail(_first_line(exc))
+        sys.stdout.write(render_traces(rows))
+    return 0
+
+
+def _when(text: str) -> _dt.datetime:
+    try:
+        value = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 date and time") from None
+    if value.tzinfo is not None:
+        value = value.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+    return value
+
+
+def render_traces(rows: list[dict]) -> str:
+    """One line per trace: start (UTC), id, error mark, spans, duration, root (and route), services."""
+    if not rows:
+        return "(no trace matches)\n"
+    lines = []
+    for r in rows:
+        root = r["RootName"] or "(no root span)"
+        if r["Entry"] and r["Entry"] != root:
+            root += f"  {r['Entry']}"
+        mark = "✗" if r["Errors"] else " "
+        lines.append(f"{r['Start']:%Y-%m-%d %H:%M:%S}  {r['TraceId']}  {mark} {int(r['Spans']):>5} spans  "
+                     f"{_ms(r['DurationNs']):>12}  {_short(root, 80)}  [{', '.join(r['Services'])}]")
+    lines.append(f"({len(rows)} trace{'s' if len(rows) != 1 else ''}, newest first; ✗ has failing spans; "
+                 "`scope-otel trace ID` prints one)")
+    return "\n".join(lines) + "\n"
 
 
 def graph_main(argv: list[str]) -> int:
@@ -89,25 +155,69 @@ def graph_main(argv: list[str]) -> int:
 
 # -- rendering ------------------------------------------------------------------
 
-def render_tree(trace_id: str, spans: list[dict], events: list[dict], errors: list[dict]) -> str:
-    """The call tree as text: one line per span, its captured facts indented below."""
+def render_tree(trace_id: str, spans: list[dict], events: list[dict], errors: list[dict],
+                sql: dict[str, str] | None = None) -> str:
+    """The call tree as text: one line per span, its captured facts and SQL indented below.
+
+    Siblings repeated three times or more print once as ``name ×N`` with
+    their total time (``N+1?`` when they ran the same statement).
+    """
+    sql = sql or {}
     by_span: dict[str, list[dict]] = {}
     for event in events:
         by_span.setdefault(event["SpanId"], []).append(event)
     failing = {e["SpanId"]: e for e in errors if e["Hops"] == 0}
     on_path = {e["SpanId"] for e in errors}
+    ids = {span["SpanId"] for span in spans}
+    children: dict[str, list[dict]] = {}
+    roots: list[dict] = []
+    for span in spans:  # depth-first with siblings in start order: children lists keep that order
+        if span["ParentSpanId"] and span["ParentSpanId"] in ids and span["Depth"] > 0:
+            children.setdefault(span["ParentSpanId"], []).append(span)
+        else:
+            roots.append(span)
     lines = [f"trace {trace_id}  ({len(spans)} spans)"]
-    for span in spans:
+    grouped = False
+
+    def mark(span_ids: list[str]) -> str:
+        if any(i in failing for i in span_ids):
+            return "✗ "
+        return "↑ " if any(i in on_path for i in span_ids) else ""
+
+    def emit(span: dict) -> None:
+        nonlocal grouped
         pad = "  " * int(span["Depth"])
-        mark = "✗ " if span["SpanId"] in failing else ("↑ " if span["SpanId"] in on_path else "")
         service = f"[{span['ServiceName']}] " if span["ServiceName"] else ""
         kind = str(span["SpanKind"]).replace("SPAN_KIND_", "").lower()
-        lines.append(f"{pad}{mark}{service}{span['SpanName']}  {_ms(span['Duration'])}  {kind}")
+        lines.append(f"{pad}{mark([span['SpanId']])}{service}{span['SpanName']}  {_ms(span['Duration'])}  {kind}")
         detail = pad + "    "
+        if sql.get(span["SpanId"]):
+            lines.append(f"{detail}sql: {_short(' '.join(sql[span['SpanId']].split()), 200)}")
         for fact in by_span.get(span["SpanId"], []):
             lines.append(detail + _fact(fact))
         if span["SpanId"] in failing and failing[span["SpanId"]]["StatusMessage"]:
             lines.append(f"{detail}status: {_short(failing[span['SpanId']]['StatusMessage'])}")
+        kids = children.get(span["SpanId"], [])
+        for row in group_repeats(kids, key=lambda c: (c["ServiceName"], c["SpanName"], sql.get(c["SpanId"], ""))):
+            if len(row) == 1:
+                emit(row[0])
+                continue
+            grouped = True
+            first = row[0]
+            cpad = "  " * int(first["Depth"])
+            cservice = f"[{first['ServiceName']}] " if first["ServiceName"] else ""
+            total = sum(int(c["Duration"]) for c in row)
+            hint = "  N+1?" if sql.get(first["SpanId"]) else ""
+            lines.append(f"{cpad}{mark([c['SpanId'] for c in row])}{cservice}{first['SpanName']} ×{len(row)}  "
+                         f"{_ms(total)} total{hint}")
+            if sql.get(first["SpanId"]):
+                lines.append(f"{cpad}    sql: {_short(' '.join(sql[first['SpanId']].split()), 200)}")
+            for c in row:  # what a grouped call recorded still shows when it failed
+                if c["SpanId"] in on_path:
+                    emit(c)
+
+    for root in roots:
+        emit(root)
     if errors:
         lines.append("")
         lines.append("error path (failing span → root):")
@@ -118,6 +228,9 @@ def render_tree(trace_id: str, spans: list[dict], events: list[dict], errors: li
                 lines.append(f"  {hop['SpanName']}: {_short(hop['Exception'] or hop['StatusMessage'] or 'error')}")
             else:
                 lines.append(f"    ← {hop['ServiceName']}:{hop['SpanName']}")
+    if errors or grouped:
+        lines.append("")
+        lines.append(LEGEND)
     return "\n".join(lines) + "\n"
 
 
@@ -277,7 +390,7 @@ def _first_line(exc: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - python -m
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"query": query_main, "trace": trace_main, "graph": graph_main}
+    commands = {"query": query_main, "trace": trace_main, "traces": traces_main, "graph": graph_main}
     if not argv or argv[0] not in commands:
         print("usage: python -m scope_otel.store.cli {query,trace,graph} ...", file=sys.stderr)
         return 2

@@ -166,8 +166,9 @@ def test_exit_returns_the_value_and_a_call_ends_only_once(impl, fn):
     end = token[records.END_NS]
     assert runtime.exit(token, 2) == 2  # a second end (a signal's exception, say) is ignored
     runtime.exception(token, KeyError("late"))
-    (record,) = ring.take(ring.capacity)
-    assert record is token and token[records.END_NS] == end and token[records.STATUS] == records.RETURNED
+    (record,) = ring.take(ring.capacity)  # the token itself (C), an immutable copy (Python)
+    assert record[records.SPAN_ID] == token[records.SPAN_ID] and record[records.END_NS] == end
+    assert token[records.END_NS] == end and record[records.STATUS] == records.RETURNED
     assert runtime._current() is None  # the caller is innermost again, once
 
 
@@ -345,7 +346,36 @@ def test_configure_applies_a_config_and_gives_the_processor_a_resource(live_conf
     assert span.resource.attributes["service.name"] == "svc"
 
 
-def test_a_repr_that_calls_instrumented_code_is_not_recorded(pipeline, fn):
+@pytest.fixture
+def repr_opt_in():
+    """``value_repr`` for the types the test names, reset afterwards."""
+    from scope_otel.capture import snapshot
+
+    yield snapshot.set_repr_types
+    snapshot.set_repr_types(())
+
+
+def test_captured_values_never_run_the_programs_repr(pipeline, fn):
+    fid = fn("no_repr", level="full")
+    ran = []
+
+    class Chatty:
+        def __init__(self):
+            self.n = 1
+
+        def __repr__(self):
+            ran.append(1)
+            return "Chatty()"
+
+    obj = Chatty()
+    runtime.exit(runtime.enter(fid, {"obj": obj}), [obj])
+    (span,) = pipeline.spans()
+    assert ran == []
+    assert span.attributes["scope.arg.obj"] == f"<{__name__}.{Chatty.__qualname__} at {id(obj):#x}: n=1>"
+    assert span.attributes["scope.return"] == f"[<{__name__}.{Chatty.__qualname__} at {id(obj):#x}: n=1>]"
+
+
+def test_a_repr_that_calls_instrumented_code_is_not_recorded(pipeline, fn, repr_opt_in):
     outer, helper = fn("outer_full", level="full"), fn("repr_helper")
 
     class Chatty:
@@ -353,6 +383,7 @@ def test_a_repr_that_calls_instrumented_code_is_not_recorded(pipeline, fn):
             runtime.exit(runtime.enter(helper))  # instrumented code inside a repr
             return "Chatty()"
 
+    repr_opt_in(["*.Chatty"])  # value_repr: the user allows repr() for this type
     runtime.exit(runtime.enter(outer, {"obj": Chatty()}), Chatty())
     spans = pipeline.spans()
     assert [s.name for s in spans] == ["outer_full"]
@@ -360,14 +391,15 @@ def test_a_repr_that_calls_instrumented_code_is_not_recorded(pipeline, fn):
     assert spans[0].attributes["scope.return"] == "Chatty()"
 
 
-def test_a_failing_repr_is_recorded_as_unrepresentable(pipeline, fn):
+def test_a_failing_opted_in_repr_is_recorded_as_such(pipeline, fn, repr_opt_in):
     fid = fn("odd_args", level="full")
 
     class Broken:
         def __repr__(self):
             raise RuntimeError("no repr")
 
-    runtime.exit(runtime.enter(fid, {"b": Broken()}))
+    repr_opt_in(["*Broken"])
+    b = Broken()
+    runtime.exit(runtime.enter(fid, {"b": b}))
     (span,) = pipeline.spans()
-    assert span.attributes["scope.arg.b"].startswith("<unrepresentable ")
-    assert span.attributes["scope.arg.b"].endswith("Broken>")
+    assert span.attributes["scope.arg.b"] == f"<{__name__}.{Broken.__qualname__} at {id(b):#x}: repr() raised RuntimeError>"

@@ -16,7 +16,7 @@ import re
 import pytest
 import yaml
 
-from scope_otel.export._ch_schema import SchemaOptions, migration_files, render, schema_dir
+from scope_otel.store.migrations import SchemaOptions, migration_files, render, schema_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COLLECTOR_DIR = os.path.join(ROOT, "collector-config")
@@ -130,7 +130,7 @@ def test_grafana_datasource_points_at_the_scope_otel_tables():
 
 @pytest.fixture(scope="module")
 def chdb_client(tmp_path_factory):
-    from scope_otel.export._ch_backend import _Engine, _close_engine, _open_engine
+    from scope_otel.store.engine import _Engine, _close_engine, _open_engine
 
     path = str(tmp_path_factory.mktemp("sqlcheck"))
     with _Engine.lock:

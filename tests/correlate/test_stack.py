@@ -1,4 +1,4 @@
-"""exception.stacktrace text: Python's own layout, without the ^^^ marker lines."""
+"""exception.stacktrace text, from the summary a record keeps: Python's own layout, without the ^^^ marker lines."""
 from __future__ import annotations
 
 import re
@@ -7,6 +7,7 @@ import traceback
 
 import pytest
 
+from scope_otel.capture.snapshot import MAX_FRAMES_HEAD, MAX_FRAMES_TAIL, exception_summary
 from scope_otel.correlate.stack import StackFormatter, stacktrace
 
 _MARKERS = re.compile(r"^\s*[\^~]+\s*$")
@@ -62,25 +63,69 @@ def _multiline_message():
     raise RuntimeError("line one\nline two, with 'quotes' and \x00 NUL")
 
 
+def _summary(exc):
+    return exception_summary(exc, 1 << 20)
+
+
 @pytest.mark.parametrize("fn", [lambda: _deep(12), _cause, _context,
                                 _suppressed, _no_source, _multiline_message],
                          ids=["recursion", "cause", "context", "suppressed", "no-source", "multiline"])
 def test_same_text_as_python_without_the_marker_lines(fn):
     exc = _caught(fn)
-    assert stacktrace(exc) == _python_text(exc)
+    assert stacktrace(_summary(exc)) == _python_text(exc)
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="exception groups are 3.11+")
-def test_exception_groups_are_left_to_the_traceback_module():
-    exc = _caught(lambda: (_ for _ in ()).throw(ExceptionGroup("two", [ValueError("a"), KeyError("b")])))
-    assert stacktrace(exc) == "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+def test_a_summary_holds_no_reference_to_the_exception_its_traceback_or_frames():
+    import gc
 
-
-def test_an_exception_passing_through_several_functions_is_formatted_once():
-    fmt = StackFormatter()
     exc = _caught(_cause)
-    first = fmt(exc)
-    exc.__traceback__ = None  # were it formatted again, the text would change
-    assert fmt(exc) is first
-    other = _caught(_context)
+    summary = _summary(exc)
+    kept = set()
+
+    def walk(v):
+        kept.add(type(v))
+        if isinstance(v, tuple):
+            for item in v:
+                walk(item)
+
+    walk(summary)
+    assert kept <= {tuple, str, int, type(None)}, kept
+    assert not any(r is summary for r in gc.get_referrers(exc))
+
+
+def test_a_very_deep_traceback_keeps_its_first_and_last_frames_and_says_how_many_are_left_out():
+    exc = _caught(lambda: _deep(200))  # frames: _caught, the lambda, 201 of _deep
+    summary = _summary(exc)
+    assert len(summary[3]) == MAX_FRAMES_HEAD + MAX_FRAMES_TAIL
+    assert summary[4] == 203 - MAX_FRAMES_HEAD - MAX_FRAMES_TAIL
+    text = stacktrace(summary)
+    assert f"[... {summary[4]} frames not recorded ...]" in text
+    assert text.endswith("KeyError: 'missing'\n")
+
+
+def test_the_message_of_a_user_exception_never_runs_its_str():
+    ran = []
+
+    class Loud(Exception):
+        def __str__(self):
+            ran.append(1)
+            return "from __str__"
+
+    class Arg:
+        def __repr__(self):
+            ran.append(2)
+            return "Arg!"
+
+    summary = _summary(_caught(lambda: (_ for _ in ()).throw(Loud("plain message"))))
+    assert summary[2] == "plain message" and summary[0].endswith("Loud")
+    summary = _summary(_caught(lambda: (_ for _ in ()).throw(ValueError(Arg()))))
+    assert summary[2].startswith("<") and "Arg at 0x" in summary[2]
+    assert ran == []
+
+
+def test_a_loop_raising_the_same_way_is_formatted_once():
+    fmt = StackFormatter()
+    first = fmt(_summary(_caught(_cause)))
+    assert fmt(_summary(_caught(_cause))) is first
+    other = _summary(_caught(_context))
     assert fmt(other) != first

@@ -21,7 +21,7 @@ def ch_target(request, tmp_path_factory):
     if request.param == "chdb":
         path = tmp_path_factory.mktemp("store") / "scope-otel"
         yield f"chdb://{path}", "otel"
-        from scope_otel.export._ch_backend import _Engine, _close_engine
+        from scope_otel.store.engine import _Engine, _close_engine
 
         with _Engine.lock:
             _close_engine()
@@ -33,7 +33,7 @@ def ch_target(request, tmp_path_factory):
     yield url, database
     import clickhouse_connect
 
-    from scope_otel.export._ch_target import parse
+    from scope_otel.store.target import parse
 
     t = parse(url, database)
     client = clickhouse_connect.get_client(host=t.host, port=t.port, username=t.username,
@@ -47,7 +47,7 @@ def store_path(request, tmp_path_factory):
     """An embedded store of the test module's own, closed at the module's end."""
     path = tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2]) / "scope-otel"
     yield str(path)
-    from scope_otel.export._ch_backend import _close_engine, _Engine
+    from scope_otel.store.engine import _close_engine, _Engine
 
     with _Engine.lock:
         _close_engine()

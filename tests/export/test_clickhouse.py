@@ -10,7 +10,7 @@ import pytest
 
 from scope_otel.export.clickhouse import ClickHouseSpanExporter
 from scope_otel.store import Store, StoreError
-from scope_otel.export._ch_target import parse, TargetError
+from scope_otel.store.target import parse, TargetError
 from tests.export import scenario
 
 # The collector's clickhouseexporter traces table (internal/sqltemplates/traces_table.sql).
@@ -184,7 +184,7 @@ def test_otlp_requests_are_written_like_sdk_spans(ch_target):
 
 
 def test_schema_versions_are_recorded_and_reapplying_changes_nothing(recorded, ch_target):
-    from scope_otel.export._ch_schema import ensure_schema
+    from scope_otel.store.migrations import ensure_schema
 
     _, store, _ = recorded
     versions = store.query("SELECT Version, Name FROM scope_schema_versions ORDER BY Version").rows
@@ -194,7 +194,7 @@ def test_schema_versions_are_recorded_and_reapplying_changes_nothing(recorded, c
 
 
 def test_embedded_parts_are_compact_and_servers_keep_clickhouse_default(recorded, ch_target):
-    from scope_otel.export._ch_schema import EMBEDDED_WIDE_PART_BYTES, SERVER_WIDE_PART_BYTES
+    from scope_otel.store.migrations import EMBEDDED_WIDE_PART_BYTES, SERVER_WIDE_PART_BYTES
 
     url, _ = ch_target
     _, store, _ = recorded

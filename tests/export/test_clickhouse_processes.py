@@ -1,7 +1,7 @@
 """Several processes and forked children writing one embedded store: nothing lost, nothing hangs.
 
 chDB opens a data directory in one process at a time and does not survive
-``fork()`` (see ``scope_otel.export._ch_backend``); applications therefore
+``fork()`` (see ``scope_otel.store.engine``); applications therefore
 only queue batches and a store-writer process owns chDB.  These tests run
 real processes.
 """
@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 
-from scope_otel.export._ch_target import parse
+from scope_otel.store.target import parse
 from scope_otel.store import Store
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -96,7 +96,7 @@ import json, os, sys
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from scope_otel.export.clickhouse import ClickHouseSpanExporter
-from scope_otel.export._ch_target import parse
+from scope_otel.store.target import parse
 from scope_otel.store import Store
 
 store_path = sys.argv[1]
@@ -115,7 +115,7 @@ if pid == 0:
         os.write(write_fd, json.dumps(exporter.stats()).encode())
         code = 0
     finally:
-        os._exit(code)  # see _ch_backend: such a child must not run chDB's exit handlers
+        os._exit(code)  # see scope_otel.store.engine: such a child must not run chDB's exit handlers
 os.close(write_fd)
 child = json.loads(os.read(read_fd, 65536))
 _, status = os.waitpid(pid, 0)

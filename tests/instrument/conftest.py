@@ -22,7 +22,7 @@ from scope_otel.capture import records as R
 from scope_otel.capture import runtime
 from scope_otel.capture.ring import Ring
 from scope_otel.instrument import hook, wrap
-from scope_otel.planner.plan import Plan
+from scope_otel.plan import Plan
 
 _counter = itertools.count()
 _C_BUILT = _accel.load(pure=False).name == "c"
@@ -65,9 +65,9 @@ class Recorded:
             status, value = token[R.STATUS], token[R.VALUE]
             _module, qualname, _f, _l = runtime.function_info(token[R.FID])
             events = [name for name, _t, _a in (token[R.EVENTS] or [])]
-            changes = [(a["scope.target"], a["scope.value"]) for name, _t, a in (token[R.EVENTS] or [])
+            changes = [(dict(a)["scope.target"], dict(a)["scope.value"]) for name, _t, a in (token[R.EVENTS] or [])
                        if name == "scope.state_change"]
-            dropped = sum(a["scope.dropped"] for name, _t, a in (token[R.EVENTS] or [])
+            dropped = sum(dict(a)["scope.dropped"] for name, _t, a in (token[R.EVENTS] or [])
                           if name == runtime.EVENTS_DROPPED)
             out.append(Call(qualname, "raised" if status == R.RAISED else "returned", token[R.ARGS],
                             value, events, token[R.SPAN_ID], token[R.PARENT_ID], changes, dropped))

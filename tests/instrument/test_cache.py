@@ -10,7 +10,7 @@ import pytest
 
 from scope_otel.instrument import cache, cli, hook
 from scope_otel.instrument.rewrite import MARKER
-from scope_otel.planner.plan import Plan
+from scope_otel.plan import Plan
 from tests.instrument.conftest import deeply_nested
 
 SOURCE = "def f(x):\n    return x + 1\n"

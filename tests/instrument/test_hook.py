@@ -10,8 +10,9 @@ import pytest
 from scope_otel import config
 from scope_otel.capture import runtime
 from scope_otel.instrument import hook
+from scope_otel.instrument.exclusions import never_instrumented
 from scope_otel.instrument.rewrite import MARKER
-from scope_otel.planner.plan import Plan, plan_from_document
+from scope_otel.plan import Plan, plan_from_document
 from tests.instrument.conftest import deeply_nested
 
 
@@ -132,7 +133,7 @@ def test_coding_cookies_are_honoured(load, tmp_path, recorded):
 def test_scope_otel_its_dependencies_and_the_standard_library_are_never_rewritten():
     finder = hook.ImportHook(Plan.from_globs(["*"], "full"))
     for name in ("scope_otel.version", "opentelemetry.trace", "wrapt", "json", "asyncio.tasks"):
-        assert hook.never_instrumented(name)
+        assert never_instrumented(name)
         assert finder.find_spec(name) is None
 
 

@@ -12,7 +12,7 @@ import wrapt
 import scope_otel.instrument as instrument
 from scope_otel.instrument import hook, wrap
 from scope_otel.instrument.rewrite import MARKER
-from scope_otel.planner.plan import Plan, plan_from_document
+from scope_otel.plan import Plan, plan_from_document
 
 SOURCE = """
     from math import sqrt
@@ -130,3 +130,13 @@ def test_the_capture_path_itself_is_never_wrapped():
     plan = Plan.from_globs(["*"], "full")
     for name in ("scope_otel.capture.runtime", "opentelemetry.context", "threading", "random"):
         assert wrap.wrap_module(sys.modules.get(name) or importlib.import_module(name), plan) == 0
+
+
+def test_what_the_import_hook_never_rewrites_is_never_wrapped_either():
+    """One list rules both ways in: a standard-library module the hook leaves
+    alone is not wrapped when it was imported first."""
+    plan = Plan.from_globs(["*"], "full")
+    colorsys = importlib.import_module("colorsys")
+    assert wrap.wrap_module(colorsys, plan) == 0
+    assert wrap.wrap_imported(plan, {"colorsys": colorsys}) == 0
+    assert not isinstance(colorsys.rgb_to_hsv, wrapt.FunctionWrapper)

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import types
 
-from scope_otel.instrumentors import _deferred, _support
+from scope_otel.instrumentors import _deferred, _report
 from tests.support.procs import clean_env, tool
 
 LIBRARIES = ("django", "flask", "sqlalchemy", "redis", "pika", "requests", "httpx", "urllib3")
@@ -50,7 +50,7 @@ def test_attach_runs_at_once_for_an_imported_module_and_a_failure_never_reaches_
     def broken(module):
         raise RuntimeError("attach bug")
 
-    before = _support.stats().get("test.broken", 0)
+    before = _report.stats().get("test.broken", 0)
     name = "scope_otel_test_deferred_target"
     pending = _deferred.when_imported(name, broken, "test.broken")
     assert not pending.attached
@@ -61,7 +61,7 @@ def test_attach_runs_at_once_for_an_imported_module_and_a_failure_never_reaches_
     finally:
         del sys.modules[name]
     assert pending.attached
-    assert _support.stats()["test.broken"] == before + 1
+    assert _report.stats()["test.broken"] == before + 1
 
 
 def test_a_cancelled_hook_does_nothing_when_the_library_arrives_later():

@@ -77,7 +77,7 @@ def test_middleware_is_inserted_at_the_configured_position(spans):
     assert span.name == "GET items/<int:pk>/"
 
 
-def test_model_saves_and_deletes_are_state_change_events(spans):
+def test_model_saves_are_state_change_events_and_deletes_show_as_sql(spans):
     with instrumented(ScopeDjangoInstrumentor(), spans):
         with serve(wsgi_app()) as url:
             item_id = requests.post(f"{url}/items/", data=json.dumps({"name": "fig"})).json()["id"]
@@ -90,8 +90,9 @@ def test_model_saves_and_deletes_are_state_change_events(spans):
     assert changes[0]["scope.target"] == "django:djangoapp.Item"
     assert changes[0]["scope.pk"] == str(item_id)
     assert "scope.value" not in changes[0]  # values only at level full
-    (gone,) = [dict(e.attributes) for e in deleted.events if e.name == "scope.state_change"]
-    assert gone["scope.action"] == "delete" and gone["scope.pk"] == str(item_id)
+    assert not [e for e in deleted.events if e.name == "scope.state_change"]  # no delete receiver
+    sql = [s.attributes["db.query.summary"] for s in spans.children(deleted) if s.kind is SpanKind.CLIENT]
+    assert sql == ["SELECT djangoapp_item", "DELETE djangoapp_item"]
 
 
 def test_field_values_at_level_full_are_redacted(spans):
@@ -244,3 +245,197 @@ def test_middleware_listed_by_the_user_is_not_inserted_twice(spans):
         server_spans(spans, 2, timeout=0.3)
     assert settings.MIDDLEWARE.count(MIDDLEWARE) == 1
     assert len([s for s in spans.all() if s.kind is SpanKind.SERVER]) == 1
+
+
+# --------------------------------------------------------------------------
+# SQL through Django's execute_wrapper, and what the ORM must not notice
+# --------------------------------------------------------------------------
+
+def sql_children(spans, parent):
+    return sorted((s for s in spans.children(parent) if s.kind is SpanKind.CLIENT), key=lambda s: s.start_time)
+
+
+def _fresh_items(*names, using="default"):
+    from tests.instrumentors.apps.djangoapp.models import Item
+
+    Item.objects.using(using).all().delete()
+    return [Item.objects.using(using).create(name=n).pk for n in names]
+
+
+@pytest.mark.parametrize("with_driver", [False, True], ids=["django", "django+sqlite3"])
+def test_orm_statements_are_one_span_each_under_the_request_with_counts(spans, with_driver):
+    from scope_otel.instrumentors.dbapi import ScopeDBAPIInstrumentor
+
+    from contextlib import nullcontext
+
+    _fresh_items("fig", "kiwi", "lime")
+    driver = instrumented(ScopeDBAPIInstrumentor(), spans) if with_driver else nullcontext()
+    with instrumented(ScopeDjangoInstrumentor(), spans), driver:
+        with serve(wsgi_app()) as url:
+            assert requests.get(f"{url}/names/").json() == {"names": ["fig", "kiwi", "lime"]}
+            (request,) = server_spans(spans)
+    everything = sql_children(spans, request)
+    # with the driver traced too, the new connection's own set-up (PRAGMAs) shows as well
+    sql = [s for s in everything if "djangoapp_item" in s.name]
+    assert [s.name for s in sql] == ["SELECT djangoapp_item"] * 4  # one span per statement, not two
+    assert {s.instrumentation_scope.name for s in sql} == {"scope_otel.instrumentors.django"}
+    assert len(everything) == len([s for s in spans.all() if s.kind is SpanKind.CLIENT])
+    if not with_driver:
+        assert len(everything) == 4
+    first = dict(sql[0].attributes)
+    assert first["db.system.name"] == "sqlite" and first["db.namespace"] == os.path.basename(settings.DATABASES["default"]["NAME"])
+    assert first["db.operation.name"] == "SELECT" and first["db.collection.name"] == "djangoapp_item"
+    assert "%s" in sql[1].attributes["db.query.text"]  # placeholders, never the values
+    assert request.attributes["scope.db.statements"] == len(everything)
+    assert request.attributes["scope.db.repeated_statements"] == 2  # the N+1: the same get() three times
+
+
+def test_raw_cursor_executemany_and_savepoints_are_spans(spans):
+    from scope_otel.instrumentors.dbapi import ScopeDBAPIInstrumentor
+
+    _fresh_items()
+    with instrumented(ScopeDjangoInstrumentor(), spans), instrumented(ScopeDBAPIInstrumentor(), spans):
+        with serve(wsgi_app()) as url:
+            assert requests.get(f"{url}/sql/").json() == {"a": 1}
+            (request,) = server_spans(spans)
+    names = [s.name for s in sql_children(spans, request)]
+    names = names[names.index("BEGIN"):]  # before it: the new connection's set-up (PRAGMAs)
+    assert names == ["BEGIN", "INSERT djangoapp_item", "SAVEPOINT", "INSERT djangoapp_item",
+                     "ROLLBACK", "RELEASE", "SELECT djangoapp_item", "COMMIT"], names
+    assert request.attributes["scope.db.statements"] == len(sql_children(spans, request))
+
+
+def test_fast_deletes_stay_fast(spans):
+    import re
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.instrumentors.apps.djangoapp.models import Item
+
+    def deletes():
+        pks = _fresh_items("a", "b", "c")
+        with CaptureQueriesContext(connection) as queries:
+            Item.objects.filter(pk__in=pks[:2]).delete()
+            Item(pk=pks[2]).delete()
+        return [re.sub(r"\d+", "N", q["sql"]) for q in queries.captured_queries]
+
+    plain = deletes()
+    with instrumented(ScopeDjangoInstrumentor(), spans), spans.tracer.start_as_current_span("work"):
+        traced = deletes()
+    # the same SQL: no SELECT of the rows first, no transaction around the single delete
+    assert traced == plain
+    assert [q.split()[0] for q in plain] == ["BEGIN", "DELETE", "COMMIT", "DELETE"]
+    (work,) = spans.named("work")
+    assert [s.name for s in spans.children(work) if s.kind is SpanKind.CLIENT][-3:] == [
+        "BEGIN", "DELETE djangoapp_item", "DELETE djangoapp_item"]
+
+
+def test_full_level_reads_only_loaded_fields_and_says_nothing_after_a_delete(spans):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from scope_otel.instrumentors import _report
+    from tests.instrumentors.apps.djangoapp.models import Item
+
+    (pk,) = _fresh_items("fig")
+    before = {k: v for k, v in _report.stats().items() if k.startswith("django")}
+    with level_full(), instrumented(ScopeDjangoInstrumentor(), spans), spans.tracer.start_as_current_span("work"):
+        with CaptureQueriesContext(connection) as queries:
+            item = Item.objects.only("name").get(pk=pk)  # api_key deferred
+            item.name = "FIG"
+            item.save(update_fields=["name"])
+            Item.objects.only("name").get(pk=pk).delete()
+    assert [q["sql"].split()[0] for q in queries.captured_queries] == ["SELECT", "UPDATE", "SELECT", "DELETE"]
+    (work,) = spans.named("work")
+    (change,) = [e.attributes for e in work.events if e.name == "scope.state_change"]
+    assert change["scope.action"] == "update" and "name='FIG'" in change["scope.value"]
+    assert "api_key" not in change["scope.value"]  # deferred: not loaded, not shown
+    after = {k: v for k, v in _report.stats().items() if k.startswith("django")}
+    assert after == before
+
+
+def test_streaming_response_span_ends_exactly_once_with_the_test_client(spans, caplog):
+    from django.test import Client
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    ends = []
+
+    class Count(SpanProcessor):
+        def on_end(self, span):
+            ends.append(span.name)
+
+    spans.provider.add_span_processor(Count())
+    with instrumented(ScopeDjangoInstrumentor(), spans):
+        response = Client().get("/stream/")
+        assert b"".join(response.streaming_content) == b"chunk0 chunk1 chunk2 "
+        response.close()
+    assert ends == ["GET stream/"]
+    assert not [r for r in caplog.records if "ended span" in r.getMessage()]
+
+
+def test_sql_nests_under_the_recorded_function_it_runs_in(spans):
+    from opentelemetry import trace
+
+    from scope_otel.capture import runtime
+    from tests.instrumentors.apps.djangoapp.models import Item
+
+    fid = runtime.register("tests.instrumentors", "count_items", __file__, 1)
+    with instrumented(ScopeDjangoInstrumentor(), spans), spans.tracer.start_as_current_span("request"):
+        token = runtime.enter(fid)
+        if token is None:
+            pytest.skip("the capture runtime records nothing in this process")
+        try:
+            function_span_id = trace.get_current_span().get_span_context().span_id
+            Item.objects.count()
+        finally:
+            runtime.exit(token)
+    (sql,) = [s for s in spans.all() if s.kind is SpanKind.CLIENT]
+    assert sql.parent.span_id == function_span_id
+
+
+def test_async_view_sql_nests_under_its_request(spans):
+    from django.core.handlers.asgi import ASGIHandler
+
+    _fresh_items("fig")
+    with instrumented(ScopeDjangoInstrumentor(), spans):
+        with uvicorn_server(ASGIHandler()) as url:
+            assert requests.get(f"{url}/async-count/").json() == {"count": 1}
+            (request,) = server_spans(spans)
+    (sql,) = sql_children(spans, request)
+    assert sql.name == "SELECT djangoapp_item"
+    assert request.attributes["scope.db.statements"] == 1
+
+
+@pytest.fixture
+def pg_items():
+    from django.db import connections
+
+    try:
+        connections["pg"].ensure_connection()
+    except Exception as exc:
+        pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432: {type(exc).__name__}")
+    from tests.instrumentors.apps.djangoapp.models import create_tables
+
+    create_tables("pg")
+    yield
+    connections["pg"].close()
+
+
+def test_postgresql_orm_statements_are_one_span_each_with_server_and_rows(spans, pg_items):
+    from scope_otel.instrumentors.dbapi import ScopeDBAPIInstrumentor
+    from tests.instrumentors.apps.djangoapp.models import Item
+
+    _fresh_items("fig", "kiwi", using="pg")
+    with instrumented(ScopeDjangoInstrumentor(), spans), instrumented(ScopeDBAPIInstrumentor(), spans):
+        with spans.tracer.start_as_current_span("work") as work:
+            assert sorted(Item.objects.using("pg").values_list("name", flat=True)) == ["fig", "kiwi"]
+            Item.objects.using("pg").filter(name="fig").update(name="FIG")
+    sql = [s for s in spans.all() if s.kind is SpanKind.CLIENT]
+    assert [s.name for s in sql] == ["SELECT djangoapp_item", "UPDATE djangoapp_item"]
+    assert {s.instrumentation_scope.name for s in sql} == {"scope_otel.instrumentors.django"}  # not psycopg's too
+    assert all(s.parent.span_id == work.get_span_context().span_id for s in sql)
+    attrs = dict(sql[0].attributes)
+    assert attrs["db.system.name"] == "postgresql" and attrs["db.namespace"] == "test"
+    assert attrs["server.address"] == "127.0.0.1" and attrs["server.port"] == 5432
+    assert attrs["db.response.returned_rows"] == 2

@@ -10,10 +10,11 @@ import pytest
 from opentelemetry.instrumentation.dependencies import DependencyConflictError
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
-from scope_otel.instrumentors import _support
+from scope_otel.instrumentors import _base, _report
 from tests.support.procs import clean_env, tool
 
-NAMES = {"scope_flask", "scope_django", "scope_sqlalchemy", "scope_http_clients", "scope_handoff"}
+NAMES = {"scope_flask", "scope_django", "scope_sqlalchemy", "scope_dbapi", "scope_http_clients", "scope_handoff",
+         "scope_redis", "scope_pika"}
 
 
 def test_every_integration_is_an_opentelemetry_instrumentor_entry_point():
@@ -29,7 +30,7 @@ def test_every_integration_is_an_opentelemetry_instrumentor_entry_point():
     assert deps["scope_sqlalchemy"] == ("sqlalchemy >= 2.0, < 2.2",)
 
 
-class _Missing(_support.ScopeInstrumentor):
+class _Missing(_base.ScopeInstrumentor):
     _requires = ("no-such-library-xyz >= 1",)
     _what = "Missing"
 
@@ -40,7 +41,7 @@ class _Missing(_support.ScopeInstrumentor):
         pass
 
 
-class _TooOld(_support.ScopeInstrumentor):
+class _TooOld(_base.ScopeInstrumentor):
     _requires = ("flask >= 99",)
     _what = "TooOld"
 
@@ -76,13 +77,13 @@ def test_auto_instrumentation_path_gets_the_conflict_as_an_exception():
 
 
 def test_internal_failure_is_counted_and_logged_once(caplog):
-    before = _support.stats().get("tests.place", 0)
+    before = _report.stats().get("tests.place", 0)
     for _ in range(3):
         try:
             raise ValueError("internal")
         except ValueError:
-            _support.failed("tests.place")
-    assert _support.stats()["tests.place"] == before + 3
+            _report.failed("tests.place")
+    assert _report.stats()["tests.place"] == before + 3
     assert len([r for r in caplog.records if "tests.place" in r.getMessage()]) <= 1
 
 

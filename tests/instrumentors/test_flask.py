@@ -6,7 +6,7 @@ import pytest
 import requests
 from opentelemetry.trace import SpanKind, StatusCode
 
-from scope_otel.instrumentors import _support
+from scope_otel.instrumentors import _report
 from scope_otel.instrumentors.flask import ScopeFlaskInstrumentor
 from scope_otel.instrumentors.sqlalchemy import ScopeSQLAlchemyInstrumentor
 from tests.instrumentors.apps import shop
@@ -157,7 +157,7 @@ def test_failing_hook_does_not_change_the_response(spans):
         assert server_span(spans, "GET /items/<int:item_id>")
     assert response.status_code == 200
     assert response.json()["name"] == "pear"
-    assert _support.stats()["flask.request_hook"] >= 1  # counted, not raised
+    assert _report.stats()["flask.request_hook"] >= 1  # counted, not raised
 
 
 def test_template_rendering_is_a_child_span(spans):
@@ -255,7 +255,7 @@ def test_spans_are_freed_without_the_cycle_collector(spans):
 
     from opentelemetry.sdk.trace import SpanProcessor
 
-    from scope_otel.distributed.processor import HLCSpanProcessor
+    from scope_otel.causal.processor import HLCSpanProcessor
 
     class Watch(SpanProcessor):
         refs: list = []
@@ -363,3 +363,95 @@ def test_custom_propagator_still_extracts_its_own_header(spans, textmap):
     textmap(CompositePropagator([TraceContextTextMapPropagator(), XTrace()]))
     parent, _ = _parent_of_request(spans, {"x-trace": PARENT_ID})
     assert format(parent.span_id, "016x") == PARENT_ID
+
+
+class _EndCount:
+    """Counts each span's ends and the SDK's "already ended" warnings."""
+
+    def __init__(self, spans, caplog):
+        from opentelemetry.sdk.trace import SpanProcessor
+
+        ends: dict[int, int] = {}
+
+        class Count(SpanProcessor):
+            def on_end(self, span):
+                ends[span.context.span_id] = ends.get(span.context.span_id, 0) + 1
+
+        spans.provider.add_span_processor(Count())
+        self.ends = ends
+        self.caplog = caplog
+
+    def check_each_once(self, spans):
+        assert all(n == 1 for n in self.ends.values()), self.ends
+        assert not [r for r in self.caplog.records if "already ended" in r.getMessage() or "ended span" in r.getMessage()]
+
+
+def _stream_app():
+    app = flask.Flask("unclosed")
+
+    @app.get("/plain")
+    def plain():
+        return "plain"
+
+    @app.get("/json")
+    def json():
+        return {"a": 1}
+
+    @app.get("/stream")
+    def stream():
+        return flask.Response(iter(["a", "b", "c"]))
+
+    @app.get("/template")
+    def template():
+        return flask.render_template_string("<p>{{ n }}</p>", n=1)
+
+    return app
+
+
+def test_unclosed_test_client_responses_each_get_their_server_span(spans, caplog):
+    # Werkzeug's test client closes a response only when the test does
+    count = _EndCount(spans, caplog)
+    app = _stream_app()
+    with instrumented(ScopeFlaskInstrumentor(), spans):
+        client = app.test_client()
+        kept = [client.get("/plain"), client.get("/json"), client.get("/template"), client.get("/stream")]
+        assert [r.status_code for r in kept] == [200] * 4
+        names = sorted(s.name for s in spans.all() if s.kind is SpanKind.SERVER)
+        assert names == ["GET /json", "GET /plain", "GET /template"]  # the stream is still open
+        assert kept[3].get_data() == b"abc"  # read to its end: finished
+        names = sorted(s.name for s in spans.all() if s.kind is SpanKind.SERVER)
+    assert names == ["GET /json", "GET /plain", "GET /stream", "GET /template"]
+    (render,) = [s for s in spans.all() if s.name.startswith("render")]
+    (page,) = [s for s in spans.all() if s.name == "GET /template"]
+    assert render.parent.span_id == page.context.span_id
+    for response in kept:
+        response.close()  # closing later ends nothing a second time
+    count.check_each_once(spans)
+
+
+def test_streamed_response_span_ends_when_exhausted_without_close(spans, caplog):
+    count = _EndCount(spans, caplog)
+    app = _stream_app()
+    with instrumented(ScopeFlaskInstrumentor(), spans):
+        response = app.test_client().get("/stream", buffered=False)
+        assert not [s for s in spans.all() if s.kind is SpanKind.SERVER]  # still streaming
+        assert b"".join(response.response) == b"abc"
+        (span,) = [s for s in spans.all() if s.kind is SpanKind.SERVER]
+        response.close()
+    assert span.name == "GET /stream" and span.attributes["http.response.status_code"] == 200
+    count.check_each_once(spans)
+
+
+def test_streamed_response_never_read_nor_closed_ends_when_released(spans, caplog):
+    import gc
+
+    count = _EndCount(spans, caplog)
+    app = _stream_app()
+    with instrumented(ScopeFlaskInstrumentor(), spans):
+        response = app.test_client().get("/stream", buffered=False)
+        assert not [s for s in spans.all() if s.kind is SpanKind.SERVER]
+        del response
+        gc.collect()
+        (span,) = [s for s in spans.all() if s.kind is SpanKind.SERVER]
+    assert span.name == "GET /stream"
+    count.check_each_once(spans)

@@ -112,7 +112,7 @@ def check_shop_tree(receiver, url: str) -> None:
         assert requests.get(f"{url}/items/1").json() == {"id": 1, "name": "apple"}
     requests.get(f"{url}/items/2", headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"})
     spans = receiver.wait_for(
-        10, timeout=20, where=lambda s: s["name"] in ("GET /items/<int:item_id>", "SELECT shop.db")
+        10, timeout=20, where=lambda s: s["name"] in ("GET /items/<int:item_id>", "SELECT shop_items")
     )
     servers = server_span(spans, "GET /items/<int:item_id>")
     assert len(servers) == 5
@@ -120,7 +120,7 @@ def check_shop_tree(receiver, url: str) -> None:
         assert server["attributes"]["http.route"] == "/items/<int:item_id>"
         assert server["attributes"]["http.response.status_code"] == 200
         children = [s for s in spans if s["parent_span_id"] == server["span_id"]]
-        assert [(c["name"], c["kind"]) for c in children] == [("SELECT shop.db", "CLIENT")]
+        assert [(c["name"], c["kind"]) for c in children] == [("SELECT shop_items", "CLIENT")]
         assert children[0]["attributes"]["db.system.name"] == "sqlite"
     (remote,) = [s for s in servers if s["trace_id"] == TRACE_ID]
     assert remote["parent_span_id"] == PARENT_ID
@@ -147,8 +147,10 @@ def test_gunicorn_preload_app_built_before_instrumenting_in_post_fork(otlp_recei
         return
     with running(args + [DJANGO], env, "/items/0/") as url:
         requests.get(f"{url}/items/999/", headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"})
-        spans = otlp_receiver.wait_for(1, timeout=20, where=lambda s: s["trace_id"] == TRACE_ID)
-    (span,) = spans
+        spans = otlp_receiver.wait_for(2, timeout=20, where=lambda s: s["trace_id"] == TRACE_ID)
+    (span,) = [s for s in spans if s["kind"] == "SERVER"]
+    (sql,) = [s for s in spans if s["kind"] == "CLIENT"]  # the ORM's query, through Django's execute_wrapper
+    assert sql["name"] == "SELECT djangoapp_item" and sql["parent_span_id"] == span["span_id"]
     assert span["name"] == "GET items/<int:pk>/"
     assert span["parent_span_id"] == PARENT_ID
     assert span["attributes"]["http.response.status_code"] == 404
@@ -198,12 +200,12 @@ def test_function_spans_nest_between_request_and_sql_spans_under_gunicorn(otlp_r
     with running(args, env, "/health") as url:
         assert requests.post(f"{url}/items", json={"name": "fig"}).status_code == 201
         spans = otlp_receiver.wait_for(
-            4, timeout=20, where=lambda s: s["name"] in ("POST /items", "add_item", "INSERT shop.db", "scope.state_change")
+            4, timeout=20, where=lambda s: s["name"] in ("POST /items", "add_item", "INSERT shop_items", "scope.state_change")
         )
     by_name = {s["name"]: s for s in spans}
     request, function = by_name["POST /items"], by_name["add_item"]
     assert function["kind"] == "INTERNAL" and function["parent_span_id"] == request["span_id"]
-    assert by_name["INSERT shop.db"]["parent_span_id"] == function["span_id"]
+    assert by_name["INSERT shop_items"]["parent_span_id"] == function["span_id"]
     change = by_name["scope.state_change"]
     assert change["parent_span_id"] == function["span_id"]
     assert change["events"][0]["attributes"]["scope.target"] == "orm:Item"

@@ -68,13 +68,15 @@ def test_engine_created_before_instrumenting_is_traced_with_db_conventions(spans
             with engine.connect() as conn:
                 conn.execute(sa.text("SELECT owner FROM scope_accounts WHERE password = :p"), {"p": SECRET})
     (span,) = sql_spans(spans)
-    assert span.name == "SELECT accounts.db"
+    assert span.name == "SELECT scope_accounts"  # db.query.summary, as the conventions name spans
     assert span.parent.span_id == request.get_span_context().span_id
     attrs = dict(span.attributes)
     assert attrs["db.system.name"] == "sqlite"
     assert attrs["db.namespace"] == "accounts.db"
     assert attrs["db.operation.name"] == "SELECT"
     assert attrs["db.query.text"] == "SELECT owner FROM scope_accounts WHERE password = ?"
+    assert attrs["db.query.summary"] == "SELECT scope_accounts"
+    assert attrs["db.collection.name"] == "scope_accounts"
     assert SECRET not in all_attribute_text(span)  # parameters are never recorded
 
 
@@ -131,7 +133,7 @@ def test_sqlcommenter_appends_the_statement_spans_traceparent(spans, engine):
     (span,) = sql_spans(spans)
     ctx = span.context
     assert executed == [f"SELECT 1 /*traceparent='00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}'*/"]
-    assert span.attributes["db.query.text"] == "SELECT 1"
+    assert span.attributes["db.query.text"] == "SELECT ?"  # literals become placeholders
 
 
 def test_async_engine_statements_nest_under_the_calling_span(spans, tmp_path):
@@ -189,7 +191,8 @@ def test_postgresql_statements_carry_server_and_namespace(spans, pg_engine):
     assert attrs["db.namespace"] == "test"
     assert attrs["server.address"] == "127.0.0.1"
     assert attrs["server.port"] == 5432
-    assert sql[0].name == "INSERT test"
+    assert sql[0].name == "INSERT scope_accounts"
+    assert sql[1].attributes["db.response.returned_rows"] == 1
     assert "%(owner)s" in attrs["db.query.text"] and SECRET not in all_attribute_text(sql[0])
 
 
@@ -205,7 +208,7 @@ def test_postgresql_async_engine_is_traced(spans, pg_engine):
     with instrumented(ScopeSQLAlchemyInstrumentor(), spans):
         asyncio.run(main())
     names = [s.name for s in sql_spans(spans)]
-    assert "SELECT test" in names
+    assert "SELECT scope_accounts" in names
 
 
 def test_flush_inside_a_recorded_function_attaches_to_that_function(spans, engine):
@@ -241,7 +244,7 @@ def test_database_semconv_dup_adds_the_old_names(spans, engine, monkeypatch):
     attrs = dict(span.attributes)
     assert attrs["db.system.name"] == attrs["db.system"] == "sqlite"
     assert attrs["db.namespace"] == attrs["db.name"] == "accounts.db"
-    assert attrs["db.query.text"] == attrs["db.statement"] == "SELECT 1"
+    assert attrs["db.query.text"] == attrs["db.statement"] == "SELECT ?"
 
 
 def test_checkin_event_names_the_pool(spans, tmp_path):
@@ -277,7 +280,45 @@ def test_repeated_statement_keeps_its_own_engines_name_and_attributes(spans, tmp
             engine.dispose()
     found = [(s.name, s.attributes["db.namespace"], s.attributes["db.query.text"]) for s in sql_spans(spans)]
     expected = [
-        ("SELECT one.db", "one.db", "select 1"), ("SELECT one.db", "one.db", "SELECT 2"),
-        ("SELECT two.db", "two.db", "select 1"), ("SELECT two.db", "two.db", "SELECT 2"),
+        ("SELECT", "one.db", "select ?"), ("SELECT", "one.db", "SELECT ?"),
+        ("SELECT", "two.db", "select ?"), ("SELECT", "two.db", "SELECT ?"),
     ]
     assert found == expected * 2
+
+
+def test_nothing_is_written_into_user_visible_info_dicts(spans, engine):
+    with instrumented(ScopeSQLAlchemyInstrumentor(), spans):
+        with spans.tracer.start_as_current_span("request"):
+            with Session(engine) as session:
+                session.add(Account(id=21, owner="info"))
+                session.commit()
+                conn = session.connection()
+                assert dict(conn.info) == {} and dict(session.info) == {}
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+                record_info = conn.connection._connection_record.info
+                assert dict(conn.info) == {} and dict(record_info) == {}
+    (request,) = spans.named("request")
+    assert [e.name for e in request.events].count("db.client.connection.checkin") >= 2  # still measured
+
+
+def test_attaching_does_not_import_the_orm_and_its_hook_follows_the_import(tmp_path):
+    import subprocess
+    import sys
+
+    code = """
+import sys
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from scope_otel.instrumentors.sqlalchemy import ScopeSQLAlchemyInstrumentor
+exporter = InMemorySpanExporter(); provider = TracerProvider(); provider.add_span_processor(SimpleSpanProcessor(exporter))
+ScopeSQLAlchemyInstrumentor().instrument(tracer_provider=provider)
+import sqlalchemy
+print("orm imported:", "sqlalchemy.orm" in sys.modules)
+from sqlalchemy import orm, event
+print("orm hook:", event.contains(orm.Session, "after_flush", sys.modules["scope_otel.instrumentors.sqlalchemy"]._after_flush))
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split("\n")[:2] == ["orm imported: False", "orm hook: True"]

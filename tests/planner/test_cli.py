@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from scope_otel.planner.cli import main
-from scope_otel.planner.plan import load_plan
+from scope_otel.plan import load_plan
 
 from tests.planner.conftest import write_tree
 

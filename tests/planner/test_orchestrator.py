@@ -170,7 +170,7 @@ def test_measured_counts_and_run_time_drive_the_choice(app):
 def test_the_plan_document_is_hashed_and_loadable(app, tmp_path):
     import json
 
-    from scope_otel.planner.plan import content_hash, load_plan
+    from scope_otel.plan import content_hash, load_plan
 
     analysis, calls = app
     doc = build_plan(analysis, calls, MODEL, budget_pct=5)

@@ -10,7 +10,7 @@ import pytest
 
 from scope_otel.planner.cli import main
 from scope_otel.planner.costmodel import calibrate
-from scope_otel.planner.plan import plan_from_document
+from scope_otel.plan import plan_from_document
 from scope_otel.planner.trial import Trial, calibrated
 
 

@@ -1,8 +1,8 @@
-"""python -m scope_otel.store.schema: apply the schema ahead of time."""
+"""scope-otel schema (scope_otel.store.schema_cli): apply the schema ahead of time."""
 from __future__ import annotations
 
-from scope_otel.export._ch_backend import close_engine
-from scope_otel.store.schema import main
+from scope_otel.store.engine import close_engine
+from scope_otel.store.schema_cli import main
 
 
 def test_schema_command_applies_once_then_reports_current(tmp_path, capsys):

@@ -9,9 +9,10 @@ class Item(models.Model):
         app_label = "djangoapp"
 
 
-def create_tables() -> None:
-    from django.db import connection
+def create_tables(alias: str = "default") -> None:
+    from django.db import connections
 
+    connection = connections[alias]
     with connection.schema_editor() as editor:
         if Item._meta.db_table not in connection.introspection.table_names():
             editor.create_model(Item)

@@ -11,4 +11,7 @@ urlpatterns = [
     path("stream/", views.stream),
     path("call/", views.call),
     path("baggage/", views.baggage),
+    path("names/", views.names),
+    path("sql/", views.sql_kinds),
+    path("async-count/", views.async_count),
 ]

@@ -50,3 +50,32 @@ def baggage(request):
 
     return JsonResponse({"user": otel_baggage.get_baggage("user")})
 
+
+
+def names(request):
+    """An N+1 pattern: one query for the ids, then one per item."""
+    ids = list(Item.objects.order_by("pk").values_list("pk", flat=True))
+    return JsonResponse({"names": [Item.objects.get(pk=pk).name for pk in ids]})
+
+
+def sql_kinds(request):
+    """A raw cursor, executemany, and a transaction with a savepoint."""
+    from django.db import connection, transaction
+
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.executemany("INSERT INTO djangoapp_item (name, api_key) VALUES (%s, %s)", [("a", ""), ("b", "")])
+        try:
+            with transaction.atomic():  # a savepoint
+                Item.objects.create(name="c")
+                raise ValueError("roll the savepoint back")
+        except ValueError:
+            pass
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT COUNT(*) FROM djangoapp_item WHERE name = %s", ["a"])
+            (count,) = cursor.fetchone()
+    return JsonResponse({"a": count})
+
+
+async def async_count(request):
+    return JsonResponse({"count": await Item.objects.acount()})

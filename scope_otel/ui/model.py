@@ -1,0 +1,195 @@
+"""What the viewer shows, read from the store as JSON-ready data.
+
+:func:`load_trace` gathers one trace (every span with its attributes, events
+and links, and the links that other traces hold to it); :func:`load_graph`
+the service or function call graph; :func:`trace_rows` the traces list.
+Every string is valid Unicode (invalid UTF-8 replaced with U+FFFD, never
+dropped): the page shows values as text.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from typing import Any
+
+from scope_otel.store import Store, StoreError, TraceFilter, _check_trace_id
+
+_ERROR = ("STATUS_CODE_ERROR", "Error")
+#: Edges drawn on one graph; the rest are counted and said to be left out.
+GRAPH_MAX_EDGES = 80
+#: How long after a trace ends a consumer linking to it is looked for.
+_LINK_HORIZON_S = 600
+
+
+def clean(value: Any) -> Any:
+    """``value`` with every string valid Unicode, datetimes as ISO text, maps as dicts."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:  # lone surrogates (surrogateescape'd bytes)
+            return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, (_dt.datetime, _dt.date)):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {clean(k): clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    return value
+
+
+def trace_rows(store: Store, where: TraceFilter) -> list[dict[str, Any]]:
+    rows = store.traces(where)
+    return [clean({
+        "trace_id": r["TraceId"], "start": r["Start"], "duration_ns": int(r["DurationNs"]),
+        "spans": int(r["Spans"]), "errors": int(r["Errors"]), "services": list(r["Services"]),
+        "root": r["RootName"], "root_service": r["RootService"], "entry": r["Entry"],
+    }) for r in rows]
+
+
+def load_trace(store: Store, trace_id: str) -> dict[str, Any] | None:
+    """One trace as the viewer's bundle, or None when the store does not hold it.
+
+    ``spans_json`` is the spans as JSON text, written by ClickHouse itself
+    (``formatRowNoNewline``: strings made valid UTF-8, times in ns from the
+    trace's start); the page lays them out and derives the time-travel steps.
+    Python never touches the spans one by one, which keeps a 10,000-span
+    trace's page quick.  :func:`spans` parses them for Python callers.
+    """
+    _check_trace_id(trace_id)
+    db = store.database
+    window = store.query(
+        f"SELECT min(Start), max(End) FROM `{db}`.otel_traces_trace_id_ts WHERE TraceId = {{tid:String}}",
+        {"tid": trace_id}).rows
+    params: dict[str, Any] = {"tid": trace_id}
+    time_cond = ""
+    if window and window[0][0] is not None and window[0][0].year > 1970:
+        params["lo"] = window[0][0] - _dt.timedelta(seconds=1)
+        params["hi"] = window[0][1] + _dt.timedelta(seconds=2)
+        time_cond = " AND Timestamp >= {lo:DateTime} AND Timestamp <= {hi:DateTime}"
+    head = store.query(
+        f"""SELECT min(toUnixTimestamp64Nano(Timestamp)), max(toUnixTimestamp64Nano(Timestamp) + Duration),
+                   arraySort(groupUniqArray(toValidUTF8(ServiceName))), uniqExact(SpanId)
+            FROM `{db}`.otel_traces WHERE TraceId = {{tid:String}}{time_cond}""", params).rows
+    if not head or not head[0][3]:
+        return None
+    base, last, services, _count = head[0]
+    params["base"] = int(base)
+    error = "('STATUS_CODE_ERROR', 'Error')"
+    rows = store.query(
+        f"""SELECT formatRowNoNewline('JSONEachRow',
+                   toValidUTF8(SpanId) AS id, toValidUTF8(ParentSpanId) AS parent, toValidUTF8(SpanName) AS name,
+                   lower(replaceRegexpOne(toString(SpanKind), '^SPAN_KIND_', '')) AS kind,
+                   toValidUTF8(ServiceName) AS service,
+                   toValidUTF8(ResourceAttributes['service.instance.id']) AS instance,
+                   trimBoth(toValidUTF8(concat(ResourceAttributes['host.name'], ' ',
+                                               ResourceAttributes['process.pid']))) AS process,
+                   toInt64(toUnixTimestamp64Nano(Timestamp) - {{base:Int64}}) AS start, Duration AS dur,
+                   multiIf(StatusCode IN {error}, 'error', StatusCode IN ('STATUS_CODE_OK', 'Ok'), 'ok', '') AS status,
+                   toValidUTF8(StatusMessage) AS status_msg,
+                   {_valid_map('SpanAttributes')} AS attrs,
+                   arrayMap((t, n, a) -> CAST((toInt64(toUnixTimestamp64Nano(t) - {{base:Int64}}), toValidUTF8(n),
+                                               {_valid_map('a')}),
+                                              'Tuple(t Int64, name String, attrs Map(String, String))'),
+                            Events.Timestamp, Events.Name, Events.Attributes) AS events,
+                   arrayMap((t, i, a) -> CAST((toValidUTF8(t), toValidUTF8(i), {_valid_map('a')}),
+                                              'Tuple(trace_id String, span_id String, attrs Map(String, String))'),
+                            Links.TraceId, Links.SpanId, Links.Attributes) AS links,
+                   toValidUTF8(if(SpanAttributes['db.query.text'] != '', SpanAttributes['db.query.text'],
+                                  SpanAttributes['db.statement'])) AS sql,
+                   toValidUTF8(SpanAttributes['scope.hlc']) AS hlc)
+            FROM `{db}`.otel_traces WHERE TraceId = {{tid:String}}{time_cond}
+            ORDER BY Timestamp, SpanId LIMIT 1 BY SpanId
+            SETTINGS output_format_json_quote_64bit_integers = 0, output_format_json_named_tuples_as_objects = 1""",
+        params).rows
+    incoming = _incoming_links(store, trace_id, params if time_cond else None)
+    return {
+        "trace_id": trace_id,
+        "start_ns": int(base),
+        "start": _dt.datetime.fromtimestamp(int(base) / 1e9, _dt.timezone.utc).isoformat(),
+        "duration_ns": int(last) - int(base),
+        "services": list(services),
+        "incoming": incoming,
+        "store": store.target.display,
+        "spans_json": "[" + ",".join(r[0] for r in rows) + "]",
+    }
+
+
+def trace_json(bundle: dict[str, Any]) -> str:
+    """The bundle as JSON text (its spans spliced in as ClickHouse wrote them)."""
+    meta = {k: v for k, v in bundle.items() if k != "spans_json"}
+    text = json.dumps(meta, ensure_ascii=False, separators=(",", ":"))
+    return text[:-1] + ',"spans":' + bundle["spans_json"] + "}"
+
+
+def spans(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    """The bundle's spans as Python dicts, in start order."""
+    return json.loads(bundle["spans_json"])
+
+
+def _valid_map(expr: str) -> str:
+    """SQL: the map ``expr`` with keys and values made valid UTF-8 (bad bytes become U+FFFD)."""
+    return f"mapApply((k, v) -> (toValidUTF8(k), toValidUTF8(v)), {expr})"
+
+
+def _incoming_links(store: Store, trace_id: str, params: dict | None) -> list[dict[str, Any]]:
+    """Spans of other traces that link to a span of this one (the consumer side of a message hop)."""
+    db = store.database
+    cond = ""
+    query_params: dict[str, Any] = {"tid": trace_id}
+    if params:
+        cond = " AND Timestamp >= {lo:DateTime} AND Timestamp <= {far:DateTime}"
+        query_params["lo"] = params["lo"]
+        query_params["far"] = params["hi"] + _dt.timedelta(seconds=_LINK_HORIZON_S)
+    rows = store.query(
+        f"""SELECT toValidUTF8(TraceId) AS TraceId, toValidUTF8(SpanId) AS SpanId, toValidUTF8(SpanName) AS SpanName,
+                   toValidUTF8(ServiceName) AS ServiceName, toValidUTF8(LinkSpanId) AS LinkSpanId,
+                   {_valid_map('LinkAttrs')} AS LinkAttrs
+            FROM `{db}`.otel_traces
+            ARRAY JOIN Links.TraceId AS LinkTraceId, Links.SpanId AS LinkSpanId, Links.Attributes AS LinkAttrs
+            WHERE LinkTraceId = {{tid:String}} AND TraceId != {{tid:String}}{cond}
+            LIMIT 200""", query_params).dicts()
+    return [{"trace_id": r["TraceId"], "span_id": r["SpanId"], "name": r["SpanName"], "service": r["ServiceName"],
+             "to_span": r["LinkSpanId"], "attrs": dict(r["LinkAttrs"])} for r in rows]
+
+
+def load_graph(store: Store, by: str, window_s: float | None = None) -> dict[str, Any]:
+    """Nodes and edges of the service (``by='service'``) or function call graph, with messages.
+
+    ``window_s``: count only calls and messages of the last that many seconds
+    (None: all time).
+    """
+    if by not in ("service", "function"):
+        raise StoreError(f"graph by {by!r}: choose service or function")
+    since = None
+    if window_s:
+        since = _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None) - _dt.timedelta(seconds=window_s)
+    edges: list[dict[str, Any]] = []
+    if by == "service":
+        for e in store.service_edges(since):
+            edges.append(_edge(e["Parent"], e["Child"], e, {"service": e["Child"]}))
+    else:
+        for e in store.function_edges(since):
+            edges.append(_edge(f'{e["ParentService"]}:{e["Parent"]}', f'{e["ChildService"]}:{e["Child"]}', e,
+                               {"service": e["ChildService"], "span": e["Child"]}))
+    for m in store.message_edges(since):
+        if by == "service":
+            src, dst, match = m["ProducerService"], m["ConsumerService"], {"service": m["ConsumerService"]}
+        else:
+            src = f'{m["ProducerService"]}:{m["Producer"]}'
+            dst = f'{m["ConsumerService"]}:{m["Consumer"]}'
+            match = {"span": m["Consumer"]} if m["Consumer"] else {"service": m["ConsumerService"]}
+        edges.append({"src": src, "dst": dst, "calls": int(m["Messages"]), "errors": 0, "p50_ns": None,
+                      "p99_ns": None, "message": True, "via": m["Via"], "channel": m["Channel"], "match": match})
+    edges.sort(key=lambda e: -e["calls"])
+    left_out = max(0, len(edges) - GRAPH_MAX_EDGES)
+    edges = edges[:GRAPH_MAX_EDGES]
+    nodes = sorted({e["src"] for e in edges} | {e["dst"] for e in edges})
+    return clean({"by": by, "nodes": nodes, "edges": edges, "left_out": left_out, "window_s": window_s})
+
+
+def _edge(src: str, dst: str, e: dict[str, Any], match: dict[str, str]) -> dict[str, Any]:
+    return {"src": src, "dst": dst, "calls": int(e["Calls"]), "errors": int(e["Errors"]),
+            "p50_ns": float(e["P50Ns"]), "p99_ns": float(e["P99Ns"]), "message": False, "match": match}
