@@ -29,6 +29,8 @@ import tempfile
 import textwrap
 import threading
 import time
+import urllib.request
+import urllib.request
 
 BIN = os.path.dirname(sys.executable)
 
@@ -77,6 +79,26 @@ SLEEPER = textwrap.dedent(
             pass
     print("ready", flush=True)
     time.sleep(120)
+    """
+)
+
+
+DJANGO = textwrap.dedent(
+    """
+    import sys
+    from django.conf import settings
+    from django.http import HttpResponse
+    from django.urls import path
+
+    def hello(request, name):
+        return HttpResponse(f"hello {name}")
+
+    urlpatterns = [path("hello/<str:name>", hello)]
+    settings.configure(DEBUG=False, ALLOWED_HOSTS=["*"], ROOT_URLCONF=__name__, SECRET_KEY="bench",
+                       MIDDLEWARE=[], INSTALLED_APPS=[], DATABASES={})
+    if __name__ == "__main__":
+        from django.core.management import execute_from_command_line
+        execute_from_command_line(sys.argv)
     """
 )
 
@@ -144,12 +166,12 @@ def part1(spans: int, timeout_ms: int, work: str) -> None:
                 print(f"      ours: {line[:220]}")
 
 
-def _stored(store: str, name: str) -> int:
+def _stored(store: str, where: str) -> int:
     deadline = time.monotonic() + 60
     count = -1
     while time.monotonic() < deadline:
         out = subprocess.run([os.path.join(BIN, "scope-otel"), "query", "--store", store, "--format", "csv",
-                              f"SELECT count() FROM otel.otel_traces WHERE SpanName = '{name}'"],
+                              f"SELECT count() FROM otel.otel_traces WHERE {where}"],
                              capture_output=True, text=True)
         try:
             count = int(out.stdout.strip().splitlines()[-1])
@@ -180,8 +202,31 @@ def part2(work: str) -> None:
     proc.stdout.readline()
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
-    print(f"  plain script, SIGTERM while sleeping: {_stored(store, 'before-sigterm')} of 10 "
+    kept = _stored(store, "SpanName = 'before-sigterm'")
+    print(f"  plain script, SIGTERM while sleeping: {kept} of 10 "
           f"(exit status {proc.returncode}, as without scope-otel: -15)")
+    manage = os.path.join(work, "manage.py")
+    with open(manage, "w") as fh:
+        fh.write(DJANGO)
+    store = _fresh_store(work, "runserver")
+    port = _closed_port()
+    proc = subprocess.Popen([os.path.join(BIN, "scope-otel"), "run", "--store", store, "--", sys.executable, manage,
+                             "runserver", "--noreload", f"127.0.0.1:{port}"],
+                            env=_env(), cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    served = 0
+    deadline = time.monotonic() + 60
+    while served < 10 and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/hello/{served}", timeout=2) as resp:
+                resp.read()
+            served += 1
+        except OSError:
+            time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    stored = _stored(store, "SpanKind = 'SPAN_KIND_SERVER'")
+    print(f"  Django runserver --noreload, {served} requests, then SIGTERM: {stored} of {served} request spans "
+          f"(exit status {proc.returncode})")
     pool = os.path.join(work, "pool.py")
     with open(pool, "w") as fh:
         fh.write(POOL)
@@ -189,7 +234,8 @@ def part2(work: str) -> None:
         store = _fresh_store(work, f"pool-{method}")
         subprocess.run([os.path.join(BIN, "scope-otel"), "run", "--store", store, "--", sys.executable, pool, method],
                        env=_env(), cwd=work, check=True, capture_output=True, timeout=300)
-        print(f"  Pool(4) {method:10s}: {_stored(store, 'task')} of 4000")
+        kept = _stored(store, "SpanName = 'task'")
+        print(f"  Pool(4) {method:10s}: {kept} of 4000")
 
 
 def main() -> None:

@@ -166,6 +166,10 @@ class _ChildHook:
     def __call__(self, _obj: Any) -> None:
         from multiprocessing import util
 
+        from scope_otel.launcher import summary
+
+        if self.state.get("summary") is not None:
+            summary.mark_started()
         # low priority: after the program's own finalizers (a Pool's, a Queue's feeder)
         util.Finalize(None, finish, args=(self.state,), kwargs={"why": "child exit"}, exitpriority=-100)
 

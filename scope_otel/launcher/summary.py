@@ -18,7 +18,11 @@ children) are summarised once: ``run`` names a folder in
 ``SCOPE_OTEL_SUMMARY_DIR``; the first process to start claims it, the others
 leave their report there when they end, and the first one prints the sum
 when it ends (its children have ended by then: servers and pools wait for
-theirs).  Without ``scope-otel run`` each process prints its own.
+theirs).  Without ``scope-otel run`` each process prints its own.  Processes
+that started (``multiprocessing`` children, Python programs started from the
+run) leave a mark; one that ended without leaving its report (SIGKILL, the
+OOM killer, ``os._exit`` in the program) is counted as such, since what it
+recorded cannot be known to have been exported.
 """
 from __future__ import annotations
 
@@ -127,7 +131,7 @@ def merge(reports: list[dict[str, Any]]) -> dict[str, Any]:
         out["dropped"].update(r.get("dropped", {}))
         out["notices"].update(r.get("notices", {}))
         out["integration_errors"].update(r.get("integration_errors", {}))
-        for key in ("recorded", "unsampled", "queued_at_exit", "function_spans", "breaker_trips",
+        for key in ("unreported", "recorded", "unsampled", "queued_at_exit", "function_spans", "breaker_trips",
                     "values_truncated", "values_redacted", "sdk_spans", "traces", "errors", "handoff_unlinked"):
             if key in r:
                 out[key] = out.get(key, 0) + r[key]
@@ -176,6 +180,9 @@ def render(report: dict[str, Any]) -> str:
     why = ", ".join(f"{w}: {n}" if processes > 1 else w for w, n in dict(report.get("why", {})).items())
     lines = [f"scope-otel summary: {recorded} spans recorded by {processes} process"
              f"{'es' if processes > 1 else ''} (ended by {why}; finishing took {report.get('seconds', 0):.1f} s)"]
+    if report.get("unreported"):
+        lines.append(f"  {report['unreported']} process(es) ended without reporting (SIGKILL, out of memory, or "
+                     "os._exit in the program): what they recorded is not counted here, and not known to be exported")
     if not report.get("destinations"):
         lines.append("  destinations: none (traces_exporter = none): nothing was exported")
     for dest in report.get("destinations", []):
@@ -224,10 +231,39 @@ def claim_root(state: dict[str, Any]) -> None:
     try:
         fd = os.open(os.path.join(folder, "root"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except OSError:
+        mark_started()
         return
     os.write(fd, str(os.getpid()).encode())
     os.close(fd)
     state["summary_root"] = os.getpid()
+
+
+def mark_started() -> None:
+    """Say that this process of the run will report, so a missing report is noticed."""
+    folder = os.environ.get(DIR_ENV)
+    if folder and os.path.isdir(folder):
+        try:
+            open(os.path.join(folder, f"{os.getpid()}.started"), "w").close()
+        except OSError:
+            pass
+
+
+def _unreported(folder: str, reported: set) -> int:
+    """Processes that started, left no report and are gone."""
+    count = 0
+    for name in os.listdir(folder):
+        if not name.endswith(".started"):
+            continue
+        pid = int(name.split(".")[0])
+        if pid in reported:
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            count += 1
+        except OSError:
+            pass  # alive (another user's): still running, not lost
+    return count
 
 
 def publish(state: dict[str, Any], report: dict[str, Any]) -> None:
@@ -255,5 +291,12 @@ def publish(state: dict[str, Any], report: dict[str, Any]) -> None:
                     reports.append(json.load(fh))
             except (OSError, ValueError):
                 continue
+        try:
+            lost = _unreported(folder, {pid for r in reports for pid in r.get("pids", [])})
+        except OSError:
+            lost = 0
         shutil.rmtree(folder, ignore_errors=True)
+        if lost:
+            report = dict(report, unreported=lost)
+            reports[0] = report
     notice.write(render(merge(reports) if len(reports) > 1 else report))

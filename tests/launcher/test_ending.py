@@ -274,3 +274,34 @@ def test_gunicorn_workers_are_summarised_once(otlp_receiver, tmp_path):
     summary = err[err.index("scope-otel summary:"):]
     assert f"scope-otel summary: {served} spans recorded by 3 processes" in summary, summary
     assert f"exported {served} of {served}" in summary, summary
+
+
+KILLED_CHILD = textwrap.dedent(
+    """
+    import multiprocessing as mp, os, signal
+    from opentelemetry import trace
+
+    def doomed():
+        for i in range(100):
+            with trace.get_tracer("w").start_as_current_span("lost"):
+                pass
+        os.kill(os.getpid(), signal.SIGKILL)  # nothing can flush this
+
+    if __name__ == "__main__":
+        child = mp.get_context("spawn").Process(target=doomed)
+        child.start()
+        child.join()
+        print(child.exitcode, flush=True)
+    """
+)
+
+
+def test_a_sigkilled_child_is_counted_and_never_reported_as_exported(otlp_receiver, tmp_path):
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_CHILD)
+    result = subprocess.run([tool("scope-otel"), "run", "--summary", "true", "--", sys.executable, str(script)],
+                            env=clean_env(**otlp_receiver.env("grpc")), capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == str(-signal.SIGKILL), result.stderr
+    summary = result.stderr[result.stderr.index("scope-otel summary:"):]
+    assert "1 process(es) ended without reporting" in summary, summary
+    assert "exported 100" not in summary and "recorded by 1 process" in summary, summary
