@@ -52,7 +52,7 @@ def install(state: dict[str, Any], config: Any) -> None:
 
 def finish(state: dict[str, Any], why: str = "exit") -> None:
     """Flush and stop the pipeline within the exit budget, then report; once per process."""
-    global _finishing_pid, _sigterm_pending
+    global _finishing_pid, _finished_pid, _sigterm_pending
     with _finish_lock:
         if _finishing_pid == os.getpid():
             return
@@ -61,7 +61,6 @@ def finish(state: dict[str, Any], why: str = "exit") -> None:
     try:
         _finish(state, why)
     finally:
-        global _finished_pid
         _finished_pid = os.getpid()
         if _sigterm_pending:
             _die_by_sigterm()
