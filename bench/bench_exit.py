@@ -22,14 +22,15 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
 import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.support import dead_ports  # noqa: E402 - the repository's own fault helpers
 import urllib.request
 
 BIN = os.path.dirname(sys.executable)
@@ -103,29 +104,6 @@ DJANGO = textwrap.dedent(
 )
 
 
-def _silent_port() -> tuple[int, socket.socket]:
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(512)
-    held: list = []
-
-    def accept() -> None:
-        while True:
-            try:
-                held.append(server.accept()[0])
-            except OSError:
-                return
-
-    threading.Thread(target=accept, daemon=True).start()
-    return server.getsockname()[1], server
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _env(**extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SCOPE_OTEL_"))}
     env.pop("PYTHONPATH", None)
@@ -145,8 +123,11 @@ def part1(spans: int, timeout_ms: int, work: str) -> None:
     script = os.path.join(work, "program.py")
     with open(script, "w") as fh:
         fh.write(PROGRAM)
-    silent, _keep = _silent_port()
-    targets = {"refused": _closed_port(), "silent": silent}
+    with dead_ports.silent_port() as silent:
+        _part1(spans, timeout_ms, work, script, {"refused": dead_ports.closed_port(), "silent": silent})
+
+
+def _part1(spans: int, timeout_ms: int, work: str, script: str, targets: dict) -> None:
     print(f"\nexit time after the program's last line, {spans} spans, export timeout {timeout_ms} ms "
           f"(scope-otel's bound: {timeout_ms / 1000 + 2:.0f} s)")
     print(f"{'endpoint':9s} {'protocol':14s} {'scope-otel':>11s} {'peer (stock)':>13s} {'ratio':>6s}  stderr lines (ours / peer)")
@@ -209,7 +190,7 @@ def part2(work: str) -> None:
     with open(manage, "w") as fh:
         fh.write(DJANGO)
     store = _fresh_store(work, "runserver")
-    port = _closed_port()
+    port = dead_ports.closed_port()
     proc = subprocess.Popen([os.path.join(BIN, "scope-otel"), "run", "--store", store, "--", sys.executable, manage,
                              "runserver", "--noreload", f"127.0.0.1:{port}"],
                             env=_env(), cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

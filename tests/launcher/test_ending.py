@@ -8,16 +8,15 @@ assertions.
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import pytest
 
 from tests.launcher.test_run import DJANGO_MANAGE, WSGI_APP, _free_port, _get
+from tests.support import dead_ports
 from tests.support.procs import clean_env, tool
 
 SLEEPER = textwrap.dedent(
@@ -167,23 +166,8 @@ MAKER = textwrap.dedent(
 @pytest.fixture
 def silent_port():
     """A port that accepts connections and never answers."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(512)
-    held = []
-
-    def accept():
-        while True:
-            try:
-                held.append(server.accept()[0])
-            except OSError:
-                return
-
-    threading.Thread(target=accept, daemon=True).start()
-    yield server.getsockname()[1]
-    server.close()
-    for conn in held:
-        conn.close()
+    with dead_ports.silent_port() as port:
+        yield port
 
 
 def _otlp_args(protocol, port, *extra):
@@ -197,7 +181,7 @@ def test_a_dead_endpoint_holds_exit_only_for_the_export_timeout_and_says_what_wa
         tmp_path, silent_port, protocol, endpoint):
     script = tmp_path / "maker.py"
     script.write_text(MAKER)
-    port = silent_port if endpoint == "silent" else _free_port()
+    port = silent_port if endpoint == "silent" else dead_ports.closed_port()
     # 2000 ms: before, this flag reached the SDK as OTEL_EXPORTER_OTLP_TIMEOUT=2000, read as seconds
     args = _otlp_args(protocol, port, "--exporter_otlp_timeout", "2000", "--", sys.executable, str(script), "20000")
     result = subprocess.run(args, env=clean_env(), capture_output=True, text=True, timeout=90)
@@ -235,7 +219,7 @@ def test_overflow_block_waits_at_most_block_timeout_then_drops_and_counts(tmp_pa
 def test_summary_says_exported_only_for_what_the_backend_acknowledged(tmp_path, otlp_receiver):
     script = tmp_path / "maker.py"
     script.write_text(MAKER)
-    dead = _free_port()
+    dead = dead_ports.closed_port()
     args = [tool("scope-otel"), "run", "--summary", "true", "--exporter_otlp_timeout", "1000", "--",
             sys.executable, str(script), "300"]
     ok = subprocess.run(args, env=clean_env(**otlp_receiver.env("grpc")), capture_output=True, text=True, timeout=90)
