@@ -107,7 +107,36 @@ def _install_sigterm(state: dict[str, Any]) -> None:
             return  # the program's (or its parent's SIG_IGN): left alone
         signal.signal(signal.SIGTERM, _make_sigterm_handler(state))
     except (ValueError, OSError):
-        pass
+        return
+    if hasattr(os, "register_at_fork") and hasattr(signal, "pthread_sigmask"):
+        # Threads that libraries start inside fork() (gRPC's at-fork handlers start
+        # its event-engine threads in the child) must not take the child's SIGTERM:
+        # Python runs the handler in the main thread only, so a SIGTERM landing on
+        # them would leave a main thread blocked in C (a Pool worker's sem_wait) hung.
+        os.register_at_fork(before=_mask_around_fork, after_in_parent=_unmask_after_fork,
+                            after_in_child=_unmask_after_fork)
+
+
+_fork_masks = threading.local()
+
+
+def mask_signals() -> Any:
+    """Block SIGTERM/SIGINT in this thread (threads it starts inherit it); returns the old mask."""
+    return signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+
+
+def _mask_around_fork() -> None:
+    try:
+        _fork_masks.old = mask_signals()
+    except (OSError, ValueError):
+        _fork_masks.old = None
+
+
+def _unmask_after_fork() -> None:
+    old = getattr(_fork_masks, "old", None)
+    if old is not None:
+        _fork_masks.old = None
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _make_sigterm_handler(state: dict[str, Any]):

@@ -90,7 +90,7 @@ def build_tracer_provider(config: _config.Config):
         summary = SummaryProcessor()
         provider.add_span_processor(summary)
         _state["summary"] = summary
-    exporters = build_exporters(config)
+    exporters = _without_signals(build_exporters, config)
     _state["destinations"] = exporters
     if exporters:
         exporter = exporters[0] if len(exporters) == 1 else FanOutExporter(exporters)
@@ -98,6 +98,24 @@ def build_tracer_provider(config: _config.Config):
         provider.add_span_processor(processor)
         _state["processor"] = processor
     return provider
+
+
+def _without_signals(build, *args):
+    """Call ``build`` with SIGTERM/SIGINT blocked, so threads it starts (gRPC's) never take them.
+
+    Python runs signal handlers in the main thread only; a signal the kernel hands
+    to a library thread leaves a main thread blocked in C unaware of it.
+    """
+    import signal
+
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    except (AttributeError, OSError, ValueError):
+        return build(*args)
+    try:
+        return build(*args)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _span_processor(config: _config.Config, exporter):
