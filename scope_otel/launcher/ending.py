@@ -114,7 +114,70 @@ def _install_sigterm(state: dict[str, Any]) -> None:
         # Python runs the handler in the main thread only, so a SIGTERM landing on
         # them would leave a main thread blocked in C (a Pool worker's sem_wait) hung.
         os.register_at_fork(before=_mask_around_fork, after_in_parent=_unmask_after_fork,
-                            after_in_child=_unmask_after_fork)
+                            after_in_child=_after_fork_watch)
+    _watch_signals()
+
+
+def _after_fork_watch() -> None:
+    _unmask_after_fork()
+    _watch_signals(forked=True)
+
+
+_watch_fds: tuple[int, int] | None = None
+
+
+def _watch_signals(forked: bool = False) -> None:
+    """Re-deliver a SIGTERM that the main thread missed.
+
+    Python's C-level handler only sets a flag; a SIGTERM arriving just before
+    the main thread blocks in C (a Pool worker entering ``sem_wait``) is never
+    acted on.  The handler also writes the signal number to the wakeup fd: a
+    watcher thread reading it sends SIGTERM to the main thread again if
+    scope-otel's handler has not started within half a second, which
+    interrupts the blocking call.  Only when the program has no wakeup fd of
+    its own (asyncio sets one and takes over).
+    """
+    global _watch_fds
+    try:
+        if forked and _watch_fds is not None:
+            for fd in _watch_fds:
+                os.close(fd)  # the parent's pipe: its watcher is not in this process
+            _watch_fds = None
+            signal.set_wakeup_fd(-1)
+        r, w = os.pipe()
+        os.set_blocking(w, False)
+        old = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        if old != -1:
+            signal.set_wakeup_fd(old)  # the program's: left alone
+            os.close(r)
+            os.close(w)
+            return
+        _watch_fds = (r, w)
+    except (ValueError, OSError, AttributeError):
+        return
+    threading.Thread(target=_watch, args=(r,), name="scope-otel-signals", daemon=True).start()
+
+
+def _watch(r: int) -> None:
+    try:
+        mask_signals()
+    except (OSError, ValueError):
+        pass
+    main = threading.main_thread().ident
+    while True:
+        try:
+            data = os.read(r, 64)
+        except OSError:
+            return
+        if not data:
+            return
+        if signal.SIGTERM in data:
+            time.sleep(0.5)
+            if _finishing_pid != os.getpid() and main is not None:
+                try:
+                    signal.pthread_kill(main, signal.SIGTERM)
+                except (OSError, ValueError):
+                    return
 
 
 _fork_masks = threading.local()
