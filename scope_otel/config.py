@@ -272,6 +272,8 @@ SETTINGS: tuple[Setting, ...] = (
             "largest on-disk queue of batches waiting for the store, in MB; when full the oldest are dropped and counted"),
     Setting("overflow", _choice(OVERFLOWS), "drop_oldest", ("SCOPE_OTEL_OVERFLOW",),
             "what a full ring buffer does: drop_oldest, drop_newest, block"),
+    Setting("block_timeout_ms", _int_range(0, 3_600_000), 1000, ("SCOPE_OTEL_BLOCK_TIMEOUT_MS",),
+            "with overflow = block: how long a record waits for room before it is dropped and counted"),
     # 8192: a stalled exporter holding a full ring of SDK spans (~3 KB each)
     # stays within ~25 MB (bench/bench_stalled_exporter.py).
     Setting("ring_size", _int_range(64, 1 << 26), 8192, ("SCOPE_OTEL_RING_SIZE",),

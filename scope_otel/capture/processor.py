@@ -18,11 +18,16 @@ Arguments left ``None`` come from ``OTEL_BSP_MAX_QUEUE_SIZE``,
 ``OTEL_BSP_EXPORT_TIMEOUT``; the queue size otherwise defaults to scope-otel's
 ``ring_size`` (65536), the rest to the SDK's defaults.  ``overflow`` is
 ``drop_oldest`` (default), ``drop_newest`` or ``block`` (waits up to
-``export_timeout_millis`` for room, then drops).
+``block_timeout_millis`` (scope-otel's ``block_timeout_ms``, 1000) for room,
+then drops and counts; while the exporter takes nothing, later records drop
+without waiting).
 
 ``force_flush(timeout_millis)`` and ``shutdown(timeout_millis)`` return within
 their timeout even when the exporter hangs: they wait for the worker, never
-for an exporter call.  After ``fork`` the child gets a fresh ring and worker
+for an exporter call.  When ``shutdown``'s time is up, the exporter is told to
+give up (its ``abort()``, if it has one: scope-otel's OTLP exporters cancel the
+request in flight and stop retrying) and what is still queued is counted as
+``queued_at_shutdown``, never as exported.  After ``fork`` the child gets a fresh ring and worker
 (through ``os.register_at_fork`` and, where at-fork hooks do not run, as under
 uWSGI, through a pid check when the ring asks for a drain or on
 ``force_flush``); locks held by the parent's worker at fork time are never
@@ -36,8 +41,10 @@ else the resource of the SDK spans passing through (the TracerProvider's).
 """
 from __future__ import annotations
 
+import collections
 import logging
 import os
+import signal
 import threading
 import time
 import weakref
@@ -47,7 +54,7 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, set_val
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from scope_otel import redact
+from scope_otel import notice, redact
 from scope_otel.capture import _accel, runtime
 from scope_otel.redact import scrub_spans
 from scope_otel.capture.ring import Ring
@@ -57,6 +64,10 @@ _log = logging.getLogger("scope_otel.capture")
 _DEFAULT_BATCH = 512
 _DEFAULT_DELAY_MS = 5000
 _DEFAULT_TIMEOUT_MS = 30000
+_DEFAULT_BLOCK_MS = 1000
+#: After shutdown's time is up and the exporter was told to abort, how long the
+#: worker gets to return before it is abandoned (it is a daemon thread).
+_ABORT_GRACE_S = 0.5
 
 
 def _env_int(name: str, default: int) -> int:
@@ -71,6 +82,15 @@ def _env_int(name: str, default: int) -> int:
         pass
     _log.warning("scope-otel: %s=%r is not a positive integer; using %d", name, raw, default)
     return default
+
+
+def _default_block_timeout_ms() -> int:
+    try:
+        from scope_otel import config
+
+        return int(config.current().block_timeout_ms)
+    except Exception:
+        return _DEFAULT_BLOCK_MS
 
 
 def _default_queue_size() -> int:
@@ -95,6 +115,7 @@ class RingBufferSpanProcessor(SpanProcessor):
         schedule_delay_millis: float | None = None,
         export_timeout_millis: float | None = None,
         overflow: str = "drop_oldest",
+        block_timeout_millis: float | None = None,
         workers: int = 1,
         capture_functions: bool = True,
         meter_provider: Any = None,
@@ -114,12 +135,18 @@ class RingBufferSpanProcessor(SpanProcessor):
         if self.max_export_batch_size > self.max_queue_size:
             self.max_export_batch_size = self.max_queue_size
         self.overflow = overflow
+        self.block_timeout_millis = float(
+            _default_block_timeout_ms() if block_timeout_millis is None else block_timeout_millis
+        )
         self.workers = max(1, int(workers))
         self.capture_functions = capture_functions
         # validates overflow before anything starts
         Ring(1, overflow)
         self._exported = 0
         self._export_failures = 0
+        self._failed_by_reason: collections.Counter = collections.Counter()
+        self._queued_at_shutdown = 0
+        self._drops_seen = 0
         self._unsampled = 0
         self._forks = 0
         self._dropped_at_fork = 0
@@ -144,13 +171,15 @@ class RingBufferSpanProcessor(SpanProcessor):
     def _start(self, forked: bool = False) -> None:
         """Fresh ring, events and workers (at construction and in a fork child)."""
         self._pid = os.getpid()
-        self._ring = Ring(self.max_queue_size, self.overflow, self.export_timeout_millis / 1000)
+        self._ring = Ring(self.max_queue_size, self.overflow, self.block_timeout_millis / 1000)
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._abandon = threading.Event()  # shutdown's time is up: take nothing more
         self._flush_lock = threading.Lock()
         self._flush_waiters: list[threading.Event] = []
         self._reserved: list = []  # spans that must not meet a full ring (see submit)
         self._in_flight = 0  # batches being exported right now (several workers)
+        self._in_flight_spans = 0  # their spans: not exported if shutdown abandons them
         self._ring.set_wake(self._nudge, self.max_export_batch_size)
         # on_end is the ring's put: nothing else runs on the application thread
         self.on_end = self._ring.put  # type: ignore[method-assign]
@@ -180,7 +209,8 @@ class RingBufferSpanProcessor(SpanProcessor):
         # and dropped.  The old ring and its lock are never touched otherwise.
         self._dropped_at_fork += len(self._ring)
         self._forks += 1
-        self._exported = self._export_failures = 0
+        self._exported = self._export_failures = self._queued_at_shutdown = self._drops_seen = 0
+        self._failed_by_reason = collections.Counter()
         self._correlator = None
         if self._shutdown:
             self.on_end = _noop  # type: ignore[method-assign]
@@ -220,9 +250,15 @@ class RingBufferSpanProcessor(SpanProcessor):
         return done.wait(max(0.0, timeout_millis / 1000))
 
     def shutdown(self, timeout_millis: int = 30000) -> None:
-        """Drain what is queued and stop, within ``timeout_millis`` at most."""
+        """Drain what is queued and stop, within ``timeout_millis`` plus about half a second.
+
+        When the time is up the exporter is aborted and what was not exported
+        is counted (``queued_at_shutdown``, ``failed_by_reason``).
+        """
         if self._shutdown:
             return
+        if self._pid != os.getpid():
+            self._after_fork()
         deadline = time.monotonic() + max(0.0, timeout_millis / 1000)
         self._shutdown = True
         self.on_end = _noop  # type: ignore[method-assign]
@@ -230,12 +266,31 @@ class RingBufferSpanProcessor(SpanProcessor):
             runtime.unbind_ring(self._ring)
         self._stop.set()
         self._wake.set()
-        for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        # The exporter's own shutdown may hang too: give it the remaining time.
+        self._join_workers(deadline)
+        if any(t.is_alive() for t in self._threads):
+            # a dead, silent or slow backend: stop waiting for it
+            self._abandon.set()
+            abort = getattr(self.exporter, "abort", None)
+            if callable(abort):
+                try:
+                    abort()
+                except Exception:
+                    _log.debug("scope-otel: exporter abort failed", exc_info=True)
+            self._join_workers(time.monotonic() + _ABORT_GRACE_S)
+        # counted once the workers are done (or abandoned): nothing takes from the ring now,
+        # and a batch an abandoned worker still sends is not exported as far as anyone can know
+        with self._flush_lock:
+            self._queued_at_shutdown += len(self._ring) + self._in_flight_spans
+        self._observe_drops()
+        # The exporter's own shutdown may hang too: give it what is left, at least a moment.
         closer = threading.Thread(target=self._close_exporter, name="scope-otel-exporter-shutdown", daemon=True)
         closer.start()
-        closer.join(max(0.0, deadline - time.monotonic()))
+        closer.join(max(0.2, deadline - time.monotonic()))
+
+    def _join_workers(self, deadline: float) -> None:
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(max(0.0, deadline - time.monotonic()))
 
     def _close_exporter(self) -> None:
         try:
@@ -246,9 +301,10 @@ class RingBufferSpanProcessor(SpanProcessor):
     # ------------------------------------------------------------ the worker
 
     def _work(self) -> None:
+        _leave_signals_to_the_program()
         runtime.disable_current_thread()  # scope-otel never records itself
         attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
-        ring, wake, stop = self._ring, self._wake, self._stop
+        ring, wake, stop, abandon = self._ring, self._wake, self._stop, self._abandon
         delay = self.schedule_delay_millis / 1000
         limit = self.max_export_batch_size
         while True:
@@ -256,7 +312,7 @@ class RingBufferSpanProcessor(SpanProcessor):
             wake.clear()
             with self._flush_lock:
                 waiters, self._flush_waiters = self._flush_waiters, []
-            while True:
+            while not abandon.is_set():
                 if self._reserved:  # between batches too: a backlog must not hold them until it ends
                     with self._flush_lock:
                         reserved, self._reserved = self._reserved, []
@@ -332,15 +388,38 @@ class RingBufferSpanProcessor(SpanProcessor):
                 return
         if not spans:
             return
+        with self._flush_lock:
+            self._in_flight_spans += len(spans)
         try:
             result = self.exporter.export(spans)
-            if result is SpanExportResult.FAILURE:
-                self._export_failures += len(spans)
-            else:
-                self._exported += len(spans)
-        except Exception:
-            self._export_failures += len(spans)
-            _log.exception("scope-otel: exporter failed; %d spans lost", len(spans))
+        except Exception as exc:
+            self._failed(len(spans), f"exporter raised {type(exc).__name__}: {exc}")
+            _log.debug("scope-otel: exporter raised", exc_info=True)
+            return
+        finally:
+            with self._flush_lock:
+                self._in_flight_spans -= len(spans)
+        if result is SpanExportResult.SUCCESS:
+            self._exported += len(spans)
+        else:
+            self._failed(len(spans), getattr(self.exporter, "last_failure", None) or "the exporter reported a failure")
+
+    def _failed(self, count: int, reason: str) -> None:
+        self._export_failures += count
+        self._failed_by_reason[reason] += count
+        notice.tell("export-failed", f"{count} spans not exported: {reason} (further failures are counted, "
+                    "not shown; the exit summary has the totals)", count)
+
+    def _observe_drops(self) -> None:
+        c = self._ring.counters()
+        new = c["dropped"] - self._drops_seen
+        if new > 0:
+            self._drops_seen = c["dropped"]
+            how = {"drop_oldest": "the oldest records are overwritten", "drop_newest": "new records are refused",
+                   "block": f"records that waited {self.block_timeout_millis:.0f} ms for room are dropped"}
+            notice.tell("ring-dropped", f"the capture queue ({self.max_queue_size} records) is full: "
+                        f"{how[self.overflow]}; drops are counted and shown at exit (raise ring_size, or "
+                        "check that the exporter keeps up)", new)
 
     # ------------------------------------------------------------ reporting
 
@@ -352,6 +431,8 @@ class RingBufferSpanProcessor(SpanProcessor):
         out.update(
             exported=self._exported,
             export_failures=self._export_failures,
+            failed_by_reason=dict(self._failed_by_reason),
+            queued_at_shutdown=self._queued_at_shutdown,
             unsampled=self._unsampled,
             forks=self._forks,
             dropped_at_fork=self._dropped_at_fork,
@@ -393,6 +474,22 @@ def _record_types() -> frozenset:
 
 
 _RECORD_TYPES = _record_types()
+
+
+def _leave_signals_to_the_program() -> None:
+    """Block SIGTERM and SIGINT in this (scope-otel's) thread and the threads it starts.
+
+    Python runs signal handlers in the main thread only; a signal the kernel
+    delivers to another thread just sets a flag, and a main thread blocked in
+    C (a ``multiprocessing`` lock, ``sem_wait``) never looks at it.  With the
+    default action that did not matter (the process dies whichever thread
+    gets it); with a Python handler (the program's, or scope-otel's own for
+    SIGTERM) it would hang.  Blocked here, the kernel picks another thread.
+    """
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    except (AttributeError, ValueError, OSError):  # not POSIX
+        pass
 
 
 def _noop(_span: Any) -> None:

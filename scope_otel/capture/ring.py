@@ -6,7 +6,10 @@
   the item was dropped.  ``drop_oldest`` overwrites the oldest item,
   ``drop_newest`` refuses the new one, ``block`` waits up to ``block_timeout``
   seconds for room and then drops the new item (counted as
-  ``dropped_block_timeout``).
+  ``dropped_block_timeout``).  Once a wait has timed out, the consumer is
+  taken to be stuck (a hung exporter): later puts into the full ring drop at
+  once, without waiting, until the consumer takes again, so a dead backend
+  costs the application one ``block_timeout``, not one per record.
 * ``take(limit) -> list`` removes up to ``limit`` of the oldest items, oldest
   first.  Any number of producer and consumer threads may call these.
 * ``counters()`` gives ``written`` (accepted), ``read``, ``dropped_oldest``,
@@ -51,6 +54,7 @@ class Ring:
         self.block_timeout = float(block_timeout)
         self._raw = raw
         self._timeouts = 0
+        self._stalled = False  # a wait timed out and the consumer has not taken since
         self.set_wake = raw.set_wake
         if overflow == "block":
             self._cond = threading.Condition(threading.Lock())
@@ -76,7 +80,8 @@ class Ring:
                 if size >= 0:
                     return size
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 or self._stalled:
+                    self._stalled = True
                     self._timeouts += 1
                     return -1
                 self._cond.wait(remaining)
@@ -85,6 +90,7 @@ class Ring:
         items = self._raw.take(limit)
         if items:
             with self._cond:
+                self._stalled = False
                 self._cond.notify_all()
         return items
 

@@ -116,6 +116,7 @@ class ClickHouseSpanExporter(SpanExporter):
         self._down_until = 0.0
         self._down_for = 0.0
         self._shutdown = False
+        self.last_failure: str | None = None
 
     # -- SpanExporter ---------------------------------------------------------
 
@@ -188,6 +189,7 @@ class ClickHouseSpanExporter(SpanExporter):
     def _deliver(self, batch: Batch) -> SpanExportResult:
         if self._shutdown:
             self._count(spans_dropped=len(batch))
+            self.last_failure = "the exporter was already shut down"
             return SpanExportResult.FAILURE
         try:
             parts = batch.encode()
@@ -284,6 +286,8 @@ class ClickHouseSpanExporter(SpanExporter):
                 self._counts[key] += delta
 
     def _log_once(self, kind: str, message: str, *args: Any) -> None:
+        # why the last batch failed, for the span processor's count by reason
+        self.last_failure = (message % args).replace("scope-otel: ", "", 1)[:200]
         if kind not in self._logged:
             self._logged.add(kind)
             _log.warning(message, *args)

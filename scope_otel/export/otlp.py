@@ -26,14 +26,30 @@ logger.  The differences, all about failures:
   these too, but at some depths fails the whole batch or sends a request that
   collectors reject.
 
+And about a backend that is down, silent or slow:
+
+- ``last_failure`` says in a few words why the last batch failed
+  (``UNAVAILABLE: connection refused``, ``no answer within 10 s``, ``HTTP 503``);
+  the span processor counts failed spans by it;
+- ``abort()`` gives up now: the request in flight is cancelled (gRPC), no
+  retry is waited for, and later batches fail at once; the span processor
+  calls it when its shutdown time is up, so a dead backend cannot hold the
+  program's exit;
+- the stock exporters' per-retry log lines ("Transient error ... retrying")
+  are not emitted from scope-otel's export threads: the processor tells the
+  user once per process instead (``scope_otel.notice``) and counts the rest.
+
     from scope_otel.export.otlp import OTLPGrpcSpanExporter
     exporter = OTLPGrpcSpanExporter(endpoint="localhost:4317", insecure=True)
 """
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable
+
+import grpc
 
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.exporter.otlp.proto.common._internal.trace_encoder import _SPAN_KIND_MAP
@@ -58,6 +74,74 @@ _logger = logging.getLogger(__name__)
 _stock_encoder_logger = logging.getLogger("opentelemetry.exporter.otlp.proto.common._internal")
 
 _TRACE_EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+#: Loggers of the stock exporters whose retry and failure lines scope-otel
+#: replaces (on its own export threads only) by counted, once-per-process notices.
+_STOCK_LOGGERS = (
+    "opentelemetry.exporter.otlp.proto.grpc.exporter",
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.common.http",
+)
+
+
+class _QuietOnOurThreads(logging.Filter):
+    """Drop the stock exporters' records emitted by scope-otel's own threads."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not threading.current_thread().name.startswith("scope-otel")
+
+
+_quiet = _QuietOnOurThreads()
+for _name in _STOCK_LOGGERS:
+    logging.getLogger(_name).addFilter(_quiet)
+
+
+def _short(text: object, limit: int = 160) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _grpc_reason(error: grpc.RpcError, timeout_s: float) -> str:
+    code = error.code() if callable(getattr(error, "code", None)) else None
+    details = error.details() if callable(getattr(error, "details", None)) else str(error)
+    name = getattr(code, "name", "ERROR")
+    if name == "DEADLINE_EXCEEDED":
+        return f"no answer within the {timeout_s:g} s export timeout (DEADLINE_EXCEEDED)"
+    lowered = (details or "").lower()
+    for phrase in ("connection refused", "connection reset", "no route to host", "name resolution",
+                   "dns resolution failed", "handshake"):
+        if phrase in lowered:
+            return f"{name}: {phrase}"
+    return _short(f"{name}: {details}")
+
+
+def _http_reason(sent: Any, timeout_s: float) -> str:
+    if sent.status_code is not None:
+        return _short(f"HTTP {sent.status_code} {sent.reason or ''}".strip())
+    error = sent.error
+    if error is None:
+        return "no answer before the export timeout, retries exhausted or shutdown"
+    name = type(error).__name__
+    lowered = str(error).lower()
+    if "timeout" in name.lower() or "timed out" in lowered:
+        return f"no answer within the {timeout_s:g} s export timeout ({name})"
+    for phrase in ("connection refused", "connection reset", "remote end closed", "name or service not known"):
+        if phrase in lowered:
+            return f"{name}: {phrase}"
+    return _short(f"{name}: {error}")
+
+
+class _Aborted(grpc.RpcError):
+    """Raised instead of sending once the exporter was aborted (not retryable)."""
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.CANCELLED
+
+    def details(self) -> str:
+        return "aborted: the exit deadline passed"
+
+    def trailing_metadata(self) -> tuple:
+        return ()
 
 
 def _encode_python(spans: Sequence[ReadableSpan]) -> bytes:
@@ -189,35 +273,65 @@ class _Encoded:
 
 
 class _PreEncodedTraceStub:
-    """``TraceServiceStub`` whose Export takes the request as bytes."""
+    """``TraceServiceStub`` whose Export takes the request as bytes and notes why it failed."""
 
-    def __init__(self, channel) -> None:
+    def __init__(self, channel, exporter: "OTLPGrpcSpanExporter") -> None:
         kwargs = dict(request_serializer=None, response_deserializer=ExportTraceServiceResponse.FromString)
         try:
-            self.Export = channel.unary_unary(_TRACE_EXPORT_METHOD, _registered_method=True, **kwargs)
+            self._call = channel.unary_unary(_TRACE_EXPORT_METHOD, _registered_method=True, **kwargs)
         except TypeError:  # a grpcio without registered methods
-            self.Export = channel.unary_unary(_TRACE_EXPORT_METHOD, **kwargs)
+            self._call = channel.unary_unary(_TRACE_EXPORT_METHOD, **kwargs)
+        self._exporter = exporter
+
+    def Export(self, request, metadata=None, timeout=None):  # noqa: N802 - the stub's API
+        exporter = self._exporter
+        if exporter._aborted:
+            exporter.last_failure = "not sent: the exit deadline passed"
+            raise _Aborted()
+        try:
+            return self._call(request, metadata=metadata, timeout=timeout)
+        except grpc.RpcError as error:
+            exporter.last_failure = _grpc_reason(error, exporter._timeout)
+            if exporter._aborted:
+                exporter.last_failure = "cancelled: the exit deadline passed"
+            raise
 
 
 class OTLPGrpcSpanExporter(_StockGrpcExporter):
     """The stock OTLP/gRPC span exporter, sending requests encoded by :func:`encode_request`."""
 
+    last_failure: str | None = None
+    _aborted = False
+
     def _initialize_channel_and_stub(self) -> None:
         # called at construction and again on reconnection
-        self._stub = _PreEncodedTraceStub
+        self._stub = lambda channel: _PreEncodedTraceStub(channel, self)
         super()._initialize_channel_and_stub()
+
+    def abort(self) -> None:
+        """Give up now: cancel the request in flight, wait for no retry, fail later batches."""
+        self._aborted = True
+        self._shutdown_in_progress.set()
+        channel = self._channel
+        if channel is not None:
+            channel.close()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._shutdown:
+            self.last_failure = "the exporter was already shut down"
             return self._export(_Encoded(b"", len(spans)))  # logs and fails, as stock
         try:
             body = _encode(spans)
         except Exception as error:  # noqa: BLE001 - one bad batch must not raise into the processor
             _logger.error("Failed to encode span batch: %s", error)
+            self.last_failure = _short(f"could not encode the batch: {error}")
             with self._metrics.export_operation(len(spans)) as result:
                 result.error = error
             return SpanExportResult.FAILURE
-        return self._export(_Encoded(body, len(spans)))
+        result = self._export(_Encoded(body, len(spans)))
+        if result is not SpanExportResult.SUCCESS and self._aborted:
+            self.last_failure = "cancelled: the exit deadline passed"
+        return result
 
     def _translate_data(self, data) -> bytes:
         return data.body if isinstance(data, _Encoded) else encode_request(data)
@@ -229,15 +343,30 @@ class OTLPGrpcSpanExporter(_StockGrpcExporter):
 class OTLPHttpSpanExporter(_StockHttpExporter):
     """The stock OTLP/HTTP (protobuf) span exporter, with :func:`encode_request` as its encoder."""
 
+    last_failure: str | None = None
+    _aborted = False
+
+    def abort(self) -> None:
+        """Give up now: wait for no retry and fail later batches (a request in flight ends at its timeout)."""
+        self._aborted = True
+        event = getattr(self._client, "_shutdown_event", None)
+        if event is not None:
+            event.set()
+
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._aborted:
+            self.last_failure = "not sent: the exit deadline passed"
+            return SpanExportResult.FAILURE
         if self._shutdown:
             _logger.warning("Exporter already shutdown, ignoring batch")
+            self.last_failure = "the exporter was already shut down"
             return SpanExportResult.FAILURE
         with self._metrics.export_operation(len(spans)) as result:
             try:
                 body = _encode(spans)
             except Exception as error:  # noqa: BLE001 - as the stock exporter
                 _logger.error("Failed to encode span batch: %s", error)
+                self.last_failure = _short(f"could not encode the batch: {error}")
                 result.error = error
                 return SpanExportResult.FAILURE
             if _is_request_too_large(body, self._max_request_size):
@@ -245,6 +374,7 @@ class OTLPHttpSpanExporter(_StockHttpExporter):
                     "Dropping span batch: serialized size %d bytes exceeds max_request_size %d bytes.",
                     len(body), self._max_request_size,
                 )
+                self.last_failure = f"batch of {len(body)} bytes exceeds max_request_size"
                 result.error = RequestPayloadTooLargeError(
                     f"Serialized span request size {len(body)} bytes exceeds "
                     f"max_request_size {self._max_request_size} bytes."
@@ -252,6 +382,9 @@ class OTLPHttpSpanExporter(_StockHttpExporter):
                 return SpanExportResult.FAILURE
             sent = self._client.export(body)  # compression, retries, timeout: the stock client
             if not sent.success:
+                self.last_failure = _http_reason(sent, getattr(self._client, "_timeout", 10.0))
+                if self._aborted:
+                    self.last_failure = "cancelled: the exit deadline passed"
                 result.error = sent.error
                 if sent.status_code is not None:
                     result.error_attrs = {HTTP_RESPONSE_STATUS_CODE: sent.status_code}

@@ -31,7 +31,7 @@ by the function's identity, so functions pickled by value (cloudpickle)
 unpickle wherever scope-otel is installed.  ``enter`` receives the
 parameters' values (their names were given to ``register``) and reads the
 function's level itself, on every call: a level changed at run time
-(config ``level``/``function_levels``, the circuit breaker) takes effect on
+(config ``level``/``function_levels``, the overhead governor) takes effect on
 the next call without re-import, a function at ``off`` costs one C call
 that returns ``None``, and the argument dict is built, in C, only at
 ``full``.  ``exit`` returns the value: a plain function whose returns are

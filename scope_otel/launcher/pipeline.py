@@ -6,19 +6,16 @@ run`` puts on ``PYTHONPATH``, or by :class:`ScopeConfigurator` when plain
 tracer provider (resource, sampler, span processor, exporters), starts the
 capture runtime, applies the instrumentation plan and loads the framework
 instrumentors, in that order: the import hook must be in place before
-frameworks import application modules.
+frameworks import application modules.  How the process ends (exit, SIGTERM,
+``multiprocessing`` children) is :mod:`scope_otel.launcher.ending`'s part.
 """
 from __future__ import annotations
 
-import atexit
-import collections
 import logging
 import os
 import sys
 import threading
 from typing import Any
-
-from opentelemetry.sdk.trace import SpanProcessor
 
 from scope_otel import config as _config
 from scope_otel.version import __version__
@@ -63,7 +60,11 @@ def initialize(config: _config.Config | None = None, *, load_instrumentors: bool
         if load_instrumentors:
             load_instrumentor_entry_points(config)
         _config.install_sighup_reload()
-        atexit.register(_at_exit)
+        from scope_otel.launcher import ending, summary
+
+        if config.summary:
+            summary.claim_root(_state)
+        ending.install(_state, config)
         return True
 
 
@@ -73,6 +74,7 @@ def build_tracer_provider(config: _config.Config):
     from opentelemetry.sdk.trace import TracerProvider
 
     from scope_otel.export.factory import FanOutExporter, build_exporters
+    from scope_otel.launcher.summary import SummaryProcessor
 
     attributes = dict(config.resource_attributes)
     attributes["service.name"] = config.service_name or attributes.get("service.name") or _program_name()
@@ -85,16 +87,35 @@ def build_tracer_provider(config: _config.Config):
     if hlc is not None:
         provider.add_span_processor(hlc())
     if config.summary:
-        summary = _SummaryProcessor()
+        summary = SummaryProcessor()
         provider.add_span_processor(summary)
         _state["summary"] = summary
-    exporters = build_exporters(config)
+    exporters = _without_signals(build_exporters, config)
+    _state["destinations"] = exporters
     if exporters:
         exporter = exporters[0] if len(exporters) == 1 else FanOutExporter(exporters)
         processor = _span_processor(config, exporter)
         provider.add_span_processor(processor)
         _state["processor"] = processor
     return provider
+
+
+def _without_signals(build, *args):
+    """Call ``build`` with SIGTERM/SIGINT blocked, so threads it starts (gRPC's) never take them.
+
+    Python runs signal handlers in the main thread only; a signal the kernel hands
+    to a library thread leaves a main thread blocked in C unaware of it.
+    """
+    import signal
+
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    except (AttributeError, OSError, ValueError):
+        return build(*args)
+    try:
+        return build(*args)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _span_processor(config: _config.Config, exporter):
@@ -104,7 +125,7 @@ def _span_processor(config: _config.Config, exporter):
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         return BatchSpanProcessor(exporter)
-    return RingBufferSpanProcessor(exporter, overflow=config.overflow)
+    return RingBufferSpanProcessor(exporter, overflow=config.overflow, block_timeout_millis=config.block_timeout_ms)
 
 
 def _governed(sampler):
@@ -237,107 +258,13 @@ def load_instrumentor_entry_points(config: _config.Config) -> list[str]:
     return loaded
 
 
-def shutdown(timeout_millis: int = 10_000) -> None:
-    """Flush and stop the pipeline (also run at interpreter exit)."""
-    provider = _state.get("provider")
-    if provider is None or _state.get("shut_down"):
+def shutdown() -> None:
+    """Flush and stop the pipeline now, within the exit bound (also run at exit and on SIGTERM)."""
+    if _state.get("provider") is None:
         return
-    _state["shut_down"] = True
-    try:
-        provider.force_flush(timeout_millis)
-    finally:
-        provider.shutdown()
+    from scope_otel.launcher import ending
 
-
-def _at_exit() -> None:
-    try:
-        shutdown()
-    except Exception:
-        logger.debug("scope-otel: shutdown failed", exc_info=True)
-    summary = _state.get("summary")
-    if summary is not None:
-        print(summary.render(_state), file=sys.stderr)
-
-
-class _SummaryProcessor(SpanProcessor):
-    """Counts finished spans by kind and name for the exit summary."""
-
-    def __init__(self) -> None:
-        self.counts: collections.Counter = collections.Counter()
-        self.traces: set[int] = set()
-        self.errors = 0
-
-    def on_start(self, span, parent_context=None) -> None:
-        pass
-
-    def on_end(self, span) -> None:
-        self.counts[(span.kind.name.lower(), span.name)] += 1
-        self.traces.add(span.context.trace_id)
-        if span.status.status_code.name == "ERROR":
-            self.errors += 1
-
-    def shutdown(self) -> None:
-        pass
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
-
-    def render(self, state: dict) -> str:
-        config = state.get("config")
-        total = sum(self.counts.values())
-        stats = {}
-        stats_of = getattr(state.get("processor"), "stats", None)
-        if callable(stats_of):
-            try:
-                stats = stats_of()
-            except Exception:
-                pass
-        # function spans are built off the hot path and never pass through on_end
-        functions = stats.get("function_spans", 0)
-        lines = [
-            f"scope-otel: recorded {total} request/SQL/client spans in {len(self.traces)} traces "
-            f"({self.errors} with errors) and {functions} function spans"
-            f" -> {','.join(config.traces_exporter) if config else '?'}"
-        ]
-        if stats.get("values_redacted"):
-            lines.append(f"  {stats['values_redacted']} values redacted (secrets; rules: scope-otel config)")
-        for (kind, name), n in self.counts.most_common(12):
-            lines.append(f"  {n:6d}  {kind:8s}  {name}")
-        if stats:
-            lines.append(_not_stored(stats))
-        if stats:
-            lines.append(f"  pipeline: {stats}")
-        lines += _integration_lines()
-        return "\n".join(lines)
-
-
-def _not_stored(stats: dict) -> str:
-    """What was not stored, and why, in words: every record the program made that is not in the store."""
-    parts = [f"{stats.get('dropped', 0)} records dropped at the full ring",
-             f"{stats.get('calls_unsampled', 0)} function calls in traces the governor sampled out",
-             f"{stats.get('export_failures', 0)} spans the exporter failed"]
-    line = "  not stored: " + ", ".join(parts)
-    if "governor_budget_pct" in stats:
-        line += (f"\n  governor: budget {stats['governor_budget_pct']:g}% of CPU, {stats['governor_changes']} changes, "
-                 f"peak cost {stats['governor_peak_cost_pct']:g}%, last {stats['governor_cost_pct']:g}%; now recording "
-                 f"1 in {round(1 / stats['governor_ratio'])} traces, {stats['governor_functions_lowered']} "
-                 "functions lowered")
-    return line
-
-
-def _integration_lines() -> list[str]:
-    """The integrations' own counts, in words (only for integrations the program loaded)."""
-    lines = []
-    report = sys.modules.get("scope_otel.instrumentors._report")
-    failures = report.stats() if report is not None else {}
-    if failures:
-        places = ", ".join(f"{where} ×{n}" for where, n in sorted(failures.items()))
-        lines.append(f"  integration errors (each logged once, never raised into the program): {places}")
-    handoff = sys.modules.get("scope_otel.instrumentors.handoff")
-    dropped = handoff.dropped() if handoff is not None else 0
-    if dropped:
-        lines.append(f"  queue puts not linked to their get (a queue had 10,000 items waiting): {dropped}")
-    return lines
+    ending.finish(_state, why="shutdown()")
 
 
 def _setup_logging(config: _config.Config) -> None:

@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 from importlib.metadata import entry_points
 
 from scope_otel import config as _config
@@ -126,6 +127,9 @@ def _prepare(argv: list[str], prog: str, environ: dict | None):
         environ["SCOPE_OTEL_LEVEL"] = "boundaries"
     if config.plan:
         environ["SCOPE_OTEL_PLAN"] = os.path.abspath(config.plan)
+    if config.summary and not environ.get("SCOPE_OTEL_SUMMARY_DIR"):
+        # the processes of this run leave their figures here; the first one prints them once
+        environ["SCOPE_OTEL_SUMMARY_DIR"] = tempfile.mkdtemp(prefix="scope-otel-summary-")
     if "://" not in config.store:
         # children may chdir; keep them writing to the same store
         environ["SCOPE_OTEL_STORE"] = os.path.abspath(config.store)

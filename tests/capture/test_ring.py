@@ -106,6 +106,28 @@ def test_block_gives_up_after_its_timeout_and_counts_it(ring_impl):
     assert ring.take(10) == [0, 1, 2, 3]
 
 
+def test_block_after_one_timeout_drops_at_once_until_the_consumer_takes_again(ring_impl):
+    # a hung exporter takes nothing: the application must pay one wait, not one per record
+    ring = Ring(2, "block", block_timeout=0.01, impl=ring_impl)
+    assert [ring.put(i) for i in range(3)] == [1, 2, -1]  # the third waited 10 ms, then dropped
+    ring.block_timeout = 3600.0  # were later puts to wait again, they would not be done in a minute
+    results: list = []
+    putter = threading.Thread(target=lambda: results.extend(ring.put(i) for i in range(3, 100)), daemon=True)
+    putter.start()
+    putter.join(60)
+    assert not putter.is_alive(), "later puts waited for room although the consumer is stuck"
+    assert results == [-1] * 97
+    assert ring.counters()["dropped_block_timeout"] == 98
+    assert ring.take(1) == [0]  # the consumer is back: waiting for room is worth it again
+    assert ring.put(100) == 2
+    got = []
+    consumer = threading.Timer(0.05, lambda: got.extend(ring.take(10)))
+    consumer.start()
+    assert ring.put(101) == 1  # waited for the consumer's take, not dropped
+    consumer.join()
+    assert got == [1, 100] and ring.take(10) == [101]
+
+
 def test_many_consumers_each_item_is_taken_once(ring_impl):
     ring = Ring(100_000, "drop_newest", impl=ring_impl)
     _produce(ring)

@@ -288,7 +288,10 @@ def test_factory_builds_these_exporters_from_a_config_file(impl, protocol, otlp_
         f'exporter_otlp_headers = {{ "x-file" = "1" }}\nexporter_otlp_timeout = 5000\n'
     )
     config = load(env={}, cwd=str(tmp_path), config_file=str(tmp_path / "scope-otel.toml"))
-    [exporter] = build_exporters(config)
+    [destination] = build_exporters(config)
+    exporter = destination.exporter
+    timeout = exporter._timeout if protocol == "grpc" else exporter._client._timeout
+    assert timeout == 5.0  # milliseconds in the file, seconds for the SDK
     assert type(exporter) is (OTLPGrpcSpanExporter if protocol == "grpc" else OTLPHttpSpanExporter)
     spans = make_spans()
     try:

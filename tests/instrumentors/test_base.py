@@ -92,12 +92,12 @@ def test_a_failing_hook_is_counted_and_the_others_still_apply():
 
 def test_the_exit_summary_shows_integration_errors_in_words():
     from scope_otel.instrumentors import _report
-    from scope_otel.launcher.pipeline import _SummaryProcessor
+    from scope_otel.launcher import summary
 
     try:
         raise ValueError("a broken hook")
     except ValueError:
         _report.failed("tests.summary")
-    text = _SummaryProcessor().render({})
+    text = summary.render(summary.collect({}))
     assert "integration errors (each logged once, never raised into the program):" in text
     assert "tests.summary ×" in text
