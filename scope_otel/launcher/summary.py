@@ -217,9 +217,9 @@ def render(report: dict[str, Any]) -> str:
                      f"{report.get('governor_functions_lowered', 0)} functions lowered at the end")
     extra = []
     if report.get("values_truncated"):
-        extra.append(f"values truncated {report['values_truncated']}")
+        extra.append(f"{report['values_truncated']} values truncated (max_value_length)")
     if report.get("values_redacted"):
-        extra.append(f"values redacted {report['values_redacted']}")
+        extra.append(f"{report['values_redacted']} values redacted (secrets; the rules: scope-otel config)")
     if extra:
         lines.append("  " + "; ".join(extra))
     failures = report.get("integration_errors") or {}
