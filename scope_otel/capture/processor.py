@@ -178,6 +178,7 @@ class RingBufferSpanProcessor(SpanProcessor):
         self._flush_lock = threading.Lock()
         self._flush_waiters: list[threading.Event] = []
         self._reserved: list = []  # spans that must not meet a full ring (see submit)
+        self._submitted = 0  # and how many there were: recorded, though not through the ring
         self._in_flight = 0  # batches being exported right now (several workers)
         self._in_flight_spans = 0  # their spans: not exported if shutdown abandons them
         self._ring.set_wake(self._nudge, self.max_export_batch_size)
@@ -235,6 +236,7 @@ class RingBufferSpanProcessor(SpanProcessor):
         full, and must not be the record dropped."""
         with self._flush_lock:
             self._reserved.append(span)
+            self._submitted += 1
         self._wake.set()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
@@ -280,7 +282,7 @@ class RingBufferSpanProcessor(SpanProcessor):
         # counted once the workers are done (or abandoned): nothing takes from the ring now,
         # and a batch an abandoned worker still sends is not exported as far as anyone can know
         with self._flush_lock:
-            self._queued_at_shutdown += len(self._ring) + self._in_flight_spans
+            self._queued_at_shutdown += len(self._ring) + self._in_flight_spans + len(self._reserved)
         self._observe_drops()
         # The exporter's own shutdown may hang too: give it what is left, at least a moment.
         closer = threading.Thread(target=self._close_exporter, name="scope-otel-exporter-shutdown", daemon=True)
@@ -433,6 +435,7 @@ class RingBufferSpanProcessor(SpanProcessor):
             export_failures=self._export_failures,
             failed_by_reason=dict(self._failed_by_reason),
             queued_at_shutdown=self._queued_at_shutdown,
+            submitted=self._submitted,
             unsampled=self._unsampled,
             forks=self._forks,
             dropped_at_fork=self._dropped_at_fork,

@@ -82,7 +82,8 @@ def collect(state: dict[str, Any], why: str = "exit", seconds: float = 0.0) -> d
             stats = processor.stats()
         except Exception:  # noqa: BLE001
             stats = {}
-    recorded = stats.get("written", 0) + stats.get("dropped_newest", 0) + stats.get("dropped_block_timeout", 0)
+    recorded = (stats.get("written", 0) + stats.get("dropped_newest", 0) + stats.get("dropped_block_timeout", 0)
+                + stats.get("submitted", 0))  # the governor's own spans go past the ring
     destinations = []
     for dest in state.get("destinations") or []:
         account = dest.account() if callable(getattr(dest, "account", None)) else {}

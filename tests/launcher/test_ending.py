@@ -7,6 +7,7 @@ assertions.
 """
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -133,6 +134,9 @@ CHILDREN = textwrap.dedent(
 @pytest.mark.parametrize("how,expected", [("Pool", 400), ("Process", 200), ("ProcessPoolExecutor", 200)])
 @pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
 def test_multiprocessing_children_export_what_they_recorded(otlp_receiver, tmp_path, method, how, expected):
+    if (method, how) == ("forkserver", "Pool"):
+        pytest.xfail("known defect (issue 21): a forkserver Pool worker can block in sem_wait when SIGTERM "
+                     "arrives just before, and never exit; not run, since it hangs")
     script = tmp_path / "children.py"
     script.write_text(CHILDREN)
     result = subprocess.run([tool("scope-otel"), "run", "--", sys.executable, str(script), method, how],
@@ -188,12 +192,15 @@ def test_a_dead_endpoint_holds_exit_only_for_the_export_timeout_and_says_what_wa
     assert result.returncode == 0 and result.stdout.strip() == "made", result.stderr
     lost = [line for line in result.stderr.splitlines() if " spans NOT exported to otlp" in line]
     assert len(lost) == 1, result.stderr
-    assert lost[0].startswith("scope-otel: 20000 of 20000 spans NOT exported to otlp"), lost[0]
+    # the governor may sample whole traces out once the ring overflows (they are never recorded);
+    # every span that was recorded is lost here, and the line says so
+    counts = re.match(r"scope-otel: (\d+) of (\d+) spans NOT exported to otlp", lost[0])
+    assert counts and counts.group(1) == counts.group(2) and int(counts.group(2)) > 0, lost[0]
     reason = "connection refused" if endpoint == "refused" else "no answer within the 2 s export timeout"
     assert reason in result.stderr, result.stderr
     # the SDK's per-retry lines are replaced by the counted notices
     assert "Transient error" not in result.stderr and "Failed to export" not in result.stderr, result.stderr
-    assert all(line.startswith("scope-otel: ") for line in result.stderr.splitlines()), result.stderr
+    assert all(line.startswith(("scope-otel: ", "scope-otel[")) for line in result.stderr.splitlines()), result.stderr
 
 
 def test_overflow_block_waits_at_most_block_timeout_then_drops_and_counts(tmp_path, silent_port):
@@ -209,7 +216,9 @@ def test_overflow_block_waits_at_most_block_timeout_then_drops_and_counts(tmp_pa
     assert "records that waited 200 ms for room are dropped" in result.stderr
     summary = result.stderr[result.stderr.index("scope-otel summary:"):]
     assert "queue full, waited block_timeout_ms" in summary, summary
-    assert "exported 0 of 2000; NOT exported 2000" in summary, summary
+    # 2000 spans, plus the governor's record of its change when the ring filled (made past the ring)
+    counts = re.search(r"exported 0 of (\d+); NOT exported (\d+)", summary)
+    assert counts and counts.group(1) == counts.group(2) and int(counts.group(1)) >= 2000, summary
 
 
 # ---------------------------------------------------------------------------
@@ -256,8 +265,10 @@ def test_gunicorn_workers_are_summarised_once(otlp_receiver, tmp_path):
         _out, err = proc.communicate(timeout=120)
     assert err.count("scope-otel summary:") == 1, err
     summary = err[err.index("scope-otel summary:"):]
-    assert f"scope-otel summary: {served} spans recorded by 3 processes" in summary, summary
-    assert f"exported {served} of {served}" in summary, summary
+    assert "spans recorded by 3 processes" in summary, summary
+    # the zero-configuration default also records the app's own functions: count the requests
+    assert f"request/SQL/client spans: {served} in {served} traces" in summary, summary
+    assert f"exported {2 * served} of {2 * served}" in summary, summary  # each request and its function span
 
 
 KILLED_CHILD = textwrap.dedent(
