@@ -17,22 +17,49 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+/* Exact str objects already found in plain_keys or clean during one call:
+ * attribute names are the same objects span after span (literals), and so
+ * are many values (a method, a route, an address), so a pointer compare
+ * replaces most hash lookups.  Only exact str is remembered: looking one up
+ * runs no Python code, so nothing can change the sets or free the objects
+ * (the dicts hold them) while the call runs. */
+#define SEEN_MAX 32
+typedef struct {
+    PyObject *item[SEEN_MAX];
+    int n;
+} seen_t;
+
+/* 1: a member (looked up in container when not seen), 0: not, -1: error */
+static inline int
+member(seen_t *seen, PyObject *obj, PyObject *container, int is_set)
+{
+    for (int i = 0; i < seen->n; i++)
+        if (seen->item[i] == obj)
+            return 1;
+    int found = is_set ? PySet_Contains(container, obj) : PyDict_Contains(container, obj);
+    if (found > 0 && seen->n < SEEN_MAX && PyUnicode_CheckExact(obj))
+        seen->item[seen->n++] = obj;
+    return found;
+}
+
 /* 1: needs a look, 0: clean, -1: error */
 static int
-dict_needs_look(PyObject *attrs, PyObject *plain, PyObject *clean)
+dict_needs_look(PyObject *attrs, PyObject *plain, PyObject *clean, seen_t *keys, seen_t *texts)
 {
     if (!PyDict_Check(attrs))
         return 1;
     Py_ssize_t pos = 0;
     PyObject *key, *value;
     while (PyDict_Next(attrs, &pos, &key, &value)) {
-        int known = PySet_Contains(plain, key);
+        int known = member(keys, key, plain, 1);
         if (known <= 0)
             return known < 0 ? -1 : 1;
+        if (!PyUnicode_CheckExact(key)) /* its __hash__/__eq__ may have run Python code */
+            keys->n = texts->n = 0;
         if (PyUnicode_CheckExact(value)) {
             if (PyUnicode_GET_LENGTH(value) < 5)
                 continue;
-            int seen = PyDict_Contains(clean, value);
+            int seen = member(texts, value, clean, 0);
             if (seen <= 0)
                 return seen < 0 ? -1 : 1;
         } else if (PyTuple_Check(value) || PyList_Check(value) || PyUnicode_Check(value)) {
@@ -57,14 +84,19 @@ needs_look(PyObject *self, PyObject *args)
     PyObject *out = PyList_New(0);
     if (out == NULL)
         return NULL;
+    seen_t keys = {.n = 0}, texts = {.n = 0};
     for (Py_ssize_t i = 0; i < n && i < PyList_GET_SIZE(dicts) && i < PyList_GET_SIZE(spans); i++) {
         PyObject *attrs = PyList_GET_ITEM(dicts, i);
         Py_INCREF(attrs); /* a key's __eq__ could change the lists */
-        int look = dict_needs_look(attrs, plain, clean);
+        int look = dict_needs_look(attrs, plain, clean, &keys, &texts);
         Py_DECREF(attrs);
         if (look < 0 || (look && PyList_Append(out, PyList_GET_ITEM(spans, i)) < 0)) {
             Py_DECREF(out);
             return NULL;
+        }
+        if (look) { /* a key's __eq__ or __hash__ may have run Python code */
+            keys.n = 0;
+            texts.n = 0;
         }
     }
     return out;
