@@ -372,8 +372,8 @@ def scrub_spans(spans: list, redactor: Redactor) -> None:
     whole batch at once: every attribute key known to be no secret name,
     every string value seen before and found clean, no event, no status
     description.  Only the spans holding something new are looked at one by
-    one (the C twin, ``scope_otel/_redactc.c``, decides the same without a
-    Python call per span)."""
+    one (the C twin, ``scope_otel/_redactc.c``, decides the attribute dicts
+    the same way without a Python call per span)."""
     if len(spans) < 8:  # the sets below cost more than they save for a few spans
         look = spans
     else:
