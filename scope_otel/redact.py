@@ -29,7 +29,6 @@ import binascii
 import re
 import threading
 from itertools import chain
-from operator import attrgetter
 from typing import Any, Iterable, Mapping
 from urllib.parse import unquote_plus
 
@@ -373,8 +372,8 @@ def scrub_spans(spans: list, redactor: Redactor) -> None:
     whole batch at once: every attribute key known to be no secret name,
     every string value seen before and found clean, no event, no status
     description.  Only the spans holding something new are looked at one by
-    one (the C twin, ``scope_otel/_redactc.c``, decides the same without a
-    Python call per span)."""
+    one (the C twin, ``scope_otel/_redactc.c``, decides the attribute dicts
+    the same way without a Python call per span)."""
     if len(spans) < 8:  # the sets below cost more than they save for a few spans
         look = spans
     else:
@@ -389,16 +388,14 @@ def scrub_spans(spans: list, redactor: Redactor) -> None:
 
 def _py_needs_look(spans: list, redactor: Redactor) -> list:
     """The spans of a batch that hold something not known to be clean (see
-    :func:`scrub_spans`), in batch order: what ``_redactc.needs_look`` returns."""
-    try:  # C-level iteration only: map, chain and set do the per-span work
-        dicts = list(map(_ATTRS, spans))
-        keys = set().union(*dicts)
+    :func:`scrub_spans`), in batch order: what the C twin returns."""
+    try:
+        dicts, busy = _fields(spans)
+        keys = set().union(*dicts)  # C-level: set, chain and map do the per-span work
         values = set(chain.from_iterable(map(dict.values, dicts)))
-        look = set()
-        if any(map(_EVENTS, spans)) or any(map(_DESCRIPTION, spans)):  # events or a description
-            look = {id(s) for s in spans if s._events._dq or s._status._description}
     except (AttributeError, TypeError):  # not the SDK's layout, or an unhashable value
         return list(spans)
+    look = set(map(id, busy))
     if not redactor._plain_keys.issuperset(keys):
         new_keys = keys.difference(redactor._plain_keys)
         look.update(id(s) for s, d in zip(spans, dicts) if not new_keys.isdisjoint(d))
@@ -409,21 +406,52 @@ def _py_needs_look(spans: list, redactor: Redactor) -> list:
     return [s for s in spans if id(s) in look] if look else []
 
 
+def _fields(spans: list) -> tuple[list, list]:
+    """Each span's attribute dict, and the spans with events or a status
+    description, read from the SDK's private fields.  Comprehensions on
+    purpose: the interpreter's specialised attribute loads read these for a
+    fraction of what ``attrgetter`` or ``PyObject_GetAttr`` from C cost, and
+    this runs for every span the process exports."""
+    dicts = [s._attributes._dict for s in spans]
+    busy = [s for s in spans if s._events._dq or s._status._description]
+    return dicts, busy
+
+
+def _c_batch_check(needs_look: Any) -> Any:
+    """The batch check with the C twin (``_redactc.needs_look``) deciding the
+    attribute dicts: the same answer as :func:`_py_needs_look`."""
+
+    def check(spans: list, plain_keys: set, clean: dict) -> list:
+        try:
+            dicts, busy = _fields(spans)
+        except AttributeError:  # not the SDK's layout
+            return list(spans)
+        look = needs_look(spans, dicts, plain_keys, clean)
+        if busy:
+            marked = set(map(id, look))
+            marked.update(map(id, busy))
+            look = [s for s in spans if id(s) in marked]
+        return look
+
+    return check
+
+
 def _c_needs_look() -> Any:
-    """The C twin of the batch check (``scope_otel/_redactc.c``), unless absent or
-    ``SCOPE_OTEL_PURE_PYTHON`` asks for the pure-Python one."""
+    """The batch check with its C twin (``scope_otel/_redactc.c``), unless
+    absent or ``SCOPE_OTEL_PURE_PYTHON`` asks for the pure-Python one."""
+    global _c_check
     if pure_python_requested():
         return None
-    try:
-        from scope_otel._redactc import needs_look
-    except ImportError:
-        return None
-    return needs_look
+    if _c_check is None:
+        try:
+            from scope_otel._redactc import needs_look
+        except ImportError:
+            return None
+        _c_check = _c_batch_check(needs_look)
+    return _c_check
 
 
-_ATTRS = attrgetter("_attributes._dict")
-_EVENTS = attrgetter("_events._dq")
-_DESCRIPTION = attrgetter("_status._description")
+_c_check: Any = None
 
 
 def _needs_look(values: set) -> bool:

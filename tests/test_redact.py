@@ -163,3 +163,31 @@ def test_the_c_batch_check_picks_the_same_spans_as_the_python_one():
     python = redact._py_needs_look(spans, r)
     assert c_check(spans, r._plain_keys, r._clean) == python
     assert [spans.index(s) for s in python] == [1, 2, 3, 4, 5]
+
+
+def test_the_c_batch_check_agrees_when_known_keys_and_texts_repeat_across_many_spans():
+    # the C check remembers, within one call, the key and text objects it found
+    # known: more of them than it remembers, repeated, then new ones mixed in
+    from opentelemetry.sdk.trace import TracerProvider
+
+    c_check = redact._c_needs_look()
+    if c_check is None:
+        pytest.skip("the C twin (scope_otel/_redactc.c) is not built, or SCOPE_OTEL_PURE_PYTHON is set")
+    tracer = TracerProvider().get_tracer("twin")
+    r = Redactor()
+    keys = [f"attr.k{i}" for i in range(40)]
+    texts = [f"/route/{i}/x" for i in range(40)]
+
+    def span(attrs):
+        s = tracer.start_span("s", attributes=attrs)
+        s.end()
+        return s
+
+    redact.scrub_spans([span({k: t}) for k, t in zip(keys, texts)], r)  # all seen once
+    batch = [span({keys[i % 40]: texts[(i * 7) % 40], keys[(i + 3) % 40]: i}) for i in range(120)]
+    batch[50] = span({keys[1]: "/never/seen/before"})
+    batch[90] = span({"attr.new": 1, keys[2]: texts[2]})
+    batch[110] = span({keys[3]: "/route/3/" + "x"})  # equal to a known text, another object
+    python = redact._py_needs_look(batch, r)
+    assert c_check(batch, r._plain_keys, r._clean) == python
+    assert [batch.index(s) for s in python] == [50, 90]

@@ -370,8 +370,12 @@ class RingBufferSpanProcessor(SpanProcessor):
                     counts[fid] = counts.get(fid, 0) + 1
                     continue
                 # SpanContext is a tuple whose item 3 is the trace flags; this
-                # is the per-span cost of the worker, so no property chain
-                context = item.context
+                # is the per-span cost of the worker, so no property chain:
+                # ReadableSpan.context returns its _context field
+                try:
+                    context = item._context
+                except AttributeError:
+                    context = item.context
                 if context and context[3] & 1:
                     append(item)
                     sdk_spans.append(item)
