@@ -47,12 +47,6 @@ KNOWN = {
 }
 #: fallbacks for parts of our own package ("absent in this build"): (module, what it may lack) -> why
 KNOWN_FALLBACKS = {
-    ("scope_otel.launcher.pipeline", "scope_otel.causal.processor"):
-        "issue 25: launcher/pipeline.py is being reworked under the faults issue",
-    ("scope_otel.launcher.pipeline", "scope_otel.capture.runtime"):
-        "issue 25: launcher/pipeline.py is being reworked under the faults issue",
-    ("scope_otel.launcher.pipeline", "scope_otel.capture"):
-        "issue 25: launcher/pipeline.py is being reworked under the faults issue",
     ("scope_otel.planner.costmodel", "scope_otel.export.otlp"):
         "issue 25: the cost model's stand-in runtime goes with the planner rework",
     ("scope_otel.planner.costmodel", "scope_otel.store.rows"):

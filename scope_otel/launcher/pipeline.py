@@ -83,9 +83,9 @@ def build_tracer_provider(config: _config.Config):
     provider = TracerProvider(
         resource=Resource.create(attributes), sampler=_governed(_sampler(config)), shutdown_on_exit=False
     )
-    hlc = _optional("scope_otel.causal.processor", "HLCSpanProcessor")
-    if hlc is not None:
-        provider.add_span_processor(hlc())
+    from scope_otel.causal.processor import HLCSpanProcessor
+
+    provider.add_span_processor(HLCSpanProcessor())
     if config.summary:
         summary = SummaryProcessor()
         provider.add_span_processor(summary)
@@ -119,12 +119,8 @@ def _without_signals(build, *args):
 
 
 def _span_processor(config: _config.Config, exporter):
-    try:
-        from scope_otel.capture import RingBufferSpanProcessor
-    except ImportError:  # capture layer absent in this build
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from scope_otel.capture import RingBufferSpanProcessor
 
-        return BatchSpanProcessor(exporter)
     return RingBufferSpanProcessor(exporter, overflow=config.overflow, block_timeout_millis=config.block_timeout_ms)
 
 
@@ -168,13 +164,11 @@ def _set_propagators(config: _config.Config) -> None:
 
 
 def _start_capture(config: _config.Config, provider) -> None:
-    runtime = _optional_module("scope_otel.capture.runtime")
-    if runtime is not None and hasattr(runtime, "configure"):
-        # function spans that end before any SDK span still get the provider's resource
-        runtime.configure(config, processor=_state.get("processor"), resource=provider.resource)
-    governor = getattr(runtime, "governor", None)
-    if governor is not None:
-        governor.on_change(_governor_span(provider))
+    from scope_otel.capture import runtime
+
+    # function spans that end before any SDK span still get the provider's resource
+    runtime.configure(config, processor=_state.get("processor"), resource=provider.resource)
+    runtime.governor.on_change(_governor_span(provider))
 
 
 def _governor_span(provider):
@@ -207,9 +201,9 @@ def _apply_plan(config: _config.Config) -> None:
 
     plan = load_plan(config.plan) if config.plan else Plan.from_globs(list(config.instrument), config.level)
     if plan.budget_pct is not None and config.source("budget") == "default":
-        runtime = _optional_module("scope_otel.capture.runtime")
-        if runtime is not None:
-            runtime.governor.configure(plan.budget_pct)  # the governor holds the plan to its own budget
+        from scope_otel.capture import runtime
+
+        runtime.governor.configure(plan.budget_pct)  # the governor holds the plan to its own budget
     if plan.empty:  # an all-off plan: installing the hook would cost start-up time for nothing
         return
     import scope_otel.instrument as instrument
@@ -297,17 +291,3 @@ def _program_name() -> str:
         name = os.path.basename(arg)
         return name[:-3] if name.endswith(".py") else name
     return "python"
-
-
-def _optional_module(name: str):
-    import importlib
-
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        return None
-
-
-def _optional(module: str, attr: str):
-    mod = _optional_module(module)
-    return getattr(mod, attr, None) if mod is not None else None
