@@ -28,13 +28,14 @@ import os
 import re
 from contextvars import ContextVar
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from opentelemetry import trace
 from opentelemetry.context import Context, create_key, get_current, set_value
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from scope_otel.instrumentors._http import OLD, STABLE, semconv_mode
+from scope_otel.instrumentors._report import failed
 
 #: stable ``db.system.name`` and old ``db.system`` per driver or dialect name
 SYSTEMS = {
@@ -260,6 +261,31 @@ class _Counter:
             self.repeated += 1
         else:
             self.seen.add(key)
+
+
+def run(tracer: trace.Tracer, database: Database, text: str, call: Callable[[], Any],
+        rowcount: Callable[[], int | None] | None, where: str) -> Any:
+    """``call()`` inside the SQL span of ``text``, claimed so that a driver below records no second
+    span; a failure of ours is reported under ``where`` and never reaches the program."""
+    try:
+        span, rows = start(tracer, database, text)
+    except Exception:
+        failed(where + ".start")
+        return call()
+    token = claim()
+    try:
+        result = call()
+    except BaseException as exc:
+        release(token)
+        end(span, error=exc)
+        raise
+    release(token)
+    try:
+        end(span, rowcount() if rows and rowcount is not None else None)
+    except Exception:
+        failed(where + ".end")
+        span.end()
+    return result
 
 
 def track(ctx: Context) -> Context:

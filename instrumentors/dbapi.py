@@ -93,24 +93,7 @@ def _run(database: _sql.Database, text: Any, call: Callable, rowcount: Callable 
     state = _state
     if state is None or _sql.claimed() or type(text) is not str:
         return call()
-    try:
-        span, rows = _sql.start(state.tracer, database, text)
-    except Exception:
-        failed("dbapi.start")
-        return call()
-    token = _sql.claim()
-    try:
-        result = call()
-    except BaseException as exc:
-        _sql.release(token)
-        _sql.end(span, error=exc)
-        raise
-    _sql.release(token)
-    try:
-        _sql.end(span, rowcount() if rows and rowcount is not None else None)
-    except Exception:
-        failed("dbapi.end")
-    return result
+    return _sql.run(state.tracer, database, text, call, rowcount, "dbapi")
 
 
 # --------------------------------------------------------------------------

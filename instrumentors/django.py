@@ -409,25 +409,9 @@ class _SQLWrapper:
         state = _state
         if state is None or _sql.claimed() or type(sql) is not str:
             return execute(sql, params, many, context)
-        try:
-            span, rows = _sql.start(state.tracer, self.database, sql)
-        except Exception:
-            failed("django.sql")
-            return execute(sql, params, many, context)
-        token = _sql.claim()
-        try:
-            result = execute(sql, params, many, context)
-        except BaseException as exc:
-            _sql.release(token)
-            _sql.end(span, error=exc)
-            raise
-        _sql.release(token)
-        try:
-            _sql.end(span, context["cursor"].rowcount if rows and not many else None)
-        except Exception:
-            failed("django.sql.end")
-            span.end()
-        return result
+        rowcount = None if many else (lambda: context["cursor"].rowcount)
+        return _sql.run(state.tracer, self.database, sql, lambda: execute(sql, params, many, context),
+                        rowcount, "django.sql")
 
 
 def _database(connection: Any) -> _sql.Database:
