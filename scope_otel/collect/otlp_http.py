@@ -176,6 +176,7 @@ class OTLPHTTPServer:
         self._counts_lock = threading.Lock()
         self._open = 0
         self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task] = set()
         self._decoder = futures.ThreadPoolExecutor(max_workers=decode_threads,
                                                    thread_name_prefix="scope-otel-collect-http")
         self._loop = asyncio.new_event_loop()
@@ -238,6 +239,10 @@ class OTLPHTTPServer:
             server.close()
             for writer in list(self._writers):
                 writer.close()
+            # connections still waiting for a client end here, not as "Task was destroyed" at exit
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
             await server.wait_closed()
 
     # -- one connection -------------------------------------------------------------
@@ -249,6 +254,8 @@ class OTLPHTTPServer:
             return
         self._open += 1
         self._writers.add(writer)
+        task = asyncio.current_task()
+        self._tasks.add(task)
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 << 10)
         try:
             while not self.stopping:
@@ -265,6 +272,7 @@ class OTLPHTTPServer:
         finally:
             self._open -= 1
             self._writers.discard(writer)
+            self._tasks.discard(task)
             writer.close()
 
     async def _serve_one(self, conn: h11.Connection, reader: asyncio.StreamReader,
@@ -307,11 +315,11 @@ class OTLPHTTPServer:
                 await self._answer(conn, writer, failure, as_json)
             return False if failure.status == 0 or conn.their_state is not h11.DONE else True
         response = ExportTraceServiceResponse()
+        self.count(200)  # before the answer, as for failures: a client that has its answer sees it counted
         if as_json:
             await self._send(conn, writer, 200, json_format.MessageToJson(response).encode(), _JSON)
         else:
             await self._send(conn, writer, 200, response.SerializeToString(), _PROTOBUF)
-        self.count(200)
         return True
 
     async def _next(self, conn: h11.Connection, reader: asyncio.StreamReader, deadline: float, kind: str,
