@@ -87,6 +87,11 @@ _history_t: list[int] = [0]
 _history_r: list[float] = [1.0]
 
 
+#: new traces the governor's sampling left unrecorded (a root span dropped), for the summary
+_sampled_out = 0
+_sampled_out_lock = threading.Lock()
+
+
 def keeps(trace_id: int) -> bool:
     """Whether a new trace with this id is recorded (the same answer in every process)."""
     return (trace_id & _MASK64) < _bound
@@ -423,7 +428,7 @@ class Governor:
         return {"governor_budget_pct": round(self.budget * 100, 3), "governor_cost_pct": round(self.cost * 100, 2),
                 "governor_peak_cost_pct": round(self.peak_cost * 100, 2), "governor_ratio": self.ratio,
                 "governor_changes": self.changes, "governor_functions_lowered": len(self.caps),
-                "governor_lowerings": self.lowerings}
+                "governor_lowerings": self.lowerings, "traces_unsampled": _sampled_out}
 
     def reset(self) -> None:
         """Every trace recorded, no function lowered (tests)."""
@@ -474,6 +479,9 @@ class GovernedSampler:
         parent = get_current_span(parent_context).get_span_context()
         if (parent is None or not parent.is_valid) and name != GOVERNOR_SPAN:
             if not keeps(trace_id):
+                global _sampled_out
+                with _sampled_out_lock:
+                    _sampled_out += 1
                 return SamplingResult(Decision.DROP, None, None)
             result = self.inner.should_sample(parent_context, trace_id, name, kind, attributes, links,
                                               trace_state)

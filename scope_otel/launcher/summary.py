@@ -102,6 +102,7 @@ def collect(state: dict[str, Any], why: str = "exit", seconds: float = 0.0) -> d
         "function_spans": stats.get("function_spans", 0),
         "destinations": destinations,
         "calls_unsampled": stats.get("calls_unsampled", 0),
+        "traces_unsampled": stats.get("traces_unsampled", 0),
         "governor_changes": stats.get("governor_changes", 0),
         "governor_functions_lowered": stats.get("governor_functions_lowered", 0),
         "governor_budget_pct": stats.get("governor_budget_pct"),
@@ -141,6 +142,7 @@ def merge(reports: list[dict[str, Any]]) -> dict[str, Any]:
             out["governor_peak_cost_pct"] = max(out.get("governor_peak_cost_pct", 0.0),
                                                 r.get("governor_peak_cost_pct", 0.0))
         for key in ("unreported", "recorded", "unsampled", "queued_at_exit", "function_spans", "calls_unsampled",
+                    "traces_unsampled",
                     "governor_changes", "governor_functions_lowered", "values_truncated", "values_redacted", "sdk_spans", "traces", "errors", "handoff_unlinked"):
             if key in r:
                 out[key] = out.get(key, 0) + r[key]
@@ -209,6 +211,9 @@ def render(report: dict[str, Any]) -> str:
                      f"({report.get('errors', 0)} with errors); function spans: {report.get('function_spans', 0)}")
     else:
         lines.append(f"  function spans: {report.get('function_spans', 0)}")
+    if report.get("traces_unsampled"):
+        lines.append(f"  not recorded: {report['traces_unsampled']} new traces the overhead governor sampled out "
+                     "(to stay within its budget)")
     if report.get("calls_unsampled"):
         lines.append(f"  not recorded: {report['calls_unsampled']} function calls in traces the overhead governor "
                      "sampled out")

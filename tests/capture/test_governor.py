@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import sys
 import textwrap
@@ -202,7 +203,9 @@ def test_the_sdk_sampler_decides_roots_by_trace_id_and_follows_parents(governor)
     low, high = 1, (1 << 64) - 1  # the lower 64 bits decide, as TraceIdRatioBased does
     assert sampler.should_sample(None, low, "GET /").decision is Decision.RECORD_AND_SAMPLE
     assert sampler.should_sample(None, low, "GET /").attributes["scope.sampling.ratio"] == 0.5
+    before = runtime.stats()["traces_unsampled"]
     assert sampler.should_sample(None, high, "GET /").decision is Decision.DROP
+    assert runtime.stats()["traces_unsampled"] == before + 1  # counted: the summary says so in words
     parent = set_span_in_context(NonRecordingSpan(SpanContext(high, 5, True, TraceFlags(1))))
     assert sampler.should_sample(parent, high, "child").decision is Decision.RECORD_AND_SAMPLE
     assert sampler.should_sample(None, high, gov.GOVERNOR_SPAN).decision is Decision.RECORD_AND_SAMPLE
@@ -243,7 +246,7 @@ def test_a_busy_program_is_sampled_whole_traces_and_says_so(tmp_path, otlp_recei
     changes = [line for line in result.stderr.splitlines() if line.startswith("scope-otel[")]
     assert changes and "traces" in changes[0], result.stderr
     assert "capture queue: nothing dropped" in result.stderr, result.stderr
-    unsampled = int(result.stderr.split("not recorded: ")[1].split()[0])
+    unsampled = int(re.search(r"not recorded: (\d+) function calls", result.stderr).group(1))
     assert unsampled > 0
     governed = otlp_receiver.wait_for(len(changes), timeout=30, where=lambda s: s["name"] == gov.GOVERNOR_SPAN)
     assert len(governed) == len(changes)
