@@ -38,7 +38,6 @@ again.
 """
 from __future__ import annotations
 
-import gc
 import json
 import os
 import platform
@@ -74,8 +73,6 @@ class CostModel:
     offpath_us: float       # record -> span conversion off the hot path
     source: str
     startup_us: float = 0.0  # once per process: instrumentation import, hook, rewrite
-    gc_full_factor: float = 1.0  # allocations of a call at full (one argument), in calls at boundaries
-    gc_arg_factor: float = 0.0   # each further argument at full, in calls at boundaries
     export_us: float = 0.0  # encoding one span for the exporter
     exporter: str = "none"
     key: str = ""
@@ -100,14 +97,6 @@ class CostModel:
             recorded = self.boundaries_us
         recorded += self.offpath_us + self.export_us
         return sampling * recorded + (1.0 - sampling) * self.sampled_out_us
-
-    def gc_factor(self, level: str, nargs: int = 1) -> float:
-        """A call's allocations at ``level``, in calls at boundaries (see :mod:`scope_otel.planner.gcstep`)."""
-        if level == "off":
-            return 0.0
-        if level == "boundaries":
-            return 1.0
-        return self.gc_full_factor + self.gc_arg_factor * max(nargs - 1, 0)
 
     def as_dict(self) -> dict:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -211,19 +200,12 @@ def _export_cost(exporter: str, spans: list) -> float:
         return 0.0
 
 
-def _collections() -> int:
-    return sum(generation["collections"] for generation in gc.get_stats())
-
-
-def _pipeline_cost(runtime, fid: int, exporter: str, n: int, args: tuple = (1,),
-                   value: object = None) -> tuple[float, float] | None:
-    """(µs of process CPU (all threads), collections started) per call recorded through the real processor.
+def _pipeline_cost(runtime, fid: int, exporter: str, n: int) -> float | None:
+    """µs of process CPU (all threads) per call recorded through the real processor.
 
     Ring, worker thread, record-to-span conversion, the exporter's encoding
     (not its network send) and the threads' competition for the GIL: what a
-    recorded call really costs the program.  The collections it starts say
-    how much it allocates (see :mod:`scope_otel.planner.gcstep`).  None when
-    the processor is absent.
+    recorded call really costs the program.  None when the processor is absent.
     """
     try:
         from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -246,12 +228,11 @@ def _pipeline_cost(runtime, fid: int, exporter: str, n: int, args: tuple = (1,),
     probe = runtime.probe(fid)
     enter, exit_ = probe.enter, probe.exit
     try:
-        collections0 = _collections()
         t0 = time.process_time_ns()
         for _ in range(n):
-            exit_(enter(*args), value)
+            exit_(enter(1), None)
         processor.force_flush(10_000)
-        return (time.process_time_ns() - t0) / n / 1000.0, (_collections() - collections0) / n
+        return (time.process_time_ns() - t0) / n / 1000.0
     except Exception:
         return None
     finally:
@@ -331,13 +312,7 @@ def _runtime_costs(n: int, exporter: str) -> tuple[dict, str]:
     pipeline = _pipeline_cost(runtime, fid_b, exporter, n // 8)
     if pipeline is not None:
         # What the parts above miss (worker, batching, thread switches) goes off-path.
-        costs["offpath_us"] = max(costs["offpath_us"],
-                                  pipeline[0] - costs["boundaries_us"] - costs["export_us"])
-        full = _pipeline_cost(runtime, fid_f, exporter, n // 8, (1,), 42)
-        full5 = _pipeline_cost(runtime, fid_f5, exporter, n // 8, tuple(_PROBE_ARGS_5.values()), 42)
-        if full is not None and full5 is not None and pipeline[1] > 0:
-            costs["gc_full_factor"] = max(full[1] / pipeline[1], 1.0)
-            costs["gc_arg_factor"] = max(full5[1] - full[1], 0.0) / 4 / pipeline[1]
+        costs["offpath_us"] = max(costs["offpath_us"], pipeline - costs["boundaries_us"] - costs["export_us"])
     implementation = getattr(runtime, "IMPLEMENTATION", "?")
     if runtime.LEVELS[fid_b] != 1 or runtime.LEVELS[fid_f] != 2:
         implementation += ", levels forced by configuration"

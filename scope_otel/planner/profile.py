@@ -30,11 +30,9 @@ import json
 import os
 import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -136,50 +134,6 @@ def cpu_of(run) -> tuple[float, object]:
     result = run()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), result
-
-
-def cpu_each(commands: list[list[str]], *, together: bool = False, env: dict | list[dict | None] | None = None,
-             cwd: str | None = None, timeout: float | None = None, stderr=subprocess.DEVNULL) -> list[tuple[float, int]]:
-    """(CPU seconds, exit code) of each command, its own processes' only (``wait4``).
-
-    ``env``: one environment for every command, or a list with one per command.
-
-    One after another, or with ``together`` all started at once: then the
-    runs share the machine's state of the moment (another tenant's load, a
-    slow phase of the host), which moves them together and cancels in their
-    difference.  Timeout: every command is killed and
-    :class:`subprocess.TimeoutExpired` raised.
-    """
-    envs = env if isinstance(env, list) else [env] * len(commands)
-    if not together:
-        return [run for command, one in zip(commands, envs)
-                for run in cpu_each([command], together=True, env=one, cwd=cwd, timeout=timeout, stderr=stderr)]
-    procs = [subprocess.Popen(command, env=one, cwd=cwd, stdout=subprocess.DEVNULL, stderr=stderr)
-             for command, one in zip(commands, envs)]
-    results: list = [None] * len(procs)
-
-    def reap(i: int, proc: subprocess.Popen) -> None:
-        _pid, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
-        results[i] = (usage.ru_utime + usage.ru_stime, proc.returncode)
-
-    reapers = [threading.Thread(target=reap, args=(i, proc), daemon=True) for i, proc in enumerate(procs)]
-    for reaper in reapers:
-        reaper.start()
-    deadline = None if timeout is None else time.monotonic() + timeout
-    for reaper in reapers:
-        reaper.join(None if deadline is None else max(deadline - time.monotonic(), 0.0))
-    if any(reaper.is_alive() for reaper in reapers):
-        for proc in procs:
-            if proc.returncode is None:
-                try:  # not proc.kill(): its poll() would reap the process under the reaper's wait4
-                    os.kill(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        for reaper in reapers:
-            reaper.join()
-        raise subprocess.TimeoutExpired(commands[0], timeout)
-    return results
 
 
 def run_profile(command: list[str], *, env: dict | None = None, cwd: str | None = None,
