@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     from scope_otel.planner.costmodel import calibrate
     from scope_otel.planner.explain import render
     from scope_otel.planner.orchestrator import Overrides, build_plan
-    from scope_otel.planner.profile import ProfileError, load_profile, run_profile
+    from scope_otel.planner.measure.profile import ProfileError, load_profile, run_profile
     from scope_otel.planner.progress import Progress
     from scope_otel.planner.source import discover
 

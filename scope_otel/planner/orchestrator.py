@@ -41,10 +41,10 @@ import math
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
-from scope_otel.planner.analysis import Analysis, FunctionInfo
 from scope_otel.planner.callgraph import is_implicit
 from scope_otel.planner.costmodel import CostModel
 from scope_otel.planner.patterns import BOUNDARIES, ENTRY_POINTS
+from scope_otel.planner.records import Analysis, FunctionInfo
 from scope_otel.plan import PLAN_VERSION, content_hash
 from scope_otel.version import __version__
 

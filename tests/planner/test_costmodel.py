@@ -44,16 +44,6 @@ def test_recording_more_costs_more():
     assert model.call_cost("full", nargs=1, containers=1) > model.call_cost("full", nargs=1)
 
 
-def test_the_stand_in_is_used_and_named_when_the_runtime_is_missing(monkeypatch, cost_cache):
-    def missing(n, exporter):
-        raise ImportError("no capture runtime")
-
-    monkeypatch.setattr(costmodel, "_runtime_costs", missing)
-    model = costmodel.calibrate(refresh=True, iterations=2000)
-    assert model.source.startswith("stand-in")
-    assert model.boundaries_us > 0
-
-
 def test_the_exporter_in_use_is_priced_per_span(cost_cache):
     none = costmodel.calibrate(iterations=2000, exporter="none")
     otlp = costmodel.calibrate(iterations=2000, exporter="otlp")

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from scope_otel.planner.analysis import analyse
-from scope_otel.planner.profile import ProfileError, load_profile, run_profile
+from scope_otel.planner.measure.profile import ProfileError, load_profile, run_profile
 
 MAIN = """
     import subprocess

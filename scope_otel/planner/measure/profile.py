@@ -1,7 +1,7 @@
 """Measured call counts: ``scope-otel plan --profile -- CMD ...``.
 
 :func:`run_profile` runs ``CMD`` with a call counter injected through
-``PYTHONPATH`` (``_counter/sitecustomize.py``; ``sys.monitoring`` on 3.12+,
+``PYTHONPATH`` (``bootstrap/sitecustomize.py``; ``sys.monitoring`` on 3.12+,
 ``sys.setprofile`` before), so every Python process the command starts
 counts its function calls and writes them out at exit, keyed by real file
 path and qualname (so a script run as ``__main__`` matches its module).
@@ -36,7 +36,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-_COUNTER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_counter")
+#: Put first on ``PYTHONPATH`` of the profiled command: its ``sitecustomize`` is the call counter.
+_COUNTER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootstrap")
 
 
 @dataclass
