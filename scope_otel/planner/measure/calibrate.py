@@ -258,8 +258,7 @@ from scope_otel.plan import Plan
 instrument.apply(Plan.from_globs(["_scope_otel_probe"], "full"))
 import _scope_otel_probe
 _scope_otel_probe.f(1)
-# the first recorded call's span: its conversion imports the correlation layer (about 1 ms, paid once
-# per process, priced per call before)
+# the first recorded call's span: its conversion imports the correlation layer, once per process
 import scope_otel.correlate.spans
 print(json.dumps({"startup_us": (time.thread_time() - t0) * 1e6}))
 """

@@ -30,7 +30,6 @@ import json
 import os
 import resource
 import shutil
-import statistics
 import subprocess
 import tempfile
 import time
@@ -123,13 +122,13 @@ def load_profile(path: str) -> Profile:
         raise ProfileError(f"{path}: not a scope-otel counts file ({exc})") from None
 
 
-def put_first_on_path(env: dict, folder: str) -> None:
+def _put_first_on_path(env: dict, folder: str) -> None:
     """Put ``folder`` (a start-up folder with a ``sitecustomize``) first on ``env``'s ``PYTHONPATH``, once."""
     rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != folder]
     env["PYTHONPATH"] = os.pathsep.join([folder] + rest)
 
 
-def cpu_of(run) -> tuple[float, object]:
+def _cpu_of(run) -> tuple[float, object]:
     """(CPU seconds of the child processes ``run()`` waited for, what it returned)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = run()
@@ -138,28 +137,23 @@ def cpu_of(run) -> tuple[float, object]:
 
 
 def run_profile(command: list[str], *, env: dict | None = None, cwd: str | None = None,
-                timeout: float | None = None, baseline_run: bool = True, baseline_runs: int = 1,
+                timeout: float | None = None, baseline_run: bool = True,
                 files: list[str] | None = None) -> Profile:
     """Run ``command`` under the call counter and gather the counts of every process.
 
-    With ``baseline_run`` the command first runs without the counter
-    (``baseline_runs`` times), and the median CPU time of those runs is the
-    baseline.  Calls of functions defined in ``files`` also get the cost of
+    With ``baseline_run`` the command first runs once without the counter,
+    and the CPU time of that run is the baseline.  Calls of functions defined in ``files`` also get the cost of
     capturing their arguments sampled.
     """
     if not command:
         raise ProfileError("--profile needs a command after '--'")
     plain_cpu = 0.0
     if baseline_run:
-        runs = []
         try:
-            for _ in range(max(baseline_runs, 1)):
-                runs.append(cpu_of(lambda: subprocess.run(
-                    command, env=env, cwd=cwd, timeout=timeout,
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))[0])
+            plain_cpu = _cpu_of(lambda: subprocess.run(command, env=env, cwd=cwd, timeout=timeout,
+                                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))[0]
         except (OSError, subprocess.SubprocessError) as exc:
             raise ProfileError(f"cannot run {command[0]!r}: {exc}") from None
-        plain_cpu = statistics.median(runs)
     out_dir = tempfile.mkdtemp(prefix="scope-otel-profile-")
     child_env = dict(os.environ if env is None else env)
     child_env["SCOPE_OTEL_PROFILE_DIR"] = out_dir
@@ -168,10 +162,10 @@ def run_profile(command: list[str], *, env: dict | None = None, cwd: str | None 
         with open(listing, "w", encoding="utf-8") as fh:
             fh.writelines(os.path.realpath(f) + "\n" for f in files)
         child_env["SCOPE_OTEL_PROFILE_FILES"] = listing
-    put_first_on_path(child_env, _COUNTER_DIR)
+    _put_first_on_path(child_env, _COUNTER_DIR)
     started = time.perf_counter()
     try:
-        cpu, proc = cpu_of(lambda: subprocess.run(command, env=child_env, cwd=cwd, timeout=timeout))
+        cpu, proc = _cpu_of(lambda: subprocess.run(command, env=child_env, cwd=cwd, timeout=timeout))
     except (OSError, subprocess.SubprocessError) as exc:
         raise ProfileError(f"cannot run {command[0]!r}: {exc}") from None
     wall = time.perf_counter() - started
