@@ -1,9 +1,9 @@
 """Choose a level, capture set and sampling rate per function within a budget.
 
-:func:`build_plan` turns an :class:`~.analysis.Analysis`, call counts
+:func:`build_plan` turns an :class:`~.records.Analysis`, call counts
 (estimated by :func:`.callgraph.static_frequencies` or measured by
 ``--profile``) and a :class:`~.costmodel.CostModel` into a plan document
-(see :mod:`.plan` and ``schemas/plan.schema.json``).
+(see :mod:`scope_otel.plan` and ``schemas/plan.schema.json``).
 
 The model::
 
