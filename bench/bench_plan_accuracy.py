@@ -9,9 +9,8 @@ dir: 15,000 orders priced over 600-item carts, a hot tax-rate helper, a
 recursive walk, a stateful ledger; about a second of CPU) and for each
 budget:
 
-1. ``scope-otel plan acc_app --budget B --profile --trial -- python run.py``
-   gives the plan and its ``estimate.overhead_pct`` (``--no-trial``: without
-   the trial runs, microbenchmark costs only);
+1. ``scope-otel plan acc_app --budget B --profile -- python run.py``
+   gives the plan and its ``estimate.overhead_pct``;
 2. the workload runs plain, under ``scope-otel run`` without a plan (the
    launcher's own cost), and under ``scope-otel run --plan`` — exporting
    over OTLP/HTTP to a local sink, so records are turned into spans and
@@ -47,14 +46,13 @@ import sys
 import tempfile
 import textwrap
 import threading
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PY = sys.executable
 SCOPE = [PY, "-m", "scope_otel.launcher.cli"]
 sys.path.insert(0, ROOT)
-
-from scope_otel.planner.profile import cpu_each  # noqa: E402
 
 #: Budgets for the shop.  Start-up (imports, the app's set-up) is a large
 #: share of its run, so the planner's fixed costs matter more than in acc_app.
@@ -168,9 +166,40 @@ def _env(endpoint: str, cache: str, extra: dict | None = None) -> dict:
     return env
 
 
+def _cpu_each(cmds: list[list[str]], cwd: str, env: dict, together: bool, timeout: float) -> list[tuple[float, int]]:
+    """(CPU seconds, exit code) of each command, its own processes' only (``wait4``), one after
+    another or all started at once (then the runs share the machine's state of the moment, which
+    cancels in their difference)."""
+    if not together:
+        return [run for cmd in cmds for run in _cpu_each([cmd], cwd, env, True, timeout)]
+    procs = [subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for cmd in cmds]
+    results: list = [None] * len(procs)
+
+    def reap(i: int, proc: subprocess.Popen) -> None:
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+        results[i] = (usage.ru_utime + usage.ru_stime, proc.returncode)
+
+    reapers = [threading.Thread(target=reap, args=(i, proc), daemon=True) for i, proc in enumerate(procs)]
+    for reaper in reapers:
+        reaper.start()
+    deadline = time.monotonic() + timeout
+    for reaper in reapers:
+        reaper.join(max(deadline - time.monotonic(), 0.0))
+    if any(reaper.is_alive() for reaper in reapers):
+        for proc in procs:
+            if proc.returncode is None:
+                os.kill(proc.pid, 9)  # not proc.kill(): its poll() would reap under the reaper's wait4
+        for reaper in reapers:
+            reaper.join()
+        raise SystemExit(f"{' '.join(cmds[0])}: still running after {timeout:g} s")
+    return results
+
+
 def _cpu_s(cmds: list[list[str]], cwd: str, env: dict, together: bool = False) -> list[float]:
     """CPU seconds of each command's processes (all threads, start to exit), one after another or together."""
-    runs = cpu_each(cmds, together=together, cwd=cwd, env=env, timeout=600)
+    runs = _cpu_each(cmds, cwd, env, together, 600)
     for cmd, (_cpu, code) in zip(cmds, runs):
         if code != 0:
             out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
@@ -186,7 +215,7 @@ def _paired(runs: dict[str, list[str]], cwd: str, env: dict, repeat: int) -> dic
     first alternating between rounds.  Side by side, the two share the
     machine's drifting speed (on this 2-CPU VM one run moves +-10 % from the
     next), so their difference, the plan's cost, is far less noisy than
-    between runs one after the other (see ``scope_otel.planner.trial``).
+    between runs one after the other.
     """
     plans = [name for name in runs if name not in ("plain", "launcher")]
     cpu: dict[str, list[float]] = {name: [] for name in ["plain", *plans, *(f"launcher {p}" for p in plans)]}
@@ -208,16 +237,11 @@ def _overheads(cpu: dict[str, list[float]], name: str) -> list[float]:
     return [100.0 * (p - n) / b for p, n, b in zip(cpu[name], cpu[f"launcher {name}"], cpu["plain"])]
 
 
-def _plan(paths: list[str], budget: float, command: list[str], cwd: str, env: dict, out: str,
-          trial: bool) -> dict:
-    cmd = SCOPE + ["plan", *paths, "--budget", str(budget), "-o", out, "--profile",
-                   *(["--trial"] if trial else []), "--", *command]
+def _plan(paths: list[str], budget: float, command: list[str], cwd: str, env: dict, out: str) -> dict:
+    cmd = SCOPE + ["plan", *paths, "--budget", str(budget), "-o", out, "--profile", "--", *command]
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         raise SystemExit(f"plan failed:\n{proc.stderr[-2000:]}")
-    for line in proc.stderr.splitlines():  # what the trials measured and decided
-        if "trial:" in line:
-            print(f"[{os.path.basename(out)}] {line}", flush=True)
     with open(out, encoding="utf-8") as fh:
         return json.load(fh)
 
@@ -248,7 +272,7 @@ def _workload(name, paths, command, budgets, cwd, env, repeat, args):
     plans = {}
     for budget in budgets:
         plan_file = os.path.join(cwd, f"plan-{slug}-{budget:g}.json")
-        plans[budget] = (plan_file, _plan(paths, budget, command, cwd, env, plan_file, not args.no_trial))
+        plans[budget] = (plan_file, _plan(paths, budget, command, cwd, env, plan_file))
     runs = {"plain": command, "launcher": SCOPE + ["run", "--"] + command}
     runs.update((f"plan {b:g}", SCOPE + ["run", "--plan", f, "--"] + command) for b, (f, _doc) in plans.items())
     cpu = _paired(runs, cwd, env, repeat)
@@ -263,8 +287,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shop-rounds", type=int, default=100, help="rounds of shop traffic (default 100)")
     parser.add_argument("--only", choices=("acc", "shop"), default=None,
                         help="one workload only (more rounds of it in the same time)")
-    parser.add_argument("--no-trial", action="store_true",
-                        help="plan without `--trial` (microbenchmark costs only)")
     args = parser.parse_args(argv)
     repeat = 3 if args.quick else args.repeat
     budgets = [5.0, 100.0] if args.quick else [2.0, 5.0, 20.0, 100.0]

@@ -1,8 +1,8 @@
 """Run the ``sitecustomize`` that one of scope-otel's start-up folders shadows.
 
 scope-otel starts inside a program by putting a folder with a
-``sitecustomize.py`` on ``PYTHONPATH`` (the launcher's bootstrap; the
-planner's trial adds a collector watcher after it).  Python imports only the
+``sitecustomize.py`` on ``PYTHONPATH`` (the launcher's bootstrap, the
+planner's call counter).  Python imports only the
 first ``sitecustomize`` on the path, so each of ours imports the next one
 after its own folder: the program's own, or the environment's, still runs.
 """

@@ -46,20 +46,8 @@ KNOWN = {
         "issue 25: the processor builds the Correlator; capture/ is being reworked under the runtime issue",
 }
 #: fallbacks for parts of our own package ("absent in this build"): (module, what it may lack) -> why
-KNOWN_FALLBACKS = {
-    ("scope_otel.planner.costmodel", "scope_otel.export.otlp"):
-        "issue 25: the cost model's stand-in runtime goes with the planner rework",
-    ("scope_otel.planner.costmodel", "scope_otel.store.rows"):
-        "issue 25: the cost model's stand-in runtime goes with the planner rework",
-    ("scope_otel.planner.costmodel", "scope_otel.capture"):
-        "issue 25: the cost model's stand-in runtime goes with the planner rework",
-    ("scope_otel.planner.costmodel", "scope_otel.correlate.spans"):
-        "issue 25: the cost model's stand-in runtime goes with the planner rework",
-}
-KNOWN_CYCLES = {
-    ("scope_otel.planner.analysis", "scope_otel.planner.callgraph"):
-        "issue 25: planner/ is being reworked under the planner issue",
-}
+KNOWN_FALLBACKS: dict[tuple[str, str], str] = {}
+KNOWN_CYCLES: dict[tuple[str, ...], str] = {}
 
 
 def _modules() -> dict[str, pathlib.Path]:

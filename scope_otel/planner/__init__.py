@@ -18,8 +18,9 @@ is imported) and, for every function:
   complexity, nesting, loops, fan-out, direct and mutual recursion, state
   mutation, exception-handling density;
 * prices recording it on this machine (:mod:`.costmodel`, calibrated once
-  and cached) with call counts estimated from the source or measured by
-  ``--profile`` (:mod:`.profile`);
+  and cached) with call counts estimated from the source (:mod:`.callgraph`)
+  or counted by ``--profile`` (:mod:`.measure`, which holds everything that
+  times or runs something);
 * chooses ``off``/``boundaries``/``full``, a capture set and a sampling rate
   that give the most value within ``--budget`` percent of run time
   (:mod:`.orchestrator`), with user overrides (``--pin`` > ``--exclude`` >
@@ -37,6 +38,9 @@ The result, ``scope-otel.plan.json`` (schema: ``schemas/plan.schema.json``)::
      "estimate": {"overhead_pct": 4.1, "baseline_us": ..., "cost_model": {...}}}
 
 is read back with :func:`scope_otel.plan.load_plan` — the contract
-the launcher and the import hook use (see :mod:`scope_otel.plan`).  This package's
-``__init__`` imports nothing, so loading a plan at start-up stays cheap.
+the launcher and the import hook use (see :mod:`scope_otel.plan`).  The
+estimate is made before the program runs; while it runs, the overhead
+governor (:mod:`scope_otel.capture.governor`) keeps recording within the
+budget.  This package's ``__init__`` imports nothing, so importing the plan
+command stays cheap.
 """

@@ -18,10 +18,7 @@ flow from callers to callees in topological order of the components.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # pragma: no cover
-    from scope_otel.planner.analysis import Analysis, FunctionInfo
+from scope_otel.planner.records import Analysis, FunctionInfo
 
 LOOP_FACTOR = 10.0
 MAX_LOOP_MULTIPLIER = 100.0
@@ -30,7 +27,7 @@ IMPLICIT_CALLS = 20.0
 MAX_CALLS = 1e5
 
 
-def _class_chain(analysis: "Analysis", module: str, class_name: str) -> list:
+def _class_chain(analysis: Analysis, module: str, class_name: str) -> list:
     """The class and its analysed bases, nearest first (a cheap MRO)."""
     chain, seen = [], set()
     queue = [f"{module}.{class_name}"]
@@ -46,7 +43,7 @@ def _class_chain(analysis: "Analysis", module: str, class_name: str) -> list:
     return chain
 
 
-def _method(analysis: "Analysis", module: str, class_name: str, name: str, skip_first: bool = False) -> str | None:
+def _method(analysis: Analysis, module: str, class_name: str, name: str, skip_first: bool = False) -> str | None:
     chain = _class_chain(analysis, module, class_name)
     for klass in chain[1:] if skip_first else chain:
         key = f"{klass.module}:{klass.qualname}.{name}"
@@ -55,7 +52,7 @@ def _method(analysis: "Analysis", module: str, class_name: str, name: str, skip_
     return None
 
 
-def _dotted_target(analysis: "Analysis", full: str) -> str | None:
+def _dotted_target(analysis: Analysis, full: str) -> str | None:
     """``pkg.mod.Class.m`` -> ``pkg.mod:Class.m`` when that module was analysed."""
     parts = full.split(".")
     for i in range(len(parts) - 1, 0, -1):
@@ -72,7 +69,7 @@ def _dotted_target(analysis: "Analysis", full: str) -> str | None:
     return None
 
 
-def _resolve(analysis: "Analysis", info: "FunctionInfo", text: str, resolved: str) -> str | None:
+def _resolve(analysis: Analysis, info: FunctionInfo, text: str, resolved: str) -> str | None:
     functions = analysis.functions
     module = info.module
     head, _, rest = text.partition(".")
@@ -103,7 +100,7 @@ def _resolve(analysis: "Analysis", info: "FunctionInfo", text: str, resolved: st
     return None
 
 
-def link(analysis: "Analysis") -> None:
+def link(analysis: Analysis) -> None:
     """Resolve call sites into ``callees``/``callers`` and mark recursion."""
     functions = analysis.functions
     for info in functions.values():
@@ -174,14 +171,14 @@ def strongly_connected(functions: dict) -> list[list[str]]:
     return out
 
 
-def is_implicit(info: "FunctionInfo") -> bool:
+def is_implicit(info: FunctionInfo) -> bool:
     """Python calls it behind the code's back: a property or a dunder method."""
     name = info.name
     dunder = name.startswith("__") and name.endswith("__") and name != "__init__"
     return info.is_property or (dunder and info.class_name is not None)
 
 
-def static_frequencies(analysis: "Analysis") -> dict[str, float]:
+def static_frequencies(analysis: Analysis) -> dict[str, float]:
     """Estimated calls per unit of work for every function (see module docstring)."""
     functions = analysis.functions
     components = strongly_connected(functions)

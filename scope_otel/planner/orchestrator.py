@@ -1,9 +1,9 @@
 """Choose a level, capture set and sampling rate per function within a budget.
 
-:func:`build_plan` turns an :class:`~.analysis.Analysis`, call counts
+:func:`build_plan` turns an :class:`~.records.Analysis`, call counts
 (estimated by :func:`.callgraph.static_frequencies` or measured by
 ``--profile``) and a :class:`~.costmodel.CostModel` into a plan document
-(see :mod:`.plan` and ``schemas/plan.schema.json``).
+(see :mod:`scope_otel.plan` and ``schemas/plan.schema.json``).
 
 The model::
 
@@ -29,13 +29,6 @@ quarter of the budget (a sampled-out call still costs the level check).
 Upgrades are taken best ratio first while they fit, so the most valuable
 set for the budget is chosen, not a threshold.
 
-With a trial (``--profile --trial``) the planner also knows where recording
-brings on the program's next full garbage collection (:mod:`.gcstep`): a
-cost paid in one piece, not per call.  It then makes two plans, one kept
-under that step (its recorded calls' young collections within
-:data:`~.gcstep.SAFETY` of the headroom) and one that pays for the full
-collections it brings on out of the budget, and keeps the more valuable.
-
 User overrides win over the optimiser, in this order: ``--pin GLOB=LEVEL``
 (the last matching pin), then ``--exclude GLOB`` (off), then
 ``--include GLOB`` (at least boundaries).  Their cost is charged to the
@@ -48,11 +41,10 @@ import math
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
-from scope_otel.planner.analysis import Analysis, FunctionInfo
 from scope_otel.planner.callgraph import is_implicit
 from scope_otel.planner.costmodel import CostModel
-from scope_otel.planner.gcstep import SAFETY, GcStep
 from scope_otel.planner.patterns import BOUNDARIES, ENTRY_POINTS
+from scope_otel.planner.records import Analysis, FunctionInfo
 from scope_otel.plan import PLAN_VERSION, content_hash
 from scope_otel.version import __version__
 
@@ -64,7 +56,6 @@ IO_COST_US = {
 }
 _LOOP_WORK = 27          # statements a loop adds: ~10 iterations of ~3 statements
 _SAMPLED_SHARE = 0.25    # a sampled function may use this share of the budget
-_MAX_STEP_ROUNDS = 12    # plans made paying for more full collections until one needs no more
 _MIN_SAMPLING = 0.001
 
 
@@ -183,7 +174,6 @@ class _Choice:
     forced: str | None = None
     sampled_rate: float = 1.0
     sampled_cost: float = 0.0
-    nargs: int = 0
 
 
 def _fmt_calls(calls: float) -> str:
@@ -202,16 +192,13 @@ def build_plan(
     profile_meta: dict | None = None,
     fixed_us: float = 0.0,
     args_repr_us: dict[str, float] | None = None,
-    gc_step: GcStep | None = None,
 ) -> dict:
     """The plan document (see module docstring).
 
     ``baseline_us`` is a measured run time; ``fixed_us`` a once-per-run cost
     paid as soon as anything is recorded (instrumentation start-up in each
     process of a profiled command); ``args_repr_us`` the measured cost of
-    capturing each function's arguments (from ``--profile``); ``gc_step``
-    where recording brings on the program's next full collection (from
-    ``--trial``).
+    capturing each function's arguments (from ``--profile``).
     """
     args_repr_us = args_repr_us or {}
     overrides = overrides or Overrides()
@@ -228,117 +215,72 @@ def build_plan(
             cost_b=n * model.call_cost("boundaries"),
             cost_f=n * model.call_cost("full", nargs=nargs, mutations=nmut, containers=containers,
                                        args_repr_us=args_repr_us.get(key)),
-            nargs=nargs,
         )
         estimated_baseline += n * own_cost_us(info, model)
     baseline = baseline_us if baseline_us is not None else estimated_baseline
     budget = max(budget_pct, 0.0) / 100.0 * baseline
 
-    def triggers(choice: _Choice, level: str, sampling: float = 1.0) -> float:
-        """Young collections ``choice`` at ``level`` brings on (see :mod:`.gcstep`); 0 without a step."""
-        if gc_step is None or level == "off":
-            return 0.0
-        return choice.calls * sampling * gc_step.per_call * model.gc_factor(level, choice.nargs)
+    remaining = budget - fixed_us
+    # 1. the user's word first
+    for key, choice in choices.items():
+        forced = overrides.forced(key)
+        if forced is not None:
+            level, why = forced
+            choice.level, choice.forced = level, why
+            choice.cost = choice.cost_f if level == "full" else choice.cost_b if level == "boundaries" else 0.0
+            remaining -= choice.cost
 
-    def choose(spend: float, cap: float | None) -> tuple[float, float]:
-        """Set every function's level within ``spend`` µs and ``cap`` collections; (value, collections)."""
-        remaining, brought = spend, 0.0
-        for choice in choices.values():
-            choice.level, choice.sampling, choice.cost, choice.forced = "off", 1.0, 0.0, None
+    # 2. greedy knapsack by value per µs
+    heap: list = []
 
-        # 1. the user's word first
-        for key, choice in choices.items():
-            forced = overrides.forced(key)
-            if forced is not None:
-                level, why = forced
-                choice.level, choice.forced = level, why
-                choice.cost = choice.cost_f if level == "full" else choice.cost_b if level == "boundaries" else 0.0
-                remaining -= choice.cost
-                brought += triggers(choice, level)
+    def offer(choice: _Choice, kind: str) -> None:
+        if kind == "boundaries":
+            value, cost = choice.value_b, choice.cost_b
+        elif kind == "full":
+            value, cost = choice.value_f, choice.cost_f - choice.cost_b
+        else:  # sampled boundaries
+            value, cost = choice.value_b * math.sqrt(choice.sampled_rate), choice.sampled_cost
+        ratio = value / cost if cost > 0 else math.inf
+        heapq.heappush(heap, (-ratio, cost, choice.info.key, kind))
 
-        # 2. greedy knapsack by value per µs
-        heap: list = []
-
-        def offer(choice: _Choice, kind: str) -> None:
-            if kind == "boundaries":
-                value, cost = choice.value_b, choice.cost_b
-            elif kind == "full":
-                value, cost = choice.value_f, choice.cost_f - choice.cost_b
-            else:  # sampled boundaries
-                value, cost = choice.value_b * math.sqrt(choice.sampled_rate), choice.sampled_cost
-            ratio = value / cost if cost > 0 else math.inf
-            heapq.heappush(heap, (-ratio, cost, choice.info.key, kind))
-
-        for choice in choices.values():
-            if choice.forced:
-                if choice.forced.startswith("included"):  # at least boundaries: full may still fit
-                    offer(choice, "full")
-                continue
-            offer(choice, "boundaries")
-            important = choice.info.patterns & (ENTRY_POINTS | BOUNDARIES)
-            if important and budget > 0 and choice.cost_b > _SAMPLED_SHARE * budget:
-                per_call_b = model.call_cost("boundaries")
-                rate = (_SAMPLED_SHARE * budget / choice.calls - model.sampled_out_us) / max(per_call_b - model.sampled_out_us, 1e-9)
-                if rate >= _MIN_SAMPLING:
-                    choice.sampled_rate = min(rate, 1.0)
-                    choice.sampled_cost = choice.calls * model.call_cost("boundaries", sampling=choice.sampled_rate)
-                    offer(choice, "sampled")
-        while heap:
-            _ratio, cost, key, kind = heapq.heappop(heap)
-            choice = choices[key]
-            if kind == "full" and choice.level != "boundaries":
-                continue
-            if kind in ("boundaries", "sampled") and choice.level != "off":
-                continue
-            if cost > remaining:
-                continue
-            if kind == "full":
-                more = triggers(choice, "full") - triggers(choice, "boundaries")
-            else:
-                more = triggers(choice, "boundaries", choice.sampled_rate if kind == "sampled" else 1.0)
-            if cap is not None and brought + more > cap:
-                continue
-            remaining -= cost
-            brought += more
-            if kind == "sampled":
-                choice.level, choice.sampling, choice.cost = "boundaries", choice.sampled_rate, cost
-            else:
-                choice.level, choice.sampling = kind, 1.0
-                if kind == "boundaries":
-                    choice.cost = cost
-                    offer(choice, "full")
-                else:
-                    choice.cost = choice.cost_f
-        value = sum(c.value_b * math.sqrt(c.sampling) + (c.value_f if c.level == "full" else 0.0)
-                    for c in choices.values() if c.level != "off")
-        return value, brought
-
-    # With a collector step (see .gcstep): the most valuable of a plan kept under the step and a plan
-    # that pays for the full collections it brings on.
-    collections_us = 0.0
-    if gc_step is None:
-        _value_, brought = choose(budget - fixed_us, None)
-    else:
-        best = (choose(budget - fixed_us, SAFETY * gc_step.headroom)[0], None, 0)
-        extra = 1
-        for _ in range(_MAX_STEP_ROUNDS):  # each round pays for more collections, so records less
-            value, brought = choose(budget - fixed_us - extra * gc_step.full_us, None)
-            needed = gc_step.extra_full(brought)
-            if needed <= extra:
-                if needed > 0 and value > best[0]:
-                    best = (value, extra, needed)
-                break
-            extra = needed
-        if best[1] is None:
-            _value_, brought = choose(budget - fixed_us, SAFETY * gc_step.headroom)
+    for choice in choices.values():
+        if choice.forced:
+            if choice.forced.startswith("included"):  # at least boundaries: full may still fit
+                offer(choice, "full")
+            continue
+        offer(choice, "boundaries")
+        important = choice.info.patterns & (ENTRY_POINTS | BOUNDARIES)
+        if important and budget > 0 and choice.cost_b > _SAMPLED_SHARE * budget:
+            per_call_b = model.call_cost("boundaries")
+            rate = (_SAMPLED_SHARE * budget / choice.calls - model.sampled_out_us) / max(per_call_b - model.sampled_out_us, 1e-9)
+            if rate >= _MIN_SAMPLING:
+                choice.sampled_rate = min(rate, 1.0)
+                choice.sampled_cost = choice.calls * model.call_cost("boundaries", sampling=choice.sampled_rate)
+                offer(choice, "sampled")
+    while heap:
+        _ratio, cost, key, kind = heapq.heappop(heap)
+        choice = choices[key]
+        if kind == "full" and choice.level != "boundaries":
+            continue
+        if kind in ("boundaries", "sampled") and choice.level != "off":
+            continue
+        if cost > remaining:
+            continue
+        remaining -= cost
+        if kind == "sampled":
+            choice.level, choice.sampling, choice.cost = "boundaries", choice.sampled_rate, cost
         else:
-            _value_, brought = choose(budget - fixed_us - best[1] * gc_step.full_us, None)
-        collections_us = gc_step.cost_us(brought)
+            choice.level, choice.sampling = kind, 1.0
+            if kind == "boundaries":
+                choice.cost = cost
+                offer(choice, "full")
+            else:
+                choice.cost = choice.cost_f
 
     # 3. the document
     functions = {}
     recorded = any(c.level != "off" for c in choices.values())
-    spent = (fixed_us if recorded else 0.0) + collections_us
+    spent = fixed_us if recorded else 0.0
     startup_too_dear = fixed_us > budget and not recorded
     counts = {"off": 0, "boundaries": 0, "full": 0}
     for key in sorted(choices):
@@ -373,9 +315,6 @@ def build_plan(
             "overhead_pct": round(100.0 * spent / baseline, 4) if baseline > 0 else 0.0,
             "overhead_us": round(spent, 3),
             "fixed_us": round(fixed_us if recorded else 0.0, 3),
-            "gc_us": round(collections_us, 3),
-            **({"gc": {**gc_step.as_dict(), "collections": round(brought, 3),
-                       "extra_full": gc_step.extra_full(brought)}} if gc_step is not None else {}),
             "baseline_us": round(baseline, 3),
             "frequencies": frequencies,
             "levels": counts,

@@ -10,6 +10,7 @@ hides files that are missing from the distribution; this does not.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -91,6 +92,15 @@ def test_non_editable_install_records_into_the_store(tmp_path, kind):
                            capture_output=True, text=True, cwd=str(work), env=env, timeout=180)
     assert shown.returncode == 0, shown.stderr[-3000:]
     assert shown.stdout.split() == ["SpanName", "installed-inner", "installed-outer"], shown.stdout + shown.stderr
+
+    # the planner's call counter is a bare sitecustomize.py in a start-up folder: package data, not a module
+    (work / "planned.py").write_text("def f():\n    return 1\n\nfor _ in range(3):\n    f()\n")
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    planned = subprocess.run([scope, "plan", "planned.py", "-q", "-o", "plan.json", "--profile", "--no-baseline-run",
+                              "--", python, "planned.py"], capture_output=True, text=True, cwd=str(work), env=env,
+                             timeout=300)
+    assert planned.returncode == 0, planned.stderr[-3000:]
+    assert json.loads((work / "plan.json").read_text())["functions"]["planned:f"]["estimated_calls"] == 3
 
 
 def test_run_refuses_an_install_without_its_bootstrap(tmp_path, monkeypatch):

@@ -44,26 +44,17 @@ def test_recording_more_costs_more():
     assert model.call_cost("full", nargs=1, containers=1) > model.call_cost("full", nargs=1)
 
 
-def test_the_stand_in_is_used_and_named_when_the_runtime_is_missing(monkeypatch, cost_cache):
-    def missing(n, exporter):
-        raise ImportError("no capture runtime")
-
-    monkeypatch.setattr(costmodel, "_runtime_costs", missing)
-    model = costmodel.calibrate(refresh=True, iterations=2000)
-    assert model.source.startswith("stand-in")
-    assert model.boundaries_us > 0
-
-
-def test_the_exporter_in_use_is_priced_per_span(cost_cache):
+@pytest.mark.parametrize("exporter", ["otlp", "clickhouse"])
+def test_the_exporter_in_use_is_priced_per_span(cost_cache, exporter):
     none = costmodel.calibrate(iterations=2000, exporter="none")
-    otlp = costmodel.calibrate(iterations=2000, exporter="otlp")
+    priced = costmodel.calibrate(iterations=2000, exporter=exporter)
     assert none.export_us == 0.0 and none.exporter == "none"
-    assert otlp.export_us > 0 and otlp.exporter == "otlp"
-    assert otlp.key != none.key                       # cached separately
+    assert priced.export_us > 0 and priced.exporter == exporter
+    assert priced.key != none.key                       # cached separately
     # every recorded call carries the exporter's price (compared within one model: two
     # calibrations differ by more than the price from noise alone)
-    unexported = dataclasses.replace(otlp, export_us=0.0)
-    assert otlp.call_cost("boundaries") == pytest.approx(unexported.call_cost("boundaries") + otlp.export_us)
+    unexported = dataclasses.replace(priced, export_us=0.0)
+    assert priced.call_cost("boundaries") == pytest.approx(unexported.call_cost("boundaries") + priced.export_us)
 
 
 def test_a_cache_entry_missing_a_measurement_is_measured_again(cost_cache):

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from scope_otel.planner.analysis import analyse
-from scope_otel.planner.profile import ProfileError, load_profile, run_profile
+from scope_otel.planner.measure.profile import ProfileError, load_profile, run_profile
 
 MAIN = """
     import subprocess
@@ -196,16 +196,3 @@ def test_the_cost_of_capturing_arguments_is_sampled_for_the_analysed_files(workl
     saved = str(workload / "counts.json")
     profile.save(saved)
     assert load_profile(saved).arg_cost_for(analyse([path]).functions) == pytest.approx(cost)
-
-
-def test_the_baseline_is_the_median_of_several_plain_runs(workload):
-    (workload / "runs.py").write_text(
-        "import os, sys\n"
-        "counted = 'SCOPE_OTEL_PROFILE_DIR' in os.environ\n"
-        "with open('runs.log', 'a') as fh:\n"
-        "    fh.write('counted\\n' if counted else 'plain\\n')\n"
-    )
-    profile = run_profile([sys.executable, "runs.py"], baseline_runs=3)
-    assert (workload / "runs.log").read_text().split() == ["plain", "plain", "plain", "counted"]
-    assert profile.plain_cpu_s > 0
-

@@ -1,7 +1,7 @@
 """Measured call counts: ``scope-otel plan --profile -- CMD ...``.
 
 :func:`run_profile` runs ``CMD`` with a call counter injected through
-``PYTHONPATH`` (``_counter/sitecustomize.py``; ``sys.monitoring`` on 3.12+,
+``PYTHONPATH`` (``bootstrap/sitecustomize.py``; ``sys.monitoring`` on 3.12+,
 ``sys.setprofile`` before), so every Python process the command starts
 counts its function calls and writes them out at exit, keyed by real file
 path and qualname (so a script run as ``__main__`` matches its module).
@@ -30,15 +30,13 @@ import json
 import os
 import resource
 import shutil
-import signal
-import statistics
 import subprocess
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 
-_COUNTER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_counter")
+#: Put first on ``PYTHONPATH`` of the profiled command: its ``sitecustomize`` is the call counter.
+_COUNTER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootstrap")
 
 
 @dataclass
@@ -124,13 +122,13 @@ def load_profile(path: str) -> Profile:
         raise ProfileError(f"{path}: not a scope-otel counts file ({exc})") from None
 
 
-def put_first_on_path(env: dict, folder: str) -> None:
+def _put_first_on_path(env: dict, folder: str) -> None:
     """Put ``folder`` (a start-up folder with a ``sitecustomize``) first on ``env``'s ``PYTHONPATH``, once."""
     rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != folder]
     env["PYTHONPATH"] = os.pathsep.join([folder] + rest)
 
 
-def cpu_of(run) -> tuple[float, object]:
+def _cpu_of(run) -> tuple[float, object]:
     """(CPU seconds of the child processes ``run()`` waited for, what it returned)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = run()
@@ -138,73 +136,24 @@ def cpu_of(run) -> tuple[float, object]:
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), result
 
 
-def cpu_each(commands: list[list[str]], *, together: bool = False, env: dict | list[dict | None] | None = None,
-             cwd: str | None = None, timeout: float | None = None, stderr=subprocess.DEVNULL) -> list[tuple[float, int]]:
-    """(CPU seconds, exit code) of each command, its own processes' only (``wait4``).
-
-    ``env``: one environment for every command, or a list with one per command.
-
-    One after another, or with ``together`` all started at once: then the
-    runs share the machine's state of the moment (another tenant's load, a
-    slow phase of the host), which moves them together and cancels in their
-    difference.  Timeout: every command is killed and
-    :class:`subprocess.TimeoutExpired` raised.
-    """
-    envs = env if isinstance(env, list) else [env] * len(commands)
-    if not together:
-        return [run for command, one in zip(commands, envs)
-                for run in cpu_each([command], together=True, env=one, cwd=cwd, timeout=timeout, stderr=stderr)]
-    procs = [subprocess.Popen(command, env=one, cwd=cwd, stdout=subprocess.DEVNULL, stderr=stderr)
-             for command, one in zip(commands, envs)]
-    results: list = [None] * len(procs)
-
-    def reap(i: int, proc: subprocess.Popen) -> None:
-        _pid, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
-        results[i] = (usage.ru_utime + usage.ru_stime, proc.returncode)
-
-    reapers = [threading.Thread(target=reap, args=(i, proc), daemon=True) for i, proc in enumerate(procs)]
-    for reaper in reapers:
-        reaper.start()
-    deadline = None if timeout is None else time.monotonic() + timeout
-    for reaper in reapers:
-        reaper.join(None if deadline is None else max(deadline - time.monotonic(), 0.0))
-    if any(reaper.is_alive() for reaper in reapers):
-        for proc in procs:
-            if proc.returncode is None:
-                try:  # not proc.kill(): its poll() would reap the process under the reaper's wait4
-                    os.kill(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        for reaper in reapers:
-            reaper.join()
-        raise subprocess.TimeoutExpired(commands[0], timeout)
-    return results
-
-
 def run_profile(command: list[str], *, env: dict | None = None, cwd: str | None = None,
-                timeout: float | None = None, baseline_run: bool = True, baseline_runs: int = 1,
+                timeout: float | None = None, baseline_run: bool = True,
                 files: list[str] | None = None) -> Profile:
     """Run ``command`` under the call counter and gather the counts of every process.
 
-    With ``baseline_run`` the command first runs without the counter
-    (``baseline_runs`` times), and the median CPU time of those runs is the
-    baseline.  Calls of functions defined in ``files`` also get the cost of
+    With ``baseline_run`` the command first runs once without the counter,
+    and the CPU time of that run is the baseline.  Calls of functions defined in ``files`` also get the cost of
     capturing their arguments sampled.
     """
     if not command:
         raise ProfileError("--profile needs a command after '--'")
     plain_cpu = 0.0
     if baseline_run:
-        runs = []
         try:
-            for _ in range(max(baseline_runs, 1)):
-                runs.append(cpu_of(lambda: subprocess.run(
-                    command, env=env, cwd=cwd, timeout=timeout,
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))[0])
+            plain_cpu = _cpu_of(lambda: subprocess.run(command, env=env, cwd=cwd, timeout=timeout,
+                                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))[0]
         except (OSError, subprocess.SubprocessError) as exc:
             raise ProfileError(f"cannot run {command[0]!r}: {exc}") from None
-        plain_cpu = statistics.median(runs)
     out_dir = tempfile.mkdtemp(prefix="scope-otel-profile-")
     child_env = dict(os.environ if env is None else env)
     child_env["SCOPE_OTEL_PROFILE_DIR"] = out_dir
@@ -213,10 +162,10 @@ def run_profile(command: list[str], *, env: dict | None = None, cwd: str | None 
         with open(listing, "w", encoding="utf-8") as fh:
             fh.writelines(os.path.realpath(f) + "\n" for f in files)
         child_env["SCOPE_OTEL_PROFILE_FILES"] = listing
-    put_first_on_path(child_env, _COUNTER_DIR)
+    _put_first_on_path(child_env, _COUNTER_DIR)
     started = time.perf_counter()
     try:
-        cpu, proc = cpu_of(lambda: subprocess.run(command, env=child_env, cwd=cwd, timeout=timeout))
+        cpu, proc = _cpu_of(lambda: subprocess.run(command, env=child_env, cwd=cwd, timeout=timeout))
     except (OSError, subprocess.SubprocessError) as exc:
         raise ProfileError(f"cannot run {command[0]!r}: {exc}") from None
     wall = time.perf_counter() - started
