@@ -158,6 +158,26 @@ def _watch_signals(forked: bool = False) -> None:
     threading.Thread(target=_watch, args=(r,), name="scope-otel-signals", daemon=True).start()
 
 
+def _rearm_watch() -> None:
+    """Point the wakeup fd at the watcher again if something reset it since the fork.
+
+    A forkserver child is forked by a server that then clears the wakeup fd
+    (``multiprocessing.forkserver._serve_one``) before running the target: the
+    watcher started at fork would never hear of a SIGTERM, and a Pool worker
+    that took one just before blocking on the task queue's lock (which
+    ``Pool.terminate()`` keeps for good) would wait there forever.  A wakeup fd
+    the program set in the meantime is left alone.
+    """
+    if _watch_fds is None or threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        old = signal.set_wakeup_fd(_watch_fds[1], warn_on_full_buffer=False)
+        if old not in (-1, _watch_fds[1]):
+            signal.set_wakeup_fd(old)  # the program's: left alone
+    except (ValueError, OSError):
+        pass
+
+
 def _watch(r: int) -> None:
     try:
         mask_signals()
@@ -261,6 +281,7 @@ class _ChildHook:
 
         if self.state.get("summary") is not None:
             summary.mark_started()
+        _rearm_watch()
         # low priority: after the program's own finalizers (a Pool's, a Queue's feeder)
         util.Finalize(None, finish, args=(self.state,), kwargs={"why": "child exit"}, exitpriority=-100)
 
