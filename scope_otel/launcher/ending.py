@@ -52,18 +52,33 @@ def install(state: dict[str, Any], config: Any) -> None:
 
 def finish(state: dict[str, Any], why: str = "exit") -> None:
     """Flush and stop the pipeline within the exit budget, then report; once per process."""
-    global _finishing_pid, _finished_pid, _sigterm_pending
-    with _finish_lock:
-        if _finishing_pid == os.getpid():
-            return
-        _finishing_pid = os.getpid()
-        _sigterm_pending = False
+    if not _claim():
+        return
     try:
         _finish(state, why)
     finally:
-        _finished_pid = os.getpid()
-        if _sigterm_pending:
+        _done()
+
+
+def _claim() -> bool:
+    """True for the one caller per process that is to run :func:`_finish`."""
+    global _finishing_pid, _sigterm_pending
+    with _finish_lock:
+        if _finishing_pid == os.getpid():
+            return False
+        _finishing_pid = os.getpid()
+        _sigterm_pending = False
+    return True
+
+
+def _done() -> None:
+    global _finished_pid
+    _finished_pid = os.getpid()
+    if _sigterm_pending:  # a SIGTERM came meanwhile: the process ends by it now
+        if threading.current_thread() is threading.main_thread():
             _die_by_sigterm()
+        else:  # only the main thread may restore the default: its handler sees we are done
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _finish(state: dict[str, Any], why: str) -> None:
@@ -229,15 +244,49 @@ def _make_sigterm_handler(state: dict[str, Any]):
             _die_by_sigterm()  # flushed already (a child past its finalizer): nothing to wait for
         if _finishing_pid == os.getpid():
             # finish() is running (this handler interrupted it: a multiprocessing
-            # child ending as Pool.terminate() signals it): let it complete, then die
+            # child ending as Pool.terminate() signals it, or a second SIGTERM):
+            # let it complete, then die
             _sigterm_pending = True
             return
+        if not _claim():
+            _sigterm_pending = True  # finish() began meanwhile (another thread): it ends the process
+            return
         try:
-            finish(state, why="SIGTERM")
+            _finish_within_bound(state)
         finally:
             _die_by_sigterm()
 
     return _scope_otel_sigterm
+
+
+def _finish_within_bound(state: dict[str, Any]) -> None:
+    """Run the flush in a helper thread and wait for it at most the exit bound.
+
+    The handler runs in the main thread wherever the signal found it, possibly
+    inside a lock the flush needs (a notice being counted, the span processor's
+    own, as a Python handler can run between any two bytecodes): flushing right
+    there would wait for itself forever, where the program without scope-otel
+    would have died at once.  Past the bound the process dies anyway, and says so.
+    """
+    bound = float(state.get("exit_budget_s", 10.0)) + SLACK_S
+
+    def run() -> None:
+        global _finished_pid
+        try:
+            mask_signals()  # a second SIGTERM is for the main thread's handler
+        except (OSError, ValueError):
+            pass
+        try:
+            _finish(state, "SIGTERM")
+        finally:
+            _finished_pid = os.getpid()
+
+    helper = threading.Thread(target=run, name="scope-otel-sigterm", daemon=True)
+    helper.start()
+    helper.join(bound)
+    if helper.is_alive():
+        notice.write(f"scope-otel: the flush at SIGTERM did not end within {bound:g} s (the signal interrupted "
+                     "a step holding a lock the flush needs); spans it had not exported are lost")
 
 
 def _die_by_sigterm() -> None:

@@ -91,6 +91,48 @@ def test_sigterm_to_django_runserver_keeps_the_requests_it_served(otlp_receiver,
     assert len(servers) == 10, err[-2000:]
 
 
+HELD = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    from opentelemetry import trace
+    from scope_otel import notice
+    from scope_otel.launcher import pipeline
+
+    for i in range(10):
+        with trace.get_tracer("t").start_as_current_span("before-sigterm"):
+            pass
+    # Python runs a handler between any two bytecodes: here, while the main thread is inside
+    # scope-otel holding a lock the flush needs (counting a notice, the processor's own lock)
+    lock = notice._lock if sys.argv[1] == "notice" else pipeline._state["processor"]._flush_lock
+    with lock:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(120)
+    """
+)
+
+
+@pytest.mark.parametrize("held", ["notice", "processor"])
+def test_sigterm_while_the_main_thread_holds_a_lock_the_flush_needs_still_ends_the_process(
+        otlp_receiver, tmp_path, held):
+    """Before, the handler flushed in the interrupted main thread and waited for its own lock forever."""
+    script = tmp_path / "held.py"
+    script.write_text(HELD)
+    proc = _start([tool("scope-otel"), "run", "--exporter_otlp_timeout", "2000", "--", sys.executable, str(script),
+                   held], clean_env(**otlp_receiver.env("grpc")))
+    try:
+        _out, err = proc.communicate(timeout=90)  # a hang detector: the bound here is 2 s + 2 s
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _out, err = proc.communicate()
+        pytest.fail(f"still running 90 s after SIGTERM: {err[-2000:]}")
+    assert proc.returncode == -signal.SIGTERM, err
+    if held == "notice":  # counting notices does not stop the flush: all stored, nothing said lost
+        assert len(otlp_receiver.wait_for(10, timeout=10)) == 10, err
+        assert "did not end" not in err, err
+    else:  # the flush cannot finish; the process still dies by SIGTERM within the bound, and says so
+        assert "the flush at SIGTERM did not end within 4 s" in err, err
+
+
 # ---------------------------------------------------------------------------
 # multiprocessing children end with os._exit: each must export what it recorded
 # ---------------------------------------------------------------------------
