@@ -301,9 +301,12 @@ def test_overflow_block_waits_at_most_block_timeout_then_drops_and_counts(tmp_pa
     assert "records that waited 200 ms for room are dropped" in result.stderr
     summary = result.stderr[result.stderr.index("scope-otel summary:"):]
     assert "queue full, waited block_timeout_ms" in summary, summary
-    # 2000 spans, plus the governor's record of its change when the ring filled (made past the ring)
-    counts = re.search(r"exported 0 of (\d+); NOT exported (\d+)", summary)
-    assert counts and counts.group(1) == counts.group(2) and int(counts.group(1)) >= 2000, summary
+    # the governor samples whole traces out once the ring overflows (they are never recorded: about
+    # half of the 2000 here) and records its changes past the ring; every span recorded is accounted
+    # for as not exported, those dropped for want of room among them
+    counts = re.search(r"exported 0 of (\d+); NOT exported (\d+).*queue full, waited block_timeout_ms: (\d+)",
+                       summary)
+    assert counts and counts.group(1) == counts.group(2) and int(counts.group(3)) > 0, summary
 
 
 # ---------------------------------------------------------------------------
