@@ -5,11 +5,14 @@ Three ways out are covered, each running :func:`finish` once per process:
 - a normal exit (``atexit``);
 - ``SIGTERM`` (``docker stop``, ``kill``, ``Pool.terminate()``) when the program
   has no handler of its own: Python's default is to die at once, losing
-  everything queued.  scope-otel's handler flushes, then restores the default
-  and sends the signal again, so the process still dies *by* SIGTERM (same exit
-  status, same behaviour for whoever waits on it).  A program that installs its
-  own handler replaces this one and is left alone; an ignored SIGTERM stays
-  ignored;
+  everything queued.  scope-otel's handler flushes (in a helper thread it waits
+  for at most the bound below: the signal may have interrupted a step holding a
+  lock the flush needs), then restores the default and sends the signal again,
+  so the process still dies *by* SIGTERM (same exit status, same behaviour for
+  whoever waits on it).  A SIGTERM the main thread missed (it landed elsewhere,
+  or just before a blocking call) is delivered to it again by a watcher thread.
+  A program that installs its own handler replaces this one and is left alone;
+  an ignored SIGTERM stays ignored;
 - the end of a ``multiprocessing`` child (fork, spawn or forkserver; ``Process``,
   ``Pool``, ``ProcessPoolExecutor``), which leaves through ``os._exit`` and never
   runs ``atexit``: a ``multiprocessing.util.Finalize`` registered in each child
