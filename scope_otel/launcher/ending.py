@@ -273,19 +273,24 @@ def _finish_within_bound(state: dict[str, Any]) -> None:
     """
     bound = float(state.get("exit_budget_s", 10.0)) + SLACK_S
 
-    def run() -> None:
+    def run(helping: bool = True) -> None:
         global _finished_pid
-        try:
-            mask_signals()  # a second SIGTERM is for the main thread's handler
-        except (OSError, ValueError):
-            pass
+        if helping:
+            try:
+                mask_signals()  # a second SIGTERM is for the main thread's handler
+            except (OSError, ValueError):
+                pass
         try:
             _finish(state, "SIGTERM")
         finally:
             _finished_pid = os.getpid()
 
     helper = threading.Thread(target=run, name="scope-otel-sigterm", daemon=True)
-    helper.start()
+    try:
+        helper.start()
+    except RuntimeError:  # the interpreter is ending (3.12.0-1 start no thread then): flush here
+        run(helping=False)
+        return
     helper.join(bound)
     if helper.is_alive():
         notice.write(f"scope-otel: the flush at SIGTERM did not end within {bound:g} s (the signal interrupted "
