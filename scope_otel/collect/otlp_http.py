@@ -239,10 +239,15 @@ class OTLPHTTPServer:
             server.close()
             for writer in list(self._writers):
                 writer.close()
-            # connections still waiting for a client end here, not as "Task was destroyed" at exit
+            # Every task ends before the loop does (as asyncio.run ensures): one left pending is
+            # destroyed later, wherever the garbage collector runs ("Task was destroyed but it is
+            # pending!", "coroutine 'StreamWriter.drain' was never awaited").  Connections waiting
+            # for a client are cancelled; one accepted but not started yet sees ``stopping`` and ends.
             for task in list(self._tasks):
                 task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            current = asyncio.current_task()
+            while pending := [t for t in asyncio.all_tasks() if t is not current]:
+                await asyncio.gather(*pending, return_exceptions=True)
             await server.wait_closed()
 
     # -- one connection -------------------------------------------------------------

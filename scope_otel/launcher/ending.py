@@ -5,11 +5,14 @@ Three ways out are covered, each running :func:`finish` once per process:
 - a normal exit (``atexit``);
 - ``SIGTERM`` (``docker stop``, ``kill``, ``Pool.terminate()``) when the program
   has no handler of its own: Python's default is to die at once, losing
-  everything queued.  scope-otel's handler flushes, then restores the default
-  and sends the signal again, so the process still dies *by* SIGTERM (same exit
-  status, same behaviour for whoever waits on it).  A program that installs its
-  own handler replaces this one and is left alone; an ignored SIGTERM stays
-  ignored;
+  everything queued.  scope-otel's handler flushes (in a helper thread it waits
+  for at most the bound below: the signal may have interrupted a step holding a
+  lock the flush needs), then restores the default and sends the signal again,
+  so the process still dies *by* SIGTERM (same exit status, same behaviour for
+  whoever waits on it).  A SIGTERM the main thread missed (it landed elsewhere,
+  or just before a blocking call) is delivered to it again by a watcher thread.
+  A program that installs its own handler replaces this one and is left alone;
+  an ignored SIGTERM stays ignored;
 - the end of a ``multiprocessing`` child (fork, spawn or forkserver; ``Process``,
   ``Pool``, ``ProcessPoolExecutor``), which leaves through ``os._exit`` and never
   runs ``atexit``: a ``multiprocessing.util.Finalize`` registered in each child
@@ -52,18 +55,33 @@ def install(state: dict[str, Any], config: Any) -> None:
 
 def finish(state: dict[str, Any], why: str = "exit") -> None:
     """Flush and stop the pipeline within the exit budget, then report; once per process."""
-    global _finishing_pid, _finished_pid, _sigterm_pending
-    with _finish_lock:
-        if _finishing_pid == os.getpid():
-            return
-        _finishing_pid = os.getpid()
-        _sigterm_pending = False
+    if not _claim():
+        return
     try:
         _finish(state, why)
     finally:
-        _finished_pid = os.getpid()
-        if _sigterm_pending:
+        _done()
+
+
+def _claim() -> bool:
+    """True for the one caller per process that is to run :func:`_finish`."""
+    global _finishing_pid, _sigterm_pending
+    with _finish_lock:
+        if _finishing_pid == os.getpid():
+            return False
+        _finishing_pid = os.getpid()
+        _sigterm_pending = False
+    return True
+
+
+def _done() -> None:
+    global _finished_pid
+    _finished_pid = os.getpid()
+    if _sigterm_pending:  # a SIGTERM came meanwhile: the process ends by it now
+        if threading.current_thread() is threading.main_thread():
             _die_by_sigterm()
+        else:  # only the main thread may restore the default: its handler sees we are done
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _finish(state: dict[str, Any], why: str) -> None:
@@ -158,6 +176,26 @@ def _watch_signals(forked: bool = False) -> None:
     threading.Thread(target=_watch, args=(r,), name="scope-otel-signals", daemon=True).start()
 
 
+def _rearm_watch() -> None:
+    """Point the wakeup fd at the watcher again if something reset it since the fork.
+
+    A forkserver child is forked by a server that then clears the wakeup fd
+    (``multiprocessing.forkserver._serve_one``) before running the target: the
+    watcher started at fork would never hear of a SIGTERM, and a Pool worker
+    that took one just before blocking on the task queue's lock (which
+    ``Pool.terminate()`` keeps for good) would wait there forever.  A wakeup fd
+    the program set in the meantime is left alone.
+    """
+    if _watch_fds is None or threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        old = signal.set_wakeup_fd(_watch_fds[1], warn_on_full_buffer=False)
+        if old not in (-1, _watch_fds[1]):
+            signal.set_wakeup_fd(old)  # the program's: left alone
+    except (ValueError, OSError):
+        pass
+
+
 def _watch(r: int) -> None:
     try:
         mask_signals()
@@ -209,15 +247,54 @@ def _make_sigterm_handler(state: dict[str, Any]):
             _die_by_sigterm()  # flushed already (a child past its finalizer): nothing to wait for
         if _finishing_pid == os.getpid():
             # finish() is running (this handler interrupted it: a multiprocessing
-            # child ending as Pool.terminate() signals it): let it complete, then die
+            # child ending as Pool.terminate() signals it, or a second SIGTERM):
+            # let it complete, then die
             _sigterm_pending = True
             return
+        if not _claim():
+            _sigterm_pending = True  # finish() began meanwhile (another thread): it ends the process
+            return
         try:
-            finish(state, why="SIGTERM")
+            _finish_within_bound(state)
         finally:
             _die_by_sigterm()
 
     return _scope_otel_sigterm
+
+
+def _finish_within_bound(state: dict[str, Any]) -> None:
+    """Run the flush in a helper thread and wait for it at most the exit bound.
+
+    The handler runs in the main thread wherever the signal found it, possibly
+    inside a lock the flush needs (a notice being counted, the span processor's
+    own, as a Python handler can run between any two bytecodes): flushing right
+    there would wait for itself forever, where the program without scope-otel
+    would have died at once.  Past the bound the process dies anyway, and says so.
+    """
+    bound = float(state.get("exit_budget_s", 10.0)) + SLACK_S
+
+    def run(helping: bool = True) -> None:
+        global _finished_pid
+        if helping:
+            try:
+                mask_signals()  # a second SIGTERM is for the main thread's handler
+            except (OSError, ValueError):
+                pass
+        try:
+            _finish(state, "SIGTERM")
+        finally:
+            _finished_pid = os.getpid()
+
+    helper = threading.Thread(target=run, name="scope-otel-sigterm", daemon=True)
+    try:
+        helper.start()
+    except RuntimeError:  # the interpreter is ending (3.12.0-1 start no thread then): flush here
+        run(helping=False)
+        return
+    helper.join(bound)
+    if helper.is_alive():
+        notice.write(f"scope-otel: the flush at SIGTERM did not end within {bound:g} s (the signal interrupted "
+                     "a step holding a lock the flush needs); spans it had not exported are lost")
 
 
 def _die_by_sigterm() -> None:
@@ -261,6 +338,7 @@ class _ChildHook:
 
         if self.state.get("summary") is not None:
             summary.mark_started()
+        _rearm_watch()
         # low priority: after the program's own finalizers (a Pool's, a Queue's feeder)
         util.Finalize(None, finish, args=(self.state,), kwargs={"why": "child exit"}, exitpriority=-100)
 

@@ -4,8 +4,10 @@ a status code and a counter (never a traceback), and gRPC answers malformed
 protobuf with ``INVALID_ARGUMENT``."""
 from __future__ import annotations
 
+import gc
 import logging
 import socket
+import warnings
 
 import grpc
 import pytest
@@ -112,3 +114,36 @@ def test_malformed_protobuf_over_grpc_is_invalid_argument_and_counted(sink):
     finally:
         c.stop()
     assert sink.span_names() == ["fine"]
+
+
+def test_stopping_with_connections_open_leaves_no_task_to_be_destroyed_later(sink, caplog):
+    """A connection's task still pending when the receiver's event loop ends is destroyed later,
+    wherever the garbage collector happens to run: 'Task was destroyed but it is pending!' and, for
+    one stopped in its answer's ``drain``, "coroutine 'StreamWriter.drain' was never awaited" (two
+    RuntimeWarnings in CI).  Stopping must end every connection's task itself."""
+    c = Collector(sink, grpc_port=None, http_port=0).start()
+    body = make_request(1, "kept").SerializeToString()
+    request = (f"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    socks = []
+    try:
+        for i in range(10):
+            sock = _connect(c.http_port)
+            sock.sendall(request)
+            assert _response_status(sock) == 200  # answered; the connection stays open, idle
+            socks.append(sock)
+        for i in range(10):  # and some in the middle of their next request
+            sock = _connect(c.http_port)
+            sock.sendall(request[:30])
+            socks.append(sock)
+    finally:
+        with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.ERROR, logger="asyncio"):
+            warnings.simplefilter("always")
+            c.stop()
+            del c
+            gc.collect()
+        for sock in socks:
+            sock.close()
+    assert "Task was destroyed" not in caplog.text, caplog.text
+    assert not [str(w.message) for w in caught if "never awaited" in str(w.message)]
+    assert sink.span_names() == ["kept"] * 10
