@@ -170,5 +170,6 @@ def test_a_steady_stream_is_written_about_once_a_second_not_batch_by_batch(tmp_p
                           "WHERE database = 'otel' AND table = 'otel_traces'").rows[0][0]
     finally:
         s.close()
-    # about 3 s of batches: 3-4 INSERTs gathered; a slow machine's pauses may end a few gathers early
-    assert 2 <= inserts <= 10, inserts
+    # about 3 s of batches: 3-4 INSERTs gathered; a slow machine's pauses may end a few gathers early,
+    # and a writer that starts late (a loaded machine) finds them all queued and writes them in one
+    assert 1 <= inserts <= 10, inserts
