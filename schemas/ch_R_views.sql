@@ -107,37 +107,28 @@ GROUP BY TraceId;
 
 -- Calls between services: an entry span (SERVER or CONSUMER kind) whose
 -- parent, a CLIENT or PRODUCER span, belongs to another service.  Like
--- Jaeger's dependency graph; restricting both sides by kind keeps the join
--- small on large tables (an entry span parented directly by an INTERNAL span
--- of another service is not counted).  Latency quantiles are the entry
--- spans' durations.  ``_between(since, until)`` counts only spans started in
--- that window (the viewer's graph asks for the last hour first: joining
--- every span of a large store takes seconds); the plain view spans all time.
+-- Jaeger's dependency graph (an entry span parented directly by an INTERNAL
+-- span of another service is not counted).  Latency quantiles are the entry
+-- spans' durations.  Read from scope_edges (ch_007_edges_and_search.sql: calls counted
+-- as spans arrive, per minute), so a graph over all time costs about as much
+-- as one over the last hour.  ``_between(since, until)`` counts calls whose
+-- child started in the minutes from since's to until's (a partial first
+-- minute counts whole); the plain view spans all time.
 CREATE OR REPLACE VIEW ${db}.scope_service_edges_between ${on_cluster} AS
 SELECT
-    p.ServiceName AS Parent,
-    c.ServiceName AS Child,
-    count() AS Calls,
-    countIf(c.StatusCode IN ('STATUS_CODE_ERROR', 'Error')) AS Errors,
-    quantiles(0.5, 0.95, 0.99)(c.Duration) AS Q,
+    ParentService AS Parent,
+    ChildService AS Child,
+    sum(Calls) AS Calls,
+    sum(Errors) AS Errors,
+    quantilesMerge(0.5, 0.95, 0.99)(Durations) AS Q,
     Q[1] AS P50Ns,
     Q[2] AS P95Ns,
     Q[3] AS P99Ns
-FROM (
-    SELECT ParentKey, ServiceName, StatusCode, Duration
-    FROM ${db}.scope_spans_by_trace
-    WHERE ParentKey != 0
-      AND SpanKind IN ('SPAN_KIND_SERVER', 'SPAN_KIND_CONSUMER', 'Server', 'Consumer')
-      AND Timestamp >= {since:DateTime64(9)} AND Timestamp <= {until:DateTime64(9)}
-) AS c
-INNER JOIN (
-    SELECT SpanKey AS Key, any(ServiceName) AS ServiceName
-    FROM ${db}.scope_spans_by_trace
-    WHERE SpanKind IN ('SPAN_KIND_CLIENT', 'SPAN_KIND_PRODUCER', 'Client', 'Producer')
-      AND Timestamp >= {since:DateTime64(9)} - INTERVAL 1 HOUR AND Timestamp <= {until:DateTime64(9)}
-    GROUP BY Key
-) AS p ON c.ParentKey = p.Key
-WHERE p.ServiceName != c.ServiceName
+FROM ${db}.scope_edges
+WHERE ChildKind IN ('SPAN_KIND_SERVER', 'SPAN_KIND_CONSUMER', 'Server', 'Consumer')
+  AND ParentKind IN ('SPAN_KIND_CLIENT', 'SPAN_KIND_PRODUCER', 'Client', 'Producer')
+  AND ParentService != ChildService
+  AND Minute >= toStartOfMinute({since:DateTime64(9)}) AND Minute <= {until:DateTime64(9)}
 GROUP BY Parent, Child;
 
 CREATE OR REPLACE VIEW ${db}.scope_service_edges ${on_cluster} AS
@@ -145,30 +136,21 @@ SELECT * FROM ${db}.scope_service_edges_between(since = '1970-01-01 01:00:00', u
 
 -- Calls between functions (span names) inside and across services: every
 -- parent/child pair, with counts, errors and latency quantiles of the child.
--- ``_between(since, until)``: children started in that window (see above).
+-- From scope_edges; ``_between(since, until)`` as above.
 CREATE OR REPLACE VIEW ${db}.scope_function_edges_between ${on_cluster} AS
 SELECT
-    p.ServiceName AS ParentService,
-    p.SpanName AS Parent,
-    c.ServiceName AS ChildService,
-    c.SpanName AS Child,
-    count() AS Calls,
-    countIf(c.StatusCode IN ('STATUS_CODE_ERROR', 'Error')) AS Errors,
-    quantiles(0.5, 0.95, 0.99)(c.Duration) AS Q,
+    ParentService,
+    Parent,
+    ChildService,
+    Child,
+    sum(Calls) AS Calls,
+    sum(Errors) AS Errors,
+    quantilesMerge(0.5, 0.95, 0.99)(Durations) AS Q,
     Q[1] AS P50Ns,
     Q[2] AS P95Ns,
     Q[3] AS P99Ns
-FROM (
-    SELECT ParentKey, ServiceName, SpanName, StatusCode, Duration
-    FROM ${db}.scope_spans_by_trace
-    WHERE ParentKey != 0 AND Timestamp >= {since:DateTime64(9)} AND Timestamp <= {until:DateTime64(9)}
-) AS c
-INNER JOIN (
-    SELECT SpanKey AS Key, any(ServiceName) AS ServiceName, any(SpanName) AS SpanName
-    FROM ${db}.scope_spans_by_trace
-    WHERE Timestamp >= {since:DateTime64(9)} - INTERVAL 1 HOUR AND Timestamp <= {until:DateTime64(9)}
-    GROUP BY Key
-) AS p ON c.ParentKey = p.Key
+FROM ${db}.scope_edges
+WHERE Minute >= toStartOfMinute({since:DateTime64(9)}) AND Minute <= {until:DateTime64(9)}
 GROUP BY ParentService, Parent, ChildService, Child;
 
 CREATE OR REPLACE VIEW ${db}.scope_function_edges ${on_cluster} AS

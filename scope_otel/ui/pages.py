@@ -45,9 +45,11 @@ def served(page: str, data: Any) -> str:
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
         f"<title>{_escape_text(_TITLES.get(page, 'scope-otel'))}</title>"
-        "<link rel=\"stylesheet\" href=\"/static/ui.css\"></head>"
+        "<link rel=\"stylesheet\" href=\"/static/ui.css\">"
+        # deferred: fetched while the data below is still arriving, run once the page is parsed
+        "<script defer src=\"/static/ui.js\"></script></head>"
         f"<body data-page=\"{page}\"><script id=\"scope-data\" type=\"application/json\">{data_json(data)}</script>"
-        "<script src=\"/static/ui.js\"></script></body></html>\n"
+        "</body></html>\n"
     )
 
 
