@@ -4,9 +4,15 @@
 -- for the traces list's text search in SQL.
 --
 -- scope_edges: per minute (of the child's start), per (parent service, name,
--- kind) -> (child service, name, kind): calls, errors and a quantiles state of
--- the child's duration.  The views scope_service_edges[_between] and
--- scope_function_edges[_between] (ch_R_views.sql) merge it.
+-- kind) -> (child service, name, kind): calls, errors and a quantile state of
+-- the child's duration; scope_edges_hourly: the same per hour (a view on
+-- scope_edges keeps it), so a graph over days merges a row per edge and hour.
+-- The views scope_service_edges[_between] and scope_function_edges[_between]
+-- (ch_R_views.sql) read whole hours from the one and the rest from the other.
+-- Quantiles are quantilesBFloat16: a state is a count per duration rounded to
+-- a bfloat16 (8 significant bits, within 0.4 %), so merged states give exactly
+-- what one pass over the same spans gives, and merging them is cheap (the
+-- reservoir states of quantiles() took 0.3-0.5 s to merge over a day).
 --
 -- How a call is found, whichever of its two spans arrives first (spans of one
 -- trace arrive in any order: a child ends, and is exported, before its parent):
@@ -68,12 +74,40 @@ CREATE TABLE IF NOT EXISTS ${db}.scope_edges ${on_cluster} (
     ChildKind LowCardinality(String) CODEC(ZSTD(1)),
     Calls SimpleAggregateFunction(sum, UInt64),
     Errors SimpleAggregateFunction(sum, UInt64),
-    Durations AggregateFunction(quantiles(0.5, 0.95, 0.99), UInt64)
+    Durations AggregateFunction(quantilesBFloat16(0.5, 0.95, 0.99), UInt64)
 ) ENGINE = ${aggregating_engine}
 PARTITION BY toDate(Minute)
 ORDER BY (Minute, ParentService, Parent, ParentKind, ChildService, Child, ChildKind)
 ${ttl_edges}
 SETTINGS ttl_only_drop_parts = 1;
+
+CREATE TABLE IF NOT EXISTS ${db}.scope_edges_hourly ${on_cluster} (
+    Hour DateTime CODEC(Delta, ZSTD(1)),
+    ParentService LowCardinality(String) CODEC(ZSTD(1)),
+    Parent LowCardinality(String) CODEC(ZSTD(1)),
+    ParentKind LowCardinality(String) CODEC(ZSTD(1)),
+    ChildService LowCardinality(String) CODEC(ZSTD(1)),
+    Child LowCardinality(String) CODEC(ZSTD(1)),
+    ChildKind LowCardinality(String) CODEC(ZSTD(1)),
+    Calls SimpleAggregateFunction(sum, UInt64),
+    Errors SimpleAggregateFunction(sum, UInt64),
+    Durations AggregateFunction(quantilesBFloat16(0.5, 0.95, 0.99), UInt64)
+) ENGINE = ${aggregating_engine}
+PARTITION BY toYYYYMM(Hour)
+ORDER BY (Hour, ParentService, Parent, ParentKind, ChildService, Child, ChildKind)
+${ttl_edges_hourly}
+SETTINGS ttl_only_drop_parts = 1;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS ${db}.scope_edges_hourly_mv ${on_cluster}
+TO ${db}.scope_edges_hourly
+AS SELECT
+    toStartOfHour(Minute) AS Hour,
+    ParentService, Parent, ParentKind, ChildService, Child, ChildKind,
+    sum(Calls) AS Calls,
+    sum(Errors) AS Errors,
+    quantilesBFloat16MergeState(0.5, 0.95, 0.99)(Durations) AS Durations
+FROM ${db}.scope_edges
+GROUP BY Hour, ParentService, Parent, ParentKind, ChildService, Child, ChildKind;
 
 CREATE TABLE IF NOT EXISTS ${db}.scope_edge_pending ${on_cluster} (
     Timestamp DateTime64(9) CODEC(Delta, ZSTD(1)),
@@ -97,7 +131,7 @@ AS SELECT
     ParentService, Parent, ParentKind, ChildService, Child, ChildKind,
     count() AS Calls,
     countIf(StatusCode IN ('STATUS_CODE_ERROR', 'Error')) AS Errors,
-    quantilesState(0.5, 0.95, 0.99)(Duration) AS Durations
+    quantilesBFloat16State(0.5, 0.95, 0.99)(Duration) AS Durations
 FROM ${db}.scope_edge_calls
 WHERE Matched
 GROUP BY Minute, ParentService, Parent, ParentKind, ChildService, Child, ChildKind;

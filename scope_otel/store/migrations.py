@@ -92,6 +92,7 @@ def render(text: str, database: str, options: SchemaOptions = SchemaOptions()) -
         "ttl_lookup": ttl("Start"),
         "ttl_events": ttl("Timestamp"),
         "ttl_edges": ttl("Minute"),
+        "ttl_edges_hourly": ttl("Hour"),
         "wide_part_bytes": str(options.wide_part_bytes),
     }
     body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))

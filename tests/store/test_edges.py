@@ -16,7 +16,7 @@ COLUMNS = "(Timestamp, TraceId, SpanId, ParentSpanId, SpanName, SpanKind, Servic
 FROM_SPANS = """
 SELECT p.ServiceName AS ParentService, p.SpanName AS Parent, c.ServiceName AS ChildService, c.SpanName AS Child,
        count() AS Calls, countIf(c.StatusCode IN ('STATUS_CODE_ERROR', 'Error')) AS Errors,
-       quantiles(0.5, 0.95, 0.99)(c.Duration) AS Q
+       quantilesBFloat16(0.5, 0.95, 0.99)(c.Duration) AS Q
 FROM (SELECT ParentKey, ServiceName, SpanName, SpanKind, StatusCode, Duration
       FROM otel.scope_spans_by_trace WHERE ParentKey != 0) AS c
 INNER JOIN (SELECT SpanKey AS Key, any(ServiceName) AS ServiceName, any(SpanName) AS SpanName, any(SpanKind) AS SpanKind
@@ -106,6 +106,26 @@ def test_graph_window_reads_the_minutes_of_the_window(store):
     assert [e["Calls"] for e in store.function_edges(since=hour_ago)] == [1]
 
 
+def test_a_window_counts_whole_hours_from_the_hourly_table_and_the_rest_by_minute(store):
+    """Calls every 7 minutes over 5 hours: any window counts exactly the calls started in its minutes."""
+    import datetime as dt
+
+    store.query(f"""
+        INSERT INTO otel.otel_traces {COLUMNS}
+        SELECT now64(9) - toIntervalMinute(intDiv(number, 2) * 7), toString(intDiv(number, 2)), toString(number % 2),
+               if(number % 2 = 0, '', '0'), if(number % 2 = 0, 'GET /', 'Cart.add'), 'SPAN_KIND_INTERNAL', 'shop',
+               1000, '' FROM numbers(90)""")
+    now = dt.datetime.now(dt.timezone.utc)
+    for minutes in (0, 1, 59, 60, 61, 119, 150, 299, 400):
+        since = now - dt.timedelta(minutes=minutes, seconds=13)
+        expected = store.query(
+            "SELECT count() FROM otel.scope_spans_by_trace WHERE ParentKey != 0 "
+            "AND toStartOfMinute(Timestamp) >= toStartOfMinute(fromUnixTimestamp64Nano({s:Int64}))",
+            {"s": int(since.timestamp() * 1e9)}).rows[0][0]
+        assert sum(e["Calls"] for e in store.function_edges(since=since)) == expected, minutes
+    assert store.query("SELECT sum(Calls) FROM otel.scope_edges_hourly").rows == [(45,)]
+
+
 def test_a_store_made_before_ch_007_shows_its_old_spans_and_pairs_them_with_new_ones(tmp_path, monkeypatch):
     """The migration counts the calls already stored (a backfill) and keeps their unmatched children waiting."""
     old = tmp_path / "schemas-before-007"
@@ -131,7 +151,11 @@ def test_a_store_made_before_ch_007_shows_its_old_spans_and_pairs_them_with_new_
             store.close()
             close_engine()
         store = open_store(path, "otel")
-        assert function_edges(store) == before == from_spans(store)
+        after = function_edges(store)
+        assert after == from_spans(store)
+        # the same calls and errors as the old views; p50/p95/p99 now bfloat16 estimates (within 0.4 %)
+        assert [e[:6] for e in after] == [e[:6] for e in before]
+        assert all(q == pytest.approx(old_q, rel=0.004) for a, b in zip(after, before) for q, old_q in zip(a[6], b[6]))
         # T2's Cart.add waited for its parent since the migration; T1 gains a child of an old parent
         store.query(spans([(T2, "2", "1", "place_order", "INTERNAL", "shop", 8000, 0),
                            (T1, "5", "2", "line_price", "INTERNAL", "shop", 10, 0)]))
