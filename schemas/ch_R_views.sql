@@ -176,8 +176,9 @@ SELECT * FROM ${db}.scope_function_edges_between(since = '1970-01-01 01:00:00', 
 -- ``_between(since, until)``: consumers started in that window, producers up
 -- to an hour before it.  The producer side is first narrowed to the linked
 -- traces (TraceId IN ..., which otel_traces' trace-id bloom filter skips
--- granules by) before spans are hashed and their attributes read; the
--- Key IN ... test alone read the whole window.  scope_linked_spans: the spans
+-- granules by) before spans are hashed and their attributes read (a further
+-- Key IN ... test read the linked spans a third time for little: dropped).
+-- scope_linked_spans: the spans
 -- holding links in a window, one row per link; a span without links is passed
 -- over by the length of its Links (optimize_functions_to_subcolumns reads the
 -- array sizes only), not after unfolding every span's links (all time: 0.8-1.2
@@ -213,10 +214,6 @@ INNER JOIN (
     WHERE Timestamp >= {since:DateTime64(9)} - INTERVAL 1 HOUR AND Timestamp <= {until:DateTime64(9)}
       AND TraceId IN (
         SELECT LinkTraceId FROM ${db}.scope_linked_spans(since = {since:DateTime64(9)}, until = {until:DateTime64(9)})
-    )
-      AND Key IN (
-        SELECT cityHash64(LinkTraceId, LinkSpanId)
-        FROM ${db}.scope_linked_spans(since = {since:DateTime64(9)}, until = {until:DateTime64(9)})
     )
     GROUP BY Key
 ) AS p ON c.ProducerKey = p.Key

@@ -118,6 +118,16 @@ def load_trace(store: Store, trace_id: str) -> dict[str, Any] | None:
     }
 
 
+def has_trace(store: Store, trace_id: str) -> bool:
+    """Whether the store holds a span of the trace (a primary-key lookup, then otel_traces' bloom filter)."""
+    _check_trace_id(trace_id)
+    for table in ("scope_spans_by_trace", "otel_traces"):
+        if store.query(f"SELECT 1 FROM `{store.database}`.{table} WHERE TraceId = {{tid:String}} LIMIT 1",
+                       {"tid": trace_id}).rows:
+            return True
+    return False
+
+
 def trace_json(bundle: dict[str, Any]) -> str:
     """The bundle as JSON text (its spans spliced in as ClickHouse wrote them)."""
     meta = {k: v for k, v in bundle.items() if k != "spans_json"}

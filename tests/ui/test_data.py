@@ -182,3 +182,13 @@ def test_graph_edges_counted_as_spans_arrived_equal_the_join_over_the_recorded_s
         "EXPLAIN SELECT * FROM otel.scope_function_edges_between(since = now64(9) - INTERVAL 1 HOUR, "
         "until = '2262-01-01 00:00:00')").rows))
     assert "scope_edges" in plan and "scope_spans_by_trace" not in plan
+
+
+def test_trace_page_is_a_shell_that_preloads_its_data_and_an_unknown_trace_is_404(viewer, failing_order):
+    with urllib.request.urlopen(f"{viewer.base}/trace/{failing_order}", timeout=30) as resp:
+        page = resp.read().decode("utf-8")
+    assert f'<link rel="preload" href="/api/trace/{failing_order}" as="fetch" crossorigin>' in page
+    assert "OutOfStock" not in page and len(page) < 2000  # the spans come as JSON, not inside the HTML
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(f"{viewer.base}/trace/{'0' * 32}", timeout=30)
+    assert missing.value.code == 404

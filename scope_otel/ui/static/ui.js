@@ -833,13 +833,29 @@
     add(document.body, el("main", null, el("h1", { text: "Error " + (DATA.status || "") }), problem(DATA.error || "unknown error")));
   }
 
-  try {
-    if (PAGE === "list") listPage();
-    else if (PAGE === "trace") tracePage();
-    else if (PAGE === "graph") graphPage();
-    else errorPage();
-  } catch (err) {
-    document.body.appendChild(problem("the viewer failed: " + (err && err.message ? err.message : err)));
-    throw err;
+  function run(page) {
+    try {
+      page();
+    } catch (err) {
+      document.body.appendChild(problem("the viewer failed: " + (err && err.message ? err.message : err)));
+      throw err;
+    }
   }
+
+  if (PAGE === "list") run(listPage);
+  else if (PAGE === "trace" && !DATA.trace) {
+    // a served trace page is a shell: its data comes as JSON (parsed once, not first read by
+    // the HTML parser as text), fetched while this script and the style are already in place
+    getJSON("/api/trace/" + encodeURIComponent(DATA.trace_id)).then(function (trace) {
+      MARK("fetched");
+      DATA.trace = trace;
+      run(tracePage);
+    }, function (err) {
+      header("trace");
+      document.body.appendChild(problem("cannot load trace " + DATA.trace_id + ": " + err.message));
+    });
+  }
+  else if (PAGE === "trace") run(tracePage);
+  else if (PAGE === "graph") run(graphPage);
+  else run(errorPage);
 })();
