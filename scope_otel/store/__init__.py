@@ -38,6 +38,11 @@ __all__ = ["Store", "QueryResult", "StoreError", "TraceFilter", "open_store"]
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 _ERROR = "('STATUS_CODE_ERROR', 'Error')"
 _ENTRY_KINDS = "('SPAN_KIND_SERVER', 'SPAN_KIND_CONSUMER', 'Server', 'Consumer')"
+#: A span's SQL as the text search matches it: the expression of otel_traces' idx_sql_text
+#: (schemas/ch_007_edges_and_search.sql), spelled the same so the index applies.
+#: Up to this many traces matching a text are looked up by id; more, and the text stays a subquery.
+_TEXT_TRACES = 10_000
+_SQL_TEXT = "lowerUTF8(concat(SpanAttributes['db.query.text'], '\\n', SpanAttributes['db.statement']))"
 
 
 @dataclass
@@ -166,7 +171,10 @@ class Store:
         root and entry spans (or, with only errors or a span name asked for,
         the matching spans themselves) give up to ``limit`` trace ids, then
         only those traces are summarised from ``scope_spans_by_trace`` (a
-        primary-key range each).  SQL text is searched in CLIENT spans.
+        primary-key range each).  SQL text is searched in CLIENT spans.  A
+        text is looked for first; when it matches up to ``_TEXT_TRACES``
+        traces, their candidate spans are read by trace id from
+        ``scope_spans_by_trace``.
         """
         where = where or TraceFilter()
         db = self.database
@@ -202,22 +210,36 @@ class Store:
             cond.append(whole.pop(0))
         for c in whole:
             cond.append(f"TraceId IN (SELECT TraceId FROM `{db}`.otel_traces WHERE {c}{inner_time})")
+        table = "otel_traces"
         if where.text:
-            params["text"] = where.text
-            cond.append(
-                f"(TraceId IN (SELECT TraceId FROM `{db}`.scope_events "
-                f"WHERE (positionCaseInsensitiveUTF8(Value, {{text:String}}) > 0 OR "
-                f"positionCaseInsensitiveUTF8(Name, {{text:String}}) > 0){inner_time}) OR "
-                f"TraceId IN (SELECT TraceId FROM `{db}`.otel_traces WHERE SpanKind IN ('SPAN_KIND_CLIENT', 'Client') "
-                f"AND (positionCaseInsensitiveUTF8(SpanAttributes['db.query.text'], {{text:String}}) > 0 OR "
-                f"positionCaseInsensitiveUTF8(SpanAttributes['db.statement'], {{text:String}}) > 0){inner_time}))"
-            )
+            # the traces whose values or SQL hold the text, first: a rare text (the usual search)
+            # matches a few traces, whose candidate spans are then read by trace id from
+            # scope_spans_by_trace instead of scanning otel_traces; a common one stays a subquery
+            params["like"] = "%" + _like_escape(where.text) + "%"
+            params["like_lower"] = params["like"].lower()
+            matching = (
+                f"SELECT TraceId FROM `{db}`.scope_events "
+                f"WHERE (Value ILIKE {{like:String}} OR Name ILIKE {{like:String}}){inner_time} UNION ALL "
+                f"SELECT TraceId FROM `{db}`.otel_traces WHERE SpanKind IN ('SPAN_KIND_CLIENT', 'Client') "
+                f"AND {_SQL_TEXT} LIKE {{like_lower:String}}{inner_time}")
+            # map lookups rewritten as subcolumns would hide the SQL text from its skip index
+            found = [r[0] for r in self.query(
+                f"SELECT DISTINCT TraceId FROM ({matching}) LIMIT {_TEXT_TRACES + 1} "
+                "SETTINGS optimize_functions_to_subcolumns = 0", params).rows]
+            if not found:
+                return []
+            if len(found) <= _TEXT_TRACES:
+                params["found"] = found
+                cond.append("TraceId IN {found:Array(String)}")
+                table = "scope_spans_by_trace"
+            else:
+                cond.append(f"TraceId IN ({matching})")
         limit = max(1, min(int(where.limit), 1000))
         # newest candidate spans (a top-N sort, no GROUP BY over the table), then distinct traces
         params["rows"] = limit * 4
         ids: list[str] = []
         for (trace_id,) in self.query(
-                f"SELECT TraceId FROM `{db}`.otel_traces WHERE {' AND '.join(cond) or '1'} "
+                f"SELECT TraceId FROM `{db}`.{table} WHERE {' AND '.join(cond) or '1'} "
                 "ORDER BY Timestamp DESC LIMIT {rows:UInt32} SETTINGS optimize_functions_to_subcolumns = 1",
                 params).rows:
             if trace_id and trace_id not in ids:
@@ -316,6 +338,11 @@ def _text(value: Any) -> Any:
     if isinstance(value, dict):
         return {_text(k): _text(v) for k, v in value.items()}
     return value
+
+
+def _like_escape(text: str) -> str:
+    """``text`` as a LIKE pattern matching it literally (``%``, ``_`` and ``\\`` escaped)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _check_trace_id(trace_id: str) -> None:

@@ -78,6 +78,7 @@ def render(text: str, database: str, options: SchemaOptions = SchemaOptions()) -
     db = check_name(database)
     cluster = check_cluster(options.cluster)
     engine = "ReplicatedMergeTree()" if options.replicated else "MergeTree()"
+    aggregating = "ReplicatedAggregatingMergeTree()" if options.replicated else "AggregatingMergeTree()"
 
     def ttl(column: str) -> str:
         return f"TTL toDateTime({column}) + toIntervalDay({options.ttl_days})" if options.ttl_days else ""
@@ -86,9 +87,12 @@ def render(text: str, database: str, options: SchemaOptions = SchemaOptions()) -
         "db": f"`{db}`",
         "on_cluster": f"ON CLUSTER `{cluster}`" if cluster else "",
         "engine": engine,
+        "aggregating_engine": aggregating,
         "ttl_traces": ttl("Timestamp"),
         "ttl_lookup": ttl("Start"),
         "ttl_events": ttl("Timestamp"),
+        "ttl_edges": ttl("Minute"),
+        "ttl_edges_hourly": ttl("Hour"),
         "wide_part_bytes": str(options.wide_part_bytes),
     }
     body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))

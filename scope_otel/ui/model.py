@@ -60,22 +60,23 @@ def load_trace(store: Store, trace_id: str) -> dict[str, Any] | None:
     """
     _check_trace_id(trace_id)
     db = store.database
-    window = store.query(
-        f"SELECT min(Start), max(End) FROM `{db}`.otel_traces_trace_id_ts WHERE TraceId = {{tid:String}}",
-        {"tid": trace_id}).rows
     params: dict[str, Any] = {"tid": trace_id}
-    time_cond = ""
-    if window and window[0][0] is not None and window[0][0].year > 1970:
-        params["lo"] = window[0][0] - _dt.timedelta(seconds=1)
-        params["hi"] = window[0][1] + _dt.timedelta(seconds=2)
-        time_cond = " AND Timestamp >= {lo:DateTime} AND Timestamp <= {hi:DateTime}"
-    head = store.query(
-        f"""SELECT min(toUnixTimestamp64Nano(Timestamp)), max(toUnixTimestamp64Nano(Timestamp) + Duration),
-                   arraySort(groupUniqArray(toValidUTF8(ServiceName))), uniqExact(SpanId)
-            FROM `{db}`.otel_traces WHERE TraceId = {{tid:String}}{time_cond}""", params).rows
+    summary = f"""SELECT min(toUnixTimestamp64Nano(Timestamp)), max(toUnixTimestamp64Nano(Timestamp) + Duration),
+                         arraySort(groupUniqArray(toValidUTF8(ServiceName))), uniqExact(SpanId)
+                  FROM `{db}`.{{table}} WHERE TraceId = {{{{tid:String}}}}"""
+    # scope_spans_by_trace holds the trace as one primary-key range; otel_traces (found by its
+    # trace-id bloom filter) answers for spans that table lacks (written before ch_003 existed)
+    head = store.query(summary.format(table="scope_spans_by_trace"), params).rows
+    if not head or not head[0][3]:
+        head = store.query(summary.format(table="otel_traces"), params).rows
     if not head or not head[0][3]:
         return None
-    base, last, services, _count = head[0]
+    base, last, services = head[0][:3]
+    # the big query reads only the trace's time range (epoch ns: no time zone to disagree on)
+    params["lo"] = max(0, int(base) - 1_000_000_000)
+    params["hi"] = int(last) + 2_000_000_000
+    time_cond = (" AND Timestamp >= fromUnixTimestamp64Nano({lo:Int64})"
+                 " AND Timestamp <= fromUnixTimestamp64Nano({hi:Int64})")
     params["base"] = int(base)
     error = "('STATUS_CODE_ERROR', 'Error')"
     rows = store.query(
@@ -117,6 +118,16 @@ def load_trace(store: Store, trace_id: str) -> dict[str, Any] | None:
     }
 
 
+def has_trace(store: Store, trace_id: str) -> bool:
+    """Whether the store holds a span of the trace (a primary-key lookup, then otel_traces' bloom filter)."""
+    _check_trace_id(trace_id)
+    for table in ("scope_spans_by_trace", "otel_traces"):
+        if store.query(f"SELECT 1 FROM `{store.database}`.{table} WHERE TraceId = {{tid:String}} LIMIT 1",
+                       {"tid": trace_id}).rows:
+            return True
+    return False
+
+
 def trace_json(bundle: dict[str, Any]) -> str:
     """The bundle as JSON text (its spans spliced in as ClickHouse wrote them)."""
     meta = {k: v for k, v in bundle.items() if k != "spans_json"}
@@ -140,9 +151,10 @@ def _incoming_links(store: Store, trace_id: str, params: dict | None) -> list[di
     cond = ""
     query_params: dict[str, Any] = {"tid": trace_id}
     if params:
-        cond = " AND Timestamp >= {lo:DateTime} AND Timestamp <= {far:DateTime}"
+        cond = (" AND Timestamp >= fromUnixTimestamp64Nano({lo:Int64})"
+                " AND Timestamp <= fromUnixTimestamp64Nano({far:Int64})")
         query_params["lo"] = params["lo"]
-        query_params["far"] = params["hi"] + _dt.timedelta(seconds=_LINK_HORIZON_S)
+        query_params["far"] = params["hi"] + _LINK_HORIZON_S * 1_000_000_000
     rows = store.query(
         f"""SELECT toValidUTF8(TraceId) AS TraceId, toValidUTF8(SpanId) AS SpanId, toValidUTF8(SpanName) AS SpanName,
                    toValidUTF8(ServiceName) AS ServiceName, toValidUTF8(LinkSpanId) AS LinkSpanId,

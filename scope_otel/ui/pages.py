@@ -39,15 +39,19 @@ def _escape_text(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
-def served(page: str, data: Any) -> str:
-    """A page for the server: assets linked from /static/."""
+def served(page: str, data: Any, fetch: str | None = None) -> str:
+    """A page for the server: assets linked from /static/; ``fetch``: a URL the script will
+    fetch, asked for at once (preloaded) so it arrives while the script is still loading."""
+    preload = f"<link rel=\"preload\" href=\"{_escape_text(fetch)}\" as=\"fetch\" crossorigin>" if fetch else ""
     return (
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-        f"<title>{_escape_text(_TITLES.get(page, 'scope-otel'))}</title>"
-        "<link rel=\"stylesheet\" href=\"/static/ui.css\"></head>"
+        f"<title>{_escape_text(_TITLES.get(page, 'scope-otel'))}</title>{preload}"
+        "<link rel=\"stylesheet\" href=\"/static/ui.css\">"
+        # deferred: fetched while the data below is still arriving, run once the page is parsed
+        "<script defer src=\"/static/ui.js\"></script></head>"
         f"<body data-page=\"{page}\"><script id=\"scope-data\" type=\"application/json\">{data_json(data)}</script>"
-        "<script src=\"/static/ui.js\"></script></body></html>\n"
+        "</body></html>\n"
     )
 
 

@@ -108,15 +108,16 @@ class _Handler(BaseHTTPRequestHandler):
     # -- responses -------------------------------------------------------------
 
     def _trace_page(self, trace_id: str, saved: bool) -> None:
+        if not saved:  # a shell: the page fetches /api/trace/<id> (see ui.js)
+            if not self.server.ask(model.has_trace, trace_id):
+                return self._error(HTTPStatus.NOT_FOUND, f"trace {trace_id} is not in the store")
+            return self._html(pages.served("trace", {"trace_id": trace_id}, fetch=f"/api/trace/{trace_id}"))
         bundle = self.server.ask(model.load_trace, trace_id)
         if bundle is None:
             return self._error(HTTPStatus.NOT_FOUND, f"trace {trace_id} is not in the store")
-        data = pages.trace_page_data(bundle)
-        if saved:
-            body = pages.self_contained("trace", data).encode("utf-8")
-            return self._send(HTTPStatus.OK, body, "text/html; charset=utf-8",
-                              download=f"trace-{trace_id}.html", csp=None)
-        return self._html(pages.served("trace", data))
+        body = pages.self_contained("trace", pages.trace_page_data(bundle)).encode("utf-8")
+        return self._send(HTTPStatus.OK, body, "text/html; charset=utf-8",
+                          download=f"trace-{trace_id}.html", csp=None)
 
     def _static(self, name: str) -> None:
         try:

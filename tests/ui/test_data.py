@@ -171,23 +171,24 @@ def test_cli_graph_of_one_service_points_to_the_function_graph(viewer, shop_stor
     assert "shop:place_order -> shop:Cart.add" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("view", ["scope_service_edges", "scope_function_edges", "scope_message_edges"])
-def test_graph_views_answer_the_same_with_and_without_the_time_projection(viewer, view):
-    past = int((dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)).timestamp() * 1e9)
-    sql = (f"SELECT * FROM otel.{view}_between(since = fromUnixTimestamp64Nano({{since:Int64}}), "
-           "until = '2262-01-01 00:00:00') ORDER BY ALL SETTINGS optimize_use_projections = {on:UInt8}")
+def test_graph_edges_counted_as_spans_arrived_equal_the_join_over_the_recorded_spans(viewer):
+    """The shop's spans reach the store as the writer drains them (children before their parents, in
+    several INSERTs): every call is counted once, with the join's counts, errors and quantiles."""
+    from tests.store.test_edges import from_spans, function_edges
 
-    def rows(store, on):
-        return store.query(sql, {"since": past, "on": on}).rows
-
-    with_projection, exact = ask(viewer, rows, 1), ask(viewer, rows, 0)
-    assert with_projection == exact
-    if view == "scope_function_edges":  # the shop is one service sending no messages
-        assert exact
+    aggregated = ask(viewer, function_edges)
+    assert aggregated and aggregated == ask(viewer, from_spans)
+    plan = "\n".join(r[0] for r in ask(viewer, lambda s: s.query(
+        "EXPLAIN SELECT * FROM otel.scope_function_edges_between(since = now64(9) - INTERVAL 1 HOUR, "
+        "until = '2262-01-01 00:00:00')").rows))
+    assert "scope_edges" in plan and "scope_spans_by_trace" not in plan
 
 
-def test_windowed_function_edges_read_the_time_projection(viewer):
-    plan = ask(viewer, lambda s: s.query(
-        "EXPLAIN projections = 1 SELECT * FROM otel.scope_function_edges_between("
-        "since = now64(9) - INTERVAL 1 HOUR, until = '2262-01-01 00:00:00')").rows)
-    assert "by_time" in "\n".join(r[0] for r in plan)
+def test_trace_page_is_a_shell_that_preloads_its_data_and_an_unknown_trace_is_404(viewer, failing_order):
+    with urllib.request.urlopen(f"{viewer.base}/trace/{failing_order}", timeout=30) as resp:
+        page = resp.read().decode("utf-8")
+    assert f'<link rel="preload" href="/api/trace/{failing_order}" as="fetch" crossorigin>' in page
+    assert "OutOfStock" not in page and len(page) < 2000  # the spans come as JSON, not inside the HTML
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(f"{viewer.base}/trace/{'0' * 32}", timeout=30)
+    assert missing.value.code == 404

@@ -3,7 +3,10 @@
  * the DOM API: data is never parsed as HTML. */
 "use strict";
 (function () {
+  var MARK = window.performance && performance.mark ? function (name) { performance.mark("scope:" + name); } : function () {};
+  MARK("script");
   var DATA = JSON.parse(document.getElementById("scope-data").textContent || "{}");
+  MARK("parsed");
   var OFFLINE = document.body.getAttribute("data-offline") === "1";
   var PAGE = document.body.getAttribute("data-page");
   var SVG = "http://www.w3.org/2000/svg";
@@ -315,7 +318,8 @@
     var T = DATA.trace;
     var L = layout(T.spans);
     var spans = L.spans, byId = L.byId;
-    T.steps = buildSteps(L);
+    MARK("laid-out");
+    T.steps = null;  // built after the first paint (allSteps), or when first needed
     var groups = {};   // group number -> member spans
     spans.forEach(function (s) { if (s.group) (groups[s.group] = groups[s.group] || []).push(s); });
     var open = {};     // group number -> expanded
@@ -421,7 +425,7 @@
       node.appendChild(label);
       node.appendChild(bar);
       if (selected && selected.id === s.id && !r.group) node.classList.add("selected");
-      var now = stepAt >= 0 ? T.steps[stepAt].s : -1;
+      var now = stepAt >= 0 ? allSteps()[stepAt].s : -1;
       if (now >= 0 && (r.group ? groups[r.group].some(function (m) { return m.i === now; }) : s.i === now)) node.classList.add("now");
       node.addEventListener("click", function () {
         if (r.group) { open[r.group] = true; buildRows(); draw(); return; }
@@ -559,7 +563,7 @@
       if (links.length) add(detail, section("Links", el("ul", { cls: "links", id: "detail-links" }, links)));
       if (others.length) add(detail, el("details", { cls: "attrs" }, el("summary", { text: "attributes (" + others.length + ")" }), kv(others)));
       add(detail, el("button", { type: "button", cls: "jump", text: "Time travel to this call",
-        onclick: function () { for (var i = 0; i < T.steps.length; i++) if (T.steps[i].s === span.i) { go(i); break; } } }));
+        onclick: function () { var st = allSteps(); for (var i = 0; i < st.length; i++) if (st[i].s === span.i) { go(i); break; } } }));
       if (!fromStep) history.replaceState(null, "", "#span=" + span.id);
       reveal(span);
     }
@@ -583,7 +587,17 @@
     var stepText = el("div", { cls: "tt-what", id: "tt-what" });
     var stackList = el("ol", { cls: "tt-stack", id: "tt-stack" });
     var known = el("div", { cls: "tt-known", id: "tt-known" });
-    var slider = el("input", { type: "range", min: "0", max: String(Math.max(0, T.steps.length - 1)), value: "0", id: "tt-slider" });
+    var slider = el("input", { type: "range", min: "0", max: "0", value: "0", id: "tt-slider" });
+    function allSteps() {
+      // every step of the trace (buildSteps): a 10,000-span trace has ~30,000, so the page is
+      // drawn first and they are built right after, or at once when time travel is used earlier
+      if (!T.steps) {
+        T.steps = buildSteps(L);
+        slider.max = String(Math.max(0, T.steps.length - 1));
+        if (stepAt < 0) stepLabel.textContent = " " + T.steps.length + " steps: press → to start ";
+      }
+      return T.steps;
+    }
     slider.addEventListener("input", function () { go(parseInt(slider.value, 10)); });
     add(travel, el("div", { cls: "tt-bar" },
       el("b", { text: "Time travel " }),
@@ -609,12 +623,13 @@
       }
     }
     function go(i) {
-      if (!T.steps.length) return;
-      i = Math.max(0, Math.min(T.steps.length - 1, i));
+      var steps = allSteps();
+      if (!steps.length) return;
+      i = Math.max(0, Math.min(steps.length - 1, i));
       stepAt = i;
-      var st = T.steps[i];
+      var st = steps[i];
       slider.value = String(i);
-      stepLabel.textContent = " step " + (i + 1) + " / " + T.steps.length + "  +" + ms(st.t) + " ";
+      stepLabel.textContent = " step " + (i + 1) + " / " + steps.length + "  +" + ms(st.t) + " ";
       stepText.textContent = describe(st);
       stepText.className = "tt-what k-" + st.k;
       // the stack: the step's span and its callers; after "exit" the span has left
@@ -623,7 +638,7 @@
       if (st.k === "exit") frame = byId[frame.parent];
       var argsOf = {}, state = {}, returns = [];
       for (var j = 0; j <= i; j++) {
-        var x = T.steps[j];
+        var x = steps[j];
         if (x.k === "arg") (argsOf[x.s] = argsOf[x.s] || []).push([x.n, x.v]);
         else if (x.k === "state") state[x.n] = [x.v, x.s];
         else if (x.k === "return") returns.push([spans[x.s].name, x.v]);
@@ -659,9 +674,9 @@
       if (e.key === "ArrowRight" || e.key === "j") { go(stepAt + 1); e.preventDefault(); }
       else if (e.key === "ArrowLeft" || e.key === "k") { go(stepAt - 1); e.preventDefault(); }
       else if (e.key === "Home") { go(0); e.preventDefault(); }
-      else if (e.key === "End") { go(T.steps.length - 1); e.preventDefault(); }
+      else if (e.key === "End") { go(allSteps().length - 1); e.preventDefault(); }
     });
-    stepLabel.textContent = " " + T.steps.length + " steps: press → to start ";
+    stepLabel.textContent = " press → to step through time ";
 
     buildRows();
     draw();
@@ -669,7 +684,8 @@
     if (m && byId[m[1]]) select(byId[m[1]], false);
     window.addEventListener("resize", draw);
     document.body.setAttribute("data-ready-ms", String(Math.round(performance.now())));
-      document.body.setAttribute("data-ready", "1");
+    document.body.setAttribute("data-ready", "1");
+    requestAnimationFrame(function () { setTimeout(function () { allSteps(); MARK("steps"); }, 0); });
   }
 
   // -- graphs ------------------------------------------------------------------
@@ -817,13 +833,29 @@
     add(document.body, el("main", null, el("h1", { text: "Error " + (DATA.status || "") }), problem(DATA.error || "unknown error")));
   }
 
-  try {
-    if (PAGE === "list") listPage();
-    else if (PAGE === "trace") tracePage();
-    else if (PAGE === "graph") graphPage();
-    else errorPage();
-  } catch (err) {
-    document.body.appendChild(problem("the viewer failed: " + (err && err.message ? err.message : err)));
-    throw err;
+  function run(page) {
+    try {
+      page();
+    } catch (err) {
+      document.body.appendChild(problem("the viewer failed: " + (err && err.message ? err.message : err)));
+      throw err;
+    }
   }
+
+  if (PAGE === "list") run(listPage);
+  else if (PAGE === "trace" && !DATA.trace) {
+    // a served trace page is a shell: its data comes as JSON (parsed once, not first read by
+    // the HTML parser as text), fetched while this script and the style are already in place
+    getJSON("/api/trace/" + encodeURIComponent(DATA.trace_id)).then(function (trace) {
+      MARK("fetched");
+      DATA.trace = trace;
+      run(tracePage);
+    }, function (err) {
+      header("trace");
+      document.body.appendChild(problem("cannot load trace " + DATA.trace_id + ": " + err.message));
+    });
+  }
+  else if (PAGE === "trace") run(tracePage);
+  else if (PAGE === "graph") run(graphPage);
+  else run(errorPage);
 })();
