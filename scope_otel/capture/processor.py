@@ -1,6 +1,6 @@
 """``RingBufferSpanProcessor``: the SDK span processor that never waits.
 
-Usage (the launcher does this for you)::
+Usage::
 
     from scope_otel.capture import RingBufferSpanProcessor
     provider.add_span_processor(RingBufferSpanProcessor(exporter))
@@ -8,10 +8,15 @@ Usage (the launcher does this for you)::
 ``on_end`` puts the span into a bounded ring and returns; it *is* the ring's
 ``put``, so the application thread pays one C call.  Worker thread(s) drain
 batches of ``max_export_batch_size`` every ``schedule_delay_millis`` (or as
-soon as a batch is waiting), turn function-call records from
-:mod:`scope_otel.capture.runtime` into spans (``scope_otel.correlate``) and
-call the exporter.  The same ring carries SDK spans and function records, so
-the runtime writes into the ring of the newest live processor.
+soon as a batch is waiting) and call the exporter.
+
+Function-call records of :mod:`scope_otel.capture.runtime` travel in the same
+ring when the processor is given ``correlator``: a callable taking
+``resource=`` that builds the object turning records into spans
+(:class:`scope_otel.correlate.spans.Correlator`, one layer up, which is why it is
+handed in: the launcher's pipeline does so).  It is built on the worker, once per
+process.  The runtime writes into the ring of the newest live processor that
+captures functions; without ``correlator`` the processor carries SDK spans only.
 
 Arguments left ``None`` come from ``OTEL_BSP_MAX_QUEUE_SIZE``,
 ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``, ``OTEL_BSP_SCHEDULE_DELAY`` and
@@ -48,7 +53,7 @@ import signal
 import threading
 import time
 import weakref
-from typing import Any
+from typing import Any, Callable
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, set_value
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
@@ -117,7 +122,8 @@ class RingBufferSpanProcessor(SpanProcessor):
         overflow: str = "drop_oldest",
         block_timeout_millis: float | None = None,
         workers: int = 1,
-        capture_functions: bool = True,
+        capture_functions: bool | None = None,
+        correlator: Callable[..., Any] | None = None,
         meter_provider: Any = None,
         resource: Any = None,
     ) -> None:
@@ -139,7 +145,13 @@ class RingBufferSpanProcessor(SpanProcessor):
             _default_block_timeout_ms() if block_timeout_millis is None else block_timeout_millis
         )
         self.workers = max(1, int(workers))
+        if capture_functions is None:
+            capture_functions = correlator is not None
+        elif capture_functions and correlator is None:
+            raise ValueError("RingBufferSpanProcessor: capture_functions=True needs correlator= (what turns "
+                             "function-call records into spans, e.g. scope_otel.correlate.spans.Correlator)")
         self.capture_functions = capture_functions
+        self._new_correlator = correlator
         # validates overflow before anything starts
         Ring(1, overflow)
         self._exported = 0
@@ -350,41 +362,10 @@ class RingBufferSpanProcessor(SpanProcessor):
                 return
 
     def _export(self, batch: list) -> None:
-        spans = []
-        correlator = self._correlator
-        if correlator is None:
-            correlator = self._correlator = _new_correlator(self._resource)
-        if correlator.resource is None:  # function spans share the SDK spans' resource
-            for item in batch:
-                if isinstance(item, ReadableSpan):
-                    correlator.learn_resource(item.resource)
-                    break
-        to_span, append = correlator.to_span, spans.append
-        sdk_spans: list = []
-        counts = runtime.governor.function_counts  # records per function: the governor lowers the busiest
-        for item in batch:
-            try:
-                if type(item) in _RECORD_TYPES:  # a function-call record
-                    append(to_span(item))
-                    fid = item[3]
-                    counts[fid] = counts.get(fid, 0) + 1
-                    continue
-                # SpanContext is a tuple whose item 3 is the trace flags; this
-                # is the per-span cost of the worker, so no property chain:
-                # ReadableSpan.context returns its _context field
-                try:
-                    context = item._context
-                except AttributeError:
-                    context = item.context
-                if context and context[3] & 1:
-                    append(item)
-                    sdk_spans.append(item)
-                else:
-                    self._unsampled += 1  # RECORD_ONLY sampling: not exported, as in BSP
-            except Exception:
-                self._export_failures += 1
-                _log.exception("scope-otel: could not convert a record; skipped")
-        correlator.batch_done()
+        if self._new_correlator is None:
+            spans = sdk_spans = self._sampled(batch)
+        else:
+            spans, sdk_spans = self._convert(batch)
         if sdk_spans:
             try:
                 scrub_spans(sdk_spans, redact.current())
@@ -409,6 +390,66 @@ class RingBufferSpanProcessor(SpanProcessor):
             self._exported += len(spans)
         else:
             self._failed(len(spans), getattr(self.exporter, "last_failure", None) or "the exporter reported a failure")
+
+    def _sampled(self, batch: list) -> list:
+        """The sampled SDK spans of ``batch``, in order (RECORD_ONLY ones are counted, not exported, as in
+        BatchSpanProcessor).  This is the worker's per-span cost, so one comprehension over the field the
+        ``context`` property returns (a SpanContext: a tuple whose item 3 is the trace flags)."""
+        try:
+            spans = [s for s in batch if s._context[3] & 1]
+        except (AttributeError, TypeError, IndexError):  # not the SDK's ReadableSpan: one at a time
+            spans = []
+            for item in batch:
+                try:
+                    if type(item) in _RECORD_TYPES:
+                        raise TypeError("a function-call record, and this processor has no correlator")
+                    context = item.context
+                    if context and context.trace_flags.sampled:
+                        spans.append(item)
+                    else:
+                        self._unsampled += 1
+                except Exception:
+                    self._export_failures += 1
+                    _log.exception("scope-otel: could not read a span; skipped")
+            return spans
+        self._unsampled += len(batch) - len(spans)
+        return spans
+
+    def _convert(self, batch: list) -> tuple[list, list]:
+        """(everything to export, the SDK spans among it): function-call records become spans."""
+        spans: list = []
+        correlator = self._correlator
+        if correlator is None:
+            correlator = self._correlator = self._new_correlator(resource=self._resource)
+        if correlator.resource is None:  # function spans share the SDK spans' resource
+            for item in batch:
+                if isinstance(item, ReadableSpan):
+                    correlator.learn_resource(item.resource)
+                    break
+        to_span, append = correlator.to_span, spans.append
+        sdk_spans: list = []
+        counts = runtime.governor.function_counts  # records per function: the governor lowers the busiest
+        for item in batch:
+            try:
+                if type(item) in _RECORD_TYPES:  # a function-call record
+                    append(to_span(item))
+                    fid = item[3]
+                    counts[fid] = counts.get(fid, 0) + 1
+                    continue
+                try:  # see _sampled
+                    context = item._context
+                except AttributeError:
+                    context = item.context
+                if context and context[3] & 1:
+                    append(item)
+                    sdk_spans.append(item)
+                else:
+                    self._unsampled += 1  # RECORD_ONLY sampling: not exported, as in BSP
+            except Exception:
+                self._export_failures += 1
+                _log.exception("scope-otel: could not convert a record; skipped")
+        correlator.batch_done()
+        return spans, sdk_spans
 
     def _failed(self, count: int, reason: str) -> None:
         self._export_failures += count
@@ -502,8 +543,3 @@ def _leave_signals_to_the_program() -> None:
 def _noop(_span: Any) -> None:
     return None
 
-
-def _new_correlator(resource: Any = None):
-    from scope_otel.correlate.spans import Correlator  # correlation lives one layer up
-
-    return Correlator(resource=resource)

@@ -231,6 +231,8 @@ def _pipeline_cost(runtime, fid: int, exporter: str, n: int, args: tuple = (1,),
         from scope_otel.capture import RingBufferSpanProcessor
     except ImportError:
         return None
+    from scope_otel.correlate.spans import Correlator  # turns the recorded calls into spans, as in a run
+
     encode = _encoder(exporter)
 
     class _EncodeOnly(SpanExporter):
@@ -242,7 +244,7 @@ def _pipeline_cost(runtime, fid: int, exporter: str, n: int, args: tuple = (1,),
         def shutdown(self):
             pass
 
-    processor = RingBufferSpanProcessor(_EncodeOnly(), schedule_delay_millis=50)
+    processor = RingBufferSpanProcessor(_EncodeOnly(), schedule_delay_millis=50, correlator=Correlator)
     probe = runtime.probe(fid)
     enter, exit_ = probe.enter, probe.exit
     try:
