@@ -156,6 +156,7 @@ class RingBufferSpanProcessor(SpanProcessor):
         Ring(1, overflow)
         self._exported = 0
         self._export_failures = 0
+        self._unconverted = 0  # could not be read, converted or redacted: never reached the exporter
         self._failed_by_reason: collections.Counter = collections.Counter()
         self._queued_at_shutdown = 0
         self._drops_seen = 0
@@ -222,7 +223,7 @@ class RingBufferSpanProcessor(SpanProcessor):
         # and dropped.  The old ring and its lock are never touched otherwise.
         self._dropped_at_fork += len(self._ring)
         self._forks += 1
-        self._exported = self._export_failures = self._queued_at_shutdown = self._drops_seen = 0
+        self._exported = self._export_failures = self._unconverted = self._queued_at_shutdown = self._drops_seen = 0
         self._failed_by_reason = collections.Counter()
         self._correlator = None
         if self._shutdown:
@@ -370,7 +371,7 @@ class RingBufferSpanProcessor(SpanProcessor):
             try:
                 scrub_spans(sdk_spans, redact.current())
             except Exception:  # never export what could not be redacted
-                self._export_failures += len(spans)
+                self._unconverted += len(spans)
                 _log.exception("scope-otel: redaction failed; %d spans not exported", len(spans))
                 return
         if not spans:
@@ -409,7 +410,7 @@ class RingBufferSpanProcessor(SpanProcessor):
                     else:
                         self._unsampled += 1
                 except Exception:
-                    self._export_failures += 1
+                    self._unconverted += 1
                     _log.exception("scope-otel: could not read a span; skipped")
             return spans
         self._unsampled += len(batch) - len(spans)
@@ -446,7 +447,7 @@ class RingBufferSpanProcessor(SpanProcessor):
                 else:
                     self._unsampled += 1  # RECORD_ONLY sampling: not exported, as in BSP
             except Exception:
-                self._export_failures += 1
+                self._unconverted += 1
                 _log.exception("scope-otel: could not convert a record; skipped")
         correlator.batch_done()
         return spans, sdk_spans
@@ -472,12 +473,14 @@ class RingBufferSpanProcessor(SpanProcessor):
 
     def stats(self) -> dict[str, Any]:
         """Counters: ring (written, read, dropped by reason, high water, size),
-        exported, export failures, function spans, truncations, redactions,
+        exported, export failures (``unconverted``: those that never reached the exporter),
+        function spans, truncations, redactions,
         governor and runtime state."""
         out: dict[str, Any] = dict(self._ring.counters())
         out.update(
             exported=self._exported,
-            export_failures=self._export_failures,
+            export_failures=self._export_failures + self._unconverted,
+            unconverted=self._unconverted,
             failed_by_reason=dict(self._failed_by_reason),
             queued_at_shutdown=self._queued_at_shutdown,
             submitted=self._submitted,
