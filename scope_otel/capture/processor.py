@@ -363,9 +363,14 @@ class RingBufferSpanProcessor(SpanProcessor):
                 return
 
     def _export(self, batch: list) -> None:
-        if self._new_correlator is None:
-            spans = sdk_spans = self._sampled(batch)
-        else:
+        try:
+            # A batch of SDK spans only, the common case, in one comprehension: this is the worker's
+            # per-span cost, so the field the ``context`` property returns is read directly (a
+            # SpanContext: a tuple whose item 3 is the trace flags).  RECORD_ONLY spans are counted,
+            # not exported, as in BatchSpanProcessor.
+            spans = sdk_spans = [s for s in batch if s._context[3] & 1]
+            self._unsampled += len(batch) - len(spans)
+        except (AttributeError, TypeError, IndexError):  # function-call records, or not the SDK's spans
             spans, sdk_spans = self._convert(batch)
         if sdk_spans:
             try:
@@ -392,52 +397,31 @@ class RingBufferSpanProcessor(SpanProcessor):
         else:
             self._failed(len(spans), getattr(self.exporter, "last_failure", None) or "the exporter reported a failure")
 
-    def _sampled(self, batch: list) -> list:
-        """The sampled SDK spans of ``batch``, in order (RECORD_ONLY ones are counted, not exported, as in
-        BatchSpanProcessor).  This is the worker's per-span cost, so one comprehension over the field the
-        ``context`` property returns (a SpanContext: a tuple whose item 3 is the trace flags)."""
-        try:
-            spans = [s for s in batch if s._context[3] & 1]
-        except (AttributeError, TypeError, IndexError):  # not the SDK's ReadableSpan: one at a time
-            spans = []
-            for item in batch:
-                try:
-                    if type(item) in _RECORD_TYPES:
-                        raise TypeError("a function-call record, and this processor has no correlator")
-                    context = item.context
-                    if context and context.trace_flags.sampled:
-                        spans.append(item)
-                    else:
-                        self._unsampled += 1
-                except Exception:
-                    self._unconverted += 1
-                    _log.exception("scope-otel: could not read a span; skipped")
-            return spans
-        self._unsampled += len(batch) - len(spans)
-        return spans
-
     def _convert(self, batch: list) -> tuple[list, list]:
-        """(everything to export, the SDK spans among it): function-call records become spans."""
+        """(everything to export, the SDK spans among it), one item at a time: function-call records
+        become spans (with a correlator; without one they are counted as not converted)."""
         spans: list = []
         correlator = self._correlator
-        if correlator is None:
+        if correlator is None and self._new_correlator is not None:
             correlator = self._correlator = self._new_correlator(resource=self._resource)
-        if correlator.resource is None:  # function spans share the SDK spans' resource
+        if correlator is not None and correlator.resource is None:  # function spans share the SDK spans' one
             for item in batch:
                 if isinstance(item, ReadableSpan):
                     correlator.learn_resource(item.resource)
                     break
-        to_span, append = correlator.to_span, spans.append
+        append = spans.append
         sdk_spans: list = []
         counts = runtime.governor.function_counts  # records per function: the governor lowers the busiest
         for item in batch:
             try:
                 if type(item) in _RECORD_TYPES:  # a function-call record
-                    append(to_span(item))
+                    if correlator is None:
+                        raise TypeError("a function-call record reached a processor without a correlator")
+                    append(correlator.to_span(item))
                     fid = item[3]
                     counts[fid] = counts.get(fid, 0) + 1
                     continue
-                try:  # see _sampled
+                try:  # see _export
                     context = item._context
                 except AttributeError:
                     context = item.context
@@ -445,11 +429,12 @@ class RingBufferSpanProcessor(SpanProcessor):
                     append(item)
                     sdk_spans.append(item)
                 else:
-                    self._unsampled += 1  # RECORD_ONLY sampling: not exported, as in BSP
+                    self._unsampled += 1
             except Exception:
                 self._unconverted += 1
-                _log.exception("scope-otel: could not convert a record; skipped")
-        correlator.batch_done()
+                _log.exception("scope-otel: could not convert a record or read a span; skipped")
+        if correlator is not None:
+            correlator.batch_done()
         return spans, sdk_spans
 
     def _failed(self, count: int, reason: str) -> None:
