@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from scope_otel.capture import RingBufferSpanProcessor, runtime
     from scope_otel.capture.ring import Ring
+    from scope_otel.correlate.spans import Correlator
 
     class NullExporter(SpanExporter):
         def export(self, spans):
@@ -204,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     # all-in: exported through the processor vs an SDK span per call through BSP
     def all_in_ours():
         exporter = NullExporter()
-        proc = RingBufferSpanProcessor(exporter, max_queue_size=1 << 20)
+        proc = RingBufferSpanProcessor(exporter, max_queue_size=1 << 20, correlator=Correlator)
         t0 = time.perf_counter()
         fib_b(n)
         ok = proc.force_flush(300_000)

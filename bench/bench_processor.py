@@ -121,8 +121,8 @@ def _processor(kind: str, exporter, n: int | None):
             return BatchSpanProcessor(exporter)
         return BatchSpanProcessor(exporter, max_queue_size=n, max_export_batch_size=512)
     if n is None:
-        return RingBufferSpanProcessor(exporter, capture_functions=False)
-    return RingBufferSpanProcessor(exporter, max_queue_size=n, max_export_batch_size=512, capture_functions=False)
+        return RingBufferSpanProcessor(exporter)
+    return RingBufferSpanProcessor(exporter, max_queue_size=n, max_export_batch_size=512)
 
 
 def bench_on_end(n: int, rounds: int) -> dict[str, float]:
@@ -149,47 +149,57 @@ def _variants(make_exporter, variants):
     return variants or {"batch": ("batch", make_exporter), "ring": ("ring", make_exporter)}
 
 
-def bench_end_to_end(n: int, rounds: int, make_exporter, defaults: bool = False, variants=None) -> dict[str, float]:
-    """Exported spans per second of wall time (start+end N spans, then flush)."""
-    best = {}
+def timed_rate(proc, exporter, feed) -> float:
+    """Exported spans per second of wall time: ``feed(proc)`` hands the processor its spans, then
+    ``force_flush``; the processor is shut down after.  The one timing loop of the processor rows
+    (and of bench_redact.py)."""
+    t0 = time.perf_counter()
+    feed(proc)
+    proc.force_flush(120_000)
+    dt = time.perf_counter() - t0
+    proc.shutdown()
+    return exporter.count / dt
+
+
+def _best_rates(rounds: int, make_exporter, variants, n: int | None, feed) -> dict[str, float]:
+    best: dict[str, float] = {}
     for _ in range(rounds):
         for key, (kind, factory) in _variants(make_exporter, variants).items():
             exporter = Counting(factory())
-            proc = _processor(kind, exporter, None if defaults else n)
-            provider = TracerProvider()
-            provider.add_span_processor(proc)
-            tracer = provider.get_tracer("bench")
-            t0 = time.perf_counter()
-            for i in range(n):
-                tracer.start_span("op", attributes={"i": i}).end()
-            proc.force_flush(120_000)
-            dt = time.perf_counter() - t0
-            proc.shutdown()
-            rate = exporter.count / dt
+            rate = timed_rate(_processor(kind, exporter, n), exporter, feed)
             best[key] = max(best.get(key, rate), rate)
     return best
+
+
+def bench_end_to_end(n: int, rounds: int, make_exporter, defaults: bool = False, variants=None) -> dict[str, float]:
+    """Exported spans per second of wall time (start+end N spans, then flush)."""
+
+    def feed(proc):
+        provider = TracerProvider()
+        provider.add_span_processor(proc)
+        tracer = provider.get_tracer("bench")
+        for i in range(n):
+            tracer.start_span("op", attributes={"i": i}).end()
+
+    return _best_rates(rounds, make_exporter, variants, None if defaults else n, feed)
+
+
+def end_each(spans: list):
+    """A feed for :func:`timed_rate`: ``on_end`` of each finished span."""
+
+    def feed(proc):
+        on_end = proc.on_end
+        for s in spans:
+            on_end(s)
+
+    return feed
 
 
 def bench_pipeline(n: int, rounds: int, make_exporter, variants=None) -> dict[str, float]:
     """Exported spans per second for already-finished spans: ``on_end`` of
     each, then flush.  The processor's own throughput, without the SDK's span
     creation (identical for both and ~20x the processor's cost)."""
-    spans = _finished_spans(n)
-    best = {}
-    for _ in range(rounds):
-        for key, (kind, factory) in _variants(make_exporter, variants).items():
-            exporter = Counting(factory())
-            proc = _processor(kind, exporter, n)
-            on_end = proc.on_end
-            t0 = time.perf_counter()
-            for s in spans:
-                on_end(s)
-            proc.force_flush(120_000)
-            dt = time.perf_counter() - t0
-            proc.shutdown()
-            rate = exporter.count / dt
-            best[key] = max(best.get(key, rate), rate)
-    return best
+    return _best_rates(rounds, make_exporter, variants, n, end_each(_finished_spans(n)))
 
 
 def bench_encode(rounds: int, batch: int = 512, batches: int = 8) -> list[tuple[int, float, float]]:

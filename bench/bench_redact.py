@@ -26,13 +26,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.bench_processor import end_each, timed_rate  # noqa: E402
 from scope_otel.capture import RingBufferSpanProcessor, processor as processor_module  # noqa: E402
 
 HTTP = {
@@ -71,17 +71,10 @@ def _spans(n: int, shape: str) -> list:
 
 def _rate(spans: list) -> float:
     exporter = Null()
-    proc = RingBufferSpanProcessor(exporter, max_queue_size=len(spans), max_export_batch_size=512,
-                                   capture_functions=False)
-    on_end = proc.on_end
-    t0 = time.perf_counter()
-    for s in spans:
-        on_end(s)
-    proc.force_flush(120_000)
-    dt = time.perf_counter() - t0
-    proc.shutdown()
+    proc = RingBufferSpanProcessor(exporter, max_queue_size=len(spans), max_export_batch_size=512)
+    rate = timed_rate(proc, exporter, end_each(spans))
     assert exporter.count == len(spans)
-    return exporter.count / dt
+    return rate
 
 
 def _count_worker(shape: str, mode: str, n: int) -> None:
@@ -89,7 +82,7 @@ def _count_worker(shape: str, mode: str, n: int) -> None:
     if mode == "off":
         processor_module.scrub_spans = lambda spans, redactor: None
     spans = _spans(n, shape)
-    proc = RingBufferSpanProcessor(Null(), max_queue_size=1024, max_export_batch_size=512, capture_functions=False)
+    proc = RingBufferSpanProcessor(Null(), max_queue_size=1024, max_export_batch_size=512)
     chunks = [spans[i:i + 512] for i in range(0, len(spans), 512)]
     for chunk in chunks[:2]:  # warm-up: caches of the rules, specialised bytecode
         proc._export(chunk)

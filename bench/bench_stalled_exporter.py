@@ -36,6 +36,7 @@ def scenario(name: str, seconds: float, ring_size: int) -> dict:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
     from scope_otel.capture import RingBufferSpanProcessor, runtime
+    from scope_otel.correlate.spans import Correlator
 
     forever = threading.Event()
 
@@ -52,7 +53,8 @@ def scenario(name: str, seconds: float, ring_size: int) -> dict:
     if name == "bsp-stalled":
         proc = BatchSpanProcessor(exporter, max_queue_size=ring_size)
     else:
-        proc = RingBufferSpanProcessor(exporter, max_queue_size=ring_size, schedule_delay_millis=200)
+        proc = RingBufferSpanProcessor(exporter, max_queue_size=ring_size, schedule_delay_millis=200,
+                                       correlator=Correlator)
     provider = TracerProvider()
     provider.add_span_processor(proc)
     tracer = provider.get_tracer("bench")

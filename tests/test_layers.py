@@ -41,10 +41,7 @@ RANKS = {
 }
 
 #: (importing module, imported module) -> why it is still there
-KNOWN = {
-    ("scope_otel.capture.processor", "scope_otel.correlate.spans"):
-        "issue 25: the processor builds the Correlator; capture/ is being reworked under the runtime issue",
-}
+KNOWN: dict[tuple[str, str], str] = {}
 #: fallbacks for parts of our own package ("absent in this build"): (module, what it may lack) -> why
 KNOWN_FALLBACKS: dict[tuple[str, str], str] = {}
 KNOWN_CYCLES: dict[tuple[str, ...], str] = {}

@@ -1,6 +1,6 @@
 """``RingBufferSpanProcessor``: the SDK span processor that never waits.
 
-Usage (the launcher does this for you)::
+Usage::
 
     from scope_otel.capture import RingBufferSpanProcessor
     provider.add_span_processor(RingBufferSpanProcessor(exporter))
@@ -8,10 +8,15 @@ Usage (the launcher does this for you)::
 ``on_end`` puts the span into a bounded ring and returns; it *is* the ring's
 ``put``, so the application thread pays one C call.  Worker thread(s) drain
 batches of ``max_export_batch_size`` every ``schedule_delay_millis`` (or as
-soon as a batch is waiting), turn function-call records from
-:mod:`scope_otel.capture.runtime` into spans (``scope_otel.correlate``) and
-call the exporter.  The same ring carries SDK spans and function records, so
-the runtime writes into the ring of the newest live processor.
+soon as a batch is waiting) and call the exporter.
+
+Function-call records of :mod:`scope_otel.capture.runtime` travel in the same
+ring when the processor is given ``correlator``: a callable taking
+``resource=`` that builds the object turning records into spans
+(:class:`scope_otel.correlate.spans.Correlator`, one layer up, which is why it is
+handed in: the launcher's pipeline does so).  It is built on the worker, once per
+process.  The runtime writes into the ring of the newest live processor that
+captures functions; without ``correlator`` the processor carries SDK spans only.
 
 Arguments left ``None`` come from ``OTEL_BSP_MAX_QUEUE_SIZE``,
 ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``, ``OTEL_BSP_SCHEDULE_DELAY`` and
@@ -48,7 +53,7 @@ import signal
 import threading
 import time
 import weakref
-from typing import Any
+from typing import Any, Callable
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, set_value
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
@@ -117,7 +122,8 @@ class RingBufferSpanProcessor(SpanProcessor):
         overflow: str = "drop_oldest",
         block_timeout_millis: float | None = None,
         workers: int = 1,
-        capture_functions: bool = True,
+        capture_functions: bool | None = None,
+        correlator: Callable[..., Any] | None = None,
         meter_provider: Any = None,
         resource: Any = None,
     ) -> None:
@@ -139,11 +145,18 @@ class RingBufferSpanProcessor(SpanProcessor):
             _default_block_timeout_ms() if block_timeout_millis is None else block_timeout_millis
         )
         self.workers = max(1, int(workers))
+        if capture_functions is None:
+            capture_functions = correlator is not None
+        elif capture_functions and correlator is None:
+            raise ValueError("RingBufferSpanProcessor: capture_functions=True needs correlator= (what turns "
+                             "function-call records into spans, e.g. scope_otel.correlate.spans.Correlator)")
         self.capture_functions = capture_functions
+        self._new_correlator = correlator
         # validates overflow before anything starts
         Ring(1, overflow)
         self._exported = 0
         self._export_failures = 0
+        self._unconverted = 0  # could not be read, converted or redacted: never reached the exporter
         self._failed_by_reason: collections.Counter = collections.Counter()
         self._queued_at_shutdown = 0
         self._drops_seen = 0
@@ -210,7 +223,7 @@ class RingBufferSpanProcessor(SpanProcessor):
         # and dropped.  The old ring and its lock are never touched otherwise.
         self._dropped_at_fork += len(self._ring)
         self._forks += 1
-        self._exported = self._export_failures = self._queued_at_shutdown = self._drops_seen = 0
+        self._exported = self._export_failures = self._unconverted = self._queued_at_shutdown = self._drops_seen = 0
         self._failed_by_reason = collections.Counter()
         self._correlator = None
         if self._shutdown:
@@ -350,46 +363,20 @@ class RingBufferSpanProcessor(SpanProcessor):
                 return
 
     def _export(self, batch: list) -> None:
-        spans = []
-        correlator = self._correlator
-        if correlator is None:
-            correlator = self._correlator = _new_correlator(self._resource)
-        if correlator.resource is None:  # function spans share the SDK spans' resource
-            for item in batch:
-                if isinstance(item, ReadableSpan):
-                    correlator.learn_resource(item.resource)
-                    break
-        to_span, append = correlator.to_span, spans.append
-        sdk_spans: list = []
-        counts = runtime.governor.function_counts  # records per function: the governor lowers the busiest
-        for item in batch:
-            try:
-                if type(item) in _RECORD_TYPES:  # a function-call record
-                    append(to_span(item))
-                    fid = item[3]
-                    counts[fid] = counts.get(fid, 0) + 1
-                    continue
-                # SpanContext is a tuple whose item 3 is the trace flags; this
-                # is the per-span cost of the worker, so no property chain:
-                # ReadableSpan.context returns its _context field
-                try:
-                    context = item._context
-                except AttributeError:
-                    context = item.context
-                if context and context[3] & 1:
-                    append(item)
-                    sdk_spans.append(item)
-                else:
-                    self._unsampled += 1  # RECORD_ONLY sampling: not exported, as in BSP
-            except Exception:
-                self._export_failures += 1
-                _log.exception("scope-otel: could not convert a record; skipped")
-        correlator.batch_done()
+        try:
+            # A batch of SDK spans only, the common case, in one comprehension: this is the worker's
+            # per-span cost, so the field the ``context`` property returns is read directly (a
+            # SpanContext: a tuple whose item 3 is the trace flags).  RECORD_ONLY spans are counted,
+            # not exported, as in BatchSpanProcessor.
+            spans = sdk_spans = [s for s in batch if s._context[3] & 1]
+            self._unsampled += len(batch) - len(spans)
+        except (AttributeError, TypeError, IndexError):  # function-call records, or not the SDK's spans
+            spans, sdk_spans = self._convert(batch)
         if sdk_spans:
             try:
                 scrub_spans(sdk_spans, redact.current())
             except Exception:  # never export what could not be redacted
-                self._export_failures += len(spans)
+                self._unconverted += len(spans)
                 _log.exception("scope-otel: redaction failed; %d spans not exported", len(spans))
                 return
         if not spans:
@@ -409,6 +396,46 @@ class RingBufferSpanProcessor(SpanProcessor):
             self._exported += len(spans)
         else:
             self._failed(len(spans), getattr(self.exporter, "last_failure", None) or "the exporter reported a failure")
+
+    def _convert(self, batch: list) -> tuple[list, list]:
+        """(everything to export, the SDK spans among it), one item at a time: function-call records
+        become spans (with a correlator; without one they are counted as not converted)."""
+        spans: list = []
+        correlator = self._correlator
+        if correlator is None and self._new_correlator is not None:
+            correlator = self._correlator = self._new_correlator(resource=self._resource)
+        if correlator is not None and correlator.resource is None:  # function spans share the SDK spans' one
+            for item in batch:
+                if isinstance(item, ReadableSpan):
+                    correlator.learn_resource(item.resource)
+                    break
+        append = spans.append
+        sdk_spans: list = []
+        counts = runtime.governor.function_counts  # records per function: the governor lowers the busiest
+        for item in batch:
+            try:
+                if type(item) in _RECORD_TYPES:  # a function-call record
+                    if correlator is None:
+                        raise TypeError("a function-call record reached a processor without a correlator")
+                    append(correlator.to_span(item))
+                    fid = item[3]
+                    counts[fid] = counts.get(fid, 0) + 1
+                    continue
+                try:  # see _export
+                    context = item._context
+                except AttributeError:
+                    context = item.context
+                if context and context[3] & 1:
+                    append(item)
+                    sdk_spans.append(item)
+                else:
+                    self._unsampled += 1
+            except Exception:
+                self._unconverted += 1
+                _log.exception("scope-otel: could not convert a record or read a span; skipped")
+        if correlator is not None:
+            correlator.batch_done()
+        return spans, sdk_spans
 
     def _failed(self, count: int, reason: str) -> None:
         self._export_failures += count
@@ -431,12 +458,14 @@ class RingBufferSpanProcessor(SpanProcessor):
 
     def stats(self) -> dict[str, Any]:
         """Counters: ring (written, read, dropped by reason, high water, size),
-        exported, export failures, function spans, truncations, redactions,
+        exported, export failures (``unconverted``: those that never reached the exporter),
+        function spans, truncations, redactions,
         governor and runtime state."""
         out: dict[str, Any] = dict(self._ring.counters())
         out.update(
             exported=self._exported,
-            export_failures=self._export_failures,
+            export_failures=self._export_failures + self._unconverted,
+            unconverted=self._unconverted,
             failed_by_reason=dict(self._failed_by_reason),
             queued_at_shutdown=self._queued_at_shutdown,
             submitted=self._submitted,
@@ -502,8 +531,3 @@ def _leave_signals_to_the_program() -> None:
 def _noop(_span: Any) -> None:
     return None
 
-
-def _new_correlator(resource: Any = None):
-    from scope_otel.correlate.spans import Correlator  # correlation lives one layer up
-
-    return Correlator(resource=resource)

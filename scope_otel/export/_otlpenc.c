@@ -15,11 +15,9 @@
  * Fields are written in field-number order, as upb does, so the output is
  * byte-identical to the stock encoder's for the same spans.
  *
- * ``setup(config)`` hands in the SDK classes once (scope_otel.export.otlp does
- * it); the encoder reads private fields (``_name``, ``_attributes._dict``...)
- * only of objects whose type is exactly the SDK class, whose properties are
- * known to return those fields, and goes through the public properties for
- * anything else (subclasses, look-alikes).
+ * ``setup(config)`` hands in the enum maps and the on_drop callback once
+ * (scope_otel.export.otlp does it).  The SDK's objects are read through
+ * scope_otel/_c/sdk_fields.h, the one reader of their private fields.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -46,8 +44,7 @@ PyErr_GetRaisedException(void)
 
 /* ---- configuration (set once by setup()) ---------------------------------- */
 
-static PyObject *T_ReadableSpan, *T_Event, *T_Link, *T_SpanContext, *T_TraceState, *T_Status;
-static PyObject *T_BoundedAttributes, *T_BoundedList, *ABC_Sequence, *ABC_Mapping;
+static PyObject *ABC_Sequence, *ABC_Mapping;
 static PyObject *KindMap, *StatusCodes, *OnDrop;
 
 #define MAX_ENUM 8
@@ -59,11 +56,8 @@ static long code_vals[MAX_ENUM];
 static int n_codes;
 
 /* attribute names */
-static PyObject *s_name, *s_get_span_context, *s_parent, *s_kind, *s_start_time, *s_end_time,
-    *s_attributes, *s_events, *s_links, *s_status, *s_resource, *s_instrumentation_scope,
-    *s_timestamp, *s_context, *s_dropped, *s_dropped_attributes, *s_dropped_events,
-    *s_dropped_links, *s_trace_id, *s_span_id, *s_is_remote, *s_trace_state, *s_status_code,
-    *s_description, *s_value, *s_items, *s_version, *s_schema_url, *s_to_bytes, *s_empty,
+static PyObject *s_name, *s_attributes, *s_dropped, *s_dropped_attributes, *s_dropped_events,
+    *s_dropped_links, *s_value, *s_items, *s_version, *s_schema_url, *s_to_bytes, *s_empty,
     *s_comma, *s_length, *s_byteorder, *s_big, *s_signed;
 
 /* ---- output buffer: Buf, RESERVE, varint_write/varint_size (scope_otel/_c) ---- */
@@ -87,27 +81,21 @@ put_varint_field(Buf *b, uint32_t field, uint64_t v)
     return 0;
 }
 
+/* a fixed64 (WT_I64, 8 bytes) or fixed32 (WT_I32, 4 bytes) field, little-endian */
 static int
-put_fixed64_field(Buf *b, uint32_t field, uint64_t v)
+put_fixed_field(Buf *b, uint32_t field, uint64_t v, int wire_type)
 {
-    if (RESERVE(b, 16) < 0)
+    int size = wire_type == WT_I64 ? 8 : 4;
+    if (RESERVE(b, 10 + size) < 0)
         return -1;
-    varint_(b, ((uint64_t)field << 3) | WT_I64);
-    for (int i = 0; i < 8; i++)
+    varint_(b, ((uint64_t)field << 3) | (uint64_t)wire_type);
+    for (int i = 0; i < size; i++)
         b->p[b->n++] = (char)(v >> (8 * i));
     return 0;
 }
 
-static int
-put_fixed32_field(Buf *b, uint32_t field, uint32_t v)
-{
-    if (RESERVE(b, 12) < 0)
-        return -1;
-    varint_(b, ((uint64_t)field << 3) | WT_I32);
-    for (int i = 0; i < 4; i++)
-        b->p[b->n++] = (char)(v >> (8 * i));
-    return 0;
-}
+#define put_fixed64_field(b, field, v) put_fixed_field((b), (field), (v), WT_I64)
+#define put_fixed32_field(b, field, v) put_fixed_field((b), (field), (uint64_t)(uint32_t)(v), WT_I32)
 
 static int
 put_bytes_field(Buf *b, uint32_t field, const char *s, Py_ssize_t n)
@@ -357,15 +345,13 @@ put_id_field(Buf *b, uint32_t field, PyObject *id, Py_ssize_t nbytes)
 
 /* ---- small object helpers --------------------------------------------------------- */
 
-static PyObject *iattr(PyObject *o, PyObject *name);
-
-/* ``obj.dropped`` if obj is a ``cls`` (BoundedAttributes / BoundedList), else 0. */
+/* ``obj.dropped`` if obj is a BoundedAttributes / BoundedList (sdk_type ``t``), else 0. */
 static PyObject *
-dropped_of(PyObject *obj, PyObject *cls)
+dropped_of(PyObject *obj, int t)
 {
-    if ((PyObject *)Py_TYPE(obj) == cls)
-        return iattr(obj, s_dropped);
-    int r = PyObject_IsInstance(obj, cls);
+    if (SDK_IS(obj, t))
+        return sdk_iattr(obj, s_dropped);
+    int r = PyObject_IsInstance(obj, (PyObject *)sdk_type[t]);
     if (r < 0)
         return NULL;
     if (r)
@@ -637,18 +623,11 @@ enc_attributes(Buf *b, uint32_t field, PyObject *attrs, int level)
 {
     if (attrs == Py_None)
         return 0;
-    if (PyDict_CheckExact(attrs))
-        return enc_attr_dict(b, field, attrs, level);
-    if ((PyObject *)Py_TYPE(attrs) == T_BoundedAttributes) {
-        PyObject *d = iattr(attrs, sdk_field[SDK_DICT]);
-        if (d == NULL)
-            return -1;
-        if (PyDict_CheckExact(d)) {
-            int rc = enc_attr_dict(b, field, d, level);
-            Py_DECREF(d);
-            return rc;
-        }
+    PyObject *d = sdk_plain_dict(attrs);
+    if (d != NULL) {
+        int rc = enc_attr_dict(b, field, d, level);
         Py_DECREF(d);
+        return rc;
     }
     int truth = PyObject_IsTrue(attrs);
     if (truth <= 0)
@@ -684,23 +663,12 @@ enc_attributes(Buf *b, uint32_t field, PyObject *attrs, int level)
 static int
 ctx_get(PyObject *ctx, PyObject **tid, PyObject **sid, PyObject **remote, PyObject **tstate)
 {
-    if ((PyObject *)Py_TYPE(ctx) == T_SpanContext && PyTuple_GET_SIZE(ctx) >= 5) {
-        if (tid)
-            *tid = Py_NewRef(PyTuple_GET_ITEM(ctx, 0));
-        if (sid)
-            *sid = Py_NewRef(PyTuple_GET_ITEM(ctx, 1));
-        if (remote)
-            *remote = Py_NewRef(PyTuple_GET_ITEM(ctx, 2));
-        if (tstate)
-            *tstate = Py_NewRef(PyTuple_GET_ITEM(ctx, 4));
-        return 0;
-    }
     PyObject **outs[4] = {tid, sid, remote, tstate};
-    PyObject *names[4] = {s_trace_id, s_span_id, s_is_remote, s_trace_state};
+    static const Py_ssize_t index[4] = {0, 1, 2, 4};
     for (int i = 0; i < 4; i++) {
         if (outs[i] == NULL)
             continue;
-        *outs[i] = PyObject_GetAttr(ctx, names[i]);
+        *outs[i] = sdk_context_item(ctx, index[i]);
         if (*outs[i] == NULL) {
             for (int j = 0; j < i; j++)
                 if (outs[j])
@@ -737,16 +705,12 @@ trace_state_str(PyObject *ts)
 {
     if (ts == Py_None)
         return Py_NewRef(Py_None);
-    PyObject *items = NULL;
-    if ((PyObject *)Py_TYPE(ts) == T_TraceState) {
-        PyObject *d = iattr(ts, sdk_field[SDK_DICT]);
-        if (d == NULL)
-            return NULL;
-        if (PyDict_CheckExact(d) && PyDict_GET_SIZE(d) == 0) {
-            Py_DECREF(d);
-            return Py_NewRef(s_empty);
-        }
+    PyObject *items = NULL, *d = SDK_IS(ts, SDK_T_TRACE_STATE) ? sdk_plain_dict(ts) : NULL;
+    if (d != NULL) {
+        Py_ssize_t size = PyDict_GET_SIZE(d);
         Py_DECREF(d);
+        if (size == 0)
+            return Py_NewRef(s_empty);
     }
     items = PyObject_CallMethodNoArgs(ts, s_items);
     if (items == NULL)
@@ -797,39 +761,16 @@ get(PyObject *o, PyObject *name)
     return PyObject_GetAttr(o, name);
 }
 
-/* An instance attribute of an SDK object of exactly known type, read from its
- * __dict__: the fields read this way (``_name``, ``_dict``, ``dropped``...) are
- * plain instance attributes there, and a dict lookup costs a fraction of the
- * generic getattr (which looks the name up along the class's MRO first).
- * Anything unexpected goes through getattr. */
-static PyObject *
-iattr(PyObject *o, PyObject *name)
-{
-    PyObject *d = PyObject_GenericGetDict(o, NULL);
-    if (d == NULL) {
-        PyErr_Clear();
-        return PyObject_GetAttr(o, name);
-    }
-    PyObject *v = PyDict_GetItemWithError(d, name);
-    Py_XINCREF(v);
-    Py_DECREF(d);
-    if (v != NULL || PyErr_Occurred())
-        return v;
-    return PyObject_GetAttr(o, name);
-}
-
-#define FIELD(o, fast, private_name, public_name) ((fast) ? iattr((o), (private_name)) : get((o), (public_name)))
 
 static int
 enc_event(Buf *b, PyObject *ev)
 {
-    int fast = (PyObject *)Py_TYPE(ev) == T_Event;
-    PyObject *name = NULL, *ts = NULL, *attrs = NULL, *dropped = NULL;
+    PyObject *ev_f[3] = {NULL}, *dropped = NULL;
     int rc = -1;
-    if (!(ts = FIELD(ev, fast, sdk_field[SDK_TIMESTAMP], s_timestamp)) || !(name = FIELD(ev, fast, sdk_field[SDK_NAME], s_name)) ||
-        !(attrs = FIELD(ev, fast, sdk_field[SDK_ATTRIBUTES], s_attributes)))
+    if (SDK_READ(ev, SDK_T_EVENT, SDK_EVENT_FIELDS, ev_f) < 0)
         goto done;
-    dropped = fast ? dropped_of(attrs, T_BoundedAttributes) : get(ev, s_dropped_attributes);
+    PyObject *ts = ev_f[SDK_EV_TIMESTAMP], *name = ev_f[SDK_EV_NAME], *attrs = ev_f[SDK_EV_ATTRIBUTES];
+    dropped = SDK_IS(ev, SDK_T_EVENT) ? dropped_of(attrs, SDK_T_ATTRIBUTES) : get(ev, s_dropped_attributes);
     if (dropped == NULL)
         goto done;
     Py_ssize_t at = begin_len(b, 11, 1);
@@ -839,9 +780,8 @@ enc_event(Buf *b, PyObject *ev)
         goto done;
     rc = 0;
 done:
-    Py_XDECREF(name);
-    Py_XDECREF(ts);
-    Py_XDECREF(attrs);
+    for (int i = 0; i < 3; i++)
+        Py_XDECREF(ev_f[i]);
     Py_XDECREF(dropped);
     return rc;
 }
@@ -849,13 +789,13 @@ done:
 static int
 enc_link(Buf *b, PyObject *link)
 {
-    int fast = (PyObject *)Py_TYPE(link) == T_Link;
-    PyObject *ctx = NULL, *attrs = NULL, *dropped = NULL, *tid = NULL, *sid = NULL;
+    PyObject *ln_f[2] = {NULL}, *dropped = NULL, *tid = NULL, *sid = NULL;
     int rc = -1;
     uint32_t flags;
-    if (!(ctx = FIELD(link, fast, sdk_field[SDK_CONTEXT], s_context)) || !(attrs = FIELD(link, fast, sdk_field[SDK_ATTRIBUTES], s_attributes)))
+    if (SDK_READ(link, SDK_T_LINK, SDK_LINK_FIELDS, ln_f) < 0)
         goto done;
-    dropped = fast ? dropped_of(attrs, T_BoundedAttributes) : get(link, s_dropped_attributes);
+    PyObject *ctx = ln_f[SDK_LN_CONTEXT], *attrs = ln_f[SDK_LN_ATTRIBUTES];
+    dropped = SDK_IS(link, SDK_T_LINK) ? dropped_of(attrs, SDK_T_ATTRIBUTES) : get(link, s_dropped_attributes);
     if (dropped == NULL || ctx_get(ctx, &tid, &sid, NULL, NULL) < 0 || span_flags(ctx, &flags) < 0)
         goto done;
     Py_ssize_t at = begin_len(b, 13, 1);
@@ -865,8 +805,8 @@ enc_link(Buf *b, PyObject *link)
         goto done;
     rc = 0;
 done:
-    Py_XDECREF(ctx);
-    Py_XDECREF(attrs);
+    Py_XDECREF(ln_f[0]);
+    Py_XDECREF(ln_f[1]);
     Py_XDECREF(dropped);
     Py_XDECREF(tid);
     Py_XDECREF(sid);
@@ -878,7 +818,7 @@ done:
 static int
 enc_repeated(Buf *b, PyObject *seq, int (*enc)(Buf *, PyObject *))
 {
-    PyObject *src = (PyObject *)Py_TYPE(seq) == T_BoundedList ? iattr(seq, sdk_field[SDK_DQ]) : Py_NewRef(seq);
+    PyObject *src = sdk_items(seq);
     if (src == NULL)
         return -1;
     Py_ssize_t n = PyObject_Length(src);
@@ -909,10 +849,10 @@ enc_status(Buf *b, PyObject *status)
 {
     if (status == Py_None)
         return 0;
-    int fast = (PyObject *)Py_TYPE(status) == T_Status;
-    PyObject *code = FIELD(status, fast, sdk_field[SDK_STATUS_CODE], s_status_code);
-    if (code == NULL)
+    PyObject *st_f[2];
+    if (SDK_READ(status, SDK_T_STATUS, SDK_STATUS_FIELDS, st_f) < 0)
         return -1;
+    PyObject *code = st_f[SDK_ST_CODE], *desc = st_f[SDK_ST_DESCRIPTION];
     PyObject *value = NULL;
     for (int i = 0; i < n_codes; i++)
         if (code_keys[i] == code) {
@@ -922,17 +862,15 @@ enc_status(Buf *b, PyObject *status)
     if (value == NULL && !PyErr_Occurred())
         value = PyObject_GetAttr(code, s_value);
     Py_DECREF(code);
-    if (value == NULL)
-        return -1;
-    PyObject *desc = FIELD(status, fast, sdk_field[SDK_DESCRIPTION], s_description);
-    int rc = -1;
-    if (desc != NULL) {
-        Py_ssize_t at = begin_len(b, 15, 1);
-        if (at >= 0 && put_str_field(b, 2, desc, 0) == 0 && put_enum_field(b, 3, value) == 0 &&
-            end_len(b, at, 1) == 0)
-            rc = 0;
+    if (value == NULL) {
         Py_DECREF(desc);
+        return -1;
     }
+    int rc = -1;
+    Py_ssize_t at = begin_len(b, 15, 1);
+    if (at >= 0 && put_str_field(b, 2, desc, 0) == 0 && put_enum_field(b, 3, value) == 0 && end_len(b, at, 1) == 0)
+        rc = 0;
+    Py_DECREF(desc);
     Py_DECREF(value);
     return rc;
 }
@@ -946,77 +884,29 @@ kind_value(PyObject *kind)
     return PyObject_GetItem(KindMap, kind); /* KeyError for an unknown kind, as stock */
 }
 
-/* The fields of an exact ReadableSpan, in one pass over its __dict__ (new
- * references): attribute names in code are interned, so the instance dict's
- * keys are the very objects in ``names``; anything not found that way (a key
- * that is an equal but distinct string, a missing field) goes through getattr. */
-enum { F_CONTEXT, F_PARENT, F_NAME, F_KIND, F_START, F_END, F_ATTRS, F_EVENTS, F_LINKS, F_STATUS, N_FIELDS };
-
-static int
-span_fields(PyObject *span, PyObject **out)
-{
-    PyObject *names[N_FIELDS] = {sdk_field[SDK_CONTEXT], sdk_field[SDK_PARENT], sdk_field[SDK_NAME], sdk_field[SDK_KIND], sdk_field[SDK_START_TIME],
-                                 sdk_field[SDK_END_TIME], sdk_field[SDK_ATTRIBUTES], sdk_field[SDK_EVENTS], sdk_field[SDK_LINKS], sdk_field[SDK_STATUS]};
-    for (int i = 0; i < N_FIELDS; i++)
-        out[i] = NULL;
-    PyObject *d = PyObject_GenericGetDict(span, NULL);
-    if (d != NULL) {
-        Py_ssize_t pos = 0;
-        PyObject *k, *v;
-        while (PyDict_Next(d, &pos, &k, &v))
-            for (int i = 0; i < N_FIELDS; i++)
-                if (k == names[i]) {
-                    if (out[i] == NULL)
-                        out[i] = Py_NewRef(v);
-                    break;
-                }
-        Py_DECREF(d);
-    }
-    else
-        PyErr_Clear();
-    for (int i = 0; i < N_FIELDS; i++)
-        if (out[i] == NULL && (out[i] = iattr(span, names[i])) == NULL) {
-            for (int j = 0; j < N_FIELDS; j++)
-                Py_CLEAR(out[j]);
-            return -1;
-        }
-    return 0;
-}
-
 /* one Span message body */
 static int
 enc_span(Buf *b, PyObject *span)
 {
-    int fast = (PyObject *)Py_TYPE(span) == T_ReadableSpan;
-    PyObject *f[N_FIELDS] = {NULL};
+    int fast = SDK_IS(span, SDK_T_SPAN);
+    PyObject *f[SDK_SPAN_N];
     PyObject *tid = NULL, *sid = NULL, *tstate = NULL, *tsstr = NULL, *kindv = NULL;
     PyObject *d_attrs = NULL, *d_events = NULL, *d_links = NULL;
     int rc = -1, has_parent;
     uint32_t flags;
 
-    if (fast) {
-        if (span_fields(span, f) < 0)
-            return -1;
-    }
-    else {
-        PyObject *public_names[N_FIELDS] = {NULL, s_parent, s_name, s_kind, s_start_time,
-                                            s_end_time, s_attributes, s_events, s_links, s_status};
-        if ((f[F_CONTEXT] = PyObject_CallMethodNoArgs(span, s_get_span_context)) == NULL)
-            goto done;
-        for (int i = 1; i < N_FIELDS; i++)
-            if ((f[i] = get(span, public_names[i])) == NULL)
-                goto done;
-    }
-    PyObject *ctx = f[F_CONTEXT], *parent = f[F_PARENT], *name = f[F_NAME], *kind = f[F_KIND];
-    PyObject *start = f[F_START], *end = f[F_END], *attrs = f[F_ATTRS], *events = f[F_EVENTS];
-    PyObject *links = f[F_LINKS], *status = f[F_STATUS];
+    if (sdk_span_read(span, f) < 0)
+        return -1;
+    PyObject *ctx = f[SDK_CONTEXT], *parent = f[SDK_PARENT], *name = f[SDK_NAME], *kind = f[SDK_KIND];
+    PyObject *start = f[SDK_START_TIME], *end = f[SDK_END_TIME], *attrs = f[SDK_ATTRIBUTES];
+    PyObject *events = f[SDK_EVENTS], *links = f[SDK_LINKS], *status = f[SDK_STATUS];
     if (ctx_get(ctx, &tid, &sid, NULL, &tstate) < 0 || !(tsstr = trace_state_str(tstate)))
         goto done;
     if ((has_parent = PyObject_IsTrue(parent)) < 0 || !(kindv = kind_value(kind)))
         goto done;
     if (fast) {
-        if (!(d_attrs = dropped_of(attrs, T_BoundedAttributes)) || !(d_events = dropped_of(events, T_BoundedList)) ||
-            !(d_links = dropped_of(links, T_BoundedList)))
+        if (!(d_attrs = dropped_of(attrs, SDK_T_ATTRIBUTES)) || !(d_events = dropped_of(events, SDK_T_LIST)) ||
+            !(d_links = dropped_of(links, SDK_T_LIST)))
             goto done;
     }
     else if (!(d_attrs = get(span, s_dropped_attributes)) || !(d_events = get(span, s_dropped_events)) ||
@@ -1046,7 +936,7 @@ enc_span(Buf *b, PyObject *span)
         goto done;
     rc = 0;
 done:
-    for (int i = 0; i < N_FIELDS; i++)
+    for (int i = 0; i < SDK_SPAN_N; i++)
         Py_XDECREF(f[i]);
     Py_XDECREF(tid);
     Py_XDECREF(sid);
@@ -1175,11 +1065,10 @@ group_spans(PyObject *seq)
         return NULL;
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
         PyObject *span = PySequence_Fast_GET_ITEM(seq, i);
-        int fast = (PyObject *)Py_TYPE(span) == T_ReadableSpan;
-        PyObject *res = FIELD(span, fast, sdk_field[SDK_RESOURCE], s_resource);
+        PyObject *res = sdk_get(span, SDK_T_SPAN, SDK_RESOURCE);
         if (res == NULL)
             goto fail;
-        PyObject *scope = FIELD(span, fast, sdk_field[SDK_SCOPE], s_instrumentation_scope);
+        PyObject *scope = sdk_get(span, SDK_T_SPAN, SDK_SCOPE);
         if (scope == NULL) {
             Py_DECREF(res);
             goto fail;
@@ -1227,10 +1116,12 @@ fail:
 static PyObject *
 encode_spans(PyObject *module, PyObject *spans)
 {
-    if (T_ReadableSpan == NULL) {
+    if (KindMap == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "_otlpenc.setup() has not been called");
         return NULL;
     }
+    if (sdk_types_ready() < 0)
+        return NULL;
     PyObject *seq = PySequence_Fast(spans, "spans must be iterable");
     if (seq == NULL)
         return NULL;
@@ -1294,11 +1185,7 @@ setup(PyObject *module, PyObject *config)
         PyErr_SetString(PyExc_TypeError, "setup(config): config must be a dict");
         return NULL;
     }
-    if (take(config, "ReadableSpan", &T_ReadableSpan) < 0 || take(config, "Event", &T_Event) < 0 ||
-        take(config, "Link", &T_Link) < 0 || take(config, "SpanContext", &T_SpanContext) < 0 ||
-        take(config, "TraceState", &T_TraceState) < 0 || take(config, "Status", &T_Status) < 0 ||
-        take(config, "BoundedAttributes", &T_BoundedAttributes) < 0 ||
-        take(config, "BoundedList", &T_BoundedList) < 0 || take(config, "Sequence", &ABC_Sequence) < 0 ||
+    if (take(config, "Sequence", &ABC_Sequence) < 0 ||
         take(config, "Mapping", &ABC_Mapping) < 0 || take(config, "kind_map", &KindMap) < 0 ||
         take(config, "status_codes", &StatusCodes) < 0 || take(config, "on_drop", &OnDrop) < 0)
         return NULL;
@@ -1315,7 +1202,7 @@ setup(PyObject *module, PyObject *config)
 static PyMethodDef methods[] = {
     {"encode_spans", encode_spans, METH_O,
      "encode_spans(spans) -> bytes: a serialized ExportTraceServiceRequest"},
-    {"setup", setup, METH_O, "setup(config: dict): the SDK classes and the on_drop(key, exc) callback"},
+    {"setup", setup, METH_O, "setup(config: dict): Sequence, Mapping, kind_map, status_codes and the on_drop(key, exc) callback"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1335,29 +1222,11 @@ PyInit__otlpenc(void)
     if (sdk_fields_init() < 0)
         return NULL;
     INTERN(s_name, "name");
-    INTERN(s_get_span_context, "get_span_context");
-    INTERN(s_parent, "parent");
-    INTERN(s_kind, "kind");
-    INTERN(s_start_time, "start_time");
-    INTERN(s_end_time, "end_time");
     INTERN(s_attributes, "attributes");
-    INTERN(s_events, "events");
-    INTERN(s_links, "links");
-    INTERN(s_status, "status");
-    INTERN(s_resource, "resource");
-    INTERN(s_instrumentation_scope, "instrumentation_scope");
-    INTERN(s_timestamp, "timestamp");
-    INTERN(s_context, "context");
     INTERN(s_dropped, "dropped");
     INTERN(s_dropped_attributes, "dropped_attributes");
     INTERN(s_dropped_events, "dropped_events");
     INTERN(s_dropped_links, "dropped_links");
-    INTERN(s_trace_id, "trace_id");
-    INTERN(s_span_id, "span_id");
-    INTERN(s_is_remote, "is_remote");
-    INTERN(s_trace_state, "trace_state");
-    INTERN(s_status_code, "status_code");
-    INTERN(s_description, "description");
     INTERN(s_value, "value");
     INTERN(s_items, "items");
     INTERN(s_version, "version");

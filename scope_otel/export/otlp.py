@@ -51,7 +51,6 @@ from typing import Any, Callable
 
 import grpc
 
-from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.exporter.otlp.proto.common._internal.trace_encoder import _SPAN_KIND_MAP
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as _stock_encode_spans
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as _StockGrpcExporter
@@ -60,10 +59,8 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
-from opentelemetry.sdk.util import BoundedList
 from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
-from opentelemetry.trace import Link, SpanContext, Status, StatusCode
-from opentelemetry.trace.span import TraceState
+from opentelemetry.trace import Status, StatusCode
 
 from scope_otel.accelerators import pure_python_requested
 
@@ -165,14 +162,6 @@ def _load_c() -> Callable[[Sequence[ReadableSpan]], bytes] | None:
         return _otlpenc.encode_spans
     _otlpenc.setup(
         {
-            "ReadableSpan": ReadableSpan,
-            "Event": Event,
-            "Link": Link,
-            "SpanContext": SpanContext,
-            "TraceState": TraceState,
-            "Status": Status,
-            "BoundedAttributes": BoundedAttributes,
-            "BoundedList": BoundedList,
             "Sequence": Sequence,
             "Mapping": Mapping,
             "kind_map": {kind: int(value) for kind, value in _SPAN_KIND_MAP.items()},

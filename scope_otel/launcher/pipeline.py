@@ -119,9 +119,13 @@ def _without_signals(build, *args):
 
 
 def _span_processor(config: _config.Config, exporter):
+    """The ring-buffered processor, carrying function-call records too: the correlation layer, which
+    turns them into spans, is handed in here because capture sits below it."""
     from scope_otel.capture import RingBufferSpanProcessor
+    from scope_otel.correlate.spans import Correlator
 
-    return RingBufferSpanProcessor(exporter, overflow=config.overflow, block_timeout_millis=config.block_timeout_ms)
+    return RingBufferSpanProcessor(exporter, overflow=config.overflow, block_timeout_millis=config.block_timeout_ms,
+                                   correlator=Correlator)
 
 
 def _governed(sampler):

@@ -25,6 +25,7 @@ from importlib.metadata import entry_points
 
 from scope_otel import config as _config
 from scope_otel import redact
+from scope_otel.launcher import summary
 
 BOOTSTRAP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootstrap")
 
@@ -269,5 +270,9 @@ def config_main(argv: list[str]) -> int:
     print(config.describe())
     print("\nredaction in force (redact extends the built-in names; redact_defaults = false keeps only it):")
     for line in redact.from_config(config).describe().splitlines():
+        print("  " + line)
+    print("\ncounted, and shown at exit (all with summary = true; a destination that did not get everything "
+          "is told on stderr whatever summary says):")
+    for line in summary.legend().splitlines():
         print("  " + line)
     return 0

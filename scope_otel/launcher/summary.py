@@ -40,6 +40,22 @@ from scope_otel import notice
 
 DIR_ENV = "SCOPE_OTEL_SUMMARY_DIR"
 
+#: The counts the summary shows besides the per-destination lines, in the order shown: report key ->
+#: the words (``{n}`` is the count).  A count is shown when it is not zero; ``scope-otel config``
+#: lists them all (:func:`legend`), so this is the one place that says what users are told.
+COUNTS: dict[str, str] = {
+    "unsampled": "not sampled (never exported, by the sampler's choice): {n}",
+    "traces_unsampled": "not recorded: {n} new traces the overhead governor sampled out (to stay within its budget)",
+    "calls_unsampled": "not recorded: {n} function calls in traces the overhead governor sampled out",
+    "dropped_at_fork": "dropped at fork: {n} spans queued when a process forked without at-fork hooks "
+                       "(uWSGI and the like), which cannot be told apart from the parent's",
+    "values_truncated": "{n} values truncated (max_value_length)",
+    "values_redacted": "{n} values redacted (secrets; the rules: scope-otel config)",
+    "internal_errors": "capture errors: {n} (each kind logged once, never raised into the program)",
+    "orphan_messages": "messages not linked: {n} sent or received outside any recorded span",
+    "handoff_unlinked": "queue puts not linked to their get: {n} (a queue had 10,000 items waiting)",
+}
+
 _DROP_REASONS = {
     "dropped_oldest": "queue full, oldest overwritten",
     "dropped_newest": "queue full, new refused",
@@ -99,6 +115,7 @@ def collect(state: dict[str, Any], why: str = "exit", seconds: float = 0.0) -> d
         "dropped": {label: stats.get(key, 0) for key, label in _DROP_REASONS.items() if stats.get(key, 0)},
         "unsampled": stats.get("unsampled", 0),
         "queued_at_exit": stats.get("queued_at_shutdown", 0),
+        "unconverted": stats.get("unconverted", 0),
         "function_spans": stats.get("function_spans", 0),
         "destinations": destinations,
         "calls_unsampled": stats.get("calls_unsampled", 0),
@@ -107,8 +124,6 @@ def collect(state: dict[str, Any], why: str = "exit", seconds: float = 0.0) -> d
         "governor_functions_lowered": stats.get("governor_functions_lowered", 0),
         "governor_budget_pct": stats.get("governor_budget_pct"),
         "governor_peak_cost_pct": stats.get("governor_peak_cost_pct", 0.0),
-        "values_truncated": stats.get("values_truncated", 0),
-        "values_redacted": stats.get("values_redacted", 0),
         "notices": notice.counts(),
         "exporters": list(getattr(state.get("config"), "traces_exporter", ()) or ()),
     }
@@ -117,6 +132,8 @@ def collect(state: dict[str, Any], why: str = "exit", seconds: float = 0.0) -> d
     report["integration_errors"] = dict(errors.stats()) if errors is not None else {}
     handoff = sys.modules.get("scope_otel.instrumentors.handoff")
     report["handoff_unlinked"] = handoff.dropped() if handoff is not None else 0
+    for key in COUNTS:
+        report.setdefault(key, stats.get(key, 0))
     if counted is not None:
         report["sdk_spans"] = sum(counted.counts.values())
         report["traces"] = len(counted.traces)
@@ -141,9 +158,8 @@ def merge(reports: list[dict[str, Any]]) -> dict[str, Any]:
             out["governor_budget_pct"] = r["governor_budget_pct"]
             out["governor_peak_cost_pct"] = max(out.get("governor_peak_cost_pct", 0.0),
                                                 r.get("governor_peak_cost_pct", 0.0))
-        for key in ("unreported", "recorded", "unsampled", "queued_at_exit", "function_spans", "calls_unsampled",
-                    "traces_unsampled",
-                    "governor_changes", "governor_functions_lowered", "values_truncated", "values_redacted", "sdk_spans", "traces", "errors", "handoff_unlinked"):
+        for key in ("unreported", "recorded", "queued_at_exit", "unconverted", "function_spans", "governor_changes",
+                    "governor_functions_lowered", "sdk_spans", "traces", "errors", *COUNTS):
             if key in r:
                 out[key] = out.get(key, 0) + r[key]
         for d in r.get("destinations", []):
@@ -164,13 +180,16 @@ def _not_delivered(report: dict[str, Any], dest: dict[str, Any]) -> tuple[int, l
     failed = sum(dest.get("failed", {}).values())
     queued = report.get("queued_at_exit", 0)
     dropped = sum(report.get("dropped", {}).values())
+    unconverted = report.get("unconverted", 0)
     parts = [f"failed {n} ({reason})" for reason, n in sorted(dest.get("failed", {}).items(), key=lambda x: -x[1])]
+    if unconverted:
+        parts.append(f"could not be read, converted or redacted {unconverted} (logged)")
     if queued:
         parts.append(f"still queued when the exit deadline passed {queued}")
     if dropped:
         parts.append(f"dropped before export {dropped} ("
                      + ", ".join(f"{label}: {n}" for label, n in report["dropped"].items()) + ")")
-    return failed + queued + dropped, parts
+    return failed + queued + dropped + unconverted, parts
 
 
 def lost_lines(report: dict[str, Any]) -> list[str]:
@@ -202,8 +221,6 @@ def render(report: dict[str, Any]) -> str:
         if lost:
             line += f"; NOT {dest['word']} {lost}: " + "; ".join(parts)
         lines.append(line)
-    if report.get("unsampled"):
-        lines.append(f"  not sampled (never exported, by the sampler's choice): {report['unsampled']}")
     drops = report.get("dropped", {})
     lines.append("  capture queue: " + (", ".join(f"{label} {n}" for label, n in drops.items()) or "nothing dropped"))
     if "sdk_spans" in report:
@@ -211,32 +228,28 @@ def render(report: dict[str, Any]) -> str:
                      f"({report.get('errors', 0)} with errors); function spans: {report.get('function_spans', 0)}")
     else:
         lines.append(f"  function spans: {report.get('function_spans', 0)}")
-    if report.get("traces_unsampled"):
-        lines.append(f"  not recorded: {report['traces_unsampled']} new traces the overhead governor sampled out "
-                     "(to stay within its budget)")
-    if report.get("calls_unsampled"):
-        lines.append(f"  not recorded: {report['calls_unsampled']} function calls in traces the overhead governor "
-                     "sampled out")
+    lines += [f"  {words.format(n=report[key])}" for key, words in COUNTS.items() if report.get(key)]
     if report.get("governor_budget_pct") is not None:
         lines.append(f"  overhead governor: budget {report['governor_budget_pct']:g}% of CPU, peak cost "
                      f"{report.get('governor_peak_cost_pct', 0):g}%, {report.get('governor_changes', 0)} changes, "
                      f"{report.get('governor_functions_lowered', 0)} functions lowered at the end")
-    extra = []
-    if report.get("values_truncated"):
-        extra.append(f"{report['values_truncated']} values truncated (max_value_length)")
-    if report.get("values_redacted"):
-        extra.append(f"{report['values_redacted']} values redacted (secrets; the rules: scope-otel config)")
-    if extra:
-        lines.append("  " + "; ".join(extra))
     failures = report.get("integration_errors") or {}
     if failures:
         places = ", ".join(f"{where} ×{n}" for where, n in sorted(dict(failures).items()))
         lines.append(f"  integration errors (each logged once, never raised into the program): {places}")
-    if report.get("handoff_unlinked"):
-        lines.append(f"  queue puts not linked to their get (a queue had 10,000 items waiting): "
-                     f"{report['handoff_unlinked']}")
     for kind, name, n in report.get("top", []):
         lines.append(f"  {n:8d}  {kind:8s}  {name}")
+    return "\n".join(lines)
+
+
+def legend() -> str:
+    """What the exit summary counts, in words: for ``scope-otel config``."""
+    lines = ["per destination: exported (or spooled for the store writer) of the spans recorded; what was not, "
+             "and why: failed (with the exporter's reason), could not be read, converted or redacted, still queued "
+             "when the exit deadline passed, dropped before export (" + "; ".join(_DROP_REASONS.values()) + ")"]
+    lines += [words.format(n="N") for words in COUNTS.values()]
+    lines += ["integration errors: N per place (e.g. flask.start), each logged once, never raised into the program",
+              "processes of the run that ended without their report (SIGKILL, out of memory, os._exit)"]
     return "\n".join(lines)
 
 

@@ -156,21 +156,6 @@ def _plain_header(spec: Sequence[tuple[str, str]]) -> tuple[tuple[bytes, bytes],
 
 _C_TRACE_HEADER = _plain_header(TRACE_COLUMNS)
 _C_EVENT_HEADER = _plain_header(EVENT_COLUMNS)
-_SDK_TYPES: tuple[Any, Any, tuple[Any, Any, Any]] | None = None
-
-
-def _sdk_types() -> tuple[Any, Any, tuple[Any, Any, Any]]:
-    """(ReadableSpan, SpanContext, (Status, BoundedList, TraceState)): the classes whose fields the
-    C encoder may read directly (their public properties and ``__len__`` only return those fields)."""
-    global _SDK_TYPES
-    if _SDK_TYPES is None:
-        from opentelemetry.sdk.trace import ReadableSpan
-        from opentelemetry.sdk.util import BoundedList
-        from opentelemetry.trace import SpanContext, TraceState
-        from opentelemetry.trace.status import Status
-
-        _SDK_TYPES = (ReadableSpan, SpanContext, (Status, BoundedList, TraceState))
-    return _SDK_TYPES
 
 
 class Batch:
@@ -284,9 +269,8 @@ class Batch:
             if not isinstance(spans, (list, tuple)):
                 spans = list(spans)
             try:
-                readable, context, plain = _sdk_types()
                 out = self._encoder(spans, self.max_value_chars, _C_TRACE_HEADER, _C_EVENT_HEADER, _text,
-                                    _escape_text, self._resource, readable, context, plain)
+                                    _escape_text, self._resource)
             except Exception:
                 pass  # something the C encoder does not take: the Python path decides (and raises)
             else:

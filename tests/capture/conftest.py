@@ -6,6 +6,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from scope_otel.capture import RingBufferSpanProcessor, _accel, runtime
+from scope_otel.correlate.spans import Correlator
 
 _C_BUILT = _accel.load(pure=False).name == "c"
 
@@ -26,7 +27,8 @@ def impl(request):
 class Pipeline:
     def __init__(self, **options):
         self.exporter = InMemorySpanExporter()
-        self.processor = RingBufferSpanProcessor(self.exporter, schedule_delay_millis=20, **options)
+        self.processor = RingBufferSpanProcessor(self.exporter, schedule_delay_millis=20,
+                                                 **{"correlator": Correlator, **options})
         self.provider = TracerProvider()
         self.provider.add_span_processor(self.processor)
         self.tracer = self.provider.get_tracer("tests")

@@ -414,3 +414,45 @@ def test_an_exported_exception_no_longer_holds_its_frames_locals(pipeline, fn):
     assert "boom" in spans[0].events[0].attributes["exception.stacktrace"]
     gc.collect()
     assert held[0]() is None
+
+
+def test_capturing_functions_without_a_correlator_is_refused_with_the_fix_named(impl):
+    with pytest.raises(ValueError, match="correlator="):
+        RingBufferSpanProcessor(InMemorySpanExporter(), capture_functions=True)
+
+
+def test_without_a_correlator_the_processor_carries_sdk_spans_and_leaves_the_runtime_ring_alone(impl, fn):
+    before = runtime.current_ring()
+    exporter = InMemorySpanExporter()
+    processor = RingBufferSpanProcessor(exporter, schedule_delay_millis=10)
+    try:
+        assert runtime.current_ring() is before  # function records keep going where they went
+        provider = TracerProvider()
+        provider.add_span_processor(processor)
+        with provider.get_tracer("t").start_as_current_span("sdk"):
+            pass
+        assert processor.force_flush(5000)
+        assert [s.name for s in exporter.get_finished_spans()] == ["sdk"]
+    finally:
+        processor.shutdown(1000)
+
+
+def test_a_function_record_reaching_a_processor_without_correlator_is_counted_not_exported(impl, fn):
+    exporter = InMemorySpanExporter()
+    processor = RingBufferSpanProcessor(exporter, schedule_delay_millis=10)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    try:
+        with provider.get_tracer("t").start_as_current_span("sdk"):
+            pass
+        ring = runtime.current_ring()
+        runtime.bind_ring(processor._ring, move=False)
+        try:
+            runtime.exit(runtime.enter(fn("stray")))
+        finally:
+            runtime.bind_ring(ring, move=False)
+        assert processor.force_flush(5000)
+        st = processor.stats()
+        assert [s.name for s in exporter.get_finished_spans()] == ["sdk"] and st["export_failures"] == 1
+    finally:
+        processor.shutdown(1000)

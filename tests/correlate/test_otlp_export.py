@@ -6,6 +6,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
 from scope_otel.capture import RingBufferSpanProcessor, runtime
+from scope_otel.correlate.spans import Correlator
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
@@ -18,7 +19,7 @@ def test_function_and_sdk_spans_arrive_over_otlp_with_their_links(otlp_receiver,
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         exporter = OTLPSpanExporter(endpoint=otlp_receiver.http_endpoint + "/v1/traces")
-    processor = RingBufferSpanProcessor(exporter, schedule_delay_millis=20)
+    processor = RingBufferSpanProcessor(exporter, schedule_delay_millis=20, correlator=Correlator)
     provider = TracerProvider(resource=Resource.create({"service.name": "capture-tests"}))
     provider.add_span_processor(processor)
     tracer = provider.get_tracer("tests")
@@ -50,7 +51,8 @@ def test_function_spans_ended_before_any_sdk_span_get_the_providers_resource(imp
 
     exporter = InMemorySpanExporter()
     resource = Resource.create({"service.name": "given"})
-    processor = RingBufferSpanProcessor(exporter, schedule_delay_millis=20, resource=resource)
+    processor = RingBufferSpanProcessor(exporter, schedule_delay_millis=20, resource=resource,
+                                        correlator=Correlator)
     try:
         runtime.exit(runtime.enter(fn("early")))
         assert processor.force_flush(5000)

@@ -142,7 +142,8 @@ def _pipeline_cost(fid: int, exporter: str, n: int) -> float:
         def shutdown(self):
             pass
 
-    processor = RingBufferSpanProcessor(_EncodeOnly(), schedule_delay_millis=50)
+    # the Correlator turns the recorded calls into spans, as in a run
+    processor = RingBufferSpanProcessor(_EncodeOnly(), schedule_delay_millis=50, correlator=Correlator)
     probe = runtime.probe(fid)
     enter, exit_ = probe.enter, probe.exit
     try:

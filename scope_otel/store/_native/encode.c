@@ -46,10 +46,6 @@ typedef struct {
     PyObject *text;     /* rows._text: rare value types */
     PyObject *escape;   /* rows._escape_text: str -> valid str */
     PyObject *resource; /* Batch._resource: resource -> (attrs dict, service) */
-    /* The SDK's Status, BoundedList and TraceState (or NULL): their public
-     * properties and __len__ are Python code returning a private field
-     * (sdk_fields.h), read here directly: five Python calls a span fewer. */
-    PyTypeObject *status_type, *list_type, *state_type;
 } Enc;
 
 static void
@@ -243,13 +239,8 @@ convert_map(Enc *e, Pairs *ps, PyObject *attributes)
     if (m == NULL || m == Py_None)
         return 0;
     if (!PyDict_Check(m)) {
-        PyObject *d = PyObject_GetAttr(m, sdk_field[SDK_DICT]);
-        if (d == NULL) {
-            if (!PyErr_ExceptionMatches(PyExc_AttributeError))
-                return -1;
-            PyErr_Clear();
-        }
-        else {
+        PyObject *d = sdk_plain_dict(m); /* a BoundedAttributes' dict */
+        if (d != NULL) {
             m = d;
             owned = 1;
         }
@@ -450,9 +441,7 @@ build_block(PyObject *header, Py_ssize_t rows, Buf *bufs, const int *layout, int
 
 /* -- the encoder ------------------------------------------------------------- */
 
-static PyObject *s_context, *s_parent, *s_start_time, *s_end_time, *s_resource, *s_scope, *s_status,
-    *s_name, *s_kind, *s_attributes, *s_events, *s_links, *s_trace_id, *s_span_id, *s_trace_state,
-    *s_to_header, *s_value_, *s_status_code, *s_description, *s_version, *s_timestamp;
+static PyObject *s_name, *s_to_header, *s_value_, *s_version;
 
 static const char *SPAN_KINDS[] = {"SPAN_KIND_INTERNAL", "SPAN_KIND_SERVER", "SPAN_KIND_CLIENT",
                                    "SPAN_KIND_PRODUCER", "SPAN_KIND_CONSUMER"};
@@ -471,51 +460,6 @@ static const char *EVENT_SPECS[][4] = {
 #define ARG_PREFIX "scope.arg."
 #define ARG_CUT 10
 
-/* getattr(o, fast_name) for the SDK's own classes (whose public properties
- * only return the private attribute), getattr(o, public_name) otherwise. */
-static inline PyObject *
-attr(PyObject *o, int fast, PyObject *fast_name, PyObject *public_name)
-{
-    return PyObject_GetAttr(o, fast ? fast_name : public_name);
-}
-
-/* getattr(o, name, None) with the AttributeError swallowed: new ref or NULL+error. */
-static PyObject *
-attr_or_none(PyObject *o, PyObject *name)
-{
-    PyObject *v = PyObject_GetAttr(o, name);
-    if (v == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
-        PyErr_Clear();
-        Py_RETURN_NONE;
-    }
-    return v;
-}
-
-/* span.<priv> (e.g. _events), or the public span.<pub> when that is missing or
- * None and `fallback` is set.  New reference; NULL with an error set. */
-static PyObject *
-private_or_public(PyObject *span, PyObject *priv, PyObject *pub, int fallback)
-{
-    PyObject *o = attr_or_none(span, priv);
-    if (o == Py_None && fallback) {
-        Py_DECREF(o);
-        o = PyObject_GetAttr(span, pub);
-    }
-    return o;
-}
-
-/* A SpanContext's field: tuple item for the SDK class, property otherwise. */
-static inline PyObject *
-ctx_field(PyObject *ctx, PyTypeObject *ctx_type, Py_ssize_t index, PyObject *name)
-{
-    if (Py_TYPE(ctx) == ctx_type && PyTuple_GET_SIZE(ctx) > index) {
-        PyObject *v = PyTuple_GET_ITEM(ctx, index);
-        Py_INCREF(v);
-        return v;
-    }
-    return PyObject_GetAttr(ctx, name);
-}
-
 /* state.to_header() if state else "" */
 static int
 trace_state_text(Enc *e, PyObject *state, Str *s)
@@ -524,15 +468,10 @@ trace_state_text(Enc *e, PyObject *state, Str *s)
     if (state == Py_None)
         return 0;
     int truth = -2;
-    if (Py_TYPE(state) == e->state_type) { /* TraceState: as long as its _dict */
-        PyObject *d = PyObject_GetAttr(state, sdk_field[SDK_DICT]);
-        if (d == NULL)
-            PyErr_Clear();
-        else {
-            if (PyDict_CheckExact(d))
-                truth = PyDict_GET_SIZE(d) > 0;
-            Py_DECREF(d);
-        }
+    PyObject *d = SDK_IS(state, SDK_T_TRACE_STATE) ? sdk_plain_dict(state) : NULL; /* as long as its dict */
+    if (d != NULL) {
+        truth = PyDict_GET_SIZE(d) > 0;
+        Py_DECREF(d);
     }
     if (truth == -2)
         truth = PyObject_IsTrue(state);
@@ -565,8 +504,8 @@ seq_items(Enc *e, PyObject *o, Py_ssize_t *n, int *err)
     *err = 0;
     if (o == Py_None)
         return NULL;
-    if (Py_TYPE(o) == e->list_type) { /* BoundedList: its deque, as its __iter__ lists it */
-        PyObject *dq = PyObject_GetAttr(o, sdk_field[SDK_DQ]);
+    if (SDK_IS(o, SDK_T_LIST)) { /* BoundedList: its deque, as its __iter__ lists it */
+        PyObject *dq = sdk_items(o);
         if (dq == NULL)
             PyErr_Clear();
         else {
@@ -767,25 +706,13 @@ key_is(const Pair *pr, const char *key, Py_ssize_t n)
 PyObject *
 chn_encode_spans(PyObject *self, PyObject *args)
 {
-    PyObject *spans, *trace_header, *event_header, *readable_type, *ctx_type, *plain = NULL;
+    PyObject *spans, *trace_header, *event_header;
     Enc e = {0};
-    if (!PyArg_ParseTuple(args, "OnOOOOOOO|O", &spans, &e.max_chars, &trace_header, &event_header, &e.text,
-                          &e.escape, &e.resource, &readable_type, &ctx_type, &plain))
+    if (!PyArg_ParseTuple(args, "OnOOOOO", &spans, &e.max_chars, &trace_header, &event_header, &e.text,
+                          &e.escape, &e.resource))
         return NULL;
-    if (!PyType_Check(readable_type) || !PyType_Check(ctx_type)) {
-        PyErr_SetString(PyExc_TypeError, "readable_type and ctx_type must be types");
+    if (sdk_types_ready() < 0)
         return NULL;
-    }
-    if (plain != NULL) { /* (Status, BoundedList, TraceState): see Enc */
-        if (!PyTuple_Check(plain) || PyTuple_GET_SIZE(plain) != 3 || !PyType_Check(PyTuple_GET_ITEM(plain, 0))
-            || !PyType_Check(PyTuple_GET_ITEM(plain, 1)) || !PyType_Check(PyTuple_GET_ITEM(plain, 2))) {
-            PyErr_SetString(PyExc_TypeError, "plain_types must be (Status, BoundedList, TraceState) types");
-            return NULL;
-        }
-        e.status_type = (PyTypeObject *)PyTuple_GET_ITEM(plain, 0);
-        e.list_type = (PyTypeObject *)PyTuple_GET_ITEM(plain, 1);
-        e.state_type = (PyTypeObject *)PyTuple_GET_ITEM(plain, 2);
-    }
     PyObject *seq = PySequence_Fast(spans, "spans must be a sequence");
     if (seq == NULL)
         return NULL;
@@ -793,6 +720,7 @@ chn_encode_spans(PyObject *self, PyObject *args)
     memset(&st, 0, sizeof st);
     PyObject *result = NULL;
     PyObject *span = NULL, *ctx = NULL, *parent = NULL, *o = NULL, *events = NULL, *links = NULL;
+    PyObject *f[SDK_SPAN_N] = {NULL}; /* the span's fields (sdk_fields.h) */
     Py_ssize_t nspans = PySequence_Fast_GET_SIZE(seq);
     uint64_t res_total = 0, attr_total = 0, ev_total = 0, ev_kv = 0, ln_total = 0, ln_kv = 0, e_kv = 0;
     Py_ssize_t nrows_ev = 0;
@@ -808,104 +736,86 @@ chn_encode_spans(PyObject *self, PyObject *args)
 
     for (Py_ssize_t i = 0; i < nspans; i++) {
         span = PySequence_Fast_GET_ITEM(seq, i);
-        int fast = Py_TYPE(span) == (PyTypeObject *)readable_type;
         int64_t start = 0, end;
+        if (sdk_span_read(span, f) < 0)
+            FAIL;
 
         /* ids */
-        ctx = attr(span, fast, sdk_field[SDK_CONTEXT], s_context);
-        if (ctx == NULL)
-            FAIL;
-        o = ctx_field(ctx, (PyTypeObject *)ctx_type, 0, s_trace_id);
+        ctx = Py_NewRef(f[SDK_CONTEXT]);
+        o = sdk_context_item(ctx, 0);
         if (o == NULL || hex_id(&e, o, tid_buf, 16, &tid) < 0)
             FAIL;
         DROP(o);
-        o = ctx_field(ctx, (PyTypeObject *)ctx_type, 1, s_span_id);
+        o = sdk_context_item(ctx, 1);
         if (o == NULL || hex_id(&e, o, sid_buf, 8, &sid) < 0)
             FAIL;
         DROP(o);
-        parent = attr(span, fast, sdk_field[SDK_PARENT], s_parent);
-        if (parent == NULL)
-            FAIL;
+        parent = Py_NewRef(f[SDK_PARENT]);
         if (parent == Py_None)
             str_static(&pid, "");
         else {
-            o = ctx_field(parent, (PyTypeObject *)ctx_type, 1, s_span_id);
+            o = sdk_context_item(parent, 1);
             if (o == NULL || hex_id(&e, o, pid_buf, 8, &pid) < 0)
                 FAIL;
             DROP(o);
         }
         DROP(parent);
-        o = ctx_field(ctx, (PyTypeObject *)ctx_type, 4, s_trace_state);
+        o = sdk_context_item(ctx, 4);
         if (o == NULL || trace_state_text(&e, o, &state) < 0)
             FAIL;
         DROP(o);
         DROP(ctx);
 
         /* times: start = span.start_time or 0; end = span.end_time or start */
-        o = attr(span, fast, sdk_field[SDK_START_TIME], s_start_time);
-        if (o == NULL)
-            FAIL;
+        o = Py_NewRef(f[SDK_START_TIME]);
         int truth = PyObject_IsTrue(o);
         if (truth < 0 || (truth && as_i64(o, &start) < 0))
             FAIL;
         DROP(o);
         end = start;
-        o = attr(span, fast, sdk_field[SDK_END_TIME], s_end_time);
-        if (o == NULL)
-            FAIL;
+        o = Py_NewRef(f[SDK_END_TIME]);
         truth = PyObject_IsTrue(o);
         if (truth < 0 || (truth && as_i64(o, &end) < 0))
             FAIL;
         DROP(o);
 
         /* resource, scope */
-        o = attr(span, fast, sdk_field[SDK_RESOURCE], s_resource);
-        if (o == NULL)
-            FAIL;
+        o = Py_NewRef(f[SDK_RESOURCE]);
         if (o != st.res_obj)
             CHK(set_resource(&e, &st, o));
         DROP(o);
-        o = attr(span, fast, sdk_field[SDK_SCOPE], s_scope);
-        if (o == NULL)
-            FAIL;
+        o = Py_NewRef(f[SDK_SCOPE]);
         if (o != st.scope_obj)
             CHK(set_scope(&e, &st, o));
         DROP(o);
 
-        /* attributes: span._attributes, or span.attributes when missing/None */
+        /* attributes (None: a span built without any) */
         pairs_reset(&st.attrs);
-        o = private_or_public(span, sdk_field[SDK_ATTRIBUTES], s_attributes, 1);
-        if (o == NULL)
-            FAIL;
+        o = Py_NewRef(f[SDK_ATTRIBUTES]);
         CHK(convert_map(&e, &st.attrs, o));
         DROP(o);
 
         /* name, kind, status */
-        o = attr(span, fast, sdk_field[SDK_NAME], s_name);
-        if (o == NULL || str_set(&e, &name, o) < 0)
+        o = Py_NewRef(f[SDK_NAME]);
+        if (str_set(&e, &name, o) < 0)
             FAIL;
         DROP(o);
-        o = attr(span, fast, sdk_field[SDK_KIND], s_kind);
-        if (o == NULL)
-            FAIL;
+        o = Py_NewRef(f[SDK_KIND]);
         Py_ssize_t kind = enum_index(o, 5);
         DROP(o);
         if (kind == -2)
             FAIL;
-        o = attr(span, fast, sdk_field[SDK_STATUS], s_status);
-        if (o == NULL)
+        o = Py_NewRef(f[SDK_STATUS]);
+        PyObject *st_f[2];
+        if (SDK_READ(o, SDK_T_STATUS, SDK_STATUS_FIELDS, st_f) < 0)
             FAIL;
-        int plain = Py_TYPE(o) == e.status_type;
-        PyObject *code = PyObject_GetAttr(o, plain ? sdk_field[SDK_STATUS_CODE] : s_status_code);
-        if (code == NULL)
-            FAIL;
+        PyObject *code = st_f[SDK_ST_CODE], *desc = st_f[SDK_ST_DESCRIPTION];
         Py_ssize_t status = enum_index(code, 3);
         Py_DECREF(code);
-        if (status == -2)
+        if (status == -2) {
+            Py_DECREF(desc);
             FAIL;
-        PyObject *desc = PyObject_GetAttr(o, plain ? sdk_field[SDK_DESCRIPTION] : s_description);
-        if (desc == NULL)
-            FAIL;
+        }
         int rc = or_empty(&e, desc, &status_msg);
         Py_DECREF(desc);
         if (rc < 0)
@@ -933,11 +843,9 @@ chn_encode_spans(PyObject *self, PyObject *args)
         CHK(emit(&e, &t[T_STATUS], &ss));
         CHK(emit(&e, &t[T_STATUS_MSG], &status_msg));
 
-        /* events: span._events if present, else span.events */
+        /* events */
         pairs_reset(&st.evattrs);
-        o = private_or_public(span, sdk_field[SDK_EVENTS], s_events, !fast);
-        if (o == NULL)
-            FAIL;
+        o = Py_NewRef(f[SDK_EVENTS]);
         Py_ssize_t nev;
         int err;
         events = seq_items(&e, o, &nev, &err);
@@ -960,13 +868,17 @@ chn_encode_spans(PyObject *self, PyObject *args)
             x->name.obj = NULL;
             x->from = st.evattrs.n;
             x->spec = -1;
-            o = PyObject_GetAttr(ev, s_timestamp);
-            if (o == NULL || as_i64(o, &x->ts) < 0)
+            PyObject *ev_f[3];
+            if (SDK_READ(ev, SDK_T_EVENT, SDK_EVENT_FIELDS, ev_f) < 0)
                 FAIL;
-            DROP(o);
-            o = PyObject_GetAttr(ev, s_name);
-            if (o == NULL)
+            PyObject *ev_ts = ev_f[SDK_EV_TIMESTAMP], *ev_attrs = ev_f[SDK_EV_ATTRIBUTES];
+            o = ev_f[SDK_EV_NAME];
+            rc = as_i64(ev_ts, &x->ts);
+            Py_DECREF(ev_ts);
+            if (rc < 0) {
+                Py_DECREF(ev_attrs);
                 FAIL;
+            }
             if (PyUnicode_Check(o))
                 for (int k = 0; k < N_EVENT_SPECS; k++)
                     if (PyUnicode_CompareWithASCIIString(o, EVENT_SPECS[k][0]) == 0) {
@@ -975,10 +887,8 @@ chn_encode_spans(PyObject *self, PyObject *args)
                     }
             rc = str_set(&e, &x->name, o);
             DROP(o);
-            if (rc < 0)
-                FAIL;
-            o = PyObject_GetAttr(ev, s_attributes);
-            if (o == NULL || convert_map(&e, &st.evattrs, o) < 0)
+            o = ev_attrs;
+            if (rc < 0 || convert_map(&e, &st.evattrs, o) < 0)
                 FAIL;
             DROP(o);
             x->to = st.evattrs.n;
@@ -991,9 +901,7 @@ chn_encode_spans(PyObject *self, PyObject *args)
         CHK(put_u64(&t[T_EV_OFF], ev_total));
 
         /* links */
-        o = private_or_public(span, sdk_field[SDK_LINKS], s_links, !fast);
-        if (o == NULL)
-            FAIL;
+        o = Py_NewRef(f[SDK_LINKS]);
         Py_ssize_t nln;
         links = seq_items(&e, o, &nln, &err);
         DROP(o);
@@ -1002,23 +910,25 @@ chn_encode_spans(PyObject *self, PyObject *args)
         for (Py_ssize_t j = 0; j < nln; j++) {
             PyObject *ln = PySequence_Fast_GET_ITEM(links, j);
             Str lt = {0}, ls = {0};
-            PyObject *lctx = PyObject_GetAttr(ln, s_context);
-            if (lctx == NULL)
+            PyObject *ln_f[2];
+            if (SDK_READ(ln, SDK_T_LINK, SDK_LINK_FIELDS, ln_f) < 0)
                 FAIL;
-            o = ctx_field(lctx, (PyTypeObject *)ctx_type, 0, s_trace_id);
+            PyObject *lctx = ln_f[SDK_LN_CONTEXT], *ln_attrs = ln_f[SDK_LN_ATTRIBUTES];
+            o = sdk_context_item(lctx, 0);
             rc = o == NULL ? -1 : hex_id(&e, o, lt_buf, 16, &lt);
             DROP(o);
             if (rc == 0) {
-                o = ctx_field(lctx, (PyTypeObject *)ctx_type, 1, s_span_id);
+                o = sdk_context_item(lctx, 1);
                 rc = o == NULL ? -1 : hex_id(&e, o, ls_buf, 8, &ls);
                 DROP(o);
             }
             if (rc == 0) {
-                o = ctx_field(lctx, (PyTypeObject *)ctx_type, 4, s_trace_state);
+                o = sdk_context_item(lctx, 4);
                 rc = o == NULL ? -1 : trace_state_text(&e, o, &lstate);
                 DROP(o);
             }
             Py_DECREF(lctx);
+            o = ln_attrs; /* dropped below, or on the error path */
             if (rc == 0)
                 rc = emit(&e, &t[T_LN_TID], &lt);
             if (rc == 0)
@@ -1031,8 +941,7 @@ chn_encode_spans(PyObject *self, PyObject *args)
             if (rc < 0)
                 FAIL;
             pairs_reset(&st.lnattrs);
-            o = PyObject_GetAttr(ln, s_attributes);
-            if (o == NULL || convert_map(&e, &st.lnattrs, o) < 0)
+            if (convert_map(&e, &st.lnattrs, o) < 0)
                 FAIL;
             DROP(o);
             CHK(emit_map(&e, &t[T_LN_MOFF], &ln_kv, &t[T_LN_K], &t[T_LN_V], &st.lnattrs, 0, st.lnattrs.n, NULL,
@@ -1140,6 +1049,8 @@ chn_encode_spans(PyObject *self, PyObject *args)
         for (Py_ssize_t j = 0; j < nev; j++)
             str_clear(&st.evs[j].name);
         DROP(events);
+        for (int k = 0; k < SDK_SPAN_N; k++)
+            Py_CLEAR(f[k]);
         str_clear(&tid);
         str_clear(&sid);
         str_clear(&pid);
@@ -1172,6 +1083,8 @@ chn_encode_spans(PyObject *self, PyObject *args)
     return result;
 
 error:
+    for (int k = 0; k < SDK_SPAN_N; k++)
+        Py_XDECREF(f[k]);
     Py_XDECREF(ctx);
     Py_XDECREF(parent);
     Py_XDECREF(o);
@@ -1202,26 +1115,9 @@ chn_encode_init(void)
     if (sdk_fields_init() < 0)
         return -1;
     INTERN(s_items, "items");
-    INTERN(s_context, "context");
-    INTERN(s_parent, "parent");
-    INTERN(s_start_time, "start_time");
-    INTERN(s_end_time, "end_time");
-    INTERN(s_resource, "resource");
-    INTERN(s_scope, "instrumentation_scope");
-    INTERN(s_status, "status");
     INTERN(s_name, "name");
-    INTERN(s_kind, "kind");
-    INTERN(s_attributes, "attributes");
-    INTERN(s_events, "events");
-    INTERN(s_links, "links");
-    INTERN(s_trace_id, "trace_id");
-    INTERN(s_span_id, "span_id");
-    INTERN(s_trace_state, "trace_state");
     INTERN(s_to_header, "to_header");
     INTERN(s_value_, "_value_");
-    INTERN(s_status_code, "status_code");
-    INTERN(s_description, "description");
     INTERN(s_version, "version");
-    INTERN(s_timestamp, "timestamp");
     return 0;
 }
