@@ -55,7 +55,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from scope_otel import notice, redact
-from scope_otel.capture import _accel, runtime
+from scope_otel.capture import _accel, runtime, tally
 from scope_otel.redact import scrub_spans
 from scope_otel.capture.ring import Ring
 
@@ -362,12 +362,14 @@ class RingBufferSpanProcessor(SpanProcessor):
         to_span, append = correlator.to_span, spans.append
         sdk_spans: list = []
         counts = runtime.governor.function_counts  # records per function: the governor lowers the busiest
+        count, rates = tally.add, runtime._RATES  # per-function statistics for `plan --from-store`
         for item in batch:
             try:
                 if type(item) in _RECORD_TYPES:  # a function-call record
                     append(to_span(item))
                     fid = item[3]
                     counts[fid] = counts.get(fid, 0) + 1
+                    count(item, rates)
                     continue
                 # SpanContext is a tuple whose item 3 is the trace flags; this
                 # is the per-span cost of the worker, so no property chain:
