@@ -362,14 +362,14 @@ class RingBufferSpanProcessor(SpanProcessor):
         to_span, append = correlator.to_span, spans.append
         sdk_spans: list = []
         counts = runtime.governor.function_counts  # records per function: the governor lowers the busiest
-        count, rates = tally.add, runtime._RATES  # per-function statistics for `plan --from-store`
+        records: list = []  # counted for `plan --from-store` (capture.tally), once per batch
         for item in batch:
             try:
                 if type(item) in _RECORD_TYPES:  # a function-call record
                     append(to_span(item))
                     fid = item[3]
                     counts[fid] = counts.get(fid, 0) + 1
-                    count(item, rates)
+                    records.append(item)
                     continue
                 # SpanContext is a tuple whose item 3 is the trace flags; this
                 # is the per-span cost of the worker, so no property chain:
@@ -387,6 +387,12 @@ class RingBufferSpanProcessor(SpanProcessor):
                 self._export_failures += 1
                 _log.exception("scope-otel: could not convert a record; skipped")
         correlator.batch_done()
+        if records:
+            try:
+                tally.add_batch(records, runtime._RATES)
+            except Exception:  # statistics are never worth an export
+                _log.debug("scope-otel: per-function statistics failed", exc_info=True)
+            records = None  # the records (their exceptions, captured values) are not kept past the batch
         if sdk_spans:
             try:
                 scrub_spans(sdk_spans, redact.current())

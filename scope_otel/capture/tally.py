@@ -37,30 +37,45 @@ _counts: dict[int, list] = {}  # fid -> [records, calls, errors, duration_ns, on
 _records = 0
 
 
-def add(record: Any, rates: list[float]) -> None:
-    """Count one function record (the worker calls this for each; ``rates`` is the runtime's
-    effective sampling per function id)."""
+def add_batch(records: list, rates: list[float]) -> None:
+    """Count a batch of function records (the worker calls this once per batch it exported; ``rates``
+    is the runtime's effective sampling per function id)."""
     global _records
-    fid = record[FID]
-    start = record[START_NS]
-    ctx = record[OTEL_CTX]
-    span = ctx.get(_SPAN_KEY) if ctx else None
-    under = span is not None and span.get_span_context().is_valid
-    weight = 1.0 / ((rates[fid] if fid < len(rates) else 1.0) or 1.0)
-    if len(_governor._history_t) > 1:  # the governor sampled traces at some point of this run
-        weight /= _governor.ratio_at(start)
-    with _lock:
-        c = _counts.get(fid)
+    local: dict[int, list] = {}
+    under: dict[int, bool] = {}  # id(OpenTelemetry context) -> a valid span in it: calls share contexts
+    sampled = len(_governor._history_t) > 1  # the governor sampled traces at some point of this run
+    nrates = len(rates)
+    for record in records:
+        fid = record[FID]
+        start = record[START_NS]
+        c = local.get(fid)
         if c is None:
-            c = _counts[fid] = [0, 0.0, 0, 0, 0]
+            c = local[fid] = [0, 0.0, 0, 0, 0, (rates[fid] if fid < nrates else 1.0) or 1.0]
         c[RECORDS] += 1
-        c[CALLS] += weight
+        c[CALLS] += 1.0 / _governor.ratio_at(start) if sampled else 1.0
         if record[STATUS] == RAISED:
             c[ERRORS] += 1
-        c[DURATION_NS] += max(record[END_NS] - start, 0)
-        if under:
-            c[ON_REQUEST] += 1
-        _records += 1
+        c[DURATION_NS] += record[END_NS] - start
+        ctx = record[OTEL_CTX]
+        if ctx:
+            key = id(ctx)
+            known = under.get(key)
+            if known is None:
+                span = ctx.get(_SPAN_KEY)
+                known = under[key] = span is not None and span.get_span_context().is_valid
+            if known:
+                c[ON_REQUEST] += 1
+    with _lock:
+        for fid, c in local.items():
+            total = _counts.get(fid)
+            if total is None:
+                total = _counts[fid] = [0, 0.0, 0, 0, 0]
+            total[RECORDS] += c[RECORDS]
+            total[CALLS] += c[CALLS] / c[5]  # the plan's sampling rate for the function
+            total[ERRORS] += c[ERRORS]
+            total[DURATION_NS] += c[DURATION_NS]
+            total[ON_REQUEST] += c[ON_REQUEST]
+        _records += len(records)
 
 
 def take() -> tuple[dict[int, list], int]:
