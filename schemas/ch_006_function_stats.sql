@@ -16,6 +16,9 @@
 --   DurationNs              their summed duration (inclusive of callees)
 --   OnRequest               recorded calls made under a framework's or the
 --                           program's span (a request, a task, a message)
+--   Entries                 of those, calls made right under that span: the first
+--                           of the program's recorded functions the request
+--                           reached (its handler)
 --   ProgramCpuNs            the process' CPU time in the window less what
 --                           recording cost it (same value on each of its rows)
 --   RecordingCpuNs          what recording cost the process in the window: every
@@ -31,17 +34,18 @@
 CREATE TABLE IF NOT EXISTS ${db}.scope_function_stats ${on_cluster} (
     Timestamp DateTime64(9) CODEC(Delta, ZSTD(1)),
     WindowStart DateTime64(9) CODEC(Delta, ZSTD(1)),
-    ServiceName LowCardinality(String) CODEC(ZSTD(1)),
-    HostName LowCardinality(String) CODEC(ZSTD(1)),
+    ServiceName String CODEC(ZSTD(1)),
+    HostName String CODEC(ZSTD(1)),
     ProcessId UInt32 CODEC(ZSTD(1)),
-    Module LowCardinality(String) CODEC(ZSTD(1)),
+    Module String CODEC(ZSTD(1)),
     Qualname String CODEC(ZSTD(1)),
-    Level LowCardinality(String) CODEC(ZSTD(1)),
+    Level String CODEC(ZSTD(1)),
     Records UInt64 CODEC(ZSTD(1)),
     Calls Float64 CODEC(ZSTD(1)),
     Errors UInt64 CODEC(ZSTD(1)),
     DurationNs UInt64 CODEC(ZSTD(1)),
     OnRequest UInt64 CODEC(ZSTD(1)),
+    Entries UInt64 CODEC(ZSTD(1)),
     ProgramCpuNs UInt64 CODEC(ZSTD(1)),
     RecordingCpuNs UInt64 CODEC(ZSTD(1)),
     WindowRecords UInt64 CODEC(ZSTD(1)),

@@ -27,13 +27,14 @@ from typing import Any
 from opentelemetry.trace.propagation import _SPAN_KEY
 
 from scope_otel.capture import governor as _governor
-from scope_otel.capture.records import END_NS, FID, OTEL_CTX, START_NS, STATUS, RAISED
+from scope_otel.capture.records import END_NS, FID, OTEL_CTX, PARENT_ID, START_NS, STATUS, RAISED
 
-#: indices of a function's counters
-RECORDS, CALLS, ERRORS, DURATION_NS, ON_REQUEST = range(5)
+#: indices of a function's counters; ENTRIES: calls made right under a span (a request's, a task's), the
+#: first of the program's recorded functions it reached: its handler
+RECORDS, CALLS, ERRORS, DURATION_NS, ON_REQUEST, ENTRIES = range(6)
 
 _lock = threading.Lock()
-_counts: dict[int, list] = {}  # fid -> [records, calls, errors, duration_ns, on_request]
+_counts: dict[int, list] = {}  # fid -> [records, calls, errors, duration_ns, on_request, entries]
 _records = 0
 
 
@@ -42,7 +43,7 @@ def add_batch(records: list, rates: list[float]) -> None:
     is the runtime's effective sampling per function id)."""
     global _records
     local: dict[int, list] = {}
-    under: dict[int, bool] = {}  # id(OpenTelemetry context) -> a valid span in it: calls share contexts
+    under: dict[int, int] = {}  # id(OpenTelemetry context) -> the id of the valid span in it, or 0
     sampled = len(_governor._history_t) > 1  # the governor sampled traces at some point of this run
     nrates = len(rates)
     for record in records:
@@ -50,7 +51,7 @@ def add_batch(records: list, rates: list[float]) -> None:
         start = record[START_NS]
         c = local.get(fid)
         if c is None:
-            c = local[fid] = [0, 0.0, 0, 0, 0, (rates[fid] if fid < nrates else 1.0) or 1.0]
+            c = local[fid] = [0, 0.0, 0, 0, 0, 0, (rates[fid] if fid < nrates else 1.0) or 1.0]
         c[RECORDS] += 1
         c[CALLS] += 1.0 / _governor.ratio_at(start) if sampled else 1.0
         if record[STATUS] == RAISED:
@@ -59,22 +60,26 @@ def add_batch(records: list, rates: list[float]) -> None:
         ctx = record[OTEL_CTX]
         if ctx:
             key = id(ctx)
-            known = under.get(key)
-            if known is None:
+            span_id = under.get(key)
+            if span_id is None:
                 span = ctx.get(_SPAN_KEY)
-                known = under[key] = span is not None and span.get_span_context().is_valid
-            if known:
+                context = span.get_span_context() if span is not None else None
+                span_id = under[key] = context.span_id if context is not None and context.is_valid else 0
+            if span_id:
                 c[ON_REQUEST] += 1
+                if record[PARENT_ID] == span_id:
+                    c[ENTRIES] += 1
     with _lock:
         for fid, c in local.items():
             total = _counts.get(fid)
             if total is None:
-                total = _counts[fid] = [0, 0.0, 0, 0, 0]
+                total = _counts[fid] = [0, 0.0, 0, 0, 0, 0]
             total[RECORDS] += c[RECORDS]
-            total[CALLS] += c[CALLS] / c[5]  # the plan's sampling rate for the function
+            total[CALLS] += c[CALLS] / c[-1]  # the plan's sampling rate for the function
             total[ERRORS] += c[ERRORS]
             total[DURATION_NS] += c[DURATION_NS]
             total[ON_REQUEST] += c[ON_REQUEST]
+            total[ENTRIES] += c[ENTRIES]
         _records += len(records)
 
 

@@ -107,10 +107,10 @@ class Observer:
                 if c is None and levels[fid] <= 0:
                     continue  # neither recorded in this window nor able to be
                 module, qualname = runtime.function_info(fid)[:2]
-                c = c or [0, 0.0, 0, 0, 0]
+                c = c or [0, 0.0, 0, 0, 0, 0]
                 rows.append((now, start, self.service, self.host, self._pid, module, qualname,
                              LEVELS[max(levels[fid], 0)], c[tally.RECORDS], float(c[tally.CALLS]),
-                             c[tally.ERRORS], int(c[tally.DURATION_NS]), c[tally.ON_REQUEST],
+                             c[tally.ERRORS], int(c[tally.DURATION_NS]), c[tally.ON_REQUEST], c[tally.ENTRIES],
                              int(program_s * 1e9), int(recording_s * 1e9), records, others))
             if not rows:
                 return 0

@@ -15,7 +15,12 @@ request, and each window's program CPU time and recording cost; see
   the real exporter and the program's heap);
 - what the other spans (requests, SQL, messages) cost in those windows is
   recorded whatever the plan says: it comes off the budget first, and the
-  functions share the rest.
+  functions share the rest;
+- a function observed right under a request's span (the first of the
+  program's functions the request reached: its handler) is recorded at
+  least at ``boundaries`` whatever it costs, so that every request recorded
+  shows its handler; when that is over the budget, the overhead governor
+  keeps the budget at run time by recording fewer requests, each whole.
 
 ``--since DURATION`` (``90s``, ``30m``, ``2h``, ``7d``) keeps the recent
 windows; ``--service NAME`` one service (required when the windows hold
@@ -120,6 +125,7 @@ def priced(model: Any, totals: Any) -> tuple[Any, float, float]:
 def _observed_text(f: Any, rate: float) -> str:
     share = 100.0 * f.on_request / f.records if f.records else 0.0
     errors = f", {f.errors} raised" if f.errors else ""
+    errors += f", {f.entries:,} right under a request" if f.entries else ""
     return (f"observed {f.calls:,.0f} calls ({rate:.3g}/s of program CPU) in {f.windows} windows of "
             f"{f.processes} processes, {f.mean_us:.3g} µs each{errors}, {share:.0f}% under a request")
 
@@ -169,8 +175,12 @@ def plan_from_store(args: Any, pins: dict, err: Any = None) -> int:
     floor_us = totals.other_spans * (measured_us or model.call_cost("boundaries"))
     floor_pct = 100.0 * floor_us / baseline_us if baseline_us > 0 else 0.0
     calls = {key: seen[key].calls_per_cpu_s * baseline_us / 1e6 for key in known}
+    # a request's handler is recorded in every request recorded: at least boundaries, charged first (the
+    # governor keeps the budget by recording fewer requests, each whole)
+    handlers = sorted(key for key in known if seen[key].entries > 0)
     document = build_plan(analysis, calls, model, budget_pct=max(args.budget - floor_pct, 0.0),
-                          overrides=Overrides(include=args.include, exclude=args.exclude, pin=pins),
+                          overrides=Overrides(include=list(args.include) + handlers, exclude=args.exclude,
+                                              pin=pins),
                           frequencies="store", baseline_us=baseline_us)
 
     document["budget_pct"] = args.budget  # the governor holds the run to the whole budget
@@ -184,8 +194,14 @@ def plan_from_store(args: Any, pins: dict, err: Any = None) -> int:
         rate = f.calls_per_cpu_s
         entry["observed"] = {"calls": round(f.calls, 3), "records": f.records, "per_cpu_s": round(rate, 4),
                              "mean_us": round(f.mean_us, 3), "errors": f.errors, "on_request": f.on_request,
-                             "windows": f.windows, "processes": f.processes, "level": f.level}
-        entry["reason"] = f"{_observed_text(f, rate)}; {entry['reason']}"
+                             "entries": f.entries, "windows": f.windows, "processes": f.processes,
+                             "level": f.level}
+        reason = entry["reason"]
+        if key in handlers and f"included by --include {key}" in reason:
+            reason = reason.replace(f"included by --include {key}",
+                                    f"a request's handler (right under {f.entries:,} of the requests observed), "
+                                    "recorded in every request recorded")
+        entry["reason"] = f"{_observed_text(f, rate)}; {reason}"
     estimate = document["estimate"]
     estimate["overhead_pct"] = round(estimate["overhead_pct"] + floor_pct, 4)
     estimate["overhead_us"] = round(estimate["overhead_us"] + floor_us, 3)
@@ -198,6 +214,7 @@ def plan_from_store(args: Any, pins: dict, err: Any = None) -> int:
         "function_records": totals.records, "other_spans": totals.other_spans,
         "other_spans_pct": round(floor_pct, 4), "measured_us_per_record": round(measured_us, 3),
         "price_factor": round(factor, 3), "functions_observed": len(seen), "functions_matched": len(known),
+        "handlers": handlers,
     }
     document["hash"] = content_hash(document)
 

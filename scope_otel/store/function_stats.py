@@ -9,26 +9,27 @@ sums them per function for ``scope-otel plan --from-store``.
 """
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from scope_otel.store.rows import _native
 
 TABLE = "scope_function_stats"
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("Timestamp", "DateTime64(9)"),
     ("WindowStart", "DateTime64(9)"),
-    ("ServiceName", "LowCardinality(String)"),
-    ("HostName", "LowCardinality(String)"),
+    ("ServiceName", "String"),
+    ("HostName", "String"),
     ("ProcessId", "UInt32"),
-    ("Module", "LowCardinality(String)"),
+    ("Module", "String"),
     ("Qualname", "String"),
-    ("Level", "LowCardinality(String)"),
+    ("Level", "String"),
     ("Records", "UInt64"),
     ("Calls", "Float64"),
     ("Errors", "UInt64"),
     ("DurationNs", "UInt64"),
     ("OnRequest", "UInt64"),
+    ("Entries", "UInt64"),
     ("ProgramCpuNs", "UInt64"),
     ("RecordingCpuNs", "UInt64"),
     ("WindowRecords", "UInt64"),
@@ -36,12 +37,44 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _string(text: str) -> bytes:
+    data = text.encode("utf-8", "backslashreplace")
+    return _varint(len(data)) + data
+
+
+_FIXED = {"DateTime64(9)": "<q", "UInt32": "<I", "UInt64": "<Q", "Float64": "<d"}
+
+
 def encode(rows: Sequence[tuple]) -> list[tuple[str, list[str], bytes, int]]:
-    """``rows`` (tuples in :data:`COLUMNS` order; times as ``datetime``) as spool parts."""
+    """``rows`` (tuples in :data:`COLUMNS` order; times as ns since the epoch) as spool parts.
+
+    A ClickHouse Native block written here, without clickhouse-connect: a process writes its last
+    statistics as it ends (a gunicorn worker within its graceful timeout), when importing that
+    library could take longer than the rest of the exit."""
     if not rows:
         return []
-    columns = [list(c) for c in zip(*rows)]
-    return [(TABLE, [name for name, _ in COLUMNS], _native(COLUMNS, columns), len(rows))]
+    out = [_varint(len(COLUMNS)), _varint(len(rows))]
+    for i, (name, kind) in enumerate(COLUMNS):
+        out.append(_string(name) + _string(kind))
+        values = [row[i] for row in rows]
+        fmt = _FIXED.get(kind)
+        if fmt is not None:
+            out.append(struct.pack(f"<{len(values)}{fmt[1]}", *values))
+        else:  # String
+            out.extend(_string(str(v)) for v in values)
+    return [(TABLE, [name for name, _ in COLUMNS], b"".join(out), len(rows))]
 
 
 @dataclass
@@ -54,6 +87,7 @@ class Observed:
     errors: int
     duration_ns: int         # summed duration of the recorded calls
     on_request: int          # recorded calls under a request (or another span)
+    entries: int             # of those, right under the span: the request's handler
     program_cpu_ns: int      # the program's CPU time in the windows that watched this function
     windows: int             # windows (process x half minute) that watched it
     processes: int
@@ -100,11 +134,11 @@ def observed(store: Any, since_s: float | None = None, service: str | None = Non
     ``service`` (all when None), from a :class:`scope_otel.store.Store`."""
     where, params = _where(since_s, service)
     per_function = store.query(
-        f"SELECT Module, Qualname, sum(Calls), sum(Records), sum(Errors), sum(DurationNs), sum(OnRequest), "
+        f"SELECT Module, Qualname, sum(Calls), sum(Records), sum(Errors), sum(DurationNs), sum(OnRequest), sum(Entries), "
         f"sum(ProgramCpuNs), count(), uniqExact(HostName, ProcessId), argMax(Level, Timestamp) "
         f"FROM {TABLE}{where} GROUP BY Module, Qualname ORDER BY Module, Qualname", params).rows
-    functions = [Observed(f"{m}:{q}", float(c), int(r), int(e), int(d), int(o), int(p), int(w), int(n), lvl)
-                 for m, q, c, r, e, d, o, p, w, n, lvl in per_function]
+    functions = [Observed(f"{m}:{q}", float(c), int(r), int(e), int(d), int(o), int(en), int(p), int(w), int(n), lvl)
+                 for m, q, c, r, e, d, o, en, p, w, n, lvl in per_function]
     # one row per window: a window repeats its totals on each of its functions' rows
     windows = store.query(
         f"SELECT sum(p), sum(rc), sum(wr), sum(os), count(), uniqExact(h, pid), min(ws), max(ts), "

@@ -120,17 +120,18 @@ def test_a_gunicorn_service_stopped_by_sigterm_leaves_both_workers_counts_and_pl
     assert proc.returncode in (0, -signal.SIGTERM), err
     _wait_for_writer(store)
 
-    rows = _stats(store, "SELECT ProcessId, Qualname, sum(Records), sum(Calls), sum(Errors), sum(OnRequest) "
-                         "FROM scope_function_stats WHERE Module = 'svc.web' GROUP BY ProcessId, Qualname")
-    by_pid = {pid: (records, calls, errors, under) for pid, qualname, records, calls, errors, under in rows
-              if qualname == "quote"}
+    rows = _stats(store, "SELECT ProcessId, Qualname, sum(Records), sum(Calls), sum(Errors), sum(OnRequest), "
+                         "sum(Entries) FROM scope_function_stats WHERE Module = 'svc.web' GROUP BY ProcessId, Qualname")
+    by_pid = {pid: (records, calls, errors, under, entries)
+              for pid, qualname, records, calls, errors, under, entries in rows if qualname == "quote"}
     # every request's handler, counted by the worker that served it, written when SIGTERM stopped it
-    assert sum(int(v[0]) for v in by_pid.values()) == served + 1, (rows, pids)  # the 500 too
+    assert sum(int(v[0]) for v in by_pid.values()) == served + 1, (rows, pids, err)  # the 500 too
     assert all(int(by_pid[pid][0]) in (n, n + 1) for pid, n in pids.items()), (rows, pids)
     assert sum(int(v[2]) for v in by_pid.values()) == 1  # the request that raised
-    assert all(v[3] == v[0] for v in by_pid.values())  # each under its request's span
-    (units,) = _stats(store, "SELECT sum(Records) FROM scope_function_stats WHERE Qualname = 'unit'")[0]
-    assert units == 20 * served
+    assert all(v[3] == v[0] == v[4] for v in by_pid.values())  # each right under its request's span
+    units, entries = _stats(store, "SELECT sum(Records), sum(Entries) FROM scope_function_stats "
+                                   "WHERE Qualname = 'unit'")[0]
+    assert units == 20 * served and entries == 0  # called by the handler, not by the framework
 
     plan = tmp_path / "scope-otel.plan.json"
     result = run([tool("scope-otel"), "plan", "--from-store", "--store", store, "--budget", "20", "--explain",
@@ -145,6 +146,15 @@ def test_a_gunicorn_service_stopped_by_sigterm_leaves_both_workers_counts_and_pl
     assert f"observed {served + 1:,} calls" in result.stdout  # --explain cites the observations
     assert "1 raised" in result.stdout
     assert document["budget_pct"] == 20
+    assert quote["level"] != "off" and "a request's handler" in quote["reason"]
+    assert document["estimate"]["store"]["handlers"] == ["svc.web:quote"]
+
+    # at a budget the other spans already spend, the handler is still recorded in every request recorded
+    result = run([tool("scope-otel"), "plan", "--from-store", "--store", store, "--budget", "0", "-o", str(plan),
+                  "svc"], _env(tmp_path), cwd=cwd, timeout=300)
+    assert result.returncode == 0, result.stderr
+    levels = {key: f["level"] for key, f in json.loads(plan.read_text())["functions"].items()}
+    assert levels == {"svc.web:quote": "boundaries", "svc.pricing:unit": "off", "svc.pricing:total": "off"}, levels
 
 
 APP = textwrap.dedent(
