@@ -24,7 +24,9 @@
 --   RecordingCpuNs          what recording cost the process in the window: every
 --                           record (function calls and other spans) at the cost
 --                           the overhead governor measured per record (the hot
---                           path plus the export workers' CPU)
+--                           path plus the export workers' CPU), and the CPU of
+--                           the store writer the process started (after its
+--                           start-up)
 --   WindowRecords           records of every function in the window
 --   OtherSpans              other spans recorded in the window (requests, SQL,
 --                           messages): their cost is the floor of any plan

@@ -9,8 +9,10 @@ store's ``scope_function_stats`` table every :data:`INTERVAL_S` seconds, and
 ``multiprocessing`` child's end: :mod:`.ending` calls it once the span
 processor has drained), so a server stopped by SIGTERM and each of its
 gunicorn workers leave their counts.  A window also says how much CPU time
-the program used in it and what recording cost, so the planner prices a
-function by its calls per second of the program's CPU.
+the program used in it and what recording cost (the records at the cost the
+overhead governor measured per record, plus the CPU of the store writer the
+process started, after its start-up), so the planner prices a function by its
+calls per second of the program's CPU.
 
 Only with the ClickHouse exporter (the default): over OTLP alone there is no
 store to write to.  Rows that could not be queued are counted and said once.
@@ -50,6 +52,16 @@ class Observer:
         self._start_ns = time.time_ns()
         self._cpu0 = time.process_time()
         self._read0 = self._read()
+        self._helpers0 = self._helpers()
+
+    @staticmethod
+    def _helpers() -> float:
+        from scope_otel.capture import runtime
+
+        try:
+            return runtime.governor.helpers_cpu_s()
+        except Exception:
+            return 0.0
 
     def _read(self) -> int:
         """Records the span processor has taken from its ring so far (function calls and spans)."""
@@ -92,12 +104,14 @@ class Observer:
             if self._pid != os.getpid():  # at-fork hooks did not run
                 self._begin()
             counts, records = tally.take()
-            now, cpu, read = time.time_ns(), time.process_time(), self._read()
-            start, cpu0, read0 = self._start_ns, self._cpu0, self._read0
-            self._start_ns, self._cpu0, self._read0 = now, cpu, read
+            now, cpu, read, helpers = time.time_ns(), time.process_time(), self._read(), self._helpers()
+            start, cpu0, read0, helpers0 = self._start_ns, self._cpu0, self._read0, self._helpers0
+            self._start_ns, self._cpu0, self._read0, self._helpers0 = now, cpu, read, helpers
             others = max(read - (read0 if read >= read0 else 0) - records, 0)
             recording_s = (records + others) * runtime.governor.per_record_us() / 1e6
             program_s = max((cpu - cpu0) - recording_s, 0.0)
+            # the store writer this process started works for it, in a process of its own
+            recording_s += max(helpers - helpers0, 0.0)
             if not records and program_s < IDLE_CPU_S:
                 return 0
             rows = []
