@@ -239,6 +239,11 @@ def plan_from_store(args: Any, pins: dict, err: Any = None) -> int:
                   f"other spans cost {floor_pct:.3g}% of the program's CPU, the functions share the remaining "
                   f"{max(args.budget - floor_pct, 0.0):.3g}% of the {args.budget:g}% budget\n\n")
         render(document, out, limit=args.limit)
+    if not args.quiet and estimate["overhead_pct"] > args.budget:
+        err.write(f"scope-otel plan: warning: what is recorded whatever the plan (request, SQL and other spans: "
+                  f"{floor_pct:.3g}%, with the store writer) and the requests' handlers cost "
+                  f"{estimate['overhead_pct']:.3g}% of the program's CPU in the observed runs, over the "
+                  f"{args.budget:g}% budget: the governor will hold it by recording fewer requests, each whole\n")
     if not args.quiet:
         levels = estimate["levels"]
         where = "stdout" if args.output == "-" else args.output
