@@ -420,6 +420,16 @@ class Governor:
         """The highest level function ``fid`` may record at now (2: not lowered)."""
         return self.caps.get(fid, 2)
 
+    def helpers_cpu_s(self) -> float:
+        """CPU seconds the helper processes this process started (the store writer) spent after their
+        start-up, while alive."""
+        return _helpers_cpu_s()
+
+    def per_record_us(self) -> float:
+        """What one record costs this process, as last measured: the hot path's cost plus the export
+        workers' CPU per record exported (0 before the first measure)."""
+        return (self._hot_us or 0.0) + self._export_us
+
     @property
     def ratio(self) -> float:
         return 2.0 ** -self.step

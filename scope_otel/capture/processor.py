@@ -60,7 +60,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from scope_otel import notice, redact
-from scope_otel.capture import _accel, runtime
+from scope_otel.capture import _accel, runtime, tally
 from scope_otel.redact import scrub_spans
 from scope_otel.capture.ring import Ring
 
@@ -412,6 +412,7 @@ class RingBufferSpanProcessor(SpanProcessor):
         append = spans.append
         sdk_spans: list = []
         counts = runtime.governor.function_counts  # records per function: the governor lowers the busiest
+        records: list = []  # counted for `plan --from-store` (capture.tally), once per batch
         for item in batch:
             try:
                 if type(item) in _RECORD_TYPES:  # a function-call record
@@ -420,6 +421,7 @@ class RingBufferSpanProcessor(SpanProcessor):
                     append(correlator.to_span(item))
                     fid = item[3]
                     counts[fid] = counts.get(fid, 0) + 1
+                    records.append(item)
                     continue
                 try:  # see _export
                     context = item._context
@@ -435,6 +437,12 @@ class RingBufferSpanProcessor(SpanProcessor):
                 _log.exception("scope-otel: could not convert a record or read a span; skipped")
         if correlator is not None:
             correlator.batch_done()
+        if records:
+            try:
+                tally.add_batch(records, runtime._RATES)
+            except Exception:  # statistics are never worth an export
+                _log.debug("scope-otel: per-function statistics failed", exc_info=True)
+            records = None  # the records (their exceptions, captured values) are not kept past the batch
         return spans, sdk_spans
 
     def _failed(self, count: int, reason: str) -> None:

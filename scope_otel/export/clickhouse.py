@@ -144,6 +144,29 @@ class ClickHouseSpanExporter(SpanExporter):
             return SpanExportResult.SUCCESS
         return self._deliver(batch)
 
+    def export_rows(self, parts: list) -> bool:
+        """Write rows of scope-otel's own tables (``(table, columns, native, rows)`` parts, e.g. the
+        per-function statistics of ``store.function_stats``) the way span batches travel: over HTTP
+        to a server, else through the spool to the store's owner.  Also after :meth:`shutdown`: a
+        process writes its last statistics as it ends.  False when they could not be queued."""
+        if not parts:
+            return True
+        if self.target.kind == "http":
+            try:
+                self._backend.run(lambda client: self._insert_parts(client, parts))
+                return True
+            except Exception:  # unreachable or refused: parked on disk like spans
+                pass
+        try:
+            if not self._backend.spool.put(parts):
+                return False
+            if self.target.kind == "chdb" and self.embedded == "process":
+                self._backend.ensure_owner(force=True)
+        except Exception as exc:
+            self._log_once("rows", "scope-otel: cannot queue rows for %s: %s", self.target.display, exc)
+            return False
+        return True
+
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Wait until this store's spool is written (embedded: by its owner); True when empty."""
         if self._shutdown:

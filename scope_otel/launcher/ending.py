@@ -95,6 +95,9 @@ def _finish(state: dict[str, Any], why: str) -> None:
             processor.shutdown(int(budget * 1000))
         except Exception as exc:  # noqa: BLE001 - the program is ending: say it, do not raise
             notice.write(f"scope-otel: flushing at {why} failed: {type(exc).__name__}: {exc}")
+    from scope_otel.launcher import observe
+
+    observe.flush(state)  # the last window of per-function statistics: the processor has drained
     provider = state.get("provider")
     if provider is not None:
         try:

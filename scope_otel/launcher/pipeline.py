@@ -64,6 +64,9 @@ def initialize(config: _config.Config | None = None, *, load_instrumentors: bool
 
         if config.summary:
             summary.claim_root(_state)
+        from scope_otel.launcher import observe
+
+        observe.install(_state)  # per-function statistics into the store, for `plan --from-store`
         ending.install(_state, config)
         return True
 

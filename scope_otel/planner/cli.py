@@ -5,6 +5,10 @@
     scope-otel plan [PATHS ...] [--budget PCT] [-o scope-otel.plan.json] [--explain]
                     [--include GLOB] [--exclude GLOB] [--pin GLOB=LEVEL]
                     [--counts FILE] [--profile -- CMD ...]
+                    [--from-store [--since DURATION] [--service NAME]]
+
+``--from-store`` plans from the calls that earlier runs under ``scope-otel
+run`` observed (:mod:`scope_otel.planner.observed`).
 
 PATHS are files, packages or source roots (default: the directory of the
 profiled script, else the current directory).  ``--budget`` is the overhead
@@ -67,6 +71,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="run the command after '--' twice (plain, then counted) and plan with its real call counts")
     p.add_argument("--no-baseline-run", action="store_true",
                    help="with --profile, run the command once only (its run time is then estimated)")
+    p.add_argument("--from-store", action="store_true",
+                   help="plan from the calls that runs under `scope-otel run` observed (the store's per-function "
+                        "statistics) instead of estimating them; see scope_otel.planner.observed")
+    p.add_argument("--since", metavar="DURATION", help="with --from-store: only the last DURATION (90s, 30m, 2h, 7d)")
+    p.add_argument("--service", metavar="NAME", help="with --from-store: only this service's runs")
+    p.add_argument("--store", metavar="URL", help="with --from-store: the store (default: the configured one)")
+    p.add_argument("--database", metavar="NAME", help="with --from-store: its database (default: the configured one)")
     p.add_argument("--counts", metavar="FILE", help="use call counts saved by an earlier --profile")
     p.add_argument("--counts-out", metavar="FILE", help="where --profile saves its counts (default: <plan>.counts.json)")
     p.add_argument("--exporter", choices=("otlp", "clickhouse", "console", "none"),
@@ -119,7 +130,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("use either --profile or --counts, not both")
     if args.budget < 0:
         parser.error("--budget must be >= 0")
+    if args.from_store and (args.profile or args.counts):
+        parser.error("--from-store plans from the store's observed calls: not with --profile or --counts")
+    if not args.from_store and (args.since or args.service or args.store or args.database):
+        parser.error("--since, --service, --store and --database are options of --from-store")
     pins = _pins(args.pin, parser)
+    if args.from_store:
+        from scope_otel.planner.observed import plan_from_store
+
+        return plan_from_store(args, pins)
 
     # Heavy imports only once arguments are known to be fine.
     from scope_otel.planner import callgraph
