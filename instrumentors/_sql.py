@@ -128,10 +128,14 @@ _DATABASES: dict[tuple, Database] = {}
 _DATABASES_MAX = 256
 
 
-def database(system: str, namespace: str | None = None, host: str | None = None, port: int | None = None) -> Database:
+def database(system: str, namespace: str | None = None, host: str | None = None, port: int | None = None,
+             mode: str | None = None) -> Database:
     """The :class:`Database` of a connection target, shared by all its connections
-    (so a connection opened per request still finds its statements described)."""
-    mode = semconv_mode("database")
+    (so a connection opened per request still finds its statements described).
+    ``mode``: the semantic-convention mode an integration read when instrumented
+    (default: read ``OTEL_SEMCONV_STABILITY_OPT_IN`` now)."""
+    if mode is None:
+        mode = semconv_mode("database")
     key = (system, namespace, host, port, mode)
     found = _DATABASES.get(key)
     if found is None:
