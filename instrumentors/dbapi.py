@@ -17,14 +17,24 @@ How it attaches
     caller asked for (``sqlite3.Connection`` by default), whose cursors are a
     traced subclass of the cursor factory asked for; so Flask's tutorial
     pattern (``sqlite3.connect`` kept on ``g``) and Django's SQLite backend
-    are covered.  Connections opened before instrumenting, or through a
-    ``connect`` imported by name before it, are not.
-    ``psycopg``: ``execute`` and ``executemany`` of the ``Cursor``,
+    are covered.  ``psycopg2``: the same through ``psycopg2.connect``'s
+    ``connection_factory`` and ``cursor_factory``.
+    ``psycopg`` (3): ``execute`` and ``executemany`` of the ``Cursor``,
     ``ServerCursor``, ``AsyncCursor`` and ``AsyncServerCursor`` classes, and
     ``commit``/``rollback`` of ``Connection`` and ``AsyncConnection``, are
     replaced on the classes: every connection is covered, whenever and by
-    whomever it was opened.  ``psycopg2`` cursors are C types that cannot be
-    patched: they are not traced.
+    whomever it was opened.
+
+Not covered
+    A ``sqlite3`` or ``psycopg2`` connection opened before instrumenting
+    (or through a ``connect`` imported by name before it) records nothing:
+    its class is the driver's C type, which cannot be changed, and the only
+    other way, a proxy object (contrib's ``instrument_connection``), is a
+    different object the program would have to use instead of its own.
+    Under ``scope-otel run`` the integration is attached before the program
+    starts, so this concerns ``instrument()`` called late.  Statements of
+    such a connection that run through Django or SQLAlchemy are recorded
+    by those integrations.
 
 Spans
     The shared SQL span shape (``_sql``): named by ``db.query.summary``

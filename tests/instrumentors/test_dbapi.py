@@ -134,6 +134,25 @@ def test_psycopg_statements_rows_and_transactions(spans, pg):
     assert "hunter2" not in str([dict(s.attributes) for s in sql])
 
 
+def test_psycopg_connection_and_cursor_opened_before_instrumenting_are_covered(spans, pg):
+    """psycopg 3 is traced on its classes: a connection (and a cursor) the program
+    opened before ``instrument()`` records its statements too, and stays the same object."""
+    conn = pg.connect(PG_DSN)
+    cur = conn.cursor()
+    try:
+        cur.execute("CREATE TEMP TABLE scope_before (id int)")  # before: not recorded
+        with instrumented(ScopeDBAPIInstrumentor(), spans):
+            with spans.tracer.start_as_current_span("work") as work:
+                cur.execute("INSERT INTO scope_before VALUES (%s)", (1,))
+                assert conn.execute("SELECT id FROM scope_before").fetchall() == [(1,)]
+                conn.commit()
+        assert type(conn) is pg.Connection and type(cur) is pg.Cursor
+    finally:
+        conn.close()
+    assert [s.name for s in sql_spans(spans, work)] == ["INSERT scope_before", "SELECT scope_before", "COMMIT"]
+    assert len(sql_spans(spans)) == 3
+
+
 def test_psycopg_async_cursor_is_traced(spans, pg):
     async def main():
         async with await pg.AsyncConnection.connect(PG_DSN) as conn:
