@@ -237,8 +237,10 @@ class _TracedConnection:
             return super().cursor()
         return super().cursor(factory)
 
-    def execute(self, sql: Any, parameters: Any = (), /) -> Any:
-        return self.cursor().execute(sql, parameters)
+    # parameters passed on only when given: a cursor subclass may tell "none"
+    # from "empty" (Django's SQLite cursor formats a query only when given some)
+    def execute(self, sql: Any, *parameters: Any) -> Any:
+        return self.cursor().execute(sql, *parameters)
 
     def executemany(self, sql: Any, parameters: Any, /) -> Any:
         return self.cursor().executemany(sql, parameters)
@@ -263,14 +265,14 @@ class _TracedCursor:
     __slots__ = ()
     _scope_otel_traced = True
 
-    def execute(self, sql: Any, parameters: Any = (), /) -> Any:
+    def execute(self, sql: Any, *parameters: Any) -> Any:
         state = _state
         if state is None or type(sql) is not str or _sql.claimed():
-            return super().execute(sql, parameters)
+            return super().execute(sql, *parameters)
         db = _db_of(self.connection)
         if db is None:
-            return super().execute(sql, parameters)
-        return _sql.run(state.tracer, db, sql, lambda: super(_TracedCursor, self).execute(sql, parameters),
+            return super().execute(sql, *parameters)
+        return _sql.run(state.tracer, db, sql, lambda: super(_TracedCursor, self).execute(sql, *parameters),
                         None, "dbapi")
 
     def executemany(self, sql: Any, parameters: Any, /) -> Any:
@@ -475,11 +477,12 @@ class _TracedPg2Cursor:
     __slots__ = ()
     _scope_otel_traced = True
 
-    def execute(self, query: Any, vars: Any = None) -> Any:
+    def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
         db = _db_of(self.connection)
         if db is None:
-            return super().execute(query, vars)
-        return _run(db, query, lambda: super(_TracedPg2Cursor, self).execute(query, vars), lambda: self.rowcount)
+            return super().execute(query, *args, **kwargs)
+        return _run(db, query, lambda: super(_TracedPg2Cursor, self).execute(query, *args, **kwargs),
+                    lambda: self.rowcount)
 
     def executemany(self, query: Any, vars_list: Any) -> Any:
         db = _db_of(self.connection)

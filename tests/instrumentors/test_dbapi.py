@@ -75,6 +75,25 @@ def test_sqlite3_statements_are_spans_and_the_connection_is_still_the_callers_ki
     assert sql[-1].status.status_code is StatusCode.ERROR and sql[-1].attributes["error.type"] == "OperationalError"
 
 
+def test_sqlite3_parameters_are_passed_on_only_when_given(spans):
+    """A cursor subclass may tell "no parameters" from "empty ones": Django's SQLite
+    cursor formats the query (``%s`` -> ``?``, ``%%`` -> ``%``) only when given some."""
+
+    class FormatStyle(sqlite3.Cursor):
+        def execute(self, sql, params=None):
+            if params is None:
+                return super().execute(sql)
+            return super().execute(sql.replace("%s", "?"), params)
+
+    with instrumented(ScopeDBAPIInstrumentor(), spans), spans.tracer.start_as_current_span("work") as work:
+        db = sqlite3.connect(":memory:")
+        assert db.cursor(FormatStyle).execute("SELECT '%s'").fetchone() == ("%s",)
+        assert db.cursor(FormatStyle).execute("SELECT %s", (1,)).fetchone() == (1,)
+        assert db.execute("SELECT 2").fetchone() == (2,)
+        db.close()
+    assert [s.name for s in sql_spans(spans, work)] == ["SELECT"] * 3
+
+
 def test_sqlite3_uninstrument_restores_connect(spans):
     connect = sqlite3.connect
     with instrumented(ScopeDBAPIInstrumentor(), spans):
