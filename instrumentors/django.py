@@ -41,6 +41,8 @@ Signals
     makes Django give up fast deletes (it would SELECT every row first); a
     deletion shows as its ``DELETE`` span.  ``pre_save`` is not used: a
     change is a fact once saved, and a failed save shows as an exception.
+    These three receivers are the integration's only visible trace: a
+    program reading a signal's ``receivers`` list finds them there.
     The span ends when the view's response comes back; a streaming
     response's span ends, once, when the response is closed (Django's
     ``request_finished`` point).
