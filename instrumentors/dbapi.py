@@ -239,8 +239,10 @@ class _TracedConnection:
 
     # parameters passed on only when given: a cursor subclass may tell "none"
     # from "empty" (Django's SQLite cursor formats a query only when given some)
-    def execute(self, sql: Any, *parameters: Any) -> Any:
-        return self.cursor().execute(sql, *parameters)
+    def execute(self, sql: Any, parameters: Any = _UNSET, /) -> Any:
+        if parameters is _UNSET:
+            return self.cursor().execute(sql)
+        return self.cursor().execute(sql, parameters)
 
     def executemany(self, sql: Any, parameters: Any, /) -> Any:
         return self.cursor().executemany(sql, parameters)
@@ -265,15 +267,17 @@ class _TracedCursor:
     __slots__ = ()
     _scope_otel_traced = True
 
-    def execute(self, sql: Any, *parameters: Any) -> Any:
+    def execute(self, sql: Any, parameters: Any = _UNSET, /) -> Any:
         state = _state
-        if state is None or type(sql) is not str or _sql.claimed():
-            return super().execute(sql, *parameters)
-        db = _db_of(self.connection)
-        if db is None:
-            return super().execute(sql, *parameters)
-        return _sql.run(state.tracer, db, sql, lambda: super(_TracedCursor, self).execute(sql, *parameters),
-                        None, "dbapi")
+        if state is None or type(sql) is not str or _sql.claimed() or (db := _db_of(self.connection)) is None:
+            if parameters is _UNSET:
+                return super().execute(sql)
+            return super().execute(sql, parameters)
+        if parameters is _UNSET:
+            call = lambda: super(_TracedCursor, self).execute(sql)  # noqa: E731
+        else:
+            call = lambda: super(_TracedCursor, self).execute(sql, parameters)  # noqa: E731
+        return _sql.run(state.tracer, db, sql, call, None, "dbapi")
 
     def executemany(self, sql: Any, parameters: Any, /) -> Any:
         db = _db_of(self.connection)
