@@ -239,12 +239,13 @@ def _in_process_app(mode: str, db_path: str, app_name: str = "flask") -> Callabl
 
             DjangoInstrumentor().instrument()
             SQLite3Instrumentor().instrument()
-        elif mode == "scope":
+        elif mode in ("scope", "scope-no-dbapi"):
             from scope_otel.instrumentors.dbapi import ScopeDBAPIInstrumentor
             from scope_otel.instrumentors.django import ScopeDjangoInstrumentor
 
             ScopeDjangoInstrumentor().instrument()
-            ScopeDBAPIInstrumentor().instrument()
+            if mode == "scope":  # as under scope-otel run: the driver is traced too
+                ScopeDBAPIInstrumentor().instrument()
         app = build_django_app(db_path)
     if mode == "contrib" and app_name == "flask":
         from opentelemetry.instrumentation.flask import FlaskInstrumentor
@@ -496,9 +497,11 @@ def run_instructions(calls: int, envs: dict[str, tuple[str, dict[str, str]]], wo
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("--instructions needs valgrind (callgrind_control) on PATH")
     results, seen, spans = {}, {}, {}
-    for mode in ("uninstrumented", "contrib", "scope"):
-        python, extra = envs[mode]
-        out = os.path.join(workdir, f"callgrind.{mode}")
+    # Django: also scope without its DB-API integration, which records the same spans as contrib
+    # (the driver-level statements of Django's connection set-up are contrib's blind spot)
+    for mode in ("uninstrumented", "contrib", "scope", *(("scope-no-dbapi",) if app_name == "django" else ())):
+        python, extra = envs["scope" if mode == "scope-no-dbapi" else mode]
+        out = os.path.join(workdir, f"callgrind.{app_name}.{mode}")
         code = (
             "import sys, bench_http; "
             "bench_http.in_process_instructions(sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]); "
@@ -506,15 +509,16 @@ def run_instructions(calls: int, envs: dict[str, tuple[str, dict[str, str]]], wo
         )
         ran = subprocess.run(
             ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
-             python, "-c", code, mode, str(calls), os.path.join(workdir, f"{mode}.db"), app_name],
+             python, "-c", code, mode, str(calls), os.path.join(workdir, f"{app_name}-{mode}.db"), app_name],
             env=dict(os.environ, PYTHONHASHSEED="0", **extra), capture_output=True, text=True, check=True,
         )
         lines = ran.stdout.strip().splitlines()
         seen[mode] = lines[-1]
         spans[mode] = next(float(line.split()[1]) for line in lines if line.startswith("SPANS"))
         total = 0
-        for name in os.listdir(workdir):  # one file per thread or dump
-            if name.startswith(f"callgrind.{mode}"):
+        base = os.path.basename(out)
+        for name in os.listdir(workdir):  # one file, or one per thread or dump
+            if name == base or name.startswith((f"{base}.", f"{base}-")):
                 with open(os.path.join(workdir, name)) as fh:
                     total += sum(int(line.split()[1]) for line in fh if line.startswith(("summary:", "totals:")))
         results[mode] = total / calls
@@ -650,8 +654,9 @@ def main(argv: list[str] | None = None) -> int:
         help="instead: instructions per request with the WSGI app called directly (callgrind; load-independent)",
     )
     parser.add_argument(
-        "--app", choices=("flask", "django"), default="flask",
-        help="with --instructions: Flask + SQLAlchemy (default) or Django's ORM (contrib: Django + sqlite3)",
+        "--app", choices=("flask", "django", "both"), default="flask",
+        help="with --instructions: Flask + SQLAlchemy (default), Django's ORM (contrib: Django + sqlite3), "
+             "or both, one after the other in this run",
     )
     parser.add_argument(
         "--exporter", choices=("otlp", "none"), default="otlp",
@@ -667,7 +672,9 @@ def main(argv: list[str] | None = None) -> int:
         workdir = tempfile.mkdtemp(prefix="bench-http-")
         try:
             if args.instructions:
-                run_instructions(200 if args.quick else 600, environments(sa_path, contrib_bin), workdir, args.app)
+                for app_name in ("flask", "django") if args.app == "both" else (args.app,):
+                    run_instructions(200 if args.quick else 600, environments(sa_path, contrib_bin), workdir, app_name)
+                    print()
             else:
                 run_in_process(300 if args.quick else 1000, environments(sa_path, contrib_bin), workdir)
         finally:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import re
 from contextvars import ContextVar
+from functools import partial
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
@@ -128,10 +129,14 @@ _DATABASES: dict[tuple, Database] = {}
 _DATABASES_MAX = 256
 
 
-def database(system: str, namespace: str | None = None, host: str | None = None, port: int | None = None) -> Database:
+def database(system: str, namespace: str | None = None, host: str | None = None, port: int | None = None,
+             mode: str | None = None) -> Database:
     """The :class:`Database` of a connection target, shared by all its connections
-    (so a connection opened per request still finds its statements described)."""
-    mode = semconv_mode("database")
+    (so a connection opened per request still finds its statements described).
+    ``mode``: the semantic-convention mode an integration read when instrumented
+    (default: read ``OTEL_SEMCONV_STABILITY_OPT_IN`` now)."""
+    if mode is None:
+        mode = semconv_mode("database")
     key = (system, namespace, host, port, mode)
     found = _DATABASES.get(key)
     if found is None:
@@ -208,18 +213,14 @@ _CLAIMED: ContextVar[bool] = ContextVar("scope_otel.sql.claimed", default=False)
 _REQUEST = create_key("scope_otel.sql.request")
 
 
-def claim() -> Any:
-    """Mark the statement about to run as recorded (a token for :func:`release`)."""
-    return _CLAIMED.set(True)
-
-
-def release(token: Any) -> None:
-    _CLAIMED.reset(token)
-
-
-def claimed() -> bool:
-    """Is a framework hook already recording the statement being run?"""
-    return _CLAIMED.get()
+# The three are the context variable's own methods (C calls, no Python frame:
+# every statement through a traced driver asks ``claimed()``).
+#: ``claim()``: mark the statement about to run as recorded (a token for :func:`release`)
+claim = partial(_CLAIMED.set, True)
+#: ``release(token)``: undo :func:`claim`
+release = _CLAIMED.reset
+#: ``claimed()``: is a framework hook already recording the statement being run?
+claimed = _CLAIMED.get
 
 
 def start(tracer: trace.Tracer, database: Database, text: str) -> tuple[Span, bool]:

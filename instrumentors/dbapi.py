@@ -17,14 +17,24 @@ How it attaches
     caller asked for (``sqlite3.Connection`` by default), whose cursors are a
     traced subclass of the cursor factory asked for; so Flask's tutorial
     pattern (``sqlite3.connect`` kept on ``g``) and Django's SQLite backend
-    are covered.  Connections opened before instrumenting, or through a
-    ``connect`` imported by name before it, are not.
-    ``psycopg``: ``execute`` and ``executemany`` of the ``Cursor``,
+    are covered.  ``psycopg2``: the same through ``psycopg2.connect``'s
+    ``connection_factory`` and ``cursor_factory``.
+    ``psycopg`` (3): ``execute`` and ``executemany`` of the ``Cursor``,
     ``ServerCursor``, ``AsyncCursor`` and ``AsyncServerCursor`` classes, and
     ``commit``/``rollback`` of ``Connection`` and ``AsyncConnection``, are
     replaced on the classes: every connection is covered, whenever and by
-    whomever it was opened.  ``psycopg2`` cursors are C types that cannot be
-    patched: they are not traced.
+    whomever it was opened.
+
+Not covered
+    A ``sqlite3`` or ``psycopg2`` connection opened before instrumenting
+    (or through a ``connect`` imported by name before it) records nothing:
+    its class is the driver's C type, which cannot be changed, and the only
+    other way, a proxy object (contrib's ``instrument_connection``), is a
+    different object the program would have to use instead of its own.
+    Under ``scope-otel run`` the integration is attached before the program
+    starts, so this concerns ``instrument()`` called late.  Statements of
+    such a connection that run through Django or SQLAlchemy are recorded
+    by those integrations.
 
 Spans
     The shared SQL span shape (``_sql``): named by ``db.query.summary``
@@ -49,6 +59,7 @@ from opentelemetry import trace
 
 from scope_otel.instrumentors import _sql
 from scope_otel.instrumentors._base import Patch, ScopeInstrumentor
+from scope_otel.instrumentors._http import semconv_mode
 from scope_otel.instrumentors._report import failed
 from scope_otel.version import __version__
 
@@ -56,6 +67,9 @@ from scope_otel.version import __version__
 class _State:
     def __init__(self, **kwargs: Any) -> None:
         self.tracer = trace.get_tracer(__name__, __version__, kwargs.get("tracer_provider"))
+        self.db_mode = semconv_mode("database")
+        #: sqlite3's Database per ``connect`` target (a program may connect per request)
+        self.sqlite: dict[str, _sql.Database] = {}
 
 
 _state: _State | None = None
@@ -100,27 +114,32 @@ def _run(database: _sql.Database, text: Any, call: Callable, rowcount: Callable 
 # sqlite3: traced subclasses of the caller's factories
 # --------------------------------------------------------------------------
 
-_CONNECTIONS: "weakref.WeakKeyDictionary[type, type]" = weakref.WeakKeyDictionary()
-_CURSORS: "weakref.WeakKeyDictionary[type, type]" = weakref.WeakKeyDictionary()
+# Traced subclass per factory class.  Plain dicts: a subclass holds its base
+# (``__bases__``), so the factory lives as long as its entry whatever the map.
+_CONNECTIONS: dict[type, type] = {}
+_CURSORS: dict[type, type] = {}
 _FACTORY_POSITION = 4  # connect(database, timeout, detect_types, isolation_level, check_same_thread, factory, ...)
+_UNSET = object()
 
 
 def _make_connect(original: Callable) -> Callable:
     def connect(database: Any, *args: Any, **kwargs: Any) -> Any:
-        if _state is None:  # sqlite3 copies dbapi2's connect at import: one of the two may outlive us
+        state = _state
+        if state is None:  # sqlite3 copies dbapi2's connect at import: one of the two may outlive us
             return original(database, *args, **kwargs)
         try:
             if len(args) > _FACTORY_POSITION:
                 args = list(args)
                 args[_FACTORY_POSITION] = _connection_class(args[_FACTORY_POSITION])
             else:
-                kwargs["factory"] = _connection_class(kwargs.get("factory", _sqlite3_connection()))
+                factory = kwargs.get("factory")
+                kwargs["factory"] = _connection_class(factory) if factory is not None else _default_connection()
         except Exception:
             failed("dbapi.sqlite3.connect")
         connection = original(database, *args, **kwargs)
         if getattr(type(connection), "_scope_otel_traced", False):
             try:
-                connection._scope_otel_db = _sqlite_database(database)
+                connection._scope_otel_db = _sqlite_database(state, database)
             except Exception:
                 failed("dbapi.sqlite3.database")
         return connection
@@ -130,29 +149,43 @@ def _make_connect(original: Callable) -> Callable:
     return connect
 
 
-def _sqlite3_connection() -> type:
+def _default_connection() -> type:
     import sqlite3
 
-    return sqlite3.Connection
+    return _connection_class(sqlite3.Connection)
 
 
-def _sqlite_database(database: Any) -> _sql.Database | None:
+def _default_cursor() -> type:
+    import sqlite3
+
+    return _cursor_class(sqlite3.Cursor)
+
+
+def _sqlite_database(state: _State, database: Any) -> _sql.Database:
+    found = state.sqlite.get(database) if type(database) is str else None
+    if found is not None:
+        return found
     try:
         import os
 
         name = os.fsdecode(database) if not isinstance(database, str) else database
         if name.startswith("file:"):
             name = name[5:].split("?", 1)[0]
-        return _sql.database("sqlite", _sql.database_name(name))
+        found = _sql.database("sqlite", _sql.database_name(name), mode=state.db_mode)
     except Exception:
-        return _sql.database("sqlite")
+        found = _sql.database("sqlite", mode=state.db_mode)
+    if type(database) is str:
+        if len(state.sqlite) >= 256:
+            state.sqlite.clear()
+        state.sqlite[database] = found
+    return found
 
 
 def _connection_class(factory: type) -> type:
-    if getattr(factory, "_scope_otel_traced", False):
-        return factory
     traced = _CONNECTIONS.get(factory)
     if traced is None:
+        if getattr(factory, "_scope_otel_traced", False):
+            return factory
         traced = _CONNECTIONS[factory] = type(factory.__name__, (_TracedConnection, factory), {
             "__slots__": ("_scope_otel_db",),
             "__module__": factory.__module__,
@@ -162,10 +195,10 @@ def _connection_class(factory: type) -> type:
 
 
 def _cursor_class(factory: type) -> type:
-    if getattr(factory, "_scope_otel_traced", False):
-        return factory
     traced = _CURSORS.get(factory)
     if traced is None:
+        if getattr(factory, "_scope_otel_traced", False):
+            return factory
         traced = _CURSORS[factory] = type(factory.__name__, (_TracedCursor, factory), {
             "__slots__": (),
             "__module__": factory.__module__,
@@ -192,19 +225,23 @@ class _TracedConnection:
     __slots__ = ()
     _scope_otel_traced = True
 
-    def cursor(self, factory: Any = None) -> Any:
-        if factory is None:
-            import sqlite3
-
-            factory = sqlite3.Cursor
+    def cursor(self, factory: Any = _UNSET) -> Any:
         try:
-            if isinstance(factory, type):
+            if factory is _UNSET:
+                factory = _default_cursor()
+            elif isinstance(factory, type):
                 factory = _cursor_class(factory)
         except Exception:
             failed("dbapi.sqlite3.cursor")
+        if factory is _UNSET:
+            return super().cursor()
         return super().cursor(factory)
 
-    def execute(self, sql: Any, parameters: Any = (), /) -> Any:
+    # parameters passed on only when given: a cursor subclass may tell "none"
+    # from "empty" (Django's SQLite cursor formats a query only when given some)
+    def execute(self, sql: Any, parameters: Any = _UNSET, /) -> Any:
+        if parameters is _UNSET:
+            return self.cursor().execute(sql)
         return self.cursor().execute(sql, parameters)
 
     def executemany(self, sql: Any, parameters: Any, /) -> Any:
@@ -230,11 +267,17 @@ class _TracedCursor:
     __slots__ = ()
     _scope_otel_traced = True
 
-    def execute(self, sql: Any, parameters: Any = (), /) -> Any:
-        db = _db_of(self.connection)
-        if db is None:
+    def execute(self, sql: Any, parameters: Any = _UNSET, /) -> Any:
+        state = _state
+        if state is None or type(sql) is not str or _sql.claimed() or (db := _db_of(self.connection)) is None:
+            if parameters is _UNSET:
+                return super().execute(sql)
             return super().execute(sql, parameters)
-        return _run(db, sql, lambda: super(_TracedCursor, self).execute(sql, parameters))
+        if parameters is _UNSET:
+            call = lambda: super(_TracedCursor, self).execute(sql)  # noqa: E731
+        else:
+            call = lambda: super(_TracedCursor, self).execute(sql, parameters)  # noqa: E731
+        return _sql.run(state.tracer, db, sql, call, None, "dbapi")
 
     def executemany(self, sql: Any, parameters: Any, /) -> Any:
         db = _db_of(self.connection)
@@ -262,7 +305,8 @@ def _pg_database(connection: Any) -> _sql.Database:
         info = connection.info
         host = info.host
         db = _PG_DATABASES[connection] = _sql.database(
-            "postgresql", info.dbname, host if host and not host.startswith("/") else None, info.port or None)
+            "postgresql", info.dbname, host if host and not host.startswith("/") else None, info.port or None,
+            _state.db_mode if _state is not None else None)
     return db
 
 
@@ -385,7 +429,8 @@ def _make_pg2_connect(original: Callable) -> Callable:
                 info = connection.info
                 host = info.host
                 connection._scope_otel_db = _sql.database(
-                    "postgresql", info.dbname, host if host and not host.startswith("/") else None, info.port or None)
+                    "postgresql", info.dbname, host if host and not host.startswith("/") else None, info.port or None,
+                    _state.db_mode if _state is not None else None)
             except Exception:
                 failed("dbapi.psycopg2.database")
         return connection
@@ -436,11 +481,12 @@ class _TracedPg2Cursor:
     __slots__ = ()
     _scope_otel_traced = True
 
-    def execute(self, query: Any, vars: Any = None) -> Any:
+    def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
         db = _db_of(self.connection)
         if db is None:
-            return super().execute(query, vars)
-        return _run(db, query, lambda: super(_TracedPg2Cursor, self).execute(query, vars), lambda: self.rowcount)
+            return super().execute(query, *args, **kwargs)
+        return _run(db, query, lambda: super(_TracedPg2Cursor, self).execute(query, *args, **kwargs),
+                    lambda: self.rowcount)
 
     def executemany(self, query: Any, vars_list: Any) -> Any:
         db = _db_of(self.connection)

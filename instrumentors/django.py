@@ -41,26 +41,32 @@ Signals
     makes Django give up fast deletes (it would SELECT every row first); a
     deletion shows as its ``DELETE`` span.  ``pre_save`` is not used: a
     change is a fact once saved, and a failed save shows as an exception.
+    These three receivers are the integration's only visible trace: a
+    program reading a signal's ``receivers`` list finds them there.
     The span ends when the view's response comes back; a streaming
     response's span ends, once, when the response is closed (Django's
     ``request_finished`` point).
 
 SQL
-    Django's own hook, ``connection.execute_wrapper``, is installed on every
-    connection as it is created (the ``connection_created`` signal) and on
-    those already open when the program imports ``django.db``: every
-    statement through a Django cursor (ORM queries, raw cursors,
-    ``executemany``, savepoints and the ``BEGIN`` of ``atomic`` blocks, sync
-    and async views, every backend) is one CLIENT span in the shared SQL
-    shape (``_sql``: named by ``db.query.summary``, ``db.system.name``,
-    ``db.namespace``, ``db.query.text`` with placeholders, ``server.address``,
-    ``db.response.returned_rows`` where the driver reports it, ``error.type``),
-    nested under the function or request it runs in.  ``COMMIT`` and
-    ``ROLLBACK`` are the driver's (``commit()`` is not a cursor statement):
-    they are spans where the DB-API integration traces the driver.  The
-    request span carries ``scope.db.statements`` and
-    ``scope.db.repeated_statements`` (same ``db.query.text`` again: N+1).
-    Over an instrumented driver a statement is still one span: this one.
+    The innermost step of Django's cursor, ``CursorWrapper._execute`` /
+    ``_executemany`` (what every ``execute_wrapper`` ends by calling), is
+    replaced on the class: every statement through a Django cursor (ORM
+    queries, raw cursors, ``executemany``, savepoints and the ``BEGIN`` of
+    ``atomic`` blocks, sync and async views, every backend, connections of
+    every thread, opened before or after instrumenting) is one CLIENT span in
+    the shared SQL shape (``_sql``: named by ``db.query.summary``,
+    ``db.system.name``, ``db.namespace``, ``db.query.text`` with
+    placeholders, ``server.address``, ``db.response.returned_rows`` where the
+    driver reports it, ``error.type``), nested under the function or request
+    it runs in.  The text recorded is the one sent to the driver, after the
+    program's own execute wrappers; ``connection.execute_wrappers`` holds
+    only the program's, and no receiver is connected to ``connection_created``.
+    ``callproc`` is not recorded.  ``COMMIT`` and ``ROLLBACK`` are the
+    driver's (``commit()`` is not a cursor statement): they are spans where
+    the DB-API integration traces the driver.  The request span carries
+    ``scope.db.statements`` and ``scope.db.repeated_statements`` (same
+    ``db.query.text`` again: N+1).  Over an instrumented driver a statement
+    is still one span: this one.
 
 Span name, attributes and options
     As the Flask integration (one shared implementation): ``METHOD route``
@@ -86,7 +92,7 @@ from typing import Any, Callable
 from opentelemetry import context, trace
 
 from scope_otel.instrumentors import _http, _sql
-from scope_otel.instrumentors._base import Call, Patch, Receiver, ScopeInstrumentor
+from scope_otel.instrumentors._base import Patch, Receiver, ScopeInstrumentor
 from scope_otel.instrumentors._record import add_event, level
 from scope_otel.instrumentors._report import failed, say_once
 from scope_otel.instrumentors._support import redacted_repr
@@ -110,6 +116,8 @@ class _State:
             say_once("django.position", f"scope-otel: middleware position {position!r} is not an integer; using 0")
             self.position = 0
         self.inserted = False  # did load_middleware put MIDDLEWARE into settings?
+        self.db_mode = _http.semconv_mode("database")
+        self.databases: dict[tuple, _sql.Database] = {}
 
 
 _state: _State | None = None
@@ -134,8 +142,10 @@ class ScopeDjangoInstrumentor(ScopeInstrumentor):
             Patch(handlers, "BaseHandler", "get_response_async", _make_get_response_async),
             Receiver("django.core.signals", "request_started", _on_request_started),
             Receiver("django.core.signals", "got_request_exception", _on_exception),
-            Receiver("django.db.backends.signals", "connection_created", _on_connection_created),
-            Call("django.db", _attach_sql, _detach_sql),
+            # SQL at the driver call, under any execute wrappers: nothing in
+            # connection.execute_wrappers, every connection of every thread
+            Patch("django.db.backends.utils", "CursorWrapper", "_execute", _make_execute),
+            Patch("django.db.backends.utils", "CursorWrapper", "_executemany", _make_execute),
             # nothing on pre_delete/post_delete: a receiver there makes Django
             # give up fast deletes (it SELECTs every row first); a deletion
             # shows as its DELETE span instead
@@ -392,78 +402,43 @@ def _on_post_save(sender: Any, instance: Any = None, created: bool = False, usin
 
 
 # --------------------------------------------------------------------------
-# SQL: Django's execute_wrapper on every connection
+# SQL: the innermost step of Django's cursor, under every execute wrapper
 # --------------------------------------------------------------------------
 
-class _SQLWrapper:
-    """One connection's execute wrapper: a CLIENT span per statement (the
-    shared shape, ``_sql``), claimed so the driver underneath makes no
-    second span."""
+def _make_execute(original: Callable) -> Callable:
+    many = original.__name__ == "_executemany"
 
-    __slots__ = ("database",)
-
-    def __init__(self, connection: Any) -> None:
-        self.database = _database(connection)
-
-    def __call__(self, execute: Callable, sql: Any, params: Any, many: bool, context: dict) -> Any:
+    def execute(self, sql: Any, params: Any, *wrapper_args: Any) -> Any:
         state = _state
-        if state is None or _sql.claimed() or type(sql) is not str:
-            return execute(sql, params, many, context)
-        rowcount = None if many else (lambda: context["cursor"].rowcount)
-        return _sql.run(state.tracer, self.database, sql, lambda: execute(sql, params, many, context),
-                        rowcount, "django.sql")
+        if state is None or type(sql) is not str or _sql.claimed():
+            return original(self, sql, params, *wrapper_args)
+        try:
+            database = _database(state, self.db)
+        except Exception:
+            failed("django.sql.database")
+            return original(self, sql, params, *wrapper_args)
+        return _sql.run(state.tracer, database, sql, lambda: original(self, sql, params, *wrapper_args),
+                        None if many else (lambda: self.cursor.rowcount), "django.sql")
+
+    execute.__name__ = original.__name__
+    execute.__qualname__ = original.__qualname__
+    execute.__doc__ = original.__doc__
+    return execute
 
 
-def _database(connection: Any) -> _sql.Database:
+def _database(state: _State, connection: Any) -> _sql.Database:
+    """The :class:`_sql.Database` of a Django connection, looked up by what
+    names its target (the test runner renames the database in place)."""
     settings = connection.settings_dict
-    name = settings.get("NAME")
-    vendor = connection.vendor
-    if vendor == "sqlite":
-        name = _sql.database_name(str(name) if name else None)
-    port = settings.get("PORT")
-    return _sql.database(vendor, str(name) if name else None, settings.get("HOST") or None,
-                         int(port) if port and str(port).isdigit() else None)
-
-
-def _install(connection: Any) -> None:
-    """Put the execute wrapper on ``connection`` (once; refreshed on reconnect:
-    the test runner renames the database)."""
-    for wrapper in connection.execute_wrappers:
-        if isinstance(wrapper, _SQLWrapper):
-            wrapper.database = _database(connection)
-            return
-    connection.execute_wrappers.append(_SQLWrapper(connection))
-
-
-def _uninstall(connection: Any) -> None:
-    connection.execute_wrappers[:] = [w for w in connection.execute_wrappers if not isinstance(w, _SQLWrapper)]
-
-
-def _on_connection_created(sender: Any, connection: Any = None, **_: Any) -> None:
-    try:
-        if connection is not None and _state is not None:
-            _install(connection)
-    except Exception:
-        failed("django.connection_created")
-
-
-def _open_connections() -> list:
-    """This thread's connection wrappers that exist already (none before settings)."""
-    from django.conf import settings
-
-    if not settings.configured:
-        return []
-    from django.db import connections
-
-    return connections.all(initialized_only=True)
-
-
-def _attach_sql(_module: Any) -> None:
-    """The execute wrapper on the connections open already (new ones: ``connection_created``)."""
-    for connection in _open_connections():
-        _install(connection)
-
-
-def _detach_sql(_module: Any) -> None:
-    for connection in _open_connections():
-        _uninstall(connection)
+    key = (connection.vendor, settings.get("NAME"), settings.get("HOST"), settings.get("PORT"))
+    found = state.databases.get(key)
+    if found is None:
+        vendor, name, host, port = key
+        name = str(name) if name else None
+        if vendor == "sqlite":
+            name = _sql.database_name(name)
+        if len(state.databases) >= 64:
+            state.databases.clear()
+        found = state.databases[key] = _sql.database(
+            vendor, name, host or None, int(port) if port and str(port).isdigit() else None, state.db_mode)
+    return found

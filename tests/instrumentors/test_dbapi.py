@@ -75,6 +75,25 @@ def test_sqlite3_statements_are_spans_and_the_connection_is_still_the_callers_ki
     assert sql[-1].status.status_code is StatusCode.ERROR and sql[-1].attributes["error.type"] == "OperationalError"
 
 
+def test_sqlite3_parameters_are_passed_on_only_when_given(spans):
+    """A cursor subclass may tell "no parameters" from "empty ones": Django's SQLite
+    cursor formats the query (``%s`` -> ``?``, ``%%`` -> ``%``) only when given some."""
+
+    class FormatStyle(sqlite3.Cursor):
+        def execute(self, sql, params=None):
+            if params is None:
+                return super().execute(sql)
+            return super().execute(sql.replace("%s", "?"), params)
+
+    with instrumented(ScopeDBAPIInstrumentor(), spans), spans.tracer.start_as_current_span("work") as work:
+        db = sqlite3.connect(":memory:")
+        assert db.cursor(FormatStyle).execute("SELECT '%s'").fetchone() == ("%s",)
+        assert db.cursor(FormatStyle).execute("SELECT %s", (1,)).fetchone() == (1,)
+        assert db.execute("SELECT 2").fetchone() == (2,)
+        db.close()
+    assert [s.name for s in sql_spans(spans, work)] == ["SELECT"] * 3
+
+
 def test_sqlite3_uninstrument_restores_connect(spans):
     connect = sqlite3.connect
     with instrumented(ScopeDBAPIInstrumentor(), spans):
@@ -132,6 +151,25 @@ def test_psycopg_statements_rows_and_transactions(spans, pg):
     assert attrs["db.response.returned_rows"] == 2
     assert sql[3].attributes["error.type"] == "UndefinedColumn"
     assert "hunter2" not in str([dict(s.attributes) for s in sql])
+
+
+def test_psycopg_connection_and_cursor_opened_before_instrumenting_are_covered(spans, pg):
+    """psycopg 3 is traced on its classes: a connection (and a cursor) the program
+    opened before ``instrument()`` records its statements too, and stays the same object."""
+    conn = pg.connect(PG_DSN)
+    cur = conn.cursor()
+    try:
+        cur.execute("CREATE TEMP TABLE scope_before (id int)")  # before: not recorded
+        with instrumented(ScopeDBAPIInstrumentor(), spans):
+            with spans.tracer.start_as_current_span("work") as work:
+                cur.execute("INSERT INTO scope_before VALUES (%s)", (1,))
+                assert conn.execute("SELECT id FROM scope_before").fetchall() == [(1,)]
+                conn.commit()
+        assert type(conn) is pg.Connection and type(cur) is pg.Cursor
+    finally:
+        conn.close()
+    assert [s.name for s in sql_spans(spans, work)] == ["INSERT scope_before", "SELECT scope_before", "COMMIT"]
+    assert len(sql_spans(spans)) == 3
 
 
 def test_psycopg_async_cursor_is_traced(spans, pg):

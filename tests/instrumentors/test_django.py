@@ -248,7 +248,7 @@ def test_middleware_listed_by_the_user_is_not_inserted_twice(spans):
 
 
 # --------------------------------------------------------------------------
-# SQL through Django's execute_wrapper, and what the ORM must not notice
+# SQL at Django's cursor, and what the ORM must not notice
 # --------------------------------------------------------------------------
 
 def sql_children(spans, parent):
@@ -439,3 +439,66 @@ def test_postgresql_orm_statements_are_one_span_each_with_server_and_rows(spans,
     assert attrs["db.system.name"] == "postgresql" and attrs["db.namespace"] == "test"
     assert attrs["server.address"] == "127.0.0.1" and attrs["server.port"] == 5432
     assert attrs["db.response.returned_rows"] == 2
+
+
+def test_execute_wrappers_stay_the_programs_own(spans):
+    """Django's ``connection.execute_wrappers`` lists only what the program put there
+    (Django's own ``ExecuteWrapperTests`` assert it is empty), and a wrapper of the
+    program sees every statement as before, with the SQL span inside it."""
+    from django.db import connection
+
+    from tests.instrumentors.apps.djangoapp.models import Item
+
+    seen = []
+
+    def wrapper(execute, sql, params, many, context):
+        seen.append((sql.split()[0], many, context["connection"].alias))
+        return execute(sql, params, many, context)
+
+    connection.close()  # the next statement opens the connection under the integration
+    with instrumented(ScopeDjangoInstrumentor(), spans), spans.tracer.start_as_current_span("work"):
+        Item.objects.count()  # connects
+        assert connection.execute_wrappers == []
+        with connection.execute_wrapper(wrapper):
+            assert connection.execute_wrappers == [wrapper]
+            Item.objects.filter(name="x").count()
+            with connection.cursor() as cursor:
+                cursor.executemany("UPDATE djangoapp_item SET name = %s WHERE id = %s", [("y", -1), ("z", -2)])
+        assert connection.execute_wrappers == []
+    assert seen == [("SELECT", False, "default"), ("UPDATE", True, "default")]
+    names = [s.name for s in spans.all() if s.kind is SpanKind.CLIENT]
+    assert names == ["SELECT djangoapp_item", "SELECT djangoapp_item", "UPDATE djangoapp_item"]
+
+
+def test_connection_opened_in_another_thread_before_instrumenting_is_covered(spans):
+    """Django keeps a connection per thread; one a worker thread opened before
+    ``instrument()`` records its statements too."""
+    from django.db import connection
+
+    from tests.instrumentors.apps.djangoapp.models import Item
+
+    opened, go, done = threading.Event(), threading.Event(), threading.Event()
+    counts = []
+
+    def worker():
+        try:
+            Item.objects.count()  # this thread's connection, opened before instrumenting
+            opened.set()
+            go.wait(10)
+            with spans.tracer.start_as_current_span("worker"):
+                counts.append(Item.objects.count())
+        finally:
+            connection.close()
+            opened.set()
+            done.set()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    assert opened.wait(10)
+    with instrumented(ScopeDjangoInstrumentor(), spans):
+        go.set()
+        assert done.wait(10)
+    thread.join(10)
+    assert len(counts) == 1
+    (work,) = spans.named("worker")
+    assert [s.name for s in spans.children(work) if s.kind is SpanKind.CLIENT] == ["SELECT djangoapp_item"]

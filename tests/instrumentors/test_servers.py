@@ -149,7 +149,7 @@ def test_gunicorn_preload_app_built_before_instrumenting_in_post_fork(otlp_recei
         requests.get(f"{url}/items/999/", headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"})
         spans = otlp_receiver.wait_for(2, timeout=20, where=lambda s: s["trace_id"] == TRACE_ID)
     (span,) = [s for s in spans if s["kind"] == "SERVER"]
-    (sql,) = [s for s in spans if s["kind"] == "CLIENT"]  # the ORM's query, through Django's execute_wrapper
+    (sql,) = [s for s in spans if s["kind"] == "CLIENT"]  # the ORM's query, at the driver call of Django's cursor
     assert sql["name"] == "SELECT djangoapp_item" and sql["parent_span_id"] == span["span_id"]
     assert span["name"] == "GET items/<int:pk>/"
     assert span["parent_span_id"] == PARENT_ID
