@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections import namedtuple
 from fnmatch import fnmatchcase
 from typing import Any, Iterable, Mapping
@@ -322,3 +323,20 @@ def load_plan(path: str) -> Plan:
         where = f"line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else "encoding"
         raise PlanError(f"{source}: $: not valid JSON ({where}: {exc})") from None
     return plan_from_document(document, source)
+
+
+def save_plan(document: Mapping[str, Any], output: str, stdout: Any) -> str | None:
+    """Write a plan document to ``output`` (``-``: ``stdout``), replacing a plan file only once the new
+    one is whole; the reason it could not be written, or None."""
+    text = json.dumps(document, indent=1, ensure_ascii=False) + "\n"
+    if output == "-":
+        stdout.write(text)
+        return None
+    tmp = output + ".tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, output)
+    except OSError as exc:
+        return f"cannot write {output}: {exc.strerror or exc}"
+    return None

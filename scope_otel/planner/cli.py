@@ -41,7 +41,7 @@ import json
 import os
 import sys
 
-from scope_otel.plan import LEVELS
+from scope_otel.plan import LEVELS, save_plan
 
 
 #: Exit statuses of a profiled command that ended as servers do: SIGTERM or SIGINT (or their shell
@@ -213,18 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         args_repr_us=args_repr,
     )
 
-    text = json.dumps(document, indent=1, sort_keys=False, ensure_ascii=False) + "\n"
-    if args.output == "-":
-        sys.stdout.write(text)
-    else:
-        tmp = args.output + ".tmp"
-        try:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                fh.write(text)
-            os.replace(tmp, args.output)
-        except OSError as exc:
-            err.write(f"scope-otel plan: cannot write {args.output}: {exc.strerror or exc}\n")
-            return 2
+    problem = save_plan(document, args.output, sys.stdout)
+    if problem:
+        err.write(f"scope-otel plan: {problem}\n")
+        return 2
     if args.explain:
         render(document, sys.stdout if args.output != "-" else err, limit=args.limit)
     if not args.quiet:

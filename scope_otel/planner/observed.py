@@ -32,7 +32,6 @@ observed of it.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 import sys
@@ -137,7 +136,7 @@ def plan_from_store(args: Any, pins: dict, err: Any = None) -> int:
     from scope_otel.planner.costmodel import calibrate
     from scope_otel.planner.explain import render
     from scope_otel.planner.orchestrator import Overrides, build_plan
-    from scope_otel.plan import content_hash
+    from scope_otel.plan import content_hash, save_plan
 
     err = err or sys.stderr
 
@@ -218,17 +217,9 @@ def plan_from_store(args: Any, pins: dict, err: Any = None) -> int:
     }
     document["hash"] = content_hash(document)
 
-    text = json.dumps(document, indent=1, ensure_ascii=False) + "\n"
-    if args.output == "-":
-        sys.stdout.write(text)
-    else:
-        tmp = args.output + ".tmp"
-        try:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                fh.write(text)
-            os.replace(tmp, args.output)
-        except OSError as exc:
-            return fail(f"cannot write {args.output}: {exc.strerror or exc}")
+    problem = save_plan(document, args.output, sys.stdout)
+    if problem:
+        return fail(problem)
     if args.explain:
         out = sys.stdout if args.output != "-" else err
         s = estimate["store"]
