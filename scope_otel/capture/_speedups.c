@@ -36,6 +36,7 @@
 #define TOKEN_LEN 15
 #define CAP_ARGS 1
 #define CAP_RETURN 2
+#define CAP_STATE 4
 
 /* The running thread's state without PyThreadState_Get's checks (the GIL is held). */
 #if PY_VERSION_HEX >= 0x030D0000
@@ -353,6 +354,8 @@ typedef struct {
     uint64_t span_id, parent_id;
     int64_t start, end;
     long level, flags, status;
+    uint64_t dropped;    /* events past the hot path's max_events (see add_event) */
+    int64_t dropped_at;  /* when the first of them happened */
     PyObject *trace;     /* PyLong, shared with the caller */
     PyObject *fid;       /* the int given to enter() */
     PyObject *octx, *prev, *args, *events, *overlay, *value;
@@ -577,6 +580,7 @@ typedef struct {
     PyObject *span_key;                 /* set_roots(): the OTel context key of the current span, or NULL */
     uint64_t root_bound;                /* set_roots(): a new trace is recorded if its low 64 bits are below */
     int root_all;                       /* set_roots(): every new trace is recorded */
+    Py_ssize_t max_events;              /* events kept per call (set_max_events) */
 } HotPathObject;
 
 static int
@@ -618,6 +622,7 @@ HotPath_init(HotPathObject *self, PyObject *args, PyObject *kwds)
     self->prefix = (uint64_t)(prefix & 0xFFFFFFFFu) << 32;
     self->counter = 0;
     self->unsampled = 0;
+    self->max_events = 128;
     self->rng = ((uint64_t)prefix * 0x9E3779B97F4A7C15ull) ^ (uint64_t)time(NULL) ^ 0x2545F4914F6CDD1Dull;
     if (self->rng == 0)
         self->rng = 88172645463325252ull;
@@ -1130,6 +1135,8 @@ do_enter(HotPathObject *self, PyObject *fid_obj, Py_ssize_t fid, PyObject *call_
     call->level = lvl;
     call->flags = flg;
     call->status = 0;
+    call->dropped = 0;
+    call->dropped_at = 0;
     call->trace = trace;
     call->fid = Py_NewRef(fid_obj);
     call->octx = octx;
@@ -1209,11 +1216,24 @@ untrack_tuples(PyObject *t, int depth)
     PyObject_GC_UnTrack(t);
 }
 
+static PyObject *s_ev_suspend = NULL, *s_ev_resume = NULL, *s_ev_state = NULL, *s_ev_dropped = NULL;
+static PyObject *s_key_target = NULL, *s_key_value = NULL, *s_key_dropped = NULL;  /* interned at init */
+
 static int
 freeze_events(CallObject *call)
 {
     if (call->events == NULL || !PyList_CheckExact(call->events))
         return 0;
+    if (call->dropped) {  /* the one last event that counts what add_event left out */
+        PyObject *ev = Py_BuildValue("(OL((OK)))", s_ev_dropped, (long long)call->dropped_at, s_key_dropped,
+                                     (unsigned long long)call->dropped);
+        if (ev == NULL || PyList_Append(call->events, ev) < 0) {
+            Py_XDECREF(ev);
+            return -1;
+        }
+        Py_DECREF(ev);
+        call->dropped = 0;
+    }
     PyObject *frozen = PyList_AsTuple(call->events);
     if (frozen == NULL)
         return -1;
@@ -1349,6 +1369,190 @@ error:
     Py_RETURN_NONE;
 }
 
+/*
+ * Events of a running call: (name, time_ns, attributes as a tuple of (key, value) pairs or None),
+ * only immutable values, so that the record holds nothing the cyclic GC keeps tracking once the
+ * list becomes a tuple at exit.  A call keeps its first max_events events; past them it only counts
+ * (a generator that yields a million times must not hold two million events until it ends), and
+ * freeze_events adds one last event, scope.events_dropped, with the count.  Ended calls and the
+ * markers of unsampled traces take no events.  `attrs` is borrowed (NULL: None).
+ */
+static int
+add_event(HotPathObject *self, CallObject *call, PyObject *name, PyObject *attrs)
+{
+    if (call->end != 0 || call->level == 0)
+        return 0;
+    if (call->events == NULL) {
+        call->events = PyList_New(0);
+        if (call->events == NULL)
+            return -1;
+    }
+    else if (!PyList_CheckExact(call->events))
+        return 0;
+    if (PyList_GET_SIZE(call->events) >= self->max_events) {
+        if (call->dropped++ == 0)
+            call->dropped_at = now_ns();
+        return 0;
+    }
+    PyObject *ts = PyLong_FromLongLong(now_ns());
+    if (ts == NULL)
+        return -1;
+    PyObject *ev = PyTuple_Pack(3, name, ts, attrs ? attrs : Py_None);
+    Py_DECREF(ts);
+    if (ev == NULL)
+        return -1;
+    int rc = PyList_Append(call->events, ev);
+    Py_DECREF(ev);
+    return rc;
+}
+
+static CallObject *
+as_call(PyObject *token)
+{
+    if (Py_IS_TYPE(token, &Call_Type))
+        return (CallObject *)token;
+    PyErr_SetString(PyExc_TypeError, "not a scope-otel token");
+    return NULL;
+}
+
+/* suspend(token): the generator or coroutine of `token` leaves the stack (yield). */
+static PyObject *
+HotPath_suspend(HotPathObject *self, PyObject *token)
+{
+    if (token == Py_None)
+        Py_RETURN_NONE;
+    CallObject *call = as_call(token);
+    if (call == NULL || set_top(self, call->prev) < 0 || add_event(self, call, s_ev_suspend, NULL) < 0)
+        report_error(self);
+    Py_RETURN_NONE;
+}
+
+/* resume(token): the generator or coroutine of `token` is re-entered; its caller is whoever is
+ * innermost now, and SDK spans started inside see the OpenTelemetry context current now. */
+static PyObject *
+HotPath_resume(HotPathObject *self, PyObject *token)
+{
+    if (token == Py_None)
+        Py_RETURN_NONE;
+    CallObject *call = as_call(token);
+    if (call == NULL)
+        goto error;
+    PyThreadState *ts = THREAD_STATE();
+    PyObject *octx = get_octx(self, ts);
+    if (octx == NULL)
+        goto error;
+    if (call->octx != octx) {
+        PyObject *old_ctx = call->octx, *old_overlay = call->overlay;
+        call->octx = octx;  /* our reference moves in */
+        call->overlay = NULL;
+        Py_XDECREF(old_ctx);
+        Py_XDECREF(old_overlay);
+    }
+    else
+        Py_DECREF(octx);
+    StackObject *stack = current_stack_ts(self, ts, 1);
+    if (stack == NULL)
+        goto error;
+    PyObject *top = stack->top;
+    if (top != token) {  /* every pointer moves before anything is released */
+        PyObject *old_prev = call->prev;
+        call->prev = Py_XNewRef(top);
+        stack->top = Py_NewRef(token);
+        Py_XDECREF(top);  /* the stack's reference, now the call's prev holds one */
+        Py_XDECREF(old_prev);
+    }
+    if (add_event(self, call, s_ev_resume, NULL) < 0)
+        goto error;
+    Py_RETURN_NONE;
+error:
+    report_error(self);
+    Py_RETURN_NONE;
+}
+
+/* state_change(token, target, value): `target` (e.g. "self.total") was assigned `value` in the
+ * call; kept as an event at full (CAP_STATE), the value snapshotted now with recording disabled. */
+static PyObject *
+hot_state_change(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "state_change(token, target, value)");
+        goto error;
+    }
+    if (args[0] == Py_None)
+        Py_RETURN_NONE;
+    CallObject *call = as_call(args[0]);
+    if (call == NULL)
+        goto error;
+    if (!(call->flags & CAP_STATE) || call->end != 0 || call->level == 0)
+        Py_RETURN_NONE;
+    PyObject *kept;
+    if (is_plain(args[2]))
+        kept = Py_NewRef(args[2]);
+    else {
+        StackObject *stack = current_stack(self, 0);
+        if (stack == NULL && PyErr_Occurred())
+            goto error;
+        PyObject *saved = Py_XNewRef(stack ? stack->top : NULL);
+        if (set_top(self, self->disabled) < 0) {
+            Py_XDECREF(saved);
+            goto error;
+        }
+        kept = PyObject_CallOneArg(self->snap, args[2]);
+        PyObject *t, *val, *tb;
+        PyErr_Fetch(&t, &val, &tb);
+        int rc = set_top(self, saved);
+        Py_XDECREF(saved);
+        if (rc < 0) {
+            Py_XDECREF(t); Py_XDECREF(val); Py_XDECREF(tb); Py_XDECREF(kept);
+            goto error;
+        }
+        PyErr_Restore(t, val, tb);
+        if (kept == NULL)
+            goto error;
+    }
+    PyObject *attrs = Py_BuildValue("((OO)(OO))", s_key_target, args[1], s_key_value, kept);
+    Py_DECREF(kept);
+    if (attrs == NULL)
+        goto error;
+    int rc = add_event(self, call, s_ev_state, attrs);
+    Py_DECREF(attrs);
+    if (rc < 0)
+        goto error;
+    Py_RETURN_NONE;
+error:
+    report_error(self);
+    Py_RETURN_NONE;
+}
+
+/* event(token, name, attrs): any other event of a running call (messages sent and received). */
+static PyObject *
+HotPath_event(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "event(token, name, attrs)");
+        goto error;
+    }
+    if (args[0] == Py_None)
+        Py_RETURN_NONE;
+    CallObject *call = as_call(args[0]);
+    if (call == NULL || add_event(self, call, args[1], args[2] == Py_None ? NULL : args[2]) < 0)
+        goto error;
+    Py_RETURN_NONE;
+error:
+    report_error(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+HotPath_set_max_events(HotPathObject *self, PyObject *arg)
+{
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    self->max_events = n < 0 ? 0 : n;
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 HotPath_current(HotPathObject *self, PyObject *Py_UNUSED(ignored))
 {
@@ -1423,6 +1627,14 @@ static PyMethodDef HotPath_methods[] = {
      "enter_params(fid, *values) -> token | None: values of the parameters named at register()"},
     {"exit", (PyCFunction)(void (*)(void))HotPath_exit, METH_FASTCALL, "exit(token, value=None) -> value"},
     {"exception", (PyCFunction)(void (*)(void))HotPath_exception, METH_FASTCALL, "exception(token, exc)"},
+    {"suspend", (PyCFunction)HotPath_suspend, METH_O, "suspend(token): the generator of token leaves the stack."},
+    {"resume", (PyCFunction)HotPath_resume, METH_O, "resume(token): the generator of token is re-entered."},
+    {"state_change", (PyCFunction)(void (*)(void))hot_state_change, METH_FASTCALL,
+     "state_change(token, target, value): an assignment seen during the call (kept at full)."},
+    {"event", (PyCFunction)(void (*)(void))HotPath_event, METH_FASTCALL,
+     "event(token, name, attrs): an event of a running call (attrs: tuple of (key, value) pairs or None)."},
+    {"set_max_events", (PyCFunction)HotPath_set_max_events, METH_O,
+     "Events kept per call; past them one last event counts the rest."},
     {"current", (PyCFunction)HotPath_current, METH_NOARGS, "The innermost call of this context (or the disabled marker, or None)."},
     {"set_current", (PyCFunction)HotPath_set_current, METH_O, "Make a token (or None, or the disabled marker) the innermost call."},
     {"set_ring", (PyCFunction)HotPath_set_ring, METH_O, "Write records into a Ring (or through a callable)."},
@@ -1511,6 +1723,24 @@ Probe_exception(ProbeObject *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyObject *
+Probe_suspend(ProbeObject *self, PyObject *token)
+{
+    return HotPath_suspend(self->hot, token);
+}
+
+static PyObject *
+Probe_resume(ProbeObject *self, PyObject *token)
+{
+    return HotPath_resume(self->hot, token);
+}
+
+static PyObject *
+Probe_state_change(ProbeObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return hot_state_change(self->hot, args, nargs);
+}
+
+static PyObject *
 Probe_get_fid(ProbeObject *self, void *Py_UNUSED(c))
 {
     return Py_NewRef(self->fid);
@@ -1520,6 +1750,10 @@ static PyMethodDef Probe_methods[] = {
     {"enter", (PyCFunction)(void (*)(void))Probe_enter, METH_FASTCALL, "enter(*values) -> token | None"},
     {"exit", (PyCFunction)(void (*)(void))Probe_exit, METH_FASTCALL, "exit(token, value=None) -> value"},
     {"exception", (PyCFunction)(void (*)(void))Probe_exception, METH_FASTCALL, "exception(token, exc)"},
+    {"suspend", (PyCFunction)Probe_suspend, METH_O, "suspend(token)"},
+    {"resume", (PyCFunction)Probe_resume, METH_O, "resume(token)"},
+    {"state_change", (PyCFunction)(void (*)(void))Probe_state_change, METH_FASTCALL,
+     "state_change(token, target, value)"},
     {NULL}
 };
 
@@ -2314,7 +2548,16 @@ PyInit__speedups(void)
     s_dict = PyUnicode_InternFromString("__dict__");
     s_empty = PyUnicode_InternFromString("");
     s_slots = PyUnicode_InternFromString("__slots__");
-    if (s_module == NULL || s_dict == NULL || s_empty == NULL || s_slots == NULL)
+    s_ev_suspend = PyUnicode_InternFromString("scope.suspend");
+    s_ev_resume = PyUnicode_InternFromString("scope.resume");
+    s_ev_state = PyUnicode_InternFromString("scope.state_change");
+    s_ev_dropped = PyUnicode_InternFromString("scope.events_dropped");
+    s_key_target = PyUnicode_InternFromString("scope.target");
+    s_key_value = PyUnicode_InternFromString("scope.value");
+    s_key_dropped = PyUnicode_InternFromString("scope.dropped");
+    if (s_module == NULL || s_dict == NULL || s_empty == NULL || s_slots == NULL
+        || s_ev_suspend == NULL || s_ev_resume == NULL || s_ev_state == NULL || s_ev_dropped == NULL
+        || s_key_target == NULL || s_key_value == NULL || s_key_dropped == NULL)
         return NULL;
     PyObject *m = PyModule_Create(&speedups_module);
     if (m == NULL)

@@ -16,9 +16,6 @@ _PREFIX = "_@"
 #: builtins the ``yield from`` expansion calls, safe from a module shadowing them
 builtin_iter, builtin_next, builtin_getattr = iter, next, getattr
 
-#: the runtime's calls that rewritten code makes through ``probe.sup``
-state_change, suspend, resume = _rt.state_change, _rt.suspend, _rt.resume
-
 
 def yield_one(token: Any, value: Any) -> Generator[Any, Any, Any]:
     """``(yield value)`` as ``(yield from yield_one(token, value))``: suspend, yield, resume.

@@ -21,10 +21,11 @@
 
 ``_@scope_p3`` is the function's probe (``runtime.probe(fid, helpers)``,
 the only module global a rewritten function refers to): ``enter`` is
-``runtime.enter_params(fid, ...)``, ``exit`` and ``exception`` the
-runtime's, as cheap to call as module global functions, ``level`` the
-function's current level, ``sup`` the helpers of
-``scope_otel.instrument._support`` (state changes, suspend/resume); the
+``runtime.enter_params(fid, ...)``, ``exit``, ``exception``, ``suspend``,
+``resume`` and ``state_change`` the runtime's (C where built), as cheap to
+call as module global functions, ``level`` the function's current level,
+``sup`` the helpers of ``scope_otel.instrument._support`` (yields nested in
+expressions, ``locals()``, the builtins of the ``yield from`` loop); the
 module's namespace gains no callable.  The prelude that registers the
 functions imports nothing (see :func:`install_builtins`), and probes pickle
 by the function's identity, so functions pickled by value (cloudpickle)
@@ -79,7 +80,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 #: Bumped whenever the generated code changes, so cached bytecode is rebuilt.
-REWRITE_VERSION = 8
+REWRITE_VERSION = 9
 
 RT = "_@scope_rt"       # scope_otel.capture.runtime, a builtins name (install_builtins)
 SUP = "_@scope_sup"     # scope_otel.instrument._support, a builtins name (install_builtins)
@@ -192,11 +193,11 @@ except GeneratorExit:
 """
 _STATE = """
 if S_T is not None and S_LV > 1:
-    S_P.sup.state_change(S_T, S_TARGET, S_VALUE)
+    S_P.state_change(S_T, S_TARGET, S_VALUE)
 """
 _SUSPEND = """
 if S_T is not None:
-    S_P.sup.suspend(S_T)
+    S_P.suspend(S_T)
 """
 # PEP 380's expansion of ``R = yield from EXPR``, with suspend/resume around
 # each hand-over, inlined so that no frame is added between the generator
@@ -210,19 +211,19 @@ except StopIteration as S_E:
 else:
     while True:
         if S_T is not None:
-            S_P.sup.suspend(S_T)
+            S_P.suspend(S_T)
         try:
             S_S = yield S_TAKE_Y
         except GeneratorExit:
             if S_T is not None:
-                S_P.sup.resume(S_T)
+                S_P.resume(S_T)
             S_M = S_P.sup.builtin_getattr(S_I, "close", None)
             if S_M is not None:
                 S_M()
             raise
         except BaseException as S_E:
             if S_T is not None:
-                S_P.sup.resume(S_T)
+                S_P.resume(S_T)
             S_M = S_P.sup.builtin_getattr(S_I, "throw", None)
             if S_M is None:
                 raise
@@ -233,7 +234,7 @@ else:
                 break
         else:
             if S_T is not None:
-                S_P.sup.resume(S_T)
+                S_P.resume(S_T)
             try:
                 if S_S is None:
                     S_Y = S_P.sup.builtin_next(S_I)
@@ -249,7 +250,7 @@ try:
     pass
 finally:
     if S_T is not None:
-        S_P.sup.resume(S_T)
+        S_P.resume(S_T)
 """
 _TEMPLATE_TEXT = {
     "prologue": _PROLOGUE, "prologue_direct": _PROLOGUE_DIRECT, "fall_off": _FALL_OFF,

@@ -277,8 +277,9 @@ def test_generators_yield_receive_and_return_the_same_and_report_suspend_resume(
     assert call.value == (35 if level == "full" else None)
 
 
-def test_a_long_generator_keeps_the_first_events_and_counts_the_rest(load, recorded, level, via, monkeypatch):
-    monkeypatch.setattr(runtime, "_max_events", 10)
+def test_a_long_generator_keeps_the_first_events_and_counts_the_rest(load, recorded, level, via, request):
+    request.addfinalizer(lambda kept=runtime._max_events: runtime.set_max_events(kept))
+    runtime.set_max_events(10)
     m = load("""
         class Counter:
             def __init__(self):
