@@ -14,6 +14,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -1846,7 +1847,7 @@ static int snap_opt_in = 0;              /* value_repr set: classes written in P
 static Py_ssize_t snap_limit = 1 << 16;
 static Py_ssize_t snap_max_depth = 8, snap_field_depth = 1;
 
-static PyObject *s_module = NULL, *s_dict = NULL, *s_empty = NULL, *s_slots = NULL;  /* interned at init */
+static PyObject *s_module = NULL, *s_dict = NULL, *s_empty = NULL, *s_slots = NULL, *s_fields = NULL;  /* interned at init */
 
 /* One snapshot being written: the text so far, and the containers and objects being walked
  * (snapshot.py's `seen`, here a short stack of pointers: nesting is bounded by the depths). */
@@ -2198,9 +2199,10 @@ snap_instance_dict(PyObject *v, PyTypeObject *t)
     return d;
 }
 
-/* Append (name, value) of the filled __slots__ of heap classes to `pairs` (snapshot._slots). */
+/* Append (name, value) of the filled __slots__ of heap classes to `pairs` (snapshot._slots),
+ * reading each class's namespace: the slow path of snap_slots. */
 static int
-snap_slots(PyObject *v, PyTypeObject *t, PyObject *pairs)
+snap_slots_walk(PyObject *v, PyTypeObject *t, PyObject *pairs)
 {
     PyObject *mro = t->tp_mro;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(mro); i++) {
@@ -2240,6 +2242,118 @@ snap_slots(PyObject *v, PyTypeObject *t, PyObject *pairs)
     return 0;
 }
 
+/*
+ * The slots of a class, found once: walking every class namespace of the MRO for member
+ * descriptors costs thousands of instructions per value for classes with many methods (a parser's
+ * node classes).  A small direct-mapped cache keyed by the type's address and version tag (CPython
+ * gives a type a new tag whenever it or a base changes; tags are not reused) keeps each slot's
+ * name and offset in the instance; it holds no reference to the type, so no class is kept alive.
+ * Only classes whose slots are all the ordinary kind (__slots__ made them: an object pointer at an
+ * offset, empty when NULL) are cached; any other class takes the walk above.
+ */
+typedef struct {
+    PyTypeObject *type;
+    unsigned int version;
+    int cacheable;
+    Py_ssize_t n;
+    PyObject **names;     /* strong references (str) */
+    Py_ssize_t *offsets;
+} SlotsEntry;
+#define SLOTS_CACHE 256
+static SlotsEntry slots_cache[SLOTS_CACHE];
+
+static void
+slots_entry_clear(SlotsEntry *e)
+{
+    for (Py_ssize_t i = 0; i < e->n; i++)
+        Py_XDECREF(e->names[i]);
+    PyMem_Free(e->names);
+    PyMem_Free(e->offsets);
+    e->names = NULL;
+    e->offsets = NULL;
+    e->n = 0;
+    e->type = NULL;
+    e->cacheable = 0;
+}
+
+/* Fill `e` for `t` (its version tag is valid); 0, or -1 with an error. */
+static int
+slots_entry_fill(SlotsEntry *e, PyTypeObject *t)
+{
+    slots_entry_clear(e);
+    PyObject *mro = t->tp_mro;
+    Py_ssize_t cap = 0;
+    e->cacheable = 1;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(mro); i++) {
+        PyTypeObject *k = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
+        if (!(k->tp_flags & Py_TPFLAGS_HEAPTYPE) || k->tp_dict == NULL)
+            continue;
+        int has = PyDict_Contains(k->tp_dict, s_slots);
+        if (has < 0)
+            return -1;
+        if (!has)
+            continue;
+        Py_ssize_t pos = 0;
+        PyObject *name, *descr;
+        while (PyDict_Next(k->tp_dict, &pos, &name, &descr)) {
+            if (!Py_IS_TYPE(descr, &PyMemberDescr_Type) || (PyUnicode_Check(name)
+                    && PyUnicode_CompareWithASCIIString(name, "__weakref__") == 0))
+                continue;
+            PyMemberDef *m = ((PyMemberDescrObject *)descr)->d_member;
+            if (((PyDescrObject *)descr)->d_type != k || m->type != T_OBJECT_EX || !PyUnicode_CheckExact(name)) {
+                e->cacheable = 0;  /* not an ordinary slot of this class: the walk decides */
+                continue;
+            }
+            if (e->n == cap) {
+                Py_ssize_t want = cap ? cap * 2 : 8;
+                PyObject **names = PyMem_Realloc(e->names, (size_t)want * sizeof(PyObject *));
+                if (names == NULL)
+                    return (PyErr_NoMemory(), -1);
+                e->names = names;
+                Py_ssize_t *offsets = PyMem_Realloc(e->offsets, (size_t)want * sizeof(Py_ssize_t));
+                if (offsets == NULL)
+                    return (PyErr_NoMemory(), -1);
+                e->offsets = offsets;
+                cap = want;
+            }
+            e->names[e->n] = Py_NewRef(name);
+            e->offsets[e->n] = m->offset;
+            e->n++;
+        }
+    }
+    e->type = t;
+    e->version = t->tp_version_tag;
+    return 0;
+}
+
+static int
+snap_slots(PyObject *v, PyTypeObject *t, PyObject *pairs)
+{
+    if (!(t->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) || Py_TYPE(v) != t)
+        return snap_slots_walk(v, t, pairs);
+    SlotsEntry *e = &slots_cache[((uintptr_t)t >> 4) % SLOTS_CACHE];
+    if (e->type != t || e->version != t->tp_version_tag) {
+        if (slots_entry_fill(e, t) < 0) {
+            slots_entry_clear(e);
+            return -1;
+        }
+    }
+    if (!e->cacheable)
+        return snap_slots_walk(v, t, pairs);
+    for (Py_ssize_t i = 0; i < e->n; i++) {
+        PyObject *value = *(PyObject **)((char *)v + e->offsets[i]);
+        if (value == NULL)
+            continue;  /* an empty slot */
+        PyObject *pair = PyTuple_Pack(2, e->names[i], value);
+        if (pair == NULL || PyList_Append(pairs, pair) < 0) {
+            Py_XDECREF(pair);
+            return -1;
+        }
+        Py_DECREF(pair);
+    }
+    return 0;
+}
+
 /* An enum member: <module.Qual.NAME: value> (snapshot._enum_member). */
 static int
 snap_enum_member(SnapState *st, PyObject *v, PyTypeObject *t, Py_ssize_t depth)
@@ -2267,12 +2381,32 @@ done:
     return rc;
 }
 
+/* " at 0x<hex>" + tail into `buf` (as f" at {id(v):#x}"), without printf's cost. */
+static void
+format_at(char *buf, const void *p, const char *tail)
+{
+    static const char hex[] = "0123456789abcdef";
+    char digits[2 * sizeof(uintptr_t)];
+    uintptr_t x = (uintptr_t)p;
+    int n = 0;
+    do {
+        digits[n++] = hex[x & 0xf];
+        x >>= 4;
+    } while (x);
+    memcpy(buf, " at 0x", 6);
+    buf += 6;
+    while (n)
+        *buf++ = digits[--n];
+    while ((*buf++ = *tail++))
+        ;
+}
+
 /* An instance of a class written in Python: <module.Qual at 0x...: a=1, b=2> (snapshot._instance). */
 static int
 snap_instance(SnapState *st, PyObject *v, PyTypeObject *t, Py_ssize_t depth)
 {
     char where[32];
-    snprintf(where, sizeof where, " at 0x%zx", (size_t)(uintptr_t)v);  /* as f"{id(v):#x}" */
+    format_at(where, v, "");  /* as f"{id(v):#x}" */
     if (_PyUnicodeWriter_WriteChar(&st->w, '<') < 0 || snap_type_name(st, t) < 0 || snap_ascii(st, where) < 0)
         return -1;
     if (depth <= snap_field_depth && !snap_seen(st, v)) {
@@ -2318,6 +2452,44 @@ snap_instance(SnapState *st, PyObject *v, PyTypeObject *t, Py_ssize_t depth)
     return _PyUnicodeWriter_WriteChar(&st->w, '>');
 }
 
+/* A named tuple: module.Qual(a=1, b=2) (snapshot._named_tuple). */
+static int
+snap_named_tuple(SnapState *st, PyObject *v, PyTypeObject *t, PyObject *fields, Py_ssize_t depth)
+{
+    if (snap_type_name(st, t) < 0 || _PyUnicodeWriter_WriteChar(&st->w, '(') < 0)
+        return -1;
+    Py_INCREF(fields);  /* the class could change while an item is walked */
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(v); i++) {
+        if (LEFT(st) <= 0)
+            goto done;
+        if (i && snap_ascii(st, ", ") < 0)
+            goto error;
+        if (i < PyTuple_GET_SIZE(fields)) {
+            if (_PyUnicodeWriter_WriteStr(&st->w, PyTuple_GET_ITEM(fields, i)) < 0)
+                goto error;
+        }
+        else {
+            char digits[24];
+            snprintf(digits, sizeof digits, "%zd", i);
+            if (snap_ascii(st, digits) < 0)
+                goto error;
+        }
+        PyObject *item = Py_NewRef(PyTuple_GET_ITEM(v, i));
+        int r = _PyUnicodeWriter_WriteChar(&st->w, '=') < 0 ? -1 : snap_walk(st, item, depth + 1);
+        Py_DECREF(item);
+        if (r < 0)
+            goto error;
+    }
+    rc = _PyUnicodeWriter_WriteChar(&st->w, ')');
+done:
+    Py_DECREF(fields);
+    return rc;
+error:
+    Py_DECREF(fields);
+    return -1;
+}
+
 /* A value of a type created by a class statement (a heap type): snapshot._other's order. */
 static int
 snap_heap(SnapState *st, PyObject *v, PyTypeObject *t, Py_ssize_t depth)
@@ -2340,8 +2512,16 @@ snap_heap(SnapState *st, PyObject *v, PyTypeObject *t, Py_ssize_t depth)
         if (base == &PyBaseObject_Type)
             return snap_instance(st, v, t, depth);
         if (snap_is_container(base)) {
-            if (base == &PyTuple_Type)  /* named tuples: the fallback looks for _fields */
-                return snap_to_fallback(st, v, depth);
+            if (base == &PyTuple_Type) {  /* named tuples: a _fields tuple of names in the class */
+                PyObject *fields = _PyType_Lookup(t, s_fields);  /* borrowed; class dicts only */
+                if (fields != NULL && PyTuple_CheckExact(fields)) {
+                    int names = 1;
+                    for (Py_ssize_t f = 0; f < PyTuple_GET_SIZE(fields) && names; f++)
+                        names = PyUnicode_CheckExact(PyTuple_GET_ITEM(fields, f));
+                    if (names)
+                        return snap_named_tuple(st, v, t, fields, depth);
+                }
+            }
             return snap_container(st, v, base, t, depth);
         }
         PyObject *inner = NULL;
@@ -2379,7 +2559,7 @@ snap_static_plain(SnapState *st, PyObject *v, PyTypeObject *t)
     if (known != 0)
         return known < 0 ? -1 : 0;
     char where[40];
-    snprintf(where, sizeof where, " at 0x%zx>", (size_t)(uintptr_t)v);
+    format_at(where, v, ">");
     if (_PyUnicodeWriter_WriteChar(&st->w, '<') < 0 || snap_ascii(st, t->tp_name) < 0 || snap_ascii(st, where) < 0)
         return -1;
     return 1;
@@ -2399,7 +2579,7 @@ snap_method(SnapState *st, PyObject *v)
     else if (snap_any_type_name(st, Py_TYPE(func)) < 0)
         return -1;
     char where[40];
-    snprintf(where, sizeof where, " at 0x%zx>>", (size_t)(uintptr_t)owner);
+    format_at(where, owner, ">>");
     if (snap_ascii(st, " of <") < 0 || snap_any_type_name(st, Py_TYPE(owner)) < 0 || snap_ascii(st, where) < 0)
         return -1;
     return 0;
@@ -2548,6 +2728,7 @@ PyInit__speedups(void)
     s_dict = PyUnicode_InternFromString("__dict__");
     s_empty = PyUnicode_InternFromString("");
     s_slots = PyUnicode_InternFromString("__slots__");
+    s_fields = PyUnicode_InternFromString("_fields");
     s_ev_suspend = PyUnicode_InternFromString("scope.suspend");
     s_ev_resume = PyUnicode_InternFromString("scope.resume");
     s_ev_state = PyUnicode_InternFromString("scope.state_change");
@@ -2555,7 +2736,7 @@ PyInit__speedups(void)
     s_key_target = PyUnicode_InternFromString("scope.target");
     s_key_value = PyUnicode_InternFromString("scope.value");
     s_key_dropped = PyUnicode_InternFromString("scope.dropped");
-    if (s_module == NULL || s_dict == NULL || s_empty == NULL || s_slots == NULL
+    if (s_module == NULL || s_dict == NULL || s_empty == NULL || s_slots == NULL || s_fields == NULL
         || s_ev_suspend == NULL || s_ev_resume == NULL || s_ev_state == NULL || s_ev_dropped == NULL
         || s_key_target == NULL || s_key_value == NULL || s_key_dropped == NULL)
         return NULL;
