@@ -273,6 +273,10 @@ class HotPath:
                 return
             event(token, "scope.state_change", (("scope.target", target), ("scope.value", kept)))
 
+        def delegate(token: Any, iterable: Any) -> Any:
+            it = iter(iterable)  # as yield from does: its TypeError is the program's
+            return it if token is None else Delegation(suspend, resume, token, it)
+
         def set_max_events(n: int) -> None:
             max_events[0] = max(0, int(n))
 
@@ -290,7 +294,7 @@ class HotPath:
 
         self.enter, self.enter_params, self.exit, self.exception = enter, enter_params, exit, exception
         self.suspend, self.resume, self.state_change, self.event = suspend, resume, state_change, event
-        self.set_max_events = set_max_events
+        self.set_max_events, self.delegate = set_max_events, delegate
         self._levels = levels
         self.current, self.set_current = cur_get, set_current
         self.unsampled = lambda: unsampled[0]
@@ -299,22 +303,72 @@ class HotPath:
 
 class Probe:
     """One function's calls: ``enter(*values)`` is ``HotPath.enter_params(fid,
-    *values)``; ``exit``, ``exception``, ``suspend``, ``resume`` and
-    ``state_change`` are the hot path's; ``level`` is
+    *values)``; ``exit``, ``exception``, ``suspend``, ``resume``,
+    ``state_change`` and ``delegate`` are the hot path's; ``level`` is
     the function's current level code; ``sup`` the helpers given at creation.
     Not callable itself, so a module holding probes gains no callable."""
 
-    __slots__ = ("enter", "exit", "exception", "suspend", "resume", "state_change", "fid", "sup", "_levels")
+    __slots__ = ("enter", "exit", "exception", "suspend", "resume", "state_change", "delegate", "fid", "sup",
+                 "_levels")
 
     def __init__(self, hot: HotPath, fid: int, sup: Any = None) -> None:
         self.enter = functools.partial(hot.enter_params, fid)  # no frame of its own
         self.exit, self.exception, self.fid, self.sup = hot.exit, hot.exception, fid, sup
         self.suspend, self.resume, self.state_change = hot.suspend, hot.resume, hot.state_change
+        self.delegate = hot.delegate
         self._levels = hot._levels
 
     @property
     def level(self) -> int:
         return self._levels[self.fid]
+
+
+class Delegation:
+    """``yield from x`` in a rewritten generator (the C twin's ``Delegation``): hands x's values
+    over with the delegating call reported suspended while a value is out.  Unlike C, its methods
+    are Python frames between the delegating generator and x."""
+
+    __slots__ = ("_suspend", "_resume", "_token", "_sub", "_out")
+
+    def __init__(self, suspend: Callable, resume: Callable, token: Any, sub: Any) -> None:
+        self._suspend, self._resume, self._token, self._sub, self._out = suspend, resume, token, sub, False
+
+    def __iter__(self) -> "Delegation":
+        return self
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+    def _back(self) -> None:
+        if self._out:
+            self._out = False
+            self._resume(self._token)
+
+    def _gone(self, value: Any) -> Any:
+        self._out = True
+        self._suspend(self._token)
+        return value
+
+    def send(self, value: Any) -> Any:
+        self._back()
+        # StopIteration (with x's return value) ends the delegation as it ends x
+        return self._gone(next(self._sub) if value is None else self._sub.send(value))
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        self._back()
+        throw = getattr(self._sub, "throw", None)
+        if throw is None:  # PEP 380: raised in the delegating generator
+            exc = typ if isinstance(typ, BaseException) else (val if isinstance(val, typ) else
+                                                               typ() if val is None else typ(val))
+            raise exc.with_traceback(tb) if tb is not None else exc
+        args = (typ,) if val is None and tb is None else (typ, val) if tb is None else (typ, val, tb)
+        return self._gone(throw(*args))
+
+    def close(self) -> None:
+        self._back()
+        close = getattr(self._sub, "close", None)
+        if close is not None:
+            close()
 
 
 def _writer(put: Any) -> Callable[[Any], Any]:
