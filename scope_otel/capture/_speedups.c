@@ -360,7 +360,30 @@ typedef struct {
     PyObject *trace;     /* PyLong, shared with the caller */
     PyObject *fid;       /* the int given to enter() */
     PyObject *octx, *prev, *args, *events, *overlay, *value;
+    /* Events as the hot path adds them: a C array, turned into the (name, time_ns, attributes)
+     * tuples the worker reads only when it reads them (events_get); `events` caches that tuple
+     * once the call ended, or holds what Python code assigned. */
+    struct EventSlot *ev;
+    Py_ssize_t ev_n, ev_cap;
 } CallObject;
+
+typedef struct EventSlot {
+    PyObject *name;      /* strong (str) */
+    PyObject *attrs;     /* strong, untracked tuple of (key, value) pairs, or NULL */
+    int64_t ts;
+} EventSlot;
+
+static void
+events_free(CallObject *self)
+{
+    for (Py_ssize_t i = 0; i < self->ev_n; i++) {
+        Py_DECREF(self->ev[i].name);
+        Py_XDECREF(self->ev[i].attrs);
+    }
+    PyMem_Free(self->ev);
+    self->ev = NULL;
+    self->ev_n = self->ev_cap = 0;
+}
 
 static PyTypeObject Call_Type;
 
@@ -369,6 +392,10 @@ Call_traverse(CallObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->trace); Py_VISIT(self->fid); Py_VISIT(self->octx); Py_VISIT(self->prev);
     Py_VISIT(self->args); Py_VISIT(self->events); Py_VISIT(self->overlay); Py_VISIT(self->value);
+    for (Py_ssize_t i = 0; i < self->ev_n; i++) {
+        Py_VISIT(self->ev[i].name);
+        Py_VISIT(self->ev[i].attrs);
+    }
     return 0;
 }
 
@@ -377,6 +404,8 @@ Call_clear(CallObject *self)
 {
     Py_CLEAR(self->trace); Py_CLEAR(self->fid); Py_CLEAR(self->octx); Py_CLEAR(self->prev);
     Py_CLEAR(self->args); Py_CLEAR(self->events); Py_CLEAR(self->overlay); Py_CLEAR(self->value);
+    events_free(self);
+    self->dropped = 0;
     return 0;
 }
 
@@ -456,6 +485,8 @@ obj_or_none(PyObject *o)
     return Py_NewRef(o ? o : Py_None);
 }
 
+static PyObject *events_get(CallObject *self);
+
 static PyObject *
 Call_item(CallObject *self, Py_ssize_t i)
 {
@@ -468,7 +499,7 @@ Call_item(CallObject *self, Py_ssize_t i)
     case T_OTEL_CTX: return obj_or_none(self->octx);
     case T_PREV: return obj_or_none(self->prev);
     case T_ARGS: return obj_or_none(self->args);
-    case T_EVENTS: return obj_or_none(self->events);
+    case T_EVENTS: return events_get(self);
     case T_OVERLAY: return obj_or_none(self->overlay);
     case T_LEVEL: return PyLong_FromLong(self->level);
     case T_FLAGS: return PyLong_FromLong(self->flags);
@@ -496,6 +527,10 @@ Call_ass_item(CallObject *self, Py_ssize_t i, PyObject *v)
         return -1;
     }
     Py_XSETREF(*slot, (v == NULL || v == Py_None) ? NULL : Py_NewRef(v));
+    if (i == T_EVENTS) {  /* what Python assigned replaces the hot path's events */
+        events_free(self);
+        self->dropped = 0;
+    }
     return 0;
 }
 
@@ -1138,6 +1173,8 @@ do_enter(HotPathObject *self, PyObject *fid_obj, Py_ssize_t fid, PyObject *call_
     call->status = 0;
     call->dropped = 0;
     call->dropped_at = 0;
+    call->ev = NULL;
+    call->ev_n = call->ev_cap = 0;
     call->trace = trace;
     call->fid = Py_NewRef(fid_obj);
     call->octx = octx;
@@ -1383,28 +1420,85 @@ add_event(HotPathObject *self, CallObject *call, PyObject *name, PyObject *attrs
 {
     if (call->end != 0 || call->level == 0)
         return 0;
-    if (call->events == NULL) {
-        call->events = PyList_New(0);
-        if (call->events == NULL)
-            return -1;
+    if (call->events != NULL) {  /* a list Python code assigned: appended to, within the limit */
+        if (!PyList_CheckExact(call->events))
+            return 0;
+        if (PyList_GET_SIZE(call->events) >= self->max_events) {
+            if (call->dropped++ == 0)
+                call->dropped_at = now_ns();
+            return 0;
+        }
+        PyObject *ts = PyLong_FromLongLong(now_ns());
+        PyObject *ev = ts ? PyTuple_Pack(3, name, ts, attrs ? attrs : Py_None) : NULL;
+        Py_XDECREF(ts);
+        int rc = ev ? PyList_Append(call->events, ev) : -1;
+        Py_XDECREF(ev);
+        return rc;
     }
-    else if (!PyList_CheckExact(call->events))
-        return 0;
-    if (PyList_GET_SIZE(call->events) >= self->max_events) {
+    if (call->ev_n >= self->max_events) {
         if (call->dropped++ == 0)
             call->dropped_at = now_ns();
         return 0;
     }
-    PyObject *ts = PyLong_FromLongLong(now_ns());
-    if (ts == NULL)
-        return -1;
-    PyObject *ev = PyTuple_Pack(3, name, ts, attrs ? attrs : Py_None);
-    Py_DECREF(ts);
-    if (ev == NULL)
-        return -1;
-    int rc = PyList_Append(call->events, ev);
-    Py_DECREF(ev);
-    return rc;
+    if (call->ev_n == call->ev_cap) {
+        Py_ssize_t want = call->ev_cap ? call->ev_cap * 2 : 8;
+        if (want > self->max_events)
+            want = self->max_events;
+        EventSlot *grown = PyMem_Realloc(call->ev, (size_t)want * sizeof(EventSlot));
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        call->ev = grown;
+        call->ev_cap = want;
+    }
+    if (attrs != NULL)
+        untrack_tuples(attrs, 2);  /* ((key, value), ...) of str and snapshots */
+    EventSlot *slot = &call->ev[call->ev_n++];
+    slot->name = Py_NewRef(name);
+    slot->attrs = Py_XNewRef(attrs);
+    slot->ts = now_ns();
+    return 0;
+}
+
+/* A call's events as the worker reads them: (name, time_ns, attributes) tuples, the dropped count
+ * last; a tuple (cached, untracked) once the call ended, a fresh list while it runs; None if none. */
+static PyObject *
+events_get(CallObject *self)
+{
+    if (self->events != NULL)
+        return Py_NewRef(self->events);
+    if (self->ev_n == 0 && self->dropped == 0)
+        Py_RETURN_NONE;
+    int ended = self->end != 0;
+    Py_ssize_t n = self->ev_n + (self->dropped ? 1 : 0);
+    PyObject *out = ended ? PyTuple_New(n) : PyList_New(n);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *ev;
+        if (i < self->ev_n)
+            ev = Py_BuildValue("(OLO)", self->ev[i].name, (long long)self->ev[i].ts,
+                               self->ev[i].attrs ? self->ev[i].attrs : Py_None);
+        else
+            ev = Py_BuildValue("(OL((OK)))", s_ev_dropped, (long long)self->dropped_at, s_key_dropped,
+                               (unsigned long long)self->dropped);
+        if (ev == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        if (ended)
+            PyTuple_SET_ITEM(out, i, ev);
+        else
+            PyList_SET_ITEM(out, i, ev);
+    }
+    if (ended) {
+        untrack_tuples(out, 4);  /* events, (name, ts, attrs), attrs, (key, value) */
+        self->events = Py_NewRef(out);
+        events_free(self);
+        self->dropped = 0;
+    }
+    return out;
 }
 
 static CallObject *
