@@ -2811,8 +2811,8 @@ snap_heap(SnapState *st, PyObject *v, PyTypeObject *t, Py_ssize_t depth)
     Py_ssize_t n = PyTuple_GET_SIZE(mro);
     for (Py_ssize_t i = 0; i < n; i++) {  /* classes and enum members first */
         PyObject *base = PyTuple_GET_ITEM(mro, i);
-        if (base == (PyObject *)&PyType_Type)
-            return snap_to_fallback(st, v, depth);
+        if (base == (PyObject *)&PyType_Type)  /* a class: type's own repr reads its module and qualname */
+            return snap_text_put(st, PyType_Type.tp_repr(v));
         if (base == snap_enum)
             return snap_enum_member(st, v, t, depth);
     }
@@ -2913,6 +2913,9 @@ snap_walk(SnapState *st, PyObject *v, Py_ssize_t depth)
         r = snap_heap(st, v, t, depth);
     else if (t == &PyMethod_Type && !snap_opt_in)
         r = snap_method(st, v);
+    else if (!snap_opt_in && (t == &PyType_Type || t == &PyFunction_Type || t == &PyCFunction_Type
+                              || t == &PyCode_Type || t == &PyRange_Type))
+        r = snap_text_put(st, t->tp_repr(v));  /* CPython's C reprs, as snapshot.py's _plain and _other */
     else if (!snap_opt_in && (r = snap_static_plain(st, v, t)) != 0)
         r = r < 0 ? -1 : 0;
     else
