@@ -474,9 +474,12 @@ def _message(exc: BaseException, t: type, limit: int) -> str:
     elif not args:
         text = ""
     else:
-        text = snapshot(args[0] if len(args) == 1 else args, limit)
+        text = _snapshot_text(args[0] if len(args) == 1 else args, limit)
     return text if len(text) <= limit else text[:limit]
 
 
 #: the C twin, or None without the accelerator (same text; tests/capture/test_snapshot.py compares)
 _native = _native_setup()
+#: what exception messages are snapshotted with: the C twin where built (a parser that raises for
+#: control flow puts its grammar objects in every exception's arguments)
+_snapshot_text = _native.snapshot if _native is not None else snapshot
