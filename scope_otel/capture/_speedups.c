@@ -2153,6 +2153,7 @@ hot_delegate(HotPathObject *hot, PyObject *const *args, Py_ssize_t nargs)
  */
 static PyObject *snap_fallback = NULL;   /* snapshot._walk(v, out, left, depth, seen) -> left */
 static PyObject *snap_enum = NULL;       /* enum.Enum */
+static PyObject *snap_c_repr_types = NULL;  /* exact types defined in C that snapshot.py shows by their repr */
 static PyObject *snap_python_types = NULL;  /* exact types snapshot.py formats itself (its _LEAVES...) */
 static int snap_opt_in = 0;              /* value_repr set: classes written in Python go to the fallback */
 static Py_ssize_t snap_limit = 1 << 16;
@@ -2808,6 +2809,19 @@ snap_heap(SnapState *st, PyObject *v, PyTypeObject *t, Py_ssize_t depth)
     PyObject *mro = t->tp_mro;
     if (snap_opt_in || mro == NULL || !PyTuple_Check(mro))
         return snap_to_fallback(st, v, depth);
+    if (snap_python_types != NULL) {  /* standard-library classes snapshot.py shows by their repr */
+        int known = PySet_Contains(snap_python_types, (PyObject *)t);
+        if (known < 0)
+            return -1;
+        if (known) {
+            int c_repr = snap_c_repr_types == NULL ? 0 : PySet_Contains(snap_c_repr_types, (PyObject *)t);
+            if (c_repr < 0)
+                return -1;
+            if (c_repr && t->tp_repr != NULL)  /* a repr written in C (re.Pattern) */
+                return snap_text_put(st, t->tp_repr(v));
+            return snap_to_fallback(st, v, depth);
+        }
+    }
     Py_ssize_t n = PyTuple_GET_SIZE(mro);
     for (Py_ssize_t i = 0; i < n; i++) {  /* classes and enum members first */
         PyObject *base = PyTuple_GET_ITEM(mro, i);
@@ -2867,8 +2881,14 @@ snap_static_plain(SnapState *st, PyObject *v, PyTypeObject *t)
         || snap_python_types == NULL || PyType_Check(v) || PyExceptionInstance_Check(v))
         return 0;  /* classes and exceptions: snapshot.py's own formats */
     int known = PySet_Contains(snap_python_types, (PyObject *)t);
-    if (known != 0)
-        return known < 0 ? -1 : 0;
+    if (known < 0)
+        return -1;
+    if (known) {  /* snapshot.py's own: its plain repr for the types it names so, C code of CPython */
+        int plain = snap_c_repr_types == NULL ? 0 : PySet_Contains(snap_c_repr_types, (PyObject *)t);
+        if (plain <= 0 || t->tp_repr == NULL)
+            return plain;
+        return snap_text_put(st, t->tp_repr(v)) < 0 ? -1 : 1;
+    }
     char where[40];
     format_at(where, v, ">");
     if (_PyUnicodeWriter_WriteChar(&st->w, '<') < 0 || snap_ascii(st, t->tp_name) < 0 || snap_ascii(st, where) < 0)
@@ -2974,13 +2994,19 @@ static PyObject *
 speedups_snapshot_config(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"fallback", "enum", "opt_in", "limit", "max_depth", "field_depth", "python_types",
-                             NULL};
-    PyObject *fallback = NULL, *enum_type = NULL, *python_types = NULL;
+                             "c_repr_types", NULL};
+    PyObject *fallback = NULL, *enum_type = NULL, *python_types = NULL, *c_repr_types = NULL;
     int opt_in = -1;
     Py_ssize_t limit = -1, max_depth = -1, field_depth = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$OOinnnO", kwlist, &fallback, &enum_type, &opt_in, &limit,
-                                     &max_depth, &field_depth, &python_types))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$OOinnnOO", kwlist, &fallback, &enum_type, &opt_in, &limit,
+                                     &max_depth, &field_depth, &python_types, &c_repr_types))
         return NULL;
+    if (c_repr_types != NULL) {
+        PyObject *set = PyFrozenSet_New(c_repr_types);
+        if (set == NULL)
+            return NULL;
+        Py_XSETREF(snap_c_repr_types, set);
+    }
     if (python_types != NULL) {
         PyObject *set = PyFrozenSet_New(python_types);
         if (set == NULL)

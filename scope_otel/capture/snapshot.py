@@ -151,7 +151,9 @@ def _native_setup() -> Any:
         return None
     _speedups.snapshot_config(fallback=_walk, enum=_ENUM, opt_in=False, max_depth=MAX_DEPTH,
                               field_depth=FIELD_DEPTH,
-                              python_types={*_LEAVES, *_OPEN_CLOSE, types.ModuleType, types.MethodType})
+                              python_types={*_LEAVES, *_OPEN_CLOSE, types.ModuleType, types.MethodType},
+                              c_repr_types={t for t, show in _LEAVES.items()
+                                            if show is _plain and type(t.__repr__) is types.WrapperDescriptorType})
     return _speedups
 
 

@@ -9,6 +9,7 @@ import decimal
 import enum
 import fractions
 import pathlib
+import re
 import uuid
 
 import pytest
@@ -210,6 +211,8 @@ def _corpus():
         [0, -1, 2 ** 63 - 1, -2 ** 63, 2 ** 63, -2 ** 64, 10 ** 100],
         (x for x in ()), h.__init__, [].append, functools.partial(len), iter([]), property(), staticmethod(len),
         collections.namedtuple("NT", "a b")(1, [2]), _trip.__get__(h), Pair.__repr__, weakref.ref(Hostile),
+        uuid.UUID(int=5), fractions.Fraction(1, 3), pathlib.PurePosixPath("/a"), re.compile("a+"),
+        decimal.Decimal("1.5"), datetime.datetime(2020, 1, 2, 3, 4), object(), [re.compile("x"), uuid.UUID(int=1)],
     ]
     inner = Hostile()
     inner.child = Hostile()
