@@ -29,7 +29,9 @@ reason and the table says "yes, N explained"; any other difference fails
 the run.  The plugin also reports how many modules were rewritten, how many
 functions registered and how many calls reached the capture ring, so a
 vacuous "identical" (nothing instrumented) shows.  The table gives each
-level's time as a multiple of the plain run's.  ``--quick`` runs only the
+level's time as a multiple of the plain run's, in wall time and in CPU time
+(user + system of the test process; on a machine shared with other work the
+wall time mostly measures the load).  ``--quick`` runs only the
 libraries marked quick (two small suites, for CI).  Exit status 1 when any
 library's outcomes differ.
 
@@ -41,6 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tarfile
@@ -184,14 +187,19 @@ def run_suite(lib: Library, source: str, workdir: str, level: str | None) -> dic
         env["SCOPE_TRANSPARENCY_STATS"] = stats_path
         cmd[3:3] = ["-p", "scope_transparency_plugin"]
     started = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, cwd=source, env=env, capture_output=True, text=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     elapsed = time.perf_counter() - started
+    # CPU time of the run (user + system, children waited for): on a machine shared with other work
+    # the wall time mostly measures the load; the runs are sequential, so the difference is this one's
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     outcomes = read_junit(xml_path) if os.path.exists(xml_path) else {}
     stats = {}
     if level and os.path.exists(stats_path):
         with open(stats_path) as fh:
             stats = json.load(fh)
-    return {"outcomes": outcomes, "seconds": elapsed, "returncode": proc.returncode, "stats": stats,
+    return {"outcomes": outcomes, "seconds": elapsed, "cpu": cpu, "returncode": proc.returncode, "stats": stats,
             "tail": proc.stdout.strip().splitlines()[-1:] + proc.stderr.strip().splitlines()[-3:]}
 
 
@@ -238,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
                  if (not args.quick or lib.quick) and (not args.only or lib.name in args.only)]
 
     header = ("library", "tests", "plain p/f/e/s", "level", "p/f/e/s", "identical", "modules rewritten",
-              "functions", "calls recorded", "plain s", "level s", "slowdown")
+              "functions", "calls recorded", "plain s", "level s", "slowdown", "plain cpu s", "level cpu s",
+              "cpu slowdown")
     rows, differ = [], False
     for lib in libraries:
         source = fetch(lib, workdir)
@@ -254,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
                 ("yes" if not explained else f"yes, {len(explained)} explained") if same else "NO",
                 str(len(stats.get("rewritten", []))), str(stats.get("functions", "?")),
                 str(stats.get("calls", "?")), f"{plain['seconds']:.1f}", f"{run['seconds']:.1f}",
-                f"{run['seconds'] / plain['seconds']:.2f}x",
+                f"{run['seconds'] / plain['seconds']:.2f}x", f"{plain['cpu']:.1f}", f"{run['cpu']:.1f}",
+                f"{run['cpu'] / plain['cpu']:.2f}x",
             ))
             for test_id, why in sorted(explained.items()):
                 print(f"  {lib.name} at {level}: {test_id}: plain=passed {level}=failed, explained: {why}",

@@ -15,7 +15,7 @@ import time
 from contextvars import ContextVar
 from typing import Any, Callable
 
-from scope_otel.capture.records import CAP_ARGS, CAP_RETURN
+from scope_otel.capture.records import CAP_ARGS, CAP_RETURN, CAP_STATE
 
 _RNG = random.Random()  # private: the application's seeded `random` stays untouched
 
@@ -204,6 +204,82 @@ class HotPath:
             except Exception as err:
                 on_error(err)
 
+        max_events = [128]
+        dropped_name = "scope.events_dropped"
+
+        def event(token: list | None, name: str, attrs: tuple | None) -> None:
+            # see the C twin's add_event: the first max_events events, then one that counts the rest
+            if token is None:
+                return
+            try:
+                if token[12] or not token[10]:
+                    return
+                events = token[8]
+                if events is None:
+                    events = token[8] = []
+                kept = len(events)
+                if kept < max_events[0]:
+                    events.append((name, clock(), attrs))
+                elif kept == max_events[0]:
+                    events.append((dropped_name, clock(), (("scope.dropped", 1),)))
+                else:
+                    last = events[-1]
+                    events[-1] = (last[0], last[1], (("scope.dropped", last[2][0][1] + 1),))
+            except Exception as exc:
+                on_error(exc)
+
+        def suspend(token: list | None) -> None:
+            if token is None:
+                return
+            try:
+                cur_set(token[6])
+            except Exception as exc:
+                on_error(exc)
+            event(token, "scope.suspend", None)
+
+        def resume(token: list | None) -> None:
+            if token is None:
+                return
+            try:
+                octx = octx_get()
+                if token[5] is not octx:
+                    token[5] = octx
+                    token[9] = None
+                top = cur_get()
+                if top is not token:
+                    token[6] = top
+                    cur_set(token)
+            except Exception as exc:
+                on_error(exc)
+            event(token, "scope.resume", None)
+
+        def state_change(token: list | None, target: str, value: Any) -> None:
+            if token is None:
+                return
+            try:
+                if not token[11] & CAP_STATE or token[12] or not token[10]:
+                    return
+                if type(value) in _PLAIN:
+                    kept = value
+                else:
+                    saved = cur_get()
+                    cur_set(disabled)
+                    try:
+                        kept = snap(value)
+                    finally:
+                        cur_set(saved)
+            except Exception as exc:
+                on_error(exc)
+                return
+            event(token, "scope.state_change", (("scope.target", target), ("scope.value", kept)))
+
+        def delegate(token: Any, iterable: Any) -> Any:
+            it = iter(iterable)  # as yield from does: its TypeError is the program's
+            return it if token is None else Delegation(suspend, resume, token, it)
+
+        def set_max_events(n: int) -> None:
+            max_events[0] = max(0, int(n))
+
         def rebind(new_put, new_prefix):
             nonlocal put, count, prefix
             if new_put is not None:
@@ -217,6 +293,8 @@ class HotPath:
             cur_set(token)
 
         self.enter, self.enter_params, self.exit, self.exception = enter, enter_params, exit, exception
+        self.suspend, self.resume, self.state_change, self.event = suspend, resume, state_change, event
+        self.set_max_events, self.delegate = set_max_events, delegate
         self._levels = levels
         self.current, self.set_current = cur_get, set_current
         self.unsampled = lambda: unsampled[0]
@@ -225,20 +303,72 @@ class HotPath:
 
 class Probe:
     """One function's calls: ``enter(*values)`` is ``HotPath.enter_params(fid,
-    *values)``; ``exit`` and ``exception`` are the hot path's; ``level`` is
+    *values)``; ``exit``, ``exception``, ``suspend``, ``resume``,
+    ``state_change`` and ``delegate`` are the hot path's; ``level`` is
     the function's current level code; ``sup`` the helpers given at creation.
     Not callable itself, so a module holding probes gains no callable."""
 
-    __slots__ = ("enter", "exit", "exception", "fid", "sup", "_levels")
+    __slots__ = ("enter", "exit", "exception", "suspend", "resume", "state_change", "delegate", "fid", "sup",
+                 "_levels")
 
     def __init__(self, hot: HotPath, fid: int, sup: Any = None) -> None:
         self.enter = functools.partial(hot.enter_params, fid)  # no frame of its own
         self.exit, self.exception, self.fid, self.sup = hot.exit, hot.exception, fid, sup
+        self.suspend, self.resume, self.state_change = hot.suspend, hot.resume, hot.state_change
+        self.delegate = hot.delegate
         self._levels = hot._levels
 
     @property
     def level(self) -> int:
         return self._levels[self.fid]
+
+
+class Delegation:
+    """``yield from x`` in a rewritten generator (the C twin's ``Delegation``): hands x's values
+    over with the delegating call reported suspended while a value is out.  Unlike C, its methods
+    are Python frames between the delegating generator and x."""
+
+    __slots__ = ("_suspend", "_resume", "_token", "_sub", "_out")
+
+    def __init__(self, suspend: Callable, resume: Callable, token: Any, sub: Any) -> None:
+        self._suspend, self._resume, self._token, self._sub, self._out = suspend, resume, token, sub, False
+
+    def __iter__(self) -> "Delegation":
+        return self
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+    def _back(self) -> None:
+        if self._out:
+            self._out = False
+            self._resume(self._token)
+
+    def _gone(self, value: Any) -> Any:
+        self._out = True
+        self._suspend(self._token)
+        return value
+
+    def send(self, value: Any) -> Any:
+        self._back()
+        # StopIteration (with x's return value) ends the delegation as it ends x
+        return self._gone(next(self._sub) if value is None else self._sub.send(value))
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        self._back()
+        throw = getattr(self._sub, "throw", None)
+        if throw is None:  # PEP 380: raised in the delegating generator
+            exc = typ if isinstance(typ, BaseException) else (val if isinstance(val, typ) else
+                                                               typ() if val is None else typ(val))
+            raise exc.with_traceback(tb) if tb is not None else exc
+        args = (typ,) if val is None and tb is None else (typ, val) if tb is None else (typ, val, tb)
+        return self._gone(throw(*args))
+
+    def close(self) -> None:
+        self._back()
+        close = getattr(self._sub, "close", None)
+        if close is not None:
+            close()
 
 
 def _writer(put: Any) -> Callable[[Any], Any]:

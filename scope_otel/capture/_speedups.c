@@ -14,6 +14,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -36,6 +37,7 @@
 #define TOKEN_LEN 15
 #define CAP_ARGS 1
 #define CAP_RETURN 2
+#define CAP_STATE 4
 
 /* The running thread's state without PyThreadState_Get's checks (the GIL is held). */
 #if PY_VERSION_HEX >= 0x030D0000
@@ -353,10 +355,35 @@ typedef struct {
     uint64_t span_id, parent_id;
     int64_t start, end;
     long level, flags, status;
+    uint64_t dropped;    /* events past the hot path's max_events (see add_event) */
+    int64_t dropped_at;  /* when the first of them happened */
     PyObject *trace;     /* PyLong, shared with the caller */
     PyObject *fid;       /* the int given to enter() */
     PyObject *octx, *prev, *args, *events, *overlay, *value;
+    /* Events as the hot path adds them: a C array, turned into the (name, time_ns, attributes)
+     * tuples the worker reads only when it reads them (events_get); `events` caches that tuple
+     * once the call ended, or holds what Python code assigned. */
+    struct EventSlot *ev;
+    Py_ssize_t ev_n, ev_cap;
 } CallObject;
+
+typedef struct EventSlot {
+    PyObject *name;      /* strong (str) */
+    PyObject *attrs;     /* strong, untracked tuple of (key, value) pairs, or NULL */
+    int64_t ts;
+} EventSlot;
+
+static void
+events_free(CallObject *self)
+{
+    for (Py_ssize_t i = 0; i < self->ev_n; i++) {
+        Py_DECREF(self->ev[i].name);
+        Py_XDECREF(self->ev[i].attrs);
+    }
+    PyMem_Free(self->ev);
+    self->ev = NULL;
+    self->ev_n = self->ev_cap = 0;
+}
 
 static PyTypeObject Call_Type;
 
@@ -365,6 +392,10 @@ Call_traverse(CallObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->trace); Py_VISIT(self->fid); Py_VISIT(self->octx); Py_VISIT(self->prev);
     Py_VISIT(self->args); Py_VISIT(self->events); Py_VISIT(self->overlay); Py_VISIT(self->value);
+    for (Py_ssize_t i = 0; i < self->ev_n; i++) {
+        Py_VISIT(self->ev[i].name);
+        Py_VISIT(self->ev[i].attrs);
+    }
     return 0;
 }
 
@@ -373,6 +404,8 @@ Call_clear(CallObject *self)
 {
     Py_CLEAR(self->trace); Py_CLEAR(self->fid); Py_CLEAR(self->octx); Py_CLEAR(self->prev);
     Py_CLEAR(self->args); Py_CLEAR(self->events); Py_CLEAR(self->overlay); Py_CLEAR(self->value);
+    events_free(self);
+    self->dropped = 0;
     return 0;
 }
 
@@ -452,6 +485,8 @@ obj_or_none(PyObject *o)
     return Py_NewRef(o ? o : Py_None);
 }
 
+static PyObject *events_get(CallObject *self);
+
 static PyObject *
 Call_item(CallObject *self, Py_ssize_t i)
 {
@@ -464,7 +499,7 @@ Call_item(CallObject *self, Py_ssize_t i)
     case T_OTEL_CTX: return obj_or_none(self->octx);
     case T_PREV: return obj_or_none(self->prev);
     case T_ARGS: return obj_or_none(self->args);
-    case T_EVENTS: return obj_or_none(self->events);
+    case T_EVENTS: return events_get(self);
     case T_OVERLAY: return obj_or_none(self->overlay);
     case T_LEVEL: return PyLong_FromLong(self->level);
     case T_FLAGS: return PyLong_FromLong(self->flags);
@@ -492,6 +527,10 @@ Call_ass_item(CallObject *self, Py_ssize_t i, PyObject *v)
         return -1;
     }
     Py_XSETREF(*slot, (v == NULL || v == Py_None) ? NULL : Py_NewRef(v));
+    if (i == T_EVENTS) {  /* what Python assigned replaces the hot path's events */
+        events_free(self);
+        self->dropped = 0;
+    }
     return 0;
 }
 
@@ -577,6 +616,7 @@ typedef struct {
     PyObject *span_key;                 /* set_roots(): the OTel context key of the current span, or NULL */
     uint64_t root_bound;                /* set_roots(): a new trace is recorded if its low 64 bits are below */
     int root_all;                       /* set_roots(): every new trace is recorded */
+    Py_ssize_t max_events;              /* events kept per call (set_max_events) */
 } HotPathObject;
 
 static int
@@ -618,6 +658,7 @@ HotPath_init(HotPathObject *self, PyObject *args, PyObject *kwds)
     self->prefix = (uint64_t)(prefix & 0xFFFFFFFFu) << 32;
     self->counter = 0;
     self->unsampled = 0;
+    self->max_events = 128;
     self->rng = ((uint64_t)prefix * 0x9E3779B97F4A7C15ull) ^ (uint64_t)time(NULL) ^ 0x2545F4914F6CDD1Dull;
     if (self->rng == 0)
         self->rng = 88172645463325252ull;
@@ -1130,6 +1171,10 @@ do_enter(HotPathObject *self, PyObject *fid_obj, Py_ssize_t fid, PyObject *call_
     call->level = lvl;
     call->flags = flg;
     call->status = 0;
+    call->dropped = 0;
+    call->dropped_at = 0;
+    call->ev = NULL;
+    call->ev_n = call->ev_cap = 0;
     call->trace = trace;
     call->fid = Py_NewRef(fid_obj);
     call->octx = octx;
@@ -1209,11 +1254,24 @@ untrack_tuples(PyObject *t, int depth)
     PyObject_GC_UnTrack(t);
 }
 
+static PyObject *s_ev_suspend = NULL, *s_ev_resume = NULL, *s_ev_state = NULL, *s_ev_dropped = NULL;
+static PyObject *s_key_target = NULL, *s_key_value = NULL, *s_key_dropped = NULL;  /* interned at init */
+
 static int
 freeze_events(CallObject *call)
 {
     if (call->events == NULL || !PyList_CheckExact(call->events))
         return 0;
+    if (call->dropped) {  /* the one last event that counts what add_event left out */
+        PyObject *ev = Py_BuildValue("(OL((OK)))", s_ev_dropped, (long long)call->dropped_at, s_key_dropped,
+                                     (unsigned long long)call->dropped);
+        if (ev == NULL || PyList_Append(call->events, ev) < 0) {
+            Py_XDECREF(ev);
+            return -1;
+        }
+        Py_DECREF(ev);
+        call->dropped = 0;
+    }
     PyObject *frozen = PyList_AsTuple(call->events);
     if (frozen == NULL)
         return -1;
@@ -1349,6 +1407,247 @@ error:
     Py_RETURN_NONE;
 }
 
+/*
+ * Events of a running call: (name, time_ns, attributes as a tuple of (key, value) pairs or None),
+ * only immutable values, so that the record holds nothing the cyclic GC keeps tracking once the
+ * list becomes a tuple at exit.  A call keeps its first max_events events; past them it only counts
+ * (a generator that yields a million times must not hold two million events until it ends), and
+ * freeze_events adds one last event, scope.events_dropped, with the count.  Ended calls and the
+ * markers of unsampled traces take no events.  `attrs` is borrowed (NULL: None).
+ */
+static int
+add_event(HotPathObject *self, CallObject *call, PyObject *name, PyObject *attrs)
+{
+    if (call->end != 0 || call->level == 0)
+        return 0;
+    if (call->events != NULL) {  /* a list Python code assigned: appended to, within the limit */
+        if (!PyList_CheckExact(call->events))
+            return 0;
+        if (PyList_GET_SIZE(call->events) >= self->max_events) {
+            if (call->dropped++ == 0)
+                call->dropped_at = now_ns();
+            return 0;
+        }
+        PyObject *ts = PyLong_FromLongLong(now_ns());
+        PyObject *ev = ts ? PyTuple_Pack(3, name, ts, attrs ? attrs : Py_None) : NULL;
+        Py_XDECREF(ts);
+        int rc = ev ? PyList_Append(call->events, ev) : -1;
+        Py_XDECREF(ev);
+        return rc;
+    }
+    if (call->ev_n >= self->max_events) {
+        if (call->dropped++ == 0)
+            call->dropped_at = now_ns();
+        return 0;
+    }
+    if (call->ev_n == call->ev_cap) {
+        Py_ssize_t want = call->ev_cap ? call->ev_cap * 2 : 8;
+        if (want > self->max_events)
+            want = self->max_events;
+        EventSlot *grown = PyMem_Realloc(call->ev, (size_t)want * sizeof(EventSlot));
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        call->ev = grown;
+        call->ev_cap = want;
+    }
+    if (attrs != NULL)
+        untrack_tuples(attrs, 2);  /* ((key, value), ...) of str and snapshots */
+    EventSlot *slot = &call->ev[call->ev_n++];
+    slot->name = Py_NewRef(name);
+    slot->attrs = Py_XNewRef(attrs);
+    slot->ts = now_ns();
+    return 0;
+}
+
+/* A call's events as the worker reads them: (name, time_ns, attributes) tuples, the dropped count
+ * last; a tuple (cached, untracked) once the call ended, a fresh list while it runs; None if none. */
+static PyObject *
+events_get(CallObject *self)
+{
+    if (self->events != NULL)
+        return Py_NewRef(self->events);
+    if (self->ev_n == 0 && self->dropped == 0)
+        Py_RETURN_NONE;
+    int ended = self->end != 0;
+    Py_ssize_t n = self->ev_n + (self->dropped ? 1 : 0);
+    PyObject *out = ended ? PyTuple_New(n) : PyList_New(n);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *ev;
+        if (i < self->ev_n)
+            ev = Py_BuildValue("(OLO)", self->ev[i].name, (long long)self->ev[i].ts,
+                               self->ev[i].attrs ? self->ev[i].attrs : Py_None);
+        else
+            ev = Py_BuildValue("(OL((OK)))", s_ev_dropped, (long long)self->dropped_at, s_key_dropped,
+                               (unsigned long long)self->dropped);
+        if (ev == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        if (ended)
+            PyTuple_SET_ITEM(out, i, ev);
+        else
+            PyList_SET_ITEM(out, i, ev);
+    }
+    if (ended) {
+        untrack_tuples(out, 4);  /* events, (name, ts, attrs), attrs, (key, value) */
+        self->events = Py_NewRef(out);
+        events_free(self);
+        self->dropped = 0;
+    }
+    return out;
+}
+
+static CallObject *
+as_call(PyObject *token)
+{
+    if (Py_IS_TYPE(token, &Call_Type))
+        return (CallObject *)token;
+    PyErr_SetString(PyExc_TypeError, "not a scope-otel token");
+    return NULL;
+}
+
+/* suspend(token): the generator or coroutine of `token` leaves the stack (yield). */
+static PyObject *
+HotPath_suspend(HotPathObject *self, PyObject *token)
+{
+    if (token == Py_None)
+        Py_RETURN_NONE;
+    CallObject *call = as_call(token);
+    if (call == NULL || set_top(self, call->prev) < 0 || add_event(self, call, s_ev_suspend, NULL) < 0)
+        report_error(self);
+    Py_RETURN_NONE;
+}
+
+/* resume(token): the generator or coroutine of `token` is re-entered; its caller is whoever is
+ * innermost now, and SDK spans started inside see the OpenTelemetry context current now. */
+static PyObject *
+HotPath_resume(HotPathObject *self, PyObject *token)
+{
+    if (token == Py_None)
+        Py_RETURN_NONE;
+    CallObject *call = as_call(token);
+    if (call == NULL)
+        goto error;
+    PyThreadState *ts = THREAD_STATE();
+    PyObject *octx = get_octx(self, ts);
+    if (octx == NULL)
+        goto error;
+    if (call->octx != octx) {
+        PyObject *old_ctx = call->octx, *old_overlay = call->overlay;
+        call->octx = octx;  /* our reference moves in */
+        call->overlay = NULL;
+        Py_XDECREF(old_ctx);
+        Py_XDECREF(old_overlay);
+    }
+    else
+        Py_DECREF(octx);
+    StackObject *stack = current_stack_ts(self, ts, 1);
+    if (stack == NULL)
+        goto error;
+    PyObject *top = stack->top;
+    if (top != token) {  /* every pointer moves before anything is released */
+        PyObject *old_prev = call->prev;
+        call->prev = Py_XNewRef(top);
+        stack->top = Py_NewRef(token);
+        Py_XDECREF(top);  /* the stack's reference, now the call's prev holds one */
+        Py_XDECREF(old_prev);
+    }
+    if (add_event(self, call, s_ev_resume, NULL) < 0)
+        goto error;
+    Py_RETURN_NONE;
+error:
+    report_error(self);
+    Py_RETURN_NONE;
+}
+
+/* state_change(token, target, value): `target` (e.g. "self.total") was assigned `value` in the
+ * call; kept as an event at full (CAP_STATE), the value snapshotted now with recording disabled. */
+static PyObject *
+hot_state_change(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "state_change(token, target, value)");
+        goto error;
+    }
+    if (args[0] == Py_None)
+        Py_RETURN_NONE;
+    CallObject *call = as_call(args[0]);
+    if (call == NULL)
+        goto error;
+    if (!(call->flags & CAP_STATE) || call->end != 0 || call->level == 0)
+        Py_RETURN_NONE;
+    PyObject *kept;
+    if (is_plain(args[2]))
+        kept = Py_NewRef(args[2]);
+    else {
+        StackObject *stack = current_stack(self, 0);
+        if (stack == NULL && PyErr_Occurred())
+            goto error;
+        PyObject *saved = Py_XNewRef(stack ? stack->top : NULL);
+        if (set_top(self, self->disabled) < 0) {
+            Py_XDECREF(saved);
+            goto error;
+        }
+        kept = PyObject_CallOneArg(self->snap, args[2]);
+        PyObject *t, *val, *tb;
+        PyErr_Fetch(&t, &val, &tb);
+        int rc = set_top(self, saved);
+        Py_XDECREF(saved);
+        if (rc < 0) {
+            Py_XDECREF(t); Py_XDECREF(val); Py_XDECREF(tb); Py_XDECREF(kept);
+            goto error;
+        }
+        PyErr_Restore(t, val, tb);
+        if (kept == NULL)
+            goto error;
+    }
+    PyObject *attrs = Py_BuildValue("((OO)(OO))", s_key_target, args[1], s_key_value, kept);
+    Py_DECREF(kept);
+    if (attrs == NULL)
+        goto error;
+    int rc = add_event(self, call, s_ev_state, attrs);
+    Py_DECREF(attrs);
+    if (rc < 0)
+        goto error;
+    Py_RETURN_NONE;
+error:
+    report_error(self);
+    Py_RETURN_NONE;
+}
+
+/* event(token, name, attrs): any other event of a running call (messages sent and received). */
+static PyObject *
+HotPath_event(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "event(token, name, attrs)");
+        goto error;
+    }
+    if (args[0] == Py_None)
+        Py_RETURN_NONE;
+    CallObject *call = as_call(args[0]);
+    if (call == NULL || add_event(self, call, args[1], args[2] == Py_None ? NULL : args[2]) < 0)
+        goto error;
+    Py_RETURN_NONE;
+error:
+    report_error(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+HotPath_set_max_events(HotPathObject *self, PyObject *arg)
+{
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    self->max_events = n < 0 ? 0 : n;
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 HotPath_current(HotPathObject *self, PyObject *Py_UNUSED(ignored))
 {
@@ -1423,6 +1722,14 @@ static PyMethodDef HotPath_methods[] = {
      "enter_params(fid, *values) -> token | None: values of the parameters named at register()"},
     {"exit", (PyCFunction)(void (*)(void))HotPath_exit, METH_FASTCALL, "exit(token, value=None) -> value"},
     {"exception", (PyCFunction)(void (*)(void))HotPath_exception, METH_FASTCALL, "exception(token, exc)"},
+    {"suspend", (PyCFunction)HotPath_suspend, METH_O, "suspend(token): the generator of token leaves the stack."},
+    {"resume", (PyCFunction)HotPath_resume, METH_O, "resume(token): the generator of token is re-entered."},
+    {"state_change", (PyCFunction)(void (*)(void))hot_state_change, METH_FASTCALL,
+     "state_change(token, target, value): an assignment seen during the call (kept at full)."},
+    {"event", (PyCFunction)(void (*)(void))HotPath_event, METH_FASTCALL,
+     "event(token, name, attrs): an event of a running call (attrs: tuple of (key, value) pairs or None)."},
+    {"set_max_events", (PyCFunction)HotPath_set_max_events, METH_O,
+     "Events kept per call; past them one last event counts the rest."},
     {"current", (PyCFunction)HotPath_current, METH_NOARGS, "The innermost call of this context (or the disabled marker, or None)."},
     {"set_current", (PyCFunction)HotPath_set_current, METH_O, "Make a token (or None, or the disabled marker) the innermost call."},
     {"set_ring", (PyCFunction)HotPath_set_ring, METH_O, "Write records into a Ring (or through a callable)."},
@@ -1511,6 +1818,32 @@ Probe_exception(ProbeObject *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyObject *
+Probe_suspend(ProbeObject *self, PyObject *token)
+{
+    return HotPath_suspend(self->hot, token);
+}
+
+static PyObject *
+Probe_resume(ProbeObject *self, PyObject *token)
+{
+    return HotPath_resume(self->hot, token);
+}
+
+static PyObject *
+Probe_state_change(ProbeObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return hot_state_change(self->hot, args, nargs);
+}
+
+static PyObject *hot_delegate(HotPathObject *hot, PyObject *const *args, Py_ssize_t nargs);
+
+static PyObject *
+Probe_delegate(ProbeObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return hot_delegate(self->hot, args, nargs);
+}
+
+static PyObject *
 Probe_get_fid(ProbeObject *self, void *Py_UNUSED(c))
 {
     return Py_NewRef(self->fid);
@@ -1520,6 +1853,12 @@ static PyMethodDef Probe_methods[] = {
     {"enter", (PyCFunction)(void (*)(void))Probe_enter, METH_FASTCALL, "enter(*values) -> token | None"},
     {"exit", (PyCFunction)(void (*)(void))Probe_exit, METH_FASTCALL, "exit(token, value=None) -> value"},
     {"exception", (PyCFunction)(void (*)(void))Probe_exception, METH_FASTCALL, "exception(token, exc)"},
+    {"suspend", (PyCFunction)Probe_suspend, METH_O, "suspend(token)"},
+    {"resume", (PyCFunction)Probe_resume, METH_O, "resume(token)"},
+    {"state_change", (PyCFunction)(void (*)(void))Probe_state_change, METH_FASTCALL,
+     "state_change(token, target, value)"},
+    {"delegate", (PyCFunction)(void (*)(void))Probe_delegate, METH_FASTCALL,
+     "delegate(token, iterable): what a rewritten yield from delegates to."},
     {NULL}
 };
 
@@ -1592,6 +1931,213 @@ HotPath_probe(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
     return (PyObject *)probe;
 }
 
+/* ================================================================ Delegation */
+
+/*
+ * `yield from x` in a rewritten generator is `yield from probe.delegate(token, x)`: this iterator
+ * hands every value of x over, reporting the delegating generator's call suspended while the
+ * value is out (resume before x runs again, suspend after it yields), so calls made by x are
+ * children of the delegating call and everything the consumer does in between is not.  It is
+ * C: no frame is added between the delegating generator and x (recursion depth and tracebacks as
+ * written), and a value costs two C calls instead of PEP 380's expansion in bytecode.  send,
+ * throw and close follow PEP 380: send(None) is next(), an iterator without throw() gets the
+ * exception raised in the delegating generator, close() closes x when it can.
+ */
+typedef struct {
+    PyObject_HEAD
+    HotPathObject *hot;
+    PyObject *token;
+    PyObject *sub;       /* iter(x) */
+    int suspended;       /* a value is out: resume before x runs again */
+} DelegationObject;
+
+static PyTypeObject Delegation_Type;
+
+static int
+Delegation_traverse(DelegationObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->hot); Py_VISIT(self->token); Py_VISIT(self->sub);
+    return 0;
+}
+
+static int
+Delegation_clear(DelegationObject *self)
+{
+    Py_CLEAR(self->hot); Py_CLEAR(self->token); Py_CLEAR(self->sub);
+    return 0;
+}
+
+static void
+Delegation_dealloc(DelegationObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Delegation_clear(self);
+    PyObject_GC_Del(self);
+}
+
+static void
+deleg_resume(DelegationObject *self)
+{
+    if (self->suspended) {
+        self->suspended = 0;
+        Py_DECREF(HotPath_resume(self->hot, self->token));  /* reports its own errors, returns None */
+    }
+}
+
+static PyObject *
+deleg_out(DelegationObject *self, PyObject *value)
+{
+    self->suspended = 1;
+    Py_DECREF(HotPath_suspend(self->hot, self->token));
+    return value;
+}
+
+static PyObject *
+deleg_step(DelegationObject *self, PyObject *arg)
+{
+    if (self->sub == NULL) {
+        PyErr_SetNone(PyExc_StopIteration);
+        return NULL;
+    }
+    deleg_resume(self);
+    PyObject *res = NULL;
+    PySendResult r = PyIter_Send(self->sub, arg, &res);
+    if (r == PYGEN_NEXT)
+        return deleg_out(self, res);
+    if (r == PYGEN_RETURN) {  /* x returned: its value is what `yield from` evaluates to */
+        if (res == Py_None)
+            PyErr_SetNone(PyExc_StopIteration);
+        else {
+            PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, res);
+            if (stop != NULL) {
+                PyErr_SetObject(PyExc_StopIteration, stop);
+                Py_DECREF(stop);
+            }
+        }
+        Py_DECREF(res);
+    }
+    return NULL;
+}
+
+static PyObject *
+Delegation_next(DelegationObject *self)
+{
+    return deleg_step(self, Py_None);
+}
+
+static PyObject *
+Delegation_send(DelegationObject *self, PyObject *arg)
+{
+    return deleg_step(self, arg);
+}
+
+static PyObject *
+Delegation_throw(DelegationObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "throw(typ[, val[, tb]])");
+        return NULL;
+    }
+    deleg_resume(self);
+    PyObject *meth = self->sub ? PyObject_GetAttrString(self->sub, "throw") : NULL;
+    if (meth == NULL) {
+        if (self->sub != NULL && !PyErr_ExceptionMatches(PyExc_AttributeError))
+            return NULL;
+        PyErr_Clear();
+        /* no throw(): the exception is raised in the delegating generator, as given */
+        PyObject *typ = args[0], *val = nargs > 1 ? args[1] : Py_None, *tb = nargs > 2 ? args[2] : Py_None;
+        if (PyExceptionInstance_Check(typ)) {
+            if (tb != Py_None && PyException_SetTraceback(typ, tb) < 0)
+                return NULL;
+            PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
+        }
+        else if (PyExceptionClass_Check(typ)) {
+            PyErr_SetObject(typ, val == Py_None ? NULL : val);
+            if (tb != Py_None && PyTraceBack_Check(tb)) {
+                PyObject *t, *v, *old_tb;
+                PyErr_Fetch(&t, &v, &old_tb);
+                PyErr_NormalizeException(&t, &v, &old_tb);
+                if (v != NULL)
+                    PyException_SetTraceback(v, tb);
+                Py_XDECREF(old_tb);
+                PyErr_Restore(t, v, Py_NewRef(tb));
+            }
+        }
+        else
+            PyErr_SetString(PyExc_TypeError, "exceptions must be classes or instances deriving from BaseException");
+        return NULL;
+    }
+    PyObject *res = PyObject_Vectorcall(meth, args, nargs, NULL);
+    Py_DECREF(meth);
+    if (res == NULL)
+        return NULL;  /* StopIteration carries x's return value to the delegating generator */
+    return deleg_out(self, res);
+}
+
+static PyObject *
+Delegation_close(DelegationObject *self, PyObject *Py_UNUSED(ignored))
+{
+    deleg_resume(self);
+    if (self->sub == NULL)
+        Py_RETURN_NONE;
+    PyObject *meth = PyObject_GetAttrString(self->sub, "close");
+    if (meth == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+            return NULL;
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    PyObject *res = PyObject_CallNoArgs(meth);
+    Py_DECREF(meth);
+    return res;
+}
+
+static PyMethodDef Delegation_methods[] = {
+    {"send", (PyCFunction)Delegation_send, METH_O, "send(value): the next value of the delegation."},
+    {"throw", (PyCFunction)(void (*)(void))Delegation_throw, METH_FASTCALL, "throw(typ[, val[, tb]])"},
+    {"close", (PyCFunction)Delegation_close, METH_NOARGS, "close()"},
+    {NULL}
+};
+
+static PyTypeObject Delegation_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "scope_otel.capture._speedups.Delegation",
+    .tp_basicsize = sizeof(DelegationObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "yield from in a rewritten generator, reporting suspend/resume around each value.",
+    .tp_dealloc = (destructor)Delegation_dealloc,
+    .tp_traverse = (traverseproc)Delegation_traverse,
+    .tp_clear = (inquiry)Delegation_clear,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)Delegation_next,
+    .tp_methods = Delegation_methods,
+};
+
+/* delegate(token, x): iter(x) when the call is not recorded, else a Delegation over it. */
+static PyObject *
+hot_delegate(HotPathObject *hot, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "delegate(token, iterable)");
+        return NULL;
+    }
+    PyObject *sub = PyObject_GetIter(args[1]);  /* as yield from does: its TypeError is the program's */
+    if (sub == NULL || args[0] == Py_None || !Py_IS_TYPE(args[0], &Call_Type))
+        return sub;
+    DelegationObject *d = PyObject_GC_New(DelegationObject, &Delegation_Type);
+    if (d == NULL) {
+        Py_DECREF(sub);
+        PyErr_Clear();
+        return PyObject_GetIter(args[1]);
+    }
+    d->hot = (HotPathObject *)Py_NewRef(hot);
+    d->token = Py_NewRef(args[0]);
+    d->sub = sub;
+    d->suspended = 0;
+    PyObject_GC_Track(d);
+    return (PyObject *)d;
+}
+
 /* =================================================================== snapshot */
 
 /*
@@ -1607,12 +2153,13 @@ HotPath_probe(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
  */
 static PyObject *snap_fallback = NULL;   /* snapshot._walk(v, out, left, depth, seen) -> left */
 static PyObject *snap_enum = NULL;       /* enum.Enum */
+static PyObject *snap_c_repr_types = NULL;  /* exact types defined in C that snapshot.py shows by their repr */
 static PyObject *snap_python_types = NULL;  /* exact types snapshot.py formats itself (its _LEAVES...) */
 static int snap_opt_in = 0;              /* value_repr set: classes written in Python go to the fallback */
 static Py_ssize_t snap_limit = 1 << 16;
 static Py_ssize_t snap_max_depth = 8, snap_field_depth = 1;
 
-static PyObject *s_module = NULL, *s_dict = NULL, *s_empty = NULL, *s_slots = NULL;  /* interned at init */
+static PyObject *s_module = NULL, *s_dict = NULL, *s_empty = NULL, *s_slots = NULL, *s_fields = NULL;  /* interned at init */
 
 /* One snapshot being written: the text so far, and the containers and objects being walked
  * (snapshot.py's `seen`, here a short stack of pointers: nesting is bounded by the depths). */
@@ -1964,9 +2511,10 @@ snap_instance_dict(PyObject *v, PyTypeObject *t)
     return d;
 }
 
-/* Append (name, value) of the filled __slots__ of heap classes to `pairs` (snapshot._slots). */
+/* Append (name, value) of the filled __slots__ of heap classes to `pairs` (snapshot._slots),
+ * reading each class's namespace: the slow path of snap_slots. */
 static int
-snap_slots(PyObject *v, PyTypeObject *t, PyObject *pairs)
+snap_slots_walk(PyObject *v, PyTypeObject *t, PyObject *pairs)
 {
     PyObject *mro = t->tp_mro;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(mro); i++) {
@@ -2006,6 +2554,118 @@ snap_slots(PyObject *v, PyTypeObject *t, PyObject *pairs)
     return 0;
 }
 
+/*
+ * The slots of a class, found once: walking every class namespace of the MRO for member
+ * descriptors costs thousands of instructions per value for classes with many methods (a parser's
+ * node classes).  A small direct-mapped cache keyed by the type's address and version tag (CPython
+ * gives a type a new tag whenever it or a base changes; tags are not reused) keeps each slot's
+ * name and offset in the instance; it holds no reference to the type, so no class is kept alive.
+ * Only classes whose slots are all the ordinary kind (__slots__ made them: an object pointer at an
+ * offset, empty when NULL) are cached; any other class takes the walk above.
+ */
+typedef struct {
+    PyTypeObject *type;
+    unsigned int version;
+    int cacheable;
+    Py_ssize_t n;
+    PyObject **names;     /* strong references (str) */
+    Py_ssize_t *offsets;
+} SlotsEntry;
+#define SLOTS_CACHE 256
+static SlotsEntry slots_cache[SLOTS_CACHE];
+
+static void
+slots_entry_clear(SlotsEntry *e)
+{
+    for (Py_ssize_t i = 0; i < e->n; i++)
+        Py_XDECREF(e->names[i]);
+    PyMem_Free(e->names);
+    PyMem_Free(e->offsets);
+    e->names = NULL;
+    e->offsets = NULL;
+    e->n = 0;
+    e->type = NULL;
+    e->cacheable = 0;
+}
+
+/* Fill `e` for `t` (its version tag is valid); 0, or -1 with an error. */
+static int
+slots_entry_fill(SlotsEntry *e, PyTypeObject *t)
+{
+    slots_entry_clear(e);
+    PyObject *mro = t->tp_mro;
+    Py_ssize_t cap = 0;
+    e->cacheable = 1;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(mro); i++) {
+        PyTypeObject *k = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
+        if (!(k->tp_flags & Py_TPFLAGS_HEAPTYPE) || k->tp_dict == NULL)
+            continue;
+        int has = PyDict_Contains(k->tp_dict, s_slots);
+        if (has < 0)
+            return -1;
+        if (!has)
+            continue;
+        Py_ssize_t pos = 0;
+        PyObject *name, *descr;
+        while (PyDict_Next(k->tp_dict, &pos, &name, &descr)) {
+            if (!Py_IS_TYPE(descr, &PyMemberDescr_Type) || (PyUnicode_Check(name)
+                    && PyUnicode_CompareWithASCIIString(name, "__weakref__") == 0))
+                continue;
+            PyMemberDef *m = ((PyMemberDescrObject *)descr)->d_member;
+            if (((PyDescrObject *)descr)->d_type != k || m->type != T_OBJECT_EX || !PyUnicode_CheckExact(name)) {
+                e->cacheable = 0;  /* not an ordinary slot of this class: the walk decides */
+                continue;
+            }
+            if (e->n == cap) {
+                Py_ssize_t want = cap ? cap * 2 : 8;
+                PyObject **names = PyMem_Realloc(e->names, (size_t)want * sizeof(PyObject *));
+                if (names == NULL)
+                    return (PyErr_NoMemory(), -1);
+                e->names = names;
+                Py_ssize_t *offsets = PyMem_Realloc(e->offsets, (size_t)want * sizeof(Py_ssize_t));
+                if (offsets == NULL)
+                    return (PyErr_NoMemory(), -1);
+                e->offsets = offsets;
+                cap = want;
+            }
+            e->names[e->n] = Py_NewRef(name);
+            e->offsets[e->n] = m->offset;
+            e->n++;
+        }
+    }
+    e->type = t;
+    e->version = t->tp_version_tag;
+    return 0;
+}
+
+static int
+snap_slots(PyObject *v, PyTypeObject *t, PyObject *pairs)
+{
+    if (!(t->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) || Py_TYPE(v) != t)
+        return snap_slots_walk(v, t, pairs);
+    SlotsEntry *e = &slots_cache[((uintptr_t)t >> 4) % SLOTS_CACHE];
+    if (e->type != t || e->version != t->tp_version_tag) {
+        if (slots_entry_fill(e, t) < 0) {
+            slots_entry_clear(e);
+            return -1;
+        }
+    }
+    if (!e->cacheable)
+        return snap_slots_walk(v, t, pairs);
+    for (Py_ssize_t i = 0; i < e->n; i++) {
+        PyObject *value = *(PyObject **)((char *)v + e->offsets[i]);
+        if (value == NULL)
+            continue;  /* an empty slot */
+        PyObject *pair = PyTuple_Pack(2, e->names[i], value);
+        if (pair == NULL || PyList_Append(pairs, pair) < 0) {
+            Py_XDECREF(pair);
+            return -1;
+        }
+        Py_DECREF(pair);
+    }
+    return 0;
+}
+
 /* An enum member: <module.Qual.NAME: value> (snapshot._enum_member). */
 static int
 snap_enum_member(SnapState *st, PyObject *v, PyTypeObject *t, Py_ssize_t depth)
@@ -2033,12 +2693,32 @@ done:
     return rc;
 }
 
+/* " at 0x<hex>" + tail into `buf` (as f" at {id(v):#x}"), without printf's cost. */
+static void
+format_at(char *buf, const void *p, const char *tail)
+{
+    static const char hex[] = "0123456789abcdef";
+    char digits[2 * sizeof(uintptr_t)];
+    uintptr_t x = (uintptr_t)p;
+    int n = 0;
+    do {
+        digits[n++] = hex[x & 0xf];
+        x >>= 4;
+    } while (x);
+    memcpy(buf, " at 0x", 6);
+    buf += 6;
+    while (n)
+        *buf++ = digits[--n];
+    while ((*buf++ = *tail++))
+        ;
+}
+
 /* An instance of a class written in Python: <module.Qual at 0x...: a=1, b=2> (snapshot._instance). */
 static int
 snap_instance(SnapState *st, PyObject *v, PyTypeObject *t, Py_ssize_t depth)
 {
     char where[32];
-    snprintf(where, sizeof where, " at 0x%zx", (size_t)(uintptr_t)v);  /* as f"{id(v):#x}" */
+    format_at(where, v, "");  /* as f"{id(v):#x}" */
     if (_PyUnicodeWriter_WriteChar(&st->w, '<') < 0 || snap_type_name(st, t) < 0 || snap_ascii(st, where) < 0)
         return -1;
     if (depth <= snap_field_depth && !snap_seen(st, v)) {
@@ -2084,6 +2764,44 @@ snap_instance(SnapState *st, PyObject *v, PyTypeObject *t, Py_ssize_t depth)
     return _PyUnicodeWriter_WriteChar(&st->w, '>');
 }
 
+/* A named tuple: module.Qual(a=1, b=2) (snapshot._named_tuple). */
+static int
+snap_named_tuple(SnapState *st, PyObject *v, PyTypeObject *t, PyObject *fields, Py_ssize_t depth)
+{
+    if (snap_type_name(st, t) < 0 || _PyUnicodeWriter_WriteChar(&st->w, '(') < 0)
+        return -1;
+    Py_INCREF(fields);  /* the class could change while an item is walked */
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(v); i++) {
+        if (LEFT(st) <= 0)
+            goto done;
+        if (i && snap_ascii(st, ", ") < 0)
+            goto error;
+        if (i < PyTuple_GET_SIZE(fields)) {
+            if (_PyUnicodeWriter_WriteStr(&st->w, PyTuple_GET_ITEM(fields, i)) < 0)
+                goto error;
+        }
+        else {
+            char digits[24];
+            snprintf(digits, sizeof digits, "%zd", i);
+            if (snap_ascii(st, digits) < 0)
+                goto error;
+        }
+        PyObject *item = Py_NewRef(PyTuple_GET_ITEM(v, i));
+        int r = _PyUnicodeWriter_WriteChar(&st->w, '=') < 0 ? -1 : snap_walk(st, item, depth + 1);
+        Py_DECREF(item);
+        if (r < 0)
+            goto error;
+    }
+    rc = _PyUnicodeWriter_WriteChar(&st->w, ')');
+done:
+    Py_DECREF(fields);
+    return rc;
+error:
+    Py_DECREF(fields);
+    return -1;
+}
+
 /* A value of a type created by a class statement (a heap type): snapshot._other's order. */
 static int
 snap_heap(SnapState *st, PyObject *v, PyTypeObject *t, Py_ssize_t depth)
@@ -2091,11 +2809,24 @@ snap_heap(SnapState *st, PyObject *v, PyTypeObject *t, Py_ssize_t depth)
     PyObject *mro = t->tp_mro;
     if (snap_opt_in || mro == NULL || !PyTuple_Check(mro))
         return snap_to_fallback(st, v, depth);
+    if (snap_python_types != NULL) {  /* standard-library classes snapshot.py shows by their repr */
+        int known = PySet_Contains(snap_python_types, (PyObject *)t);
+        if (known < 0)
+            return -1;
+        if (known) {
+            int c_repr = snap_c_repr_types == NULL ? 0 : PySet_Contains(snap_c_repr_types, (PyObject *)t);
+            if (c_repr < 0)
+                return -1;
+            if (c_repr && t->tp_repr != NULL)  /* a repr written in C (re.Pattern) */
+                return snap_text_put(st, t->tp_repr(v));
+            return snap_to_fallback(st, v, depth);
+        }
+    }
     Py_ssize_t n = PyTuple_GET_SIZE(mro);
     for (Py_ssize_t i = 0; i < n; i++) {  /* classes and enum members first */
         PyObject *base = PyTuple_GET_ITEM(mro, i);
-        if (base == (PyObject *)&PyType_Type)
-            return snap_to_fallback(st, v, depth);
+        if (base == (PyObject *)&PyType_Type)  /* a class: type's own repr reads its module and qualname */
+            return snap_text_put(st, PyType_Type.tp_repr(v));
         if (base == snap_enum)
             return snap_enum_member(st, v, t, depth);
     }
@@ -2106,8 +2837,16 @@ snap_heap(SnapState *st, PyObject *v, PyTypeObject *t, Py_ssize_t depth)
         if (base == &PyBaseObject_Type)
             return snap_instance(st, v, t, depth);
         if (snap_is_container(base)) {
-            if (base == &PyTuple_Type)  /* named tuples: the fallback looks for _fields */
-                return snap_to_fallback(st, v, depth);
+            if (base == &PyTuple_Type) {  /* named tuples: a _fields tuple of names in the class */
+                PyObject *fields = _PyType_Lookup(t, s_fields);  /* borrowed; class dicts only */
+                if (fields != NULL && PyTuple_CheckExact(fields)) {
+                    int names = 1;
+                    for (Py_ssize_t f = 0; f < PyTuple_GET_SIZE(fields) && names; f++)
+                        names = PyUnicode_CheckExact(PyTuple_GET_ITEM(fields, f));
+                    if (names)
+                        return snap_named_tuple(st, v, t, fields, depth);
+                }
+            }
             return snap_container(st, v, base, t, depth);
         }
         PyObject *inner = NULL;
@@ -2142,10 +2881,16 @@ snap_static_plain(SnapState *st, PyObject *v, PyTypeObject *t)
         || snap_python_types == NULL || PyType_Check(v) || PyExceptionInstance_Check(v))
         return 0;  /* classes and exceptions: snapshot.py's own formats */
     int known = PySet_Contains(snap_python_types, (PyObject *)t);
-    if (known != 0)
-        return known < 0 ? -1 : 0;
+    if (known < 0)
+        return -1;
+    if (known) {  /* snapshot.py's own: its plain repr for the types it names so, C code of CPython */
+        int plain = snap_c_repr_types == NULL ? 0 : PySet_Contains(snap_c_repr_types, (PyObject *)t);
+        if (plain <= 0 || t->tp_repr == NULL)
+            return plain;
+        return snap_text_put(st, t->tp_repr(v)) < 0 ? -1 : 1;
+    }
     char where[40];
-    snprintf(where, sizeof where, " at 0x%zx>", (size_t)(uintptr_t)v);
+    format_at(where, v, ">");
     if (_PyUnicodeWriter_WriteChar(&st->w, '<') < 0 || snap_ascii(st, t->tp_name) < 0 || snap_ascii(st, where) < 0)
         return -1;
     return 1;
@@ -2165,7 +2910,7 @@ snap_method(SnapState *st, PyObject *v)
     else if (snap_any_type_name(st, Py_TYPE(func)) < 0)
         return -1;
     char where[40];
-    snprintf(where, sizeof where, " at 0x%zx>>", (size_t)(uintptr_t)owner);
+    format_at(where, owner, ">>");
     if (snap_ascii(st, " of <") < 0 || snap_any_type_name(st, Py_TYPE(owner)) < 0 || snap_ascii(st, where) < 0)
         return -1;
     return 0;
@@ -2188,6 +2933,9 @@ snap_walk(SnapState *st, PyObject *v, Py_ssize_t depth)
         r = snap_heap(st, v, t, depth);
     else if (t == &PyMethod_Type && !snap_opt_in)
         r = snap_method(st, v);
+    else if (!snap_opt_in && (t == &PyType_Type || t == &PyFunction_Type || t == &PyCFunction_Type
+                              || t == &PyCode_Type || t == &PyRange_Type))
+        r = snap_text_put(st, t->tp_repr(v));  /* CPython's C reprs, as snapshot.py's _plain and _other */
     else if (!snap_opt_in && (r = snap_static_plain(st, v, t)) != 0)
         r = r < 0 ? -1 : 0;
     else
@@ -2246,13 +2994,19 @@ static PyObject *
 speedups_snapshot_config(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"fallback", "enum", "opt_in", "limit", "max_depth", "field_depth", "python_types",
-                             NULL};
-    PyObject *fallback = NULL, *enum_type = NULL, *python_types = NULL;
+                             "c_repr_types", NULL};
+    PyObject *fallback = NULL, *enum_type = NULL, *python_types = NULL, *c_repr_types = NULL;
     int opt_in = -1;
     Py_ssize_t limit = -1, max_depth = -1, field_depth = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$OOinnnO", kwlist, &fallback, &enum_type, &opt_in, &limit,
-                                     &max_depth, &field_depth, &python_types))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$OOinnnOO", kwlist, &fallback, &enum_type, &opt_in, &limit,
+                                     &max_depth, &field_depth, &python_types, &c_repr_types))
         return NULL;
+    if (c_repr_types != NULL) {
+        PyObject *set = PyFrozenSet_New(c_repr_types);
+        if (set == NULL)
+            return NULL;
+        Py_XSETREF(snap_c_repr_types, set);
+    }
     if (python_types != NULL) {
         PyObject *set = PyFrozenSet_New(python_types);
         if (set == NULL)
@@ -2314,12 +3068,23 @@ PyInit__speedups(void)
     s_dict = PyUnicode_InternFromString("__dict__");
     s_empty = PyUnicode_InternFromString("");
     s_slots = PyUnicode_InternFromString("__slots__");
-    if (s_module == NULL || s_dict == NULL || s_empty == NULL || s_slots == NULL)
+    s_fields = PyUnicode_InternFromString("_fields");
+    s_ev_suspend = PyUnicode_InternFromString("scope.suspend");
+    s_ev_resume = PyUnicode_InternFromString("scope.resume");
+    s_ev_state = PyUnicode_InternFromString("scope.state_change");
+    s_ev_dropped = PyUnicode_InternFromString("scope.events_dropped");
+    s_key_target = PyUnicode_InternFromString("scope.target");
+    s_key_value = PyUnicode_InternFromString("scope.value");
+    s_key_dropped = PyUnicode_InternFromString("scope.dropped");
+    if (s_module == NULL || s_dict == NULL || s_empty == NULL || s_slots == NULL || s_fields == NULL
+        || s_ev_suspend == NULL || s_ev_resume == NULL || s_ev_state == NULL || s_ev_dropped == NULL
+        || s_key_target == NULL || s_key_value == NULL || s_key_dropped == NULL)
         return NULL;
     PyObject *m = PyModule_Create(&speedups_module);
     if (m == NULL)
         return NULL;
-    if (PyType_Ready(&Call_Type) < 0 || PyType_Ready(&Stack_Type) < 0 || PyType_Ready(&Probe_Type) < 0) {
+    if (PyType_Ready(&Call_Type) < 0 || PyType_Ready(&Stack_Type) < 0 || PyType_Ready(&Probe_Type) < 0
+        || PyType_Ready(&Delegation_Type) < 0) {
         Py_DECREF(m);
         return NULL;
     }

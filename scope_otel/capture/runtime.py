@@ -75,7 +75,6 @@ import os
 import random
 import sys
 import threading
-import time
 import types
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -88,9 +87,7 @@ from scope_otel import config as _config_module
 from scope_otel.capture import context as _context
 from scope_otel.capture import _accel
 from scope_otel.capture import governor as _governor
-from scope_otel.capture.records import (
-    CAP_ARGS, CAP_EXCEPTIONS, CAP_RETURN, CAP_STATE, EVENTS, FLAGS, OTEL_CTX, OVERLAY, PREV,
-)
+from scope_otel.capture.records import CAP_ARGS, CAP_EXCEPTIONS, CAP_RETURN, CAP_STATE
 from scope_otel.capture.ring import Ring
 from scope_otel.capture.snapshot import exception_summary as _exception_summary
 from scope_otel.capture.snapshot import _native as _native_snapshot
@@ -230,7 +227,6 @@ def _new_hot() -> Any:
 
 _hot = _new_hot()
 _governor.attach_runtime(sys.modules[__name__])
-_hot_snap = _accel.IMPL.snap or _snap  # what the hot path snapshots values with (state changes too)
 enter = _hot.enter
 enter_params = _hot.enter_params
 exit = _hot.exit  # noqa: A001 - the contract's name
@@ -245,12 +241,13 @@ def use_implementation(pure: bool | None) -> str:
     benchmarks; code that imported ``enter`` by name, and modules rewritten
     before the switch, which bind the calls at import, keep the old one)."""
     global _hot, enter, enter_params, exit, exception, IMPLEMENTATION, _ring, _current, _set_current
-    global _hot_snap
+    global state_change, suspend, resume, _event
     impl = _accel.select(pure)
-    _hot_snap = impl.snap or _snap
     _ring = Ring(_ring.capacity, _ring.overflow, _ring.block_timeout)
     _hot = _new_hot()
+    _hot.set_max_events(_max_events)
     enter, enter_params, exit, exception = _hot.enter, _hot.enter_params, _hot.exit, _hot.exception
+    state_change, suspend, resume, _event = _hot.state_change, _hot.suspend, _hot.resume, _hot.event
     _current, _set_current = _hot.current, _hot.set_current
     IMPLEMENTATION = impl.name
     return impl.name
@@ -336,64 +333,24 @@ _max_events = 128
 EVENTS_DROPPED = "scope.events_dropped"
 
 
-def _event(token: Any, name: str, attrs: tuple | None) -> None:
-    # an event is (name, time_ns, attributes as a tuple of (key, value) pairs or None): only
-    # immutable values, so the record, once its events list becomes a tuple at exit, holds
-    # nothing the cyclic garbage collector keeps tracking (a tuple holding a dict stays tracked)
-    events = token[EVENTS]
-    if events is None:
-        events = token[EVENTS] = []
-    kept = len(events)
-    if kept < _max_events:
-        events.append((name, time.time_ns(), attrs))
-    elif kept == _max_events:
-        events.append((EVENTS_DROPPED, time.time_ns(), (("scope.dropped", 1),)))
-    else:
-        last = events[-1]
-        events[-1] = (last[0], last[1], (("scope.dropped", last[2][0][1] + 1),))
+def set_max_events(n: int) -> None:
+    """Keep the first ``n`` events of each call (both implementations; the rest are counted)."""
+    global _max_events
+    _max_events = max(0, int(n))
+    _hot.set_max_events(_max_events)
 
 
-def state_change(token: Any, target: str, value: Any) -> None:
-    """``target`` (e.g. ``"self.total"``) was assigned ``value`` during the call."""
-    if token is None or not token[FLAGS] & CAP_STATE:
-        return
-    try:
-        saved = _current()
-        _set_current(_DISABLED)
-        try:
-            snap = _hot_snap(value)
-        finally:
-            _set_current(saved)
-        _event(token, "scope.state_change", (("scope.target", target), ("scope.value", snap)))
-    except Exception as exc:
-        _on_error(exc)
-
-
-def suspend(token: Any) -> None:
-    """The generator/coroutine of ``token`` leaves the stack (``yield``/``await``)."""
-    if token is None:
-        return
-    try:
-        _event(token, "scope.suspend", None)
-        _set_current(token[PREV])
-    except Exception as exc:
-        _on_error(exc)
-
-
-def resume(token: Any) -> None:
-    """The generator/coroutine of ``token`` is re-entered."""
-    if token is None:
-        return
-    try:
-        token[PREV] = _current()
-        octx = _raw_ctx()
-        if token[OTEL_CTX] is not octx:
-            token[OTEL_CTX] = octx
-            token[OVERLAY] = None
-        _set_current(token)
-        _event(token, "scope.resume", None)
-    except Exception as exc:
-        _on_error(exc)
+# The events of a call, on the hot path (C where built): an event is (name, time_ns, attributes
+# as a tuple of (key, value) pairs or None), only immutable values, so the record, once its
+# events list becomes a tuple at exit, holds nothing the cyclic garbage collector keeps tracking.
+#: ``state_change(token, target, value)``: ``target`` (e.g. ``"self.total"``) was assigned
+#: ``value`` during the call (kept at ``full``, the value snapshotted at once).
+state_change = _hot.state_change
+#: ``suspend(token)``: the generator/coroutine of ``token`` leaves the stack (``yield``).
+suspend = _hot.suspend
+#: ``resume(token)``: the generator/coroutine of ``token`` is re-entered.
+resume = _hot.resume
+_event = _hot.event
 
 
 _raw_ctx = _context.raw_getter(_overlay)
@@ -560,13 +517,13 @@ def configure(cfg: Any = None, processor: Any = None, resource: Any = None) -> N
     """Apply a (new) configuration to every registered function (the
     launcher calls this once at start); ``resource`` is given to
     ``processor`` for function spans ended before any SDK span."""
-    global _keep, _max_events
+    global _keep
     try:
         _recompute(cfg)
         if cfg is not None and getattr(cfg, "max_value_length", None):
             _set_keep(min(_MAX_KEEP, int(cfg.max_value_length) + 1))
         if cfg is not None and getattr(cfg, "max_events", None) is not None:
-            _max_events = int(cfg.max_events)
+            set_max_events(cfg.max_events)
         if cfg is not None and getattr(cfg, "budget", None) is not None:
             governor.configure(cfg.budget)
         if cfg is not None and getattr(cfg, "value_repr", None) is not None:

@@ -151,7 +151,9 @@ def _native_setup() -> Any:
         return None
     _speedups.snapshot_config(fallback=_walk, enum=_ENUM, opt_in=False, max_depth=MAX_DEPTH,
                               field_depth=FIELD_DEPTH,
-                              python_types={*_LEAVES, *_OPEN_CLOSE, types.ModuleType, types.MethodType})
+                              python_types={*_LEAVES, *_OPEN_CLOSE, types.ModuleType, types.MethodType},
+                              c_repr_types={t for t, show in _LEAVES.items()
+                                            if show is _plain and type(t.__repr__) is types.WrapperDescriptorType})
     return _speedups
 
 
@@ -474,9 +476,12 @@ def _message(exc: BaseException, t: type, limit: int) -> str:
     elif not args:
         text = ""
     else:
-        text = snapshot(args[0] if len(args) == 1 else args, limit)
+        text = _snapshot_text(args[0] if len(args) == 1 else args, limit)
     return text if len(text) <= limit else text[:limit]
 
 
 #: the C twin, or None without the accelerator (same text; tests/capture/test_snapshot.py compares)
 _native = _native_setup()
+#: what exception messages are snapshotted with: the C twin where built (a parser that raises for
+#: control flow puts its grammar objects in every exception's arguments)
+_snapshot_text = _native.snapshot if _native is not None else snapshot

@@ -2,8 +2,7 @@
 
 They exist only where an inline statement cannot do the job: a ``yield``
 nested inside a larger expression (no room for ``try``/``finally``) and
-``locals()``/``vars()`` (hide the ``_@scope_*`` locals the rewrite adds);
-and the builtins that the inline ``yield from`` expansion needs.
+``locals()``/``vars()`` (hide the ``_@scope_*`` locals the rewrite adds).
 """
 from __future__ import annotations
 
@@ -12,12 +11,6 @@ from typing import Any, Generator
 from scope_otel.capture import runtime as _rt
 
 _PREFIX = "_@"
-
-#: builtins the ``yield from`` expansion calls, safe from a module shadowing them
-builtin_iter, builtin_next, builtin_getattr = iter, next, getattr
-
-#: the runtime's calls that rewritten code makes through ``probe.sup``
-state_change, suspend, resume = _rt.state_change, _rt.suspend, _rt.resume
 
 
 def yield_one(token: Any, value: Any) -> Generator[Any, Any, Any]:
@@ -31,17 +24,6 @@ def yield_one(token: Any, value: Any) -> Generator[Any, Any, Any]:
     _rt.suspend(token)
     try:
         return (yield value)
-    finally:
-        _rt.resume(token)
-
-
-def delegate(token: Any, iterable: Any) -> Generator[Any, Any, Any]:
-    """``yield from iterable`` with the caller suspended around the whole delegation."""
-    if token is None:
-        return (yield from iterable)
-    _rt.suspend(token)
-    try:
-        return (yield from iterable)
     finally:
         _rt.resume(token)
 

@@ -21,10 +21,11 @@
 
 ``_@scope_p3`` is the function's probe (``runtime.probe(fid, helpers)``,
 the only module global a rewritten function refers to): ``enter`` is
-``runtime.enter_params(fid, ...)``, ``exit`` and ``exception`` the
-runtime's, as cheap to call as module global functions, ``level`` the
-function's current level, ``sup`` the helpers of
-``scope_otel.instrument._support`` (state changes, suspend/resume); the
+``runtime.enter_params(fid, ...)``, ``exit``, ``exception``, ``suspend``,
+``resume`` and ``state_change`` the runtime's (C where built), as cheap to
+call as module global functions, ``level`` the function's current level,
+``sup`` the helpers of ``scope_otel.instrument._support`` (yields nested in
+expressions, ``locals()``, the builtins of the ``yield from`` loop); the
 module's namespace gains no callable.  The prelude that registers the
 functions imports nothing (see :func:`install_builtins`), and probes pickle
 by the function's identity, so functions pickled by value (cloudpickle)
@@ -53,13 +54,14 @@ Generators and async generators report ``suspend`` before each ``yield``
 and ``resume`` after it (in a ``finally``, so ``throw()`` and ``close()``
 resume too; a ``yield`` nested in an expression of a generator goes through
 a tiny helper generator for the same reason, in an async generator through
-helper calls that do not see ``athrow()``).  A ``yield from`` statement
-(``x = yield from g``, ``return (yield from g)``) becomes PEP 380's own
-expansion, inlined, with suspend/resume around each value handed over: the
-sub-generator runs with the delegating generator on the stack, as it
-should, and no frame is added (the one visible difference: ``gi_yieldfrom``
-is ``None`` during the delegation).  A ``yield from`` nested inside an
-expression suspends around the whole delegation instead.  Closing a
+helper calls that do not see ``athrow()``).  ``yield from g`` becomes
+``yield from probe.delegate(token, g)``: the runtime's iterator over ``g``
+(C where built) reports resume before ``g`` runs and suspend after each value
+it hands over, and forwards ``send``/``throw``/``close`` as PEP 380 says, so
+the sub-generator runs with the delegating generator on the stack and no
+frame is added (the one visible difference: ``gi_yieldfrom`` is the
+delegate, not ``g``; the pure-Python twin's delegate is a Python class, whose
+methods are frames).  Closing a
 generator early (``GeneratorExit``) is an ordinary exit, not an exception.
 Coroutines need nothing at ``await``: the runtime's call stack lives in a
 ContextVar, which asyncio keeps per task.
@@ -79,14 +81,13 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 #: Bumped whenever the generated code changes, so cached bytecode is rebuilt.
-REWRITE_VERSION = 8
+REWRITE_VERSION = 10
 
 RT = "_@scope_rt"       # scope_otel.capture.runtime, a builtins name (install_builtins)
 SUP = "_@scope_sup"     # scope_otel.instrument._support, a builtins name (install_builtins)
 MARKER = "_@scope_rewritten"  # module global: this module was rewritten
 _T, _RV, _E, _Y, _SV = "_@scope_t", "_@scope_rv", "_@scope_e", "_@scope_y", "_@scope_sv"
 _LV = "_@scope_l"  # the level after entry, read only by functions with state hooks
-_I, _S, _M, _E2, _R = "_@scope_i", "_@scope_s", "_@scope_m", "_@scope_e2", "_@scope_r"  # yield from
 
 
 @dataclass
@@ -146,7 +147,6 @@ def _stamp(node: ast.AST, line: int) -> ast.AST:
 # --------------------------------------------------------------------------
 
 _RENAME = {"S_T": _T, "S_RV": _RV, "S_E": _E, "S_Y": _Y, "S_SV": _SV, "S_LV": _LV,
-           "S_I": _I, "S_S": _S, "S_M": _M, "S_E2": _E2, "S_R": _R,
            "S_RT": RT, "S_SUP": SUP}
 
 # S_P is the function's probe (runtime.probe(fid), a module global): its
@@ -192,70 +192,23 @@ except GeneratorExit:
 """
 _STATE = """
 if S_T is not None and S_LV > 1:
-    S_P.sup.state_change(S_T, S_TARGET, S_VALUE)
+    S_P.state_change(S_T, S_TARGET, S_VALUE)
 """
 _SUSPEND = """
 if S_T is not None:
-    S_P.sup.suspend(S_T)
-"""
-# PEP 380's expansion of ``R = yield from EXPR``, with suspend/resume around
-# each hand-over, inlined so that no frame is added between the generator
-# and its sub-iterator (recursion depth unchanged).
-_DELEGATE = """
-S_I = S_P.sup.builtin_iter(S_EXPR)
-try:
-    S_Y = S_P.sup.builtin_next(S_I)
-except StopIteration as S_E:
-    S_R = S_E.value
-else:
-    while True:
-        if S_T is not None:
-            S_P.sup.suspend(S_T)
-        try:
-            S_S = yield S_TAKE_Y
-        except GeneratorExit:
-            if S_T is not None:
-                S_P.sup.resume(S_T)
-            S_M = S_P.sup.builtin_getattr(S_I, "close", None)
-            if S_M is not None:
-                S_M()
-            raise
-        except BaseException as S_E:
-            if S_T is not None:
-                S_P.sup.resume(S_T)
-            S_M = S_P.sup.builtin_getattr(S_I, "throw", None)
-            if S_M is None:
-                raise
-            try:
-                S_Y = S_M(S_E)
-            except StopIteration as S_E2:
-                S_R = S_E2.value
-                break
-        else:
-            if S_T is not None:
-                S_P.sup.resume(S_T)
-            try:
-                if S_S is None:
-                    S_Y = S_P.sup.builtin_next(S_I)
-                else:
-                    S_Y = S_I.send(S_S)
-            except StopIteration as S_E:
-                S_R = S_E.value
-                break
-S_I = S_M = S_S = None
+    S_P.suspend(S_T)
 """
 _RESUME_TRY = """
 try:
     pass
 finally:
     if S_T is not None:
-        S_P.sup.resume(S_T)
+        S_P.resume(S_T)
 """
 _TEMPLATE_TEXT = {
     "prologue": _PROLOGUE, "prologue_direct": _PROLOGUE_DIRECT, "fall_off": _FALL_OFF,
     "level": _LEVEL_READ, "wrap": _WRAP,
     "close": _CLOSE_IS_EXIT, "state": _STATE, "suspend": _SUSPEND, "resume_try": _RESUME_TRY,
-    "delegate": _DELEGATE,
 }
 
 
@@ -537,12 +490,6 @@ class _FunctionRewrite(ast.NodeTransformer):
             return _stamp(node, node.lineno)
         if node.value is None:
             return node
-        if isinstance(node.value, ast.YieldFrom):
-            # return (yield from x): hoist so the delegation is a statement
-            hoisted = self._yield_statement(
-                _stamp(ast.Assign(targets=[_name(_Y, ast.Store())], value=node.value), node.lineno))
-            node.value = ast.NamedExpr(target=_name(_RV, ast.Store()), value=_name(_Y))
-            return [*hoisted, _stamp(node, node.lineno)]
         node.value = ast.NamedExpr(target=_name(_RV, ast.Store()), value=self.visit(node.value))
         return _stamp(node, node.lineno)
 
@@ -566,7 +513,9 @@ class _FunctionRewrite(ast.NodeTransformer):
         return _stamp(self._sup_call("resumed", _name(_T), node), node.lineno)
 
     def visit_YieldFrom(self, node: ast.YieldFrom) -> ast.expr:
-        node.value = self._sup_call("delegate", _name(_T), self.visit(node.value))
+        # yield from probe.delegate(token, x): the runtime's iterator reports suspend/resume
+        # around each value handed over (C: no frame between this generator and x)
+        node.value = _attr_call(self.probe, "delegate", _name(_T), self.visit(node.value))
         return _stamp(node, node.lineno)
 
     def _yield_statement(self, stmt: ast.Expr | ast.Assign) -> list[ast.stmt]:
@@ -599,15 +548,16 @@ class _FunctionRewrite(ast.NodeTransformer):
         return [*pre, *suspend, guard, *post]
 
     def _delegation(self, stmt: ast.Expr | ast.Assign) -> list[ast.stmt]:
-        """``[targets =] yield from x`` as the inlined PEP 380 loop (see ``_DELEGATE``)."""
-        expr = self.visit(stmt.value.value)
-        # the loop carries the statement's line: tracebacks through it look native
-        loop = _template("delegate", self.fid, stmt.lineno, S_EXPR=expr, S_TAKE_Y=_take(_Y))
-        if isinstance(stmt, ast.Assign):
-            post = self._statements([_stamp(ast.Assign(targets=stmt.targets, value=_take(_R)), stmt.lineno)])
-        else:
-            post = [_stamp(_clear(_R), stmt.lineno)]
-        return [*loop, *post]
+        """``[targets =] yield from x`` with ``x`` delegated through the probe (see visit_YieldFrom);
+        attribute and subscript targets are assigned after the delegation, as the state hooks need."""
+        stmt.value = self.visit_YieldFrom(stmt.value)
+        if isinstance(stmt, ast.Assign) and not all(isinstance(t, ast.Name) for t in stmt.targets):
+            targets = stmt.targets
+            stmt.targets = [_name(_Y, ast.Store())]
+            return [_stamp(stmt, stmt.lineno),
+                    *self._statements([_stamp(ast.Assign(targets=targets, value=_take(_Y)), stmt.lineno)])]
+        post = self._state_hooks(stmt.targets) if isinstance(stmt, ast.Assign) else []
+        return [_stamp(stmt, stmt.lineno), *post]
 
     # -- assignments: state changes and yields ---------------------------------
 

@@ -9,6 +9,7 @@ import decimal
 import enum
 import fractions
 import pathlib
+import re
 import uuid
 
 import pytest
@@ -210,6 +211,8 @@ def _corpus():
         [0, -1, 2 ** 63 - 1, -2 ** 63, 2 ** 63, -2 ** 64, 10 ** 100],
         (x for x in ()), h.__init__, [].append, functools.partial(len), iter([]), property(), staticmethod(len),
         collections.namedtuple("NT", "a b")(1, [2]), _trip.__get__(h), Pair.__repr__, weakref.ref(Hostile),
+        uuid.UUID(int=5), fractions.Fraction(1, 3), pathlib.PurePosixPath("/a"), re.compile("a+"),
+        decimal.Decimal("1.5"), datetime.datetime(2020, 1, 2, 3, 4), object(), [re.compile("x"), uuid.UUID(int=1)],
     ]
     inner = Hostile()
     inner.child = Hostile()
@@ -264,3 +267,29 @@ def test_int_enums_and_slotted_subclasses_look_the_same_from_c_and_python():
         for limit in (3, 30, 500):
             assert native.snapshot(value, limit) == snapshot(value, limit)
     assert snapshot(Level.LOW, 500) == f"<{__name__}.{Level.__qualname__}.LOW: 1>"
+
+
+def test_slots_read_through_the_c_cache_follow_classes_that_come_and_go():
+    # The C walk remembers each class's slots by the class's address and version tag: classes
+    # freed and created again (often at the same address), with other slots, must still be read
+    # as they are now, and the cache must not keep a class alive.
+    native = pytest.importorskip("scope_otel.capture._speedups")
+    import gc
+
+    for i in range(200):
+        names = tuple(f"s{i}_{k}" for k in range(i % 5 + 1))
+        cls = type(f"Shape{i}", (), {"__slots__": names})
+        obj = cls()
+        for k, name in enumerate(names[:-1]):  # the last slot stays empty
+            setattr(obj, name, k)
+        assert native.snapshot(obj, 513) == snapshot(obj, 513)
+        alive = weakref.ref(cls)
+        del cls, obj
+        gc.collect()
+        assert alive() is None
+    base = type("Base", (), {"__slots__": ("a",)})
+    obj = type("Leaf", (base,), {"__slots__": ("b",)})()
+    obj.a, obj.b = 1, 2
+    first = native.snapshot(obj, 513)
+    obj.a = [3]
+    assert native.snapshot(obj, 513) == snapshot(obj, 513) != first
