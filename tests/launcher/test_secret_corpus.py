@@ -213,7 +213,8 @@ def test_no_secret_of_the_corpus_reaches_the_store_through_any_channel(tmp_path)
     for where in ("scope.arg.note", "scope.arg.kwargs", "scope.arg.config", "scope.arg.headers",
                   "scope.arg.params", "self.note", "http.request.header.x-note", "http.response.header.x-note",
                   "url.query"):
-        assert where in shown, f"the control value never reached the store through {where}"
+        assert where in shown, (f"the control value never reached the store through {where}; the run's summary:\n"
+                                + result.stderr[result.stderr.find("scope-otel summary"):][-3000:])
     # SQL text reaches the store too; the SQL integration records literals as '?' itself
     sql = _attribute_values(store, str(tmp_path), "SELECT ? AS note")
     assert "db.query.text" in sql, sql[-2000:]
