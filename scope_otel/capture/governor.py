@@ -486,10 +486,10 @@ class GovernedSampler:
         from opentelemetry.sdk.trace.sampling import Decision, SamplingResult
         from opentelemetry.trace import get_current_span
 
+        global _sampled_out
         parent = get_current_span(parent_context).get_span_context()
         if (parent is None or not parent.is_valid) and name != GOVERNOR_SPAN:
             if not keeps(trace_id):
-                global _sampled_out
                 with _sampled_out_lock:
                     _sampled_out += 1
                 return SamplingResult(Decision.DROP, None, None)

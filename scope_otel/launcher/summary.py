@@ -113,13 +113,10 @@ def collect(state: dict[str, Any], why: str = "exit", seconds: float = 0.0) -> d
         "seconds": round(seconds, 2),
         "recorded": recorded,
         "dropped": {label: stats.get(key, 0) for key, label in _DROP_REASONS.items() if stats.get(key, 0)},
-        "unsampled": stats.get("unsampled", 0),
         "queued_at_exit": stats.get("queued_at_shutdown", 0),
         "unconverted": stats.get("unconverted", 0),
         "function_spans": stats.get("function_spans", 0),
         "destinations": destinations,
-        "calls_unsampled": stats.get("calls_unsampled", 0),
-        "traces_unsampled": stats.get("traces_unsampled", 0),
         "governor_changes": stats.get("governor_changes", 0),
         "governor_functions_lowered": stats.get("governor_functions_lowered", 0),
         "governor_budget_pct": stats.get("governor_budget_pct"),
@@ -132,7 +129,7 @@ def collect(state: dict[str, Any], why: str = "exit", seconds: float = 0.0) -> d
     report["integration_errors"] = dict(errors.stats()) if errors is not None else {}
     handoff = sys.modules.get("scope_otel.instrumentors.handoff")
     report["handoff_unlinked"] = handoff.dropped() if handoff is not None else 0
-    for key in COUNTS:
+    for key in COUNTS:  # the processor's and runtime's counts the summary tells in words
         report.setdefault(key, stats.get(key, 0))
     if counted is not None:
         report["sdk_spans"] = sum(counted.counts.values())
