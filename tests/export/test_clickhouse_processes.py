@@ -76,17 +76,19 @@ def test_the_application_process_never_loads_chdb(tmp_path):
 
 def test_query_waits_for_a_running_application_to_release_the_store(tmp_path):
     store = str(tmp_path / "held")
-    proc = _writer(store, 30, "--name", "busy", "--hold", "10")
+    release = tmp_path / "release"
+    proc = _writer(store, 30, "--name", "busy", "--hold-until", str(release))
     try:
         # The writer holds the store while exporting, then lets go after 0.5 s idle
-        # although it keeps running: the query gets in while the app is alive.
-        # (10 s of margin: on a loaded machine the query itself can take seconds.)
+        # although it keeps running (until the test lets it end): the query gets in
+        # while the app is alive, however long the query takes on a loaded machine.
         import time
 
         time.sleep(1.5)
         assert _count(store, "SpanName LIKE 'busy-%'") == 30
         assert proc.poll() is None  # still running
     finally:
+        release.touch()
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-2000:]
 

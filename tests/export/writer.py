@@ -1,11 +1,12 @@
 """A stand-alone program that records spans into a ClickHouse store, for process tests.
 
-    python -m tests.export.writer STORE N [--fork] [--name NAME] [--hold SECONDS]
+    python -m tests.export.writer STORE N [--fork] [--name NAME] [--hold SECONDS] [--hold-until FILE]
 
 Runs N root spans through a BatchSpanProcessor into ``ClickHouseSpanExporter(STORE)``.
 With ``--fork`` it then forks a child that records N spans more and exits the
 normal way (``sys.exit``), as a gunicorn worker would.  ``--hold`` keeps the
-process alive that long afterwards.  Prints the exporters' stats as JSON.
+process alive that long afterwards; ``--hold-until`` keeps it alive until FILE
+exists (at most two minutes), so a test decides when it may end.  Prints the exporters' stats as JSON.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ def main() -> int:
     parser.add_argument("--fork", action="store_true")
     parser.add_argument("--name", default=f"w{os.getpid()}")
     parser.add_argument("--hold", type=float, default=0.0)
+    parser.add_argument("--hold-until", metavar="FILE")
     args = parser.parse_args()
     exporter = ClickHouseSpanExporter(args.store)
     record(exporter, args.n, args.name)
@@ -53,6 +55,9 @@ def main() -> int:
         _, status = os.waitpid(pid, 0)
         print(json.dumps({"child_status": status}), flush=True)
     time.sleep(args.hold)
+    deadline = time.monotonic() + 120
+    while args.hold_until and not os.path.exists(args.hold_until) and time.monotonic() < deadline:
+        time.sleep(0.05)
     print(json.dumps({"parent": exporter.stats()}), flush=True)
     return 0
 
