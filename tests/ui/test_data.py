@@ -192,3 +192,22 @@ def test_trace_page_is_a_shell_that_preloads_its_data_and_an_unknown_trace_is_40
     with pytest.raises(urllib.error.HTTPError) as missing:
         urllib.request.urlopen(f"{viewer.base}/trace/{'0' * 32}", timeout=30)
     assert missing.value.code == 404
+
+
+def test_viewer_keeps_the_engine_open_between_requests_and_lets_go_when_another_process_asks(viewer, shop_store):
+    """Opening an embedded store's engine costs ~0.5 s (more under load): a page opened a few
+    seconds after the last one must not pay it again, yet an application or a query still gets
+    the store."""
+    import time
+
+    from scope_otel.store.ownership import owner_is_running
+    from tests.support.procs import clean_env, run, tool
+
+    urllib.request.urlopen(f"{viewer.base}/api/services", timeout=60).read()
+    time.sleep(3.5)  # past a store's default idle close (2 s)
+    assert owner_is_running(shop_store), "the viewer closed the engine between requests"
+    result = run([tool("scope-otel"), "query", "SELECT count() FROM otel_traces", "--store", shop_store,
+                  "--database", "otel", "--format", "csv", "--wait", "30"], clean_env(), timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert int(result.stdout.strip().splitlines()[-1]) > 0
+    assert json.loads(urllib.request.urlopen(f"{viewer.base}/api/services", timeout=60).read()) == ["shop"]
