@@ -1,19 +1,32 @@
 """The trace page of two viewers, page loads alternating: this tree against an older one, same minutes.
 
-    git archive e648b8e | (mkdir -p /tmp/old && tar -x -C /tmp/old)
-    .venv/bin/python bench/ab_ui_trace.py /tmp/old [--loads 11]
+    git archive 1dd9eb8 | (mkdir -p /tmp/old && tar -x -C /tmp/old)
+    .venv/bin/python bench/ab_ui_trace.py /tmp/old [--loads 11] [--pause 3]
 
 On a shared machine the load moves between two bench runs minutes apart by more
 than the difference measured; here both viewers (each its own process and
 embedded store holding the same 10,000-span trace of ``bench_ui.make_big_trace``)
 are opened in turn, the order swapped every round, so both see the same load.
-Prints each side's median time from navigation to the page reporting ready, and
-the paired difference.  The first round is a warm-up.  Nothing is asserted.
+Rounds are ``--pause`` seconds apart, as a person clicks from page to page.
+
+Three times per load, all by the page's own clock (ms from navigation start),
+measured the same way for both trees by a script the harness adds to the page:
+
+- *ready*: the page says its waterfall is drawn and its handlers attached
+  (``body[data-ready]``, the old bench's measure);
+- *painted*: the first frame after that has been painted and the page's main
+  thread is free again (a ``requestAnimationFrame`` and then a task after it);
+- *key*: a → key pressed as soon as the page is painted has been handled
+  (time travel shows its first step).  This is the target's "interactive".
+
+Prints each side's medians, the paired differences, and every load's numbers.
+The first round is a warm-up.  Nothing is asserted.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -34,17 +47,39 @@ server = ViewerServer(store, port=0)
 open(portfile, "w").write(str(server.server_address[1]))
 server.serve_forever()
 """
+#: Added to every page before its own scripts: the same clock for both trees.
+WATCH = """
+(() => {
+  const t = window.__scope_bench = {};
+  new MutationObserver(() => {
+    const body = document.body;
+    if (body && body.dataset.ready === "1" && t.ready === undefined) {
+      t.ready = performance.now();
+      requestAnimationFrame(() => setTimeout(() => { t.painted = performance.now(); }, 0));
+    }
+    const step = document.getElementById("tt-step");
+    if (step && t.key === undefined && /^ ?step 1 \\//.test(step.textContent)) t.key = performance.now();
+  }).observe(document, { subtree: true, childList: true, attributes: true, characterData: true });
+})();
+"""
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("old", help="an older tree of this repository (git archive COMMIT | tar -x -C DIR)")
     parser.add_argument("--loads", type=int, default=11, help="rounds (each loads both pages once)")
+    parser.add_argument("--pause", type=float, default=3.0, help="seconds between rounds")
     args = parser.parse_args()
     old = os.path.abspath(args.old)
     link = os.path.join(old, "scope_otel", "schemas")  # its own schema files, not this tree's
     if not os.path.exists(link):
         os.symlink(os.path.join(old, "schemas"), link)
+    for folder, _, files in os.walk(os.path.join(HERE, "scope_otel")):  # git archive has no built extensions
+        for name in files:
+            if name.endswith(".so"):
+                target = os.path.join(old, os.path.relpath(os.path.join(folder, name), HERE))
+                if not os.path.exists(target) and os.path.isdir(os.path.dirname(target)):
+                    shutil.copy2(os.path.join(folder, name), target)
     sys.path.insert(0, os.path.join(HERE, "bench"))
     from bench_ui import ARGS, BIG_TRACE, CHROMIUM
     from playwright.sync_api import sync_playwright
@@ -54,7 +89,8 @@ def main() -> int:
     procs = {name: subprocess.Popen([sys.executable, "-c", SERVE, root, os.path.join(tmp, name)], cwd=root)
              for name, root in trees.items()}
     ports: dict[str, int] = {}
-    ready: dict[str, list[float]] = {name: [] for name in trees}
+    times: dict[str, dict[str, list[float]]] = {name: {"ready": [], "painted": [], "key": []} for name in trees}
+    load_before = open("/proc/loadavg").read().split()[0]
     try:
         for name in trees:
             path = os.path.join(tmp, name)
@@ -65,24 +101,40 @@ def main() -> int:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             for i in range(args.loads):
                 for name in (("old", "new") if i % 2 == 0 else ("new", "old")):
+                    time.sleep(args.pause)
                     context = browser.new_context(viewport={"width": 1400, "height": 900})
+                    context.add_init_script(WATCH)
                     page = context.new_page()
+                    errors: list[str] = []
+                    page.on("pageerror", lambda e: errors.append(str(e)))
                     page.goto(f"http://127.0.0.1:{ports[name]}/trace/{BIG_TRACE}", wait_until="commit")
-                    page.wait_for_selector("body[data-ready='1']", timeout=120_000)
-                    if i:
-                        ready[name].append(float(page.evaluate("() => Number(document.body.dataset.readyMs)")))
+                    page.wait_for_function("() => window.__scope_bench && window.__scope_bench.painted !== undefined",
+                                           timeout=120_000, polling=10)
+                    page.keyboard.press("ArrowRight")
+                    page.wait_for_function("() => window.__scope_bench.key !== undefined", timeout=120_000, polling=10)
+                    t = page.evaluate("() => window.__scope_bench")
                     context.close()
+                    if errors:
+                        raise RuntimeError(f"{name}: {errors}")
+                    if i:
+                        for k in ("ready", "painted", "key"):
+                            times[name][k].append(float(t[k]))
             browser.close()
     finally:
         for proc in procs.values():
             proc.terminate()
-    load = open("/proc/loadavg").read().split()[0]
-    for name, times in ready.items():
-        print(f"{name} ({trees[name]}): median {statistics.median(times):.0f} ms, "
-              f"min {min(times):.0f}, max {max(times):.0f}, n={len(times)}, load {load}")
-    diffs = [n - o for n, o in zip(ready["new"], ready["old"])]
-    print(f"paired new - old: median {statistics.median(diffs):+.0f} ms, new faster in "
-          f"{sum(d < 0 for d in diffs)} of {len(diffs)}")
+    load_after = open("/proc/loadavg").read().split()[0]
+    print(f"load average {load_before} before, {load_after} after; {args.loads - 1} paired loads, "
+          f"{args.pause:g} s apart")
+    for name, by in times.items():
+        print(f"{name} ({trees[name]}): " + ", ".join(
+            f"{k} median {statistics.median(v):.0f} ms (min {min(v):.0f}, max {max(v):.0f})" for k, v in by.items()))
+    for k in ("ready", "painted", "key"):
+        diffs = [n - o for n, o in zip(times["new"][k], times["old"][k])]
+        print(f"paired new - old, {k}: median {statistics.median(diffs):+.0f} ms, new faster in "
+              f"{sum(d < 0 for d in diffs)} of {len(diffs)}")
+    for name, by in times.items():
+        print(f"{name} key, each load: " + " ".join(f"{v:.0f}" for v in by["key"]))
     return 0
 
 

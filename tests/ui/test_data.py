@@ -58,7 +58,8 @@ def test_trace_bundle_holds_every_span_with_times_from_the_start_and_its_facts(v
     assert 0 <= exc["t"] - bad_add[0]["start"] <= bad_add[0]["dur"] + 1000
     selects = [s for s in spans if s["kind"] == "client" and s["sql"]]
     assert selects and all(s["sql"].startswith("SELECT products.id") for s in selects)
-    assert json.loads(model.trace_json(bundle))["spans"] == spans
+    columns = json.loads(model.trace_json(bundle))["columns"]  # what the page gets: the same spans
+    assert columns["n"] == 10 and model.spans({"columns_json": json.dumps(columns)}) == spans
 
 
 def test_repeated_siblings_group_where_the_first_stood():
@@ -211,3 +212,25 @@ def test_viewer_keeps_the_engine_open_between_requests_and_lets_go_when_another_
     assert result.returncode == 0, result.stderr[-2000:]
     assert int(result.stdout.strip().splitlines()[-1]) > 0
     assert json.loads(urllib.request.urlopen(f"{viewer.base}/api/services", timeout=60).read()) == ["shop"]
+
+
+def test_trace_page_starts_reading_its_data_when_served_and_the_data_request_uses_that_read(viewer, failing_order):
+    """The read of a trace overlaps the page's own loading: it starts when the shell is served,
+    the page's data request takes that result, and a later request reads the store again."""
+    import time
+
+    calls: list[str] = []
+    ask_store = viewer.server.ask
+    viewer.server.ask = lambda fn, *args: (calls.append(fn.__name__), ask_store(fn, *args))[1]
+    try:
+        urllib.request.urlopen(f"{viewer.base}/trace/{failing_order}", timeout=60).read()
+        deadline = time.monotonic() + 30
+        while "load_trace" not in calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert calls == ["has_trace", "load_trace"]  # started before the page asked for it
+        first = json.loads(urllib.request.urlopen(f"{viewer.base}/api/trace/{failing_order}", timeout=60).read())
+        assert calls == ["has_trace", "load_trace"] and first["columns"]["n"] == 10
+        again = json.loads(urllib.request.urlopen(f"{viewer.base}/api/trace/{failing_order}", timeout=60).read())
+        assert calls == ["has_trace", "load_trace", "load_trace"] and again == first
+    finally:
+        viewer.server.ask = ask_store

@@ -226,16 +226,38 @@
     return out;
   }
 
+  function Span(c, i) {
+    // one span of the server's columns (model.COLUMNS), every field set here so that all
+    // spans share one shape; layout() fills depth, order, group and error marks
+    this.id = c.id[i]; this.parent = c.parent[i];
+    this.name = c.name_d[c.name_i[i]]; this.kind = c.kind_d[c.kind_i[i]];
+    this.service = c.service_d[c.service_i[i]]; this.instance = c.instance_d[c.instance_i[i]];
+    this.process = c.process_d[c.process_i[i]];
+    this.start = c.start[i]; this.dur = c.dur[i];
+    this.status = c.status_d[c.status_i[i]]; this.status_msg = c.status_msg[i];
+    this.attrs = c.attrs[i];
+    this.events = c.events[i].length ? c.events[i].map(function (e) { return { t: e[0], name: e[1], attrs: e[2] }; }) : NONE;
+    this.links = c.links[i].length ? c.links[i].map(function (l) { return { trace_id: l[0], span_id: l[1], attrs: l[2] }; }) : NONE;
+    this.sql = c.sql[i]; this.hlc = c.hlc[i];
+    this.depth = 0; this.i = 0; this.group = 0; this.err = 0;
+  }
+  var NONE = Object.freeze([]);
+  function decodeSpans(c) {
+    var out = new Array(c.n);
+    for (var i = 0; i < c.n; i++) out[i] = new Span(c, i);
+    return out;
+  }
+
   function layout(input) {
     // depth-first order (siblings by start), depth, repeated-sibling groups, error marks:
     // err 2 = a failing span, 1 = on the path from one to its root
-    var byId = {}, children = {}, roots = [];
-    input.forEach(function (s) { byId[s.id] = s; s.err = 0; s.group = 0; });
+    var byId = Object.create(null), children = Object.create(null), roots = [];
+    input.forEach(function (s) { byId[s.id] = s; });
     input.forEach(function (s) {
       if (s.parent && byId[s.parent] && s.parent !== s.id) (children[s.parent] = children[s.parent] || []).push(s);
       else roots.push(s);
     });
-    var ordered = [], seen = {}, groupNo = 0, stack = [];
+    var ordered = [], seen = Object.create(null), groupNo = 0, stack = [];
     for (var r = roots.length - 1; r >= 0; r--) stack.push([roots[r], 0]);
     while (stack.length) {
       var top = stack.pop(), span = top[0], depth = top[1];
@@ -278,7 +300,7 @@
         ? function (a, b) { return a.hlc < b.hlc ? -1 : a.hlc > b.hlc ? 1 : a.start - b.start; }
         : function (a, b) { return a.start - b.start; });
     }
-    var steps = [], seen = {};
+    var steps = [], seen = Object.create(null);
     function open(span) {
       seen[span.id] = true;
       steps.push({ k: "enter", s: span.i, n: span.name, v: "", t: span.start });
@@ -316,7 +338,7 @@
   function tracePage() {
     header("trace");
     var T = DATA.trace;
-    var L = layout(T.spans);
+    var L = layout(decodeSpans(T.columns));
     var spans = L.spans, byId = L.byId;
     MARK("laid-out");
     T.steps = null;  // built after the first paint (allSteps), or when first needed
