@@ -76,7 +76,8 @@ class ViewerServer(ThreadingHTTPServer):
             for key, (when, _) in list(self._prefetched.items()):
                 if now - when > PREFETCH_KEEP_S:
                     del self._prefetched[key]
-            if trace_id in self._prefetched or len(self._prefetched) >= PREFETCH_MAX:
+            self._prefetched.pop(trace_id, None)  # an older read of it: this page gets a fresh one
+            if len(self._prefetched) >= PREFETCH_MAX:
                 return
             future: Future = Future()
             self._prefetched[trace_id] = (now, future)
