@@ -9,9 +9,10 @@ embedded store holding the same 10,000-span trace of ``bench_ui.make_big_trace``
 are opened in turn, the order swapped every round, so both see the same load.
 Rounds are ``--pause`` seconds apart, as a person clicks from page to page.
 
-Three times per load, all by the page's own clock (ms from navigation start),
+Four times per load, all by the page's own clock (ms from navigation start),
 measured the same way for both trees by a script the harness adds to the page:
 
+- *data*: the trace's data has arrived (``/api/trace/<id>`` received in full);
 - *ready*: the page says its waterfall is drawn and its handlers attached
   (``body[data-ready]``, the old bench's measure);
 - *painted*: the first frame after that has been painted and the page's main
@@ -89,7 +90,7 @@ def main() -> int:
     procs = {name: subprocess.Popen([sys.executable, "-c", SERVE, root, os.path.join(tmp, name)], cwd=root)
              for name, root in trees.items()}
     ports: dict[str, int] = {}
-    times: dict[str, dict[str, list[float]]] = {name: {"ready": [], "painted": [], "key": []} for name in trees}
+    times: dict[str, dict[str, list[float]]] = {name: {"data": [], "ready": [], "painted": [], "key": []} for name in trees}
     load_before = open("/proc/loadavg").read().split()[0]
     try:
         for name in trees:
@@ -112,12 +113,14 @@ def main() -> int:
                                            timeout=120_000, polling=10)
                     page.keyboard.press("ArrowRight")
                     page.wait_for_function("() => window.__scope_bench.key !== undefined", timeout=120_000, polling=10)
-                    t = page.evaluate("() => window.__scope_bench")
+                    t = page.evaluate("""() => Object.assign({}, window.__scope_bench, {
+                        data: performance.getEntriesByType("resource").filter(e => e.name.includes("/api/trace/"))
+                                 .map(e => e.responseEnd)[0] })""")
                     context.close()
                     if errors:
                         raise RuntimeError(f"{name}: {errors}")
                     if i:
-                        for k in ("ready", "painted", "key"):
+                        for k in ("data", "ready", "painted", "key"):
                             times[name][k].append(float(t[k]))
             browser.close()
     finally:
@@ -129,7 +132,7 @@ def main() -> int:
     for name, by in times.items():
         print(f"{name} ({trees[name]}): " + ", ".join(
             f"{k} median {statistics.median(v):.0f} ms (min {min(v):.0f}, max {max(v):.0f})" for k, v in by.items()))
-    for k in ("ready", "painted", "key"):
+    for k in ("data", "ready", "painted", "key"):
         diffs = [n - o for n, o in zip(times["new"][k], times["old"][k])]
         print(f"paired new - old, {k}: median {statistics.median(diffs):+.0f} ms, new faster in "
               f"{sum(d < 0 for d in diffs)} of {len(diffs)}")
