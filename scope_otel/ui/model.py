@@ -54,7 +54,7 @@ def load_trace(store: Store, trace_id: str) -> dict[str, Any] | None:
 
     ``columns_json`` is the spans as JSON text in columns (:data:`COLUMNS`), written
     by ClickHouse itself (strings made valid UTF-8, times in ns from the trace's
-    start, the few distinct names, kinds, services and statuses each written once).
+    start, the few distinct names, kinds, services, statuses and statements each written once).
     The page lays them out and derives the time-travel steps; Python never touches
     the spans one by one, which keeps a 10,000-span trace's page quick (2.0 MB of
     columns where one object per span took 3.7 MB).  :func:`spans` decodes them
@@ -89,7 +89,7 @@ def load_trace(store: Store, trace_id: str) -> dict[str, Any] | None:
                    {_dictionary('instance')}, {_dictionary('process')},
                    groupArray(start) AS start, groupArray(dur) AS dur, {_dictionary('status')},
                    groupArray(status_msg) AS status_msg, groupArray(attrs) AS attrs, groupArray(events) AS events,
-                   groupArray(links) AS links, groupArray(sql) AS sql, groupArray(hlc) AS hlc)
+                   groupArray(links) AS links, {_dictionary('sql')}, groupArray(hlc) AS hlc)
             FROM (
                 SELECT toValidUTF8(SpanId) AS id, toValidUTF8(ParentSpanId) AS parent, toValidUTF8(SpanName) AS name,
                        lower(replaceRegexpOne(toString(SpanKind), '^SPAN_KIND_', '')) AS kind,
@@ -132,7 +132,7 @@ def load_trace(store: Store, trace_id: str) -> dict[str, Any] | None:
 #: index into them); an event is ``[t, name, attrs]``, a link ``[trace_id, span_id, attrs]``.
 COLUMNS = ("id", "parent", "name", "kind", "service", "instance", "process", "start", "dur", "status",
            "status_msg", "attrs", "events", "links", "sql", "hlc")
-_DICTIONARY = ("name", "kind", "service", "instance", "process", "status")
+_DICTIONARY = ("name", "kind", "service", "instance", "process", "status", "sql")
 
 
 def _dictionary(column: str) -> str:

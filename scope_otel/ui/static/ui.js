@@ -212,15 +212,17 @@
   var ROW = 24;        // px per waterfall row
   var GROUP_MIN = 3;   // siblings repeated this often show as one group (as `scope-otel trace` does)
 
-  function groupRepeats(kids, key) {
-    // siblings in order; those sharing a key GROUP_MIN times or more gathered where the first stood
-    var counts = {}, out = [], groups = {};
-    kids.forEach(function (c) { var k = key(c); counts[k] = (counts[k] || 0) + 1; });
+  function groupRepeats(kids) {
+    // siblings in order; those sharing service, name and SQL (Span.same) GROUP_MIN times or
+    // more gathered where the first stood
+    if (kids.length < GROUP_MIN) return kids.map(function (c) { return [c]; });
+    var counts = new Map(), out = [], groups = new Map();
+    kids.forEach(function (c) { counts.set(c.same, (counts.get(c.same) || 0) + 1); });
     kids.forEach(function (c) {
-      var k = key(c);
-      if (counts[k] >= GROUP_MIN) {
-        if (!groups[k]) { groups[k] = []; out.push(groups[k]); }
-        groups[k].push(c);
+      if (counts.get(c.same) >= GROUP_MIN) {
+        var g = groups.get(c.same);
+        if (!g) { g = []; groups.set(c.same, g); out.push(g); }
+        g.push(c);
       } else out.push([c]);
     });
     return out;
@@ -238,7 +240,9 @@
     this.attrs = c.attrs[i];
     this.events = c.events[i].length ? c.events[i].map(function (e) { return { t: e[0], name: e[1], attrs: e[2] }; }) : NONE;
     this.links = c.links[i].length ? c.links[i].map(function (l) { return { trace_id: l[0], span_id: l[1], attrs: l[2] }; }) : NONE;
-    this.sql = c.sql[i]; this.hlc = c.hlc[i];
+    this.sql = c.sql_d[c.sql_i[i]]; this.hlc = c.hlc[i];
+    // equal for spans with the same service, name and SQL (the columns' dictionary indices)
+    this.same = (c.name_i[i] * c.service_d.length + c.service_i[i]) * c.sql_d.length + c.sql_i[i];
     this.depth = 0; this.i = 0; this.group = 0; this.err = 0;
   }
   var NONE = Object.freeze([]);
@@ -265,7 +269,7 @@
       seen[span.id] = true;
       span.depth = depth;
       ordered.push(span);
-      var rows = groupRepeats(children[span.id] || [], function (c) { return c.service + "\u0000" + c.name + "\u0000" + c.sql; });
+      var rows = groupRepeats(children[span.id] || NONE);
       rows.forEach(function (row) { if (row.length > 1) { groupNo++; row.forEach(function (m) { m.group = groupNo; }); } });
       for (var i = rows.length - 1; i >= 0; i--) for (var j = rows[i].length - 1; j >= 0; j--) stack.push([rows[i][j], depth + 1]);
     }
@@ -612,7 +616,7 @@
     var slider = el("input", { type: "range", min: "0", max: "0", value: "0", id: "tt-slider" });
     function allSteps() {
       // every step of the trace (buildSteps): a 10,000-span trace has ~30,000, so the page is
-      // drawn first and they are built right after, or at once when time travel is used earlier
+      // drawn first and they are built when it is idle, or at once when time travel is used earlier
       if (!T.steps) {
         T.steps = buildSteps(L);
         slider.max = String(Math.max(0, T.steps.length - 1));
@@ -707,7 +711,9 @@
     window.addEventListener("resize", draw);
     document.body.setAttribute("data-ready-ms", String(Math.round(performance.now())));
     document.body.setAttribute("data-ready", "1");
-    requestAnimationFrame(function () { setTimeout(function () { allSteps(); MARK("steps"); }, 0); });
+    // the steps when the page is idle after its first frame (a click or key before that builds them)
+    var idle = window.requestIdleCallback ? function (f) { requestIdleCallback(f, { timeout: 2000 }); } : function (f) { setTimeout(f, 0); };
+    requestAnimationFrame(function () { idle(function () { allSteps(); MARK("steps"); }); });
   }
 
   // -- graphs ------------------------------------------------------------------
