@@ -9,10 +9,11 @@ embedded store holding the same 10,000-span trace of ``bench_ui.make_big_trace``
 are opened in turn, the order swapped every round, so both see the same load.
 Rounds are ``--pause`` seconds apart, as a person clicks from page to page.
 
-Four times per load, all by the page's own clock (ms from navigation start),
+Times per load, all by the page's own clock (ms from navigation start),
 measured the same way for both trees by a script the harness adds to the page:
 
-- *data*: the trace's data has arrived (``/api/trace/<id>`` received in full);
+- *shell*: the page's HTML has arrived; *asked*: the page asks for the trace's data
+  (``/api/trace/<id>``); *answered*: its first byte arrives; *data*: all of it has;
 - *ready*: the page says its waterfall is drawn and its handlers attached
   (``body[data-ready]``, the old bench's measure);
 - *painted*: the first frame after that has been painted and the page's main
@@ -20,7 +21,9 @@ measured the same way for both trees by a script the harness adds to the page:
 - *key*: a → key pressed as soon as the page is painted has been handled
   (time travel shows its first step).  This is the target's "interactive".
 
-Prints each side's medians, the paired differences, and every load's numbers.
+Prints each side's medians, the paired differences, every load's numbers, and the CPU
+each load cost (the viewer's process, from /proc; the page's main thread, Chromium's
+``TaskDuration``), which the machine's load moves less than the times.
 The first round is a warm-up.  Nothing is asserted.
 """
 from __future__ import annotations
@@ -34,6 +37,8 @@ import sys
 import tempfile
 import time
 
+#: What is timed on each load, in the order it happens (the docstring says what each is).
+STAGES = ("shell", "asked", "answered", "data", "ready", "painted", "key")
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVE = """
 import sys, tempfile
@@ -51,15 +56,18 @@ server.serve_forever()
 #: Added to every page before its own scripts: the same clock for both trees.
 WATCH = """
 (() => {
-  const t = window.__scope_bench = {};
+  // promises the harness awaits (no polling on the page's main thread while it works)
+  const t = window.__scope_bench = {}, done = {};
+  t.paintedP = new Promise(r => { done.painted = r; });
+  t.keyP = new Promise(r => { done.key = r; });
   new MutationObserver(() => {
     const body = document.body;
     if (body && body.dataset.ready === "1" && t.ready === undefined) {
       t.ready = performance.now();
-      requestAnimationFrame(() => setTimeout(() => { t.painted = performance.now(); }, 0));
+      requestAnimationFrame(() => setTimeout(() => { t.painted = performance.now(); done.painted(); }, 0));
     }
     const step = document.getElementById("tt-step");
-    if (step && t.key === undefined && /^ ?step 1 \\//.test(step.textContent)) t.key = performance.now();
+    if (step && t.key === undefined && /^ ?step 1 \\//.test(step.textContent)) { t.key = performance.now(); done.key(); }
   }).observe(document, { subtree: true, childList: true, attributes: true, characterData: true });
 })();
 """
@@ -90,7 +98,8 @@ def main() -> int:
     procs = {name: subprocess.Popen([sys.executable, "-c", SERVE, root, os.path.join(tmp, name)], cwd=root)
              for name, root in trees.items()}
     ports: dict[str, int] = {}
-    times: dict[str, dict[str, list[float]]] = {name: {"data": [], "ready": [], "painted": [], "key": []} for name in trees}
+    times: dict[str, dict[str, list[float]]] = {name: {k: [] for k in STAGES} for name in trees}
+    cpu: dict[str, dict[str, list[float]]] = {name: {"server": [], "page": []} for name in trees}
     load_before = open("/proc/loadavg").read().split()[0]
     try:
         for name in trees:
@@ -106,22 +115,32 @@ def main() -> int:
                     context = browser.new_context(viewport={"width": 1400, "height": 900})
                     context.add_init_script(WATCH)
                     page = context.new_page()
+                    cdp = context.new_cdp_session(page)
+                    cdp.send("Performance.enable")
+                    cpu0 = _cpu_ms(procs[name].pid)
                     errors: list[str] = []
                     page.on("pageerror", lambda e: errors.append(str(e)))
                     page.goto(f"http://127.0.0.1:{ports[name]}/trace/{BIG_TRACE}", wait_until="commit")
-                    page.wait_for_function("() => window.__scope_bench && window.__scope_bench.painted !== undefined",
-                                           timeout=120_000, polling=10)
+                    page.evaluate("() => window.__scope_bench.paintedP.then(() => true)")
                     page.keyboard.press("ArrowRight")
-                    page.wait_for_function("() => window.__scope_bench.key !== undefined", timeout=120_000, polling=10)
-                    t = page.evaluate("""() => Object.assign({}, window.__scope_bench, {
-                        data: performance.getEntriesByType("resource").filter(e => e.name.includes("/api/trace/"))
-                                 .map(e => e.responseEnd)[0] })""")
+                    page.evaluate("() => window.__scope_bench.keyP.then(() => true)")
+                    t = page.evaluate("""() => {
+                        const api = performance.getEntriesByType("resource").filter(e => e.name.includes("/api/trace/"))[0];
+                        const t = window.__scope_bench;
+                        return Object.assign({ ready: t.ready, painted: t.painted, key: t.key }, {
+                            shell: performance.getEntriesByType("navigation")[0].responseEnd,
+                            asked: api.startTime, answered: api.responseStart, data: api.responseEnd });
+                    }""")
+                    server_cpu = _cpu_ms(procs[name].pid) - cpu0
+                    metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
                     context.close()
                     if errors:
                         raise RuntimeError(f"{name}: {errors}")
                     if i:
-                        for k in ("data", "ready", "painted", "key"):
+                        for k in STAGES:
                             times[name][k].append(float(t[k]))
+                        cpu[name]["server"].append(server_cpu)
+                        cpu[name]["page"].append(metrics["TaskDuration"] * 1000)
             browser.close()
     finally:
         for proc in procs.values():
@@ -132,13 +151,23 @@ def main() -> int:
     for name, by in times.items():
         print(f"{name} ({trees[name]}): " + ", ".join(
             f"{k} median {statistics.median(v):.0f} ms (min {min(v):.0f}, max {max(v):.0f})" for k, v in by.items()))
-    for k in ("data", "ready", "painted", "key"):
+    for k in STAGES:
         diffs = [n - o for n, o in zip(times["new"][k], times["old"][k])]
         print(f"paired new - old, {k}: median {statistics.median(diffs):+.0f} ms, new faster in "
               f"{sum(d < 0 for d in diffs)} of {len(diffs)}")
     for name, by in times.items():
         print(f"{name} key, each load: " + " ".join(f"{v:.0f}" for v in by["key"]))
+    for name, by in cpu.items():
+        print(f"{name} CPU per load (less moved by the load): server process median "
+              f"{statistics.median(by['server']):.0f} ms, page's main thread (tasks, to the key handled) median "
+              f"{statistics.median(by['page']):.0f} ms")
     return 0
+
+
+def _cpu_ms(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, in ms."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":

@@ -291,6 +291,11 @@
     return ["event", e.name, Object.keys(a).map(function (k) { return k + "=" + a[k]; }).join(", ")];
   }
 
+  function Step(k, s, n, v, t) {
+    // one fact of time travel: its kind, the span's index, a name, a value, the time (ns)
+    this.k = k; this.s = s; this.n = n; this.v = v; this.t = t;
+  }
+
   function buildSteps(L) {
     // Every recorded fact, one per step, in the call tree's order: a call's entry and
     // arguments before anything inside it, its return and exit after; each child call one
@@ -299,7 +304,8 @@
     // clocks disagree, else by start) and a span's own facts among its children.
     // Concurrent children (threads) are shown one after the other.
     function ordered(sibs) {
-      var all = sibs.length && sibs.every(function (s) { return s.hlc; });
+      if (sibs.length < 2) return sibs;  // read only: nothing to sort
+      var all = sibs.every(function (s) { return s.hlc; });
       return sibs.slice().sort(all
         ? function (a, b) { return a.hlc < b.hlc ? -1 : a.hlc > b.hlc ? 1 : a.start - b.start; }
         : function (a, b) { return a.start - b.start; });
@@ -307,20 +313,20 @@
     var steps = [], seen = Object.create(null);
     function open(span) {
       seen[span.id] = true;
-      steps.push({ k: "enter", s: span.i, n: span.name, v: "", t: span.start });
-      Object.keys(span.attrs).forEach(function (key) {
-        if (key.indexOf("scope.arg.") === 0) steps.push({ k: "arg", s: span.i, n: key.slice(10), v: span.attrs[key], t: span.start });
-      });
-      var facts = span.events.slice().sort(function (a, b) { return a.t - b.t; }).map(function (e) {
+      steps.push(new Step("enter", span.i, span.name, "", span.start));
+      for (var key in span.attrs) {
+        if (key.indexOf("scope.arg.") === 0) steps.push(new Step("arg", span.i, key.slice(10), span.attrs[key], span.start));
+      }
+      var facts = !span.events.length ? NONE : span.events.slice().sort(function (a, b) { return a.t - b.t; }).map(function (e) {
         var f = eventFact(e);
-        return { k: f[0], s: span.i, n: f[1], v: f[2], t: e.t };
+        return new Step(f[0], span.i, f[1], f[2], e.t);
       });
-      return { span: span, facts: facts, kids: ordered(L.children[span.id] || []), f: 0, c: 0 };
+      return { span: span, facts: facts, kids: ordered(L.children[span.id] || NONE), f: 0, c: 0 };
     }
     function close(span) {
       var end = span.start + span.dur;
-      if ("scope.return" in span.attrs) steps.push({ k: "return", s: span.i, n: "", v: span.attrs["scope.return"], t: end });
-      steps.push({ k: "exit", s: span.i, n: span.name, v: span.status, t: end });
+      if ("scope.return" in span.attrs) steps.push(new Step("return", span.i, "", span.attrs["scope.return"], end));
+      steps.push(new Step("exit", span.i, span.name, span.status, end));
     }
     ordered(L.roots).forEach(function (root) {
       if (seen[root.id]) return;
