@@ -237,7 +237,7 @@
     this.process = c.process_d[c.process_i[i]];
     this.start = c.start[i]; this.dur = c.dur[i];
     this.status = c.status_d[c.status_i[i]]; this.status_msg = c.status_msg[i];
-    this.attrs = c.attrs[i];
+    this.c = c; this.a0 = 0; this.an = c.attr_n[i]; this._attrs = null;  // attributes: c.attr_*[a0, a0 + an)
     this.events = c.events[i].length ? c.events[i].map(function (e) { return { t: e[0], name: e[1], attrs: e[2] }; }) : NONE;
     this.links = c.links[i].length ? c.links[i].map(function (l) { return { trace_id: l[0], span_id: l[1], attrs: l[2] }; }) : NONE;
     this.sql = c.sql_d[c.sql_i[i]]; this.hlc = c.hlc[i];
@@ -245,10 +245,19 @@
     this.same = (c.name_i[i] * c.service_d.length + c.service_i[i]) * c.sql_d.length + c.sql_i[i];
     this.depth = 0; this.i = 0; this.group = 0; this.err = 0;
   }
+  Object.defineProperty(Span.prototype, "attrs", { get: function () {
+    // key -> value, built when first read (the waterfall and time travel read the columns)
+    if (!this._attrs) {
+      var a = Object.create(null), c = this.c;
+      for (var j = this.a0; j < this.a0 + this.an; j++) a[c.attr_d[c.attr_i[j]]] = c.attr_v[j];
+      this._attrs = a;
+    }
+    return this._attrs;
+  } });
   var NONE = Object.freeze([]);
   function decodeSpans(c) {
     var out = new Array(c.n);
-    for (var i = 0; i < c.n; i++) out[i] = new Span(c, i);
+    for (var i = 0, at = 0; i < c.n; i++) { out[i] = new Span(c, i); out[i].a0 = at; at += out[i].an; }
     return out;
   }
 
@@ -311,11 +320,15 @@
         : function (a, b) { return a.start - b.start; });
     }
     var steps = [], seen = Object.create(null);
+    var c = L.spans.length ? L.spans[0].c : { attr_d: [], attr_i: [], attr_v: [] };
+    var argName = c.attr_d.map(function (key) { return key.indexOf("scope.arg.") === 0 ? key.slice(10) : null; });
+    var returned = c.attr_d.indexOf("scope.return");
     function open(span) {
       seen[span.id] = true;
       steps.push(new Step("enter", span.i, span.name, "", span.start));
-      for (var key in span.attrs) {
-        if (key.indexOf("scope.arg.") === 0) steps.push(new Step("arg", span.i, key.slice(10), span.attrs[key], span.start));
+      for (var j = span.a0; j < span.a0 + span.an; j++) {
+        var arg = argName[c.attr_i[j]];
+        if (arg !== null) steps.push(new Step("arg", span.i, arg, c.attr_v[j], span.start));
       }
       var facts = !span.events.length ? NONE : span.events.slice().sort(function (a, b) { return a.t - b.t; }).map(function (e) {
         var f = eventFact(e);
@@ -325,7 +338,9 @@
     }
     function close(span) {
       var end = span.start + span.dur;
-      if ("scope.return" in span.attrs) steps.push(new Step("return", span.i, "", span.attrs["scope.return"], end));
+      for (var j = span.a0; j < span.a0 + span.an; j++) {
+        if (c.attr_i[j] === returned) { steps.push(new Step("return", span.i, "", c.attr_v[j], end)); break; }
+      }
       steps.push(new Step("exit", span.i, span.name, span.status, end));
     }
     ordered(L.roots).forEach(function (root) {
