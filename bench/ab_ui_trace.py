@@ -21,9 +21,10 @@ measured the same way for both trees by a script the harness adds to the page:
 - *key*: a → key pressed as soon as the page is painted has been handled
   (time travel shows its first step).  This is the target's "interactive".
 
-Prints each side's medians, the paired differences, every load's numbers, and the CPU
-each load cost (the viewer's process, from /proc; the page's main thread, Chromium's
-``TaskDuration``), which the machine's load moves less than the times.
+Prints each side's medians, the paired differences, every load's numbers, the CPU each
+load cost the viewer's process (from /proc: the load moves it less than the times) and
+how long the page's main thread spent in tasks (Chromium's ``TaskDuration``: wall time
+inside tasks, so the load still stretches it).
 The first round is a warm-up.  Nothing is asserted.
 """
 from __future__ import annotations
@@ -158,9 +159,8 @@ def main() -> int:
     for name, by in times.items():
         print(f"{name} key, each load: " + " ".join(f"{v:.0f}" for v in by["key"]))
     for name, by in cpu.items():
-        print(f"{name} CPU per load (less moved by the load): server process median "
-              f"{statistics.median(by['server']):.0f} ms, page's main thread (tasks, to the key handled) median "
-              f"{statistics.median(by['page']):.0f} ms")
+        print(f"{name} per load: viewer process CPU median {statistics.median(by['server']):.0f} ms, "
+              f"page's main thread in tasks (to the key handled) median {statistics.median(by['page']):.0f} ms")
     return 0
 
 
