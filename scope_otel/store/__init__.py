@@ -279,6 +279,15 @@ class Store:
     def close(self) -> None:
         self._backend.close()
 
+    def keep_open(self, idle_s: float) -> None:
+        """Keep an embedded store's engine open until ``idle_s`` seconds pass without a query (default 2).
+
+        Opening the engine costs ~0.5 s, so an interactive reader (the viewer) keeps it
+        between requests; another process that asks for the store still gets it within
+        ~0.1 s, as from any idle owner.
+        """
+        self._backend.idle_close_s = float(idle_s)
+
     # -- helpers -------------------------------------------------------------
 
     def _one_trace(self, order: str) -> str | None:

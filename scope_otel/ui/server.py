@@ -3,8 +3,9 @@
 Pages (``/``, ``/trace/<id>``, ``/graph``), their JSON (``/api/...``), saved
 pages (``/trace/<id>.html``), Chrome-trace downloads and the two static
 assets.  One store query runs at a time (an embedded store is one engine per
-process); a store held by a running application is shared as ``scope-otel
-query`` shares it.  Bound to 127.0.0.1 unless told otherwise; with a token,
+process, kept open between requests); a store held by a running application
+is shared as ``scope-otel query`` shares it.  Serving a trace page starts
+reading its trace, so the read overlaps the page's loading.  Bound to 127.0.0.1 unless told otherwise; with a token,
 every request must carry it (``?token=`` once, then a cookie, or an
 ``Authorization: Bearer`` header).  Responses forbid framing and carry a
 Content-Security-Policy that allows only the viewer's own script.
@@ -16,7 +17,9 @@ import hmac
 import json
 import re
 import threading
+import time
 import urllib.parse
+from concurrent.futures import Future
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -32,13 +35,26 @@ _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 's
         "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 
 
+#: An embedded store's engine stays open this long after the viewer's last query (opening it
+#: costs ~0.5 s, more under load; the list page asks every 3 s).  A process that asks for
+#: the store, such as an application's store writer, still gets it within ~0.1 s.
+KEEP_OPEN_S = 60.0
+#: A trace read ahead for a page just served (:meth:`ViewerServer.prefetch_trace`) is used for
+#: that page's data request within this many seconds, else dropped and read again.
+PREFETCH_KEEP_S = 10.0
+PREFETCH_MAX = 4
+
+
 class ViewerServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, store: Store, host: str = "127.0.0.1", port: int = 0, token: str | None = None) -> None:
         self.store = store
+        store.keep_open(KEEP_OPEN_S)
         self.token = token or None
         self.lock = threading.Lock()
+        self._prefetched: dict[str, tuple[float, Future]] = {}
+        self._prefetch_lock = threading.Lock()
         super().__init__((host, port), _Handler)
 
     @property
@@ -51,6 +67,36 @@ class ViewerServer(ThreadingHTTPServer):
         """Run one store read, one at a time."""
         with self.lock:
             return fn(self.store, *args)
+
+    def prefetch_trace(self, trace_id: str) -> None:
+        """Start reading a trace whose page was just served: its script asks for the data next,
+        and the read then overlaps the page's own loading instead of following it."""
+        now = time.monotonic()
+        with self._prefetch_lock:
+            for key, (when, _) in list(self._prefetched.items()):
+                if now - when > PREFETCH_KEEP_S:
+                    del self._prefetched[key]
+            self._prefetched.pop(trace_id, None)  # an older read of it: this page gets a fresh one
+            if len(self._prefetched) >= PREFETCH_MAX:
+                return
+            future: Future = Future()
+            self._prefetched[trace_id] = (now, future)
+
+        def read() -> None:
+            try:
+                future.set_result(self.ask(model.load_trace, trace_id))
+            except BaseException as exc:  # handed to whoever asks for the trace
+                future.set_exception(exc)
+
+        threading.Thread(target=read, name="scope-otel-ui-prefetch", daemon=True).start()
+
+    def trace_bundle(self, trace_id: str) -> dict[str, Any] | None:
+        """The trace's bundle: the one read for its page moments ago, else read now."""
+        with self._prefetch_lock:
+            when, future = self._prefetched.pop(trace_id, (0.0, None))
+        if future is not None and time.monotonic() - when <= PREFETCH_KEEP_S:
+            return future.result()
+        return self.ask(model.load_trace, trace_id)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -90,7 +136,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._json(self.server.ask(model.load_graph, _one(query, "by") or "service", window_s))
             m = _API_TRACE.fullmatch(path)
             if m:
-                bundle = self.server.ask(model.load_trace, m.group(1).lower())
+                bundle = self.server.trace_bundle(m.group(1).lower())
                 if bundle is None:
                     return self._error(HTTPStatus.NOT_FOUND, f"trace {m.group(1)} is not in the store")
                 if m.group(2):
@@ -111,6 +157,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not saved:  # a shell: the page fetches /api/trace/<id> (see ui.js)
             if not self.server.ask(model.has_trace, trace_id):
                 return self._error(HTTPStatus.NOT_FOUND, f"trace {trace_id} is not in the store")
+            self.server.prefetch_trace(trace_id)
             return self._html(pages.served("trace", {"trace_id": trace_id}, fetch=f"/api/trace/{trace_id}"))
         bundle = self.server.ask(model.load_trace, trace_id)
         if bundle is None:

@@ -58,7 +58,8 @@ def test_trace_bundle_holds_every_span_with_times_from_the_start_and_its_facts(v
     assert 0 <= exc["t"] - bad_add[0]["start"] <= bad_add[0]["dur"] + 1000
     selects = [s for s in spans if s["kind"] == "client" and s["sql"]]
     assert selects and all(s["sql"].startswith("SELECT products.id") for s in selects)
-    assert json.loads(model.trace_json(bundle))["spans"] == spans
+    columns = json.loads(model.trace_json(bundle))["columns"]  # what the page gets: the same spans
+    assert columns["n"] == 10 and model.spans({"columns_json": json.dumps(columns)}) == spans
 
 
 def test_repeated_siblings_group_where_the_first_stood():
@@ -192,3 +193,44 @@ def test_trace_page_is_a_shell_that_preloads_its_data_and_an_unknown_trace_is_40
     with pytest.raises(urllib.error.HTTPError) as missing:
         urllib.request.urlopen(f"{viewer.base}/trace/{'0' * 32}", timeout=30)
     assert missing.value.code == 404
+
+
+def test_viewer_keeps_the_engine_open_between_requests_and_lets_go_when_another_process_asks(viewer, shop_store):
+    """Opening an embedded store's engine costs ~0.5 s (more under load): a page opened a few
+    seconds after the last one must not pay it again, yet an application or a query still gets
+    the store."""
+    import time
+
+    from scope_otel.store.ownership import owner_is_running
+    from tests.support.procs import clean_env, run, tool
+
+    urllib.request.urlopen(f"{viewer.base}/api/services", timeout=60).read()
+    time.sleep(3.5)  # past a store's default idle close (2 s)
+    assert owner_is_running(shop_store), "the viewer closed the engine between requests"
+    result = run([tool("scope-otel"), "query", "SELECT count() FROM otel_traces", "--store", shop_store,
+                  "--database", "otel", "--format", "csv", "--wait", "30"], clean_env(), timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert int(result.stdout.strip().splitlines()[-1]) > 0
+    assert json.loads(urllib.request.urlopen(f"{viewer.base}/api/services", timeout=60).read()) == ["shop"]
+
+
+def test_trace_page_starts_reading_its_data_when_served_and_the_data_request_uses_that_read(viewer, failing_order):
+    """The read of a trace overlaps the page's own loading: it starts when the shell is served,
+    the page's data request takes that result, and a later request reads the store again."""
+    import time
+
+    calls: list[str] = []
+    ask_store = viewer.server.ask
+    viewer.server.ask = lambda fn, *args: (calls.append(fn.__name__), ask_store(fn, *args))[1]
+    try:
+        urllib.request.urlopen(f"{viewer.base}/trace/{failing_order}", timeout=60).read()
+        deadline = time.monotonic() + 30
+        while "load_trace" not in calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert calls == ["has_trace", "load_trace"]  # started before the page asked for it
+        first = json.loads(urllib.request.urlopen(f"{viewer.base}/api/trace/{failing_order}", timeout=60).read())
+        assert calls == ["has_trace", "load_trace"] and first["columns"]["n"] == 10
+        again = json.loads(urllib.request.urlopen(f"{viewer.base}/api/trace/{failing_order}", timeout=60).read())
+        assert calls == ["has_trace", "load_trace", "load_trace"] and again == first
+    finally:
+        viewer.server.ask = ask_store

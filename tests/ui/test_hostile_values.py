@@ -35,7 +35,8 @@ def hostile(viewer):
          "map('http.route', {img:String}, 'scope.hlc', '')", "[]", "[]"),
         ("0000000000000002", "0000000000000001", "{img:String}", "SPAN_KIND_INTERNAL", "STATUS_CODE_ERROR", 1000,
          f"map('scope.kind', 'function', 'scope.arg.' || {{quotes:String}}, {{close:String}}, 'scope.arg.big', {{big:String}}, "
-         f"'scope.arg.nul', {{nul:String}}, 'scope.arg.bytes', {bad_utf8}, 'scope.return', {{script:String}})",
+         f"'scope.arg.nul', {{nul:String}}, 'scope.arg.bytes', {bad_utf8}, 'scope.return', {{script:String}}, "
+         f"'__proto__', {{img:String}}, 'constructor', {{quotes:String}})",
          f"[({base}, 'scope.state_change', map('scope.target', {{img:String}}, 'scope.value', {{close:String}})),"
          f" ({base}, 'exception', map('exception.type', {{script:String}}, 'exception.message', {{img:String}}, "
          f"'exception.stacktrace', 'Traceback (most recent call last):\\n  File \"' || {{close:String}} || '\", line 1, in ' || {{img:String}} || '\\nX: y\\n')),"
@@ -92,6 +93,10 @@ def test_hostile_trace_page_every_span_and_step_renders_as_text(page, viewer, ho
     expect(page.locator("#detail-args")).to_contain_text("before\x00after")
     expect(page.locator("#detail-args")).to_contain_text("\ufffd")  # invalid UTF-8, replaced and shown
     expect(page.locator("#detail-return pre")).to_have_text(SCRIPT)
+    attributes = page.locator("#detail details.attrs")  # keys that name JavaScript's own properties
+    expect(attributes.locator("th", has_text="__proto__")).to_have_count(1)
+    expect(attributes.locator("tr", has_text="constructor")).to_contain_text(QUOTES)
+    expect(attributes.locator("tr", has_text="__proto__")).to_contain_text(IMG)
     expect(page.locator("#detail-exception")).to_contain_text(IMG)
     big = page.locator("button.more")
     expect(big).to_have_text("show all 65,567 characters")

@@ -212,30 +212,65 @@
   var ROW = 24;        // px per waterfall row
   var GROUP_MIN = 3;   // siblings repeated this often show as one group (as `scope-otel trace` does)
 
-  function groupRepeats(kids, key) {
-    // siblings in order; those sharing a key GROUP_MIN times or more gathered where the first stood
-    var counts = {}, out = [], groups = {};
-    kids.forEach(function (c) { var k = key(c); counts[k] = (counts[k] || 0) + 1; });
+  function groupRepeats(kids) {
+    // siblings in order; those sharing service, name and SQL (Span.same) GROUP_MIN times or
+    // more gathered where the first stood
+    if (kids.length < GROUP_MIN) return kids.map(function (c) { return [c]; });
+    var counts = new Map(), out = [], groups = new Map();
+    kids.forEach(function (c) { counts.set(c.same, (counts.get(c.same) || 0) + 1); });
     kids.forEach(function (c) {
-      var k = key(c);
-      if (counts[k] >= GROUP_MIN) {
-        if (!groups[k]) { groups[k] = []; out.push(groups[k]); }
-        groups[k].push(c);
+      if (counts.get(c.same) >= GROUP_MIN) {
+        var g = groups.get(c.same);
+        if (!g) { g = []; groups.set(c.same, g); out.push(g); }
+        g.push(c);
       } else out.push([c]);
     });
+    return out;
+  }
+
+  function Span(c, i) {
+    // one span of the server's columns (model.COLUMNS), every field set here so that all
+    // spans share one shape; layout() fills depth, order, group and error marks
+    this.id = c.id[i]; this.parent = c.parent[i];
+    this.name = c.name_d[c.name_i[i]]; this.kind = c.kind_d[c.kind_i[i]];
+    this.service = c.service_d[c.service_i[i]]; this.instance = c.instance_d[c.instance_i[i]];
+    this.process = c.process_d[c.process_i[i]];
+    this.start = c.start[i]; this.dur = c.dur[i];
+    this.status = c.status_d[c.status_i[i]]; this.status_msg = c.status_msg[i];
+    this.c = c; this.a0 = 0; this.an = c.attr_n[i]; this._attrs = null;  // attributes: c.attr_*[a0, a0 + an)
+    this.events = c.events[i].length ? c.events[i].map(function (e) { return { t: e[0], name: e[1], attrs: e[2] }; }) : NONE;
+    this.links = c.links[i].length ? c.links[i].map(function (l) { return { trace_id: l[0], span_id: l[1], attrs: l[2] }; }) : NONE;
+    this.sql = c.sql_d[c.sql_i[i]]; this.hlc = c.hlc[i];
+    // equal for spans with the same service, name and SQL (the columns' dictionary indices)
+    this.same = (c.name_i[i] * c.service_d.length + c.service_i[i]) * c.sql_d.length + c.sql_i[i];
+    this.depth = 0; this.i = 0; this.group = 0; this.err = 0;
+  }
+  Object.defineProperty(Span.prototype, "attrs", { get: function () {
+    // key -> value, built when first read (the waterfall and time travel read the columns)
+    if (!this._attrs) {
+      var a = Object.create(null), c = this.c;
+      for (var j = this.a0; j < this.a0 + this.an; j++) a[c.attr_d[c.attr_i[j]]] = c.attr_v[j];
+      this._attrs = a;
+    }
+    return this._attrs;
+  } });
+  var NONE = Object.freeze([]);
+  function decodeSpans(c) {
+    var out = new Array(c.n);
+    for (var i = 0, at = 0; i < c.n; i++) { out[i] = new Span(c, i); out[i].a0 = at; at += out[i].an; }
     return out;
   }
 
   function layout(input) {
     // depth-first order (siblings by start), depth, repeated-sibling groups, error marks:
     // err 2 = a failing span, 1 = on the path from one to its root
-    var byId = {}, children = {}, roots = [];
-    input.forEach(function (s) { byId[s.id] = s; s.err = 0; s.group = 0; });
+    var byId = Object.create(null), children = Object.create(null), roots = [];
+    input.forEach(function (s) { byId[s.id] = s; });
     input.forEach(function (s) {
       if (s.parent && byId[s.parent] && s.parent !== s.id) (children[s.parent] = children[s.parent] || []).push(s);
       else roots.push(s);
     });
-    var ordered = [], seen = {}, groupNo = 0, stack = [];
+    var ordered = [], seen = Object.create(null), groupNo = 0, stack = [];
     for (var r = roots.length - 1; r >= 0; r--) stack.push([roots[r], 0]);
     while (stack.length) {
       var top = stack.pop(), span = top[0], depth = top[1];
@@ -243,7 +278,7 @@
       seen[span.id] = true;
       span.depth = depth;
       ordered.push(span);
-      var rows = groupRepeats(children[span.id] || [], function (c) { return c.service + "\u0000" + c.name + "\u0000" + c.sql; });
+      var rows = groupRepeats(children[span.id] || NONE);
       rows.forEach(function (row) { if (row.length > 1) { groupNo++; row.forEach(function (m) { m.group = groupNo; }); } });
       for (var i = rows.length - 1; i >= 0; i--) for (var j = rows[i].length - 1; j >= 0; j--) stack.push([rows[i][j], depth + 1]);
     }
@@ -265,6 +300,11 @@
     return ["event", e.name, Object.keys(a).map(function (k) { return k + "=" + a[k]; }).join(", ")];
   }
 
+  function Step(k, s, n, v, t) {
+    // one fact of time travel: its kind, the span's index, a name, a value, the time (ns)
+    this.k = k; this.s = s; this.n = n; this.v = v; this.t = t;
+  }
+
   function buildSteps(L) {
     // Every recorded fact, one per step, in the call tree's order: a call's entry and
     // arguments before anything inside it, its return and exit after; each child call one
@@ -273,28 +313,35 @@
     // clocks disagree, else by start) and a span's own facts among its children.
     // Concurrent children (threads) are shown one after the other.
     function ordered(sibs) {
-      var all = sibs.length && sibs.every(function (s) { return s.hlc; });
+      if (sibs.length < 2) return sibs;  // read only: nothing to sort
+      var all = sibs.every(function (s) { return s.hlc; });
       return sibs.slice().sort(all
         ? function (a, b) { return a.hlc < b.hlc ? -1 : a.hlc > b.hlc ? 1 : a.start - b.start; }
         : function (a, b) { return a.start - b.start; });
     }
-    var steps = [], seen = {};
+    var steps = [], seen = Object.create(null);
+    var c = L.spans.length ? L.spans[0].c : { attr_d: [], attr_i: [], attr_v: [] };
+    var argName = c.attr_d.map(function (key) { return key.indexOf("scope.arg.") === 0 ? key.slice(10) : null; });
+    var returned = c.attr_d.indexOf("scope.return");
     function open(span) {
       seen[span.id] = true;
-      steps.push({ k: "enter", s: span.i, n: span.name, v: "", t: span.start });
-      Object.keys(span.attrs).forEach(function (key) {
-        if (key.indexOf("scope.arg.") === 0) steps.push({ k: "arg", s: span.i, n: key.slice(10), v: span.attrs[key], t: span.start });
-      });
-      var facts = span.events.slice().sort(function (a, b) { return a.t - b.t; }).map(function (e) {
+      steps.push(new Step("enter", span.i, span.name, "", span.start));
+      for (var j = span.a0; j < span.a0 + span.an; j++) {
+        var arg = argName[c.attr_i[j]];
+        if (arg !== null) steps.push(new Step("arg", span.i, arg, c.attr_v[j], span.start));
+      }
+      var facts = !span.events.length ? NONE : span.events.slice().sort(function (a, b) { return a.t - b.t; }).map(function (e) {
         var f = eventFact(e);
-        return { k: f[0], s: span.i, n: f[1], v: f[2], t: e.t };
+        return new Step(f[0], span.i, f[1], f[2], e.t);
       });
-      return { span: span, facts: facts, kids: ordered(L.children[span.id] || []), f: 0, c: 0 };
+      return { span: span, facts: facts, kids: ordered(L.children[span.id] || NONE), f: 0, c: 0 };
     }
     function close(span) {
       var end = span.start + span.dur;
-      if ("scope.return" in span.attrs) steps.push({ k: "return", s: span.i, n: "", v: span.attrs["scope.return"], t: end });
-      steps.push({ k: "exit", s: span.i, n: span.name, v: span.status, t: end });
+      for (var j = span.a0; j < span.a0 + span.an; j++) {
+        if (c.attr_i[j] === returned) { steps.push(new Step("return", span.i, "", c.attr_v[j], end)); break; }
+      }
+      steps.push(new Step("exit", span.i, span.name, span.status, end));
     }
     ordered(L.roots).forEach(function (root) {
       if (seen[root.id]) return;
@@ -316,7 +363,7 @@
   function tracePage() {
     header("trace");
     var T = DATA.trace;
-    var L = layout(T.spans);
+    var L = layout(decodeSpans(T.columns));
     var spans = L.spans, byId = L.byId;
     MARK("laid-out");
     T.steps = null;  // built after the first paint (allSteps), or when first needed
@@ -590,7 +637,7 @@
     var slider = el("input", { type: "range", min: "0", max: "0", value: "0", id: "tt-slider" });
     function allSteps() {
       // every step of the trace (buildSteps): a 10,000-span trace has ~30,000, so the page is
-      // drawn first and they are built right after, or at once when time travel is used earlier
+      // drawn first and they are built when it is idle, or at once when time travel is used earlier
       if (!T.steps) {
         T.steps = buildSteps(L);
         slider.max = String(Math.max(0, T.steps.length - 1));
@@ -685,7 +732,9 @@
     window.addEventListener("resize", draw);
     document.body.setAttribute("data-ready-ms", String(Math.round(performance.now())));
     document.body.setAttribute("data-ready", "1");
-    requestAnimationFrame(function () { setTimeout(function () { allSteps(); MARK("steps"); }, 0); });
+    // the steps when the page is idle after its first frame (a click or key before that builds them)
+    var idle = window.requestIdleCallback ? function (f) { requestIdleCallback(f, { timeout: 2000 }); } : function (f) { setTimeout(f, 0); };
+    requestAnimationFrame(function () { idle(function () { allSteps(); MARK("steps"); }); });
   }
 
   // -- graphs ------------------------------------------------------------------
