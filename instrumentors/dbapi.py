@@ -105,7 +105,10 @@ class ScopeDBAPIInstrumentor(ScopeInstrumentor):
 def _run(database: _sql.Database, text: Any, call: Callable, rowcount: Callable | None = None) -> Any:
     """``call()`` inside the span of statement ``text`` (when not claimed)."""
     state = _state
-    if state is None or _sql.claimed() or type(text) is not str:
+    claimed = _sql.claimed()
+    if claimed:  # recorded by a framework: by its statement's span, or by the set-up of a connection
+        return call() if claimed is True else claimed.run(text, call)
+    if state is None or type(text) is not str:
         return call()
     return _sql.run(state.tracer, database, text, call, rowcount, "dbapi")
 
@@ -269,7 +272,8 @@ class _TracedCursor:
 
     def execute(self, sql: Any, parameters: Any = _UNSET, /) -> Any:
         state = _state
-        if state is None or type(sql) is not str or _sql.claimed() or (db := _db_of(self.connection)) is None:
+        claimed = _sql.claimed()
+        if state is None or claimed is True or type(sql) is not str or (db := _db_of(self.connection)) is None:
             if parameters is _UNSET:
                 return super().execute(sql)
             return super().execute(sql, parameters)
@@ -277,6 +281,8 @@ class _TracedCursor:
             call = lambda: super(_TracedCursor, self).execute(sql)  # noqa: E731
         else:
             call = lambda: super(_TracedCursor, self).execute(sql, parameters)  # noqa: E731
+        if claimed:  # a connection's set-up
+            return claimed.run(sql, call)
         return _sql.run(state.tracer, db, sql, call, None, "dbapi")
 
     def executemany(self, sql: Any, parameters: Any, /) -> Any:
@@ -316,7 +322,11 @@ def _pg_rowcount(cursor: Any) -> Callable[[], int]:
 
 def _make_pg_execute(original: Callable) -> Callable:
     def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
-        if _state is None or _sql.claimed() or type(query) is not str:
+        claimed = _sql.claimed()
+        if claimed:  # recorded by a framework: by its statement's span, or by the set-up of a connection
+            call = lambda: original(self, query, *args, **kwargs)  # noqa: E731
+            return call() if claimed is True else claimed.run(query, call)
+        if _state is None or type(query) is not str:
             return original(self, query, *args, **kwargs)
         try:
             db = _pg_database(self.connection)
@@ -331,7 +341,10 @@ def _make_pg_execute(original: Callable) -> Callable:
 def _make_pg_execute_async(original: Callable) -> Callable:
     async def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
         state = _state
-        if state is None or _sql.claimed() or type(query) is not str:
+        claimed = _sql.claimed()
+        if claimed is not False and claimed is not True:  # a connection's set-up
+            claimed.add(query)
+        if state is None or claimed or type(query) is not str:
             return await original(self, query, *args, **kwargs)
         try:
             span, rows = _sql.start(state.tracer, _pg_database(self.connection), query)
@@ -362,14 +375,15 @@ def _make_pg_end(original: Callable) -> Callable:
     text = "COMMIT" if original.__name__ == "commit" else "ROLLBACK"
 
     def end(self) -> Any:
-        if _state is None or _sql.claimed():
+        if _state is None or _sql.claimed() is True:
             return original(self)
+        db = None
         try:
-            if not _pg_in_transaction(self):
-                return original(self)
-            db = _pg_database(self)
+            if _pg_in_transaction(self):  # else the driver sends nothing
+                db = _pg_database(self)
         except Exception:
             failed("dbapi.psycopg.end")
+        if db is None:
             return original(self)
         return _run(db, text, lambda: original(self))
 
@@ -382,14 +396,19 @@ def _make_pg_end_async(original: Callable) -> Callable:
 
     async def end(self) -> Any:
         state = _state
-        if state is None or _sql.claimed():
+        claimed = _sql.claimed()
+        if state is None or claimed is True:
             return await original(self)
+        span = None
         try:
-            if not _pg_in_transaction(self):
-                return await original(self)
-            span, _ = _sql.start(state.tracer, _pg_database(self), text)
+            if _pg_in_transaction(self):
+                if claimed:  # a connection's set-up
+                    claimed.add(text)
+                else:
+                    span, _ = _sql.start(state.tracer, _pg_database(self), text)
         except Exception:
             failed("dbapi.psycopg.end")
+        if span is None:
             return await original(self)
         try:
             result = await original(self)

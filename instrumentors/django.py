@@ -146,6 +146,9 @@ class ScopeDjangoInstrumentor(ScopeInstrumentor):
             # connection.execute_wrappers, every connection of every thread
             Patch("django.db.backends.utils", "CursorWrapper", "_execute", _make_execute),
             Patch("django.db.backends.utils", "CursorWrapper", "_executemany", _make_execute),
+            # the statements a new connection runs (the backend's set-up, connection_created
+            # receivers'): one "connect" span
+            Patch("django.db.backends.base.base", "BaseDatabaseWrapper", "connect", _make_connect),
             # nothing on pre_delete/post_delete: a receiver there makes Django
             # give up fast deletes (it SELECTs every row first); a deletion
             # shows as its DELETE span instead
@@ -410,7 +413,11 @@ def _make_execute(original: Callable) -> Callable:
 
     def execute(self, sql: Any, params: Any, *wrapper_args: Any) -> Any:
         state = _state
-        if state is None or type(sql) is not str or _sql.claimed():
+        claimed = _sql.claimed()
+        if claimed:  # a statement of a connection's set-up (a connection_created receiver's)
+            return original(self, sql, params, *wrapper_args) if claimed is True else claimed.run(
+                sql, lambda: original(self, sql, params, *wrapper_args))
+        if state is None or type(sql) is not str:
             return original(self, sql, params, *wrapper_args)
         try:
             database = _database(state, self.db)
@@ -424,6 +431,26 @@ def _make_execute(original: Callable) -> Callable:
     execute.__qualname__ = original.__qualname__
     execute.__doc__ = original.__doc__
     return execute
+
+
+def _make_connect(original: Callable) -> Callable:
+    def connect(self) -> None:
+        state = _state
+        if state is None or _sql.claimed():
+            return original(self)
+        setup = _sql.connecting()
+        try:
+            original(self)
+        finally:
+            try:
+                _sql.connected(state.tracer, _database(state, self), setup)
+            except Exception:
+                failed("django.sql.connect")
+
+    connect.__name__ = original.__name__
+    connect.__qualname__ = original.__qualname__
+    connect.__doc__ = original.__doc__
+    return connect
 
 
 def _database(state: _State, connection: Any) -> _sql.Database:
