@@ -152,16 +152,25 @@ def _make_connect(original: Callable) -> Callable:
     return connect
 
 
-def _default_connection() -> type:
-    import sqlite3
+_DEFAULTS: dict[str, type] = {}  # the traced sqlite3.Connection and sqlite3.Cursor, once made
 
-    return _connection_class(sqlite3.Connection)
+
+def _default_connection() -> type:
+    found = _DEFAULTS.get("connection")
+    if found is None:
+        import sqlite3
+
+        found = _DEFAULTS["connection"] = _connection_class(sqlite3.Connection)
+    return found
 
 
 def _default_cursor() -> type:
-    import sqlite3
+    found = _DEFAULTS.get("cursor")
+    if found is None:
+        import sqlite3
 
-    return _cursor_class(sqlite3.Cursor)
+        found = _DEFAULTS["cursor"] = _cursor_class(sqlite3.Cursor)
+    return found
 
 
 def _sqlite_database(state: _State, database: Any) -> _sql.Database:
@@ -243,6 +252,13 @@ class _TracedConnection:
     # parameters passed on only when given: a cursor subclass may tell "none"
     # from "empty" (Django's SQLite cursor formats a query only when given some)
     def execute(self, sql: Any, parameters: Any = _UNSET, /) -> Any:
+        claimed = _sql.claimed()
+        if claimed:  # recorded above (CPython's own execute still makes its cursor with self.cursor())
+            if parameters is _UNSET:
+                call = lambda: super(_TracedConnection, self).execute(sql)  # noqa: E731
+            else:
+                call = lambda: super(_TracedConnection, self).execute(sql, parameters)  # noqa: E731
+            return call() if claimed is True else claimed.run(sql, call)
         if parameters is _UNSET:
             return self.cursor().execute(sql)
         return self.cursor().execute(sql, parameters)
