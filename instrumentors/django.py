@@ -61,11 +61,21 @@ SQL
     it runs in.  The text recorded is the one sent to the driver, after the
     program's own execute wrappers; ``connection.execute_wrappers`` holds
     only the program's, and no receiver is connected to ``connection_created``.
-    ``callproc`` is not recorded.  ``COMMIT`` and ``ROLLBACK`` are the
+    ``callproc`` is not recorded.  The statements a new connection runs
+    while Django opens it (``DatabaseWrapper.connect``: the backend's set-up
+    on the driver's connection, such as SQLite's ``PRAGMA foreign_keys =
+    ON``, PostgreSQL's ``SET TIME ZONE``, and those of ``connection_created``
+    receivers) are one CLIENT span named ``connect``, from the start of the
+    connect to its end, whose ``db.query.text`` lists every one of them
+    (joined by ``"; "``) and ``scope.db.setup_statements`` their number; a
+    failing one marks it ``error.type``.  With Django's default
+    ``CONN_MAX_AGE=0`` this runs on every request: one span, not one per
+    statement.  Only statements the integrations see are listed (the driver's
+    when the DB-API integration traces it).  ``COMMIT`` and ``ROLLBACK`` are the
     driver's (``commit()`` is not a cursor statement): they are spans where
     the DB-API integration traces the driver.  The request span carries
-    ``scope.db.statements`` and ``scope.db.repeated_statements`` (same
-    ``db.query.text`` again: N+1).  Over an instrumented driver a statement
+    ``scope.db.statements`` (a connection's set-up counting its statements)
+    and ``scope.db.repeated_statements`` (same ``db.query.text`` again: N+1).  Over an instrumented driver a statement
     is still one span: this one.
 
 Span name, attributes and options
