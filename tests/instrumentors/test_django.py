@@ -512,6 +512,37 @@ def test_postgresql_orm_statements_are_one_span_each_with_server_and_rows(spans,
     assert attrs["db.response.returned_rows"] == 2
 
 
+def test_postgresql_connection_setup_is_one_connect_span(spans, pg_items):
+    from django.db import connections
+    from django.db.backends.signals import connection_created
+
+    from scope_otel.instrumentors.dbapi import ScopeDBAPIInstrumentor
+
+    def receiver(connection, **_):  # the program's set-up, the usual kind on PostgreSQL
+        if connection.alias == "pg":
+            with connection.cursor() as cursor:
+                cursor.execute("SET search_path TO public")
+
+    pg = connections["pg"]
+    pg.close()
+    connection_created.connect(receiver)
+    try:
+        with instrumented(ScopeDjangoInstrumentor(), spans), instrumented(ScopeDBAPIInstrumentor(), spans):
+            with spans.tracer.start_as_current_span("work") as work:
+                with pg.cursor() as cursor:
+                    cursor.execute("SELECT 1")
+    finally:
+        connection_created.disconnect(receiver)
+        pg.close()
+    sql = [s for s in spans.all() if s.kind is SpanKind.CLIENT]
+    assert [s.name for s in sql] == ["connect", "SELECT"]
+    assert all(s.parent.span_id == work.get_span_context().span_id for s in sql)
+    connect = sql[0].attributes
+    assert connect["db.query.text"].split("; ")[-1] == "SET search_path TO public"
+    assert connect["scope.db.setup_statements"] == len(connect["db.query.text"].split("; "))
+    assert connect["db.system.name"] == "postgresql" and connect["server.port"] == 5432
+
+
 def test_execute_wrappers_stay_the_programs_own(spans):
     """Django's ``connection.execute_wrappers`` lists only what the program put there
     (Django's own ``ExecuteWrapperTests`` assert it is empty), and a wrapper of the
