@@ -257,22 +257,25 @@ claimed = _CLAIMED.get
 class Setup:
     """The statements run while a framework opens a connection (see :func:`connecting`)."""
 
-    __slots__ = ("texts", "error", "started", "token")
+    __slots__ = ("texts", "error", "started", "token", "database")
 
     def __init__(self) -> None:
         self.texts: list[str] = []
         self.error: BaseException | None = None
         self.started = time_ns()
         self.token: Any = None
+        self.database: Database | None = None  # of the first statement, when the framework does not say
 
-    def add(self, text: Any) -> None:
-        """Collect statement ``text``."""
+    def add(self, text: Any, database: Database | None = None) -> None:
+        """Collect statement ``text``, run on ``database``."""
         if type(text) is str:
             self.texts.append(text)
+            if self.database is None:
+                self.database = database
 
-    def run(self, text: Any, call: Callable[[], Any]) -> Any:
+    def run(self, text: Any, call: Callable[[], Any], database: Database | None = None) -> Any:
         """``call()``, statement ``text`` of the set-up: collected, and claimed so no layer below records it."""
-        self.add(text)
+        self.add(text, database)
         token = _CLAIMED.set(True)
         try:
             return call()
@@ -291,13 +294,15 @@ def connecting() -> Setup:
     return setup
 
 
-def connected(tracer: trace.Tracer, database: Database, setup: Setup) -> None:
+def connected(tracer: trace.Tracer, setup: Setup, database: Database | None = None) -> None:
     """Stop collecting; the statements collected, if any, become one ``connect`` span
-    (from :func:`connecting` to now) and count in the request's statements."""
+    (from :func:`connecting` to now) and count in the request's statements.
+    ``database``: the connection's (default: that of the layer that ran the first statement)."""
     _CLAIMED.reset(setup.token)
     texts = setup.texts
     if not texts:
         return
+    database = database or setup.database or _database_of_unknown()
     ctx = get_current()
     counter = ctx.get(_REQUEST)
     if counter is not None:
@@ -306,6 +311,10 @@ def connected(tracer: trace.Tracer, database: Database, setup: Setup) -> None:
     span = tracer.start_span("connect", context=ctx, kind=SpanKind.CLIENT, attributes=database.setup(tuple(texts)),
                              start_time=setup.started)
     end(span, error=setup.error)
+
+
+def _database_of_unknown() -> Database:
+    return database("other_sql")
 
 
 def start(tracer: trace.Tracer, database: Database, text: str) -> tuple[Span, bool]:

@@ -109,7 +109,7 @@ def _run(database: _sql.Database, text: Any, call: Callable, rowcount: Callable 
     state = _state
     claimed = _sql.claimed()
     if claimed:  # recorded by a framework: by its statement's span, or by the set-up of a connection
-        return call() if claimed is True else claimed.run(text, call)
+        return call() if claimed is True else claimed.run(text, call, database)
     if state is None or type(text) is not str:
         return call()
     return _sql.run(state.tracer, database, text, call, rowcount, "dbapi")
@@ -260,7 +260,7 @@ class _TracedConnection:
                 call = lambda: super(_TracedConnection, self).execute(sql)  # noqa: E731
             else:
                 call = lambda: super(_TracedConnection, self).execute(sql, parameters)  # noqa: E731
-            return call() if claimed is True else claimed.run(sql, call)
+            return call() if claimed is True else claimed.run(sql, call, _db_of(self))
         if parameters is _UNSET:
             return self.cursor().execute(sql)
         return self.cursor().execute(sql, parameters)
@@ -300,7 +300,7 @@ class _TracedCursor:
         else:
             call = lambda: super(_TracedCursor, self).execute(sql, parameters)  # noqa: E731
         if claimed:  # a connection's set-up
-            return claimed.run(sql, call)
+            return claimed.run(sql, call, db)
         return _sql.run(state.tracer, db, sql, call, None, "dbapi")
 
     def executemany(self, sql: Any, parameters: Any, /) -> Any:
@@ -334,6 +334,14 @@ def _pg_database(connection: Any) -> _sql.Database:
     return db
 
 
+def _pg_database_or_none(connection: Any) -> _sql.Database | None:
+    try:
+        return _pg_database(connection)
+    except Exception:
+        failed("dbapi.psycopg.database")
+        return None
+
+
 def _pg_rowcount(cursor: Any) -> Callable[[], int]:
     return lambda: cursor.rowcount
 
@@ -343,7 +351,7 @@ def _make_pg_execute(original: Callable) -> Callable:
         claimed = _sql.claimed()
         if claimed:  # recorded by a framework: by its statement's span, or by the set-up of a connection
             call = lambda: original(self, query, *args, **kwargs)  # noqa: E731
-            return call() if claimed is True else claimed.run(query, call)
+            return call() if claimed is True else claimed.run(query, call, _pg_database_or_none(self.connection))
         if _state is None or type(query) is not str:
             return original(self, query, *args, **kwargs)
         try:
@@ -361,7 +369,7 @@ def _make_pg_execute_async(original: Callable) -> Callable:
         state = _state
         claimed = _sql.claimed()
         if claimed is not False and claimed is not True:  # a connection's set-up
-            claimed.add(query)
+            claimed.add(query, _pg_database_or_none(self.connection))
         if state is None or claimed or type(query) is not str:
             return await original(self, query, *args, **kwargs)
         try:
@@ -421,7 +429,7 @@ def _make_pg_end_async(original: Callable) -> Callable:
         try:
             if _pg_in_transaction(self):
                 if claimed:  # a connection's set-up
-                    claimed.add(text)
+                    claimed.add(text, _pg_database(self))
                 else:
                     span, _ = _sql.start(state.tracer, _pg_database(self), text)
         except Exception:

@@ -425,8 +425,9 @@ def _make_execute(original: Callable) -> Callable:
         state = _state
         claimed = _sql.claimed()
         if claimed:  # a statement of a connection's set-up (a connection_created receiver's)
-            return original(self, sql, params, *wrapper_args) if claimed is True else claimed.run(
-                sql, lambda: original(self, sql, params, *wrapper_args))
+            if claimed is True or state is None:
+                return original(self, sql, params, *wrapper_args)
+            return claimed.run(sql, lambda: original(self, sql, params, *wrapper_args))
         if state is None or type(sql) is not str:
             return original(self, sql, params, *wrapper_args)
         try:
@@ -453,7 +454,7 @@ def _make_connect(original: Callable) -> Callable:
             original(self)
         finally:
             try:
-                _sql.connected(state.tracer, _database(state, self), setup)
+                _sql.connected(state.tracer, setup, _database(state, self) if setup.texts else None)
             except Exception:
                 failed("django.sql.connect")
 
