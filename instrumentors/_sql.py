@@ -18,9 +18,10 @@ the DB-API drivers), so they cannot drift apart.
   claims the statement it is about to run, so the driver underneath it
   (``sqlite3``, ``psycopg``) makes no second span for it.
 * :func:`connecting` / :func:`connected`: while a framework opens a
-  connection (Django's ``DatabaseWrapper.connect``), the statements run on it
-  (the backend's set-up such as SQLite's ``PRAGMA foreign_keys = ON`` or
-  PostgreSQL's ``SET TIME ZONE``, and ``connection_created`` receivers') are
+  connection (Django's ``DatabaseWrapper.connect``, SQLAlchemy's pool), the
+  statements run on it (the backend's set-up such as SQLite's ``PRAGMA
+  foreign_keys = ON``, PostgreSQL's ``SET TIME ZONE``, a dialect's first-connect
+  queries, ``connection_created`` receivers' and ``connect`` listeners') are
   one CLIENT span named ``connect``: ``db.query.text`` holds their texts
   joined by ``"; "`` (as the conventions join a batch's), and
   ``scope.db.setup_statements`` their number.  The set-up runs on every new

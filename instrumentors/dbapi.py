@@ -49,8 +49,9 @@ Spans
 Coexistence
     A statement that the Django or SQLAlchemy integration already records
     (they claim it, see ``_sql.claim``) gets no second span here.  While the
-    Django integration records a connection being opened, the statements run
-    on it are collected for its one ``connect`` span (``_sql.connecting``).
+    Django or SQLAlchemy integration records a connection being opened, the
+    statements run on it are collected for its one ``connect`` span
+    (``_sql.connecting``).
 """
 from __future__ import annotations
 
