@@ -75,8 +75,9 @@ SQL
     driver's (``commit()`` is not a cursor statement): they are spans where
     the DB-API integration traces the driver.  The request span carries
     ``scope.db.statements`` (a connection's set-up counting its statements)
-    and ``scope.db.repeated_statements`` (same ``db.query.text`` again: N+1).  Over an instrumented driver a statement
-    is still one span: this one.
+    and ``scope.db.repeated_statements`` (same ``db.query.text`` again:
+    N+1).  Over an instrumented driver a statement is still one span: this
+    one.
 
 Span name, attributes and options
     As the Flask integration (one shared implementation): ``METHOD route``
