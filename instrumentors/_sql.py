@@ -17,6 +17,16 @@ the DB-API drivers), so they cannot drift apart.
 * :func:`claim` / :func:`claimed`: a framework's hook (Django, SQLAlchemy)
   claims the statement it is about to run, so the driver underneath it
   (``sqlite3``, ``psycopg``) makes no second span for it.
+* :func:`connecting` / :func:`connected`: while a framework opens a
+  connection (Django's ``DatabaseWrapper.connect``, SQLAlchemy's pool), the
+  statements run on it (the backend's set-up such as SQLite's ``PRAGMA
+  foreign_keys = ON``, PostgreSQL's ``SET TIME ZONE``, a dialect's first-connect
+  queries, ``connection_created`` receivers' and ``connect`` listeners') are
+  one CLIENT span named ``connect``: ``db.query.text`` holds their texts
+  joined by ``"; "`` (as the conventions join a batch's), and
+  ``scope.db.setup_statements`` their number.  The set-up runs on every new
+  connection (per request with Django's default ``CONN_MAX_AGE=0``); one span
+  for it keeps every statement's text at the cost of one span, not one each.
 * :func:`track` / :func:`report`: a server span carries how many statements
   its request ran (``scope.db.statements``) and how many of them repeated a
   text already run in that request (``scope.db.repeated_statements``): an
@@ -28,6 +38,7 @@ import os
 import re
 from contextvars import ContextVar
 from functools import partial
+from time import time_ns
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
@@ -56,12 +67,13 @@ SYSTEMS = {
 _STATEMENTS_MAX = 1024
 _STATEMENT_MAX = 4096
 _SUMMARY_MAX = 255
+_SETUPS_MAX = 64
 
 
 class Database:
     """What the SQL spans of one connection target share."""
 
-    __slots__ = ("system", "namespace", "mode", "constant", "statements")
+    __slots__ = ("system", "namespace", "mode", "constant", "statements", "setups")
 
     def __init__(self, system: str, namespace: str | None = None, host: str | None = None,
                  port: int | None = None, mode: str | None = None) -> None:
@@ -89,6 +101,7 @@ class Database:
         self.mode = mode
         self.constant = attrs
         self.statements: dict[str, tuple[str, Mapping[str, Any], bool]] = {}
+        self.setups: dict[tuple[str, ...], Mapping[str, Any]] = {}
 
     def statement(self, text: str) -> tuple[str, Mapping[str, Any], bool]:
         """(span name, attributes, returns rows) of statement ``text``."""
@@ -122,6 +135,24 @@ class Database:
             if len(statements) >= _STATEMENTS_MAX:
                 statements.clear()
             statements[text] = found
+        return found
+
+    def setup(self, texts: tuple[str, ...]) -> Mapping[str, Any]:
+        """Attributes of the ``connect`` span of a connection whose set-up ran ``texts``."""
+        found = self.setups.get(texts)
+        if found is None:
+            queries = "; ".join(self.statement(text)[1].get("db.query.text" if self.mode != OLD else "db.statement")
+                                for text in texts)
+            attrs = dict(self.constant)
+            if self.mode != OLD:
+                attrs["db.query.text"] = queries
+            if self.mode != STABLE:
+                attrs["db.statement"] = queries
+            attrs["scope.db.setup_statements"] = len(texts)
+            found = MappingProxyType(attrs)
+            if len(self.setups) >= _SETUPS_MAX:
+                self.setups.clear()
+            self.setups[texts] = found
         return found
 
 
@@ -219,8 +250,72 @@ _REQUEST = create_key("scope_otel.sql.request")
 claim = partial(_CLAIMED.set, True)
 #: ``release(token)``: undo :func:`claim`
 release = _CLAIMED.reset
-#: ``claimed()``: is a framework hook already recording the statement being run?
+#: ``claimed()``: is a framework hook already recording the statement being run?  False, True,
+#: or, while a framework opens a connection, the :class:`Setup` collecting its statements
 claimed = _CLAIMED.get
+
+
+class Setup:
+    """The statements run while a framework opens a connection (see :func:`connecting`)."""
+
+    __slots__ = ("texts", "error", "started", "token", "database")
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.error: BaseException | None = None
+        self.started = time_ns()
+        self.token: Any = None
+        self.database: Database | None = None  # of the first statement, when the framework does not say
+
+    def add(self, text: Any, database: Database | None = None) -> None:
+        """Collect statement ``text``, run on ``database``."""
+        if type(text) is str:
+            self.texts.append(text)
+            if self.database is None:
+                self.database = database
+
+    def run(self, text: Any, call: Callable[[], Any], database: Database | None = None) -> Any:
+        """``call()``, statement ``text`` of the set-up: collected, and claimed so no layer below records it."""
+        self.add(text, database)
+        token = _CLAIMED.set(True)
+        try:
+            return call()
+        except BaseException as exc:
+            if self.error is None:
+                self.error = exc
+            raise
+        finally:
+            _CLAIMED.reset(token)
+
+
+def connecting() -> Setup:
+    """Start collecting the statements of a connection being opened (end with :func:`connected`)."""
+    setup = Setup()
+    setup.token = _CLAIMED.set(setup)
+    return setup
+
+
+def connected(tracer: trace.Tracer, setup: Setup, database: Database | None = None) -> None:
+    """Stop collecting; the statements collected, if any, become one ``connect`` span
+    (from :func:`connecting` to now) and count in the request's statements.
+    ``database``: the connection's (default: that of the layer that ran the first statement)."""
+    _CLAIMED.reset(setup.token)
+    texts = setup.texts
+    if not texts:
+        return
+    database = database or setup.database or _database_of_unknown()
+    ctx = get_current()
+    counter = ctx.get(_REQUEST)
+    if counter is not None:
+        for text in texts:
+            counter.add(text)
+    span = tracer.start_span("connect", context=ctx, kind=SpanKind.CLIENT, attributes=database.setup(tuple(texts)),
+                             start_time=setup.started)
+    end(span, error=setup.error)
+
+
+def _database_of_unknown() -> Database:
+    return database("other_sql")
 
 
 def start(tracer: trace.Tracer, database: Database, text: str) -> tuple[Span, bool]:

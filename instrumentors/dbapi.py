@@ -48,7 +48,10 @@ Spans
 
 Coexistence
     A statement that the Django or SQLAlchemy integration already records
-    (they claim it, see ``_sql.claim``) gets no second span here.
+    (they claim it, see ``_sql.claim``) gets no second span here.  While the
+    Django or SQLAlchemy integration records a connection being opened, the
+    statements run on it are collected for its one ``connect`` span
+    (``_sql.connecting``).
 """
 from __future__ import annotations
 
@@ -105,7 +108,10 @@ class ScopeDBAPIInstrumentor(ScopeInstrumentor):
 def _run(database: _sql.Database, text: Any, call: Callable, rowcount: Callable | None = None) -> Any:
     """``call()`` inside the span of statement ``text`` (when not claimed)."""
     state = _state
-    if state is None or _sql.claimed() or type(text) is not str:
+    claimed = _sql.claimed()
+    if claimed:  # recorded by a framework: by its statement's span, or by the set-up of a connection
+        return call() if claimed is True else claimed.run(text, call, database)
+    if state is None or type(text) is not str:
         return call()
     return _sql.run(state.tracer, database, text, call, rowcount, "dbapi")
 
@@ -149,16 +155,25 @@ def _make_connect(original: Callable) -> Callable:
     return connect
 
 
-def _default_connection() -> type:
-    import sqlite3
+_DEFAULTS: dict[str, type] = {}  # the traced sqlite3.Connection and sqlite3.Cursor, once made
 
-    return _connection_class(sqlite3.Connection)
+
+def _default_connection() -> type:
+    found = _DEFAULTS.get("connection")
+    if found is None:
+        import sqlite3
+
+        found = _DEFAULTS["connection"] = _connection_class(sqlite3.Connection)
+    return found
 
 
 def _default_cursor() -> type:
-    import sqlite3
+    found = _DEFAULTS.get("cursor")
+    if found is None:
+        import sqlite3
 
-    return _cursor_class(sqlite3.Cursor)
+        found = _DEFAULTS["cursor"] = _cursor_class(sqlite3.Cursor)
+    return found
 
 
 def _sqlite_database(state: _State, database: Any) -> _sql.Database:
@@ -240,6 +255,13 @@ class _TracedConnection:
     # parameters passed on only when given: a cursor subclass may tell "none"
     # from "empty" (Django's SQLite cursor formats a query only when given some)
     def execute(self, sql: Any, parameters: Any = _UNSET, /) -> Any:
+        claimed = _sql.claimed()
+        if claimed:  # recorded above (CPython's own execute still makes its cursor with self.cursor())
+            if parameters is _UNSET:
+                call = lambda: super(_TracedConnection, self).execute(sql)  # noqa: E731
+            else:
+                call = lambda: super(_TracedConnection, self).execute(sql, parameters)  # noqa: E731
+            return call() if claimed is True else claimed.run(sql, call, _db_of(self))
         if parameters is _UNSET:
             return self.cursor().execute(sql)
         return self.cursor().execute(sql, parameters)
@@ -269,7 +291,8 @@ class _TracedCursor:
 
     def execute(self, sql: Any, parameters: Any = _UNSET, /) -> Any:
         state = _state
-        if state is None or type(sql) is not str or _sql.claimed() or (db := _db_of(self.connection)) is None:
+        claimed = _sql.claimed()
+        if state is None or claimed is True or type(sql) is not str or (db := _db_of(self.connection)) is None:
             if parameters is _UNSET:
                 return super().execute(sql)
             return super().execute(sql, parameters)
@@ -277,6 +300,8 @@ class _TracedCursor:
             call = lambda: super(_TracedCursor, self).execute(sql)  # noqa: E731
         else:
             call = lambda: super(_TracedCursor, self).execute(sql, parameters)  # noqa: E731
+        if claimed:  # a connection's set-up
+            return claimed.run(sql, call, db)
         return _sql.run(state.tracer, db, sql, call, None, "dbapi")
 
     def executemany(self, sql: Any, parameters: Any, /) -> Any:
@@ -310,13 +335,25 @@ def _pg_database(connection: Any) -> _sql.Database:
     return db
 
 
+def _pg_database_or_none(connection: Any) -> _sql.Database | None:
+    try:
+        return _pg_database(connection)
+    except Exception:
+        failed("dbapi.psycopg.database")
+        return None
+
+
 def _pg_rowcount(cursor: Any) -> Callable[[], int]:
     return lambda: cursor.rowcount
 
 
 def _make_pg_execute(original: Callable) -> Callable:
     def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
-        if _state is None or _sql.claimed() or type(query) is not str:
+        claimed = _sql.claimed()
+        if claimed:  # recorded by a framework: by its statement's span, or by the set-up of a connection
+            call = lambda: original(self, query, *args, **kwargs)  # noqa: E731
+            return call() if claimed is True else claimed.run(query, call, _pg_database_or_none(self.connection))
+        if _state is None or type(query) is not str:
             return original(self, query, *args, **kwargs)
         try:
             db = _pg_database(self.connection)
@@ -331,7 +368,10 @@ def _make_pg_execute(original: Callable) -> Callable:
 def _make_pg_execute_async(original: Callable) -> Callable:
     async def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
         state = _state
-        if state is None or _sql.claimed() or type(query) is not str:
+        claimed = _sql.claimed()
+        if claimed is not False and claimed is not True:  # a connection's set-up
+            claimed.add(query, _pg_database_or_none(self.connection))
+        if state is None or claimed or type(query) is not str:
             return await original(self, query, *args, **kwargs)
         try:
             span, rows = _sql.start(state.tracer, _pg_database(self.connection), query)
@@ -362,14 +402,15 @@ def _make_pg_end(original: Callable) -> Callable:
     text = "COMMIT" if original.__name__ == "commit" else "ROLLBACK"
 
     def end(self) -> Any:
-        if _state is None or _sql.claimed():
+        if _state is None or _sql.claimed() is True:
             return original(self)
+        db = None
         try:
-            if not _pg_in_transaction(self):
-                return original(self)
-            db = _pg_database(self)
+            if _pg_in_transaction(self):  # else the driver sends nothing
+                db = _pg_database(self)
         except Exception:
             failed("dbapi.psycopg.end")
+        if db is None:
             return original(self)
         return _run(db, text, lambda: original(self))
 
@@ -382,14 +423,19 @@ def _make_pg_end_async(original: Callable) -> Callable:
 
     async def end(self) -> Any:
         state = _state
-        if state is None or _sql.claimed():
+        claimed = _sql.claimed()
+        if state is None or claimed is True:
             return await original(self)
+        span = None
         try:
-            if not _pg_in_transaction(self):
-                return await original(self)
-            span, _ = _sql.start(state.tracer, _pg_database(self), text)
+            if _pg_in_transaction(self):
+                if claimed:  # a connection's set-up
+                    claimed.add(text, _pg_database(self))
+                else:
+                    span, _ = _sql.start(state.tracer, _pg_database(self), text)
         except Exception:
             failed("dbapi.psycopg.end")
+        if span is None:
             return await original(self)
         try:
             result = await original(self)

@@ -61,12 +61,23 @@ SQL
     it runs in.  The text recorded is the one sent to the driver, after the
     program's own execute wrappers; ``connection.execute_wrappers`` holds
     only the program's, and no receiver is connected to ``connection_created``.
-    ``callproc`` is not recorded.  ``COMMIT`` and ``ROLLBACK`` are the
+    ``callproc`` is not recorded.  The statements a new connection runs
+    while Django opens it (``DatabaseWrapper.connect``: the backend's set-up
+    on the driver's connection, such as SQLite's ``PRAGMA foreign_keys =
+    ON``, PostgreSQL's ``SET TIME ZONE``, and those of ``connection_created``
+    receivers) are one CLIENT span named ``connect``, from the start of the
+    connect to its end, whose ``db.query.text`` lists every one of them
+    (joined by ``"; "``) and ``scope.db.setup_statements`` their number; a
+    failing one marks it ``error.type``.  With Django's default
+    ``CONN_MAX_AGE=0`` this runs on every request: one span, not one per
+    statement.  Only statements the integrations see are listed (the driver's
+    when the DB-API integration traces it).  ``COMMIT`` and ``ROLLBACK`` are the
     driver's (``commit()`` is not a cursor statement): they are spans where
     the DB-API integration traces the driver.  The request span carries
-    ``scope.db.statements`` and ``scope.db.repeated_statements`` (same
-    ``db.query.text`` again: N+1).  Over an instrumented driver a statement
-    is still one span: this one.
+    ``scope.db.statements`` (a connection's set-up counting its statements)
+    and ``scope.db.repeated_statements`` (same ``db.query.text`` again:
+    N+1).  Over an instrumented driver a statement is still one span: this
+    one.
 
 Span name, attributes and options
     As the Flask integration (one shared implementation): ``METHOD route``
@@ -146,6 +157,9 @@ class ScopeDjangoInstrumentor(ScopeInstrumentor):
             # connection.execute_wrappers, every connection of every thread
             Patch("django.db.backends.utils", "CursorWrapper", "_execute", _make_execute),
             Patch("django.db.backends.utils", "CursorWrapper", "_executemany", _make_execute),
+            # the statements a new connection runs (the backend's set-up, connection_created
+            # receivers'): one "connect" span
+            Patch("django.db.backends.base.base", "BaseDatabaseWrapper", "connect", _make_connect),
             # nothing on pre_delete/post_delete: a receiver there makes Django
             # give up fast deletes (it SELECTs every row first); a deletion
             # shows as its DELETE span instead
@@ -410,7 +424,12 @@ def _make_execute(original: Callable) -> Callable:
 
     def execute(self, sql: Any, params: Any, *wrapper_args: Any) -> Any:
         state = _state
-        if state is None or type(sql) is not str or _sql.claimed():
+        claimed = _sql.claimed()
+        if claimed:  # a statement of a connection's set-up (a connection_created receiver's)
+            if claimed is True or state is None:
+                return original(self, sql, params, *wrapper_args)
+            return claimed.run(sql, lambda: original(self, sql, params, *wrapper_args))
+        if state is None or type(sql) is not str:
             return original(self, sql, params, *wrapper_args)
         try:
             database = _database(state, self.db)
@@ -424,6 +443,26 @@ def _make_execute(original: Callable) -> Callable:
     execute.__qualname__ = original.__qualname__
     execute.__doc__ = original.__doc__
     return execute
+
+
+def _make_connect(original: Callable) -> Callable:
+    def connect(self) -> None:
+        state = _state
+        if state is None or _sql.claimed():
+            return original(self)
+        setup = _sql.connecting()
+        try:
+            original(self)
+        finally:
+            try:
+                _sql.connected(state.tracer, setup, _database(state, self) if setup.texts else None)
+            except Exception:
+                failed("django.sql.connect")
+
+    connect.__name__ = original.__name__
+    connect.__qualname__ = original.__qualname__
+    connect.__doc__ = original.__doc__
+    return connect
 
 
 def _database(state: _State, connection: Any) -> _sql.Database:

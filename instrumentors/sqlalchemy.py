@@ -38,6 +38,11 @@ Pool and ORM events on the current span
     ``db.client.connection.pool.name`` and how long it was held
     (``scope.held_ms``, measured from ``checkout``).  Nothing is written
     into SQLAlchemy's user-visible ``info`` dictionaries.
+    The statements a new DB-API connection runs while the pool opens it (the
+    dialect's first-connect initialisation, ``connect`` listeners') are one
+    CLIENT span named ``connect``, as Django's (see ``_sql.connecting``):
+    ``db.query.text`` lists them, ``scope.db.setup_statements`` counts them.
+    They are seen where the DB-API integration traces the driver.
     After each ORM flush, one ``scope.state_change`` event per mapped class
     (inside a function recorded by the capture runtime, on a zero-length
     child span of that function named ``scope.state_change``):
@@ -68,7 +73,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import get_current_span
 
 from scope_otel.instrumentors import _sql
-from scope_otel.instrumentors._base import Listener, ScopeInstrumentor
+from scope_otel.instrumentors._base import Listener, Patch, ScopeInstrumentor
 from scope_otel.instrumentors._record import add_event, level
 from scope_otel.instrumentors._report import failed
 from scope_otel.instrumentors._support import redacted_repr
@@ -114,6 +119,8 @@ class ScopeSQLAlchemyInstrumentor(ScopeInstrumentor):
             Listener("sqlalchemy", "pool.Pool", "checkout", _on_checkout),
             Listener("sqlalchemy", "pool.Pool", "checkin", _on_checkin),
             Listener("sqlalchemy.orm", "Session", "after_flush", _after_flush),
+            # a new DB-API connection's set-up (the dialect's first-connect and connect statements): one span
+            Patch("sqlalchemy.pool.base", "_ConnectionRecord", "_ConnectionRecord__connect", _make_pool_connect),
         )
 
 
@@ -150,6 +157,25 @@ def _contrib_traces(engine: Any, state: _State) -> bool:
     result = any(ref() is engine for ref, *_ in registered)
     state.contrib[engine] = (len(registered), result)
     return result
+
+
+def _make_pool_connect(original: Any) -> Any:
+    def connect(self) -> None:
+        state = _state
+        if state is None or _sql.claimed():
+            return original(self)
+        setup = _sql.connecting()
+        try:
+            original(self)
+        finally:
+            try:
+                _sql.connected(state.tracer, setup)  # the database the driver's statements ran on
+            except Exception:
+                failed("sqlalchemy.connect")
+
+    connect.__name__ = original.__name__
+    connect.__qualname__ = original.__qualname__
+    return connect
 
 
 def _before_cursor_execute(conn, cursor, statement, parameters, context, executemany):

@@ -253,6 +253,38 @@ def test_flask_sqlalchemy_over_http_one_span_per_statement_with_the_driver_trace
     assert listed[0].attributes["db.system.name"] == kind
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_sqlalchemy_new_connections_setup_is_one_connect_span_listing_every_statement(spans, tmp_path, kind):
+    with _database(kind, tmp_path) as url:
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)  # a new DB-API connection each time
+
+        @sa.event.listens_for(engine, "connect")
+        def on_connect(dbapi_connection, record):  # the program's own set-up, on the driver's connection
+            cursor = dbapi_connection.cursor()
+            cursor.execute("SELECT 42")
+            cursor.close()
+
+        try:
+            with instrumented(ScopeSQLAlchemyInstrumentor(), spans), instrumented(ScopeDBAPIInstrumentor(), spans):
+                with spans.tracer.start_as_current_span("work") as work:
+                    for _ in range(2):
+                        with engine.connect() as conn:
+                            conn.execute(sa.text("SELECT 1"))
+        finally:
+            engine.dispose()
+    sql = sql_spans(spans, work)
+    assert len(sql) == len([s for s in spans.all() if s.kind is SpanKind.CLIENT])  # all under "work"
+    names = [s.name for s in sql if s.name != "ROLLBACK"]  # the pool's reset on return
+    assert names == ["connect", "SELECT", "connect", "SELECT"], names
+    first, second = (s.attributes for s in sql if s.name == "connect")
+    # the first connection also ran the dialect's initialisation; each lists the listener's statement last
+    assert first["scope.db.setup_statements"] > second["scope.db.setup_statements"] >= 1
+    for connect in (first, second):
+        texts = connect["db.query.text"].split("; ")
+        assert texts[-1] == "SELECT ?" and connect["scope.db.setup_statements"] == len(texts)
+        assert connect["db.system.name"] == kind
+
+
 def test_psycopg2_statements_rows_and_transactions_with_the_callers_factories(spans, pg):
     psycopg2 = pytest.importorskip("psycopg2")
     import psycopg2.extras

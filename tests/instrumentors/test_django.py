@@ -275,7 +275,7 @@ def test_orm_statements_are_one_span_each_under_the_request_with_counts(spans, w
             assert requests.get(f"{url}/names/").json() == {"names": ["fig", "kiwi", "lime"]}
             (request,) = server_spans(spans)
     everything = sql_children(spans, request)
-    # with the driver traced too, the new connection's own set-up (PRAGMAs) shows as well
+    # with the driver traced too, the new connection's own set-up (PRAGMAs) shows as well, as one span
     sql = [s for s in everything if "djangoapp_item" in s.name]
     assert [s.name for s in sql] == ["SELECT djangoapp_item"] * 4  # one span per statement, not two
     assert {s.instrumentation_scope.name for s in sql} == {"scope_otel.instrumentors.django"}
@@ -286,8 +286,80 @@ def test_orm_statements_are_one_span_each_under_the_request_with_counts(spans, w
     assert first["db.system.name"] == "sqlite" and first["db.namespace"] == os.path.basename(settings.DATABASES["default"]["NAME"])
     assert first["db.operation.name"] == "SELECT" and first["db.collection.name"] == "djangoapp_item"
     assert "%s" in sql[1].attributes["db.query.text"]  # placeholders, never the values
-    assert request.attributes["scope.db.statements"] == len(everything)
+    assert request.attributes["scope.db.statements"] == _statements(everything)
     assert request.attributes["scope.db.repeated_statements"] == 2  # the N+1: the same get() three times
+
+
+def _statements(client_spans):
+    """Statements the spans record: one each, a connection's ``connect`` span its set-up's number."""
+    return sum(s.attributes.get("scope.db.setup_statements", 1) for s in client_spans)
+
+
+@pytest.mark.parametrize("with_driver", [False, True], ids=["django", "django+sqlite3"])
+def test_a_new_connections_setup_is_one_connect_span_listing_every_statement(spans, with_driver):
+    from django.db import connection
+    from django.db.backends.signals import connection_created
+
+    from scope_otel.instrumentors.dbapi import ScopeDBAPIInstrumentor
+
+    from contextlib import nullcontext
+
+    def receiver(connection, **_):  # the program's own set-up, through a Django cursor
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 42")
+
+    connection.close()
+    connection_created.connect(receiver)
+    driver = instrumented(ScopeDBAPIInstrumentor(), spans) if with_driver else nullcontext()
+    try:
+        with instrumented(ScopeDjangoInstrumentor(), spans), driver:
+            with spans.tracer.start_as_current_span("work"):
+                connection.ensure_connection()
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT 1")
+    finally:
+        connection_created.disconnect(receiver)
+        connection.close()
+    (work,) = spans.named("work")
+    client = sql_children(spans, work)
+    assert [s.name for s in client] == ["connect", "SELECT"]
+    assert len(client) == len([s for s in spans.all() if s.kind is SpanKind.CLIENT])
+    connect = client[0].attributes
+    texts = connect["db.query.text"].split("; ")
+    if with_driver:  # the backend's own set-up, run on the driver's connection
+        assert "PRAGMA foreign_keys = ON" in texts and "PRAGMA legacy_alter_table = OFF" in texts
+    assert texts[-1] == "SELECT ?"  # the receiver's, last; literals as placeholders
+    assert connect["scope.db.setup_statements"] == len(texts)
+    assert connect["db.system.name"] == "sqlite" and "db.namespace" in connect
+    assert client[1].attributes["db.query.text"] == "SELECT ?"
+
+
+def test_a_failing_connection_setup_is_an_error_span_and_later_statements_are_recorded(spans):
+    from django.db import DatabaseError, connection
+    from django.db.backends.signals import connection_created
+
+    def receiver(connection, **_):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT * FROM no_such_table")
+
+    connection.close()
+    connection_created.connect(receiver)
+    try:
+        with instrumented(ScopeDjangoInstrumentor(), spans), spans.tracer.start_as_current_span("work"):
+            with pytest.raises(DatabaseError):
+                connection.ensure_connection()
+            connection_created.disconnect(receiver)
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+    finally:
+        connection_created.disconnect(receiver)
+        connection.close()
+    (work,) = spans.named("work")
+    client = sql_children(spans, work)
+    assert [s.name for s in client] == ["connect", "SELECT"]
+    assert client[0].status.status_code is StatusCode.ERROR
+    assert client[0].attributes["error.type"] == "OperationalError"
+    assert client[0].attributes["db.query.text"] == "SELECT * FROM no_such_table"
 
 
 def test_raw_cursor_executemany_and_savepoints_are_spans(spans):
@@ -299,10 +371,9 @@ def test_raw_cursor_executemany_and_savepoints_are_spans(spans):
             assert requests.get(f"{url}/sql/").json() == {"a": 1}
             (request,) = server_spans(spans)
     names = [s.name for s in sql_children(spans, request)]
-    names = names[names.index("BEGIN"):]  # before it: the new connection's set-up (PRAGMAs)
-    assert names == ["BEGIN", "INSERT djangoapp_item", "SAVEPOINT", "INSERT djangoapp_item",
+    assert names == ["connect", "BEGIN", "INSERT djangoapp_item", "SAVEPOINT", "INSERT djangoapp_item",
                      "ROLLBACK", "RELEASE", "SELECT djangoapp_item", "COMMIT"], names
-    assert request.attributes["scope.db.statements"] == len(sql_children(spans, request))
+    assert request.attributes["scope.db.statements"] == _statements(sql_children(spans, request))
 
 
 def test_fast_deletes_stay_fast(spans):
@@ -439,6 +510,37 @@ def test_postgresql_orm_statements_are_one_span_each_with_server_and_rows(spans,
     assert attrs["db.system.name"] == "postgresql" and attrs["db.namespace"] == "test"
     assert attrs["server.address"] == "127.0.0.1" and attrs["server.port"] == 5432
     assert attrs["db.response.returned_rows"] == 2
+
+
+def test_postgresql_connection_setup_is_one_connect_span(spans, pg_items):
+    from django.db import connections
+    from django.db.backends.signals import connection_created
+
+    from scope_otel.instrumentors.dbapi import ScopeDBAPIInstrumentor
+
+    def receiver(connection, **_):  # the program's set-up, the usual kind on PostgreSQL
+        if connection.alias == "pg":
+            with connection.cursor() as cursor:
+                cursor.execute("SET search_path TO public")
+
+    pg = connections["pg"]
+    pg.close()
+    connection_created.connect(receiver)
+    try:
+        with instrumented(ScopeDjangoInstrumentor(), spans), instrumented(ScopeDBAPIInstrumentor(), spans):
+            with spans.tracer.start_as_current_span("work") as work:
+                with pg.cursor() as cursor:
+                    cursor.execute("SELECT 1")
+    finally:
+        connection_created.disconnect(receiver)
+        pg.close()
+    sql = [s for s in spans.all() if s.kind is SpanKind.CLIENT]
+    assert [s.name for s in sql] == ["connect", "SELECT"]
+    assert all(s.parent.span_id == work.get_span_context().span_id for s in sql)
+    connect = sql[0].attributes
+    assert connect["db.query.text"].split("; ")[-1] == "SET search_path TO public"
+    assert connect["scope.db.setup_statements"] == len(connect["db.query.text"].split("; "))
+    assert connect["db.system.name"] == "postgresql" and connect["server.port"] == 5432
 
 
 def test_execute_wrappers_stay_the_programs_own(spans):
