@@ -160,16 +160,18 @@ _NOT_THE_PROGRAM = frozenset({"tests", "test", "docs", "doc", "build", "dist", "
 
 def _zero_configuration(config: _config.Config, command: list[str]) -> list[str]:
     """Module globs of the program's own code, recorded when nothing else says what to record: the
-    main script's folder (its modules and packages), the ``-m`` module's top package, and the working
-    directory's packages and modules; never anything under the interpreter's prefixes (the standard
-    library, site-packages).  Empty when a plan, ``instrument`` globs or ``level = off`` were given."""
+    main script itself (under its module name, see :mod:`scope_otel.instrument.main`), its folder's
+    modules and packages, the ``-m`` module's top package, and the working directory's packages and
+    modules; never anything under the interpreter's prefixes (the standard library, site-packages,
+    console scripts).  Empty when a plan, ``instrument`` globs or ``level = off`` were given."""
     if config.plan or config.instrument or config.sdk_disabled or config.source("plan") != "default":
         return []
     if config.source("level") != "default" and config.level == "off":
         return []
+    from scope_otel.instrument.main import is_the_programs, module_name
+
     folders = [os.getcwd()]
     names: list[str] = []
-    main = None  # the script runs as __main__, which the import hook does not see
     for i, arg in enumerate(command[1:], 1):
         if arg == "-m" and i + 1 < len(command):
             top = command[i + 1].split(".")[0]
@@ -178,7 +180,8 @@ def _zero_configuration(config: _config.Config, command: list[str]) -> list[str]
             break
         if arg.endswith(".py") and os.path.isfile(arg):
             folders.insert(0, os.path.dirname(os.path.abspath(arg)))
-            main = os.path.basename(arg)[:-3]
+            if is_the_programs(arg):
+                names.append(module_name(arg))  # the script itself, whatever its name
             break
     system = [os.path.realpath(p) for p in {sys.prefix, sys.base_prefix, sys.exec_prefix} if p]
     for folder in dict.fromkeys(os.path.realpath(f) for f in folders):
@@ -191,8 +194,7 @@ def _zero_configuration(config: _config.Config, command: list[str]) -> list[str]
         for entry in entries:
             path = os.path.join(folder, entry)
             stem = entry[:-3] if entry.endswith(".py") else entry
-            if (not stem.isidentifier() or stem in _NOT_THE_PROGRAM or stem.startswith(("test_", "_"))
-                    or stem == main):
+            if not stem.isidentifier() or stem in _NOT_THE_PROGRAM or stem.startswith(("test_", "_")):
                 continue
             if entry.endswith(".py") and os.path.isfile(path) and stem not in ("setup", "conftest", "noxfile"):
                 names.append(stem)
