@@ -90,11 +90,14 @@ def watch(plan: Any) -> None:
         if state["done"]:
             return
         if event == "cpython.run_file":
-            state["path"] = args[0]
+            state["path"] = os.path.abspath(os.fsdecode(args[0]))
+            if not state["path"].endswith(".py"):  # a .pyc (its code is run without an exec event)
+                state["done"] = True
+                _instrument(None, plan, state["path"])
         elif event == "exec" and state["path"] is not None:
             state["done"] = True
             if isinstance(args[0], CodeType):
-                _instrument(args[0], plan, os.path.abspath(os.fsdecode(state["path"])))
+                _instrument(args[0], plan, state["path"])
         elif event in ("cpython.run_module", "cpython.run_command", "cpython.run_stdin",
                        "cpython.run_interactivehook"):
             state["done"] = True  # no script (or past it): nothing to watch for
@@ -111,7 +114,7 @@ def _tell(script: str, module: str, reason: str, *, loud: bool) -> None:
         notice.tell("main_script", f"the main script {script} runs uninstrumented: {reason}")
 
 
-def _instrument(code: CodeType, plan: Any, path: str) -> None:
+def _instrument(code: CodeType | None, plan: Any, path: str) -> None:
     """Rewrite the planned functions of the script at ``path`` into ``code``, the code Python is about
     to run for it; never raises."""
     global _status
@@ -125,7 +128,7 @@ def _instrument(code: CodeType, plan: Any, path: str) -> None:
         return _tell(script, module, f"the plan could not be asked about module {module} ({exc!r})", loud=True)
     if not wanted:
         return _tell(script, module, f"the plan does not include module {module}", loud=False)
-    if not path.endswith(".py") or code.co_name != "<module>" or os.path.abspath(code.co_filename) != path:
+    if code is None or code.co_name != "<module>" or os.path.abspath(code.co_filename) != path:
         return _tell(script, module, "it is not a .py source file", loud=True)
     try:
         with open(path, "rb") as fh:

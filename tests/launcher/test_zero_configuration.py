@@ -15,11 +15,11 @@ def test_the_example_shop_records_its_own_functions_with_no_plan(otlp_receiver):
                   demo],
                  clean_env(**otlp_receiver.env("grpc")), cwd=EXAMPLES)
     assert result.returncode == 0, result.stderr
-    assert "no plan: recording the program's own code (shop) at boundaries within the 1000% budget" \
+    assert "no plan: recording the program's own code (shop, shop_demo) at boundaries within the 1000% budget" \
         in result.stderr
     spans = otlp_receiver.wait_for(20, timeout=30)
     functions = {s["name"] for s in spans if s["attributes"].get("scope.kind") == "function"}
-    assert {"place_order", "Cart.add"} <= functions, functions
+    assert {"place_order", "Cart.add", "main"} <= functions, functions  # main(): the script's own
     assert all(s["attributes"]["code.namespace"].startswith("shop") for s in spans
                if s["attributes"].get("scope.kind") == "function")
 
@@ -36,7 +36,7 @@ def test_level_off_or_instrument_globs_leave_the_default_alone(tmp_path):
     os.chdir(tmp_path)
     try:
         cfg = _config.load(env={}, cwd=str(tmp_path))
-        assert _zero_configuration(cfg, command) == ["lib", "lib.*", "pkg", "pkg.*"]  # app.py is __main__
+        assert _zero_configuration(cfg, command) == ["app", "app.*", "lib", "lib.*", "pkg", "pkg.*"]
         assert _zero_configuration(_config.load(flags={"level": "off"}, env={}), command) == []
         assert _zero_configuration(_config.load(flags={"instrument": "lib"}, env={}), command) == []
         assert _zero_configuration(_config.load(flags={"plan": "none"}, env={}), command) == []
