@@ -44,32 +44,13 @@ import threading
 from types import CodeType
 from typing import Any
 
-__all__ = ["module_name", "watch", "status"]
+from scope_otel.instrument.own import is_the_programs, module_name
+
+__all__ = ["watch", "status"]
 
 #: what happened to this process' main script, for the exit summary (None: nothing to say)
 _status: dict[str, Any] | None = None
 _lock = threading.Lock()
-
-
-def module_name(path: str) -> str:
-    """The script's module name as ``scope-otel plan`` names its file: its stem, after the dotted
-    names of the packages (folders with ``__init__.py``) it sits in."""
-    path = os.path.abspath(path)
-    directory, base = os.path.split(path)
-    stem = base.rsplit(".", 1)[0] if base.endswith((".py", ".pyc")) else base
-    parts = [] if stem == "__init__" else [stem]
-    while os.path.isfile(os.path.join(directory, "__init__.py")):
-        directory, package = os.path.split(directory)
-        parts.insert(0, package)
-    return ".".join(parts) or stem
-
-
-def is_the_programs(path: str) -> bool:
-    """False for scripts of the interpreter's installation (console scripts such as ``gunicorn``, the
-    standard library, site-packages): they are not the program's own code."""
-    real = os.path.realpath(path)
-    prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix) if p}
-    return "site-packages" not in real and not any(real.startswith(p + os.sep) for p in prefixes)
 
 
 def status() -> dict[str, Any] | None:

@@ -174,7 +174,7 @@ def test_zero_configuration_records_the_main_script(app):
 
 
 def test_a_script_inside_a_package_is_named_as_the_planner_names_it(tmp_path):
-    from scope_otel.instrument.main import module_name
+    from scope_otel.instrument.own import module_name
 
     (tmp_path / "shop").mkdir()
     (tmp_path / "shop" / "__init__.py").write_text("")

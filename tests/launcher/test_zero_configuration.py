@@ -69,3 +69,29 @@ def test_an_installed_module_run_with_dash_m_is_not_the_program(tmp_path):
         assert _zero_configuration(cfg, ["python", "-m", "mysite.main"]) == ["mysite", "mysite.*"]
     finally:
         os.chdir(saved)
+
+
+def test_compile_with_no_plan_builds_what_run_with_no_plan_reads(tmp_path):
+    from scope_otel.instrument.own import own_code_globs
+    from scope_otel.plan import Plan
+
+    (tmp_path / "app.py").write_text("import lib\n")
+    (tmp_path / "lib.py").write_text("def f():\n    return 1\n")
+    result = run([tool("scope-otel"), "compile"], clean_env(), cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "no plan: the program's own code (app, lib) at boundaries" in result.stderr
+    # the cache is keyed by the plan: run's default for `python app.py` here is the same plan
+    from scope_otel.instrument import cache
+
+    ran = Plan.from_globs(own_code_globs(["python", "app.py"], str(tmp_path)), "boundaries")
+    assert f"compiled lib -> {cache.cache_path(str(tmp_path / 'lib.py'), ran.hash)}" in result.stdout, result.stdout
+
+
+def test_config_shows_the_zero_configuration_default(tmp_path):
+    (tmp_path / "lib.py").write_text("def f():\n    return 1\n")
+    shown = run([tool("scope-otel"), "config"], clean_env(), cwd=str(tmp_path))
+    assert "no plan, so the zero-configuration default: the program's own code at boundaries within the 1000% " \
+           "budget" in shown.stdout
+    assert "working directory's (lib)" in shown.stdout
+    off = run([tool("scope-otel"), "config"], clean_env(SCOPE_OTEL_LEVEL="off"), cwd=str(tmp_path))
+    assert "what `scope-otel run` records: requests and SQL only (level = off)" in off.stdout
