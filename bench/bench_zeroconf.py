@@ -34,11 +34,12 @@ SCRIPT = os.path.join(HERE, "zeroconf_app", "serve_shop.py")
 CWD = os.path.join(bs.REPO, "examples")
 
 
-def serve(requests: list[tuple], store: str, recorded: bool, warmup: int = 40) -> dict:
+def serve(requests: list[tuple], store: str, recorded: bool, warmup: int = 40, flags: tuple = ()) -> dict:
     """One server run: start, warm up, answer ``requests`` while its CPU is watched, SIGTERM."""
     port = bs._free_port()
     command = [sys.executable, SCRIPT, str(port)]
-    args = [bs._tool("scope-otel"), "run", "--service_name", "shop-zeroconf", "--", *command] if recorded else command
+    args = [bs._tool("scope-otel"), "run", "--service_name", "shop-zeroconf", *flags, "--", *command] \
+        if recorded else command
     log = tempfile.TemporaryFile("w+")
     # the shop importable in both runs (`scope-otel run` also puts the working directory on the path)
     proc = subprocess.Popen(args, cwd=CWD, env=bs._env(store, {"PYTHONPATH": CWD}), stdout=log, stderr=subprocess.STDOUT, text=True)
@@ -93,6 +94,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--level-off", action="store_true",
+                        help="also run --level off (requests and SQL only) in each run, to show what the program's "
+                             "functions add on top of them")
     args = parser.parse_args()
     from scope_otel import config as _config
 
@@ -102,7 +106,7 @@ def main() -> int:
     store = os.path.join(work, "store")
     print(f"load average {os.getloadavg()[0]:.1f}; default budget {budget:g}%; {args.requests} requests per run")
     print(f"{'run':>3}  {'plain us/req':>12}  {'recorded us/req':>15}  {'(writer)':>8}  {'ratio':>6}  {'overhead':>8}  "
-          f"{'w/o writer':>10}  within {budget:g}%")
+          f"{'w/o writer':>10}  within {budget:g}%" + ("  level off: overhead" if args.level_off else ""))
     met = 0
     ratios = []
     for i in range(args.runs):
@@ -113,8 +117,13 @@ def main() -> int:
         within = (ratio - 1) * 100 <= budget
         met += within
         alone = (recorded["us"] - recorded["writer_us"]) / plain["us"]  # the server's own CPU only
+        off = ""
+        if args.level_off:
+            sdk_only = serve(requests, os.path.join(work, "store-off"), recorded=True, flags=("--level", "off"))
+            off = f"  {(sdk_only['us'] / plain['us'] - 1) * 100:+19.0f}%"
         print(f"{i + 1:>3}  {plain['us']:12.0f}  {recorded['us']:15.0f}  {recorded['writer_us']:8.0f}  {ratio:6.2f}  "
-              f"{(ratio - 1) * 100:+7.0f}%  {(alone - 1) * 100:+9.0f}%  {'yes' if within else 'NO'}", flush=True)
+              f"{(ratio - 1) * 100:+7.0f}%  {(alone - 1) * 100:+9.0f}%  {'yes' if within else 'NO':>9}{off}",
+              flush=True)
     print(f"median ratio {statistics.median(ratios):.2f}; within the {budget:g}% budget in {met} of {args.runs} runs")
     print("startup line:", next((line for line in recorded["log"].splitlines() if "scope-otel run:" in line),
                                 "(not printed: stderr is not a terminal)"))

@@ -72,13 +72,16 @@ def watch(plan: Any) -> None:
             return
         if event == "cpython.run_file":
             state["path"] = os.path.abspath(os.fsdecode(args[0]))
-            if not state["path"].endswith(".py"):  # a .pyc (its code is run without an exec event)
+            if state["path"].endswith(".pyc"):  # compiled code: run without an exec event, and no source
                 state["done"] = True
                 _instrument(None, plan, state["path"])
         elif event == "exec" and state["path"] is not None:
-            state["done"] = True
-            if isinstance(args[0], CodeType):
-                _instrument(args[0], plan, state["path"])
+            code = args[0]
+            # the script's code (not another thread's exec meanwhile): compiled by Python under its path
+            if isinstance(code, CodeType) and code.co_name == "<module>" \
+                    and os.path.abspath(code.co_filename) == state["path"]:
+                state["done"] = True  # first: the prelude's own exec comes through here too
+                _instrument(code, plan, state["path"])
         elif event in ("cpython.run_module", "cpython.run_command", "cpython.run_stdin",
                        "cpython.run_interactivehook"):
             state["done"] = True  # no script (or past it): nothing to watch for
@@ -109,8 +112,8 @@ def _instrument(code: CodeType | None, plan: Any, path: str) -> None:
         return _tell(script, module, f"the plan could not be asked about module {module} ({exc!r})", loud=True)
     if not wanted:
         return _tell(script, module, f"the plan does not include module {module}", loud=False)
-    if code is None or code.co_name != "<module>" or os.path.abspath(code.co_filename) != path:
-        return _tell(script, module, "it is not a .py source file", loud=True)
+    if code is None:
+        return _tell(script, module, "it is compiled code (.pyc), not source", loud=True)
     try:
         with open(path, "rb") as fh:
             source = fh.read()

@@ -198,9 +198,9 @@ def test_a_compiled_main_script_runs_uninstrumented_and_says_so(app):
     plain, scoped = _both(app, ["app.pyc"], ["--instrument", "app"])
     own_stderr, summary = _split(scoped.stderr)
     assert scoped.stdout == plain.stdout and scoped.returncode == plain.returncode == 0
-    assert own_stderr == "scope-otel: the main script app.pyc runs uninstrumented: it is not a .py source file\n" \
+    assert own_stderr == "scope-otel: the main script app.pyc runs uninstrumented: it is compiled code (.pyc), not source\n" \
         + plain.stderr
-    assert "main script app.pyc: not instrumented: it is not a .py source file" in summary
+    assert "main script app.pyc: not instrumented: it is compiled code (.pyc), not source" in summary
 
 
 def test_level_off_or_an_empty_plan_leaves_the_script_alone(app):
@@ -223,3 +223,10 @@ def test_a_module_run_with_dash_m_is_recorded(tmp_path):
     _same(plain, scoped)
     assert plain.returncode == 0, plain.stderr
     assert _spans(tmp_path, "pkg.mod")["work"] == 3
+
+
+def test_a_script_without_the_py_suffix_is_recorded_when_named(app):
+    (app / "tool").write_text(APP)
+    plain, scoped = _both(app, ["tool"], ["--instrument", "tool"])
+    summary = _same(plain, scoped)
+    assert "main script tool (module tool): 7 functions instrumented" in summary, summary
