@@ -31,10 +31,11 @@ compiled again from its file; if they differ (the file changed, or the
 constants cannot be replaced), the script runs unmodified and one line says
 so.
 
-Not covered: a script that is not Python source (``.pyc``, a directory or zip
-run through ``__main__``), ``-c`` and standard input, and the copy of the main
-script that ``multiprocessing``'s spawn and forkserver children run as
-``__mp_main__`` (fork children inherit the instrumented functions).
+The copy of the script that ``multiprocessing``'s spawn and forkserver
+children run as ``__mp_main__`` (``runpy.run_path``) is instrumented the same
+way (fork children inherit the instrumented functions).  Not covered: a
+script that is not Python source (``.pyc``, a directory or zip run through
+``__main__``), ``-c`` and standard input.
 """
 from __future__ import annotations
 
@@ -75,15 +76,22 @@ def watch(plan: Any) -> None:
             if state["path"].endswith(".pyc"):  # compiled code: run without an exec event, and no source
                 state["done"] = True
                 _instrument(None, plan, state["path"])
-        elif event == "exec" and state["path"] is not None:
+        elif event == "exec" and isinstance(args[0], CodeType) and args[0].co_name == "<module>":
             code = args[0]
-            # the script's code (not another thread's exec meanwhile): compiled by Python under its path
-            if isinstance(code, CodeType) and code.co_name == "<module>" \
-                    and os.path.abspath(code.co_filename) == state["path"]:
-                state["done"] = True  # first: the prelude's own exec comes through here too
-                _instrument(code, plan, state["path"])
-        elif event in ("cpython.run_module", "cpython.run_command", "cpython.run_stdin",
-                       "cpython.run_interactivehook"):
+            if state["path"] is not None:
+                # the script's code (not another thread's exec meanwhile): compiled by Python under its path
+                if os.path.abspath(code.co_filename) == state["path"]:
+                    state["done"] = True  # first: the prelude's own exec comes through here too
+                    _instrument(code, plan, state["path"])
+                return
+            # a multiprocessing spawn or forkserver child runs the parent's script as __mp_main__
+            # (runpy.run_path, whose module is in sys.modules while its code runs)
+            mp_main = sys.modules.get("__mp_main__")
+            namespace = getattr(mp_main, "__dict__", None) or {}
+            if namespace.get("__name__") == "__mp_main__" and namespace.get("__file__") == code.co_filename:
+                state["done"] = True
+                _instrument(code, plan, os.path.abspath(code.co_filename), namespace)
+        elif event in ("cpython.run_stdin", "cpython.run_interactivehook"):
             state["done"] = True  # no script (or past it): nothing to watch for
 
     sys.addaudithook(audit)
@@ -98,9 +106,9 @@ def _tell(script: str, module: str, reason: str, *, loud: bool) -> None:
         notice.tell("main_script", f"the main script {script} runs uninstrumented: {reason}")
 
 
-def _instrument(code: CodeType | None, plan: Any, path: str) -> None:
+def _instrument(code: CodeType | None, plan: Any, path: str, namespace: dict | None = None) -> None:
     """Rewrite the planned functions of the script at ``path`` into ``code``, the code Python is about
-    to run for it; never raises."""
+    to run for it in ``namespace`` (``__main__``'s); never raises."""
     global _status
     script = os.path.relpath(path) if not os.path.relpath(path).startswith("..") else path
     if not is_the_programs(path):
@@ -137,7 +145,8 @@ def _instrument(code: CodeType | None, plan: Any, path: str) -> None:
         replacements = _replacements(code, rewritten)
         if not _consts_replaceable(code.co_consts):
             return _tell(script, module, "this Python's code constants cannot be replaced", loud=True)
-        namespace = sys.modules["__main__"].__dict__
+        if namespace is None:
+            namespace = sys.modules["__main__"].__dict__
         exec(prelude, namespace)  # the probes, before any of the script's code runs
         for index, new in replacements:
             _replace_const(code.co_consts, index, new)

@@ -235,3 +235,29 @@ def test_a_script_without_the_py_suffix_is_recorded_when_named(app):
     plain, scoped = _both(app, ["tool"], ["--instrument", "tool"])
     summary = _same(plain, scoped)
     assert "main script tool (module tool): 7 functions instrumented" in summary, summary
+
+
+POOL = '''\
+import multiprocessing as mp
+import sys
+
+
+def square(x):
+    return x * x
+
+
+if __name__ == "__main__":
+    mp.set_start_method(sys.argv[1])
+    with mp.Pool(2) as pool:
+        print(sum(pool.map(square, range(8))))
+'''
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver", "fork"])
+def test_the_scripts_functions_run_by_multiprocessing_children_are_recorded(tmp_path, method):
+    # spawn and forkserver children run the script again as __mp_main__; fork children inherit it
+    (tmp_path / "app.py").write_text(POOL)
+    plain, scoped = _both(tmp_path, ["app.py", method], ["--instrument", "app"])
+    _same(plain, scoped)
+    assert plain.stdout == "140\n"
+    assert _spans(tmp_path) == {"square": 8}
