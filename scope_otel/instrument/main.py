@@ -12,7 +12,12 @@ package), runs the rewritten prelude (the probes) in ``__main__``'s
 namespace, and puts the rewritten code of each top-level function and class
 body into the constants of the code Python is about to run.  Python then runs
 its own ``__main__`` as always, and every function the script defines is
-created from rewritten code from the start.
+created from rewritten code from the start.  Replacing a constant is a
+pointer write into the code's ``co_consts`` tuple (CPython's layout, checked
+on that live tuple first; reference counts kept), the one place scope-otel
+writes into an object Python treats as immutable, done before anything has
+read it; the script's own ``<module>`` code object then shows the rewritten
+functions in its ``co_consts``.
 
 Why this way: a runner that executes the script in a ``__main__`` of its own
 (coverage.py's way) adds its frames to every traceback and has to imitate
