@@ -47,7 +47,9 @@ def own_code_globs(command: list[str], cwd: str) -> list[str]:
     ``run`` and ``compile`` of the same code agree (the rewrite cache is keyed by the plan)."""
     folders = [cwd]
     names: list[str] = []
-    for i, arg in enumerate(command[1:], 1):
+    # `python app.py ...`, or `./app.py ...` run through its #! line
+    start = 0 if command and command[0].endswith(".py") else 1
+    for i, arg in enumerate(command[start:], start):
         if arg == "-m" and i + 1 < len(command):
             top = command[i + 1].split(".")[0]
             if os.path.isdir(os.path.join(cwd, top)) or os.path.isfile(os.path.join(cwd, top + ".py")):

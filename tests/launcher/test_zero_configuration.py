@@ -37,6 +37,10 @@ def test_level_off_or_instrument_globs_leave_the_default_alone(tmp_path):
     try:
         cfg = _config.load(env={}, cwd=str(tmp_path))
         assert _zero_configuration(cfg, command) == ["app", "app.*", "lib", "lib.*", "pkg", "pkg.*"]
+        (tmp_path / "bin").mkdir()
+        (tmp_path / "bin" / "tool.py").write_text("")
+        assert _zero_configuration(cfg, [str(tmp_path / "bin" / "tool.py")])[:2] == ["app", "app.*"]
+        assert "tool" in _zero_configuration(cfg, [str(tmp_path / "bin" / "tool.py")])  # run by its #! line
         assert _zero_configuration(_config.load(flags={"level": "off"}, env={}), command) == []
         assert _zero_configuration(_config.load(flags={"instrument": "lib"}, env={}), command) == []
         assert _zero_configuration(_config.load(flags={"plan": "none"}, env={}), command) == []
