@@ -2,6 +2,7 @@
 
     scope-otel compile --plan scope-otel.plan.json src/
     scope-otel compile --instrument 'shop.*' --level full examples/
+    scope-otel compile            # no plan: the program's own code, as `scope-otel run` records it
 
 Each PATH is a ``.py`` file or a directory searched recursively; a file's
 module name is found by walking up through packages (``__init__.py``).
@@ -20,6 +21,7 @@ from typing import Iterator
 from scope_otel.instrument import cache
 from scope_otel.instrument.exclusions import never_instrumented
 from scope_otel.instrument.hook import ImportHook
+from scope_otel.instrument.own import module_name
 from scope_otel.plan import LEVELS
 
 
@@ -53,9 +55,21 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"plan {cfg.plan} ({cfg.source('plan')})", file=sys.stderr)
             elif cfg.instrument:
                 plan = Plan.from_globs(list(cfg.instrument), cfg.level)
+            elif cfg.level == "off" and cfg.source("level") != "default":
+                parser.error("nothing to compile: level = off; give --plan FILE or --instrument GLOB")
             else:
-                parser.error("nothing to compile: no scope-otel.plan.json in the working directory or the project "
-                             "root; give --plan FILE or --instrument GLOB")
+                # what `scope-otel run` records with no plan: the program's own code, at boundaries
+                from scope_otel.instrument.own import own_code_globs
+
+                globs = own_code_globs([], os.getcwd())
+                if not globs:
+                    parser.error("nothing to compile: no plan and no modules of the program's own in the working "
+                                 "directory; give --plan FILE or --instrument GLOB")
+                plan = Plan.from_globs(globs, "boundaries")
+                if not args.quiet:
+                    shown = ", ".join(g for g in globs if not g.endswith(".*"))
+                    print(f"no plan: the program's own code ({shown}) at boundaries, as `scope-otel run` records "
+                          "it with no plan", file=sys.stderr)
     except PlanError as exc:
         print(f"scope-otel compile: {exc}", file=sys.stderr)
         return 2
@@ -85,22 +99,13 @@ def main(argv: list[str] | None = None) -> int:
 def _modules(paths: list[str]) -> Iterator[tuple[str, str]]:
     for top in paths:
         if os.path.isfile(top):
-            yield top, _module_name(top)
+            yield top, module_name(top)
             continue
         for root, dirs, files in os.walk(top):
             dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
             for name in sorted(files):
                 if name.endswith(".py"):
                     path = os.path.join(root, name)
-                    yield path, _module_name(path)
+                    yield path, module_name(path)
 
 
-def _module_name(path: str) -> str:
-    """``a/b/c.py`` -> ``b.c`` when ``b`` is a package and ``a`` is not."""
-    path = os.path.abspath(path)
-    directory, filename = os.path.split(path)
-    parts = [] if filename == "__init__.py" else [filename[:-3]]
-    while os.path.exists(os.path.join(directory, "__init__.py")):
-        directory, package = os.path.split(directory)
-        parts.insert(0, package)
-    return ".".join(parts)

@@ -107,20 +107,28 @@ class Registered:
 class RewriteResult:
     tree: ast.Module
     functions: list[Registered] = field(default_factory=list)
+    #: the prelude's statements, when asked for apart from the tree (``separate_prelude``)
+    prelude: list[ast.stmt] = field(default_factory=list)
 
 
-def rewrite_module(tree: ast.Module, module: str, plan: Any) -> RewriteResult:
+def rewrite_module(tree: ast.Module, module: str, plan: Any, *, separate_prelude: bool = False) -> RewriteResult:
     """Instrument, in place, the functions of ``tree`` that ``plan`` covers.
 
     ``plan`` needs ``for_function(module, qualname)`` returning None or an
     object with ``level``, ``capture`` and ``sampling``.  Returns the tree
     (with the module prelude inserted only if something was instrumented)
-    and the list of instrumented functions.
+    and the list of instrumented functions.  With ``separate_prelude`` the
+    prelude is returned in ``result.prelude`` instead of inserted: the main
+    script's code is run by Python itself, so its prelude runs beforehand
+    (:mod:`scope_otel.instrument.main`).
     """
     result = RewriteResult(tree)
     _Walker(module, plan, result).visit_body(tree.body, prefix="", in_class=False)
     if result.functions:
-        tree.body[_prelude_index(tree.body):0] = _prelude(module, result.functions)
+        if separate_prelude:
+            result.prelude = _prelude(module, result.functions)
+        else:
+            tree.body[_prelude_index(tree.body):0] = _prelude(module, result.functions)
         install_builtins()  # whoever runs this code next finds the runtime
     return result
 

@@ -153,55 +153,17 @@ def _prepare(argv: list[str], prog: str, environ: dict | None):
     return executable, [executable] + list(args.command_args), environ, config
 
 
-#: folders of a project that are not the program
-_NOT_THE_PROGRAM = frozenset({"tests", "test", "docs", "doc", "build", "dist", "venv", ".venv", "env",
-                              "node_modules", "migrations", "scope_otel", "examples", "bench", "benchmarks"})
-
-
 def _zero_configuration(config: _config.Config, command: list[str]) -> list[str]:
-    """Module globs of the program's own code, recorded when nothing else says what to record: the
-    main script's folder (its modules and packages), the ``-m`` module's top package, and the working
-    directory's packages and modules; never anything under the interpreter's prefixes (the standard
-    library, site-packages).  Empty when a plan, ``instrument`` globs or ``level = off`` were given."""
+    """Module globs of the program's own code (:func:`scope_otel.instrument.own.own_code_globs`),
+    recorded when nothing else says what to record.  Empty when a plan, ``instrument`` globs or
+    ``level = off`` were given."""
     if config.plan or config.instrument or config.sdk_disabled or config.source("plan") != "default":
         return []
     if config.source("level") != "default" and config.level == "off":
         return []
-    folders = [os.getcwd()]
-    names: list[str] = []
-    main = None  # the script runs as __main__, which the import hook does not see
-    for i, arg in enumerate(command[1:], 1):
-        if arg == "-m" and i + 1 < len(command):
-            top = command[i + 1].split(".")[0]
-            if os.path.isdir(top) or os.path.isfile(top + ".py"):  # the project's, not an installed one
-                names.append(top)
-            break
-        if arg.endswith(".py") and os.path.isfile(arg):
-            folders.insert(0, os.path.dirname(os.path.abspath(arg)))
-            main = os.path.basename(arg)[:-3]
-            break
-    system = [os.path.realpath(p) for p in {sys.prefix, sys.base_prefix, sys.exec_prefix} if p]
-    for folder in dict.fromkeys(os.path.realpath(f) for f in folders):
-        if any(folder == p or folder.startswith(p + os.sep) for p in system) or "site-packages" in folder:
-            continue
-        try:
-            entries = sorted(os.listdir(folder))
-        except OSError:
-            continue
-        for entry in entries:
-            path = os.path.join(folder, entry)
-            stem = entry[:-3] if entry.endswith(".py") else entry
-            if (not stem.isidentifier() or stem in _NOT_THE_PROGRAM or stem.startswith(("test_", "_"))
-                    or stem == main):
-                continue
-            if entry.endswith(".py") and os.path.isfile(path) and stem not in ("setup", "conftest", "noxfile"):
-                names.append(stem)
-            elif os.path.isfile(os.path.join(path, "__init__.py")):
-                names.append(stem)
-    globs: list[str] = []
-    for name in dict.fromkeys(names):
-        globs += [name, f"{name}.*"]
-    return globs
+    from scope_otel.instrument.own import own_code_globs
+
+    return own_code_globs(command, os.getcwd())
 
 
 def _check_plan(path: str) -> None:
@@ -245,6 +207,24 @@ def _what_is_recorded(config: _config.Config) -> str:
     return "no plan: requests and SQL only (`scope-otel plan` writes scope-otel.plan.json, used from then on)"
 
 
+def _default_in_force(config: _config.Config) -> str:
+    """For ``scope-otel config``: the plan in force, or the zero-configuration default and how to turn it off."""
+    if config.sdk_disabled:
+        return "nothing (OTEL_SDK_DISABLED is set)"
+    if config.plan or config.instrument:
+        return _what_is_recorded(config)
+    if config.level == "off" and config.source("level") != "default":
+        return "requests and SQL only (level = off)"
+    from scope_otel.instrument.own import own_code_globs
+
+    shown = ", ".join(g for g in own_code_globs([], os.getcwd()) if not g.endswith(".*")) or "none found here"
+    return (f"no plan, so the zero-configuration default: the program's own code at boundaries within the "
+            f"{config.budget:g}% budget: the main script (python app.py), its folder's modules, and the working "
+            f"directory's ({shown}); never the standard library or site-packages.  A plan found here "
+            "(scope-otel.plan.json) replaces it; --level off or an empty plan turns it off.  `scope-otel compile` "
+            "uses the same default.")
+
+
 def _where(source: str) -> str:
     return {"env SCOPE_OTEL_PLAN": "SCOPE_OTEL_PLAN"}.get(source, source)
 
@@ -268,6 +248,7 @@ def config_main(argv: list[str]) -> int:
     if config.file:
         print(f"# config file: {config.file}")
     print(config.describe())
+    print("\nwhat `scope-otel run` records: " + _default_in_force(config))
     print("\nredaction in force (redact extends the built-in names; redact_defaults = false keeps only it):")
     for line in redact.from_config(config).describe().splitlines():
         print("  " + line)

@@ -129,6 +129,8 @@ def collect(state: dict[str, Any], why: str = "exit", seconds: float = 0.0) -> d
     report["integration_errors"] = dict(errors.stats()) if errors is not None else {}
     handoff = sys.modules.get("scope_otel.instrumentors.handoff")
     report["handoff_unlinked"] = handoff.dropped() if handoff is not None else 0
+    main = sys.modules.get("scope_otel.instrument.main")  # what became of the main script's functions
+    report["main_script"] = main.status() if main is not None else None
     for key in COUNTS:  # the processor's and runtime's counts the summary tells in words
         report.setdefault(key, stats.get(key, 0))
     if counted is not None:
@@ -168,6 +170,8 @@ def merge(reports: list[dict[str, Any]]) -> dict[str, Any]:
         for kind, name, n in r.get("top", []):
             out["top"][(kind, name)] += n
         out.setdefault("exporters", r.get("exporters", []))
+        if r.get("main_script") and not out.get("main_script"):
+            out["main_script"] = r["main_script"]  # the first process' script (children run their own)
     out["destinations"] = list(out["destinations"].values())
     out["top"] = [[k, n_, c] for (k, n_), c in out["top"].most_common(12)]
     return out
@@ -225,6 +229,8 @@ def render(report: dict[str, Any]) -> str:
                      f"({report.get('errors', 0)} with errors); function spans: {report.get('function_spans', 0)}")
     else:
         lines.append(f"  function spans: {report.get('function_spans', 0)}")
+    if report.get("main_script"):
+        lines.append("  " + main_script_line(report["main_script"]))
     lines += [f"  {words.format(n=report[key])}" for key, words in COUNTS.items() if report.get(key)]
     if report.get("governor_budget_pct") is not None:
         lines.append(f"  overhead governor: budget {report['governor_budget_pct']:g}% of CPU, peak cost "
@@ -239,12 +245,22 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def main_script_line(main: dict[str, Any]) -> str:
+    """What became of the main script's own functions: how many were instrumented, or why none."""
+    if main.get("reason"):
+        return f"main script {main['script']}: not instrumented: {main['reason']}"
+    n = main.get("functions", 0)
+    return f"main script {main['script']} (module {main['module']}): {n} function{'s' if n != 1 else ''} instrumented"
+
+
 def legend() -> str:
     """What the exit summary counts, in words: for ``scope-otel config``."""
     lines = ["per destination: exported (or spooled for the store writer) of the spans recorded; what was not, "
              "and why: failed (with the exporter's reason), could not be read, converted or redacted, still queued "
              "when the exit deadline passed, dropped before export (" + "; ".join(_DROP_REASONS.values()) + ")"]
     lines += [words.format(n="N") for words in COUNTS.values()]
+    lines += ["main script app.py (module app): N functions instrumented, or why not (e.g. the plan does not "
+              "include module app)"]
     lines += ["integration errors: N per place (e.g. flask.start), each logged once, never raised into the program",
               "processes of the run that ended without their report (SIGKILL, out of memory, os._exit)"]
     return "\n".join(lines)

@@ -1,9 +1,10 @@
 """scope-otel's start-up hook, imported by Python because ``scope-otel run``
 put this folder first on ``PYTHONPATH``.
 
-It sets up the pipeline, then runs the ``sitecustomize`` that this one hides
-(the user's or the environment's own), so nothing the program relied on is
-lost.  If set-up fails, the program runs uninstrumented with one warning: a
+It sets up the pipeline, arranges for the main script's planned functions to
+be instrumented when Python runs it (:mod:`scope_otel.instrument.main`), then
+runs the ``sitecustomize`` that this one hides (the user's or the
+environment's own), so nothing the program relied on is lost.  If set-up fails, the program runs uninstrumented with one warning: a
 broken tracer must never stop the application.
 """
 
@@ -13,6 +14,13 @@ def _scope_otel_start():
         from scope_otel.launcher.pipeline import initialize
 
         initialize()
+        import scope_otel.instrument as instrument
+
+        hook = instrument.installed()
+        if hook is not None:
+            from scope_otel.instrument.main import watch
+
+            watch(hook.plan)  # the script itself runs past the import hook
     except Exception as exc:  # noqa: BLE001 - any failure means: run uninstrumented
         import sys
 
