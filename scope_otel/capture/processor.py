@@ -299,7 +299,11 @@ class RingBufferSpanProcessor(SpanProcessor):
         self._observe_drops()
         # The exporter's own shutdown may hang too: give it what is left, at least a moment.
         closer = threading.Thread(target=self._close_exporter, name="scope-otel-exporter-shutdown", daemon=True)
-        closer.start()
+        try:
+            closer.start()
+        except RuntimeError:  # Python 3.12 starts no thread once the interpreter is finalizing (at exit)
+            self._close_exporter()
+            return
         closer.join(max(0.2, deadline - time.monotonic()))
 
     def _join_workers(self, deadline: float) -> None:
