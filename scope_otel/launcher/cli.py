@@ -8,6 +8,7 @@ parses its own arguments and returns an exit code.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -55,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ImportError, AttributeError) as exc:
         print(f"scope-otel: command {name!r} is not available in this build ({exc})", file=sys.stderr)
         return 2
-    return int(func(argv[1:]) or 0)
+    try:
+        return int(func(argv[1:]) or 0)
+    except BrokenPipeError:  # `scope-otel config | head`: the reader has gone, as for any Unix tool
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool ended by a closed pipe
 
 
 def instrument_main(argv: list[str] | None = None) -> int:

@@ -403,3 +403,16 @@ def test_example_app_records_requests_sql_and_functions_nested(otlp_receiver):
     receives = [s for s in spans if s["kind"] == "CONSUMER" and s["name"].startswith("receive Queue")]
     assert len(receives) == 3  # two orders and the stop sentinel
     assert posts <= {link["trace_id"] for s in receives for link in s["links"]}
+
+
+def test_a_listing_read_by_a_reader_that_stops_early_ends_quietly():
+    """`scope-otel config --keys | head -1`: the reader has closed the pipe; the tool ends without a traceback."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the tool writes
+    try:
+        result = subprocess.run([tool("scope-otel"), "config", "--keys"], stdout=write_end, stderr=subprocess.PIPE,
+                                env=clean_env(), text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in result.stderr and "BrokenPipeError" not in result.stderr, result.stderr
+    assert result.returncode == 141
