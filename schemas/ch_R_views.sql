@@ -110,23 +110,25 @@ GROUP BY TraceId;
 -- Jaeger's dependency graph (an entry span parented directly by an INTERNAL
 -- span of another service is not counted).  Latency quantiles are the entry
 -- spans' durations (bfloat16 estimates, within 0.4 %).  Read from the calls
--- counted as spans arrive (ch_007_edges_and_search.sql): scope_edges_hourly
--- for the hours wholly inside the window, scope_edges (per minute) for the
+-- counted as spans arrive (ch_007_edges_and_search.sql, ch_008): scope_edges_rollup's
+-- hourly rows for the hours wholly inside the window, its per-minute rows for the
 -- rest, so a graph over all time costs about what one over the last hour does.
 -- ``_between(since, until)`` counts calls whose child started in the minutes
 -- from since's to until's (a partial first minute counts whole); the plain
 -- view spans all time.
 CREATE OR REPLACE VIEW ${db}.scope_edges_between ${on_cluster} AS
-SELECT Hour AS At, ParentService, Parent, ParentKind, ChildService, Child, ChildKind, Calls, Errors, Durations
-FROM ${db}.scope_edges_hourly
-WHERE Hour >= toStartOfHour(toStartOfMinute({since:DateTime64(9)}) + INTERVAL 59 MINUTE)
-  AND Hour + INTERVAL 1 HOUR <= {until:DateTime64(9)}
+SELECT At, ParentService, Parent, ParentKind, ChildService, Child, ChildKind, Calls, Errors, Durations
+FROM ${db}.scope_edges_rollup
+WHERE Grain = 'h'
+  AND At >= toStartOfHour(toStartOfMinute({since:DateTime64(9)}) + INTERVAL 59 MINUTE)
+  AND At + INTERVAL 1 HOUR <= {until:DateTime64(9)}
 UNION ALL
-SELECT Minute AS At, ParentService, Parent, ParentKind, ChildService, Child, ChildKind, Calls, Errors, Durations
-FROM ${db}.scope_edges
-WHERE Minute >= toStartOfMinute({since:DateTime64(9)}) AND Minute <= {until:DateTime64(9)}
-  AND NOT (toStartOfHour(Minute) >= toStartOfHour(toStartOfMinute({since:DateTime64(9)}) + INTERVAL 59 MINUTE)
-           AND toStartOfHour(Minute) + INTERVAL 1 HOUR <= {until:DateTime64(9)});
+SELECT At, ParentService, Parent, ParentKind, ChildService, Child, ChildKind, Calls, Errors, Durations
+FROM ${db}.scope_edges_rollup
+WHERE Grain = 'm'
+  AND At >= toStartOfMinute({since:DateTime64(9)}) AND At <= {until:DateTime64(9)}
+  AND NOT (toStartOfHour(At) >= toStartOfHour(toStartOfMinute({since:DateTime64(9)}) + INTERVAL 59 MINUTE)
+           AND toStartOfHour(At) + INTERVAL 1 HOUR <= {until:DateTime64(9)});
 
 CREATE OR REPLACE VIEW ${db}.scope_service_edges_between ${on_cluster} AS
 SELECT
