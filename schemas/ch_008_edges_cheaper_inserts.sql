@@ -113,3 +113,11 @@ INNER JOIN (
     FROM ${db}.scope_edge_pending
     WHERE ParentKey IN (SELECT SpanKey FROM ${db}.scope_spans_by_trace)
 ) AS c ON c.ParentKey = p.SpanKey;
+
+-- The message edges' linked spans (scope_linked_spans in ch_R_views.sql): a span with links is
+-- rare, so a granule whose spans have none is skipped by the most links one of them has, instead
+-- of reading the lengths of every span's links (all time over 5 M spans: 4 ms against 30-140 ms).
+-- Existing parts gain the index in the background (a mutation); until then they are read as before.
+ALTER TABLE ${db}.otel_traces ${on_cluster} ADD INDEX IF NOT EXISTS idx_links length(Links.SpanId)
+    TYPE minmax GRANULARITY 1;
+ALTER TABLE ${db}.otel_traces ${on_cluster} MATERIALIZE INDEX idx_links;
