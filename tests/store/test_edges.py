@@ -57,6 +57,21 @@ def services_from_spans(store) -> list[tuple]:
 T1, T2, T3 = "a1" * 16, "b2" * 16, "c3" * 16
 
 
+def schemas_before(tmp_path, version: str, first_view: str, old_views: str):
+    """A schema folder as it was before migration ``version``: the earlier files, and the repeatable
+    views up to ``first_view`` followed by ``old_views`` (the edge views of that time)."""
+    old = tmp_path / f"schemas-before-{version}"
+    old.mkdir()
+    for name in os.listdir(migrations.schema_dir()):
+        if name.startswith("ch_0") and name < version:
+            shutil.copy(os.path.join(migrations.schema_dir(), name), old / name)
+    with open(os.path.join(migrations.schema_dir(), "ch_R_views.sql"), encoding="utf-8") as fh:
+        views = fh.read()
+    head = views[:views.index(f"CREATE OR REPLACE VIEW ${{db}}.{first_view}")]
+    (old / "ch_R_views.sql").write_text(head + old_views, encoding="utf-8")
+    return old
+
+
 @pytest.fixture
 def store(tmp_path):
     s = open_store(str(tmp_path / "edges"), "otel")
@@ -128,16 +143,8 @@ def test_a_window_counts_whole_hours_from_the_hourly_table_and_the_rest_by_minut
 
 def test_a_store_made_before_ch_007_shows_its_old_spans_and_pairs_them_with_new_ones(tmp_path, monkeypatch):
     """The migration counts the calls already stored (a backfill) and keeps their unmatched children waiting."""
-    old = tmp_path / "schemas-before-007"
-    old.mkdir()
-    for name in os.listdir(migrations.schema_dir()):
-        if name.startswith("ch_0") and name < "ch_007":
-            shutil.copy(os.path.join(migrations.schema_dir(), name), old / name)
     # the views as they were: the edge views joined spans at query time
-    with open(os.path.join(migrations.schema_dir(), "ch_R_views.sql"), encoding="utf-8") as fh:
-        views = fh.read()
-    head = views[:views.index("CREATE OR REPLACE VIEW ${db}.scope_service_edges_between")]
-    (old / "ch_R_views.sql").write_text(head + OLD_EDGE_VIEWS, encoding="utf-8")
+    old = schemas_before(tmp_path, "ch_007", "scope_service_edges_between", OLD_EDGE_VIEWS)
     path = str(tmp_path / "old-store")
     try:
         with monkeypatch.context() as patched:
@@ -201,15 +208,7 @@ GROUP BY ParentService, Parent, ChildService, Child;
 
 def test_a_store_counted_by_ch_007_keeps_its_counts_after_ch_008_and_pairs_waiting_children(tmp_path, monkeypatch):
     """ch_008 moves the counts to scope_edges_rollup (both grains) and swaps the views; nothing counted twice or lost."""
-    old = tmp_path / "schemas-007"
-    old.mkdir()
-    for name in os.listdir(migrations.schema_dir()):
-        if name.startswith("ch_0") and name < "ch_008":
-            shutil.copy(os.path.join(migrations.schema_dir(), name), old / name)
-    with open(os.path.join(migrations.schema_dir(), "ch_R_views.sql"), encoding="utf-8") as fh:
-        views = fh.read()
-    head = views[:views.index("CREATE OR REPLACE VIEW ${db}.scope_edges_between")]
-    (old / "ch_R_views.sql").write_text(head + OLD_007_VIEWS, encoding="utf-8")
+    old = schemas_before(tmp_path, "ch_008", "scope_edges_between", OLD_007_VIEWS)
     path = str(tmp_path / "store-007")
     three_hours_ago = "now64(9) - INTERVAL 3 HOUR"
     try:
