@@ -148,8 +148,24 @@ WHERE ChildKind IN ('SPAN_KIND_SERVER', 'SPAN_KIND_CONSUMER', 'Server', 'Consume
   AND ParentService != ChildService
 GROUP BY Parent, Child;
 
+-- All time: every call is in the hourly rows (a parameterized view inside another took
+-- twice as long to answer on 5 M spans).
 CREATE OR REPLACE VIEW ${db}.scope_service_edges ${on_cluster} AS
-SELECT * FROM ${db}.scope_service_edges_between(since = '1970-01-01 01:00:00', until = '2262-01-01 00:00:00');
+SELECT
+    ParentService AS Parent,
+    ChildService AS Child,
+    sum(Calls) AS Calls,
+    sum(Errors) AS Errors,
+    quantilesBFloat16Merge(0.5, 0.95, 0.99)(Durations) AS Q,
+    Q[1] AS P50Ns,
+    Q[2] AS P95Ns,
+    Q[3] AS P99Ns
+FROM ${db}.scope_edges_rollup
+WHERE Grain = 'h'
+  AND ChildKind IN ('SPAN_KIND_SERVER', 'SPAN_KIND_CONSUMER', 'Server', 'Consumer')
+  AND ParentKind IN ('SPAN_KIND_CLIENT', 'SPAN_KIND_PRODUCER', 'Client', 'Producer')
+  AND ParentService != ChildService
+GROUP BY Parent, Child;
 
 -- Calls between functions (span names) inside and across services: every
 -- parent/child pair, with counts, errors and latency quantiles of the child.
@@ -170,7 +186,20 @@ FROM ${db}.scope_edges_between(since = {since:DateTime64(9)}, until = {until:Dat
 GROUP BY ParentService, Parent, ChildService, Child;
 
 CREATE OR REPLACE VIEW ${db}.scope_function_edges ${on_cluster} AS
-SELECT * FROM ${db}.scope_function_edges_between(since = '1970-01-01 01:00:00', until = '2262-01-01 00:00:00');
+SELECT
+    ParentService,
+    Parent,
+    ChildService,
+    Child,
+    sum(Calls) AS Calls,
+    sum(Errors) AS Errors,
+    quantilesBFloat16Merge(0.5, 0.95, 0.99)(Durations) AS Q,
+    Q[1] AS P50Ns,
+    Q[2] AS P95Ns,
+    Q[3] AS P99Ns
+FROM ${db}.scope_edges_rollup
+WHERE Grain = 'h'
+GROUP BY ParentService, Parent, ChildService, Child;
 
 -- Messages between producers and consumers, from two sources:
 --   Via = 'link':    a consumer span's span links to its producer span;

@@ -44,6 +44,8 @@ _ENTRY_KINDS = "('SPAN_KIND_SERVER', 'SPAN_KIND_CONSUMER', 'Server', 'Consumer')
 _TEXT_TRACES = 10_000
 #: A text found in more traces is looked for back from the newest time in these windows, in turn.
 _TEXT_WINDOWS_NS = tuple(int(h * 3600e9) for h in (1, 6, 24, 24 * 7))
+#: The start of "all time" as the views' plain (all-time) forms spell it.
+_ALL_TIME = _dt.datetime(1970, 1, 1, 1)
 _SQL_TEXT = "lowerUTF8(concat(SpanAttributes['db.query.text'], '\\n', SpanAttributes['db.statement']))"
 
 
@@ -162,7 +164,9 @@ class Store:
 
     def message_edges(self, since: _dt.datetime | None = None) -> list[dict[str, Any]]:
         """Messages between producers and consumers (all time, or consumed at or after ``since``, UTC)."""
-        return self._edges("scope_message_edges", since, order="Messages")
+        # all time through the parameterized view itself: the plain view wraps it in a second one,
+        # which took ~1.4 times as long to answer on 5 M spans
+        return self._edges("scope_message_edges", since or _ALL_TIME, order="Messages")
 
     def traces(self, where: TraceFilter | None = None) -> list[dict[str, Any]]:
         """Traces matching ``where``, newest first: one summary row each.
