@@ -20,6 +20,13 @@
 
 Targets (issue 7): ingest >= 150k spans/s and >= 0.5 of the ceiling; trace
 lookup <= 100 ms and service edges <= 2 s on 5M spans.
+
+``--edges both`` (the default) makes every end-to-end run twice, in
+alternating order, each with its own ceiling on the same schema: once as the
+schema is (the call-graph edges counted on insert, ch_007/ch_008), once with
+what ch_007 added to every INSERT into otel_traces removed (the edge views'
+two joins and the SQL text index), so the cost of counting edges on insert
+is read from one invocation.  ``--edges on`` / ``off`` run one of the two.
 """
 from __future__ import annotations
 
@@ -71,6 +78,13 @@ def _attrs(i: int) -> dict:
         "scope.kind": "function", "code.function.name": "load", "code.namespace": "orders.repo",
         "scope.arg.order_id": str(i),
     }
+
+
+#: What ch_007_edges_and_search.sql adds to every INSERT into otel_traces, undone for ``--edges off``:
+#: the two views that pair children with parents (everything after them is fed by them) and the
+#: n-gram index on SQL text.
+WITHOUT_EDGES = ("DROP VIEW IF EXISTS {db}.scope_edge_children_mv", "DROP VIEW IF EXISTS {db}.scope_edge_parents_mv",
+                 "ALTER TABLE {db}.otel_traces DROP INDEX IF EXISTS idx_sql_text")
 
 
 def batches(spans: list, size: int) -> list:
@@ -185,6 +199,17 @@ def child_main(job: dict) -> None:
         finally:
             s.close()
         return
+    if job["op"] == "drop_edges":
+        from scope_otel.store import Store
+
+        s = Store(parse(job["store"], "otel"), wait_s=60)
+        try:
+            for statement in WITHOUT_EDGES:
+                s.query(statement.format(db="otel"))
+            print("dropped")
+        finally:
+            s.close()
+        return
     if job["op"] == "keys":
         orders = Backend(parse("chdb://" + job["store"], "otel")).run(lambda client: _sorting_keys(client, "otel"))
         print(json.dumps({t: [[n.decode(), d] for n, d in o] for t, o in orders.items()}))
@@ -194,6 +219,8 @@ def child_main(job: dict) -> None:
         database = f"ceil_{i}"
         backend = Backend(parse("chdb://" + job["store"], database), idle_close_s=600)
         backend.run(lambda client: None)  # the schema, outside the timing
+        if not job.get("edges", True):
+            backend.run(lambda client, db=database: [client.command(q.format(db=db)) for q in WITHOUT_EDGES])
         time.sleep(1.0)  # let the schema's and earlier inserts' background work settle
 
         def load(client, files=files, database=database):
@@ -207,7 +234,8 @@ def child_main(job: dict) -> None:
     print(json.dumps(rates))
 
 
-def ingest(spans: list, batch_size: int, workdir: str, process_runs: int = 5) -> dict:
+def ingest(spans: list, batch_size: int, workdir: str, process_runs: int = 5,
+           edges: tuple = (True, False)) -> dict:
     """End-to-end runs of the default mode, each paired with chDB's ceiling measured just before it.
 
     A single INSERT of a few seconds and an end-to-end run both move a lot
@@ -216,26 +244,36 @@ def ingest(spans: list, batch_size: int, workdir: str, process_runs: int = 5) ->
     run's ratio compares the two measured a few seconds apart, and the median
     ratio is the result.  The ceiling runs in a child process with chDB in
     it, as the store writer does; this process, the application, never loads
-    chDB."""
+    chDB.  ``edges``: the schemas to run, True as it is, False without ch_007's per-INSERT work
+    (WITHOUT_EDGES); with both, each run is made on both, in alternating order."""
     out: dict = {"process_runs": [], "ceilings": {}}
     groups = batches(spans, batch_size)
     variants = ceiling_files(groups, workdir)
-    for run in range(process_runs):
+    plan = [(run, on) for run in range(process_runs)
+             for on in ((True, False) if run % 2 == 0 else (False, True)) if on in edges]
+    for run, on in plan:
         # ceiling: chDB ingesting the same rows (otel_traces and scope_events) from the prebuilt
-        # files, one INSERT per table, no Python in the loop, into fresh tables; the fastest
-        # encoding is the ceiling
-        rates = json.loads(_child({"op": "ceiling", "store": os.path.join(workdir, f"ceiling-{run}"),
-                                   "variants": variants, "spans": len(spans)}))
+        # files, one INSERT per table, no Python in the loop, into fresh tables of the same schema;
+        # the fastest encoding is the ceiling
+        tag = f"{run}-{'edges' if on else 'noedges'}"
+        rates = json.loads(_child({"op": "ceiling", "store": os.path.join(workdir, f"ceiling-{tag}"),
+                                   "variants": variants, "spans": len(spans), "edges": on}))
         for label, rate in rates.items():
-            out["ceilings"].setdefault(label, []).append(rate)
+            out["ceilings"].setdefault((label, on), []).append(rate)
         ceiling = max(rates.values())
 
         # process mode: the application queues, a store-writer process ingests
         assert "chdb" not in sys.modules, "the benchmark process, the application here, loaded chDB"
-        store = os.path.join(workdir, f"process-{run}")
+        store = os.path.join(workdir, f"process-{tag}")
         exporter = ClickHouseSpanExporter(store)
         exporter.export(groups[0][:1])  # start the writer and create the schema outside the timing
         wait_written(exporter, 60)
+        warmup = 1
+        if not on:
+            _child({"op": "drop_edges", "store": store})  # the writer lets go of the store for it
+            exporter.export(groups[0][:1])  # and a new writer starts, outside the timing
+            wait_written(exporter, 60)
+            warmup = 2
         writer = exporter._backend._drainer
         writer_cpu0 = _cpu_s(writer.pid) if writer is not None else None
         app_cpu0 = _own_cpu_s()
@@ -247,14 +285,17 @@ def ingest(spans: list, batch_size: int, workdir: str, process_runs: int = 5) ->
         wait_written(exporter)
         total_s = time.perf_counter() - t0
         writer_cpu = _cpu_s(writer.pid) - writer_cpu0 if writer_cpu0 is not None else float("nan")
-        assert count_rows(store) == len(spans) + 1
+        assert count_rows(store) == len(spans) + warmup
         rate = len(spans) / total_s
-        out["process_runs"].append({"rate": rate, "ceiling": ceiling, "ratio": rate / ceiling,
+        out["process_runs"].append({"edges": on, "rate": rate, "ceiling": ceiling, "ratio": rate / ceiling,
                                     "app_rate": len(spans) / app_s, "app_us": 1e6 * app_cpu / len(spans),
                                     "writer_us": 1e6 * writer_cpu / len(spans)})
         time.sleep(2.0)  # let the exiting writer's and the count's work settle
     runs = out["process_runs"]
-    out["median"] = sorted(runs, key=lambda r: r["ratio"])[len(runs) // 2]  # the run with the median ratio
+    out["median"] = {}  # per schema: the run with the median ratio
+    for on in edges:
+        mine = sorted((r for r in runs if r["edges"] == on), key=lambda r: r["ratio"])
+        out["median"][on] = mine[len(mine) // 2]
 
     # where the application side spends its time, stage by stage, for the
     # encoder in use and for the pure-Python path (the peer)
@@ -289,7 +330,7 @@ def ingest(spans: list, batch_size: int, workdir: str, process_runs: int = 5) ->
         exporter.export(group)
     wait_written(exporter)
     out["inprocess"] = len(spans) / (time.perf_counter() - t0)
-    out["inprocess_ceiling"] = statistics.median(r["ceiling"] for r in runs)
+    out["inprocess_ceiling"] = statistics.median(r["ceiling"] for r in runs if r["edges"] == edges[0])
     exporter._backend.close()
     return out
 
@@ -393,7 +434,8 @@ def file_create_us(workdir: str, n: int = 300) -> float:
     return 1e6 * (time.perf_counter() - t0) / n
 
 
-def ingest_table(spans_n: int, batch: int, workdir: str, process_runs: int = 5) -> None:
+def ingest_table(spans_n: int, batch: int, workdir: str, process_runs: int = 5,
+                 edges: tuple = (True, False)) -> None:
     t0 = time.perf_counter()
     spans = make_spans(spans_n)
     # The benchmark holds every span in memory at once, which a running
@@ -404,21 +446,28 @@ def ingest_table(spans_n: int, batch: int, workdir: str, process_runs: int = 5) 
     gc.freeze()
     print(f"built {len(spans)} SDK spans (10 attributes each) in {time.perf_counter() - t0:.1f} s; "
           f"batch size {batch}")
-    ing = ingest(spans, batch, workdir, process_runs)
-    runs, med = ing["process_runs"], ing["median"]
+    ing = ingest(spans, batch, workdir, process_runs, edges)
+    runs = ing["process_runs"]
     print()
     print("chDB's own ingest rate (the ceiling), measured before each end-to-end run, spans/s:")
-    for label, rates in ing["ceilings"].items():
-        print(f"  {label:62s} " + ", ".join(f"{r:,.0f}" for r in rates))
+    for (label, on), rates in ing["ceilings"].items():
+        print(f"  {label + (' [edges]' if on else ' [no edges]'):73s} " + ", ".join(f"{r:,.0f}" for r in rates))
     print()
     print(f"{'exporter, embedded=process, end to end':44s} {'spans/s':>10s} {'ceiling':>10s} {'x ceiling':>10s}"
           f" {'app us':>7s} {'writer us':>9s}")
     for i, r in enumerate(runs):
-        print(f"{'  run ' + str(i + 1):44s} {r['rate']:10,.0f} {r['ceiling']:10,.0f} {r['ratio']:10.2f}"
+        name = f"  run {i + 1} ({'edges' if r['edges'] else 'no edges'})"
+        print(f"{name:44s} {r['rate']:10,.0f} {r['ceiling']:10,.0f} {r['ratio']:10.2f}"
               f" {r['app_us']:7.1f} {r['writer_us']:9.1f}")
-    print(f"{'  median run (by ratio)':44s} {med['rate']:10,.0f} {med['ceiling']:10,.0f} {med['ratio']:10.2f}")
+    for on, med in ing["median"].items():
+        name = f"  median run (by ratio), {'edges' if on else 'no edges'}"
+        mine = [r["writer_us"] for r in runs if r["edges"] == on]
+        print(f"{name:44s} {med['rate']:10,.0f} {med['ceiling']:10,.0f} {med['ratio']:10.2f}"
+              f" {med['app_us']:7.1f} {med['writer_us']:9.1f}  (writer us, median of runs: "
+              f"{statistics.median(mine):.1f})")
+    med = ing["median"][edges[0]]
     print(f"app side only (export() calls), median run: {med['app_rate']:,.0f} spans/s")
-    print(f"exporter, embedded=inprocess: {ing['inprocess']:,.0f} spans/s, "
+    print(f"exporter, embedded=inprocess ({'edges' if edges[0] else 'no edges'}): {ing['inprocess']:,.0f} spans/s, "
           f"{ing['inprocess'] / ing['inprocess_ceiling']:.2f} x the median run's ceiling")
     print(f"embedded=process CPU per span (median run): application {med['app_us']:.1f} us, store writer process "
           f"{med['writer_us']:.1f} us (load-independent capacity with a core each: "
@@ -439,6 +488,9 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--skip-ingest", action="store_true", help="only the query benchmarks")
     parser.add_argument("--process-runs", type=int, default=5, help="end-to-end runs of the default mode, each with its own ceiling (the run with the median ratio is the result)")
+    parser.add_argument("--edges", choices=("both", "on", "off"), default="both",
+                        help="the schema as it is (on), without ch_007's per-INSERT edge views and SQL index (off), "
+                             "or each run on both (both, alternating order)")
     parser.add_argument("--workdir", default=os.curdir,
                         help="where the stores are made, in a fresh folder (default: the current directory, where "
                              "scope-otel's embedded store lives by default; /tmp on this VM is slowed by its own "
@@ -460,7 +512,8 @@ def main() -> int:
               "  $(mktemp -d /scopebench.XXXX)) lands in a quiet inode group: 25-33 us here.")
     try:
         if not args.skip_ingest:
-            ingest_table(spans_n, args.batch, workdir, args.process_runs)
+            edges = {"both": (True, False), "on": (True,), "off": (False,)}[args.edges]
+            ingest_table(spans_n, args.batch, workdir, args.process_runs, edges)
         q = queries(rows_n, workdir, 15)
         print()
         print(f"table of {q['rows']:,} spans generated with INSERT ... SELECT FROM numbers() "

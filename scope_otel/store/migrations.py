@@ -93,6 +93,7 @@ def render(text: str, database: str, options: SchemaOptions = SchemaOptions()) -
         "ttl_events": ttl("Timestamp"),
         "ttl_edges": ttl("Minute"),
         "ttl_edges_hourly": ttl("Hour"),
+        "ttl_edges_rollup": ttl("At"),
         "wide_part_bytes": str(options.wide_part_bytes),
     }
     body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))

@@ -145,7 +145,7 @@ def test_every_schema_file_runs_on_chdb_with_ttl(chdb_client):
     files = migration_files()
     assert [f[1] for f in files] == ["ch_001_traces.sql", "ch_002_scope_events.sql", "ch_003_spans_by_trace.sql",
                                          "ch_004_part_format.sql", "ch_005_spans_by_time.sql", "ch_006_function_stats.sql",
-                                         "ch_007_edges_and_search.sql",
+                                         "ch_007_edges_and_search.sql", "ch_008_edges_cheaper_inserts.sql",
                                          "ch_R_views.sql"]
     for database, options in (("sqlcheck", SchemaOptions()), ("sqlcheck_ttl", SchemaOptions(ttl_days=7))):
         chdb_client.command(f"CREATE DATABASE IF NOT EXISTS {database}")

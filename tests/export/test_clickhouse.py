@@ -190,7 +190,7 @@ def test_schema_versions_are_recorded_and_reapplying_changes_nothing(recorded, c
     versions = store.query("SELECT Version, Name FROM scope_schema_versions ORDER BY Version").rows
     assert [v[1] for v in versions] == ["ch_001_traces.sql", "ch_002_scope_events.sql", "ch_003_spans_by_trace.sql",
                                          "ch_004_part_format.sql", "ch_005_spans_by_time.sql", "ch_006_function_stats.sql",
-                                         "ch_007_edges_and_search.sql",
+                                         "ch_007_edges_and_search.sql", "ch_008_edges_cheaper_inserts.sql",
                                          "ch_R_views.sql"]
     assert store._backend.run(lambda client: ensure_schema(client, store.database)) == []
 

@@ -57,6 +57,21 @@ def services_from_spans(store) -> list[tuple]:
 T1, T2, T3 = "a1" * 16, "b2" * 16, "c3" * 16
 
 
+def schemas_before(tmp_path, version: str, first_view: str, old_views: str):
+    """A schema folder as it was before migration ``version``: the earlier files, and the repeatable
+    views up to ``first_view`` followed by ``old_views`` (the edge views of that time)."""
+    old = tmp_path / f"schemas-before-{version}"
+    old.mkdir()
+    for name in os.listdir(migrations.schema_dir()):
+        if name.startswith("ch_0") and name < version:
+            shutil.copy(os.path.join(migrations.schema_dir(), name), old / name)
+    with open(os.path.join(migrations.schema_dir(), "ch_R_views.sql"), encoding="utf-8") as fh:
+        views = fh.read()
+    head = views[:views.index(f"CREATE OR REPLACE VIEW ${{db}}.{first_view}")]
+    (old / "ch_R_views.sql").write_text(head + old_views, encoding="utf-8")
+    return old
+
+
 @pytest.fixture
 def store(tmp_path):
     s = open_store(str(tmp_path / "edges"), "otel")
@@ -123,21 +138,13 @@ def test_a_window_counts_whole_hours_from_the_hourly_table_and_the_rest_by_minut
             "AND toStartOfMinute(Timestamp) >= toStartOfMinute(fromUnixTimestamp64Nano({s:Int64}))",
             {"s": int(since.timestamp() * 1e9)}).rows[0][0]
         assert sum(e["Calls"] for e in store.function_edges(since=since)) == expected, minutes
-    assert store.query("SELECT sum(Calls) FROM otel.scope_edges_hourly").rows == [(45,)]
+    assert store.query("SELECT sum(Calls) FROM otel.scope_edges_rollup WHERE Grain = 'h'").rows == [(45,)]
 
 
 def test_a_store_made_before_ch_007_shows_its_old_spans_and_pairs_them_with_new_ones(tmp_path, monkeypatch):
     """The migration counts the calls already stored (a backfill) and keeps their unmatched children waiting."""
-    old = tmp_path / "schemas-before-007"
-    old.mkdir()
-    for name in os.listdir(migrations.schema_dir()):
-        if name.startswith("ch_0") and name != "ch_007_edges_and_search.sql":
-            shutil.copy(os.path.join(migrations.schema_dir(), name), old / name)
     # the views as they were: the edge views joined spans at query time
-    with open(os.path.join(migrations.schema_dir(), "ch_R_views.sql"), encoding="utf-8") as fh:
-        views = fh.read()
-    head = views[:views.index("CREATE OR REPLACE VIEW ${db}.scope_service_edges_between")]
-    (old / "ch_R_views.sql").write_text(head + OLD_EDGE_VIEWS, encoding="utf-8")
+    old = schemas_before(tmp_path, "ch_007", "scope_service_edges_between", OLD_EDGE_VIEWS)
     path = str(tmp_path / "old-store")
     try:
         with monkeypatch.context() as patched:
@@ -195,5 +202,67 @@ FROM (SELECT ParentKey, ServiceName, SpanName, StatusCode, Duration FROM ${db}.s
       WHERE ParentKey != 0) AS c
 INNER JOIN (SELECT SpanKey AS Key, any(ServiceName) AS ServiceName, any(SpanName) AS SpanName
             FROM ${db}.scope_spans_by_trace GROUP BY Key) AS p ON c.ParentKey = p.Key
+GROUP BY ParentService, Parent, ChildService, Child;
+"""
+
+
+def test_a_store_counted_by_ch_007_keeps_its_counts_after_ch_008_and_pairs_waiting_children(tmp_path, monkeypatch):
+    """ch_008 moves the counts to scope_edges_rollup (both grains) and swaps the views; nothing counted twice or lost."""
+    old = schemas_before(tmp_path, "ch_008", "scope_edges_between", OLD_007_VIEWS)
+    path = str(tmp_path / "store-007")
+    three_hours_ago = "now64(9) - INTERVAL 3 HOUR"
+    try:
+        with monkeypatch.context() as patched:
+            patched.setattr(migrations, "schema_dir", lambda: str(old))
+            store = open_store(path, "otel")
+            store.query(spans([(T1, "1", "", "GET /", "SERVER", "shop", 9000, 0),
+                               (T1, "2", "1", "Cart.add", "INTERNAL", "shop", 3000, 1),
+                               (T2, "3", "2", "Cart.add", "INTERNAL", "shop", 4000, 0)]))
+            store.query(spans([(T3, "1", "", "GET /", "SERVER", "shop", 9000, 0),
+                               (T3, "2", "1", "Cart.add", "INTERNAL", "shop", 5000, 0)]).replace(
+                "now64(9) - INTERVAL 10 SECOND", three_hours_ago))
+            before = function_edges(store)
+            assert store.query("EXISTS TABLE otel.scope_edges_rollup").rows == [(0,)]
+            assert store.query("SELECT sum(Calls) FROM otel.scope_edges_hourly").rows == [(2,)]
+            store.close()
+            close_engine()
+        store = open_store(path, "otel")
+        assert function_edges(store) == before == from_spans(store)
+        assert store.query("SELECT Grain, sum(Calls) FROM otel.scope_edges_rollup GROUP BY Grain ORDER BY Grain"
+                           ).rows == [("h", 2), ("m", 2)]
+        # T2's Cart.add waited (ch_007's pending table) for its parent; T1 gains a child of an old parent
+        store.query(spans([(T2, "2", "1", "place_order", "INTERNAL", "shop", 8000, 0),
+                           (T1, "5", "2", "line_price", "INTERNAL", "shop", 10, 0)]))
+        edges = function_edges(store)
+        assert edges == from_spans(store)
+        assert sum(e[4] for e in edges) == 4
+        # the old tables are no longer written
+        assert store.query("SELECT sum(Calls) FROM otel.scope_edges_hourly").rows == [(2,)]
+        store.close()
+    finally:
+        close_engine()
+
+
+def test_one_block_with_parents_in_it_in_the_table_and_not_yet_arrived(store):
+    """Children in one INSERT whose parents are in that INSERT, stored before it, and written after it."""
+    store.query(spans([(T1, "1", "", "GET /", "SERVER", "shop", 9000, 0)]))
+    store.query(spans([(T1, "2", "1", "Cart.add", "INTERNAL", "shop", 3000, 0),        # parent stored before
+                       (T2, "1", "", "POST /orders", "SERVER", "shop", 9000, 0),
+                       (T2, "2", "1", "place_order", "INTERNAL", "shop", 8000, 1),     # parent in the block
+                       (T3, "2", "1", "charge", "SERVER", "pay", 1500, 0)]))           # parent comes later
+    assert store.query("SELECT count() FROM otel.scope_edge_pending").rows == [(1,)]
+    store.query(spans([(T3, "1", "", "POST /pay", "CLIENT", "shop", 4000, 0)]))
+    edges = function_edges(store)
+    assert edges == from_spans(store)
+    assert {(e[1], e[3]): e[4] for e in edges} == {("GET /", "Cart.add"): 1, ("POST /orders", "place_order"): 1,
+                                                  ("POST /pay", "charge"): 1}
+
+
+#: ch_R_views.sql's edge views as they read ch_007's two tables.
+OLD_007_VIEWS = """
+CREATE OR REPLACE VIEW ${db}.scope_function_edges ${on_cluster} AS
+SELECT ParentService, Parent, ChildService, Child, sum(Calls) AS Calls, sum(Errors) AS Errors,
+       quantilesBFloat16Merge(0.5, 0.95, 0.99)(Durations) AS Q, Q[1] AS P50Ns, Q[2] AS P95Ns, Q[3] AS P99Ns
+FROM ${db}.scope_edges
 GROUP BY ParentService, Parent, ChildService, Child;
 """

@@ -10,7 +10,7 @@ def test_schema_command_applies_once_then_reports_current(tmp_path, capsys):
     try:
         assert main(["--store", store, "--database", "otel", "--ttl-days", "7"]) == 0
         first = capsys.readouterr().out
-        assert "applied ch_001_traces.sql, ch_002_scope_events.sql, ch_003_spans_by_trace.sql, ch_004_part_format.sql, ch_005_spans_by_time.sql, ch_006_function_stats.sql, ch_007_edges_and_search.sql, ch_R_views.sql" in first
+        assert "applied ch_001_traces.sql, ch_002_scope_events.sql, ch_003_spans_by_trace.sql, ch_004_part_format.sql, ch_005_spans_by_time.sql, ch_006_function_stats.sql, ch_007_edges_and_search.sql, ch_008_edges_cheaper_inserts.sql, ch_R_views.sql" in first
         assert main(["--store", store, "--database", "otel"]) == 0
         assert capsys.readouterr().out.strip().endswith("schema current")
     finally:
