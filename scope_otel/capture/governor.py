@@ -69,6 +69,21 @@ LOWER_AT_ONCE = 4
 HOLD_S = 1.0
 HOLD_MAX_S = 64.0
 _MASK64 = (1 << 64) - 1
+#: a root's on-thread cost is the mean of the last this many samples of its kind and class
+ROOT_SAMPLES = 256
+#: samples of each class (recorded, not) needed before their difference is trusted
+ROOT_MIN_SAMPLES = 8
+#: share of samples cut off at either end before the mean (a request that spans a collection of
+#: the program's garbage, or a thread's first root after minutes of other work)
+ROOT_TRIM = 0.1
+#: below a budget of this share, a kind of root with too few (or too old) unrecorded samples has
+#: 1 trace in :data:`PROBE_EVERY` left unrecorded at the top ratio, so that what recording one
+#: costs stays measured; at 100 % or more the budget is taken as "record everything" and the cost
+#: is estimated from the hot path alone
+PROBE_BUDGET = 1.0
+PROBE_EVERY = 64
+#: unrecorded samples older than this are refreshed by probing
+PROBE_REFRESH_S = 60.0
 
 # The ratio in force, read on every new trace: a module global, one comparison.
 _bound = 1 << 64
@@ -172,6 +187,143 @@ def _helpers_cpu_s() -> float:
     return total
 
 
+_writer_file: str | None = None
+
+
+def store_writer_totals(path: str | None) -> None:
+    """Where the writer of the store this process exports to keeps its running totals
+    (``PID CPU_SECONDS SPANS_WRITTEN``, see :mod:`scope_otel.store.writer`), so that each process
+    sharing it is charged for its own spans' part of what it spends."""
+    global _writer_file
+    _writer_file = path
+
+
+def _writer_totals() -> tuple[int, float, int] | None:
+    if _writer_file is None:
+        return None
+    try:
+        with open(_writer_file, "rb") as fh:
+            pid, cpu, spans = fh.read(256).split()
+        return int(pid), float(cpu), int(spans)
+    except (OSError, ValueError):
+        return None
+
+
+class _WriterShare:
+    """This process' share of the store writer's CPU, cumulative: each time the writer has written
+    more spans, the CPU it spent since the last time (its idle looks included) per span written, times
+    the spans this process exported meanwhile.  Without the writer's totals (no store, or an older
+    writer), the CPU of the writer this process started, after its start-up (``helper_process``)."""
+
+    def __init__(self) -> None:
+        self.charged = 0.0
+        self._base: tuple[int, float, int] | None = None
+        self._read = 0
+        self._helpers: float | None = None
+
+    def __call__(self, read: int) -> float:
+        totals = _writer_totals()
+        if totals is None:
+            helpers = _helpers_cpu_s()
+            if self._helpers is not None:
+                self.charged += max(helpers - self._helpers, 0.0)
+            self._helpers = helpers
+            self._read = read
+            return self.charged
+        self._helpers = None
+        base = self._base
+        if base is None or base[0] != totals[0] or totals[2] < base[2]:
+            self._base, self._read = totals, read  # a new writer: its start-up is not charged
+        elif totals[2] > base[2]:
+            per_span = max(totals[1] - base[1], 0.0) / (totals[2] - base[2])
+            self.charged += max(read - self._read, 0) * per_span
+            self._base, self._read = totals, read
+        return self.charged
+
+
+class _RootCosts:
+    """What a thread spent from one root decision (a new trace: a request, mostly) to its next, by
+    the first root's kind and whether it was recorded: traces are sampled whole, so the difference
+    of the two means is what recording one root of that kind costs on the thread that runs it (the
+    SDK's spans, the integrations, the hot path, the context), whatever the cost model says."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        self._local = threading.local()
+        self.samples: dict[tuple[Any, bool], deque] = {}
+        self.recorded: dict[Any, int] = {}  # kind -> recorded roots since the last ``take``
+        self.fresh: dict[Any, float] = {}  # kind -> when its last unrecorded sample came
+
+    def decided(self, kind: Any, recorded: bool) -> None:
+        """A root of ``kind`` was decided on this thread (from the sampler)."""
+        now = time.thread_time_ns()
+        local = self._local
+        mark = getattr(local, "mark", None)
+        local.mark = (now, kind, recorded)
+        if recorded:
+            self.count(kind)
+        if mark is not None and now >= mark[0]:  # a forked child's thread starts its clock again
+            self.sample(mark[1], mark[2], now - mark[0])
+
+    def count(self, kind: Any) -> None:
+        with self._lock:
+            self.recorded[kind] = self.recorded.get(kind, 0) + 1
+
+    def sample(self, kind: Any, recorded: bool, spent_ns: int) -> None:
+        with self._lock:
+            queue = self.samples.get((kind, recorded))
+            if queue is None:
+                queue = self.samples[(kind, recorded)] = deque(maxlen=ROOT_SAMPLES)
+            queue.append(spent_ns)
+            if not recorded:
+                self.fresh[kind] = time.monotonic()
+
+    def extra_ns(self, kind: Any) -> float | None:
+        """What recording a root of ``kind`` costs its thread, in ns (None: not measured yet)."""
+        with self._lock:
+            kept = list(self.samples.get((kind, True), ()))
+            out = list(self.samples.get((kind, False), ()))
+        if len(kept) < ROOT_MIN_SAMPLES or len(out) < ROOT_MIN_SAMPLES:
+            return None
+        return max(_trimmed_mean(kept) - _trimmed_mean(out), 0.0)
+
+    def take(self) -> float:
+        """CPU seconds the roots recorded since the last call cost their threads (kinds measured)."""
+        with self._lock:
+            counts, self.recorded = self.recorded, {}
+        total = 0.0
+        for kind, n in counts.items():
+            extra = self.extra_ns(kind)
+            if extra is not None:
+                total += n * extra
+        return total / 1e9
+
+    def unmeasured(self, now: float) -> frozenset:
+        """The kinds of roots seen whose unrecorded samples are too few or too old."""
+        with self._lock:
+            kinds = {kind for kind, _recorded in self.samples} | set(self.recorded)
+            return frozenset(kind for kind in kinds
+                             if len(self.samples.get((kind, False), ())) < ROOT_MIN_SAMPLES
+                             or now - self.fresh.get(kind, now) > PROBE_REFRESH_S)
+
+
+def _trimmed_mean(values: list) -> float:
+    values.sort()
+    cut = int(len(values) * ROOT_TRIM)
+    kept = values[cut:len(values) - cut] or values
+    return sum(kept) / len(kept)
+
+
+#: every process' roots, measured by :class:`GovernedSampler`
+_roots = _RootCosts()
+#: kinds of roots left unrecorded 1 in PROBE_EVERY at the top ratio (set by the governor's tick)
+_probe: frozenset = frozenset()
+_PROBE_BOUND = (1 << 64) - (1 << 64) // PROBE_EVERY
+
+
 def _thread_cpu_s(threads: list[threading.Thread]) -> float:
     total = 0.0
     for t in threads:
@@ -213,6 +365,8 @@ class Governor:
         self._pid = os.getpid()
         self.function_counts: dict[int, int] = {}  # fid -> records since the last tick (the worker adds)
         self.quiet = False
+        self._writer = _WriterShare()
+        self.roots_cost = 0.0  # the last window's on-thread cost of its recorded roots, CPU seconds
 
     # ---------------------------------------------------------------- wiring
 
@@ -248,6 +402,9 @@ class Governor:
         self.changes = self.lowerings = 0
         self.cost = self.peak_cost = 0.0
         self._hold = {}
+        self._writer = _WriterShare()
+        _roots.reset()
+        _set_probe(frozenset())
         if self.step or self.caps:
             self.step, self.caps = 0, {}
             _set_ratio(1.0)
@@ -279,7 +436,7 @@ class Governor:
         runtime = _runtime
 
         return (time.monotonic(), time.process_time(), _thread_cpu_s(list(proc._threads)), c["written"],
-                c["dropped"], c["size"], ring.capacity, c["read"], runtime._hot.unsampled(), _helpers_cpu_s())
+                c["dropped"], c["size"], ring.capacity, c["read"], runtime._hot.unsampled(), self._writer(c["read"]))
 
     def tick(self, sample: tuple | None = None) -> None:
         """Look at the last window and change the ratio or levels if needed (``sample`` for tests)."""
@@ -297,6 +454,10 @@ class Governor:
             if read > read0:
                 self._export_us = spent / (read - read0) * 1e6
             hot = ((written - written0) * (self._hot_us or 1.0) + (unsampled - unsampled0) * self._unsampled_us) / 1e6
+            # the recorded roots' measured cost on their threads holds the hot path's for the records
+            # under them; the model is what is left when no root is measured (a batch program)
+            self.roots_cost = _roots.take()
+            hot = max(hot, self.roots_cost)
             program = max((cpu - cpu0) - spent - hot, 1e-6)
             # the window is charged for the records written in it, at what exporting one costs: what
             # the worker spends now on a backlog written earlier is not what recording costs now
@@ -321,12 +482,14 @@ class Governor:
                 # the window after a change still shows the records written before it being exported:
                 # judged once the change has had a whole window to act
                 self._settling = False
-                return
-            self._settling = False
-            if cost > self.budget or overflowing:
-                self._less(cost, new_drops, size, capacity, counts, now)
-            elif cost < self.budget * TARGET / 2:
-                self._more(cost, now)
+            else:
+                self._settling = False
+                if cost > self.budget or overflowing:
+                    self._less(cost, new_drops, size, capacity, counts, now)
+                elif cost < self.budget * TARGET / 2:
+                    self._more(cost, now)
+            # at the top ratio nothing would be left unrecorded to compare with: probe
+            _set_probe(_roots.unmeasured(now) if self.step == 0 and self.budget < PROBE_BUDGET else frozenset())
 
     def _less(self, cost: float, drops: int, size: int, capacity: int, counts: dict[int, int], now: float) -> None:
         why = (f"recording cost {cost:.1%} of the program's CPU (budget {self.budget:.0%})" if cost > self.budget
@@ -445,11 +608,19 @@ class Governor:
         with self._lock:
             self._mark = self._smoothed = None
             self.step, self.caps, self._hold = 0, {}, {}
+            self._writer = _WriterShare()
+            _roots.reset()
+            _set_probe(frozenset())
             _set_ratio(1.0)
         self._apply()
 
 
 _ratio_listeners: list[Callable[[int, bool], None]] = []
+
+
+def _set_probe(kinds: frozenset) -> None:
+    global _probe
+    _probe = kinds
 
 
 def on_ratio(listener: Callable[[int, bool], None]) -> None:
@@ -489,15 +660,20 @@ class GovernedSampler:
         global _sampled_out
         parent = get_current_span(parent_context).get_span_context()
         if (parent is None or not parent.is_valid) and name != GOVERNOR_SPAN:
-            if not keeps(trace_id):
+            low = trace_id & _MASK64
+            if low >= _bound or (_probe and low >= _PROBE_BOUND and kind in _probe):
                 with _sampled_out_lock:
                     _sampled_out += 1
+                _roots.decided(kind, False)
                 return SamplingResult(Decision.DROP, None, None)
             result = self.inner.should_sample(parent_context, trace_id, name, kind, attributes, links,
                                               trace_state)
-            if result.decision is Decision.RECORD_AND_SAMPLE:
+            sampled = result.decision is Decision.RECORD_AND_SAMPLE
+            _roots.decided(kind, sampled)
+            if sampled:
                 attrs = dict(result.attributes or {})
-                attrs["scope.sampling.ratio"] = _bound / (1 << 64)
+                attrs["scope.sampling.ratio"] = (min(_bound, _PROBE_BOUND) if _probe and kind in _probe
+                                                 else _bound) / (1 << 64)
                 return SamplingResult(result.decision, attrs, result.trace_state)
             return result
         return self.inner.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)

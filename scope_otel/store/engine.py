@@ -62,6 +62,9 @@ T = TypeVar("T")
 #: merge (async insert), but only answer once the data is durable.
 SERVER_INSERT_SETTINGS = {"async_insert": 1, "wait_for_async_insert": 1}
 SPOOL_DIR = "scope-spool"
+#: the store writer's running totals, in the store's folder: ``PID CPU_SECONDS SPANS_WRITTEN``
+#: (``store.writer``), read by the overhead governor of every process exporting to the store
+WRITER_COST_FILE = "scope-writer-cost"
 
 
 class StoreUnavailable(RuntimeError):
@@ -251,6 +254,7 @@ class Backend:
         self._last_spawn = 0.0
         self._drainer: subprocess.Popen | None = None
         self._warned: set[str] = set()
+        self._totals_told = False
         # the store writer keeps its staging memory from drain to drain; an application does not
         self._scratch = _Scratch() if reuse_buffers and target.kind == "chdb" and _MEMFD else None
         if target.kind == "chdb":
@@ -287,6 +291,11 @@ class Backend:
     def ensure_owner(self, force: bool = False) -> None:
         """Start a store-writer process unless an owner runs (cheap: checked twice a second)."""
         now = time.monotonic()
+        if not self._totals_told:  # whoever starts the writer, this process pays its spans' part of it
+            self._totals_told = True
+            from scope_otel.capture import governor
+
+            governor.store_writer_totals(os.path.join(self.target.path, WRITER_COST_FILE))
         if self._drainer is not None and self._drainer.poll() is not None:
             if self._drainer.returncode != 0:
                 self._warn_once("drainer", "scope-otel: the store writer process exited with status %s; see %s",
