@@ -102,7 +102,7 @@ def main() -> None:
         if os.environ.get("SCOPE_BENCH_CALLERS"):
             stats.print_callers(os.environ["SCOPE_BENCH_CALLERS"])
         else:
-            stats.print_stats(os.environ["SCOPE_BENCH_PROFILE"], 40)
+            stats.print_stats(os.environ["SCOPE_BENCH_PROFILE"], int(os.environ.get("SCOPE_BENCH_TOP", "40")))
     cpu1, thr1, t1 = time.process_time(), time.thread_time(), time.monotonic()
     if _g is not None:  # the records of these requests turned into spans and handed to the exporter
         from scope_otel.launcher import pipeline
@@ -116,6 +116,13 @@ def main() -> None:
     cpu2 = time.process_time()
     helpers = _writer_cpu(_g) - helpers0
     per = max(n, 1)
+    if _g is not None and os.environ.get("SCOPE_BENCH_ROOTS"):
+        from opentelemetry.trace import SpanKind
+
+        for kind in SpanKind:
+            k, o = (len(_g._roots.samples.get((kind, r), ())) for r in (True, False))
+            if k or o:
+                print(f"roots {kind.name}: {k} recorded, {o} not; extra {_g._roots.extra_ns(kind)} ns", file=sys.stderr)
     print(json.dumps({"app": name, "requests": n, "cpu_us": (cpu2 - cpu0) / per * 1e6,
                       "cpu_during_us": (cpu1 - cpu0) / per * 1e6, "thread_us": (thr1 - thr0) / per * 1e6,
                       "writer_us": helpers / per * 1e6, "wall_s": t1 - t0,

@@ -1,17 +1,36 @@
 """The overhead governor: recording stays within its budget of this process' CPU, and never goes dark.
 
 Twice a second a thread of its own measures what recording cost this process
-in the last window: the records written in it times what one costs, the hot
-path's cost per record (measured once at start) plus the span processor's
-workers' CPU time per record they exported (turning records into spans and
-exporting them, and the store writer's CPU time when this process started
-it), and the calls of sampled-out traces times the hot path's cost
-for one of those (also measured at start).  It compares that with
-the CPU time the program itself used (the process' CPU time less recording)
-and with the ring: records dropped, or a ring more than half full, mean export
-cannot keep up.  When recording costs more than the budget, or the ring would
-overflow (records dropped, or more than half of it waiting and more than a
-window before), it
+in the last window:
+
+* on the threads that run the program, for each kind of new trace (a request,
+  mostly: a SERVER root span) the CPU time its thread spent from that root's
+  decision to the thread's next one, kept apart for recorded and sampled-out
+  roots (:class:`_RootCosts`, fed by :class:`GovernedSampler`).  Traces are
+  sampled whole, so the difference of the two means is what recording one
+  costs where it happens: the SDK's spans, the integrations, the hot path, the
+  context.  The window is charged that for each root recorded in it.  Below a
+  budget of 100 %, a kind of root never seen sampled out is left unrecorded 1
+  in 64 (:data:`PROBE_EVERY`) at the top ratio until it is measured (and again
+  once a minute), counted with the sampled-out traces.  Where no root is
+  measured (a batch program), the hot path's cost per record, measured once at
+  start, times the records written, and the calls of sampled-out traces at
+  their own cost;
+* off those threads, the span processor's workers' CPU time per record they
+  exported (turning records into spans and exporting them), times the records
+  written in the window; and this process' share of the store writer's CPU:
+  the writer says what it spent and wrote (``scope-writer-cost`` in the
+  store), and each process exporting to it is charged for its own spans' part
+  (:class:`_WriterShare`), whichever process started it.
+
+It compares that with the CPU time the program itself used (the process' CPU
+time less recording) and with the ring: records dropped, or a ring more than
+half full, mean export cannot keep up.  What an unrecorded request still costs
+(the integrations' hooks deciding there is nothing to record) is not
+recording's cost and no sampling removes it; it is measured by
+``bench/bench_services.py``.  When recording costs more than the budget, or
+the ring would overflow (records dropped, or more than half of it waiting and
+more than a window before), it
 
 1. samples whole traces: a new trace is recorded with probability 1, 1/2,
    1/4, ... 1/1024 (:data:`MIN_RATIO`), decided from the trace id as
@@ -210,18 +229,31 @@ def _writer_totals() -> tuple[int, float, int] | None:
 
 
 class _WriterShare:
-    """This process' share of the store writer's CPU, cumulative: each time the writer has written
-    more spans, the CPU it spent since the last time (its idle looks included) per span written, times
-    the spans this process exported meanwhile.  Without the writer's totals (no store, or an older
-    writer), the CPU of the writer this process started, after its start-up (``helper_process``)."""
+    """This process' share of the store writer's CPU, cumulative.  Each time the writer has written
+    more spans, the CPU it spent since the last time (its idle time included) times the share of
+    those spans this process exported meanwhile (at most all of them) is spread evenly over the time
+    the writer took to gather them (up to :data:`WRITER_SPREAD_S`): the writer gathers a stream for seconds and
+    writes it at once, and a window judged on that burst alone would send the ratio to the floor and
+    back.  Without the writer's totals (no store, or an older writer), the CPU of the writer this
+    process started, after its start-up (``helper_process``), as it is spent."""
 
     def __init__(self) -> None:
         self.charged = 0.0
         self._base: tuple[int, float, int] | None = None
         self._read = 0
         self._helpers: float | None = None
+        self._rate = 0.0  # CPU seconds a second charged until the next write
+        self._left = 0.0  # of the last write's share, not charged yet
+        self._since = 0.0  # when the writer last wrote
+        self._last: float | None = None
 
-    def __call__(self, read: int) -> float:
+    def __call__(self, read: int, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        if self._last is not None:
+            step = min(self._rate * (now - self._last), self._left)
+            self.charged += step
+            self._left -= step
+        self._last = now
         totals = _writer_totals()
         if totals is None:
             helpers = _helpers_cpu_s()
@@ -233,12 +265,22 @@ class _WriterShare:
         self._helpers = None
         base = self._base
         if base is None or base[0] != totals[0] or totals[2] < base[2]:
-            self._base, self._read = totals, read  # a new writer: its start-up is not charged
+            self._base, self._read, self._since = totals, read, now  # a new writer: its start-up is not charged
         elif totals[2] > base[2]:
-            per_span = max(totals[1] - base[1], 0.0) / (totals[2] - base[2])
-            self.charged += max(read - self._read, 0) * per_span
-            self._base, self._read = totals, read
+            # this process' share of the spans written since, at most all of them: the writer's fixed
+            # costs (its engine's background work, an INSERT's own cost) spread over few spans must not
+            # make a span look dearer than the writer's whole CPU
+            share = min(max(read - self._read, 0) / (totals[2] - base[2]), 1.0)
+            spent = max(totals[1] - base[1], 0.0) * share
+            self.charged += self._left  # what is left of the write before: charged now
+            self._left = spent
+            self._rate = spent / min(max(now - self._since, TICK), WRITER_SPREAD_S)
+            self._base, self._read, self._since = totals, read, now
         return self.charged
+
+
+#: the longest a store writer's write is spread over (the writer gathers a steady stream for up to 5 s)
+WRITER_SPREAD_S = 10.0
 
 
 class _RootCosts:

@@ -117,18 +117,22 @@ def main(argv: list[str] | None = None) -> int:
 #: measurements of them before that date were of the keeper.  It writes when this many are queued,
 GATHER_BATCHES = 128
 #: or when no batch came for this long (the burst is over: a lone batch waits no longer than this;
-#: longer than the gap of a steady stream, so that one is gathered: 50 ms wrote a stream of a batch
-#: every 100 ms batch by batch.  Nobody waits for it: a query asks the writer to let go and
-#: writes the queue itself),
-GATHER_QUIET_S = 0.25
-#: or when the oldest has waited this long (a steady stream is written once a second),
-GATHER_MAX_S = 1.0
-#: or when at least this many are queued and they came at a full gather's pace or faster
-#: (GATHER_BATCHES in GATHER_MAX_S): a burst the writer may not keep up with.  Waiting for the
+#: longer than the gaps of a service's thin stream, so that one is gathered),
+GATHER_QUIET_S = 2.0
+#: or when the oldest has waited this long.  An INSERT has a fixed cost of its own, whatever it
+#: holds (the part, the materialized views, the merges it causes): a service's thin stream written
+#: once a second cost the writer ~100-120 ms of CPU a second for a few spans, as much as a third of
+#: what the program itself used (2026-12-07, the shop in-process); written every 5 s, ~40 ms a
+#: second.  Nobody waits for it: a query asks the writer to let go and writes the queue itself,
+#: and the spool is on disk.
+GATHER_MAX_S = 5.0
+#: or when at least GATHER_MIN_BURST are queued and they came at GATHER_BURST_RATE a second or
+#: faster (a full gather's pace when GATHER_MAX_S was 1 s): a burst the writer may not keep up with.  Waiting for the
 #: rest would leave it idle while the queue grows (benchmark: the first of 391 batches written
 #: after 0.5 s, 122k spans/s end to end against 151k writing early); after a drain, what came
 #: during it is written at once when it came that fast, so the drains grow with the backlog.
 GATHER_MIN_BURST = 8
+GATHER_BURST_RATE = 128.0
 #: How often a writer without inotify looks for batches and for requests to let go of the store,
 #: idle; the shortest wait between two looks of any writer.
 IDLE_LOOK_S = 0.1
@@ -192,7 +196,7 @@ def gathered(queued: list[str], now_ns: int) -> bool:
     waited_s = (now_ns - oldest) / 1e9
     if now_ns - newest >= GATHER_QUIET_S * 1e9 or waited_s >= GATHER_MAX_S:
         return True
-    return len(queued) >= GATHER_MIN_BURST and len(queued) >= GATHER_BATCHES * waited_s / GATHER_MAX_S
+    return len(queued) >= GATHER_MIN_BURST and len(queued) >= GATHER_BURST_RATE * waited_s
 
 
 def _next_look(queued: list[str], retry: "_Retry", idle_s: float, trimmed: bool, idle_exit_s: float,
@@ -248,11 +252,12 @@ class _Wakeup:
         self._drain()
         return self._released
 
-    def wait(self, timeout_s: float) -> None:
+    def wait(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for a change in either folder; whether one came."""
         try:
-            select.select([self.fd], [], [], max(timeout_s, 0.0))
+            return bool(select.select([self.fd], [], [], max(timeout_s, 0.0))[0])
         except InterruptedError:
-            pass
+            return False
 
     def _drain(self) -> None:
         if self.fd < 0:

@@ -415,15 +415,19 @@ def test_each_process_is_charged_its_own_spans_share_of_the_shared_store_writer(
     try:
         mine, other = gov._WriterShare(), gov._WriterShare()
         totals.write_text("4242 1.500000 0\n")  # the writer's start-up: not charged
-        assert mine(0) == 0.0 and other(0) == 0.0
-        totals.write_text("4242 1.500000 0\n")
-        assert mine(500) == 0.0  # nothing written since: nothing to share yet
-        totals.write_text("4242 1.800000 3000\n")  # 0.3 s for 3,000 spans: 100 us a span
-        assert mine(1000) == pytest.approx(0.1)  # 1,000 of them were this process'
-        assert other(2000) == pytest.approx(0.2)
-        totals.write_text("77 0.900000 10\n")  # another writer: its start-up is not charged either
-        assert mine(1100) == pytest.approx(0.1)
-        totals.write_text("77 1.000000 1010\n")
-        assert mine(1600) == pytest.approx(0.1 + 500 * 1e-4)
+        assert mine(0, now=0.0) == 0.0 and other(0, now=0.0) == 0.0
+        assert mine(500, now=2.0) == 0.0  # nothing written since: nothing to share yet
+        totals.write_text("4242 1.800000 3000\n")  # 0.3 s of CPU for 3,000 spans in 4 s
+        assert mine(1000, now=4.0) == 0.0 and other(2000, now=4.0) == 0.0
+        # spread over the next seconds: 1,000 of the spans were this process', 2,000 the other's
+        assert mine(1100, now=6.0) == pytest.approx(0.1 / 4 * 2)
+        assert other(2100, now=8.0) == pytest.approx(0.2)
+        assert mine(1200, now=8.0) == pytest.approx(0.1)
+        totals.write_text("77 0.900000 10\n")  # another writer: its start-up is not charged
+        assert mine(1300, now=8.5) == pytest.approx(0.1)
+        totals.write_text("77 1.500000 12\n")  # 0.6 s for 2 spans (the engine's background work):
+        assert mine(1400, now=9.0) == pytest.approx(0.1)  # the whole 0.6 s at most, not 100 spans' worth,
+        assert mine(1400, now=9.2) == pytest.approx(0.1 + 0.6 / 0.5 * 0.2)  # spread over as long as it took
+        assert mine(1400, now=30.0) == pytest.approx(0.1 + 0.6)  # and never more than it spent
     finally:
         gov.store_writer_totals(None)
