@@ -279,8 +279,8 @@ class _WriterShare:
         return self.charged
 
 
-#: the longest a store writer's write is spread over (the writer gathers a steady stream for up to 5 s)
-WRITER_SPREAD_S = 10.0
+#: the longest a store writer's write is spread over (the writer gathers a thin stream for up to 15 s)
+WRITER_SPREAD_S = 30.0
 
 
 class _RootCosts:

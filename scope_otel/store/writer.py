@@ -118,14 +118,14 @@ def main(argv: list[str] | None = None) -> int:
 GATHER_BATCHES = 128
 #: or when no batch came for this long (the burst is over: a lone batch waits no longer than this;
 #: longer than the gaps of a service's thin stream, so that one is gathered),
-GATHER_QUIET_S = 2.0
+GATHER_QUIET_S = 5.0
 #: or when the oldest has waited this long.  An INSERT has a fixed cost of its own, whatever it
-#: holds (the part, the materialized views, the merges it causes): a service's thin stream written
-#: once a second cost the writer ~100-120 ms of CPU a second for a few spans, as much as a third of
-#: what the program itself used (2026-12-07, the shop in-process); written every 5 s, ~40 ms a
-#: second.  Nobody waits for it: a query asks the writer to let go and writes the queue itself,
-#: and the spool is on disk.
-GATHER_MAX_S = 5.0
+#: holds (the parts of the table and of its materialized views): 55-130 ms of the writer's CPU for
+#: 10 spans (2026-12-07), so a service's thin stream written once a second cost the writer about a
+#: third of what the program itself used.  The shop under gunicorn at a 2 % budget (a few traces a
+#: second): the writer spent 35 ms of CPU a second gathering for 5 s, 13 ms for 15 s.  Nobody waits
+#: for it: a query asks the writer to let go and writes the queue itself, and the spool is on disk.
+GATHER_MAX_S = 15.0
 #: or when at least GATHER_MIN_BURST are queued and they came at GATHER_BURST_RATE a second or
 #: faster (a full gather's pace when GATHER_MAX_S was 1 s): a burst the writer may not keep up with.  Waiting for the
 #: rest would leave it idle while the queue grows (benchmark: the first of 391 batches written
