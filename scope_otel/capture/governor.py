@@ -79,7 +79,10 @@ MIN_RATIO = 2.0 ** -MAX_STEP
 #: the cost aimed at, as a share of the budget; raised again only below half of it (a step doubles it)
 TARGET = 0.8
 #: a window in which the program used less CPU than this share of its length is not judged by cost
-IDLE = 0.1
+#: (a program waiting for work, or exiting while the worker drains); a busy server's worker on a
+#: loaded machine gets as little as 5 % of a core, and is judged (at 10 %, a gunicorn worker at load
+#: 20 was never judged and recorded every request at a 2 % budget)
+IDLE = 0.01
 #: functions whose level is lowered at once, at most, when sampling is at its lowest
 LOWER_AT_ONCE = 4
 #: a function lowered again after being raised waits twice as long as the last time before it is
@@ -626,9 +629,9 @@ class Governor:
         return self.caps.get(fid, 2)
 
     def helpers_cpu_s(self) -> float:
-        """CPU seconds the helper processes this process started (the store writer) spent after their
-        start-up, while alive."""
-        return _helpers_cpu_s()
+        """This process' share of the store writer's CPU so far, as the governor last measured it
+        (:class:`_WriterShare`: its spans' part of a writer shared by several processes)."""
+        return self._writer.charged
 
     def per_record_us(self) -> float:
         """What one record costs this process, as last measured: the hot path's cost plus the export

@@ -91,12 +91,22 @@ def test_a_single_burst_is_averaged_with_the_window_before(governor):
 
 def test_a_window_in_which_the_program_hardly_ran_is_not_judged_by_cost(governor):
     w = Window(governor)
-    w.t += gov.TICK  # 0.5 s of wall time, 0.01 s of the program's CPU and as much of recording's
-    w.cpu += 0.02
-    w.worker += 0.01 - 1000 * 1e-6
+    w.t += gov.TICK  # 0.5 s of wall time, 0.002 s of the program's CPU and as much of recording's
+    w.cpu += 0.004
+    w.worker += 0.002 - 1000 * 1e-6
     w.written += 1000
     governor.tick((w.t, w.cpu, w.worker, w.written, 0, 0, 1024, w.written, 0, 0.0))
     assert governor.ratio == 1.0 and governor.cost == 0.0
+
+
+def test_a_program_given_a_twentieth_of_a_core_by_a_loaded_machine_is_still_judged(governor):
+    w = Window(governor)
+    w.t += gov.TICK  # 0.5 s of wall time, 0.025 s of the program's CPU (5 %), recording as much
+    w.cpu += 0.05
+    w.worker += 0.025 - 1000 * 1e-6
+    w.written += 1000
+    governor.tick((w.t, w.cpu, w.worker, w.written, 0, 0, 1024, w.written, 0, 0.0))
+    assert governor.cost == pytest.approx(1.0) and governor.ratio < 1.0
 
 
 def test_a_ring_that_would_overflow_halves_the_traces_even_within_budget(governor):
