@@ -66,6 +66,10 @@ SPOOL_DIR = "scope-spool"
 #: application does not: the memory worker re-reading the cgroup's memory every 100 ms and the
 #: asynchronous metrics every second cost an idle engine ~1.6 ms of CPU a second (0.04 without).
 CHDB_ENGINE_OPTIONS = {"memory_worker_period_ms": 60000, "asynchronous_metrics_update_period_s": 600}
+#: A process that wants the queue written now (flushing, ending, writing its last statistics) says so
+#: with an empty ``scope-flush-<pid>`` file in the store's folder: the writer, which otherwise gathers
+#: a thin stream for seconds, writes what is queued at once and removes the file.
+FLUSH_PREFIX = "scope-flush-"
 #: the store writer's running totals, in the store's folder: ``PID CPU_SECONDS SPANS_WRITTEN``
 #: (``store.writer``), read by the overhead governor of every process exporting to the store
 WRITER_COST_FILE = "scope-writer-cost"
@@ -301,6 +305,8 @@ class Backend:
             from scope_otel.capture import governor
 
             governor.store_writer_totals(os.path.join(self.target.path, WRITER_COST_FILE))
+        if force:
+            self._ask_for_write()
         if self._drainer is not None and self._drainer.poll() is not None:
             if self._drainer.returncode != 0:
                 self._warn_once("drainer", "scope-otel: the store writer process exited with status %s; see %s",
@@ -328,6 +334,14 @@ class Backend:
             governor.helper_process(self._drainer.pid)
         except (OSError, ValueError) as exc:
             self._warn_once("spawn", "scope-otel: cannot start the store writer process: %s", exc)
+
+    def _ask_for_write(self) -> None:
+        """Ask the store's writer to write the queue now (see :data:`FLUSH_PREFIX`)."""
+        try:
+            os.close(os.open(os.path.join(self.target.path, f"{FLUSH_PREFIX}{os.getpid()}"),
+                             os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except OSError:  # asked already (not written yet), or no store folder yet: the writer starts with it
+            pass
 
     def _warn_once(self, kind: str, message: str, *args: Any) -> None:
         if kind not in self._warned:

@@ -6,8 +6,9 @@ isolated mode, so the launcher's ``sitecustomize`` on ``PYTHONPATH`` does
 not instrument it, and ``OTEL_SDK_DISABLED=true`` for good measure.
 
 It takes ownership (exits at once if another process owns the store),
-writes queued batches as they arrive, a burst's together (many per INSERT,
-see ``gathered``), and exits after
+writes queued batches a burst's or a few seconds' together (many per INSERT,
+see ``gathered``), at once when a process asks (a ``scope-flush-<pid>`` file:
+one flushing or ending), and exits after
 ``--idle`` seconds without work (30: an application exporting every few
 seconds keeps one writer instead of starting one per batch), after as long
 in which the store took nothing (a full disk: the queue waits for the next
@@ -29,7 +30,7 @@ import struct
 import sys
 import time
 
-from scope_otel.store.engine import (WRITER_COST_FILE, Backend, StoreBusy, StoreRetry, _reason, _retryable,
+from scope_otel.store.engine import (FLUSH_PREFIX, WRITER_COST_FILE, Backend, StoreBusy, StoreRetry, _reason, _retryable,
                                      release_requested, write_spools_from_own_loop)
 from scope_otel.store.ownership import RELEASE_PREFIX
 from scope_otel.store.migrations import SchemaOptions
@@ -75,13 +76,17 @@ def main(argv: list[str] | None = None) -> int:
         trimmed = False
         while not (wake.released() if wake.watching else release_requested(target.path)):
             queued = backend.spool.pending()
-            if queued and retry.due() and gathered(queued, time.time_ns()):
+            asked = wake.asked() if wake.watching else _asked(target.path)
+            if queued and retry.due() and (asked or gathered(queued, time.time_ns())):
+                _answered(target.path)  # before writing: a request made during the write is for another
                 retry.write()
                 if retry.failing_since is None:
                     last_work = time.monotonic()
                 totals.publish()
                 trimmed = False
                 continue
+            if asked:
+                _answered(target.path)  # nothing queued (or the store failing): nothing to write now
             idle_s = time.monotonic() - last_work
             if idle_s >= args.idle and (not queued or retry.failing_since is not None):
                 # nothing to do, or a store that has taken nothing for that long: the queue stays
@@ -213,6 +218,26 @@ def _next_look(queued: list[str], retry: "_Retry", idle_s: float, trimmed: bool,
     return max(idle_exit_s - idle_s, 0.0)
 
 
+def _asked(store: str) -> bool:
+    """Whether a process asked for the queue to be written now (a ``FLUSH_PREFIX`` file)."""
+    try:
+        return any(n.startswith(FLUSH_PREFIX) for n in os.listdir(store))
+    except OSError:
+        return False
+
+
+def _answered(store: str) -> None:
+    try:
+        for name in os.listdir(store):
+            if name.startswith(FLUSH_PREFIX):
+                try:
+                    os.unlink(os.path.join(store, name))
+                except OSError:
+                    pass
+    except OSError:
+        pass
+
+
 class _Wakeup:
     """Waits for a batch in the spool folder or a request for the store (inotify, Linux): an idle
     writer spends nothing, where one looking every 100 ms spent ~2.5 ms of CPU a second.  Where
@@ -225,6 +250,7 @@ class _Wakeup:
         self.fd = -1
         self._store_wd = -1
         self._released = False
+        self._asked = False
         try:
             os.makedirs(spool, exist_ok=True)
             libc = ctypes.CDLL(None, use_errno=True)
@@ -240,8 +266,9 @@ class _Wakeup:
         except (OSError, AttributeError):
             return
         self.fd, self._store_wd = fd, store_wd
-        # a request made before the watch began
+        # requests made before the watch began
         self._released = release_requested(store)
+        self._asked = _asked(store)
 
     @property
     def watching(self) -> bool:
@@ -251,6 +278,12 @@ class _Wakeup:
         """Whether a request for the store has come (seen by an event)."""
         self._drain()
         return self._released
+
+    def asked(self) -> bool:
+        """Whether a process asked for the queue to be written now, since the last call."""
+        self._drain()
+        asked, self._asked = self._asked, False
+        return asked
 
     def wait(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` for a change in either folder; whether one came."""
@@ -278,6 +311,8 @@ class _Wakeup:
                 at += self._EVENT.size + length
                 if wd == self._store_wd and name.startswith(RELEASE_PREFIX.encode()):
                     self._released = True
+                elif wd == self._store_wd and name.startswith(FLUSH_PREFIX.encode()):
+                    self._asked = True
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -319,9 +319,10 @@ def test_a_services_thin_stream_is_gathered_for_seconds_not_written_every_second
     assert gathered(thin, now + int((GATHER_MAX_S - 3) * 1000 * ms) + 1)  # ... until the oldest waited GATHER_MAX_S
 
 
-def test_the_writers_loop_sleeps_until_the_queue_is_due_and_wakes_for_a_batch_or_a_request(tmp_path):
+def test_the_writers_loop_sleeps_until_the_queue_is_due_and_wakes_for_a_batch_a_flush_or_a_release(tmp_path):
+    from scope_otel.store.engine import FLUSH_PREFIX
     from scope_otel.store.ownership import RELEASE_PREFIX
-    from scope_otel.store.writer import IDLE_TRIM_S, _next_look, _Retry, _Wakeup
+    from scope_otel.store.writer import IDLE_TRIM_S, _answered, _next_look, _Retry, _Wakeup
 
     ms = 1_000_000
     now = 10_000 * 1000 * ms
@@ -340,6 +341,12 @@ def test_the_writers_loop_sleeps_until_the_queue_is_due_and_wakes_for_a_batch_or
         (spool / ".tmp").write_bytes(b"x")
         os.rename(spool / ".tmp", spool / "0001.batch")  # as Spool.put queues a batch
         assert wake.wait(30.0) and not wake.released()  # woken by the batch
+        assert not wake.asked()
+        Backend(parse("chdb://" + str(store)), spool_dir=str(spool))._ask_for_write()  # a process flushing
+        assert wake.wait(30.0) and wake.asked() and not wake.asked()  # seen once
+        assert any(n.startswith(FLUSH_PREFIX) for n in os.listdir(store))
+        _answered(str(store))
+        assert not any(n.startswith(FLUSH_PREFIX) for n in os.listdir(store))
         (store / f"{RELEASE_PREFIX}123").write_bytes(b"")
         assert wake.wait(30.0) and wake.released()  # and by a request for the store
     finally:
