@@ -521,8 +521,9 @@ class Governor:
             self._smoothed = cost
             new_drops = dropped - dropped0
             # more than half the ring waiting, and more than a window ago: export is falling behind (a
-            # large ring draining a backlog is not)
-            overflowing = new_drops > 0 or size > max(capacity // 2, size0)
+            # large ring draining a backlog is not); a ring still full is, even with no drop yet (with
+            # overflow=block a record waits up to a second for room before it is dropped)
+            overflowing = new_drops > 0 or size > max(capacity // 2, size0) or size >= capacity
             if self._settling and not new_drops:
                 # the window after a change still shows the records written before it being exported:
                 # judged once the change has had a whole window to act

@@ -121,6 +121,16 @@ def test_a_ring_that_would_overflow_halves_the_traces_even_within_budget(governo
     assert governor.ratio == 0.5
 
 
+
+def test_a_ring_that_stays_full_without_drops_yet_is_overflowing(governor):
+    w = Window(governor)
+    w.tick(0.01, size=1024)
+    assert governor.ratio == 0.5
+    w.tick(0.01, size=1024)  # not judged
+    w.tick(0.01, size=1024)  # as full as a window before, nothing dropped yet (records wait for room)
+    assert governor.ratio == 0.25
+
+
 def test_sampling_never_goes_below_the_floor_then_the_busiest_functions_are_lowered_and_raised(governor, fn):
     busy, quiet = fn("busy", level="full"), fn("quiet", level="full")
     w = Window(governor)
