@@ -1,7 +1,7 @@
 """Services planned from the store: per-request overhead of a `plan --from-store` plan against the plain server.
 
     .venv/bin/python bench/bench_services.py [--apps shop,django] [--budgets 2,5,20] [--runs 5]
-                                             [--requests 300] [--train 400]
+                                             [--requests 300] [--train 400] [--sequential]
 
 For each app, served by gunicorn with two workers and driven over HTTP by two
 clients in this process (one per worker) (a fixed mix of listings, look-ups and orders, some of
@@ -11,9 +11,11 @@ them refused):
    default: the app's own code at boundaries) into a fresh store, stopped by
    SIGTERM, which leaves every worker's per-function statistics there;
 2. ``scope-otel plan --from-store --budget B`` for each budget;
-3. for each budget, RUNS pairs started one after the other: the plain server
-   (no scope-otel at all) and the server under ``scope-otel run --plan P
-   --budget B``, each answering the same requests after a warm-up.
+3. for each budget, RUNS pairs: the plain server (no scope-otel at all) and the
+   server under ``scope-otel run --plan P --budget B``, both up at once and
+   each taking every request in turn after a warm-up, so that the pair shares
+   whatever else loads the machine (``--sequential``: one after the other, as
+   before 2026-12-07 22:00, when identical plain runs varied about 2x).
 
 Per-request overhead is the server's CPU time per request (gunicorn's master,
 its workers and, when instrumented, the store writer they start; read from
@@ -25,7 +27,9 @@ budget its store is asked, for every recorded trace holding a request
 child of that span: the request's handler was recorded.
 
 The shop is ``examples/shop`` (Flask + SQLAlchemy); the Django app is
-``bench/services_app/catalog`` (Django ORM on SQLite).
+``bench/services_app/catalog`` (Django ORM on SQLite).  The load-independent
+figure (instructions per request, the WSGI app called in one process, under
+callgrind) is ``bench/services_app/drive.py``'s.
 """
 from __future__ import annotations
 

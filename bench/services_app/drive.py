@@ -1,11 +1,21 @@
 """One app's WSGI callable driven in this process, request after request (no server, no sockets).
 
-    python bench/services_app/drive.py APP REQUESTS   (under ``scope-otel run`` or plain)
+    python bench/services_app/drive.py APP REQUESTS        (plain, or under ``scope-otel run``)
 
-Prints one JSON line: CPU seconds of the process and of the request thread over the
-counted requests, the store writer's CPU (when this process started one) and, with
-``SCOPE_BENCH_RATIO`` set, the governor held at that share of traces (its thread stopped).
-Used by ``bench_services.py --in-process`` and under callgrind (``--instructions``).
+APP is ``shop`` or ``django`` (``CATALOG_DB`` names the catalogue's SQLite file); the requests are
+``bench_services.py``'s mix, 50 of them first as a warm-up.  Prints one JSON line: CPU time of the
+process and of the request thread per counted request, the store writer's CPU (when this process
+started one) and the share of traces in force.  Environment:
+
+* ``SCOPE_BENCH_RATIO=R``: the overhead governor's thread stopped and the share of traces held at R
+  (``0.0009765625``: every request sampled out, the floor; ``1``: every request recorded);
+* ``SCOPE_BENCH_CALLGRIND=1``: under ``valgrind --tool=callgrind --instr-atstart=no
+  --separate-threads=yes``, instructions are counted for the measured requests only (and the export
+  of their records); the load-independent figure of ``bench/RESULTS.md``;
+* ``SCOPE_BENCH_PROFILE=REGEX``: cProfile of the measured requests, the functions matching REGEX
+  (``SCOPE_BENCH_SORT``, ``SCOPE_BENCH_TOP``; ``SCOPE_BENCH_CALLERS=REGEX``: their callers);
+* ``SCOPE_BENCH_ROOTS=1``: what the governor measured a recorded request to cost its thread;
+* ``REQUESTS`` 0: the process idles ``SCOPE_BENCH_IDLE_S`` seconds instead (the background's cost).
 """
 from __future__ import annotations
 
