@@ -293,10 +293,12 @@ class _RootCosts:
     SDK's spans, the integrations, the hot path, the context), whatever the cost model says."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self.reset()
 
     def reset(self) -> None:
+        """Nothing measured (a forked child starts over: a lock another thread held at the fork would
+        stay held in the child, so it gets a new one too)."""
+        self._lock = threading.Lock()
         self._local = threading.local()
         self.samples: dict[tuple[Any, bool], deque] = {}
         self.recorded: dict[Any, int] = {}  # kind -> recorded roots since the last ``take``
@@ -364,6 +366,8 @@ def _trimmed_mean(values: list) -> float:
 
 #: every process' roots, measured by :class:`GovernedSampler`
 _roots = _RootCosts()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_roots.reset)
 #: kinds of roots left unrecorded 1 in PROBE_EVERY at the top ratio (set by the governor's tick)
 _probe: frozenset = frozenset()
 _PROBE_BOUND = (1 << 64) - (1 << 64) // PROBE_EVERY

@@ -451,3 +451,31 @@ def test_each_process_is_charged_its_own_spans_share_of_the_shared_store_writer(
         assert mine(1400, now=30.0) == pytest.approx(0.1 + 0.6)  # and never more than it spent
     finally:
         gov.store_writer_totals(None)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded, use of fork:DeprecationWarning")
+def test_a_child_forked_while_a_root_was_being_counted_measures_its_own_roots(governor):
+    from opentelemetry.trace import SpanKind
+
+    gov._roots.sample(SpanKind.SERVER, True, 1_000_000)
+    with gov._roots._lock:  # another thread is counting a root as the process forks
+        pid = os.fork()
+        if pid == 0:  # the child: its own measurements, and a lock nobody holds
+            try:
+                gov._roots.decided(SpanKind.SERVER, True)
+                gov._roots.decided(SpanKind.SERVER, False)
+                ok = gov._roots.samples == {(SpanKind.SERVER, True): gov._roots.samples[(SpanKind.SERVER, True)]}
+                os._exit(0 if ok and len(gov._roots.samples[(SpanKind.SERVER, True)]) == 1 else 1)
+            finally:
+                os._exit(2)
+    for _ in range(600):  # a child that hangs on the lock is failed, not waited for forever
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung on the root counter's lock")
+    assert os.waitstatus_to_exitcode(status) == 0
