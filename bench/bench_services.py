@@ -55,7 +55,6 @@ BIN = os.path.dirname(sys.executable)
 _TICK = os.sysconf("SC_CLK_TCK")
 #: clients sending at once: one per worker, so both workers stay busy
 CLIENTS = 2
-_LAST_LOG = ""  # the last server's output (for a look at the governor's lines)
 
 APPS = {
     "shop": {"cwd": os.path.join(REPO, "examples"), "target": "shop.web:create_app()", "source": "shop",
@@ -241,8 +240,6 @@ class _Server:
             m = re.match(r"scope-otel\[(\d+)\]: .*recording 1 in (\d+) traces", line)
             if m:
                 ratios[m.group(1)] = int(m.group(2))
-        global _LAST_LOG
-        _LAST_LOG = self.output()
         return {"cpu_us_per_request": (app_cpu + writer_cpu) / n * 1e6, "writer_us_per_request": writer_cpu / n * 1e6,
                 "latency_ms": statistics.mean(self.latencies) * 1000 if self.latencies else 0.0,
                 "statuses": self.statuses, "last_ratios": sorted(ratios.values()),
