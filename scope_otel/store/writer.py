@@ -122,15 +122,21 @@ def main(argv: list[str] | None = None) -> int:
 #: measurements of them before that date were of the keeper.  It writes when this many are queued,
 GATHER_BATCHES = 128
 #: or when no batch came for this long (the burst is over: a lone batch waits no longer than this;
-#: longer than the gaps of a service's thin stream, so that one is gathered),
-GATHER_QUIET_S = 5.0
-#: or when the oldest has waited this long.  An INSERT has a fixed cost of its own, whatever it
+#: longer than the gap of a steady stream, so that one is gathered),
+GATHER_QUIET_S = 0.25
+#: or when the oldest has waited this long (a steady stream is written once a second);
+GATHER_MAX_S = 1.0
+#: but fewer than this many queued are a thin stream (a service recording a few traces a second),
+#: gathered until no batch came for THIN_QUIET_S or the oldest waited THIN_MAX_S.  An INSERT has a
+#: fixed cost of its own, whatever it
 #: holds (the parts of the table and of its materialized views): 55-130 ms of the writer's CPU for
 #: 10 spans (2026-12-07), so a service's thin stream written once a second cost the writer about a
 #: third of what the program itself used.  The shop under gunicorn at a 2 % budget (a few traces a
 #: second): the writer spent 35 ms of CPU a second gathering for 5 s, 13 ms for 15 s.  Nobody waits
 #: for it: a query asks the writer to let go and writes the queue itself, and the spool is on disk.
-GATHER_MAX_S = 15.0
+GATHER_THIN_BATCHES = 16
+THIN_QUIET_S = 5.0
+THIN_MAX_S = 15.0
 #: or when at least GATHER_MIN_BURST are queued and they came at GATHER_BURST_RATE a second or
 #: faster (a full gather's pace when GATHER_MAX_S was 1 s): a burst the writer may not keep up with.  Waiting for the
 #: rest would leave it idle while the queue grows (benchmark: the first of 391 batches written
@@ -199,9 +205,17 @@ def gathered(queued: list[str], now_ns: int) -> bool:
     # a name that does not say when it was queued counts as queued at 0: written at once
     oldest, newest = Spool.queued_ns(queued[0]), Spool.queued_ns(queued[-1])
     waited_s = (now_ns - oldest) / 1e9
-    if now_ns - newest >= GATHER_QUIET_S * 1e9 or waited_s >= GATHER_MAX_S:
+    quiet_s, max_s = _gather_limits(queued)
+    if now_ns - newest >= quiet_s * 1e9 or waited_s >= max_s:
         return True
     return len(queued) >= GATHER_MIN_BURST and len(queued) >= GATHER_BURST_RATE * waited_s
+
+
+def _gather_limits(queued: list[str]) -> tuple[float, float]:
+    """(quiet, longest wait) before ``queued`` is written: a thin stream waits longer."""
+    if len(queued) < GATHER_THIN_BATCHES:
+        return THIN_QUIET_S, THIN_MAX_S
+    return GATHER_QUIET_S, GATHER_MAX_S
 
 
 def _next_look(queued: list[str], retry: "_Retry", idle_s: float, trimmed: bool, idle_exit_s: float,
@@ -212,7 +226,8 @@ def _next_look(queued: list[str], retry: "_Retry", idle_s: float, trimmed: bool,
         if not retry.due():
             return max(retry.next_try - time.monotonic(), 0.0)
         oldest, newest = Spool.queued_ns(queued[0]), Spool.queued_ns(queued[-1])
-        return max(min(oldest + GATHER_MAX_S * 1e9, newest + GATHER_QUIET_S * 1e9) - now_ns, 0.0) / 1e9
+        quiet_s, max_s = _gather_limits(queued)
+        return max(min(oldest + max_s * 1e9, newest + quiet_s * 1e9) - now_ns, 0.0) / 1e9
     if not trimmed:
         return max(IDLE_TRIM_S - idle_s, 0.0)
     return max(idle_exit_s - idle_s, 0.0)
