@@ -62,10 +62,11 @@ def _summary(stderr: str) -> dict:
     out = {"changes": sum(1 for line in stderr.splitlines() if line.startswith("scope-otel["))}
     for line in stderr.splitlines():
         line = line.strip()
-        if line.startswith("not stored:"):
-            out["not_stored"] = line[len("not stored: "):]
-        elif line.startswith("governor:"):
-            out["governor"] = line[len("governor: "):]
+        # the summary's lines (launcher/summary.py): what was not recorded, the ring, the governor
+        for key, prefix in (("not_stored", "not recorded:"), ("ring", "capture queue:"),
+                            ("governor", "overhead governor:")):
+            if line.startswith(prefix):
+                out[key] = line[len(prefix):].strip()
     return out
 
 
@@ -103,7 +104,8 @@ def main() -> None:
               f"{'' if ovh is None else f'{ovh:+.1%}':>8s} {'' if wall is None else f'{wall:+.1%}':>8s}  "
               f"{'' if gaps is None else f'{gaps[1]} of {gaps[0]}':>11s} {'' if gaps is None else gaps[2]:>7}")
         if summary:
-            print(f"{'':18s}changes: {summary.get('changes')}; not stored: {summary.get('not_stored')}")
+            print(f"{'':18s}changes: {summary.get('changes')}; capture queue: {summary.get('ring')}; "
+                  f"not recorded: {summary.get('not_stored')}")
             print(f"{'':18s}governor: {summary.get('governor')}")
 
 

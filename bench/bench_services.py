@@ -1,7 +1,7 @@
 """Services planned from the store: per-request overhead of a `plan --from-store` plan against the plain server.
 
     .venv/bin/python bench/bench_services.py [--apps shop,django] [--budgets 2,5,20] [--runs 5]
-                                             [--requests 300] [--train 400]
+                                             [--requests 300] [--train 400] [--sequential]
 
 For each app, served by gunicorn with two workers and driven over HTTP by two
 clients in this process (one per worker) (a fixed mix of listings, look-ups and orders, some of
@@ -11,9 +11,11 @@ them refused):
    default: the app's own code at boundaries) into a fresh store, stopped by
    SIGTERM, which leaves every worker's per-function statistics there;
 2. ``scope-otel plan --from-store --budget B`` for each budget;
-3. for each budget, RUNS pairs started one after the other: the plain server
-   (no scope-otel at all) and the server under ``scope-otel run --plan P
-   --budget B``, each answering the same requests after a warm-up.
+3. for each budget, RUNS pairs: the plain server (no scope-otel at all) and the
+   server under ``scope-otel run --plan P --budget B``, both up at once and
+   each taking every request in turn after a warm-up, so that the pair shares
+   whatever else loads the machine (``--sequential``: one after the other, as
+   before 2026-12-07 22:00, when identical plain runs varied about 2x).
 
 Per-request overhead is the server's CPU time per request (gunicorn's master,
 its workers and, when instrumented, the store writer they start; read from
@@ -25,13 +27,16 @@ budget its store is asked, for every recorded trace holding a request
 child of that span: the request's handler was recorded.
 
 The shop is ``examples/shop`` (Flask + SQLAlchemy); the Django app is
-``bench/services_app/catalog`` (Django ORM on SQLite).
+``bench/services_app/catalog`` (Django ORM on SQLite).  The load-independent
+figure (instructions per request, the WSGI app called in one process, under
+callgrind) is ``bench/services_app/drive.py``'s.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -155,78 +160,152 @@ def _tree_cpu(root: int, store: str | None) -> dict[int, float]:
     return {pid: cpu[abs(pid)] for pid in mine if abs(pid) in cpu}
 
 
-def serve(app: str, requests: list[tuple], store: str, plan: str | None = None, budget: float | None = None,
-          instrumented: bool = True, warmup: int = 40) -> dict:
-    """One server run: start, warm up, answer ``requests`` while its CPU is watched, SIGTERM."""
-    spec = APPS[app]
-    port = _free_port()
-    server = [_tool("gunicorn"), "-w", "2", "-b", f"127.0.0.1:{port}", "--graceful-timeout", "10",
-              "--log-level", "warning", spec["target"]]
-    extra = {"CATALOG_DB": os.path.join(os.path.dirname(store), f"catalog-{port}.db")}
-    if app == "django":
-        subprocess.run([sys.executable, "-m", "catalog.setup_db"], cwd=spec["cwd"], env=_env(store, extra), check=True)
-    if instrumented:
-        args = [_tool("scope-otel"), "run", "--service_name", app]
-        if plan:
-            args += ["--plan", plan]
-        if budget is not None:
-            args += ["--budget", str(budget)]
-        args += ["--", *server]
-    else:
-        args = server
-    log = tempfile.TemporaryFile("w+")
-    proc = subprocess.Popen(args, cwd=spec["cwd"], env=_env(store, extra), stdout=log, stderr=subprocess.STDOUT,
-                            text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
+class _Server:
+    """One gunicorn server of ``app`` (2 workers), plain or under ``scope-otel run``, answering."""
+
+    def __init__(self, app: str, store: str, plan: str | None = None, budget: float | None = None,
+                 instrumented: bool = True) -> None:
+        spec = APPS[app]
+        self.app, self.store, self.instrumented = app, store, instrumented
+        port = _free_port()
+        server = [_tool("gunicorn"), "-w", "2", "-b", f"127.0.0.1:{port}", "--graceful-timeout", "10",
+                  "--log-level", "warning", spec["target"]]
+        extra = {"CATALOG_DB": os.path.join(os.path.dirname(store), f"catalog-{port}.db")}
+        if app == "django":
+            subprocess.run([sys.executable, "-m", "catalog.setup_db"], cwd=spec["cwd"], env=_env(store, extra),
+                           check=True)
+        if instrumented:
+            args = [_tool("scope-otel"), "run", "--service_name", app]
+            if plan:
+                args += ["--plan", plan]
+            if budget is not None:
+                args += ["--budget", str(budget)]
+            args += ["--", *server]
+        else:
+            args = server
+        self.log = tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen(args, cwd=spec["cwd"], env=_env(store, extra), stdout=self.log,
+                                     stderr=subprocess.STDOUT, text=True)
+        self.base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while True:
             try:
-                if _request(base, "GET", spec["health"]) == 200:
+                if _request(self.base, "GET", spec["health"]) == 200:
                     break
             except OSError:
                 pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                raise RuntimeError(f"{app} did not start: {log.read()[-2000:]}")
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{app} did not start: {self.output()[-2000:]}")
             time.sleep(0.1)
-        for method, path, body in _script(app, warmup):
-            _request(base, method, path, body)
-        # the store writer's start (importing chDB, opening the store: ~1 s of CPU once per run) is a
-        # fixed cost, not a request's: it is over before the requests are counted, as the governor does
-        time.sleep(3.0 if instrumented else 0.5)
-        first = _tree_cpu(proc.pid, store if instrumented else None)
-        last = dict(first)
-        latencies = []
-        statuses: dict[int, int] = {}
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self.latencies: list[float] = []
+        self.statuses: dict[int, int] = {}
 
-        def client(mine: list) -> None:
-            for method, path, body in mine:
-                t0 = time.perf_counter()
-                status = _request(base, method, path, body)
-                latencies.append(time.perf_counter() - t0)
-                statuses[status] = statuses.get(status, 0) + 1
+    def cpu(self) -> dict[int, float]:
+        return _tree_cpu(self.proc.pid, self.store if self.instrumented else None)
 
-        clients = [threading.Thread(target=client, args=(requests[i::CLIENTS],)) for i in range(CLIENTS)]
-        for t in clients:
-            t.start()
-        while any(t.is_alive() for t in clients):  # a process that ends meanwhile keeps what it spent
-            last.update(_tree_cpu(proc.pid, store if instrumented else None))
-            for t in clients:
-                t.join(0.5)
-        last.update(_tree_cpu(proc.pid, store if instrumented else None))
-    finally:
-        proc.send_signal(signal.SIGTERM)
+    def mark(self) -> None:
+        self.first = self.cpu()
+        self.last = dict(self.first)
+
+    def look(self) -> None:  # a process that ends meanwhile keeps what it spent
+        self.last.update(self.cpu())
+
+    def send(self, method: str, path: str, body: dict | None) -> None:
+        t0 = time.perf_counter()
+        status = _request(self.base, method, path, body)
+        self.latencies.append(time.perf_counter() - t0)
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=60)
+            self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    app_cpu = sum(last[pid] - first.get(pid, 0.0) for pid in last if pid > 0)
-    writer_cpu = sum(last[pid] - first.get(pid, 0.0) for pid in last if pid < 0)
-    n = len(requests)
-    return {"cpu_us_per_request": (app_cpu + writer_cpu) / n * 1e6, "writer_us_per_request": writer_cpu / n * 1e6,
-            "latency_ms": statistics.mean(latencies) * 1000, "statuses": statuses}
+            self.proc.kill()
+            self.proc.wait()
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+    def result(self, n: int) -> dict:
+        last, first = self.last, self.first
+        app_cpu = sum(last[pid] - first.get(pid, 0.0) for pid in last if pid > 0)
+        writer_cpu = sum(last[pid] - first.get(pid, 0.0) for pid in last if pid < 0)
+        ratios = {}
+        for line in self.output().splitlines():  # the governor's lines: the last share of traces per worker
+            m = re.match(r"scope-otel\[(\d+)\]: .*recording 1 in (\d+) traces", line)
+            if m:
+                ratios[m.group(1)] = int(m.group(2))
+        return {"cpu_us_per_request": (app_cpu + writer_cpu) / n * 1e6, "writer_us_per_request": writer_cpu / n * 1e6,
+                "latency_ms": statistics.mean(self.latencies) * 1000 if self.latencies else 0.0,
+                "statuses": self.statuses, "last_ratios": sorted(ratios.values()),
+                "changes": sum(1 for line in self.output().splitlines() if "recording cost" in line
+                               or "is overflowing" in line)}
+
+
+def _drive(servers: list[_Server], requests: list[tuple], warmup: int) -> None:
+    """Warm every server up, then send each request to each server in turn (the order alternating), from
+    CLIENTS threads, while the servers' CPU is watched: a pair of servers shares whatever else loads the
+    machine while it is measured."""
+    for server in servers:
+        for method, path, body in _script(server.app, warmup):
+            server.send(method, path, body)
+        server.latencies.clear()
+        server.statuses.clear()
+    # the store writer's start (importing chDB, opening the store: ~1 s of CPU once per run) is a
+    # fixed cost, not a request's: it is over before the requests are counted, as the governor does
+    time.sleep(3.0 if any(s.instrumented for s in servers) else 0.5)
+    for server in servers:
+        server.mark()
+
+    def client(offset: int) -> None:
+        for i in range(offset, len(requests), CLIENTS):
+            method, path, body = requests[i]
+            for server in (servers if i % 2 == 0 else servers[::-1]):
+                server.send(method, path, body)
+
+    clients = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
+    for t in clients:
+        t.start()
+    while any(t.is_alive() for t in clients):
+        for server in servers:
+            server.look()
+        for t in clients:
+            t.join(0.5)
+    for server in servers:
+        server.look()
+
+
+def serve(app: str, requests: list[tuple], store: str, plan: str | None = None, budget: float | None = None,
+          instrumented: bool = True, warmup: int = 40) -> dict:
+    """One server run: start, warm up, answer ``requests`` while its CPU is watched, SIGTERM."""
+    server = _Server(app, store, plan, budget, instrumented)
+    try:
+        _drive([server], requests, warmup)
+    finally:
+        server.stop()
+    return server.result(len(requests))
+
+
+def serve_pair(app: str, requests: list[tuple], store: str, plan: str | None, budget: float,
+               warmup: int = 40) -> tuple[dict, dict]:
+    """The plain server and the planned one up at once, each answering every request (``--paired``)."""
+    plain = _Server(app, store + "-plain", instrumented=False)
+    try:
+        inst = _Server(app, store, plan, budget)
+    except Exception:
+        plain.stop()
+        raise
+    try:
+        _drive([plain, inst], requests, warmup)
+    finally:
+        plain.stop()
+        inst.stop()
+    return plain.result(len(requests)), inst.result(len(requests))
 
 
 def _query(store: str, sql: str) -> list[tuple]:
@@ -268,6 +347,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--train", type=int, default=400)
+    parser.add_argument("--sequential", action="store_true",
+                        help="the plain server, then the planned one (before 2026-12-07 22:00: the only way); "
+                             "by default both are up at once and take each request in turn")
     args = parser.parse_args()
     budgets = [float(b) for b in args.budgets.split(",")]
     work = tempfile.mkdtemp(prefix="bench-services-")
@@ -288,19 +370,23 @@ def main() -> int:
                 store = os.path.join(work, f"{app}-{budget:g}")
                 ratios, lat, app_over = [], [], []
                 for i in range(args.runs):
-                    plain = serve(app, _script(app, args.requests), store + "-plain", instrumented=False)
-                    inst = serve(app, _script(app, args.requests), store, plan=plan, budget=budget)
+                    if args.sequential:
+                        plain = serve(app, _script(app, args.requests), store + "-plain", instrumented=False)
+                        inst = serve(app, _script(app, args.requests), store, plan=plan, budget=budget)
+                    else:
+                        plain, inst = serve_pair(app, _script(app, args.requests), store, plan, budget)
                     over = inst["cpu_us_per_request"] / plain["cpu_us_per_request"] - 1
                     app_only = (inst["cpu_us_per_request"] - inst["writer_us_per_request"]) / plain["cpu_us_per_request"] - 1
                     app_over.append(app_only)
                     lover = inst["latency_ms"] / plain["latency_ms"] - 1
                     ratios.append(over)
                     lat.append(lover)
-                    print(f"  run {i + 1}: plain {plain['cpu_us_per_request']:.0f} us CPU/request "
+                    print(f"  run {i + 1} (load {os.getloadavg()[0]:.1f}): plain {plain['cpu_us_per_request']:.0f} us CPU/request "
                           f"({plain['latency_ms']:.2f} ms), planned {inst['cpu_us_per_request']:.0f} us "
                           f"(store writer {inst['writer_us_per_request']:.0f} of it; {inst['latency_ms']:.2f} ms): "
                           f"overhead {over:+.1%} CPU ({app_only:+.1%} without the store writer), {lover:+.1%} latency "
-                          f"[{'within' if over <= budget / 100 else 'OVER'}]", flush=True)
+                          f"[{'within' if over <= budget / 100 else 'OVER'}]; governor: {inst['changes']} changes, "
+                          f"last 1 in {inst['last_ratios'] or [1]} traces", flush=True)
                 time.sleep(3)
                 traces, handled = handlers_recorded(store)
                 met = sum(r <= budget / 100 for r in ratios)

@@ -125,7 +125,8 @@ def _make_call(original: Callable) -> Callable:
             if options.excluded is not None and _http.is_excluded(environ, options):
                 return original(self, environ, start_response)
             span, ctx = _http.start_server_span(state.tracer, environ, options)
-            ctx = _sql.track(ctx)
+            if span.is_recording():  # a request sampled out gets no statement counts
+                ctx = _sql.track(ctx)
             environ[_SPAN] = span
             token = context.attach(ctx)
         except Exception:

@@ -70,12 +70,13 @@ from time import monotonic
 from typing import Any
 
 from opentelemetry import propagate, trace
-from opentelemetry.trace import get_current_span
+from opentelemetry.trace import INVALID_SPAN, get_current_span
 
 from scope_otel.instrumentors import _sql
 from scope_otel.instrumentors._base import Listener, Patch, ScopeInstrumentor
 from scope_otel.instrumentors._record import add_event, level
 from scope_otel.instrumentors._report import failed
+from scope_otel.instrumentors._sampled import left_out
 from scope_otel.instrumentors._support import redacted_repr
 from scope_otel.version import __version__
 
@@ -185,6 +186,9 @@ def _before_cursor_execute(conn, cursor, statement, parameters, context, execute
     try:
         engine = conn.engine
         if _contrib_traces(engine, state):
+            return statement, parameters
+        if left_out(state.tracer):  # a trace the sampler left out: no span, and none from the driver
+            setattr(context, _SPAN, (INVALID_SPAN, False, _sql.claim()))
             return statement, parameters
         span, rows = _sql.start(state.tracer, _database(engine, state), statement)
         setattr(context, _SPAN, (span, rows and not executemany, _sql.claim()))

@@ -1,17 +1,36 @@
 """The overhead governor: recording stays within its budget of this process' CPU, and never goes dark.
 
 Twice a second a thread of its own measures what recording cost this process
-in the last window: the records written in it times what one costs, the hot
-path's cost per record (measured once at start) plus the span processor's
-workers' CPU time per record they exported (turning records into spans and
-exporting them, and the store writer's CPU time when this process started
-it), and the calls of sampled-out traces times the hot path's cost
-for one of those (also measured at start).  It compares that with
-the CPU time the program itself used (the process' CPU time less recording)
-and with the ring: records dropped, or a ring more than half full, mean export
-cannot keep up.  When recording costs more than the budget, or the ring would
-overflow (records dropped, or more than half of it waiting and more than a
-window before), it
+in the last window:
+
+* on the threads that run the program, for each kind of new trace (a request,
+  mostly: a SERVER root span) the CPU time its thread spent from that root's
+  decision to the thread's next one, kept apart for recorded and sampled-out
+  roots (:class:`_RootCosts`, fed by :class:`GovernedSampler`).  Traces are
+  sampled whole, so the difference of the two means is what recording one
+  costs where it happens: the SDK's spans, the integrations, the hot path, the
+  context.  The window is charged that for each root recorded in it.  Below a
+  budget of 100 %, a kind of root never seen sampled out is left unrecorded 1
+  in 64 (:data:`PROBE_EVERY`) at the top ratio until it is measured (and again
+  once a minute), counted with the sampled-out traces.  Where no root is
+  measured (a batch program), the hot path's cost per record, measured once at
+  start, times the records written, and the calls of sampled-out traces at
+  their own cost;
+* off those threads, the span processor's workers' CPU time per record they
+  exported (turning records into spans and exporting them), times the records
+  written in the window; and this process' share of the store writer's CPU:
+  the writer says what it spent and wrote (``scope-writer-cost`` in the
+  store), and each process exporting to it is charged for its own spans' part
+  (:class:`_WriterShare`), whichever process started it.
+
+It compares that with the CPU time the program itself used (the process' CPU
+time less recording) and with the ring: records dropped, or a ring more than
+half full, mean export cannot keep up.  What an unrecorded request still costs
+(the integrations' hooks deciding there is nothing to record) is not
+recording's cost and no sampling removes it; it is measured by
+``bench/bench_services.py``.  When recording costs more than the budget, or
+the ring would overflow (records dropped, or more than half of it waiting and
+more than a window before), it
 
 1. samples whole traces: a new trace is recorded with probability 1, 1/2,
    1/4, ... 1/1024 (:data:`MIN_RATIO`), decided from the trace id as
@@ -60,7 +79,10 @@ MIN_RATIO = 2.0 ** -MAX_STEP
 #: the cost aimed at, as a share of the budget; raised again only below half of it (a step doubles it)
 TARGET = 0.8
 #: a window in which the program used less CPU than this share of its length is not judged by cost
-IDLE = 0.1
+#: (a program waiting for work, or exiting while the worker drains); a busy server's worker on a
+#: loaded machine gets as little as 5 % of a core, and is judged (at 10 %, a gunicorn worker at load
+#: 20 was never judged and recorded every request at a 2 % budget)
+IDLE = 0.01
 #: functions whose level is lowered at once, at most, when sampling is at its lowest
 LOWER_AT_ONCE = 4
 #: a function lowered again after being raised waits twice as long as the last time before it is
@@ -69,6 +91,21 @@ LOWER_AT_ONCE = 4
 HOLD_S = 1.0
 HOLD_MAX_S = 64.0
 _MASK64 = (1 << 64) - 1
+#: a root's on-thread cost is the mean of the last this many samples of its kind and class
+ROOT_SAMPLES = 256
+#: samples of each class (recorded, not) needed before their difference is trusted
+ROOT_MIN_SAMPLES = 8
+#: share of samples cut off at either end before the mean (a request that spans a collection of
+#: the program's garbage, or a thread's first root after minutes of other work)
+ROOT_TRIM = 0.1
+#: below a budget of this share, a kind of root with too few (or too old) unrecorded samples has
+#: 1 trace in :data:`PROBE_EVERY` left unrecorded at the top ratio, so that what recording one
+#: costs stays measured; at 100 % or more the budget is taken as "record everything" and the cost
+#: is estimated from the hot path alone
+PROBE_BUDGET = 1.0
+PROBE_EVERY = 64
+#: unrecorded samples older than this are refreshed by probing
+PROBE_REFRESH_S = 60.0
 
 # The ratio in force, read on every new trace: a module global, one comparison.
 _bound = 1 << 64
@@ -172,6 +209,170 @@ def _helpers_cpu_s() -> float:
     return total
 
 
+_writer_file: str | None = None
+
+
+def store_writer_totals(path: str | None) -> None:
+    """Where the writer of the store this process exports to keeps its running totals
+    (``PID CPU_SECONDS SPANS_WRITTEN``, see :mod:`scope_otel.store.writer`), so that each process
+    sharing it is charged for its own spans' part of what it spends."""
+    global _writer_file
+    _writer_file = path
+
+
+def _writer_totals() -> tuple[int, float, int] | None:
+    if _writer_file is None:
+        return None
+    try:
+        with open(_writer_file, "rb") as fh:
+            pid, cpu, spans = fh.read(256).split()
+        return int(pid), float(cpu), int(spans)
+    except (OSError, ValueError):
+        return None
+
+
+class _WriterShare:
+    """This process' share of the store writer's CPU, cumulative.  Each time the writer has written
+    more spans, the CPU it spent since the last time (its idle time included) times the share of
+    those spans this process exported meanwhile (at most all of them) is spread evenly over the time
+    the writer took to gather them (up to :data:`WRITER_SPREAD_S`): the writer gathers a stream for seconds and
+    writes it at once, and a window judged on that burst alone would send the ratio to the floor and
+    back.  Without the writer's totals (no store, or an older writer), the CPU of the writer this
+    process started, after its start-up (``helper_process``), as it is spent."""
+
+    def __init__(self) -> None:
+        self.charged = 0.0
+        self._base: tuple[int, float, int] | None = None
+        self._read = 0
+        self._helpers: float | None = None
+        self._rate = 0.0  # CPU seconds a second charged until the next write
+        self._left = 0.0  # of the last write's share, not charged yet
+        self._since = 0.0  # when the writer last wrote
+        self._last: float | None = None
+
+    def __call__(self, read: int, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        if self._last is not None:
+            step = min(self._rate * (now - self._last), self._left)
+            self.charged += step
+            self._left -= step
+        self._last = now
+        totals = _writer_totals()
+        if totals is None:
+            helpers = _helpers_cpu_s()
+            if self._helpers is not None:
+                self.charged += max(helpers - self._helpers, 0.0)
+            self._helpers = helpers
+            self._read = read
+            return self.charged
+        self._helpers = None
+        base = self._base
+        if base is None or base[0] != totals[0] or totals[2] < base[2]:
+            self._base, self._read, self._since = totals, read, now  # a new writer: its start-up is not charged
+        elif totals[2] > base[2]:
+            # this process' share of the spans written since, at most all of them: the writer's fixed
+            # costs (its engine's background work, an INSERT's own cost) spread over few spans must not
+            # make a span look dearer than the writer's whole CPU
+            share = min(max(read - self._read, 0) / (totals[2] - base[2]), 1.0)
+            spent = max(totals[1] - base[1], 0.0) * share
+            self.charged += self._left  # what is left of the write before: charged now
+            self._left = spent
+            self._rate = spent / min(max(now - self._since, TICK), WRITER_SPREAD_S)
+            self._base, self._read, self._since = totals, read, now
+        return self.charged
+
+
+#: the longest a store writer's write is spread over (the writer gathers a thin stream for up to 15 s)
+WRITER_SPREAD_S = 30.0
+
+
+class _RootCosts:
+    """What a thread spent from one root decision (a new trace: a request, mostly) to its next, by
+    the first root's kind and whether it was recorded: traces are sampled whole, so the difference
+    of the two means is what recording one root of that kind costs on the thread that runs it (the
+    SDK's spans, the integrations, the hot path, the context), whatever the cost model says."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Nothing measured (a forked child starts over: a lock another thread held at the fork would
+        stay held in the child, so it gets a new one too)."""
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self.samples: dict[tuple[Any, bool], deque] = {}
+        self.recorded: dict[Any, int] = {}  # kind -> recorded roots since the last ``take``
+        self.fresh: dict[Any, float] = {}  # kind -> when its last unrecorded sample came
+
+    def decided(self, kind: Any, recorded: bool) -> None:
+        """A root of ``kind`` was decided on this thread (from the sampler)."""
+        now = time.thread_time_ns()
+        local = self._local
+        mark = getattr(local, "mark", None)
+        local.mark = (now, kind, recorded)
+        if recorded:
+            self.count(kind)
+        if mark is not None and now >= mark[0]:  # a forked child's thread starts its clock again
+            self.sample(mark[1], mark[2], now - mark[0])
+
+    def count(self, kind: Any) -> None:
+        with self._lock:
+            self.recorded[kind] = self.recorded.get(kind, 0) + 1
+
+    def sample(self, kind: Any, recorded: bool, spent_ns: int) -> None:
+        with self._lock:
+            queue = self.samples.get((kind, recorded))
+            if queue is None:
+                queue = self.samples[(kind, recorded)] = deque(maxlen=ROOT_SAMPLES)
+            queue.append(spent_ns)
+            if not recorded:
+                self.fresh[kind] = time.monotonic()
+
+    def extra_ns(self, kind: Any) -> float | None:
+        """What recording a root of ``kind`` costs its thread, in ns (None: not measured yet)."""
+        with self._lock:
+            kept = list(self.samples.get((kind, True), ()))
+            out = list(self.samples.get((kind, False), ()))
+        if len(kept) < ROOT_MIN_SAMPLES or len(out) < ROOT_MIN_SAMPLES:
+            return None
+        return max(_trimmed_mean(kept) - _trimmed_mean(out), 0.0)
+
+    def take(self) -> float:
+        """CPU seconds the roots recorded since the last call cost their threads (kinds measured)."""
+        with self._lock:
+            counts, self.recorded = self.recorded, {}
+        total = 0.0
+        for kind, n in counts.items():
+            extra = self.extra_ns(kind)
+            if extra is not None:
+                total += n * extra
+        return total / 1e9
+
+    def unmeasured(self, now: float) -> frozenset:
+        """The kinds of roots seen whose unrecorded samples are too few or too old."""
+        with self._lock:
+            kinds = {kind for kind, _recorded in self.samples} | set(self.recorded)
+            return frozenset(kind for kind in kinds
+                             if len(self.samples.get((kind, False), ())) < ROOT_MIN_SAMPLES
+                             or now - self.fresh.get(kind, now) > PROBE_REFRESH_S)
+
+
+def _trimmed_mean(values: list) -> float:
+    values.sort()
+    cut = int(len(values) * ROOT_TRIM)
+    kept = values[cut:len(values) - cut] or values
+    return sum(kept) / len(kept)
+
+
+#: every process' roots, measured by :class:`GovernedSampler`
+_roots = _RootCosts()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_roots.reset)
+#: kinds of roots left unrecorded 1 in PROBE_EVERY at the top ratio (set by the governor's tick)
+_probe: frozenset = frozenset()
+_PROBE_BOUND = (1 << 64) - (1 << 64) // PROBE_EVERY
+
+
 def _thread_cpu_s(threads: list[threading.Thread]) -> float:
     total = 0.0
     for t in threads:
@@ -213,6 +414,8 @@ class Governor:
         self._pid = os.getpid()
         self.function_counts: dict[int, int] = {}  # fid -> records since the last tick (the worker adds)
         self.quiet = False
+        self._writer = _WriterShare()
+        self.roots_cost = 0.0  # the last window's on-thread cost of its recorded roots, CPU seconds
 
     # ---------------------------------------------------------------- wiring
 
@@ -248,6 +451,9 @@ class Governor:
         self.changes = self.lowerings = 0
         self.cost = self.peak_cost = 0.0
         self._hold = {}
+        self._writer = _WriterShare()
+        _roots.reset()
+        _set_probe(frozenset())
         if self.step or self.caps:
             self.step, self.caps = 0, {}
             _set_ratio(1.0)
@@ -279,7 +485,7 @@ class Governor:
         runtime = _runtime
 
         return (time.monotonic(), time.process_time(), _thread_cpu_s(list(proc._threads)), c["written"],
-                c["dropped"], c["size"], ring.capacity, c["read"], runtime._hot.unsampled(), _helpers_cpu_s())
+                c["dropped"], c["size"], ring.capacity, c["read"], runtime._hot.unsampled(), self._writer(c["read"]))
 
     def tick(self, sample: tuple | None = None) -> None:
         """Look at the last window and change the ratio or levels if needed (``sample`` for tests)."""
@@ -297,6 +503,10 @@ class Governor:
             if read > read0:
                 self._export_us = spent / (read - read0) * 1e6
             hot = ((written - written0) * (self._hot_us or 1.0) + (unsampled - unsampled0) * self._unsampled_us) / 1e6
+            # the recorded roots' measured cost on their threads holds the hot path's for the records
+            # under them; the model is what is left when no root is measured (a batch program)
+            self.roots_cost = _roots.take()
+            hot = max(hot, self.roots_cost)
             program = max((cpu - cpu0) - spent - hot, 1e-6)
             # the window is charged for the records written in it, at what exporting one costs: what
             # the worker spends now on a backlog written earlier is not what recording costs now
@@ -315,18 +525,21 @@ class Governor:
             self._smoothed = cost
             new_drops = dropped - dropped0
             # more than half the ring waiting, and more than a window ago: export is falling behind (a
-            # large ring draining a backlog is not)
-            overflowing = new_drops > 0 or size > max(capacity // 2, size0)
+            # large ring draining a backlog is not); a ring still full is, even with no drop yet (with
+            # overflow=block a record waits up to a second for room before it is dropped)
+            overflowing = new_drops > 0 or size > max(capacity // 2, size0) or size >= capacity
             if self._settling and not new_drops:
                 # the window after a change still shows the records written before it being exported:
                 # judged once the change has had a whole window to act
                 self._settling = False
-                return
-            self._settling = False
-            if cost > self.budget or overflowing:
-                self._less(cost, new_drops, size, capacity, counts, now)
-            elif cost < self.budget * TARGET / 2:
-                self._more(cost, now)
+            else:
+                self._settling = False
+                if cost > self.budget or overflowing:
+                    self._less(cost, new_drops, size, capacity, counts, now)
+                elif cost < self.budget * TARGET / 2:
+                    self._more(cost, now)
+            # at the top ratio nothing would be left unrecorded to compare with: probe
+            _set_probe(_roots.unmeasured(now) if self.step == 0 and self.budget < PROBE_BUDGET else frozenset())
 
     def _less(self, cost: float, drops: int, size: int, capacity: int, counts: dict[int, int], now: float) -> None:
         why = (f"recording cost {cost:.1%} of the program's CPU (budget {self.budget:.0%})" if cost > self.budget
@@ -421,9 +634,9 @@ class Governor:
         return self.caps.get(fid, 2)
 
     def helpers_cpu_s(self) -> float:
-        """CPU seconds the helper processes this process started (the store writer) spent after their
-        start-up, while alive."""
-        return _helpers_cpu_s()
+        """This process' share of the store writer's CPU so far, as the governor last measured it
+        (:class:`_WriterShare`: its spans' part of a writer shared by several processes)."""
+        return self._writer.charged
 
     def per_record_us(self) -> float:
         """What one record costs this process, as last measured: the hot path's cost plus the export
@@ -445,11 +658,19 @@ class Governor:
         with self._lock:
             self._mark = self._smoothed = None
             self.step, self.caps, self._hold = 0, {}, {}
+            self._writer = _WriterShare()
+            _roots.reset()
+            _set_probe(frozenset())
             _set_ratio(1.0)
         self._apply()
 
 
 _ratio_listeners: list[Callable[[int, bool], None]] = []
+
+
+def _set_probe(kinds: frozenset) -> None:
+    global _probe
+    _probe = kinds
 
 
 def on_ratio(listener: Callable[[int, bool], None]) -> None:
@@ -489,15 +710,20 @@ class GovernedSampler:
         global _sampled_out
         parent = get_current_span(parent_context).get_span_context()
         if (parent is None or not parent.is_valid) and name != GOVERNOR_SPAN:
-            if not keeps(trace_id):
+            low = trace_id & _MASK64
+            if low >= _bound or (_probe and low >= _PROBE_BOUND and kind in _probe):
                 with _sampled_out_lock:
                     _sampled_out += 1
+                _roots.decided(kind, False)
                 return SamplingResult(Decision.DROP, None, None)
             result = self.inner.should_sample(parent_context, trace_id, name, kind, attributes, links,
                                               trace_state)
-            if result.decision is Decision.RECORD_AND_SAMPLE:
+            sampled = result.decision is Decision.RECORD_AND_SAMPLE
+            _roots.decided(kind, sampled)
+            if sampled:
                 attrs = dict(result.attributes or {})
-                attrs["scope.sampling.ratio"] = _bound / (1 << 64)
+                attrs["scope.sampling.ratio"] = (min(_bound, _PROBE_BOUND) if _probe and kind in _probe
+                                                 else _bound) / (1 << 64)
                 return SamplingResult(result.decision, attrs, result.trace_state)
             return result
         return self.inner.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)

@@ -10,8 +10,8 @@ store's ``scope_function_stats`` table every :data:`INTERVAL_S` seconds, and
 processor has drained), so a server stopped by SIGTERM and each of its
 gunicorn workers leave their counts.  A window also says how much CPU time
 the program used in it and what recording cost (the records at the cost the
-overhead governor measured per record, plus the CPU of the store writer the
-process started, after its start-up), so the planner prices a function by its
+overhead governor measured per record, plus this process' spans' share of the
+store writer's CPU), so the planner prices a function by its
 calls per second of the program's CPU.
 
 Only with the ClickHouse exporter (the default): over OTLP alone there is no
@@ -110,7 +110,7 @@ class Observer:
             others = max(read - (read0 if read >= read0 else 0) - records, 0)
             recording_s = (records + others) * runtime.governor.per_record_us() / 1e6
             program_s = max((cpu - cpu0) - recording_s, 0.0)
-            # the store writer this process started works for it, in a process of its own
+            # the store writer works for it in a process of its own: this process' spans' share of it
             recording_s += max(helpers - helpers0, 0.0)
             if not records and program_s < IDLE_CPU_S:
                 return 0

@@ -44,6 +44,10 @@ class Window:
 @pytest.fixture
 def governor():
     g = runtime.governor
+    if g._thread is not None:  # the thread an earlier pipeline started would tick between the test's own ticks
+        g.stop()
+        g._thread.join(5)
+        g._thread = None
     g.reset()
     g.configure(10)
     g.quiet = True
@@ -87,12 +91,22 @@ def test_a_single_burst_is_averaged_with_the_window_before(governor):
 
 def test_a_window_in_which_the_program_hardly_ran_is_not_judged_by_cost(governor):
     w = Window(governor)
-    w.t += gov.TICK  # 0.5 s of wall time, 0.01 s of the program's CPU and as much of recording's
-    w.cpu += 0.02
-    w.worker += 0.01 - 1000 * 1e-6
+    w.t += gov.TICK  # 0.5 s of wall time, 0.002 s of the program's CPU and as much of recording's
+    w.cpu += 0.004
+    w.worker += 0.002 - 1000 * 1e-6
     w.written += 1000
     governor.tick((w.t, w.cpu, w.worker, w.written, 0, 0, 1024, w.written, 0, 0.0))
     assert governor.ratio == 1.0 and governor.cost == 0.0
+
+
+def test_a_program_given_a_twentieth_of_a_core_by_a_loaded_machine_is_still_judged(governor):
+    w = Window(governor)
+    w.t += gov.TICK  # 0.5 s of wall time, 0.025 s of the program's CPU (5 %), recording as much
+    w.cpu += 0.05
+    w.worker += 0.025 - 1000 * 1e-6
+    w.written += 1000
+    governor.tick((w.t, w.cpu, w.worker, w.written, 0, 0, 1024, w.written, 0, 0.0))
+    assert governor.cost == pytest.approx(1.0) and governor.ratio < 1.0
 
 
 def test_a_ring_that_would_overflow_halves_the_traces_even_within_budget(governor):
@@ -105,6 +119,16 @@ def test_a_ring_that_would_overflow_halves_the_traces_even_within_budget(governo
     w.tick(0.01, size=950)  # not judged
     w.tick(0.01, size=700)  # a backlog draining, at little cost: not lowered, raised
     assert governor.ratio == 0.5
+
+
+
+def test_a_ring_that_stays_full_without_drops_yet_is_overflowing(governor):
+    w = Window(governor)
+    w.tick(0.01, size=1024)
+    assert governor.ratio == 0.5
+    w.tick(0.01, size=1024)  # not judged
+    w.tick(0.01, size=1024)  # as full as a window before, nothing dropped yet (records wait for room)
+    assert governor.ratio == 0.25
 
 
 def test_sampling_never_goes_below_the_floor_then_the_busiest_functions_are_lowered_and_raised(governor, fn):
@@ -332,3 +356,126 @@ def test_the_front_process_samples_whole_requests_and_the_backend_follows_its_fl
     assert clients and servers
     # every request the backend recorded is one the front kept, and the other way round
     assert servers == clients
+
+
+def _roots(kind, recorded_ns: int, unrecorded_ns: int, n: int = 20):
+    for _ in range(n):
+        gov._roots.sample(kind, True, recorded_ns)
+        gov._roots.sample(kind, False, unrecorded_ns)
+
+
+def test_what_recorded_requests_cost_their_threads_is_charged_when_the_hot_path_model_sees_little(governor):
+    from opentelemetry.trace import SpanKind
+
+    w = Window(governor)
+    # requests recorded cost their thread 3 ms of CPU, requests sampled out 1 ms: 2 ms each to record
+    _roots(SpanKind.SERVER, 3_000_000, 1_000_000)
+    for _ in range(100):
+        gov._roots.count(SpanKind.SERVER)
+    w.cpu += 100 * 0.002  # the process spent it, on the request threads
+    w.tick(0.01)  # what the hot path's model and the workers alone would say: 1 %, within 10 %
+    assert governor.roots_cost == pytest.approx(0.2)
+    assert governor.cost == pytest.approx((0.005 + 0.2) / 0.5, rel=0.01)
+    assert governor.ratio < 1.0
+    w.tick(0.01)  # not judged
+    w.tick(0.01)  # no root recorded in the window: only the model's 1 %, raised again
+    assert governor.roots_cost == 0.0
+
+
+def test_a_kind_of_root_never_left_unrecorded_is_probed_one_in_64_at_the_top_ratio_below_100_percent(governor):
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision
+    from opentelemetry.trace import SpanKind
+
+    sampler = GovernedSampler(ALWAYS_ON)
+    ids = random.Random(7)
+
+    def dropped(kind, n=6400):
+        return sum(sampler.should_sample(None, ids.getrandbits(128), "GET", kind).decision is Decision.DROP
+                   for _ in range(n))
+
+    w = Window(governor)
+    assert dropped(SpanKind.SERVER, 640) == 0  # before the governor has looked: every request
+    w.tick(0.01)
+    assert gov._probe == {SpanKind.SERVER}
+    out = dropped(SpanKind.SERVER)
+    assert 50 < out < 160  # about 1 in 64 of 6,400
+    assert dropped(SpanKind.CLIENT, 640) == 0  # a kind the governor has not seen yet: recorded
+    _roots(SpanKind.SERVER, 2_000_000, 1_000_000)
+    w.tick(0.01)  # enough of both: measured, no more probing
+    assert SpanKind.SERVER not in gov._probe and dropped(SpanKind.SERVER, 640) == 0
+    governor.configure(100)
+    gov._roots.reset()
+    dropped(SpanKind.SERVER, 64)
+    w.tick(0.01)
+    assert gov._probe == frozenset()  # a budget of 100 % or more: every trace at the top ratio
+
+
+def test_a_root_decision_measures_the_thread_from_the_last_one_as_recorded_or_not(governor):
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+    from opentelemetry.trace import SpanKind
+
+    sampler = GovernedSampler(ALWAYS_ON)
+    governor.step = 1
+    gov._set_ratio(0.5)
+    ids = random.Random(3)
+    decisions = [sampler.should_sample(None, ids.getrandbits(128), "GET", SpanKind.SERVER).decision.is_sampled()
+                 for _ in range(200)]
+    kept = gov._roots.samples[(SpanKind.SERVER, True)]
+    out = gov._roots.samples[(SpanKind.SERVER, False)]
+    # each decision closes the previous root's sample: 199 samples, split as the first 199 decisions
+    assert (len(kept), len(out)) == (sum(decisions[:-1]), 199 - sum(decisions[:-1]))
+    assert 50 < sum(decisions) < 150 and gov._roots.recorded == {SpanKind.SERVER: sum(decisions)}
+    gov._roots.take()
+    assert gov._roots.recorded == {}  # counted per window
+
+
+def test_each_process_is_charged_its_own_spans_share_of_the_shared_store_writer(governor, tmp_path):
+    totals = tmp_path / "scope-writer-cost"
+    gov.store_writer_totals(str(totals))
+    try:
+        mine, other = gov._WriterShare(), gov._WriterShare()
+        totals.write_text("4242 1.500000 0\n")  # the writer's start-up: not charged
+        assert mine(0, now=0.0) == 0.0 and other(0, now=0.0) == 0.0
+        assert mine(500, now=2.0) == 0.0  # nothing written since: nothing to share yet
+        totals.write_text("4242 1.800000 3000\n")  # 0.3 s of CPU for 3,000 spans in 4 s
+        assert mine(1000, now=4.0) == 0.0 and other(2000, now=4.0) == 0.0
+        # spread over the next seconds: 1,000 of the spans were this process', 2,000 the other's
+        assert mine(1100, now=6.0) == pytest.approx(0.1 / 4 * 2)
+        assert other(2100, now=8.0) == pytest.approx(0.2)
+        assert mine(1200, now=8.0) == pytest.approx(0.1)
+        totals.write_text("77 0.900000 10\n")  # another writer: its start-up is not charged
+        assert mine(1300, now=8.5) == pytest.approx(0.1)
+        totals.write_text("77 1.500000 12\n")  # 0.6 s for 2 spans (the engine's background work):
+        assert mine(1400, now=9.0) == pytest.approx(0.1)  # the whole 0.6 s at most, not 100 spans' worth,
+        assert mine(1400, now=9.2) == pytest.approx(0.1 + 0.6 / 0.5 * 0.2)  # spread over as long as it took
+        assert mine(1400, now=30.0) == pytest.approx(0.1 + 0.6)  # and never more than it spent
+    finally:
+        gov.store_writer_totals(None)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded, use of fork:DeprecationWarning")
+def test_a_child_forked_while_a_root_was_being_counted_measures_its_own_roots(governor):
+    from opentelemetry.trace import SpanKind
+
+    gov._roots.sample(SpanKind.SERVER, True, 1_000_000)
+    with gov._roots._lock:  # another thread is counting a root as the process forks
+        pid = os.fork()
+        if pid == 0:  # the child: its own measurements, and a lock nobody holds
+            try:
+                gov._roots.decided(SpanKind.SERVER, True)
+                gov._roots.decided(SpanKind.SERVER, False)
+                ok = gov._roots.samples == {(SpanKind.SERVER, True): gov._roots.samples[(SpanKind.SERVER, True)]}
+                os._exit(0 if ok and len(gov._roots.samples[(SpanKind.SERVER, True)]) == 1 else 1)
+            finally:
+                os._exit(2)
+    for _ in range(600):  # a child that hangs on the lock is failed, not waited for forever
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung on the root counter's lock")
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -322,3 +322,22 @@ print("orm hook:", event.contains(orm.Session, "after_flush", sys.modules["scope
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert run.stdout.split("\n")[:2] == ["orm imported: False", "orm hook: True"]
+
+
+def test_a_statement_in_a_trace_the_sampler_left_out_makes_no_span_at_all(spans, engine, monkeypatch):
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, use_span
+
+    decided = []
+    sampler = spans.provider.sampler  # ParentBased(ALWAYS_ON): a child of an unsampled parent is dropped
+    original = sampler.should_sample
+    monkeypatch.setattr(sampler, "should_sample", lambda *a, **k: decided.append(a[2]) or original(*a, **k))
+    left_out = NonRecordingSpan(SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=TraceFlags(0)))
+    with instrumented(ScopeSQLAlchemyInstrumentor(), spans):
+        with use_span(left_out):
+            with engine.connect() as conn:
+                assert conn.execute(sa.text("SELECT count(*) FROM scope_accounts")).scalar() == 0
+        assert decided == [] and sql_spans(spans) == []  # not even a span for the sampler to drop
+        with spans.tracer.start_as_current_span("request"):
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT count(*) FROM scope_accounts"))
+    assert len(sql_spans(spans)) == 1 and "SELECT scope_accounts" in decided  # a recorded trace: as before

@@ -303,8 +303,73 @@ def test_the_writer_waits_for_a_bursts_batches_and_never_long():
     slow = queue(*[900 - 100 * i for i in range(10)])  # 10 a second, the last 0 ms ago
     assert not gathered(slow, now)  # a slow stream: gathered up to a second
     assert gathered(queue(*[0.01] * GATHER_BATCHES), now)  # a drain's worth: write
-    assert gathered(queue(1000 * GATHER_QUIET_S + 1), now)  # a lone batch, nothing since: write
-    assert not gathered(queue(1000 * GATHER_QUIET_S - 10), now)
+    from scope_otel.store.writer import THIN_QUIET_S
+
+    assert gathered(queue(1000 * THIN_QUIET_S + 1), now)  # a lone batch, nothing since: write
+    assert not gathered(queue(1000 * THIN_QUIET_S - 10), now)  # (a thin stream's quiet)
+    assert gathered(queue(*[1000 * GATHER_QUIET_S + 1] * 20), now)  # a stream's worth, quiet: write
     steady = queue(*[1000 * GATHER_MAX_S + 5] + [1000 * GATHER_MAX_S - 10 * i for i in range(1, 50)] + [1])
     assert gathered(steady, now)  # a stream that never pauses: the oldest waited long enough
     assert gathered(["not-a-time.batch"], now)  # a name we cannot read: written at once
+
+
+def test_a_services_thin_stream_is_gathered_for_seconds_not_written_every_second():
+    from scope_otel.store.writer import GATHER_THIN_BATCHES, THIN_MAX_S
+
+    ms = 1_000_000
+    now = 10_000 * 1000 * ms
+    # a batch every 300 ms for 3 s: each INSERT has a fixed cost of its own, so this waits
+    thin = [f"{now - int((3000 - 300 * i) * ms):020d}-42-{i:06d}.batch" for i in range(10)]
+    assert len(thin) < GATHER_THIN_BATCHES and not gathered(thin, now)
+    assert gathered(thin, now + int((THIN_MAX_S - 3) * 1000 * ms) + 1)  # ... until the oldest waited THIN_MAX_S
+    steady = [f"{now - int((1500 - 60 * i) * ms):020d}-42-{i:06d}.batch" for i in range(GATHER_THIN_BATCHES + 4)]
+    assert gathered(steady, now)  # a stream of some size: written once a second, as before
+
+
+def test_the_writers_loop_sleeps_until_the_queue_is_due_and_wakes_for_a_batch_a_flush_or_a_release(tmp_path):
+    from scope_otel.store.engine import FLUSH_PREFIX
+    from scope_otel.store.ownership import RELEASE_PREFIX
+    from scope_otel.store.writer import IDLE_TRIM_S, THIN_QUIET_S, _answered, _next_look, _Retry, _Wakeup
+
+    ms = 1_000_000
+    now = 10_000 * 1000 * ms
+    retry = _Retry(None)
+    queued = [f"{now - 1000 * ms:020d}-42-000000.batch", f"{now - 500 * ms:020d}-42-000001.batch"]
+    assert _next_look(queued, retry, 0.0, False, 30.0, now) == pytest.approx(THIN_QUIET_S - 0.5)
+    assert _next_look([], retry, 0.2, False, 30.0, now) == pytest.approx(IDLE_TRIM_S - 0.2)  # the trim
+    assert _next_look([], retry, 5.0, True, 30.0, now) == pytest.approx(25.0)  # leaving when idle
+    spool, store = tmp_path / "spool", tmp_path / "store"
+    store.mkdir()
+    wake = _Wakeup(str(spool), str(store))
+    if not wake.watching:
+        pytest.skip("no inotify here: the writer looks on a timer")
+    try:
+        assert not wake.wait(0.05) and not wake.released()  # nothing came
+        (spool / ".tmp").write_bytes(b"x")
+        os.rename(spool / ".tmp", spool / "0001.batch")  # as Spool.put queues a batch
+        assert wake.wait(30.0) and not wake.released()  # woken by the batch
+        assert not wake.asked()
+        Backend(parse("chdb://" + str(store)), spool_dir=str(spool))._ask_for_write()  # a process flushing
+        assert wake.wait(30.0) and wake.asked() and not wake.asked()  # seen once
+        assert any(n.startswith(FLUSH_PREFIX) for n in os.listdir(store))
+        _answered(str(store))
+        assert not any(n.startswith(FLUSH_PREFIX) for n in os.listdir(store))
+        (store / f"{RELEASE_PREFIX}123").write_bytes(b"")
+        assert wake.wait(30.0) and wake.released()  # and by a request for the store
+    finally:
+        wake.close()
+
+
+def test_the_writer_publishes_what_it_spent_and_wrote_for_the_processes_that_export_to_it(tmp_path):
+    from scope_otel.store.engine import WRITER_COST_FILE
+    from scope_otel.store.writer import _Totals
+
+    class Written:
+        rows_written = {"otel_traces": 1234, "scope_events": 0}
+
+    totals = _Totals(str(tmp_path), Written())
+    totals.publish()
+    pid, cpu, spans = (tmp_path / WRITER_COST_FILE).read_text().split()
+    assert int(pid) == os.getpid() and float(cpu) > 0 and int(spans) == 1234
+    totals.remove()
+    assert not (tmp_path / WRITER_COST_FILE).exists()
