@@ -159,6 +159,10 @@ def install(state: dict[str, Any]) -> None:
     service = "unknown_service"
     if provider is not None:
         service = str(provider.resource.attributes.get("service.name", service))
+    # Imported now, not at exit: its dataclass runs exec(), and an exec() in an exit handler makes
+    # CPython forget an unhandled KeyboardInterrupt (the process would end with status 1, not by SIGINT).
+    from scope_otel.store import function_stats  # noqa: F401
+
     observer = Observer(exporter, processor, service)
     state["observer"] = observer
     observer.start()

@@ -152,12 +152,9 @@ def test_an_uncaught_exception_or_exit_ends_the_script_as_it_would(app, kind):
     assert "main script app.py (module app): 7 functions instrumented" in summary, summary
 
 
-@pytest.mark.xfail(strict=True, reason="known, not the main script's doing: with the embedded store, an uncaught "
-                   "KeyboardInterrupt ends the process with status 1 instead of by SIGINT, even with level off. "
-                   "launcher/observe.py imports scope_otel.store.function_stats at exit; its dataclass runs "
-                   "exec(str), and CPython's PyRun_String forgets the unhandled KeyboardInterrupt (a plain "
-                   "program doing exec('x = 1') in an atexit handler exits 1 too). Importing it at install fixes it.")
 def test_an_uncaught_keyboard_interrupt_ends_by_sigint_with_the_embedded_store(app):
+    # scope-otel's exit work must run no exec(): CPython's PyRun_String forgets the unhandled
+    # KeyboardInterrupt (a plain program doing exec('x = 1') in an atexit handler exits 1 too)
     plain, scoped = _both(app, ["app.py", "interrupt"], ["--level", "off"])
     assert scoped.returncode == plain.returncode == -signal.SIGINT
 
