@@ -2716,6 +2716,24 @@ format_at(char *buf, const void *p, const char *tail)
         ;
 }
 
+/* One field of an instance, `sep`key=value; 1 when the limit was reached first, -1 on error. */
+static int
+snap_field(SnapState *st, PyObject *k, PyObject *item, Py_ssize_t depth, const char **sep)
+{
+    if (LEFT(st) <= 0)
+        return 1;
+    if (!PyUnicode_CheckExact(k))
+        return 0;
+    if (PyUnicode_GET_LENGTH(k) >= 4 && PyUnicode_READ_CHAR(k, 0) == '_' && PyUnicode_READ_CHAR(k, 1) == 's'
+        && PyUnicode_READ_CHAR(k, 2) == 'a' && PyUnicode_READ_CHAR(k, 3) == '_')
+        return 0;  /* SQLAlchemy's instance state */
+    if (snap_ascii(st, *sep) < 0 || _PyUnicodeWriter_WriteStr(&st->w, k) < 0
+        || _PyUnicodeWriter_WriteChar(&st->w, '=') < 0 || snap_walk(st, item, depth + 1) < 0)
+        return -1;
+    *sep = ", ";
+    return 0;
+}
+
 /* An instance of a class written in Python: <module.Qual at 0x...: a=1, b=2> (snapshot._instance). */
 static int
 snap_instance(SnapState *st, PyObject *v, PyTypeObject *t, Py_ssize_t depth)
@@ -2728,41 +2746,38 @@ snap_instance(SnapState *st, PyObject *v, PyTypeObject *t, Py_ssize_t depth)
         PyObject *d = snap_instance_dict(v, t);
         if (d == NULL && PyErr_Occurred())
             return -1;
-        PyObject *items = d != NULL && PyDict_GET_SIZE(d) ? PyDict_Items(d) : PyList_New(0);
-        Py_XDECREF(d);
-        if (items == NULL || snap_slots(v, t, items) < 0) {
-            Py_XDECREF(items);
+        PyObject *slots = PyList_New(0);
+        if (slots == NULL || snap_slots(v, t, slots) < 0) {
+            Py_XDECREF(d);
+            Py_XDECREF(slots);
             return -1;
         }
-        if (PyList_GET_SIZE(items) > 0) {
-            if (snap_push(st, v) < 0) {
-                Py_DECREF(items);
-                return -1;
-            }
+        int r = 0;
+        if ((d != NULL && PyDict_GET_SIZE(d)) || PyList_GET_SIZE(slots)) {
             const char *sep = ": ";
-            for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
-                if (LEFT(st) <= 0) {
-                    Py_DECREF(items);
-                    return 0;
-                }
-                PyObject *pair = PyList_GET_ITEM(items, i);
-                PyObject *k = PyTuple_GET_ITEM(pair, 0), *item = PyTuple_GET_ITEM(pair, 1);
-                if (!PyUnicode_CheckExact(k))
-                    continue;
-                if (PyUnicode_GET_LENGTH(k) >= 4 && PyUnicode_READ_CHAR(k, 0) == '_'
-                    && PyUnicode_READ_CHAR(k, 1) == 's' && PyUnicode_READ_CHAR(k, 2) == 'a'
-                    && PyUnicode_READ_CHAR(k, 3) == '_')
-                    continue;  /* SQLAlchemy's instance state */
-                if (snap_ascii(st, sep) < 0 || _PyUnicodeWriter_WriteStr(&st->w, k) < 0
-                    || _PyUnicodeWriter_WriteChar(&st->w, '=') < 0 || snap_walk(st, item, depth + 1) < 0) {
-                    Py_DECREF(items);
-                    return -1;
-                }
-                sep = ", ";
+            r = snap_push(st, v);
+            /* the dict is read in place, as dict's own repr does (each key and value held while
+             * it is written): no list of pairs is built for it */
+            Py_ssize_t pos = 0;
+            PyObject *k, *item;
+            while (r == 0 && d != NULL && PyDict_Next(d, &pos, &k, &item)) {
+                Py_INCREF(k);
+                Py_INCREF(item);
+                r = snap_field(st, k, item, depth, &sep);
+                Py_DECREF(k);
+                Py_DECREF(item);
             }
-            snap_pop(st, v);
+            for (Py_ssize_t i = 0; r == 0 && i < PyList_GET_SIZE(slots); i++) {
+                PyObject *pair = PyList_GET_ITEM(slots, i);
+                r = snap_field(st, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1), depth, &sep);
+            }
+            if (r == 0)
+                snap_pop(st, v);
         }
-        Py_DECREF(items);
+        Py_XDECREF(d);
+        Py_DECREF(slots);
+        if (r != 0)
+            return r < 0 ? -1 : 0;  /* 1: the limit is reached, the text ends here */
     }
     return _PyUnicodeWriter_WriteChar(&st->w, '>');
 }
@@ -2954,6 +2969,9 @@ snap_text(PyObject *v, Py_ssize_t limit)
     SnapState st;
     _PyUnicodeWriter_Init(&st.w);
     st.w.overallocate = 1;
+    /* room for a typical object's text at once: growing a writer reallocates every few
+     * dozen characters, and the object's fields fill most of the limit */
+    st.w.min_length = limit < 600 ? limit : 600;
     st.limit = limit;
     st.n = 0;
     if (snap_walk(&st, v, 0) < 0) {
