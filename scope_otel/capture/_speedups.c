@@ -2969,9 +2969,10 @@ snap_text(PyObject *v, Py_ssize_t limit)
     SnapState st;
     _PyUnicodeWriter_Init(&st.w);
     st.w.overallocate = 1;
-    /* room for a typical object's text at once: growing a writer reallocates every few
-     * dozen characters, and the object's fields fill most of the limit */
-    st.w.min_length = limit < 600 ? limit : 600;
+    /* room for a typical object's text at once (growing a writer reallocates every few dozen
+     * characters), kept within what CPython's small-object allocator serves: beyond 512 bytes
+     * every snapshot would go to the system allocator */
+    st.w.min_length = limit < 400 ? limit : 400;
     st.limit = limit;
     st.n = 0;
     if (snap_walk(&st, v, 0) < 0) {
