@@ -14,7 +14,8 @@ from scope_otel.accelerators import pure_python_requested
 
 def load(pure: bool | None = None) -> SimpleNamespace:
     """The hot-path implementation: ``Ring``, ``HotPath``, ``Probe``, ``snap`` (the C snapshot
-    of a captured value, None in pure Python: ``runtime._snap`` then), ``recalibrate`` (keeps
+    of a captured value, None in pure Python: ``runtime._snap`` then), ``summarize`` (the C
+    exception summary at the snapshots' limit, None in pure Python), ``recalibrate`` (keeps
     the C clock, which reads the TSC where it can, aligned with the system
     clock; ``SCOPE_OTEL_SYSTEM_CLOCK=1`` turns the TSC off) and ``name``."""
     if pure is None:
@@ -26,11 +27,13 @@ def load(pure: bool | None = None) -> SimpleNamespace:
             pass
         else:
             return SimpleNamespace(name="c", Ring=_speedups.Ring, HotPath=_speedups.HotPath,
-                                   Probe=_speedups.Probe, snap=_speedups.snap, recalibrate=_speedups.recalibrate)
+                                   Probe=_speedups.Probe, snap=_speedups.snap, summarize=_speedups.summarize,
+                                   recalibrate=_speedups.recalibrate)
     from scope_otel.capture._pyhot import HotPath, Probe
     from scope_otel.capture._pyring import Ring
 
-    return SimpleNamespace(name="python", Ring=Ring, HotPath=HotPath, Probe=Probe, snap=None, recalibrate=_no_clock)
+    return SimpleNamespace(name="python", Ring=Ring, HotPath=HotPath, Probe=Probe, snap=None, summarize=None,
+                           recalibrate=_no_clock)
 
 
 def _no_clock() -> bool:

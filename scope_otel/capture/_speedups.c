@@ -1254,6 +1254,7 @@ untrack_tuples(PyObject *t, int depth)
     PyObject_GC_UnTrack(t);
 }
 
+static PyObject *exc_fallback;  /* see exceptions */
 static PyObject *s_ev_suspend = NULL, *s_ev_resume = NULL, *s_ev_state = NULL, *s_ev_dropped = NULL;
 static PyObject *s_key_target = NULL, *s_key_value = NULL, *s_key_dropped = NULL;  /* interned at init */
 
@@ -1393,8 +1394,10 @@ HotPath_exception(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs)
     /* the record keeps a summary (immutable values), never the exception:
      * its traceback holds every frame and local it passed through */
     PyObject *summary = PyObject_CallOneArg(self->summarize, args[1]);
-    if (summary == NULL)
-        goto error;
+    if (summary == NULL) {  /* counted; the record says so rather than going missing */
+        report_error(self);
+        summary = Py_NewRef(exc_fallback);
+    }
     untrack_tuples(summary, 8);  /* the summary, its frames, chained summaries */
     Py_XSETREF(call->value, summary);
     if (freeze_events(call) < 0)
@@ -2713,6 +2716,24 @@ format_at(char *buf, const void *p, const char *tail)
         ;
 }
 
+/* One field of an instance, `sep`key=value; 1 when the limit was reached first, -1 on error. */
+static int
+snap_field(SnapState *st, PyObject *k, PyObject *item, Py_ssize_t depth, const char **sep)
+{
+    if (LEFT(st) <= 0)
+        return 1;
+    if (!PyUnicode_CheckExact(k))
+        return 0;
+    if (PyUnicode_GET_LENGTH(k) >= 4 && PyUnicode_READ_CHAR(k, 0) == '_' && PyUnicode_READ_CHAR(k, 1) == 's'
+        && PyUnicode_READ_CHAR(k, 2) == 'a' && PyUnicode_READ_CHAR(k, 3) == '_')
+        return 0;  /* SQLAlchemy's instance state */
+    if (snap_ascii(st, *sep) < 0 || _PyUnicodeWriter_WriteStr(&st->w, k) < 0
+        || _PyUnicodeWriter_WriteChar(&st->w, '=') < 0 || snap_walk(st, item, depth + 1) < 0)
+        return -1;
+    *sep = ", ";
+    return 0;
+}
+
 /* An instance of a class written in Python: <module.Qual at 0x...: a=1, b=2> (snapshot._instance). */
 static int
 snap_instance(SnapState *st, PyObject *v, PyTypeObject *t, Py_ssize_t depth)
@@ -2725,41 +2746,38 @@ snap_instance(SnapState *st, PyObject *v, PyTypeObject *t, Py_ssize_t depth)
         PyObject *d = snap_instance_dict(v, t);
         if (d == NULL && PyErr_Occurred())
             return -1;
-        PyObject *items = d != NULL && PyDict_GET_SIZE(d) ? PyDict_Items(d) : PyList_New(0);
-        Py_XDECREF(d);
-        if (items == NULL || snap_slots(v, t, items) < 0) {
-            Py_XDECREF(items);
+        PyObject *slots = PyList_New(0);
+        if (slots == NULL || snap_slots(v, t, slots) < 0) {
+            Py_XDECREF(d);
+            Py_XDECREF(slots);
             return -1;
         }
-        if (PyList_GET_SIZE(items) > 0) {
-            if (snap_push(st, v) < 0) {
-                Py_DECREF(items);
-                return -1;
-            }
+        int r = 0;
+        if ((d != NULL && PyDict_GET_SIZE(d)) || PyList_GET_SIZE(slots)) {
             const char *sep = ": ";
-            for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
-                if (LEFT(st) <= 0) {
-                    Py_DECREF(items);
-                    return 0;
-                }
-                PyObject *pair = PyList_GET_ITEM(items, i);
-                PyObject *k = PyTuple_GET_ITEM(pair, 0), *item = PyTuple_GET_ITEM(pair, 1);
-                if (!PyUnicode_CheckExact(k))
-                    continue;
-                if (PyUnicode_GET_LENGTH(k) >= 4 && PyUnicode_READ_CHAR(k, 0) == '_'
-                    && PyUnicode_READ_CHAR(k, 1) == 's' && PyUnicode_READ_CHAR(k, 2) == 'a'
-                    && PyUnicode_READ_CHAR(k, 3) == '_')
-                    continue;  /* SQLAlchemy's instance state */
-                if (snap_ascii(st, sep) < 0 || _PyUnicodeWriter_WriteStr(&st->w, k) < 0
-                    || _PyUnicodeWriter_WriteChar(&st->w, '=') < 0 || snap_walk(st, item, depth + 1) < 0) {
-                    Py_DECREF(items);
-                    return -1;
-                }
-                sep = ", ";
+            r = snap_push(st, v);
+            /* the dict is read in place, as dict's own repr does (each key and value held while
+             * it is written): no list of pairs is built for it */
+            Py_ssize_t pos = 0;
+            PyObject *k, *item;
+            while (r == 0 && d != NULL && PyDict_Next(d, &pos, &k, &item)) {
+                Py_INCREF(k);
+                Py_INCREF(item);
+                r = snap_field(st, k, item, depth, &sep);
+                Py_DECREF(k);
+                Py_DECREF(item);
             }
-            snap_pop(st, v);
+            for (Py_ssize_t i = 0; r == 0 && i < PyList_GET_SIZE(slots); i++) {
+                PyObject *pair = PyList_GET_ITEM(slots, i);
+                r = snap_field(st, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1), depth, &sep);
+            }
+            if (r == 0)
+                snap_pop(st, v);
         }
-        Py_DECREF(items);
+        Py_XDECREF(d);
+        Py_DECREF(slots);
+        if (r != 0)
+            return r < 0 ? -1 : 0;  /* 1: the limit is reached, the text ends here */
     }
     return _PyUnicodeWriter_WriteChar(&st->w, '>');
 }
@@ -2951,6 +2969,10 @@ snap_text(PyObject *v, Py_ssize_t limit)
     SnapState st;
     _PyUnicodeWriter_Init(&st.w);
     st.w.overallocate = 1;
+    /* room for a typical object's text at once (growing a writer reallocates every few dozen
+     * characters), kept within what CPython's small-object allocator serves: beyond 512 bytes
+     * every snapshot would go to the system allocator */
+    st.w.min_length = limit < 400 ? limit : 400;
     st.limit = limit;
     st.n = 0;
     if (snap_walk(&st, v, 0) < 0) {
@@ -3028,6 +3050,231 @@ speedups_snapshot_config(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kwds)
     Py_RETURN_NONE;
 }
 
+/* ================================================================ exceptions */
+
+/*
+ * exception_summary(exc, limit): the C twin of snapshot.exception_summary (same tuple), read
+ * from the exception's and traceback's own fields: no code of the program runs, and the
+ * summary holds no reference to the exception, its traceback or its frames.
+ *
+ * A parser that raises for control flow sends hundreds of thousands of exceptions through
+ * recorded calls, each summarized once per recorded frame it leaves, and the frames repeat:
+ * each (filename, line, function) tuple is kept in a small direct-mapped cache keyed by the
+ * code object's address and the instruction offset.  An entry holds no reference to the code
+ * object, only to the tuple and to the code's line table, so a hit is exact: the same line table
+ * (alive, held here), offset, filename and name objects give the same line.
+ */
+#define EXC_MAX_HEAD 16   /* snapshot.MAX_FRAMES_HEAD */
+#define EXC_MAX_TAIL 48   /* snapshot.MAX_FRAMES_TAIL */
+#define EXC_MAX_CHAIN 4   /* snapshot._MAX_CHAIN */
+#define FRAME_CACHE 1024
+
+typedef struct {
+    void *code;           /* address only: never dereferenced */
+    int lasti;
+    int firstlineno;
+    PyObject *linetable;  /* strong */
+    PyObject *frame;      /* strong: (filename, line, name) */
+} FrameEntry;
+
+static FrameEntry frame_cache[FRAME_CACHE];
+static PyObject *s_tb_lineno = NULL;   /* interned at init */
+static PyObject *exc_fallback = NULL;  /* what a record keeps when the summary itself fails */
+
+#define CODE_LINETABLE(c) ((c)->co_linetable)  /* 3.10 to 3.13 */
+
+/* (filename, line, function) of one traceback entry (new reference). */
+static PyObject *
+exc_frame(PyTracebackObject *tb)
+{
+    PyCodeObject *code = PyFrame_GetCode(tb->tb_frame);
+    uintptr_t h = ((uintptr_t)code >> 4) * 31u + (uintptr_t)tb->tb_lasti;
+    FrameEntry *e = &frame_cache[(h ^ (h >> 10)) % FRAME_CACHE];
+    PyObject *linetable = CODE_LINETABLE(code);
+    if (e->frame != NULL && e->code == (void *)code && e->lasti == tb->tb_lasti && e->linetable == linetable
+        && e->firstlineno == code->co_firstlineno && PyTuple_GET_ITEM(e->frame, 0) == code->co_filename
+        && PyTuple_GET_ITEM(e->frame, 2) == code->co_name) {
+        Py_DECREF(code);
+        return Py_NewRef(e->frame);
+    }
+    /* the line as tb.tb_lineno computes it (traceback's own getter) */
+    PyObject *line = PyObject_GetAttr((PyObject *)tb, s_tb_lineno);
+    if (line == NULL) {
+        Py_DECREF(code);
+        return NULL;
+    }
+    PyObject *frame = PyTuple_Pack(3, code->co_filename, line, code->co_name);
+    Py_DECREF(line);
+    if (frame == NULL) {
+        Py_DECREF(code);
+        return NULL;
+    }
+    PyObject_GC_UnTrack(frame);  /* str, int (or None), str */
+    e->code = (void *)code;
+    e->lasti = tb->tb_lasti;
+    e->firstlineno = code->co_firstlineno;
+    Py_XSETREF(e->linetable, Py_XNewRef(linetable));
+    Py_XSETREF(e->frame, Py_NewRef(frame));
+    Py_DECREF(code);
+    return frame;
+}
+
+/* `module` of a class as type.__module__ reads it (new reference; "" when it is not a str). */
+static PyObject *
+exc_type_module(PyTypeObject *t)
+{
+    if (t->tp_flags & Py_TPFLAGS_HEAPTYPE) {
+        PyObject *m = t->tp_dict != NULL ? PyDict_GetItemWithError(t->tp_dict, s_module) : NULL;
+        if (m == NULL && PyErr_Occurred())
+            return NULL;
+        return Py_NewRef(m != NULL && PyUnicode_CheckExact(m) ? m : s_empty);
+    }
+    const char *dot = strrchr(t->tp_name, '.');
+    if (dot == NULL)
+        return PyUnicode_FromString("builtins");
+    return PyUnicode_FromStringAndSize(t->tp_name, dot - t->tp_name);
+}
+
+/* type.__qualname__ (new reference). */
+static PyObject *
+exc_type_qualname(PyTypeObject *t)
+{
+    if (t->tp_flags & Py_TPFLAGS_HEAPTYPE)
+        return Py_NewRef(((PyHeapTypeObject *)t)->ht_qualname);
+    const char *dot = strrchr(t->tp_name, '.');
+    return PyUnicode_FromString(dot != NULL ? dot + 1 : t->tp_name);
+}
+
+static int
+exc_safe_arg(PyObject *a)
+{
+    PyTypeObject *t = Py_TYPE(a);
+    return t == &PyUnicode_Type || t == &PyLong_Type || t == &PyFloat_Type || t == &PyBool_Type
+        || t == &PyBytes_Type || a == Py_None;
+}
+
+/* snapshot._message (new reference). */
+static PyObject *
+exc_message(PyObject *exc, PyTypeObject *t, PyObject *module, Py_ssize_t limit)
+{
+    PyObject *args = ((PyBaseExceptionObject *)exc)->args;
+    Py_ssize_t n = args != NULL && PyTuple_Check(args) ? PyTuple_GET_SIZE(args) : 0;
+    PyObject *text;
+    int safe = !(t->tp_flags & Py_TPFLAGS_HEAPTYPE) && PyUnicode_CompareWithASCIIString(module, "builtins") == 0;
+    for (Py_ssize_t i = 0; safe && i < n; i++)
+        safe = exc_safe_arg(PyTuple_GET_ITEM(args, i));
+    if (safe)
+        text = PyObject_Str(exc);  /* BaseException/OSError/KeyError/... __str__: C code over plain values */
+    else if (n == 1 && PyUnicode_CheckExact(PyTuple_GET_ITEM(args, 0)))
+        text = Py_NewRef(PyTuple_GET_ITEM(args, 0));
+    else if (n == 0)
+        text = Py_NewRef(s_empty);
+    else
+        text = snap_text(n == 1 ? PyTuple_GET_ITEM(args, 0) : args, limit);
+    if (text != NULL && PyUnicode_Check(text) && PyUnicode_GET_LENGTH(text) > limit)
+        Py_SETREF(text, PyUnicode_Substring(text, 0, limit));
+    return text;
+}
+
+/* `c` is one of the exceptions already summarized in this chain (or not an exception at all). */
+static int
+exc_seen(PyObject *c, PyObject **seen, int nseen)
+{
+    for (int k = 0; k < nseen; k++)
+        if (seen[k] == c)
+            return 1;
+    return !PyExceptionInstance_Check(c);
+}
+
+static PyObject *
+exc_summary(PyObject *exc, Py_ssize_t limit, int chain, PyObject **seen, int nseen)
+{
+    seen[nseen++] = exc;
+    PyTypeObject *t = Py_TYPE(exc);
+    PyObject *frames = NULL, *cause = NULL, *context = NULL, *module = NULL, *qualname = NULL, *message = NULL;
+    PyObject *tb0 = PyException_GetTraceback(exc), *result = NULL;
+    Py_ssize_t total = 0;
+    for (PyObject *tb = tb0; tb != NULL && PyTraceBack_Check(tb); tb = (PyObject *)((PyTracebackObject *)tb)->tb_next)
+        total++;
+    Py_ssize_t kept = total <= EXC_MAX_HEAD + EXC_MAX_TAIL ? total : EXC_MAX_HEAD + EXC_MAX_TAIL;
+    frames = PyTuple_New(kept);
+    if (frames == NULL)
+        goto done;
+    Py_ssize_t i = 0, j = 0;
+    for (PyObject *tb = tb0; tb != NULL && PyTraceBack_Check(tb) && j < kept;
+         tb = (PyObject *)((PyTracebackObject *)tb)->tb_next, i++) {
+        if (i >= EXC_MAX_HEAD && i < total - (kept - EXC_MAX_HEAD))
+            continue;  /* the middle of a very deep traceback */
+        PyObject *frame = exc_frame((PyTracebackObject *)tb);
+        if (frame == NULL)
+            goto done;
+        PyTuple_SET_ITEM(frames, j++, frame);
+    }
+    if (chain > 0) {
+        PyObject *c = PyException_GetCause(exc);
+        if (c != NULL && !exc_seen(c, seen, nseen))
+            cause = exc_summary(c, limit, chain - 1, seen, nseen);
+        else if (c == NULL && !((PyBaseExceptionObject *)exc)->suppress_context) {
+            c = PyException_GetContext(exc);
+            if (c != NULL && !exc_seen(c, seen, nseen))
+                context = exc_summary(c, limit, chain - 1, seen, nseen);
+        }
+        Py_XDECREF(c);
+        if ((cause == NULL && context == NULL) && PyErr_Occurred())
+            goto done;
+    }
+    module = exc_type_module(t);
+    qualname = module != NULL ? exc_type_qualname(t) : NULL;
+    message = qualname != NULL ? exc_message(exc, t, module, limit) : NULL;
+    if (message != NULL)
+        result = Py_BuildValue("(OOOOnOO)", qualname, module, message, frames, total - kept,
+                               cause != NULL ? cause : Py_None, context != NULL ? context : Py_None);
+done:
+    Py_XDECREF(tb0);
+    Py_XDECREF(frames);
+    Py_XDECREF(cause);
+    Py_XDECREF(context);
+    Py_XDECREF(module);
+    Py_XDECREF(qualname);
+    Py_XDECREF(message);
+    return result;
+}
+
+/* The summary of `exc` (new reference, untracked), or NULL with an error set. */
+static PyObject *
+exception_summary_c(PyObject *exc, Py_ssize_t limit)
+{
+    if (!PyExceptionInstance_Check(exc)) {
+        PyErr_SetString(PyExc_TypeError, "exception_summary: not an exception");
+        return NULL;
+    }
+    PyObject *seen[EXC_MAX_CHAIN + 2];
+    PyObject *summary = exc_summary(exc, limit, EXC_MAX_CHAIN, seen, 0);
+    if (summary != NULL)
+        untrack_tuples(summary, 8);
+    return summary;
+}
+
+static PyObject *
+speedups_exception_summary(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "exception_summary(exc, limit)");
+        return NULL;
+    }
+    Py_ssize_t limit = PyLong_AsSsize_t(args[1]);
+    if (limit == -1 && PyErr_Occurred())
+        return NULL;
+    return exception_summary_c(args[0], limit);
+}
+
+/* summarize(exc): exception_summary(exc, limit) at the snapshots' limit (the hot path's summarize). */
+static PyObject *
+speedups_summarize(PyObject *Py_UNUSED(m), PyObject *exc)
+{
+    return exception_summary_c(exc, snap_limit);
+}
+
 /* ==================================================================== module */
 
 static PyObject *
@@ -3039,6 +3286,9 @@ speedups_call_cache(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
 static PyMethodDef speedups_functions[] = {
     {"snapshot", (PyCFunction)(void (*)(void))speedups_snapshot, METH_FASTCALL,
      "snapshot(value, limit) -> str: the C twin of snapshot.snapshot."},
+    {"exception_summary", (PyCFunction)(void (*)(void))speedups_exception_summary, METH_FASTCALL,
+     "exception_summary(exc, limit) -> tuple: the C twin of snapshot.exception_summary."},
+    {"summarize", speedups_summarize, METH_O, "summarize(exc): exception_summary at the snapshots' limit."},
     {"snap", speedups_snap, METH_O, "snap(value): a plain value as it is, else its snapshot (runtime._snap's twin)."},
     {"snapshot_config", (PyCFunction)(void (*)(void))speedups_snapshot_config, METH_VARARGS | METH_KEYWORDS,
      "snapshot_config(*, fallback, enum, opt_in, limit, max_depth, field_depth)"},
@@ -3076,9 +3326,13 @@ PyInit__speedups(void)
     s_key_target = PyUnicode_InternFromString("scope.target");
     s_key_value = PyUnicode_InternFromString("scope.value");
     s_key_dropped = PyUnicode_InternFromString("scope.dropped");
+    s_tb_lineno = PyUnicode_InternFromString("tb_lineno");
+    exc_fallback = Py_BuildValue("(sss()nOO)", "BaseException", "builtins", "<unrepresentable exception>",
+                                 (Py_ssize_t)0, Py_None, Py_None);
     if (s_module == NULL || s_dict == NULL || s_empty == NULL || s_slots == NULL || s_fields == NULL
         || s_ev_suspend == NULL || s_ev_resume == NULL || s_ev_state == NULL || s_ev_dropped == NULL
-        || s_key_target == NULL || s_key_value == NULL || s_key_dropped == NULL)
+        || s_key_target == NULL || s_key_value == NULL || s_key_dropped == NULL || s_tb_lineno == NULL
+        || exc_fallback == NULL)
         return NULL;
     PyObject *m = PyModule_Create(&speedups_module);
     if (m == NULL)

@@ -218,7 +218,7 @@ def _new_hot() -> Any:
     hot = _accel.IMPL.HotPath(
         LEVELS, _RATES, _FLAGS, _PARAMS, ContextVar("scope_otel_call", default=None), _DISABLED,
         _context.raw_source(_overlay), _root_of, _accel.IMPL.snap or _snap, _ring.sink, _new_prefix(),
-        _on_error, _summarize,
+        _on_error, _accel.IMPL.summarize or _summarize,
     )
     _overlay.current = hot.current
     _governor.on_ratio(lambda bound, every: hot.set_roots(_SPAN_KEY, bound, every))

@@ -431,7 +431,8 @@ def exception_summary(exc: BaseException, limit: int) -> tuple:
     raised, ``omitted`` the number of frames left out in the middle of a very deep traceback,
     and ``cause``/``context`` the same summary of the chained exception Python would print
     (or None).  The message is ``str(exc)`` only for CPython's own exception types over plain
-    arguments (C code); otherwise it comes from ``exc.args`` through :func:`snapshot`."""
+    arguments (C code); otherwise it comes from ``exc.args`` through :func:`snapshot`.
+    ``_speedups.exception_summary`` is its C twin (what the C hot path uses)."""
     return _summary(exc, limit, _MAX_CHAIN, set())
 
 

@@ -293,3 +293,96 @@ def test_slots_read_through_the_c_cache_follow_classes_that_come_and_go():
     first = native.snapshot(obj, 513)
     obj.a = [3]
     assert native.snapshot(obj, 513) == snapshot(obj, 513) != first
+
+
+def _raised(fn):
+    try:
+        fn()
+    except BaseException as exc:  # noqa: BLE001 - any exception, as the hot path sees it
+        return exc
+    raise AssertionError("did not raise")
+
+
+def _deep(n):
+    if n == 0:
+        raise ValueError("bottom", n)
+    _deep(n - 1)
+
+
+class _Grammar:
+    def __init__(self):
+        self.name, self.items = "expr", [1, 2]
+
+
+class _ParseError(Exception):
+    def __init__(self, text, loc, elem):
+        super().__init__(text, loc, "Expected " + elem.name)
+        self.elem = elem
+
+
+def _chained():
+    try:
+        try:
+            {}["k"]
+        except KeyError as e:
+            raise RuntimeError("wrapped") from e
+    except RuntimeError:
+        raise OSError(2, "No such file")  # context: RuntimeError, its cause: KeyError
+
+
+def _cycle():
+    a, b = ValueError("a"), ValueError("b")
+    a.__context__, b.__context__ = b, a
+    raise a
+
+
+def _suppressed():
+    try:
+        raise KeyError(1)
+    except KeyError:
+        raise TypeError("plain") from None
+
+
+def _exception_cases():
+    yield _raised(lambda: _deep(3))
+    yield _raised(lambda: _deep(100))  # head 16 + tail 48, 37 left out
+    yield _raised(lambda: _deep(63))   # exactly 64 frames: none left out
+    yield _raised(_chained)
+    yield _raised(_cycle)
+    yield _raised(_suppressed)
+    yield _raised(lambda: exec("raise _ParseError('x' * 2000, 7, _Grammar())", {"_ParseError": _ParseError,
+                                                                                "_Grammar": _Grammar}))
+    yield _raised(lambda: 1 / 0)
+    yield _raised(lambda: {}[("a", 1)])
+    yield _ParseError("t", 0, _Grammar())  # never raised
+    yield KeyboardInterrupt()  # never raised: no traceback
+    yield Exception()
+    yield Exception(_Grammar())
+    yield _raised(lambda: __import__("json").loads("{"))  # a C-raised exception of a Python class
+
+
+@pytest.mark.parametrize("limit", [5, 64, 513])
+def test_the_c_exception_summary_is_the_python_one(limit):
+    native = pytest.importorskip("scope_otel.capture._speedups")
+    for _ in range(3):  # the second and third time through the C frame cache
+        for exc in _exception_cases():
+            assert native.exception_summary(exc, limit) == snapshot_module.exception_summary(exc, limit), exc
+
+
+def test_the_c_exception_summary_cache_follows_code_that_comes_and_goes():
+    # Frames are cached by their code object's address and offset: code compiled again (often at
+    # the same address) with the same names but other lines must show its own lines, and the cache
+    # must keep no code object alive.
+    native = pytest.importorskip("scope_otel.capture._speedups")
+    import gc
+
+    for i in range(100):
+        ns: dict = {}
+        exec(compile("\n" * (i % 7) + "def f():\n    raise ValueError(1)\n", "same.py", "exec"), ns)
+        exc = _raised(ns["f"])
+        assert native.exception_summary(exc, 100) == snapshot_module.exception_summary(exc, 100)
+        assert native.exception_summary(exc, 100)[3][-1] == ("same.py", 2 + i % 7, "f")
+        alive = weakref.ref(ns["f"].__code__)
+        del ns, exc
+        gc.collect()
+        assert alive() is None

@@ -454,9 +454,6 @@ def test_tracebacks_through_yield_from_match_the_source(load, level, hot_path):
     assert frames[0] == frames[1] == [("delegator", 7), ("sub", 4)]
 
 
-@pytest.mark.xfail(sys.version_info < (3, 11), strict=True,
-                   reason="known limitation on 3.10: its C method calls count against the recursion limit, "
-                          "so the rewrite's sub.send() loop costs two levels per delegation where yield from costs one")
 @pytest.mark.xfail((3, 12) <= sys.version_info < (3, 12, 2), strict=True,
                    reason="CPython 3.12.0-3.12.1 cap C recursion at 1500 whatever the recursion limit (a frame "
                           "entered from C counts two): the rewrite's next()/send() hand-over is a C call, yield from "
