@@ -314,6 +314,21 @@ def connected(tracer: trace.Tracer, setup: Setup, database: Database | None = No
     end(span, error=setup.error)
 
 
+def opening(tracer: trace.Tracer, open_: Callable[[], Any], where: str,
+            database: Callable[[], Database] | None = None) -> Any:
+    """Run a framework's opening of a connection (``open_``): the statements it runs become one
+    ``connect`` span (:func:`connecting`, :func:`connected`); ``database`` names the connection's when
+    the framework knows it.  A failure of ours is reported as ``where``, never raised."""
+    setup = connecting()
+    try:
+        return open_()
+    finally:
+        try:
+            connected(tracer, setup, database() if database is not None and setup.texts else None)
+        except Exception:
+            failed(where)
+
+
 def _database_of_unknown() -> Database:
     return database("other_sql")
 

@@ -97,6 +97,7 @@ from __future__ import annotations
 
 import os
 import sys
+from functools import partial
 from time import time_ns
 from typing import Any, Callable
 
@@ -450,14 +451,8 @@ def _make_connect(original: Callable) -> Callable:
         state = _state
         if state is None or _sql.claimed():
             return original(self)
-        setup = _sql.connecting()
-        try:
-            original(self)
-        finally:
-            try:
-                _sql.connected(state.tracer, setup, _database(state, self) if setup.texts else None)
-            except Exception:
-                failed("django.sql.connect")
+        return _sql.opening(state.tracer, partial(original, self), "django.sql.connect",
+                            partial(_database, state, self))
 
     connect.__name__ = original.__name__
     connect.__qualname__ = original.__qualname__

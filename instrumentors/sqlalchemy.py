@@ -66,6 +66,7 @@ from __future__ import annotations
 import os
 import sys
 import weakref
+from functools import partial
 from time import monotonic
 from typing import Any
 
@@ -165,14 +166,8 @@ def _make_pool_connect(original: Any) -> Any:
         state = _state
         if state is None or _sql.claimed():
             return original(self)
-        setup = _sql.connecting()
-        try:
-            original(self)
-        finally:
-            try:
-                _sql.connected(state.tracer, setup)  # the database the driver's statements ran on
-            except Exception:
-                failed("sqlalchemy.connect")
+        # the database is that of the driver layer whose statement came first
+        return _sql.opening(state.tracer, partial(original, self), "sqlalchemy.connect")
 
     connect.__name__ = original.__name__
     connect.__qualname__ = original.__qualname__
