@@ -196,10 +196,12 @@ def test_fork_child_exports_its_own_spans_and_parent_keeps_working(pipeline, hoo
 
 
 def _fork_without_hooks() -> int:
-    """fork(2) through ctypes: Python's at-fork hooks do not run (as under uWSGI)."""
+    """fork(2) through ctypes: Python's at-fork hooks do not run (as under uWSGI).  PyDLL, not CDLL:
+    CDLL releases the GIL around the call, and a thread of the parent (the exporter's, gRPC's) that
+    takes it at that moment leaves the child waiting for it forever."""
     import ctypes
 
-    return ctypes.CDLL(None, use_errno=True).fork()
+    return ctypes.PyDLL(None, use_errno=True).fork()
 
 
 def test_stats_report_ring_export_and_runtime_counters(pipeline, fn):
