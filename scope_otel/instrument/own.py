@@ -24,6 +24,8 @@ def module_name(path: str) -> str:
     parts = [] if stem == "__init__" else [stem]
     while os.path.isfile(os.path.join(directory, "__init__.py")):
         directory, package = os.path.split(directory)
+        if not package:  # the filesystem's root
+            break
         parts.insert(0, package)
     return ".".join(parts) or stem
 

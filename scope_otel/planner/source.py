@@ -21,6 +21,8 @@ import tokenize
 import warnings
 from dataclasses import dataclass
 
+from scope_otel.instrument.own import module_name  # the one rule: plans name modules as the import hook sees them
+
 #: Files larger than this are treated as generated and skipped.
 MAX_FILE_BYTES = 2_000_000
 _SKIP_DIRS = frozenset({"__pycache__", "node_modules", "site-packages", "dist-packages",
@@ -44,19 +46,6 @@ class Parsed:
     path: str
     module: str
     tree: ast.Module
-
-
-def module_name(path: str) -> str:
-    """Dotted module name of ``path`` from the ``__init__.py`` chain above it."""
-    directory, filename = os.path.split(os.path.abspath(path))
-    stem = filename[:-3] if filename.endswith(".py") else filename
-    parts = [] if stem == "__init__" else [stem]
-    while os.path.isfile(os.path.join(directory, "__init__.py")):
-        directory, package = os.path.split(directory)
-        parts.append(package)
-        if not package:
-            break
-    return ".".join(reversed(parts)) or stem
 
 
 def discover(paths: list[str]) -> tuple[list[SourceFile], list[Skipped]]:
