@@ -360,6 +360,22 @@ def test_the_writers_loop_sleeps_until_the_queue_is_due_and_wakes_for_a_batch_a_
         wake.close()
 
 
+def test_a_writer_without_inotify_looks_in_the_folder_for_flushes_and_releases(tmp_path):
+    from scope_otel.store.engine import FLUSH_PREFIX
+    from scope_otel.store.ownership import RELEASE_PREFIX
+    from scope_otel.store.writer import _Wakeup
+
+    spool, store = tmp_path / "spool", tmp_path / "store"
+    store.mkdir()
+    wake = _Wakeup(str(spool), str(store))
+    wake.close()  # as where inotify is missing
+    assert not wake.watching and not wake.released() and not wake.asked()
+    (store / f"{FLUSH_PREFIX}7").write_bytes(b"")
+    assert wake.asked()
+    (store / f"{RELEASE_PREFIX}123").write_bytes(b"")
+    assert wake.released()
+
+
 def test_the_writer_publishes_what_it_spent_and_wrote_for_the_processes_that_export_to_it(tmp_path):
     from scope_otel.store.engine import WRITER_COST_FILE
     from scope_otel.store.writer import _Totals
